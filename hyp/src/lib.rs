@@ -1,0 +1,10 @@
+//! The hypervisor's arch-independent core, built for the host in tests and
+//! for `aarch64-unknown-none` inside the EL2 binary.
+#![no_std]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod mm;
+pub use hyp_abi as abi;

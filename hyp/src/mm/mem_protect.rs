@@ -1,0 +1,396 @@
+//! Page ownership and the transitions between owners.
+//!
+//! Three kinds of component own pages: the host, the hyp, and guests. Each
+//! has a stage-2 (the hyp's is a bookkeeping tree no hardware walks) whose
+//! leaves say, per page, OWNED / SHARED_OWNED / SHARED_BORROWED, or (invalid)
+//! who else owns it. Every transition has the same shape: the caller holds the
+//! locks (host, then hyp, then VM, in that order: the `&mut` arguments), the
+//! whole range is checked on both sides, all table pages are allocated, then
+//! both sides are committed. A refused call changes nothing.
+
+use alloc::vec::Vec;
+
+use super::env::MmEnv;
+use super::pgtable::{Mapping, Stage2, Update};
+use super::pins::Pins;
+use super::prot::{Attrs, Leaf, Owner, PageState};
+use super::{is_aligned, level_size, Error, PAGE_SIZE};
+
+/// A physical address range `[base, base + size)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Region {
+    pub const fn end(&self) -> u64 {
+        self.base + self.size
+    }
+    pub const fn contains(&self, a: u64, size: u64) -> bool {
+        a >= self.base && size <= self.size && a - self.base <= self.size - size
+    }
+}
+
+/// The host: its stage-2 (an identity map built lazily on faults), the
+/// memory it may map, and its pins on pages guests share with it.
+#[derive(Debug)]
+pub struct HostMm {
+    pub pgt: Stage2,
+    pub pins: Pins,
+    /// RAM (the hyp's own part is annotated as hyp-owned in `pgt`).
+    pub ram: Vec<Region>,
+    /// Device MMIO regions the host may map.
+    pub devices: Vec<Region>,
+}
+
+/// The hyp's own view: pages donated to it or shared with it.
+#[derive(Debug)]
+pub struct HypMm {
+    pub pgt: Stage2,
+}
+
+/// One guest's memory: IPA → PA.
+#[derive(Debug)]
+pub struct GuestMm {
+    pub pgt: Stage2,
+    pub handle: u16,
+}
+
+/// What a host stage-2 fault was resolved to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostFault {
+    /// Identity-mapped a block or page at this level.
+    Mapped { level: u8, base: u64, device: bool },
+    /// Already mapped (another CPU got there first).
+    Spurious,
+}
+
+/// Attributes the host's own RAM is mapped with.
+const HOST_RAM: Attrs = Attrs::NORMAL_RWX;
+/// Attributes of a guest page the host borrows.
+const HOST_BORROWED: Attrs = Attrs::NORMAL_RW;
+/// Attributes of guest memory.
+pub const GUEST_RAM: Attrs = Attrs::NORMAL_RWX;
+/// Attributes of a page the hyp holds.
+const HYP_MEM: Attrs = Attrs::NORMAL_RW;
+
+fn owned(pa: u64, attrs: Attrs, state: PageState) -> Leaf {
+    Leaf::Mapped { pa, attrs, state }
+}
+
+/// Is this host leaf a page the host owns exclusively (mapped or not)?
+fn host_owns(l: Leaf) -> bool {
+    matches!(l, Leaf::Invalid(Owner::None) | Leaf::Mapped { attrs: HOST_RAM, state: PageState::Owned, .. })
+}
+
+/// Checks every page of `[start, start + size)` in `pgt` with `ok`.
+fn check_all<E: MmEnv>(
+    env: &mut E,
+    pgt: &Stage2,
+    start: u64,
+    size: u64,
+    mut ok: impl FnMut(Leaf) -> bool,
+) -> Result<(), Error> {
+    let end = pgt.check_range(start, size)?;
+    pgt.for_each_leaf(env, start, end, |m: Mapping, a, _| if ok(m.at(a)) { Ok(()) } else { Err(Error::Perm) })
+}
+
+/// Checks that a guest range is mapped in `state`, with one attribute set and
+/// physically contiguous; returns the PA of `ipa` and the attributes.
+fn guest_range<E: MmEnv>(
+    env: &mut E,
+    guest: &GuestMm,
+    ipa: u64,
+    size: u64,
+    state: impl Fn(PageState) -> bool,
+) -> Result<(u64, Attrs, PageState), Error> {
+    let end = guest.pgt.check_range(ipa, size)?;
+    let mut first: Option<(u64, Attrs, PageState)> = None;
+    guest.pgt.for_each_leaf(env, ipa, end, |m, a, _| match (m.at(a), first) {
+        (Leaf::Mapped { pa, attrs, state: s }, None) if state(s) => {
+            first = Some((pa, attrs, s));
+            Ok(())
+        }
+        (Leaf::Mapped { pa, attrs, state: s }, Some((pa0, attrs0, s0)))
+            if attrs == attrs0 && s == s0 && pa == pa0 + (a - ipa) =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::Perm),
+    })?;
+    first.ok_or(Error::Perm)
+}
+
+/// Prepares both sides, then commits both, or changes nothing.
+fn commit_pair<E: MmEnv>(
+    env: &mut E,
+    a: (&mut Stage2, u64, u64, Leaf),
+    b: (&mut Stage2, u64, u64, Leaf),
+) -> Result<(), Error> {
+    let ua: Update = a.0.prepare(env, a.1, a.2, a.3)?;
+    let ub = match b.0.prepare(env, b.1, b.2, b.3) {
+        Ok(u) => u,
+        Err(e) => {
+            ua.cancel(env);
+            return Err(e);
+        }
+    };
+    a.0.commit(env, ua);
+    b.0.commit(env, ub);
+    Ok(())
+}
+
+impl HostMm {
+    pub fn new(pgt: Stage2, ram: Vec<Region>, devices: Vec<Region>) -> Self {
+        let (lo, hi) = ram.iter().fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r.base), hi.max(r.end())));
+        let pins = if lo < hi { Pins::new(lo, hi - lo) } else { Pins::new(0, 0) };
+        HostMm { pgt, pins, ram, devices }
+    }
+
+    /// Is `[pa, pa + size)` a page-aligned non-empty range inside one RAM region?
+    pub fn check_ram(&self, pa: u64, size: u64) -> Result<(), Error> {
+        if size == 0 || !is_aligned(pa, PAGE_SIZE) || !is_aligned(size, PAGE_SIZE) {
+            return Err(Error::Inval);
+        }
+        if self.ram.iter().any(|r| r.contains(pa, size)) {
+            Ok(())
+        } else {
+            Err(Error::Inval)
+        }
+    }
+
+    /// Resolves a host stage-2 fault at `ipa`: identity-maps the largest
+    /// block around it that lies in one RAM or device region and that the
+    /// host owns. `Err(Perm)`: the page belongs to the hyp or a guest;
+    /// `Err(Inval)`: no memory or device there. Either way the caller
+    /// injects an abort into the host.
+    pub fn handle_fault<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Result<HostFault, Error> {
+        let m = self.pgt.lookup(env, ipa)?;
+        match m.leaf {
+            Leaf::Mapped { .. } => return Ok(HostFault::Spurious),
+            Leaf::Invalid(Owner::None) => {}
+            Leaf::Invalid(_) => return Err(Error::Perm),
+        }
+        let (region, attrs, device) = if let Some(r) = self.ram.iter().find(|r| r.contains(ipa, 1)) {
+            (*r, HOST_RAM, false)
+        } else if let Some(r) = self.devices.iter().find(|r| r.contains(ipa, 1)) {
+            (*r, Attrs::DEVICE_RW, true)
+        } else {
+            return Err(Error::Inval);
+        };
+        for level in m.level.max(1)..=3 {
+            let size = level_size(level);
+            let base = ipa & !(size - 1);
+            if region.contains(base, size) {
+                self.pgt.set(env, base, size, owned(base, attrs, PageState::Owned))?;
+                return Ok(HostFault::Mapped { level, base, device });
+            }
+        }
+        Err(Error::Inval)
+    }
+
+    /// The host's view of the page at `pa`.
+    pub fn leaf_at<E: MmEnv>(&self, env: &mut E, pa: u64) -> Result<Leaf, Error> {
+        Ok(self.pgt.lookup(env, pa)?.at(pa & !(PAGE_SIZE - 1)))
+    }
+
+    /// Takes a host pin on a page a guest shared with the host.
+    pub fn pin<E: MmEnv>(&mut self, env: &mut E, pa: u64, exclusive: bool) -> Result<(), Error> {
+        if !is_aligned(pa, PAGE_SIZE) {
+            return Err(Error::Inval);
+        }
+        self.check_ram(pa, PAGE_SIZE)?;
+        match self.leaf_at(env, pa)? {
+            Leaf::Mapped { state: PageState::SharedBorrowed, .. } => self.pins.pin(pa, exclusive),
+            _ => Err(Error::Perm),
+        }
+    }
+
+    /// Drops one host pin.
+    pub fn unpin(&mut self, pa: u64) -> Result<(), Error> {
+        if !is_aligned(pa, PAGE_SIZE) {
+            return Err(Error::Inval);
+        }
+        self.check_ram(pa, PAGE_SIZE)?;
+        self.pins.unpin(pa)
+    }
+}
+
+/// host → hyp share: host OWNED → SHARED_OWNED, hyp gets SHARED_BORROWED.
+pub fn host_share_hyp<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, size: u64) -> Result<(), Error> {
+    host.check_ram(pa, size)?;
+    check_all(env, &host.pgt, pa, size, host_owns)?;
+    check_all(env, &hyp.pgt, pa, size, |l| l == Leaf::Invalid(Owner::None))?;
+    commit_pair(
+        env,
+        (&mut host.pgt, pa, size, owned(pa, HOST_RAM, PageState::SharedOwned)),
+        (&mut hyp.pgt, pa, size, owned(pa, HYP_MEM, PageState::SharedBorrowed)),
+    )
+}
+
+/// Undoes [`host_share_hyp`].
+pub fn host_unshare_hyp<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, size: u64) -> Result<(), Error> {
+    host.check_ram(pa, size)?;
+    check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedOwned, .. }))?;
+    check_all(env, &hyp.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
+    commit_pair(
+        env,
+        (&mut host.pgt, pa, size, owned(pa, HOST_RAM, PageState::Owned)),
+        (&mut hyp.pgt, pa, size, Leaf::Invalid(Owner::None)),
+    )
+}
+
+/// host → hyp donation: the host loses the pages.
+pub fn host_donate_hyp<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, size: u64) -> Result<(), Error> {
+    host.check_ram(pa, size)?;
+    check_all(env, &host.pgt, pa, size, host_owns)?;
+    check_all(env, &hyp.pgt, pa, size, |l| l == Leaf::Invalid(Owner::None))?;
+    commit_pair(
+        env,
+        (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Hyp)),
+        (&mut hyp.pgt, pa, size, owned(pa, HYP_MEM, PageState::Owned)),
+    )
+}
+
+/// hyp → host donation (the pages come back unmapped; the host faults them in).
+pub fn hyp_donate_host<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, size: u64) -> Result<(), Error> {
+    host.check_ram(pa, size)?;
+    check_all(env, &hyp.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::Owned, .. }))?;
+    check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Hyp))?;
+    commit_pair(
+        env,
+        (&mut host.pgt, pa, size, Leaf::Invalid(Owner::None)),
+        (&mut hyp.pgt, pa, size, Leaf::Invalid(Owner::None)),
+    )
+}
+
+/// host → guest donation of `[pa, pa + size)` at guest `ipa`: the guest owns
+/// it (mapped with blocks where aligned); the host's table records the VM.
+pub fn host_donate_guest<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    pa: u64,
+    ipa: u64,
+    size: u64,
+) -> Result<(), Error> {
+    host.check_ram(pa, size)?;
+    guest.pgt.check_range(ipa, size)?;
+    check_all(env, &host.pgt, pa, size, host_owns)?;
+    check_all(env, &guest.pgt, ipa, size, |l| l == Leaf::Invalid(Owner::None))?;
+    let h = guest.handle;
+    commit_pair(
+        env,
+        (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Guest(h))),
+        (&mut guest.pgt, ipa, size, owned(pa, GUEST_RAM, PageState::Owned)),
+    )
+}
+
+/// guest → host share (MEM_SHARE): guest OWNED → SHARED_OWNED in place; the
+/// host maps the same pages SHARED_BORROWED.
+pub fn guest_share_host<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm, ipa: u64, size: u64) -> Result<u64, Error> {
+    let (pa, attrs, _) = guest_range(env, guest, ipa, size, |s| s == PageState::Owned)?;
+    let h = guest.handle;
+    check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Guest(h)))?;
+    commit_pair(
+        env,
+        (&mut host.pgt, pa, size, owned(pa, HOST_BORROWED, PageState::SharedBorrowed)),
+        (&mut guest.pgt, ipa, size, owned(pa, attrs, PageState::SharedOwned)),
+    )?;
+    Ok(pa)
+}
+
+/// guest → host unshare (MEM_UNSHARE): the host mapping goes (with TLB
+/// invalidation) before the guest sees the pages private. `Err(Busy)` while
+/// the host holds a pin on any of them.
+pub fn guest_unshare_host<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm, ipa: u64, size: u64) -> Result<u64, Error> {
+    let (pa, attrs, _) = guest_range(env, guest, ipa, size, |s| s == PageState::SharedOwned)?;
+    check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
+    if host.pins.any_pinned(pa, size) {
+        return Err(Error::Busy);
+    }
+    let h = guest.handle;
+    commit_pair(
+        env,
+        (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Guest(h))),
+        (&mut guest.pgt, ipa, size, owned(pa, attrs, PageState::Owned)),
+    )?;
+    Ok(pa)
+}
+
+/// guest gives pages back (MEM_RELINQUISH): scrubbed, then host-owned.
+/// Shared pages may be relinquished unless the host pins them.
+pub fn guest_relinquish<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm, ipa: u64, size: u64) -> Result<u64, Error> {
+    let (pa, _, state) =
+        guest_range(env, guest, ipa, size, |s| matches!(s, PageState::Owned | PageState::SharedOwned))?;
+    reclaim(env, host, guest, ipa, pa, size, state)?;
+    Ok(pa)
+}
+
+/// Checks the host side of guest pages in `state`, then scrubs them and gives
+/// them to the host.
+fn reclaim<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    pa: u64,
+    size: u64,
+    state: PageState,
+) -> Result<(), Error> {
+    let h = guest.handle;
+    if state == PageState::SharedOwned {
+        check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
+        if host.pins.any_pinned(pa, size) {
+            return Err(Error::Busy);
+        }
+    } else {
+        check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Guest(h)))?;
+    }
+    let ug = guest.pgt.prepare(env, ipa, size, Leaf::Invalid(Owner::None))?;
+    let uh = match host.pgt.prepare(env, pa, size, Leaf::Invalid(Owner::None)) {
+        Ok(u) => u,
+        Err(e) => {
+            ug.cancel(env);
+            return Err(e);
+        }
+    };
+    // Unmap from the guest first, so nobody can see the page while it is
+    // scrubbed, then hand it to the host.
+    guest.pgt.commit(env, ug);
+    env.scrub(pa, size);
+    host.pgt.commit(env, uh);
+    Ok(())
+}
+
+/// VM teardown: scrubs every page of the guest and returns it to the host.
+/// All-or-nothing per leaf: on `Err` (a pinned shared page: `Busy`; no table
+/// memory: `NoMem`) the pages reclaimed so far stay reclaimed and the call
+/// can be repeated. Returns the bytes reclaimed.
+pub fn guest_teardown<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm) -> Result<u64, Error> {
+    let limit = guest.pgt.ipa_limit();
+    let mut cursor = 0;
+    let mut total = 0;
+    loop {
+        let mut next: Option<(u64, u64, u64, PageState)> = None;
+        let r = guest.pgt.for_each_leaf(env, cursor, limit, |m, a, b| match m.at(a) {
+            Leaf::Mapped { pa, state, .. } => {
+                next = Some((a, pa, b - a, state));
+                Err(Error::NoEnt)
+            }
+            Leaf::Invalid(_) => Ok(()),
+        });
+        let Some((ipa, pa, size, state)) = next else {
+            r?;
+            return Ok(total);
+        };
+        if state == PageState::SharedBorrowed {
+            // Guests never borrow; treat as corruption-free refusal.
+            return Err(Error::Perm);
+        }
+        reclaim(env, host, guest, ipa, pa, size, state)?;
+        total += size;
+        cursor = ipa + size;
+    }
+}

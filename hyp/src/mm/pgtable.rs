@@ -1,0 +1,526 @@
+//! Stage-2 page tables: geometry, lookups and range updates.
+//!
+//! An update of `[ipa, ipa + size)` to a new leaf runs in two phases:
+//! [`Stage2::prepare`] checks the range and counts the table pages the update
+//! needs (splits), allocating them up front; [`Stage2::commit`] then changes
+//! the tables and cannot fail. Blocks are used wherever IPA, PA and range
+//! allow; a block is split only when part of it changes, only as deep as
+//! needed; a table whose 512 entries become uniform is merged back into a
+//! block. Live valid entries are changed with break-before-make.
+
+use super::env::{MmEnv, Vmid};
+use super::memcache::Memcache;
+use super::prot::Leaf;
+use super::pte;
+use super::walker::{walk, Entry, Geometry, Visitor, Walk};
+use super::{is_aligned, level_size, Error, ENTRIES, PAGE_SIZE};
+
+/// Software counters of one stage-2 (for tests and benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Writes to live descriptors.
+    pub pte_writes: u64,
+    /// TLB invalidations issued (by IPA or by VMID).
+    pub tlbis: u64,
+    pub tables_allocated: u64,
+    pub tables_freed: u64,
+    pub splits: u64,
+    pub merges: u64,
+}
+
+/// Where one leaf lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// First IPA of the leaf entry.
+    pub base: u64,
+    pub level: u8,
+    /// The leaf as seen at `base`.
+    pub leaf: Leaf,
+}
+
+impl Mapping {
+    pub fn size(&self) -> u64 {
+        level_size(self.level)
+    }
+    /// The leaf as seen at `ipa` (inside this entry).
+    pub fn at(&self, ipa: u64) -> Leaf {
+        self.leaf.offset(ipa - self.base)
+    }
+}
+
+/// A stage-2 translation table tree.
+#[derive(Debug)]
+pub struct Stage2 {
+    geo: Geometry,
+    root_pages: usize,
+    ipa_bits: u8,
+    /// `None` for a bookkeeping tree that no hardware walks (no TLBI needed).
+    vmid: Option<Vmid>,
+    /// Non-root table pages in use.
+    tables: usize,
+    pub stats: Stats,
+}
+
+/// Phase-one result of an update: the checked range and its table pages.
+#[must_use = "commit or cancel an update"]
+#[derive(Debug)]
+pub struct Update {
+    start: u64,
+    end: u64,
+    new: Leaf,
+    cache: Memcache,
+}
+
+impl Update {
+    /// Gives back the preallocated pages without changing anything.
+    pub fn cancel<E: MmEnv>(mut self, env: &mut E) {
+        self.cache.drain(env);
+    }
+    /// Table pages this update will take.
+    pub fn pages(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// Start level and number of concatenated root tables for an IPA width with
+/// the 4 KiB granule (at most 16 concatenated tables, as VTCR_EL2 allows).
+pub const fn geometry_for(ipa_bits: u8) -> Option<(u8, usize)> {
+    if ipa_bits < 32 || ipa_bits > 48 {
+        return None;
+    }
+    let start_level = if ipa_bits > 43 {
+        0
+    } else if ipa_bits > 34 {
+        1
+    } else {
+        2
+    };
+    let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
+    let pages = if root_entries > ENTRIES { root_entries / ENTRIES } else { 1 };
+    Some((start_level, pages))
+}
+
+impl Stage2 {
+    /// An empty tree: every IPA invalid with no owner recorded.
+    pub fn new<E: MmEnv>(env: &mut E, ipa_bits: u8, vmid: Option<Vmid>) -> Result<Self, Error> {
+        let (start_level, root_pages) = geometry_for(ipa_bits).ok_or(Error::Inval)?;
+        let root = env.alloc_root(root_pages).ok_or(Error::NoMem)?;
+        let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
+        Ok(Stage2 {
+            geo: Geometry { root, start_level, root_entries },
+            root_pages,
+            ipa_bits,
+            vmid,
+            tables: 0,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn root_pa(&self) -> u64 {
+        self.geo.root
+    }
+    pub fn start_level(&self) -> u8 {
+        self.geo.start_level
+    }
+    pub fn root_pages(&self) -> usize {
+        self.root_pages
+    }
+    pub fn ipa_bits(&self) -> u8 {
+        self.ipa_bits
+    }
+    pub fn vmid(&self) -> Option<Vmid> {
+        self.vmid
+    }
+    /// One past the highest IPA.
+    pub fn ipa_limit(&self) -> u64 {
+        1 << self.ipa_bits
+    }
+    /// Non-root table pages in use.
+    pub fn table_pages(&self) -> usize {
+        self.tables
+    }
+    /// VTCR_EL2.T0SZ for this tree.
+    pub fn t0sz(&self) -> u64 {
+        64 - self.ipa_bits as u64
+    }
+    /// VTCR_EL2.SL0 for this tree (4 KiB granule encoding).
+    pub fn sl0(&self) -> u64 {
+        match self.geo.start_level {
+            0 => 2,
+            1 => 1,
+            _ => 0,
+        }
+    }
+
+    /// Checks that `[ipa, ipa + size)` is a non-empty page-aligned range
+    /// inside this tree; returns its end.
+    pub fn check_range(&self, ipa: u64, size: u64) -> Result<u64, Error> {
+        if size == 0 || !is_aligned(ipa, PAGE_SIZE) || !is_aligned(size, PAGE_SIZE) {
+            return Err(Error::Inval);
+        }
+        let end = ipa.checked_add(size).ok_or(Error::Inval)?;
+        if end > self.ipa_limit() {
+            return Err(Error::Inval);
+        }
+        Ok(end)
+    }
+
+    /// The leaf entry translating `ipa`.
+    pub fn lookup<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<Mapping, Error> {
+        let page = ipa & !(PAGE_SIZE - 1);
+        self.check_range(page, PAGE_SIZE)?;
+        let mut found = None;
+        self.for_each_leaf(env, page, page + PAGE_SIZE, |m, _, _| {
+            found = Some(m);
+            Ok(())
+        })?;
+        // A walk over one in-range page always visits exactly one leaf.
+        found.ok_or(Error::Inval)
+    }
+
+    /// Calls `f(mapping, from, to)` for every leaf over `[start, end)`, with
+    /// the part `[from, to)` of the leaf that lies in the range; stops at the
+    /// first error `f` returns.
+    pub fn for_each_leaf<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<(), Error>
+    where
+        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
+    {
+        let mut v = LeafVisitor { f, start, end };
+        walk(env, &self.geo, start, end, &mut v)
+    }
+
+    /// Phase one of setting `[ipa, ipa + size)` to `new` (a valid `new`
+    /// gives the PA for `ipa`; following pages follow it). Allocates every
+    /// table page the update will need; changes nothing.
+    pub fn prepare<E: MmEnv>(&self, env: &mut E, ipa: u64, size: u64, new: Leaf) -> Result<Update, Error> {
+        let end = self.check_range(ipa, size)?;
+        if let Leaf::Mapped { pa, .. } = new {
+            if !is_aligned(pa, PAGE_SIZE) || pa.checked_add(size).is_none_or(|e| e > pte::OA_MASK + PAGE_SIZE) {
+                return Err(Error::Inval);
+            }
+        }
+        let mut counter = CountVisitor { start: ipa, end, new, pages: 0 };
+        walk(env, &self.geo, ipa, end, &mut counter)?;
+        let mut cache = Memcache::new();
+        if !cache.topup(env, counter.pages) {
+            return Err(Error::NoMem);
+        }
+        Ok(Update { start: ipa, end, new, cache })
+    }
+
+    /// Phase two: applies a prepared update. Cannot fail.
+    pub fn commit<E: MmEnv>(&mut self, env: &mut E, mut u: Update) {
+        let mut v = SetVisitor {
+            start: u.start,
+            end: u.end,
+            new: u.new,
+            vmid: self.vmid,
+            cache: &mut u.cache,
+            stats: &mut self.stats,
+            tables: &mut self.tables,
+        };
+        let r = walk(env, &self.geo, u.start, u.end, &mut v);
+        debug_assert!(r.is_ok() && u.cache.is_empty(), "commit: {:?}, {} pages left", r, u.cache.len());
+        u.cache.drain(env);
+    }
+
+    /// Prepare and commit in one step (single-table updates).
+    pub fn set<E: MmEnv>(&mut self, env: &mut E, ipa: u64, size: u64, new: Leaf) -> Result<(), Error> {
+        let u = self.prepare(env, ipa, size, new)?;
+        self.commit(env, u);
+        Ok(())
+    }
+
+    /// Frees every table page, root included.
+    pub fn destroy<E: MmEnv>(self, env: &mut E) {
+        let base = env.table_ptr(self.geo.root);
+        for i in 0..self.geo.root_entries {
+            // SAFETY: i < root_entries, inside the (concatenated) root.
+            let d = unsafe { core::ptr::read_volatile(base.add(i)) };
+            if pte::is_table(d, self.geo.start_level) {
+                free_subtree(env, pte::table_pa(d), self.geo.start_level + 1);
+            }
+        }
+        env.free_root(self.geo.root, self.root_pages);
+    }
+
+    /// Visits every table page reachable from the root (root pages excluded)
+    /// with its level; for invariant checks.
+    pub fn for_each_table<E: MmEnv, F: FnMut(u64, u8)>(&self, env: &mut E, mut f: F) {
+        fn rec<E: MmEnv, F: FnMut(u64, u8)>(env: &mut E, table: u64, level: u8, entries: usize, f: &mut F) {
+            let base = env.table_ptr(table);
+            for i in 0..entries {
+                // SAFETY: i < entries of this table.
+                let d = unsafe { core::ptr::read_volatile(base.add(i)) };
+                if pte::is_table(d, level) {
+                    f(pte::table_pa(d), level + 1);
+                    rec(env, pte::table_pa(d), level + 1, ENTRIES, f);
+                }
+            }
+        }
+        rec(env, self.geo.root, self.geo.start_level, self.geo.root_entries, &mut f);
+    }
+}
+
+/// Frees a detached subtree (no longer reachable by any walker).
+fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
+    let mut n = 1;
+    if level < 3 {
+        let base = env.table_ptr(table);
+        for i in 0..ENTRIES {
+            // SAFETY: i < 512 entries of this table page.
+            let d = unsafe { core::ptr::read_volatile(base.add(i)) };
+            if pte::is_table(d, level) {
+                n += free_subtree(env, pte::table_pa(d), level + 1);
+            }
+        }
+    }
+    env.free_table(table);
+    n
+}
+
+/// True when `leaf` may be written as one entry at `level`.
+#[inline]
+fn blockable(leaf: Leaf, level: u8) -> bool {
+    match leaf {
+        Leaf::Invalid(_) => true,
+        Leaf::Mapped { pa, .. } => level >= 1 && is_aligned(pa, level_size(level)),
+    }
+}
+
+/// Does the existing leaf `e` already hold `new` (given at `start`) over
+/// the part of it inside the range?
+#[inline]
+fn already(e: &Entry, start: u64, new: Leaf) -> bool {
+    let a = e.base.max(start);
+    pte::decode(e.pte).offset(a - e.base) == new.offset(a - start)
+}
+
+struct LeafVisitor<F> {
+    f: F,
+    start: u64,
+    end: u64,
+}
+
+impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for LeafVisitor<F> {
+    fn leaf(&mut self, _env: &mut E, e: &Entry) -> Result<(), Error> {
+        let m = Mapping { base: e.base, level: e.level, leaf: pte::decode(e.pte) };
+        (self.f)(m, e.base.max(self.start), e.end().min(self.end))
+    }
+}
+
+/// Phase one: counts the table pages an update needs.
+struct CountVisitor {
+    start: u64,
+    end: u64,
+    new: Leaf,
+    pages: usize,
+}
+
+impl CountVisitor {
+    #[inline]
+    fn covers(&self, base: u64, level: u8) -> bool {
+        base >= self.start && base + level_size(level) <= self.end
+    }
+
+    /// Pages needed to split a uniform block at (`base`, `level`) so that the
+    /// range can be written into it.
+    fn split_cost(&self, base: u64, level: u8) -> usize {
+        let child = level + 1;
+        if child == 3 {
+            return 1;
+        }
+        let csize = level_size(child);
+        let mut n = 1;
+        let mut a = base.max(self.start) & !(csize - 1);
+        let stop = (base + level_size(level)).min(self.end);
+        while a < stop {
+            if !(self.covers(a, child) && blockable(self.new.offset(a - self.start), child)) {
+                n += self.split_cost(a, child);
+            }
+            a += csize;
+        }
+        n
+    }
+}
+
+impl<E: MmEnv> Visitor<E> for CountVisitor {
+    fn leaf(&mut self, _env: &mut E, e: &Entry) -> Result<(), Error> {
+        if already(e, self.start, self.new) {
+            return Ok(());
+        }
+        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level) {
+            return Ok(());
+        }
+        self.pages += self.split_cost(e.base, e.level);
+        Ok(())
+    }
+
+    fn table_pre(&mut self, _env: &mut E, e: &Entry) -> Result<Walk, Error> {
+        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level) {
+            Ok(Walk::Skip)
+        } else {
+            Ok(Walk::Continue)
+        }
+    }
+}
+
+/// Phase two: writes the range, splitting and merging as needed.
+struct SetVisitor<'a> {
+    start: u64,
+    end: u64,
+    new: Leaf,
+    vmid: Option<Vmid>,
+    cache: &'a mut Memcache,
+    stats: &'a mut Stats,
+    tables: &'a mut usize,
+}
+
+impl SetVisitor<'_> {
+    #[inline]
+    fn covers(&self, e: &Entry) -> bool {
+        e.base >= self.start && e.end() <= self.end
+    }
+
+    #[inline]
+    fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
+        env.write_pte(e.ptep, val);
+        self.stats.pte_writes += 1;
+    }
+
+    fn tlbi_ipa<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
+        if let Some(vmid) = self.vmid {
+            env.tlbi_ipa(vmid, e.base, e.level);
+            self.stats.tlbis += 1;
+        }
+    }
+
+    fn tlbi_vmid<E: MmEnv>(&mut self, env: &mut E) {
+        if let Some(vmid) = self.vmid {
+            env.tlbi_vmid(vmid);
+            self.stats.tlbis += 1;
+        }
+    }
+
+    /// Replaces a leaf by `val`, break-before-make if the old one is valid.
+    fn replace_leaf<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
+        if pte::is_valid(e.pte) {
+            if pte::is_valid(val) {
+                self.write(env, e, 0);
+                self.tlbi_ipa(env, e);
+                self.write(env, e, val);
+            } else {
+                self.write(env, e, val);
+                self.tlbi_ipa(env, e);
+            }
+        } else {
+            self.write(env, e, val);
+        }
+    }
+
+    /// Replaces a table descriptor by the leaf `val`; returns the old table.
+    fn replace_table<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) -> u64 {
+        if pte::is_valid(val) {
+            self.write(env, e, 0);
+            self.tlbi_vmid(env);
+            self.write(env, e, val);
+        } else {
+            self.write(env, e, val);
+            self.tlbi_vmid(env);
+        }
+        pte::table_pa(e.pte)
+    }
+
+    /// Splits the leaf `e` into a table of 512 copies one level down.
+    fn split<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
+        let table = self.cache.pop(env).expect("phase one counted every split");
+        let child = e.level + 1;
+        let csize = level_size(child);
+        let p = env.table_ptr(table);
+        for i in 0..ENTRIES {
+            // SAFETY: `table` is a fresh page from the cache that no walker
+            // can reach yet; i < 512.
+            unsafe { core::ptr::write(p.add(i), pte::child_of(e.pte, child, i as u64 * csize)) };
+        }
+        self.stats.splits += 1;
+        self.stats.tables_allocated += 1;
+        *self.tables += 1;
+        if pte::is_valid(e.pte) {
+            self.write(env, e, 0);
+            self.tlbi_ipa(env, e);
+        }
+        self.write(env, e, pte::make_table(table));
+    }
+
+    /// Replaces the table under `e` by one block when its 512 entries are
+    /// uniform (and physically contiguous, for valid ones).
+    fn try_merge<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
+        if e.level == 0 || !pte::is_table(e.pte, e.level) {
+            return;
+        }
+        let table = pte::table_pa(e.pte);
+        let child = e.level + 1;
+        let csize = level_size(child);
+        let p = env.table_ptr(table);
+        // SAFETY: p points at a live table page of 512 descriptors.
+        let c0 = unsafe { core::ptr::read_volatile(p) };
+        if pte::is_table(c0, child) {
+            return;
+        }
+        let valid = pte::is_valid(c0);
+        if valid && !is_aligned(pte::table_pa(c0), level_size(e.level)) {
+            return;
+        }
+        let expect = |i: usize| if valid { c0 + i as u64 * csize } else { c0 };
+        // Cheap rejection first: the last entry and the first one we touched.
+        let touched = (((self.start.max(e.base) - e.base) / csize) as usize).min(ENTRIES - 1);
+        for i in [ENTRIES - 1, touched].into_iter().chain(1..ENTRIES) {
+            // SAFETY: i < 512.
+            if unsafe { core::ptr::read_volatile(p.add(i)) } != expect(i) {
+                return;
+            }
+        }
+        let block = if valid { c0 & !pte::TABLE_OR_PAGE } else { c0 };
+        self.replace_table(env, e, block);
+        env.free_table(table);
+        self.stats.merges += 1;
+        self.stats.tables_freed += 1;
+        *self.tables -= 1;
+    }
+}
+
+impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
+    fn leaf(&mut self, env: &mut E, e: &Entry) -> Result<(), Error> {
+        if already(e, self.start, self.new) {
+            return Ok(());
+        }
+        if self.covers(e) {
+            let want = self.new.offset(e.base - self.start);
+            if blockable(want, e.level) {
+                self.replace_leaf(env, e, pte::encode(want, e.level));
+                return Ok(());
+            }
+        }
+        self.split(env, e);
+        Ok(())
+    }
+
+    fn table_pre(&mut self, env: &mut E, e: &Entry) -> Result<Walk, Error> {
+        if self.covers(e) {
+            let want = self.new.offset(e.base - self.start);
+            if blockable(want, e.level) {
+                let old = self.replace_table(env, e, pte::encode(want, e.level));
+                let n = free_subtree(env, old, e.level + 1) as usize;
+                self.stats.tables_freed += n as u64;
+                *self.tables -= n;
+                return Ok(Walk::Skip);
+            }
+        }
+        Ok(Walk::Continue)
+    }
+
+    fn table_post(&mut self, env: &mut E, e: &Entry) -> Result<(), Error> {
+        self.try_merge(env, e);
+        Ok(())
+    }
+}

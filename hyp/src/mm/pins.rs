@@ -1,0 +1,82 @@
+//! Host pin counts per physical page, with exclusive-pinning semantics:
+//! any number of shared pins, or one exclusive pin and nothing else.
+
+use alloc::vec::Vec;
+
+use super::{Error, PAGE_SHIFT};
+
+const EXCLUSIVE: u32 = 1 << 31;
+
+/// Pin counts for the pages of one physical range (like a vmemmap).
+#[derive(Debug)]
+pub struct Pins {
+    base_pfn: u64,
+    counts: Vec<u32>,
+}
+
+impl Pins {
+    /// Counts for `[base, base + size)`; allocated once, at boot.
+    pub fn new(base: u64, size: u64) -> Self {
+        let n = (size >> PAGE_SHIFT) as usize;
+        let mut counts = Vec::new();
+        counts.resize(n, 0);
+        Pins { base_pfn: base >> PAGE_SHIFT, counts }
+    }
+
+    fn slot(&self, pa: u64) -> Option<usize> {
+        let pfn = pa >> PAGE_SHIFT;
+        let i = pfn.checked_sub(self.base_pfn)? as usize;
+        (i < self.counts.len()).then_some(i)
+    }
+
+    /// Pins held on the page at `pa` (an exclusive pin counts as one).
+    pub fn count(&self, pa: u64) -> u32 {
+        match self.slot(pa).map(|i| self.counts[i]) {
+            Some(c) if c & EXCLUSIVE != 0 => 1,
+            Some(c) => c,
+            None => 0,
+        }
+    }
+
+    pub fn is_exclusive(&self, pa: u64) -> bool {
+        self.slot(pa).is_some_and(|i| self.counts[i] & EXCLUSIVE != 0)
+    }
+
+    /// True when any page of `[pa, pa + size)` is pinned.
+    pub fn any_pinned(&self, pa: u64, size: u64) -> bool {
+        let mut a = pa;
+        while a < pa + size {
+            if self.count(a) != 0 {
+                return true;
+            }
+            a += super::PAGE_SIZE;
+        }
+        false
+    }
+
+    /// Takes a pin. The caller has checked that the page may be pinned.
+    pub fn pin(&mut self, pa: u64, exclusive: bool) -> Result<(), Error> {
+        let i = self.slot(pa).ok_or(Error::Inval)?;
+        let c = self.counts[i];
+        if c & EXCLUSIVE != 0 || (exclusive && c != 0) {
+            return Err(Error::Busy);
+        }
+        if c == EXCLUSIVE - 1 {
+            return Err(Error::Busy);
+        }
+        self.counts[i] = if exclusive { EXCLUSIVE } else { c + 1 };
+        Ok(())
+    }
+
+    /// Drops one pin (the exclusive one, if held).
+    pub fn unpin(&mut self, pa: u64) -> Result<(), Error> {
+        let i = self.slot(pa).ok_or(Error::Inval)?;
+        let c = self.counts[i];
+        self.counts[i] = match c {
+            0 => return Err(Error::Inval),
+            EXCLUSIVE => 0,
+            c => c - 1,
+        };
+        Ok(())
+    }
+}

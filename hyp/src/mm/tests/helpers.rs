@@ -1,0 +1,55 @@
+//! Shared checks for the core's tests.
+
+use std::collections::BTreeSet;
+use std::vec::Vec;
+
+use crate::mm::env::MmEnv;
+use crate::mm::pgtable::{Mapping, Stage2};
+use crate::mm::prot::Leaf;
+use crate::mm::testenv::TestEnv;
+use crate::mm::{pte, ENTRIES};
+
+/// Every leaf over `[start, end)` as (from, to, level, leaf at from).
+pub fn leaves(env: &mut TestEnv, s2: &Stage2, start: u64, end: u64) -> Vec<(u64, u64, u8, Leaf)> {
+    let mut v = Vec::new();
+    s2.for_each_leaf(env, start, end, |m: Mapping, a, b| {
+        v.push((a, b, m.level, m.at(a)));
+        Ok(())
+    })
+    .unwrap();
+    v
+}
+
+/// Structural invariants: each table reachable once, table count matches
+/// the allocator and the tree's own count, nothing left mergeable.
+pub fn check_structure(env: &mut TestEnv, s2: &Stage2) {
+    let mut seen = BTreeSet::new();
+    let mut tables = Vec::new();
+    s2.for_each_table(env, |pa, level| {
+        assert!(seen.insert(pa), "table {pa:#x} reachable twice");
+        tables.push((pa, level));
+    });
+    assert_eq!(tables.len(), s2.table_pages(), "tree's own count");
+    for (pa, level) in tables {
+        // A table at `level` hangs off an entry at level-1; blocks exist at 1 and 2.
+        if level < 2 {
+            continue;
+        }
+        let p = env.table_ptr(pa);
+        // SAFETY: live table page.
+        let e: Vec<u64> = (0..ENTRIES).map(|i| unsafe { *p.add(i) }).collect();
+        if pte::is_table(e[0], level) {
+            continue;
+        }
+        let valid = pte::is_valid(e[0]);
+        let csize = crate::mm::level_size(level);
+        let aligned = !valid || crate::mm::is_aligned(pte::table_pa(e[0]), crate::mm::level_size(level - 1));
+        let uniform = (0..ENTRIES).all(|i| e[i] == if valid { e[0] + i as u64 * csize } else { e[0] });
+        assert!(!(aligned && uniform), "mergeable table left at level {level} ({pa:#x})");
+    }
+}
+
+pub fn check_alloc(env: &TestEnv, tables: &[&Stage2]) {
+    let n: usize = tables.iter().map(|s| s.table_pages()).sum();
+    assert_eq!(env.tables_live(), n, "allocator vs trees");
+}

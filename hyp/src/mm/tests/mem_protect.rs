@@ -1,0 +1,1 @@
+//! Unit tests of every ownership transition: success and each failure.

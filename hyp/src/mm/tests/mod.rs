@@ -1,0 +1,5 @@
+mod helpers;
+mod mem_protect;
+mod model_ownership;
+mod model_pgtable;
+mod pgtable;
