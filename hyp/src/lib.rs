@@ -8,3 +8,4 @@ extern crate std;
 
 pub mod mm;
 pub use hyp_abi as abi;
+pub mod esr;

@@ -1,1 +1,70 @@
-fn main(){}
+//! The EL2 hypervisor binary. On the host (`cargo test`, `cargo build`) it
+//! is an empty program; the real thing is built for aarch64-unknown-none.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
+mod dev;
+#[cfg(target_os = "none")]
+mod exit;
+#[cfg(target_os = "none")]
+mod host;
+#[cfg(target_os = "none")]
+mod hypercall;
+#[cfg(target_os = "none")]
+mod mem;
+#[cfg(target_os = "none")]
+mod percpu;
+#[cfg(target_os = "none")]
+mod vm;
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the hyp runs at EL2 on QEMU: build and run it with `cargo xtask run`");
+    std::process::exit(2);
+}
+
+/// How the system ends. The runner (`cargo xtask`) reads the status line.
+#[cfg(target_os = "none")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok = 0,
+    HostFailed = 1,
+    BootFailed = 2,
+    Fatal = 3,
+    Panic = 101,
+}
+
+/// Prints the final status line and powers the machine off.
+#[cfg(target_os = "none")]
+pub fn shutdown(status: Status) -> ! {
+    console::emergency(format_args!(
+        "[hyp] system off: status {} ({:?})\n",
+        status as u32, status
+    ));
+    arch::aarch64::psci::system_off()
+}
+
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    match info.location() {
+        Some(l) => console::emergency(format_args!(
+            "[hyp] PANIC at {}:{}: {}\n",
+            l.file(),
+            l.line(),
+            info.message()
+        )),
+        None => console::emergency(format_args!("[hyp] PANIC: {}\n", info.message())),
+    }
+    shutdown(Status::Panic)
+}

@@ -1,1 +1,168 @@
-fn main(){}
+//! `cargo xtask`: build, run and test the hypervisor under QEMU.
+
+mod image;
+mod qemu;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::{exit, Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, run and test the pKVM-style hypervisor under QEMU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the hyp, the host shim and the guest payloads; print their paths.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Boot the system in QEMU, console on stdio; exits with the system's status.
+    Run(RunArgs),
+    /// Host unit tests plus the QEMU scenarios; prints "N passed, N failed".
+    Test(TestArgs),
+}
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct RunArgs {
+    #[arg(long)]
+    pub release: bool,
+    /// Start QEMU halted with a gdb stub on :1234.
+    #[arg(long)]
+    pub gdb: bool,
+    /// Hyp log level: off, error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+    #[arg(long, default_value_t = 1)]
+    pub smp: u32,
+    /// Machine memory (QEMU syntax, e.g. 1G, 4096M).
+    #[arg(long, default_value = "1G")]
+    pub mem: String,
+    /// Boot this arm64 Image as the host instead of the host shim.
+    #[arg(long)]
+    pub host: Option<PathBuf>,
+    /// Host command line (goes into /chosen/bootargs).
+    #[arg(long)]
+    pub append: Option<String>,
+    /// Run this AArch64 ELF as a protected guest (repeatable).
+    #[arg(long)]
+    pub guest: Vec<PathBuf>,
+    /// Guest memory for each --guest, in order (default 64M).
+    #[arg(long)]
+    pub guest_mem: Vec<String>,
+    /// Host-shim scenario (shim.test=NAME); default: the demo.
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Kill QEMU after this many seconds (exit status 124).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct TestArgs {
+    #[arg(long)]
+    pub release: bool,
+    /// Only scenarios whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Skip the host-side `cargo test`.
+    #[arg(long)]
+    pub no_host: bool,
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Paths of the built artefacts.
+pub struct Artifacts {
+    pub hyp_elf: PathBuf,
+    pub hyp_image: PathBuf,
+    pub shim_elf: PathBuf,
+    pub shim_image: PathBuf,
+    pub guest_test: PathBuf,
+}
+
+pub fn build(release: bool) -> Result<Artifacts> {
+    let root = workspace_root();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root)
+        .args(["build", "--quiet", "--target", "aarch64-unknown-none"]);
+    cmd.args([
+        "-p",
+        "hyp",
+        "--bin",
+        "hyp",
+        "-p",
+        "host-shim",
+        "-p",
+        "guest-test",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().context("running cargo build")?;
+    if !st.success() {
+        bail!("cargo build failed");
+    }
+    let dir =
+        root.join("target/aarch64-unknown-none")
+            .join(if release { "release" } else { "debug" });
+    let a = Artifacts {
+        hyp_elf: dir.join("hyp"),
+        hyp_image: dir.join("hyp.bin"),
+        shim_elf: dir.join("host-shim"),
+        shim_image: dir.join("host-shim.bin"),
+        guest_test: dir.join("guest-test"),
+    };
+    for (elf, img) in [(&a.hyp_elf, &a.hyp_image), (&a.shim_elf, &a.shim_image)] {
+        let data = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+        std::fs::write(
+            img,
+            image::elf_to_image(&data).with_context(|| elf.display().to_string())?,
+        )?;
+    }
+    Ok(a)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Build { release } => build(release).map(|a| {
+            println!(
+                "hyp        {} (Image {})",
+                a.hyp_elf.display(),
+                a.hyp_image.display()
+            );
+            println!(
+                "host-shim  {} (Image {})",
+                a.shim_elf.display(),
+                a.shim_image.display()
+            );
+            println!("guest-test {}", a.guest_test.display());
+            0
+        }),
+        Cmd::Run(args) => qemu::run_cmd(&args),
+        Cmd::Test(args) => scenarios::test_cmd(&args),
+    };
+    match r {
+        Ok(code) => exit(code),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            exit(1)
+        }
+    }
+}

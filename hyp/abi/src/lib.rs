@@ -1,1 +1,172 @@
+//! The hypercall ABI shared by the hyp, the host shim and guest payloads.
+//!
+//! All calls are SMCCC fast calls over HVC (64-bit convention):
+//! function ID in w0, arguments in x1..x7, results in x0..x3.
+//! See docs/abi.md for the semantics of each call.
 #![no_std]
+
+/// SMCCC function ID: fast call, SMC64, owning entity, function number.
+pub const fn smccc_fast64(owner: u32, number: u32) -> u32 {
+    (1 << 31) | (1 << 30) | (owner << 24) | number
+}
+/// SMCCC 32-bit fast call.
+pub const fn smccc_fast32(owner: u32, number: u32) -> u32 {
+    (1 << 31) | (owner << 24) | number
+}
+
+pub const OWNER_ARCH: u32 = 0;
+pub const OWNER_STANDARD: u32 = 4;
+pub const OWNER_VENDOR_HYP: u32 = 6;
+
+/// SMCCC return codes (x0).
+pub mod smccc {
+    pub const SUCCESS: i64 = 0;
+    pub const NOT_SUPPORTED: i64 = -1;
+    pub const NOT_REQUIRED: i64 = -2;
+    pub const INVALID_PARAMETER: i64 = -3;
+}
+
+/// Arm architecture calls (owner 0).
+pub mod arch {
+    pub const SMCCC_VERSION: u32 = 0x8000_0000;
+    pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+    /// SMCCC v1.1.
+    pub const VERSION_1_1: u64 = 0x1_0001;
+}
+
+/// PSCI (standard service, owner 4) function IDs.
+pub mod psci {
+    pub const VERSION: u32 = 0x8400_0000;
+    pub const CPU_SUSPEND: u32 = 0xc400_0001;
+    pub const CPU_OFF: u32 = 0x8400_0002;
+    pub const CPU_ON: u32 = 0xc400_0003;
+    pub const AFFINITY_INFO: u32 = 0xc400_0004;
+    pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
+    pub const SYSTEM_OFF: u32 = 0x8400_0008;
+    pub const SYSTEM_RESET: u32 = 0x8400_0009;
+    pub const FEATURES: u32 = 0x8400_000a;
+    pub const NOT_SUPPORTED: i64 = -1;
+    pub const INVALID_PARAMETERS: i64 = -2;
+    pub const DENIED: i64 = -3;
+    /// PSCI 1.1.
+    pub const VERSION_1_1: u64 = 0x1_0001;
+}
+
+/// Guest-facing vendor hypervisor calls, numbered as Linux's
+/// include/linux/arm-smccc.h (KVM/pKVM), so a Linux pKVM guest works.
+pub mod guest {
+    /// VENDOR_HYP_KVM_FEATURES: bitmap of implemented function numbers.
+    pub const KVM_FEATURES: u32 = 0x8600_0000;
+    pub const CALL_UID: u32 = 0x8600_ff01;
+    pub const HYP_MEMINFO: u32 = 0xc600_0002;
+    pub const MEM_SHARE: u32 = 0xc600_0003;
+    pub const MEM_UNSHARE: u32 = 0xc600_0004;
+    pub const MMIO_GUARD: u32 = 0xc600_0007;
+    /// Android's number.
+    pub const MEM_RELINQUISH: u32 = 0xc600_0009;
+    /// KVM's UID 28b46fb6-2ec5-11e9-a9ca-4b564d003a74, as x0..x3.
+    pub const KVM_UID: [u32; 4] = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d];
+    /// Function numbers this hyp implements (bit n of x0: number n).
+    pub const FEATURE_BITS: u64 = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 9);
+}
+
+/// Host → hyp calls (vendor hyp range, numbers from 0x100). Results: x0 =
+/// SMCCC SUCCESS if the call exists (NOT_SUPPORTED otherwise); x1 = 0 or a
+/// negative errno; x2.. extra results.
+pub mod host {
+    use super::*;
+    const fn id(n: u32) -> u32 {
+        smccc_fast64(OWNER_VENDOR_HYP, 0x100 + n)
+    }
+    /// x1 = ipa_bits (0: default) → x2 = VM handle.
+    pub const VM_CREATE: u32 = id(0);
+    /// x1 = handle → x2 = bytes reclaimed; EBUSY while pinned pages remain.
+    pub const VM_DESTROY: u32 = id(1);
+    /// x1 = handle, x2 = entry PC, x3 = x0 for the vCPU → x2 = vCPU index.
+    pub const VCPU_CREATE: u32 = id(2);
+    /// x1 = handle, x2 = vCPU, x3 = value for a pending MMIO read →
+    /// x2 = exit reason, x3.. = exit details (see [`exit`]).
+    pub const VCPU_RUN: u32 = id(3);
+    /// x1 = handle, x2 = host PA, x3 = guest IPA, x4 = size.
+    pub const DONATE_GUEST: u32 = id(4);
+    /// x1 = PA, x2 = size.
+    pub const SHARE_HYP: u32 = id(5);
+    pub const UNSHARE_HYP: u32 = id(6);
+    /// x1 = PA, x2 = flags ([`PIN_EXCLUSIVE`]).
+    pub const PIN: u32 = id(7);
+    /// x1 = PA.
+    pub const UNPIN: u32 = id(8);
+    /// x1 = PA, x2 = size.
+    pub const DONATE_HYP: u32 = id(9);
+    /// x1 = PA, x2 = size: the hyp gives pages it was donated back.
+    pub const RECLAIM_HYP: u32 = id(10);
+    /// x1 = guest handle, x2 = IPA → x2 = state of that IPA for the host's
+    /// tests: see [`page_state`].
+    pub const PAGE_STATE: u32 = id(11);
+    /// x1 = which stage-2 (0 host, else VM handle): prints it as ranges.
+    pub const DUMP_S2: u32 = id(0x20);
+    /// x1 = status: ends the system with this status (0 = pass).
+    pub const SHUTDOWN: u32 = id(0x21);
+    /// → x2 = table pages in use by the VM's stage-2 (x1 = handle).
+    pub const VM_STATS: u32 = id(0x22);
+
+    pub const PIN_SHARED: u64 = 0;
+    pub const PIN_EXCLUSIVE: u64 = 1;
+
+    /// Exit reasons returned by VCPU_RUN in x2.
+    pub mod exit {
+        /// MMIO access: x3 = IPA, x4 = size, x5 = 1 write / 0 read, x6 = value.
+        pub const MMIO: u64 = 1;
+        /// A hypercall for the host: x3 = function ID, x4.. = x1..
+        pub const HYPERCALL: u64 = 2;
+        /// PSCI SYSTEM_OFF from the guest.
+        pub const SYSTEM_OFF: u64 = 3;
+        /// PSCI SYSTEM_RESET from the guest.
+        pub const SYSTEM_RESET: u64 = 4;
+        /// The guest touched an IPA with no memory: x3 = IPA, x4 = ESR.
+        /// An abort is injected into the guest when it runs again.
+        pub const GUEST_ABORT: u64 = 5;
+        /// MEM_UNSHARE waits for host pins on x3 = IPA (x4 = PA) to drop.
+        pub const UNSHARE_PENDING: u64 = 6;
+        /// A physical interrupt arrived while the guest ran.
+        pub const IRQ: u64 = 7;
+        /// The vCPU can run no more (guest crashed the vCPU state).
+        pub const DEAD: u64 = 8;
+    }
+
+    /// Answers of PAGE_STATE.
+    pub mod page_state {
+        pub const NONE: u64 = 0;
+        pub const OWNED: u64 = 1;
+        pub const SHARED_OWNED: u64 = 2;
+        pub const SHARED_BORROWED: u64 = 3;
+    }
+}
+
+/// Linux errno values used in host results.
+pub mod errno {
+    pub const EPERM: i64 = 1;
+    pub const ENOENT: i64 = 2;
+    pub const ENOMEM: i64 = 12;
+    pub const EBUSY: i64 = 16;
+    pub const EINVAL: i64 = 22;
+    pub const E2BIG: i64 = 7;
+    pub const ENOSPC: i64 = 28;
+}
+
+/// The initrd QEMU loads for the hyp: a header, the host's arm64 Image, and
+/// the rest (the host's own initrd, e.g. guest images).
+pub mod bundle {
+    pub const MAGIC: &[u8; 8] = b"HYPBNDL1";
+    /// Header: magic, then u64 LE host_off, host_len, rest_off, rest_len.
+    pub const HEADER_LEN: usize = 40;
+}
+
+/// The host shim's initrd: the guests to run.
+/// Header: magic, u64 LE count; then per guest 64 bytes: u64 mem_size,
+/// u64 elf_off, u64 elf_len, 40 bytes NUL-padded name.
+pub mod guests {
+    pub const MAGIC: &[u8; 8] = b"GUESTS01";
+    pub const ENTRY_LEN: usize = 64;
+    pub const HEADER_LEN: usize = 16;
+}

@@ -81,7 +81,15 @@ fn owned(pa: u64, attrs: Attrs, state: PageState) -> Leaf {
 
 /// Is this host leaf a page the host owns exclusively (mapped or not)?
 fn host_owns(l: Leaf) -> bool {
-    matches!(l, Leaf::Invalid(Owner::None) | Leaf::Mapped { attrs: HOST_RAM, state: PageState::Owned, .. })
+    matches!(
+        l,
+        Leaf::Invalid(Owner::None)
+            | Leaf::Mapped {
+                attrs: HOST_RAM,
+                state: PageState::Owned,
+                ..
+            }
+    )
 }
 
 /// Checks every page of `[start, start + size)` in `pgt` with `ok`.
@@ -93,7 +101,13 @@ fn check_all<E: MmEnv>(
     mut ok: impl FnMut(Leaf) -> bool,
 ) -> Result<(), Error> {
     let end = pgt.check_range(start, size)?;
-    pgt.for_each_leaf(env, start, end, |m: Mapping, a, _| if ok(m.at(a)) { Ok(()) } else { Err(Error::Perm) })
+    pgt.for_each_leaf(env, start, end, |m: Mapping, a, _| {
+        if ok(m.at(a)) {
+            Ok(())
+        } else {
+            Err(Error::Perm)
+        }
+    })
 }
 
 /// Checks that a guest range is mapped in `state`, with one attribute set and
@@ -107,18 +121,30 @@ fn guest_range<E: MmEnv>(
 ) -> Result<(u64, Attrs, PageState), Error> {
     let end = guest.pgt.check_range(ipa, size)?;
     let mut first: Option<(u64, Attrs, PageState)> = None;
-    guest.pgt.for_each_leaf(env, ipa, end, |m, a, _| match (m.at(a), first) {
-        (Leaf::Mapped { pa, attrs, state: s }, None) if state(s) => {
-            first = Some((pa, attrs, s));
-            Ok(())
-        }
-        (Leaf::Mapped { pa, attrs, state: s }, Some((pa0, attrs0, s0)))
-            if attrs == attrs0 && s == s0 && pa == pa0 + (a - ipa) =>
-        {
-            Ok(())
-        }
-        _ => Err(Error::Perm),
-    })?;
+    guest
+        .pgt
+        .for_each_leaf(env, ipa, end, |m, a, _| match (m.at(a), first) {
+            (
+                Leaf::Mapped {
+                    pa,
+                    attrs,
+                    state: s,
+                },
+                None,
+            ) if state(s) => {
+                first = Some((pa, attrs, s));
+                Ok(())
+            }
+            (
+                Leaf::Mapped {
+                    pa,
+                    attrs,
+                    state: s,
+                },
+                Some((pa0, attrs0, s0)),
+            ) if attrs == attrs0 && s == s0 && pa == pa0 + (a - ipa) => Ok(()),
+            _ => Err(Error::Perm),
+        })?;
     first.ok_or(Error::Perm)
 }
 
@@ -143,9 +169,20 @@ fn commit_pair<E: MmEnv>(
 
 impl HostMm {
     pub fn new(pgt: Stage2, ram: Vec<Region>, devices: Vec<Region>) -> Self {
-        let (lo, hi) = ram.iter().fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r.base), hi.max(r.end())));
-        let pins = if lo < hi { Pins::new(lo, hi - lo) } else { Pins::new(0, 0) };
-        HostMm { pgt, pins, ram, devices }
+        let (lo, hi) = ram.iter().fold((u64::MAX, 0), |(lo, hi), r| {
+            (lo.min(r.base), hi.max(r.end()))
+        });
+        let pins = if lo < hi {
+            Pins::new(lo, hi - lo)
+        } else {
+            Pins::new(0, 0)
+        };
+        HostMm {
+            pgt,
+            pins,
+            ram,
+            devices,
+        }
     }
 
     /// Is `[pa, pa + size)` a page-aligned non-empty range inside one RAM region?
@@ -172,7 +209,8 @@ impl HostMm {
             Leaf::Invalid(Owner::None) => {}
             Leaf::Invalid(_) => return Err(Error::Perm),
         }
-        let (region, attrs, device) = if let Some(r) = self.ram.iter().find(|r| r.contains(ipa, 1)) {
+        let (region, attrs, device) = if let Some(r) = self.ram.iter().find(|r| r.contains(ipa, 1))
+        {
             (*r, HOST_RAM, false)
         } else if let Some(r) = self.devices.iter().find(|r| r.contains(ipa, 1)) {
             (*r, Attrs::DEVICE_RW, true)
@@ -183,8 +221,13 @@ impl HostMm {
             let size = level_size(level);
             let base = ipa & !(size - 1);
             if region.contains(base, size) {
-                self.pgt.set(env, base, size, owned(base, attrs, PageState::Owned))?;
-                return Ok(HostFault::Mapped { level, base, device });
+                self.pgt
+                    .set(env, base, size, owned(base, attrs, PageState::Owned))?;
+                return Ok(HostFault::Mapped {
+                    level,
+                    base,
+                    device,
+                });
             }
         }
         Err(Error::Inval)
@@ -202,7 +245,10 @@ impl HostMm {
         }
         self.check_ram(pa, PAGE_SIZE)?;
         match self.leaf_at(env, pa)? {
-            Leaf::Mapped { state: PageState::SharedBorrowed, .. } => self.pins.pin(pa, exclusive),
+            Leaf::Mapped {
+                state: PageState::SharedBorrowed,
+                ..
+            } => self.pins.pin(pa, exclusive),
             _ => Err(Error::Perm),
         }
     }
@@ -218,31 +264,80 @@ impl HostMm {
 }
 
 /// host → hyp share: host OWNED → SHARED_OWNED, hyp gets SHARED_BORROWED.
-pub fn host_share_hyp<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, size: u64) -> Result<(), Error> {
+pub fn host_share_hyp<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    hyp: &mut HypMm,
+    pa: u64,
+    size: u64,
+) -> Result<(), Error> {
     host.check_ram(pa, size)?;
     check_all(env, &host.pgt, pa, size, host_owns)?;
     check_all(env, &hyp.pgt, pa, size, |l| l == Leaf::Invalid(Owner::None))?;
     commit_pair(
         env,
-        (&mut host.pgt, pa, size, owned(pa, HOST_RAM, PageState::SharedOwned)),
-        (&mut hyp.pgt, pa, size, owned(pa, HYP_MEM, PageState::SharedBorrowed)),
+        (
+            &mut host.pgt,
+            pa,
+            size,
+            owned(pa, HOST_RAM, PageState::SharedOwned),
+        ),
+        (
+            &mut hyp.pgt,
+            pa,
+            size,
+            owned(pa, HYP_MEM, PageState::SharedBorrowed),
+        ),
     )
 }
 
 /// Undoes [`host_share_hyp`].
-pub fn host_unshare_hyp<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, size: u64) -> Result<(), Error> {
+pub fn host_unshare_hyp<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    hyp: &mut HypMm,
+    pa: u64,
+    size: u64,
+) -> Result<(), Error> {
     host.check_ram(pa, size)?;
-    check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedOwned, .. }))?;
-    check_all(env, &hyp.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
+    check_all(env, &host.pgt, pa, size, |l| {
+        matches!(
+            l,
+            Leaf::Mapped {
+                state: PageState::SharedOwned,
+                ..
+            }
+        )
+    })?;
+    check_all(env, &hyp.pgt, pa, size, |l| {
+        matches!(
+            l,
+            Leaf::Mapped {
+                state: PageState::SharedBorrowed,
+                ..
+            }
+        )
+    })?;
     commit_pair(
         env,
-        (&mut host.pgt, pa, size, owned(pa, HOST_RAM, PageState::Owned)),
+        (
+            &mut host.pgt,
+            pa,
+            size,
+            owned(pa, HOST_RAM, PageState::Owned),
+        ),
         (&mut hyp.pgt, pa, size, Leaf::Invalid(Owner::None)),
     )
 }
 
 /// host → hyp donation: the host loses the pages.
-pub fn host_donate_hyp<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, size: u64) -> Result<(), Error> {
+pub fn host_donate_hyp<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    hyp: &mut HypMm,
+    pa: u64,
+    size: u64,
+) -> Result<(), Error> {
     host.check_ram(pa, size)?;
     check_all(env, &host.pgt, pa, size, host_owns)?;
     check_all(env, &hyp.pgt, pa, size, |l| l == Leaf::Invalid(Owner::None))?;
@@ -254,9 +349,23 @@ pub fn host_donate_hyp<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm
 }
 
 /// hyp → host donation (the pages come back unmapped; the host faults them in).
-pub fn hyp_donate_host<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, size: u64) -> Result<(), Error> {
+pub fn hyp_donate_host<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    hyp: &mut HypMm,
+    pa: u64,
+    size: u64,
+) -> Result<(), Error> {
     host.check_ram(pa, size)?;
-    check_all(env, &hyp.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::Owned, .. }))?;
+    check_all(env, &hyp.pgt, pa, size, |l| {
+        matches!(
+            l,
+            Leaf::Mapped {
+                state: PageState::Owned,
+                ..
+            }
+        )
+    })?;
     check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Hyp))?;
     commit_pair(
         env,
@@ -278,25 +387,50 @@ pub fn host_donate_guest<E: MmEnv>(
     host.check_ram(pa, size)?;
     guest.pgt.check_range(ipa, size)?;
     check_all(env, &host.pgt, pa, size, host_owns)?;
-    check_all(env, &guest.pgt, ipa, size, |l| l == Leaf::Invalid(Owner::None))?;
+    check_all(env, &guest.pgt, ipa, size, |l| {
+        l == Leaf::Invalid(Owner::None)
+    })?;
     let h = guest.handle;
     commit_pair(
         env,
         (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Guest(h))),
-        (&mut guest.pgt, ipa, size, owned(pa, GUEST_RAM, PageState::Owned)),
+        (
+            &mut guest.pgt,
+            ipa,
+            size,
+            owned(pa, GUEST_RAM, PageState::Owned),
+        ),
     )
 }
 
 /// guest → host share (MEM_SHARE): guest OWNED → SHARED_OWNED in place; the
 /// host maps the same pages SHARED_BORROWED.
-pub fn guest_share_host<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm, ipa: u64, size: u64) -> Result<u64, Error> {
+pub fn guest_share_host<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    size: u64,
+) -> Result<u64, Error> {
     let (pa, attrs, _) = guest_range(env, guest, ipa, size, |s| s == PageState::Owned)?;
     let h = guest.handle;
-    check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Guest(h)))?;
+    check_all(env, &host.pgt, pa, size, |l| {
+        l == Leaf::Invalid(Owner::Guest(h))
+    })?;
     commit_pair(
         env,
-        (&mut host.pgt, pa, size, owned(pa, HOST_BORROWED, PageState::SharedBorrowed)),
-        (&mut guest.pgt, ipa, size, owned(pa, attrs, PageState::SharedOwned)),
+        (
+            &mut host.pgt,
+            pa,
+            size,
+            owned(pa, HOST_BORROWED, PageState::SharedBorrowed),
+        ),
+        (
+            &mut guest.pgt,
+            ipa,
+            size,
+            owned(pa, attrs, PageState::SharedOwned),
+        ),
     )?;
     Ok(pa)
 }
@@ -304,9 +438,23 @@ pub fn guest_share_host<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut Gu
 /// guest → host unshare (MEM_UNSHARE): the host mapping goes (with TLB
 /// invalidation) before the guest sees the pages private. `Err(Busy)` while
 /// the host holds a pin on any of them.
-pub fn guest_unshare_host<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm, ipa: u64, size: u64) -> Result<u64, Error> {
+pub fn guest_unshare_host<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    size: u64,
+) -> Result<u64, Error> {
     let (pa, attrs, _) = guest_range(env, guest, ipa, size, |s| s == PageState::SharedOwned)?;
-    check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
+    check_all(env, &host.pgt, pa, size, |l| {
+        matches!(
+            l,
+            Leaf::Mapped {
+                state: PageState::SharedBorrowed,
+                ..
+            }
+        )
+    })?;
     if host.pins.any_pinned(pa, size) {
         return Err(Error::Busy);
     }
@@ -314,16 +462,28 @@ pub fn guest_unshare_host<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut 
     commit_pair(
         env,
         (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Guest(h))),
-        (&mut guest.pgt, ipa, size, owned(pa, attrs, PageState::Owned)),
+        (
+            &mut guest.pgt,
+            ipa,
+            size,
+            owned(pa, attrs, PageState::Owned),
+        ),
     )?;
     Ok(pa)
 }
 
 /// guest gives pages back (MEM_RELINQUISH): scrubbed, then host-owned.
 /// Shared pages may be relinquished unless the host pins them.
-pub fn guest_relinquish<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm, ipa: u64, size: u64) -> Result<u64, Error> {
-    let (pa, _, state) =
-        guest_range(env, guest, ipa, size, |s| matches!(s, PageState::Owned | PageState::SharedOwned))?;
+pub fn guest_relinquish<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    size: u64,
+) -> Result<u64, Error> {
+    let (pa, _, state) = guest_range(env, guest, ipa, size, |s| {
+        matches!(s, PageState::Owned | PageState::SharedOwned)
+    })?;
     reclaim(env, host, guest, ipa, pa, size, state)?;
     Ok(pa)
 }
@@ -341,14 +501,26 @@ fn reclaim<E: MmEnv>(
 ) -> Result<(), Error> {
     let h = guest.handle;
     if state == PageState::SharedOwned {
-        check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
+        check_all(env, &host.pgt, pa, size, |l| {
+            matches!(
+                l,
+                Leaf::Mapped {
+                    state: PageState::SharedBorrowed,
+                    ..
+                }
+            )
+        })?;
         if host.pins.any_pinned(pa, size) {
             return Err(Error::Busy);
         }
     } else {
-        check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Guest(h)))?;
+        check_all(env, &host.pgt, pa, size, |l| {
+            l == Leaf::Invalid(Owner::Guest(h))
+        })?;
     }
-    let ug = guest.pgt.prepare(env, ipa, size, Leaf::Invalid(Owner::None))?;
+    let ug = guest
+        .pgt
+        .prepare(env, ipa, size, Leaf::Invalid(Owner::None))?;
     let uh = match host.pgt.prepare(env, pa, size, Leaf::Invalid(Owner::None)) {
         Ok(u) => u,
         Err(e) => {
@@ -368,19 +540,25 @@ fn reclaim<E: MmEnv>(
 /// All-or-nothing per leaf: on `Err` (a pinned shared page: `Busy`; no table
 /// memory: `NoMem`) the pages reclaimed so far stay reclaimed and the call
 /// can be repeated. Returns the bytes reclaimed.
-pub fn guest_teardown<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm) -> Result<u64, Error> {
+pub fn guest_teardown<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+) -> Result<u64, Error> {
     let limit = guest.pgt.ipa_limit();
     let mut cursor = 0;
     let mut total = 0;
     loop {
         let mut next: Option<(u64, u64, u64, PageState)> = None;
-        let r = guest.pgt.for_each_leaf(env, cursor, limit, |m, a, b| match m.at(a) {
-            Leaf::Mapped { pa, state, .. } => {
-                next = Some((a, pa, b - a, state));
-                Err(Error::NoEnt)
-            }
-            Leaf::Invalid(_) => Ok(()),
-        });
+        let r = guest
+            .pgt
+            .for_each_leaf(env, cursor, limit, |m, a, b| match m.at(a) {
+                Leaf::Mapped { pa, state, .. } => {
+                    next = Some((a, pa, b - a, state));
+                    Err(Error::NoEnt)
+                }
+                Leaf::Invalid(_) => Ok(()),
+            });
         let Some((ipa, pa, size, state)) = next else {
             r?;
             return Ok(total);

@@ -6,8 +6,8 @@
 //! allocator through [`env::MmEnv`].
 
 pub mod env;
-pub mod mem_protect;
 pub mod error;
+pub mod mem_protect;
 pub mod memcache;
 pub mod pgtable;
 pub mod pins;

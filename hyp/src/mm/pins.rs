@@ -20,7 +20,10 @@ impl Pins {
         let n = (size >> PAGE_SHIFT) as usize;
         let mut counts = Vec::new();
         counts.resize(n, 0);
-        Pins { base_pfn: base >> PAGE_SHIFT, counts }
+        Pins {
+            base_pfn: base >> PAGE_SHIFT,
+            counts,
+        }
     }
 
     fn slot(&self, pa: u64) -> Option<usize> {
@@ -39,7 +42,8 @@ impl Pins {
     }
 
     pub fn is_exclusive(&self, pa: u64) -> bool {
-        self.slot(pa).is_some_and(|i| self.counts[i] & EXCLUSIVE != 0)
+        self.slot(pa)
+            .is_some_and(|i| self.counts[i] & EXCLUSIVE != 0)
     }
 
     /// True when any page of `[pa, pa + size)` is pinned.

@@ -1,0 +1,14 @@
+//! The thin aarch64 layer: boot assembly, exception vectors, EL2 stage-1,
+//! TLB maintenance, SMC calls and EL1 register state. Everything else in the
+//! hyp is arch-independent.
+
+pub mod el1;
+pub mod inject;
+pub mod mmu;
+pub mod psci;
+pub mod sysreg;
+pub mod tlb;
+pub mod trap;
+
+core::arch::global_asm!(include_str!("entry.S"));
+core::arch::global_asm!(include_str!("vectors.S"));

@@ -1,0 +1,89 @@
+//! The EL2 [`MmEnv`]: table pages from the hyp's page pool, descriptor
+//! writes visible to the walker, and stage-2 TLB maintenance.
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::*;
+
+use hyp::mm::env::{MmEnv, Vmid};
+
+use crate::mem;
+
+/// Zero-sized: the pool and the TLB are global.
+pub struct HypEnv;
+
+fn with_vmid<F: FnOnce()>(vmid: Vmid, f: F) {
+    // TLBI by IPA and VMALLS12E1 act on the VMID in VTTBR_EL2: switch to the
+    // target VMID for the duration of the invalidation.
+    let saved = VTTBR_EL2.get();
+    let want = (saved & !(0xffff << 48)) | ((vmid as u64) << 48);
+    if want != saved {
+        VTTBR_EL2.set(want);
+        barrier::isb(barrier::SY);
+    }
+    f();
+    if want != saved {
+        VTTBR_EL2.set(saved);
+        barrier::isb(barrier::SY);
+    }
+}
+
+impl MmEnv for HypEnv {
+    fn alloc_table(&mut self) -> Option<u64> {
+        mem::alloc_pages(1)
+    }
+    fn free_table(&mut self, pa: u64) {
+        mem::free_pages(pa, 1)
+    }
+    fn alloc_root(&mut self, pages: usize) -> Option<u64> {
+        mem::alloc_pages(pages)
+    }
+    fn free_root(&mut self, pa: u64, pages: usize) {
+        mem::free_pages(pa, pages)
+    }
+    fn table_ptr(&self, pa: u64) -> *mut u64 {
+        // The hyp's stage-1 is an identity map.
+        pa as *mut u64
+    }
+    fn write_pte(&mut self, ptep: *mut u64, val: u64) {
+        // SAFETY: ptep is a descriptor in a table page owned by a stage-2 the
+        // caller holds the lock of.
+        unsafe { core::ptr::write_volatile(ptep, val) };
+        barrier::dsb(barrier::ISHST);
+    }
+    fn tlbi_ipa(&mut self, vmid: Vmid, ipa: u64, _level: u8) {
+        with_vmid(vmid, || {
+            // SAFETY: TLB maintenance only; the operand is IPA[55:12].
+            unsafe {
+                core::arch::asm!(
+                    "dsb ishst",
+                    "tlbi ipas2e1is, {0}",
+                    "dsb ish",
+                    "tlbi vmalle1is",
+                    "dsb ish",
+                    "isb",
+                    in(reg) ipa >> 12,
+                )
+            };
+        });
+    }
+    fn tlbi_vmid(&mut self, vmid: Vmid) {
+        with_vmid(vmid, || {
+            // SAFETY: TLB maintenance only.
+            unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb") };
+        });
+    }
+    fn scrub(&mut self, pa: u64, size: u64) {
+        // SAFETY: the caller has unmapped [pa, pa + size) from every lower EL
+        // and the identity map covers it as normal memory.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, size as usize) };
+        // Clean to the point of coherency so a non-cacheable observer (the next
+        // owner with its MMU off) sees zeroes.
+        let mut a = pa;
+        while a < pa + size {
+            // SAFETY: cache maintenance by VA on mapped normal memory.
+            unsafe { core::arch::asm!("dc cvac, {}", in(reg) a) };
+            a += 64;
+        }
+        barrier::dsb(barrier::ISH);
+    }
+}

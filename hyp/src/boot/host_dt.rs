@@ -1,0 +1,118 @@
+//! The device tree the host boots with: QEMU's, with the hyp's memory taken
+//! away (a no-map /reserved-memory node), `hyp.*` options removed from the
+//! command line, and /chosen's initrd narrowed to the host's part of the
+//! boot bundle.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use fdt::node::FdtNode;
+use fdt::Fdt;
+use vm_fdt::{FdtReserveEntry, FdtWriter};
+
+use hyp::mm::mem_protect::Region;
+
+use super::dt::Machine;
+
+struct Ctx<'a> {
+    hyp: Region,
+    initrd: (u64, u64),
+    bootargs: &'a str,
+    addr_cells: usize,
+    size_cells: usize,
+}
+
+fn cells(v: u64, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in (0..n).rev() {
+        out.extend_from_slice(&((v >> (32 * i)) as u32).to_be_bytes());
+    }
+    out
+}
+
+fn hyp_reservation(w: &mut FdtWriter, c: &Ctx) -> Result<(), vm_fdt::Error> {
+    let n = w.begin_node(&alloc::format!("hyp@{:x}", c.hyp.base))?;
+    let mut reg = cells(c.hyp.base, c.addr_cells);
+    reg.extend(cells(c.hyp.size, c.size_cells));
+    w.property("reg", &reg)?;
+    w.property_null("no-map")?;
+    w.end_node(n)
+}
+
+fn copy(
+    w: &mut FdtWriter,
+    node: FdtNode,
+    name: &str,
+    depth: usize,
+    c: &Ctx,
+) -> Result<(), vm_fdt::Error> {
+    let n = w.begin_node(name)?;
+    let chosen = depth == 1 && name == "chosen";
+    let reserved = depth == 1 && name == "reserved-memory";
+    for p in node.properties() {
+        if chosen
+            && matches!(
+                p.name,
+                "bootargs" | "linux,initrd-start" | "linux,initrd-end"
+            )
+        {
+            continue;
+        }
+        w.property(p.name, p.value)?;
+    }
+    if chosen {
+        w.property_string("bootargs", c.bootargs)?;
+        if c.initrd.1 > c.initrd.0 {
+            w.property_u64("linux,initrd-start", c.initrd.0)?;
+            w.property_u64("linux,initrd-end", c.initrd.1)?;
+        }
+    }
+    let mut has_reserved = false;
+    for child in node.children() {
+        has_reserved |= depth == 0 && child.name == "reserved-memory";
+        copy(w, child, child.name, depth + 1, c)?;
+    }
+    if reserved {
+        hyp_reservation(w, c)?;
+    }
+    if depth == 0 && !has_reserved {
+        let r = w.begin_node("reserved-memory")?;
+        w.property_u32("#address-cells", c.addr_cells as u32)?;
+        w.property_u32("#size-cells", c.size_cells as u32)?;
+        w.property_null("ranges")?;
+        hyp_reservation(w, c)?;
+        w.end_node(r)?;
+    }
+    w.end_node(n)
+}
+
+pub fn build(
+    fdt: &Fdt,
+    m: &Machine,
+    hyp: Region,
+    initrd: (u64, u64),
+) -> Result<Vec<u8>, vm_fdt::Error> {
+    let mut reserve = Vec::new();
+    for r in fdt.memory_reservations() {
+        reserve.push(FdtReserveEntry::new(r.address() as u64, r.size() as u64)?);
+    }
+    let mut w = FdtWriter::new_with_mem_reserv(&reserve)?;
+    let bootargs: String = m
+        .bootargs
+        .split_ascii_whitespace()
+        .filter(|t| !t.starts_with("hyp."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let root = fdt.root();
+    let sizes = root.cell_sizes();
+    let c = Ctx {
+        hyp,
+        initrd,
+        bootargs: &bootargs,
+        addr_cells: sizes.address_cells,
+        size_cells: sizes.size_cells,
+    };
+    let root_node = fdt.find_node("/").ok_or(vm_fdt::Error::InvalidString)?;
+    copy(&mut w, root_node, "", 0, &c)?;
+    w.finish()
+}

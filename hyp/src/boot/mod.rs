@@ -1,0 +1,307 @@
+//! Boot: from the first instruction to the host running at EL1.
+//!
+//! reset → MMU on (EL2 stage-1 identity map) → DTB parsed (memory, UART,
+//! GIC, PSCI, CPUs) → console → hyp carve-out and allocator → host Image
+//! and DTB placed → host stage-2 (empty; filled lazily on faults) → eret
+//! to the host at EL1h with x0 = DTB.
+
+pub mod bundle;
+pub mod dt;
+pub mod host_dt;
+
+use aarch64_cpu::registers::*;
+use log::{info, LevelFilter};
+
+use hyp::mm::mem_protect::{HostMm, HypMm, Region};
+use hyp::mm::pgtable::Stage2;
+use hyp::mm::prot::{Attrs, Leaf, Owner, PageState};
+
+use crate::arch::aarch64::tlb::HypEnv;
+use crate::arch::aarch64::{el1, mmu};
+use crate::{mem, percpu, Status};
+
+const MIB: u64 = 1 << 20;
+const SZ_2M: u64 = 2 * MIB;
+
+extern "C" {
+    static __hyp_start: u8;
+    static __hyp_end: u8;
+    static __stacks_start: u8;
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
+}
+
+fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    a < b + blen && b < a + alen
+}
+
+/// Hyp command-line options (`hyp.*` in /chosen/bootargs).
+pub struct Options {
+    pub log: LevelFilter,
+    /// `hyp.selftest=panic|hang|fault`: deliberately break, to test the runner.
+    pub selftest: Option<&'static str>,
+}
+
+fn parse_options(bootargs: &'static str) -> Options {
+    let mut o = Options {
+        log: LevelFilter::Info,
+        selftest: None,
+    };
+    for tok in bootargs.split_ascii_whitespace() {
+        if let Some(v) = tok.strip_prefix("hyp.log=") {
+            o.log = match v {
+                "off" => LevelFilter::Off,
+                "error" => LevelFilter::Error,
+                "warn" => LevelFilter::Warn,
+                "debug" => LevelFilter::Debug,
+                "trace" => LevelFilter::Trace,
+                _ => LevelFilter::Info,
+            };
+        } else if let Some(v) = tok.strip_prefix("hyp.selftest=") {
+            o.selftest = Some(v);
+        }
+    }
+    o
+}
+
+/// Rust entry on the boot CPU (from entry.S): x0 = DTB, x1 = load address.
+#[no_mangle]
+extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
+    mmu::enable();
+    // SAFETY: the DTB QEMU hands over is in normal memory, mapped by the
+    // identity map; fdt validates the header before trusting sizes.
+    let fdt = match unsafe { fdt::Fdt::from_ptr(dtb as *const u8) } {
+        Ok(f) => f,
+        // No DTB: no console to complain on. Stop; the runner reports the
+        // missing status line as a failure.
+        Err(_) => crate::arch::aarch64::psci::system_off(),
+    };
+    let m = match dt::Machine::parse(&fdt) {
+        Ok(m) => m,
+        Err(_) => crate::arch::aarch64::psci::system_off(),
+    };
+    // SAFETY: the UART is the one /chosen/stdout-path names, below 1 GiB
+    // (device memory in the identity map; checked by Machine::parse).
+    unsafe { crate::console::init(m.uart) };
+    let opts = parse_options(m.bootargs);
+    crate::console::set_level(opts.log);
+
+    // SAFETY: linker symbols; only their addresses are used.
+    let (img_start, img_end) = unsafe {
+        (
+            &__hyp_start as *const u8 as u64,
+            &__hyp_end as *const u8 as u64,
+        )
+    };
+    info!(
+        "pkvm-rs hyp: running at EL{}, loaded at {:#x} ({} KiB)",
+        CurrentEL.read(CurrentEL::EL),
+        load_addr,
+        (img_end - img_start) / 1024
+    );
+    if load_addr != img_start {
+        fail(format_args!(
+            "loaded at {load_addr:#x} but linked at {img_start:#x}"
+        ));
+    }
+    m.log_summary();
+    if !m.uart_is_device() {
+        fail(format_args!(
+            "UART {:#x} is not in the device window",
+            m.uart
+        ));
+    }
+
+    // The hyp's carve-out: from the base of the first RAM bank, large enough
+    // for the image, the page pool and per-page metadata of all RAM.
+    let ram0 = m.ram()[0];
+    let total_ram: u64 = m.ram().iter().map(|r| r.size).sum();
+    let hyp_base = ram0.base;
+    let hyp_size = align_up(32 * MIB + total_ram / 512, SZ_2M);
+    if !(img_start >= hyp_base && img_end <= hyp_base + hyp_size && hyp_size < ram0.size) {
+        fail(format_args!(
+            "hyp image {img_start:#x}..{img_end:#x} not inside carve-out"
+        ));
+    }
+    for (what, a, len) in [
+        ("DTB", dtb, fdt.total_size() as u64),
+        ("initrd", m.initrd.0, m.initrd.1 - m.initrd.0),
+    ] {
+        if len != 0 && overlaps(a, len, hyp_base, hyp_size) {
+            fail(format_args!("{what} at {a:#x} overlaps the hyp carve-out"));
+        }
+    }
+    if !mmu::is_normal(hyp_base, hyp_size) {
+        fail(format_args!(
+            "RAM {hyp_base:#x} is not in the normal-memory window"
+        ));
+    }
+    let pool = align_up(img_end, 4096);
+    // SAFETY: [pool, carve-out end) is hyp memory nobody else uses yet (the
+    // host has not started), mapped normal.
+    unsafe { mem::init(pool, hyp_base + hyp_size - pool) };
+    info!(
+        "hyp memory: {:#x}..{:#x} ({} MiB, pool {} KiB)",
+        hyp_base,
+        hyp_base + hyp_size,
+        hyp_size / MIB,
+        (hyp_base + hyp_size - pool) / 1024
+    );
+
+    if opts.selftest == Some("panic") {
+        panic!("selftest: deliberate panic");
+    }
+    if opts.selftest == Some("fault") {
+        // SAFETY: deliberately faulting to test the fatal-exception path.
+        unsafe { core::ptr::read_volatile(0xffff_ffff_0000 as *const u64) };
+    }
+    if opts.selftest == Some("hang") {
+        info!("selftest: hanging");
+        loop {
+            aarch64_cpu::asm::wfe();
+        }
+    }
+
+    // The host: its Image from the boot bundle, its DTB rewritten.
+    let b = match bundle::Bundle::parse(m.initrd) {
+        Ok(b) => b,
+        Err(e) => fail(format_args!("boot bundle: {e}")),
+    };
+    let host_load = align_up(hyp_base + hyp_size, SZ_2M) + b.text_offset;
+    let host_end = host_load + b.image_size;
+    if !ram0.contains(host_load, b.image_size)
+        || overlaps(host_load, b.image_size, m.initrd.0, m.initrd.1 - m.initrd.0)
+    {
+        fail(format_args!(
+            "no room for the host Image at {host_load:#x}..{host_end:#x}"
+        ));
+    }
+    let host_dtb_bytes = match host_dt::build(
+        &fdt,
+        &m,
+        Region {
+            base: hyp_base,
+            size: hyp_size,
+        },
+        b.rest,
+    ) {
+        Ok(v) => v,
+        Err(e) => fail(format_args!("host DTB: {e:?}")),
+    };
+    let last = m.ram()[m.ram().len() - 1];
+    let host_dtb = (last.end() - host_dtb_bytes.len() as u64 - SZ_2M) & !(SZ_2M - 1);
+    if overlaps(host_dtb, SZ_2M, m.initrd.0, m.initrd.1 - m.initrd.0)
+        || overlaps(host_dtb, SZ_2M, host_load, b.image_size)
+    {
+        fail(format_args!("no room for the host DTB at {host_dtb:#x}"));
+    }
+    // SAFETY: both destinations are host RAM outside the carve-out, the
+    // bundle and each other (checked above); the host has not started.
+    unsafe {
+        core::ptr::copy(b.image.as_ptr(), host_load as *mut u8, b.image.len());
+        core::ptr::write_bytes(
+            (host_load + b.image.len() as u64) as *mut u8,
+            0,
+            (b.image_size - b.image.len() as u64) as usize,
+        );
+        core::ptr::copy_nonoverlapping(
+            host_dtb_bytes.as_ptr(),
+            host_dtb as *mut u8,
+            host_dtb_bytes.len(),
+        );
+    }
+    info!(
+        "host: Image {} KiB at {:#x}, DTB at {:#x}, initrd {:#x}..{:#x}",
+        b.image.len() / 1024,
+        host_load,
+        host_dtb,
+        b.rest.0,
+        b.rest.1
+    );
+    drop(host_dtb_bytes);
+
+    // Host stage-2: empty (lazy identity map), the carve-out recorded as
+    // the hyp's; the hyp's bookkeeping table records the same pages.
+    let mut env = HypEnv;
+    let ipa_bits = m.host_ipa_bits();
+    let host_pgt = Stage2::new(&mut env, ipa_bits, Some(0))
+        .unwrap_or_else(|e| fail(format_args!("host stage-2: {e:?}")));
+    let mut hyp_pgt = Stage2::new(&mut env, ipa_bits, None)
+        .unwrap_or_else(|e| fail(format_args!("hyp table: {e:?}")));
+    let mut host = HostMm::new(host_pgt, m.ram().to_vec(), m.devices().to_vec());
+    let r1 = host
+        .pgt
+        .set(&mut env, hyp_base, hyp_size, Leaf::Invalid(Owner::Hyp));
+    let r2 = hyp_pgt.set(
+        &mut env,
+        hyp_base,
+        hyp_size,
+        Leaf::Mapped {
+            pa: hyp_base,
+            attrs: Attrs::NORMAL_RW,
+            state: PageState::Owned,
+        },
+    );
+    if r1.is_err() || r2.is_err() {
+        fail(format_args!("recording the carve-out: {r1:?} {r2:?}"));
+    }
+    let vtcr = vtcr_for(&host.pgt);
+    let vttbr = host.pgt.root_pa();
+    info!(
+        "host stage-2: {} bit IPA, start level {}, {} root page(s), VTCR_EL2 {:#x}",
+        ipa_bits,
+        host.pgt.start_level(),
+        host.pgt.root_pages(),
+        vtcr
+    );
+    mem::install(host, HypMm { pgt: hyp_pgt });
+
+    // EL2 controls, then into the host.
+    VTCR_EL2.set(vtcr);
+    VTTBR_EL2.set(vttbr);
+    el1::init_el2_controls();
+    HCR_EL2.set(el1::hcr_host());
+    el1::El1Regs::reset().restore();
+    // SAFETY: TLB maintenance only: no stale stage-1+2 entries for VMID 0.
+    unsafe { core::arch::asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb") };
+    let (used, total) = mem::usage();
+    info!(
+        "entering host at {:#x} (EL1h, MMU off), x0 = DTB {:#x}; hyp pool {} / {} KiB used",
+        host_load,
+        host_dtb,
+        used / 1024,
+        total / 1024
+    );
+    let cpu = percpu::this_cpu();
+    cpu.frame = Default::default();
+    cpu.frame.x[0] = host_dtb;
+    cpu.frame.elr = host_load;
+    cpu.frame.spsr = SPSR_EL1H_DAIF_MASKED;
+    percpu::enter_host(cpu)
+}
+
+/// SPSR for EL1h with D, A, I, F masked.
+pub const SPSR_EL1H_DAIF_MASKED: u64 = 0x3c5;
+
+/// VTCR_EL2 for a stage-2 tree: its size and start level, 4K granule,
+/// write-back walks, inner shareable, PS from the CPU's PA range.
+pub fn vtcr_for(pgt: &Stage2) -> u64 {
+    let parange = ID_AA64MMFR0_EL1.get() & 0xf;
+    (VTCR_EL2::T0SZ.val(pgt.t0sz())
+        + VTCR_EL2::SL0.val(pgt.sl0())
+        + VTCR_EL2::IRGN0::NormalWBRAWA
+        + VTCR_EL2::ORGN0::NormalWBRAWA
+        + VTCR_EL2::SH0::Inner
+        + VTCR_EL2::TG0::Granule4KB
+        + VTCR_EL2::PS.val(parange.min(5))
+        + VTCR_EL2::RES1::SET)
+        .value
+}
+
+/// A boot failure: say why and stop with a failure status.
+pub fn fail(args: core::fmt::Arguments) -> ! {
+    log::error!("boot failed: {}", args);
+    crate::shutdown(Status::BootFailed)
+}

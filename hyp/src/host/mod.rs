@@ -1,0 +1,79 @@
+//! Traps from the host: hypercalls (HVC), firmware calls (SMC, relayed
+//! PSCI) and stage-2 faults (lazy identity map, or an abort injected).
+
+use aarch64_cpu::registers::*;
+use log::debug;
+
+use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64};
+use hyp::mm::mem_protect::HostFault;
+
+use crate::arch::aarch64::inject;
+use crate::arch::aarch64::tlb::HypEnv;
+use crate::arch::aarch64::trap::TrapFrame;
+use crate::{hypercall, mem};
+
+pub fn handle_sync(frame: &mut TrapFrame) {
+    let esr = Esr(ESR_EL2.get());
+    match esr.ec() {
+        EC_HVC64 => hypercall::host::handle(frame),
+        EC_SMC64 => {
+            // A trapped SMC returns to the SMC itself: step over it.
+            frame.elr += 4;
+            hypercall::psci::handle_host_smc(frame);
+        }
+        EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr),
+        _ => {
+            debug!(
+                "host: unexpected trap {} at {:#x}: undefined instruction injected",
+                esr, frame.elr
+            );
+            inject::inject_undef(frame);
+        }
+    }
+}
+
+/// IPA of the current stage-2 fault (HPFAR_EL2 page + FAR_EL2 offset).
+pub fn fault_ipa() -> (u64, u64) {
+    let far = FAR_EL2.get();
+    let hpfar = HPFAR_EL2.get();
+    (((hpfar >> 4) & 0xff_ffff_ffff) << 12 | (far & 0xfff), far)
+}
+
+fn stage2_fault(frame: &mut TrapFrame, esr: Esr) {
+    let (ipa, far) = fault_ipa();
+    let r = mem::host().handle_fault(&mut HypEnv, ipa);
+    match r {
+        Ok(HostFault::Mapped {
+            level,
+            base,
+            device,
+        }) => {
+            debug!(
+                "host fault {:#x}: mapped {} at level {} base {:#x}",
+                ipa,
+                if device { "device" } else { "ram" },
+                level,
+                base
+            );
+        }
+        Ok(HostFault::Spurious) => {}
+        Err(e) => {
+            log::info!(
+                "host: {} at IPA {:#x} (PC {:#x}) refused ({}): abort injected",
+                if esr.is_data_abort() {
+                    if esr.wnr() {
+                        "write"
+                    } else {
+                        "read"
+                    }
+                } else {
+                    "fetch"
+                },
+                ipa,
+                frame.elr,
+                e.name()
+            );
+            inject::inject_abort(frame, esr, far);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The hyp's own memory: one buddy allocator over the carve-out serves both
+//! the heap and 4 KiB table pages; and the global ownership state, each
+//! behind its own lock (taken in the order host → hyp → VM).
+
+use core::alloc::{GlobalAlloc, Layout};
+
+use buddy_system_allocator::LockedHeap;
+use spin::{Mutex, MutexGuard, Once};
+
+use hyp::mm::mem_protect::{HostMm, HypMm};
+use hyp::mm::PAGE_SIZE;
+
+#[global_allocator]
+static HEAP: LockedHeap<33> = LockedHeap::empty();
+
+static HOST: Once<Mutex<HostMm>> = Once::new();
+static HYP: Once<Mutex<HypMm>> = Once::new();
+
+/// Holds the host's stage-2 lock.
+pub type HostLocked = MutexGuard<'static, HostMm>;
+/// Holds the hyp's bookkeeping lock (take after the host's).
+pub type HypLocked = MutexGuard<'static, HypMm>;
+
+/// # Safety
+/// `[start, start + size)` is memory only the hyp uses, mapped normal.
+pub unsafe fn init(start: u64, size: u64) {
+    // SAFETY: per the function contract.
+    unsafe { HEAP.lock().init(start as usize, size as usize) };
+}
+
+pub fn install(host: HostMm, hyp: HypMm) {
+    HOST.call_once(|| Mutex::new(host));
+    HYP.call_once(|| Mutex::new(hyp));
+}
+
+pub fn host() -> HostLocked {
+    HOST.get().expect("host stage-2 set up at boot").lock()
+}
+
+pub fn hyp_lock(_host: &HostLocked) -> HypLocked {
+    HYP.get().expect("hyp tables set up at boot").lock()
+}
+
+/// `n` zeroed pages, contiguous and aligned to their total size.
+pub fn alloc_pages(n: usize) -> Option<u64> {
+    let layout = Layout::from_size_align(n * PAGE_SIZE as usize, n * PAGE_SIZE as usize).ok()?;
+    // SAFETY: layout is non-zero.
+    let p = unsafe { HEAP.alloc_zeroed(layout) };
+    (!p.is_null()).then_some(p as u64)
+}
+
+pub fn free_pages(pa: u64, n: usize) {
+    let layout = Layout::from_size_align(n * PAGE_SIZE as usize, n * PAGE_SIZE as usize)
+        .expect("valid layout");
+    // SAFETY: pa came from alloc_pages(n) with the same layout.
+    unsafe { HEAP.dealloc(pa as *mut u8, layout) };
+}
+
+/// (bytes in use, bytes total) of the hyp's pool.
+pub fn usage() -> (usize, usize) {
+    let h = HEAP.lock();
+    (h.stats_alloc_actual(), h.stats_total_bytes())
+}

@@ -1,0 +1,261 @@
+//! Running the system in QEMU: the machine from qemu/virt.args, the boot
+//! bundle, a timeout, and the status line the hyp prints at power-off.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::image::{self, GuestSpec};
+use crate::{build, workspace_root, RunArgs};
+
+/// Guest RAM base IPA and the window reserved for the guest DTB.
+pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
+pub const GUEST_DTB_SIZE: u64 = 0x1_0000;
+
+pub struct Outcome {
+    /// The hyp's final status, if it printed one.
+    pub status: Option<i32>,
+    pub timed_out: bool,
+    pub output: String,
+}
+
+impl Outcome {
+    /// The exit status `cargo xtask run` reports.
+    pub fn code(&self) -> i32 {
+        match (self.status, self.timed_out) {
+            (_, true) => 124,
+            (Some(s), _) => s,
+            (None, _) => 125,
+        }
+    }
+}
+
+fn ensure_qemu() -> Result<()> {
+    if Command::new("qemu-system-aarch64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let root = std::env::var("USER").as_deref() == Ok("root")
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+    if root && Path::new("/etc/debian_version").exists() {
+        eprintln!("xtask: qemu-system-aarch64 missing; installing qemu-system-arm with apt-get");
+        let ok = Command::new("sh")
+            .args([
+                "-c",
+                "apt-get update && apt-get install -y --no-install-recommends qemu-system-arm",
+            ])
+            .status()?
+            .success();
+        if ok {
+            return Ok(());
+        }
+    }
+    bail!("qemu-system-aarch64 not found: install it (Debian/Ubuntu: sudo apt-get install qemu-system-arm)")
+}
+
+/// Parses "64M", "1G", "4096" (bytes) etc.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().with_context(|| format!("bad size '{s}'"))?;
+    n.checked_mul(mul).context("size overflows")
+}
+
+/// Checks a guest ELF before QEMU starts: AArch64, fits in guest RAM, clear
+/// of the DTB window.
+pub fn check_guest(path: &Path, elf: &[u8], mem: u64) -> Result<()> {
+    use object::{Object, ObjectSegment};
+    let f = object::File::parse(elf)
+        .map_err(|_| anyhow::anyhow!("{}: not an ELF file", path.display()))?;
+    if f.architecture() != object::Architecture::Aarch64 {
+        bail!(
+            "{}: not an AArch64 ELF ({:?})",
+            path.display(),
+            f.architecture()
+        );
+    }
+    let end = GUEST_RAM_BASE + mem;
+    for s in f.segments() {
+        let (a, len) = (s.address(), s.size());
+        if len == 0 {
+            continue;
+        }
+        if a < GUEST_RAM_BASE || a.checked_add(len).is_none_or(|e| e > end) {
+            bail!(
+                "{}: segment {:#x}..{:#x} does not fit guest memory {:#x}..{:#x}",
+                path.display(),
+                a,
+                a + len,
+                GUEST_RAM_BASE,
+                end
+            );
+        }
+        if a < GUEST_RAM_BASE + GUEST_DTB_SIZE {
+            bail!(
+                "{}: segment at {:#x} overlaps the guest DTB at {:#x}..{:#x}",
+                path.display(),
+                a,
+                GUEST_RAM_BASE,
+                GUEST_RAM_BASE + GUEST_DTB_SIZE
+            );
+        }
+    }
+    if f.entry() < GUEST_RAM_BASE || f.entry() >= end {
+        bail!(
+            "{}: entry point {:#x} outside guest memory",
+            path.display(),
+            f.entry()
+        );
+    }
+    Ok(())
+}
+
+/// Builds everything and boots; `echo` copies the console to stdout.
+pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
+    ensure_qemu()?;
+    let a = build(args.release)?;
+    let host_image = match &args.host {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => std::fs::read(&a.shim_image)?,
+    };
+    if host_image.len() < 64 || &host_image[56..60] != b"ARM\x64" {
+        bail!("host image has no arm64 Image header (ARM\\x64 magic at offset 56)");
+    }
+    let mut guests = Vec::new();
+    let paths: Vec<_> = if args.guest.is_empty() && args.host.is_none() {
+        vec![a.guest_test.clone()]
+    } else {
+        args.guest.clone()
+    };
+    for (i, p) in paths.iter().enumerate() {
+        let mem = parse_size(args.guest_mem.get(i).map(String::as_str).unwrap_or("64M"))?;
+        let elf = std::fs::read(p).with_context(|| format!("reading guest {}", p.display()))?;
+        check_guest(p, &elf, mem)?;
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        guests.push(GuestSpec { name, elf, mem });
+    }
+    let host_initrd = if args.host.is_some() && guests.is_empty() {
+        Vec::new()
+    } else {
+        image::guest_bundle(&guests)
+    };
+    let bundle = image::boot_bundle(&host_image, &host_initrd);
+    let out_dir = a.hyp_image.parent().unwrap().to_path_buf();
+    let bundle_path = out_dir.join("boot-bundle.img");
+    std::fs::write(&bundle_path, bundle)?;
+
+    let mut cmdline = format!("hyp.log={}", args.log);
+    if let Some(t) = &args.scenario {
+        cmdline += &format!(" shim.test={t}");
+    }
+    if let Some(extra) = &args.append {
+        cmdline += " ";
+        cmdline += extra;
+    }
+    let machine = std::fs::read_to_string(workspace_root().join("qemu/virt.args"))?;
+    let mut qargs: Vec<String> = machine
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.replace("{mem}", &args.mem)
+                .replace("{smp}", &args.smp.to_string())
+        })
+        .collect();
+    qargs.extend(["-kernel".into(), a.hyp_image.display().to_string()]);
+    qargs.extend(["-initrd".into(), bundle_path.display().to_string()]);
+    qargs.extend(["-append".into(), cmdline]);
+    if args.gdb {
+        qargs.extend(["-s".into(), "-S".into()]);
+        eprintln!("xtask: QEMU halted with a gdb stub on localhost:1234; attach with:");
+        eprintln!(
+            "  gdb-multiarch {} -ex 'target remote :1234'",
+            a.hyp_elf.display()
+        );
+    }
+    run_qemu(&qargs, args.timeout.map(Duration::from_secs), echo)
+}
+
+pub fn run_qemu(qargs: &[String], timeout: Option<Duration>, echo: bool) -> Result<Outcome> {
+    let mut child = Command::new("qemu-system-aarch64")
+        .args(qargs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-aarch64")?;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let line = line.trim_end_matches('\r').to_string();
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut output = String::new();
+    let mut status = None;
+    let mut timed_out = false;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                if echo {
+                    println!("{line}");
+                    let _ = std::io::stdout().flush();
+                }
+                if let Some(s) = line.strip_prefix("[hyp] system off: status ") {
+                    status = s.split_whitespace().next().and_then(|n| n.parse().ok());
+                }
+                output.push_str(&line);
+                output.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if timeout.is_some_and(|t| start.elapsed() > t) {
+            timed_out = true;
+            let _ = child.kill();
+            break;
+        }
+    }
+    let _ = child.wait();
+    let _ = reader.join();
+    Ok(Outcome {
+        status,
+        timed_out,
+        output,
+    })
+}
+
+pub fn run_cmd(args: &RunArgs) -> Result<i32> {
+    let o = run_system(args, true)?;
+    if o.timed_out {
+        eprintln!("xtask: timed out");
+    } else if o.status.is_none() {
+        eprintln!("xtask: QEMU ended without the hyp's status line");
+    }
+    Ok(o.code())
+}
