@@ -1,5 +1,14 @@
+//! Guest test payloads: a plain QEMU-virt EL1 program (RAM at 0x4000_0000,
+//! PL011 at 0x0900_0000, PSCI over HVC, x0 = DTB) that exercises the pKVM
+//! guest ABI and asks the host (host services) to check the other side.
+//! `test=NAME` in its DTB's bootargs picks what it runs.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+mod abi;
+#[cfg(target_os = "none")]
+mod tests;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -9,7 +18,31 @@ fn main() {
 
 #[cfg(target_os = "none")]
 #[no_mangle]
-fn el1_main(_info: el1_rt::BootInfo) -> ! {
-    el1_rt::println!("guest: hello from EL{}", el1_rt::current_el());
-    el1_rt::smccc::system_off()
+fn el1_main(info: el1_rt::BootInfo) -> ! {
+    el1_rt::probe::install();
+    let args = info.fdt.chosen().bootargs().unwrap_or("");
+    let test = args
+        .split_ascii_whitespace()
+        .find_map(|t| t.strip_prefix("test="))
+        .unwrap_or("hello");
+    let mem = info
+        .fdt
+        .memory()
+        .regions()
+        .next()
+        .map(|r| r.size.unwrap_or(0) as u64)
+        .unwrap_or(0);
+    let mut t = tests::Tally::new(mem);
+    match test {
+        "demo" => tests::demo(&mut t),
+        "all" => tests::all(&mut t),
+        "block1g" => tests::block1g(&mut t),
+        "isolation" => tests::isolation(&mut t),
+        _ => el1_rt::println!(
+            "guest: hello from EL{}, {} MiB of private memory",
+            el1_rt::current_el(),
+            mem >> 20
+        ),
+    }
+    t.finish()
 }

@@ -3,7 +3,7 @@
 use el1_rt::smccc::{hvc, hvc8};
 use hyp_abi::host as abi;
 
-/// Result of a host call: Ok(x2..) or Err(-errno / NOT_SUPPORTED).
+/// Ok(x2..x7) or Err(-errno), or Err(NOT_SUPPORTED) for an unknown call.
 pub type HypResult = Result<[u64; 6], i64>;
 
 pub fn call(fid: u32, args: [u64; 6]) -> HypResult {
@@ -18,6 +18,40 @@ pub fn call(fid: u32, args: [u64; 6]) -> HypResult {
         return Err(r[1] as i64);
     }
     Ok([r[2], r[3], r[4], r[5], r[6], r[7]])
+}
+
+/// 0 or -errno.
+pub fn errno(r: HypResult) -> i64 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e,
+    }
+}
+
+pub fn vm_create() -> Result<u64, i64> {
+    call(abi::VM_CREATE, [0; 6]).map(|r| r[0])
+}
+pub fn vm_destroy(h: u64) -> Result<u64, i64> {
+    call(abi::VM_DESTROY, [h, 0, 0, 0, 0, 0]).map(|r| r[0])
+}
+pub fn vcpu_create(h: u64, entry: u64, x0: u64) -> Result<u64, i64> {
+    call(abi::VCPU_CREATE, [h, entry, x0, 0, 0, 0]).map(|r| r[0])
+}
+pub fn donate(h: u64, pa: u64, ipa: u64, size: u64) -> i64 {
+    errno(call(abi::DONATE_GUEST, [h, pa, ipa, size, 0, 0]))
+}
+pub fn pin(pa: u64, exclusive: bool) -> i64 {
+    errno(call(abi::PIN, [pa, exclusive as u64, 0, 0, 0, 0]))
+}
+pub fn unpin(pa: u64) -> i64 {
+    errno(call(abi::UNPIN, [pa, 0, 0, 0, 0, 0]))
+}
+/// (table pages, level, state code) of a VM's mapping at `ipa`.
+pub fn vm_stats(h: u64, ipa: u64) -> Result<(u64, u64, u64), i64> {
+    call(abi::VM_STATS, [h, ipa, 0, 0, 0, 0]).map(|r| (r[0], r[1], r[2]))
+}
+pub fn dump_s2(which: u64) {
+    let _ = call(abi::DUMP_S2, [which, 0, 0, 0, 0, 0]);
 }
 
 pub fn shutdown(status: u64) -> ! {

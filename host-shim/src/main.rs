@@ -9,11 +9,17 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod guests;
+#[cfg(target_os = "none")]
 mod hyp;
+#[cfg(target_os = "none")]
+mod mem;
 #[cfg(target_os = "none")]
 mod report;
 #[cfg(target_os = "none")]
 mod scenarios;
+#[cfg(target_os = "none")]
+mod vmm;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

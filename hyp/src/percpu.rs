@@ -1,9 +1,15 @@
 //! Per-CPU state. CPU 0 only for now (SMP brings the others up through
 //! PSCI CPU_ON); every per-CPU item lives here from the start.
 
-use aarch64_cpu::registers::Readable;
+use alloc::sync::Arc;
 
+use aarch64_cpu::registers::Readable;
+use spin::Mutex;
+
+use crate::arch::aarch64::el1::El1Regs;
+use crate::arch::aarch64::fpsimd::FpRegs;
 use crate::arch::aarch64::trap::{self, TrapFrame};
+use crate::vm::Vm;
 
 pub const MAX_CPUS: usize = 8;
 pub const STACK_SIZE: u64 = 0x10000;
@@ -25,17 +31,66 @@ pub struct PerCpu {
     pub running: Running,
     /// Frame used to enter a lower EL for the first time.
     pub frame: TrapFrame,
+    /// The host's state while a guest vCPU runs on this CPU.
+    pub host_frame: TrapFrame,
+    pub host_el1: El1Regs,
+    pub host_fp: FpRegs,
+    /// The host's stage-2 controls (restored on every exit to the host).
+    pub host_vttbr: u64,
+    pub host_vtcr: u64,
+    /// The VM whose vCPU runs here.
+    pub guest: Option<Arc<Mutex<Vm>>>,
 }
 
+const ZERO_FRAME: TrapFrame = TrapFrame {
+    x: [0; 31],
+    elr: 0,
+    spsr: 0,
+    _pad: 0,
+};
+const ZERO_EL1: El1Regs = El1Regs {
+    sctlr: 0,
+    ttbr0: 0,
+    ttbr1: 0,
+    tcr: 0,
+    mair: 0,
+    amair: 0,
+    vbar: 0,
+    contextidr: 0,
+    tpidr_el1: 0,
+    tpidr_el0: 0,
+    tpidrro_el0: 0,
+    sp_el0: 0,
+    sp_el1: 0,
+    elr_el1: 0,
+    spsr_el1: 0,
+    esr_el1: 0,
+    far_el1: 0,
+    afsr0: 0,
+    afsr1: 0,
+    par: 0,
+    cpacr: 0,
+    cntkctl: 0,
+    csselr: 0,
+    mdscr: 0,
+    cntv_ctl: 0,
+    cntv_cval: 0,
+};
+#[allow(clippy::declare_interior_mutable_const)]
 const INIT: PerCpu = PerCpu {
     id: 0,
     running: Running::Host,
-    frame: TrapFrame {
-        x: [0; 31],
-        elr: 0,
-        spsr: 0,
-        _pad: 0,
+    frame: ZERO_FRAME,
+    host_frame: ZERO_FRAME,
+    host_el1: ZERO_EL1,
+    host_fp: FpRegs {
+        q: [0; 32],
+        fpsr: 0,
+        fpcr: 0,
     },
+    host_vttbr: 0,
+    host_vtcr: 0,
+    guest: None,
 };
 static mut CPUS: [PerCpu; MAX_CPUS] = [INIT; MAX_CPUS];
 

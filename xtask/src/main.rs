@@ -96,34 +96,35 @@ pub struct Artifacts {
     pub guest_test: PathBuf,
 }
 
+pub const HYP_TARGET: &str = "aarch64-unknown-none-softfloat";
+pub const PAYLOAD_TARGET: &str = "aarch64-unknown-none";
+
 pub fn build(release: bool) -> Result<Artifacts> {
     let root = workspace_root();
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(&root)
-        .args(["build", "--quiet", "--target", "aarch64-unknown-none"]);
-    cmd.args([
-        "-p",
-        "hyp",
-        "--bin",
-        "hyp",
-        "-p",
-        "host-shim",
-        "-p",
-        "guest-test",
-    ]);
-    if release {
-        cmd.arg("--release");
+    // The hyp is built without FP/SIMD (softfloat): lower-EL FP state then
+    // survives every trap and only moves on world switches.
+    for (target, pkgs) in [
+        (HYP_TARGET, &["-p", "hyp", "--bin", "hyp"][..]),
+        (PAYLOAD_TARGET, &["-p", "host-shim", "-p", "guest-test"][..]),
+    ] {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(&root)
+            .args(["build", "--quiet", "--target", target])
+            .args(pkgs);
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().context("running cargo build")?;
+        if !st.success() {
+            bail!("cargo build failed");
+        }
     }
-    let st = cmd.status().context("running cargo build")?;
-    if !st.success() {
-        bail!("cargo build failed");
-    }
-    let dir =
-        root.join("target/aarch64-unknown-none")
-            .join(if release { "release" } else { "debug" });
+    let profile = if release { "release" } else { "debug" };
+    let hyp_dir = root.join("target").join(HYP_TARGET).join(profile);
+    let dir = root.join("target").join(PAYLOAD_TARGET).join(profile);
     let a = Artifacts {
-        hyp_elf: dir.join("hyp"),
-        hyp_image: dir.join("hyp.bin"),
+        hyp_elf: hyp_dir.join("hyp"),
+        hyp_image: hyp_dir.join("hyp.bin"),
         shim_elf: dir.join("host-shim"),
         shim_image: dir.join("host-shim.bin"),
         guest_test: dir.join("guest-test"),

@@ -165,7 +165,11 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     std::fs::write(&bundle_path, bundle)?;
 
     let mut cmdline = format!("hyp.log={}", args.log);
-    if let Some(t) = &args.scenario {
+    let scenario = args
+        .scenario
+        .clone()
+        .or_else(|| (!args.guest.is_empty()).then(|| "guests".to_string()));
+    if let Some(t) = scenario {
         cmdline += &format!(" shim.test={t}");
     }
     if let Some(extra) = &args.append {

@@ -8,7 +8,9 @@
 extern crate alloc;
 
 pub mod console;
+pub mod image;
 pub mod mmu;
+pub mod probe;
 pub mod smccc;
 pub mod trap;
 
@@ -25,7 +27,7 @@ pub use hyp_abi as abi;
 static HEAP: LockedHeap<32> = LockedHeap::empty();
 const HEAP_SIZE: usize = 512 * 1024;
 #[repr(align(4096))]
-struct HeapArea([u8; HEAP_SIZE]);
+struct HeapArea(#[allow(dead_code)] [u8; HEAP_SIZE]);
 static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
 
 /// What the payload gets at start.

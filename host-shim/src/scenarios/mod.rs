@@ -1,19 +1,33 @@
-//! Scenarios the host shim can run (`shim.test=NAME`).
+//! Scenarios the host shim runs (`shim.test=NAME`).
 
 pub mod boot;
+pub mod guests;
+pub mod hostile;
 
 use el1_rt::BootInfo;
 
+use crate::mem::{self, HostMem};
 use crate::report::Report;
 
 /// Runs scenario `name`; false if there is none by that name.
 pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
-    match name {
-        "boot" | "demo" => true,
-        _ => {
-            let _ = info;
-            let _ = r;
-            false
+    let mut hm = HostMem::from_dt(info);
+    let images = match crate::guests::parse(mem::initrd(info)) {
+        Ok(g) => g,
+        Err(e) => {
+            r.fail(e);
+            return true;
         }
+    };
+    match name {
+        "boot" => {}
+        "demo" => guests::demo(&mut hm, &images, r),
+        "guests" => guests::run_all(&mut hm, &images, r),
+        "guest-tests" => guests::suite(&mut hm, &images, r, "test=all"),
+        "block1g" => guests::suite(&mut hm, &images, r, "test=block1g"),
+        "two-vms" => guests::two_vms(&mut hm, &images, r),
+        "hostile" => hostile::run(&mut hm, &images, r),
+        _ => return false,
     }
+    true
 }

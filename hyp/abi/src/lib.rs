@@ -170,3 +170,30 @@ pub mod guests {
     pub const ENTRY_LEN: usize = 64;
     pub const HEADER_LEN: usize = 16;
 }
+
+/// Host services: calls a guest makes to the host's VMM (function IDs
+/// 0xC6000200..=0xC60002FF are forwarded by the hyp as HYPERCALL exits).
+/// The host shim implements these for the guest test payloads; x0 (and x1)
+/// of the reply go back to the guest.
+pub mod services {
+    /// x1 = IPA → x0 = 0 and x1 = the value the host read, or x0 = 1 if the
+    /// host's access aborted.
+    pub const HOST_READ: u32 = 0xc600_0200;
+    /// x1 = IPA, x2 = value → x0 = 0, or 1 if the host's access aborted.
+    pub const HOST_WRITE: u32 = 0xc600_0201;
+    /// x1 = IPA, x2 = 1 exclusive / 0 shared → x0 = 0 or -errno.
+    pub const HOST_PIN: u32 = 0xc600_0202;
+    /// x1 = IPA → x0 = 0 or -errno.
+    pub const HOST_UNPIN: u32 = 0xc600_0203;
+    /// x1 = IPA → x0 = table pages of the guest's stage-2, x1 = mapping level.
+    pub const HOST_S2_INFO: u32 = 0xc600_0204;
+    /// → x0 = exits the host has seen: UNSHARE_PENDING count, x1 = GUEST_ABORT count.
+    pub const HOST_EXIT_COUNTS: u32 = 0xc600_0205;
+    /// x1 = passed, x2 = failed: the guest's final tally.
+    pub const HOST_RESULT: u32 = 0xc600_0206;
+    /// x1 = IPA: the host tries to donate the page behind it to another VM
+    /// → x0 = 0 or -errno.
+    pub const HOST_DONATE_ELSEWHERE: u32 = 0xc600_0207;
+    /// x1 = IPA: print the host's and this guest's stage-2 around it.
+    pub const HOST_DUMP: u32 = 0xc600_0208;
+}

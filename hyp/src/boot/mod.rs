@@ -275,6 +275,8 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         total / 1024
     );
     let cpu = percpu::this_cpu();
+    cpu.host_vttbr = vttbr;
+    cpu.host_vtcr = vtcr;
     cpu.frame = Default::default();
     cpu.frame.x[0] = host_dtb;
     cpu.frame.elr = host_load;

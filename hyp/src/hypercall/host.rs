@@ -43,6 +43,11 @@ pub fn handle(frame: &mut TrapFrame) {
             })
         }
         abi::DUMP_S2 => vm::dump_s2(a[0]),
+        abi::VCPU_RUN => match vm::run::vcpu_run(frame) {
+            // The frame is now the guest's: leave it alone.
+            Ok(()) => return,
+            Err(e) => Err(e),
+        },
         _ => match vm::host_call(fid, frame) {
             Some(r) => r,
             None => {

@@ -1,5 +1,6 @@
 //! Hypercall handlers: the host's ABI, the guests' ABI and PSCI.
 
+pub mod guest;
 pub mod host;
 pub mod psci;
 

@@ -1,16 +1,340 @@
-//! Guest VMs: lifecycle, vCPUs, and their stage-2s.
+//! Guest VMs: the VM table, VM and vCPU lifecycle (host ABI), and the
+//! stage-2 dump.
+//!
+//! Locks: the table lock only to find a VM; then host → hyp → VM, in that
+//! order, for anything that touches two of them.
 
 pub mod run;
 
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use spin::{Mutex, MutexGuard};
+
+use hyp::abi::host as abi;
+use hyp::mm::env::Vmid;
+use hyp::mm::mem_protect::{self, GuestMm};
+use hyp::mm::pgtable::Stage2;
+use hyp::mm::prot::{Leaf, Owner, PageState};
 use hyp::mm::Error;
 
+use crate::arch::aarch64::el1::El1Regs;
+use crate::arch::aarch64::fpsimd::FpRegs;
+use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
+use crate::mem::{self, HostLocked};
 
-/// VM calls of the host ABI; `None` for an unknown function.
-pub fn host_call(_fid: u32, _frame: &mut TrapFrame) -> Option<Result<(), Error>> {
-    None
+pub const MAX_VMS: usize = 64;
+pub const MAX_VCPUS: usize = 8;
+/// Guest IPA width.
+pub const GUEST_IPA_BITS: u8 = 40;
+
+/// What the next run of a vCPU must finish first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    None,
+    /// An MMIO read: the host's value goes into x`srt`.
+    MmioRead {
+        srt: u8,
+        size: u8,
+        sign: bool,
+        sf: bool,
+    },
+    /// An MMIO write the host has seen.
+    MmioWrite,
+    /// A hypercall forwarded to the host: its reply goes into x0, x1.
+    Hypercall,
+    /// An abort to inject at the faulting access.
+    Abort {
+        esr: u64,
+        far: u64,
+    },
 }
 
-pub fn dump_s2(_which: u64) -> Result<(), Error> {
-    Err(Error::NoEnt)
+pub struct Vcpu {
+    pub frame: TrapFrame,
+    pub el1: El1Regs,
+    pub fp: FpRegs,
+    pub pending: Pending,
+    pub running: bool,
+    /// The guest powered off (or reset): it runs no more.
+    pub stopped: bool,
+}
+
+pub struct Vm {
+    pub handle: u16,
+    pub vmid: Vmid,
+    pub mm: GuestMm,
+    pub vcpus: Vec<Vcpu>,
+    /// Destroy started: no more runs; pages are being reclaimed.
+    pub dying: bool,
+    pub vtcr: u64,
+}
+
+/// Holds one VM's lock (take after the host's and the hyp's).
+pub type VmLocked<'a> = MutexGuard<'a, Vm>;
+
+struct Table {
+    /// (handle, VM) per slot; the handle is kept outside the VM lock.
+    vms: Vec<Option<(u16, Arc<Mutex<Vm>>)>>,
+    next_handle: u16,
+    vmids: [bool; 256],
+}
+
+static VMS: Mutex<Table> = Mutex::new(Table {
+    vms: Vec::new(),
+    next_handle: 1,
+    vmids: [false; 256],
+});
+
+/// Finds a live VM by handle.
+pub fn get(handle: u64) -> Result<Arc<Mutex<Vm>>, Error> {
+    let t = VMS.lock();
+    t.vms
+        .iter()
+        .flatten()
+        .find(|(h, _)| *h as u64 == handle)
+        .map(|(_, v)| v.clone())
+        .ok_or(Error::NoEnt)
+}
+
+fn create(ipa_bits: u64) -> Result<u16, Error> {
+    let bits = if ipa_bits == 0 {
+        GUEST_IPA_BITS
+    } else {
+        u8::try_from(ipa_bits).map_err(|_| Error::Inval)?
+    };
+    let mut t = VMS.lock();
+    if t.vms.iter().flatten().count() >= MAX_VMS {
+        return Err(Error::NoMem);
+    }
+    let vmid = (1..256).find(|&i| !t.vmids[i]).ok_or(Error::NoMem)? as Vmid;
+    let mut env = HypEnv;
+    let pgt = Stage2::new(&mut env, bits, Some(vmid))?;
+    // Handles are never reused while any page still names one.
+    let mut handle = t.next_handle;
+    while handle == 0 || t.vms.iter().flatten().any(|(h, _)| *h == handle) {
+        handle = handle.wrapping_add(1);
+    }
+    t.next_handle = handle.wrapping_add(1);
+    t.vmids[vmid as usize] = true;
+    let vtcr = crate::boot::vtcr_for(&pgt);
+    let vm = Vm {
+        handle,
+        vmid,
+        mm: GuestMm { pgt, handle },
+        vcpus: Vec::new(),
+        dying: false,
+        vtcr,
+    };
+    let slot = (handle, Arc::new(Mutex::new(vm)));
+    match t.vms.iter_mut().find(|s| s.is_none()) {
+        Some(s) => *s = Some(slot),
+        None => t.vms.push(Some(slot)),
+    }
+    Ok(handle)
+}
+
+fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64) -> Result<usize, Error> {
+    if vm.dying || vm.vcpus.len() >= MAX_VCPUS {
+        return Err(if vm.dying { Error::Perm } else { Error::NoMem });
+    }
+    let mut frame = TrapFrame::default();
+    frame.x[0] = x0;
+    frame.elr = entry;
+    frame.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
+    vm.vcpus.push(Vcpu {
+        frame,
+        el1: El1Regs::reset(),
+        fp: FpRegs::default(),
+        pending: Pending::None,
+        running: false,
+        stopped: false,
+    });
+    Ok(vm.vcpus.len() - 1)
+}
+
+/// Destroys a VM: no more runs, every page scrubbed and given back to the
+/// host. Repeatable: on EBUSY (pinned shared pages) the host unpins and
+/// calls again. Returns the bytes reclaimed by this call.
+fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
+    let vm_arc = get(handle)?;
+    let mut vm = vm_arc.lock();
+    if vm.vcpus.iter().any(|v| v.running) {
+        return Err(Error::Busy);
+    }
+    vm.dying = true;
+    let mut env = HypEnv;
+    let bytes = mem_protect::guest_teardown(&mut env, host, &mut vm.mm)?;
+    // All pages are back: forget the VM, free its tables and VMID.
+    drop(vm);
+    let mut t = VMS.lock();
+    let slot = t
+        .vms
+        .iter_mut()
+        .find(|s| s.as_ref().is_some_and(|(h, _)| *h as u64 == handle));
+    let Some(slot) = slot else {
+        return Err(Error::NoEnt);
+    };
+    let (_, arc) = slot.take().expect("found above");
+    drop(vm_arc);
+    match Arc::try_unwrap(arc) {
+        Ok(m) => {
+            let vm = m.into_inner();
+            t.vmids[vm.vmid as usize] = false;
+            vm.mm.pgt.destroy(&mut env);
+            Ok(bytes)
+        }
+        // Someone else still holds the VM (another CPU mid-call): keep it.
+        Err(arc) => {
+            *t.vms
+                .iter_mut()
+                .find(|s| s.is_none())
+                .expect("slot just freed") = Some((handle as u16, arc));
+            Err(Error::Busy)
+        }
+    }
+}
+
+fn state_code(l: Leaf) -> u64 {
+    match l {
+        Leaf::Mapped {
+            state: PageState::Owned,
+            ..
+        } => abi::page_state::OWNED,
+        Leaf::Mapped {
+            state: PageState::SharedOwned,
+            ..
+        } => abi::page_state::SHARED_OWNED,
+        Leaf::Mapped {
+            state: PageState::SharedBorrowed,
+            ..
+        } => abi::page_state::SHARED_BORROWED,
+        Leaf::Invalid(_) => abi::page_state::NONE,
+    }
+}
+
+/// VM calls of the host ABI; `None` for an unknown function. Extra results
+/// go into frame.x[2..].
+pub fn host_call(fid: u32, frame: &mut TrapFrame) -> Option<Result<(), Error>> {
+    let a = [frame.x[1], frame.x[2], frame.x[3], frame.x[4]];
+    let mut env = HypEnv;
+    let r = match fid {
+        abi::VM_CREATE => create(a[0]).map(|h| frame.x[2] = h as u64),
+        abi::VM_DESTROY => {
+            let mut host = mem::host();
+            destroy(&mut host, a[0]).map(|b| frame.x[2] = b)
+        }
+        abi::VCPU_CREATE => get(a[0])
+            .and_then(|vm| vcpu_create(&mut vm.lock(), a[1], a[2]))
+            .map(|i| frame.x[2] = i as u64),
+        abi::DONATE_GUEST => {
+            let mut host = mem::host();
+            get(a[0]).and_then(|vm| {
+                let mut vm = vm.lock();
+                if vm.dying {
+                    return Err(Error::Perm);
+                }
+                if host.pins.any_pinned(a[1], a[3].min(1 << 40)) {
+                    return Err(Error::Busy);
+                }
+                mem_protect::host_donate_guest(&mut env, &mut host, &mut vm.mm, a[1], a[2], a[3])
+            })
+        }
+        abi::VM_STATS => get(a[0]).and_then(|vm| {
+            let vm = vm.lock();
+            let m = vm.mm.pgt.lookup(&mut env, a[1])?;
+            frame.x[2] = vm.mm.pgt.table_pages() as u64;
+            frame.x[3] = m.level as u64;
+            frame.x[4] = state_code(m.leaf);
+            Ok(())
+        }),
+        abi::PAGE_STATE => {
+            let host = mem::host();
+            host.leaf_at(&mut env, a[0]).map(|l| {
+                frame.x[2] = state_code(l);
+                frame.x[3] = host.pins.count(a[0]) as u64;
+                frame.x[4] = match l {
+                    Leaf::Invalid(Owner::Guest(h)) => h as u64,
+                    _ => 0,
+                };
+            })
+        }
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// Prints a stage-2 (0: the host's, else a VM's) as ranges.
+pub fn dump_s2(which: u64) -> Result<(), Error> {
+    let mut env = HypEnv;
+    if which == 0 {
+        let host = mem::host();
+        dump(&mut env, "host", &host.pgt)
+    } else {
+        let vm = get(which)?;
+        let vm = vm.lock();
+        let name = alloc::format!("vm {}", vm.handle);
+        dump(&mut env, &name, &vm.mm.pgt)
+    }
+}
+
+fn describe(l: Leaf) -> alloc::string::String {
+    match l {
+        Leaf::Invalid(Owner::None) => "unmapped".into(),
+        Leaf::Invalid(Owner::Hyp) => "hyp-owned (unmapped)".into(),
+        Leaf::Invalid(Owner::Guest(h)) => alloc::format!("vm {h}-owned (unmapped)"),
+        Leaf::Mapped { attrs, state, .. } => alloc::format!(
+            "{} {:?} {}{}{}",
+            state.name(),
+            attrs.mem,
+            if attrs.perm.r { "r" } else { "-" },
+            if attrs.perm.w { "w" } else { "-" },
+            if attrs.perm.x { "x" } else { "-" }
+        ),
+    }
+}
+
+fn dump(env: &mut HypEnv, name: &str, pgt: &Stage2) -> Result<(), Error> {
+    // Coalesce runs of leaves with the same meaning and level.
+    let mut cur: Option<(u64, u64, u8, Leaf)> = None;
+    let mut lines = 0u32;
+    let mut flush = |c: (u64, u64, u8, Leaf)| {
+        if c.3 != Leaf::Invalid(Owner::None) {
+            let pa = match c.3 {
+                Leaf::Mapped { pa, .. } => alloc::format!(" -> {pa:#x}"),
+                _ => alloc::string::String::new(),
+            };
+            log::info!(
+                "s2 {}: {:#012x}..{:#012x}{} {} L{}",
+                name,
+                c.0,
+                c.1,
+                pa,
+                describe(c.3),
+                c.2
+            );
+            lines += 1;
+        }
+    };
+    pgt.for_each_leaf(env, 0, pgt.ipa_limit(), |m, a, b| {
+        let leaf = m.at(a);
+        match cur {
+            Some((s, e, lvl, l)) if e == a && lvl == m.level && l.offset(e - s) == leaf => {
+                cur = Some((s, b, lvl, l))
+            }
+            _ => {
+                if let Some(c) = cur.take() {
+                    flush(c);
+                }
+                cur = Some((a, b, m.level, leaf));
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(c) = cur {
+        flush(c);
+    }
+    log::info!("s2 {}: {} table pages", name, pgt.table_pages());
+    Ok(())
 }

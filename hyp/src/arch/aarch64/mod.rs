@@ -3,6 +3,7 @@
 //! hyp is arch-independent.
 
 pub mod el1;
+pub mod fpsimd;
 pub mod inject;
 pub mod mmu;
 pub mod psci;
@@ -12,3 +13,4 @@ pub mod trap;
 
 core::arch::global_asm!(include_str!("entry.S"));
 core::arch::global_asm!(include_str!("vectors.S"));
+core::arch::global_asm!(include_str!("fpsimd.S"));

@@ -1,0 +1,44 @@
+//! The guest side of the ABI: pKVM memory calls and host services.
+
+use el1_rt::smccc::hvc;
+use hyp_abi::{guest, services};
+
+pub fn call(fid: u32, a: [u64; 3]) -> [u64; 4] {
+    hvc(fid, [a[0], a[1], a[2], 0, 0, 0, 0])
+}
+
+pub fn share(ipa: u64) -> i64 {
+    call(guest::MEM_SHARE, [ipa, 0, 0])[0] as i64
+}
+pub fn unshare(ipa: u64) -> i64 {
+    call(guest::MEM_UNSHARE, [ipa, 0, 0])[0] as i64
+}
+pub fn relinquish(ipa: u64) -> i64 {
+    call(guest::MEM_RELINQUISH, [ipa, 0, 0])[0] as i64
+}
+
+/// The host reads 8 bytes at our IPA: Some(value), or None if it aborted.
+pub fn host_read(ipa: u64) -> Option<u64> {
+    let r = call(services::HOST_READ, [ipa, 0, 0]);
+    (r[0] == 0).then_some(r[1])
+}
+/// True if the host's write went through.
+pub fn host_write(ipa: u64, v: u64) -> bool {
+    call(services::HOST_WRITE, [ipa, v, 0])[0] == 0
+}
+pub fn host_pin(ipa: u64, exclusive: bool) -> i64 {
+    call(services::HOST_PIN, [ipa, exclusive as u64, 0])[0] as i64
+}
+pub fn host_unpin(ipa: u64) -> i64 {
+    call(services::HOST_UNPIN, [ipa, 0, 0])[0] as i64
+}
+/// (table pages of our stage-2, mapping level at `ipa`).
+pub fn s2_info(ipa: u64) -> (u64, u64) {
+    let r = call(services::HOST_S2_INFO, [ipa, 0, 0]);
+    (r[0], r[1])
+}
+/// (UNSHARE_PENDING exits, GUEST_ABORT exits) the host has seen.
+pub fn exit_counts() -> (u64, u64) {
+    let r = call(services::HOST_EXIT_COUNTS, [0, 0, 0]);
+    (r[0], r[1])
+}

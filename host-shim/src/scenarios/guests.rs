@@ -1,0 +1,196 @@
+//! Scenarios with guests: the demo story, the guest test suite, running
+//! user-supplied guests, two VMs side by side.
+
+use el1_rt::println;
+
+use crate::guests::GuestImage;
+use crate::hyp;
+use crate::mem::HostMem;
+use crate::report::{expect_abort, read64, write64, Report};
+use crate::vmm::Guest;
+
+fn load(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut Report) -> Option<Guest> {
+    match Guest::load(hm, &img.name, img.elf, mem, args) {
+        Ok(g) => {
+            println!(
+                "[host] vm {}: '{}' loaded, {} MiB donated at PA {:#x} (IPA {:#x}), entry {:#x}",
+                g.handle,
+                g.name,
+                mem >> 20,
+                g.pa,
+                crate::vmm::GUEST_RAM,
+                g.entry
+            );
+            Some(g)
+        }
+        Err(e) => {
+            println!("[host] cannot load guest '{}': {:?}", img.name, e);
+            r.fail("guest loads");
+            None
+        }
+    }
+}
+
+/// Destroys `g` and checks that its memory came back scrubbed and usable.
+fn teardown(hm: &mut HostMem, g: Guest, r: &mut Report) {
+    let (pa, mem, h) = (g.pa, g.mem, g.handle);
+    match g.destroy(hm) {
+        Ok(bytes) => {
+            println!(
+                "[host] vm {}: destroyed, {} KiB scrubbed and returned to the host",
+                h,
+                bytes / 1024
+            );
+            r.check(bytes == mem, "teardown reclaims every guest page");
+            // The first page held the DTB, others the program: all zero now,
+            // and the host may use them again.
+            let mut zero = true;
+            for off in [0, 0x8_0000, mem / 2, mem - 8] {
+                let a = pa + off;
+                zero &= expect_abort(|| {
+                    read64(a);
+                })
+                .is_none()
+                    && read64(a) == 0;
+            }
+            write64(pa, 0x1234);
+            r.check(
+                zero && read64(pa) == 0x1234,
+                "reclaimed pages are zero and the host can use them",
+            );
+        }
+        Err(e) => {
+            println!("[host] vm {h}: destroy failed: {e}");
+            r.fail("teardown");
+        }
+    }
+}
+
+fn run_guest(g: &mut Guest, r: &mut Report) {
+    match g.run() {
+        Ok(()) => println!(
+            "[host] vm {}: powered off ({} MMIO exits)",
+            g.handle, g.mmio_exits
+        ),
+        Err(e) => {
+            println!("[host] vm {}: {}", g.handle, e);
+            r.fail("guest runs to SYSTEM_OFF");
+        }
+    }
+}
+
+/// Every guest in the bundle, one after the other (`cargo xtask run --guest`).
+pub fn run_all(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+    for img in images {
+        let Some(mut g) = load(hm, img, img.mem, "", r) else {
+            continue;
+        };
+        run_guest(&mut g, r);
+        r.check(
+            true,
+            &alloc::format!("guest '{}' ran to SYSTEM_OFF", img.name),
+        );
+        teardown(hm, g, r);
+    }
+}
+
+/// The guest test payload with `args`; its own PASS/FAIL tally counts.
+pub fn suite(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, args: &str) {
+    let Some(img) = images.first() else {
+        r.fail("a guest image in the bundle");
+        return;
+    };
+    let Some(mut g) = load(hm, img, img.mem, args, r) else {
+        return;
+    };
+    run_guest(&mut g, r);
+    match g.result {
+        Some((p, f)) => {
+            println!(
+                "[host] vm {}: guest reports {} passed, {} failed",
+                g.handle, p, f
+            );
+            r.passed += p as u32;
+            r.failed += f as u32;
+        }
+        None => r.fail("guest reported its results"),
+    }
+    r.check(
+        g.guest_aborts >= 1 || args != "test=all",
+        "host saw the guest's abort exit",
+    );
+    teardown(hm, g, r);
+}
+
+/// The default run: the story of one protected guest.
+pub fn demo(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+    let Some(img) = images.first() else {
+        r.fail("a guest image in the bundle");
+        return;
+    };
+    println!("[host] --- demo: a protected guest, its memory private by default ---");
+    let Some(mut g) = load(hm, img, img.mem, "test=demo", r) else {
+        return;
+    };
+    g.verbose = true;
+    let probe = g.pa + 0x40_0000;
+    let refused = expect_abort(|| {
+        read64(probe);
+    });
+    println!(
+        "[host] host reads guest-private PA {:#x}: {}",
+        probe,
+        if refused.is_some() {
+            "data abort (as Linux would raise SIGBUS), no data"
+        } else {
+            "read succeeded!"
+        }
+    );
+    r.check(
+        refused.is_some(),
+        "host access to guest-private memory aborts",
+    );
+    run_guest(&mut g, r);
+    if let Some((p, f)) = g.result {
+        r.passed += p as u32;
+        r.failed += f as u32;
+    } else {
+        r.fail("guest reported its results");
+    }
+    println!("[host] --- teardown ---");
+    teardown(hm, g, r);
+}
+
+/// Two VMs: each runs, neither can reach the other's memory, and the host
+/// cannot hand one's page to the other.
+pub fn two_vms(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+    let Some(img) = images.first() else {
+        r.fail("a guest image in the bundle");
+        return;
+    };
+    let Some(mut a) = load(hm, img, 32 << 20, "test=isolation", r) else {
+        return;
+    };
+    let Some(mut b) = load(hm, img, 32 << 20, "test=isolation", r) else {
+        return;
+    };
+    r.check(
+        hyp::donate(b.handle, a.pa + 0x10_0000, 0x4400_0000, 4096) == -1,
+        "a page of VM A cannot be donated to VM B (EPERM)",
+    );
+    r.check(
+        hyp::donate(a.handle, b.pa, 0x4400_0000, 4096) == -1,
+        "a page of VM B cannot be donated to VM A (EPERM)",
+    );
+    for g in [&mut a, &mut b] {
+        run_guest(g, r);
+        if let Some((p, f)) = g.result {
+            r.passed += p as u32;
+            r.failed += f as u32;
+        } else {
+            r.fail("guest reported its results");
+        }
+    }
+    teardown(hm, a, r);
+    teardown(hm, b, r);
+}

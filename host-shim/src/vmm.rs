@@ -1,0 +1,316 @@
+//! The host's VMM: loads a guest (ELF + DTB) into host memory, donates it,
+//! runs its vCPU, emulates its PL011 and answers its host-service calls.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use el1_rt::println;
+use hyp_abi::host::exit;
+use hyp_abi::services as svc;
+
+use crate::hyp;
+use crate::mem::HostMem;
+use crate::report::{expect_abort, read64, write64};
+
+pub const GUEST_RAM: u64 = 0x4000_0000;
+pub const GUEST_UART: u64 = 0x0900_0000;
+const SZ_2M: u64 = 2 << 20;
+const SZ_1G: u64 = 1 << 30;
+
+pub struct Guest {
+    pub handle: u64,
+    pub name: String,
+    /// Host PA of guest IPA GUEST_RAM.
+    pub pa: u64,
+    pub mem: u64,
+    pub entry: u64,
+    line: String,
+    /// Host pins taken for this guest: PA → count.
+    pins: BTreeMap<u64, u32>,
+    pub unshare_pending: u64,
+    pub guest_aborts: u64,
+    pub mmio_exits: u64,
+    /// The guest's own tally (HOST_RESULT).
+    pub result: Option<(u64, u64)>,
+    /// Print each exit as it happens (the demo's narration).
+    pub verbose: bool,
+}
+
+#[derive(Debug)]
+pub enum LoadError {
+    NotElf,
+    NoMemory,
+    Hyp(&'static str, i64),
+}
+
+fn u16_at(b: &[u8], o: usize) -> u64 {
+    u16::from_le_bytes([b[o], b[o + 1]]) as u64
+}
+fn u32_at(b: &[u8], o: usize) -> u64 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as u64
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+/// The guest's DTB: memory, a PL011, PSCI over HVC, one CPU.
+fn guest_dtb(mem: u64, bootargs: &str) -> Vec<u8> {
+    use vm_fdt::FdtWriter;
+    let build = || -> Result<Vec<u8>, vm_fdt::Error> {
+        let mut w = FdtWriter::new()?;
+        let root = w.begin_node("")?;
+        w.property_string("compatible", "linux,dummy-virt")?;
+        w.property_u32("#address-cells", 2)?;
+        w.property_u32("#size-cells", 2)?;
+        let chosen = w.begin_node("chosen")?;
+        w.property_string("bootargs", bootargs)?;
+        w.property_string("stdout-path", "/pl011@9000000")?;
+        w.end_node(chosen)?;
+        let m = w.begin_node("memory@40000000")?;
+        w.property_string("device_type", "memory")?;
+        w.property_array_u64("reg", &[GUEST_RAM, mem])?;
+        w.end_node(m)?;
+        let u = w.begin_node("pl011@9000000")?;
+        w.property_string_list(
+            "compatible",
+            alloc::vec!["arm,pl011".into(), "arm,primecell".into()],
+        )?;
+        w.property_array_u64("reg", &[GUEST_UART, 0x1000])?;
+        w.end_node(u)?;
+        let p = w.begin_node("psci")?;
+        w.property_string_list(
+            "compatible",
+            alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
+        )?;
+        w.property_string("method", "hvc")?;
+        w.end_node(p)?;
+        let cpus = w.begin_node("cpus")?;
+        w.property_u32("#address-cells", 1)?;
+        w.property_u32("#size-cells", 0)?;
+        let c = w.begin_node("cpu@0")?;
+        w.property_string("device_type", "cpu")?;
+        w.property_string("compatible", "arm,armv8")?;
+        w.property_u32("reg", 0)?;
+        w.end_node(c)?;
+        w.end_node(cpus)?;
+        w.end_node(root)?;
+        w.finish()
+    };
+    build().unwrap_or_default()
+}
+
+impl Guest {
+    /// Loads `elf` into fresh host memory, writes the DTB at the base of
+    /// guest RAM, creates the VM, donates the memory and creates vCPU 0.
+    pub fn load(
+        hm: &mut HostMem,
+        name: &str,
+        elf: &[u8],
+        mem: u64,
+        bootargs: &str,
+    ) -> Result<Guest, LoadError> {
+        if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || u16_at(elf, 18) != 183 {
+            return Err(LoadError::NotElf);
+        }
+        let align = if mem >= SZ_1G && mem % SZ_1G == 0 {
+            SZ_1G
+        } else if mem % SZ_2M == 0 {
+            SZ_2M
+        } else {
+            4096
+        };
+        let pa = hm.alloc(mem, align).ok_or(LoadError::NoMemory)?;
+        // SAFETY: [pa, pa + mem) is free host RAM we just allocated; it is
+        // ours until donated.
+        let dst = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, mem as usize) };
+        dst.fill(0);
+        let (phoff, phnum, phentsize) = (
+            u64_at(elf, 32) as usize,
+            u16_at(elf, 56) as usize,
+            u16_at(elf, 54) as usize,
+        );
+        for i in 0..phnum {
+            let ph = phoff + i * phentsize;
+            if ph + 56 > elf.len() || u32_at(elf, ph) != 1 {
+                continue;
+            }
+            let (off, paddr, filesz) = (
+                u64_at(elf, ph + 8) as usize,
+                u64_at(elf, ph + 24),
+                u64_at(elf, ph + 32) as usize,
+            );
+            let at = paddr.wrapping_sub(GUEST_RAM) as usize;
+            if at + filesz > dst.len() || off + filesz > elf.len() {
+                return Err(LoadError::NoMemory);
+            }
+            dst[at..at + filesz].copy_from_slice(&elf[off..off + filesz]);
+        }
+        let dtb = guest_dtb(mem, bootargs);
+        dst[..dtb.len()].copy_from_slice(&dtb);
+        let entry = u64_at(elf, 24);
+        let handle = hyp::vm_create().map_err(|e| LoadError::Hyp("vm_create", e))?;
+        let r = hyp::donate(handle, pa, GUEST_RAM, mem);
+        if r != 0 {
+            return Err(LoadError::Hyp("donate", r));
+        }
+        hyp::vcpu_create(handle, entry, GUEST_RAM).map_err(|e| LoadError::Hyp("vcpu_create", e))?;
+        Ok(Guest {
+            handle,
+            name: name.into(),
+            pa,
+            mem,
+            entry,
+            line: String::new(),
+            pins: BTreeMap::new(),
+            unshare_pending: 0,
+            guest_aborts: 0,
+            mmio_exits: 0,
+            result: None,
+            verbose: false,
+        })
+    }
+
+    pub fn ipa_to_pa(&self, ipa: u64) -> Option<u64> {
+        (ipa >= GUEST_RAM && ipa - GUEST_RAM < self.mem).then(|| self.pa + (ipa - GUEST_RAM))
+    }
+
+    fn uart(&mut self, off: u64, write: bool, value: u64) -> u64 {
+        if write && off == 0 {
+            let c = value as u8 as char;
+            if c == '\n' {
+                println!("[vm {}] {}", self.handle, self.line);
+                self.line.clear();
+            } else if c != '\r' {
+                self.line.push(c);
+            }
+        }
+        // Reads: FR = 0 (transmit FIFO never full), others 0.
+        0
+    }
+
+    fn service(&mut self, fid: u32, a: [u64; 4]) -> [u64; 2] {
+        let pa = self.ipa_to_pa(a[0]);
+        match (fid, pa) {
+            (svc::HOST_READ, Some(pa)) => match expect_abort(|| {
+                read64(pa);
+            }) {
+                Some(_) => [1, 0],
+                None => [0, read64(pa)],
+            },
+            (svc::HOST_WRITE, Some(pa)) => [expect_abort(|| write64(pa, a[1])).is_some() as u64, 0],
+            (svc::HOST_PIN, Some(pa)) => {
+                let r = hyp::pin(pa, a[1] != 0);
+                if r == 0 {
+                    *self.pins.entry(pa).or_default() += 1;
+                }
+                [r as u64, 0]
+            }
+            (svc::HOST_UNPIN, Some(pa)) => {
+                let r = hyp::unpin(pa);
+                if r == 0 {
+                    if let Some(n) = self.pins.get_mut(&pa) {
+                        *n -= 1;
+                    }
+                }
+                [r as u64, 0]
+            }
+            (svc::HOST_S2_INFO, _) => match hyp::vm_stats(self.handle, a[0]) {
+                Ok((pages, level, _)) => [pages, level],
+                Err(e) => [e as u64, 0],
+            },
+            (svc::HOST_EXIT_COUNTS, _) => [self.unshare_pending, self.guest_aborts],
+            (svc::HOST_RESULT, _) => {
+                self.result = Some((a[0], a[1]));
+                [0, 0]
+            }
+            (svc::HOST_DONATE_ELSEWHERE, Some(pa)) => {
+                // A second VM, given a page that already belongs elsewhere.
+                let other = match hyp::vm_create() {
+                    Ok(h) => h,
+                    Err(e) => return [e as u64, 0],
+                };
+                let r = hyp::donate(other, pa, GUEST_RAM, 4096);
+                let _ = hyp::vm_destroy(other);
+                [r as u64, 0]
+            }
+            (svc::HOST_DUMP, _) => {
+                hyp::dump_s2(self.handle);
+                [0, 0]
+            }
+            _ => [(-22i64) as u64, 0],
+        }
+    }
+
+    /// Runs vCPU 0 until the guest powers off (Ok) or something goes wrong.
+    pub fn run(&mut self) -> Result<(), String> {
+        let mut reply = [0u64; 2];
+        loop {
+            let r = hyp::call(
+                hyp_abi::host::VCPU_RUN,
+                [self.handle, 0, reply[0], reply[1], 0, 0],
+            );
+            let e = match r {
+                Ok(e) => e,
+                Err(err) => return Err(alloc::format!("vcpu_run: {err}")),
+            };
+            reply = [0, 0];
+            match e[0] {
+                exit::MMIO => {
+                    self.mmio_exits += 1;
+                    let (ipa, write, value) = (e[1], e[3] != 0, e[4]);
+                    if (GUEST_UART..GUEST_UART + 0x1000).contains(&ipa) {
+                        reply[0] = self.uart(ipa - GUEST_UART, write, value);
+                    } else if self.verbose {
+                        println!(
+                            "[host] vm {}: MMIO {} at {:#x}: no device, reads 0",
+                            self.handle,
+                            if write { "write" } else { "read" },
+                            ipa
+                        );
+                    }
+                }
+                exit::HYPERCALL => reply = self.service(e[1] as u32, [e[2], e[3], e[4], e[5]]),
+                exit::SYSTEM_OFF => return Ok(()),
+                exit::SYSTEM_RESET => return Err("guest asked for a reset".into()),
+                exit::GUEST_ABORT => {
+                    self.guest_aborts += 1;
+                    println!(
+                        "[host] vm {}: guest abort at IPA {:#x} (no memory there): abort injected",
+                        self.handle, e[1]
+                    );
+                }
+                exit::UNSHARE_PENDING => {
+                    self.unshare_pending += 1;
+                    let (ipa, pa) = (e[1], e[2]);
+                    let n = self.pins.remove(&pa).unwrap_or(0);
+                    let still = expect_abort(|| {
+                        read64(pa);
+                    })
+                    .is_none();
+                    println!(
+                        "[host] vm {}: unshare of IPA {:#x} pending on {} host pin(s) (page still shared: {}); unpinning",
+                        self.handle, ipa, n, still
+                    );
+                    for _ in 0..n {
+                        hyp::unpin(pa);
+                    }
+                }
+                exit::IRQ => {}
+                other => return Err(alloc::format!("unknown exit {other}")),
+            }
+        }
+    }
+
+    /// Destroys the VM (unpinning first if needed); returns bytes reclaimed.
+    pub fn destroy(mut self, hm: &mut HostMem) -> Result<u64, i64> {
+        for (pa, n) in core::mem::take(&mut self.pins) {
+            for _ in 0..n {
+                hyp::unpin(pa);
+            }
+        }
+        let r = hyp::vm_destroy(self.handle)?;
+        hm.free(self.pa, self.mem);
+        Ok(r)
+    }
+}

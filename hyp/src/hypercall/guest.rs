@@ -1,0 +1,149 @@
+//! The guests' hypercalls: SMCCC discovery, the pKVM memory calls
+//! (MEM_SHARE / MEM_UNSHARE / MEM_RELINQUISH, HYP_MEMINFO) with Linux's
+//! numbers, PSCI, and calls forwarded to the host.
+//! Results: 0, NOT_SUPPORTED (-1) or INVALID_PARAMETER (-3) in x0.
+
+use alloc::sync::Arc;
+
+use spin::Mutex;
+
+use hyp::abi::host::exit;
+use hyp::abi::{arch, guest as abi, psci, smccc};
+use hyp::mm::mem_protect;
+use hyp::mm::{Error, PAGE_SIZE};
+
+use crate::arch::aarch64::tlb::HypEnv;
+use crate::arch::aarch64::trap::TrapFrame;
+use crate::mem;
+use crate::vm::{Pending, Vm};
+
+/// First and last function ID of the "host services" range: calls a guest
+/// makes to the host's VMM, forwarded as HYPERCALL exits.
+pub const HOST_SERVICE_FIRST: u32 = 0xc600_0200;
+pub const HOST_SERVICE_LAST: u32 = 0xc600_02ff;
+
+pub enum Outcome {
+    /// Back into the guest.
+    Resume,
+    /// Back to the host with an exit reason.
+    Exit {
+        reason: u64,
+        details: [u64; 5],
+        pending: Pending,
+        stop: bool,
+    },
+}
+
+fn ret(frame: &mut TrapFrame, v: i64) -> Outcome {
+    frame.x[0] = v as u64;
+    Outcome::Resume
+}
+
+pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, _vcpu: usize) -> Outcome {
+    let fid = frame.x[0] as u32;
+    let (x1, x2, x3) = (frame.x[1], frame.x[2], frame.x[3]);
+    match fid {
+        arch::SMCCC_VERSION => ret(frame, arch::VERSION_1_1 as i64),
+        arch::SMCCC_ARCH_FEATURES => match x1 as u32 {
+            arch::SMCCC_VERSION | arch::SMCCC_ARCH_FEATURES => ret(frame, 0),
+            _ => ret(frame, smccc::NOT_SUPPORTED),
+        },
+        abi::CALL_UID => {
+            for (i, w) in abi::KVM_UID.iter().enumerate() {
+                frame.x[i] = *w as u64;
+            }
+            Outcome::Resume
+        }
+        abi::KVM_FEATURES => {
+            frame.x[1] = 0;
+            frame.x[2] = 0;
+            frame.x[3] = 0;
+            ret(frame, abi::FEATURE_BITS as i64)
+        }
+        abi::HYP_MEMINFO => {
+            if x1 != 0 || x2 != 0 || x3 != 0 {
+                return ret(frame, smccc::INVALID_PARAMETER);
+            }
+            ret(frame, PAGE_SIZE as i64)
+        }
+        abi::MEM_SHARE | abi::MEM_UNSHARE | abi::MEM_RELINQUISH => {
+            if x2 != 0 || x3 != 0 {
+                return ret(frame, smccc::INVALID_PARAMETER);
+            }
+            mem_call(frame, vm, fid, x1)
+        }
+        psci::VERSION => ret(frame, psci::VERSION_1_1 as i64),
+        psci::FEATURES => match x1 as u32 {
+            psci::VERSION | psci::FEATURES | psci::SYSTEM_OFF | psci::SYSTEM_RESET => ret(frame, 0),
+            _ => ret(frame, psci::NOT_SUPPORTED),
+        },
+        psci::SYSTEM_OFF => Outcome::Exit {
+            reason: exit::SYSTEM_OFF,
+            details: [0; 5],
+            pending: Pending::None,
+            stop: true,
+        },
+        psci::SYSTEM_RESET => Outcome::Exit {
+            reason: exit::SYSTEM_RESET,
+            details: [0; 5],
+            pending: Pending::None,
+            stop: true,
+        },
+        HOST_SERVICE_FIRST..=HOST_SERVICE_LAST => Outcome::Exit {
+            reason: exit::HYPERCALL,
+            details: [fid as u64, x1, x2, x3, frame.x[4]],
+            pending: Pending::Hypercall,
+            stop: false,
+        },
+        _ => ret(frame, smccc::NOT_SUPPORTED),
+    }
+}
+
+fn mem_call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, fid: u32, ipa: u64) -> Outcome {
+    let mut env = HypEnv;
+    let mut host = mem::host();
+    let mut vm = vm.lock();
+    let r = match fid {
+        abi::MEM_SHARE => {
+            mem_protect::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE)
+        }
+        abi::MEM_UNSHARE => {
+            mem_protect::guest_unshare_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE)
+        }
+        _ => mem_protect::guest_relinquish(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
+    };
+    match r {
+        Ok(_) => ret(frame, smccc::SUCCESS),
+        Err(Error::Busy) if fid == abi::MEM_UNSHARE => {
+            // Pinned by the host: neither fail nor convert. Rewind to the
+            // call and let the host drop its pins; the guest re-issues it.
+            let pa = vm
+                .mm
+                .pgt
+                .lookup(&mut env, ipa)
+                .map(|m| m.at(ipa & !(PAGE_SIZE - 1)))
+                .ok();
+            let pa = match pa {
+                Some(hyp::mm::prot::Leaf::Mapped { pa, .. }) => pa,
+                _ => 0,
+            };
+            frame.elr -= 4;
+            Outcome::Exit {
+                reason: exit::UNSHARE_PENDING,
+                details: [ipa, pa, 0, 0, 0],
+                pending: Pending::None,
+                stop: false,
+            }
+        }
+        Err(e) => {
+            log::debug!(
+                "guest {}: {:#x} on IPA {:#x} refused: {}",
+                vm.handle,
+                fid,
+                ipa,
+                e.name()
+            );
+            ret(frame, smccc::INVALID_PARAMETER)
+        }
+    }
+}
