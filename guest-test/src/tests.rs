@@ -18,6 +18,8 @@ const INVALID: i64 = -3;
 pub struct Tally {
     passed: u64,
     failed: u64,
+    /// Bytes given back with MEM_RELINQUISH.
+    pub relinquished: u64,
     pub mem: u64,
 }
 
@@ -26,6 +28,7 @@ impl Tally {
         Tally {
             passed: 0,
             failed: 0,
+            relinquished: 0,
             mem,
         }
     }
@@ -46,7 +49,10 @@ impl Tally {
     }
     pub fn finish(&self) -> ! {
         println!("guest: {} passed, {} failed", self.passed, self.failed);
-        call(services::HOST_RESULT, [self.passed, self.failed, 0]);
+        call(
+            services::HOST_RESULT,
+            [self.passed, self.failed, self.relinquished],
+        );
         el1_rt::smccc::system_off()
     }
 }
@@ -347,6 +353,7 @@ fn relinquish_test(t: &mut Tally) {
     let p = page_in_block(9, 3);
     write64(p, 0xfeed);
     t.eq(relinquish(p), OK, "MEM_RELINQUISH of a private page");
+    t.relinquished += PAGE;
     let (_, aborts0) = exit_counts();
     let got = expect_abort(|| {
         read64(p);
@@ -382,6 +389,7 @@ fn relinquish_test(t: &mut Tally) {
         OK,
         "MEM_RELINQUISH of an unpinned shared page",
     );
+    t.relinquished += PAGE;
     t.check(
         host_read(q) == Some(0),
         "the shared page came back to the host scrubbed",

@@ -25,7 +25,7 @@ pub struct Guest {
     pub pa: u64,
     pub mem: u64,
     pub entry: u64,
-    line: String,
+    line: Vec<u8>,
     /// Host pins taken for this guest: PA → count.
     pins: BTreeMap<u64, u32>,
     pub unshare_pending: u64,
@@ -33,6 +33,8 @@ pub struct Guest {
     pub mmio_exits: u64,
     /// The guest's own tally (HOST_RESULT).
     pub result: Option<(u64, u64)>,
+    /// Bytes the guest says it relinquished.
+    pub relinquished: u64,
     /// Print each exit as it happens (the demo's narration).
     pub verbose: bool,
 }
@@ -161,12 +163,13 @@ impl Guest {
             pa,
             mem,
             entry,
-            line: String::new(),
+            line: Vec::new(),
             pins: BTreeMap::new(),
             unshare_pending: 0,
             guest_aborts: 0,
             mmio_exits: 0,
             result: None,
+            relinquished: 0,
             verbose: false,
         })
     }
@@ -177,12 +180,17 @@ impl Guest {
 
     fn uart(&mut self, off: u64, write: bool, value: u64) -> u64 {
         if write && off == 0 {
-            let c = value as u8 as char;
-            if c == '\n' {
-                println!("[vm {}] {}", self.handle, self.line);
-                self.line.clear();
-            } else if c != '\r' {
-                self.line.push(c);
+            match value as u8 {
+                b'\n' => {
+                    println!(
+                        "[vm {}] {}",
+                        self.handle,
+                        String::from_utf8_lossy(&self.line)
+                    );
+                    self.line.clear();
+                }
+                b'\r' => {}
+                b => self.line.push(b),
             }
         }
         // Reads: FR = 0 (transmit FIFO never full), others 0.
@@ -222,6 +230,7 @@ impl Guest {
             (svc::HOST_EXIT_COUNTS, _) => [self.unshare_pending, self.guest_aborts],
             (svc::HOST_RESULT, _) => {
                 self.result = Some((a[0], a[1]));
+                self.relinquished = a[2];
                 [0, 0]
             }
             (svc::HOST_DONATE_ELSEWHERE, Some(pa)) => {

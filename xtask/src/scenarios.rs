@@ -32,6 +32,13 @@ fn base(scenario: &str) -> RunArgs {
     }
 }
 
+fn guest_elf() -> std::path::PathBuf {
+    workspace_root()
+        .join("target")
+        .join(crate::PAYLOAD_TARGET)
+        .join("debug/guest-test")
+}
+
 fn selftest(what: &str) -> RunArgs {
     RunArgs {
         append: Some(format!("hyp.selftest={what}")),
@@ -62,6 +69,129 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["[host] FAIL", "PANIC"],
+            code: 0,
+            timeout: 60,
+        },
+        Scenario {
+            name: "demo: the default run tells the story",
+            args: RunArgs { scenario: None, ..base("demo") },
+            lines: vec![
+                "[host] --- demo: a protected guest, its memory private by default ---",
+                "[host] vm 1: 'guest-test' loaded, 64 MiB donated at PA 0x42400000 (IPA 0x40000000), entry 0x40080000",
+                "[hyp] host: read at IPA 0x42800000 (PC *) refused (EPERM): abort injected",
+                "[host] host reads guest-private PA 0x42800000: data abort (as Linux would raise SIGBUS), no data",
+                "[vm 1] guest: hello from EL1; all 64 MiB of my memory are private",
+                "[vm 1] PASS the host cannot read my private page",
+                "[vm 1] guest: my stage-2 maps IPA 0x40803000 with a level-2 block (1 table pages)",
+                "[vm 1] PASS MEM_SHARE of one 4K page inside a 2M block",
+                "[vm 1] guest: after the share: level-3 page, 2 table pages (the 2M block was split)",
+                "[vm 1] guest: the host reads my shared page in place: 0x6f6c6c6568",
+                "[vm 1] PASS the host takes an exclusive pin on the shared page",
+                "[host] vm 1: unshare of IPA 0x40803000 pending on 1 host pin(s) (page still shared: true); unpinning",
+                "[vm 1] PASS MEM_UNSHARE completes once the host drops its pin",
+                "[vm 1] PASS after MEM_UNSHARE the host cannot read the page",
+                "[vm 1] guest: after the unshare: level-2 block, 1 table pages (merged back)",
+                "[vm 1] guest: 10 passed, 0 failed",
+                "[host] vm 1: destroyed, 65536 KiB scrubbed and returned to the host",
+                "[host] PASS reclaimed pages are zero and the host can use them",
+                "[host] result: 16 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            code: 0,
+            timeout: 90,
+        },
+        Scenario {
+            name: "guest-tests: guest ABI, pins, blocks, relinquish, bad arguments, teardown",
+            args: base("guest-tests"),
+            lines: vec![
+                "[vm 1] PASS VENDOR_HYP_CALL_UID answers the KVM UID",
+                "[vm 1] PASS host reads the guest's data in place",
+                "[vm 1] PASS MEM_SHARE with x2 != 0",
+                "[vm 1] PASS shared pin while an exclusive pin is held is EBUSY",
+                "[vm 1] PASS exclusive pin while shared pins exist is EBUSY",
+                "[host] vm 1: unshare of IPA 0x40c01000 pending on 1 host pin(s) (page still shared: true); unpinning",
+                "[vm 1] PASS the page is private after the pinned unshare",
+                "[vm 1] PASS the block is merged back and its table page freed",
+                "[host] vm 1: guest abort at IPA 0x41203000 (no memory there): abort injected",
+                "[vm 1] PASS the host owns the relinquished page, scrubbed to zero",
+                "[host] vm 1: guest abort at IPA 0x44010000 (no memory there): abort injected",
+                "[vm 1] PASS access where the guest has no memory aborts",
+                "[vm 1] PASS the host cannot donate my page to another VM",
+                "[vm 1] guest: 69 passed, 0 failed",
+                "[host] vm 1: destroyed, 65528 KiB scrubbed and returned to the host",
+                "[host] PASS teardown reclaims every page the guest still had",
+                "[host] result: 75 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            code: 0,
+            timeout: 120,
+        },
+        Scenario {
+            name: "block1g: a 1 GiB guest block split two levels deep and merged back",
+            args: RunArgs { mem: "3G".into(), guest_mem: vec!["1G".into()], ..base("block1g") },
+            lines: vec![
+                "[host] vm 1: 'guest-test' loaded, 1024 MiB donated at PA 0x80000000 (IPA 0x40000000), entry 0x40080000",
+                "[vm 1] PASS 1G-aligned guest memory is mapped with a 1G block",
+                "[vm 1] PASS 1G → 2M → 4K: two table pages",
+                "[vm 1] PASS merged back to one 1G block",
+                "[host] vm 1: destroyed, 1048576 KiB scrubbed and returned to the host",
+                "[host] result: 14 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            code: 0,
+            timeout: 120,
+        },
+        Scenario {
+            name: "two-vms: two guests cannot reach each other's memory",
+            args: base("two-vms"),
+            lines: vec![
+                "[host] vm 1: 'guest-test' loaded, 32 MiB donated at PA 0x42400000 (IPA 0x40000000), entry 0x40080000",
+                "[host] vm 2: 'guest-test' loaded, 32 MiB donated at PA 0x44400000 (IPA 0x40000000), entry 0x40080000",
+                "[host] PASS a page of VM A cannot be donated to VM B (EPERM)",
+                "[host] PASS a page of VM B cannot be donated to VM A (EPERM)",
+                "[vm 1] PASS I cannot reach memory beyond mine (another VM's or anyone's)",
+                "[vm 2] PASS I cannot reach memory beyond mine (another VM's or anyone's)",
+                "[host] result: 17 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            code: 0,
+            timeout: 90,
+        },
+        Scenario {
+            name: "hostile: bad host calls get exact errors and change nothing",
+            args: base("hostile"),
+            lines: vec![
+                "[host] PASS donate: hyp memory is EPERM",
+                "[host] PASS donate: the same page twice is EPERM",
+                "[host] PASS pin: a guest-private page is EPERM",
+                "[host] PASS vcpu_run: a destroyed VM is ENOENT",
+                "[host] result: 42 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            code: 0,
+            timeout: 60,
+        },
+        Scenario {
+            name: "run --guest: plain QEMU-virt EL1 programs run as protected guests",
+            args: RunArgs {
+                guest: vec![guest_elf(), guest_elf()],
+                guest_mem: vec!["16M".into(), "8M".into()],
+                ..base("guests")
+            },
+            lines: vec![
+                "[host] vm 1: 'guest-test' loaded, 16 MiB donated at PA 0x42400000 (IPA 0x40000000), entry 0x40080000",
+                "[vm 1] guest: hello from EL1, 16 MiB of private memory",
+                "[host] vm 1: destroyed, 16384 KiB scrubbed and returned to the host",
+                "[vm 2] guest: hello from EL1, 8 MiB of private memory",
+                "[host] vm 2: destroyed, 8192 KiB scrubbed and returned to the host",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
             code: 0,
             timeout: 60,
         },

@@ -189,7 +189,7 @@ pub mod services {
     pub const HOST_S2_INFO: u32 = 0xc600_0204;
     /// → x0 = exits the host has seen: UNSHARE_PENDING count, x1 = GUEST_ABORT count.
     pub const HOST_EXIT_COUNTS: u32 = 0xc600_0205;
-    /// x1 = passed, x2 = failed: the guest's final tally.
+    /// x1 = passed, x2 = failed, x3 = bytes relinquished: the guest's final tally.
     pub const HOST_RESULT: u32 = 0xc600_0206;
     /// x1 = IPA: the host tries to donate the page behind it to another VM
     /// → x0 = 0 or -errno.

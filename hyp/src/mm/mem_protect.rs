@@ -386,6 +386,9 @@ pub fn host_donate_guest<E: MmEnv>(
 ) -> Result<(), Error> {
     host.check_ram(pa, size)?;
     guest.pgt.check_range(ipa, size)?;
+    if host.pins.any_pinned(pa, size) {
+        return Err(Error::Busy);
+    }
     check_all(env, &host.pgt, pa, size, host_owns)?;
     check_all(env, &guest.pgt, ipa, size, |l| {
         l == Leaf::Invalid(Owner::None)

@@ -48,14 +48,12 @@ impl Pins {
 
     /// True when any page of `[pa, pa + size)` is pinned.
     pub fn any_pinned(&self, pa: u64, size: u64) -> bool {
-        let mut a = pa;
-        while a < pa + size {
-            if self.count(a) != 0 {
-                return true;
-            }
-            a += super::PAGE_SIZE;
-        }
-        false
+        let Some(first) = self.slot(pa) else {
+            return false;
+        };
+        let n = (size >> PAGE_SHIFT) as usize;
+        let last = first.saturating_add(n).min(self.counts.len());
+        self.counts[first..last].iter().any(|&c| c != 0)
     }
 
     /// Takes a pin. The caller has checked that the page may be pinned.
