@@ -219,7 +219,7 @@ fn bad_arguments(t: &mut Tally) {
         "MEM_SHARE outside guest memory",
     );
     t.eq(share(0x0900_0000), INVALID, "MEM_SHARE of an MMIO address");
-    t.eq(share(u64::MAX & !0xfff), INVALID, "MEM_SHARE of a huge IPA");
+    t.eq(share(!0xfff_u64), INVALID, "MEM_SHARE of a huge IPA");
     t.eq(
         call(guest::MEM_SHARE, [p, 1, 0])[0] as i64,
         INVALID,

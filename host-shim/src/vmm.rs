@@ -39,11 +39,20 @@ pub struct Guest {
     pub verbose: bool,
 }
 
-#[derive(Debug)]
 pub enum LoadError {
     NotElf,
     NoMemory,
     Hyp(&'static str, i64),
+}
+
+impl core::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            LoadError::NotElf => write!(f, "not an AArch64 ELF"),
+            LoadError::NoMemory => write!(f, "does not fit in host memory or guest RAM"),
+            LoadError::Hyp(what, e) => write!(f, "{what} failed: {e}"),
+        }
+    }
 }
 
 fn u16_at(b: &[u8], o: usize) -> u64 {
@@ -115,9 +124,9 @@ impl Guest {
         if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || u16_at(elf, 18) != 183 {
             return Err(LoadError::NotElf);
         }
-        let align = if mem >= SZ_1G && mem % SZ_1G == 0 {
+        let align = if mem >= SZ_1G && mem.is_multiple_of(SZ_1G) {
             SZ_1G
-        } else if mem % SZ_2M == 0 {
+        } else if mem.is_multiple_of(SZ_2M) {
             SZ_2M
         } else {
             4096

@@ -24,7 +24,7 @@ fn load(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut Report
             Some(g)
         }
         Err(e) => {
-            println!("[host] cannot load guest '{}': {:?}", img.name, e);
+            println!("[host] cannot load guest '{}': {}", img.name, e);
             r.fail("guest loads");
             None
         }

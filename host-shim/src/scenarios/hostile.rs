@@ -42,12 +42,12 @@ pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
         "donate: empty range is EINVAL",
     );
     r.expect(
-        hyp::donate(h, u64::MAX & !0xfff, 0x4000_0000, 0x2000),
+        hyp::donate(h, !0xfff_u64, 0x4000_0000, 0x2000),
         -EINVAL,
         "donate: wrapping PA range is EINVAL",
     );
     r.expect(
-        hyp::donate(h, page, u64::MAX & !0xfff, 0x2000),
+        hyp::donate(h, page, !0xfff_u64, 0x2000),
         -EINVAL,
         "donate: wrapping IPA range is EINVAL",
     );

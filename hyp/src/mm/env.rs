@@ -19,7 +19,11 @@ pub trait MmEnv {
 
     /// Writes one live descriptor. Implementations add the barrier that makes
     /// the write visible to the table walker.
-    fn write_pte(&mut self, ptep: *mut u64, val: u64) {
+    ///
+    /// # Safety
+    /// `ptep` points at a descriptor inside a table page of a stage-2 the
+    /// caller holds (obtained through [`MmEnv::table_ptr`]).
+    unsafe fn write_pte(&mut self, ptep: *mut u64, val: u64) {
         // SAFETY: `ptep` points into a table page owned by the caller's stage-2
         // (derived from `table_ptr`), and descriptors are naturally aligned u64s.
         unsafe { core::ptr::write_volatile(ptep, val) }

@@ -447,7 +447,9 @@ impl SetVisitor<'_> {
 
     #[inline]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        env.write_pte(e.ptep, val);
+        // SAFETY: e.ptep comes from the walker, inside this tree's tables,
+        // which the caller of commit holds.
+        unsafe { env.write_pte(e.ptep, val) };
         self.stats.pte_writes += 1;
     }
 

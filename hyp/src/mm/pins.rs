@@ -18,8 +18,7 @@ impl Pins {
     /// Counts for `[base, base + size)`; allocated once, at boot.
     pub fn new(base: u64, size: u64) -> Self {
         let n = (size >> PAGE_SHIFT) as usize;
-        let mut counts = Vec::new();
-        counts.resize(n, 0);
+        let counts = alloc::vec![0; n];
         Pins {
             base_pfn: base >> PAGE_SHIFT,
             counts,

@@ -26,6 +26,12 @@ pub struct TestEnv {
     pub record: bool,
 }
 
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TestEnv {
     pub fn new() -> Self {
         TestEnv {
@@ -105,7 +111,7 @@ impl MmEnv for TestEnv {
     fn table_ptr(&self, pa: u64) -> *mut u64 {
         pa as *mut u64
     }
-    fn write_pte(&mut self, ptep: *mut u64, val: u64) {
+    unsafe fn write_pte(&mut self, ptep: *mut u64, val: u64) {
         // SAFETY: ptep points into a live test table page.
         let old = unsafe { core::ptr::read(ptep) };
         if self.record {

@@ -1,21 +1,11 @@
 //! FP/SIMD state of a lower-EL context.
 
 #[repr(C, align(16))]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct FpRegs {
     pub q: [u128; 32],
     pub fpsr: u64,
     pub fpcr: u64,
-}
-
-impl Default for FpRegs {
-    fn default() -> Self {
-        FpRegs {
-            q: [0; 32],
-            fpsr: 0,
-            fpcr: 0,
-        }
-    }
 }
 
 extern "C" {

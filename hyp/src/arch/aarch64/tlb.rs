@@ -44,7 +44,7 @@ impl MmEnv for HypEnv {
         // The hyp's stage-1 is an identity map.
         pa as *mut u64
     }
-    fn write_pte(&mut self, ptep: *mut u64, val: u64) {
+    unsafe fn write_pte(&mut self, ptep: *mut u64, val: u64) {
         // SAFETY: ptep is a descriptor in a table page owned by a stage-2 the
         // caller holds the lock of.
         unsafe { core::ptr::write_volatile(ptep, val) };

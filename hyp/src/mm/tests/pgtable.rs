@@ -87,7 +87,7 @@ fn split_only_as_deep_as_needed_and_merge_back() {
     s.set(&mut env, G + 4 * M2, M2, shared).unwrap();
     assert_eq!((s.table_pages(), s.stats.splits), (1, 1));
     // BBM order for the split: invalidate, TLBI, install table.
-    let pos = |f: &dyn Fn(&Event) -> bool| env.log.iter().position(|e| f(e)).unwrap();
+    let pos = |f: &dyn Fn(&Event) -> bool| env.log.iter().position(f).unwrap();
     let inval = pos(&|e| matches!(e, Event::Write { new: 0, .. }));
     let tlbi = pos(&|e| matches!(e, Event::TlbiIpa { vmid: 7, ipa, level: 1 } if *ipa == G));
     assert!(inval < tlbi);
