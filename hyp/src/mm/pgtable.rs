@@ -447,9 +447,16 @@ impl SetVisitor<'_> {
 
     #[inline]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        // SAFETY: e.ptep comes from the walker, inside this tree's tables,
-        // which the caller of commit holds.
-        unsafe { env.write_pte(e.ptep, val) };
+        if self.vmid.is_some() {
+            // SAFETY: e.ptep comes from the walker, inside this tree's
+            // tables, which the caller of commit holds.
+            unsafe { env.write_pte(e.ptep, val) };
+        } else {
+            // A bookkeeping tree: no hardware walks it, so no barrier and no
+            // break-before-make are needed.
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(e.ptep, val) };
+        }
         self.stats.pte_writes += 1;
     }
 

@@ -1,1 +1,527 @@
+//! Property test: random sequences of ownership transitions, host faults and
+//! pins against a per-page reference model. After every step the three kinds
+//! of table must say exactly what the model says, for every page.
 
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::vec;
+use std::vec::Vec;
+
+use super::helpers::leaves;
+use super::mem_protect::{World, G, K4, M2, RAM};
+use crate::mm::mem_protect::*;
+use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
+use crate::mm::Error;
+
+/// The model covers the first 16 MiB of the test RAM.
+const PAGES: u64 = 4096;
+const SPAN: u64 = PAGES * K4;
+/// Guest IPAs are drawn from [G, G + 32 MiB).
+const IPA_SPAN: u64 = 32 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Own {
+    Host { mapped: bool, shared: bool },
+    Hyp,
+    Guest { h: u16, shared: bool },
+}
+
+#[derive(Clone, Debug)]
+struct Model {
+    pages: Vec<Own>,
+    /// (shared pins, exclusive)
+    pins: Vec<(u32, bool)>,
+    /// Per guest: IPA page → PA.
+    maps: [BTreeMap<u64, u64>; 2],
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Fault(u64),
+    ShareHyp(u64, u64),
+    UnshareHyp(u64, u64),
+    DonateHyp(u64, u64),
+    HypDonateHost(u64, u64),
+    DonateGuest(usize, u64, u64, u64),
+    GuestShare(usize, u64, u64),
+    GuestUnshare(usize, u64, u64),
+    Relinquish(usize, u64, u64),
+    Pin(u64, bool),
+    Unpin(u64),
+    Teardown(usize),
+}
+
+fn addr() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        8 => (0..PAGES).prop_map(|p| RAM + p * K4),
+        2 => (0..8u64).prop_map(|b| RAM + b * M2),
+        1 => Just(RAM + SPAN - K4),
+        1 => any::<u64>(),
+        1 => (0..PAGES).prop_map(|p| RAM + p * K4 + 8),
+    ]
+}
+
+fn ipa() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        8 => (0..IPA_SPAN / K4).prop_map(|p| G + p * K4),
+        2 => (0..16u64).prop_map(|b| G + b * M2),
+        1 => any::<u64>(),
+    ]
+}
+
+fn len() -> impl Strategy<Value = u64> {
+    prop_oneof![4 => Just(K4), 2 => (1..8u64).prop_map(|n| n * K4), 2 => Just(M2), 1 => Just(2 * M2), 1 => Just(0), 1 => Just(100)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let g = 0..2usize;
+    prop_oneof![
+        3 => addr().prop_map(Op::Fault),
+        2 => (addr(), len()).prop_map(|(a, n)| Op::ShareHyp(a, n)),
+        2 => (addr(), len()).prop_map(|(a, n)| Op::UnshareHyp(a, n)),
+        1 => (addr(), len()).prop_map(|(a, n)| Op::DonateHyp(a, n)),
+        1 => (addr(), len()).prop_map(|(a, n)| Op::HypDonateHost(a, n)),
+        4 => (g.clone(), addr(), ipa(), len()).prop_map(|(g, a, i, n)| Op::DonateGuest(g, a, i, n)),
+        4 => (g.clone(), ipa(), len()).prop_map(|(g, i, n)| Op::GuestShare(g, i, n)),
+        3 => (g.clone(), ipa(), len()).prop_map(|(g, i, n)| Op::GuestUnshare(g, i, n)),
+        2 => (g.clone(), ipa(), len()).prop_map(|(g, i, n)| Op::Relinquish(g, i, n)),
+        3 => (addr(), any::<bool>()).prop_map(|(a, e)| Op::Pin(a, e)),
+        3 => addr().prop_map(Op::Unpin),
+        1 => g.prop_map(Op::Teardown),
+    ]
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            pages: vec![
+                Own::Host {
+                    mapped: false,
+                    shared: false
+                };
+                PAGES as usize
+            ],
+            pins: vec![(0, false); PAGES as usize],
+            maps: [BTreeMap::new(), BTreeMap::new()],
+        }
+    }
+
+    /// Page indices of a host range, or Inval (as check_ram). The model's
+    /// 16 MiB lie inside the 64 MiB test RAM: ranges beyond the model but
+    /// inside RAM are skipped by the generator's choices.
+    fn range(&self, pa: u64, size: u64) -> Result<std::ops::Range<usize>, Error> {
+        if size == 0 || pa % K4 != 0 || size % K4 != 0 {
+            return Err(Error::Inval);
+        }
+        let end = pa.checked_add(size).ok_or(Error::Inval)?;
+        if pa < RAM || end > RAM + (64 << 20) {
+            return Err(Error::Inval);
+        }
+        Ok(((pa - RAM) / K4) as usize..((end - RAM) / K4) as usize)
+    }
+
+    fn ipa_range(ipa: u64, size: u64) -> Result<(), Error> {
+        if size == 0 || ipa % K4 != 0 || size % K4 != 0 {
+            return Err(Error::Inval);
+        }
+        let end = ipa.checked_add(size).ok_or(Error::Inval)?;
+        if end > 1 << 40 {
+            return Err(Error::Inval);
+        }
+        Ok(())
+    }
+
+    /// (PA, shared) of a guest range if it is mapped contiguously with one state.
+    fn guest_range(
+        &self,
+        g: usize,
+        ipa: u64,
+        size: u64,
+        ok: impl Fn(bool) -> bool,
+    ) -> Result<(u64, bool), Error> {
+        Self::ipa_range(ipa, size)?;
+        let pa0 = *self.maps[g].get(&ipa).ok_or(Error::Perm)?;
+        let shared0 = matches!(
+            self.pages[((pa0 - RAM) / K4) as usize],
+            Own::Guest { shared: true, .. }
+        );
+        if !ok(shared0) {
+            return Err(Error::Perm);
+        }
+        for i in 0..size / K4 {
+            let pa = self.maps[g].get(&(ipa + i * K4)).ok_or(Error::Perm)?;
+            let shared = matches!(
+                self.pages[((pa - RAM) / K4) as usize],
+                Own::Guest { shared: true, .. }
+            );
+            if *pa != pa0 + i * K4 || shared != shared0 {
+                return Err(Error::Perm);
+            }
+        }
+        Ok((pa0, shared0))
+    }
+
+    fn pinned(&self, r: std::ops::Range<usize>) -> bool {
+        r.into_iter().any(|i| self.pins[i] != (0, false))
+    }
+}
+
+fn expected_host(o: Own, pa: u64) -> Leaf {
+    match o {
+        Own::Host {
+            mapped: false,
+            shared: false,
+        } => Leaf::Invalid(Owner::None),
+        Own::Host { shared: false, .. } => Leaf::Mapped {
+            pa,
+            attrs: Attrs::NORMAL_RWX,
+            state: PageState::Owned,
+        },
+        Own::Host { shared: true, .. } => Leaf::Mapped {
+            pa,
+            attrs: Attrs::NORMAL_RWX,
+            state: PageState::SharedOwned,
+        },
+        Own::Hyp => Leaf::Invalid(Owner::Hyp),
+        Own::Guest { h, shared: false } => Leaf::Invalid(Owner::Guest(h)),
+        Own::Guest { shared: true, .. } => Leaf::Mapped {
+            pa,
+            attrs: Attrs::NORMAL_RW,
+            state: PageState::SharedBorrowed,
+        },
+    }
+}
+
+fn expected_hyp(o: Own, pa: u64) -> Leaf {
+    match o {
+        Own::Host { shared: true, .. } => Leaf::Mapped {
+            pa,
+            attrs: Attrs::NORMAL_RW,
+            state: PageState::SharedBorrowed,
+        },
+        Own::Hyp => Leaf::Mapped {
+            pa,
+            attrs: Attrs::NORMAL_RW,
+            state: PageState::Owned,
+        },
+        _ => Leaf::Invalid(Owner::None),
+    }
+}
+
+/// Applies `op` to the model; returns the expected result.
+fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<(), Error> {
+    let host_free = |o: Own| matches!(o, Own::Host { shared: false, .. });
+    match *op {
+        Op::Fault(a) => {
+            let Ok(r) = m.range(a & !(K4 - 1), K4) else {
+                return Err(Error::Inval);
+            };
+            match m.pages[r.start] {
+                Own::Host {
+                    mapped: false,
+                    shared: false,
+                } => {
+                    let (base, size) = fault_block.expect("a mapped fault reports its block");
+                    let br = m.range(base, size).unwrap();
+                    assert!(br.contains(&r.start));
+                    for i in br {
+                        assert_eq!(
+                            m.pages[i],
+                            Own::Host {
+                                mapped: false,
+                                shared: false
+                            },
+                            "fault block covers a non-free page"
+                        );
+                        m.pages[i] = Own::Host {
+                            mapped: true,
+                            shared: false,
+                        };
+                    }
+                    Ok(())
+                }
+                Own::Host { .. } => Ok(()),
+                _ => Err(Error::Perm),
+            }
+        }
+        Op::ShareHyp(a, n) | Op::DonateHyp(a, n) => {
+            let r = m.range(a, n)?;
+            if !r.clone().all(|i| host_free(m.pages[i])) {
+                return Err(Error::Perm);
+            }
+            for i in r {
+                m.pages[i] = if matches!(op, Op::ShareHyp(..)) {
+                    Own::Host {
+                        mapped: true,
+                        shared: true,
+                    }
+                } else {
+                    Own::Hyp
+                };
+            }
+            Ok(())
+        }
+        Op::UnshareHyp(a, n) => {
+            let r = m.range(a, n)?;
+            if !r.clone().all(|i| {
+                m.pages[i]
+                    == Own::Host {
+                        mapped: true,
+                        shared: true,
+                    }
+            }) {
+                return Err(Error::Perm);
+            }
+            r.for_each(|i| {
+                m.pages[i] = Own::Host {
+                    mapped: true,
+                    shared: false,
+                }
+            });
+            Ok(())
+        }
+        Op::HypDonateHost(a, n) => {
+            let r = m.range(a, n)?;
+            if !r.clone().all(|i| m.pages[i] == Own::Hyp) {
+                return Err(Error::Perm);
+            }
+            r.for_each(|i| {
+                m.pages[i] = Own::Host {
+                    mapped: false,
+                    shared: false,
+                }
+            });
+            Ok(())
+        }
+        Op::DonateGuest(g, a, ipa, n) => {
+            let r = m.range(a, n)?;
+            Model::ipa_range(ipa, n)?;
+            if m.pinned(r.clone()) {
+                return Err(Error::Busy);
+            }
+            if !r.clone().all(|i| host_free(m.pages[i])) {
+                return Err(Error::Perm);
+            }
+            if (0..n / K4).any(|i| m.maps[g].contains_key(&(ipa + i * K4))) {
+                return Err(Error::Perm);
+            }
+            for (k, i) in r.enumerate() {
+                m.pages[i] = Own::Guest {
+                    h: g as u16 + 1,
+                    shared: false,
+                };
+                m.maps[g].insert(ipa + k as u64 * K4, RAM + i as u64 * K4);
+            }
+            Ok(())
+        }
+        Op::GuestShare(g, ipa, n) | Op::GuestUnshare(g, ipa, n) => {
+            let share = matches!(op, Op::GuestShare(..));
+            let (pa, _) = m.guest_range(g, ipa, n, |s| s != share)?;
+            let r = m.range(pa, n).unwrap();
+            if !share && m.pinned(r.clone()) {
+                return Err(Error::Busy);
+            }
+            r.for_each(|i| {
+                m.pages[i] = Own::Guest {
+                    h: g as u16 + 1,
+                    shared: share,
+                }
+            });
+            Ok(())
+        }
+        Op::Relinquish(g, ipa, n) => {
+            let (pa, shared) = m.guest_range(g, ipa, n, |_| true)?;
+            let r = m.range(pa, n).unwrap();
+            if shared && m.pinned(r.clone()) {
+                return Err(Error::Busy);
+            }
+            r.for_each(|i| {
+                m.pages[i] = Own::Host {
+                    mapped: false,
+                    shared: false,
+                }
+            });
+            (0..n / K4).for_each(|i| {
+                m.maps[g].remove(&(ipa + i * K4));
+            });
+            Ok(())
+        }
+        Op::Pin(a, excl) => {
+            let r = m.range(a, K4)?;
+            if !matches!(m.pages[r.start], Own::Guest { shared: true, .. }) {
+                return Err(Error::Perm);
+            }
+            let p = &mut m.pins[r.start];
+            if p.1 || (excl && p.0 > 0) {
+                return Err(Error::Busy);
+            }
+            if excl {
+                p.1 = true;
+            } else {
+                p.0 += 1;
+            }
+            Ok(())
+        }
+        Op::Unpin(a) => {
+            let r = m.range(a, K4)?;
+            let p = &mut m.pins[r.start];
+            if p.1 {
+                p.1 = false;
+            } else if p.0 > 0 {
+                p.0 -= 1;
+            } else {
+                return Err(Error::Inval);
+            }
+            Ok(())
+        }
+        Op::Teardown(g) => {
+            for (_, pa) in std::mem::take(&mut m.maps[g]) {
+                m.pages[((pa - RAM) / K4) as usize] = Own::Host {
+                    mapped: false,
+                    shared: false,
+                };
+            }
+            Ok(())
+        }
+    }
+}
+
+fn apply(w: &mut World, op: &Op) -> (Result<(), Error>, Option<(u64, u64)>) {
+    let World {
+        env,
+        host,
+        hyp,
+        guests,
+    } = w;
+    let r = match *op {
+        Op::Fault(a) => {
+            return match host.handle_fault(env, a) {
+                Ok(HostFault::Mapped { level, base, .. }) => {
+                    (Ok(()), Some((base, crate::mm::level_size(level))))
+                }
+                Ok(HostFault::Spurious) => (Ok(()), None),
+                Err(e) => (Err(e), None),
+            }
+        }
+        Op::ShareHyp(a, n) => host_share_hyp(env, host, hyp, a, n),
+        Op::UnshareHyp(a, n) => host_unshare_hyp(env, host, hyp, a, n),
+        Op::DonateHyp(a, n) => host_donate_hyp(env, host, hyp, a, n),
+        Op::HypDonateHost(a, n) => hyp_donate_host(env, host, hyp, a, n),
+        Op::DonateGuest(g, a, i, n) => host_donate_guest(env, host, &mut guests[g], a, i, n),
+        Op::GuestShare(g, i, n) => guest_share_host(env, host, &mut guests[g], i, n).map(|_| ()),
+        Op::GuestUnshare(g, i, n) => {
+            guest_unshare_host(env, host, &mut guests[g], i, n).map(|_| ())
+        }
+        Op::Relinquish(g, i, n) => guest_relinquish(env, host, &mut guests[g], i, n).map(|_| ()),
+        Op::Pin(a, e) => host.pin(env, a, e),
+        Op::Unpin(a) => host.unpin(a),
+        Op::Teardown(g) => guest_teardown(env, host, &mut guests[g]).map(|_| ()),
+    };
+    (r, None)
+}
+
+fn compare(w: &mut World, m: &Model) {
+    for (a, b, _, leaf) in leaves(&mut w.env, &w.host.pgt, RAM, RAM + SPAN) {
+        for pa in (a..b).step_by(K4 as usize) {
+            let o = m.pages[((pa - RAM) / K4) as usize];
+            assert_eq!(
+                leaf.offset(pa - a),
+                expected_host(o, pa),
+                "host view of {pa:#x} ({o:?})"
+            );
+        }
+    }
+    for (a, b, _, leaf) in leaves(&mut w.env, &w.hyp.pgt, RAM, RAM + SPAN) {
+        for pa in (a..b).step_by(K4 as usize) {
+            let o = m.pages[((pa - RAM) / K4) as usize];
+            assert_eq!(
+                leaf.offset(pa - a),
+                expected_hyp(o, pa),
+                "hyp view of {pa:#x}"
+            );
+        }
+    }
+    for g in 0..2 {
+        let mut seen = 0;
+        for (a, b, _, leaf) in leaves(&mut w.env, &w.guests[g].pgt, 0, 1 << 40) {
+            if leaf == Leaf::Invalid(Owner::None) {
+                assert!(
+                    m.maps[g].range(a..b).next().is_none(),
+                    "guest {g}: {a:#x}..{b:#x} should be mapped"
+                );
+                continue;
+            }
+            for ipa in (a..b).step_by(K4 as usize) {
+                let pa = *m.maps[g]
+                    .get(&ipa)
+                    .unwrap_or_else(|| panic!("guest {g}: {ipa:#x} mapped, model has nothing"));
+                let shared = matches!(
+                    m.pages[((pa - RAM) / K4) as usize],
+                    Own::Guest { shared: true, .. }
+                );
+                let state = if shared {
+                    PageState::SharedOwned
+                } else {
+                    PageState::Owned
+                };
+                assert_eq!(
+                    leaf.offset(ipa - a),
+                    Leaf::Mapped {
+                        pa,
+                        attrs: GUEST_RAM,
+                        state
+                    },
+                    "guest {g} at {ipa:#x}"
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, m.maps[g].len());
+    }
+    for i in 0..PAGES as usize {
+        let pa = RAM + i as u64 * K4;
+        let (n, e) = m.pins[i];
+        assert_eq!(w.host.pins.count(pa), if e { 1 } else { n });
+        assert_eq!(w.host.pins.is_exclusive(pa), e);
+    }
+}
+
+/// Keeps generated host ranges inside the modelled 16 MiB (RAM is 64 MiB).
+fn in_model(op: &Op) -> bool {
+    let ok = |a: u64, n: u64| a < RAM || a >= RAM + (64 << 20) || a.saturating_add(n) <= RAM + SPAN;
+    match *op {
+        Op::Fault(a) | Op::Pin(a, _) | Op::Unpin(a) => ok(a, K4),
+        Op::ShareHyp(a, n)
+        | Op::UnshareHyp(a, n)
+        | Op::DonateHyp(a, n)
+        | Op::HypDonateHost(a, n) => ok(a, n),
+        Op::DonateGuest(_, a, _, n) => ok(a, n),
+        _ => true,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, max_shrink_iters: 4000, ..ProptestConfig::default() })]
+
+    /// 32 cases × 320 steps ≈ 10,240 transitions, each checked page by page.
+    #[test]
+    fn ownership_matches_model(ops in proptest::collection::vec(op(), 320)) {
+        let mut w = World::new();
+        let mut m = Model::new();
+        for op in ops.iter().filter(|o| in_model(o)) {
+            // Teardown order with pins left is not modelled: skip those.
+            if let Op::Teardown(g) = *op {
+                let pinned = m.maps[g].values().any(|pa| m.pins[((pa - RAM) / K4) as usize] != (0, false));
+                if pinned {
+                    continue;
+                }
+            }
+            let (got, block) = apply(&mut w, op);
+            let want = predict(&mut m, op, block);
+            prop_assert_eq!(got, want, "{:?}", op);
+            compare(&mut w, &m);
+            w.check();
+        }
+        w.finish();
+    }
+}
