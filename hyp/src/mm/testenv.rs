@@ -139,10 +139,9 @@ impl MmEnv for TestEnv {
     }
 }
 
-impl Drop for TestEnv {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            assert!(self.live.is_empty(), "leaked pages: {:?}", self.live);
-        }
+impl TestEnv {
+    /// Every page handed out has come back.
+    pub fn assert_no_leaks(&self) {
+        assert!(self.live.is_empty(), "leaked pages: {:?}", self.live);
     }
 }

@@ -105,6 +105,7 @@ impl World {
         for g in guests {
             g.pgt.destroy(&mut env);
         }
+        env.assert_no_leaks();
     }
 }
 
@@ -237,13 +238,7 @@ fn share_and_unshare_with_hyp() {
     refused!(
         w,
         Error::Inval,
-        host_share_hyp(
-            &mut w.env,
-            &mut w.host,
-            &mut w.hyp,
-            u64::MAX & !0xfff,
-            2 * K4
-        )
+        host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, !0xfff_u64, 2 * K4)
     );
     refused!(
         w,
