@@ -589,3 +589,38 @@ fn two_table_transitions_are_all_or_nothing_under_oom() {
         w.finish();
     }
 }
+
+#[test]
+fn one_gib_guest_needs_no_tables_until_a_share() {
+    let mut w = World::new();
+    // Host RAM in World is 64 MiB; give this test a 1 GiB-aligned RAM bank.
+    w.host.ram.push(Region {
+        base: 4 * G,
+        size: G,
+    });
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], 4 * G, G, G).unwrap();
+    assert_eq!(
+        (
+            w.guests[0].pgt.table_pages(),
+            w.guest_leaf(0, G + 123 * K4).1
+        ),
+        (0, 1)
+    );
+    assert_eq!(
+        w.host.pgt.table_pages(),
+        0,
+        "the host records the donation in one 1G entry"
+    );
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
+    assert_eq!(
+        (w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()),
+        (2, 2)
+    );
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
+    assert_eq!(
+        (w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()),
+        (0, 0)
+    );
+    w.check();
+    w.finish();
+}
