@@ -21,28 +21,15 @@ fn main() {
 fn el1_main(info: el1_rt::BootInfo) -> ! {
     el1_rt::probe::install();
     let args = info.fdt.chosen().bootargs().unwrap_or("");
-    let test = args
-        .split_ascii_whitespace()
-        .find_map(|t| t.strip_prefix("test="))
-        .unwrap_or("hello");
-    let mem = info
-        .fdt
-        .memory()
-        .regions()
-        .next()
-        .map(|r| r.size.unwrap_or(0) as u64)
-        .unwrap_or(0);
+    let test = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("test=")).unwrap_or("hello");
+    let mem = info.fdt.memory().regions().next().map(|r| r.size.unwrap_or(0) as u64).unwrap_or(0);
     let mut t = tests::Tally::new(mem);
     match test {
         "demo" => tests::demo(&mut t),
         "all" => tests::all(&mut t),
         "block1g" => tests::block1g(&mut t),
         "isolation" => tests::isolation(&mut t),
-        _ => el1_rt::println!(
-            "guest: hello from EL{}, {} MiB of private memory",
-            el1_rt::current_el(),
-            mem >> 20
-        ),
+        _ => el1_rt::println!("guest: hello from EL{}, {} MiB of private memory", el1_rt::current_el(), mem >> 20),
     }
     t.finish()
 }

@@ -25,12 +25,7 @@ pub struct Tally {
 
 impl Tally {
     pub fn new(mem: u64) -> Self {
-        Tally {
-            passed: 0,
-            failed: 0,
-            relinquished: 0,
-            mem,
-        }
+        Tally { passed: 0, failed: 0, relinquished: 0, mem }
     }
     pub fn check(&mut self, ok: bool, what: &str) {
         if ok {
@@ -49,10 +44,7 @@ impl Tally {
     }
     pub fn finish(&self) -> ! {
         println!("guest: {} passed, {} failed", self.passed, self.failed);
-        call(
-            services::HOST_RESULT,
-            [self.passed, self.failed, self.relinquished],
-        );
+        call(services::HOST_RESULT, [self.passed, self.failed, self.relinquished]);
         el1_rt::smccc::system_off()
     }
 }
@@ -65,71 +57,34 @@ fn page_in_block(n: u64, off: u64) -> u64 {
 /// The main story, narrated (the default `cargo xtask run`).
 pub fn demo(t: &mut Tally) {
     let p = page_in_block(4, 3);
-    println!(
-        "guest: hello from EL{}; all {} MiB of my memory are private",
-        el1_rt::current_el(),
-        t.mem >> 20
-    );
+    println!("guest: hello from EL{}; all {} MiB of my memory are private", el1_rt::current_el(), t.mem >> 20);
     write64(p, 0x5ec2e7);
-    t.check(
-        host_read(p).is_none(),
-        "the host cannot read my private page",
-    );
+    t.check(host_read(p).is_none(), "the host cannot read my private page");
     let (pages0, level0) = s2_info(p);
-    println!(
-        "guest: my stage-2 maps IPA {:#x} with a level-{} block ({} table pages)",
-        p, level0, pages0
-    );
+    println!("guest: my stage-2 maps IPA {:#x} with a level-{} block ({} table pages)", p, level0, pages0);
     write64(p, 0x6f6c6c6568);
     t.eq(share(p), OK, "MEM_SHARE of one 4K page inside a 2M block");
     let (pages1, level1) = s2_info(p);
-    println!(
-        "guest: after the share: level-{} page, {} table pages (the 2M block was split)",
-        level1, pages1
-    );
-    t.check(
-        level0 == 2 && level1 == 3 && pages1 == pages0 + 1,
-        "the 2M block split only where needed",
-    );
+    println!("guest: after the share: level-{} page, {} table pages (the 2M block was split)", level1, pages1);
+    t.check(level0 == 2 && level1 == 3 && pages1 == pages0 + 1, "the 2M block split only where needed");
+    call(services::HOST_DUMP, [p, 0, 0]);
     let seen = host_read(p);
     match seen {
         Some(v) => println!("guest: the host reads my shared page in place: {:#x}", v),
         None => println!("guest: the host could not read my shared page"),
     }
-    t.check(
-        seen == Some(0x6f6c6c6568),
-        "the host sees what I wrote (no copy)",
-    );
-    t.eq(
-        host_pin(p, true),
-        OK,
-        "the host takes an exclusive pin on the shared page",
-    );
+    t.check(seen == Some(0x6f6c6c6568), "the host sees what I wrote (no copy)");
+    t.eq(host_pin(p, true), OK, "the host takes an exclusive pin on the shared page");
     println!("guest: MEM_UNSHARE while the host holds its pin...");
-    t.eq(
-        unshare(p),
-        OK,
-        "MEM_UNSHARE completes once the host drops its pin",
-    );
+    t.eq(unshare(p), OK, "MEM_UNSHARE completes once the host drops its pin");
     let (pending, _) = exit_counts();
-    t.check(
-        pending == 1,
-        "the unshare waited for the pin (one UNSHARE_PENDING exit)",
-    );
-    t.check(
-        host_read(p).is_none(),
-        "after MEM_UNSHARE the host cannot read the page",
-    );
+    t.check(pending == 1, "the unshare waited for the pin (one UNSHARE_PENDING exit)");
+    t.check(host_read(p).is_none(), "after MEM_UNSHARE the host cannot read the page");
     t.check(read64(p) == 0x6f6c6c6568, "the contents stayed in place");
     let (pages2, level2) = s2_info(p);
-    println!(
-        "guest: after the unshare: level-{} block, {} table pages (merged back)",
-        level2, pages2
-    );
-    t.check(
-        level2 == 2 && pages2 == pages0,
-        "the 2M block was merged back",
-    );
+    println!("guest: after the unshare: level-{} block, {} table pages (merged back)", level2, pages2);
+    t.check(level2 == 2 && pages2 == pages0, "the 2M block was merged back");
+    call(services::HOST_DUMP, [p, 0, 0]);
 }
 
 fn discovery(t: &mut Tally) {
@@ -145,41 +100,17 @@ fn discovery(t: &mut Tally) {
         f & (1 << 2) != 0 && f & (1 << 3) != 0 && f & (1 << 4) != 0,
         "KVM_FEATURES has MEMINFO, MEM_SHARE, MEM_UNSHARE",
     );
-    t.eq(
-        call(guest::HYP_MEMINFO, [0; 3])[0] as i64,
-        4096,
-        "HYP_MEMINFO is 4096",
-    );
+    t.eq(call(guest::HYP_MEMINFO, [0; 3])[0] as i64, 4096, "HYP_MEMINFO is 4096");
     t.eq(
         call(guest::HYP_MEMINFO, [1, 0, 0])[0] as i64,
         INVALID,
         "HYP_MEMINFO with a non-zero argument is INVALID_PARAMETER",
     );
-    t.eq(
-        call(psci::VERSION, [0; 3])[0] as i64,
-        0x10001,
-        "PSCI_VERSION is 1.1",
-    );
-    t.eq(
-        call(psci::FEATURES, [psci::SYSTEM_OFF as u64, 0, 0])[0] as i64,
-        0,
-        "PSCI_FEATURES(SYSTEM_OFF) is supported",
-    );
-    t.eq(
-        call(psci::CPU_ON, [1, 0, 0])[0] as i64,
-        NOT_SUPPORTED,
-        "PSCI CPU_ON is NOT_SUPPORTED",
-    );
-    t.eq(
-        call(0xc600_0010, [0; 3])[0] as i64,
-        NOT_SUPPORTED,
-        "an unknown vendor call is NOT_SUPPORTED",
-    );
-    t.eq(
-        call(0x8100_0000, [0; 3])[0] as i64,
-        NOT_SUPPORTED,
-        "an unknown service is NOT_SUPPORTED",
-    );
+    t.eq(call(psci::VERSION, [0; 3])[0] as i64, 0x10001, "PSCI_VERSION is 1.1");
+    t.eq(call(psci::FEATURES, [psci::SYSTEM_OFF as u64, 0, 0])[0] as i64, 0, "PSCI_FEATURES(SYSTEM_OFF) is supported");
+    t.eq(call(psci::CPU_ON, [1, 0, 0])[0] as i64, NOT_SUPPORTED, "PSCI CPU_ON is NOT_SUPPORTED");
+    t.eq(call(0xc600_0010, [0; 3])[0] as i64, NOT_SUPPORTED, "an unknown vendor call is NOT_SUPPORTED");
+    t.eq(call(0x8100_0000, [0; 3])[0] as i64, NOT_SUPPORTED, "an unknown service is NOT_SUPPORTED");
 }
 
 fn share_roundtrip(t: &mut Tally) {
@@ -189,164 +120,70 @@ fn share_roundtrip(t: &mut Tally) {
     t.check(!host_write(p, 0xbad), "host write to a private page aborts");
     t.check(read64(p) == 0x1111, "the private page is untouched");
     t.eq(share(p), OK, "MEM_SHARE");
-    t.check(
-        host_read(p) == Some(0x1111),
-        "host reads the guest's data in place",
-    );
+    t.check(host_read(p) == Some(0x1111), "host reads the guest's data in place");
     t.check(host_write(p, 0x2222), "host writes the shared page");
     t.check(read64(p) == 0x2222, "guest sees the host's write");
-    t.eq(
-        share(p),
-        INVALID,
-        "MEM_SHARE of an already shared page is INVALID_PARAMETER",
-    );
+    t.eq(share(p), INVALID, "MEM_SHARE of an already shared page is INVALID_PARAMETER");
     t.eq(unshare(p), OK, "MEM_UNSHARE");
     t.check(host_read(p).is_none(), "host read after MEM_UNSHARE aborts");
     t.check(read64(p) == 0x2222, "contents preserved across unshare");
-    t.eq(
-        unshare(p),
-        INVALID,
-        "MEM_UNSHARE of a private page is INVALID_PARAMETER",
-    );
+    t.eq(unshare(p), INVALID, "MEM_UNSHARE of a private page is INVALID_PARAMETER");
 }
 
 fn bad_arguments(t: &mut Tally) {
     let p = page_in_block(5, 9);
     t.eq(share(p + 8), INVALID, "MEM_SHARE of an unaligned IPA");
-    t.eq(
-        share(RAM + t.mem),
-        INVALID,
-        "MEM_SHARE outside guest memory",
-    );
+    t.eq(share(RAM + t.mem), INVALID, "MEM_SHARE outside guest memory");
     t.eq(share(0x0900_0000), INVALID, "MEM_SHARE of an MMIO address");
     t.eq(share(!0xfff_u64), INVALID, "MEM_SHARE of a huge IPA");
-    t.eq(
-        call(guest::MEM_SHARE, [p, 1, 0])[0] as i64,
-        INVALID,
-        "MEM_SHARE with x2 != 0",
-    );
-    t.eq(
-        call(guest::MEM_SHARE, [p, 0, 1])[0] as i64,
-        INVALID,
-        "MEM_SHARE with x3 != 0",
-    );
-    t.eq(
-        call(guest::MEM_UNSHARE, [p, 0, 5])[0] as i64,
-        INVALID,
-        "MEM_UNSHARE with x3 != 0",
-    );
-    t.eq(
-        relinquish(p + 1),
-        INVALID,
-        "MEM_RELINQUISH of an unaligned IPA",
-    );
-    t.eq(
-        relinquish(RAM + t.mem + PAGE),
-        INVALID,
-        "MEM_RELINQUISH outside guest memory",
-    );
-    t.check(
-        host_read(p).is_none(),
-        "refused calls changed nothing: still private",
-    );
+    t.eq(call(guest::MEM_SHARE, [p, 1, 0])[0] as i64, INVALID, "MEM_SHARE with x2 != 0");
+    t.eq(call(guest::MEM_SHARE, [p, 0, 1])[0] as i64, INVALID, "MEM_SHARE with x3 != 0");
+    t.eq(call(guest::MEM_UNSHARE, [p, 0, 5])[0] as i64, INVALID, "MEM_UNSHARE with x3 != 0");
+    t.eq(relinquish(p + 1), INVALID, "MEM_RELINQUISH of an unaligned IPA");
+    t.eq(relinquish(RAM + t.mem + PAGE), INVALID, "MEM_RELINQUISH outside guest memory");
+    t.check(host_read(p).is_none(), "refused calls changed nothing: still private");
 }
 
 fn pins(t: &mut Tally) {
     let p = page_in_block(6, 1);
-    t.eq(
-        host_pin(p, false),
-        -EPERM,
-        "host pin of a private page is EPERM",
-    );
+    t.eq(host_pin(p, false), -EPERM, "host pin of a private page is EPERM");
     t.eq(share(p), OK, "MEM_SHARE for the pin tests");
     // exclusive first
     t.eq(host_pin(p, true), OK, "exclusive pin on a shared page");
-    t.eq(
-        host_pin(p, false),
-        -EBUSY,
-        "shared pin while an exclusive pin is held is EBUSY",
-    );
+    t.eq(host_pin(p, false), -EBUSY, "shared pin while an exclusive pin is held is EBUSY");
     t.eq(host_pin(p, true), -EBUSY, "second exclusive pin is EBUSY");
     t.eq(host_unpin(p), OK, "drop the exclusive pin");
     // shared first
     t.eq(host_pin(p, false), OK, "shared pin");
     t.eq(host_pin(p, false), OK, "second shared pin");
-    t.eq(
-        host_pin(p, true),
-        -EBUSY,
-        "exclusive pin while shared pins exist is EBUSY",
-    );
+    t.eq(host_pin(p, true), -EBUSY, "exclusive pin while shared pins exist is EBUSY");
     t.eq(host_unpin(p), OK, "drop one shared pin");
-    t.eq(
-        relinquish(p),
-        INVALID,
-        "MEM_RELINQUISH of a pinned page is refused",
-    );
-    t.check(
-        host_read(p).is_some(),
-        "the refused relinquish changed nothing",
-    );
+    t.eq(relinquish(p), INVALID, "MEM_RELINQUISH of a pinned page is refused");
+    t.check(host_read(p).is_some(), "the refused relinquish changed nothing");
     // unshare while pinned: the call waits for the host
     let (before, _) = exit_counts();
-    t.eq(
-        unshare(p),
-        OK,
-        "MEM_UNSHARE of a pinned page completes after the host unpins",
-    );
+    t.eq(unshare(p), OK, "MEM_UNSHARE of a pinned page completes after the host unpins");
     let (after, _) = exit_counts();
-    t.eq(
-        (after - before) as i64,
-        1,
-        "the host saw exactly one UNSHARE_PENDING exit",
-    );
-    t.check(
-        host_read(p).is_none(),
-        "the page is private after the pinned unshare",
-    );
+    t.eq((after - before) as i64, 1, "the host saw exactly one UNSHARE_PENDING exit");
+    t.check(host_read(p).is_none(), "the page is private after the pinned unshare");
 }
 
 fn blocks(t: &mut Tally) {
     let p = page_in_block(8, 100);
     let (pages0, level0) = s2_info(p);
-    t.eq(
-        level0 as i64,
-        2,
-        "donated 2M-aligned memory is mapped with 2M blocks",
-    );
+    t.eq(level0 as i64, 2, "donated 2M-aligned memory is mapped with 2M blocks");
     t.eq(share(p), OK, "MEM_SHARE inside a 2M block");
     let (pages1, level1) = s2_info(p);
-    t.check(
-        level1 == 3 && pages1 == pages0 + 1,
-        "the 2M block is split into 4K pages: one table page",
-    );
+    t.check(level1 == 3 && pages1 == pages0 + 1, "the 2M block is split into 4K pages: one table page");
     let (_, neighbour) = s2_info(p + SZ_2M);
-    t.eq(
-        neighbour as i64,
-        2,
-        "the neighbouring 2M block is untouched",
-    );
-    t.eq(
-        share(p + PAGE),
-        OK,
-        "MEM_SHARE of a second page in the same block",
-    );
-    t.eq(
-        s2_info(p).0 as i64,
-        pages1 as i64,
-        "no further split for the second page",
-    );
+    t.eq(neighbour as i64, 2, "the neighbouring 2M block is untouched");
+    t.eq(share(p + PAGE), OK, "MEM_SHARE of a second page in the same block");
+    t.eq(s2_info(p).0 as i64, pages1 as i64, "no further split for the second page");
     t.eq(unshare(p), OK, "MEM_UNSHARE of the first page");
-    t.eq(
-        s2_info(p).1 as i64,
-        3,
-        "still split while one page is shared",
-    );
+    t.eq(s2_info(p).1 as i64, 3, "still split while one page is shared");
     t.eq(unshare(p + PAGE), OK, "MEM_UNSHARE of the second page");
     let (pages2, level2) = s2_info(p);
-    t.check(
-        level2 == 2 && pages2 == pages0,
-        "the block is merged back and its table page freed",
-    );
+    t.check(level2 == 2 && pages2 == pages0, "the block is merged back and its table page freed");
 }
 
 fn relinquish_test(t: &mut Tally) {
@@ -358,42 +195,17 @@ fn relinquish_test(t: &mut Tally) {
     let got = expect_abort(|| {
         read64(p);
     });
-    t.check(
-        got.is_some_and(|(far, _)| far == p),
-        "guest access to a relinquished page aborts",
-    );
+    t.check(got.is_some_and(|(far, _)| far == p), "guest access to a relinquished page aborts");
     let (_, aborts1) = exit_counts();
-    t.eq(
-        (aborts1 - aborts0) as i64,
-        1,
-        "the host saw the guest-abort exit",
-    );
-    t.check(
-        host_read(p) == Some(0),
-        "the host owns the relinquished page, scrubbed to zero",
-    );
-    t.eq(
-        relinquish(p),
-        INVALID,
-        "MEM_RELINQUISH twice is INVALID_PARAMETER",
-    );
-    t.eq(
-        share(p),
-        INVALID,
-        "MEM_SHARE of a relinquished page is INVALID_PARAMETER",
-    );
+    t.eq((aborts1 - aborts0) as i64, 1, "the host saw the guest-abort exit");
+    t.check(host_read(p) == Some(0), "the host owns the relinquished page, scrubbed to zero");
+    t.eq(relinquish(p), INVALID, "MEM_RELINQUISH twice is INVALID_PARAMETER");
+    t.eq(share(p), INVALID, "MEM_SHARE of a relinquished page is INVALID_PARAMETER");
     let q = page_in_block(9, 4);
     t.eq(share(q), OK, "MEM_SHARE before relinquishing a shared page");
-    t.eq(
-        relinquish(q),
-        OK,
-        "MEM_RELINQUISH of an unpinned shared page",
-    );
+    t.eq(relinquish(q), OK, "MEM_RELINQUISH of an unpinned shared page");
     t.relinquished += PAGE;
-    t.check(
-        host_read(q) == Some(0),
-        "the shared page came back to the host scrubbed",
-    );
+    t.check(host_read(q) == Some(0), "the shared page came back to the host scrubbed");
 }
 
 fn no_memory(t: &mut Tally) {
@@ -401,16 +213,10 @@ fn no_memory(t: &mut Tally) {
     let got = expect_abort(|| {
         read64(beyond);
     });
-    t.check(
-        got.is_some_and(|(far, _)| far == beyond),
-        "access where the guest has no memory aborts",
-    );
+    t.check(got.is_some_and(|(far, _)| far == beyond), "access where the guest has no memory aborts");
     let got = expect_abort(|| write64(0x3000_0000, 1));
     // An MMIO write with no device goes to the host, which ignores it.
-    t.check(
-        got.is_none(),
-        "MMIO write to an unemulated device goes to the host",
-    );
+    t.check(got.is_none(), "MMIO write to an unemulated device goes to the host");
 }
 
 pub fn all(t: &mut Tally) {
@@ -422,11 +228,7 @@ pub fn all(t: &mut Tally) {
     relinquish_test(t);
     no_memory(t);
     t.check(
-        call(
-            services::HOST_DONATE_ELSEWHERE,
-            [page_in_block(5, 20), 0, 0],
-        )[0] as i64
-            == -EPERM,
+        call(services::HOST_DONATE_ELSEWHERE, [page_in_block(5, 20), 0, 0])[0] as i64 == -EPERM,
         "the host cannot donate my page to another VM",
     );
 }
@@ -435,34 +237,16 @@ pub fn all(t: &mut Tally) {
 pub fn block1g(t: &mut Tally) {
     let p = RAM + (300 << 20) + 5 * PAGE;
     let (pages0, level0) = s2_info(p);
-    t.eq(
-        level0 as i64,
-        1,
-        "1G-aligned guest memory is mapped with a 1G block",
-    );
-    t.eq(
-        pages0 as i64,
-        0,
-        "no table pages below the root for a 1G block",
-    );
+    t.eq(level0 as i64, 1, "1G-aligned guest memory is mapped with a 1G block");
+    t.eq(pages0 as i64, 0, "no table pages below the root for a 1G block");
     t.eq(share(p), OK, "MEM_SHARE inside the 1G block");
     let (pages1, level1) = s2_info(p);
-    t.check(
-        level1 == 3 && pages1 == pages0 + 2,
-        "1G → 2M → 4K: two table pages",
-    );
-    t.eq(
-        s2_info(p + SZ_2M).1 as i64,
-        2,
-        "the rest of the 1G block stays in 2M blocks",
-    );
+    t.check(level1 == 3 && pages1 == pages0 + 2, "1G → 2M → 4K: two table pages");
+    t.eq(s2_info(p + SZ_2M).1 as i64, 2, "the rest of the 1G block stays in 2M blocks");
     t.check(host_read(p).is_some(), "the host sees the shared page");
     t.eq(unshare(p), OK, "MEM_UNSHARE inside the 1G block");
     let (pages2, level2) = s2_info(p);
-    t.check(
-        level2 == 1 && pages2 == pages0,
-        "merged back to one 1G block",
-    );
+    t.check(level2 == 1 && pages2 == pages0, "merged back to one 1G block");
 }
 
 /// Run in each of two VMs at once.

@@ -33,12 +33,8 @@ pub fn parse(initrd: Option<(u64, u64)>) -> Result<Vec<GuestImage>, &'static str
         let off = u64_at(b, o + 8).ok_or("truncated")? as usize;
         let len = u64_at(b, o + 16).ok_or("truncated")? as usize;
         let name_b = b.get(o + 24..o + 64).ok_or("truncated")?;
-        let name =
-            String::from_utf8_lossy(&name_b[..name_b.iter().position(|&c| c == 0).unwrap_or(40)])
-                .into_owned();
-        let elf = b
-            .get(off..off.checked_add(len).ok_or("bad entry")?)
-            .ok_or("entry out of bounds")?;
+        let name = String::from_utf8_lossy(&name_b[..name_b.iter().position(|&c| c == 0).unwrap_or(40)]).into_owned();
+        let elf = b.get(off..off.checked_add(len).ok_or("bad entry")?).ok_or("entry out of bounds")?;
         out.push(GuestImage { name, mem, elf });
     }
     Ok(out)

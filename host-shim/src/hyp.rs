@@ -7,10 +7,7 @@ use hyp_abi::host as abi;
 pub type HypResult = Result<[u64; 6], i64>;
 
 pub fn call(fid: u32, args: [u64; 6]) -> HypResult {
-    let r = hvc8(
-        fid,
-        [args[0], args[1], args[2], args[3], args[4], args[5], 0],
-    );
+    let r = hvc8(fid, [args[0], args[1], args[2], args[3], args[4], args[5], 0]);
     if r[0] as i64 != 0 {
         return Err(r[0] as i64);
     }

@@ -19,6 +19,8 @@ mod report;
 #[cfg(target_os = "none")]
 mod scenarios;
 #[cfg(target_os = "none")]
+mod tracing;
+#[cfg(target_os = "none")]
 mod vmm;
 
 #[cfg(not(target_os = "none"))]
@@ -33,11 +35,7 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
     use el1_rt::println;
     el1_rt::smccc::set_fail_hook(hyp::shutdown);
     report::install_abort_hook();
-    println!(
-        "[host] host-shim: running at EL{}, DTB at {:#x}",
-        el1_rt::current_el(),
-        info.dtb
-    );
+    println!("[host] host-shim: running at EL{}, DTB at {:#x}", el1_rt::current_el(), info.dtb);
     for r in info.fdt.memory().regions() {
         println!(
             "[host]   memory {:#x}..{:#x}",
@@ -46,10 +44,8 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         );
     }
     let args = info.fdt.chosen().bootargs().unwrap_or("");
-    let test = args
-        .split_ascii_whitespace()
-        .find_map(|t| t.strip_prefix("shim.test="))
-        .unwrap_or("demo");
+    let test = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("shim.test=")).unwrap_or("demo");
+    tracing::configure(args);
     let mut r = report::Report::new();
     scenarios::boot::run(&info, &mut r);
     if !scenarios::run(test, &info, &mut r) {

@@ -24,16 +24,10 @@ fn carve(free: &mut Vec<Range>, s: u64, e: u64) {
             continue;
         }
         if r.start < s {
-            out.push(Range {
-                start: r.start,
-                end: s,
-            });
+            out.push(Range { start: r.start, end: s });
         }
         if e < r.end {
-            out.push(Range {
-                start: e,
-                end: r.end,
-            });
+            out.push(Range { start: e, end: r.end });
         }
     }
     *free = out;
@@ -53,11 +47,7 @@ impl HostMem {
         if let Some(rm) = info.fdt.find_node("/reserved-memory") {
             for c in rm.children() {
                 for r in c.reg().into_iter().flatten() {
-                    carve(
-                        &mut free,
-                        r.starting_address as u64,
-                        r.starting_address as u64 + r.size.unwrap_or(0) as u64,
-                    );
+                    carve(&mut free, r.starting_address as u64, r.starting_address as u64 + r.size.unwrap_or(0) as u64);
                 }
             }
         }
@@ -84,10 +74,7 @@ impl HostMem {
     }
 
     pub fn free(&mut self, start: u64, size: u64) {
-        self.free.push(Range {
-            start,
-            end: start + size,
-        });
+        self.free.push(Range { start, end: start + size });
         self.free.sort_by_key(|r| r.start);
         let mut merged: Vec<Range> = Vec::new();
         for r in self.free.drain(..) {

@@ -9,10 +9,7 @@ pub struct Report {
 
 impl Report {
     pub fn new() -> Self {
-        Report {
-            passed: 0,
-            failed: 0,
-        }
+        Report { passed: 0, failed: 0 }
     }
 
     pub fn check(&mut self, ok: bool, what: &str) -> bool {
@@ -39,10 +36,7 @@ impl Report {
     }
 
     pub fn finish(&self) -> ! {
-        println!(
-            "[host] result: {} passed, {} failed",
-            self.passed, self.failed
-        );
+        println!("[host] result: {} passed, {} failed", self.passed, self.failed);
         crate::hyp::shutdown(if self.failed == 0 { 0 } else { 1 })
     }
 }

@@ -83,17 +83,11 @@ fn guest_dtb(mem: u64, bootargs: &str) -> Vec<u8> {
         w.property_array_u64("reg", &[GUEST_RAM, mem])?;
         w.end_node(m)?;
         let u = w.begin_node("pl011@9000000")?;
-        w.property_string_list(
-            "compatible",
-            alloc::vec!["arm,pl011".into(), "arm,primecell".into()],
-        )?;
+        w.property_string_list("compatible", alloc::vec!["arm,pl011".into(), "arm,primecell".into()])?;
         w.property_array_u64("reg", &[GUEST_UART, 0x1000])?;
         w.end_node(u)?;
         let p = w.begin_node("psci")?;
-        w.property_string_list(
-            "compatible",
-            alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
-        )?;
+        w.property_string_list("compatible", alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()])?;
         w.property_string("method", "hvc")?;
         w.end_node(p)?;
         let cpus = w.begin_node("cpus")?;
@@ -114,13 +108,7 @@ fn guest_dtb(mem: u64, bootargs: &str) -> Vec<u8> {
 impl Guest {
     /// Loads `elf` into fresh host memory, writes the DTB at the base of
     /// guest RAM, creates the VM, donates the memory and creates vCPU 0.
-    pub fn load(
-        hm: &mut HostMem,
-        name: &str,
-        elf: &[u8],
-        mem: u64,
-        bootargs: &str,
-    ) -> Result<Guest, LoadError> {
+    pub fn load(hm: &mut HostMem, name: &str, elf: &[u8], mem: u64, bootargs: &str) -> Result<Guest, LoadError> {
         if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || u16_at(elf, 18) != 183 {
             return Err(LoadError::NotElf);
         }
@@ -136,21 +124,14 @@ impl Guest {
         // ours until donated.
         let dst = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, mem as usize) };
         dst.fill(0);
-        let (phoff, phnum, phentsize) = (
-            u64_at(elf, 32) as usize,
-            u16_at(elf, 56) as usize,
-            u16_at(elf, 54) as usize,
-        );
+        let (phoff, phnum, phentsize) = (u64_at(elf, 32) as usize, u16_at(elf, 56) as usize, u16_at(elf, 54) as usize);
         for i in 0..phnum {
             let ph = phoff + i * phentsize;
             if ph + 56 > elf.len() || u32_at(elf, ph) != 1 {
                 continue;
             }
-            let (off, paddr, filesz) = (
-                u64_at(elf, ph + 8) as usize,
-                u64_at(elf, ph + 24),
-                u64_at(elf, ph + 32) as usize,
-            );
+            let (off, paddr, filesz) =
+                (u64_at(elf, ph + 8) as usize, u64_at(elf, ph + 24), u64_at(elf, ph + 32) as usize);
             let at = paddr.wrapping_sub(GUEST_RAM) as usize;
             if at + filesz > dst.len() || off + filesz > elf.len() {
                 return Err(LoadError::NoMemory);
@@ -191,11 +172,7 @@ impl Guest {
         if write && off == 0 {
             match value as u8 {
                 b'\n' => {
-                    println!(
-                        "[vm {}] {}",
-                        self.handle,
-                        String::from_utf8_lossy(&self.line)
-                    );
+                    println!("[vm {}] {}", self.handle, String::from_utf8_lossy(&self.line));
                     self.line.clear();
                 }
                 b'\r' => {}
@@ -253,7 +230,7 @@ impl Guest {
                 [r as u64, 0]
             }
             (svc::HOST_DUMP, _) => {
-                hyp::dump_s2(self.handle);
+                crate::tracing::dump_s2(Some(self.handle));
                 [0, 0]
             }
             _ => [(-22i64) as u64, 0],
@@ -264,10 +241,7 @@ impl Guest {
     pub fn run(&mut self) -> Result<(), String> {
         let mut reply = [0u64; 2];
         loop {
-            let r = hyp::call(
-                hyp_abi::host::VCPU_RUN,
-                [self.handle, 0, reply[0], reply[1], 0, 0],
-            );
+            let r = hyp::call(hyp_abi::host::VCPU_RUN, [self.handle, 0, reply[0], reply[1], 0, 0]);
             let e = match r {
                 Ok(e) => e,
                 Err(err) => return Err(alloc::format!("vcpu_run: {err}")),

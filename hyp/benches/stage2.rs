@@ -53,18 +53,8 @@ struct Setup {
 fn setup(size: u64) -> Setup {
     let mut env = BenchEnv;
     let host_pgt = Stage2::new(&mut env, 40, Some(0)).unwrap();
-    let host = HostMm::new(
-        host_pgt,
-        vec![Region {
-            base: 4 * G,
-            size: 4 * G,
-        }],
-        vec![],
-    );
-    let guest = GuestMm {
-        pgt: Stage2::new(&mut env, 40, Some(1)).unwrap(),
-        handle: 1,
-    };
+    let host = HostMm::new(host_pgt, vec![Region { base: 4 * G, size: 4 * G }], vec![]);
+    let guest = GuestMm { pgt: Stage2::new(&mut env, 40, Some(1)).unwrap(), handle: 1 };
     let mut s = Setup { env, host, guest };
     host_donate_guest(&mut s.env, &mut s.host, &mut s.guest, 4 * G, G, size).unwrap();
     s
@@ -92,19 +82,13 @@ fn bench(c: &mut Criterion) {
     // 4K share+unshare where the block is already split (a neighbour stays shared).
     let mut s = setup(4 * M2);
     guest_share_host(&mut s.env, &mut s.host, &mut s.guest, G + M2, K4).unwrap();
-    g.bench_function("share+unshare 4K, already split", |b| {
-        b.iter(|| share_unshare(&mut s, G + M2 + 7 * K4))
-    });
+    g.bench_function("share+unshare 4K, already split", |b| b.iter(|| share_unshare(&mut s, G + M2 + 7 * K4)));
     // Each share splits a 2M block (guest and host side), each unshare merges it.
     let mut s = setup(4 * M2);
-    g.bench_function("share+unshare 4K, 2M split+merge", |b| {
-        b.iter(|| share_unshare(&mut s, G + 2 * M2 + 7 * K4))
-    });
+    g.bench_function("share+unshare 4K, 2M split+merge", |b| b.iter(|| share_unshare(&mut s, G + 2 * M2 + 7 * K4)));
     // Each share splits a 1G block two levels deep; unshare merges both.
     let mut s = setup(G);
-    g.bench_function("share+unshare 4K, 1G split+merge", |b| {
-        b.iter(|| share_unshare(&mut s, G + 300 * M2 + 7 * K4))
-    });
+    g.bench_function("share+unshare 4K, 1G split+merge", |b| b.iter(|| share_unshare(&mut s, G + 300 * M2 + 7 * K4)));
     g.finish();
 }
 

@@ -34,10 +34,7 @@ impl Esr {
         (self.0 & 0x1ff_ffff) as u32
     }
     pub const fn is_abort(self) -> bool {
-        matches!(
-            self.ec(),
-            EC_IABT_LOW | EC_IABT_CUR | EC_DABT_LOW | EC_DABT_CUR
-        )
+        matches!(self.ec(), EC_IABT_LOW | EC_IABT_CUR | EC_DABT_LOW | EC_DABT_CUR)
     }
     pub const fn is_data_abort(self) -> bool {
         matches!(self.ec(), EC_DABT_LOW | EC_DABT_CUR)
@@ -134,13 +131,7 @@ impl fmt::Display for Esr {
             if self.is_data_abort() {
                 write!(f, " {}", if self.wnr() { "write" } else { "read" })?;
                 if self.isv() {
-                    write!(
-                        f,
-                        " size={} srt=x{} sf={}",
-                        self.sas_bytes(),
-                        self.srt(),
-                        self.sf() as u8
-                    )?;
+                    write!(f, " size={} srt=x{} sf={}", self.sas_bytes(), self.srt(), self.sf() as u8)?;
                 }
                 if self.cm() {
                     write!(f, " CM")?;

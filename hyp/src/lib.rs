@@ -9,3 +9,4 @@ extern crate std;
 pub mod mm;
 pub use hyp_abi as abi;
 pub mod esr;
+pub mod trace;

@@ -25,6 +25,8 @@ mod mem;
 #[cfg(target_os = "none")]
 mod percpu;
 #[cfg(target_os = "none")]
+mod tracebuf;
+#[cfg(target_os = "none")]
 mod vm;
 
 #[cfg(not(target_os = "none"))]
@@ -47,10 +49,7 @@ pub enum Status {
 /// Prints the final status line and powers the machine off.
 #[cfg(target_os = "none")]
 pub fn shutdown(status: Status) -> ! {
-    console::emergency(format_args!(
-        "[hyp] system off: status {} ({:?})\n",
-        status as u32, status
-    ));
+    console::emergency(format_args!("[hyp] system off: status {} ({:?})\n", status as u32, status));
     arch::aarch64::psci::system_off()
 }
 
@@ -58,12 +57,7 @@ pub fn shutdown(status: Status) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     match info.location() {
-        Some(l) => console::emergency(format_args!(
-            "[hyp] PANIC at {}:{}: {}\n",
-            l.file(),
-            l.line(),
-            info.message()
-        )),
+        Some(l) => console::emergency(format_args!("[hyp] PANIC at {}:{}: {}\n", l.file(), l.line(), info.message())),
         None => console::emergency(format_args!("[hyp] PANIC: {}\n", info.message())),
     }
     shutdown(Status::Panic)

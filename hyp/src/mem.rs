@@ -50,8 +50,7 @@ pub fn alloc_pages(n: usize) -> Option<u64> {
 }
 
 pub fn free_pages(pa: u64, n: usize) {
-    let layout = Layout::from_size_align(n * PAGE_SIZE as usize, n * PAGE_SIZE as usize)
-        .expect("valid layout");
+    let layout = Layout::from_size_align(n * PAGE_SIZE as usize, n * PAGE_SIZE as usize).expect("valid layout");
     // SAFETY: pa came from alloc_pages(n) with the same layout.
     unsafe { HEAP.dealloc(pa as *mut u8, layout) };
 }

@@ -42,12 +42,7 @@ pub struct PerCpu {
     pub guest: Option<Arc<Mutex<Vm>>>,
 }
 
-const ZERO_FRAME: TrapFrame = TrapFrame {
-    x: [0; 31],
-    elr: 0,
-    spsr: 0,
-    _pad: 0,
-};
+const ZERO_FRAME: TrapFrame = TrapFrame { x: [0; 31], elr: 0, spsr: 0, _pad: 0 };
 const ZERO_EL1: El1Regs = El1Regs {
     sctlr: 0,
     ttbr0: 0,
@@ -83,11 +78,7 @@ const INIT: PerCpu = PerCpu {
     frame: ZERO_FRAME,
     host_frame: ZERO_FRAME,
     host_el1: ZERO_EL1,
-    host_fp: FpRegs {
-        q: [0; 32],
-        fpsr: 0,
-        fpcr: 0,
-    },
+    host_fp: FpRegs { q: [0; 32], fpsr: 0, fpcr: 0 },
     host_vttbr: 0,
     host_vtcr: 0,
     guest: None,

@@ -7,11 +7,7 @@ use object::{Object, ObjectSegment};
 pub fn elf_to_image(elf: &[u8]) -> Result<Vec<u8>> {
     let file = object::File::parse(elf).context("parsing ELF")?;
     let segs: Vec<_> = file.segments().filter(|s| s.file_range().1 > 0).collect();
-    let base = segs
-        .iter()
-        .map(|s| s.address())
-        .min()
-        .context("no loadable segments")?;
+    let base = segs.iter().map(|s| s.address()).min().context("no loadable segments")?;
     let mut out = Vec::new();
     for s in segs {
         let data = s.data()?;
@@ -38,12 +34,7 @@ pub fn boot_bundle(host_image: &[u8], host_initrd: &[u8]) -> Vec<u8> {
     v.extend_from_slice(hyp_abi::bundle::MAGIC);
     let host_off = 4096u64;
     let rest_off = (host_off + host_image.len() as u64).div_ceil(4096) * 4096;
-    for x in [
-        host_off,
-        host_image.len() as u64,
-        rest_off,
-        host_initrd.len() as u64,
-    ] {
+    for x in [host_off, host_image.len() as u64, rest_off, host_initrd.len() as u64] {
         v.extend_from_slice(&x.to_le_bytes());
     }
     align(&mut v, 4096);

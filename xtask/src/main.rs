@@ -3,6 +3,7 @@
 mod image;
 mod qemu;
 mod scenarios;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::{exit, Command};
@@ -11,10 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "Build, run and test the pKVM-style hypervisor under QEMU"
-)]
+#[command(name = "cargo xtask", about = "Build, run and test the pKVM-style hypervisor under QEMU")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -31,6 +29,18 @@ enum Cmd {
     Run(RunArgs),
     /// Host unit tests plus the QEMU scenarios; prints "N passed, N failed".
     Test(TestArgs),
+    /// Decode trace records from a console log: table, summary, Chrome JSON;
+    /// or render its stage-2 dumps as an SVG map.
+    Trace {
+        /// A captured console log (`cargo xtask run ... > log`).
+        file: PathBuf,
+        /// Also write a Chrome trace-event JSON (opens in ui.perfetto.dev).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Render the log's stage-2 dumps (`--dump-s2`) as SVG into this file.
+        #[arg(long)]
+        map: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Debug, Default)]
@@ -66,6 +76,21 @@ pub struct RunArgs {
     /// Kill QEMU after this many seconds (exit status 124).
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Trace and stream stage-2 events: faults,splits,transitions,hypercalls (or all).
+    #[arg(long)]
+    pub trace: Option<String>,
+    /// Trace only this VM.
+    #[arg(long)]
+    pub trace_vm: Option<u32>,
+    /// Trace ring size per CPU, in records.
+    #[arg(long)]
+    pub trace_buf: Option<u32>,
+    /// Record without streaming; the host shim drains and prints at the end (text or bin).
+    #[arg(long)]
+    pub trace_dump: Option<String>,
+    /// Print every stage-2 (host and VMs) as ranges at the interesting points.
+    #[arg(long)]
+    pub dump_s2: bool,
 }
 
 #[derive(Args, Clone, Debug, Default)]
@@ -81,10 +106,7 @@ pub struct TestArgs {
 }
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Paths of the built artefacts.
@@ -108,9 +130,7 @@ pub fn build(release: bool) -> Result<Artifacts> {
         (PAYLOAD_TARGET, &["-p", "host-shim", "-p", "guest-test"][..]),
     ] {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(&root)
-            .args(["build", "--quiet", "--target", target])
-            .args(pkgs);
+        cmd.current_dir(&root).args(["build", "--quiet", "--target", target]).args(pkgs);
         if release {
             cmd.arg("--release");
         }
@@ -131,10 +151,7 @@ pub fn build(release: bool) -> Result<Artifacts> {
     };
     for (elf, img) in [(&a.hyp_elf, &a.hyp_image), (&a.shim_elf, &a.shim_image)] {
         let data = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
-        std::fs::write(
-            img,
-            image::elf_to_image(&data).with_context(|| elf.display().to_string())?,
-        )?;
+        std::fs::write(img, image::elf_to_image(&data).with_context(|| elf.display().to_string())?)?;
     }
     Ok(a)
 }
@@ -143,21 +160,14 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Build { release } => build(release).map(|a| {
-            println!(
-                "hyp        {} (Image {})",
-                a.hyp_elf.display(),
-                a.hyp_image.display()
-            );
-            println!(
-                "host-shim  {} (Image {})",
-                a.shim_elf.display(),
-                a.shim_image.display()
-            );
+            println!("hyp        {} (Image {})", a.hyp_elf.display(), a.hyp_image.display());
+            println!("host-shim  {} (Image {})", a.shim_elf.display(), a.shim_image.display());
             println!("guest-test {}", a.guest_test.display());
             0
         }),
         Cmd::Run(args) => qemu::run_cmd(&args),
         Cmd::Test(args) => scenarios::test_cmd(&args),
+        Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
     };
     match r {
         Ok(code) => exit(code),

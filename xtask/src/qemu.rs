@@ -35,27 +35,15 @@ impl Outcome {
 }
 
 fn ensure_qemu() -> Result<()> {
-    if Command::new("qemu-system-aarch64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok()
-    {
+    if Command::new("qemu-system-aarch64").arg("--version").stdout(Stdio::null()).status().is_ok() {
         return Ok(());
     }
     let root = std::env::var("USER").as_deref() == Ok("root")
-        || Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false);
+        || Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
     if root && Path::new("/etc/debian_version").exists() {
         eprintln!("xtask: qemu-system-aarch64 missing; installing qemu-system-arm with apt-get");
         let ok = Command::new("sh")
-            .args([
-                "-c",
-                "apt-get update && apt-get install -y --no-install-recommends qemu-system-arm",
-            ])
+            .args(["-c", "apt-get update && apt-get install -y --no-install-recommends qemu-system-arm"])
             .status()?
             .success();
         if ok {
@@ -82,14 +70,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
 /// of the DTB window.
 pub fn check_guest(path: &Path, elf: &[u8], mem: u64) -> Result<()> {
     use object::{Object, ObjectSegment};
-    let f = object::File::parse(elf)
-        .map_err(|_| anyhow::anyhow!("{}: not an ELF file", path.display()))?;
+    let f = object::File::parse(elf).map_err(|_| anyhow::anyhow!("{}: not an ELF file", path.display()))?;
     if f.architecture() != object::Architecture::Aarch64 {
-        bail!(
-            "{}: not an AArch64 ELF ({:?})",
-            path.display(),
-            f.architecture()
-        );
+        bail!("{}: not an AArch64 ELF ({:?})", path.display(), f.architecture());
     }
     let end = GUEST_RAM_BASE + mem;
     for s in f.segments() {
@@ -118,11 +101,7 @@ pub fn check_guest(path: &Path, elf: &[u8], mem: u64) -> Result<()> {
         }
     }
     if f.entry() < GUEST_RAM_BASE || f.entry() >= end {
-        bail!(
-            "{}: entry point {:#x} outside guest memory",
-            path.display(),
-            f.entry()
-        );
+        bail!("{}: entry point {:#x} outside guest memory", path.display(), f.entry());
     }
     Ok(())
 }
@@ -139,38 +118,43 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         bail!("host image has no arm64 Image header (ARM\\x64 magic at offset 56)");
     }
     let mut guests = Vec::new();
-    let paths: Vec<_> = if args.guest.is_empty() && args.host.is_none() {
-        vec![a.guest_test.clone()]
-    } else {
-        args.guest.clone()
-    };
+    let paths: Vec<_> =
+        if args.guest.is_empty() && args.host.is_none() { vec![a.guest_test.clone()] } else { args.guest.clone() };
     for (i, p) in paths.iter().enumerate() {
         let mem = parse_size(args.guest_mem.get(i).map(String::as_str).unwrap_or("64M"))?;
         let elf = std::fs::read(p).with_context(|| format!("reading guest {}", p.display()))?;
         check_guest(p, &elf, mem)?;
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         guests.push(GuestSpec { name, elf, mem });
     }
-    let host_initrd = if args.host.is_some() && guests.is_empty() {
-        Vec::new()
-    } else {
-        image::guest_bundle(&guests)
-    };
+    let host_initrd = if args.host.is_some() && guests.is_empty() { Vec::new() } else { image::guest_bundle(&guests) };
     let bundle = image::boot_bundle(&host_image, &host_initrd);
     let out_dir = a.hyp_image.parent().unwrap().to_path_buf();
     let bundle_path = out_dir.join("boot-bundle.img");
     std::fs::write(&bundle_path, bundle)?;
 
     let mut cmdline = format!("hyp.log={}", args.log);
-    let scenario = args
-        .scenario
-        .clone()
-        .or_else(|| (!args.guest.is_empty()).then(|| "guests".to_string()));
+    let scenario = args.scenario.clone().or_else(|| (!args.guest.is_empty()).then(|| "guests".to_string()));
     if let Some(t) = scenario {
         cmdline += &format!(" shim.test={t}");
+    }
+    if let Some(t) = &args.trace {
+        cmdline += &format!(" hyp.trace={t}");
+    }
+    if let Some(v) = args.trace_vm {
+        cmdline += &format!(" hyp.trace_vm={v}");
+    }
+    if let Some(n) = args.trace_buf {
+        cmdline += &format!(" hyp.trace_buf={n}");
+    }
+    if let Some(d) = &args.trace_dump {
+        if args.trace.is_none() {
+            cmdline += " hyp.trace=all";
+        }
+        cmdline += &format!(" hyp.trace_quiet shim.trace_dump={d}");
+    }
+    if args.dump_s2 {
+        cmdline += " shim.dump_s2";
     }
     if let Some(extra) = &args.append {
         cmdline += " ";
@@ -181,10 +165,7 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            l.replace("{mem}", &args.mem)
-                .replace("{smp}", &args.smp.to_string())
-        })
+        .map(|l| l.replace("{mem}", &args.mem).replace("{smp}", &args.smp.to_string()))
         .collect();
     qargs.extend(["-kernel".into(), a.hyp_image.display().to_string()]);
     qargs.extend(["-initrd".into(), bundle_path.display().to_string()]);
@@ -192,10 +173,7 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     if args.gdb {
         qargs.extend(["-s".into(), "-S".into()]);
         eprintln!("xtask: QEMU halted with a gdb stub on localhost:1234; attach with:");
-        eprintln!(
-            "  gdb-multiarch {} -ex 'target remote :1234'",
-            a.hyp_elf.display()
-        );
+        eprintln!("  gdb-multiarch {} -ex 'target remote :1234'", a.hyp_elf.display());
     }
     run_qemu(&qargs, args.timeout.map(Duration::from_secs), echo)
 }
@@ -247,11 +225,7 @@ pub fn run_qemu(qargs: &[String], timeout: Option<Duration>, echo: bool) -> Resu
     }
     let _ = child.wait();
     let _ = reader.join();
-    Ok(Outcome {
-        status,
-        timed_out,
-        output,
-    })
+    Ok(Outcome { status, timed_out, output })
 }
 
 pub fn run_cmd(args: &RunArgs) -> Result<i32> {

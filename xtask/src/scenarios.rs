@@ -23,27 +23,15 @@ pub struct Scenario {
 }
 
 fn base(scenario: &str) -> RunArgs {
-    RunArgs {
-        mem: "1G".into(),
-        smp: 1,
-        log: "info".into(),
-        scenario: Some(scenario.into()),
-        ..Default::default()
-    }
+    RunArgs { mem: "1G".into(), smp: 1, log: "info".into(), scenario: Some(scenario.into()), ..Default::default() }
 }
 
 fn guest_elf() -> std::path::PathBuf {
-    workspace_root()
-        .join("target")
-        .join(crate::PAYLOAD_TARGET)
-        .join("debug/guest-test")
+    workspace_root().join("target").join(crate::PAYLOAD_TARGET).join("debug/guest-test")
 }
 
 fn selftest(what: &str) -> RunArgs {
-    RunArgs {
-        append: Some(format!("hyp.selftest={what}")),
-        ..base("boot")
-    }
+    RunArgs { append: Some(format!("hyp.selftest={what}")), ..base("boot") }
 }
 
 pub fn all() -> Vec<Scenario> {
@@ -196,6 +184,61 @@ pub fn all() -> Vec<Scenario> {
             timeout: 60,
         },
         Scenario {
+            name: "trace: faults, splits, merges and transitions stream live with exact records",
+            args: RunArgs { trace: Some("faults,splits,transitions".into()), ..base("guest-tests") },
+            lines: vec![
+                "[hyp] trace * | fault  host write ipa=0x42e07000 far=0x42e07000 pc=* esr=0x93c18046 translation L2 isv size=8 x1 sf=1 -> abort injected",
+                "[hyp] trace * | inject host abort far=0x42e07000 pc=* esr=0x93c18046",
+                "[hyp] trace * | split  vm1/vcpu0 ipa=0x40a00000 level 2 -> 3",
+                "[hyp] trace * | trans  vm1/vcpu0 guest_share_host addr=0x40a07000 size=0x1000 -> ok",
+                "[hyp] trace * | trans  vm1/vcpu0 guest_share_host addr=0x40a07000 size=0x1000 -> refused (EPERM)",
+                "[hyp] trace * | merge  vm1/vcpu0 ipa=0x40a00000 level 2 <- 3",
+                "[hyp] trace * | trans  vm1/vcpu0 guest_unshare_host addr=0x40c01000 size=0x1000 -> unshare pending",
+                "[hyp] trace * | trans  vm1/vcpu0 guest_relinquish addr=0x41203000 size=0x1000 -> ok",
+                "[hyp] trace * | fault  vm1/vcpu0 read ipa=0x41203000 far=0x41203000 pc=* translation L3 * -> guest abort exit",
+                "[hyp] trace * | inject vm1/vcpu0 abort far=0x41203000 pc=*",
+                "[hyp] trace * | trans  vm1/vcpu0 vm_teardown addr=0x0 size=0x3ffe000 -> ok",
+                "[host] result: 75 passed, 0 failed",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            code: 0,
+            timeout: 120,
+        },
+        Scenario {
+            name: "trace: a small ring overflows, the loss is counted, the host drains it",
+            args: RunArgs {
+                trace_dump: Some("text".into()),
+                trace_buf: Some(8),
+                append: Some("shim.expect_trace_overflow".into()),
+                ..base("boot")
+            },
+            lines: vec![
+                "[trace-dump] * | split  host ipa=0x40000000 level 1 -> 2",
+                "[trace-dump] * | split  hyp ipa=0x40000000 level 1 -> 2",
+                "[host] trace: drained 8 records, 8 lost to overflow",
+                "[host] PASS a small trace ring overflows and the loss is counted",
+            ],
+            absent: vec!["FAIL", "PANIC", "[hyp] trace "],
+            code: 0,
+            timeout: 60,
+        },
+        Scenario {
+            name: "dump-s2: every stage-2 as ranges; the split and the merge are visible",
+            args: RunArgs { dump_s2: true, scenario: None, ..base("demo") },
+            lines: vec![
+                "[hyp] s2 host: 0x0040000000..0x0042200000 hyp-owned (unmapped) L2",
+                "[hyp] s2 host: 0x0042c03000..0x0042c04000 -> 0x42c03000 shared-borrowed Normal rw- L3",
+                "[hyp] s2 vm 1: 0x0040803000..0x0040804000 -> 0x42c03000 shared-owned Normal rwx L3",
+                "[hyp] s2 vm 1: 2 table pages",
+                "[hyp] s2 vm 1: 0x0040000000..0x0044000000 -> 0x42400000 owned Normal rwx L2",
+                "[hyp] s2 vm 1: 1 table pages",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            code: 0,
+            timeout: 90,
+        },
+        Scenario {
             name: "runner: a hyp panic is a failure with file:line",
             args: selftest("panic"),
             lines: vec!["[hyp] PANIC at hyp/src/boot/mod.rs:*: selftest: deliberate panic", "[hyp] system off: status 101 (Panic)"],
@@ -274,31 +317,19 @@ fn host_tests() -> (u32, u32) {
     println!("== host: cargo test (arch-independent core, xtask)");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args([
-            "test",
-            "-p",
-            "hyp",
-            "-p",
-            "hyp-abi",
-            "-p",
-            "xtask",
-            "--release",
-        ])
+        .args(["test", "-p", "hyp", "-p", "hyp-abi", "-p", "xtask", "--release"])
         .output();
     let Ok(out) = out else {
         println!("FAIL host tests: could not run cargo test");
         return (0, 1);
     };
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let (mut p, mut f) = (0, 0);
     for l in text.lines() {
         if let Some(r) = l.strip_prefix("test result: ") {
             let num = |key: &str| {
                 r.split(';').find_map(|s| {
-                    s.trim()
-                        .strip_suffix(key)
-                        .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u32>().ok())
+                    s.trim().strip_suffix(key).and_then(|n| n.trim().rsplit(' ').next()?.parse::<u32>().ok())
                 })
             };
             p += num("passed").unwrap_or(0);
@@ -319,11 +350,7 @@ fn host_tests() -> (u32, u32) {
 pub fn test_cmd(args: &TestArgs) -> Result<i32> {
     let (mut passed, mut failed) = if args.no_host { (0, 0) } else { host_tests() };
     for mut s in all() {
-        if args
-            .filter
-            .as_ref()
-            .is_some_and(|f| !s.name.contains(f.as_str()))
-        {
+        if args.filter.as_ref().is_some_and(|f| !s.name.contains(f.as_str())) {
             continue;
         }
         s.args.release = args.release;

@@ -39,15 +39,8 @@ impl Write for Uart {
 static UART: Mutex<Option<Uart>> = Mutex::new(None);
 
 pub fn init(fdt: &fdt::Fdt) {
-    let node = fdt
-        .chosen()
-        .stdout()
-        .or_else(|| fdt.find_compatible(&["arm,pl011"]));
-    if let Some(base) = node
-        .and_then(|n| n.reg())
-        .and_then(|mut r| r.next())
-        .map(|r| r.starting_address as usize)
-    {
+    let node = fdt.chosen().stdout().or_else(|| fdt.find_compatible(&["arm,pl011"]));
+    if let Some(base) = node.and_then(|n| n.reg()).and_then(|mut r| r.next()).map(|r| r.starting_address as usize) {
         // SAFETY: the DTB's UART, identity-mapped as device memory.
         *UART.lock() = Some(Uart(unsafe { &*(base as *const Regs) }));
     }

@@ -14,11 +14,7 @@ pub fn enable() {
     for (i, e) in t.0.iter_mut().enumerate() {
         let base = (i as u64) << 30;
         // Block, AttrIndx, SH inner (normal), AF, UXN|PXN for device.
-        *e = if i == 0 {
-            base | 0b01 | (1 << 10) | (3 << 53)
-        } else {
-            base | 0b01 | (1 << 2) | (3 << 8) | (1 << 10)
-        };
+        *e = if i == 0 { base | 0b01 | (1 << 10) | (3 << 53) } else { base | 0b01 | (1 << 2) | (3 << 8) | (1 << 10) };
     }
     MAIR_EL1.write(
         MAIR_EL1::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck

@@ -33,12 +33,7 @@ pub fn expect_abort(f: impl FnOnce()) -> Option<(u64, u64)> {
     EXPECT.store(true, Ordering::SeqCst);
     f();
     let took = !EXPECT.swap(false, Ordering::SeqCst);
-    took.then(|| {
-        (
-            GOT_FAR.load(Ordering::SeqCst),
-            GOT_ESR.load(Ordering::SeqCst),
-        )
-    })
+    took.then(|| (GOT_FAR.load(Ordering::SeqCst), GOT_ESR.load(Ordering::SeqCst)))
 }
 
 /// One 8-byte load the compiler cannot remove or split.

@@ -10,10 +10,7 @@ static FAIL_HOOK: AtomicU64 = AtomicU64::new(0);
 /// Reads the PSCI conduit from the DTB.
 pub fn init(fdt: &fdt::Fdt) {
     let m = fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]);
-    let smc = m
-        .and_then(|n| n.property("method"))
-        .and_then(|p| p.as_str())
-        == Some("smc");
+    let smc = m.and_then(|n| n.property("method")).and_then(|p| p.as_str()) == Some("smc");
     PSCI_SMC.store(smc, Ordering::Relaxed);
 }
 

@@ -21,11 +21,7 @@ pub fn run(info: &BootInfo, r: &mut Report) {
         r.fail("DTB has a no-map reserved region for the hyp");
         return;
     };
-    println!(
-        "[host] hyp memory (reserved, no-map): {:#x}..{:#x}",
-        base,
-        base + size
-    );
+    println!("[host] hyp memory (reserved, no-map): {:#x}..{:#x}", base, base + size);
     let target = base + size / 2;
     match expect_abort(|| {
         read64(target);
@@ -35,16 +31,10 @@ pub fn run(info: &BootInfo, r: &mut Report) {
                 "[host] read of hyp memory at {:#x}: data abort delivered (FAR {:#x}, ESR {:#x})",
                 target, far, esr
             );
-            r.check(
-                far == target,
-                "abort on reading hyp memory reported at the right address",
-            );
+            r.check(far == target, "abort on reading hyp memory reported at the right address");
         }
         None => r.fail("abort on reading hyp memory"),
     }
     let w = expect_abort(|| write64(base, 0xdead_beef));
-    r.check(
-        w.is_some_and(|(far, esr)| far == base && esr & (1 << 6) != 0),
-        "abort on writing hyp memory (WnR set)",
-    );
+    r.check(w.is_some_and(|(far, esr)| far == base && esr & (1 << 6) != 0), "abort on writing hyp memory (WnR set)");
 }

@@ -36,15 +36,8 @@ fn teardown(hm: &mut HostMem, g: Guest, r: &mut Report) {
     let (pa, mem, h, gone) = (g.pa, g.mem, g.handle, g.relinquished);
     match g.destroy(hm) {
         Ok(bytes) => {
-            println!(
-                "[host] vm {}: destroyed, {} KiB scrubbed and returned to the host",
-                h,
-                bytes / 1024
-            );
-            r.check(
-                bytes + gone == mem,
-                "teardown reclaims every page the guest still had",
-            );
+            println!("[host] vm {}: destroyed, {} KiB scrubbed and returned to the host", h, bytes / 1024);
+            r.check(bytes + gone == mem, "teardown reclaims every page the guest still had");
             // The first page held the DTB, others the program: all zero now,
             // and the host may use them again.
             let mut zero = true;
@@ -57,10 +50,7 @@ fn teardown(hm: &mut HostMem, g: Guest, r: &mut Report) {
                     && read64(a) == 0;
             }
             write64(pa, 0x1234);
-            r.check(
-                zero && read64(pa) == 0x1234,
-                "reclaimed pages are zero and the host can use them",
-            );
+            r.check(zero && read64(pa) == 0x1234, "reclaimed pages are zero and the host can use them");
         }
         Err(e) => {
             println!("[host] vm {h}: destroy failed: {e}");
@@ -71,10 +61,7 @@ fn teardown(hm: &mut HostMem, g: Guest, r: &mut Report) {
 
 fn run_guest(g: &mut Guest, r: &mut Report) {
     match g.run() {
-        Ok(()) => println!(
-            "[host] vm {}: powered off ({} MMIO exits)",
-            g.handle, g.mmio_exits
-        ),
+        Ok(()) => println!("[host] vm {}: powered off ({} MMIO exits)", g.handle, g.mmio_exits),
         Err(e) => {
             println!("[host] vm {}: {}", g.handle, e);
             r.fail("guest runs to SYSTEM_OFF");
@@ -89,10 +76,7 @@ pub fn run_all(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
             continue;
         };
         run_guest(&mut g, r);
-        r.check(
-            true,
-            &alloc::format!("guest '{}' ran to SYSTEM_OFF", img.name),
-        );
+        r.check(true, &alloc::format!("guest '{}' ran to SYSTEM_OFF", img.name));
         teardown(hm, g, r);
     }
 }
@@ -109,19 +93,13 @@ pub fn suite(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, args: &str
     run_guest(&mut g, r);
     match g.result {
         Some((p, f)) => {
-            println!(
-                "[host] vm {}: guest reports {} passed, {} failed",
-                g.handle, p, f
-            );
+            println!("[host] vm {}: guest reports {} passed, {} failed", g.handle, p, f);
             r.passed += p as u32;
             r.failed += f as u32;
         }
         None => r.fail("guest reported its results"),
     }
-    r.check(
-        g.guest_aborts >= 1 || args != "test=all",
-        "host saw the guest's abort exit",
-    );
+    r.check(g.guest_aborts >= 1 || args != "test=all", "host saw the guest's abort exit");
     teardown(hm, g, r);
 }
 
@@ -143,16 +121,9 @@ pub fn demo(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
     println!(
         "[host] host reads guest-private PA {:#x}: {}",
         probe,
-        if refused.is_some() {
-            "data abort (as Linux would raise SIGBUS), no data"
-        } else {
-            "read succeeded!"
-        }
+        if refused.is_some() { "data abort (as Linux would raise SIGBUS), no data" } else { "read succeeded!" }
     );
-    r.check(
-        refused.is_some(),
-        "host access to guest-private memory aborts",
-    );
+    r.check(refused.is_some(), "host access to guest-private memory aborts");
     run_guest(&mut g, r);
     if let Some((p, f)) = g.result {
         r.passed += p as u32;
@@ -181,10 +152,7 @@ pub fn two_vms(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         hyp::donate(b.handle, a.pa + 0x10_0000, 0x4400_0000, 4096) == -1,
         "a page of VM A cannot be donated to VM B (EPERM)",
     );
-    r.check(
-        hyp::donate(a.handle, b.pa, 0x4400_0000, 4096) == -1,
-        "a page of VM B cannot be donated to VM A (EPERM)",
-    );
+    r.check(hyp::donate(a.handle, b.pa, 0x4400_0000, 4096) == -1, "a page of VM B cannot be donated to VM A (EPERM)");
     for g in [&mut a, &mut b] {
         run_guest(g, r);
         if let Some((p, f)) = g.result {

@@ -7,6 +7,12 @@ pub mod hostile;
 use el1_rt::BootInfo;
 
 use crate::mem::{self, HostMem};
+use crate::tracing;
+
+/// `shim.expect_trace_overflow`: the run is sized to overflow the ring.
+fn args_want_overflow(info: &BootInfo) -> bool {
+    info.fdt.chosen().bootargs().unwrap_or("").split_ascii_whitespace().any(|t| t == "shim.expect_trace_overflow")
+}
 use crate::report::Report;
 
 /// Runs scenario `name`; false if there is none by that name.
@@ -28,6 +34,12 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         _ => return false,
+    }
+    tracing::dump_s2(None);
+    if let Some((_, lost)) = tracing::drain_and_print(&mut hm) {
+        if args_want_overflow(info) {
+            r.check(lost > 0, "a small trace ring overflows and the loss is counted");
+        }
     }
     true
 }

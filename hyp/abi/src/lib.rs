@@ -107,8 +107,12 @@ pub mod host {
     pub const DUMP_S2: u32 = id(0x20);
     /// x1 = status: ends the system with this status (0 = pass).
     pub const SHUTDOWN: u32 = id(0x21);
-    /// → x2 = table pages in use by the VM's stage-2 (x1 = handle).
+    /// x1 = handle, x2 = IPA → x2 = table pages below the root, x3 = level
+    /// of the mapping at IPA, x4 = its state.
     pub const VM_STATS: u32 = id(0x22);
+    /// x1 = PA of a buffer shared with the hyp (SHARE_HYP), x2 = its size →
+    /// x2 = trace records copied (64 bytes each), x3 = records lost so far.
+    pub const TRACE_DRAIN: u32 = id(0x23);
 
     pub const PIN_SHARED: u64 = 0;
     pub const PIN_EXCLUSIVE: u64 = 1;

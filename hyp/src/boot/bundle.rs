@@ -30,8 +30,7 @@ impl Bundle {
         }
         let field = |i: usize| u64_at(b, 8 + 8 * i).ok_or("truncated header");
         let (host_off, host_len, rest_off, rest_len) = (field(0)?, field(1)?, field(2)?, field(3)?);
-        let in_bounds =
-            |off: u64, len: u64| off.checked_add(len).is_some_and(|e| e <= b.len() as u64);
+        let in_bounds = |off: u64, len: u64| off.checked_add(len).is_some_and(|e| e <= b.len() as u64);
         if !in_bounds(host_off, host_len) || !in_bounds(rest_off, rest_len) {
             return Err("section out of bounds");
         }
@@ -48,11 +47,6 @@ impl Bundle {
         if image_size < image.len() as u64 || text_offset >= 2 << 20 {
             return Err("inconsistent Image header");
         }
-        Ok(Bundle {
-            image,
-            text_offset,
-            image_size,
-            rest: (start + rest_off, start + rest_off + rest_len),
-        })
+        Ok(Bundle { image, text_offset, image_size, rest: (start + rest_off, start + rest_off + rest_len) })
     }
 }

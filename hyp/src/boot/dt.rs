@@ -75,10 +75,7 @@ impl Machine {
             bootargs: "",
         };
         for r in fdt.memory().regions() {
-            let r = Region {
-                base: r.starting_address as u64,
-                size: r.size.unwrap_or(0) as u64,
-            };
+            let r = Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 };
             push(&mut m.ram, &mut m.nram, r)?;
         }
         if m.nram == 0 {
@@ -90,29 +87,19 @@ impl Machine {
         // nodes with an identity `ranges`; PCI host bridges add their windows.
         for node in fdt.find_node("/").ok_or(DtError::NoMemory)?.children() {
             let name = node.name;
-            if name.starts_with("memory")
-                || name == "cpus"
-                || name == "chosen"
-                || name == "reserved-memory"
-            {
+            if name.starts_with("memory") || name == "cpus" || name == "chosen" || name == "reserved-memory" {
                 continue;
             }
             if let Some(regs) = node.reg() {
                 for r in regs {
-                    let reg = Region {
-                        base: r.starting_address as u64,
-                        size: r.size.unwrap_or(0) as u64,
-                    };
+                    let reg = Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 };
                     push(&mut m.devices, &mut m.ndev, reg)?;
                 }
             }
             if node.property("ranges").is_some_and(|p| p.value.is_empty()) {
                 for child in node.children() {
                     for r in child.reg().into_iter().flatten() {
-                        let reg = Region {
-                            base: r.starting_address as u64,
-                            size: r.size.unwrap_or(0) as u64,
-                        };
+                        let reg = Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 };
                         push(&mut m.devices, &mut m.ndev, reg)?;
                     }
                 }
@@ -137,26 +124,16 @@ impl Machine {
             if compat.starts_with("arm,gic") {
                 m.gic_compat = compat;
                 let mut regs = node.reg().into_iter().flatten();
-                m.gic_dist = regs.next().map(|r| Region {
-                    base: r.starting_address as u64,
-                    size: r.size.unwrap_or(0) as u64,
-                });
-                m.gic_redist = regs.next().map(|r| Region {
-                    base: r.starting_address as u64,
-                    size: r.size.unwrap_or(0) as u64,
-                });
+                m.gic_dist =
+                    regs.next().map(|r| Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 });
+                m.gic_redist =
+                    regs.next().map(|r| Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 });
             }
             if compat.starts_with("arm,psci") {
-                m.psci_method = node
-                    .property("method")
-                    .and_then(|p| p.as_str())
-                    .unwrap_or("none");
+                m.psci_method = node.property("method").and_then(|p| p.as_str()).unwrap_or("none");
             }
         }
-        let stdout = fdt
-            .chosen()
-            .stdout()
-            .or_else(|| fdt.find_compatible(&["arm,pl011"]));
+        let stdout = fdt.chosen().stdout().or_else(|| fdt.find_compatible(&["arm,pl011"]));
         m.uart = stdout
             .and_then(|n| n.reg())
             .and_then(|mut r| r.next())
@@ -170,12 +147,8 @@ impl Machine {
         }
         let chosen = fdt.chosen();
         let chosen_node = fdt.find_node("/chosen");
-        let start = chosen_node
-            .and_then(|c| c.property("linux,initrd-start"))
-            .and_then(|p| p.as_usize());
-        let end = chosen_node
-            .and_then(|c| c.property("linux,initrd-end"))
-            .and_then(|p| p.as_usize());
+        let start = chosen_node.and_then(|c| c.property("linux,initrd-start")).and_then(|p| p.as_usize());
+        let end = chosen_node.and_then(|c| c.property("linux,initrd-end")).and_then(|p| p.as_usize());
         if let (Some(s), Some(e)) = (start, end) {
             if e > s {
                 m.initrd = (s as u64, e as u64);
@@ -200,13 +173,7 @@ impl Machine {
     /// IPA width for the host stage-2: enough for all RAM and devices, at
     /// least 40 bits, at most what the CPU supports (and 48).
     pub fn host_ipa_bits(&self) -> u8 {
-        let top = self
-            .ram()
-            .iter()
-            .chain(self.devices())
-            .map(|r| r.end())
-            .max()
-            .unwrap_or(0);
+        let top = self.ram().iter().chain(self.devices()).map(|r| r.end()).max().unwrap_or(0);
         let need = 64 - top.saturating_sub(1).leading_zeros() as u8;
         let pa_bits = match aarch64_cpu::registers::ID_AA64MMFR0_EL1.get() & 0xf {
             0 => 32,
@@ -221,22 +188,11 @@ impl Machine {
 
     pub fn log_summary(&self) {
         for r in self.ram() {
-            info!(
-                "  memory  {:#012x}..{:#012x} ({} MiB)",
-                r.base,
-                r.end(),
-                r.size >> 20
-            );
+            info!("  memory  {:#012x}..{:#012x} ({} MiB)", r.base, r.end(), r.size >> 20);
         }
         info!("  uart    {:#012x} (pl011)", self.uart);
         if let (Some(d), Some(r)) = (self.gic_dist, self.gic_redist) {
-            info!(
-                "  gic     {} dist {:#x} redist {:#x}..{:#x}",
-                self.gic_compat,
-                d.base,
-                r.base,
-                r.end()
-            );
+            info!("  gic     {} dist {:#x} redist {:#x}..{:#x}", self.gic_compat, d.base, r.base, r.end());
         }
         info!("  psci    method {}", self.psci_method);
         info!("  cpus    {} (mpidr {:#x}..)", self.ncpus, self.cpus[0]);

@@ -39,23 +39,12 @@ fn hyp_reservation(w: &mut FdtWriter, c: &Ctx) -> Result<(), vm_fdt::Error> {
     w.end_node(n)
 }
 
-fn copy(
-    w: &mut FdtWriter,
-    node: FdtNode,
-    name: &str,
-    depth: usize,
-    c: &Ctx,
-) -> Result<(), vm_fdt::Error> {
+fn copy(w: &mut FdtWriter, node: FdtNode, name: &str, depth: usize, c: &Ctx) -> Result<(), vm_fdt::Error> {
     let n = w.begin_node(name)?;
     let chosen = depth == 1 && name == "chosen";
     let reserved = depth == 1 && name == "reserved-memory";
     for p in node.properties() {
-        if chosen
-            && matches!(
-                p.name,
-                "bootargs" | "linux,initrd-start" | "linux,initrd-end"
-            )
-        {
+        if chosen && matches!(p.name, "bootargs" | "linux,initrd-start" | "linux,initrd-end") {
             continue;
         }
         w.property(p.name, p.value)?;
@@ -86,32 +75,17 @@ fn copy(
     w.end_node(n)
 }
 
-pub fn build(
-    fdt: &Fdt,
-    m: &Machine,
-    hyp: Region,
-    initrd: (u64, u64),
-) -> Result<Vec<u8>, vm_fdt::Error> {
+pub fn build(fdt: &Fdt, m: &Machine, hyp: Region, initrd: (u64, u64)) -> Result<Vec<u8>, vm_fdt::Error> {
     let mut reserve = Vec::new();
     for r in fdt.memory_reservations() {
         reserve.push(FdtReserveEntry::new(r.address() as u64, r.size() as u64)?);
     }
     let mut w = FdtWriter::new_with_mem_reserv(&reserve)?;
-    let bootargs: String = m
-        .bootargs
-        .split_ascii_whitespace()
-        .filter(|t| !t.starts_with("hyp."))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let bootargs: String =
+        m.bootargs.split_ascii_whitespace().filter(|t| !t.starts_with("hyp.")).collect::<Vec<_>>().join(" ");
     let root = fdt.root();
     let sizes = root.cell_sizes();
-    let c = Ctx {
-        hyp,
-        initrd,
-        bootargs: &bootargs,
-        addr_cells: sizes.address_cells,
-        size_cells: sizes.size_cells,
-    };
+    let c = Ctx { hyp, initrd, bootargs: &bootargs, addr_cells: sizes.address_cells, size_cells: sizes.size_cells };
     let root_node = fdt.find_node("/").ok_or(vm_fdt::Error::InvalidString)?;
     copy(&mut w, root_node, "", 0, &c)?;
     w.finish()

@@ -40,6 +40,14 @@ fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
 /// Hyp command-line options (`hyp.*` in /chosen/bootargs).
 pub struct Options {
     pub log: LevelFilter,
+    /// `hyp.trace=faults,splits,...`: kinds to record and stream.
+    pub trace: u32,
+    /// `hyp.trace_vm=N`: only VM N's records.
+    pub trace_vm: Option<u32>,
+    /// `hyp.trace_buf=N`: ring size (records per CPU).
+    pub trace_buf: Option<u32>,
+    /// `hyp.trace_quiet`: record without streaming to the console.
+    pub trace_quiet: bool,
     /// `hyp.selftest=panic|hang|fault`: deliberately break, to test the runner.
     pub selftest: Option<&'static str>,
 }
@@ -47,6 +55,10 @@ pub struct Options {
 fn parse_options(bootargs: &'static str) -> Options {
     let mut o = Options {
         log: LevelFilter::Info,
+        trace: 0,
+        trace_vm: None,
+        trace_buf: None,
+        trace_quiet: false,
         selftest: None,
     };
     for tok in bootargs.split_ascii_whitespace() {
@@ -59,6 +71,14 @@ fn parse_options(bootargs: &'static str) -> Options {
                 "trace" => LevelFilter::Trace,
                 _ => LevelFilter::Info,
             };
+        } else if let Some(v) = tok.strip_prefix("hyp.trace=") {
+            o.trace = hyp::trace::parse_mask(v).unwrap_or(0x3f);
+        } else if let Some(v) = tok.strip_prefix("hyp.trace_vm=") {
+            o.trace_vm = v.parse().ok();
+        } else if let Some(v) = tok.strip_prefix("hyp.trace_buf=") {
+            o.trace_buf = v.parse().ok();
+        } else if tok == "hyp.trace_quiet" {
+            o.trace_quiet = true;
         } else if let Some(v) = tok.strip_prefix("hyp.selftest=") {
             o.selftest = Some(v);
         }
@@ -87,14 +107,10 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     unsafe { crate::console::init(m.uart) };
     let opts = parse_options(m.bootargs);
     crate::console::set_level(opts.log);
+    crate::tracebuf::configure(opts.trace, opts.trace_vm, opts.trace_buf, !opts.trace_quiet);
 
     // SAFETY: linker symbols; only their addresses are used.
-    let (img_start, img_end) = unsafe {
-        (
-            &__hyp_start as *const u8 as u64,
-            &__hyp_end as *const u8 as u64,
-        )
-    };
+    let (img_start, img_end) = unsafe { (&__hyp_start as *const u8 as u64, &__hyp_end as *const u8 as u64) };
     info!(
         "pkvm-rs hyp: running at EL{}, loaded at {:#x} ({} KiB)",
         CurrentEL.read(CurrentEL::EL),
@@ -102,16 +118,11 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         (img_end - img_start) / 1024
     );
     if load_addr != img_start {
-        fail(format_args!(
-            "loaded at {load_addr:#x} but linked at {img_start:#x}"
-        ));
+        fail(format_args!("loaded at {load_addr:#x} but linked at {img_start:#x}"));
     }
     m.log_summary();
     if !m.uart_is_device() {
-        fail(format_args!(
-            "UART {:#x} is not in the device window",
-            m.uart
-        ));
+        fail(format_args!("UART {:#x} is not in the device window", m.uart));
     }
 
     // The hyp's carve-out: from the base of the first RAM bank, large enough
@@ -121,22 +132,15 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let hyp_base = ram0.base;
     let hyp_size = align_up(32 * MIB + total_ram / 512, SZ_2M);
     if !(img_start >= hyp_base && img_end <= hyp_base + hyp_size && hyp_size < ram0.size) {
-        fail(format_args!(
-            "hyp image {img_start:#x}..{img_end:#x} not inside carve-out"
-        ));
+        fail(format_args!("hyp image {img_start:#x}..{img_end:#x} not inside carve-out"));
     }
-    for (what, a, len) in [
-        ("DTB", dtb, fdt.total_size() as u64),
-        ("initrd", m.initrd.0, m.initrd.1 - m.initrd.0),
-    ] {
+    for (what, a, len) in [("DTB", dtb, fdt.total_size() as u64), ("initrd", m.initrd.0, m.initrd.1 - m.initrd.0)] {
         if len != 0 && overlaps(a, len, hyp_base, hyp_size) {
             fail(format_args!("{what} at {a:#x} overlaps the hyp carve-out"));
         }
     }
     if !mmu::is_normal(hyp_base, hyp_size) {
-        fail(format_args!(
-            "RAM {hyp_base:#x} is not in the normal-memory window"
-        ));
+        fail(format_args!("RAM {hyp_base:#x} is not in the normal-memory window"));
     }
     let pool = align_up(img_end, 4096);
     // SAFETY: [pool, carve-out end) is hyp memory nobody else uses yet (the
@@ -171,22 +175,11 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     };
     let host_load = align_up(hyp_base + hyp_size, SZ_2M) + b.text_offset;
     let host_end = host_load + b.image_size;
-    if !ram0.contains(host_load, b.image_size)
-        || overlaps(host_load, b.image_size, m.initrd.0, m.initrd.1 - m.initrd.0)
+    if !ram0.contains(host_load, b.image_size) || overlaps(host_load, b.image_size, m.initrd.0, m.initrd.1 - m.initrd.0)
     {
-        fail(format_args!(
-            "no room for the host Image at {host_load:#x}..{host_end:#x}"
-        ));
+        fail(format_args!("no room for the host Image at {host_load:#x}..{host_end:#x}"));
     }
-    let host_dtb_bytes = match host_dt::build(
-        &fdt,
-        &m,
-        Region {
-            base: hyp_base,
-            size: hyp_size,
-        },
-        b.rest,
-    ) {
+    let host_dtb_bytes = match host_dt::build(&fdt, &m, Region { base: hyp_base, size: hyp_size }, b.rest) {
         Ok(v) => v,
         Err(e) => fail(format_args!("host DTB: {e:?}")),
     };
@@ -206,11 +199,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
             0,
             (b.image_size - b.image.len() as u64) as usize,
         );
-        core::ptr::copy_nonoverlapping(
-            host_dtb_bytes.as_ptr(),
-            host_dtb as *mut u8,
-            host_dtb_bytes.len(),
-        );
+        core::ptr::copy_nonoverlapping(host_dtb_bytes.as_ptr(), host_dtb as *mut u8, host_dtb_bytes.len());
     }
     info!(
         "host: Image {} KiB at {:#x}, DTB at {:#x}, initrd {:#x}..{:#x}",
@@ -226,23 +215,17 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     // the hyp's; the hyp's bookkeeping table records the same pages.
     let mut env = HypEnv;
     let ipa_bits = m.host_ipa_bits();
-    let host_pgt = Stage2::new(&mut env, ipa_bits, Some(0))
-        .unwrap_or_else(|e| fail(format_args!("host stage-2: {e:?}")));
-    let mut hyp_pgt = Stage2::new(&mut env, ipa_bits, None)
-        .unwrap_or_else(|e| fail(format_args!("hyp table: {e:?}")));
+    let host_pgt =
+        Stage2::new(&mut env, ipa_bits, Some(0)).unwrap_or_else(|e| fail(format_args!("host stage-2: {e:?}")));
+    let mut hyp_pgt = Stage2::new(&mut env, ipa_bits, None).unwrap_or_else(|e| fail(format_args!("hyp table: {e:?}")));
+    hyp_pgt.set_who(hyp::trace::WHO_HYP);
     let mut host = HostMm::new(host_pgt, m.ram().to_vec(), m.devices().to_vec());
-    let r1 = host
-        .pgt
-        .set(&mut env, hyp_base, hyp_size, Leaf::Invalid(Owner::Hyp));
+    let r1 = host.pgt.set(&mut env, hyp_base, hyp_size, Leaf::Invalid(Owner::Hyp));
     let r2 = hyp_pgt.set(
         &mut env,
         hyp_base,
         hyp_size,
-        Leaf::Mapped {
-            pa: hyp_base,
-            attrs: Attrs::NORMAL_RW,
-            state: PageState::Owned,
-        },
+        Leaf::Mapped { pa: hyp_base, attrs: Attrs::NORMAL_RW, state: PageState::Owned },
     );
     if r1.is_err() || r2.is_err() {
         fail(format_args!("recording the carve-out: {r1:?} {r2:?}"));

@@ -37,9 +37,7 @@ impl Pl011 {
     /// by nobody else in the hyp.
     pub unsafe fn new(base: u64) -> Self {
         // SAFETY: per the function contract.
-        Pl011 {
-            regs: unsafe { &*(base as *const Regs) },
-        }
+        Pl011 { regs: unsafe { &*(base as *const Regs) } }
     }
 
     pub fn putc(&mut self, c: u8) {

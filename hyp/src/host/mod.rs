@@ -10,7 +10,9 @@ use hyp::mm::mem_protect::HostFault;
 use crate::arch::aarch64::inject;
 use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
+use crate::tracebuf::point;
 use crate::{hypercall, mem};
+use hyp::trace::Resolution;
 
 pub fn handle_sync(frame: &mut TrapFrame) {
     let esr = Esr(ESR_EL2.get());
@@ -23,10 +25,7 @@ pub fn handle_sync(frame: &mut TrapFrame) {
         }
         EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr),
         _ => {
-            debug!(
-                "host: unexpected trap {} at {:#x}: undefined instruction injected",
-                esr, frame.elr
-            );
+            debug!("host: unexpected trap {} at {:#x}: undefined instruction injected", esr, frame.elr);
             inject::inject_undef(frame);
         }
     }
@@ -42,12 +41,14 @@ pub fn fault_ipa() -> (u64, u64) {
 fn stage2_fault(frame: &mut TrapFrame, esr: Esr) {
     let (ipa, far) = fault_ipa();
     let r = mem::host().handle_fault(&mut HypEnv, ipa);
+    let (res, level) = match r {
+        Ok(HostFault::Mapped { level, .. }) => (Resolution::Mapped, level),
+        Ok(HostFault::Spurious) => (Resolution::Spurious, 0),
+        Err(_) => (Resolution::AbortInjected, 0),
+    };
+    point::fault(0, 0, esr.0, far, ipa, frame.elr, res, level);
     match r {
-        Ok(HostFault::Mapped {
-            level,
-            base,
-            device,
-        }) => {
+        Ok(HostFault::Mapped { level, base, device }) => {
             debug!(
                 "host fault {:#x}: mapped {} at level {} base {:#x}",
                 ipa,
@@ -58,17 +59,14 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr) {
         }
         Ok(HostFault::Spurious) => {}
         Err(e) => {
+            let access = match (esr.is_data_abort(), esr.wnr()) {
+                (false, _) => "fetch",
+                (true, true) => "write",
+                (true, false) => "read",
+            };
             log::info!(
                 "host: {} at IPA {:#x} (PC {:#x}) refused ({}): abort injected",
-                if esr.is_data_abort() {
-                    if esr.wnr() {
-                        "write"
-                    } else {
-                        "read"
-                    }
-                } else {
-                    "fetch"
-                },
+                access,
                 ipa,
                 frame.elr,
                 e.name()

@@ -15,7 +15,9 @@ use hyp::mm::{Error, PAGE_SIZE};
 use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
 use crate::mem;
+use crate::tracebuf::point;
 use crate::vm::{Pending, Vm};
+use hyp::trace::op;
 
 /// First and last function ID of the "host services" range: calls a guest
 /// makes to the host's VMM, forwarded as HYPERCALL exits.
@@ -26,12 +28,7 @@ pub enum Outcome {
     /// Back into the guest.
     Resume,
     /// Back to the host with an exit reason.
-    Exit {
-        reason: u64,
-        details: [u64; 5],
-        pending: Pending,
-        stop: bool,
-    },
+    Exit { reason: u64, details: [u64; 5], pending: Pending, stop: bool },
 }
 
 fn ret(frame: &mut TrapFrame, v: i64) -> Outcome {
@@ -39,7 +36,16 @@ fn ret(frame: &mut TrapFrame, v: i64) -> Outcome {
     Outcome::Resume
 }
 
-pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, _vcpu: usize) -> Outcome {
+pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
+    let (fid, x1) = (frame.x[0], frame.x[1]);
+    let out = call(frame, vm, vcpu);
+    if let Outcome::Resume = out {
+        point::hypercall(vm.lock().handle, vcpu, fid, x1, frame.x[0]);
+    }
+    out
+}
+
+fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
     let fid = frame.x[0] as u32;
     let (x1, x2, x3) = (frame.x[1], frame.x[2], frame.x[3]);
     match fid {
@@ -70,25 +76,19 @@ pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, _vcpu: usize) -> Outco
             if x2 != 0 || x3 != 0 {
                 return ret(frame, smccc::INVALID_PARAMETER);
             }
-            mem_call(frame, vm, fid, x1)
+            mem_call(frame, vm, vcpu, fid, x1)
         }
         psci::VERSION => ret(frame, psci::VERSION_1_1 as i64),
         psci::FEATURES => match x1 as u32 {
             psci::VERSION | psci::FEATURES | psci::SYSTEM_OFF | psci::SYSTEM_RESET => ret(frame, 0),
             _ => ret(frame, psci::NOT_SUPPORTED),
         },
-        psci::SYSTEM_OFF => Outcome::Exit {
-            reason: exit::SYSTEM_OFF,
-            details: [0; 5],
-            pending: Pending::None,
-            stop: true,
-        },
-        psci::SYSTEM_RESET => Outcome::Exit {
-            reason: exit::SYSTEM_RESET,
-            details: [0; 5],
-            pending: Pending::None,
-            stop: true,
-        },
+        psci::SYSTEM_OFF => {
+            Outcome::Exit { reason: exit::SYSTEM_OFF, details: [0; 5], pending: Pending::None, stop: true }
+        }
+        psci::SYSTEM_RESET => {
+            Outcome::Exit { reason: exit::SYSTEM_RESET, details: [0; 5], pending: Pending::None, stop: true }
+        }
         HOST_SERVICE_FIRST..=HOST_SERVICE_LAST => Outcome::Exit {
             reason: exit::HYPERCALL,
             details: [fid as u64, x1, x2, x3, frame.x[4]],
@@ -99,30 +99,31 @@ pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, _vcpu: usize) -> Outco
     }
 }
 
-fn mem_call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, fid: u32, ipa: u64) -> Outcome {
+fn mem_call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize, fid: u32, ipa: u64) -> Outcome {
     let mut env = HypEnv;
     let mut host = mem::host();
     let mut vm = vm.lock();
     let r = match fid {
-        abi::MEM_SHARE => {
-            mem_protect::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE)
-        }
-        abi::MEM_UNSHARE => {
-            mem_protect::guest_unshare_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE)
-        }
+        abi::MEM_SHARE => mem_protect::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
+        abi::MEM_UNSHARE => mem_protect::guest_unshare_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
         _ => mem_protect::guest_relinquish(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
     };
+    let o = match fid {
+        abi::MEM_SHARE => op::GUEST_SHARE,
+        abi::MEM_UNSHARE => op::GUEST_UNSHARE,
+        _ => op::RELINQUISH,
+    };
+    if r != Err(Error::Busy) || fid != abi::MEM_UNSHARE {
+        point::transition(vm.handle, vcpu, o, ipa, PAGE_SIZE, &r);
+    } else {
+        point::unshare_pending(vm.handle, vcpu, ipa);
+    }
     match r {
         Ok(_) => ret(frame, smccc::SUCCESS),
         Err(Error::Busy) if fid == abi::MEM_UNSHARE => {
             // Pinned by the host: neither fail nor convert. Rewind to the
             // call and let the host drop its pins; the guest re-issues it.
-            let pa = vm
-                .mm
-                .pgt
-                .lookup(&mut env, ipa)
-                .map(|m| m.at(ipa & !(PAGE_SIZE - 1)))
-                .ok();
+            let pa = vm.mm.pgt.lookup(&mut env, ipa).map(|m| m.at(ipa & !(PAGE_SIZE - 1))).ok();
             let pa = match pa {
                 Some(hyp::mm::prot::Leaf::Mapped { pa, .. }) => pa,
                 _ => 0,
@@ -136,13 +137,7 @@ fn mem_call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, fid: u32, ipa: u64) -> O
             }
         }
         Err(e) => {
-            log::debug!(
-                "guest {}: {:#x} on IPA {:#x} refused: {}",
-                vm.handle,
-                fid,
-                ipa,
-                e.name()
-            );
+            log::debug!("guest {}: {:#x} on IPA {:#x} refused: {}", vm.handle, fid, ipa, e.name());
             ret(frame, smccc::INVALID_PARAMETER)
         }
     }

@@ -1,61 +1,106 @@
 //! The host's hypercalls (HVC from EL1, vendor-hyp range): ownership
-//! transitions, VM lifecycle, pins. Results follow the ABI in hyp-abi:
-//! x0 = SMCCC status of the call itself, x1 = 0 or -errno, x2.. results.
+//! transitions, VM lifecycle, pins, tracing. Results follow the ABI in
+//! hyp-abi: x0 = SMCCC status of the call itself, x1 = 0 or -errno, x2..
+//! results.
 
 use hyp::abi::{host as abi, smccc};
-use hyp::mm::mem_protect;
+use hyp::mm::mem_protect::{self, HostMm, HypMm};
+use hyp::mm::prot::{Leaf, PageState};
 use hyp::mm::Error;
+use hyp::trace::{op, RECORD_SIZE};
 
 use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
+use crate::tracebuf::{self, point};
 use crate::{mem, vm, Status};
 
 pub fn handle(frame: &mut TrapFrame) {
     let fid = frame.x[0] as u32;
+    let x1 = frame.x[1];
+    let r = dispatch(fid, frame);
+    let Some(r) = r else {
+        // VCPU_RUN succeeded: the frame is now the guest's.
+        return;
+    };
+    match r {
+        Some(r) => {
+            frame.x[0] = smccc::SUCCESS as u64;
+            frame.x[1] = super::errno(r);
+        }
+        None => frame.x[0] = smccc::NOT_SUPPORTED as u64,
+    }
+    // Draining is not itself recorded: it would refill the ring it empties.
+    if fid != abi::TRACE_DRAIN {
+        point::hypercall(0, 0, fid as u64, x1, frame.x[1]);
+    }
+}
+
+/// `None`: the frame was switched to a guest. `Some(None)`: unknown call.
+fn dispatch(fid: u32, frame: &mut TrapFrame) -> Option<Option<Result<(), Error>>> {
     let a = [frame.x[1], frame.x[2], frame.x[3], frame.x[4]];
     let mut env = HypEnv;
     let r: Result<(), Error> = match fid {
         abi::SHARE_HYP | abi::UNSHARE_HYP | abi::DONATE_HYP | abi::RECLAIM_HYP => {
             let mut host = mem::host();
             let mut hyp = mem::hyp_lock(&host);
-            let f = match fid {
-                abi::SHARE_HYP => mem_protect::host_share_hyp::<HypEnv>,
-                abi::UNSHARE_HYP => mem_protect::host_unshare_hyp::<HypEnv>,
-                abi::DONATE_HYP => mem_protect::host_donate_hyp::<HypEnv>,
-                _ => mem_protect::hyp_donate_host::<HypEnv>,
+            type Transition = fn(&mut HypEnv, &mut HostMm, &mut HypMm, u64, u64) -> Result<(), Error>;
+            let (f, o): (Transition, u64) = match fid {
+                abi::SHARE_HYP => (mem_protect::host_share_hyp, op::SHARE_HYP),
+                abi::UNSHARE_HYP => (mem_protect::host_unshare_hyp, op::UNSHARE_HYP),
+                abi::DONATE_HYP => (mem_protect::host_donate_hyp, op::DONATE_HYP),
+                _ => (mem_protect::hyp_donate_host, op::RECLAIM_HYP),
             };
-            f(&mut env, &mut host, &mut hyp, a[0], a[1])
+            let r = f(&mut env, &mut host, &mut hyp, a[0], a[1]);
+            point::transition(0, 0, o, a[0], a[1], &r);
+            r
         }
         abi::PIN => {
-            if a[1] > abi::PIN_EXCLUSIVE {
+            let r = if a[1] > abi::PIN_EXCLUSIVE {
                 Err(Error::Inval)
             } else {
                 mem::host().pin(&mut env, a[0], a[1] == abi::PIN_EXCLUSIVE)
-            }
+            };
+            point::transition(0, 0, op::PIN, a[0], 4096, &r);
+            r
         }
-        abi::UNPIN => mem::host().unpin(a[0]),
+        abi::UNPIN => {
+            let r = mem::host().unpin(a[0]);
+            point::transition(0, 0, op::UNPIN, a[0], 4096, &r);
+            r
+        }
         abi::SHUTDOWN => {
             log::info!("host: shutdown requested, status {}", a[0]);
-            crate::shutdown(if a[0] == 0 {
-                Status::Ok
-            } else {
-                Status::HostFailed
-            })
+            crate::shutdown(if a[0] == 0 { Status::Ok } else { Status::HostFailed })
         }
         abi::DUMP_S2 => vm::dump_s2(a[0]),
+        abi::TRACE_DRAIN => trace_drain(frame, a[0], a[1]),
         abi::VCPU_RUN => match vm::run::vcpu_run(frame) {
-            // The frame is now the guest's: leave it alone.
-            Ok(()) => return,
+            Ok(()) => return None,
             Err(e) => Err(e),
         },
-        _ => match vm::host_call(fid, frame) {
-            Some(r) => r,
-            None => {
-                frame.x[0] = smccc::NOT_SUPPORTED as u64;
-                return;
-            }
-        },
+        _ => return Some(vm::host_call(fid, frame)),
     };
-    frame.x[0] = smccc::SUCCESS as u64;
-    frame.x[1] = super::errno(r);
+    Some(Some(r))
+}
+
+/// TRACE_DRAIN: x1 = PA of a buffer the host has shared with the hyp,
+/// x2 = its size in bytes → x2 = records copied, x3 = records lost.
+fn trace_drain(frame: &mut TrapFrame, pa: u64, size: u64) -> Result<(), Error> {
+    let size = size.min(1 << 20) & !(RECORD_SIZE as u64 - 1);
+    let mut env = HypEnv;
+    let host = mem::host();
+    let hyp = mem::hyp_lock(&host);
+    // Only into pages the host shared with the hyp (hyp: shared-borrowed).
+    let end = hyp.pgt.check_range(pa, size.max(4096).next_multiple_of(4096))?;
+    hyp.pgt.for_each_leaf(&mut env, pa, end, |m, _, _| match m.leaf {
+        Leaf::Mapped { state: PageState::SharedBorrowed, .. } => Ok(()),
+        _ => Err(Error::Perm),
+    })?;
+    // SAFETY: [pa, pa + size) is host memory shared with the hyp (checked
+    // under the host and hyp locks), identity-mapped at EL2.
+    let out = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, size as usize) };
+    let (n, lost) = tracebuf::drain(out);
+    frame.x[2] = n as u64;
+    frame.x[3] = lost;
+    Ok(())
 }

@@ -38,4 +38,9 @@ pub trait MmEnv {
 
     /// Zeroes (and cleans to the point of coherency) `size` bytes at `pa`.
     fn scrub(&mut self, pa: u64, size: u64);
+
+    /// A block of stage-2 `who` at `ipa` (level `level`) was split (tracing).
+    fn on_split(&mut self, _who: u16, _ipa: u64, _level: u8) {}
+    /// A table of stage-2 `who` was merged into a block at `level` (tracing).
+    fn on_merge(&mut self, _who: u16, _ipa: u64, _level: u8) {}
 }

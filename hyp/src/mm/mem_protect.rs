@@ -81,15 +81,7 @@ fn owned(pa: u64, attrs: Attrs, state: PageState) -> Leaf {
 
 /// Is this host leaf a page the host owns exclusively (mapped or not)?
 fn host_owns(l: Leaf) -> bool {
-    matches!(
-        l,
-        Leaf::Invalid(Owner::None)
-            | Leaf::Mapped {
-                attrs: HOST_RAM,
-                state: PageState::Owned,
-                ..
-            }
-    )
+    matches!(l, Leaf::Invalid(Owner::None) | Leaf::Mapped { attrs: HOST_RAM, state: PageState::Owned, .. })
 }
 
 /// Checks every page of `[start, start + size)` in `pgt` with `ok`.
@@ -101,13 +93,7 @@ fn check_all<E: MmEnv>(
     mut ok: impl FnMut(Leaf) -> bool,
 ) -> Result<(), Error> {
     let end = pgt.check_range(start, size)?;
-    pgt.for_each_leaf(env, start, end, |m: Mapping, a, _| {
-        if ok(m.at(a)) {
-            Ok(())
-        } else {
-            Err(Error::Perm)
-        }
-    })
+    pgt.for_each_leaf(env, start, end, |m: Mapping, a, _| if ok(m.at(a)) { Ok(()) } else { Err(Error::Perm) })
 }
 
 /// Checks that a guest range is mapped in `state`, with one attribute set and
@@ -121,30 +107,18 @@ fn guest_range<E: MmEnv>(
 ) -> Result<(u64, Attrs, PageState), Error> {
     let end = guest.pgt.check_range(ipa, size)?;
     let mut first: Option<(u64, Attrs, PageState)> = None;
-    guest
-        .pgt
-        .for_each_leaf(env, ipa, end, |m, a, _| match (m.at(a), first) {
-            (
-                Leaf::Mapped {
-                    pa,
-                    attrs,
-                    state: s,
-                },
-                None,
-            ) if state(s) => {
-                first = Some((pa, attrs, s));
-                Ok(())
-            }
-            (
-                Leaf::Mapped {
-                    pa,
-                    attrs,
-                    state: s,
-                },
-                Some((pa0, attrs0, s0)),
-            ) if attrs == attrs0 && s == s0 && pa == pa0 + (a - ipa) => Ok(()),
-            _ => Err(Error::Perm),
-        })?;
+    guest.pgt.for_each_leaf(env, ipa, end, |m, a, _| match (m.at(a), first) {
+        (Leaf::Mapped { pa, attrs, state: s }, None) if state(s) => {
+            first = Some((pa, attrs, s));
+            Ok(())
+        }
+        (Leaf::Mapped { pa, attrs, state: s }, Some((pa0, attrs0, s0)))
+            if attrs == attrs0 && s == s0 && pa == pa0 + (a - ipa) =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::Perm),
+    })?;
     first.ok_or(Error::Perm)
 }
 
@@ -169,20 +143,9 @@ fn commit_pair<E: MmEnv>(
 
 impl HostMm {
     pub fn new(pgt: Stage2, ram: Vec<Region>, devices: Vec<Region>) -> Self {
-        let (lo, hi) = ram.iter().fold((u64::MAX, 0), |(lo, hi), r| {
-            (lo.min(r.base), hi.max(r.end()))
-        });
-        let pins = if lo < hi {
-            Pins::new(lo, hi - lo)
-        } else {
-            Pins::new(0, 0)
-        };
-        HostMm {
-            pgt,
-            pins,
-            ram,
-            devices,
-        }
+        let (lo, hi) = ram.iter().fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r.base), hi.max(r.end())));
+        let pins = if lo < hi { Pins::new(lo, hi - lo) } else { Pins::new(0, 0) };
+        HostMm { pgt, pins, ram, devices }
     }
 
     /// Is `[pa, pa + size)` a page-aligned non-empty range inside one RAM region?
@@ -209,8 +172,7 @@ impl HostMm {
             Leaf::Invalid(Owner::None) => {}
             Leaf::Invalid(_) => return Err(Error::Perm),
         }
-        let (region, attrs, device) = if let Some(r) = self.ram.iter().find(|r| r.contains(ipa, 1))
-        {
+        let (region, attrs, device) = if let Some(r) = self.ram.iter().find(|r| r.contains(ipa, 1)) {
             (*r, HOST_RAM, false)
         } else if let Some(r) = self.devices.iter().find(|r| r.contains(ipa, 1)) {
             (*r, Attrs::DEVICE_RW, true)
@@ -221,13 +183,8 @@ impl HostMm {
             let size = level_size(level);
             let base = ipa & !(size - 1);
             if region.contains(base, size) {
-                self.pgt
-                    .set(env, base, size, owned(base, attrs, PageState::Owned))?;
-                return Ok(HostFault::Mapped {
-                    level,
-                    base,
-                    device,
-                });
+                self.pgt.set(env, base, size, owned(base, attrs, PageState::Owned))?;
+                return Ok(HostFault::Mapped { level, base, device });
             }
         }
         Err(Error::Inval)
@@ -245,10 +202,7 @@ impl HostMm {
         }
         self.check_ram(pa, PAGE_SIZE)?;
         match self.leaf_at(env, pa)? {
-            Leaf::Mapped {
-                state: PageState::SharedBorrowed,
-                ..
-            } => self.pins.pin(pa, exclusive),
+            Leaf::Mapped { state: PageState::SharedBorrowed, .. } => self.pins.pin(pa, exclusive),
             _ => Err(Error::Perm),
         }
     }
@@ -276,18 +230,8 @@ pub fn host_share_hyp<E: MmEnv>(
     check_all(env, &hyp.pgt, pa, size, |l| l == Leaf::Invalid(Owner::None))?;
     commit_pair(
         env,
-        (
-            &mut host.pgt,
-            pa,
-            size,
-            owned(pa, HOST_RAM, PageState::SharedOwned),
-        ),
-        (
-            &mut hyp.pgt,
-            pa,
-            size,
-            owned(pa, HYP_MEM, PageState::SharedBorrowed),
-        ),
+        (&mut host.pgt, pa, size, owned(pa, HOST_RAM, PageState::SharedOwned)),
+        (&mut hyp.pgt, pa, size, owned(pa, HYP_MEM, PageState::SharedBorrowed)),
     )
 }
 
@@ -300,32 +244,11 @@ pub fn host_unshare_hyp<E: MmEnv>(
     size: u64,
 ) -> Result<(), Error> {
     host.check_ram(pa, size)?;
-    check_all(env, &host.pgt, pa, size, |l| {
-        matches!(
-            l,
-            Leaf::Mapped {
-                state: PageState::SharedOwned,
-                ..
-            }
-        )
-    })?;
-    check_all(env, &hyp.pgt, pa, size, |l| {
-        matches!(
-            l,
-            Leaf::Mapped {
-                state: PageState::SharedBorrowed,
-                ..
-            }
-        )
-    })?;
+    check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedOwned, .. }))?;
+    check_all(env, &hyp.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
     commit_pair(
         env,
-        (
-            &mut host.pgt,
-            pa,
-            size,
-            owned(pa, HOST_RAM, PageState::Owned),
-        ),
+        (&mut host.pgt, pa, size, owned(pa, HOST_RAM, PageState::Owned)),
         (&mut hyp.pgt, pa, size, Leaf::Invalid(Owner::None)),
     )
 }
@@ -357,15 +280,7 @@ pub fn hyp_donate_host<E: MmEnv>(
     size: u64,
 ) -> Result<(), Error> {
     host.check_ram(pa, size)?;
-    check_all(env, &hyp.pgt, pa, size, |l| {
-        matches!(
-            l,
-            Leaf::Mapped {
-                state: PageState::Owned,
-                ..
-            }
-        )
-    })?;
+    check_all(env, &hyp.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::Owned, .. }))?;
     check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Hyp))?;
     commit_pair(
         env,
@@ -390,19 +305,12 @@ pub fn host_donate_guest<E: MmEnv>(
         return Err(Error::Busy);
     }
     check_all(env, &host.pgt, pa, size, host_owns)?;
-    check_all(env, &guest.pgt, ipa, size, |l| {
-        l == Leaf::Invalid(Owner::None)
-    })?;
+    check_all(env, &guest.pgt, ipa, size, |l| l == Leaf::Invalid(Owner::None))?;
     let h = guest.handle;
     commit_pair(
         env,
         (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Guest(h))),
-        (
-            &mut guest.pgt,
-            ipa,
-            size,
-            owned(pa, GUEST_RAM, PageState::Owned),
-        ),
+        (&mut guest.pgt, ipa, size, owned(pa, GUEST_RAM, PageState::Owned)),
     )
 }
 
@@ -417,23 +325,11 @@ pub fn guest_share_host<E: MmEnv>(
 ) -> Result<u64, Error> {
     let (pa, attrs, _) = guest_range(env, guest, ipa, size, |s| s == PageState::Owned)?;
     let h = guest.handle;
-    check_all(env, &host.pgt, pa, size, |l| {
-        l == Leaf::Invalid(Owner::Guest(h))
-    })?;
+    check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Guest(h)))?;
     commit_pair(
         env,
-        (
-            &mut host.pgt,
-            pa,
-            size,
-            owned(pa, HOST_BORROWED, PageState::SharedBorrowed),
-        ),
-        (
-            &mut guest.pgt,
-            ipa,
-            size,
-            owned(pa, attrs, PageState::SharedOwned),
-        ),
+        (&mut host.pgt, pa, size, owned(pa, HOST_BORROWED, PageState::SharedBorrowed)),
+        (&mut guest.pgt, ipa, size, owned(pa, attrs, PageState::SharedOwned)),
     )?;
     Ok(pa)
 }
@@ -449,15 +345,7 @@ pub fn guest_unshare_host<E: MmEnv>(
     size: u64,
 ) -> Result<u64, Error> {
     let (pa, attrs, _) = guest_range(env, guest, ipa, size, |s| s == PageState::SharedOwned)?;
-    check_all(env, &host.pgt, pa, size, |l| {
-        matches!(
-            l,
-            Leaf::Mapped {
-                state: PageState::SharedBorrowed,
-                ..
-            }
-        )
-    })?;
+    check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
     if host.pins.any_pinned(pa, size) {
         return Err(Error::Busy);
     }
@@ -465,12 +353,7 @@ pub fn guest_unshare_host<E: MmEnv>(
     commit_pair(
         env,
         (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Guest(h))),
-        (
-            &mut guest.pgt,
-            ipa,
-            size,
-            owned(pa, attrs, PageState::Owned),
-        ),
+        (&mut guest.pgt, ipa, size, owned(pa, attrs, PageState::Owned)),
     )?;
     Ok(pa)
 }
@@ -484,9 +367,8 @@ pub fn guest_relinquish<E: MmEnv>(
     ipa: u64,
     size: u64,
 ) -> Result<u64, Error> {
-    let (pa, _, state) = guest_range(env, guest, ipa, size, |s| {
-        matches!(s, PageState::Owned | PageState::SharedOwned)
-    })?;
+    let (pa, _, state) =
+        guest_range(env, guest, ipa, size, |s| matches!(s, PageState::Owned | PageState::SharedOwned))?;
     reclaim(env, host, guest, ipa, pa, size, state)?;
     Ok(pa)
 }
@@ -504,26 +386,14 @@ fn reclaim<E: MmEnv>(
 ) -> Result<(), Error> {
     let h = guest.handle;
     if state == PageState::SharedOwned {
-        check_all(env, &host.pgt, pa, size, |l| {
-            matches!(
-                l,
-                Leaf::Mapped {
-                    state: PageState::SharedBorrowed,
-                    ..
-                }
-            )
-        })?;
+        check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
         if host.pins.any_pinned(pa, size) {
             return Err(Error::Busy);
         }
     } else {
-        check_all(env, &host.pgt, pa, size, |l| {
-            l == Leaf::Invalid(Owner::Guest(h))
-        })?;
+        check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Guest(h)))?;
     }
-    let ug = guest
-        .pgt
-        .prepare(env, ipa, size, Leaf::Invalid(Owner::None))?;
+    let ug = guest.pgt.prepare(env, ipa, size, Leaf::Invalid(Owner::None))?;
     let uh = match host.pgt.prepare(env, pa, size, Leaf::Invalid(Owner::None)) {
         Ok(u) => u,
         Err(e) => {
@@ -543,25 +413,19 @@ fn reclaim<E: MmEnv>(
 /// All-or-nothing per leaf: on `Err` (a pinned shared page: `Busy`; no table
 /// memory: `NoMem`) the pages reclaimed so far stay reclaimed and the call
 /// can be repeated. Returns the bytes reclaimed.
-pub fn guest_teardown<E: MmEnv>(
-    env: &mut E,
-    host: &mut HostMm,
-    guest: &mut GuestMm,
-) -> Result<u64, Error> {
+pub fn guest_teardown<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm) -> Result<u64, Error> {
     let limit = guest.pgt.ipa_limit();
     let mut cursor = 0;
     let mut total = 0;
     loop {
         let mut next: Option<(u64, u64, u64, PageState)> = None;
-        let r = guest
-            .pgt
-            .for_each_leaf(env, cursor, limit, |m, a, b| match m.at(a) {
-                Leaf::Mapped { pa, state, .. } => {
-                    next = Some((a, pa, b - a, state));
-                    Err(Error::NoEnt)
-                }
-                Leaf::Invalid(_) => Ok(()),
-            });
+        let r = guest.pgt.for_each_leaf(env, cursor, limit, |m, a, b| match m.at(a) {
+            Leaf::Mapped { pa, state, .. } => {
+                next = Some((a, pa, b - a, state));
+                Err(Error::NoEnt)
+            }
+            Leaf::Invalid(_) => Ok(()),
+        });
         let Some((ipa, pa, size, state)) = next else {
             r?;
             return Ok(total);

@@ -58,6 +58,8 @@ pub struct Stage2 {
     vmid: Option<Vmid>,
     /// Non-root table pages in use.
     tables: usize,
+    /// Whose tree this is, for trace records (0 host, VM handle, ...).
+    who: u16,
     pub stats: Stats,
 }
 
@@ -96,11 +98,7 @@ pub const fn geometry_for(ipa_bits: u8) -> Option<(u8, usize)> {
         2
     };
     let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
-    let pages = if root_entries > ENTRIES {
-        root_entries / ENTRIES
-    } else {
-        1
-    };
+    let pages = if root_entries > ENTRIES { root_entries / ENTRIES } else { 1 };
     Some((start_level, pages))
 }
 
@@ -111,17 +109,19 @@ impl Stage2 {
         let root = env.alloc_root(root_pages).ok_or(Error::NoMem)?;
         let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
         Ok(Stage2 {
-            geo: Geometry {
-                root,
-                start_level,
-                root_entries,
-            },
+            geo: Geometry { root, start_level, root_entries },
             root_pages,
             ipa_bits,
             vmid,
             tables: 0,
+            who: 0,
             stats: Stats::default(),
         })
+    }
+
+    /// Names the tree's owner in trace records.
+    pub fn set_who(&mut self, who: u16) {
+        self.who = who;
     }
 
     pub fn root_pa(&self) -> u64 {
@@ -189,13 +189,7 @@ impl Stage2 {
     /// Calls `f(mapping, from, to)` for every leaf over `[start, end)`, with
     /// the part `[from, to)` of the leaf that lies in the range; stops at the
     /// first error `f` returns.
-    pub fn for_each_leaf<E: MmEnv, F>(
-        &self,
-        env: &mut E,
-        start: u64,
-        end: u64,
-        f: F,
-    ) -> Result<(), Error>
+    pub fn for_each_leaf<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<(), Error>
     where
         F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
     {
@@ -206,40 +200,20 @@ impl Stage2 {
     /// Phase one of setting `[ipa, ipa + size)` to `new` (a valid `new`
     /// gives the PA for `ipa`; following pages follow it). Allocates every
     /// table page the update will need; changes nothing.
-    pub fn prepare<E: MmEnv>(
-        &self,
-        env: &mut E,
-        ipa: u64,
-        size: u64,
-        new: Leaf,
-    ) -> Result<Update, Error> {
+    pub fn prepare<E: MmEnv>(&self, env: &mut E, ipa: u64, size: u64, new: Leaf) -> Result<Update, Error> {
         let end = self.check_range(ipa, size)?;
         if let Leaf::Mapped { pa, .. } = new {
-            if !is_aligned(pa, PAGE_SIZE)
-                || pa
-                    .checked_add(size)
-                    .is_none_or(|e| e > pte::OA_MASK + PAGE_SIZE)
-            {
+            if !is_aligned(pa, PAGE_SIZE) || pa.checked_add(size).is_none_or(|e| e > pte::OA_MASK + PAGE_SIZE) {
                 return Err(Error::Inval);
             }
         }
-        let mut counter = CountVisitor {
-            start: ipa,
-            end,
-            new,
-            pages: 0,
-        };
+        let mut counter = CountVisitor { start: ipa, end, new, pages: 0 };
         walk(env, &self.geo, ipa, end, &mut counter)?;
         let mut cache = Memcache::new();
         if !cache.topup(env, counter.pages) {
             return Err(Error::NoMem);
         }
-        Ok(Update {
-            start: ipa,
-            end,
-            new,
-            cache,
-        })
+        Ok(Update { start: ipa, end, new, cache })
     }
 
     /// Phase two: applies a prepared update. Cannot fail.
@@ -249,28 +223,18 @@ impl Stage2 {
             end: u.end,
             new: u.new,
             vmid: self.vmid,
+            who: self.who,
             cache: &mut u.cache,
             stats: &mut self.stats,
             tables: &mut self.tables,
         };
         let r = walk(env, &self.geo, u.start, u.end, &mut v);
-        debug_assert!(
-            r.is_ok() && u.cache.is_empty(),
-            "commit: {:?}, {} pages left",
-            r,
-            u.cache.len()
-        );
+        debug_assert!(r.is_ok() && u.cache.is_empty(), "commit: {:?}, {} pages left", r, u.cache.len());
         u.cache.drain(env);
     }
 
     /// Prepare and commit in one step (single-table updates).
-    pub fn set<E: MmEnv>(
-        &mut self,
-        env: &mut E,
-        ipa: u64,
-        size: u64,
-        new: Leaf,
-    ) -> Result<(), Error> {
+    pub fn set<E: MmEnv>(&mut self, env: &mut E, ipa: u64, size: u64, new: Leaf) -> Result<(), Error> {
         let u = self.prepare(env, ipa, size, new)?;
         self.commit(env, u);
         Ok(())
@@ -292,13 +256,7 @@ impl Stage2 {
     /// Visits every table page reachable from the root (root pages excluded)
     /// with its level; for invariant checks.
     pub fn for_each_table<E: MmEnv, F: FnMut(u64, u8)>(&self, env: &mut E, mut f: F) {
-        fn rec<E: MmEnv, F: FnMut(u64, u8)>(
-            env: &mut E,
-            table: u64,
-            level: u8,
-            entries: usize,
-            f: &mut F,
-        ) {
+        fn rec<E: MmEnv, F: FnMut(u64, u8)>(env: &mut E, table: u64, level: u8, entries: usize, f: &mut F) {
             let base = env.table_ptr(table);
             for i in 0..entries {
                 // SAFETY: i < entries of this table.
@@ -309,13 +267,7 @@ impl Stage2 {
                 }
             }
         }
-        rec(
-            env,
-            self.geo.root,
-            self.geo.start_level,
-            self.geo.root_entries,
-            &mut f,
-        );
+        rec(env, self.geo.root, self.geo.start_level, self.geo.root_entries, &mut f);
     }
 }
 
@@ -361,11 +313,7 @@ struct LeafVisitor<F> {
 
 impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for LeafVisitor<F> {
     fn leaf(&mut self, _env: &mut E, e: &Entry) -> Result<(), Error> {
-        let m = Mapping {
-            base: e.base,
-            level: e.level,
-            leaf: pte::decode(e.pte),
-        };
+        let m = Mapping { base: e.base, level: e.level, leaf: pte::decode(e.pte) };
         (self.f)(m, e.base.max(self.start), e.end().min(self.end))
     }
 }
@@ -410,8 +358,7 @@ impl<E: MmEnv> Visitor<E> for CountVisitor {
         if already(e, self.start, self.new) {
             return Ok(());
         }
-        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level)
-        {
+        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level) {
             return Ok(());
         }
         self.pages += self.split_cost(e.base, e.level);
@@ -419,8 +366,7 @@ impl<E: MmEnv> Visitor<E> for CountVisitor {
     }
 
     fn table_pre(&mut self, _env: &mut E, e: &Entry) -> Result<Walk, Error> {
-        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level)
-        {
+        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level) {
             Ok(Walk::Skip)
         } else {
             Ok(Walk::Continue)
@@ -434,6 +380,7 @@ struct SetVisitor<'a> {
     end: u64,
     new: Leaf,
     vmid: Option<Vmid>,
+    who: u16,
     cache: &'a mut Memcache,
     stats: &'a mut Stats,
     tables: &'a mut usize,
@@ -516,6 +463,7 @@ impl SetVisitor<'_> {
         }
         self.stats.splits += 1;
         self.stats.tables_allocated += 1;
+        env.on_split(self.who, e.base, e.level);
         *self.tables += 1;
         if pte::is_valid(e.pte) {
             self.write(env, e, 0);
@@ -557,6 +505,7 @@ impl SetVisitor<'_> {
         env.free_table(table);
         self.stats.merges += 1;
         self.stats.tables_freed += 1;
+        env.on_merge(self.who, e.base, e.level);
         *self.tables -= 1;
     }
 }

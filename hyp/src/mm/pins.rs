@@ -19,10 +19,7 @@ impl Pins {
     pub fn new(base: u64, size: u64) -> Self {
         let n = (size >> PAGE_SHIFT) as usize;
         let counts = alloc::vec![0; n];
-        Pins {
-            base_pfn: base >> PAGE_SHIFT,
-            counts,
-        }
+        Pins { base_pfn: base >> PAGE_SHIFT, counts }
     }
 
     fn slot(&self, pa: u64) -> Option<usize> {
@@ -41,8 +38,7 @@ impl Pins {
     }
 
     pub fn is_exclusive(&self, pa: u64) -> bool {
-        self.slot(pa)
-            .is_some_and(|i| self.counts[i] & EXCLUSIVE != 0)
+        self.slot(pa).is_some_and(|i| self.counts[i] & EXCLUSIVE != 0)
     }
 
     /// True when any page of `[pa, pa + size)` is pinned.

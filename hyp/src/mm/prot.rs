@@ -18,21 +18,9 @@ pub struct Perm {
 }
 
 impl Perm {
-    pub const RWX: Perm = Perm {
-        r: true,
-        w: true,
-        x: true,
-    };
-    pub const RW: Perm = Perm {
-        r: true,
-        w: true,
-        x: false,
-    };
-    pub const R: Perm = Perm {
-        r: true,
-        w: false,
-        x: false,
-    };
+    pub const RWX: Perm = Perm { r: true, w: true, x: true };
+    pub const RW: Perm = Perm { r: true, w: true, x: false };
+    pub const R: Perm = Perm { r: true, w: false, x: false };
 }
 
 /// Attributes of a valid mapping.
@@ -43,18 +31,9 @@ pub struct Attrs {
 }
 
 impl Attrs {
-    pub const NORMAL_RWX: Attrs = Attrs {
-        mem: MemType::Normal,
-        perm: Perm::RWX,
-    };
-    pub const NORMAL_RW: Attrs = Attrs {
-        mem: MemType::Normal,
-        perm: Perm::RW,
-    };
-    pub const DEVICE_RW: Attrs = Attrs {
-        mem: MemType::Device,
-        perm: Perm::RW,
-    };
+    pub const NORMAL_RWX: Attrs = Attrs { mem: MemType::Normal, perm: Perm::RWX };
+    pub const NORMAL_RW: Attrs = Attrs { mem: MemType::Normal, perm: Perm::RW };
+    pub const DEVICE_RW: Attrs = Attrs { mem: MemType::Device, perm: Perm::RW };
 }
 
 /// pKVM page state of a mapped page, kept in descriptor bits 55-56.
@@ -96,11 +75,7 @@ pub enum Leaf {
     /// Invalid descriptor carrying an owner annotation.
     Invalid(Owner),
     /// Valid block or page.
-    Mapped {
-        pa: u64,
-        attrs: Attrs,
-        state: PageState,
-    },
+    Mapped { pa: u64, attrs: Attrs, state: PageState },
 }
 
 impl Leaf {
@@ -108,11 +83,7 @@ impl Leaf {
     #[inline]
     pub fn offset(self, off: u64) -> Leaf {
         match self {
-            Leaf::Mapped { pa, attrs, state } => Leaf::Mapped {
-                pa: pa + off,
-                attrs,
-                state,
-            },
+            Leaf::Mapped { pa, attrs, state } => Leaf::Mapped { pa: pa + off, attrs, state },
             inv => inv,
         }
     }

@@ -100,26 +100,15 @@ pub fn decode(pte: u64) -> Leaf {
         };
         return Leaf::Invalid(owner);
     }
-    let mem = if (pte & MEMATTR_MASK) >> MEMATTR_SHIFT == MEMATTR_DEVICE_NGNRE {
-        MemType::Device
-    } else {
-        MemType::Normal
-    };
-    let perm = Perm {
-        r: pte & S2AP_R != 0,
-        w: pte & S2AP_W != 0,
-        x: pte & XN_MASK == 0,
-    };
+    let mem =
+        if (pte & MEMATTR_MASK) >> MEMATTR_SHIFT == MEMATTR_DEVICE_NGNRE { MemType::Device } else { MemType::Normal };
+    let perm = Perm { r: pte & S2AP_R != 0, w: pte & S2AP_W != 0, x: pte & XN_MASK == 0 };
     let state = match (pte & SW_STATE_MASK) >> SW_STATE_SHIFT {
         1 => PageState::SharedOwned,
         2 => PageState::SharedBorrowed,
         _ => PageState::Owned,
     };
-    Leaf::Mapped {
-        pa: pte & OA_MASK,
-        attrs: Attrs { mem, perm },
-        state,
-    }
+    Leaf::Mapped { pa: pte & OA_MASK, attrs: Attrs { mem, perm }, state }
 }
 
 /// The same leaf re-encoded one level down (a block entry becomes a page
@@ -147,22 +136,11 @@ mod tests {
             Leaf::Invalid(Owner::None),
             Leaf::Invalid(Owner::Hyp),
             Leaf::Invalid(Owner::Guest(0xbeef)),
-            Leaf::Mapped {
-                pa: 0x4020_0000,
-                attrs: Attrs::NORMAL_RWX,
-                state: PageState::Owned,
-            },
-            Leaf::Mapped {
-                pa: 0x9000_0000,
-                attrs: Attrs::DEVICE_RW,
-                state: PageState::SharedOwned,
-            },
+            Leaf::Mapped { pa: 0x4020_0000, attrs: Attrs::NORMAL_RWX, state: PageState::Owned },
+            Leaf::Mapped { pa: 0x9000_0000, attrs: Attrs::DEVICE_RW, state: PageState::SharedOwned },
             Leaf::Mapped {
                 pa: 0xffff_ffff_f000,
-                attrs: Attrs {
-                    mem: MemType::Normal,
-                    perm: Perm::R,
-                },
+                attrs: Attrs { mem: MemType::Normal, perm: Perm::R },
                 state: PageState::SharedBorrowed,
             },
         ];
@@ -178,34 +156,13 @@ mod tests {
     #[test]
     fn exact_bits() {
         // 4K page, normal WB, RW, XN, shared-owned.
-        let d = encode(
-            Leaf::Mapped {
-                pa: 0x4000_1000,
-                attrs: Attrs::NORMAL_RW,
-                state: PageState::SharedOwned,
-            },
-            3,
-        );
+        let d = encode(Leaf::Mapped { pa: 0x4000_1000, attrs: Attrs::NORMAL_RW, state: PageState::SharedOwned }, 3);
         assert_eq!(
             d,
-            0x4000_1000
-                | 0b11
-                | (0xf << 2)
-                | (0b11 << 6)
-                | (0b11 << 8)
-                | (1 << 10)
-                | (0b10 << 53)
-                | (1 << 55)
+            0x4000_1000 | 0b11 | (0xf << 2) | (0b11 << 6) | (0b11 << 8) | (1 << 10) | (0b10 << 53) | (1 << 55)
         );
         // 2M block has bit 1 clear.
-        let b = encode(
-            Leaf::Mapped {
-                pa: 0x4020_0000,
-                attrs: Attrs::NORMAL_RWX,
-                state: PageState::Owned,
-            },
-            2,
-        );
+        let b = encode(Leaf::Mapped { pa: 0x4020_0000, attrs: Attrs::NORMAL_RWX, state: PageState::Owned }, 2);
         assert_eq!(b & 0b11, 0b01);
         assert_eq!(child_of(b, 3, 0x1000) & 0b11, 0b11);
         assert_eq!(child_of(b, 3, 0x1000) & OA_MASK, 0x4020_1000);

@@ -34,12 +34,7 @@ impl Default for TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
-        TestEnv {
-            live: BTreeMap::new(),
-            budget: None,
-            log: Vec::new(),
-            record: true,
-        }
+        TestEnv { live: BTreeMap::new(), budget: None, log: Vec::new(), record: true }
     }
     /// Non-root table pages alive.
     pub fn tables_live(&self) -> usize {
@@ -99,11 +94,7 @@ impl MmEnv for TestEnv {
         Some(p)
     }
     fn free_root(&mut self, pa: u64, pages: usize) {
-        assert_eq!(
-            self.live.remove(&pa),
-            Some(pages),
-            "double or bad free of {pa:#x}"
-        );
+        assert_eq!(self.live.remove(&pa), Some(pages), "double or bad free of {pa:#x}");
         let layout = Layout::from_size_align(pages * 4096, pages * 4096).unwrap();
         // SAFETY: allocated above with this layout.
         unsafe { dealloc(pa as *mut u8, layout) };
@@ -115,11 +106,7 @@ impl MmEnv for TestEnv {
         // SAFETY: ptep points into a live test table page.
         let old = unsafe { core::ptr::read(ptep) };
         if self.record {
-            self.log.push(Event::Write {
-                ptep: ptep as u64,
-                old,
-                new: val,
-            });
+            self.log.push(Event::Write { ptep: ptep as u64, old, new: val });
         }
         // SAFETY: as above.
         unsafe { core::ptr::write(ptep, val) };

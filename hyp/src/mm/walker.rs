@@ -60,13 +60,7 @@ pub struct Geometry {
 }
 
 /// Walks `[start, end)` (page-aligned, `start < end`, inside the tree).
-pub fn walk<E: MmEnv, V: Visitor<E>>(
-    env: &mut E,
-    g: &Geometry,
-    start: u64,
-    end: u64,
-    v: &mut V,
-) -> Result<(), Error> {
+pub fn walk<E: MmEnv, V: Visitor<E>>(env: &mut E, g: &Geometry, start: u64, end: u64, v: &mut V) -> Result<(), Error> {
     walk_table(env, g.root, g.start_level, g.root_entries, start, end, v)
 }
 
@@ -93,31 +87,14 @@ fn walk_table<E: MmEnv, V: Visitor<E>>(
         let mut d = unsafe { core::ptr::read_volatile(ptep) };
         let mut descend = pte::is_table(d, level);
         if descend {
-            if v.table_pre(
-                env,
-                &Entry {
-                    ptep,
-                    pte: d,
-                    base,
-                    level,
-                },
-            )? == Walk::Skip
-            {
+            if v.table_pre(env, &Entry { ptep, pte: d, base, level })? == Walk::Skip {
                 descend = false;
             }
             // SAFETY: as above; table_pre may have replaced the descriptor.
             d = unsafe { core::ptr::read_volatile(ptep) };
             descend &= pte::is_table(d, level);
         } else {
-            v.leaf(
-                env,
-                &Entry {
-                    ptep,
-                    pte: d,
-                    base,
-                    level,
-                },
-            )?;
+            v.leaf(env, &Entry { ptep, pte: d, base, level })?;
             // SAFETY: as above; leaf may have installed a table.
             d = unsafe { core::ptr::read_volatile(ptep) };
             descend = pte::is_table(d, level);
@@ -126,15 +103,7 @@ fn walk_table<E: MmEnv, V: Visitor<E>>(
             walk_table(env, pte::table_pa(d), level + 1, ENTRIES, addr, next, v)?;
             // SAFETY: as above.
             let d = unsafe { core::ptr::read_volatile(ptep) };
-            v.table_post(
-                env,
-                &Entry {
-                    ptep,
-                    pte: d,
-                    base,
-                    level,
-                },
-            )?;
+            v.table_post(env, &Entry { ptep, pte: d, base, level })?;
         }
         addr = next;
     }

@@ -23,6 +23,8 @@ use crate::arch::aarch64::fpsimd::FpRegs;
 use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
 use crate::mem::{self, HostLocked};
+use crate::tracebuf::point;
+use hyp::trace::op;
 
 pub const MAX_VMS: usize = 64;
 pub const MAX_VCPUS: usize = 8;
@@ -81,29 +83,16 @@ struct Table {
     vmids: [bool; 256],
 }
 
-static VMS: Mutex<Table> = Mutex::new(Table {
-    vms: Vec::new(),
-    next_handle: 1,
-    vmids: [false; 256],
-});
+static VMS: Mutex<Table> = Mutex::new(Table { vms: Vec::new(), next_handle: 1, vmids: [false; 256] });
 
 /// Finds a live VM by handle.
 pub fn get(handle: u64) -> Result<Arc<Mutex<Vm>>, Error> {
     let t = VMS.lock();
-    t.vms
-        .iter()
-        .flatten()
-        .find(|(h, _)| *h as u64 == handle)
-        .map(|(_, v)| v.clone())
-        .ok_or(Error::NoEnt)
+    t.vms.iter().flatten().find(|(h, _)| *h as u64 == handle).map(|(_, v)| v.clone()).ok_or(Error::NoEnt)
 }
 
 fn create(ipa_bits: u64) -> Result<u16, Error> {
-    let bits = if ipa_bits == 0 {
-        GUEST_IPA_BITS
-    } else {
-        u8::try_from(ipa_bits).map_err(|_| Error::Inval)?
-    };
+    let bits = if ipa_bits == 0 { GUEST_IPA_BITS } else { u8::try_from(ipa_bits).map_err(|_| Error::Inval)? };
     let mut t = VMS.lock();
     if t.vms.iter().flatten().count() >= MAX_VMS {
         return Err(Error::NoMem);
@@ -118,15 +107,10 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
     }
     t.next_handle = handle.wrapping_add(1);
     t.vmids[vmid as usize] = true;
+    let mut pgt = pgt;
+    pgt.set_who(handle);
     let vtcr = crate::boot::vtcr_for(&pgt);
-    let vm = Vm {
-        handle,
-        vmid,
-        mm: GuestMm { pgt, handle },
-        vcpus: Vec::new(),
-        dying: false,
-        vtcr,
-    };
+    let vm = Vm { handle, vmid, mm: GuestMm { pgt, handle }, vcpus: Vec::new(), dying: false, vtcr };
     let slot = (handle, Arc::new(Mutex::new(vm)));
     match t.vms.iter_mut().find(|s| s.is_none()) {
         Some(s) => *s = Some(slot),
@@ -165,14 +149,13 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
     }
     vm.dying = true;
     let mut env = HypEnv;
-    let bytes = mem_protect::guest_teardown(&mut env, host, &mut vm.mm)?;
+    let r = mem_protect::guest_teardown(&mut env, host, &mut vm.mm);
+    point::transition(vm.handle, 0, op::TEARDOWN, 0, *r.as_ref().unwrap_or(&0), &r);
+    let bytes = r?;
     // All pages are back: forget the VM, free its tables and VMID.
     drop(vm);
     let mut t = VMS.lock();
-    let slot = t
-        .vms
-        .iter_mut()
-        .find(|s| s.as_ref().is_some_and(|(h, _)| *h as u64 == handle));
+    let slot = t.vms.iter_mut().find(|s| s.as_ref().is_some_and(|(h, _)| *h as u64 == handle));
     let Some(slot) = slot else {
         return Err(Error::NoEnt);
     };
@@ -187,10 +170,7 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
         }
         // Someone else still holds the VM (another CPU mid-call): keep it.
         Err(arc) => {
-            *t.vms
-                .iter_mut()
-                .find(|s| s.is_none())
-                .expect("slot just freed") = Some((handle as u16, arc));
+            *t.vms.iter_mut().find(|s| s.is_none()).expect("slot just freed") = Some((handle as u16, arc));
             Err(Error::Busy)
         }
     }
@@ -198,18 +178,9 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
 
 fn state_code(l: Leaf) -> u64 {
     match l {
-        Leaf::Mapped {
-            state: PageState::Owned,
-            ..
-        } => abi::page_state::OWNED,
-        Leaf::Mapped {
-            state: PageState::SharedOwned,
-            ..
-        } => abi::page_state::SHARED_OWNED,
-        Leaf::Mapped {
-            state: PageState::SharedBorrowed,
-            ..
-        } => abi::page_state::SHARED_BORROWED,
+        Leaf::Mapped { state: PageState::Owned, .. } => abi::page_state::OWNED,
+        Leaf::Mapped { state: PageState::SharedOwned, .. } => abi::page_state::SHARED_OWNED,
+        Leaf::Mapped { state: PageState::SharedBorrowed, .. } => abi::page_state::SHARED_BORROWED,
         Leaf::Invalid(_) => abi::page_state::NONE,
     }
 }
@@ -225,9 +196,9 @@ pub fn host_call(fid: u32, frame: &mut TrapFrame) -> Option<Result<(), Error>> {
             let mut host = mem::host();
             destroy(&mut host, a[0]).map(|b| frame.x[2] = b)
         }
-        abi::VCPU_CREATE => get(a[0])
-            .and_then(|vm| vcpu_create(&mut vm.lock(), a[1], a[2]))
-            .map(|i| frame.x[2] = i as u64),
+        abi::VCPU_CREATE => {
+            get(a[0]).and_then(|vm| vcpu_create(&mut vm.lock(), a[1], a[2])).map(|i| frame.x[2] = i as u64)
+        }
         abi::DONATE_GUEST => {
             let mut host = mem::host();
             get(a[0]).and_then(|vm| {
@@ -235,7 +206,9 @@ pub fn host_call(fid: u32, frame: &mut TrapFrame) -> Option<Result<(), Error>> {
                 if vm.dying {
                     return Err(Error::Perm);
                 }
-                mem_protect::host_donate_guest(&mut env, &mut host, &mut vm.mm, a[1], a[2], a[3])
+                let r = mem_protect::host_donate_guest(&mut env, &mut host, &mut vm.mm, a[1], a[2], a[3]);
+                point::transition(vm.handle, 0, op::DONATE_GUEST, a[1], a[3], &r);
+                r
             })
         }
         abi::VM_STATS => get(a[0]).and_then(|vm| {
@@ -302,24 +275,14 @@ fn dump(env: &mut HypEnv, name: &str, pgt: &Stage2) -> Result<(), Error> {
                 Leaf::Mapped { pa, .. } => alloc::format!(" -> {pa:#x}"),
                 _ => alloc::string::String::new(),
             };
-            log::info!(
-                "s2 {}: {:#012x}..{:#012x}{} {} L{}",
-                name,
-                c.0,
-                c.1,
-                pa,
-                describe(c.3),
-                c.2
-            );
+            log::info!("s2 {}: {:#012x}..{:#012x}{} {} L{}", name, c.0, c.1, pa, describe(c.3), c.2);
             lines += 1;
         }
     };
     pgt.for_each_leaf(env, 0, pgt.ipa_limit(), |m, a, b| {
         let leaf = m.at(a);
         match cur {
-            Some((s, e, lvl, l)) if e == a && lvl == m.level && l.offset(e - s) == leaf => {
-                cur = Some((s, b, lvl, l))
-            }
+            Some((s, e, lvl, l)) if e == a && lvl == m.level && l.offset(e - s) == leaf => cur = Some((s, b, lvl, l)),
             _ => {
                 if let Some(c) = cur.take() {
                     flush(c);

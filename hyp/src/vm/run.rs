@@ -16,6 +16,8 @@ use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
 use crate::hypercall::guest::{self, Outcome};
 use crate::percpu::{this_cpu, Running};
+use crate::tracebuf::point;
+use hyp::trace::Resolution;
 
 /// First IPA of guest RAM: below it is the emulated device window (MMIO
 /// exits to the host), as on QEMU `virt`.
@@ -35,11 +37,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     if vm.dying {
         return Err(Error::Perm);
     }
-    let (vttbr, vtcr, handle) = (
-        vm.mm.pgt.root_pa() | ((vm.vmid as u64) << 48),
-        vm.vtcr,
-        vm.handle,
-    );
+    let (vttbr, vtcr, handle) = (vm.mm.pgt.root_pa() | ((vm.vmid as u64) << 48), vm.vtcr, vm.handle);
     let vcpu = vm.vcpus.get_mut(idx).ok_or(Error::NoEnt)?;
     if vcpu.running {
         return Err(Error::Busy);
@@ -60,20 +58,12 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     VTTBR_EL2.set(vttbr);
     HCR_EL2.set(el1::hcr_guest());
     isb();
+    cpu.running = Running::Guest(handle, idx);
     // Finish what the last exit left open.
     match vcpu.pending {
-        Pending::MmioRead {
-            srt,
-            size,
-            sign,
-            sf,
-        } => {
+        Pending::MmioRead { srt, size, sign, sf } => {
             let bits = size as u32 * 8;
-            let mut v = if bits == 64 {
-                reply[0]
-            } else {
-                reply[0] & ((1u64 << bits) - 1)
-            };
+            let mut v = if bits == 64 { reply[0] } else { reply[0] & ((1u64 << bits) - 1) };
             if sign && bits < 64 && v & (1 << (bits - 1)) != 0 {
                 v |= !((1u64 << bits) - 1);
             }
@@ -95,7 +85,6 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     }
     vcpu.pending = Pending::None;
     vcpu.running = true;
-    cpu.running = Running::Guest(handle, idx);
     drop(vm);
     cpu.guest = Some(vm_arc);
     Ok(())
@@ -134,24 +123,14 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
             frame.elr += 4;
             guest::handle(frame, &vm_arc, idx)
         }
-        EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr, &vm_arc),
+        EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr, &vm_arc, idx),
         _ => {
-            log::debug!(
-                "guest: unexpected trap {} at {:#x}: undefined instruction injected",
-                esr,
-                frame.elr
-            );
+            log::debug!("guest: unexpected trap {} at {:#x}: undefined instruction injected", esr, frame.elr);
             inject::inject_undef(frame);
             Outcome::Resume
         }
     };
-    if let Outcome::Exit {
-        reason,
-        details,
-        pending,
-        stop,
-    } = outcome
-    {
+    if let Outcome::Exit { reason, details, pending, stop } = outcome {
         let mut vm = vm_arc.lock();
         vm.vcpus[idx].pending = pending;
         vm.vcpus[idx].stopped |= stop;
@@ -168,39 +147,26 @@ pub fn handle_guest_irq(frame: &mut TrapFrame, _handle: u16, idx: usize) {
 
 /// A guest stage-2 fault: MMIO in the device window (exit to the host), an
 /// abort elsewhere (exit to the host, injected on the next run).
-fn stage2_fault(
-    frame: &mut TrapFrame,
-    esr: Esr,
-    vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>,
-) -> Outcome {
+fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
     let (ipa, far) = crate::host::fault_ipa();
     let vm = vm_arc.lock();
+    let who = vm.handle;
     if let Ok(m) = vm.mm.pgt.lookup(&mut HypEnv, ipa) {
         if matches!(m.leaf, Leaf::Mapped { .. }) {
             // Mapped meanwhile (or a stale TLB entry): retry.
+            point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::Spurious, m.level);
             return Outcome::Resume;
         }
     }
     drop(vm);
     if ipa < GUEST_RAM_BASE && esr.is_data_abort() && esr.isv() {
+        point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::MmioExit, 0);
         let srt = esr.srt();
         let size = esr.sas_bytes();
         let value = if srt == 31 { 0 } else { frame.x[srt as usize] };
-        let value = if size == 8 {
-            value
-        } else {
-            value & ((1u64 << (size as u32 * 8)) - 1)
-        };
-        let pending = if esr.wnr() {
-            Pending::MmioWrite
-        } else {
-            Pending::MmioRead {
-                srt,
-                size,
-                sign: esr.sse(),
-                sf: esr.sf(),
-            }
-        };
+        let value = if size == 8 { value } else { value & ((1u64 << (size as u32 * 8)) - 1) };
+        let pending =
+            if esr.wnr() { Pending::MmioWrite } else { Pending::MmioRead { srt, size, sign: esr.sse(), sf: esr.sf() } };
         return Outcome::Exit {
             reason: exit::MMIO,
             details: [ipa, size as u64, esr.wnr() as u64, value, 0],
@@ -208,6 +174,7 @@ fn stage2_fault(
             stop: false,
         };
     }
+    point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::GuestAbortExit, 0);
     Outcome::Exit {
         reason: exit::GUEST_ABORT,
         details: [ipa, esr.0, frame.elr, 0, 0],

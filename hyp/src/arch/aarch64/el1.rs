@@ -42,10 +42,7 @@ pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 impl El1Regs {
     /// State of an EL1 context that has not run yet.
     pub fn reset() -> Self {
-        El1Regs {
-            sctlr: SCTLR_EL1_RESET,
-            ..Default::default()
-        }
+        El1Regs { sctlr: SCTLR_EL1_RESET, ..Default::default() }
     }
 
     pub fn save() -> Self {
@@ -125,9 +122,7 @@ pub fn hcr_host() -> u64 {
 /// HCR_EL2 for a guest: as the host, plus physical IRQ/FIQ/SError taken to
 /// EL2 (they belong to the host) and WFI/WFE not trapped.
 pub fn hcr_guest() -> u64 {
-    hcr_host()
-        | (HCR_EL2::IMO::EnableVirtualIRQ + HCR_EL2::FMO::EnableVirtualFIQ + HCR_EL2::AMO::SET)
-            .value
+    hcr_host() | (HCR_EL2::IMO::EnableVirtualIRQ + HCR_EL2::FMO::EnableVirtualFIQ + HCR_EL2::AMO::SET).value
 }
 
 /// EL2 controls set once per CPU: timers and counters usable at EL1, FP/SIMD

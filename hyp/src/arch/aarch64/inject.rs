@@ -44,6 +44,11 @@ pub fn inject_abort(frame: &mut TrapFrame, esr: Esr, far: u64) {
         (false, false) => EC_DABT_CUR,
     } as u64;
     let wnr = if esr.is_data_abort() { esr.0 & WNR } else { 0 };
+    let (who, vcpu) = match crate::percpu::this_cpu().running {
+        crate::percpu::Running::Host => (0, 0),
+        crate::percpu::Running::Guest(h, v) => (h, v),
+    };
+    crate::tracebuf::point::inject(who, vcpu, esr.0, far, frame.elr);
     enter_el1_vector(frame, (ec << 26) | IL | wnr | FSC_SEA, far);
 }
 

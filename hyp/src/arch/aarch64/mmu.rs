@@ -59,12 +59,7 @@ pub fn enable() {
     // SAFETY: invalidating the EL2 TLB has no effect on memory.
     unsafe { core::arch::asm!("tlbi alle2", "dsb ish", "isb") };
     SCTLR_EL2.set(SCTLR_EL2_RES1);
-    SCTLR_EL2.modify(
-        SCTLR_EL2::M::Enable
-            + SCTLR_EL2::C::Cacheable
-            + SCTLR_EL2::I::Cacheable
-            + SCTLR_EL2::SA::Enable,
-    );
+    SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable + SCTLR_EL2::SA::Enable);
     barrier::isb(barrier::SY);
 }
 

@@ -72,6 +72,12 @@ impl MmEnv for HypEnv {
             unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb") };
         });
     }
+    fn on_split(&mut self, who: u16, ipa: u64, level: u8) {
+        crate::tracebuf::point::table(hyp::trace::Kind::Split, who, ipa, level);
+    }
+    fn on_merge(&mut self, who: u16, ipa: u64, level: u8) {
+        crate::tracebuf::point::table(hyp::trace::Kind::Merge, who, ipa, level);
+    }
     fn scrub(&mut self, pa: u64, size: u64) {
         // SAFETY: the caller has unmapped [pa, pa + size) from every lower EL
         // and the identity map covers it as normal memory.

@@ -63,12 +63,7 @@ fn fatal(kind: u64, frame: &TrapFrame) -> ! {
     let far = crate::read_sysreg!("far_el2");
     log::error!("unexpected exception: {}", KIND_NAMES[(kind & 15) as usize]);
     log::error!("  ESR_EL2 {:#018x}: {}", esr.0, esr);
-    log::error!(
-        "  FAR_EL2 {:#018x}  ELR_EL2 {:#018x}  SPSR_EL2 {:#x}",
-        far,
-        frame.elr,
-        frame.spsr
-    );
+    log::error!("  FAR_EL2 {:#018x}  ELR_EL2 {:#018x}  SPSR_EL2 {:#x}", far, frame.elr, frame.spsr);
     for (i, pair) in frame.x.chunks(4).enumerate() {
         let mut line = heapless_line();
         for (j, v) in pair.iter().enumerate() {
@@ -87,13 +82,14 @@ pub struct Line {
 }
 
 fn heapless_line() -> Line {
-    Line {
-        buf: [0; 160],
-        len: 0,
-    }
+    Line { buf: [0; 160], len: 0 }
 }
 
 impl Line {
+    pub const fn new() -> Line {
+        Line { buf: [0; 160], len: 0 }
+    }
+
     pub fn as_str(&self) -> &str {
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
     }

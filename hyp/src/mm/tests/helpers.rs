@@ -43,14 +43,9 @@ pub fn check_structure(env: &mut TestEnv, s2: &Stage2) {
         }
         let valid = pte::is_valid(e[0]);
         let csize = crate::mm::level_size(level);
-        let aligned =
-            !valid || crate::mm::is_aligned(pte::table_pa(e[0]), crate::mm::level_size(level - 1));
-        let uniform =
-            (0..ENTRIES).all(|i| e[i] == if valid { e[0] + i as u64 * csize } else { e[0] });
-        assert!(
-            !(aligned && uniform),
-            "mergeable table left at level {level} ({pa:#x})"
-        );
+        let aligned = !valid || crate::mm::is_aligned(pte::table_pa(e[0]), crate::mm::level_size(level - 1));
+        let uniform = (0..ENTRIES).all(|i| e[i] == if valid { e[0] + i as u64 * csize } else { e[0] });
+        assert!(!(aligned && uniform), "mergeable table left at level {level} ({pa:#x})");
     }
 }
 

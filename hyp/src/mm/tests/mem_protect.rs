@@ -29,40 +29,20 @@ impl World {
     pub fn new() -> Self {
         let mut env = TestEnv::new();
         let host_pgt = Stage2::new(&mut env, 40, Some(0)).unwrap();
-        let hyp = HypMm {
-            pgt: Stage2::new(&mut env, 40, None).unwrap(),
-        };
+        let hyp = HypMm { pgt: Stage2::new(&mut env, 40, None).unwrap() };
         let host = HostMm::new(
             host_pgt,
-            vec![Region {
-                base: RAM,
-                size: RAM_SIZE,
-            }],
-            vec![Region {
-                base: 0x0900_0000,
-                size: 0x1000,
-            }],
+            vec![Region { base: RAM, size: RAM_SIZE }],
+            vec![Region { base: 0x0900_0000, size: 0x1000 }],
         );
-        let guests = (1..=2)
-            .map(|h| GuestMm {
-                pgt: Stage2::new(&mut env, 40, Some(h)).unwrap(),
-                handle: h,
-            })
-            .collect();
-        World {
-            env,
-            host,
-            hyp,
-            guests,
-        }
+        let guests = (1..=2).map(|h| GuestMm { pgt: Stage2::new(&mut env, 40, Some(h)).unwrap(), handle: h }).collect();
+        World { env, host, hyp, guests }
     }
 
     /// Every leaf of every table, to prove a refused call changed nothing.
     pub fn snapshot(&mut self) -> Vec<Vec<(u64, u64, u8, Leaf)>> {
-        let mut v = vec![
-            leaves(&mut self.env, &self.host.pgt, 0, 1 << 40),
-            leaves(&mut self.env, &self.hyp.pgt, 0, 1 << 40),
-        ];
+        let mut v =
+            vec![leaves(&mut self.env, &self.host.pgt, 0, 1 << 40), leaves(&mut self.env, &self.hyp.pgt, 0, 1 << 40)];
         for g in &self.guests {
             v.push(leaves(&mut self.env, &g.pgt, 0, 1 << 40));
         }
@@ -77,12 +57,7 @@ impl World {
         (m.at(ipa), m.level)
     }
     pub fn check(&mut self) {
-        let World {
-            env,
-            host,
-            hyp,
-            guests,
-        } = self;
+        let World { env, host, hyp, guests } = self;
         check_structure(env, &host.pgt);
         check_structure(env, &hyp.pgt);
         let mut all: Vec<&Stage2> = vec![&host.pgt, &hyp.pgt];
@@ -94,12 +69,7 @@ impl World {
         env.check_bbm();
     }
     pub fn finish(self) {
-        let World {
-            mut env,
-            host,
-            hyp,
-            guests,
-        } = self;
+        let World { mut env, host, hyp, guests } = self;
         host.pgt.destroy(&mut env);
         hyp.pgt.destroy(&mut env);
         for g in guests {
@@ -115,70 +85,29 @@ macro_rules! refused {
         let before = $w.snapshot();
         let got = $call;
         assert_eq!(got.err(), Some($want), "{}", stringify!($call));
-        assert_eq!(
-            $w.snapshot(),
-            before,
-            "refused call changed something: {}",
-            stringify!($call)
-        );
+        assert_eq!($w.snapshot(), before, "refused call changed something: {}", stringify!($call));
     }};
 }
 
 fn borrowed(pa: u64) -> Leaf {
-    Leaf::Mapped {
-        pa,
-        attrs: Attrs::NORMAL_RW,
-        state: PageState::SharedBorrowed,
-    }
+    Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed }
 }
 
 #[test]
 fn host_faults_map_largest_block() {
     let mut w = World::new();
     let r = w.host.handle_fault(&mut w.env, RAM + 5 * M2 + 123).unwrap();
-    assert_eq!(
-        r,
-        HostFault::Mapped {
-            level: 2,
-            base: RAM + 5 * M2,
-            device: false
-        }
-    );
+    assert_eq!(r, HostFault::Mapped { level: 2, base: RAM + 5 * M2, device: false });
     let r = w.host.handle_fault(&mut w.env, 0x0900_0010).unwrap();
-    assert_eq!(
-        r,
-        HostFault::Mapped {
-            level: 3,
-            base: 0x0900_0000,
-            device: true
-        }
-    );
-    assert_eq!(
-        w.host.handle_fault(&mut w.env, RAM + 5 * M2).unwrap(),
-        HostFault::Spurious
-    );
-    refused!(
-        w,
-        Error::Inval,
-        w.host.handle_fault(&mut w.env, 0x2000_0000)
-    );
+    assert_eq!(r, HostFault::Mapped { level: 3, base: 0x0900_0000, device: true });
+    assert_eq!(w.host.handle_fault(&mut w.env, RAM + 5 * M2).unwrap(), HostFault::Spurious);
+    refused!(w, Error::Inval, w.host.handle_fault(&mut w.env, 0x2000_0000));
     refused!(w, Error::Inval, w.host.handle_fault(&mut w.env, 1 << 45));
     // Hyp-owned pages refuse the host and force 4K around them.
     host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, RAM + 9 * M2 + K4, K4).unwrap();
-    refused!(
-        w,
-        Error::Perm,
-        w.host.handle_fault(&mut w.env, RAM + 9 * M2 + K4)
-    );
+    refused!(w, Error::Perm, w.host.handle_fault(&mut w.env, RAM + 9 * M2 + K4));
     let r = w.host.handle_fault(&mut w.env, RAM + 9 * M2).unwrap();
-    assert_eq!(
-        r,
-        HostFault::Mapped {
-            level: 3,
-            base: RAM + 9 * M2,
-            device: false
-        }
-    );
+    assert_eq!(r, HostFault::Mapped { level: 3, base: RAM + 9 * M2, device: false });
     w.check();
     w.finish();
 }
@@ -188,80 +117,20 @@ fn share_and_unshare_with_hyp() {
     let mut w = World::new();
     let pa = RAM + 3 * M2;
     host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 2 * K4).unwrap();
-    assert!(matches!(
-        w.host_leaf(pa),
-        Leaf::Mapped {
-            state: PageState::SharedOwned,
-            ..
-        }
-    ));
+    assert!(matches!(w.host_leaf(pa), Leaf::Mapped { state: PageState::SharedOwned, .. }));
     let hl = w.hyp.pgt.lookup(&mut w.env, pa + K4).unwrap().at(pa + K4);
-    assert_eq!(
-        hl,
-        Leaf::Mapped {
-            pa: pa + K4,
-            attrs: Attrs::NORMAL_RW,
-            state: PageState::SharedBorrowed
-        }
-    );
-    refused!(
-        w,
-        Error::Perm,
-        host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa + K4, K4)
-    );
-    refused!(
-        w,
-        Error::Inval,
-        host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa + 1, K4)
-    );
-    refused!(
-        w,
-        Error::Inval,
-        host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 0)
-    );
-    refused!(
-        w,
-        Error::Inval,
-        host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, RAM + RAM_SIZE, K4)
-    );
-    refused!(
-        w,
-        Error::Inval,
-        host_share_hyp(
-            &mut w.env,
-            &mut w.host,
-            &mut w.hyp,
-            RAM + RAM_SIZE - K4,
-            2 * K4
-        )
-    );
-    refused!(
-        w,
-        Error::Inval,
-        host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, !0xfff_u64, 2 * K4)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 3 * K4)
-    );
+    assert_eq!(hl, Leaf::Mapped { pa: pa + K4, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed });
+    refused!(w, Error::Perm, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa + K4, K4));
+    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa + 1, K4));
+    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 0));
+    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, RAM + RAM_SIZE, K4));
+    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, RAM + RAM_SIZE - K4, 2 * K4));
+    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, !0xfff_u64, 2 * K4));
+    refused!(w, Error::Perm, host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 3 * K4));
     host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 2 * K4).unwrap();
-    assert!(matches!(
-        w.host_leaf(pa),
-        Leaf::Mapped {
-            state: PageState::Owned,
-            ..
-        }
-    ));
-    assert_eq!(
-        w.hyp.pgt.lookup(&mut w.env, pa).unwrap().leaf,
-        Leaf::Invalid(Owner::None)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4)
-    );
+    assert!(matches!(w.host_leaf(pa), Leaf::Mapped { state: PageState::Owned, .. }));
+    assert_eq!(w.hyp.pgt.lookup(&mut w.env, pa).unwrap().leaf, Leaf::Invalid(Owner::None));
+    refused!(w, Error::Perm, host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4));
     w.check();
     w.finish();
 }
@@ -274,26 +143,10 @@ fn donate_to_hyp_and_back() {
     assert_eq!(w.host_leaf(pa + K4), Leaf::Invalid(Owner::Hyp));
     // A 2M-aligned donation is one entry in each table.
     assert_eq!(w.host.pgt.lookup(&mut w.env, pa).unwrap().level, 2);
-    refused!(
-        w,
-        Error::Perm,
-        host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa + M2, K4)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa, M2 + K4)
-    );
+    refused!(w, Error::Perm, host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4));
+    refused!(w, Error::Perm, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4));
+    refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa + M2, K4));
+    refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa, M2 + K4));
     hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa, M2).unwrap();
     assert_eq!(w.host_leaf(pa), Leaf::Invalid(Owner::None));
     assert_eq!(w.host.pgt.table_pages(), 0, "merged back to nothing");
@@ -305,91 +158,20 @@ fn donate_to_hyp_and_back() {
 fn donate_to_guest_uses_blocks() {
     let mut w = World::new();
     let pa = RAM + 4 * M2;
-    let [g, ..] = &mut w.guests[..] else {
-        unreachable!()
-    };
+    let [g, ..] = &mut w.guests[..] else { unreachable!() };
     host_donate_guest(&mut w.env, &mut w.host, g, pa, G, 4 * M2).unwrap();
     assert_eq!(w.host_leaf(pa + K4), Leaf::Invalid(Owner::Guest(1)));
     let (l, level) = w.guest_leaf(0, G + M2 + K4);
-    assert_eq!(
-        (l, level),
-        (
-            Leaf::Mapped {
-                pa: pa + M2 + K4,
-                attrs: GUEST_RAM,
-                state: PageState::Owned
-            },
-            2
-        )
-    );
+    assert_eq!((l, level), (Leaf::Mapped { pa: pa + M2 + K4, attrs: GUEST_RAM, state: PageState::Owned }, 2));
     // Failures: already donated (to the same or another VM), IPA occupied,
     // bad ranges, hyp memory.
-    refused!(
-        w,
-        Error::Perm,
-        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], pa, G, K4)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        host_donate_guest(
-            &mut w.env,
-            &mut w.host,
-            &mut w.guests[0],
-            pa + 8 * M2,
-            G + K4,
-            K4
-        )
-    );
-    refused!(
-        w,
-        Error::Inval,
-        host_donate_guest(
-            &mut w.env,
-            &mut w.host,
-            &mut w.guests[0],
-            pa + 8 * M2,
-            1 << 40,
-            K4
-        )
-    );
-    refused!(
-        w,
-        Error::Inval,
-        host_donate_guest(
-            &mut w.env,
-            &mut w.host,
-            &mut w.guests[0],
-            pa + 8 * M2 + 1,
-            2 * G,
-            K4
-        )
-    );
-    refused!(
-        w,
-        Error::Inval,
-        host_donate_guest(
-            &mut w.env,
-            &mut w.host,
-            &mut w.guests[0],
-            0x0900_0000,
-            2 * G,
-            K4
-        )
-    );
+    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], pa, G, K4));
+    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa + 8 * M2, G + K4, K4));
+    refused!(w, Error::Inval, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa + 8 * M2, 1 << 40, K4));
+    refused!(w, Error::Inval, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa + 8 * M2 + 1, 2 * G, K4));
+    refused!(w, Error::Inval, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], 0x0900_0000, 2 * G, K4));
     host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa + 9 * M2, K4).unwrap();
-    refused!(
-        w,
-        Error::Perm,
-        host_donate_guest(
-            &mut w.env,
-            &mut w.host,
-            &mut w.guests[0],
-            pa + 9 * M2,
-            2 * G,
-            K4
-        )
-    );
+    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa + 9 * M2, 2 * G, K4));
     w.check();
     w.finish();
 }
@@ -408,58 +190,20 @@ fn guest_share_unshare_and_pins() {
     let got = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4).unwrap();
     assert_eq!(got, pa + M2 + 5 * K4);
     assert_eq!(w.host_leaf(got), borrowed(got));
-    assert_eq!(
-        w.guest_leaf(0, ipa),
-        (
-            Leaf::Mapped {
-                pa: got,
-                attrs: GUEST_RAM,
-                state: PageState::SharedOwned
-            },
-            3
-        )
-    );
-    refused!(
-        w,
-        Error::Perm,
-        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[1], ipa, K4)
-    );
-    refused!(
-        w,
-        Error::Inval,
-        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa + 8, K4)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 8 * M2, K4)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa + K4, K4)
-    );
+    assert_eq!(w.guest_leaf(0, ipa), (Leaf::Mapped { pa: got, attrs: GUEST_RAM, state: PageState::SharedOwned }, 3));
+    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
+    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[1], ipa, K4));
+    refused!(w, Error::Inval, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa + 8, K4));
+    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 8 * M2, K4));
+    refused!(w, Error::Perm, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa + K4, K4));
     // Pins.
     refused!(w, Error::Perm, w.host.pin(&mut w.env, pa, false));
     refused!(w, Error::Inval, w.host.pin(&mut w.env, got + 8, false));
     w.host.pin(&mut w.env, got, true).unwrap();
     assert_eq!(w.host.pin(&mut w.env, got, false), Err(Error::Busy));
     assert_eq!(w.host.pin(&mut w.env, got, true), Err(Error::Busy));
-    refused!(
-        w,
-        Error::Busy,
-        guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4)
-    );
-    refused!(
-        w,
-        Error::Busy,
-        guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4)
-    );
+    refused!(w, Error::Busy, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
+    refused!(w, Error::Busy, guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
     w.host.unpin(got).unwrap();
     w.host.pin(&mut w.env, got, false).unwrap();
     w.host.pin(&mut w.env, got, false).unwrap();
@@ -470,18 +214,8 @@ fn guest_share_unshare_and_pins() {
     // Unshare: host mapping gone (with TLBI) before the guest sees it private.
     w.env.log.clear();
     guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4).unwrap();
-    let tlbi_host = w
-        .env
-        .log
-        .iter()
-        .position(|e| matches!(e, Event::TlbiIpa { vmid: 0, .. }))
-        .unwrap();
-    let guest_write = w
-        .env
-        .log
-        .iter()
-        .rposition(|e| matches!(e, Event::Write { .. }))
-        .unwrap();
+    let tlbi_host = w.env.log.iter().position(|e| matches!(e, Event::TlbiIpa { vmid: 0, .. })).unwrap();
+    let guest_write = w.env.log.iter().rposition(|e| matches!(e, Event::Write { .. })).unwrap();
     assert!(tlbi_host < guest_write);
     assert_eq!(w.host_leaf(got), Leaf::Invalid(Owner::Guest(1)));
     // The guest's 2M block is whole again.
@@ -496,36 +230,15 @@ fn relinquish_scrubs_and_returns() {
     let pa = guest_with_memory(&mut w);
     let ipa = G + 3 * K4;
     w.env.log.clear();
-    assert_eq!(
-        guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4),
-        Ok(pa + 3 * K4)
-    );
-    assert!(w.env.log.contains(&Event::Scrub {
-        pa: pa + 3 * K4,
-        size: K4
-    }));
+    assert_eq!(guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4), Ok(pa + 3 * K4));
+    assert!(w.env.log.contains(&Event::Scrub { pa: pa + 3 * K4, size: K4 }));
     assert_eq!(w.host_leaf(pa + 3 * K4), Leaf::Invalid(Owner::None));
     assert_eq!(w.guest_leaf(0, ipa).0, Leaf::Invalid(Owner::None));
-    refused!(
-        w,
-        Error::Perm,
-        guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4)
-    );
-    refused!(
-        w,
-        Error::Perm,
-        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4)
-    );
+    refused!(w, Error::Perm, guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
+    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
     // The host can fault it in now, as a 4K page (its neighbours are the guest's).
     let r = w.host.handle_fault(&mut w.env, pa + 3 * K4).unwrap();
-    assert_eq!(
-        r,
-        HostFault::Mapped {
-            level: 3,
-            base: pa + 3 * K4,
-            device: false
-        }
-    );
+    assert_eq!(r, HostFault::Mapped { level: 3, base: pa + 3 * K4, device: false });
     w.check();
     w.finish();
 }
@@ -534,8 +247,7 @@ fn relinquish_scrubs_and_returns() {
 fn teardown_reclaims_everything_and_respects_pins() {
     let mut w = World::new();
     let pa = guest_with_memory(&mut w);
-    let shared =
-        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 7 * K4, K4).unwrap();
+    let shared = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 7 * K4, K4).unwrap();
     w.host.pin(&mut w.env, shared, false).unwrap();
     let before_pages = w.guests[0].pgt.table_pages();
     let r = guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]);
@@ -547,24 +259,10 @@ fn teardown_reclaims_everything_and_respects_pins() {
     for a in (pa..pa + 4 * M2).step_by(K4 as usize) {
         assert_eq!(w.host_leaf(a), Leaf::Invalid(Owner::None), "{a:#x}");
     }
-    let scrubbed: u64 = w
-        .env
-        .log
-        .iter()
-        .map(|e| {
-            if let Event::Scrub { size, .. } = e {
-                *size
-            } else {
-                0
-            }
-        })
-        .sum();
+    let scrubbed: u64 = w.env.log.iter().map(|e| if let Event::Scrub { size, .. } = e { *size } else { 0 }).sum();
     assert_eq!(scrubbed, 4 * M2);
     assert_eq!(w.host.pgt.table_pages(), 0);
-    assert_eq!(
-        guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]),
-        Ok(0)
-    );
+    assert_eq!(guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]), Ok(0));
     w.check();
     w.finish();
 }
@@ -594,33 +292,14 @@ fn two_table_transitions_are_all_or_nothing_under_oom() {
 fn one_gib_guest_needs_no_tables_until_a_share() {
     let mut w = World::new();
     // Host RAM in World is 64 MiB; give this test a 1 GiB-aligned RAM bank.
-    w.host.ram.push(Region {
-        base: 4 * G,
-        size: G,
-    });
+    w.host.ram.push(Region { base: 4 * G, size: G });
     host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], 4 * G, G, G).unwrap();
-    assert_eq!(
-        (
-            w.guests[0].pgt.table_pages(),
-            w.guest_leaf(0, G + 123 * K4).1
-        ),
-        (0, 1)
-    );
-    assert_eq!(
-        w.host.pgt.table_pages(),
-        0,
-        "the host records the donation in one 1G entry"
-    );
+    assert_eq!((w.guests[0].pgt.table_pages(), w.guest_leaf(0, G + 123 * K4).1), (0, 1));
+    assert_eq!(w.host.pgt.table_pages(), 0, "the host records the donation in one 1G entry");
     guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
-    assert_eq!(
-        (w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()),
-        (2, 2)
-    );
+    assert_eq!((w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()), (2, 2));
     guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
-    assert_eq!(
-        (w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()),
-        (0, 0)
-    );
+    assert_eq!((w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()), (0, 0));
     w.check();
     w.finish();
 }

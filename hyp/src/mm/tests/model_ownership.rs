@@ -101,13 +101,7 @@ fn op() -> impl Strategy<Value = Op> {
 impl Model {
     fn new() -> Self {
         Model {
-            pages: vec![
-                Own::Host {
-                    mapped: false,
-                    shared: false
-                };
-                PAGES as usize
-            ],
+            pages: vec![Own::Host { mapped: false, shared: false }; PAGES as usize],
             pins: vec![(0, false); PAGES as usize],
             maps: [BTreeMap::new(), BTreeMap::new()],
         }
@@ -139,28 +133,16 @@ impl Model {
     }
 
     /// (PA, shared) of a guest range if it is mapped contiguously with one state.
-    fn guest_range(
-        &self,
-        g: usize,
-        ipa: u64,
-        size: u64,
-        ok: impl Fn(bool) -> bool,
-    ) -> Result<(u64, bool), Error> {
+    fn guest_range(&self, g: usize, ipa: u64, size: u64, ok: impl Fn(bool) -> bool) -> Result<(u64, bool), Error> {
         Self::ipa_range(ipa, size)?;
         let pa0 = *self.maps[g].get(&ipa).ok_or(Error::Perm)?;
-        let shared0 = matches!(
-            self.pages[((pa0 - RAM) / K4) as usize],
-            Own::Guest { shared: true, .. }
-        );
+        let shared0 = matches!(self.pages[((pa0 - RAM) / K4) as usize], Own::Guest { shared: true, .. });
         if !ok(shared0) {
             return Err(Error::Perm);
         }
         for i in 0..size / K4 {
             let pa = self.maps[g].get(&(ipa + i * K4)).ok_or(Error::Perm)?;
-            let shared = matches!(
-                self.pages[((pa - RAM) / K4) as usize],
-                Own::Guest { shared: true, .. }
-            );
+            let shared = matches!(self.pages[((pa - RAM) / K4) as usize], Own::Guest { shared: true, .. });
             if *pa != pa0 + i * K4 || shared != shared0 {
                 return Err(Error::Perm);
             }
@@ -175,42 +157,23 @@ impl Model {
 
 fn expected_host(o: Own, pa: u64) -> Leaf {
     match o {
-        Own::Host {
-            mapped: false,
-            shared: false,
-        } => Leaf::Invalid(Owner::None),
-        Own::Host { shared: false, .. } => Leaf::Mapped {
-            pa,
-            attrs: Attrs::NORMAL_RWX,
-            state: PageState::Owned,
-        },
-        Own::Host { shared: true, .. } => Leaf::Mapped {
-            pa,
-            attrs: Attrs::NORMAL_RWX,
-            state: PageState::SharedOwned,
-        },
+        Own::Host { mapped: false, shared: false } => Leaf::Invalid(Owner::None),
+        Own::Host { shared: false, .. } => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::Owned },
+        Own::Host { shared: true, .. } => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned },
         Own::Hyp => Leaf::Invalid(Owner::Hyp),
         Own::Guest { h, shared: false } => Leaf::Invalid(Owner::Guest(h)),
-        Own::Guest { shared: true, .. } => Leaf::Mapped {
-            pa,
-            attrs: Attrs::NORMAL_RW,
-            state: PageState::SharedBorrowed,
-        },
+        Own::Guest { shared: true, .. } => {
+            Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed }
+        }
     }
 }
 
 fn expected_hyp(o: Own, pa: u64) -> Leaf {
     match o {
-        Own::Host { shared: true, .. } => Leaf::Mapped {
-            pa,
-            attrs: Attrs::NORMAL_RW,
-            state: PageState::SharedBorrowed,
-        },
-        Own::Hyp => Leaf::Mapped {
-            pa,
-            attrs: Attrs::NORMAL_RW,
-            state: PageState::Owned,
-        },
+        Own::Host { shared: true, .. } => {
+            Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed }
+        }
+        Own::Hyp => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::Owned },
         _ => Leaf::Invalid(Owner::None),
     }
 }
@@ -224,26 +187,17 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
                 return Err(Error::Inval);
             };
             match m.pages[r.start] {
-                Own::Host {
-                    mapped: false,
-                    shared: false,
-                } => {
+                Own::Host { mapped: false, shared: false } => {
                     let (base, size) = fault_block.expect("a mapped fault reports its block");
                     let br = m.range(base, size).unwrap();
                     assert!(br.contains(&r.start));
                     for i in br {
                         assert_eq!(
                             m.pages[i],
-                            Own::Host {
-                                mapped: false,
-                                shared: false
-                            },
+                            Own::Host { mapped: false, shared: false },
                             "fault block covers a non-free page"
                         );
-                        m.pages[i] = Own::Host {
-                            mapped: true,
-                            shared: false,
-                        };
+                        m.pages[i] = Own::Host { mapped: true, shared: false };
                     }
                     Ok(())
                 }
@@ -259,34 +213,17 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
                 return Err(Error::Perm);
             }
             for i in r {
-                m.pages[i] = if matches!(op, Op::ShareHyp(..)) {
-                    Own::Host {
-                        mapped: true,
-                        shared: true,
-                    }
-                } else {
-                    Own::Hyp
-                };
+                m.pages[i] =
+                    if matches!(op, Op::ShareHyp(..)) { Own::Host { mapped: true, shared: true } } else { Own::Hyp };
             }
             Ok(())
         }
         Op::UnshareHyp(a, n) => {
             let r = m.range(a, n)?;
-            if !r.clone().all(|i| {
-                m.pages[i]
-                    == Own::Host {
-                        mapped: true,
-                        shared: true,
-                    }
-            }) {
+            if !r.clone().all(|i| m.pages[i] == Own::Host { mapped: true, shared: true }) {
                 return Err(Error::Perm);
             }
-            r.for_each(|i| {
-                m.pages[i] = Own::Host {
-                    mapped: true,
-                    shared: false,
-                }
-            });
+            r.for_each(|i| m.pages[i] = Own::Host { mapped: true, shared: false });
             Ok(())
         }
         Op::HypDonateHost(a, n) => {
@@ -294,12 +231,7 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
             if !r.clone().all(|i| m.pages[i] == Own::Hyp) {
                 return Err(Error::Perm);
             }
-            r.for_each(|i| {
-                m.pages[i] = Own::Host {
-                    mapped: false,
-                    shared: false,
-                }
-            });
+            r.for_each(|i| m.pages[i] = Own::Host { mapped: false, shared: false });
             Ok(())
         }
         Op::DonateGuest(g, a, ipa, n) => {
@@ -315,10 +247,7 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
                 return Err(Error::Perm);
             }
             for (k, i) in r.enumerate() {
-                m.pages[i] = Own::Guest {
-                    h: g as u16 + 1,
-                    shared: false,
-                };
+                m.pages[i] = Own::Guest { h: g as u16 + 1, shared: false };
                 m.maps[g].insert(ipa + k as u64 * K4, RAM + i as u64 * K4);
             }
             Ok(())
@@ -330,12 +259,7 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
             if !share && m.pinned(r.clone()) {
                 return Err(Error::Busy);
             }
-            r.for_each(|i| {
-                m.pages[i] = Own::Guest {
-                    h: g as u16 + 1,
-                    shared: share,
-                }
-            });
+            r.for_each(|i| m.pages[i] = Own::Guest { h: g as u16 + 1, shared: share });
             Ok(())
         }
         Op::Relinquish(g, ipa, n) => {
@@ -344,12 +268,7 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
             if shared && m.pinned(r.clone()) {
                 return Err(Error::Busy);
             }
-            r.for_each(|i| {
-                m.pages[i] = Own::Host {
-                    mapped: false,
-                    shared: false,
-                }
-            });
+            r.for_each(|i| m.pages[i] = Own::Host { mapped: false, shared: false });
             (0..n / K4).for_each(|i| {
                 m.maps[g].remove(&(ipa + i * K4));
             });
@@ -385,10 +304,7 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
         }
         Op::Teardown(g) => {
             for (_, pa) in std::mem::take(&mut m.maps[g]) {
-                m.pages[((pa - RAM) / K4) as usize] = Own::Host {
-                    mapped: false,
-                    shared: false,
-                };
+                m.pages[((pa - RAM) / K4) as usize] = Own::Host { mapped: false, shared: false };
             }
             Ok(())
         }
@@ -396,18 +312,11 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
 }
 
 fn apply(w: &mut World, op: &Op) -> (Result<(), Error>, Option<(u64, u64)>) {
-    let World {
-        env,
-        host,
-        hyp,
-        guests,
-    } = w;
+    let World { env, host, hyp, guests } = w;
     let r = match *op {
         Op::Fault(a) => {
             return match host.handle_fault(env, a) {
-                Ok(HostFault::Mapped { level, base, .. }) => {
-                    (Ok(()), Some((base, crate::mm::level_size(level))))
-                }
+                Ok(HostFault::Mapped { level, base, .. }) => (Ok(()), Some((base, crate::mm::level_size(level)))),
                 Ok(HostFault::Spurious) => (Ok(()), None),
                 Err(e) => (Err(e), None),
             }
@@ -418,9 +327,7 @@ fn apply(w: &mut World, op: &Op) -> (Result<(), Error>, Option<(u64, u64)>) {
         Op::HypDonateHost(a, n) => hyp_donate_host(env, host, hyp, a, n),
         Op::DonateGuest(g, a, i, n) => host_donate_guest(env, host, &mut guests[g], a, i, n),
         Op::GuestShare(g, i, n) => guest_share_host(env, host, &mut guests[g], i, n).map(|_| ()),
-        Op::GuestUnshare(g, i, n) => {
-            guest_unshare_host(env, host, &mut guests[g], i, n).map(|_| ())
-        }
+        Op::GuestUnshare(g, i, n) => guest_unshare_host(env, host, &mut guests[g], i, n).map(|_| ()),
         Op::Relinquish(g, i, n) => guest_relinquish(env, host, &mut guests[g], i, n).map(|_| ()),
         Op::Pin(a, e) => host.pin(env, a, e),
         Op::Unpin(a) => host.unpin(a),
@@ -433,55 +340,28 @@ fn compare(w: &mut World, m: &Model) {
     for (a, b, _, leaf) in leaves(&mut w.env, &w.host.pgt, RAM, RAM + SPAN) {
         for pa in (a..b).step_by(K4 as usize) {
             let o = m.pages[((pa - RAM) / K4) as usize];
-            assert_eq!(
-                leaf.offset(pa - a),
-                expected_host(o, pa),
-                "host view of {pa:#x} ({o:?})"
-            );
+            assert_eq!(leaf.offset(pa - a), expected_host(o, pa), "host view of {pa:#x} ({o:?})");
         }
     }
     for (a, b, _, leaf) in leaves(&mut w.env, &w.hyp.pgt, RAM, RAM + SPAN) {
         for pa in (a..b).step_by(K4 as usize) {
             let o = m.pages[((pa - RAM) / K4) as usize];
-            assert_eq!(
-                leaf.offset(pa - a),
-                expected_hyp(o, pa),
-                "hyp view of {pa:#x}"
-            );
+            assert_eq!(leaf.offset(pa - a), expected_hyp(o, pa), "hyp view of {pa:#x}");
         }
     }
     for g in 0..2 {
         let mut seen = 0;
         for (a, b, _, leaf) in leaves(&mut w.env, &w.guests[g].pgt, 0, 1 << 40) {
             if leaf == Leaf::Invalid(Owner::None) {
-                assert!(
-                    m.maps[g].range(a..b).next().is_none(),
-                    "guest {g}: {a:#x}..{b:#x} should be mapped"
-                );
+                assert!(m.maps[g].range(a..b).next().is_none(), "guest {g}: {a:#x}..{b:#x} should be mapped");
                 continue;
             }
             for ipa in (a..b).step_by(K4 as usize) {
-                let pa = *m.maps[g]
-                    .get(&ipa)
-                    .unwrap_or_else(|| panic!("guest {g}: {ipa:#x} mapped, model has nothing"));
-                let shared = matches!(
-                    m.pages[((pa - RAM) / K4) as usize],
-                    Own::Guest { shared: true, .. }
-                );
-                let state = if shared {
-                    PageState::SharedOwned
-                } else {
-                    PageState::Owned
-                };
-                assert_eq!(
-                    leaf.offset(ipa - a),
-                    Leaf::Mapped {
-                        pa,
-                        attrs: GUEST_RAM,
-                        state
-                    },
-                    "guest {g} at {ipa:#x}"
-                );
+                let pa =
+                    *m.maps[g].get(&ipa).unwrap_or_else(|| panic!("guest {g}: {ipa:#x} mapped, model has nothing"));
+                let shared = matches!(m.pages[((pa - RAM) / K4) as usize], Own::Guest { shared: true, .. });
+                let state = if shared { PageState::SharedOwned } else { PageState::Owned };
+                assert_eq!(leaf.offset(ipa - a), Leaf::Mapped { pa, attrs: GUEST_RAM, state }, "guest {g} at {ipa:#x}");
                 seen += 1;
             }
         }
@@ -497,14 +377,10 @@ fn compare(w: &mut World, m: &Model) {
 
 /// Keeps generated host ranges inside the modelled 16 MiB (RAM is 64 MiB).
 fn in_model(op: &Op) -> bool {
-    let ok =
-        |a: u64, n: u64| !(RAM..RAM + (64 << 20)).contains(&a) || a.saturating_add(n) <= RAM + SPAN;
+    let ok = |a: u64, n: u64| !(RAM..RAM + (64 << 20)).contains(&a) || a.saturating_add(n) <= RAM + SPAN;
     match *op {
         Op::Fault(a) | Op::Pin(a, _) | Op::Unpin(a) => ok(a, K4),
-        Op::ShareHyp(a, n)
-        | Op::UnshareHyp(a, n)
-        | Op::DonateHyp(a, n)
-        | Op::HypDonateHost(a, n) => ok(a, n),
+        Op::ShareHyp(a, n) | Op::UnshareHyp(a, n) | Op::DonateHyp(a, n) | Op::HypDonateHost(a, n) => ok(a, n),
         Op::DonateGuest(_, a, _, n) => ok(a, n),
         _ => true,
     }

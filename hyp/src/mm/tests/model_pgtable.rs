@@ -61,30 +61,16 @@ struct Op {
 
 fn op() -> impl Strategy<Value = Op> {
     let gran = prop_oneof![Just(K4), Just(M2), Just(G)];
-    (
-        gran,
-        prop_oneof![0u64..(SPACE / K4), 0u64..(32 * M2 / K4)],
-        1u64..4,
-        0u64..8,
-        0u8..9,
-        0usize..20,
-    )
-        .prop_flat_map(|(gran, idx, units, extra_pages, kind, b)| {
+    (gran, prop_oneof![0u64..(SPACE / K4), 0u64..(32 * M2 / K4)], 1u64..4, 0u64..8, 0u8..9, 0usize..20).prop_flat_map(
+        |(gran, idx, units, extra_pages, kind, b)| {
             let ipa = ((idx * K4) & !(gran - 1)).min(SPACE - gran);
             let mut size = (units * gran + extra_pages * K4 * (kind as u64 % 2)).min(SPACE - ipa);
             // PA deltas keep the PA aligned like the IPA mostly, sometimes not.
             let delta = prop_oneof![Just(0u64), Just(G), Just(M2), Just(K4)];
-            let state = prop_oneof![
-                Just(PageState::Owned),
-                Just(PageState::SharedOwned),
-                Just(PageState::SharedBorrowed)
-            ];
+            let state =
+                prop_oneof![Just(PageState::Owned), Just(PageState::SharedOwned), Just(PageState::SharedBorrowed)];
             let attrs = prop_oneof![Just(Attrs::NORMAL_RWX), Just(Attrs::DEVICE_RW)];
-            let owner = prop_oneof![
-                Just(Owner::None),
-                Just(Owner::Hyp),
-                (1u16..4).prop_map(Owner::Guest)
-            ];
+            let owner = prop_oneof![Just(Owner::None), Just(Owner::Hyp), (1u16..4).prop_map(Owner::Guest)];
             if size == 0 {
                 size = K4;
             }
@@ -97,30 +83,18 @@ fn op() -> impl Strategy<Value = Op> {
                 // Kinds 6-8 write the two "background" values, so ranges
                 // become uniform again and merges happen often.
                 let leaf = if kind == 6 || kind == 7 {
-                    Leaf::Mapped {
-                        pa: ipa,
-                        attrs: Attrs::NORMAL_RWX,
-                        state: PageState::Owned,
-                    }
+                    Leaf::Mapped { pa: ipa, attrs: Attrs::NORMAL_RWX, state: PageState::Owned }
                 } else if kind == 8 {
                     Leaf::Invalid(Owner::None)
                 } else if kind < 4 {
-                    Leaf::Mapped {
-                        pa: ipa + delta,
-                        attrs,
-                        state,
-                    }
+                    Leaf::Mapped { pa: ipa + delta, attrs, state }
                 } else {
                     Leaf::Invalid(owner)
                 };
-                Op {
-                    ipa,
-                    size,
-                    leaf,
-                    budget: (b < 3).then_some(b),
-                }
+                Op { ipa, size, leaf, budget: (b < 3).then_some(b) }
             })
-        })
+        },
+    )
 }
 
 fn compare(env: &mut TestEnv, s: &Stage2, model: &Model) {
