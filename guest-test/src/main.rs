@@ -6,6 +6,9 @@
 #![cfg_attr(target_os = "none", no_main)]
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 mod abi;
 #[cfg(target_os = "none")]
 mod tests;
@@ -29,6 +32,11 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "all" => tests::all(&mut t),
         "block1g" => tests::block1g(&mut t),
         "isolation" => tests::isolation(&mut t),
+        "bench" => tests::bench(&mut t),
+        "bench-scale" => {
+            let label = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("label=")).unwrap_or("?");
+            tests::bench_scale(&mut t, label)
+        }
         _ => el1_rt::println!("guest: hello from EL{}, {} MiB of private memory", el1_rt::current_el(), mem >> 20),
     }
     t.finish()

@@ -268,3 +268,77 @@ pub fn isolation(t: &mut Tally) {
     );
     t.check(read64(p) == 0xa5a5, "my data is intact");
 }
+
+fn counters() -> el1_rt::bench::Counters {
+    let r = call(services::HOST_COUNTERS, [0; 3]);
+    [r[0], r[1], r[2], r[3]]
+}
+
+/// Measures share then unshare of `p`, N times each, alternating.
+fn share_unshare(t: &mut Tally, p: u64, what: &str) {
+    use el1_rt::bench::{diff, report};
+    use el1_rt::pmu;
+    const N: u64 = 1000;
+    let (mut s, mut u) = ((0, 0), (0, 0));
+    let mut ok = true;
+    for _ in 0..N {
+        let a = pmu::read();
+        ok &= share(p) == OK;
+        let b = pmu::read();
+        ok &= unshare(p) == OK;
+        let c = pmu::read();
+        s = (s.0 + b.0 - a.0, s.1 + b.1 - a.1);
+        u = (u.0 + c.0 - b.0, u.1 + c.1 - b.1);
+    }
+    // Software counters of one more share and one more unshare.
+    let c0 = counters();
+    ok &= share(p) == OK;
+    let c1 = counters();
+    ok &= unshare(p) == OK;
+    let c2 = counters();
+    let d1 = diff(c0, c1).map(|x| x * N);
+    let d2 = diff(c1, c2).map(|x| x * N);
+    report(&alloc::format!("mem_share 4K ({what})"), N, s, d1);
+    report(&alloc::format!("mem_unshare 4K ({what})"), N, u, d2);
+    t.check(ok, what);
+}
+
+/// The guest half of `cargo xtask bench` (a 1 GiB guest).
+pub fn bench(t: &mut Tally) {
+    use el1_rt::bench::{diff, report};
+    use el1_rt::pmu;
+    const N: u64 = 1000;
+    pmu::init();
+    let (p1g, a, p2m) = (RAM + (300 << 20) + 5 * PAGE, RAM + (600 << 20), RAM + (700 << 20) + 3 * PAGE);
+    t.eq(s2_info(p1g).1 as i64, 1, "bench guest mapped with a 1G block");
+    share_unshare(t, p1g, "1G split/merge");
+    // Keep a page shared: the 1G block stays split into 2M blocks, and a's
+    // 2M block into pages.
+    t.eq(share(a), OK, "keep a page shared");
+    share_unshare(t, p2m, "2M split/merge");
+    share_unshare(t, a + PAGE, "already 4K");
+    let c0 = counters();
+    let m = pmu::measure(N, |_| {
+        let _ = call(guest::HYP_MEMINFO, [0; 3]);
+    });
+    report("guest hvc (HYP_MEMINFO)", N, m, diff(c0, counters()));
+    let c0 = counters();
+    let m = pmu::measure(N, |_| write64_mmio(0x0900_0000, b'\r' as u32));
+    report("mmio exit round trip (uart write)", N, m, diff(c0, counters()));
+    call(services::BENCH_PIN, [a, 0, 0]);
+    t.eq(unshare(a), OK, "release the kept page");
+}
+
+/// One 4K share/unshare in an already split block, in a guest of any size.
+pub fn bench_scale(t: &mut Tally, label: &str) {
+    el1_rt::pmu::init();
+    let a = RAM + t.mem / 2;
+    t.eq(share(a), OK, "keep a page shared");
+    share_unshare(t, a + PAGE, &alloc::format!("already 4K, {label} guest"));
+    t.eq(unshare(a), OK, "release the kept page");
+}
+
+fn write64_mmio(addr: u64, v: u32) {
+    // SAFETY: a 32-bit store to the emulated UART's data register.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, v) };
+}

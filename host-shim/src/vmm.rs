@@ -15,6 +15,8 @@ use crate::report::{expect_abort, read64, write64};
 
 pub const GUEST_RAM: u64 = 0x4000_0000;
 pub const GUEST_UART: u64 = 0x0900_0000;
+/// The guest DTB sits in the first 64 KiB of guest RAM.
+const GUEST_DTB_SIZE: usize = 0x1_0000;
 const SZ_2M: u64 = 2 << 20;
 const SZ_1G: u64 = 1 << 30;
 
@@ -123,7 +125,9 @@ impl Guest {
         // SAFETY: [pa, pa + mem) is free host RAM we just allocated; it is
         // ours until donated.
         let dst = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, mem as usize) };
-        dst.fill(0);
+        // Only what the guest will read is written: the DTB window and the
+        // segments (a 16 GiB guest costs no 16 GiB memset).
+        dst[..GUEST_DTB_SIZE].fill(0);
         let (phoff, phnum, phentsize) = (u64_at(elf, 32) as usize, u16_at(elf, 56) as usize, u16_at(elf, 54) as usize);
         for i in 0..phnum {
             let ph = phoff + i * phentsize;
@@ -136,7 +140,12 @@ impl Guest {
             if at + filesz > dst.len() || off + filesz > elf.len() {
                 return Err(LoadError::NoMemory);
             }
+            let memsz = (u64_at(elf, ph + 40) as usize).max(filesz);
+            if at + memsz > dst.len() {
+                return Err(LoadError::NoMemory);
+            }
             dst[at..at + filesz].copy_from_slice(&elf[off..off + filesz]);
+            dst[at + filesz..at + memsz].fill(0);
         }
         let dtb = guest_dtb(mem, bootargs);
         dst[..dtb.len()].copy_from_slice(&dtb);
@@ -183,22 +192,22 @@ impl Guest {
         0
     }
 
-    fn service(&mut self, fid: u32, a: [u64; 4]) -> [u64; 2] {
+    fn service(&mut self, fid: u32, a: [u64; 4]) -> [u64; 4] {
         let pa = self.ipa_to_pa(a[0]);
         match (fid, pa) {
             (svc::HOST_READ, Some(pa)) => match expect_abort(|| {
                 read64(pa);
             }) {
-                Some(_) => [1, 0],
-                None => [0, read64(pa)],
+                Some(_) => [1, 0, 0, 0],
+                None => [0, read64(pa), 0, 0],
             },
-            (svc::HOST_WRITE, Some(pa)) => [expect_abort(|| write64(pa, a[1])).is_some() as u64, 0],
+            (svc::HOST_WRITE, Some(pa)) => [expect_abort(|| write64(pa, a[1])).is_some() as u64, 0, 0, 0],
             (svc::HOST_PIN, Some(pa)) => {
                 let r = hyp::pin(pa, a[1] != 0);
                 if r == 0 {
                     *self.pins.entry(pa).or_default() += 1;
                 }
-                [r as u64, 0]
+                [r as u64, 0, 0, 0]
             }
             (svc::HOST_UNPIN, Some(pa)) => {
                 let r = hyp::unpin(pa);
@@ -207,46 +216,51 @@ impl Guest {
                         *n -= 1;
                     }
                 }
-                [r as u64, 0]
+                [r as u64, 0, 0, 0]
             }
             (svc::HOST_S2_INFO, _) => match hyp::vm_stats(self.handle, a[0]) {
-                Ok((pages, level, _)) => [pages, level],
-                Err(e) => [e as u64, 0],
+                Ok((pages, level, _)) => [pages, level, 0, 0],
+                Err(e) => [e as u64, 0, 0, 0],
             },
-            (svc::HOST_EXIT_COUNTS, _) => [self.unshare_pending, self.guest_aborts],
+            (svc::HOST_EXIT_COUNTS, _) => [self.unshare_pending, self.guest_aborts, 0, 0],
             (svc::HOST_RESULT, _) => {
                 self.result = Some((a[0], a[1]));
                 self.relinquished = a[2];
-                [0, 0]
+                [0, 0, 0, 0]
             }
             (svc::HOST_DONATE_ELSEWHERE, Some(pa)) => {
                 // A second VM, given a page that already belongs elsewhere.
                 let other = match hyp::vm_create() {
                     Ok(h) => h,
-                    Err(e) => return [e as u64, 0],
+                    Err(e) => return [e as u64, 0, 0, 0],
                 };
                 let r = hyp::donate(other, pa, GUEST_RAM, 4096);
                 let _ = hyp::vm_destroy(other);
-                [r as u64, 0]
+                [r as u64, 0, 0, 0]
             }
             (svc::HOST_DUMP, _) => {
                 crate::tracing::dump_s2(Some(self.handle));
-                [0, 0]
+                [0, 0, 0, 0]
             }
-            _ => [(-22i64) as u64, 0],
+            (svc::HOST_COUNTERS, _) => crate::scenarios::bench::counters(),
+            (svc::BENCH_PIN, Some(pa)) => {
+                crate::scenarios::bench::pins(pa);
+                [0; 4]
+            }
+            _ => [(-22i64) as u64, 0, 0, 0],
         }
     }
 
     /// Runs vCPU 0 until the guest powers off (Ok) or something goes wrong.
     pub fn run(&mut self) -> Result<(), String> {
-        let mut reply = [0u64; 2];
+        let mut reply = [0u64; 4];
         loop {
-            let r = hyp::call(hyp_abi::host::VCPU_RUN, [self.handle, 0, reply[0], reply[1], 0, 0]);
+            let r = hyp::call(hyp_abi::host::VCPU_RUN, [self.handle, 0, reply[0], reply[1], reply[2], reply[3]]);
             let e = match r {
                 Ok(e) => e,
                 Err(err) => return Err(alloc::format!("vcpu_run: {err}")),
             };
-            reply = [0, 0];
+            reply = [0; 4];
             match e[0] {
                 exit::MMIO => {
                     self.mmio_exits += 1;

@@ -1,5 +1,6 @@
 //! `cargo xtask`: build, run and test the hypervisor under QEMU.
 
+mod bench;
 mod image;
 mod qemu;
 mod scenarios;
@@ -29,6 +30,17 @@ enum Cmd {
     Run(RunArgs),
     /// Host unit tests plus the QEMU scenarios; prints "N passed, N failed".
     Test(TestArgs),
+    /// Exact instruction counts per hypervisor operation (QEMU icount + PMU).
+    Bench {
+        #[arg(long)]
+        release: bool,
+        /// Print new/old ratios against an earlier results file.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+        /// Where to write the results (default bench/results.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Decode trace records from a console log: table, summary, Chrome JSON;
     /// or render its stage-2 dumps as an SVG map.
     Trace {
@@ -91,6 +103,9 @@ pub struct RunArgs {
     /// Print every stage-2 (host and VMs) as ranges at the interesting points.
     #[arg(long)]
     pub dump_s2: bool,
+    /// Run QEMU with -icount shift=0,align=off,sleep=off (exact instruction counts).
+    #[arg(long)]
+    pub icount: bool,
 }
 
 #[derive(Args, Clone, Debug, Default)]
@@ -167,6 +182,7 @@ fn main() {
         }),
         Cmd::Run(args) => qemu::run_cmd(&args),
         Cmd::Test(args) => scenarios::test_cmd(&args),
+        Cmd::Bench { release, compare, out } => bench::bench_cmd(release, compare, out),
         Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
     };
     match r {

@@ -167,6 +167,9 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| l.replace("{mem}", &args.mem).replace("{smp}", &args.smp.to_string()))
         .collect();
+    if args.icount {
+        qargs.extend(["-icount".into(), "shift=0,align=off,sleep=off".into()]);
+    }
     qargs.extend(["-kernel".into(), a.hyp_image.display().to_string()]);
     qargs.extend(["-initrd".into(), bundle_path.display().to_string()]);
     qargs.extend(["-append".into(), cmdline]);

@@ -7,9 +7,11 @@
 
 extern crate alloc;
 
+pub mod bench;
 pub mod console;
 pub mod image;
 pub mod mmu;
+pub mod pmu;
 pub mod probe;
 pub mod smccc;
 pub mod trap;

@@ -1,5 +1,6 @@
 //! Scenarios the host shim runs (`shim.test=NAME`).
 
+pub mod bench;
 pub mod boot;
 pub mod guests;
 pub mod hostile;
@@ -33,6 +34,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "block1g" => guests::suite(&mut hm, &images, r, "test=block1g"),
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
+        "bench" => bench::run(&mut hm, &images, r),
         _ => return false,
     }
     tracing::dump_s2(None);

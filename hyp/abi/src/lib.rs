@@ -84,7 +84,8 @@ pub mod host {
     pub const VM_DESTROY: u32 = id(1);
     /// x1 = handle, x2 = entry PC, x3 = x0 for the vCPU → x2 = vCPU index.
     pub const VCPU_CREATE: u32 = id(2);
-    /// x1 = handle, x2 = vCPU, x3 = value for a pending MMIO read →
+    /// x1 = handle, x2 = vCPU, x3 = value for a pending MMIO read (or x3..x6
+    /// = x0..x3 for a forwarded hypercall) →
     /// x2 = exit reason, x3.. = exit details (see [`exit`]).
     pub const VCPU_RUN: u32 = id(3);
     /// x1 = handle, x2 = host PA, x3 = guest IPA, x4 = size.
@@ -113,6 +114,11 @@ pub mod host {
     /// x1 = PA of a buffer shared with the hyp (SHARE_HYP), x2 = its size →
     /// x2 = trace records copied (64 bytes each), x3 = records lost so far.
     pub const TRACE_DRAIN: u32 = id(0x23);
+    /// Does nothing: the cheapest round trip (benchmarks).
+    pub const NOP: u32 = id(0x24);
+    /// → x2 = live descriptor writes, x3 = TLB invalidations, x4 = table
+    /// pages allocated, x5 = table pages freed, since boot (all stage-2s).
+    pub const STATS: u32 = id(0x25);
 
     pub const PIN_SHARED: u64 = 0;
     pub const PIN_EXCLUSIVE: u64 = 1;
@@ -200,4 +206,9 @@ pub mod services {
     pub const HOST_DONATE_ELSEWHERE: u32 = 0xc600_0207;
     /// x1 = IPA: print the host's and this guest's stage-2 around it.
     pub const HOST_DUMP: u32 = 0xc600_0208;
+    /// x1 = IPA of a page shared with the host: the host benchmarks
+    /// PIN/UNPIN on it (prints `[bench]` lines).
+    pub const BENCH_PIN: u32 = 0xc600_0209;
+    /// → x0..x3 = the hyp's software counters (host STATS call).
+    pub const HOST_COUNTERS: u32 = 0xc600_020a;
 }

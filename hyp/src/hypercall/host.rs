@@ -74,6 +74,16 @@ fn dispatch(fid: u32, frame: &mut TrapFrame) -> Option<Option<Result<(), Error>>
         }
         abi::DUMP_S2 => vm::dump_s2(a[0]),
         abi::TRACE_DRAIN => trace_drain(frame, a[0], a[1]),
+        abi::NOP => Ok(()),
+        abi::STATS => {
+            use crate::arch::aarch64::tlb::*;
+            use core::sync::atomic::Ordering::Relaxed;
+            frame.x[2] = PTE_WRITES.load(Relaxed);
+            frame.x[3] = TLBIS.load(Relaxed);
+            frame.x[4] = TABLES_ALLOCATED.load(Relaxed);
+            frame.x[5] = TABLES_FREED.load(Relaxed);
+            Ok(())
+        }
         abi::VCPU_RUN => match vm::run::vcpu_run(frame) {
             Ok(()) => return None,
             Err(e) => Err(e),

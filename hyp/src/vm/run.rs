@@ -32,7 +32,7 @@ fn isb() {
 pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     let vm_arc = get(frame.x[1])?;
     let idx = frame.x[2] as usize;
-    let reply = [frame.x[3], frame.x[4]];
+    let reply = [frame.x[3], frame.x[4], frame.x[5], frame.x[6]];
     let mut vm = vm_arc.lock();
     if vm.dying {
         return Err(Error::Perm);
@@ -76,10 +76,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
             frame.elr += 4;
         }
         Pending::MmioWrite => frame.elr += 4,
-        Pending::Hypercall => {
-            frame.x[0] = reply[0];
-            frame.x[1] = reply[1];
-        }
+        Pending::Hypercall => frame.x[..4].copy_from_slice(&reply),
         Pending::Abort { esr, far } => inject::inject_abort(frame, Esr(esr), far),
         Pending::None => {}
     }

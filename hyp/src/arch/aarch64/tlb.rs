@@ -1,6 +1,8 @@
 //! The EL2 [`MmEnv`]: table pages from the hyp's page pool, descriptor
 //! writes visible to the walker, and stage-2 TLB maintenance.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 
@@ -10,6 +12,17 @@ use crate::mem;
 
 /// Zero-sized: the pool and the TLB are global.
 pub struct HypEnv;
+
+/// Software counters over all stage-2s (benchmarks): descriptor writes,
+/// TLB invalidations, table pages allocated and freed.
+pub static PTE_WRITES: AtomicU64 = AtomicU64::new(0);
+pub static TLBIS: AtomicU64 = AtomicU64::new(0);
+pub static TABLES_ALLOCATED: AtomicU64 = AtomicU64::new(0);
+pub static TABLES_FREED: AtomicU64 = AtomicU64::new(0);
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
 
 fn with_vmid<F: FnOnce()>(vmid: Vmid, f: F) {
     // TLBI by IPA and VMALLS12E1 act on the VMID in VTTBR_EL2: switch to the
@@ -29,9 +42,11 @@ fn with_vmid<F: FnOnce()>(vmid: Vmid, f: F) {
 
 impl MmEnv for HypEnv {
     fn alloc_table(&mut self) -> Option<u64> {
+        bump(&TABLES_ALLOCATED);
         mem::alloc_pages(1)
     }
     fn free_table(&mut self, pa: u64) {
+        bump(&TABLES_FREED);
         mem::free_pages(pa, 1)
     }
     fn alloc_root(&mut self, pages: usize) -> Option<u64> {
@@ -49,8 +64,10 @@ impl MmEnv for HypEnv {
         // caller holds the lock of.
         unsafe { core::ptr::write_volatile(ptep, val) };
         barrier::dsb(barrier::ISHST);
+        bump(&PTE_WRITES);
     }
     fn tlbi_ipa(&mut self, vmid: Vmid, ipa: u64, _level: u8) {
+        bump(&TLBIS);
         with_vmid(vmid, || {
             // SAFETY: TLB maintenance only; the operand is IPA[55:12].
             unsafe {
@@ -67,6 +84,7 @@ impl MmEnv for HypEnv {
         });
     }
     fn tlbi_vmid(&mut self, vmid: Vmid) {
+        bump(&TLBIS);
         with_vmid(vmid, || {
             // SAFETY: TLB maintenance only.
             unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb") };

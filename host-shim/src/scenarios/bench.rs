@@ -1,0 +1,166 @@
+//! `shim.test=bench`: the host side of `cargo xtask bench`. Each operation
+//! runs N times with the PMU counting instructions at EL2 and at all
+//! levels; the hyp's software counters are read around it. The guest side
+//! (MEM_SHARE/UNSHARE with and without splits, MMIO exits) runs in a 1 GiB
+//! bench guest; scale runs use a 64 MiB and a 16 GiB guest.
+
+use el1_rt::bench::{diff, report, Counters};
+use el1_rt::pmu;
+use el1_rt::println;
+use hyp_abi::host as abi;
+
+use crate::guests::GuestImage;
+use crate::hyp::{self, call};
+use crate::mem::HostMem;
+use crate::report::{read64, Report};
+use crate::vmm::{Guest, GUEST_RAM};
+
+pub const N: u64 = 1000;
+const SZ_2M: u64 = 2 << 20;
+const SZ_1G: u64 = 1 << 30;
+
+/// The hyp's software counters.
+pub fn counters() -> Counters {
+    match call(abi::STATS, [0; 6]) {
+        Ok(r) => [r[0], r[1], r[2], r[3]],
+        Err(_) => [0; 4],
+    }
+}
+
+/// Runs `f` N times under the PMU; reports it with the counters' change.
+fn bench(name: &str, n: u64, mut f: impl FnMut(u64)) {
+    let c0 = counters();
+    let m = pmu::measure(n, &mut f);
+    report(name, n, m, diff(c0, counters()));
+}
+
+/// PIN/UNPIN on a page a guest shared with us (BENCH_PIN service).
+pub fn pins(pa: u64) {
+    let c0 = counters();
+    let (mut pin, mut unpin) = ((0, 0), (0, 0));
+    for _ in 0..N {
+        let a = pmu::read();
+        hyp::pin(pa, false);
+        let b = pmu::read();
+        hyp::unpin(pa);
+        let c = pmu::read();
+        pin = (pin.0 + b.0 - a.0, pin.1 + b.1 - a.1);
+        unpin = (unpin.0 + c.0 - b.0, unpin.1 + c.1 - b.1);
+    }
+    let c = diff(c0, counters());
+    report("host_pin", N, pin, c);
+    report("host_unpin", N, unpin, c);
+}
+
+fn lazy_fault(name: &str, region: u64, size: u64) {
+    // Give the region to the hyp and back: the host's entry becomes one
+    // invalid entry of `size`, and the next touch faults it in as a block.
+    let c0 = counters();
+    let (mut el2, mut all) = (0, 0);
+    for _ in 0..N {
+        call(abi::DONATE_HYP, [region, size, 0, 0, 0, 0]).expect("donate_hyp");
+        call(abi::RECLAIM_HYP, [region, size, 0, 0, 0, 0]).expect("reclaim_hyp");
+        let a = pmu::read();
+        read64(region);
+        let b = pmu::read();
+        el2 += b.0 - a.0;
+        all += b.1 - a.1;
+    }
+    report(name, N, (el2, all), diff(c0, counters()));
+}
+
+fn vm_lifecycle(hm: &mut HostMem, mib: u64) {
+    let size = mib << 20;
+    let pa = hm.alloc(size, SZ_2M).expect("host memory");
+    let c0 = counters();
+    let (mut create, mut donate, mut destroy) = ((0, 0), (0, 0), (0, 0));
+    for _ in 0..N {
+        let a = pmu::read();
+        let h = hyp::vm_create().expect("vm_create");
+        hyp::vcpu_create(h, GUEST_RAM, 0).expect("vcpu_create");
+        let b = pmu::read();
+        assert_eq!(hyp::donate(h, pa, GUEST_RAM, size), 0);
+        let c = pmu::read();
+        hyp::vm_destroy(h).expect("vm_destroy");
+        let d = pmu::read();
+        create = (create.0 + b.0 - a.0, create.1 + b.1 - a.1);
+        donate = (donate.0 + c.0 - b.0, donate.1 + c.1 - b.1);
+        destroy = (destroy.0 + d.0 - c.0, destroy.1 + d.1 - c.1);
+    }
+    let cnt = diff(c0, counters());
+    report(&alloc::format!("vm_create+vcpu_create ({mib} MiB guest)"), N, create, cnt);
+    report(&alloc::format!("donate ({mib} MiB, 2M blocks)"), N, donate, cnt);
+    report(&alloc::format!("vm_destroy+scrub ({mib} MiB)"), N, destroy, cnt);
+    hm.free(pa, size);
+}
+
+fn table_pages(hm: &mut HostMem) {
+    let pa = hm.alloc(SZ_1G + SZ_1G, SZ_1G).expect("2 GiB of host memory");
+    let mut pages = [0u64; 2];
+    for (i, off) in [0u64, 4096].into_iter().enumerate() {
+        let h = hyp::vm_create().expect("vm_create");
+        assert_eq!(hyp::donate(h, pa + off, GUEST_RAM, SZ_1G), 0);
+        pages[i] = hyp::vm_stats(h, GUEST_RAM).map(|s| s.0).unwrap_or(u64::MAX);
+        hyp::vm_destroy(h).expect("vm_destroy");
+    }
+    println!("[bench-pages] table pages below the root for a 1 GiB guest: blocks={} 4k-only={}", pages[0], pages[1]);
+    hm.free(pa, 2 * SZ_1G);
+}
+
+fn run_guest(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut Report) -> Option<Guest> {
+    let mut g = match Guest::load(hm, &img.name, img.elf, mem, args) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("[host] bench guest: {}", e);
+            r.fail("bench guest loads");
+            return None;
+        }
+    };
+    if let Err(e) = g.run() {
+        println!("[host] bench guest: {}", e);
+        r.fail("bench guest runs");
+    }
+    Some(g)
+}
+
+pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+    pmu::init();
+    bench("host hvc (null)", N, |_| {
+        let _ = call(abi::NOP, [0; 6]);
+    });
+    let r2m = hm.alloc(SZ_2M, SZ_2M).expect("host memory");
+    lazy_fault("host lazy fault (2M block)", r2m, SZ_2M);
+    hm.free(r2m, SZ_2M);
+    match hm.alloc(SZ_1G, SZ_1G) {
+        Some(r1g) => {
+            lazy_fault("host lazy fault (1G block)", r1g, SZ_1G);
+            hm.free(r1g, SZ_1G);
+        }
+        None => println!("[host] bench: no free 1 GiB for the 1G lazy fault (use --mem 20G)"),
+    }
+    vm_lifecycle(hm, 2);
+    vm_lifecycle(hm, 4);
+    table_pages(hm);
+    let Some(img) = images.first() else {
+        r.fail("bench guest image");
+        return;
+    };
+    // The guest side: split/merge costs in a 1 GiB guest, MMIO exits, pins.
+    if let Some(g) = run_guest(hm, img, SZ_1G, "test=bench", r) {
+        r.check(g.result.is_some_and(|(_, f)| f == 0), "bench guest ran its measurements");
+        let _ = g.destroy(hm);
+    }
+    // Scale: the same 4K share/unshare in a 64 MiB and a 16 GiB guest.
+    for (mem, label) in [(64 << 20, "64 MiB"), (16 * SZ_1G, "16 GiB")] {
+        if let Some(g) =
+            run_guest(hm, img, mem, &alloc::format!("test=bench-scale label={}", label.replace(' ', "")), r)
+        {
+            r.check(g.result.is_some_and(|(_, f)| f == 0), "scale guest ran its measurements");
+            if mem <= SZ_1G {
+                let _ = g.destroy(hm);
+            }
+            // The 16 GiB guest is left alive: scrubbing 16 GiB under TCG
+            // takes minutes and teardown is measured above.
+        }
+    }
+}
