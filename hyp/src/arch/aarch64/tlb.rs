@@ -97,16 +97,26 @@ impl MmEnv for HypEnv {
         crate::tracebuf::point::table(hyp::trace::Kind::Merge, who, ipa, level);
     }
     fn scrub(&mut self, pa: u64, size: u64) {
-        // SAFETY: the caller has unmapped [pa, pa + size) from every lower EL
-        // and the identity map covers it as normal memory.
-        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, size as usize) };
-        // Clean to the point of coherency so a non-cacheable observer (the next
-        // owner with its MMU off) sees zeroes.
+        // DC ZVA zeroes a whole block per instruction (DCZID_EL0.BS words);
+        // DC CVAC then cleans it to the point of coherency, so a
+        // non-cacheable observer (the next owner with its MMU off) sees zeroes.
+        let dczid = crate::read_sysreg!("dczid_el0");
+        let block = 4u64 << (dczid & 0xf);
+        let zva = dczid & (1 << 4) == 0 && block <= 4096;
         let mut a = pa;
         while a < pa + size {
-            // SAFETY: cache maintenance by VA on mapped normal memory.
-            unsafe { core::arch::asm!("dc cvac, {}", in(reg) a) };
-            a += 64;
+            if zva {
+                // SAFETY: the caller has unmapped [pa, pa + size) from every
+                // lower EL; the identity map covers it as normal memory and
+                // `a` is block-aligned (pa and size are page multiples).
+                unsafe { core::arch::asm!("dc zva, {0}", "dc cvac, {0}", in(reg) a) };
+            } else {
+                // SAFETY: as above; zeroing one block by plain stores.
+                unsafe { core::ptr::write_bytes(a as *mut u8, 0, block as usize) };
+                // SAFETY: cache maintenance by VA on mapped normal memory.
+                unsafe { core::arch::asm!("dc cvac, {}", in(reg) a) };
+            }
+            a += block;
         }
         barrier::dsb(barrier::ISH);
     }
