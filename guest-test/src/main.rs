@@ -33,6 +33,10 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "block1g" => tests::block1g(&mut t),
         "isolation" => tests::isolation(&mut t),
         "bench" => tests::bench(&mut t),
+        "fuzz" => {
+            let seed = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("seed=")).and_then(|v| v.parse().ok());
+            tests::fuzz(&mut t, seed.unwrap_or(1))
+        }
         "bench-scale" => {
             let label = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("label=")).unwrap_or("?");
             tests::bench_scale(&mut t, label)

@@ -342,3 +342,49 @@ fn write64_mmio(addr: u64, v: u32) {
     // SAFETY: a 32-bit store to the emulated UART's data register.
     unsafe { core::ptr::write_volatile(addr as *mut u32, v) };
 }
+
+/// A hostile guest: random guest calls with random arguments, yielding to
+/// the host every 20 calls. Pages it may give away lie in the upper half of
+/// its memory, away from its image, stack and DTB.
+pub fn fuzz(t: &mut Tally, seed: u64) -> ! {
+    let mut rng = el1_rt::rand::Rng::new(seed);
+    let half = RAM + t.mem / 2;
+    let mut calls = 0u64;
+    let fids = [
+        guest::MEM_SHARE,
+        guest::MEM_UNSHARE,
+        guest::MEM_RELINQUISH,
+        guest::HYP_MEMINFO,
+        guest::CALL_UID,
+        guest::KVM_FEATURES,
+        guest::MMIO_GUARD,
+        arch::SMCCC_VERSION,
+        arch::SMCCC_ARCH_FEATURES,
+        psci::VERSION,
+        psci::FEATURES,
+        psci::CPU_ON,
+        psci::CPU_OFF,
+    ];
+    loop {
+        for _ in 0..20 {
+            let ipa = match rng.below(6) {
+                0..=3 => half + rng.below(t.mem / 2 / PAGE) * PAGE,
+                4 => rng.next_u64(),
+                _ => (half + rng.below(t.mem / 2)) | 1,
+            };
+            let fid = if rng.chance(1, 10) { rng.next_u64() as u32 } else { rng.pick(&fids) };
+            let (x2, x3) = if rng.chance(1, 10) { (rng.next_u64(), rng.below(2)) } else { (0, 0) };
+            let r = call(fid, [ipa, x2, x3]);
+            calls += 1;
+            // Results are limited to the SMCCC codes (or a value for queries).
+            let known = matches!(
+                fid,
+                guest::HYP_MEMINFO | guest::CALL_UID | guest::KVM_FEATURES | arch::SMCCC_VERSION | psci::VERSION
+            );
+            if !known && ![0u64, -1i64 as u64, -2i64 as u64, -3i64 as u64].contains(&r[0]) {
+                t.check(false, "guest call answered with an SMCCC code");
+            }
+        }
+        call(services::YIELD, [calls, 0, 0]);
+    }
+}

@@ -37,6 +37,12 @@ pub struct Guest {
     pub result: Option<(u64, u64)>,
     /// Bytes the guest says it relinquished.
     pub relinquished: u64,
+    /// Reply owed to the guest's last host call when run() returned early.
+    pending_reply: [u64; 4],
+    /// The guest yielded (host service YIELD): run() returns.
+    pub yielded: bool,
+    /// Calls the guest reported at its last yield.
+    pub guest_calls: u64,
     /// Print each exit as it happens (the demo's narration).
     pub verbose: bool,
 }
@@ -169,6 +175,9 @@ impl Guest {
             mmio_exits: 0,
             result: None,
             relinquished: 0,
+            yielded: false,
+            pending_reply: [0; 4],
+            guest_calls: 0,
             verbose: false,
         })
     }
@@ -243,6 +252,11 @@ impl Guest {
                 [0, 0, 0, 0]
             }
             (svc::HOST_COUNTERS, _) => crate::scenarios::bench::counters(),
+            (svc::YIELD, _) => {
+                self.yielded = true;
+                self.guest_calls = a[0];
+                [0; 4]
+            }
             (svc::BENCH_PIN, Some(pa)) => {
                 crate::scenarios::bench::pins(pa);
                 [0; 4]
@@ -253,7 +267,7 @@ impl Guest {
 
     /// Runs vCPU 0 until the guest powers off (Ok) or something goes wrong.
     pub fn run(&mut self) -> Result<(), String> {
-        let mut reply = [0u64; 4];
+        let mut reply = core::mem::take(&mut self.pending_reply);
         loop {
             let r = hyp::call(hyp_abi::host::VCPU_RUN, [self.handle, 0, reply[0], reply[1], reply[2], reply[3]]);
             let e = match r {
@@ -276,7 +290,14 @@ impl Guest {
                         );
                     }
                 }
-                exit::HYPERCALL => reply = self.service(e[1] as u32, [e[2], e[3], e[4], e[5]]),
+                exit::HYPERCALL => {
+                    reply = self.service(e[1] as u32, [e[2], e[3], e[4], e[5]]);
+                    if core::mem::take(&mut self.yielded) {
+                        // The reply goes in on the next run.
+                        self.pending_reply = reply;
+                        return Ok(());
+                    }
+                }
                 exit::SYSTEM_OFF => return Ok(()),
                 exit::SYSTEM_RESET => return Err("guest asked for a reset".into()),
                 exit::GUEST_ABORT => {

@@ -43,6 +43,7 @@ pub enum Status {
     HostFailed = 1,
     BootFailed = 2,
     Fatal = 3,
+    InvariantBroken = 4,
     Panic = 101,
 }
 

@@ -118,6 +118,15 @@ pub struct TestArgs {
     /// Skip the host-side `cargo test`.
     #[arg(long)]
     pub no_host: bool,
+    /// Run only the long fuzz scenario (default 100,000 host calls, release build).
+    #[arg(long)]
+    pub fuzz: bool,
+    /// Fuzz seed (a failing run replays from it).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Fuzz host calls.
+    #[arg(long)]
+    pub calls: Option<u64>,
 }
 
 pub fn workspace_root() -> PathBuf {

@@ -13,6 +13,7 @@ pub mod image;
 pub mod mmu;
 pub mod pmu;
 pub mod probe;
+pub mod rand;
 pub mod smccc;
 pub mod trap;
 

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod boot;
+pub mod fuzz;
 pub mod guests;
 pub mod hostile;
 
@@ -35,6 +36,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "bench" => bench::run(&mut hm, &images, r),
+        "fuzz" => fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or("")),
         _ => return false,
     }
     tracing::dump_s2(None);

@@ -119,6 +119,9 @@ pub mod host {
     /// → x2 = live descriptor writes, x3 = TLB invalidations, x4 = table
     /// pages allocated, x5 = table pages freed, since boot (all stage-2s).
     pub const STATS: u32 = id(0x25);
+    /// Runs the global invariant checker now → x2 = checks run since boot,
+    /// x3 = leaves it walked. A violation stops the system (status 4).
+    pub const CHECK_INVARIANTS: u32 = id(0x26);
 
     pub const PIN_SHARED: u64 = 0;
     pub const PIN_EXCLUSIVE: u64 = 1;
@@ -211,4 +214,7 @@ pub mod services {
     pub const BENCH_PIN: u32 = 0xc600_0209;
     /// → x0..x3 = the hyp's software counters (host STATS call).
     pub const HOST_COUNTERS: u32 = 0xc600_020a;
+    /// x1 = calls made so far: the guest gives the CPU back to the host
+    /// (VCPU_RUN returns); it continues on the next run.
+    pub const YIELD: u32 = 0xc600_020b;
 }

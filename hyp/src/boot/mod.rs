@@ -77,6 +77,8 @@ fn parse_options(bootargs: &'static str) -> Options {
             o.trace_vm = v.parse().ok();
         } else if let Some(v) = tok.strip_prefix("hyp.trace_buf=") {
             o.trace_buf = v.parse().ok();
+        } else if tok == "hyp.check_invariants" {
+            crate::vm::CHECK_EACH_CALL.store(true, core::sync::atomic::Ordering::Relaxed);
         } else if tok == "hyp.trace_quiet" {
             o.trace_quiet = true;
         } else if let Some(v) = tok.strip_prefix("hyp.selftest=") {

@@ -29,6 +29,7 @@ pub fn handle(frame: &mut TrapFrame) {
         }
         None => frame.x[0] = smccc::NOT_SUPPORTED as u64,
     }
+    vm::after_call();
     // Draining is not itself recorded: it would refill the ring it empties.
     if fid != abi::TRACE_DRAIN {
         point::hypercall(0, 0, fid as u64, x1, frame.x[1]);
@@ -75,6 +76,12 @@ fn dispatch(fid: u32, frame: &mut TrapFrame) -> Option<Option<Result<(), Error>>
         abi::DUMP_S2 => vm::dump_s2(a[0]),
         abi::TRACE_DRAIN => trace_drain(frame, a[0], a[1]),
         abi::NOP => Ok(()),
+        abi::CHECK_INVARIANTS => {
+            let (n, leaves) = vm::check_invariants();
+            frame.x[2] = n;
+            frame.x[3] = leaves;
+            Ok(())
+        }
         abi::STATS => {
             use crate::arch::aarch64::tlb::*;
             use core::sync::atomic::Ordering::Relaxed;

@@ -7,6 +7,7 @@
 
 pub mod env;
 pub mod error;
+pub mod invariants;
 pub mod mem_protect;
 pub mod memcache;
 pub mod pgtable;

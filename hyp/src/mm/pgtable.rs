@@ -240,6 +240,22 @@ impl Stage2 {
         Ok(())
     }
 
+    /// The descriptor translating `ipa` (tests corrupt it on purpose).
+    #[cfg(test)]
+    pub fn leaf_ptep<E: MmEnv>(&self, env: &mut E, ipa: u64) -> *mut u64 {
+        struct V(*mut u64);
+        impl<E: MmEnv> Visitor<E> for V {
+            fn leaf(&mut self, _: &mut E, e: &Entry) -> Result<(), Error> {
+                self.0 = e.ptep;
+                Ok(())
+            }
+        }
+        let mut v = V(core::ptr::null_mut());
+        let page = ipa & !(PAGE_SIZE - 1);
+        walk(env, &self.geo, page, page + PAGE_SIZE, &mut v).expect("in range");
+        v.0
+    }
+
     /// Frees every table page, root included.
     pub fn destroy<E: MmEnv>(self, env: &mut E) {
         let base = env.table_ptr(self.geo.root);

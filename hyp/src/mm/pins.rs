@@ -12,6 +12,8 @@ const EXCLUSIVE: u32 = 1 << 31;
 pub struct Pins {
     base_pfn: u64,
     counts: Vec<u32>,
+    /// Pages with at least one pin.
+    pinned: u64,
 }
 
 impl Pins {
@@ -19,13 +21,18 @@ impl Pins {
     pub fn new(base: u64, size: u64) -> Self {
         let n = (size >> PAGE_SHIFT) as usize;
         let counts = alloc::vec![0; n];
-        Pins { base_pfn: base >> PAGE_SHIFT, counts }
+        Pins { base_pfn: base >> PAGE_SHIFT, counts, pinned: 0 }
     }
 
     fn slot(&self, pa: u64) -> Option<usize> {
         let pfn = pa >> PAGE_SHIFT;
         let i = pfn.checked_sub(self.base_pfn)? as usize;
         (i < self.counts.len()).then_some(i)
+    }
+
+    /// Pages with at least one pin.
+    pub fn pinned_pages(&self) -> u64 {
+        self.pinned
     }
 
     /// Pins held on the page at `pa` (an exclusive pin counts as one).
@@ -62,6 +69,7 @@ impl Pins {
             return Err(Error::Busy);
         }
         self.counts[i] = if exclusive { EXCLUSIVE } else { c + 1 };
+        self.pinned += (c == 0) as u64;
         Ok(())
     }
 
@@ -74,6 +82,7 @@ impl Pins {
             EXCLUSIVE => 0,
             c => c - 1,
         };
+        self.pinned -= (self.counts[i] == 0) as u64;
         Ok(())
     }
 }

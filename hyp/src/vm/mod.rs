@@ -235,6 +235,37 @@ pub fn host_call(fid: u32, frame: &mut TrapFrame) -> Option<Result<(), Error>> {
     Some(r)
 }
 
+/// Run the checker after every hypercall (`hyp.check_invariants`).
+pub static CHECK_EACH_CALL: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static CHECKS_RUN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Runs the global invariant checker over the host, the hyp and every VM
+/// (locks: host, hyp, then each VM). A violation is a hyp bug: it stops
+/// the system with a failure status. Returns (checks run, leaves walked).
+pub fn check_invariants() -> (u64, u64) {
+    use core::sync::atomic::Ordering::Relaxed;
+    let host = mem::host();
+    let hyp = mem::hyp_lock(&host);
+    let arcs: Vec<Arc<Mutex<Vm>>> = VMS.lock().vms.iter().flatten().map(|(_, v)| v.clone()).collect();
+    let guards: Vec<VmLocked> = arcs.iter().map(|v| v.lock()).collect();
+    let gs: Vec<&GuestMm> = guards.iter().map(|g| &g.mm).collect();
+    match hyp::mm::invariants::check(&mut HypEnv, &host, &hyp, &gs) {
+        Ok(s) => (CHECKS_RUN.fetch_add(1, Relaxed) + 1, s.leaves),
+        Err(v) => {
+            log::error!("INVARIANT VIOLATED: {} at {:#x}", v.what, v.addr);
+            crate::shutdown(crate::Status::InvariantBroken)
+        }
+    }
+}
+
+/// After a hypercall: the checker, when asked for on the command line.
+#[inline]
+pub fn after_call() {
+    if CHECK_EACH_CALL.load(core::sync::atomic::Ordering::Relaxed) {
+        check_invariants();
+    }
+}
+
 /// Prints a stage-2 (0: the host's, else a VM's) as ranges.
 pub fn dump_s2(which: u64) -> Result<(), Error> {
     let mut env = HypEnv;

@@ -67,6 +67,10 @@ impl World {
         }
         check_alloc(env, &all);
         env.check_bbm();
+        let gs: Vec<&GuestMm> = guests.iter().collect();
+        if let Err(v) = crate::mm::invariants::check(env, host, hyp, &gs) {
+            panic!("invariant violated: {} at {:#x}", v.what, v.addr);
+        }
     }
     pub fn finish(self) {
         let World { mut env, host, hyp, guests } = self;
@@ -301,5 +305,42 @@ fn one_gib_guest_needs_no_tables_until_a_share() {
     guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
     assert_eq!((w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()), (0, 0));
     w.check();
+    w.finish();
+}
+
+#[test]
+fn invariant_checker_catches_corruption() {
+    use crate::mm::invariants::check;
+    use crate::mm::pte;
+    let mut w = World::new();
+    let pa = guest_with_memory(&mut w);
+    let got = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
+    w.host.pin(&mut w.env, got, false).unwrap();
+    w.check();
+    let corrupt = |w: &mut World, tree: usize, at: u64, leaf: Leaf| -> &'static str {
+        let pgt = if tree == 0 { &w.host.pgt } else { &w.guests[0].pgt };
+        assert_eq!(pgt.lookup(&mut w.env, at).unwrap().level, 3, "corrupt a page entry");
+        let ptep = pgt.leaf_ptep(&mut w.env, at) as u64;
+        // SAFETY: ptep is a descriptor in a live test table.
+        let old = unsafe { *(ptep as *const u64) };
+        unsafe { *(ptep as *mut u64) = pte::encode(leaf, 3) };
+        let gs: Vec<&GuestMm> = w.guests.iter().collect();
+        let what = check(&mut w.env, &w.host, &w.hyp, &gs).err().map(|v| v.what).unwrap_or("nothing found");
+        // SAFETY: as above; restore.
+        unsafe { *(ptep as *mut u64) = old };
+        what
+    };
+    // The host maps a guest-private page.
+    let private = pa + 6 * K4;
+    let host_map = Leaf::Mapped { pa: private, attrs: Attrs::NORMAL_RWX, state: PageState::Owned };
+    assert_ne!(corrupt(&mut w, 0, private, host_map), "nothing found");
+    // The guest's shared page loses its shared state on the guest side only.
+    let one_sided = Leaf::Mapped { pa: got, attrs: GUEST_RAM, state: PageState::Owned };
+    assert_ne!(corrupt(&mut w, 1, G + 5 * K4, one_sided), "nothing found");
+    // The host's borrowed page becomes host-owned: the pin is now illegal.
+    let stolen = Leaf::Mapped { pa: got, attrs: Attrs::NORMAL_RWX, state: PageState::Owned };
+    assert_ne!(corrupt(&mut w, 0, got, stolen), "nothing found");
+    w.check();
+    w.host.unpin(got).unwrap();
     w.finish();
 }

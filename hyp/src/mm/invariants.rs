@@ -1,0 +1,245 @@
+//! The global invariant checker: walks every stage-2 and the pin counts and
+//! checks that they tell one consistent story.
+//!
+//! - every page has exactly one owner: the host's view (its own, the hyp's,
+//!   or a guest's) agrees with the hyp's table and every guest's table, and
+//!   per VM the bytes it maps equal the bytes the host records for it;
+//! - shared-owned on one side ⇔ shared-borrowed on exactly the other;
+//! - the host maps no hyp page and no guest-private page; its mappings are
+//!   identity maps of RAM (normal) or devices (device memory);
+//! - every table page is reachable exactly once and counted;
+//! - pins only on pages the host borrows from a guest.
+//!
+//! Blocks cannot span mixed states by construction (one descriptor, one
+//! state), and "everything mergeable is merged" is left to the unit tests.
+
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+
+use super::env::MmEnv;
+use super::mem_protect::{GuestMm, HostMm, HypMm};
+use super::pgtable::Stage2;
+use super::prot::{Leaf, MemType, Owner, PageState};
+use super::{Error, PAGE_SIZE};
+
+/// What was wrong, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub what: &'static str,
+    pub addr: u64,
+}
+
+/// What a passing check covered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub leaves: u64,
+    pub tables: u64,
+    pub guest_bytes: u64,
+    pub shared_bytes: u64,
+    pub pinned_pages: u64,
+}
+
+fn bad(what: &'static str, addr: u64) -> Violation {
+    Violation { what, addr }
+}
+
+/// (start, end, leaf at start) of every leaf of `pgt`, coalescing nothing.
+fn collect<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Vec<(u64, u64, Leaf)>, Violation> {
+    let mut v: Vec<(u64, u64, Leaf)> = Vec::new();
+    let mut oom = false;
+    let _ = pgt.for_each_leaf(env, 0, pgt.ipa_limit(), |m, a, b| {
+        let l = m.at(a);
+        if l == Leaf::Invalid(Owner::None) {
+            return Ok(());
+        }
+        if v.try_reserve(1).is_err() {
+            oom = true;
+            return Err(Error::NoMem);
+        }
+        v.push((a, b, l));
+        Ok(())
+    });
+    if oom {
+        return Err(bad("checker out of memory", 0));
+    }
+    Ok(v)
+}
+
+/// Checks that every page of `[a, b)` in the host's view satisfies `ok`.
+fn host_range(host: &[(u64, u64, Leaf)], a: u64, b: u64, ok: impl Fn(Leaf) -> bool) -> bool {
+    // `host` is sorted; find the leaves overlapping [a, b) and require they
+    // cover it completely.
+    let i = host.partition_point(|&(_, e, _)| e <= a);
+    let mut at = a;
+    for &(s, e, l) in &host[i..] {
+        if s >= b {
+            break;
+        }
+        if s > at || !ok(l.offset(at - s)) {
+            return false;
+        }
+        at = e;
+    }
+    at >= b
+}
+
+pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&GuestMm]) -> Result<Summary, Violation> {
+    let mut sum = Summary::default();
+
+    // Tables: each reachable once across all trees, counted by its tree.
+    let mut seen = BTreeSet::new();
+    let mut trees: Vec<&Stage2> = Vec::new();
+    trees.push(&host.pgt);
+    trees.push(&hyp.pgt);
+    trees.extend(guests.iter().map(|g| &g.pgt));
+    for t in &trees {
+        if !seen.insert(t.root_pa()) {
+            return Err(bad("a root shared by two stage-2s", t.root_pa()));
+        }
+        let mut n = 0usize;
+        let mut dup = None;
+        t.for_each_table(env, |pa, _| {
+            n += 1;
+            if !seen.insert(pa) {
+                dup = Some(pa);
+            }
+        });
+        if let Some(pa) = dup {
+            return Err(bad("a table page reachable twice", pa));
+        }
+        if n != t.table_pages() {
+            return Err(bad("table pages miscounted", t.root_pa()));
+        }
+        sum.tables += n as u64;
+    }
+
+    // The host's view: identity maps of RAM/devices; who owns the rest.
+    let hv = collect(env, &host.pgt)?;
+    sum.leaves += hv.len() as u64;
+    let (mut hyp_owned, mut host_shared, mut borrowed) = (0u64, 0u64, 0u64);
+    let mut per_vm: Vec<(u16, u64)> = Vec::new();
+    for &(a, b, l) in &hv {
+        match l {
+            Leaf::Mapped { pa, attrs, state } => {
+                if pa != a {
+                    return Err(bad("host mapping is not an identity map", a));
+                }
+                let ram = host.ram.iter().any(|r| r.contains(a, b - a));
+                let dev = host.devices.iter().any(|r| r.contains(a, b - a));
+                match (attrs.mem, ram, dev) {
+                    (MemType::Normal, true, _) | (MemType::Device, false, true) => {}
+                    _ => return Err(bad("host maps something that is neither its RAM nor a device", a)),
+                }
+                match state {
+                    PageState::Owned => {}
+                    PageState::SharedOwned => host_shared += b - a,
+                    PageState::SharedBorrowed => borrowed += b - a,
+                }
+            }
+            Leaf::Invalid(Owner::Hyp) => hyp_owned += b - a,
+            Leaf::Invalid(Owner::Guest(h)) => match per_vm.iter_mut().find(|(x, _)| *x == h) {
+                Some(e) => e.1 += b - a,
+                None => {
+                    if per_vm.try_reserve(1).is_err() {
+                        return Err(bad("checker out of memory", 0));
+                    }
+                    per_vm.push((h, b - a));
+                }
+            },
+            Leaf::Invalid(Owner::None) => {}
+        }
+    }
+
+    // The hyp's view agrees page by page.
+    let yv = collect(env, &hyp.pgt)?;
+    sum.leaves += yv.len() as u64;
+    let (mut y_owned, mut y_borrowed) = (0u64, 0u64);
+    for &(a, b, l) in &yv {
+        let Leaf::Mapped { pa, state, .. } = l else {
+            return Err(bad("hyp table holds an annotation", a));
+        };
+        if pa != a {
+            return Err(bad("hyp table is not an identity map", a));
+        }
+        let ok = match state {
+            PageState::Owned => {
+                y_owned += b - a;
+                host_range(&hv, a, b, |h| h == Leaf::Invalid(Owner::Hyp))
+            }
+            PageState::SharedBorrowed => {
+                y_borrowed += b - a;
+                host_range(&hv, a, b, |h| matches!(h, Leaf::Mapped { state: PageState::SharedOwned, .. }))
+            }
+            PageState::SharedOwned => false,
+        };
+        if !ok {
+            return Err(bad("hyp and host disagree about a page", a));
+        }
+    }
+    if y_owned != hyp_owned {
+        return Err(bad("hyp-owned pages: host and hyp views differ in size", hyp_owned));
+    }
+    if y_borrowed != host_shared {
+        return Err(bad("pages shared with the hyp: host and hyp views differ in size", host_shared));
+    }
+
+    // Every guest: its pages are the ones the host records for it.
+    let mut g_shared = 0u64;
+    for g in guests {
+        let gv = collect(env, &g.pgt)?;
+        sum.leaves += gv.len() as u64;
+        let mut private = 0u64;
+        for &(a, b, l) in &gv {
+            let Leaf::Mapped { pa, attrs, state } = l else {
+                return Err(bad("guest table holds an annotation", a));
+            };
+            if attrs.mem != MemType::Normal {
+                return Err(bad("guest maps memory as device", a));
+            }
+            let end = pa + (b - a);
+            let ok = match state {
+                PageState::Owned => {
+                    private += b - a;
+                    host_range(&hv, pa, end, |h| h == Leaf::Invalid(Owner::Guest(g.handle)))
+                }
+                PageState::SharedOwned => {
+                    g_shared += b - a;
+                    host_range(&hv, pa, end, |h| matches!(h, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))
+                }
+                PageState::SharedBorrowed => false,
+            };
+            if !ok {
+                return Err(bad("guest and host disagree about a page", a));
+            }
+        }
+        let recorded = per_vm.iter().find(|(h, _)| *h == g.handle).map(|e| e.1).unwrap_or(0);
+        if recorded != private {
+            return Err(bad("a VM's private pages: host record and guest map differ in size", g.handle as u64));
+        }
+        sum.guest_bytes += private;
+    }
+    if per_vm.iter().any(|(h, n)| *n > 0 && !guests.iter().any(|g| g.handle == *h)) {
+        return Err(bad("the host records pages for a VM that does not exist", 0));
+    }
+    if g_shared != borrowed {
+        return Err(bad("pages guests share vs pages the host borrows differ in size", borrowed));
+    }
+    sum.shared_bytes = borrowed;
+
+    // Pins only on borrowed pages: count pinned pages there, compare with all.
+    let mut pinned = 0u64;
+    for &(a, b, l) in &hv {
+        if matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }) {
+            let mut p = a;
+            while p < b {
+                pinned += (host.pins.count(p) != 0) as u64;
+                p += PAGE_SIZE;
+            }
+        }
+    }
+    if pinned != host.pins.pinned_pages() {
+        return Err(bad("a pin on a page the host does not borrow", 0));
+    }
+    sum.pinned_pages = pinned;
+    Ok(sum)
+}
