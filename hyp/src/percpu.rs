@@ -40,6 +40,9 @@ pub struct PerCpu {
     pub host_vtcr: u64,
     /// The VM whose vCPU runs here.
     pub guest: Option<Arc<Mutex<Vm>>>,
+    /// Where the host asked this CPU to start (PSCI CPU_ON) and its context.
+    pub host_entry: u64,
+    pub host_context: u64,
 }
 
 const ZERO_FRAME: TrapFrame = TrapFrame { x: [0; 31], elr: 0, spsr: 0, _pad: 0 };
@@ -82,12 +85,27 @@ const INIT: PerCpu = PerCpu {
     host_vttbr: 0,
     host_vtcr: 0,
     guest: None,
+    host_entry: 0,
+    host_context: 0,
 };
 static mut CPUS: [PerCpu; MAX_CPUS] = [INIT; MAX_CPUS];
 
+/// The state of CPU `idx` (for the boot path that starts it).
+pub fn cpu(idx: usize) -> &'static mut PerCpu {
+    // SAFETY: written by the CPU starting `idx` before CPU_ON and read by
+    // `idx` itself after it starts; never by both at once.
+    unsafe { &mut (*core::ptr::addr_of_mut!(CPUS))[idx % MAX_CPUS] }
+}
+
+/// The per-CPU slot of the CPU with this MPIDR (Aff0; QEMU virt numbers
+/// CPUs 0..N there).
+pub fn index_of(mpidr: u64) -> usize {
+    (mpidr & 0xff) as usize % MAX_CPUS
+}
+
 /// This CPU's state.
 pub fn this_cpu() -> &'static mut PerCpu {
-    let id = (aarch64_cpu::registers::MPIDR_EL1.get() & 0xff) as usize % MAX_CPUS;
+    let id = index_of(aarch64_cpu::registers::MPIDR_EL1.get());
     // SAFETY: each CPU only touches its own slot, with exceptions masked at
     // EL2, so no two references to one slot are live at once.
     unsafe { &mut (*core::ptr::addr_of_mut!(CPUS))[id] }

@@ -64,6 +64,22 @@ pub fn all() -> Vec<Scenario> {
     vec![
         fuzz(1, 1000, 300),
         Scenario {
+            name: "smp: 4 CPUs run VMs concurrently; invariants hold; end states equal a sequential replay",
+            args: RunArgs { smp: 4, append: Some("hyp.check_invariants".into()), ..base("smp") },
+            lines: vec![
+                "[hyp]   cpus    4 (mpidr 0x0..)",
+                "[hyp] cpu 1: up, entering host at *",
+                "[hyp] cpu 3: up, entering host at *",
+                "[host] smp: 4 CPUs ran 60 rounds each: * operations, * invariant checks so far",
+                "[host] PASS one VM per CPU",
+                "[host] PASS each VM ends as in a sequential replay of the same operations",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC", "INVARIANT"],
+            code: 0,
+            timeout: 300,
+        },
+        Scenario {
             name: "boot: hyp at EL2, host shim at EL1 under stage-2, hyp memory aborts",
             args: base("boot"),
             lines: vec![

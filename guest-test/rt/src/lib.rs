@@ -15,6 +15,7 @@ pub mod pmu;
 pub mod probe;
 pub mod rand;
 pub mod smccc;
+pub mod smp;
 pub mod trap;
 
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -16,6 +16,13 @@ pub fn enable() {
         // Block, AttrIndx, SH inner (normal), AF, UXN|PXN for device.
         *e = if i == 0 { base | 0b01 | (1 << 10) | (3 << 53) } else { base | 0b01 | (1 << 2) | (3 << 8) | (1 << 10) };
     }
+    enable_this_cpu();
+}
+
+/// Turns the MMU on with the table [`enable`] built (secondary CPUs).
+pub fn enable_this_cpu() {
+    // SAFETY: the table is built and no longer written.
+    let t = unsafe { &*core::ptr::addr_of!(L1) };
     MAIR_EL1.write(
         MAIR_EL1::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
             + MAIR_EL1::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc

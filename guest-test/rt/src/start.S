@@ -55,3 +55,27 @@ _start:
 6:  wfi
     b       6b
 .ltorg
+
+// Secondary CPUs (PSCI CPU_ON with this address): x0 = CPU index. The image
+// is already relocated and its bss zeroed by the boot CPU.
+.section .text, "ax"
+.global _secondary_start
+_secondary_start:
+    msr     daifset, #0xf
+    mov     x19, x0
+    adrp    x1, SECONDARY_STACKS
+    add     x1, x1, :lo12:SECONDARY_STACKS
+    add     x2, x19, #1
+    lsl     x2, x2, #14
+    add     x1, x1, x2
+    mov     sp, x1
+    mov     x1, #(3 << 20)
+    msr     cpacr_el1, x1
+    adrp    x1, __el1_vectors
+    add     x1, x1, :lo12:__el1_vectors
+    msr     vbar_el1, x1
+    isb
+    mov     x0, x19
+    bl      el1_rt_secondary
+1:  wfi
+    b       1b

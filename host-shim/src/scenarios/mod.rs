@@ -5,6 +5,7 @@ pub mod boot;
 pub mod fuzz;
 pub mod guests;
 pub mod hostile;
+pub mod smp;
 
 use el1_rt::BootInfo;
 
@@ -36,6 +37,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "bench" => bench::run(&mut hm, &images, r),
+        "smp" => smp::run(&mut hm, &images, r, info),
         "fuzz" => fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or("")),
         _ => return false,
     }

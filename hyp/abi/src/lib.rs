@@ -122,6 +122,9 @@ pub mod host {
     /// Runs the global invariant checker now → x2 = checks run since boot,
     /// x3 = leaves it walked. A violation stops the system (status 4).
     pub const CHECK_INVARIANTS: u32 = id(0x26);
+    /// x1 = handle → x2 = a digest of the VM's stage-2 (IPA ranges and
+    /// page states, not PAs), to compare end states of two runs.
+    pub const VM_DIGEST: u32 = id(0x27);
 
     pub const PIN_SHARED: u64 = 0;
     pub const PIN_EXCLUSIVE: u64 = 1;

@@ -9,6 +9,8 @@ pub mod bundle;
 pub mod dt;
 pub mod host_dt;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use aarch64_cpu::registers::*;
 use log::{info, LevelFilter};
 
@@ -259,12 +261,51 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         used / 1024,
         total / 1024
     );
+    HOST_VTTBR.store(vttbr, Ordering::Relaxed);
+    HOST_VTCR.store(vtcr, Ordering::Relaxed);
+    for (i, mpidr) in m.cpus[..m.ncpus].iter().enumerate() {
+        CPU_MPIDRS[i].store(*mpidr | KNOWN, Ordering::Relaxed);
+    }
     let cpu = percpu::this_cpu();
+    cpu.id = percpu::index_of(MPIDR_EL1.get());
     cpu.host_vttbr = vttbr;
     cpu.host_vtcr = vtcr;
     cpu.frame = Default::default();
     cpu.frame.x[0] = host_dtb;
     cpu.frame.elr = host_load;
+    cpu.frame.spsr = SPSR_EL1H_DAIF_MASKED;
+    percpu::enter_host(cpu)
+}
+
+/// The host's stage-2 controls, for secondary CPUs.
+static HOST_VTTBR: AtomicU64 = AtomicU64::new(0);
+static HOST_VTCR: AtomicU64 = AtomicU64::new(0);
+/// MPIDRs of the CPUs the DTB lists (KNOWN set when present).
+pub static CPU_MPIDRS: [AtomicU64; dt::MAX_CPUS] = [const { AtomicU64::new(0) }; dt::MAX_CPUS];
+pub const KNOWN: u64 = 1 << 63;
+
+/// Rust entry of a secondary CPU (from entry.S), started by PSCI CPU_ON on
+/// the host's behalf: EL2 is set up here exactly as on the boot CPU, then
+/// the CPU enters the host at the entry point the host asked for, with x0 =
+/// its context ID, at EL1h with the MMU off.
+#[no_mangle]
+extern "C" fn hyp_secondary_main(idx: u64) -> ! {
+    mmu::enable_this_cpu();
+    let cpu = percpu::this_cpu();
+    cpu.id = idx as usize;
+    cpu.host_vttbr = HOST_VTTBR.load(Ordering::Relaxed);
+    cpu.host_vtcr = HOST_VTCR.load(Ordering::Relaxed);
+    VTCR_EL2.set(cpu.host_vtcr);
+    VTTBR_EL2.set(cpu.host_vttbr);
+    el1::init_el2_controls();
+    HCR_EL2.set(el1::hcr_host());
+    el1::El1Regs::reset().restore();
+    // SAFETY: TLB maintenance only.
+    unsafe { core::arch::asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb") };
+    log::info!("cpu {}: up, entering host at {:#x}", idx, cpu.host_entry);
+    cpu.frame = Default::default();
+    cpu.frame.x[0] = cpu.host_context;
+    cpu.frame.elr = cpu.host_entry;
     cpu.frame.spsr = SPSR_EL1H_DAIF_MASKED;
     percpu::enter_host(cpu)
 }

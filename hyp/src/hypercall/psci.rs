@@ -31,12 +31,52 @@ pub fn handle_host_smc(frame: &mut TrapFrame) {
             log::info!("host: PSCI SYSTEM_RESET");
             crate::arch::aarch64::psci::system_reset()
         }
-        // CPU_ON/CPU_SUSPEND would enter EL2 at a host-chosen address: not
-        // until the hyp initialises secondaries itself (SMP).
-        psci::CPU_ON | psci::CPU_SUSPEND | psci::CPU_OFF => psci::DENIED,
+        psci::CPU_ON => cpu_on(frame.x[1], frame.x[2], frame.x[3]),
+        // Powers the calling CPU down; it comes back only through CPU_ON.
+        psci::CPU_OFF => smc(fid, 0, 0, 0)[0] as i64,
+        // Would resume at EL2 at a host-chosen address.
+        psci::CPU_SUSPEND => psci::DENIED,
         arch::SMCCC_VERSION => arch::VERSION_1_1 as i64,
         arch::SMCCC_ARCH_FEATURES => smccc::NOT_SUPPORTED,
         _ => smccc::NOT_SUPPORTED,
     };
     frame.x[0] = r as u64;
+}
+
+/// PSCI INVALID_ADDRESS.
+const INVALID_ADDRESS: i64 = -9;
+
+extern "C" {
+    fn secondary_entry();
+}
+
+/// CPU_ON for the host: the CPU starts in the hyp (which sets up EL2 on it)
+/// and only then enters the host at `entry`, at EL1. The entry point must be
+/// host-owned RAM.
+fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
+    let known = crate::boot::CPU_MPIDRS.iter().any(|m| {
+        let m = m.load(core::sync::atomic::Ordering::Relaxed);
+        m & crate::boot::KNOWN != 0 && m & !crate::boot::KNOWN == target
+    });
+    if !known {
+        return psci::INVALID_PARAMETERS;
+    }
+    let host = crate::mem::host();
+    let page = entry & !0xfff;
+    let owned = host.check_ram(page, 4096).is_ok()
+        && matches!(
+            host.leaf_at(&mut crate::arch::aarch64::tlb::HypEnv, page),
+            Ok(hyp::mm::prot::Leaf::Invalid(hyp::mm::prot::Owner::None))
+                | Ok(hyp::mm::prot::Leaf::Mapped { state: hyp::mm::prot::PageState::Owned, .. })
+        );
+    drop(host);
+    if !owned || entry & 3 != 0 {
+        return INVALID_ADDRESS;
+    }
+    let idx = crate::percpu::index_of(target);
+    let cpu = crate::percpu::cpu(idx);
+    cpu.host_entry = entry;
+    cpu.host_context = context;
+    // The hyp's identity map makes the symbol's address its PA.
+    smc(psci::CPU_ON, target, secondary_entry as *const () as u64, idx as u64)[0] as i64
 }

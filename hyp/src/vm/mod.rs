@@ -219,6 +219,23 @@ pub fn host_call(fid: u32, frame: &mut TrapFrame) -> Option<Result<(), Error>> {
             frame.x[4] = state_code(m.leaf);
             Ok(())
         }),
+        abi::VM_DIGEST => get(a[0]).and_then(|vm| {
+            let vm = vm.lock();
+            // FNV-1a over (start, end, state) of every mapped leaf.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            vm.mm.pgt.for_each_leaf(&mut env, 0, vm.mm.pgt.ipa_limit(), |m, s, e| {
+                if let Leaf::Mapped { state, .. } = m.leaf {
+                    for v in [s, e, state as u64] {
+                        for b in v.to_le_bytes() {
+                            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            frame.x[2] = h;
+            Ok(())
+        }),
         abi::PAGE_STATE => {
             let host = mem::host();
             host.leaf_at(&mut env, a[0]).map(|l| {

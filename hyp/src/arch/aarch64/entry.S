@@ -43,3 +43,28 @@ primary_entry:
     bl      hyp_main
 3:  wfi
     b       3b
+
+// Secondary CPUs, started by PSCI CPU_ON on the host's behalf: x0 = CPU
+// index (the context the hyp passed). MMU off, EL2.
+.global secondary_entry
+secondary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0
+    mov     x1, #0x22ff
+    msr     cptr_el2, x1
+    isb
+    // Stack: slot x19 of __stacks.
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    add     x2, x19, #1
+    lsl     x2, x2, #16
+    add     x1, x1, x2
+    mov     sp, x1
+    adrp    x1, __hyp_vectors
+    add     x1, x1, :lo12:__hyp_vectors
+    msr     vbar_el2, x1
+    isb
+    mov     x0, x19
+    bl      hyp_secondary_main
+1:  wfi
+    b       1b

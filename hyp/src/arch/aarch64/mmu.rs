@@ -26,7 +26,7 @@ const SCTLR_EL2_RES1: u64 = 0x30c5_0830;
 /// Byte range covered by the device block.
 pub const DEVICE_LIMIT: u64 = 1 << 30;
 
-/// Builds the identity map and turns the MMU and caches on.
+/// Builds the identity map (boot CPU, once) and turns the MMU and caches on.
 pub fn enable() {
     // SAFETY: runs once on the boot CPU before anything else uses L1; the
     // MMU is off so nothing walks the table while it is written.
@@ -39,6 +39,13 @@ pub fn enable() {
             base | BLOCK | ATTR_NORMAL | SH_INNER | AF
         };
     }
+    enable_this_cpu();
+}
+
+/// Turns the MMU on with the (already built) identity map: secondary CPUs.
+pub fn enable_this_cpu() {
+    // SAFETY: the table is built and never written again.
+    let table = unsafe { &*core::ptr::addr_of!(L1) };
     MAIR_EL2.write(
         MAIR_EL2::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
             + MAIR_EL2::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
