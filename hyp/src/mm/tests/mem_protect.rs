@@ -344,3 +344,19 @@ fn invariant_checker_catches_corruption() {
     w.host.unpin(got).unwrap();
     w.finish();
 }
+
+/// A loop to profile (`valgrind --tool=callgrind ... --ignored profile_`).
+#[test]
+#[ignore]
+fn profile_share_unshare_4k() {
+    let mut w = World::new();
+    guest_with_memory(&mut w);
+    w.env.record = false;
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2, K4).unwrap();
+    for _ in 0..20000 {
+        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2 + 7 * K4, K4).unwrap();
+        guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2 + 7 * K4, K4).unwrap();
+    }
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2, K4).unwrap();
+    w.finish();
+}
