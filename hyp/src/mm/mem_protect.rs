@@ -217,6 +217,35 @@ impl HostMm {
     }
 }
 
+/// One host ↔ hyp transition: what both sides must hold over the whole
+/// range, and what they hold afterwards.
+struct HostHyp {
+    host_before: fn(Leaf) -> bool,
+    hyp_before: fn(Leaf) -> bool,
+    host_after: fn(u64) -> Leaf,
+    hyp_after: fn(u64) -> Leaf,
+}
+
+/// The shape every host ↔ hyp transition shares: range check, both sides
+/// checked over the whole range, both committed or neither.
+fn host_hyp<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    hyp: &mut HypMm,
+    pa: u64,
+    size: u64,
+    t: HostHyp,
+) -> Result<(), Error> {
+    host.check_ram(pa, size)?;
+    check_all(env, &host.pgt, pa, size, t.host_before)?;
+    check_all(env, &hyp.pgt, pa, size, t.hyp_before)?;
+    commit_pair(env, (&mut host.pgt, pa, size, (t.host_after)(pa)), (&mut hyp.pgt, pa, size, (t.hyp_after)(pa)))
+}
+
+fn nothing(l: Leaf) -> bool {
+    l == Leaf::Invalid(Owner::None)
+}
+
 /// host → hyp share: host OWNED → SHARED_OWNED, hyp gets SHARED_BORROWED.
 pub fn host_share_hyp<E: MmEnv>(
     env: &mut E,
@@ -225,14 +254,13 @@ pub fn host_share_hyp<E: MmEnv>(
     pa: u64,
     size: u64,
 ) -> Result<(), Error> {
-    host.check_ram(pa, size)?;
-    check_all(env, &host.pgt, pa, size, host_owns)?;
-    check_all(env, &hyp.pgt, pa, size, |l| l == Leaf::Invalid(Owner::None))?;
-    commit_pair(
-        env,
-        (&mut host.pgt, pa, size, owned(pa, HOST_RAM, PageState::SharedOwned)),
-        (&mut hyp.pgt, pa, size, owned(pa, HYP_MEM, PageState::SharedBorrowed)),
-    )
+    let t = HostHyp {
+        host_before: host_owns,
+        hyp_before: nothing,
+        host_after: |pa| owned(pa, HOST_RAM, PageState::SharedOwned),
+        hyp_after: |pa| owned(pa, HYP_MEM, PageState::SharedBorrowed),
+    };
+    host_hyp(env, host, hyp, pa, size, t)
 }
 
 /// Undoes [`host_share_hyp`].
@@ -243,14 +271,13 @@ pub fn host_unshare_hyp<E: MmEnv>(
     pa: u64,
     size: u64,
 ) -> Result<(), Error> {
-    host.check_ram(pa, size)?;
-    check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedOwned, .. }))?;
-    check_all(env, &hyp.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
-    commit_pair(
-        env,
-        (&mut host.pgt, pa, size, owned(pa, HOST_RAM, PageState::Owned)),
-        (&mut hyp.pgt, pa, size, Leaf::Invalid(Owner::None)),
-    )
+    let t = HostHyp {
+        host_before: |l| matches!(l, Leaf::Mapped { state: PageState::SharedOwned, .. }),
+        hyp_before: |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }),
+        host_after: |pa| owned(pa, HOST_RAM, PageState::Owned),
+        hyp_after: |_| Leaf::Invalid(Owner::None),
+    };
+    host_hyp(env, host, hyp, pa, size, t)
 }
 
 /// host → hyp donation: the host loses the pages.
@@ -261,14 +288,13 @@ pub fn host_donate_hyp<E: MmEnv>(
     pa: u64,
     size: u64,
 ) -> Result<(), Error> {
-    host.check_ram(pa, size)?;
-    check_all(env, &host.pgt, pa, size, host_owns)?;
-    check_all(env, &hyp.pgt, pa, size, |l| l == Leaf::Invalid(Owner::None))?;
-    commit_pair(
-        env,
-        (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Hyp)),
-        (&mut hyp.pgt, pa, size, owned(pa, HYP_MEM, PageState::Owned)),
-    )
+    let t = HostHyp {
+        host_before: host_owns,
+        hyp_before: nothing,
+        host_after: |_| Leaf::Invalid(Owner::Hyp),
+        hyp_after: |pa| owned(pa, HYP_MEM, PageState::Owned),
+    };
+    host_hyp(env, host, hyp, pa, size, t)
 }
 
 /// hyp → host donation (the pages come back unmapped; the host faults them in).
@@ -279,14 +305,13 @@ pub fn hyp_donate_host<E: MmEnv>(
     pa: u64,
     size: u64,
 ) -> Result<(), Error> {
-    host.check_ram(pa, size)?;
-    check_all(env, &hyp.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::Owned, .. }))?;
-    check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Hyp))?;
-    commit_pair(
-        env,
-        (&mut host.pgt, pa, size, Leaf::Invalid(Owner::None)),
-        (&mut hyp.pgt, pa, size, Leaf::Invalid(Owner::None)),
-    )
+    let t = HostHyp {
+        host_before: |l| l == Leaf::Invalid(Owner::Hyp),
+        hyp_before: |l| matches!(l, Leaf::Mapped { state: PageState::Owned, .. }),
+        host_after: |_| Leaf::Invalid(Owner::None),
+        hyp_after: |_| Leaf::Invalid(Owner::None),
+    };
+    host_hyp(env, host, hyp, pa, size, t)
 }
 
 /// host → guest donation of `[pa, pa + size)` at guest `ipa`: the guest owns
