@@ -72,7 +72,7 @@ pub fn configure(mask: u32, vm: Option<u32>, limit: Option<u32>, stream: bool) {
 /// Is `kind` being traced? The only cost of a trace point when off.
 #[inline(always)]
 pub fn on(kind: Kind) -> bool {
-    MASK.load(Ordering::Relaxed) & kind.bit() != 0
+    !cfg!(feature = "notrace") && MASK.load(Ordering::Relaxed) & kind.bit() != 0
 }
 
 /// Records `r` (timestamp and CPU filled in here).

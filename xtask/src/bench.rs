@@ -136,7 +136,13 @@ pub fn compare(new: &Results, old_path: &Path) -> Result<String> {
     Ok(s)
 }
 
-pub fn bench_cmd(release: bool, compare_with: Option<PathBuf>, out: Option<PathBuf>) -> Result<i32> {
+pub fn bench_cmd(
+    release: bool,
+    compare_with: Option<PathBuf>,
+    out: Option<PathBuf>,
+    hyp_features: Option<String>,
+    append: Option<String>,
+) -> Result<i32> {
     let args = RunArgs {
         release,
         mem: "20G".into(),
@@ -145,6 +151,8 @@ pub fn bench_cmd(release: bool, compare_with: Option<PathBuf>, out: Option<PathB
         scenario: Some("bench".into()),
         timeout: Some(1800),
         icount: true,
+        hyp_features: hyp_features.clone(),
+        append,
         ..Default::default()
     };
     let o = run_system(&args, false)?;
@@ -156,7 +164,7 @@ pub fn bench_cmd(release: bool, compare_with: Option<PathBuf>, out: Option<PathB
     if r.ops.is_empty() {
         bail!("no [bench] lines in the output");
     }
-    let elf = crate::build(release)?.hyp_elf;
+    let elf = crate::build_with(release, hyp_features.as_deref())?.hyp_elf;
     r.git_revision = git_rev();
     r.hyp_elf_sha256 = format!("{:x}", Sha256::digest(std::fs::read(&elf)?));
     print!("{}", table(&r));

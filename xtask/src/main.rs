@@ -40,6 +40,12 @@ enum Cmd {
         /// Where to write the results (default bench/results.json).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Extra cargo features for the hyp build (notrace: trace points compiled out).
+        #[arg(long)]
+        hyp_features: Option<String>,
+        /// Hyp command-line options for the run (e.g. "hyp.trace=all hyp.trace_quiet").
+        #[arg(long)]
+        append: Option<String>,
     },
     /// Decode trace records from a console log: table, summary, Chrome JSON;
     /// or render its stage-2 dumps as an SVG map.
@@ -106,6 +112,9 @@ pub struct RunArgs {
     /// Run QEMU with -icount shift=0,align=off,sleep=off (exact instruction counts).
     #[arg(long)]
     pub icount: bool,
+    /// Extra cargo features for the hyp build (e.g. notrace).
+    #[arg(long)]
+    pub hyp_features: Option<String>,
 }
 
 #[derive(Args, Clone, Debug, Default)]
@@ -146,6 +155,11 @@ pub const HYP_TARGET: &str = "aarch64-unknown-none-softfloat";
 pub const PAYLOAD_TARGET: &str = "aarch64-unknown-none";
 
 pub fn build(release: bool) -> Result<Artifacts> {
+    build_with(release, None)
+}
+
+/// Builds with extra cargo features for the hyp (e.g. "notrace").
+pub fn build_with(release: bool, hyp_features: Option<&str>) -> Result<Artifacts> {
     let root = workspace_root();
     // The hyp is built without FP/SIMD (softfloat): lower-EL FP state then
     // survives every trap and only moves on world switches.
@@ -155,6 +169,9 @@ pub fn build(release: bool) -> Result<Artifacts> {
     ] {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.current_dir(&root).args(["build", "--quiet", "--target", target]).args(pkgs);
+        if let (HYP_TARGET, Some(f)) = (target, hyp_features) {
+            cmd.args(["--features", f]);
+        }
         if release {
             cmd.arg("--release");
         }
@@ -191,7 +208,9 @@ fn main() {
         }),
         Cmd::Run(args) => qemu::run_cmd(&args),
         Cmd::Test(args) => scenarios::test_cmd(&args),
-        Cmd::Bench { release, compare, out } => bench::bench_cmd(release, compare, out),
+        Cmd::Bench { release, compare, out, hyp_features, append } => {
+            bench::bench_cmd(release, compare, out, hyp_features, append)
+        }
         Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
     };
     match r {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::image::{self, GuestSpec};
-use crate::{build, workspace_root, RunArgs};
+use crate::{workspace_root, RunArgs};
 
 /// Guest RAM base IPA and the window reserved for the guest DTB.
 pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
@@ -109,7 +109,7 @@ pub fn check_guest(path: &Path, elf: &[u8], mem: u64) -> Result<()> {
 /// Builds everything and boots; `echo` copies the console to stdout.
 pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     ensure_qemu()?;
-    let a = build(args.release)?;
+    let a = crate::build_with(args.release, args.hyp_features.as_deref())?;
     let host_image = match &args.host {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => std::fs::read(&a.shim_image)?,

@@ -40,8 +40,10 @@ pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcom
     let (fid, x1) = (frame.x[0], frame.x[1]);
     let out = call(frame, vm, vcpu);
     crate::vm::after_call();
-    if let (Outcome::Resume, crate::percpu::Running::Guest(h, _)) = (&out, crate::percpu::this_cpu().running) {
-        point::hypercall(h, vcpu, fid, x1, frame.x[0]);
+    if crate::tracebuf::on(hyp::trace::Kind::Hypercall) {
+        if let (Outcome::Resume, crate::percpu::Running::Guest(h, _)) = (&out, crate::percpu::this_cpu().running) {
+            point::hypercall(h, vcpu, fid, x1, frame.x[0]);
+        }
     }
     out
 }
