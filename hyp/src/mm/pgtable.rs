@@ -314,11 +314,24 @@ fn blockable(leaf: Leaf, level: u8) -> bool {
 }
 
 /// Does the existing leaf `e` already hold `new` (given at `start`) over
-/// the part of it inside the range?
+/// the part of it inside the range? Compared as raw descriptors: every
+/// descriptor the engine writes is `pte::encode` of its leaf.
 #[inline]
 fn already(e: &Entry, start: u64, new: Leaf) -> bool {
-    let a = e.base.max(start);
-    pte::decode(e.pte).offset(a - e.base) == new.offset(a - start)
+    let at_base = match new {
+        Leaf::Invalid(_) => new,
+        Leaf::Mapped { pa, attrs, state } => {
+            if e.base >= start {
+                new.offset(e.base - start)
+            } else {
+                match pa.checked_sub(start - e.base) {
+                    Some(pa) => Leaf::Mapped { pa, attrs, state },
+                    None => return false,
+                }
+            }
+        }
+    };
+    pte::encode(at_base, e.level) == e.pte
 }
 
 struct LeafVisitor<F> {
@@ -507,12 +520,20 @@ impl SetVisitor<'_> {
         if valid && !is_aligned(pte::table_pa(c0), level_size(e.level)) {
             return;
         }
-        let expect = |i: usize| if valid { c0 + i as u64 * csize } else { c0 };
+        // Entry i must be c0 advanced by i * step (valid entries map
+        // consecutive PAs; invalid ones carry the same annotation).
+        let step = if valid { csize } else { 0 };
+        // SAFETY (both reads below): i < 512 entries of a live table page.
+        let at = |i: usize| unsafe { core::ptr::read_volatile(p.add(i)) };
         // Cheap rejection first: the last entry and the first one we touched.
         let touched = (((self.start.max(e.base) - e.base) / csize) as usize).min(ENTRIES - 1);
-        for i in [ENTRIES - 1, touched].into_iter().chain(1..ENTRIES) {
-            // SAFETY: i < 512.
-            if unsafe { core::ptr::read_volatile(p.add(i)) } != expect(i) {
+        if at(ENTRIES - 1) != c0 + (ENTRIES as u64 - 1) * step || at(touched) != c0 + touched as u64 * step {
+            return;
+        }
+        let mut want = c0;
+        for i in 1..ENTRIES {
+            want += step;
+            if at(i) != want {
                 return;
             }
         }
