@@ -70,7 +70,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp]   cpus    4 (mpidr 0x0..)",
                 "[hyp] cpu 1: up, entering host at *",
                 "[hyp] cpu 3: up, entering host at *",
-                "[host] smp: 4 CPUs ran 60 rounds each: * operations, * invariant checks so far",
+                "[host] smp: 4 CPUs ran 40 rounds each: * operations, * invariant checks so far",
                 "[host] PASS one VM per CPU",
                 "[host] PASS each VM ends as in a sequential replay of the same operations",
                 "[hyp] system off: status 0 (Ok)",

@@ -19,7 +19,7 @@ use crate::mem::HostMem;
 use crate::report::Report;
 use crate::vmm::{Guest, GUEST_RAM};
 
-const ROUNDS: u64 = 60;
+const ROUNDS: u64 = 40;
 const MEM: u64 = 8 << 20;
 
 static SLOTS: Mutex<Vec<Option<Guest>>> = Mutex::new(Vec::new());
