@@ -14,20 +14,26 @@ use crate::arch::aarch64::trap::TrapFrame;
 use crate::tracebuf::{self, point};
 use crate::{mem, vm, Status};
 
+/// What became of a host call.
+enum Call {
+    /// Handled, with this result for x1.
+    Done(Result<(), Error>),
+    /// No such function.
+    Unknown,
+    /// VCPU_RUN entered a guest: the frame is now the guest's.
+    Switched,
+}
+
 pub fn handle(frame: &mut TrapFrame) {
     let fid = frame.x[0] as u32;
     let x1 = frame.x[1];
-    let r = dispatch(fid, frame);
-    let Some(r) = r else {
-        // VCPU_RUN succeeded: the frame is now the guest's.
-        return;
-    };
-    match r {
-        Some(r) => {
+    match dispatch(fid, frame) {
+        Call::Done(r) => {
             frame.x[0] = smccc::SUCCESS as u64;
             frame.x[1] = super::errno(r);
         }
-        None => frame.x[0] = smccc::NOT_SUPPORTED as u64,
+        Call::Unknown => frame.x[0] = smccc::NOT_SUPPORTED as u64,
+        Call::Switched => return,
     }
     vm::after_call();
     // Draining is not itself recorded: it would refill the ring it empties.
@@ -36,8 +42,7 @@ pub fn handle(frame: &mut TrapFrame) {
     }
 }
 
-/// `None`: the frame was switched to a guest. `Some(None)`: unknown call.
-fn dispatch(fid: u32, frame: &mut TrapFrame) -> Option<Option<Result<(), Error>>> {
+fn dispatch(fid: u32, frame: &mut TrapFrame) -> Call {
     let a = [frame.x[1], frame.x[2], frame.x[3], frame.x[4]];
     let mut env = HypEnv;
     let r: Result<(), Error> = match fid {
@@ -92,12 +97,12 @@ fn dispatch(fid: u32, frame: &mut TrapFrame) -> Option<Option<Result<(), Error>>
             Ok(())
         }
         abi::VCPU_RUN => match vm::run::vcpu_run(frame) {
-            Ok(()) => return None,
+            Ok(()) => return Call::Switched,
             Err(e) => Err(e),
         },
-        _ => return Some(vm::host_call(fid, frame)),
+        _ => return vm::host_call(fid, frame).map_or(Call::Unknown, Call::Done),
     };
-    Some(Some(r))
+    Call::Done(r)
 }
 
 /// TRACE_DRAIN: x1 = PA of a buffer the host has shared with the hyp,
