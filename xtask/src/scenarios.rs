@@ -282,6 +282,25 @@ pub fn all() -> Vec<Scenario> {
             timeout: 90,
         },
         Scenario {
+            name: "run --host IMAGE: any arm64 Image boots as the host, with --append on its command line",
+            args: RunArgs {
+                host: Some(workspace_root().join("target").join(crate::PAYLOAD_TARGET).join("debug/host-shim.bin")),
+                append: Some("shim.test=boot".into()),
+                scenario: None,
+                ..base("boot")
+            },
+            lines: vec![
+                "[hyp] host: Image * KiB at 0x42200000, DTB at 0x7fc00000, initrd *",
+                "[host] host-shim: running at EL1, DTB at 0x7fc00000",
+                "[host] PASS abort on writing hyp memory (WnR set)",
+                "[host] result: 3 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            code: 0,
+            timeout: 60,
+        },
+        Scenario {
             name: "runner: a hyp panic is a failure with file:line",
             args: selftest("panic"),
             lines: vec!["[hyp] PANIC at hyp/src/boot/mod.rs:*: selftest: deliberate panic", "[hyp] system off: status 101 (Panic)"],
@@ -406,6 +425,13 @@ pub fn test_cmd(args: &TestArgs) -> Result<i32> {
             continue;
         }
         s.args.release = args.release || args.fuzz;
+        if s.args.release {
+            // Artefact paths named in scenarios follow the build profile.
+            let fix =
+                |p: &std::path::PathBuf| std::path::PathBuf::from(p.to_string_lossy().replace("/debug/", "/release/"));
+            s.args.host = s.args.host.as_ref().map(fix);
+            s.args.guest = s.args.guest.iter().map(fix).collect();
+        }
         s.args.timeout = Some(s.timeout);
         let t = std::time::Instant::now();
         let o = run_system(&s.args, false)?;
