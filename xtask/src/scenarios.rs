@@ -331,6 +331,9 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
+/// Lines a passing scenario prints anyway (fuzz and SMP figures).
+const FIGURES: [&str; 2] = ["[host] fuzz: seed ", "[host] smp: "];
+
 /// Matches `line` against a pattern where `*` stands for any text.
 pub fn matches(pat: &str, line: &str) -> bool {
     let parts: Vec<&str> = pat.split('*').collect();
@@ -439,6 +442,10 @@ pub fn test_cmd(args: &TestArgs) -> Result<i32> {
             Ok(()) => {
                 passed += 1;
                 println!("PASS {} ({:.1}s)", s.name, t.elapsed().as_secs_f64());
+                // Figures worth keeping from a passing run.
+                for l in o.output.lines().filter(|l| FIGURES.iter().any(|p| l.starts_with(p))) {
+                    println!("     {l}");
+                }
             }
             Err(why) => {
                 failed += 1;
