@@ -17,6 +17,8 @@ pub struct Scenario {
     pub lines: Vec<&'static str>,
     /// Lines that must not appear.
     pub absent: Vec<&'static str>,
+    /// Lines that must appear somewhere, in any order (concurrent CPUs).
+    pub anywhere: Vec<&'static str>,
     /// Expected exit code of the run (124 = timeout).
     pub code: i32,
     pub timeout: u64,
@@ -55,6 +57,7 @@ pub fn fuzz(seed: u64, calls: u64, timeout: u64) -> Scenario {
             "[hyp] system off: status 0 (Ok)",
         ],
         absent: vec!["FAIL", "PANIC", "INVARIANT"],
+        anywhere: vec![],
         code: 0,
         timeout,
     }
@@ -68,14 +71,17 @@ pub fn all() -> Vec<Scenario> {
             args: RunArgs { smp: 4, append: Some("hyp.check_invariants".into()), ..base("smp") },
             lines: vec![
                 "[hyp]   cpus    4 (mpidr 0x0..)",
-                "[hyp] cpu 1: up, entering host at *",
-                "[hyp] cpu 3: up, entering host at *",
                 "[host] smp: 4 CPUs ran 40 rounds each: * operations, * invariant checks so far",
                 "[host] PASS one VM per CPU",
                 "[host] PASS each VM ends as in a sequential replay of the same operations",
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC", "INVARIANT"],
+            anywhere: vec![
+                "[hyp] cpu 1: up, entering host at *",
+                "[hyp] cpu 2: up, entering host at *",
+                "[hyp] cpu 3: up, entering host at *",
+            ],
             code: 0,
             timeout: 300,
         },
@@ -100,6 +106,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["[host] FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 60,
         },
@@ -129,6 +136,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 90,
         },
@@ -156,6 +164,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 120,
         },
@@ -172,6 +181,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 120,
         },
@@ -189,6 +199,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 90,
         },
@@ -204,6 +215,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 60,
         },
@@ -223,6 +235,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 60,
         },
@@ -244,6 +257,7 @@ pub fn all() -> Vec<Scenario> {
                 "[host] result: 75 passed, 0 failed",
             ],
             absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 120,
         },
@@ -262,6 +276,7 @@ pub fn all() -> Vec<Scenario> {
                 "[host] PASS a small trace ring overflows and the loss is counted",
             ],
             absent: vec!["FAIL", "PANIC", "[hyp] trace "],
+            anywhere: vec![],
             code: 0,
             timeout: 60,
         },
@@ -278,6 +293,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 90,
         },
@@ -297,6 +313,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
             code: 0,
             timeout: 60,
         },
@@ -305,6 +322,7 @@ pub fn all() -> Vec<Scenario> {
             args: selftest("panic"),
             lines: vec!["[hyp] PANIC at hyp/src/boot/mod.rs:*: selftest: deliberate panic", "[hyp] system off: status 101 (Panic)"],
             absent: vec!["[host]"],
+            anywhere: vec![],
             code: 101,
             timeout: 60,
         },
@@ -317,6 +335,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] system off: status 3 (Fatal)",
             ],
             absent: vec!["[host]"],
+            anywhere: vec![],
             code: 3,
             timeout: 60,
         },
@@ -325,6 +344,7 @@ pub fn all() -> Vec<Scenario> {
             args: selftest("hang"),
             lines: vec!["[hyp] selftest: hanging"],
             absent: vec!["[hyp] system off"],
+            anywhere: vec![],
             code: 124,
             timeout: 8,
         },
@@ -365,6 +385,11 @@ pub fn check(s: &Scenario, output: &str, code: i32) -> std::result::Result<(), S
     for want in &s.lines {
         if !lines.any(|l| matches(want, l)) {
             return Err(format!("missing (in order): {want}"));
+        }
+    }
+    for want in &s.anywhere {
+        if !output.lines().any(|l| matches(want, l)) {
+            return Err(format!("missing: {want}"));
         }
     }
     for bad in &s.absent {
@@ -482,6 +507,7 @@ mod tests {
             args: RunArgs::default(),
             lines: vec!["one", "two"],
             absent: vec!["FAIL"],
+            anywhere: vec![],
             code: 0,
             timeout: 1,
         };
