@@ -61,7 +61,7 @@ fn ring() -> &'static mut Ring {
 }
 
 /// Configures tracing from the command line (`hyp.trace=`, `hyp.trace_vm=`,
-/// `hyp.trace_buf=`). Returns false for a bad option.
+/// `hyp.trace_buf=`, `hyp.trace_quiet`).
 pub fn configure(mask: u32, vm: Option<u32>, limit: Option<u32>, stream: bool) {
     MASK.store(mask, Ordering::Relaxed);
     VM_FILTER.store(vm.unwrap_or(u32::MAX), Ordering::Relaxed);

@@ -17,7 +17,7 @@ use crate::guests::GuestImage;
 use crate::hyp::{self, call};
 use crate::mem::HostMem;
 use crate::report::Report;
-use crate::vmm::{Guest, GUEST_RAM};
+use crate::vmm::Guest;
 
 const ROUNDS: u64 = 40;
 const MEM: u64 = 8 << 20;
@@ -154,5 +154,4 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, info: &el1_r
     }
     r.check(handles.iter().all(Option::is_some), "one VM per CPU");
     r.check(same, "each VM ends as in a sequential replay of the same operations");
-    let _ = GUEST_RAM;
 }

@@ -65,7 +65,7 @@ fn fatal(kind: u64, frame: &TrapFrame) -> ! {
     log::error!("  ESR_EL2 {:#018x}: {}", esr.0, esr);
     log::error!("  FAR_EL2 {:#018x}  ELR_EL2 {:#018x}  SPSR_EL2 {:#x}", far, frame.elr, frame.spsr);
     for (i, pair) in frame.x.chunks(4).enumerate() {
-        let mut line = heapless_line();
+        let mut line = Line::new();
         for (j, v) in pair.iter().enumerate() {
             use core::fmt::Write;
             let _ = write!(line, "x{:<2} {:#018x}  ", i * 4 + j, v);
@@ -79,10 +79,6 @@ fn fatal(kind: u64, frame: &TrapFrame) -> ! {
 pub struct Line {
     buf: [u8; 160],
     len: usize,
-}
-
-fn heapless_line() -> Line {
-    Line { buf: [0; 160], len: 0 }
 }
 
 impl Line {
