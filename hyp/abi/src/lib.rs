@@ -83,6 +83,8 @@ pub mod host {
     /// x1 = handle → x2 = bytes reclaimed; EBUSY while pinned pages remain.
     pub const VM_DESTROY: u32 = id(1);
     /// x1 = handle, x2 = entry PC, x3 = x0 for the vCPU → x2 = vCPU index.
+    /// Only before the VM's first VCPU_RUN (EPERM after: the vCPU set of a
+    /// protected VM is fixed once it has run).
     pub const VCPU_CREATE: u32 = id(2);
     /// x1 = handle, x2 = vCPU, x3 = value for a pending MMIO read (or x3..x6
     /// = x0..x3 for a forwarded hypercall) →
@@ -144,10 +146,14 @@ pub mod host {
         pub const GUEST_ABORT: u64 = 5;
         /// MEM_UNSHARE waits for host pins on x3 = IPA (x4 = PA) to drop.
         pub const UNSHARE_PENDING: u64 = 6;
-        /// A physical interrupt arrived while the guest ran.
+        /// A physical interrupt arrived while the guest ran, or its time
+        /// slice ran out: x3 = 1 if the hyp's preemption timer fired (the
+        /// guest had the CPU for a whole slice), 0 for another interrupt.
         pub const IRQ: u64 = 7;
-        /// The vCPU can run no more (guest crashed the vCPU state).
-        pub const DEAD: u64 = 8;
+        /// The guest caused an SError (an asynchronous external abort):
+        /// x3 = ESR_EL2 of the SError, x4 = PC. The vCPU runs no more (EPERM);
+        /// the rest of the machine keeps running.
+        pub const GUEST_FATAL: u64 = 9;
     }
 
     /// Answers of PAGE_STATE.
