@@ -19,6 +19,12 @@ pub const EC_SP_ALIGN: u8 = 0x26;
 pub const EC_SERROR: u8 = 0x2f;
 pub const EC_BRK: u8 = 0x3c;
 
+/// The IPA of a stage-2 fault: HPFAR_EL2.FIPA [43:4] gives the page
+/// (IPA[51:12]), FAR_EL2 the offset in it.
+pub const fn fault_ipa(hpfar: u64, far: u64) -> u64 {
+    (((hpfar >> 4) & 0xff_ffff_ffff) << 12) | (far & 0xfff)
+}
+
 /// A raw ESR value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Esr(pub u64);
@@ -153,6 +159,13 @@ impl fmt::Display for Esr {
 mod tests {
     use super::*;
     use alloc::format;
+
+    #[test]
+    fn ipa_from_hpfar() {
+        // FAR is a VA: only its page offset counts.
+        assert_eq!(fault_ipa(0x123_4567 << 4, 0xffff_0000_0000_0abc), 0x12_3456_7abc);
+        assert_eq!(fault_ipa(0x4280_0 << 4, 0x123), 0x4280_0123);
+    }
 
     #[test]
     fn decodes_data_abort() {

@@ -1,20 +1,74 @@
-//! Every exit from a lower EL lands here and goes to the host's or the
-//! running guest's handler.
+//! Every exception taken to EL2 lands here (from the vectors) and goes to
+//! the host's or the running guest's handler.
 
-use crate::arch::aarch64::trap::TrapFrame;
+use aarch64_cpu::registers::*;
+use tock_registers::interfaces::Readable;
+
+use hyp::esr::Esr;
+
+use crate::arch::aarch64::trap::{Line, TrapFrame, KIND_NAMES};
 use crate::percpu::{self, Running};
 
-pub fn handle_sync(frame: &mut TrapFrame) {
+/// Vector kinds (vectors.S): lower EL, AArch64 and AArch32.
+const SYNC_A64: u64 = 8;
+const IRQ_A64: u64 = 9;
+const FIQ_A64: u64 = 10;
+const SERROR_A64: u64 = 11;
+const SYNC_A32: u64 = 12;
+const IRQ_A32: u64 = 13;
+const FIQ_A32: u64 = 14;
+const SERROR_A32: u64 = 15;
+
+#[no_mangle]
+extern "C" fn hyp_trap(kind: u64, frame: &mut TrapFrame) {
+    match kind {
+        SYNC_A64 | SYNC_A32 => handle_sync(frame),
+        IRQ_A64 | FIQ_A64 | IRQ_A32 | FIQ_A32 => handle_irq(frame),
+        SERROR_A64 | SERROR_A32 => handle_serror(kind, frame),
+        _ => fatal(kind, frame),
+    }
+}
+
+fn handle_sync(frame: &mut TrapFrame) {
     match percpu::this_cpu().running {
         Running::Host => crate::host::handle_sync(frame),
         Running::Guest(h, v) => crate::vm::run::handle_guest_sync(frame, h, v),
     }
 }
 
-pub fn handle_irq(frame: &mut TrapFrame) {
+fn handle_irq(frame: &mut TrapFrame) {
     match percpu::this_cpu().running {
         // Host interrupts are routed to EL1; one reaching EL2 is spurious.
         Running::Host => {}
         Running::Guest(h, v) => crate::vm::run::handle_guest_irq(frame, h, v),
     }
+}
+
+/// A physical SError from a lower EL. Only guests route SErrors to EL2
+/// (HCR_EL2.AMO): one that arrives while a guest runs is that guest's; it
+/// stops that vCPU, not the machine.
+fn handle_serror(kind: u64, frame: &mut TrapFrame) {
+    match percpu::this_cpu().running {
+        Running::Guest(h, v) => crate::vm::run::handle_guest_serror(frame, h, v),
+        Running::Host => fatal(kind, frame),
+    }
+}
+
+/// An exception the hyp cannot have caused legitimately: print everything
+/// and stop the machine with a failure status.
+fn fatal(kind: u64, frame: &TrapFrame) -> ! {
+    let esr = Esr(ESR_EL2.get());
+    let far = FAR_EL2.get();
+    log::error!("unexpected exception: {}", KIND_NAMES[(kind & 15) as usize]);
+    log::error!("  ESR_EL2 {:#018x}: {}", esr.0, esr);
+    log::error!("  FAR_EL2 {:#018x}  ELR_EL2 {:#018x}  SPSR_EL2 {:#x}", far, frame.elr, frame.spsr);
+    for (i, pair) in frame.x.chunks(4).enumerate() {
+        let mut line = Line::new();
+        for (j, v) in pair.iter().enumerate() {
+            use core::fmt::Write;
+            let _ = write!(line, "x{:<2} {:#018x}  ", i * 4 + j, v);
+        }
+        log::error!("  {}", line.as_str());
+    }
+    crate::shutdown(crate::Status::Fatal)
 }

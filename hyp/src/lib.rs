@@ -9,4 +9,6 @@ extern crate std;
 pub mod mm;
 pub use hyp_abi as abi;
 pub mod esr;
+pub mod exception;
 pub mod trace;
+pub mod traps;

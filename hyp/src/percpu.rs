@@ -6,8 +6,7 @@ use alloc::sync::Arc;
 use aarch64_cpu::registers::Readable;
 use spin::Mutex;
 
-use crate::arch::aarch64::el1::El1Regs;
-use crate::arch::aarch64::fpsimd::FpRegs;
+use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::trap::{self, TrapFrame};
 use crate::vm::Vm;
 
@@ -32,9 +31,12 @@ pub struct PerCpu {
     /// Frame used to enter a lower EL for the first time.
     pub frame: TrapFrame,
     /// The host's state while a guest vCPU runs on this CPU.
-    pub host_frame: TrapFrame,
-    pub host_el1: El1Regs,
-    pub host_fp: FpRegs,
+    pub host: Context,
+    /// The host's physical ICC_PMR_EL1 and ICC_IGRPEN1_EL1 while a guest
+    /// runs (the hyp opens both so interrupts take the CPU back).
+    pub host_icc: [u64; 2],
+    /// This CPU's redistributor SGI frame (the hyp timer's PPI), 0 if none.
+    pub gicr_sgi: u64,
     /// The host's stage-2 controls (restored on every exit to the host).
     pub host_vttbr: u64,
     pub host_vtcr: u64,
@@ -46,42 +48,14 @@ pub struct PerCpu {
 }
 
 const ZERO_FRAME: TrapFrame = TrapFrame { x: [0; 31], elr: 0, spsr: 0, _pad: 0 };
-const ZERO_EL1: El1Regs = El1Regs {
-    sctlr: 0,
-    ttbr0: 0,
-    ttbr1: 0,
-    tcr: 0,
-    mair: 0,
-    amair: 0,
-    vbar: 0,
-    contextidr: 0,
-    tpidr_el1: 0,
-    tpidr_el0: 0,
-    tpidrro_el0: 0,
-    sp_el0: 0,
-    sp_el1: 0,
-    elr_el1: 0,
-    spsr_el1: 0,
-    esr_el1: 0,
-    far_el1: 0,
-    afsr0: 0,
-    afsr1: 0,
-    par: 0,
-    cpacr: 0,
-    cntkctl: 0,
-    csselr: 0,
-    mdscr: 0,
-    cntv_ctl: 0,
-    cntv_cval: 0,
-};
 #[allow(clippy::declare_interior_mutable_const)]
 const INIT: PerCpu = PerCpu {
     id: 0,
     running: Running::Host,
     frame: ZERO_FRAME,
-    host_frame: ZERO_FRAME,
-    host_el1: ZERO_EL1,
-    host_fp: FpRegs { q: [0; 32], fpsr: 0, fpcr: 0 },
+    host: Context::reset(),
+    host_icc: [0; 2],
+    gicr_sgi: 0,
     host_vttbr: 0,
     host_vtcr: 0,
     guest: None,

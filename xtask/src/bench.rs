@@ -152,7 +152,12 @@ pub fn bench_cmd(
         timeout: Some(1800),
         icount: true,
         hyp_features: hyp_features.clone(),
-        append,
+        // The bench counts EL2 instructions with the PMU: the hyp isolates
+        // the PMU unless told this run is a bench (docs/isolation.md).
+        append: Some(match append {
+            Some(a) => format!("hyp.bench_pmu {a}"),
+            None => "hyp.bench_pmu".into(),
+        }),
         ..Default::default()
     };
     let o = run_system(&args, false)?;

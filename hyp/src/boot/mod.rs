@@ -18,6 +18,7 @@ use hyp::mm::mem_protect::{HostMm, HypMm, Region};
 use hyp::mm::pgtable::Stage2;
 use hyp::mm::prot::{Attrs, Leaf, Owner, PageState};
 
+use crate::arch::aarch64::context::{self, Context, Kind};
 use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::{el1, mmu};
 use crate::{mem, percpu, Status};
@@ -81,6 +82,8 @@ fn parse_options(bootargs: &'static str) -> Options {
             o.trace_buf = v.parse().ok();
         } else if tok == "hyp.check_invariants" {
             crate::vm::CHECK_EACH_CALL.store(true, core::sync::atomic::Ordering::Relaxed);
+        } else if tok == "hyp.bench_pmu" {
+            el1::set_bench_pmu(true);
         } else if tok == "hyp.trace_quiet" {
             o.trace_quiet = true;
         } else if let Some(v) = tok.strip_prefix("hyp.selftest=") {
@@ -245,12 +248,19 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     );
     mem::install(host, HypMm { pgt: hyp_pgt });
 
-    // EL2 controls, then into the host.
+    // EL2 controls, the hyp's GIC needs, then into the host.
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
+    context::detect_features();
     el1::init_el2_controls();
-    HCR_EL2.set(el1::hcr_host());
-    el1::El1Regs::reset().restore();
+    Context::reset().restore_cpu(Kind::Host);
+    if let (Some(d), Some(r)) = (m.gic_dist, m.gic_redist) {
+        // SAFETY: the DTB's GIC regions, device memory in the EL2 map.
+        unsafe { crate::dev::gicv3::init_dist(d.base) };
+        GIC_REDIST.store(r.base, Ordering::Relaxed);
+        GIC_REDIST_SIZE.store(r.size, Ordering::Relaxed);
+    }
+    init_cpu_gic(percpu::this_cpu());
     // SAFETY: TLB maintenance only: no stale stage-1+2 entries for VMID 0.
     unsafe { core::arch::asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb") };
     let (used, total) = mem::usage();
@@ -277,6 +287,25 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     percpu::enter_host(cpu)
 }
 
+/// The GIC redistributor region (0 if none), for every CPU's own set-up.
+static GIC_REDIST: AtomicU64 = AtomicU64::new(0);
+static GIC_REDIST_SIZE: AtomicU64 = AtomicU64::new(0);
+
+/// This CPU's redistributor: woken, the hyp timer's PPI configured.
+fn init_cpu_gic(cpu: &mut percpu::PerCpu) {
+    let base = GIC_REDIST.load(Ordering::Relaxed);
+    if base == 0 {
+        log::warn!("no GICv3 redistributors: guests cannot be preempted");
+        return;
+    }
+    // SAFETY: the DTB's redistributor region, device memory in the EL2 map.
+    let sgi = unsafe { crate::dev::gicv3::init_redist(base, GIC_REDIST_SIZE.load(Ordering::Relaxed), MPIDR_EL1.get()) };
+    match sgi {
+        Some(s) => cpu.gicr_sgi = s,
+        None => log::warn!("cpu {}: no redistributor found: guests cannot be preempted here", cpu.id),
+    }
+}
+
 /// The host's stage-2 controls, for secondary CPUs.
 static HOST_VTTBR: AtomicU64 = AtomicU64::new(0);
 static HOST_VTCR: AtomicU64 = AtomicU64::new(0);
@@ -298,8 +327,8 @@ extern "C" fn hyp_secondary_main(idx: u64) -> ! {
     VTCR_EL2.set(cpu.host_vtcr);
     VTTBR_EL2.set(cpu.host_vttbr);
     el1::init_el2_controls();
-    HCR_EL2.set(el1::hcr_host());
-    el1::El1Regs::reset().restore();
+    Context::reset().restore_cpu(Kind::Host);
+    init_cpu_gic(cpu);
     // SAFETY: TLB maintenance only.
     unsafe { core::arch::asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb") };
     log::info!("cpu {}: up, entering host at {:#x}", idx, cpu.host_entry);

@@ -1,1 +1,2 @@
+pub mod gicv3;
 pub mod pl011;

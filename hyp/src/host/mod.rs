@@ -5,11 +5,12 @@ use aarch64_cpu::registers::*;
 use log::debug;
 
 use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64};
+use hyp::exception::{fault_kind, FaultKind};
 use hyp::mm::mem_protect::HostFault;
 
 use crate::arch::aarch64::inject;
 use crate::arch::aarch64::tlb::HypEnv;
-use crate::arch::aarch64::trap::TrapFrame;
+use crate::arch::aarch64::trap::{fault_ipa, TrapFrame};
 use crate::tracebuf::point;
 use crate::{hypercall, mem};
 use hyp::trace::Resolution;
@@ -31,16 +32,19 @@ pub fn handle_sync(frame: &mut TrapFrame) {
     }
 }
 
-/// IPA of the current stage-2 fault (HPFAR_EL2 page + FAR_EL2 offset).
-pub fn fault_ipa() -> (u64, u64) {
-    let far = FAR_EL2.get();
-    let hpfar = HPFAR_EL2.get();
-    (((hpfar >> 4) & 0xff_ffff_ffff) << 12 | (far & 0xfff), far)
-}
-
+/// A host stage-2 fault, decided from its syndrome: only a translation
+/// fault can be resolved (lazy identity map, or refused: abort); an
+/// access-flag fault means a stale TLB entry (the hyp always sets AF) and is
+/// retried; a permission fault (e.g. a fetch from a page mapped XN for the
+/// host: a page a guest shared, a device) or any other fault is refused
+/// with an abort, never retried.
 fn stage2_fault(frame: &mut TrapFrame, esr: Esr) {
     let (ipa, far) = fault_ipa();
-    let r = mem::host().handle_fault(&mut HypEnv, ipa);
+    let r = match fault_kind(esr.fsc()) {
+        FaultKind::Translation(_) => mem::host().handle_fault(&mut HypEnv, ipa),
+        FaultKind::AccessFlag(_) => Ok(HostFault::Spurious),
+        FaultKind::Permission(_) | FaultKind::Other(_) => Err(hyp::mm::Error::Perm),
+    };
     let (res, level) = match r {
         Ok(HostFault::Mapped { level, .. }) => (Resolution::Mapped, level),
         Ok(HostFault::Spurious) => (Resolution::Spurious, 0),
@@ -71,6 +75,7 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr) {
                 frame.elr,
                 e.name()
             );
+            point::inject(0, 0, esr.0, far, frame.elr);
             inject::inject_abort(frame, esr, far);
         }
     }

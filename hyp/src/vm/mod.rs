@@ -18,8 +18,7 @@ use hyp::mm::pgtable::Stage2;
 use hyp::mm::prot::{Leaf, Owner, PageState};
 use hyp::mm::Error;
 
-use crate::arch::aarch64::el1::El1Regs;
-use crate::arch::aarch64::fpsimd::FpRegs;
+use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
 use crate::mem::{self, HostLocked};
@@ -54,9 +53,8 @@ pub enum Pending {
 }
 
 pub struct Vcpu {
-    pub frame: TrapFrame,
-    pub el1: El1Regs,
-    pub fp: FpRegs,
+    /// Registers, saved while the vCPU is not running.
+    pub ctx: Context,
     pub pending: Pending,
     pub running: bool,
     /// The guest powered off (or reset): it runs no more.
@@ -70,6 +68,10 @@ pub struct Vm {
     pub vcpus: Vec<Vcpu>,
     /// Destroy started: no more runs; pages are being reclaimed.
     pub dying: bool,
+    /// A vCPU has run: the vCPU set is closed (as in pKVM, a protected VM's
+    /// vCPUs are fixed before it first runs; the host cannot add one that
+    /// starts wherever it likes in the guest's code).
+    pub started: bool,
     pub vtcr: u64,
 }
 
@@ -110,7 +112,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
     let mut pgt = pgt;
     pgt.set_who(handle);
     let vtcr = crate::boot::vtcr_for(&pgt);
-    let vm = Vm { handle, vmid, mm: GuestMm { pgt, handle }, vcpus: Vec::new(), dying: false, vtcr };
+    let vm = Vm { handle, vmid, mm: GuestMm { pgt, handle }, vcpus: Vec::new(), dying: false, started: false, vtcr };
     let slot = (handle, Arc::new(Mutex::new(vm)));
     match t.vms.iter_mut().find(|s| s.is_none()) {
         Some(s) => *s = Some(slot),
@@ -120,21 +122,17 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
 }
 
 fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64) -> Result<usize, Error> {
-    if vm.dying || vm.vcpus.len() >= MAX_VCPUS {
-        return Err(if vm.dying { Error::Perm } else { Error::NoMem });
+    if vm.dying || vm.started {
+        return Err(Error::Perm);
     }
-    let mut frame = TrapFrame::default();
-    frame.x[0] = x0;
-    frame.elr = entry;
-    frame.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
-    vm.vcpus.push(Vcpu {
-        frame,
-        el1: El1Regs::reset(),
-        fp: FpRegs::default(),
-        pending: Pending::None,
-        running: false,
-        stopped: false,
-    });
+    if vm.vcpus.len() >= MAX_VCPUS {
+        return Err(Error::NoMem);
+    }
+    let mut ctx = Context::reset();
+    ctx.gp.x[0] = x0;
+    ctx.gp.elr = entry;
+    ctx.gp.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
+    vm.vcpus.push(Vcpu { ctx, pending: Pending::None, running: false, stopped: false });
     Ok(vm.vcpus.len() - 1)
 }
 

@@ -1,21 +1,32 @@
 //! Running a vCPU: the world switch between the host and a guest, and the
 //! decisions on every guest exit (handled in the hyp, or returned to the
 //! host with a reason).
+//!
+//! The switch moves one [`Context`] out and another in: the trap frame, the
+//! system-register table and FP/SIMD; then the EL2 controls of the kind of
+//! context that runs (`el1.rs`). While a guest runs, the hyp's preemption
+//! timer is armed and the physical GIC CPU interface is opened, so the host
+//! always gets the CPU back.
 
 use aarch64_cpu::registers::*;
+use tock_registers::interfaces::{Readable, Writeable};
 
 use hyp::abi::host::exit;
-use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64};
+use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64, EC_SYS64};
+use hyp::exception::{fault_kind, FaultKind, SysRegAccess};
 use hyp::mm::prot::Leaf;
 use hyp::mm::Error;
+use hyp::traps::{self, Action};
 
 use super::{get, Pending, Vm};
-use crate::arch::aarch64::el1::{self, El1Regs};
-use crate::arch::aarch64::inject;
+use crate::arch::aarch64::context::{self, feat, Kind};
+use crate::arch::aarch64::el1;
+use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1};
 use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
+use crate::arch::aarch64::{hyptimer, idregs, inject};
 use crate::hypercall::guest::{self, Outcome};
-use crate::percpu::{this_cpu, Running};
+use crate::percpu::{this_cpu, PerCpu, Running};
 use crate::tracebuf::point;
 use hyp::trace::Resolution;
 
@@ -25,6 +36,45 @@ pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
 
 fn isb() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// The preemption deadline for a guest entered now: one time slice, or the
+/// host's own virtual-timer deadline if that comes first (the host's
+/// virtual timer is switched out while the guest runs; its physical timer
+/// stays live and interrupts the guest by itself).
+fn deadline(cpu: &PerCpu) -> u64 {
+    let slice = hyptimer::now() + hyptimer::slice_ticks();
+    let ctl = cpu.host.get(context::R::CNTV_CTL_EL0);
+    // ENABLE set, IMASK clear.
+    if ctl & 0b11 == 0b01 {
+        slice.min(cpu.host.get(context::R::CNTV_CVAL_EL0))
+    } else {
+        slice
+    }
+}
+
+/// Opens the physical CPU interface for the guest's run: every interrupt
+/// the host enabled in the GIC, and the hyp timer, take the CPU back. The
+/// host's priority mask and group enable are restored at exit.
+fn open_interrupts(cpu: &mut PerCpu) {
+    if context::features() & feat::VGIC == 0 {
+        return;
+    }
+    cpu.host_icc = [ICC_PMR_EL1.get(), ICC_IGRPEN1_EL1.get()];
+    ICC_PMR_EL1.set(0xff);
+    ICC_IGRPEN1_EL1.set(1);
+    if cpu.gicr_sgi != 0 {
+        // SAFETY: gicr_sgi is this CPU's SGI frame, found at boot.
+        unsafe { crate::dev::gicv3::enable_hyp_timer(cpu.gicr_sgi) };
+    }
+}
+
+fn restore_interrupts(cpu: &PerCpu) {
+    if context::features() & feat::VGIC == 0 {
+        return;
+    }
+    ICC_PMR_EL1.set(cpu.host_icc[0]);
+    ICC_IGRPEN1_EL1.set(cpu.host_icc[1]);
 }
 
 /// VCPU_RUN: x1 = handle, x2 = vCPU, x3/x4 = the host's reply to the last
@@ -38,6 +88,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
         return Err(Error::Perm);
     }
     let (vttbr, vtcr, handle) = (vm.mm.pgt.root_pa() | ((vm.vmid as u64) << 48), vm.vtcr, vm.handle);
+    vm.started = true;
     let vcpu = vm.vcpus.get_mut(idx).ok_or(Error::NoEnt)?;
     if vcpu.running {
         return Err(Error::Busy);
@@ -45,18 +96,23 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     if vcpu.stopped {
         return Err(Error::Perm);
     }
+    if context::sme_live() {
+        // The host called with SME streaming mode or ZA on: its state there
+        // cannot be saved here; it must SMSTOP first.
+        return Err(Error::Busy);
+    }
     let cpu = this_cpu();
     // Host out.
-    cpu.host_frame = *frame;
-    cpu.host_el1 = El1Regs::save();
-    cpu.host_fp.save();
+    cpu.host.gp = *frame;
+    cpu.host.save_cpu(Kind::Host);
     // Guest in.
-    *frame = vcpu.frame;
-    vcpu.el1.restore();
-    vcpu.fp.restore();
+    *frame = vcpu.ctx.gp;
+    vcpu.ctx.restore_cpu(Kind::Guest);
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
-    HCR_EL2.set(el1::hcr_guest());
+    el1::enter_controls(Kind::Guest);
+    open_interrupts(cpu);
+    hyptimer::arm(deadline(cpu));
     isb();
     cpu.running = Running::Guest(handle, idx);
     // Finish what the last exit left open.
@@ -77,7 +133,10 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
         }
         Pending::MmioWrite => frame.elr += 4,
         Pending::Hypercall => frame.x[..4].copy_from_slice(&reply),
-        Pending::Abort { esr, far } => inject::inject_abort(frame, Esr(esr), far),
+        Pending::Abort { esr, far } => {
+            point::inject(handle, idx, esr, far, frame.elr);
+            inject::inject_abort(frame, Esr(esr), far)
+        }
         Pending::None => {}
     }
     vcpu.pending = Pending::None;
@@ -91,22 +150,25 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
 /// in the host's x2.. as the result of its VCPU_RUN.
 fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details: [u64; 5]) {
     let cpu = this_cpu();
+    let preempted = hyptimer::disarm();
     let vcpu = &mut vm.vcpus[idx];
-    vcpu.frame = *frame;
-    vcpu.el1 = El1Regs::save();
-    vcpu.fp.save();
+    vcpu.ctx.gp = *frame;
+    vcpu.ctx.save_cpu(Kind::Guest);
     vcpu.running = false;
-    *frame = cpu.host_frame;
-    cpu.host_el1.restore();
-    cpu.host_fp.restore();
+    *frame = cpu.host.gp;
+    cpu.host.restore_cpu(Kind::Host);
+    restore_interrupts(cpu);
     VTCR_EL2.set(cpu.host_vtcr);
     VTTBR_EL2.set(cpu.host_vttbr);
-    HCR_EL2.set(el1::hcr_host());
+    el1::enter_controls(Kind::Host);
     isb();
     frame.x[0] = 0;
     frame.x[1] = 0;
     frame.x[2] = reason;
     frame.x[3..8].copy_from_slice(&details);
+    if reason == exit::IRQ {
+        frame.x[3] = preempted as u64;
+    }
     cpu.running = Running::Host;
     cpu.guest = None;
 }
@@ -121,8 +183,10 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
             guest::handle(frame, &vm_arc, idx)
         }
         EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr, &vm_arc, idx),
+        EC_SYS64 => sysreg_trap(frame, esr),
+        // SVE and SME (CPTR_EL2.TZ/TSM), and anything else that traps.
         _ => {
-            log::debug!("guest: unexpected trap {} at {:#x}: undefined instruction injected", esr, frame.elr);
+            log::debug!("guest: trap {} at {:#x}: undefined instruction injected", esr, frame.elr);
             inject::inject_undef(frame);
             Outcome::Resume
         }
@@ -135,6 +199,39 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
     }
 }
 
+/// A trapped system-register access or system instruction: answered here
+/// as `hyp::traps` decides (docs/isolation.md).
+fn sysreg_trap(frame: &mut TrapFrame, esr: Esr) -> Outcome {
+    let a = SysRegAccess::from_iss(esr.iss());
+    let value = match traps::decide(&a) {
+        Action::Undef => {
+            log::debug!("guest: {:?} at {:#x}: undefined instruction injected", a.enc(), frame.elr);
+            inject::inject_undef(frame);
+            return Outcome::Resume;
+        }
+        Action::Nop | Action::RazWi => 0,
+        Action::Id { crm, op2 } => traps::sanitize_id(crm, op2, idregs::read(crm, op2), el1::bench_pmu()),
+    };
+    if a.read && a.rt != 31 {
+        frame.x[a.rt as usize] = value;
+    }
+    frame.elr += 4;
+    Outcome::Resume
+}
+
+/// A physical SError while a guest ran (HCR_EL2.AMO): the guest caused it.
+/// That vCPU stops for good and the host hears why; the machine goes on.
+pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
+    let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
+    let esr = ESR_EL2.get();
+    log::info!("vm {} vcpu {}: SError (ESR {:#x}) at PC {:#x}: vCPU stopped", handle, idx, esr, frame.elr);
+    let mut vm = vm_arc.lock();
+    vm.vcpus[idx].stopped = true;
+    vm.vcpus[idx].pending = Pending::None;
+    let pc = frame.elr;
+    exit_to_host(frame, &mut vm, idx, exit::GUEST_FATAL, [esr, pc, 0, 0, 0]);
+}
+
 pub fn handle_guest_irq(frame: &mut TrapFrame, _handle: u16, idx: usize) {
     // A physical interrupt belongs to the host: let it run.
     let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
@@ -142,31 +239,46 @@ pub fn handle_guest_irq(frame: &mut TrapFrame, _handle: u16, idx: usize) {
     exit_to_host(frame, &mut vm, idx, exit::IRQ, [0; 5]);
 }
 
-/// A guest stage-2 fault: MMIO in the device window (exit to the host), an
-/// abort elsewhere (exit to the host, injected on the next run).
+/// A guest stage-2 fault, decided from its syndrome: a translation fault
+/// is MMIO in the device window (exit to the host) or an abort elsewhere
+/// (exit to the host, injected on the next run); a permission or other
+/// fault is refused with an abort injected now; an access-flag fault (the
+/// hyp always sets AF) or a translation fault on what is mapped by now (a
+/// stale TLB entry) is retried.
 fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
-    let (ipa, far) = crate::host::fault_ipa();
+    let (ipa, far) = crate::arch::aarch64::trap::fault_ipa();
     let vm = vm_arc.lock();
     let who = vm.handle;
-    if let Ok(m) = vm.mm.pgt.lookup(&mut HypEnv, ipa) {
-        if matches!(m.leaf, Leaf::Mapped { .. }) {
-            // Mapped meanwhile (or a stale TLB entry): retry.
+    let kind = fault_kind(esr.fsc());
+    let mapped = vm.mm.pgt.lookup(&mut HypEnv, ipa).ok().filter(|m| matches!(m.leaf, Leaf::Mapped { .. }));
+    drop(vm);
+    match (kind, mapped) {
+        (FaultKind::Translation(_) | FaultKind::AccessFlag(_), Some(m)) => {
             point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::Spurious, m.level);
             return Outcome::Resume;
         }
+        (FaultKind::Permission(_) | FaultKind::Other(_), _) => {
+            point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::AbortInjected, 0);
+            point::inject(who, idx, esr.0, far, frame.elr);
+            inject::inject_abort(frame, esr, far);
+            return Outcome::Resume;
+        }
+        _ => {}
     }
-    drop(vm);
     if ipa < GUEST_RAM_BASE && esr.is_data_abort() && esr.isv() {
         point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::MmioExit, 0);
         let srt = esr.srt();
         let size = esr.sas_bytes();
-        let value = if srt == 31 { 0 } else { frame.x[srt as usize] };
+        let write = esr.wnr();
+        // Only a write carries a register value: a read must not show the
+        // host what the destination register held before.
+        let value = if !write || srt == 31 { 0 } else { frame.x[srt as usize] };
         let value = if size == 8 { value } else { value & ((1u64 << (size as u32 * 8)) - 1) };
         let pending =
-            if esr.wnr() { Pending::MmioWrite } else { Pending::MmioRead { srt, size, sign: esr.sse(), sf: esr.sf() } };
+            if write { Pending::MmioWrite } else { Pending::MmioRead { srt, size, sign: esr.sse(), sf: esr.sf() } };
         return Outcome::Exit {
             reason: exit::MMIO,
-            details: [ipa, size as u64, esr.wnr() as u64, value, 0],
+            details: [ipa, size as u64, write as u64, value, 0],
             pending,
             stop: false,
         };

@@ -1,114 +1,29 @@
-//! EL1 system-register state of a lower-EL context (host or guest vCPU), and
-//! the EL2 controls each context runs with.
+//! The EL2 controls each kind of lower-EL context runs with: what is
+//! trapped for the host and for guests. With the register table in
+//! `context.rs` this decides every register a lower EL can reach;
+//! `docs/isolation.md` is the written form.
 
 use aarch64_cpu::registers::*;
+use tock_registers::interfaces::{Readable, Writeable};
 
-/// EL1/EL0 registers switched between the host and guest vCPUs.
-#[derive(Clone, Copy, Debug, Default)]
-#[repr(C)]
-pub struct El1Regs {
-    pub sctlr: u64,
-    pub ttbr0: u64,
-    pub ttbr1: u64,
-    pub tcr: u64,
-    pub mair: u64,
-    pub amair: u64,
-    pub vbar: u64,
-    pub contextidr: u64,
-    pub tpidr_el1: u64,
-    pub tpidr_el0: u64,
-    pub tpidrro_el0: u64,
-    pub sp_el0: u64,
-    pub sp_el1: u64,
-    pub elr_el1: u64,
-    pub spsr_el1: u64,
-    pub esr_el1: u64,
-    pub far_el1: u64,
-    pub afsr0: u64,
-    pub afsr1: u64,
-    pub par: u64,
-    pub cpacr: u64,
-    pub cntkctl: u64,
-    pub csselr: u64,
-    pub mdscr: u64,
-    pub cntv_ctl: u64,
-    pub cntv_cval: u64,
+use super::context::{self, feat, Kind};
+use super::sysreg::*;
+
+/// PMU left to lower ELs and EL2 counting allowed (`hyp.bench_pmu`, for the
+/// bench only): then the PMU is shared, not isolated.
+static BENCH_PMU: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub fn set_bench_pmu(on: bool) {
+    BENCH_PMU.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
-/// SCTLR_EL1 RES1 bits (11, 20, 22, 23, 28, 29) with the MMU and caches off,
-/// as the Linux boot protocol wants.
-pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
-
-impl El1Regs {
-    /// State of an EL1 context that has not run yet.
-    pub fn reset() -> Self {
-        El1Regs { sctlr: SCTLR_EL1_RESET, ..Default::default() }
-    }
-
-    pub fn save() -> Self {
-        El1Regs {
-            sctlr: crate::read_sysreg!("sctlr_el1"),
-            ttbr0: crate::read_sysreg!("ttbr0_el1"),
-            ttbr1: crate::read_sysreg!("ttbr1_el1"),
-            tcr: crate::read_sysreg!("tcr_el1"),
-            mair: crate::read_sysreg!("mair_el1"),
-            amair: crate::read_sysreg!("amair_el1"),
-            vbar: crate::read_sysreg!("vbar_el1"),
-            contextidr: crate::read_sysreg!("contextidr_el1"),
-            tpidr_el1: crate::read_sysreg!("tpidr_el1"),
-            tpidr_el0: crate::read_sysreg!("tpidr_el0"),
-            tpidrro_el0: crate::read_sysreg!("tpidrro_el0"),
-            sp_el0: crate::read_sysreg!("sp_el0"),
-            sp_el1: crate::read_sysreg!("sp_el1"),
-            elr_el1: crate::read_sysreg!("elr_el1"),
-            spsr_el1: crate::read_sysreg!("spsr_el1"),
-            esr_el1: crate::read_sysreg!("esr_el1"),
-            far_el1: crate::read_sysreg!("far_el1"),
-            afsr0: crate::read_sysreg!("afsr0_el1"),
-            afsr1: crate::read_sysreg!("afsr1_el1"),
-            par: crate::read_sysreg!("par_el1"),
-            cpacr: crate::read_sysreg!("cpacr_el1"),
-            cntkctl: crate::read_sysreg!("cntkctl_el1"),
-            csselr: crate::read_sysreg!("csselr_el1"),
-            mdscr: crate::read_sysreg!("mdscr_el1"),
-            cntv_ctl: crate::read_sysreg!("cntv_ctl_el0"),
-            cntv_cval: crate::read_sysreg!("cntv_cval_el0"),
-        }
-    }
-
-    pub fn restore(&self) {
-        crate::write_sysreg!("sctlr_el1", self.sctlr);
-        crate::write_sysreg!("ttbr0_el1", self.ttbr0);
-        crate::write_sysreg!("ttbr1_el1", self.ttbr1);
-        crate::write_sysreg!("tcr_el1", self.tcr);
-        crate::write_sysreg!("mair_el1", self.mair);
-        crate::write_sysreg!("amair_el1", self.amair);
-        crate::write_sysreg!("vbar_el1", self.vbar);
-        crate::write_sysreg!("contextidr_el1", self.contextidr);
-        crate::write_sysreg!("tpidr_el1", self.tpidr_el1);
-        crate::write_sysreg!("tpidr_el0", self.tpidr_el0);
-        crate::write_sysreg!("tpidrro_el0", self.tpidrro_el0);
-        crate::write_sysreg!("sp_el0", self.sp_el0);
-        crate::write_sysreg!("sp_el1", self.sp_el1);
-        crate::write_sysreg!("elr_el1", self.elr_el1);
-        crate::write_sysreg!("spsr_el1", self.spsr_el1);
-        crate::write_sysreg!("esr_el1", self.esr_el1);
-        crate::write_sysreg!("far_el1", self.far_el1);
-        crate::write_sysreg!("afsr0_el1", self.afsr0);
-        crate::write_sysreg!("afsr1_el1", self.afsr1);
-        crate::write_sysreg!("par_el1", self.par);
-        crate::write_sysreg!("cpacr_el1", self.cpacr);
-        crate::write_sysreg!("cntkctl_el1", self.cntkctl);
-        crate::write_sysreg!("csselr_el1", self.csselr);
-        crate::write_sysreg!("mdscr_el1", self.mdscr);
-        crate::write_sysreg!("cntv_cval_el0", self.cntv_cval);
-        crate::write_sysreg!("cntv_ctl_el0", self.cntv_ctl);
-    }
+pub fn bench_pmu() -> bool {
+    BENCH_PMU.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// HCR_EL2 for the host: stage-2 on, EL1 AArch64, SMC trapped (PSCI is
 /// relayed), pointer authentication not trapped, physical interrupts routed
-/// to EL1 (IMO/FMO/AMO clear).
+/// to EL1 (IMO/FMO/AMO clear). SCXTNUM (EnSCXT clear) traps.
 pub fn hcr_host() -> u64 {
     (HCR_EL2::VM::Enable
         + HCR_EL2::SWIO::SET
@@ -120,25 +35,94 @@ pub fn hcr_host() -> u64 {
 }
 
 /// HCR_EL2 for a guest: as the host, plus physical IRQ/FIQ/SError taken to
-/// EL2 (they belong to the host) and WFI/WFE not trapped.
+/// EL2 (they belong to the host; the guest's GIC accesses go to the virtual
+/// CPU interface), TLB and cache maintenance broadcast (a vCPU may move
+/// between CPUs), and traps: set/way cache maintenance, ID registers,
+/// ACTLR_EL1, implementation-defined registers, LORegions, RAS error records.
 pub fn hcr_guest() -> u64 {
-    hcr_host() | (HCR_EL2::IMO::EnableVirtualIRQ + HCR_EL2::FMO::EnableVirtualFIQ + HCR_EL2::AMO::SET).value
+    hcr_host()
+        | (HCR_EL2::IMO::EnableVirtualIRQ
+            + HCR_EL2::FMO::EnableVirtualFIQ
+            + HCR_EL2::AMO::SET
+            + HCR_EL2::FB::SET
+            + HCR_EL2::BSU::InnerShareable
+            + HCR_EL2::TSW::SET
+            + HCR_EL2::TID3::SET
+            + HCR_EL2::TACR::SET
+            + HCR_EL2::TIDCP::SET
+            + HCR_EL2::TLOR::SET
+            + HCR_EL2::TERR::SET)
+            .value
 }
 
-/// EL2 controls set once per CPU: timers and counters usable at EL1, FP/SIMD
-/// not trapped, PMU counters given to EL1, the GICv3 system-register
-/// interface enabled for EL1, virtual ID registers = real ones.
+/// MDCR_EL2: the host keeps debug and the PMU; guests trap both (RAZ/WI,
+/// see the guest trap handler), plus trace filter and profiling registers.
+/// EL2 counting is prohibited unless `hyp.bench_pmu`.
+pub fn mdcr(kind: Kind) -> u64 {
+    let n = (PMCR_EL0.get() >> 11) & 0x1f;
+    let bench = bench_pmu();
+    let mut v = MDCR::HPMN.val(n);
+    if !bench {
+        v += MDCR::HPMD::SET;
+        // PMUVer [11:8] >= 6: FEAT_PMUv3p5, which has HCCD.
+        let pmuver = (ID_AA64DFR0_EL1.get() >> 8) & 0xf;
+        if (6..0xf).contains(&pmuver) {
+            v += MDCR::HCCD::SET;
+        }
+    }
+    if kind == Kind::Guest {
+        v += MDCR::TDA::SET + MDCR::TDOSA::SET + MDCR::TDRA::SET + MDCR::TTRF::SET + MDCR::TPMS::SET;
+        if !bench {
+            v += MDCR::TPM::SET + MDCR::TPMCR::SET;
+        }
+    }
+    v.value
+}
+
+/// CPTR_EL2: FP/SIMD free for both (switched); guests trap SVE, SME, trace,
+/// activity monitors.
+pub fn cptr(kind: Kind) -> u64 {
+    match kind {
+        Kind::Host => CPTR_EL2_RES1,
+        Kind::Guest => (CPTR::TZ::SET + CPTR::TSM::SET + CPTR::TTA::SET + CPTR::TAM::SET).value | CPTR_EL2_RES1,
+    }
+}
+
+/// CNTHCTL_EL2: both may read the physical counter; only the host may use
+/// the physical timer (a guest's CNTP_* accesses trap).
+pub fn cnthctl(kind: Kind) -> u64 {
+    match kind {
+        Kind::Host => (CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET).value,
+        Kind::Guest => CNTHCTL_EL2::EL1PCTEN::SET.value,
+    }
+}
+
+/// Loads the EL2 controls of `kind` (stage-2 registers are the caller's).
+pub fn enter_controls(kind: Kind) {
+    let hcr = match kind {
+        Kind::Host => hcr_host(),
+        Kind::Guest => hcr_guest(),
+    };
+    HCR_EL2.set(hcr);
+    MDCR_EL2.set(mdcr(kind));
+    CPTR_EL2.set(cptr(kind));
+    CNTHCTL_EL2.set(cnthctl(kind));
+}
+
+/// EL2 controls set once per CPU: virtual counter offset 0, the GICv3
+/// system-register interface enabled for EL1 (the virtual CPU interface off
+/// until the interrupts work), virtual ID registers = real ones, the host's
+/// controls loaded.
 pub fn init_el2_controls() {
-    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);
+    if context::features() & feat::VGIC != 0 {
+        // ICC_SRE_EL2: SRE | Enable (EL1 may use ICC_SRE_EL1), DFB, DIB.
+        ICC_SRE_EL2.set(0b1111);
+        ICH_HCR_EL2.set(0);
+    }
     CNTVOFF_EL2.set(0);
-    // MDCR_EL2.HPMN = PMCR_EL0.N: all event counters accessible from EL1;
-    // no debug or PMU traps.
-    let pmcr_n = (crate::read_sysreg!("pmcr_el0") >> 11) & 0x1f;
-    crate::write_sysreg!("mdcr_el2", pmcr_n);
-    crate::write_sysreg!("vpidr_el2", MIDR_EL1.get());
-    crate::write_sysreg!("vmpidr_el2", MPIDR_EL1.get());
-    // ICC_SRE_EL2: SRE | Enable (EL1 may use ICC_SRE_EL1), DIB/DFB set.
-    crate::write_sysreg!("icc_sre_el2", 0b1111);
-    crate::write_sysreg!("ich_hcr_el2", 0);
+    CNTHP_CTL_EL2.set(0);
+    VPIDR_EL2.set(MIDR_EL1.get());
+    VMPIDR_EL2.set(MPIDR_EL1.get());
+    enter_controls(Kind::Host);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }

@@ -2,8 +2,11 @@
 //! TLB maintenance, SMC calls and EL1 register state. Everything else in the
 //! hyp is arch-independent.
 
+pub mod context;
 pub mod el1;
 pub mod fpsimd;
+pub mod hyptimer;
+pub mod idregs;
 pub mod inject;
 pub mod mmu;
 pub mod psci;

@@ -1,7 +1,12 @@
 //! The Rust side of the exception vectors.
 
-use aarch64_cpu::registers::Readable;
-use hyp::esr::Esr;
+/// IPA and FAR of the stage-2 fault being handled.
+pub fn fault_ipa() -> (u64, u64) {
+    use aarch64_cpu::registers::{FAR_EL2, HPFAR_EL2};
+    use tock_registers::interfaces::Readable;
+    let far = FAR_EL2.get();
+    (hyp::esr::fault_ipa(HPFAR_EL2.get(), far), far)
+}
 
 /// Registers saved by the vectors (layout fixed by vectors.S).
 #[repr(C)]
@@ -15,7 +20,7 @@ pub struct TrapFrame {
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
 
-const KIND_NAMES: [&str; 16] = [
+pub const KIND_NAMES: [&str; 16] = [
     "sync from EL2t",
     "irq from EL2t",
     "fiq from EL2t",
@@ -45,34 +50,6 @@ pub fn enter_lower(frame: &TrapFrame, stack_top: u64) -> ! {
     // SAFETY: frame is a fully initialised TrapFrame outside the stack; the
     // assembly copies it below stack_top, restores it and erets.
     unsafe { __hyp_enter_lower(frame, stack_top) }
-}
-
-#[no_mangle]
-extern "C" fn hyp_trap(kind: u64, frame: &mut TrapFrame) {
-    match kind {
-        8 => crate::exit::handle_sync(frame),
-        9 | 10 => crate::exit::handle_irq(frame),
-        _ => fatal(kind, frame),
-    }
-}
-
-/// An exception the hyp cannot have caused legitimately: print everything
-/// and stop the machine with a failure status.
-fn fatal(kind: u64, frame: &TrapFrame) -> ! {
-    let esr = Esr(aarch64_cpu::registers::ESR_EL2.get());
-    let far = crate::read_sysreg!("far_el2");
-    log::error!("unexpected exception: {}", KIND_NAMES[(kind & 15) as usize]);
-    log::error!("  ESR_EL2 {:#018x}: {}", esr.0, esr);
-    log::error!("  FAR_EL2 {:#018x}  ELR_EL2 {:#018x}  SPSR_EL2 {:#x}", far, frame.elr, frame.spsr);
-    for (i, pair) in frame.x.chunks(4).enumerate() {
-        let mut line = Line::new();
-        for (j, v) in pair.iter().enumerate() {
-            use core::fmt::Write;
-            let _ = write!(line, "x{:<2} {:#018x}  ", i * 4 + j, v);
-        }
-        log::error!("  {}", line.as_str());
-    }
-    crate::shutdown(crate::Status::Fatal)
 }
 
 /// A small fixed buffer for formatting without the heap.

@@ -1,0 +1,242 @@
+//! The state of a lower-EL context (the host on a CPU, or a guest vCPU):
+//! one type for both, and one table of the system registers that are
+//! switched between contexts. A register is added to the switch in exactly
+//! one place: [`regs!`] below. Everything a context can reach that is not in
+//! this table is trapped by the EL2 controls (`el1.rs`) or is safe to share;
+//! `docs/isolation.md` lists the decision for every register.
+
+use aarch64_cpu::registers::*;
+use tock_registers::interfaces::{Readable, Writeable};
+
+use super::fpsimd::FpRegs;
+use super::sysreg as sr;
+use super::trap::TrapFrame;
+
+/// Optional architecture features whose registers are switched only when
+/// the CPU has them (accessing a missing register is UNDEF at EL2).
+pub mod feat {
+    /// Always present.
+    pub const BASE: u32 = 1 << 0;
+    /// FEAT_PAuth: the ten key registers.
+    pub const PAUTH: u32 = 1 << 1;
+    /// FEAT_SME: TPIDR2_EL0.
+    pub const SME: u32 = 1 << 2;
+    /// FEAT_RAS: VDISR_EL2 (a guest's DISR_EL1).
+    pub const RAS: u32 = 1 << 3;
+    /// AArch32 at EL0: DACR32_EL2, IFSR32_EL2, FPEXC32_EL2.
+    pub const AA32: u32 = 1 << 4;
+    /// GICv3 virtual CPU interface: ICH_VMCR_EL2 and the first active-priority registers.
+    pub const VGIC: u32 = 1 << 5;
+    /// A second pair of active-priority registers (6+ priority bits).
+    pub const VGIC_AP1: u32 = 1 << 6;
+    /// Third and fourth pairs (7 priority bits).
+    pub const VGIC_AP23: u32 = 1 << 7;
+    /// Registers a guest reaches only through EL2 (the virtual GIC and
+    /// VDISR): switched into guests only; the host never sees them.
+    pub const GUEST_ONLY: u32 = RAS | VGIC | VGIC_AP1 | VGIC_AP23;
+    /// SVE (trapped for guests; recorded for the ID-register view).
+    pub const SVE: u32 = 1 << 8;
+}
+
+static FEATURES: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(feat::BASE);
+
+/// The optional features of this CPU (all CPUs of the machine are alike).
+pub fn features() -> u32 {
+    FEATURES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+fn field(v: u64, shift: u32) -> u64 {
+    (v >> shift) & 0xf
+}
+
+/// Reads the ID registers once, at boot, on the boot CPU.
+pub fn detect_features() {
+    let mut f = feat::BASE;
+    let isar1 = ID_AA64ISAR1_EL1.get();
+    let isar2 = sr::ID_AA64ISAR2_EL1.get();
+    // APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2 GPA3 [11:8], APA3 [15:12].
+    if field(isar1, 4) | field(isar1, 8) | field(isar1, 24) | field(isar1, 28) | field(isar2, 8) | field(isar2, 12) != 0
+    {
+        f |= feat::PAUTH;
+    }
+    let pfr0 = ID_AA64PFR0_EL1.get();
+    let pfr1 = ID_AA64PFR1_EL1.get();
+    if field(pfr1, 24) != 0 {
+        f |= feat::SME;
+    }
+    if field(pfr0, 28) != 0 {
+        f |= feat::RAS;
+    }
+    if field(pfr0, 0) == 2 {
+        f |= feat::AA32;
+    }
+    if field(pfr0, 32) != 0 {
+        f |= feat::SVE;
+    }
+    // GIC system registers implemented: PFR0.GIC [27:24].
+    if field(pfr0, 24) != 0 {
+        f |= feat::VGIC;
+        // ICH_VTR_EL2.PREbits [28:26] = preemption bits - 1: 5 → 1 APR per
+        // group, 6 → 2, 7 → 4.
+        let pre = ((ICH_VTR_EL2.get() >> 26) & 7) + 1;
+        if pre >= 6 {
+            f |= feat::VGIC_AP1;
+        }
+        if pre >= 7 {
+            f |= feat::VGIC_AP23;
+        }
+    }
+    FEATURES.store(f, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// SCTLR_EL1 RES1 bits (11, 20, 22, 23, 28, 29) with the MMU and caches off,
+/// as the Linux boot protocol wants.
+pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+
+/// The register table: `Index: REGISTER = reset value, feature;`. Generates
+/// the index enum [`R`], the reset values and the save/restore loops.
+macro_rules! regs {
+    ($($idx:ident : $reg:expr => $reset:expr, $feat:expr;)*) => {
+        /// Index of a switched system register in [`Context::sys`].
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum R { $($idx,)* }
+
+        /// Number of switched system registers.
+        pub const NR: usize = [$(R::$idx),*].len();
+
+        /// Values of a context that has not run yet.
+        pub const RESET: [u64; NR] = [$($reset),*];
+
+        /// The feature each register needs.
+        pub const FEAT: [u32; NR] = [$($feat),*];
+
+        fn save_regs(r: &mut [u64; NR], f: u32) {
+            $( if FEAT[R::$idx as usize] & f != 0 { r[R::$idx as usize] = $reg.get(); } )*
+        }
+
+        fn restore_regs(r: &[u64; NR], f: u32) {
+            $( if FEAT[R::$idx as usize] & f != 0 { $reg.set(r[R::$idx as usize]); } )*
+        }
+    };
+}
+
+regs! {
+    SCTLR_EL1: SCTLR_EL1 => SCTLR_EL1_RESET, feat::BASE;
+    TTBR0_EL1: TTBR0_EL1 => 0, feat::BASE;
+    TTBR1_EL1: TTBR1_EL1 => 0, feat::BASE;
+    TCR_EL1: TCR_EL1 => 0, feat::BASE;
+    MAIR_EL1: MAIR_EL1 => 0, feat::BASE;
+    AMAIR_EL1: sr::AMAIR_EL1 => 0, feat::BASE;
+    VBAR_EL1: VBAR_EL1 => 0, feat::BASE;
+    CONTEXTIDR_EL1: sr::CONTEXTIDR_EL1 => 0, feat::BASE;
+    TPIDR_EL1: TPIDR_EL1 => 0, feat::BASE;
+    TPIDR_EL0: TPIDR_EL0 => 0, feat::BASE;
+    TPIDRRO_EL0: TPIDRRO_EL0 => 0, feat::BASE;
+    SP_EL0: SP_EL0 => 0, feat::BASE;
+    SP_EL1: SP_EL1 => 0, feat::BASE;
+    ELR_EL1: ELR_EL1 => 0, feat::BASE;
+    SPSR_EL1: SPSR_EL1 => 0, feat::BASE;
+    ESR_EL1: ESR_EL1 => 0, feat::BASE;
+    FAR_EL1: FAR_EL1 => 0, feat::BASE;
+    AFSR0_EL1: sr::AFSR0_EL1 => 0, feat::BASE;
+    AFSR1_EL1: sr::AFSR1_EL1 => 0, feat::BASE;
+    PAR_EL1: PAR_EL1 => 0, feat::BASE;
+    CPACR_EL1: CPACR_EL1 => 0, feat::BASE;
+    CNTKCTL_EL1: CNTKCTL_EL1 => 0, feat::BASE;
+    CSSELR_EL1: CSSELR_EL1 => 0, feat::BASE;
+    MDSCR_EL1: sr::MDSCR_EL1 => 0, feat::BASE;
+    CNTV_CVAL_EL0: CNTV_CVAL_EL0 => 0, feat::BASE;
+    CNTV_CTL_EL0: CNTV_CTL_EL0 => 0, feat::BASE;
+    APIAKEYLO_EL1: sr::APIAKEYLO_EL1 => 0, feat::PAUTH;
+    APIAKEYHI_EL1: sr::APIAKEYHI_EL1 => 0, feat::PAUTH;
+    APIBKEYLO_EL1: sr::APIBKEYLO_EL1 => 0, feat::PAUTH;
+    APIBKEYHI_EL1: sr::APIBKEYHI_EL1 => 0, feat::PAUTH;
+    APDAKEYLO_EL1: sr::APDAKEYLO_EL1 => 0, feat::PAUTH;
+    APDAKEYHI_EL1: sr::APDAKEYHI_EL1 => 0, feat::PAUTH;
+    APDBKEYLO_EL1: sr::APDBKEYLO_EL1 => 0, feat::PAUTH;
+    APDBKEYHI_EL1: sr::APDBKEYHI_EL1 => 0, feat::PAUTH;
+    APGAKEYLO_EL1: sr::APGAKEYLO_EL1 => 0, feat::PAUTH;
+    APGAKEYHI_EL1: sr::APGAKEYHI_EL1 => 0, feat::PAUTH;
+    TPIDR2_EL0: sr::TPIDR2_EL0 => 0, feat::SME;
+    DACR32_EL2: DACR32_EL2 => 0, feat::AA32;
+    IFSR32_EL2: sr::IFSR32_EL2 => 0, feat::AA32;
+    FPEXC32_EL2: sr::FPEXC32_EL2 => 0, feat::AA32;
+    VDISR_EL2: sr::VDISR_EL2 => 0, feat::RAS;
+    ICH_VMCR_EL2: ICH_VMCR_EL2 => 0, feat::VGIC;
+    ICH_AP0R0_EL2: ICH_AP0R0_EL2 => 0, feat::VGIC;
+    ICH_AP1R0_EL2: ICH_AP1R0_EL2 => 0, feat::VGIC;
+    ICH_AP0R1_EL2: ICH_AP0R1_EL2 => 0, feat::VGIC_AP1;
+    ICH_AP1R1_EL2: ICH_AP1R1_EL2 => 0, feat::VGIC_AP1;
+    ICH_AP0R2_EL2: ICH_AP0R2_EL2 => 0, feat::VGIC_AP23;
+    ICH_AP1R2_EL2: ICH_AP1R2_EL2 => 0, feat::VGIC_AP23;
+    ICH_AP0R3_EL2: ICH_AP0R3_EL2 => 0, feat::VGIC_AP23;
+    ICH_AP1R3_EL2: ICH_AP1R3_EL2 => 0, feat::VGIC_AP23;
+}
+
+/// Everything of one lower-EL context that is switched: general registers,
+/// PC and PSTATE (the trap frame), the system-register table, FP/SIMD.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Context {
+    pub gp: TrapFrame,
+    pub sys: [u64; NR],
+    pub fp: FpRegs,
+}
+
+/// Which side of the switch a context is: the host never has the
+/// guest-only registers loaded for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Host,
+    Guest,
+}
+
+fn mask(kind: Kind) -> u32 {
+    match kind {
+        Kind::Host => features() & !feat::GUEST_ONLY,
+        Kind::Guest => features(),
+    }
+}
+
+/// Is the CPU in SME streaming mode or with ZA on? The world switch's
+/// FP/SIMD save and restore cannot run then (Advanced SIMD instructions are
+/// illegal in streaming mode), and ZA is not switched.
+pub fn sme_live() -> bool {
+    features() & feat::SME != 0 && sr::SVCR.get() & 0b11 != 0
+}
+
+impl Context {
+    /// A context that has not run yet: every register at its reset value.
+    pub const fn reset() -> Context {
+        Context {
+            gp: TrapFrame { x: [0; 31], elr: 0, spsr: 0, _pad: 0 },
+            sys: RESET,
+            fp: FpRegs { q: [0; 32], fpsr: 0, fpcr: 0 },
+        }
+    }
+
+    /// Saves the CPU's lower-EL system and FP/SIMD registers into this
+    /// context (the general registers come from the trap frame).
+    pub fn save_cpu(&mut self, kind: Kind) {
+        save_regs(&mut self.sys, mask(kind));
+        self.fp.save();
+    }
+
+    /// Loads this context's system and FP/SIMD registers into the CPU.
+    pub fn restore_cpu(&self, kind: Kind) {
+        restore_regs(&self.sys, mask(kind));
+        self.fp.restore();
+    }
+
+    pub fn get(&self, r: R) -> u64 {
+        self.sys[r as usize]
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::reset()
+    }
+}
