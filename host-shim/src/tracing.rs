@@ -4,8 +4,8 @@
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use el1_rt::println;
-use hyp::trace::{Record, RECORD_SIZE};
 use hyp_abi::host as abi;
+use hyp_abi::trace::{Record, RECORD_SIZE};
 
 use crate::hyp::call;
 use crate::mem::HostMem;

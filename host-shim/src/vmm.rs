@@ -45,6 +45,8 @@ pub struct Guest {
     pub guest_calls: u64,
     /// Print each exit as it happens (the demo's narration).
     pub verbose: bool,
+    /// VCPU_RUN has been called: the vCPU set is closed.
+    started: bool,
 }
 
 pub enum LoadError {
@@ -179,6 +181,7 @@ impl Guest {
             pending_reply: [0; 4],
             guest_calls: 0,
             verbose: false,
+            started: false,
         })
     }
 
@@ -267,6 +270,7 @@ impl Guest {
 
     /// Runs vCPU 0 until the guest powers off (Ok) or something goes wrong.
     pub fn run(&mut self) -> Result<(), String> {
+        self.started = true;
         let mut reply = core::mem::take(&mut self.pending_reply);
         loop {
             let r = hyp::call(hyp_abi::host::VCPU_RUN, [self.handle, 0, reply[0], reply[1], reply[2], reply[3]]);
@@ -324,9 +328,17 @@ impl Guest {
                     }
                 }
                 exit::IRQ => {}
+                exit::GUEST_FATAL => {
+                    return Err(alloc::format!("guest SError (ESR {:#x}) at PC {:#x}: vCPU stopped", e[1], e[2]))
+                }
                 other => return Err(alloc::format!("unknown exit {other}")),
             }
         }
+    }
+
+    /// Has the VM run (its vCPU set is closed)?
+    pub fn has_run(&self) -> bool {
+        self.started
     }
 
     /// Destroys the VM (unpinning first if needed); returns bytes reclaimed.

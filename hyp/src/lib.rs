@@ -8,7 +8,6 @@ extern crate std;
 
 pub mod mm;
 pub use hyp_abi as abi;
-pub mod esr;
+pub use hyp_abi::{esr, trace};
 pub mod exception;
-pub mod trace;
 pub mod traps;

@@ -11,6 +11,8 @@ mod arch;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod checker;
+#[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]
 mod dev;

@@ -2,9 +2,13 @@
 //! host calls with random and hostile arguments (any function ID, aligned
 //! and unaligned addresses inside and outside memory, huge and wrapping
 //! sizes, pins racing unshares) interleaved with runs of two fuzzing guests.
-//! The hyp runs its invariant checker after every hypercall
-//! (`hyp.check_invariants`); the hyp must never panic or hang, and the host
-//! must keep working. The seed is printed; the same seed replays the run.
+//! The hyp runs its invariant checker (`hyp.check_invariants[=K]`: the full
+//! check after every K-th hypercall, and after every refused one the proof
+//! that it changed nothing); the hyp must never panic or hang, and the host
+//! must keep working. VMs the random calls create are destroyed again, and
+//! the two fuzzing guests are replaced by fresh ones from time to time, so a
+//! long run does not fill the VM table. The seed is printed; the same seed
+//! replays the run.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -40,10 +44,15 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &s
     };
     // The arena the fuzzer may give away: never the shim's own memory.
     let arena = hm.alloc(ARENA, SZ_2M).expect("fuzz arena");
+    let load = |hm: &mut HostMem, n: u64| {
+        let args = alloc::format!("test=fuzz seed={}", seed.wrapping_add(n));
+        Guest::load(hm, &img.name, img.elf, 8 << 20, &args)
+    };
     let mut guests: Vec<Guest> = Vec::new();
-    for i in 0..2 {
-        let args = alloc::format!("test=fuzz seed={}", seed.wrapping_add(i + 1));
-        match Guest::load(hm, &img.name, img.elf, 8 << 20, &args) {
+    let mut generation = 0u64;
+    for _ in 0..2 {
+        generation += 1;
+        match load(hm, generation) {
             Ok(g) => guests.push(g),
             Err(e) => {
                 println!("[host] fuzz guest: {}", e);
@@ -52,12 +61,47 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &s
             }
         }
     }
+    // VMs the random calls created: destroyed again.
+    let mut created: Vec<u64> = Vec::new();
+    let (mut destroyed, mut recycled, mut late_vcpus, mut retired_calls) = (0u64, 0u64, 0u64, 0u64);
     let fids: Vec<u32> =
         (0..0x30).map(|n| 0xc600_0100 + n).filter(|&f| f != abi::SHUTDOWN && f != abi::DUMP_S2).collect();
     let mut results: BTreeMap<i64, u64> = BTreeMap::new();
     let (mut host_calls, mut runs) = (0u64, 0u64);
     let mut pinned: Vec<u64> = Vec::new();
     for i in 0..calls {
+        // Now and then a fuzzing guest is torn down and a fresh one takes
+        // its place (teardown under fire, and no VM lives forever).
+        if i % 2000 == 1999 {
+            let k = rng.below(guests.len() as u64) as usize;
+            let old = guests.swap_remove(k);
+            retired_calls += old.guest_calls;
+            for p in pinned.drain(..) {
+                while hyp::unpin(p) == 0 {}
+            }
+            // Random PIN calls may hold pins on its shared pages too.
+            for pa in (old.pa..old.pa + old.mem).step_by(4096) {
+                let pins = call(abi::PAGE_STATE, [pa, 0, 0, 0, 0, 0]).map(|r| r[1]).unwrap_or(0);
+                for _ in 0..pins {
+                    hyp::unpin(pa);
+                }
+            }
+            if let Err(e) = old.destroy(hm) {
+                println!("[host] fuzz: recycle: destroy: {}", e);
+                r.fail("fuzz guests recycle");
+                break;
+            }
+            generation += 1;
+            match load(hm, generation) {
+                Ok(g) => guests.push(g),
+                Err(e) => {
+                    println!("[host] fuzz: recycle: load: {}", e);
+                    r.fail("fuzz guests recycle");
+                    break;
+                }
+            }
+            recycled += 1;
+        }
         let g = rng.below(guests.len() as u64) as usize;
         let gpa = guests[g].pa;
         let handle = guests[g].handle;
@@ -130,12 +174,32 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &s
                 // guests alive (destroy/run are exercised above and in the
                 // hostile scenario); everything else goes through as drawn.
                 if fid == abi::VM_DESTROY && guests.iter().any(|g| g.handle == a[0]) {
-                    a[0] = 0xdead;
+                    a[0] = if created.is_empty() { 0xdead } else { rng.pick(&created) };
                 }
                 if fid == abi::VCPU_RUN {
                     a[0] = 0xdead;
                 }
-                hyp::errno(call(fid, a))
+                let res = call(fid, a);
+                match (fid, res) {
+                    (abi::VM_CREATE, Ok(v)) => created.push(v[0]),
+                    (abi::VM_DESTROY, Ok(_)) => {
+                        created.retain(|&h| h != a[0]);
+                        destroyed += 1;
+                    }
+                    // A VM that has run has a closed vCPU set.
+                    (abi::VCPU_CREATE, Ok(_)) if guests.iter().any(|g| g.handle == a[0] && g.has_run()) => {
+                        late_vcpus += 1;
+                    }
+                    _ => {}
+                }
+                // Keep the VM table from filling up.
+                if created.len() > 8 {
+                    let h = created.remove(0);
+                    if hyp::vm_destroy(h).is_ok() {
+                        destroyed += 1;
+                    }
+                }
+                hyp::errno(res)
             }
         };
         host_calls += 1;
@@ -144,15 +208,25 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &s
             println!("[host] fuzz: {} calls", i + 1);
         }
     }
+    for h in created.drain(..) {
+        match hyp::vm_destroy(h) {
+            Ok(_) => destroyed += 1,
+            Err(e) => {
+                println!("[host] fuzz: destroy created vm {}: {}", h, e);
+                r.fail("fuzz destroys the VMs it created");
+            }
+        }
+    }
+    r.check(late_vcpus == 0, "no vCPU could be added to a VM that has run");
     // Still alive and consistent: a final check and a null call.
-    let checks = call(abi::CHECK_INVARIANTS, [0; 6]).map(|r| r[0]).unwrap_or(0);
+    let (checks, refusals) = call(abi::CHECK_INVARIANTS, [0; 6]).map(|r| (r[0], r[2])).unwrap_or((0, 0));
     r.check(hyp::errno(call(abi::NOP, [0; 6])) == 0, "the hyp still answers after the fuzz run");
-    let guest_calls: u64 = guests.iter().map(|g| g.guest_calls).sum();
+    let guest_calls: u64 = retired_calls + guests.iter().map(|g| g.guest_calls).sum::<u64>();
     println!(
-        "[host] fuzz: seed {}: {} host calls, {} guest runs, {} guest calls, {} invariant checks, results {:?}",
-        seed, host_calls, runs, guest_calls, checks, results
+        "[host] fuzz: seed {}: {} host calls, {} guest runs, {} guest calls, {} invariant checks, {} refused calls proven to change nothing, {} VMs created and destroyed, {} guests recycled, results {:?}",
+        seed, host_calls, runs, guest_calls, checks, refusals, destroyed, recycled, results
     );
-    r.check(checks > host_calls, "the invariant checker ran after every hypercall");
+    r.check(checks > 0 && refusals > 0, "the invariant checker ran during the fuzz run");
     for p in pinned {
         while hyp::unpin(p) == 0 {}
     }

@@ -5,6 +5,14 @@
 //! See docs/abi.md for the semantics of each call.
 #![no_std]
 
+#[cfg(test)]
+extern crate alloc;
+
+/// ESR_EL2 decoding: exception classes and abort syndromes.
+pub mod esr;
+/// The trace record every party decodes (TRACE_DRAIN's format).
+pub mod trace;
+
 /// SMCCC function ID: fast call, SMC64, owning entity, function number.
 pub const fn smccc_fast64(owner: u32, number: u32) -> u32 {
     (1 << 31) | (1 << 30) | (owner << 24) | number
@@ -122,7 +130,9 @@ pub mod host {
     /// pages allocated, x5 = table pages freed, since boot (all stage-2s).
     pub const STATS: u32 = id(0x25);
     /// Runs the global invariant checker now → x2 = checks run since boot,
-    /// x3 = leaves it walked. A violation stops the system (status 4).
+    /// x3 = leaves it walked, x4 = refused calls proven to have changed
+    /// nothing (`hyp.check_invariants`). A violation stops the system
+    /// (status 4).
     pub const CHECK_INVARIANTS: u32 = id(0x26);
     /// x1 = handle → x2 = a digest of the VM's stage-2 (IPA ranges and
     /// page states, not PAs), to compare end states of two runs.

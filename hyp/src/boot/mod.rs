@@ -81,7 +81,9 @@ fn parse_options(bootargs: &'static str) -> Options {
         } else if let Some(v) = tok.strip_prefix("hyp.trace_buf=") {
             o.trace_buf = v.parse().ok();
         } else if tok == "hyp.check_invariants" {
-            crate::vm::CHECK_EACH_CALL.store(true, core::sync::atomic::Ordering::Relaxed);
+            crate::checker::enable(1);
+        } else if let Some(v) = tok.strip_prefix("hyp.check_invariants=") {
+            crate::checker::enable(v.parse().unwrap_or(1));
         } else if tok == "hyp.bench_pmu" {
             el1::set_bench_pmu(true);
         } else if tok == "hyp.trace_quiet" {
@@ -322,6 +324,7 @@ extern "C" fn hyp_secondary_main(idx: u64) -> ! {
     mmu::enable_this_cpu();
     let cpu = percpu::this_cpu();
     cpu.id = idx as usize;
+    crate::checker::CPUS_UP.fetch_add(1, Ordering::Relaxed);
     cpu.host_vttbr = HOST_VTTBR.load(Ordering::Relaxed);
     cpu.host_vtcr = HOST_VTCR.load(Ordering::Relaxed);
     VTCR_EL2.set(cpu.host_vtcr);

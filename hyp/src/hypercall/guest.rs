@@ -38,8 +38,11 @@ fn ret(frame: &mut TrapFrame, v: i64) -> Outcome {
 
 pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
     let (fid, x1) = (frame.x[0], frame.x[1]);
+    let before = crate::checker::before_call();
     let out = call(frame, vm, vcpu);
-    crate::vm::after_call();
+    let refused =
+        matches!(out, Outcome::Resume) && matches!(frame.x[0] as i64, smccc::NOT_SUPPORTED | smccc::INVALID_PARAMETER);
+    crate::checker::after_call(before, fid, refused);
     if crate::tracebuf::on(hyp::trace::Kind::Hypercall) {
         if let (Outcome::Resume, crate::percpu::Running::Guest(h, _)) = (&out, crate::percpu::this_cpu().running) {
             point::hypercall(h, vcpu, fid, x1, frame.x[0]);

@@ -1,5 +1,6 @@
 //! The host's hypercalls (HVC from EL1, vendor-hyp range): ownership
-//! transitions, VM lifecycle, pins, tracing. Results follow the ABI in
+//! transitions, VM lifecycle, pins, tracing. Every host call is dispatched
+//! here, in one match; the work is done by the module that owns the state. Results follow the ABI in
 //! hyp-abi: x0 = SMCCC status of the call itself, x1 = 0 or -errno, x2..
 //! results.
 
@@ -27,15 +28,20 @@ enum Call {
 pub fn handle(frame: &mut TrapFrame) {
     let fid = frame.x[0] as u32;
     let x1 = frame.x[1];
-    match dispatch(fid, frame) {
+    let before = crate::checker::before_call();
+    let refused = match dispatch(fid, frame) {
         Call::Done(r) => {
             frame.x[0] = smccc::SUCCESS as u64;
             frame.x[1] = super::errno(r);
+            r.is_err()
         }
-        Call::Unknown => frame.x[0] = smccc::NOT_SUPPORTED as u64,
+        Call::Unknown => {
+            frame.x[0] = smccc::NOT_SUPPORTED as u64;
+            true
+        }
         Call::Switched => return,
-    }
-    vm::after_call();
+    };
+    crate::checker::after_call(before, fid as u64, refused);
     // Draining is not itself recorded: it would refill the ring it empties.
     if fid != abi::TRACE_DRAIN {
         point::hypercall(0, 0, fid as u64, x1, frame.x[1]);
@@ -82,9 +88,10 @@ fn dispatch(fid: u32, frame: &mut TrapFrame) -> Call {
         abi::TRACE_DRAIN => trace_drain(frame, a[0], a[1]),
         abi::NOP => Ok(()),
         abi::CHECK_INVARIANTS => {
-            let (n, leaves) = vm::check_invariants();
+            let (n, leaves) = crate::checker::check_now();
             frame.x[2] = n;
             frame.x[3] = leaves;
+            frame.x[4] = crate::checker::counts().1;
             Ok(())
         }
         abi::STATS => {
@@ -100,7 +107,14 @@ fn dispatch(fid: u32, frame: &mut TrapFrame) -> Call {
             Ok(()) => return Call::Switched,
             Err(e) => Err(e),
         },
-        _ => return vm::host_call(fid, frame).map_or(Call::Unknown, Call::Done),
+        abi::VM_CREATE => vm::host_vm_create(a[0]).map(|h| frame.x[2] = h),
+        abi::VM_DESTROY => vm::host_vm_destroy(a[0]).map(|b| frame.x[2] = b),
+        abi::VCPU_CREATE => vm::host_vcpu_create(a[0], a[1], a[2]).map(|i| frame.x[2] = i),
+        abi::DONATE_GUEST => vm::host_donate_guest(a[0], a[1], a[2], a[3]),
+        abi::VM_STATS => vm::host_vm_stats(a[0], a[1]).map(|r| frame.x[2..5].copy_from_slice(&r)),
+        abi::VM_DIGEST => vm::host_vm_digest(a[0]).map(|d| frame.x[2] = d),
+        abi::PAGE_STATE => vm::host_page_state(a[0]).map(|r| frame.x[2..5].copy_from_slice(&r)),
+        _ => return Call::Unknown,
     };
     Call::Done(r)
 }

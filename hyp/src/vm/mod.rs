@@ -20,7 +20,6 @@ use hyp::mm::Error;
 
 use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::tlb::HypEnv;
-use crate::arch::aarch64::trap::TrapFrame;
 use crate::mem::{self, HostLocked};
 use crate::tracebuf::point;
 use hyp::trace::op;
@@ -183,102 +182,81 @@ fn state_code(l: Leaf) -> u64 {
     }
 }
 
-/// VM calls of the host ABI; `None` for an unknown function. Extra results
-/// go into frame.x[2..].
-pub fn host_call(fid: u32, frame: &mut TrapFrame) -> Option<Result<(), Error>> {
-    let a = [frame.x[1], frame.x[2], frame.x[3], frame.x[4]];
+/// VM_CREATE → the new VM's handle.
+pub fn host_vm_create(ipa_bits: u64) -> Result<u64, Error> {
+    create(ipa_bits).map(|h| h as u64)
+}
+
+/// VM_DESTROY → bytes reclaimed by this call.
+pub fn host_vm_destroy(handle: u64) -> Result<u64, Error> {
+    let mut host = mem::host();
+    destroy(&mut host, handle)
+}
+
+/// VCPU_CREATE → the vCPU index.
+pub fn host_vcpu_create(handle: u64, entry: u64, x0: u64) -> Result<u64, Error> {
+    get(handle).and_then(|vm| vcpu_create(&mut vm.lock(), entry, x0)).map(|i| i as u64)
+}
+
+/// DONATE_GUEST.
+pub fn host_donate_guest(handle: u64, pa: u64, ipa: u64, size: u64) -> Result<(), Error> {
     let mut env = HypEnv;
-    let r = match fid {
-        abi::VM_CREATE => create(a[0]).map(|h| frame.x[2] = h as u64),
-        abi::VM_DESTROY => {
-            let mut host = mem::host();
-            destroy(&mut host, a[0]).map(|b| frame.x[2] = b)
-        }
-        abi::VCPU_CREATE => {
-            get(a[0]).and_then(|vm| vcpu_create(&mut vm.lock(), a[1], a[2])).map(|i| frame.x[2] = i as u64)
-        }
-        abi::DONATE_GUEST => {
-            let mut host = mem::host();
-            get(a[0]).and_then(|vm| {
-                let mut vm = vm.lock();
-                if vm.dying {
-                    return Err(Error::Perm);
-                }
-                let r = mem_protect::host_donate_guest(&mut env, &mut host, &mut vm.mm, a[1], a[2], a[3]);
-                point::transition(vm.handle, 0, op::DONATE_GUEST, a[1], a[3], &r);
-                r
-            })
-        }
-        abi::VM_STATS => get(a[0]).and_then(|vm| {
-            let vm = vm.lock();
-            let m = vm.mm.pgt.lookup(&mut env, a[1])?;
-            frame.x[2] = vm.mm.pgt.table_pages() as u64;
-            frame.x[3] = m.level as u64;
-            frame.x[4] = state_code(m.leaf);
-            Ok(())
-        }),
-        abi::VM_DIGEST => get(a[0]).and_then(|vm| {
-            let vm = vm.lock();
-            // FNV-1a over (start, end, state) of every mapped leaf.
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            vm.mm.pgt.for_each_leaf(&mut env, 0, vm.mm.pgt.ipa_limit(), |m, s, e| {
-                if let Leaf::Mapped { state, .. } = m.leaf {
-                    for v in [s, e, state as u64] {
-                        for b in v.to_le_bytes() {
-                            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-                        }
-                    }
-                }
-                Ok(())
-            })?;
-            frame.x[2] = h;
-            Ok(())
-        }),
-        abi::PAGE_STATE => {
-            let host = mem::host();
-            host.leaf_at(&mut env, a[0]).map(|l| {
-                frame.x[2] = state_code(l);
-                frame.x[3] = host.pins.count(a[0]) as u64;
-                frame.x[4] = match l {
-                    Leaf::Invalid(Owner::Guest(h)) => h as u64,
-                    _ => 0,
-                };
-            })
-        }
-        _ => return None,
-    };
-    Some(r)
+    let mut host = mem::host();
+    let vm = get(handle)?;
+    let mut vm = vm.lock();
+    if vm.dying {
+        return Err(Error::Perm);
+    }
+    let r = mem_protect::host_donate_guest(&mut env, &mut host, &mut vm.mm, pa, ipa, size);
+    point::transition(vm.handle, 0, op::DONATE_GUEST, pa, size, &r);
+    r
 }
 
-/// Run the checker after every hypercall (`hyp.check_invariants`).
-pub static CHECK_EACH_CALL: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-static CHECKS_RUN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// VM_STATS → (table pages below the root, level at `ipa`, state code).
+pub fn host_vm_stats(handle: u64, ipa: u64) -> Result<[u64; 3], Error> {
+    let mut env = HypEnv;
+    let vm = get(handle)?;
+    let vm = vm.lock();
+    let m = vm.mm.pgt.lookup(&mut env, ipa)?;
+    Ok([vm.mm.pgt.table_pages() as u64, m.level as u64, state_code(m.leaf)])
+}
 
-/// Runs the global invariant checker over the host, the hyp and every VM
-/// (locks: host, hyp, then each VM). A violation is a hyp bug: it stops
-/// the system with a failure status. Returns (checks run, leaves walked).
-pub fn check_invariants() -> (u64, u64) {
-    use core::sync::atomic::Ordering::Relaxed;
+/// VM_DIGEST: FNV-1a over (start, end, state) of every mapped leaf.
+pub fn host_vm_digest(handle: u64) -> Result<u64, Error> {
+    let mut env = HypEnv;
+    let vm = get(handle)?;
+    let vm = vm.lock();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    vm.mm.pgt.for_each_leaf(&mut env, 0, vm.mm.pgt.ipa_limit(), |m, s, e| {
+        if let Leaf::Mapped { state, .. } = m.leaf {
+            for v in [s, e, state as u64] {
+                for b in v.to_le_bytes() {
+                    h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(h)
+}
+
+/// PAGE_STATE → (host state code, pins, owning VM).
+pub fn host_page_state(pa: u64) -> Result<[u64; 3], Error> {
+    let mut env = HypEnv;
     let host = mem::host();
-    let hyp = mem::hyp_lock(&host);
-    let arcs: Vec<Arc<Mutex<Vm>>> = VMS.lock().vms.iter().flatten().map(|(_, v)| v.clone()).collect();
-    let guards: Vec<VmLocked> = arcs.iter().map(|v| v.lock()).collect();
-    let gs: Vec<&GuestMm> = guards.iter().map(|g| &g.mm).collect();
-    match hyp::mm::invariants::check(&mut HypEnv, &host, &hyp, &gs) {
-        Ok(s) => (CHECKS_RUN.fetch_add(1, Relaxed) + 1, s.leaves),
-        Err(v) => {
-            log::error!("INVARIANT VIOLATED: {} at {:#x}", v.what, v.addr);
-            crate::shutdown(crate::Status::InvariantBroken)
-        }
-    }
+    host.leaf_at(&mut env, pa).map(|l| {
+        let owner = match l {
+            Leaf::Invalid(Owner::Guest(h)) => h as u64,
+            _ => 0,
+        };
+        [state_code(l), host.pins.count(pa) as u64, owner]
+    })
 }
 
-/// After a hypercall: the checker, when asked for on the command line.
-#[inline]
-pub fn after_call() {
-    if CHECK_EACH_CALL.load(core::sync::atomic::Ordering::Relaxed) {
-        check_invariants();
-    }
+/// Every live VM (for the invariant checker; lock each after the host's
+/// and the hyp's).
+pub fn all() -> Vec<Arc<Mutex<Vm>>> {
+    VMS.lock().vms.iter().flatten().map(|(_, v)| v.clone()).collect()
 }
 
 /// Prints a stage-2 (0: the host's, else a VM's) as ranges.

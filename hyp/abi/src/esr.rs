@@ -164,7 +164,7 @@ mod tests {
     fn ipa_from_hpfar() {
         // FAR is a VA: only its page offset counts.
         assert_eq!(fault_ipa(0x123_4567 << 4, 0xffff_0000_0000_0abc), 0x12_3456_7abc);
-        assert_eq!(fault_ipa(0x4280_0 << 4, 0x123), 0x4280_0123);
+        assert_eq!(fault_ipa(0x4_2800 << 4, 0x123), 0x4280_0123);
     }
 
     #[test]
