@@ -10,5 +10,7 @@ pub mod mm;
 pub use hyp_abi as abi;
 pub mod esr;
 pub mod exception;
+pub mod gicr;
+pub mod hostdev;
 pub mod trace;
 pub mod traps;
