@@ -9,7 +9,8 @@
 //! GICR_STATUSR, GICR_WAKER) reach the hardware, LPIs are hidden
 //! (GICR_TYPER says there are none, GICR_CTLR.EnableLPIs cannot be set) and
 //! the LPI registers read as zero and ignore writes. The rest of the frame
-//! (ID registers) and the SGI_base frame stay directly mapped.
+//! (ID registers) and the SGI_base frame stay directly mapped; a GICv4
+//! VLPI_base frame (virtual LPI tables) is not mapped at all.
 //!
 //! This module decides what one access does; the EL2 side
 //! (`hyp/src/dev/gicr.rs` in the binary) performs it.
@@ -20,6 +21,10 @@ pub const PAGE: u64 = 0x1000;
 pub const STRIDE_V3: u64 = 0x2_0000;
 /// Stride with the GICv4 VLPI_base and reserved frames (GICR_TYPER.VLPIS).
 pub const STRIDE_V4: u64 = 0x4_0000;
+/// One 64 KiB redistributor frame.
+pub const FRAME: u64 = 0x1_0000;
+/// Offset of the GICv4 VLPI_base frame (GICR_VPROPBASER, GICR_VPENDBASER).
+pub const VLPI_FRAME: u64 = 0x2_0000;
 
 /// Register offsets in RD_base (GICv3 architecture specification, 12.10).
 pub mod reg {

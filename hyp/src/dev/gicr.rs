@@ -24,6 +24,9 @@ struct Run {
     base: u64,
     stride: u64,
     count: u64,
+    /// GICv4: each redistributor has a VLPI_base frame (GICR_VPROPBASER,
+    /// GICR_VPENDBASER) after SGI_base; the host may not map it at all.
+    vlpi: bool,
 }
 
 impl Run {
@@ -76,7 +79,7 @@ pub fn init(m: &Machine) -> Result<(), &'static str> {
         if r.end() > mmu::DEVICE_LIMIT {
             return Err("a redistributor region is outside the hyp's device window");
         }
-        let mut run = Run { base: r.base, stride: m.gic_redist_stride.unwrap_or(0), count: 0 };
+        let mut run = Run { base: r.base, stride: m.gic_redist_stride.unwrap_or(0), count: 0, vlpi: false };
         let mut off = 0;
         while off + gicr::PAGE <= r.size {
             // SAFETY: frame `count` of the region: the previous frame was
@@ -87,10 +90,11 @@ pub fn init(m: &Machine) -> Result<(), &'static str> {
             if ctlr & gicr::ctlr::ENABLE_LPIS != 0 {
                 return Err("LPIs are already enabled on a redistributor");
             }
-            let stride = if typer & gicr::typer::VLPIS != 0 { gicr::STRIDE_V4 } else { gicr::STRIDE_V3 };
+            let vlpi = typer & gicr::typer::VLPIS != 0;
             if run.stride == 0 {
-                run.stride = stride;
+                run.stride = if vlpi { gicr::STRIDE_V4 } else { gicr::STRIDE_V3 };
             }
+            run.vlpi |= vlpi;
             run.count += 1;
             if typer & gicr::typer::LAST != 0 {
                 break;
@@ -107,12 +111,17 @@ pub fn init(m: &Machine) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The pages the hyp emulates: the host may not map them.
+/// What the host may not map: the pages the hyp emulates, and on GICv4
+/// the VLPI_base frames.
 pub fn pages() -> Vec<Region> {
     let mut out = Vec::new();
     for r in RUNS.get().into_iter().flatten() {
         for i in 0..r.count {
-            out.push(Region { base: r.base + i * r.stride, size: gicr::PAGE });
+            let frame = r.base + i * r.stride;
+            out.push(Region { base: frame, size: gicr::PAGE });
+            if r.vlpi {
+                out.push(Region { base: frame + gicr::VLPI_FRAME, size: gicr::FRAME });
+            }
         }
     }
     out
