@@ -117,7 +117,7 @@ fn forwarded_write(off: u64, width: u8) -> Option<u64> {
 /// Decides a host access of `size` bytes at offset `off` of the page.
 pub fn decide(off: u64, size: u8, write: bool) -> Access {
     let size_ok = matches!(size, 4 | 8);
-    if !size_ok || off % size as u64 != 0 || off + size as u64 > PAGE {
+    if !size_ok || !off.is_multiple_of(size as u64) || off + size as u64 > PAGE {
         return Access::Abort;
     }
     let clear = if write { forwarded_write(off, size) } else { forwarded_read(off, size) };
