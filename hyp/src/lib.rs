@@ -10,4 +10,6 @@ pub mod mm;
 pub use hyp_abi as abi;
 pub use hyp_abi::{esr, trace};
 pub mod exception;
+pub mod gicr;
+pub mod hostdev;
 pub mod traps;

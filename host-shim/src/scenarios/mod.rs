@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod boot;
+pub mod devices;
 pub mod fuzz;
 pub mod guests;
 pub mod hostile;
@@ -36,6 +37,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "block1g" => guests::suite(&mut hm, &images, r, "test=block1g"),
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
+        "devices" => devices::run(info, &mut hm, r),
         "bench" => bench::run(&mut hm, &images, r),
         "smp" => smp::run(&mut hm, &images, r, info),
         "fuzz" => fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or("")),

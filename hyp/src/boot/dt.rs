@@ -2,6 +2,7 @@
 //! heap exists, so everything lands in fixed-size arrays.
 
 use aarch64_cpu::registers::Readable;
+use fdt::node::FdtNode;
 use fdt::Fdt;
 use log::info;
 
@@ -12,6 +13,31 @@ use crate::arch::aarch64::mmu;
 pub const MAX_RAM: usize = 8;
 pub const MAX_DEV: usize = 64;
 pub const MAX_CPUS: usize = 8;
+pub const MAX_HIDDEN: usize = 8;
+pub const MAX_REDIST_REGIONS: usize = 4;
+
+/// Devices the host must not program, by `compatible`, and why: each writes
+/// memory at physical addresses the host would give it, past stage-2. Their
+/// nodes are left out of the host's DTB and their MMIO out of what the host
+/// may map (an access gets an abort).
+const HIDDEN: [(&str, &str); 2] = [
+    ("arm,gic-v3-its", "GIC ITS: its tables and command queue live at any PA"),
+    ("qemu,fw-cfg-mmio", "fw_cfg: its DMA interface reads and writes any PA"),
+];
+
+/// Why the host may not have `node`, if it may not.
+pub fn hidden(node: &FdtNode) -> Option<&'static str> {
+    let compat = node.compatible()?;
+    HIDDEN.iter().find(|(c, _)| compat.all().any(|x| x == *c)).map(|(_, why)| *why)
+}
+
+/// A device the host does not get.
+#[derive(Clone, Copy)]
+pub struct Hidden {
+    pub region: Region,
+    pub name: &'static str,
+    pub why: &'static str,
+}
 
 #[derive(Debug)]
 pub enum DtError {
@@ -27,7 +53,13 @@ pub struct Machine {
     ndev: usize,
     pub uart: u64,
     pub gic_dist: Option<Region>,
-    pub gic_redist: Option<Region>,
+    /// GICv3 redistributor regions (`#redistributor-regions` of them).
+    gic_redists: [Region; MAX_REDIST_REGIONS],
+    n_redists: usize,
+    /// `redistributor-stride`, if the DTB gives one.
+    pub gic_redist_stride: Option<u64>,
+    hidden: [Hidden; MAX_HIDDEN],
+    nhidden: usize,
     pub gic_compat: &'static str,
     pub psci_method: &'static str,
     pub cpus: [u64; MAX_CPUS],
@@ -66,7 +98,11 @@ impl Machine {
             ndev: 0,
             uart: 0,
             gic_dist: None,
-            gic_redist: None,
+            gic_redists: [Region { base: 0, size: 0 }; MAX_REDIST_REGIONS],
+            n_redists: 0,
+            gic_redist_stride: None,
+            hidden: [Hidden { region: Region { base: 0, size: 0 }, name: "", why: "" }; MAX_HIDDEN],
+            nhidden: 0,
             gic_compat: "none",
             psci_method: "none",
             cpus: [0; MAX_CPUS],
@@ -90,18 +126,10 @@ impl Machine {
             if name.starts_with("memory") || name == "cpus" || name == "chosen" || name == "reserved-memory" {
                 continue;
             }
-            if let Some(regs) = node.reg() {
-                for r in regs {
-                    let reg = Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 };
-                    push(&mut m.devices, &mut m.ndev, reg)?;
-                }
-            }
+            m.add_regs(node)?;
             if node.property("ranges").is_some_and(|p| p.value.is_empty()) {
                 for child in node.children() {
-                    for r in child.reg().into_iter().flatten() {
-                        let reg = Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 };
-                        push(&mut m.devices, &mut m.ndev, reg)?;
-                    }
+                    m.add_regs(child)?;
                 }
             }
             if node.property("device_type").and_then(|p| p.as_str()) == Some("pci") {
@@ -123,11 +151,21 @@ impl Machine {
             let compat = node.compatible().map(|c| c.first()).unwrap_or("");
             if compat.starts_with("arm,gic") {
                 m.gic_compat = compat;
-                let mut regs = node.reg().into_iter().flatten();
-                m.gic_dist =
-                    regs.next().map(|r| Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 });
-                m.gic_redist =
-                    regs.next().map(|r| Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 });
+                let mut regs = node
+                    .reg()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 });
+                m.gic_dist = regs.next();
+                if compat == "arm,gic-v3" {
+                    // reg: distributor, then #redistributor-regions regions.
+                    let n = node.property("#redistributor-regions").and_then(|p| p.as_usize()).unwrap_or(1);
+                    for r in regs.take(n) {
+                        push(&mut m.gic_redists, &mut m.n_redists, r)?;
+                    }
+                    m.gic_redist_stride =
+                        node.property("redistributor-stride").and_then(|p| p.as_usize()).map(|s| s as u64);
+                }
             }
             if compat.starts_with("arm,psci") {
                 m.psci_method = node.property("method").and_then(|p| p.as_str()).unwrap_or("none");
@@ -162,8 +200,38 @@ impl Machine {
         &self.ram[..self.nram]
     }
 
+    /// Records a device node's `reg`: as MMIO the host may map, or, for a
+    /// hidden device, as MMIO it may not.
+    fn add_regs(&mut self, node: FdtNode<'_, 'static>) -> Result<(), DtError> {
+        let why = hidden(&node);
+        for r in node.reg().into_iter().flatten() {
+            let region = Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 };
+            match why {
+                None => push(&mut self.devices, &mut self.ndev, region)?,
+                Some(why) if region.size != 0 => {
+                    *self.hidden.get_mut(self.nhidden).ok_or(DtError::TooMany)? =
+                        Hidden { region, name: node.name, why };
+                    self.nhidden += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Device MMIO regions the host may map (hidden devices left out).
     pub fn devices(&self) -> &[Region] {
         &self.devices[..self.ndev]
+    }
+
+    /// Devices hidden from the host.
+    pub fn hidden(&self) -> &[Hidden] {
+        &self.hidden[..self.nhidden]
+    }
+
+    /// GICv3 redistributor regions (none for other GICs).
+    pub fn gic_redists(&self) -> &[Region] {
+        &self.gic_redists[..self.n_redists]
     }
 
     pub fn uart_is_device(&self) -> bool {
@@ -191,12 +259,18 @@ impl Machine {
             info!("  memory  {:#012x}..{:#012x} ({} MiB)", r.base, r.end(), r.size >> 20);
         }
         info!("  uart    {:#012x} (pl011)", self.uart);
-        if let (Some(d), Some(r)) = (self.gic_dist, self.gic_redist) {
-            info!("  gic     {} dist {:#x} redist {:#x}..{:#x}", self.gic_compat, d.base, r.base, r.end());
+        if let Some(d) = self.gic_dist {
+            info!("  gic     {} dist {:#x}", self.gic_compat, d.base);
+        }
+        for r in self.gic_redists() {
+            info!("  redist  {:#012x}..{:#012x}", r.base, r.end());
         }
         info!("  psci    method {}", self.psci_method);
         info!("  cpus    {} (mpidr {:#x}..)", self.ncpus, self.cpus[0]);
         info!("  devices {} MMIO regions", self.ndev);
+        for h in self.hidden() {
+            info!("  hidden  {:#012x}..{:#012x} {} ({})", h.region.base, h.region.end(), h.name, h.why);
+        }
         if self.initrd.1 > self.initrd.0 {
             info!("  initrd  {:#x}..{:#x}", self.initrd.0, self.initrd.1);
         }

@@ -1,6 +1,8 @@
 //! The device tree the host boots with: QEMU's, with the hyp's memory taken
-//! away (a no-map /reserved-memory node), `hyp.*` options removed from the
-//! command line, and /chosen's initrd narrowed to the host's part of the
+//! away (a no-map /reserved-memory node), the devices the host may not
+//! program left out (`dt::hidden`: the GIC ITS, fw_cfg) along with every
+//! `msi-parent`/`msi-map` reference to them, `hyp.*` options removed from
+//! the command line, and /chosen's initrd narrowed to the host's part of the
 //! boot bundle.
 
 use alloc::string::String;
@@ -12,9 +14,12 @@ use vm_fdt::{FdtReserveEntry, FdtWriter};
 
 use hyp::mm::mem_protect::Region;
 
-use super::dt::Machine;
+use super::dt::{self, Machine};
 
 struct Ctx<'a> {
+    fdt: &'a Fdt<'a>,
+    /// Phandles of hidden nodes.
+    hidden: Vec<u32>,
     hyp: Region,
     initrd: (u64, u64),
     bootargs: &'a str,
@@ -39,12 +44,47 @@ fn hyp_reservation(w: &mut FdtWriter, c: &Ctx) -> Result<(), vm_fdt::Error> {
     w.end_node(n)
 }
 
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// An `msi-parent` or `msi-map` value without the entries that name a
+/// hidden MSI controller; None if it cannot be parsed (then it goes too).
+fn without_hidden(c: &Ctx, name: &str, v: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = v;
+    while !rest.is_empty() {
+        // msi-map: (rid-base, phandle, msi-base, length); msi-parent:
+        // (phandle, #msi-cells of that controller).
+        let (phandle, len) = if name == "msi-map" {
+            (be32(rest.get(4..8)?), 16)
+        } else {
+            let phandle = be32(rest.get(..4)?);
+            let ctrl = c.fdt.find_phandle(phandle)?;
+            let cells = ctrl.property("#msi-cells").and_then(|p| p.as_usize()).unwrap_or(0);
+            (phandle, 4 * (1 + cells))
+        };
+        let entry = rest.get(..len)?;
+        if !c.hidden.contains(&phandle) {
+            out.extend_from_slice(entry);
+        }
+        rest = &rest[len..];
+    }
+    Some(out)
+}
+
 fn copy(w: &mut FdtWriter, node: FdtNode, name: &str, depth: usize, c: &Ctx) -> Result<(), vm_fdt::Error> {
     let n = w.begin_node(name)?;
     let chosen = depth == 1 && name == "chosen";
     let reserved = depth == 1 && name == "reserved-memory";
     for p in node.properties() {
         if chosen && matches!(p.name, "bootargs" | "linux,initrd-start" | "linux,initrd-end") {
+            continue;
+        }
+        if matches!(p.name, "msi-parent" | "msi-map") {
+            if let Some(v) = without_hidden(c, p.name, p.value).filter(|v| !v.is_empty()) {
+                w.property(p.name, &v)?;
+            }
             continue;
         }
         w.property(p.name, p.value)?;
@@ -57,7 +97,7 @@ fn copy(w: &mut FdtWriter, node: FdtNode, name: &str, depth: usize, c: &Ctx) -> 
         }
     }
     let mut has_reserved = false;
-    for child in node.children() {
+    for child in node.children().filter(|n| dt::hidden(n).is_none()) {
         has_reserved |= depth == 0 && child.name == "reserved-memory";
         copy(w, child, child.name, depth + 1, c)?;
     }
@@ -85,7 +125,22 @@ pub fn build(fdt: &Fdt, m: &Machine, hyp: Region, initrd: (u64, u64)) -> Result<
         m.bootargs.split_ascii_whitespace().filter(|t| !t.starts_with("hyp.")).collect::<Vec<_>>().join(" ");
     let root = fdt.root();
     let sizes = root.cell_sizes();
-    let c = Ctx { hyp, initrd, bootargs: &bootargs, addr_cells: sizes.address_cells, size_cells: sizes.size_cells };
+    let hidden = fdt
+        .all_nodes()
+        .filter(|n| dt::hidden(n).is_some())
+        .filter_map(|n| n.property("phandle").or_else(|| n.property("linux,phandle")))
+        .filter_map(|p| p.as_usize())
+        .map(|p| p as u32)
+        .collect();
+    let c = Ctx {
+        fdt,
+        hidden,
+        hyp,
+        initrd,
+        bootargs: &bootargs,
+        addr_cells: sizes.address_cells,
+        size_cells: sizes.size_cells,
+    };
     let root_node = fdt.find_node("/").ok_or(vm_fdt::Error::InvalidString)?;
     copy(&mut w, root_node, "", 0, &c)?;
     w.finish()

@@ -228,7 +228,13 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         Stage2::new(&mut env, ipa_bits, Some(0)).unwrap_or_else(|e| fail(format_args!("host stage-2: {e:?}")));
     let mut hyp_pgt = Stage2::new(&mut env, ipa_bits, None).unwrap_or_else(|e| fail(format_args!("hyp table: {e:?}")));
     hyp_pgt.set_who(hyp::trace::WHO_HYP);
-    let mut host = HostMm::new(host_pgt, m.ram().to_vec(), m.devices().to_vec());
+    // Devices: what the DTB lists minus hidden devices (`dt`) and the pages
+    // the hyp emulates for the host.
+    if let Err(e) = crate::dev::gicr::init(&m) {
+        fail(format_args!("GIC redistributors: {e}"));
+    }
+    let devices = hyp::hostdev::carve(m.devices(), &crate::dev::gicr::pages());
+    let mut host = HostMm::new(host_pgt, m.ram().to_vec(), devices);
     let r1 = host.pgt.set(&mut env, hyp_base, hyp_size, Leaf::Invalid(Owner::Hyp));
     let r2 = hyp_pgt.set(
         &mut env,
@@ -256,7 +262,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     context::detect_features();
     el1::init_el2_controls();
     Context::reset().restore_cpu(Kind::Host);
-    if let (Some(d), Some(r)) = (m.gic_dist, m.gic_redist) {
+    if let (Some(d), Some(r)) = (m.gic_dist, m.gic_redists().first().copied()) {
         // SAFETY: the DTB's GIC regions, device memory in the EL2 map.
         unsafe { crate::dev::gicv3::init_dist(d.base) };
         GIC_REDIST.store(r.base, Ordering::Relaxed);

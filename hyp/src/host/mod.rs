@@ -1,5 +1,6 @@
 //! Traps from the host: hypercalls (HVC), firmware calls (SMC, relayed
-//! PSCI) and stage-2 faults (lazy identity map, or an abort injected).
+//! PSCI) and stage-2 faults (lazy identity map, emulated MMIO, or an abort
+//! injected).
 
 use aarch64_cpu::registers::*;
 use log::debug;
@@ -40,6 +41,9 @@ pub fn handle_sync(frame: &mut TrapFrame) {
 /// with an abort, never retried.
 fn stage2_fault(frame: &mut TrapFrame, esr: Esr) {
     let (ipa, far) = fault_ipa();
+    if crate::dev::gicr::covers(ipa) {
+        return crate::dev::gicr::emulate(frame, esr, ipa, far);
+    }
     let r = match fault_kind(esr.fsc()) {
         FaultKind::Translation(_) => mem::host().handle_fault(&mut HypEnv, ipa),
         FaultKind::AccessFlag(_) => Ok(HostFault::Spurious),
