@@ -11,7 +11,7 @@ use crate::report::{expect_abort, read64, write64, Report};
 
 /// QEMU virt's fixed memory map (hw/arm/virt.c): the host's DTB no longer
 /// names these two, which is the point.
-const ITS: u64 = 0x0808_0000;
+pub const ITS: u64 = 0x0808_0000;
 const FW_CFG: u64 = 0x0902_0000;
 /// GITS_BASER0: the ITS device table's physical address.
 const GITS_BASER0: u64 = 0x100;
@@ -34,7 +34,7 @@ const TYPER_LAST: u64 = 1 << 4;
 const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
 const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
 
-fn read32(addr: u64) -> u32 {
+pub fn read32(addr: u64) -> u32 {
     let v: u32;
     // SAFETY: a deliberate 32-bit device load; an abort is turned into a
     // skipped instruction by the probe hook when one is expected.
@@ -42,7 +42,7 @@ fn read32(addr: u64) -> u32 {
     v
 }
 
-fn write32(addr: u64, v: u32) {
+pub fn write32(addr: u64, v: u32) {
     // SAFETY: as for read32.
     unsafe { core::arch::asm!("str {0:w}, [{1}]", in(reg) v, in(reg) addr) };
 }
@@ -75,6 +75,15 @@ fn has_compatible(info: &BootInfo, c: &str) -> bool {
     info.fdt.all_nodes().any(|n| n.compatible().is_some_and(|cs| cs.all().any(|x| x == c)))
 }
 
+/// The first redistributor's RD_base, from the DTB.
+pub fn redistributor(info: &BootInfo) -> Option<u64> {
+    info.fdt
+        .find_compatible(&["arm,gic-v3"])
+        .and_then(|n| n.reg())
+        .and_then(|mut regs| regs.nth(1))
+        .map(|reg| reg.starting_address as u64)
+}
+
 pub fn run(info: &BootInfo, hm: &mut HostMem, r: &mut Report) {
     // What the host is told.
     r.check(!has_compatible(info, "arm,gic-v3-its"), "the host DTB has no GIC ITS");
@@ -105,13 +114,7 @@ pub fn run(info: &BootInfo, hm: &mut HostMem, r: &mut Report) {
     r.check(fw.is_some_and(|(far, _)| far == FW_CFG + FW_CFG_DMA), "a write of the fw_cfg DMA address aborts");
 
     // The redistributor of this CPU (the first: the scenario runs on CPU 0).
-    let Some(rd) = info
-        .fdt
-        .find_compatible(&["arm,gic-v3"])
-        .and_then(|n| n.reg())
-        .and_then(|mut regs| regs.nth(1))
-        .map(|reg| reg.starting_address as u64)
-    else {
+    let Some(rd) = redistributor(info) else {
         r.fail("the DTB names the GICv3 redistributors");
         return;
     };

@@ -20,7 +20,8 @@ use hyp_abi::host as abi;
 use crate::guests::GuestImage;
 use crate::hyp::{self, call};
 use crate::mem::HostMem;
-use crate::report::Report;
+use crate::report::{expect_abort, read64, write64, Report};
+use crate::scenarios::devices;
 use crate::vmm::{Guest, GUEST_RAM};
 
 const SZ_2M: u64 = 2 << 20;
@@ -30,7 +31,52 @@ fn arg(bootargs: &str, key: &str) -> Option<u64> {
     bootargs.split_ascii_whitespace().find_map(|t| t.strip_prefix(key)).and_then(|v| v.parse().ok())
 }
 
-pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &str) {
+/// Registers of page 0 of a redistributor's RD_base the hyp emulates: the
+/// fuzzer writes anything to them (never GICR_WAKER: sleeping the
+/// redistributor is the host's own business).
+const GICR_POKE: [(u64, bool); 10] = [
+    (0x00, false), // CTLR
+    (0x08, true),  // TYPER
+    (0x10, false), // STATUSR
+    (0x40, true),  // SETLPIR
+    (0x48, true),  // CLRLPIR
+    (0x70, true),  // PROPBASER
+    (0x78, true),  // PENDBASER
+    (0xa0, true),  // INVLPIR
+    (0xb0, true),  // INVALLR
+    (0xc0, false), // SYNCR
+];
+
+/// A random write to an emulated redistributor register or the hidden ITS;
+/// afterwards LPIs must still be off and the table registers empty. Counts
+/// as a successful call (0) in the results.
+fn poke_gic(rng: &mut Rng, rd: u64, r: &mut Report) -> i64 {
+    if rng.chance(1, 4) {
+        let off = rng.below(0x1_0000 / 8) * 8;
+        let took = expect_abort(|| write64(devices::ITS + off, rng.next_u64()));
+        if took.is_none() {
+            r.fail("a host write to the ITS aborts");
+        }
+        return 0;
+    }
+    let (off, wide) = rng.pick(&GICR_POKE);
+    let v = rng.next_u64();
+    // Emulated or aborted (a width the register does not take): either way
+    // nothing may change below.
+    let _ = expect_abort(|| if wide { write64(rd + off, v) } else { devices::write32(rd + off, v as u32) });
+    let ctlr = devices::read32(rd);
+    let (prop, pend) = (read64(rd + 0x70), read64(rd + 0x78));
+    if ctlr & 1 != 0 || prop != 0 || pend != 0 {
+        println!(
+            "[host] fuzz: GICR write {:#x} = {:#x}: CTLR {:#x} PROPBASER {:#x} PENDBASER {:#x}",
+            off, v, ctlr, prop, pend
+        );
+        r.fail("LPIs stay off and the LPI table registers empty");
+    }
+    0
+}
+
+pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &str, rd: Option<u64>) {
     let seed = arg(bootargs, "shim.seed=").unwrap_or(1);
     let calls = arg(bootargs, "shim.calls=").unwrap_or(2000);
     println!(
@@ -124,7 +170,9 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &s
             let wild = rng.next_u64();
             rng.pick(&[0u64, 4096, 8192, 3 * 4096, SZ_2M, 1 << 30, 100, !0xfff_u64, wild, 1 << 40])
         };
-        let res = match rng.below(12) {
+        let res = match rng.below(13) {
+            // The GIC: registers that would give it memory addresses.
+            12 if rd.is_some() => poke_gic(&mut rng, rd.unwrap_or(0), r),
             // Run a guest: it makes its own random calls, then yields.
             0 | 1 => {
                 runs += 1;

@@ -40,7 +40,9 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "devices" => devices::run(info, &mut hm, r),
         "bench" => bench::run(&mut hm, &images, r),
         "smp" => smp::run(&mut hm, &images, r, info),
-        "fuzz" => fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or("")),
+        "fuzz" => {
+            fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or(""), devices::redistributor(info))
+        }
         _ => return false,
     }
     tracing::dump_s2(None);
