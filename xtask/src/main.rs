@@ -2,6 +2,7 @@
 
 mod bench;
 mod image;
+mod linux;
 mod qemu;
 mod scenarios;
 mod trace;
@@ -79,6 +80,13 @@ pub struct RunArgs {
     /// Boot this arm64 Image as the host instead of the host shim.
     #[arg(long)]
     pub host: Option<PathBuf>,
+    /// An initramfs for the --host (or --linux) kernel (through the boot bundle and /chosen).
+    #[arg(long)]
+    pub host_initrd: Option<PathBuf>,
+    /// Boot Debian's arm64 Linux 6.12 with a busybox initramfs as the host
+    /// (fetched with apt on first use, cached under target/linux-host/).
+    #[arg(long)]
+    pub linux: bool,
     /// Host command line (goes into /chosen/bootargs).
     #[arg(long)]
     pub append: Option<String>,
@@ -119,9 +127,14 @@ pub struct RunArgs {
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct TestArgs {
+    /// Run only these scenarios (no host tests); `--list` shows the names.
+    pub names: Vec<String>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
     #[arg(long)]
     pub release: bool,
-    /// Only scenarios whose name contains this.
+    /// Only scenarios whose name or description contains this.
     #[arg(long)]
     pub filter: Option<String>,
     /// Skip the host-side `cargo test`.
