@@ -5,6 +5,8 @@ mod image;
 mod linux;
 mod qemu;
 mod scenarios;
+mod sys;
+mod toolchain;
 mod trace;
 
 use std::path::PathBuf;
@@ -174,6 +176,7 @@ pub fn build(release: bool) -> Result<Artifacts> {
 /// Builds with extra cargo features for the hyp (e.g. "notrace").
 pub fn build_with(release: bool, hyp_features: Option<&str>) -> Result<Artifacts> {
     let root = workspace_root();
+    toolchain::ensure_targets()?;
     // The hyp is built without FP/SIMD (softfloat): lower-EL FP state then
     // survives every trap and only moves on world switches.
     for (target, pkgs) in [

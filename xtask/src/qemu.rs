@@ -83,16 +83,17 @@ fn ensure_qemu() -> Result<()> {
     if Command::new("qemu-system-aarch64").arg("--version").stdout(Stdio::null()).status().is_ok() {
         return Ok(());
     }
-    let root = std::env::var("USER").as_deref() == Ok("root")
-        || Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
-    if root && Path::new("/etc/debian_version").exists() {
-        eprintln!("xtask: qemu-system-aarch64 missing; installing qemu-system-arm with apt-get");
-        let ok = Command::new("sh")
-            .args(["-c", "apt-get update && apt-get install -y --no-install-recommends qemu-system-arm"])
-            .status()?
-            .success();
-        if ok {
-            return Ok(());
+    if Path::new("/etc/debian_version").exists() {
+        // As root, or through `sudo -n` when that needs no password.
+        if let Some(mut c) = crate::sys::as_root(&[
+            "sh",
+            "-c",
+            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-arm",
+        ]) {
+            eprintln!("xtask: qemu-system-aarch64 missing; installing qemu-system-arm with apt-get");
+            if c.status()?.success() {
+                return Ok(());
+            }
         }
     }
     bail!("qemu-system-aarch64 not found: install it (Debian/Ubuntu: sudo apt-get install qemu-system-arm)")
