@@ -184,11 +184,11 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u3
     }
     out.extend_from_slice(name.as_bytes());
     out.push(0);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out.extend_from_slice(data);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -220,8 +220,11 @@ pub fn initramfs_cpio(busybox: &[u8], init: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// Reads back a newc archive: (name, mode, rdev, data).
-    fn parse_cpio(mut b: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    /// One file read back: (name, mode, rdev, data).
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// Reads back a newc archive.
+    fn parse_cpio(mut b: &[u8]) -> Vec<Entry> {
         let mut out = Vec::new();
         let total = b.len();
         loop {

@@ -3,6 +3,7 @@
 mod bench;
 mod image;
 mod linux;
+mod options;
 mod qemu;
 mod scenarios;
 mod sys;
@@ -30,7 +31,7 @@ enum Cmd {
         release: bool,
     },
     /// Boot the system in QEMU, console on stdio; exits with the system's status.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Host unit tests plus the QEMU scenarios; prints "N passed, N failed".
     Test(TestArgs),
     /// Exact instruction counts per hypervisor operation (QEMU icount + PMU).
@@ -71,13 +72,14 @@ pub struct RunArgs {
     /// Start QEMU halted with a gdb stub on :1234.
     #[arg(long)]
     pub gdb: bool,
-    /// Hyp log level: off, error, warn, info, debug, trace.
-    #[arg(long, default_value = "info")]
+    /// Hyp log level.
+    #[arg(long, default_value = "info", value_parser = options::LOG_LEVELS)]
     pub log: String,
-    #[arg(long, default_value_t = 1)]
+    /// CPUs (1..=8).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=options::MAX_CPUS as i64))]
     pub smp: u32,
-    /// Machine memory (QEMU syntax, e.g. 1G, 4096M).
-    #[arg(long, default_value = "1G")]
+    /// Machine memory, 128M..255G (e.g. 1G, 4096M).
+    #[arg(long, default_value = "1G", value_parser = options::parse_mem)]
     pub mem: String,
     /// Boot this arm64 Image as the host instead of the host shim.
     #[arg(long)]
@@ -96,25 +98,25 @@ pub struct RunArgs {
     #[arg(long)]
     pub guest: Vec<PathBuf>,
     /// Guest memory for each --guest, in order (default 64M).
-    #[arg(long)]
+    #[arg(long, value_parser = options::parse_guest_mem)]
     pub guest_mem: Vec<String>,
     /// Host-shim scenario (shim.test=NAME); default: the demo.
-    #[arg(long)]
+    #[arg(long, value_parser = options::SHIM_SCENARIOS)]
     pub scenario: Option<String>,
     /// Kill QEMU after this many seconds (exit status 124).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
-    /// Trace and stream stage-2 events: faults,splits,transitions,hypercalls (or all).
-    #[arg(long)]
+    /// Trace and stream stage-2 events: faults,splits,merges,transitions,hypercalls,injects (or all).
+    #[arg(long, value_parser = options::parse_trace)]
     pub trace: Option<String>,
-    /// Trace only this VM.
-    #[arg(long)]
+    /// Trace only this VM (needs --trace or --trace-dump).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub trace_vm: Option<u32>,
-    /// Trace ring size per CPU, in records.
-    #[arg(long)]
+    /// Trace ring size per CPU, in records (1..=2048; needs --trace or --trace-dump).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=options::MAX_TRACE_BUF as i64))]
     pub trace_buf: Option<u32>,
-    /// Record without streaming; the host shim drains and prints at the end (text or bin).
-    #[arg(long)]
+    /// Record without streaming; the host shim drains and prints at the end.
+    #[arg(long, value_parser = options::TRACE_DUMP)]
     pub trace_dump: Option<String>,
     /// Print every stage-2 (host and VMs) as ranges at the interesting points.
     #[arg(long)]

@@ -154,6 +154,7 @@ pub fn check_guest(path: &Path, elf: &[u8], mem: u64) -> Result<()> {
 
 /// Builds everything and boots; `echo` copies the console to stdout.
 pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
+    crate::options::check(args)?;
     ensure_qemu()?;
     let a = crate::build_with(args.release, args.hyp_features.as_deref())?;
     // --linux: Debian's kernel and the busybox initramfs stand in for

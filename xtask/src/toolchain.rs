@@ -100,7 +100,8 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    const TOML: &str = "[toolchain]\nchannel = \"stable\"\ntargets = [\"aarch64-unknown-none\", \"aarch64-unknown-none-softfloat\"]\n";
+    const TOML: &str =
+        "[toolchain]\nchannel = \"stable\"\ntargets = [\"aarch64-unknown-none\", \"aarch64-unknown-none-softfloat\"]\n";
 
     /// A directory holding a fake `rustup` that reports `installed` and
     /// logs its arguments to `calls`.
