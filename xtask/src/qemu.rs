@@ -215,6 +215,10 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     }
     if args.dump_s2 {
         cmdline += " shim.dump_s2";
+        // Transition records let `cargo xtask trace --map` caption each dump.
+        if args.trace.is_none() && args.trace_dump.is_none() {
+            cmdline += " hyp.trace=transitions";
+        }
     }
     if let Some(l) = linux_args {
         cmdline += " ";
