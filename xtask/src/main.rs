@@ -1,6 +1,7 @@
 //! `cargo xtask`: build, run and test the hypervisor under QEMU.
 
 mod bench;
+mod fixtures;
 mod image;
 mod linux;
 mod options;

@@ -350,7 +350,33 @@ pub fn all() -> Vec<Scenario> {
         },
     ];
     v.extend(linux_host());
+    v.push(bad_elf());
     v
+}
+
+/// Malformed guest ELFs (xtask/src/fixtures.rs) that only the host shim's
+/// loader can catch: refused with the reason; a good guest still runs.
+fn bad_elf() -> Scenario {
+    Scenario {
+        name: "bad-elf: the host shim refuses guest ELFs whose segment sizes and offsets wrap, and goes on",
+        args: RunArgs {
+            guest: vec![crate::fixtures::path("bad-offset.elf"), crate::fixtures::path("bad-filesz.elf"), guest_elf()],
+            guest_mem: vec!["16M".into(), "16M".into(), "16M".into()],
+            ..base("guests")
+        },
+        lines: vec![
+            "[host] cannot load guest 'bad-offset.elf': malformed ELF: segment data outside the file",
+            "[host] cannot load guest 'bad-filesz.elf': malformed ELF: segment data outside the file",
+            "[host] vm 1: 'guest-test' loaded, 16 MiB donated at PA * (IPA 0x40000000), entry 0x40080000",
+            "[vm 1] guest: hello from EL1, 16 MiB of private memory",
+            "[host] vm 1: destroyed, 16384 KiB scrubbed and returned to the host",
+            "[hyp] system off: status 1 (HostFailed)",
+        ],
+        absent: vec!["PANIC"],
+        anywhere: vec![],
+        code: 1,
+        timeout: 60,
+    }
 }
 
 /// Real Linux as the host: Debian's 6.12 kernel and a busybox /init
@@ -546,6 +572,7 @@ pub fn test_cmd(args: &TestArgs) -> Result<i32> {
         anyhow::bail!("--calls must be at least 1");
     }
     let selected = select(all(), &args.names)?;
+    crate::fixtures::write()?;
     let host = !(args.no_host || args.fuzz || !args.names.is_empty());
     let (mut passed, mut failed) = if host { host_tests() } else { (0, 0) };
     let list = if args.fuzz {
