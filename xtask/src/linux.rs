@@ -1,5 +1,5 @@
 //! Real Linux as the host: Debian's arm64 6.12 kernel and a busybox
-//! initramfs, fetched with apt and cached under `target/linux-host/`.
+//! initramfs, fetched with apt and cached under `target/linux-host/` (in `CARGO_TARGET_DIR` when set).
 //!
 //! The kernel comes from Debian's `linux-image-6.12.*-arm64` package and
 //! busybox from `busybox-static`, both for arm64 (`dpkg --add-architecture
@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 use crate::sys::{as_root, is_root};
-use crate::workspace_root;
 
 /// The `/init` the initramfs runs: reports what Linux sees under the hyp.
 pub const INIT: &str = include_str!("../linux-host/init");
@@ -29,7 +28,7 @@ pub struct LinuxHost {
 }
 
 fn cache_dir() -> PathBuf {
-    workspace_root().join("target").join("linux-host")
+    crate::target_dir().join("linux-host")
 }
 
 /// The kernel and initramfs, fetched on first use and cached.

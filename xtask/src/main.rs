@@ -160,6 +160,15 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the current
+/// directory, as cargo takes it) or `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => std::env::current_dir().map(|c| c.join(&d)).unwrap_or_else(|_| PathBuf::from(d)),
+        None => workspace_root().join("target"),
+    }
+}
+
 /// Paths of the built artefacts.
 pub struct Artifacts {
     pub hyp_elf: PathBuf,
@@ -187,7 +196,8 @@ pub fn build_with(release: bool, hyp_features: Option<&str>) -> Result<Artifacts
         (PAYLOAD_TARGET, &["-p", "host-shim", "-p", "guest-test"][..]),
     ] {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(&root).args(["build", "--quiet", "--target", target]).args(pkgs);
+        cmd.current_dir(&root).env("CARGO_TARGET_DIR", target_dir());
+        cmd.args(["build", "--quiet", "--target", target]).args(pkgs);
         if let (HYP_TARGET, Some(f)) = (target, hyp_features) {
             cmd.args(["--features", f]);
         }
@@ -200,8 +210,8 @@ pub fn build_with(release: bool, hyp_features: Option<&str>) -> Result<Artifacts
         }
     }
     let profile = if release { "release" } else { "debug" };
-    let hyp_dir = root.join("target").join(HYP_TARGET).join(profile);
-    let dir = root.join("target").join(PAYLOAD_TARGET).join(profile);
+    let hyp_dir = target_dir().join(HYP_TARGET).join(profile);
+    let dir = target_dir().join(PAYLOAD_TARGET).join(profile);
     let a = Artifacts {
         hyp_elf: hyp_dir.join("hyp"),
         hyp_image: hyp_dir.join("hyp.bin"),

@@ -29,7 +29,7 @@ fn base(scenario: &str) -> RunArgs {
 }
 
 fn guest_elf() -> std::path::PathBuf {
-    workspace_root().join("target").join(crate::PAYLOAD_TARGET).join("debug/guest-test")
+    crate::target_dir().join(crate::PAYLOAD_TARGET).join("debug/guest-test")
 }
 
 fn selftest(what: &str) -> RunArgs {
@@ -300,7 +300,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "host-image: run --host IMAGE: any arm64 Image boots as the host, with --append on its command line",
             args: RunArgs {
-                host: Some(workspace_root().join("target").join(crate::PAYLOAD_TARGET).join("debug/host-shim.bin")),
+                host: Some(crate::target_dir().join(crate::PAYLOAD_TARGET).join("debug/host-shim.bin")),
                 append: Some("shim.test=boot".into()),
                 scenario: None,
                 ..base("boot")
