@@ -321,3 +321,33 @@ pub fn run_cmd(args: &RunArgs) -> Result<i32> {
     }
     Ok(o.code())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: Option<i32>, timed_out: bool, panic: Option<&str>) -> Outcome {
+        Outcome { status, timed_out, host_panic: panic.map(String::from), output: String::new() }
+    }
+
+    #[test]
+    fn exit_statuses() {
+        assert_eq!(outcome(Some(0), false, None).code(), 0);
+        assert_eq!(outcome(Some(0), false, None).explain(), None);
+        assert_eq!(outcome(Some(5), false, None).code(), code::HOST_RESET);
+        assert!(outcome(Some(5), false, None).explain().unwrap().contains("SYSTEM_RESET"));
+        assert_eq!(outcome(None, false, None).code(), code::NO_STATUS);
+        assert_eq!(outcome(None, true, None).code(), code::TIMEOUT);
+        // A Linux panic is what it is, whether Linux then reset (panic=-1),
+        // hung (the xtask stopped it) or ran into the timeout.
+        for (status, timed_out) in [(Some(5), false), (None, false), (None, true), (Some(1), false)] {
+            let o = outcome(status, timed_out, Some("VFS: Unable to mount root fs"));
+            assert_eq!(o.code(), code::HOST_PANIC);
+            assert_eq!(o.explain().unwrap(), "the Linux host panicked: VFS: Unable to mount root fs");
+        }
+        // The hyp's own failures outrank the host's.
+        for s in [2, 3, 4, 101] {
+            assert_eq!(outcome(Some(s), false, Some("x")).code(), s);
+        }
+    }
+}
