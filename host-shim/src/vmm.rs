@@ -52,6 +52,8 @@ pub struct Guest {
 pub enum LoadError {
     NotElf,
     NoMemory,
+    /// A malformed ELF: what is wrong with it.
+    BadElf(&'static str),
     Hyp(&'static str, i64),
 }
 
@@ -60,9 +62,57 @@ impl core::fmt::Display for LoadError {
         match self {
             LoadError::NotElf => write!(f, "not an AArch64 ELF"),
             LoadError::NoMemory => write!(f, "does not fit in host memory or guest RAM"),
+            LoadError::BadElf(why) => write!(f, "malformed ELF: {why}"),
             LoadError::Hyp(what, e) => write!(f, "{what} failed: {e}"),
         }
     }
+}
+
+/// A loadable segment, checked against the file and guest RAM.
+struct Segment {
+    /// Offset into guest RAM.
+    at: usize,
+    /// Bytes from the file.
+    file: core::ops::Range<usize>,
+    /// Bytes in memory (the rest zero-filled), at least the file's.
+    memsz: usize,
+}
+
+/// The PT_LOAD segments of `elf` for a guest of `mem` bytes. Every sum is
+/// checked: the header fields are the image's, not ours.
+fn segments(elf: &[u8], mem: usize) -> Result<Vec<Segment>, LoadError> {
+    let field = |o: usize| usize::try_from(u64_at(elf, o)).map_err(|_| LoadError::BadElf("field out of range"));
+    let (phoff, phnum, phentsize) = (field(32)?, u16_at(elf, 56) as usize, u16_at(elf, 54) as usize);
+    if phnum > 0 && phentsize < 56 {
+        return Err(LoadError::BadElf("program header entries too small"));
+    }
+    let table_end = phnum.checked_mul(phentsize).and_then(|n| n.checked_add(phoff));
+    if table_end.is_none_or(|e| e > elf.len()) {
+        return Err(LoadError::BadElf("program headers outside the file"));
+    }
+    let mut out = Vec::new();
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if u32_at(elf, ph) != 1 {
+            continue;
+        }
+        let (off, filesz) = (field(ph + 8)?, field(ph + 32)?);
+        let memsz = field(ph + 40)?.max(filesz);
+        let file = off..off.checked_add(filesz).ok_or(LoadError::BadElf("segment data outside the file"))?;
+        if file.end > elf.len() {
+            return Err(LoadError::BadElf("segment data outside the file"));
+        }
+        let at = u64_at(elf, ph + 24)
+            .checked_sub(GUEST_RAM)
+            .and_then(|a| usize::try_from(a).ok())
+            .filter(|a| a.checked_add(memsz).is_some_and(|e| e <= mem))
+            .ok_or(LoadError::BadElf("segment outside guest RAM"))?;
+        if at < GUEST_DTB_SIZE && memsz > 0 {
+            return Err(LoadError::BadElf("segment overlaps the guest DTB"));
+        }
+        out.push(Segment { at, file, memsz });
+    }
+    Ok(out)
 }
 
 fn u16_at(b: &[u8], o: usize) -> u64 {
@@ -122,6 +172,14 @@ impl Guest {
         if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || u16_at(elf, 18) != 183 {
             return Err(LoadError::NotElf);
         }
+        if mem < GUEST_DTB_SIZE as u64 {
+            return Err(LoadError::NoMemory);
+        }
+        let segs = segments(elf, usize::try_from(mem).map_err(|_| LoadError::NoMemory)?)?;
+        let entry = u64_at(elf, 24);
+        if entry.checked_sub(GUEST_RAM).is_none_or(|e| e >= mem) {
+            return Err(LoadError::BadElf("entry point outside guest RAM"));
+        }
         let align = if mem >= SZ_1G && mem.is_multiple_of(SZ_1G) {
             SZ_1G
         } else if mem.is_multiple_of(SZ_2M) {
@@ -136,28 +194,13 @@ impl Guest {
         // Only what the guest will read is written: the DTB window and the
         // segments (a 16 GiB guest costs no 16 GiB memset).
         dst[..GUEST_DTB_SIZE].fill(0);
-        let (phoff, phnum, phentsize) = (u64_at(elf, 32) as usize, u16_at(elf, 56) as usize, u16_at(elf, 54) as usize);
-        for i in 0..phnum {
-            let ph = phoff + i * phentsize;
-            if ph + 56 > elf.len() || u32_at(elf, ph) != 1 {
-                continue;
-            }
-            let (off, paddr, filesz) =
-                (u64_at(elf, ph + 8) as usize, u64_at(elf, ph + 24), u64_at(elf, ph + 32) as usize);
-            let at = paddr.wrapping_sub(GUEST_RAM) as usize;
-            if at + filesz > dst.len() || off + filesz > elf.len() {
-                return Err(LoadError::NoMemory);
-            }
-            let memsz = (u64_at(elf, ph + 40) as usize).max(filesz);
-            if at + memsz > dst.len() {
-                return Err(LoadError::NoMemory);
-            }
-            dst[at..at + filesz].copy_from_slice(&elf[off..off + filesz]);
-            dst[at + filesz..at + memsz].fill(0);
+        for seg in &segs {
+            let filesz = seg.file.len();
+            dst[seg.at..seg.at + filesz].copy_from_slice(&elf[seg.file.clone()]);
+            dst[seg.at + filesz..seg.at + seg.memsz].fill(0);
         }
         let dtb = guest_dtb(mem, bootargs);
         dst[..dtb.len()].copy_from_slice(&dtb);
-        let entry = u64_at(elf, 24);
         let handle = hyp::vm_create().map_err(|e| LoadError::Hyp("vm_create", e))?;
         let r = hyp::donate(handle, pa, GUEST_RAM, mem);
         if r != 0 {

@@ -46,6 +46,8 @@ pub enum Status {
     BootFailed = 2,
     Fatal = 3,
     InvariantBroken = 4,
+    /// The host asked for a reset (PSCI SYSTEM_RESET); the hyp powers off.
+    HostReset = 5,
     Panic = 101,
 }
 

@@ -1,9 +1,14 @@
 //! `cargo xtask`: build, run and test the hypervisor under QEMU.
 
 mod bench;
+mod fixtures;
 mod image;
+mod linux;
+mod options;
 mod qemu;
 mod scenarios;
+mod sys;
+mod toolchain;
 mod trace;
 
 use std::path::PathBuf;
@@ -27,7 +32,7 @@ enum Cmd {
         release: bool,
     },
     /// Boot the system in QEMU, console on stdio; exits with the system's status.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Host unit tests plus the QEMU scenarios; prints "N passed, N failed".
     Test(TestArgs),
     /// Exact instruction counts per hypervisor operation (QEMU icount + PMU).
@@ -68,17 +73,25 @@ pub struct RunArgs {
     /// Start QEMU halted with a gdb stub on :1234.
     #[arg(long)]
     pub gdb: bool,
-    /// Hyp log level: off, error, warn, info, debug, trace.
-    #[arg(long, default_value = "info")]
+    /// Hyp log level.
+    #[arg(long, default_value = "info", value_parser = options::LOG_LEVELS)]
     pub log: String,
-    #[arg(long, default_value_t = 1)]
+    /// CPUs (1..=8).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=options::MAX_CPUS as i64))]
     pub smp: u32,
-    /// Machine memory (QEMU syntax, e.g. 1G, 4096M).
-    #[arg(long, default_value = "1G")]
+    /// Machine memory, 128M..255G (e.g. 1G, 4096M).
+    #[arg(long, default_value = "1G", value_parser = options::parse_mem)]
     pub mem: String,
     /// Boot this arm64 Image as the host instead of the host shim.
     #[arg(long)]
     pub host: Option<PathBuf>,
+    /// An initramfs for the --host (or --linux) kernel (through the boot bundle and /chosen).
+    #[arg(long)]
+    pub host_initrd: Option<PathBuf>,
+    /// Boot Debian's arm64 Linux 6.12 with a busybox initramfs as the host
+    /// (fetched with apt on first use, cached under target/linux-host/).
+    #[arg(long)]
+    pub linux: bool,
     /// Host command line (goes into /chosen/bootargs).
     #[arg(long)]
     pub append: Option<String>,
@@ -86,25 +99,25 @@ pub struct RunArgs {
     #[arg(long)]
     pub guest: Vec<PathBuf>,
     /// Guest memory for each --guest, in order (default 64M).
-    #[arg(long)]
+    #[arg(long, value_parser = options::parse_guest_mem)]
     pub guest_mem: Vec<String>,
     /// Host-shim scenario (shim.test=NAME); default: the demo.
-    #[arg(long)]
+    #[arg(long, value_parser = options::SHIM_SCENARIOS)]
     pub scenario: Option<String>,
     /// Kill QEMU after this many seconds (exit status 124).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
-    /// Trace and stream stage-2 events: faults,splits,transitions,hypercalls (or all).
-    #[arg(long)]
+    /// Trace and stream stage-2 events: faults,splits,merges,transitions,hypercalls,injects (or all).
+    #[arg(long, value_parser = options::parse_trace)]
     pub trace: Option<String>,
-    /// Trace only this VM.
-    #[arg(long)]
+    /// Trace only this VM (needs --trace or --trace-dump).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub trace_vm: Option<u32>,
-    /// Trace ring size per CPU, in records.
-    #[arg(long)]
+    /// Trace ring size per CPU, in records (1..=2048; needs --trace or --trace-dump).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=options::MAX_TRACE_BUF as i64))]
     pub trace_buf: Option<u32>,
-    /// Record without streaming; the host shim drains and prints at the end (text or bin).
-    #[arg(long)]
+    /// Record without streaming; the host shim drains and prints at the end.
+    #[arg(long, value_parser = options::TRACE_DUMP)]
     pub trace_dump: Option<String>,
     /// Print every stage-2 (host and VMs) as ranges at the interesting points.
     #[arg(long)]
@@ -119,9 +132,14 @@ pub struct RunArgs {
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct TestArgs {
+    /// Run only these scenarios (no host tests); `--list` shows the names.
+    pub names: Vec<String>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
     #[arg(long)]
     pub release: bool,
-    /// Only scenarios whose name contains this.
+    /// Only scenarios whose name or description contains this.
     #[arg(long)]
     pub filter: Option<String>,
     /// Skip the host-side `cargo test`.
@@ -140,6 +158,15 @@ pub struct TestArgs {
 
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the current
+/// directory, as cargo takes it) or `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => std::env::current_dir().map(|c| c.join(&d)).unwrap_or_else(|_| PathBuf::from(d)),
+        None => workspace_root().join("target"),
+    }
 }
 
 /// Paths of the built artefacts.
@@ -161,6 +188,7 @@ pub fn build(release: bool) -> Result<Artifacts> {
 /// Builds with extra cargo features for the hyp (e.g. "notrace").
 pub fn build_with(release: bool, hyp_features: Option<&str>) -> Result<Artifacts> {
     let root = workspace_root();
+    toolchain::ensure_targets()?;
     // The hyp is built without FP/SIMD (softfloat): lower-EL FP state then
     // survives every trap and only moves on world switches.
     for (target, pkgs) in [
@@ -168,7 +196,8 @@ pub fn build_with(release: bool, hyp_features: Option<&str>) -> Result<Artifacts
         (PAYLOAD_TARGET, &["-p", "host-shim", "-p", "guest-test"][..]),
     ] {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(&root).args(["build", "--quiet", "--target", target]).args(pkgs);
+        cmd.current_dir(&root).env("CARGO_TARGET_DIR", target_dir());
+        cmd.args(["build", "--quiet", "--target", target]).args(pkgs);
         if let (HYP_TARGET, Some(f)) = (target, hyp_features) {
             cmd.args(["--features", f]);
         }
@@ -181,8 +210,8 @@ pub fn build_with(release: bool, hyp_features: Option<&str>) -> Result<Artifacts
         }
     }
     let profile = if release { "release" } else { "debug" };
-    let hyp_dir = root.join("target").join(HYP_TARGET).join(profile);
-    let dir = root.join("target").join(PAYLOAD_TARGET).join(profile);
+    let hyp_dir = target_dir().join(HYP_TARGET).join(profile);
+    let dir = target_dir().join(PAYLOAD_TARGET).join(profile);
     let a = Artifacts {
         hyp_elf: hyp_dir.join("hyp"),
         hyp_image: hyp_dir.join("hyp.bin"),

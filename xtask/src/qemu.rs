@@ -16,21 +16,66 @@ use crate::{workspace_root, RunArgs};
 pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
 pub const GUEST_DTB_SIZE: u64 = 0x1_0000;
 
+/// Exit statuses of `cargo xtask run` besides the hyp's own (README.md).
+pub mod code {
+    /// The host asked for a reset (PSCI SYSTEM_RESET); the hyp's status 5.
+    pub const HOST_RESET: i32 = 5;
+    /// The Linux host panicked ("Kernel panic - not syncing" on the console).
+    pub const HOST_PANIC: i32 = 6;
+    pub const TIMEOUT: i32 = 124;
+    /// QEMU ended without the hyp's status line.
+    pub const NO_STATUS: i32 = 125;
+}
+
+/// What Linux prints when it panics; the line ends in the reason.
+const LINUX_PANIC: &str = "Kernel panic - not syncing: ";
+/// The last line of a Linux panic.
+const LINUX_PANIC_END: &str = "---[ end Kernel panic - not syncing";
+/// How long a panicked Linux may take to end the run itself (panic=N).
+const PANIC_GRACE: Duration = Duration::from_secs(3);
+
 pub struct Outcome {
     /// The hyp's final status, if it printed one.
     pub status: Option<i32>,
     pub timed_out: bool,
+    /// The Linux host's panic message, if it panicked.
+    pub host_panic: Option<String>,
     pub output: String,
 }
 
 impl Outcome {
     /// The exit status `cargo xtask run` reports.
     pub fn code(&self) -> i32 {
-        match (self.status, self.timed_out) {
-            (_, true) => 124,
-            (Some(s), _) => s,
-            (None, _) => 125,
+        // The hyp's own failures (boot, fatal exception, invariant, panic)
+        // outrank what the host did.
+        let hyp_failed = self.status.is_some_and(|s| !matches!(s, 0 | 1 | code::HOST_RESET));
+        match (self.status, self.timed_out, &self.host_panic) {
+            (Some(s), _, _) if hyp_failed => s,
+            (_, _, Some(_)) => code::HOST_PANIC,
+            (_, true, _) => code::TIMEOUT,
+            (Some(s), _, _) => s,
+            (None, _, _) => code::NO_STATUS,
         }
+    }
+
+    /// What ended the run, in words (None when it ended well).
+    pub fn explain(&self) -> Option<String> {
+        let c = self.code();
+        Some(match c {
+            0 => return None,
+            code::HOST_PANIC => {
+                format!("the Linux host panicked: {}", self.host_panic.as_deref().unwrap_or("?"))
+            }
+            code::HOST_RESET => "the host asked for a reset (PSCI SYSTEM_RESET); the hyp powered off".into(),
+            code::TIMEOUT => "timed out".into(),
+            code::NO_STATUS => "QEMU ended without the hyp's status line".into(),
+            1 => "the host reported a failure".into(),
+            2 => "the hyp could not boot the host".into(),
+            3 => "unexpected exception in the hyp".into(),
+            4 => "the hyp's invariant checker found a violation".into(),
+            101 => "the hyp panicked".into(),
+            _ => format!("status {c}"),
+        })
     }
 }
 
@@ -38,16 +83,17 @@ fn ensure_qemu() -> Result<()> {
     if Command::new("qemu-system-aarch64").arg("--version").stdout(Stdio::null()).status().is_ok() {
         return Ok(());
     }
-    let root = std::env::var("USER").as_deref() == Ok("root")
-        || Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
-    if root && Path::new("/etc/debian_version").exists() {
-        eprintln!("xtask: qemu-system-aarch64 missing; installing qemu-system-arm with apt-get");
-        let ok = Command::new("sh")
-            .args(["-c", "apt-get update && apt-get install -y --no-install-recommends qemu-system-arm"])
-            .status()?
-            .success();
-        if ok {
-            return Ok(());
+    if Path::new("/etc/debian_version").exists() {
+        // As root, or through `sudo -n` when that needs no password.
+        if let Some(mut c) = crate::sys::as_root(&[
+            "sh",
+            "-c",
+            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-arm",
+        ]) {
+            eprintln!("xtask: qemu-system-aarch64 missing; installing qemu-system-arm with apt-get");
+            if c.status()?.success() {
+                return Ok(());
+            }
         }
     }
     bail!("qemu-system-aarch64 not found: install it (Debian/Ubuntu: sudo apt-get install qemu-system-arm)")
@@ -108,9 +154,19 @@ pub fn check_guest(path: &Path, elf: &[u8], mem: u64) -> Result<()> {
 
 /// Builds everything and boots; `echo` copies the console to stdout.
 pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
+    crate::options::check(args)?;
     ensure_qemu()?;
     let a = crate::build_with(args.release, args.hyp_features.as_deref())?;
-    let host_image = match &args.host {
+    // --linux: Debian's kernel and the busybox initramfs stand in for
+    // --host and --host-initrd.
+    let (host, host_initrd_file, linux_args) = if args.linux {
+        let l = crate::linux::prepare()?;
+        eprintln!("xtask: Linux host: {} ({})", l.package, l.image.display());
+        (Some(l.image), Some(l.initramfs), Some(crate::linux::BOOTARGS))
+    } else {
+        (args.host.clone(), args.host_initrd.clone(), None)
+    };
+    let host_image = match &host {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => std::fs::read(&a.shim_image)?,
     };
@@ -119,7 +175,7 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     }
     let mut guests = Vec::new();
     let paths: Vec<_> =
-        if args.guest.is_empty() && args.host.is_none() { vec![a.guest_test.clone()] } else { args.guest.clone() };
+        if args.guest.is_empty() && host.is_none() { vec![a.guest_test.clone()] } else { args.guest.clone() };
     for (i, p) in paths.iter().enumerate() {
         let mem = parse_size(args.guest_mem.get(i).map(String::as_str).unwrap_or("64M"))?;
         let elf = std::fs::read(p).with_context(|| format!("reading guest {}", p.display()))?;
@@ -127,7 +183,11 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         guests.push(GuestSpec { name, elf, mem });
     }
-    let host_initrd = if args.host.is_some() && guests.is_empty() { Vec::new() } else { image::guest_bundle(&guests) };
+    let host_initrd = match &host_initrd_file {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None if host.is_some() && guests.is_empty() => Vec::new(),
+        None => image::guest_bundle(&guests),
+    };
     let bundle = image::boot_bundle(&host_image, &host_initrd);
     let out_dir = a.hyp_image.parent().unwrap().to_path_buf();
     let bundle_path = out_dir.join("boot-bundle.img");
@@ -155,6 +215,14 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     }
     if args.dump_s2 {
         cmdline += " shim.dump_s2";
+        // Transition records let `cargo xtask trace --map` caption each dump.
+        if args.trace.is_none() && args.trace_dump.is_none() {
+            cmdline += " hyp.trace=transitions";
+        }
+    }
+    if let Some(l) = linux_args {
+        cmdline += " ";
+        cmdline += l;
     }
     if let Some(extra) = &args.append {
         cmdline += " ";
@@ -204,6 +272,9 @@ pub fn run_qemu(qargs: &[String], timeout: Option<Duration>, echo: bool) -> Resu
     let mut output = String::new();
     let mut status = None;
     let mut timed_out = false;
+    let mut host_panic: Option<String> = None;
+    // When a panicked host has to be stopped (it would hang or reboot).
+    let mut panic_deadline: Option<Instant> = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(line) => {
@@ -214,11 +285,23 @@ pub fn run_qemu(qargs: &[String], timeout: Option<Duration>, echo: bool) -> Resu
                 if let Some(s) = line.strip_prefix("[hyp] system off: status ") {
                     status = s.split_whitespace().next().and_then(|n| n.parse().ok());
                 }
+                if let Some(i) = line.find(LINUX_PANIC).filter(|_| host_panic.is_none()) {
+                    host_panic = Some(line[i + LINUX_PANIC.len()..].trim().to_string());
+                    panic_deadline = Some(Instant::now() + PANIC_GRACE);
+                }
+                if line.contains(LINUX_PANIC_END) {
+                    // Give the hyp a moment to print its status if the host resets.
+                    panic_deadline = Some(Instant::now() + Duration::from_millis(500));
+                }
                 output.push_str(&line);
                 output.push('\n');
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if status.is_none() && panic_deadline.is_some_and(|d| Instant::now() > d) {
+            let _ = child.kill();
+            break;
         }
         if timeout.is_some_and(|t| start.elapsed() > t) {
             timed_out = true;
@@ -228,15 +311,43 @@ pub fn run_qemu(qargs: &[String], timeout: Option<Duration>, echo: bool) -> Resu
     }
     let _ = child.wait();
     let _ = reader.join();
-    Ok(Outcome { status, timed_out, output })
+    Ok(Outcome { status, timed_out, host_panic, output })
 }
 
 pub fn run_cmd(args: &RunArgs) -> Result<i32> {
     let o = run_system(args, true)?;
-    if o.timed_out {
-        eprintln!("xtask: timed out");
-    } else if o.status.is_none() {
-        eprintln!("xtask: QEMU ended without the hyp's status line");
+    if let Some(why) = o.explain() {
+        eprintln!("xtask: {why} (exit status {})", o.code());
     }
     Ok(o.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: Option<i32>, timed_out: bool, panic: Option<&str>) -> Outcome {
+        Outcome { status, timed_out, host_panic: panic.map(String::from), output: String::new() }
+    }
+
+    #[test]
+    fn exit_statuses() {
+        assert_eq!(outcome(Some(0), false, None).code(), 0);
+        assert_eq!(outcome(Some(0), false, None).explain(), None);
+        assert_eq!(outcome(Some(5), false, None).code(), code::HOST_RESET);
+        assert!(outcome(Some(5), false, None).explain().unwrap().contains("SYSTEM_RESET"));
+        assert_eq!(outcome(None, false, None).code(), code::NO_STATUS);
+        assert_eq!(outcome(None, true, None).code(), code::TIMEOUT);
+        // A Linux panic is what it is, whether Linux then reset (panic=-1),
+        // hung (the xtask stopped it) or ran into the timeout.
+        for (status, timed_out) in [(Some(5), false), (None, false), (None, true), (Some(1), false)] {
+            let o = outcome(status, timed_out, Some("VFS: Unable to mount root fs"));
+            assert_eq!(o.code(), code::HOST_PANIC);
+            assert_eq!(o.explain().unwrap(), "the Linux host panicked: VFS: Unable to mount root fs");
+        }
+        // The hyp's own failures outrank the host's.
+        for s in [2, 3, 4, 101] {
+            assert_eq!(outcome(Some(s), false, Some("x")).code(), s);
+        }
+    }
 }

@@ -29,7 +29,7 @@ fn base(scenario: &str) -> RunArgs {
 }
 
 fn guest_elf() -> std::path::PathBuf {
-    workspace_root().join("target").join(crate::PAYLOAD_TARGET).join("debug/guest-test")
+    crate::target_dir().join(crate::PAYLOAD_TARGET).join("debug/guest-test")
 }
 
 fn selftest(what: &str) -> RunArgs {
@@ -67,7 +67,7 @@ pub fn fuzz(seed: u64, calls: u64, timeout: u64) -> Scenario {
 }
 
 pub fn all() -> Vec<Scenario> {
-    vec![
+    let mut v = vec![
         fuzz(1, 1000, 300),
         Scenario {
             name: "smp: 4 CPUs run VMs concurrently; invariants hold; end states equal a sequential replay",
@@ -258,7 +258,7 @@ pub fn all() -> Vec<Scenario> {
             timeout: 60,
         },
         Scenario {
-            name: "run --guest: plain QEMU-virt EL1 programs run as protected guests",
+            name: "guests: run --guest: plain QEMU-virt EL1 programs run as protected guests",
             args: RunArgs {
                 guest: vec![guest_elf(), guest_elf()],
                 guest_mem: vec!["16M".into(), "8M".into()],
@@ -300,7 +300,7 @@ pub fn all() -> Vec<Scenario> {
             timeout: 120,
         },
         Scenario {
-            name: "trace: a small ring overflows, the loss is counted, the host drains it",
+            name: "trace-overflow: a small ring overflows, the loss is counted, the host drains it",
             args: RunArgs {
                 trace_dump: Some("text".into()),
                 trace_buf: Some(8),
@@ -336,9 +336,9 @@ pub fn all() -> Vec<Scenario> {
             timeout: 90,
         },
         Scenario {
-            name: "run --host IMAGE: any arm64 Image boots as the host, with --append on its command line",
+            name: "host-image: run --host IMAGE: any arm64 Image boots as the host, with --append on its command line",
             args: RunArgs {
-                host: Some(workspace_root().join("target").join(crate::PAYLOAD_TARGET).join("debug/host-shim.bin")),
+                host: Some(crate::target_dir().join(crate::PAYLOAD_TARGET).join("debug/host-shim.bin")),
                 append: Some("shim.test=boot".into()),
                 scenario: None,
                 ..base("boot")
@@ -356,7 +356,7 @@ pub fn all() -> Vec<Scenario> {
             timeout: 60,
         },
         Scenario {
-            name: "runner: a hyp panic is a failure with file:line",
+            name: "runner-panic: a hyp panic is a failure with file:line",
             args: selftest("panic"),
             lines: vec!["[hyp] PANIC at hyp/src/boot/mod.rs:*: selftest: deliberate panic", "[hyp] system off: status 101 (Panic)"],
             absent: vec!["[host]"],
@@ -365,7 +365,7 @@ pub fn all() -> Vec<Scenario> {
             timeout: 60,
         },
         Scenario {
-            name: "runner: an unexpected EL2 exception is decoded and fails",
+            name: "runner-fault: an unexpected EL2 exception is decoded and fails",
             args: selftest("fault"),
             lines: vec![
                 "[hyp] ERROR: unexpected exception: sync from EL2h",
@@ -378,13 +378,108 @@ pub fn all() -> Vec<Scenario> {
             timeout: 60,
         },
         Scenario {
-            name: "runner: a hang is caught by the timeout",
+            name: "runner-hang: a hang is caught by the timeout",
             args: selftest("hang"),
             lines: vec!["[hyp] selftest: hanging"],
             absent: vec!["[hyp] system off"],
             anywhere: vec![],
             code: 124,
             timeout: 8,
+        },
+    ];
+    v.extend(linux_host());
+    v.push(bad_elf());
+    v
+}
+
+/// Malformed guest ELFs (xtask/src/fixtures.rs) that only the host shim's
+/// loader can catch: refused with the reason; a good guest still runs.
+fn bad_elf() -> Scenario {
+    Scenario {
+        name: "bad-elf: the host shim refuses guest ELFs whose segment sizes and offsets wrap, and goes on",
+        args: RunArgs {
+            guest: vec![crate::fixtures::path("bad-offset.elf"), crate::fixtures::path("bad-filesz.elf"), guest_elf()],
+            guest_mem: vec!["16M".into(), "16M".into(), "16M".into()],
+            ..base("guests")
+        },
+        lines: vec![
+            "[host] cannot load guest 'bad-offset.elf': malformed ELF: segment data outside the file",
+            "[host] cannot load guest 'bad-filesz.elf': malformed ELF: segment data outside the file",
+            "[host] vm 1: 'guest-test' loaded, 16 MiB donated at PA * (IPA 0x40000000), entry 0x40080000",
+            "[vm 1] guest: hello from EL1, 16 MiB of private memory",
+            "[host] vm 1: destroyed, 16384 KiB scrubbed and returned to the host",
+            "[hyp] system off: status 1 (HostFailed)",
+        ],
+        absent: vec!["PANIC"],
+        anywhere: vec![],
+        code: 1,
+        timeout: 60,
+    }
+}
+
+/// Real Linux as the host: Debian's 6.12 kernel and a busybox /init
+/// (`xtask/linux-host/init`), fetched and cached by `--linux`.
+fn linux_host() -> Vec<Scenario> {
+    let linux = |append: Option<&str>| RunArgs {
+        linux: true,
+        smp: 2,
+        append: append.map(String::from),
+        scenario: None,
+        ..base("boot")
+    };
+    let absent = vec!["[hyp] PANIC", "[hyp] ERROR", "Internal error:", "WARNING: CPU:", "BUG:"];
+    vec![
+        Scenario {
+            name: "linux-host: Debian's Linux 6.12 boots as the host on 2 CPUs to a busybox /init, \
+                   sees the hyp's carve-out, gets SIGBUS touching it, powers off",
+            args: linux(None),
+            lines: vec![
+                "[*] Linux version 6.12.*-arm64 *",
+                "[*] OF: reserved mem: 0x0000000040000000..0x00000000421fffff (34816 KiB) nomap non-reusable hyp@40000000",
+                "[*] psci: PSCIv1.1 detected in firmware.",
+                "[*] CPU1: Booted secondary processor 0x0000000001 *",
+                "[*] smp: Brought up 1 node, 2 CPUs",
+                "[*] Run /init as init process",
+                "linux-host: /init running, uname -r 6.12.*-arm64",
+                "linux-host: 2 CPUs online (0-1)",
+                "linux-host: /proc/cpuinfo: processor : 0",
+                "linux-host: reserved-memory: hyp@40000000 reg 0000000040000000 0000000002200000 no-map yes",
+                "[hyp] host: read at IPA 0x40000000 (PC *) refused (EPERM): abort injected",
+                "linux-host: devmem read of hyp memory at 0x40000000: exit status 135 (SIGBUS is 135)",
+                "linux-host: poweroff -f",
+                "[hyp] host: PSCI SYSTEM_OFF",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: [&absent[..], &["Kernel panic"]].concat(),
+            anywhere: vec!["[hyp] cpu 1: up, entering host at *"],
+            code: 0,
+            timeout: 240,
+        },
+        Scenario {
+            name: "linux-reboot: a host PSCI SYSTEM_RESET ends the run as a host reset (status 5)",
+            args: linux(Some("linux_host.reboot")),
+            lines: vec![
+                "linux-host: reboot -f",
+                "[hyp] host: PSCI SYSTEM_RESET (the hyp powers off instead)",
+                "[hyp] system off: status 5 (HostReset)",
+            ],
+            absent: [&absent[..], &["Kernel panic"]].concat(),
+            anywhere: vec![],
+            code: crate::qemu::code::HOST_RESET,
+            timeout: 240,
+        },
+        Scenario {
+            name: "linux-panic: a Linux host panic is reported as one (status 6)",
+            args: linux(Some("rdinit=/nonexistent")),
+            lines: vec![
+                "[*] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+                "[hyp] host: PSCI SYSTEM_RESET (the hyp powers off instead)",
+                "[hyp] system off: status 5 (HostReset)",
+            ],
+            absent,
+            anywhere: vec![],
+            code: crate::qemu::code::HOST_PANIC,
+            timeout: 240,
         },
     ]
 }
@@ -475,8 +570,49 @@ fn host_tests() -> (u32, u32) {
     (p, f)
 }
 
+impl Scenario {
+    /// The short name (`cargo xtask test NAME`): the text before ": ".
+    pub fn short(&self) -> &'static str {
+        self.name.split_once(": ").map_or(self.name, |(n, _)| n)
+    }
+
+    /// What the scenario checks: the text after the short name.
+    pub fn about(&self) -> &'static str {
+        self.name.split_once(": ").map_or("", |(_, d)| d)
+    }
+}
+
+/// Checks `names` against the scenario list; the error lists valid names.
+pub fn select(list: Vec<Scenario>, names: &[String]) -> Result<Vec<Scenario>> {
+    let unknown: Vec<&str> =
+        names.iter().map(String::as_str).filter(|n| !list.iter().any(|s| s.short() == *n)).collect();
+    if !unknown.is_empty() {
+        let valid: Vec<&str> = list.iter().map(Scenario::short).collect();
+        anyhow::bail!("unknown scenario(s) {}; valid: {}", unknown.join(", "), valid.join(", "));
+    }
+    Ok(list.into_iter().filter(|s| names.is_empty() || names.iter().any(|n| n == s.short())).collect())
+}
+
 pub fn test_cmd(args: &TestArgs) -> Result<i32> {
-    let (mut passed, mut failed) = if args.no_host || args.fuzz { (0, 0) } else { host_tests() };
+    if args.list {
+        for s in all() {
+            println!("{:<16} {}", s.short(), s.about());
+        }
+        return Ok(0);
+    }
+    if args.fuzz && !args.names.is_empty() {
+        anyhow::bail!("--fuzz runs the long fuzz scenario only: give no scenario names with it");
+    }
+    if (args.seed.is_some() || args.calls.is_some()) && !args.fuzz {
+        anyhow::bail!("--seed and --calls go with --fuzz");
+    }
+    if args.calls == Some(0) {
+        anyhow::bail!("--calls must be at least 1");
+    }
+    let selected = select(all(), &args.names)?;
+    crate::fixtures::write()?;
+    let host = !(args.no_host || args.fuzz || !args.names.is_empty());
+    let (mut passed, mut failed) = if host { host_tests() } else { (0, 0) };
     let list = if args.fuzz {
         let seed = args.seed.unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1)
@@ -484,7 +620,7 @@ pub fn test_cmd(args: &TestArgs) -> Result<i32> {
         println!("fuzz seed {seed}");
         vec![fuzz(seed, args.calls.unwrap_or(100_000), 4 * 3600)]
     } else {
-        all()
+        selected
     };
     for mut s in list {
         if args.filter.as_ref().is_some_and(|f| !s.name.contains(f.as_str())) {

@@ -103,21 +103,168 @@ pub struct S2Range {
     pub table: String,
     pub start: u64,
     pub end: u64,
+    /// Output address of a mapped range.
+    pub pa: Option<u64>,
+    /// State, memory type and permissions ("owned Normal rwx"), or who owns
+    /// an unmapped range ("vm 1-owned (unmapped)").
     pub what: String,
     pub level: u8,
 }
 
+impl S2Range {
+    /// Who owns the range and in which state, as words.
+    pub fn owner_state(&self) -> (String, &'static str) {
+        let me = self.table.clone();
+        if self.what.starts_with("hyp-owned") {
+            ("hyp".into(), "hyp-owned, unmapped")
+        } else if let Some(vm) = self.what.strip_suffix("-owned (unmapped)") {
+            (vm.to_string(), "guest-owned, unmapped")
+        } else if self.what.starts_with("shared-borrowed") {
+            ("a guest, lent to this table".into(), "shared-borrowed")
+        } else if self.what.starts_with("shared-owned") {
+            (me, "shared-owned, lent to the host")
+        } else if self.what.starts_with("owned") {
+            (me, "owned")
+        } else {
+            ("?".into(), "?")
+        }
+    }
+
+    /// Memory type and permissions of a mapped range ("Normal", "rwx").
+    pub fn attrs(&self) -> Option<(&str, &str)> {
+        self.pa?;
+        let mut w = self.what.split_whitespace().skip(1);
+        Some((w.next()?, w.next()?))
+    }
+
+    /// The `<title>` tooltip: owner, state, permissions, level, IPA → PA.
+    pub fn tooltip(&self) -> String {
+        let (owner, state) = self.owner_state();
+        let mut t =
+            format!("{} stage-2, IPA {:#x}..{:#x} ({})", self.table, self.start, self.end, size(self.end - self.start));
+        if let Some(pa) = self.pa {
+            let _ = write!(t, " → PA {:#x}..{:#x}", pa, pa + (self.end - self.start));
+        }
+        let _ = write!(t, "\nowner: {owner}; state: {state}");
+        if let Some((mem, perm)) = self.attrs() {
+            let _ = write!(t, "\n{mem} memory, permissions {perm}");
+        } else {
+            t.push_str("\nnot mapped: an access faults");
+        }
+        let _ = write!(
+            t,
+            "\nlevel {} ({} {})",
+            self.level,
+            level_block(self.level),
+            if self.level == 3 { "pages" } else { "blocks" }
+        );
+        t
+    }
+}
+
+/// One stage-2 dump: its ranges and the moment of the run it shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Band {
+    pub table: String,
+    pub ranges: Vec<S2Range>,
+    pub table_pages: Option<u64>,
+    /// The last ownership transition before the dump (needs transition
+    /// records in the log: `--dump-s2` streams them).
+    pub after: Option<String>,
+    /// The last line the host or a guest printed before the dump.
+    pub context: Option<String>,
+}
+
+impl Band {
+    /// "dump N: TABLE stage-2 after ...".
+    pub fn caption(&self, n: usize) -> String {
+        let mut c = format!("dump {n}: {} stage-2", self.table);
+        match (&self.after, &self.context) {
+            (Some(a), _) => {
+                let _ = write!(c, ", after {a}");
+            }
+            (None, Some(l)) => {
+                let _ = write!(c, ", after \"{l}\"");
+            }
+            (None, None) => {}
+        }
+        if let Some(p) = self.table_pages {
+            let _ = write!(c, " ({p} table pages)");
+        }
+        c
+    }
+}
+
+fn size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n.is_multiple_of(1 << 30) => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n.is_multiple_of(1 << 20) => format!("{} MiB", n >> 20),
+        n => format!("{} KiB", n >> 10),
+    }
+}
+
+fn level_block(level: u8) -> &'static str {
+    match level {
+        1 => "1 GiB",
+        2 => "2 MiB",
+        _ => "4 KiB",
+    }
+}
+
+/// A transition record in the words of the ABI call behind it.
+fn transition_words(r: &Record) -> String {
+    use hyp::trace::op;
+    let call = match r.arg {
+        op::GUEST_SHARE => "MEM_SHARE",
+        op::GUEST_UNSHARE => "MEM_UNSHARE",
+        op::RELINQUISH => "MEM_RELINQUISH",
+        op::TEARDOWN => "VM_DESTROY",
+        op::DONATE_GUEST => "DONATE_GUEST",
+        op::SHARE_HYP => "SHARE_HYP",
+        op::UNSHARE_HYP => "UNSHARE_HYP",
+        op::DONATE_HYP => "DONATE_HYP",
+        op::RECLAIM_HYP => "RECLAIM_HYP",
+        op::PIN => "PIN",
+        op::UNPIN => "UNPIN",
+        other => op::name(other),
+    };
+    let who = if r.who == 0 { "host".to_string() } else { format!("vm {}", r.who) };
+    let text = r.to_string();
+    let result = text.rsplit_once(" -> ").map_or("", |(_, res)| res);
+    if r.arg == op::TEARDOWN {
+        return format!("{who} {call}, {} returned to the host: {result}", size(r.far));
+    }
+    format!("{who} {call} of {:#x} ({}): {result}", r.ipa, size(r.far))
+}
+
 /// Parses `[hyp] s2 NAME: 0xA..0xB[ -> PA] WHAT LN` lines; each dump (a run of
-/// lines for one table, ended by "N table pages") becomes one band.
-pub fn s2_ranges(log: &str) -> Vec<Vec<S2Range>> {
-    let mut bands: Vec<Vec<S2Range>> = Vec::new();
+/// lines for one table, ended by "N table pages") becomes one band, captioned
+/// with the last transition record and the last host or guest line before it.
+pub fn s2_bands(log: &str) -> Vec<Band> {
+    let mut bands: Vec<Band> = Vec::new();
     let mut cur: Vec<S2Range> = Vec::new();
+    let (mut after, mut context): (Option<String>, Option<String>) = (None, None);
     for line in log.lines() {
-        let Some(rest) = line.split("[hyp] s2 ").nth(1) else { continue };
+        if let Some(r) = records(line).first().filter(|r| r.kind() == Some(Kind::Transition)) {
+            after = Some(transition_words(r));
+            continue;
+        }
+        let Some(rest) = line.split("[hyp] s2 ").nth(1) else {
+            if (line.starts_with("[host] ") || line.starts_with("[vm ")) && cur.is_empty() {
+                context = Some(line.to_string());
+            }
+            continue;
+        };
         let Some((name, body)) = rest.split_once(": ") else { continue };
-        if body.ends_with("table pages") {
+        if let Some(n) = body.strip_suffix(" table pages") {
             if !cur.is_empty() {
-                bands.push(std::mem::take(&mut cur));
+                bands.push(Band {
+                    table: name.to_string(),
+                    ranges: std::mem::take(&mut cur),
+                    table_pages: n.parse().ok(),
+                    after: after.clone(),
+                    context: context.clone(),
+                });
             }
             continue;
         }
@@ -126,87 +273,174 @@ pub fn s2_ranges(log: &str) -> Vec<Vec<S2Range>> {
         let parse = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok();
         let (Some(start), Some(end)) = (parse(a), parse(b)) else { continue };
         // Mapped ranges name their PA: "-> 0x... state ...".
-        let tail = match tail.strip_prefix("-> ") {
-            Some(t) => t.split_once(' ').map(|x| x.1).unwrap_or(""),
-            None => tail,
+        let (pa, tail) = match tail.strip_prefix("-> ") {
+            Some(t) => t.split_once(' ').map_or((None, ""), |(p, rest)| (parse(p), rest)),
+            None => (None, tail),
         };
         let (what, level) = match tail.rsplit_once(" L") {
             Some((w, l)) => (w.to_string(), l.parse().unwrap_or(3)),
             None => (tail.to_string(), 3),
         };
-        cur.push(S2Range { table: name.to_string(), start, end, what, level });
+        cur.push(S2Range { table: name.to_string(), start, end, pa, what, level });
     }
-    if !cur.is_empty() {
-        bands.push(cur);
+    if let Some(last) = cur.first().map(|r| r.table.clone()) {
+        bands.push(Band { table: last, ranges: cur, table_pages: None, after, context });
     }
     bands
 }
 
+/// Legend: (label, colour).
+const LEGEND: [(&str, &str); 7] = [
+    ("owned", "#1f77b4"),
+    ("shared-owned (lent)", "#ff7f0e"),
+    ("shared-borrowed", "#2ca02c"),
+    ("hyp-owned", "#d62728"),
+    ("guest-private (host's view)", "#9467bd"),
+    ("device", "#7f7f7f"),
+    ("no entry", "#ffffff"),
+];
+
 fn colour(what: &str) -> &'static str {
     if what.starts_with("hyp") {
-        "#d62728"
+        LEGEND[3].1
     } else if what.starts_with("vm") {
-        "#9467bd"
+        LEGEND[4].1
     } else if what.starts_with("shared-owned") {
-        "#ff7f0e"
+        LEGEND[1].1
     } else if what.starts_with("shared-borrowed") {
-        "#2ca02c"
+        LEGEND[2].1
     } else if what.contains("Device") {
-        "#7f7f7f"
+        LEGEND[5].1
     } else {
-        "#1f77b4"
+        LEGEND[0].1
     }
 }
 
-/// An SVG picture: one band per stage-2 dump; each range a box coloured by
-/// owner and state, subdivided into its blocks (1G/2M/4K) so splits show.
-/// The address axis is compressed: each range gets width by log2(size).
-pub fn svg(bands: &[Vec<S2Range>]) -> String {
-    let (w, band_h, label_w) = (1400.0, 46.0, 150.0);
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// An SVG picture: one band per stage-2 dump, captioned with the moment of
+/// the run it shows; each range a box coloured by owner and state, marked
+/// with its mapping level and subdivided into its blocks (1G/2M/4K) so
+/// splits show; the IPA at every range boundary below; a tooltip per range.
+/// The address axis is compressed: each range's width grows with log2(size);
+/// holes (no entry) are drawn as empty boxes.
+pub fn svg(bands: &[Band]) -> String {
+    let (w, band_h, label_w, box_h) = (1400.0, 112.0, 60.0, 30.0);
     let mut s = String::new();
-    let h = 40.0 + band_h * bands.len() as f64 + 60.0;
+    let h = 50.0 + band_h * bands.len() as f64 + 40.0;
     let _ = writeln!(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"monospace\" font-size=\"11\">");
-    let _ = writeln!(s, "<text x=\"10\" y=\"20\" font-size=\"14\">stage-2 map (box width ~ log2(size); thin lines = block boundaries)</text>");
+    let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
+    let _ = writeln!(s, "<text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">stage-2 map: one band per dump, in the order of the run</text>");
+    let _ = writeln!(s, "<text x=\"10\" y=\"36\" fill=\"#555\">IPA axis compressed (box width ~ log2 of the range size); white ticks = block boundaries; L1/L2/L3 = mapping level (1 GiB / 2 MiB / 4 KiB); hover a box for details</text>");
     for (i, band) in bands.iter().enumerate() {
-        let y = 40.0 + i as f64 * band_h;
-        let name = band.first().map(|r| r.table.as_str()).unwrap_or("?");
-        let _ = writeln!(s, "<text x=\"10\" y=\"{}\">{name}</text>", y + 20.0);
-        let weights: Vec<f64> = band.iter().map(|r| ((r.end - r.start) as f64).log2().max(1.0)).collect();
-        let total: f64 = weights.iter().sum();
-        let mut x = label_w;
-        for (r, wt) in band.iter().zip(&weights) {
-            let bw = (w - label_w - 10.0) * wt / total;
+        let y0 = 50.0 + i as f64 * band_h;
+        let y = y0 + 26.0;
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{:.1}\" font-size=\"12\" font-weight=\"bold\">{}</text>",
+            y0 + 12.0,
+            esc(&band.caption(i + 1))
+        );
+        if let (Some(_), Some(ctx)) = (&band.after, &band.context) {
             let _ = writeln!(
                 s,
-                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"30\" fill=\"{}\" stroke=\"black\" stroke-width=\"0.5\"><title>{:#x}..{:#x} {} L{}</title></rect>",
-                colour(&r.what),
-                r.start,
-                r.end,
-                r.what,
-                r.level
+                "<text x=\"10\" y=\"{:.1}\" font-size=\"10\" fill=\"#555\">last console line: {}</text>",
+                y0 + 23.0,
+                esc(ctx)
             );
-            let blocks = ((r.end - r.start) >> (12 + 9 * (3 - r.level.min(3) as u32))).clamp(1, 64);
-            for k in 1..blocks {
-                let bx = x + bw * k as f64 / blocks as f64;
-                let _ = writeln!(s, "<line x1=\"{bx:.1}\" y1=\"{:.1}\" x2=\"{bx:.1}\" y2=\"{:.1}\" stroke=\"white\" stroke-width=\"0.4\"/>", y + 2.0, y + 28.0);
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{:.1}\" font-size=\"12\">{}</text>",
+            y + box_h / 2.0 + 4.0,
+            esc(&band.table)
+        );
+        // Ranges plus the holes between them.
+        let mut boxes: Vec<(u64, u64, Option<&S2Range>)> = Vec::new();
+        for r in &band.ranges {
+            if let Some(&(_, end, _)) = boxes.last() {
+                if end < r.start {
+                    boxes.push((end, r.start, None));
+                }
+            }
+            boxes.push((r.start, r.end, Some(r)));
+        }
+        let weight = |b: &(u64, u64, Option<&S2Range>)| {
+            let lg = ((b.1 - b.0) as f64).log2().max(1.0);
+            if b.2.is_some() {
+                lg
+            } else {
+                lg * 0.5
+            }
+        };
+        let total: f64 = boxes.iter().map(weight).sum();
+        let mut x = label_w;
+        let mut ticks = vec![];
+        for b in &boxes {
+            let bw = (w - label_w - 50.0) * weight(b) / total;
+            ticks.push((x, b.0));
+            match b.2 {
+                Some(r) => {
+                    let _ = writeln!(
+                        s,
+                        "<g><title>{}</title><rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{box_h}\" fill=\"{}\" stroke=\"black\" stroke-width=\"0.6\"/>",
+                        esc(&r.tooltip()),
+                        colour(&r.what)
+                    );
+                    let blocks = ((r.end - r.start) >> (12 + 9 * (3 - r.level.min(3) as u32))).clamp(1, 64);
+                    for k in 1..blocks {
+                        let bx = x + bw * k as f64 / blocks as f64;
+                        let _ = writeln!(s, "<line x1=\"{bx:.1}\" y1=\"{:.1}\" x2=\"{bx:.1}\" y2=\"{:.1}\" stroke=\"white\" stroke-width=\"0.5\"/>", y + 2.0, y + box_h - 2.0);
+                    }
+                    // Level and size inside the box when there is room.
+                    let label = format!("L{} {}", r.level, size(r.end - r.start));
+                    let label = if bw > label.len() as f64 * 6.7 + 4.0 { label } else { format!("L{}", r.level) };
+                    if bw > 16.0 {
+                        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"white\" stroke=\"black\" stroke-width=\"2.2\" paint-order=\"stroke\">{label}</text>", x + bw / 2.0, y + box_h / 2.0 + 4.0);
+                    }
+                    s.push_str("</g>\n");
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "<g><title>{} stage-2, IPA {:#x}..{:#x} ({}): no entry{}</title><rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"white\" stroke=\"#999\" stroke-width=\"0.6\" stroke-dasharray=\"3,2\"/></g>",
+                        esc(&band.table),
+                        b.0,
+                        b.1,
+                        size(b.1 - b.0),
+                        if band.table == "host" { " (host memory is mapped on its first access)" } else { "" },
+                        y + 4.0,
+                        box_h - 8.0
+                    );
+                }
             }
             x += bw;
         }
+        if let Some(&(_, end, _)) = boxes.last() {
+            ticks.push((x, end));
+        }
+        // The IPA at each boundary, alternating between two rows.
+        for (k, (tx, addr)) in ticks.iter().enumerate() {
+            let row = (k % 2) as f64;
+            let ty = y + box_h + 12.0 + row * 12.0;
+            let _ = writeln!(
+                s,
+                "<line x1=\"{tx:.1}\" y1=\"{y:.1}\" x2=\"{tx:.1}\" y2=\"{:.1}\" stroke=\"#333\" stroke-width=\"0.6\"/>",
+                ty - 9.0
+            );
+            let _ = writeln!(
+                s,
+                "<text x=\"{tx:.1}\" y=\"{ty:.1}\" font-size=\"10\" text-anchor=\"middle\">{addr:#x}</text>"
+            );
+        }
     }
-    let ly = 40.0 + band_h * bands.len() as f64 + 20.0;
-    for (i, (label, c)) in [
-        ("host/guest owned", "#1f77b4"),
-        ("shared-owned", "#ff7f0e"),
-        ("shared-borrowed", "#2ca02c"),
-        ("hyp-owned", "#d62728"),
-        ("guest-owned (host view)", "#9467bd"),
-        ("device", "#7f7f7f"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let x = 10.0 + i as f64 * 220.0;
-        let _ = writeln!(s, "<rect x=\"{x}\" y=\"{ly}\" width=\"14\" height=\"14\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{label}</text>", x + 18.0, ly + 11.0);
+    let ly = 50.0 + band_h * bands.len() as f64 + 10.0;
+    let mut x = 10.0;
+    for (label, c) in LEGEND {
+        let _ = writeln!(s, "<rect x=\"{x}\" y=\"{ly}\" width=\"14\" height=\"14\" fill=\"{c}\" stroke=\"#999\" stroke-width=\"0.6\"/><text x=\"{}\" y=\"{}\">{label}</text>", x + 18.0, ly + 11.0);
+        x += 40.0 + label.len() as f64 * 6.7;
     }
     s.push_str("</svg>\n");
     s
@@ -215,7 +449,7 @@ pub fn svg(bands: &[Vec<S2Range>]) -> String {
 pub fn trace_cmd(file: &Path, json: Option<PathBuf>, map: Option<PathBuf>) -> Result<i32> {
     let log = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     if let Some(out) = map {
-        let bands = s2_ranges(&log);
+        let bands = s2_bands(&log);
         std::fs::write(&out, svg(&bands))?;
         println!("stage-2 map: {} band(s) -> {}", bands.len(), out.display());
         return Ok(0);
@@ -255,19 +489,43 @@ mod tests {
 
     #[test]
     fn map_has_a_band_per_dump() {
-        let bands = s2_ranges(&sample());
+        let bands = s2_bands(&sample());
         assert_eq!(bands.len(), 2, "host and vm 1");
         assert_eq!(
-            bands[1][1],
+            bands[1].ranges[1],
             S2Range {
                 table: "vm 1".into(),
                 start: 0x40800000,
                 end: 0x40803000,
+                pa: Some(0x42c00000),
                 what: "owned Normal rwx".into(),
                 level: 3
             }
         );
+        assert_eq!(bands[0].table_pages, Some(4));
+        assert_eq!(bands[1].table_pages, Some(2));
+        // The sample's last transition: the host donated 64 MiB (at PA
+        // 0x42400000) to VM 1.
+        assert_eq!(bands[1].after.as_deref(), Some("vm 1 DONATE_GUEST of 0x42400000 (64 MiB): ok"));
+        assert_eq!(
+            bands[1].caption(2),
+            "dump 2: vm 1 stage-2, after vm 1 DONATE_GUEST of 0x42400000 (64 MiB): ok (2 table pages)"
+        );
         let svg = svg(&bands);
-        assert_eq!(svg.matches("<rect").count(), bands[0].len() + bands[1].len() + 6);
+        let ranges = bands[0].ranges.len() + bands[1].ranges.len();
+        // One tooltip per range, plus one per hole between ranges.
+        assert_eq!(svg.matches("<title>").count(), ranges + svg.matches(": no entry").count());
+        assert!(svg.contains(
+            "<title>vm 1 stage-2, IPA 0x40803000..0x40804000 (4 KiB) → PA 0x42c03000..0x42c04000\nowner: vm 1; state: shared-owned, lent to the host\nNormal memory, permissions rwx\nlevel 3 (4 KiB pages)</title>"
+        ));
+        assert!(svg.contains("<title>host stage-2, IPA 0x40000000..0x42200000 (34 MiB)\nowner: hyp; state: hyp-owned, unmapped\nnot mapped: an access faults\nlevel 2 (2 MiB blocks)</title>"));
+        // Captions and the boundary addresses.
+        assert!(svg.contains(">dump 1: host stage-2, after vm 1 DONATE_GUEST"));
+        for addr in ["0x40800000", "0x40803000", "0x40804000", "0x44000000", "0x42200000", "0x7fe00000"] {
+            assert!(svg.contains(&format!(">{addr}</text>")), "{addr}");
+        }
+        // The level (and size, where it fits) inside each box.
+        assert!(svg.contains(">L2 34 MiB</text>"), "the hyp's carve-out");
+        assert!(svg.contains(">L3 4 KiB</text>"), "the shared page");
     }
 }

@@ -27,9 +27,11 @@ pub fn handle_host_smc(frame: &mut TrapFrame) {
             log::info!("host: PSCI SYSTEM_OFF");
             crate::shutdown(Status::Ok)
         }
+        // A reset would restart the machine under the host's feet, hyp
+        // included: the system ends here, reported as a host reset.
         psci::SYSTEM_RESET => {
-            log::info!("host: PSCI SYSTEM_RESET");
-            crate::arch::aarch64::psci::system_reset()
+            log::info!("host: PSCI SYSTEM_RESET (the hyp powers off instead)");
+            crate::shutdown(Status::HostReset)
         }
         psci::CPU_ON => cpu_on(frame.x[1], frame.x[2], frame.x[3]),
         // Powers the calling CPU down; it comes back only through CPU_ON.

@@ -27,10 +27,3 @@ pub fn system_off() -> ! {
         aarch64_cpu::asm::wfi();
     }
 }
-
-pub fn system_reset() -> ! {
-    smc(psci::SYSTEM_RESET, 0, 0, 0);
-    loop {
-        aarch64_cpu::asm::wfi();
-    }
-}

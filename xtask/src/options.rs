@@ -1,0 +1,208 @@
+//! Checking `cargo xtask run` options before anything is built or started:
+//! every value, range and combination, with the valid values in the error.
+
+use anyhow::{bail, Result};
+
+use crate::qemu::parse_size;
+use crate::RunArgs;
+
+/// Hyp log levels (`hyp.log=`).
+pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+/// The host shim's scenarios (`shim.test=NAME`, host-shim/src/scenarios/mod.rs).
+pub const SHIM_SCENARIOS: [&str; 11] =
+    ["boot", "demo", "guests", "guest-tests", "block1g", "two-vms", "hostile", "devices", "bench", "smp", "fuzz"];
+/// `--trace` words (hyp::trace::parse_mask).
+pub const TRACE_WORDS: [&str; 6] = ["faults", "splits", "merges", "transitions", "hypercalls", "injects"];
+/// `--trace-dump` formats.
+pub const TRACE_DUMP: [&str; 2] = ["text", "bin"];
+/// CPUs the hyp supports (hyp/src/percpu.rs MAX_CPUS).
+pub const MAX_CPUS: u32 = 8;
+/// Trace ring records per CPU (hyp/src/tracebuf.rs CAPACITY).
+pub const MAX_TRACE_BUF: u32 = 2048;
+/// Machine memory: the hyp's carve-out (34 MiB and up) plus room for the
+/// host; at most what QEMU virt models below the 40-bit IPA limit.
+pub const MIN_MEM: u64 = 128 << 20;
+pub const MAX_MEM: u64 = 255 << 30;
+/// Guest memory: the 64 KiB DTB window plus the program.
+pub const MIN_GUEST_MEM: u64 = 1 << 20;
+
+fn size_error(what: &str, s: &str) -> String {
+    format!("bad {what} '{s}': a number of bytes with an optional K, M or G suffix (e.g. 512M, 2G)")
+}
+
+/// `--mem`: QEMU's syntax limited to what the hyp and QEMU virt support.
+pub fn parse_mem(s: &str) -> Result<String, String> {
+    let n = parse_size(s).map_err(|_| size_error("memory size", s))?;
+    if !(MIN_MEM..=MAX_MEM).contains(&n) {
+        return Err(format!("memory size '{s}' out of range: 128M..255G"));
+    }
+    if !n.is_multiple_of(1 << 20) {
+        return Err(format!("memory size '{s}' is not a whole number of MiB"));
+    }
+    Ok(s.to_string())
+}
+
+/// `--guest-mem`: whole pages, at least 1 MiB.
+pub fn parse_guest_mem(s: &str) -> Result<String, String> {
+    let n = parse_size(s).map_err(|_| size_error("guest memory size", s))?;
+    if n < MIN_GUEST_MEM || !n.is_multiple_of(4096) {
+        return Err(format!("guest memory '{s}' must be a multiple of 4K and at least 1M"));
+    }
+    Ok(s.to_string())
+}
+
+/// `--trace`: comma-separated words, or `all`.
+pub fn parse_trace(s: &str) -> Result<String, String> {
+    let words: Vec<&str> = s.split(',').collect();
+    let ok = |w: &&str| w == &"all" || TRACE_WORDS.iter().any(|t| t == w || t.strip_suffix('s') == Some(w));
+    if let Some(bad) = words.iter().find(|w| !ok(w)) {
+        return Err(format!(
+            "unknown trace kind '{bad}'; valid: {}, all (comma-separated, e.g. faults,splits)",
+            TRACE_WORDS.join(", ")
+        ));
+    }
+    debug_assert!(hyp::trace::parse_mask(s).is_some());
+    Ok(s.to_string())
+}
+
+/// Combinations and files: checked before anything is built.
+pub fn check(a: &RunArgs) -> Result<()> {
+    if a.trace_vm.is_some() && a.trace.is_none() && a.trace_dump.is_none() {
+        bail!("--trace-vm filters traced events: give --trace KINDS or --trace-dump FORMAT with it");
+    }
+    if a.trace_buf.is_some() && a.trace.is_none() && a.trace_dump.is_none() {
+        bail!("--trace-buf sizes the trace ring: give --trace KINDS or --trace-dump FORMAT with it");
+    }
+    if a.linux && a.host.is_some() {
+        bail!("--linux boots Debian's kernel as the host; --host boots yours: give one of them");
+    }
+    let other_host = a.linux || a.host.is_some();
+    if a.host_initrd.is_some() && !other_host {
+        bail!("--host-initrd goes with --host IMAGE (the host shim takes its guests as its initrd)");
+    }
+    if a.host_initrd.is_some() && !a.guest.is_empty() {
+        bail!("--host-initrd and --guest both fill the host's initrd: give one of them");
+    }
+    if a.linux && a.host_initrd.is_some() {
+        bail!("--linux brings its own initramfs; use --host IMAGE --host-initrd FILE for yours");
+    }
+    if a.linux && !a.guest.is_empty() {
+        bail!("--guest runs guests under the host shim; the Linux host (--linux) does not run them");
+    }
+    if a.linux && a.scenario.is_some() {
+        bail!("--scenario picks a host-shim scenario; the Linux host (--linux) does not run them");
+    }
+    if a.dump_s2 && a.linux {
+        bail!("--dump-s2 is done by the host shim; the Linux host (--linux) does not do it");
+    }
+    let guests = a.guest.len().max(usize::from(!other_host));
+    if a.guest_mem.len() > guests {
+        bail!("{} --guest-mem value(s) for {} guest(s): one per --guest, in order", a.guest_mem.len(), guests);
+    }
+    for (what, p) in a
+        .host
+        .iter()
+        .map(|p| ("--host", p))
+        .chain(a.host_initrd.iter().map(|p| ("--host-initrd", p)))
+        .chain(a.guest.iter().map(|p| ("--guest", p)))
+    {
+        if !p.is_file() {
+            bail!("{what} {}: no such file", p.display());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// Parses and checks `cargo xtask run ARGS`; the error text on failure.
+    fn run(args: &str) -> Result<RunArgs, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("run").chain(args.split_whitespace())).map_err(|e| e.to_string())?;
+        check(&cli.run).map_err(|e| e.to_string())?;
+        Ok(cli.run)
+    }
+
+    fn err(args: &str) -> String {
+        run(args).map(|_| ()).expect_err(args)
+    }
+
+    #[test]
+    fn defaults_pass() {
+        let a = run("").unwrap();
+        assert_eq!((a.smp, a.mem.as_str(), a.log.as_str()), (1, "1G", "info"));
+        run("--smp 8 --mem 20G --log debug --trace faults,splits --trace-vm 1 --trace-buf 2048").unwrap();
+        run("--trace all --scenario guest-tests --guest-mem 1G").unwrap();
+        run("--trace-dump text --trace-vm 2").unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_valid_ones() {
+        let e = err("--trace bogus");
+        assert!(e.contains("unknown trace kind 'bogus'") && e.contains("faults, splits"), "{e}");
+        let e = err("--scenario nope");
+        assert!(e.contains("nope") && e.contains("guest-tests") && e.contains("hostile"), "{e}");
+        let e = err("--smp 0");
+        assert!(e.contains("1..=8"), "{e}");
+        assert!(err("--smp 9").contains("1..=8"));
+        let e = err("--mem 3x");
+        assert!(e.contains("bad memory size '3x'") && e.contains("512M"), "{e}");
+        assert!(err("--mem 64M").contains("128M..255G"));
+        assert!(err("--mem 300G").contains("128M..255G"));
+        assert!(err("--mem 200000000").contains("MiB"));
+        let e = err("--log loud");
+        assert!(e.contains("loud") && e.contains("debug"), "{e}");
+        assert!(err("--trace-dump json").contains("text"));
+        assert!(err("--trace-buf 0 --trace all").contains("1..=2048"));
+        assert!(err("--trace-buf 4096 --trace all").contains("1..=2048"));
+        assert!(err("--guest-mem 100K").contains("at least 1M"));
+        assert!(err("--timeout 0").contains("0"));
+        assert!(err("--trace-vm 0 --trace all").contains("1.."));
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        assert!(err("--trace-vm 1").contains("--trace KINDS"));
+        assert!(err("--trace-buf 8").contains("--trace KINDS"));
+        assert!(err("--host-initrd Cargo.toml").contains("goes with --host"));
+        assert!(err("--linux --host Cargo.toml").contains("give one of them"));
+        assert!(err("--linux --guest Cargo.toml").contains("does not run them"));
+        assert!(err("--linux --scenario boot").contains("does not run them"));
+        assert!(err("--guest-mem 8M --guest-mem 8M").contains("one per --guest"));
+        assert!(err("--host /nonexistent/Image").contains("no such file"));
+    }
+
+    /// The scenario list follows the host shim's dispatch.
+    #[test]
+    fn shim_scenarios_match_the_shim() {
+        let src = std::fs::read_to_string(crate::workspace_root().join("host-shim/src/scenarios/mod.rs")).unwrap();
+        let mut names: Vec<&str> =
+            src.lines().filter_map(|l| l.trim().strip_prefix('"')?.split_once("\" =>").map(|(n, _)| n)).collect();
+        let mut ours = SHIM_SCENARIOS.to_vec();
+        names.sort();
+        ours.sort();
+        assert_eq!(ours, names);
+    }
+
+    /// The limits follow the hyp's constants.
+    #[test]
+    fn limits_match_the_hyp() {
+        let root = crate::workspace_root();
+        let percpu = std::fs::read_to_string(root.join("hyp/src/percpu.rs")).unwrap();
+        assert!(percpu.contains(&format!("pub const MAX_CPUS: usize = {MAX_CPUS};")));
+        let tracebuf = std::fs::read_to_string(root.join("hyp/src/tracebuf.rs")).unwrap();
+        assert!(tracebuf.contains(&format!("pub const CAPACITY: usize = {MAX_TRACE_BUF};")));
+        for w in TRACE_WORDS {
+            assert!(hyp::trace::parse_mask(w).is_some_and(|m| m != 0), "{w}");
+        }
+    }
+}
