@@ -6,6 +6,7 @@ pub mod devices;
 pub mod fuzz;
 pub mod guests;
 pub mod hostile;
+pub mod leaks;
 pub mod smp;
 
 use el1_rt::BootInfo;
@@ -38,6 +39,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "devices" => devices::run(info, &mut hm, r),
+        "leaks" => leaks::run(&mut hm, &images, r),
         "bench" => bench::run(&mut hm, &images, r),
         "smp" => smp::run(&mut hm, &images, r, info),
         "fuzz" => fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or("")),
