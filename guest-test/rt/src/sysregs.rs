@@ -34,8 +34,19 @@ pub struct EntryRegs {
 const _: () = assert!(core::mem::offset_of!(EntryRegs, v) == 80);
 
 #[no_mangle]
-static mut EL1_RT_ENTRY: EntryRegs =
-    EntryRegs { gpr_or: 0, sp: 0, sctlr: 0, ttbr0: 0, tcr: 0, mair: 0, vbar: 0, cpacr: 0, fpcr: 0, fpsr: 0, v: [0; 64] };
+static mut EL1_RT_ENTRY: EntryRegs = EntryRegs {
+    gpr_or: 0,
+    sp: 0,
+    sctlr: 0,
+    ttbr0: 0,
+    tcr: 0,
+    mair: 0,
+    vbar: 0,
+    cpacr: 0,
+    fpcr: 0,
+    fpsr: 0,
+    v: [0; 64],
+};
 
 /// The entry state start.S recorded.
 pub fn entry() -> &'static EntryRegs {

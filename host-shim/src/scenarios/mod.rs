@@ -7,7 +7,9 @@ pub mod fuzz;
 pub mod guests;
 pub mod hostile;
 pub mod leaks;
+pub mod preempt;
 pub mod smp;
+pub mod traps;
 
 use el1_rt::BootInfo;
 
@@ -40,6 +42,9 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "hostile" => hostile::run(&mut hm, &images, r),
         "devices" => devices::run(info, &mut hm, r),
         "leaks" => leaks::run(&mut hm, &images, r),
+        "preempt" => preempt::run(&mut hm, &images, r),
+        "traps" => traps::run(&mut hm, &images, r),
+        "pmu-owned" => traps::pmu_owned(&mut hm, &images, r),
         "bench" => bench::run(&mut hm, &images, r),
         "smp" => smp::run(&mut hm, &images, r, info),
         "fuzz" => fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or("")),
