@@ -143,12 +143,6 @@ pub fn bench_cmd(
     hyp_features: Option<String>,
     append: Option<String>,
 ) -> Result<i32> {
-    // The hyp keeps the PMU from the host and guests and prohibits EL2
-    // counting unless told otherwise: the bench counts EL2 instructions.
-    let append = Some(match append {
-        Some(a) => format!("hyp.bench_pmu {a}"),
-        None => "hyp.bench_pmu".into(),
-    });
     let args = RunArgs {
         release,
         mem: "20G".into(),
