@@ -181,13 +181,13 @@ pub fn leaks_fresh(t: &mut Tally) {
     println!("guest: fresh VM readings reported");
 }
 
-/// `test=spin`: spins with interrupts masked, 2 s at a time, telling the
-/// host each time a spin ran to its end without being preempted.
+/// `test=spin`: spins with interrupts masked, 500 ms (50 time slices) at a
+/// time, telling the host each time a spin ran to its end.
 pub fn spin() -> ! {
     call(svc::SPIN_START, [0; 3]);
     loop {
         let (start, freq) = counter();
-        let end = start + 2 * freq;
+        let end = start + freq / 2;
         // SAFETY: a busy loop on the virtual counter, interrupts masked.
         unsafe {
             core::arch::asm!(

@@ -85,6 +85,7 @@ fn id_field(t: &mut Tally, reg: &str, value: u64, field: &str, shift: u32) {
 
 fn pmu(t: &mut Tally) {
     id_field(t, "ID_AA64DFR0_EL1", mrs!("id_aa64dfr0_el1"), "PMUVer", 8);
+    id_field(t, "ID_DFR0_EL1", mrs!("id_dfr0_el1"), "PerfMon", 24);
     raz_wi(t, "PMCR_EL0", 0x48, |v| msr!("pmcr_el0", v), || mrs!("pmcr_el0"));
     raz_wi(t, "PMSELR_EL0", 3, |v| msr!("pmselr_el0", v), || mrs!("pmselr_el0"));
     raz_wi(t, "PMCNTENSET_EL0", 1, |v| msr!("pmcntenset_el0", v), || mrs!("pmcntenset_el0"));
@@ -165,6 +166,7 @@ fn sve_sme(t: &mut Tally) {
     // 0b11): whatever still traps is the hyp's doing.
     msr!("cpacr_el1", mrs!("cpacr_el1") | (3 << 16) | (3 << 24));
     id_field(t, "ID_AA64PFR0_EL1", mrs!("id_aa64pfr0_el1"), "SVE", 32);
+    raz(t, "ID_AA64ZFR0_EL1", || mrs!("S3_0_C0_C4_4"));
     undef(t, "ZCR_EL1 read", || {
         mrs!("S3_0_C1_C2_0");
     });
@@ -176,6 +178,7 @@ fn sve_sme(t: &mut Tally) {
         };
     });
     id_field(t, "ID_AA64PFR1_EL1", mrs!("id_aa64pfr1_el1"), "SME", 24);
+    raz(t, "ID_AA64SMFR0_EL1", || mrs!("S3_0_C0_C4_5"));
     undef(t, "SMCR_EL1 read", || {
         mrs!("S3_0_C1_C2_6");
     });
