@@ -11,7 +11,11 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod abi;
 #[cfg(target_os = "none")]
+mod leaks;
+#[cfg(target_os = "none")]
 mod tests;
+#[cfg(target_os = "none")]
+mod traps;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -33,6 +37,11 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "block1g" => tests::block1g(&mut t),
         "isolation" => tests::isolation(&mut t),
         "bench" => tests::bench(&mut t),
+        "leaks" => leaks::leaks(&mut t),
+        "leaks-fresh" => leaks::leaks_fresh(&mut t),
+        "spin" => leaks::spin(),
+        "traps" => traps::traps(&mut t),
+        "pmu-owned" => traps::pmu_owned(&mut t),
         "fuzz" => {
             let seed = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("seed=")).and_then(|v| v.parse().ok());
             tests::fuzz(&mut t, seed.unwrap_or(1))

@@ -9,8 +9,23 @@ use crate::RunArgs;
 /// Hyp log levels (`hyp.log=`).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// The host shim's scenarios (`shim.test=NAME`, host-shim/src/scenarios/mod.rs).
-pub const SHIM_SCENARIOS: [&str; 11] =
-    ["boot", "demo", "guests", "guest-tests", "block1g", "two-vms", "hostile", "devices", "bench", "smp", "fuzz"];
+pub const SHIM_SCENARIOS: [&str; 15] = [
+    "boot",
+    "demo",
+    "guests",
+    "guest-tests",
+    "block1g",
+    "two-vms",
+    "hostile",
+    "devices",
+    "leaks",
+    "preempt",
+    "traps",
+    "pmu-owned",
+    "bench",
+    "smp",
+    "fuzz",
+];
 /// `--trace` words (hyp::trace::parse_mask).
 pub const TRACE_WORDS: [&str; 6] = ["faults", "splits", "merges", "transitions", "hypercalls", "injects"];
 /// `--trace-dump` formats.

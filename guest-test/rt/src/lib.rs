@@ -2,7 +2,8 @@
 //!
 //! Provides start-up (Image header, self-relocation, stack, bss), an
 //! identity-mapped MMU, exception vectors with a payload hook, the PL011
-//! console named by the DTB, SMCCC calls, and power-off.
+//! console named by the DTB, SMCCC calls, and power-off; the register
+//! table and shared page of the isolation tests.
 #![no_std]
 
 extern crate alloc;
@@ -10,12 +11,14 @@ extern crate alloc;
 pub mod bench;
 pub mod console;
 pub mod image;
+pub mod isolation;
 pub mod mmu;
 pub mod pmu;
 pub mod probe;
 pub mod rand;
 pub mod smccc;
 pub mod smp;
+pub mod sysregs;
 pub mod trap;
 
 use core::sync::atomic::{AtomicU64, Ordering};

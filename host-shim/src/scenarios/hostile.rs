@@ -1,5 +1,8 @@
 //! A hostile host: bad and malicious arguments to every host call. Each must
-//! be refused with the exact error and change nothing.
+//! be refused with the exact error and change nothing. Then the world
+//! switch seen from the host: no vCPU added after a VM ran, no guest
+//! register in an MMIO read exit, and an abort (not a hang) for a host
+//! instruction fetch from a page a guest shared.
 
 use el1_rt::println;
 use hyp_abi::errno::*;
@@ -8,7 +11,7 @@ use hyp_abi::host as abi;
 use crate::guests::GuestImage;
 use crate::hyp::{self, call, errno};
 use crate::mem::HostMem;
-use crate::report::{expect_abort, read64, Report};
+use crate::report::{expect_abort, read64, write64, Report};
 
 pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
     let page = hm.alloc(2 << 20, 2 << 20).expect("host memory");
@@ -98,4 +101,94 @@ pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
         "the page is the host's again after destroy",
     );
     hm.free(page, 2 << 20);
+    world_switch(hm, r);
+}
+
+/// A guest of 17 instructions at IPA 0x4000_0000 (hand-assembled):
+/// x5 = a secret; MMIO read into x5 at 0x0a00_0000 (exit 1); MEM_SHARE of
+/// IPA 0x4000_1000; MMIO read at 0x0a00_0000 (exit 2); PSCI SYSTEM_OFF.
+const PROG: [u32; 17] = [
+    0xd28b_d845, // movz x5, #0x5ec2
+    0xf2e3_d5e5, // movk x5, #0x1eaf, lsl #48
+    0xd2a1_4002, // movz x2, #0x0a00, lsl #16
+    0xf940_0045, // ldr  x5, [x2]
+    0xd280_0060, // movz x0, #0x0003
+    0xf2b8_c000, // movk x0, #0xc600, lsl #16   (MEM_SHARE)
+    0xd282_0001, // movz x1, #0x1000
+    0xf2a8_0001, // movk x1, #0x4000, lsl #16
+    0xaa1f_03e2, // mov  x2, xzr
+    0xaa1f_03e3, // mov  x3, xzr
+    0xd400_0002, // hvc  #0
+    0xd2a1_4002, // movz x2, #0x0a00, lsl #16
+    0xf940_0047, // ldr  x7, [x2]
+    0xd280_0100, // movz x0, #0x0008
+    0xf2b0_8000, // movk x0, #0x8400, lsl #16   (SYSTEM_OFF)
+    0xd400_0002, // hvc  #0
+    0x1400_0000, // b    .
+];
+/// The secret in x5 when the guest's first MMIO read exits.
+const SECRET: u64 = 0x1eaf_0000_0000_5ec2;
+const RET: u32 = 0xd65f_03c0;
+
+fn world_switch(hm: &mut HostMem, r: &mut Report) {
+    let mem = hm.alloc(2 << 20, 2 << 20).expect("host memory");
+    for (i, w) in PROG.iter().enumerate() {
+        let a = mem + 4 * i as u64;
+        let old = read64(a & !7);
+        let shift = (a & 4) * 8;
+        write64(a & !7, (old & !(0xffff_ffff << shift)) | ((*w as u64) << shift));
+    }
+    // The page the guest shares holds a `ret`: if a host fetch from it
+    // went through, the call would simply return.
+    write64(mem + 0x1000, RET as u64);
+    let h = match hyp::vm_create() {
+        Ok(h) => h,
+        Err(e) => {
+            println!("[host] vm_create: {e}");
+            r.fail("vm_create");
+            return;
+        }
+    };
+    r.expect(hyp::donate(h, mem, 0x4000_0000, 0x2000), 0, "world switch: donate the program's two pages");
+    r.check(hyp::vcpu_create(h, 0x4000_0000, 0) == Ok(0), "vcpu_create before the first run");
+    let run = |reply: u64| call(abi::VCPU_RUN, [h, 0, reply, 0, 0, 0]);
+    let e = run(0);
+    let mmio = matches!(e, Ok(e) if e[0] == abi::exit::MMIO && e[1] == 0x0a00_0000 && e[3] == 0);
+    r.check(mmio, "vcpu_run: the guest's MMIO read exits");
+    if let Ok(e) = e {
+        if e[4] != 0 {
+            println!("[host]   x6 = {:#x}{}", e[4], if e[4] == SECRET { " (the guest's secret)" } else { "" });
+        }
+        r.check(mmio && e[4] == 0, "MMIO read exit: x6 is 0, not the guest's register (it held a secret)");
+    }
+    r.expect(
+        hyp::vcpu_create(h, 0x4000_0000, 0).err().unwrap_or(0),
+        -EPERM,
+        "vcpu_create after the VM's first run is EPERM",
+    );
+    let e = run(0);
+    r.check(matches!(e, Ok(e) if e[0] == abi::exit::MMIO), "vcpu_run: the guest shared a page and exits again");
+    let shared = mem + 0x1000;
+    r.check(
+        expect_abort(|| {
+            read64(shared);
+        })
+        .is_none()
+            && read64(shared) == RET as u64,
+        "the host reads the page the guest shared",
+    );
+    // Last: without the fix this hangs the CPU (the runner's timeout).
+    println!("[host] world switch: the host branches into the page the guest shared");
+    let got = el1_rt::probe::call_expect_abort(shared);
+    if let Some((far, esr)) = got {
+        println!("[host] instruction abort delivered (FAR {:#x}, ESR {:#x})", far, esr);
+    }
+    r.check(
+        matches!(got, Some((far, esr)) if far == shared && (esr >> 26) & 0x3f == 0x21),
+        "a host instruction fetch from a page a guest shared gets an instruction abort",
+    );
+    let e = run(0);
+    r.check(matches!(e, Ok(e) if e[0] == abi::exit::SYSTEM_OFF), "vcpu_run: the guest powers off");
+    r.check(hyp::vm_destroy(h).is_ok(), "vm_destroy after the world-switch checks");
+    hm.free(mem, 2 << 20);
 }

@@ -6,7 +6,10 @@ pub mod devices;
 pub mod fuzz;
 pub mod guests;
 pub mod hostile;
+pub mod leaks;
+pub mod preempt;
 pub mod smp;
+pub mod traps;
 
 use el1_rt::BootInfo;
 
@@ -38,6 +41,10 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "devices" => devices::run(info, &mut hm, r),
+        "leaks" => leaks::run(&mut hm, &images, r),
+        "preempt" => preempt::run(&mut hm, &images, r),
+        "traps" => traps::run(&mut hm, &images, r),
+        "pmu-owned" => traps::pmu_owned(&mut hm, &images, r),
         "bench" => bench::run(&mut hm, &images, r),
         "smp" => smp::run(&mut hm, &images, r, info),
         "fuzz" => {
