@@ -1,14 +1,37 @@
-//! What the core needs from its surroundings: table pages, descriptor writes,
-//! TLB maintenance and page scrubbing. The EL2 binary implements it with the
-//! real allocator and `TLBI`; host tests implement it with recording fakes.
+//! What the core needs from its surroundings: table pages, descriptor writes
+//! and the barriers that publish them, TLB and cache maintenance, and page
+//! scrubbing. The EL2 binary implements it with the real allocator, `DSB`,
+//! `TLBI`, `DC` and `IC`; host tests implement it with a recording fake that
+//! checks the order of everything it is asked to do.
 
 /// A VMID as programmed into VTTBR_EL2 (8 bits used).
 pub type Vmid = u16;
 
+/// A stage-2 the hardware walks, as TLB maintenance must name it: the
+/// translation regime is selected by VTTBR_EL2 (root and VMID) and walked
+/// with the geometry in VTCR_EL2 (T0SZ, SL0). Invalidating a tree under any
+/// other (root, VMID) pair would invalidate, and let the walker fetch, the
+/// wrong thing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct S2Id {
+    pub vmid: Vmid,
+    /// PA of the (possibly concatenated) root table: VTTBR_EL2.BADDR.
+    pub root: u64,
+    /// VTCR_EL2.T0SZ of the tree.
+    pub t0sz: u8,
+    /// VTCR_EL2.SL0 of the tree (4 KiB granule encoding).
+    pub sl0: u8,
+}
+
 pub trait MmEnv {
-    /// One zeroed 4 KiB page for a table, by physical address.
+    /// One zeroed 4 KiB page for a table, by physical address. The zeroing
+    /// may still be in flight: [`MmEnv::publish_barrier`] orders it before
+    /// the page is installed.
     fn alloc_table(&mut self) -> Option<u64>;
-    /// Gives a table page back.
+    /// Gives a table page back. The caller has made it unreachable and, if
+    /// a walker could ever reach it, invalidated the TLBs since (a walker
+    /// may hold a table pointer until then). Implementations zero it, so a
+    /// page that leaves the tables never carries a descriptor.
     fn free_table(&mut self, pa: u64);
     /// `pages` physically contiguous zeroed pages aligned to their total size
     /// (a concatenated stage-2 root).
@@ -17,27 +40,53 @@ pub trait MmEnv {
     /// Pointer through which the hyp reaches the table page at `pa`.
     fn table_ptr(&self, pa: u64) -> *mut u64;
 
-    /// Writes one live descriptor. Implementations add the barrier that makes
-    /// the write visible to the table walker.
+    /// Writes one descriptor of a table page no walker can reach yet (a new
+    /// table being filled before it is installed). No barrier: one
+    /// [`MmEnv::publish_barrier`] orders all of them before the install.
     ///
     /// # Safety
-    /// `ptep` points at a descriptor inside a table page of a stage-2 the
+    /// `ptep` points at a descriptor of a page the caller took from
+    /// [`MmEnv::alloc_table`] and has not installed.
+    unsafe fn init_pte(&mut self, ptep: *mut u64, val: u64);
+
+    /// Orders every earlier write to table pages (the allocator's zeroing,
+    /// [`MmEnv::init_pte`]) before every later descriptor write, for the
+    /// table walkers of all CPUs: `DSB ISHST` on aarch64. Called between
+    /// filling a new table (or root) and making it reachable.
+    fn publish_barrier(&mut self);
+
+    /// Writes one live descriptor of tree `s2`: the entry at `level`
+    /// translating `[ipa, ipa + level size)`. Implementations add the
+    /// barrier that makes the write visible to the table walker.
+    ///
+    /// # Safety
+    /// `ptep` points at that descriptor, inside a table page of a stage-2 the
     /// caller holds (obtained through [`MmEnv::table_ptr`]).
-    unsafe fn write_pte(&mut self, ptep: *mut u64, val: u64) {
-        // SAFETY: `ptep` points into a table page owned by the caller's stage-2
-        // (derived from `table_ptr`), and descriptors are naturally aligned u64s.
-        unsafe { core::ptr::write_volatile(ptep, val) }
-    }
+    unsafe fn write_pte(&mut self, s2: &S2Id, ptep: *mut u64, ipa: u64, level: u8, val: u64);
 
-    /// Invalidates TLB entries for `ipa` (a leaf at `level`) in `vmid`:
-    /// DSB, TLBI IPAS2E1IS, DSB, TLBI VMALLE1IS, DSB, ISB on aarch64.
-    fn tlbi_ipa(&mut self, vmid: Vmid, ipa: u64, level: u8);
-    /// Invalidates all stage-1+2 entries of `vmid` (TLBI VMALLS12E1IS); used
-    /// when a table descriptor is removed.
-    fn tlbi_vmid(&mut self, vmid: Vmid);
+    /// Invalidates TLB entries of tree `s2` for `ipa` (a leaf at `level`):
+    /// with VTTBR/VTCR of `s2` loaded, DSB, TLBI IPAS2E1IS, DSB, TLBI
+    /// VMALLE1IS, DSB, ISB on aarch64.
+    fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, level: u8);
+    /// Invalidates all stage-1+2 entries of tree `s2` (TLBI VMALLS12E1IS with
+    /// its VTTBR/VTCR loaded); used when a table descriptor is removed and
+    /// when the tree is destroyed (before its VMID can be reused).
+    fn tlbi_vmid(&mut self, s2: &S2Id);
 
-    /// Zeroes (and cleans to the point of coherency) `size` bytes at `pa`.
+    /// Zeroes `size` bytes at `pa` (the caller then cleans them to the point
+    /// of coherency with [`MmEnv::dcache_clean_inval_poc`]).
     fn scrub(&mut self, pa: u64, size: u64);
+    /// Cleans and invalidates the data cache for `[pa, pa + size)` to the
+    /// point of coherency (DC CIVAC per line, then DSB ISH), so an observer
+    /// with its caches off (a guest before it turns its MMU on, the host
+    /// after a reclaim) sees what was last written, and no stale line
+    /// survives in the caches.
+    fn dcache_clean_inval_poc(&mut self, pa: u64, size: u64);
+    /// Invalidates the instruction caches for `[pa, pa + size)` to the point
+    /// of unification, for a new executable mapping; the data cache has been
+    /// cleaned first. Implementations may invalidate more (aarch64: IC
+    /// IALLUIS, DSB ISH, ISB).
+    fn icache_inval_pou(&mut self, pa: u64, size: u64);
 
     /// A block of stage-2 `who` at `ipa` (level `level`) was split (tracing).
     fn on_split(&mut self, _who: u16, _ipa: u64, _level: u8) {}

@@ -4,6 +4,10 @@
 //! - every page has exactly one owner: the host's view (its own, the hyp's,
 //!   or a guest's) agrees with the hyp's table and every guest's table, and
 //!   per VM the bytes it maps equal the bytes the host records for it;
+//! - the hyp's own memory (its recorded regions) is the hyp's own in the
+//!   host's view and owned in the hyp's table, all of it, always; nothing
+//!   else is annotated as the hyp's own, and no page the host donated lies
+//!   in it;
 //! - shared-owned on one side ⇔ shared-borrowed on exactly the other;
 //! - the host maps no hyp page and no guest-private page; its mappings are
 //!   identity maps of RAM (normal) or devices (device memory);
@@ -65,13 +69,14 @@ fn collect<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Vec<(u64, u64, Leaf)>,
     Ok(v)
 }
 
-/// Checks that every page of `[a, b)` in the host's view satisfies `ok`.
-fn host_range(host: &[(u64, u64, Leaf)], a: u64, b: u64, ok: impl Fn(Leaf) -> bool) -> bool {
-    // `host` is sorted; find the leaves overlapping [a, b) and require they
+/// Checks that every page of `[a, b)` in a view (`collect`ed: sorted, no
+/// unannotated gaps listed) satisfies `ok`.
+fn view_range(view: &[(u64, u64, Leaf)], a: u64, b: u64, ok: impl Fn(Leaf) -> bool) -> bool {
+    // `view` is sorted; find the leaves overlapping [a, b) and require they
     // cover it completely.
-    let i = host.partition_point(|&(_, e, _)| e <= a);
+    let i = view.partition_point(|&(_, e, _)| e <= a);
     let mut at = a;
-    for &(s, e, l) in &host[i..] {
+    for &(s, e, l) in &view[i..] {
         if s >= b {
             break;
         }
@@ -116,7 +121,7 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
     // The host's view: identity maps of RAM/devices; who owns the rest.
     let hv = collect(env, &host.pgt)?;
     sum.leaves += hv.len() as u64;
-    let (mut hyp_owned, mut host_shared, mut borrowed) = (0u64, 0u64, 0u64);
+    let (mut hyp_own, mut hyp_donated, mut host_shared, mut borrowed) = (0u64, 0u64, 0u64, 0u64);
     let mut per_vm: Vec<(u16, u64)> = Vec::new();
     for &(a, b, l) in &hv {
         match l {
@@ -136,7 +141,18 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
                     PageState::SharedBorrowed => borrowed += b - a,
                 }
             }
-            Leaf::Invalid(Owner::Hyp) => hyp_owned += b - a,
+            Leaf::Invalid(Owner::Hyp) => {
+                if !hyp.own.iter().any(|r| r.contains(a, b - a)) {
+                    return Err(bad("the host's stage-2 records the hyp's own memory outside its regions", a));
+                }
+                hyp_own += b - a;
+            }
+            Leaf::Invalid(Owner::HypDonated) => {
+                if hyp.overlaps_own(a, b - a) {
+                    return Err(bad("a page donated to the hyp lies in the hyp's own memory", a));
+                }
+                hyp_donated += b - a;
+            }
             Leaf::Invalid(Owner::Guest(h)) => match per_vm.iter_mut().find(|(x, _)| *x == h) {
                 Some(e) => e.1 += b - a,
                 None => {
@@ -150,8 +166,24 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
         }
     }
 
-    // The hyp's view agrees page by page.
+    // The hyp's own memory: RAM, the hyp's own in both views, all of it.
     let yv = collect(env, &hyp.pgt)?;
+    for (i, r) in hyp.own.iter().enumerate() {
+        if r.size == 0 || !host.ram.iter().any(|m| m.contains(r.base, r.size)) {
+            return Err(bad("the hyp's own memory is not RAM", r.base));
+        }
+        if hyp.own[..i].iter().any(|o| r.base < o.end() && o.base < r.end()) {
+            return Err(bad("the hyp's own regions overlap", r.base));
+        }
+        if !view_range(&hv, r.base, r.end(), |h| h == Leaf::Invalid(Owner::Hyp)) {
+            return Err(bad("the hyp's own memory is not the hyp's in the host's view", r.base));
+        }
+        if !view_range(&yv, r.base, r.end(), |y| matches!(y, Leaf::Mapped { state: PageState::Owned, .. })) {
+            return Err(bad("the hyp's own memory is not owned in the hyp's table", r.base));
+        }
+    }
+
+    // The hyp's view agrees page by page.
     sum.leaves += yv.len() as u64;
     let (mut y_owned, mut y_borrowed) = (0u64, 0u64);
     for &(a, b, l) in &yv {
@@ -164,11 +196,11 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
         let ok = match state {
             PageState::Owned => {
                 y_owned += b - a;
-                host_range(&hv, a, b, |h| h == Leaf::Invalid(Owner::Hyp))
+                view_range(&hv, a, b, |h| matches!(h, Leaf::Invalid(Owner::Hyp | Owner::HypDonated)))
             }
             PageState::SharedBorrowed => {
                 y_borrowed += b - a;
-                host_range(&hv, a, b, |h| matches!(h, Leaf::Mapped { state: PageState::SharedOwned, .. }))
+                view_range(&hv, a, b, |h| matches!(h, Leaf::Mapped { state: PageState::SharedOwned, .. }))
             }
             PageState::SharedOwned => false,
         };
@@ -176,8 +208,8 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
             return Err(bad("hyp and host disagree about a page", a));
         }
     }
-    if y_owned != hyp_owned {
-        return Err(bad("hyp-owned pages: host and hyp views differ in size", hyp_owned));
+    if y_owned != hyp_own + hyp_donated {
+        return Err(bad("hyp-owned pages: host and hyp views differ in size", hyp_own + hyp_donated));
     }
     if y_borrowed != host_shared {
         return Err(bad("pages shared with the hyp: host and hyp views differ in size", host_shared));
@@ -200,11 +232,11 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
             let ok = match state {
                 PageState::Owned => {
                     private += b - a;
-                    host_range(&hv, pa, end, |h| h == Leaf::Invalid(Owner::Guest(g.handle)))
+                    view_range(&hv, pa, end, |h| h == Leaf::Invalid(Owner::Guest(g.handle)))
                 }
                 PageState::SharedOwned => {
                     g_shared += b - a;
-                    host_range(&hv, pa, end, |h| matches!(h, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))
+                    view_range(&hv, pa, end, |h| matches!(h, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))
                 }
                 PageState::SharedBorrowed => false,
             };

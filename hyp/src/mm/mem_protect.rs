@@ -7,6 +7,18 @@
 //! locks (host, then hyp, then VM, in that order: the `&mut` arguments), the
 //! whole range is checked on both sides, all table pages are allocated, then
 //! both sides are committed. A refused call changes nothing.
+//!
+//! The hyp holds two kinds of page, told apart in the host's stage-2 and
+//! recorded independently in [`HypMm::own`]: its own memory
+//! ([`Owner::Hyp`]: image, stacks, page pool, tables, per-CPU data), which
+//! never leaves it, and pages the host donated ([`Owner::HypDonated`]), the
+//! only ones it gives back.
+//!
+//! Memory a guest gets is cleaned (and invalidated) to the point of
+//! coherency, and the instruction cache invalidated, after the host lost it
+//! and before the guest can see it: a guest may run with its caches off.
+//! Memory the host gets back from a guest is zeroed and cleaned to the point
+//! of coherency after the guest lost it and before the host can see it.
 
 use alloc::vec::Vec;
 
@@ -38,16 +50,30 @@ impl Region {
 pub struct HostMm {
     pub pgt: Stage2,
     pub pins: Pins,
-    /// RAM (the hyp's own part is annotated as hyp-owned in `pgt`).
+    /// RAM (the hyp's own part is annotated [`Owner::Hyp`] in `pgt`).
     pub ram: Vec<Region>,
     /// Device MMIO regions the host may map.
     pub devices: Vec<Region>,
 }
 
-/// The hyp's own view: pages donated to it or shared with it.
+/// The hyp's own view: its own memory, pages donated to it or shared with it.
 #[derive(Debug)]
 pub struct HypMm {
     pub pgt: Stage2,
+    /// The hyp's own memory ([`hyp_claim_own`]): never given to anyone.
+    pub own: Vec<Region>,
+}
+
+impl HypMm {
+    pub fn new(pgt: Stage2) -> Self {
+        HypMm { pgt, own: Vec::new() }
+    }
+
+    /// Does `[pa, pa + size)` overlap the hyp's own memory?
+    pub fn overlaps_own(&self, pa: u64, size: u64) -> bool {
+        let end = pa.saturating_add(size);
+        self.own.iter().any(|r| pa < r.end() && r.base < end)
+    }
 }
 
 /// One guest's memory: IPA → PA.
@@ -291,13 +317,16 @@ pub fn host_donate_hyp<E: MmEnv>(
     let t = HostHyp {
         host_before: host_owns,
         hyp_before: nothing,
-        host_after: |_| Leaf::Invalid(Owner::Hyp),
+        host_after: |_| Leaf::Invalid(Owner::HypDonated),
         hyp_after: |pa| owned(pa, HYP_MEM, PageState::Owned),
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
 
-/// hyp → host donation (the pages come back unmapped; the host faults them in).
+/// hyp → host donation (RECLAIM_HYP): only pages the host donated come back
+/// (unmapped; the host faults them in). The hyp's own memory is refused
+/// (`Perm`) twice over: its host-side annotation is [`Owner::Hyp`], not
+/// [`Owner::HypDonated`], and it lies in [`HypMm::own`].
 pub fn hyp_donate_host<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
@@ -305,13 +334,43 @@ pub fn hyp_donate_host<E: MmEnv>(
     pa: u64,
     size: u64,
 ) -> Result<(), Error> {
+    host.check_ram(pa, size)?;
+    if hyp.overlaps_own(pa, size) {
+        return Err(Error::Perm);
+    }
     let t = HostHyp {
-        host_before: |l| l == Leaf::Invalid(Owner::Hyp),
+        host_before: |l| l == Leaf::Invalid(Owner::HypDonated),
         hyp_before: |l| matches!(l, Leaf::Mapped { state: PageState::Owned, .. }),
         host_after: |_| Leaf::Invalid(Owner::None),
         hyp_after: |_| Leaf::Invalid(Owner::None),
     };
     host_hyp(env, host, hyp, pa, size, t)
+}
+
+/// Records `[pa, pa + size)` (host RAM the host has not been given yet) as
+/// the hyp's own memory, for good: [`Owner::Hyp`] in the host's stage-2,
+/// owned in the hyp's table, and in [`HypMm::own`]. Boot records the
+/// carve-out this way.
+pub fn hyp_claim_own<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    hyp: &mut HypMm,
+    pa: u64,
+    size: u64,
+) -> Result<(), Error> {
+    host.check_ram(pa, size)?;
+    if hyp.own.try_reserve(1).is_err() {
+        return Err(Error::NoMem);
+    }
+    let t = HostHyp {
+        host_before: host_owns,
+        hyp_before: nothing,
+        host_after: |_| Leaf::Invalid(Owner::Hyp),
+        hyp_after: |pa| owned(pa, HYP_MEM, PageState::Owned),
+    };
+    host_hyp(env, host, hyp, pa, size, t)?;
+    hyp.own.push(Region { base: pa, size });
+    Ok(())
 }
 
 /// host → guest donation of `[pa, pa + size)` at guest `ipa`: the guest owns
@@ -332,11 +391,24 @@ pub fn host_donate_guest<E: MmEnv>(
     check_all(env, &host.pgt, pa, size, host_owns)?;
     check_all(env, &guest.pgt, ipa, size, |l| l == Leaf::Invalid(Owner::None))?;
     let h = guest.handle;
-    commit_pair(
-        env,
-        (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Guest(h))),
-        (&mut guest.pgt, ipa, size, owned(pa, GUEST_RAM, PageState::Owned)),
-    )
+    let uh = host.pgt.prepare(env, pa, size, Leaf::Invalid(Owner::Guest(h)))?;
+    let ug = match guest.pgt.prepare(env, ipa, size, owned(pa, GUEST_RAM, PageState::Owned)) {
+        Ok(u) => u,
+        Err(e) => {
+            uh.cancel(env);
+            return Err(e);
+        }
+    };
+    // The host loses the pages (and its TLB entries) first; then whatever
+    // it wrote is pushed to memory and no line of it stays cached; only then
+    // can the guest, perhaps with its caches off, see them.
+    host.pgt.commit(env, uh);
+    env.dcache_clean_inval_poc(pa, size);
+    if GUEST_RAM.perm.x {
+        env.icache_inval_pou(pa, size);
+    }
+    guest.pgt.commit(env, ug);
+    Ok(())
 }
 
 /// guest → host share (MEM_SHARE): guest OWNED → SHARED_OWNED in place; the
@@ -427,9 +499,11 @@ fn reclaim<E: MmEnv>(
         }
     };
     // Unmap from the guest first, so nobody can see the page while it is
-    // scrubbed, then hand it to the host.
+    // scrubbed; the zeroes reach memory before the host (perhaps with its
+    // caches off) can see the page.
     guest.pgt.commit(env, ug);
     env.scrub(pa, size);
+    env.dcache_clean_inval_poc(pa, size);
     host.pgt.commit(env, uh);
     Ok(())
 }

@@ -7,8 +7,15 @@
 //! allow; a block is split only when part of it changes, only as deep as
 //! needed; a table whose 512 entries become uniform is merged back into a
 //! block. Live valid entries are changed with break-before-make.
+//!
+//! Trees the hardware walks (those with a VMID) follow the rules a walker
+//! on another CPU imposes: a new table is filled, then a barrier orders its
+//! contents before the descriptor that installs it; every TLB invalidation
+//! names the tree (root and VMID) and the IPA of the entry it covers; a table
+//! page is freed only after an invalidation issued once it became
+//! unreachable.
 
-use super::env::{MmEnv, Vmid};
+use super::env::{MmEnv, S2Id, Vmid};
 use super::memcache::Memcache;
 use super::prot::Leaf;
 use super::pte;
@@ -107,6 +114,10 @@ impl Stage2 {
     pub fn new<E: MmEnv>(env: &mut E, ipa_bits: u8, vmid: Option<Vmid>) -> Result<Self, Error> {
         let (start_level, root_pages) = geometry_for(ipa_bits).ok_or(Error::Inval)?;
         let root = env.alloc_root(root_pages).ok_or(Error::NoMem)?;
+        if vmid.is_some() {
+            // The root's zeroing must be visible before VTTBR can name it.
+            env.publish_barrier();
+        }
         let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
         Ok(Stage2 {
             geo: Geometry { root, start_level, root_entries },
@@ -138,6 +149,10 @@ impl Stage2 {
     }
     pub fn vmid(&self) -> Option<Vmid> {
         self.vmid
+    }
+    /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
+    pub fn s2_id(&self) -> Option<S2Id> {
+        self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz() as u8, sl0: self.sl0() as u8 })
     }
     /// One past the highest IPA.
     pub fn ipa_limit(&self) -> u64 {
@@ -222,7 +237,7 @@ impl Stage2 {
             start: u.start,
             end: u.end,
             new: u.new,
-            vmid: self.vmid,
+            s2: self.s2_id(),
             who: self.who,
             cache: &mut u.cache,
             stats: &mut self.stats,
@@ -256,8 +271,15 @@ impl Stage2 {
         v.0
     }
 
-    /// Frees every table page, root included.
+    /// Frees every table page, root included. The caller guarantees that no
+    /// CPU runs on this tree any more; for a tree the hardware walks, one
+    /// VMID-wide invalidation first removes every TLB and walk-cache entry
+    /// of it, so no walker holds a table page that is freed and the VMID can
+    /// be given to another tree.
     pub fn destroy<E: MmEnv>(self, env: &mut E) {
+        if let Some(s2) = self.s2_id() {
+            env.tlbi_vmid(&s2);
+        }
         let base = env.table_ptr(self.geo.root);
         for i in 0..self.geo.root_entries {
             // SAFETY: i < root_entries, inside the (concatenated) root.
@@ -287,7 +309,8 @@ impl Stage2 {
     }
 }
 
-/// Frees a detached subtree (no longer reachable by any walker).
+/// Frees a detached subtree (no longer reachable by any walker, and
+/// invalidated since).
 fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
     let mut n = 1;
     if level < 3 {
@@ -408,7 +431,8 @@ struct SetVisitor<'a> {
     start: u64,
     end: u64,
     new: Leaf,
-    vmid: Option<Vmid>,
+    /// `None` for a bookkeeping tree.
+    s2: Option<S2Id>,
     who: u16,
     cache: &'a mut Memcache,
     stats: &'a mut Stats,
@@ -423,10 +447,11 @@ impl SetVisitor<'_> {
 
     #[inline]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        if self.vmid.is_some() {
+        if let Some(s2) = &self.s2 {
             // SAFETY: e.ptep comes from the walker, inside this tree's
-            // tables, which the caller of commit holds.
-            unsafe { env.write_pte(e.ptep, val) };
+            // tables, which the caller of commit holds; it translates
+            // e.base at e.level.
+            unsafe { env.write_pte(s2, e.ptep, e.base, e.level, val) };
         } else {
             // A bookkeeping tree: no hardware walks it, so no barrier and no
             // break-before-make are needed.
@@ -437,15 +462,15 @@ impl SetVisitor<'_> {
     }
 
     fn tlbi_ipa<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
-        if let Some(vmid) = self.vmid {
-            env.tlbi_ipa(vmid, e.base, e.level);
+        if let Some(s2) = &self.s2 {
+            env.tlbi_ipa(s2, e.base, e.level);
             self.stats.tlbis += 1;
         }
     }
 
     fn tlbi_vmid<E: MmEnv>(&mut self, env: &mut E) {
-        if let Some(vmid) = self.vmid {
-            env.tlbi_vmid(vmid);
+        if let Some(s2) = &self.s2 {
+            env.tlbi_vmid(s2);
             self.stats.tlbis += 1;
         }
     }
@@ -466,7 +491,9 @@ impl SetVisitor<'_> {
         }
     }
 
-    /// Replaces a table descriptor by the leaf `val`; returns the old table.
+    /// Replaces a table descriptor by the leaf `val`; returns the old table,
+    /// unreachable and invalidated (VMID-wide: a walker may have cached the
+    /// table pointer for any IPA below it), so it may be freed.
     fn replace_table<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) -> u64 {
         if pte::is_valid(val) {
             self.write(env, e, 0);
@@ -488,7 +515,11 @@ impl SetVisitor<'_> {
         for i in 0..ENTRIES {
             // SAFETY: `table` is a fresh page from the cache that no walker
             // can reach yet; i < 512.
-            unsafe { core::ptr::write(p.add(i), pte::child_of(e.pte, child, i as u64 * csize)) };
+            unsafe { env.init_pte(p.add(i), pte::child_of(e.pte, child, i as u64 * csize)) };
+        }
+        if self.s2.is_some() {
+            // The zeroing and the 512 entries before the table descriptor.
+            env.publish_barrier();
         }
         self.stats.splits += 1;
         self.stats.tables_allocated += 1;

@@ -63,8 +63,12 @@ pub enum Owner {
     /// Nobody recorded: in the host stage-2 this means "host-owned, not
     /// faulted in yet"; in other stage-2s, "no page".
     None,
-    /// The hypervisor.
+    /// The hypervisor's own memory (image, stacks, page pool with its
+    /// tables, per-CPU data): it never leaves the hyp.
     Hyp,
+    /// A page the host donated to the hyp (DONATE_HYP): the hyp holds it
+    /// until it gives it back (RECLAIM_HYP). Only in the host's stage-2.
+    HypDonated,
     /// A guest VM, by handle.
     Guest(u16),
 }

@@ -3,7 +3,9 @@
 //! Valid leaf: bit 0 valid, bit 1 page (level 3) / block (0, levels 1-2),
 //! MemAttr[5:2], S2AP[7:6], SH[9:8], AF[10], output address [47:12],
 //! XN[54:53], software bits [56:55] = [`PageState`].
-//! Invalid entry (bit 0 clear): bits [9:2] owner id, bits [31:16] VM handle.
+//! Invalid entry (bit 0 clear): bits [9:2] owner id (0 none, 1 the hyp's own
+//! memory, 2 a guest, 3 donated to the hyp by the host), bits [31:16] VM
+//! handle.
 
 use super::prot::{Attrs, Leaf, MemType, Owner, PageState, Perm};
 
@@ -33,6 +35,7 @@ const HANDLE_SHIFT: u32 = 16;
 const HANDLE_MASK: u64 = 0xffff << HANDLE_SHIFT;
 const OWNER_ID_HYP: u64 = 1;
 const OWNER_ID_GUEST: u64 = 2;
+const OWNER_ID_HYP_DONATED: u64 = 3;
 
 #[inline]
 pub const fn is_valid(pte: u64) -> bool {
@@ -86,6 +89,7 @@ pub const fn encode_owner(owner: Owner) -> u64 {
     match owner {
         Owner::None => 0,
         Owner::Hyp => OWNER_ID_HYP << OWNER_SHIFT,
+        Owner::HypDonated => OWNER_ID_HYP_DONATED << OWNER_SHIFT,
         Owner::Guest(h) => (OWNER_ID_GUEST << OWNER_SHIFT) | ((h as u64) << HANDLE_SHIFT),
     }
 }
@@ -95,6 +99,7 @@ pub fn decode(pte: u64) -> Leaf {
     if !is_valid(pte) {
         let owner = match (pte & OWNER_MASK) >> OWNER_SHIFT {
             OWNER_ID_HYP => Owner::Hyp,
+            OWNER_ID_HYP_DONATED => Owner::HypDonated,
             OWNER_ID_GUEST => Owner::Guest(((pte & HANDLE_MASK) >> HANDLE_SHIFT) as u16),
             _ => Owner::None,
         };
@@ -135,6 +140,7 @@ mod tests {
         let leaves = [
             Leaf::Invalid(Owner::None),
             Leaf::Invalid(Owner::Hyp),
+            Leaf::Invalid(Owner::HypDonated),
             Leaf::Invalid(Owner::Guest(0xbeef)),
             Leaf::Mapped { pa: 0x4020_0000, attrs: Attrs::NORMAL_RWX, state: PageState::Owned },
             Leaf::Mapped { pa: 0x9000_0000, attrs: Attrs::DEVICE_RW, state: PageState::SharedOwned },
@@ -167,5 +173,8 @@ mod tests {
         assert_eq!(child_of(b, 3, 0x1000) & 0b11, 0b11);
         assert_eq!(child_of(b, 3, 0x1000) & OA_MASK, 0x4020_1000);
         assert_eq!(encode_owner(Owner::Guest(3)), (2 << 2) | (3 << 16));
+        // The hyp's own memory and pages donated to it are told apart.
+        assert_eq!(encode_owner(Owner::Hyp), 1 << 2);
+        assert_eq!(encode_owner(Owner::HypDonated), 3 << 2);
     }
 }

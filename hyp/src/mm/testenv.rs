@@ -1,29 +1,122 @@
 //! A recording [`MmEnv`] for host tests: table pages from the host heap
 //! (their addresses serve as PAs), an optional allocation limit, and a log of
-//! descriptor writes and TLB invalidations for break-before-make checks.
+//! everything the core asked of the hardware. QEMU's TCG models no caches and
+//! no speculative walks, so the rules real hardware imposes are checked here,
+//! on the log ([`TestEnv::check_log`]):
+//!
+//! - break-before-make: no valid entry becomes a different valid one, and an
+//!   entry made invalid is not made valid again before a TLB invalidation;
+//! - every entry made invalid is invalidated before the operation ends, by a
+//!   TLBI that names its tree (VMID and root) and its IPA and level (or the
+//!   whole tree);
+//! - a table is installed only after a barrier that follows its zeroing and
+//!   every write into it;
+//! - a table page is freed only after a TLB invalidation of its tree that
+//!   covers it, issued after it became unreachable (or, when its tree is
+//!   destroyed, after the tree's last write), and a root only after a
+//!   VMID-wide invalidation issued after the tree's last write.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
-use super::env::{MmEnv, Vmid};
-use super::pte;
+use super::env::{MmEnv, S2Id};
+use super::{level_size, pte, PAGE_SIZE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    Write { ptep: u64, old: u64, new: u64 },
-    TlbiIpa { vmid: Vmid, ipa: u64, level: u8 },
-    TlbiVmid { vmid: Vmid },
-    Scrub { pa: u64, size: u64 },
+    /// A zeroed table page from the allocator (the zeroing writes it).
+    AllocTable {
+        pa: u64,
+    },
+    FreeTable {
+        pa: u64,
+    },
+    AllocRoot {
+        pa: u64,
+        pages: usize,
+    },
+    FreeRoot {
+        pa: u64,
+        pages: usize,
+    },
+    /// A descriptor written into a table page not installed yet.
+    Init {
+        ptep: u64,
+        val: u64,
+    },
+    /// The publish barrier (DSB ISHST).
+    Barrier,
+    /// A live descriptor of `s2` translating `ipa` at `level`.
+    Write {
+        s2: S2Id,
+        ptep: u64,
+        ipa: u64,
+        level: u8,
+        old: u64,
+        new: u64,
+    },
+    TlbiIpa {
+        s2: S2Id,
+        ipa: u64,
+        level: u8,
+    },
+    TlbiVmid {
+        s2: S2Id,
+    },
+    Scrub {
+        pa: u64,
+        size: u64,
+    },
+    CleanInvalPoc {
+        pa: u64,
+        size: u64,
+    },
+    IcacheInval {
+        pa: u64,
+        size: u64,
+    },
+}
+
+/// An installed table page, as the checker follows it.
+#[derive(Clone, Copy, Debug)]
+struct Tab {
+    s2: S2Id,
+    /// IPA range its parent entry translates.
+    base: u64,
+    size: u64,
+    /// The page holding its table descriptor.
+    parent: u64,
+    published: u64,
+    /// When its descriptor was overwritten.
+    detached: Option<u64>,
+}
+
+/// What the checker knows across calls (tables outlive one operation).
+#[derive(Debug, Default)]
+struct Walkers {
+    seq: u64,
+    /// Table pages handed out and not installed: written since the last
+    /// barrier?
+    fresh: BTreeMap<u64, bool>,
+    tabs: BTreeMap<u64, Tab>,
+    /// Entries made invalid and not invalidated yet: ptep → (tree, IPA, level).
+    pending: BTreeMap<u64, (S2Id, u64, u8)>,
+    /// Last VMID-wide invalidation per tree, last by-IPA one per (tree, IPA).
+    vmid_tlbi: BTreeMap<S2Id, u64>,
+    ipa_tlbi: BTreeMap<(S2Id, u64), u64>,
+    /// Last live write per tree, by root.
+    last_write: BTreeMap<u64, u64>,
 }
 
 pub struct TestEnv {
-    /// Live allocations: pa → pages.
-    pub live: BTreeMap<u64, usize>,
+    /// Live allocations: pa → (pages, is a root).
+    live: BTreeMap<u64, (usize, bool)>,
     /// Allocations still allowed (None: unlimited).
     pub budget: Option<usize>,
     pub log: Vec<Event>,
     pub record: bool,
+    w: Walkers,
 }
 
 impl Default for TestEnv {
@@ -34,11 +127,11 @@ impl Default for TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
-        TestEnv { live: BTreeMap::new(), budget: None, log: Vec::new(), record: true }
+        TestEnv { live: BTreeMap::new(), budget: None, log: Vec::new(), record: true, w: Walkers::default() }
     }
     /// Non-root table pages alive.
     pub fn tables_live(&self) -> usize {
-        self.live.values().filter(|&&n| n == 1).count()
+        self.live.values().filter(|(_, root)| !root).count()
     }
     fn take(&mut self) -> bool {
         match &mut self.budget {
@@ -50,39 +143,12 @@ impl TestEnv {
             None => true,
         }
     }
-    /// Checks the break-before-make rule over the log, then clears it: no
-    /// valid entry is replaced by a different valid one, and an entry made
-    /// invalid is not made valid again before a TLB invalidation.
-    pub fn check_bbm(&mut self) {
-        let mut pending: BTreeMap<u64, ()> = BTreeMap::new();
-        for ev in self.log.drain(..) {
-            match ev {
-                Event::Write { ptep, old, new } => {
-                    if pte::is_valid(old) && pte::is_valid(new) && old != new {
-                        panic!("valid→valid at {ptep:#x}: {old:#x} → {new:#x}");
-                    }
-                    if pte::is_valid(old) && !pte::is_valid(new) {
-                        pending.insert(ptep, ());
-                    }
-                    if pte::is_valid(new) && pending.contains_key(&ptep) {
-                        panic!("entry {ptep:#x} made valid before TLBI");
-                    }
-                }
-                Event::TlbiIpa { .. } | Event::TlbiVmid { .. } => pending.clear(),
-                Event::Scrub { .. } => {}
-            }
+    fn push(&mut self, ev: Event) {
+        if self.record {
+            self.log.push(ev);
         }
     }
-}
-
-impl MmEnv for TestEnv {
-    fn alloc_table(&mut self) -> Option<u64> {
-        self.alloc_root(1)
-    }
-    fn free_table(&mut self, pa: u64) {
-        self.free_root(pa, 1)
-    }
-    fn alloc_root(&mut self, pages: usize) -> Option<u64> {
+    fn alloc(&mut self, pages: usize, root: bool) -> Option<u64> {
         if !self.take() {
             return None;
         }
@@ -90,39 +156,194 @@ impl MmEnv for TestEnv {
         // SAFETY: layout has non-zero size.
         let p = unsafe { alloc_zeroed(layout) } as u64;
         assert!(p != 0 && p & pte::OA_MASK == p);
-        self.live.insert(p, pages);
+        self.live.insert(p, (pages, root));
         Some(p)
     }
-    fn free_root(&mut self, pa: u64, pages: usize) {
-        assert_eq!(self.live.remove(&pa), Some(pages), "double or bad free of {pa:#x}");
+    fn free(&mut self, pa: u64, pages: usize, root: bool) {
+        assert_eq!(self.live.remove(&pa), Some((pages, root)), "double or bad free of {pa:#x}");
         let layout = Layout::from_size_align(pages * 4096, pages * 4096).unwrap();
         // SAFETY: allocated above with this layout.
         unsafe { dealloc(pa as *mut u8, layout) };
     }
+
+    /// Checks the log against the rules in the module comment, then clears
+    /// it. Call it between operations (an operation ends with nothing
+    /// pending); the state of installed tables carries over to the next call.
+    pub fn check_log(&mut self) {
+        let log = core::mem::take(&mut self.log);
+        let w = &mut self.w;
+        for ev in log {
+            w.seq += 1;
+            let now = w.seq;
+            match ev {
+                Event::AllocTable { pa } => {
+                    assert!(!w.tabs.contains_key(&pa), "allocator handed out installed table {pa:#x}");
+                    w.fresh.insert(pa, true);
+                }
+                Event::FreeTable { pa } => {
+                    w.fresh.remove(&pa);
+                    if let Some(t) = w.tabs.remove(&pa) {
+                        let since = w.unreachable_since(&t);
+                        assert!(
+                            w.covered(&t, since),
+                            "table {pa:#x} (vmid {}, ipa {:#x}) freed with no TLB invalidation covering it since it became unreachable",
+                            t.s2.vmid,
+                            t.base
+                        );
+                    }
+                }
+                Event::AllocRoot { .. } => {}
+                Event::FreeRoot { pa, .. } => {
+                    if let Some(last) = w.last_write.remove(&pa) {
+                        let flushed = w.vmid_tlbi.iter().any(|(s2, &t)| s2.root == pa && t > last);
+                        assert!(flushed, "root {pa:#x} freed with no VMID-wide invalidation since its last write");
+                    }
+                    assert!(w.tabs.values().all(|t| t.s2.root != pa), "root {pa:#x} freed before its tables");
+                }
+                Event::Init { ptep, .. } => {
+                    let page = ptep & !(PAGE_SIZE - 1);
+                    assert!(!w.tabs.contains_key(&page), "init write into installed table {page:#x}");
+                    match w.fresh.get_mut(&page) {
+                        Some(dirty) => *dirty = true,
+                        None => panic!("init write into {page:#x}, not a fresh table page"),
+                    }
+                }
+                Event::Barrier => w.fresh.values_mut().for_each(|d| *d = false),
+                Event::Write { s2, ptep, ipa, level, old, new } => {
+                    w.last_write.insert(s2.root, now);
+                    if pte::is_valid(old) && pte::is_valid(new) && old != new {
+                        panic!("valid→valid at {ptep:#x}: {old:#x} → {new:#x}");
+                    }
+                    if pte::is_valid(new) && w.pending.contains_key(&ptep) {
+                        panic!("entry {ptep:#x} made valid before TLBI");
+                    }
+                    if pte::is_valid(old) && !pte::is_valid(new) {
+                        w.pending.insert(ptep, (s2, ipa, level));
+                    }
+                    if pte::is_table(old, level) && old != new {
+                        let t = pte::table_pa(old);
+                        match w.tabs.get_mut(&t) {
+                            Some(tab) => tab.detached = Some(now),
+                            None => panic!("table descriptor to unknown table {t:#x} removed"),
+                        }
+                    }
+                    if pte::is_table(new, level) && old != new {
+                        let t = pte::table_pa(new);
+                        match w.fresh.remove(&t) {
+                            Some(false) => {
+                                let tab = Tab {
+                                    s2,
+                                    base: ipa,
+                                    size: level_size(level),
+                                    parent: ptep & !(PAGE_SIZE - 1),
+                                    published: now,
+                                    detached: None,
+                                };
+                                w.tabs.insert(t, tab);
+                            }
+                            Some(true) => panic!(
+                                "table {t:#x} installed at ipa {ipa:#x} before its contents were ordered (no barrier between its writes and the install)"
+                            ),
+                            None => panic!("installed {t:#x}, not a fresh table page"),
+                        }
+                    }
+                }
+                Event::TlbiIpa { s2, ipa, level } => {
+                    w.pending.retain(|_, p| *p != (s2, ipa, level));
+                    w.ipa_tlbi.insert((s2, ipa), now);
+                }
+                Event::TlbiVmid { s2 } => {
+                    w.pending.retain(|_, p| p.0 != s2);
+                    w.vmid_tlbi.insert(s2, now);
+                }
+                Event::Scrub { .. } | Event::CleanInvalPoc { .. } | Event::IcacheInval { .. } => {}
+            }
+        }
+        if let Some((ptep, (s2, ipa, level))) = w.pending.pop_first() {
+            panic!(
+                "entry {ptep:#x} (vmid {}, root {:#x}, ipa {ipa:#x}, level {level}) made invalid with no TLBI naming its tree and IPA",
+                s2.vmid, s2.root
+            );
+        }
+    }
+}
+
+impl Walkers {
+    /// Since when no walker can reach the table `t`: when it or the nearest
+    /// ancestor was detached; for a table still reachable (its tree being
+    /// destroyed), the tree's last write.
+    fn unreachable_since(&self, t: &Tab) -> u64 {
+        let mut cur = *t;
+        for _ in 0..8 {
+            if let Some(d) = cur.detached {
+                return d;
+            }
+            match self.tabs.get(&cur.parent) {
+                Some(p) => cur = *p,
+                None => break,
+            }
+        }
+        t.published.max(self.last_write.get(&t.s2.root).copied().unwrap_or(0))
+    }
+
+    /// Was `t`'s tree invalidated, whole or at an IPA under `t`, after `since`?
+    fn covered(&self, t: &Tab, since: u64) -> bool {
+        self.vmid_tlbi.get(&t.s2).is_some_and(|&s| s > since)
+            || self.ipa_tlbi.range((t.s2, t.base)..(t.s2, t.base + t.size)).any(|(_, &s)| s > since)
+    }
+}
+
+impl MmEnv for TestEnv {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let pa = self.alloc(1, false)?;
+        self.push(Event::AllocTable { pa });
+        Some(pa)
+    }
+    fn free_table(&mut self, pa: u64) {
+        self.push(Event::FreeTable { pa });
+        self.free(pa, 1, false)
+    }
+    fn alloc_root(&mut self, pages: usize) -> Option<u64> {
+        let pa = self.alloc(pages, true)?;
+        self.push(Event::AllocRoot { pa, pages });
+        Some(pa)
+    }
+    fn free_root(&mut self, pa: u64, pages: usize) {
+        self.push(Event::FreeRoot { pa, pages });
+        self.free(pa, pages, true)
+    }
     fn table_ptr(&self, pa: u64) -> *mut u64 {
         pa as *mut u64
     }
-    unsafe fn write_pte(&mut self, ptep: *mut u64, val: u64) {
+    unsafe fn init_pte(&mut self, ptep: *mut u64, val: u64) {
+        self.push(Event::Init { ptep: ptep as u64, val });
+        // SAFETY: ptep points into a live test table page.
+        unsafe { core::ptr::write(ptep, val) };
+    }
+    fn publish_barrier(&mut self) {
+        self.push(Event::Barrier);
+    }
+    unsafe fn write_pte(&mut self, s2: &S2Id, ptep: *mut u64, ipa: u64, level: u8, val: u64) {
         // SAFETY: ptep points into a live test table page.
         let old = unsafe { core::ptr::read(ptep) };
-        if self.record {
-            self.log.push(Event::Write { ptep: ptep as u64, old, new: val });
-        }
+        self.push(Event::Write { s2: *s2, ptep: ptep as u64, ipa, level, old, new: val });
         // SAFETY: as above.
         unsafe { core::ptr::write(ptep, val) };
     }
-    fn tlbi_ipa(&mut self, vmid: Vmid, ipa: u64, level: u8) {
-        if self.record {
-            self.log.push(Event::TlbiIpa { vmid, ipa, level });
-        }
+    fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, level: u8) {
+        self.push(Event::TlbiIpa { s2: *s2, ipa, level });
     }
-    fn tlbi_vmid(&mut self, vmid: Vmid) {
-        if self.record {
-            self.log.push(Event::TlbiVmid { vmid });
-        }
+    fn tlbi_vmid(&mut self, s2: &S2Id) {
+        self.push(Event::TlbiVmid { s2: *s2 });
     }
     fn scrub(&mut self, pa: u64, size: u64) {
-        self.log.push(Event::Scrub { pa, size });
+        self.push(Event::Scrub { pa, size });
+    }
+    fn dcache_clean_inval_poc(&mut self, pa: u64, size: u64) {
+        self.push(Event::CleanInvalPoc { pa, size });
+    }
+    fn icache_inval_pou(&mut self, pa: u64, size: u64) {
+        self.push(Event::IcacheInval { pa, size });
     }
 }
 

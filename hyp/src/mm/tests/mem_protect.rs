@@ -17,6 +17,9 @@ pub const K4: u64 = 4096;
 /// Host RAM in these tests: 64 MiB at 1 GiB.
 pub const RAM: u64 = G;
 pub const RAM_SIZE: u64 = 64 << 20;
+/// The hyp's own memory in these tests (as boot records its carve-out): two
+/// pages just above the model's busiest slots, and a whole 2 MiB block.
+pub const HYP_OWN: [(u64, u64); 2] = [(RAM + 8 * K4, 2 * K4), (RAM + 7 * M2, M2)];
 
 pub struct World {
     pub env: TestEnv,
@@ -29,12 +32,15 @@ impl World {
     pub fn new() -> Self {
         let mut env = TestEnv::new();
         let host_pgt = Stage2::new(&mut env, 40, Some(0)).unwrap();
-        let hyp = HypMm { pgt: Stage2::new(&mut env, 40, None).unwrap() };
-        let host = HostMm::new(
+        let mut hyp = HypMm::new(Stage2::new(&mut env, 40, None).unwrap());
+        let mut host = HostMm::new(
             host_pgt,
             vec![Region { base: RAM, size: RAM_SIZE }],
             vec![Region { base: 0x0900_0000, size: 0x1000 }],
         );
+        for (base, size) in HYP_OWN {
+            hyp_claim_own(&mut env, &mut host, &mut hyp, base, size).unwrap();
+        }
         let guests = (1..=2).map(|h| GuestMm { pgt: Stage2::new(&mut env, 40, Some(h)).unwrap(), handle: h }).collect();
         World { env, host, hyp, guests }
     }
@@ -66,7 +72,7 @@ impl World {
             all.push(&g.pgt);
         }
         check_alloc(env, &all);
-        env.check_bbm();
+        env.check_log();
         let gs: Vec<&GuestMm> = guests.iter().collect();
         if let Err(v) = crate::mm::invariants::check(env, host, hyp, &gs) {
             panic!("invariant violated: {} at {:#x}", v.what, v.addr);
@@ -79,6 +85,7 @@ impl World {
         for g in guests {
             g.pgt.destroy(&mut env);
         }
+        env.check_log();
         env.assert_no_leaks();
     }
 }
@@ -143,8 +150,9 @@ fn share_and_unshare_with_hyp() {
 fn donate_to_hyp_and_back() {
     let mut w = World::new();
     let pa = RAM + M2;
+    let tables = w.host.pgt.table_pages();
     host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, M2).unwrap();
-    assert_eq!(w.host_leaf(pa + K4), Leaf::Invalid(Owner::Hyp));
+    assert_eq!(w.host_leaf(pa + K4), Leaf::Invalid(Owner::HypDonated));
     // A 2M-aligned donation is one entry in each table.
     assert_eq!(w.host.pgt.lookup(&mut w.env, pa).unwrap().level, 2);
     refused!(w, Error::Perm, host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4));
@@ -153,7 +161,7 @@ fn donate_to_hyp_and_back() {
     refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa, M2 + K4));
     hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa, M2).unwrap();
     assert_eq!(w.host_leaf(pa), Leaf::Invalid(Owner::None));
-    assert_eq!(w.host.pgt.table_pages(), 0, "merged back to nothing");
+    assert_eq!(w.host.pgt.table_pages(), tables, "merged back");
     w.check();
     w.finish();
 }
@@ -161,7 +169,7 @@ fn donate_to_hyp_and_back() {
 #[test]
 fn donate_to_guest_uses_blocks() {
     let mut w = World::new();
-    let pa = RAM + 4 * M2;
+    let pa = RAM + 8 * M2;
     let [g, ..] = &mut w.guests[..] else { unreachable!() };
     host_donate_guest(&mut w.env, &mut w.host, g, pa, G, 4 * M2).unwrap();
     assert_eq!(w.host_leaf(pa + K4), Leaf::Invalid(Owner::Guest(1)));
@@ -216,9 +224,10 @@ fn guest_share_unshare_and_pins() {
     w.host.unpin(got).unwrap();
     assert_eq!(w.host.unpin(got), Err(Error::Inval));
     // Unshare: host mapping gone (with TLBI) before the guest sees it private.
-    w.env.log.clear();
+    w.env.check_log();
     guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4).unwrap();
-    let tlbi_host = w.env.log.iter().position(|e| matches!(e, Event::TlbiIpa { vmid: 0, .. })).unwrap();
+    let host_s2 = w.host.pgt.s2_id().unwrap();
+    let tlbi_host = w.env.log.iter().position(|e| *e == Event::TlbiIpa { s2: host_s2, ipa: got, level: 3 }).unwrap();
     let guest_write = w.env.log.iter().rposition(|e| matches!(e, Event::Write { .. })).unwrap();
     assert!(tlbi_host < guest_write);
     assert_eq!(w.host_leaf(got), Leaf::Invalid(Owner::Guest(1)));
@@ -233,7 +242,7 @@ fn relinquish_scrubs_and_returns() {
     let mut w = World::new();
     let pa = guest_with_memory(&mut w);
     let ipa = G + 3 * K4;
-    w.env.log.clear();
+    w.env.check_log();
     assert_eq!(guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4), Ok(pa + 3 * K4));
     assert!(w.env.log.contains(&Event::Scrub { pa: pa + 3 * K4, size: K4 }));
     assert_eq!(w.host_leaf(pa + 3 * K4), Leaf::Invalid(Owner::None));
@@ -250,6 +259,7 @@ fn relinquish_scrubs_and_returns() {
 #[test]
 fn teardown_reclaims_everything_and_respects_pins() {
     let mut w = World::new();
+    let host_tables = w.host.pgt.table_pages();
     let pa = guest_with_memory(&mut w);
     let shared = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 7 * K4, K4).unwrap();
     w.host.pin(&mut w.env, shared, false).unwrap();
@@ -265,7 +275,14 @@ fn teardown_reclaims_everything_and_respects_pins() {
     }
     let scrubbed: u64 = w.env.log.iter().map(|e| if let Event::Scrub { size, .. } = e { *size } else { 0 }).sum();
     assert_eq!(scrubbed, 4 * M2);
-    assert_eq!(w.host.pgt.table_pages(), 0);
+    // Each scrubbed range is cleaned to the point of coherency right away,
+    // before the host's stage-2 changes.
+    for (i, e) in w.env.log.iter().enumerate() {
+        if let Event::Scrub { pa, size } = *e {
+            assert_eq!(w.env.log[i + 1], Event::CleanInvalPoc { pa, size });
+        }
+    }
+    assert_eq!(w.host.pgt.table_pages(), host_tables);
     assert_eq!(guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]), Ok(0));
     w.check();
     w.finish();
@@ -297,13 +314,15 @@ fn one_gib_guest_needs_no_tables_until_a_share() {
     let mut w = World::new();
     // Host RAM in World is 64 MiB; give this test a 1 GiB-aligned RAM bank.
     w.host.ram.push(Region { base: 4 * G, size: G });
+    // (The host's tables so far record the carve-out.)
+    let t = w.host.pgt.table_pages();
     host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], 4 * G, G, G).unwrap();
     assert_eq!((w.guests[0].pgt.table_pages(), w.guest_leaf(0, G + 123 * K4).1), (0, 1));
-    assert_eq!(w.host.pgt.table_pages(), 0, "the host records the donation in one 1G entry");
+    assert_eq!(w.host.pgt.table_pages(), t, "the host records the donation in one 1G entry");
     guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
-    assert_eq!((w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()), (2, 2));
+    assert_eq!((w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()), (2, t + 2));
     guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
-    assert_eq!((w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()), (0, 0));
+    assert_eq!((w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()), (0, t));
     w.check();
     w.finish();
 }
@@ -342,6 +361,131 @@ fn invariant_checker_catches_corruption() {
     assert_ne!(corrupt(&mut w, 0, got, stolen), "nothing found");
     w.check();
     w.host.unpin(got).unwrap();
+    w.finish();
+}
+
+/// Index of the first event of `log` matching `f` (panics if none).
+fn first(log: &[Event], f: impl Fn(&Event) -> bool) -> usize {
+    log.iter().position(f).expect("event missing from the log")
+}
+
+#[test]
+fn hyp_own_memory_never_goes_to_the_host() {
+    let mut w = World::new();
+    let (small, small_size) = HYP_OWN[0];
+    let (block, block_size) = HYP_OWN[1];
+    assert_eq!(w.host_leaf(small + K4), Leaf::Invalid(Owner::Hyp));
+    assert_eq!(w.host_leaf(block + M2 - K4), Leaf::Invalid(Owner::Hyp));
+    // RECLAIM_HYP of the hyp's own pages: EPERM, whole or in part.
+    for (pa, size) in [(small, K4), (small + K4, K4), (small, small_size), (block, block_size), (block + 5 * K4, K4)] {
+        refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa, size));
+    }
+    // Nor does any other transition hand them out.
+    refused!(w, Error::Perm, w.host.handle_fault(&mut w.env, block + 123));
+    refused!(w, Error::Perm, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, small, K4));
+    refused!(w, Error::Perm, host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, block, K4));
+    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], small, G, K4));
+    refused!(w, Error::Perm, hyp_claim_own(&mut w.env, &mut w.host, &mut w.hyp, block, K4));
+    // Donated pages right next to them still make the round trip.
+    let donated = small + small_size;
+    host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, donated, 2 * K4).unwrap();
+    assert_eq!(w.host_leaf(donated + K4), Leaf::Invalid(Owner::HypDonated));
+    w.check();
+    refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, small + K4, 3 * K4));
+    hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, donated, 2 * K4).unwrap();
+    assert_eq!(w.host_leaf(donated), Leaf::Invalid(Owner::None));
+    assert_eq!(w.host_leaf(small + K4), Leaf::Invalid(Owner::Hyp));
+    assert_eq!(w.hyp.own.len(), 2);
+    w.check();
+    w.finish();
+}
+
+#[test]
+fn checker_reports_hyp_memory_handed_to_the_host() {
+    use crate::mm::invariants::check;
+    fn run(w: &mut World) -> Option<&'static str> {
+        let gs: Vec<&GuestMm> = w.guests.iter().collect();
+        check(&mut w.env, &w.host, &w.hyp, &gs).err().map(|v| v.what)
+    }
+    // What the old hyp_donate_host did with a carve-out page (it took any
+    // page hyp-owned on both sides): neither view says the hyp's any more.
+    let mut w = World::new();
+    assert_eq!(run(&mut w), None);
+    let pa = HYP_OWN[1].0 + 3 * K4;
+    w.host.pgt.set(&mut w.env, pa, K4, Leaf::Invalid(Owner::None)).unwrap();
+    w.hyp.pgt.set(&mut w.env, pa, K4, Leaf::Invalid(Owner::None)).unwrap();
+    assert_eq!(run(&mut w), Some("the hyp's own memory is not the hyp's in the host's view"));
+    // ... and the host then mapping it, as it could.
+    assert!(w.host.handle_fault(&mut w.env, pa).is_ok());
+    assert_eq!(run(&mut w), Some("the hyp's own memory is not the hyp's in the host's view"));
+    w.env.check_log();
+    w.finish();
+
+    let mut w = World::new();
+    let own = HYP_OWN[0].0;
+    // A carve-out page annotated as donated (so RECLAIM_HYP would take it).
+    w.host.pgt.set(&mut w.env, own, K4, Leaf::Invalid(Owner::HypDonated)).unwrap();
+    assert_eq!(run(&mut w), Some("a page donated to the hyp lies in the hyp's own memory"));
+    w.host.pgt.set(&mut w.env, own, K4, Leaf::Invalid(Owner::Hyp)).unwrap();
+    assert_eq!(run(&mut w), None);
+    // The hyp's table loses one of its own pages.
+    w.hyp.pgt.set(&mut w.env, own, K4, Leaf::Invalid(Owner::None)).unwrap();
+    assert_eq!(run(&mut w), Some("the hyp's own memory is not owned in the hyp's table"));
+    let hyp_page = Leaf::Mapped { pa: own, attrs: Attrs::NORMAL_RW, state: PageState::Owned };
+    w.hyp.pgt.set(&mut w.env, own, K4, hyp_page).unwrap();
+    assert_eq!(run(&mut w), None);
+    // The hyp's own annotation on a page outside its regions.
+    let out = RAM + 40 * K4;
+    w.host.pgt.set(&mut w.env, out, K4, Leaf::Invalid(Owner::Hyp)).unwrap();
+    let hyp_page = Leaf::Mapped { pa: out, attrs: Attrs::NORMAL_RW, state: PageState::Owned };
+    w.hyp.pgt.set(&mut w.env, out, K4, hyp_page).unwrap();
+    assert_eq!(run(&mut w), Some("the host's stage-2 records the hyp's own memory outside its regions"));
+    w.host.pgt.set(&mut w.env, out, K4, Leaf::Invalid(Owner::HypDonated)).unwrap();
+    assert_eq!(run(&mut w), None, "a donated page there is fine");
+    w.env.check_log();
+    w.finish();
+}
+
+#[test]
+fn donation_cleans_caches_before_the_guest_sees_the_pages() {
+    let mut w = World::new();
+    let pa = RAM + 4 * M2;
+    // The host has used the memory: mapped (and cached) on its side.
+    w.host.handle_fault(&mut w.env, pa).unwrap();
+    w.env.check_log();
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa, G, M2).unwrap();
+    let log = w.env.log.clone();
+    let (host_s2, guest_s2) = (w.host.pgt.s2_id().unwrap(), w.guests[0].pgt.s2_id().unwrap());
+    let host_gone = first(&log, |e| *e == Event::TlbiIpa { s2: host_s2, ipa: pa, level: 2 });
+    let clean = first(&log, |e| *e == Event::CleanInvalPoc { pa, size: M2 });
+    let icache = first(&log, |e| *e == Event::IcacheInval { pa, size: M2 });
+    let guest_sees =
+        first(&log, |e| matches!(e, Event::Write { s2, new, .. } if *s2 == guest_s2 && crate::mm::pte::is_valid(*new)));
+    assert!(host_gone < clean && clean < icache && icache < guest_sees, "{log:?}");
+    assert!(log[..clean].iter().all(|e| !matches!(e, Event::Write { s2, .. } if *s2 == guest_s2)));
+    // A refused donation touches no cache.
+    w.env.check_log();
+    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], pa, G, K4));
+    assert!(!w.env.log.iter().any(|e| matches!(e, Event::CleanInvalPoc { .. } | Event::IcacheInval { .. })));
+    w.check();
+    w.finish();
+}
+
+#[test]
+fn reclaimed_pages_are_zeroed_and_cleaned_before_the_host_sees_them() {
+    let mut w = World::new();
+    let pa = guest_with_memory(&mut w) + 3 * K4;
+    w.env.check_log();
+    let ipa = G + 3 * K4;
+    guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4).unwrap();
+    let log = w.env.log.clone();
+    let (host_s2, guest_s2) = (w.host.pgt.s2_id().unwrap(), w.guests[0].pgt.s2_id().unwrap());
+    let guest_gone = first(&log, |e| *e == Event::TlbiIpa { s2: guest_s2, ipa, level: 3 });
+    let scrub = first(&log, |e| *e == Event::Scrub { pa, size: K4 });
+    let clean = first(&log, |e| *e == Event::CleanInvalPoc { pa, size: K4 });
+    let host_write = first(&log, |e| matches!(e, Event::Write { s2, .. } if *s2 == host_s2));
+    assert!(guest_gone < scrub && scrub < clean && clean < host_write, "{log:?}");
+    w.check();
     w.finish();
 }
 

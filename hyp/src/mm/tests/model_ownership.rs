@@ -1,6 +1,9 @@
 //! Property test: random sequences of ownership transitions, host faults and
 //! pins against a per-page reference model. After every step the three kinds
-//! of table must say exactly what the model says, for every page.
+//! of table must say exactly what the model says, for every page. The model
+//! knows the hyp's own memory (which never leaves it) from pages the host
+//! donated to the hyp (which RECLAIM_HYP gives back), and checks the cache
+//! maintenance around every donation to a guest and every reclaim.
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -8,10 +11,11 @@ use std::vec;
 use std::vec::Vec;
 
 use super::helpers::leaves;
-use super::mem_protect::{World, G, K4, M2, RAM};
+use super::mem_protect::{World, G, HYP_OWN, K4, M2, RAM};
 use crate::mm::mem_protect::*;
 use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
-use crate::mm::Error;
+use crate::mm::testenv::Event;
+use crate::mm::{pte, Error};
 
 /// The model covers the first 16 MiB of the test RAM.
 const PAGES: u64 = 4096;
@@ -21,9 +25,18 @@ const IPA_SPAN: u64 = 32 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Own {
-    Host { mapped: bool, shared: bool },
-    Hyp,
-    Guest { h: u16, shared: bool },
+    Host {
+        mapped: bool,
+        shared: bool,
+    },
+    /// Donated by the host (DONATE_HYP).
+    HypDonated,
+    /// The hyp's own memory (the test's carve-out).
+    HypOwn,
+    Guest {
+        h: u16,
+        shared: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -57,12 +70,25 @@ enum Op {
 fn addr() -> impl Strategy<Value = u64> {
     prop_oneof![
         10 => (0..8u64).prop_map(|p| RAM + p * K4),
+        2 => own_addr(),
         4 => (0..PAGES).prop_map(|p| RAM + p * K4),
         2 => (0..8u64).prop_map(|b| RAM + b * M2),
         1 => Just(RAM + SPAN - K4),
         1 => any::<u64>(),
         1 => (0..PAGES).prop_map(|p| RAM + p * K4 + 8),
     ]
+}
+
+/// A page of the hyp's own memory, or the base of one of its regions.
+fn own_addr() -> impl Strategy<Value = u64> {
+    (0..HYP_OWN.len(), 0..4u64, any::<bool>()).prop_map(|(r, p, base)| {
+        let (b, size) = HYP_OWN[r];
+        if base {
+            b
+        } else {
+            b + (p * K4) % size
+        }
+    })
 }
 
 fn ipa() -> impl Strategy<Value = u64> {
@@ -86,6 +112,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (addr(), len()).prop_map(|(a, n)| Op::UnshareHyp(a, n)),
         4 => (addr(), len()).prop_map(|(a, n)| Op::DonateHyp(a, n)),
         4 => (addr(), len()).prop_map(|(a, n)| Op::HypDonateHost(a, n)),
+        3 => (own_addr(), len()).prop_map(|(a, n)| Op::HypDonateHost(a, n)),
         // Mostly at IPA = G + (PA - RAM), so slot k's PA backs slot k's IPA.
         16 => (g.clone(), addr(), len()).prop_map(|(g, a, n)| Op::DonateGuest(g, a, a.wrapping_sub(RAM).wrapping_add(G), n)),
         4 => (g.clone(), addr(), ipa(), len()).prop_map(|(g, a, i, n)| Op::DonateGuest(g, a, i, n)),
@@ -100,11 +127,12 @@ fn op() -> impl Strategy<Value = Op> {
 
 impl Model {
     fn new() -> Self {
-        Model {
-            pages: vec![Own::Host { mapped: false, shared: false }; PAGES as usize],
-            pins: vec![(0, false); PAGES as usize],
-            maps: [BTreeMap::new(), BTreeMap::new()],
+        let mut pages = vec![Own::Host { mapped: false, shared: false }; PAGES as usize];
+        for (base, size) in HYP_OWN {
+            let first = ((base - RAM) / K4) as usize;
+            pages[first..first + (size / K4) as usize].fill(Own::HypOwn);
         }
+        Model { pages, pins: vec![(0, false); PAGES as usize], maps: [BTreeMap::new(), BTreeMap::new()] }
     }
 
     /// Page indices of a host range, or Inval (as check_ram). The model's
@@ -160,7 +188,8 @@ fn expected_host(o: Own, pa: u64) -> Leaf {
         Own::Host { mapped: false, shared: false } => Leaf::Invalid(Owner::None),
         Own::Host { shared: false, .. } => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::Owned },
         Own::Host { shared: true, .. } => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned },
-        Own::Hyp => Leaf::Invalid(Owner::Hyp),
+        Own::HypDonated => Leaf::Invalid(Owner::HypDonated),
+        Own::HypOwn => Leaf::Invalid(Owner::Hyp),
         Own::Guest { h, shared: false } => Leaf::Invalid(Owner::Guest(h)),
         Own::Guest { shared: true, .. } => {
             Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed }
@@ -173,7 +202,7 @@ fn expected_hyp(o: Own, pa: u64) -> Leaf {
         Own::Host { shared: true, .. } => {
             Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed }
         }
-        Own::Hyp => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::Owned },
+        Own::HypDonated | Own::HypOwn => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::Owned },
         _ => Leaf::Invalid(Owner::None),
     }
 }
@@ -213,8 +242,11 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
                 return Err(Error::Perm);
             }
             for i in r {
-                m.pages[i] =
-                    if matches!(op, Op::ShareHyp(..)) { Own::Host { mapped: true, shared: true } } else { Own::Hyp };
+                m.pages[i] = if matches!(op, Op::ShareHyp(..)) {
+                    Own::Host { mapped: true, shared: true }
+                } else {
+                    Own::HypDonated
+                };
             }
             Ok(())
         }
@@ -228,7 +260,8 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
         }
         Op::HypDonateHost(a, n) => {
             let r = m.range(a, n)?;
-            if !r.clone().all(|i| m.pages[i] == Own::Hyp) {
+            // Only what the host donated; never the hyp's own memory.
+            if !r.clone().all(|i| m.pages[i] == Own::HypDonated) {
                 return Err(Error::Perm);
             }
             r.for_each(|i| m.pages[i] = Own::Host { mapped: false, shared: false });
@@ -375,6 +408,49 @@ fn compare(w: &mut World, m: &Model) {
     }
 }
 
+/// The log of one operation: a donation to a guest cleans the D-cache to
+/// PoC and invalidates the I-cache for exactly its range after the host's
+/// last change and before the guest's first valid entry; every scrub of a
+/// reclaim is cleaned to PoC before the host's stage-2 changes; a refused
+/// call does no maintenance.
+fn check_cache_maintenance(w: &World, op: &Op, ok: bool) {
+    let log = &w.env.log;
+    let host_s2 = w.host.pgt.s2_id().unwrap();
+    let cmo = |e: &Event| matches!(e, Event::CleanInvalPoc { .. } | Event::IcacheInval { .. } | Event::Scrub { .. });
+    if !ok {
+        assert!(!log.iter().any(cmo), "{op:?} refused, yet did cache maintenance");
+        return;
+    }
+    match *op {
+        Op::DonateGuest(g, pa, _, size) => {
+            let guest_s2 = w.guests[g].pgt.s2_id().unwrap();
+            let at = |want: Event| log.iter().position(|e| *e == want).unwrap_or_else(|| panic!("{op:?}: no {want:?}"));
+            let clean = at(Event::CleanInvalPoc { pa, size });
+            let icache = at(Event::IcacheInval { pa, size });
+            let host_last = log.iter().rposition(|e| match e {
+                Event::Write { s2, .. } | Event::TlbiIpa { s2, .. } | Event::TlbiVmid { s2 } => *s2 == host_s2,
+                _ => false,
+            });
+            let guest_first = log
+                .iter()
+                .position(|e| matches!(e, Event::Write { s2, new, .. } if *s2 == guest_s2 && pte::is_valid(*new)))
+                .unwrap();
+            assert!(host_last.is_none_or(|h| h < clean) && clean < icache && icache < guest_first, "{op:?}: {log:?}");
+        }
+        Op::Relinquish(..) | Op::Teardown(_) => {
+            for (i, e) in log.iter().enumerate() {
+                if let Event::Scrub { pa, size } = *e {
+                    assert_eq!(log.get(i + 1), Some(&Event::CleanInvalPoc { pa, size }), "{op:?}");
+                    let host_next =
+                        log[i..].iter().position(|e| matches!(e, Event::Write { s2, .. } if *s2 == host_s2));
+                    assert!(host_next.is_none_or(|n| n > 1), "{op:?}: host changed before the clean");
+                }
+            }
+        }
+        _ => assert!(!log.iter().any(cmo), "{op:?} did cache maintenance"),
+    }
+}
+
 /// Keeps generated host ranges inside the modelled 16 MiB (RAM is 64 MiB).
 fn in_model(op: &Op) -> bool {
     let ok = |a: u64, n: u64| !(RAM..RAM + (64 << 20)).contains(&a) || a.saturating_add(n) <= RAM + SPAN;
@@ -408,6 +484,7 @@ proptest! {
                 std::eprintln!("{:?} -> {:?}", op, want);
             }
             prop_assert_eq!(got, want, "{:?}", op);
+            check_cache_maintenance(&w, op, got.is_ok());
             compare(&mut w, &m);
             w.check();
         }

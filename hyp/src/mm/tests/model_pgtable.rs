@@ -132,7 +132,7 @@ proptest! {
             compare(&mut env, &s, &model);
             check_structure(&mut env, &s);
             check_alloc(&env, &[&s]);
-            env.check_bbm();
+            env.check_log();
         }
         s.destroy(&mut env);
     }

@@ -1,7 +1,10 @@
 //! Unit tests of the stage-2 engine: geometry, blocks, split, merge, BBM,
 //! two-phase failure.
 
+use std::vec::Vec;
+
 use super::helpers::*;
+use crate::mm::env::{MmEnv, S2Id};
 use crate::mm::pgtable::{geometry_for, Stage2};
 use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
 use crate::mm::testenv::{Event, TestEnv};
@@ -55,7 +58,7 @@ fn largest_blocks_are_used() {
     assert!(leaves(&mut env, &s, 4 * G, 4 * G + M2).iter().all(|x| x.2 == 3));
     check_structure(&mut env, &s);
     check_alloc(&env, &[&s]);
-    env.check_bbm();
+    env.check_log();
     s.destroy(&mut env);
 }
 
@@ -65,7 +68,7 @@ fn split_only_as_deep_as_needed_and_merge_back() {
     let mut s = Stage2::new(&mut env, 40, Some(7)).unwrap();
     s.set(&mut env, G, G, map(G)).unwrap();
     assert_eq!(s.table_pages(), 0);
-    env.log.clear();
+    env.check_log();
     // A 2M change inside the 1G block: one table (1G → 2M), no 4K tables.
     let shared = Leaf::Mapped { pa: G + 4 * M2, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned };
     s.set(&mut env, G + 4 * M2, M2, shared).unwrap();
@@ -73,9 +76,9 @@ fn split_only_as_deep_as_needed_and_merge_back() {
     // BBM order for the split: invalidate, TLBI, install table.
     let pos = |f: &dyn Fn(&Event) -> bool| env.log.iter().position(f).unwrap();
     let inval = pos(&|e| matches!(e, Event::Write { new: 0, .. }));
-    let tlbi = pos(&|e| matches!(e, Event::TlbiIpa { vmid: 7, ipa, level: 1 } if *ipa == G));
+    let tlbi = pos(&|e| matches!(e, Event::TlbiIpa { s2, ipa, level: 1 } if s2.vmid == 7 && *ipa == G));
     assert!(inval < tlbi);
-    env.check_bbm();
+    env.check_log();
     // A 4K change: one more table (2M → 4K).
     let page = Leaf::Mapped { pa: G + 8 * M2 + K4, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned };
     s.set(&mut env, G + 8 * M2 + K4, K4, page).unwrap();
@@ -87,7 +90,7 @@ fn split_only_as_deep_as_needed_and_merge_back() {
     assert_eq!(s.table_pages(), 0);
     assert_eq!(s.stats.merges, 2);
     assert_eq!(s.lookup(&mut env, G + 12345).unwrap().level, 1);
-    env.check_bbm();
+    env.check_log();
     check_alloc(&env, &[&s]);
     s.destroy(&mut env);
 }
@@ -133,8 +136,8 @@ fn overwriting_tables_frees_them() {
     s.set(&mut env, G, G, Leaf::Invalid(Owner::Guest(3))).unwrap();
     assert_eq!(s.table_pages(), 0);
     assert_eq!(env.tables_live(), 0);
-    assert!(env.log.iter().any(|e| matches!(e, Event::TlbiVmid { vmid: 1 })));
-    env.check_bbm();
+    assert!(env.log.iter().any(|e| matches!(e, Event::TlbiVmid { s2 } if s2.vmid == 1)));
+    env.check_log();
     s.destroy(&mut env);
 }
 
@@ -161,4 +164,188 @@ fn bookkeeping_tree_issues_no_tlbi() {
     s.set(&mut env, G, K4, Leaf::Invalid(Owner::None)).unwrap();
     assert!(!env.log.iter().any(|e| matches!(e, Event::TlbiIpa { .. } | Event::TlbiVmid { .. })));
     s.destroy(&mut env);
+}
+
+/// The events of `log` in order, as indices of the first matching each
+/// predicate (panics if one is missing).
+fn first(log: &[Event], f: impl Fn(&Event) -> bool) -> usize {
+    log.iter().position(f).expect("event missing from the log")
+}
+
+#[test]
+fn new_tables_are_ordered_before_they_are_installed() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(3)).unwrap();
+    s.set(&mut env, G, G, map(G)).unwrap();
+    env.check_log();
+    // 1G → 2M → 4K: two new tables, each filled, then a barrier, then installed.
+    s.set(&mut env, G + 5 * K4, K4, Leaf::Invalid(Owner::Hyp)).unwrap();
+    let log = env.log.clone();
+    let mut installs = 0;
+    for (i, e) in log.iter().enumerate() {
+        let Event::Write { new, level, .. } = *e else { continue };
+        if !crate::mm::pte::is_table(new, level) {
+            continue;
+        }
+        installs += 1;
+        let t = crate::mm::pte::table_pa(new);
+        let last_init =
+            log[..i].iter().rposition(|e| matches!(e, Event::Init { ptep, .. } if ptep & !(K4 - 1) == t)).unwrap();
+        let alloc = log[..i].iter().position(|e| *e == Event::AllocTable { pa: t }).unwrap();
+        assert!(alloc < last_init, "filled after it was allocated");
+        assert!(log[last_init..i].contains(&Event::Barrier), "no barrier between filling {t:#x} and installing it");
+    }
+    assert_eq!(installs, 2);
+    env.check_log();
+    s.destroy(&mut env);
+    env.check_log();
+}
+
+#[test]
+fn every_tlbi_names_its_tree_and_ipa() {
+    let mut env = TestEnv::new();
+    let mut a = Stage2::new(&mut env, 40, Some(1)).unwrap();
+    let mut b = Stage2::new(&mut env, 40, Some(2)).unwrap();
+    let (sa, sb) = (a.s2_id().unwrap(), b.s2_id().unwrap());
+    assert_eq!((sa.vmid, sa.root, sa.t0sz, sa.sl0), (1, a.root_pa(), 24, 1));
+    a.set(&mut env, G, M2, map(G)).unwrap();
+    b.set(&mut env, G, M2, map(G)).unwrap();
+    env.check_log();
+    a.set(&mut env, G, M2, Leaf::Invalid(Owner::None)).unwrap();
+    assert!(env.log.contains(&Event::TlbiIpa { s2: sa, ipa: G, level: 2 }));
+    env.check_log();
+    b.set(&mut env, G + 3 * K4, K4, Leaf::Invalid(Owner::None)).unwrap();
+    // The split of b's block: break, TLBI of b at the block, then the table.
+    assert!(env.log.contains(&Event::TlbiIpa { s2: sb, ipa: G, level: 2 }));
+    assert!(env.log.iter().all(|e| !matches!(e, Event::TlbiIpa { s2, .. } | Event::TlbiVmid { s2 } if *s2 == sa)));
+    env.check_log();
+    a.destroy(&mut env);
+    b.destroy(&mut env);
+    env.check_log();
+}
+
+#[test]
+fn tables_are_freed_only_after_an_invalidation() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(4)).unwrap();
+    let s2 = s.s2_id().unwrap();
+    s.set(&mut env, G, G, map(G)).unwrap();
+    s.set(&mut env, G + K4, K4, Leaf::Invalid(Owner::None)).unwrap();
+    env.check_log();
+    // Filling the hole merges both tables away: each is freed after the
+    // VMID-wide TLBI that follows its removal.
+    s.set(&mut env, G + K4, K4, map(G + K4)).unwrap();
+    let log = env.log.clone();
+    let frees: Vec<usize> = (0..log.len()).filter(|&i| matches!(log[i], Event::FreeTable { .. })).collect();
+    assert_eq!(frees.len(), 2);
+    for i in frees {
+        let Event::FreeTable { pa } = log[i] else { unreachable!() };
+        let detach = first(
+            &log,
+            |e| matches!(e, Event::Write { old, level, .. } if crate::mm::pte::is_table(*old, *level) && crate::mm::pte::table_pa(*old) == pa),
+        );
+        assert!(log[detach..i].contains(&Event::TlbiVmid { s2 }), "table {pa:#x} freed before a TLBI");
+    }
+    env.check_log();
+    s.destroy(&mut env);
+    env.check_log();
+}
+
+#[test]
+fn destroy_invalidates_the_vmid_before_freeing() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(9)).unwrap();
+    let s2 = s.s2_id().unwrap();
+    s.set(&mut env, G + K4, K4, map(G)).unwrap();
+    env.check_log();
+    s.destroy(&mut env);
+    assert_eq!(env.log[0], Event::TlbiVmid { s2 });
+    assert_eq!(env.log.iter().filter(|e| matches!(e, Event::FreeTable { .. })).count(), 2);
+    assert!(matches!(env.log.last(), Some(Event::FreeRoot { pa, .. }) if *pa == s2.root));
+    env.check_log();
+    env.assert_no_leaks();
+    // A bookkeeping tree has no VMID: nothing to invalidate.
+    let mut h = Stage2::new(&mut env, 40, None).unwrap();
+    h.set(&mut env, G + K4, K4, map(G)).unwrap();
+    h.destroy(&mut env);
+    assert!(!env.log.iter().any(|e| matches!(e, Event::TlbiIpa { .. } | Event::TlbiVmid { .. })));
+    env.check_log();
+}
+
+// The checker itself: logs that break each rule are caught.
+
+fn bad_env() -> (TestEnv, S2Id, u64) {
+    let mut env = TestEnv::new();
+    let root = env.alloc_root(1).unwrap();
+    let s2 = S2Id { vmid: 5, root, t0sz: 25, sl0: 1 };
+    (env, s2, root)
+}
+
+#[test]
+#[should_panic(expected = "before its contents were ordered")]
+fn checker_catches_a_table_installed_without_barrier() {
+    let (mut env, s2, root) = bad_env();
+    let t = env.alloc_table().unwrap();
+    // SAFETY: t is a fresh test page; root is a live test root.
+    unsafe {
+        env.init_pte(t as *mut u64, 0);
+        env.write_pte(&s2, root as *mut u64, 0, 1, crate::mm::pte::make_table(t));
+    }
+    env.check_log();
+}
+
+#[test]
+#[should_panic(expected = "no TLBI naming its tree and IPA")]
+fn checker_catches_a_tlbi_of_the_wrong_tree() {
+    let (mut env, s2, root) = bad_env();
+    let leaf = crate::mm::pte::encode(map(0), 1);
+    // SAFETY: root is a live test root.
+    unsafe {
+        env.write_pte(&s2, root as *mut u64, 0, 1, leaf);
+        env.write_pte(&s2, root as *mut u64, 0, 1, 0);
+    }
+    env.tlbi_ipa(&S2Id { vmid: 6, ..s2 }, 0, 1);
+    env.check_log();
+}
+
+#[test]
+#[should_panic(expected = "no TLBI naming its tree and IPA")]
+fn checker_catches_a_tlbi_of_the_wrong_ipa() {
+    let (mut env, s2, root) = bad_env();
+    let leaf = crate::mm::pte::encode(map(0), 1);
+    // SAFETY: root is a live test root.
+    unsafe {
+        env.write_pte(&s2, root as *mut u64, 0, 1, leaf);
+        env.write_pte(&s2, root as *mut u64, 0, 1, 0);
+    }
+    env.tlbi_ipa(&s2, G, 1);
+    env.check_log();
+}
+
+#[test]
+#[should_panic(expected = "freed with no TLB invalidation covering it")]
+fn checker_catches_a_table_freed_before_tlbi() {
+    let (mut env, s2, root) = bad_env();
+    let t = env.alloc_table().unwrap();
+    env.publish_barrier();
+    // SAFETY: root is a live test root.
+    unsafe {
+        env.write_pte(&s2, root as *mut u64, 0, 1, crate::mm::pte::make_table(t));
+        env.write_pte(&s2, root as *mut u64, 0, 1, 0);
+    }
+    // Freed while a walker may still hold it: the TLBI comes too late.
+    env.free_table(t);
+    env.tlbi_vmid(&s2);
+    env.check_log();
+}
+
+#[test]
+#[should_panic(expected = "with no VMID-wide invalidation")]
+fn checker_catches_a_root_freed_without_tlbi() {
+    let (mut env, s2, root) = bad_env();
+    let leaf = crate::mm::pte::encode(map(0), 1);
+    // SAFETY: root is a live test root.
+    unsafe { env.write_pte(&s2, root as *mut u64, 0, 1, leaf) };
+    env.free_root(root, 1);
+    env.check_log();
 }
