@@ -6,12 +6,12 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use hyp::mm::env::{MmEnv, Vmid};
+use hyp::mm::env::{MmEnv, S2Id};
 use hyp::mm::mem_protect::*;
 use hyp::mm::pgtable::Stage2;
 
-/// Table pages from the heap (their addresses serve as PAs); TLB
-/// maintenance and scrubbing are no-ops.
+/// Table pages from the heap (their addresses serve as PAs); barriers, TLB
+/// and cache maintenance and scrubbing are no-ops.
 struct BenchEnv;
 
 impl MmEnv for BenchEnv {
@@ -34,9 +34,20 @@ impl MmEnv for BenchEnv {
     fn table_ptr(&self, pa: u64) -> *mut u64 {
         pa as *mut u64
     }
-    fn tlbi_ipa(&mut self, _: Vmid, _: u64, _: u8) {}
-    fn tlbi_vmid(&mut self, _: Vmid) {}
+    unsafe fn init_pte(&mut self, ptep: *mut u64, val: u64) {
+        // SAFETY: ptep points into a live heap page (MmEnv::init_pte contract).
+        unsafe { core::ptr::write(ptep, val) }
+    }
+    fn publish_barrier(&mut self) {}
+    unsafe fn write_pte(&mut self, _: &S2Id, ptep: *mut u64, _: u64, _: u8, val: u64) {
+        // SAFETY: ptep points into a live heap page (MmEnv::write_pte contract).
+        unsafe { core::ptr::write_volatile(ptep, val) }
+    }
+    fn tlbi_ipa(&mut self, _: &S2Id, _: u64, _: u8) {}
+    fn tlbi_vmid(&mut self, _: &S2Id) {}
     fn scrub(&mut self, _: u64, _: u64) {}
+    fn dcache_clean_inval_poc(&mut self, _: u64, _: u64) {}
+    fn icache_inval_pou(&mut self, _: u64, _: u64) {}
 }
 
 const G: u64 = 1 << 30;

@@ -15,7 +15,11 @@ use crate::report::{expect_abort, read64, write64, Report};
 
 pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
     let page = hm.alloc(2 << 20, 2 << 20).expect("host memory");
+    // The hyp's carve-out on QEMU virt (see the boot scenario): its base, the
+    // hyp image in it, and a page of the page pool after the image.
     let hyp_base = 0x4000_0000u64;
+    let hyp_image = 0x4020_0000u64;
+    let hyp_pool_page = 0x4210_0000u64;
     let h = match hyp::vm_create() {
         Ok(h) => h,
         Err(e) => {
@@ -86,6 +90,22 @@ pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
         .is_none(),
         "host can use pages the hyp gave back",
     );
+    // The hyp's own memory never goes to the host: only pages the host
+    // donated come back.
+    for (pa, reclaim, still) in [
+        (hyp_base, "reclaim_hyp: the carve-out base is EPERM", "host still cannot read the carve-out base"),
+        (hyp_image, "reclaim_hyp: the hyp image is EPERM", "host still cannot read the hyp image"),
+        (hyp_pool_page, "reclaim_hyp: a page-pool page is EPERM", "host still cannot read the page-pool page"),
+    ] {
+        r.expect(errno(call(abi::RECLAIM_HYP, [pa, 4096, 0, 0, 0, 0])), -EPERM, reclaim);
+        r.check(
+            expect_abort(|| {
+                read64(pa);
+            })
+            .is_some(),
+            still,
+        );
+    }
     r.expect(errno(call(0xc600_01ff, [0; 6])), -1, "unknown host call is NOT_SUPPORTED");
     r.expect(errno(call(abi::VCPU_RUN, [h, 0, 0, 0, 0, 0])), -ENOENT, "vcpu_run: no such vCPU is ENOENT");
     r.expect(errno(call(abi::VCPU_RUN, [h, 1 << 40, 0, 0, 0, 0])), -ENOENT, "vcpu_run: huge vCPU index is ENOENT");

@@ -14,12 +14,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use aarch64_cpu::registers::*;
 use log::{info, LevelFilter};
 
-use hyp::mm::mem_protect::{HostMm, HypMm, Region};
+use hyp::mm::mem_protect::{self, HostMm, HypMm, Region};
 use hyp::mm::pgtable::Stage2;
-use hyp::mm::prot::{Attrs, Leaf, Owner, PageState};
 
 use crate::arch::aarch64::context::{self, Context, Kind};
-use crate::arch::aarch64::tlb::HypEnv;
+use crate::arch::aarch64::tlb::{self, HypEnv};
 use crate::arch::aarch64::{el1, mmu};
 use crate::{mem, percpu, Status};
 
@@ -221,7 +220,8 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     drop(host_dtb_bytes);
 
     // Host stage-2: empty (lazy identity map), the carve-out recorded as
-    // the hyp's; the hyp's bookkeeping table records the same pages.
+    // the hyp's own memory (never given to anyone, RECLAIM_HYP included);
+    // the hyp's bookkeeping table records the same pages.
     let mut env = HypEnv;
     let ipa_bits = m.host_ipa_bits();
     let host_pgt =
@@ -235,15 +235,9 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     }
     let devices = hyp::hostdev::carve(m.devices(), &crate::dev::gicr::pages());
     let mut host = HostMm::new(host_pgt, m.ram().to_vec(), devices);
-    let r1 = host.pgt.set(&mut env, hyp_base, hyp_size, Leaf::Invalid(Owner::Hyp));
-    let r2 = hyp_pgt.set(
-        &mut env,
-        hyp_base,
-        hyp_size,
-        Leaf::Mapped { pa: hyp_base, attrs: Attrs::NORMAL_RW, state: PageState::Owned },
-    );
-    if r1.is_err() || r2.is_err() {
-        fail(format_args!("recording the carve-out: {r1:?} {r2:?}"));
+    let mut hyp_mm = HypMm::new(hyp_pgt);
+    if let Err(e) = mem_protect::hyp_claim_own(&mut env, &mut host, &mut hyp_mm, hyp_base, hyp_size) {
+        fail(format_args!("recording the carve-out: {e:?}"));
     }
     let vtcr = vtcr_for(&host.pgt);
     let vttbr = host.pgt.root_pa();
@@ -254,7 +248,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         host.pgt.root_pages(),
         vtcr
     );
-    mem::install(host, HypMm { pgt: hyp_pgt });
+    mem::install(host, hyp_mm);
 
     // EL2 controls, the hyp's GIC needs, then into the host.
     VTCR_EL2.set(vtcr);
@@ -269,8 +263,8 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         GIC_REDIST_SIZE.store(r.size, Ordering::Relaxed);
     }
     init_cpu_gic(percpu::this_cpu());
-    // SAFETY: TLB maintenance only: no stale stage-1+2 entries for VMID 0.
-    unsafe { core::arch::asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb") };
+    // No stale TLB entry, of any VMID or EL, survives into the first entry.
+    tlb::flush_all_at_boot();
     let (used, total) = mem::usage();
     info!(
         "entering host at {:#x} (EL1h, MMU off), x0 = DTB {:#x}; hyp pool {} / {} KiB used",
@@ -338,8 +332,8 @@ extern "C" fn hyp_secondary_main(idx: u64) -> ! {
     el1::init_el2_controls();
     Context::reset().restore_cpu(Kind::Host);
     init_cpu_gic(cpu);
-    // SAFETY: TLB maintenance only.
-    unsafe { core::arch::asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb") };
+    // Nothing this CPU's TLBs held before its reset survives.
+    tlb::flush_all_this_cpu();
     log::info!("cpu {}: up, entering host at {:#x}", idx, cpu.host_entry);
     cpu.frame = Default::default();
     cpu.frame.x[0] = cpu.host_context;
@@ -352,18 +346,10 @@ extern "C" fn hyp_secondary_main(idx: u64) -> ! {
 pub const SPSR_EL1H_DAIF_MASKED: u64 = 0x3c5;
 
 /// VTCR_EL2 for a stage-2 tree: its size and start level, 4K granule,
-/// write-back walks, inner shareable, PS from the CPU's PA range.
+/// write-back walks, inner shareable, PS from the CPU's PA range (the same
+/// VTCR its TLB maintenance runs under).
 pub fn vtcr_for(pgt: &Stage2) -> u64 {
-    let parange = ID_AA64MMFR0_EL1.get() & 0xf;
-    (VTCR_EL2::T0SZ.val(pgt.t0sz())
-        + VTCR_EL2::SL0.val(pgt.sl0())
-        + VTCR_EL2::IRGN0::NormalWBRAWA
-        + VTCR_EL2::ORGN0::NormalWBRAWA
-        + VTCR_EL2::SH0::Inner
-        + VTCR_EL2::TG0::Granule4KB
-        + VTCR_EL2::PS.val(parange.min(5))
-        + VTCR_EL2::RES1::SET)
-        .value
+    tlb::vtcr(pgt.t0sz(), pgt.sl0())
 }
 
 /// A boot failure: say why and stop with a failure status.

@@ -161,8 +161,11 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
     match Arc::try_unwrap(arc) {
         Ok(m) => {
             let vm = m.into_inner();
-            t.vmids[vm.vmid as usize] = false;
+            // Invalidates the VMID (TLBI VMALLS12E1IS under the VM's root and
+            // VMID) before freeing the tables, and before the VMID is free
+            // for another VM: nothing cached for this one can serve the next.
             vm.mm.pgt.destroy(&mut env);
+            t.vmids[vm.vmid as usize] = false;
             Ok(bytes)
         }
         // Someone else still holds the VM (another CPU mid-call): keep it.
@@ -277,6 +280,7 @@ fn describe(l: Leaf) -> alloc::string::String {
     match l {
         Leaf::Invalid(Owner::None) => "unmapped".into(),
         Leaf::Invalid(Owner::Hyp) => "hyp-owned (unmapped)".into(),
+        Leaf::Invalid(Owner::HypDonated) => "hyp-donated (unmapped)".into(),
         Leaf::Invalid(Owner::Guest(h)) => alloc::format!("vm {h}-owned (unmapped)"),
         Leaf::Mapped { attrs, state, .. } => alloc::format!(
             "{} {:?} {}{}{}",

@@ -32,7 +32,7 @@ enum Own {
     /// Donated by the host (DONATE_HYP).
     HypDonated,
     /// The hyp's own memory (the test's carve-out).
-    HypOwn,
+    HypSelf,
     Guest {
         h: u16,
         shared: bool,
@@ -130,7 +130,7 @@ impl Model {
         let mut pages = vec![Own::Host { mapped: false, shared: false }; PAGES as usize];
         for (base, size) in HYP_OWN {
             let first = ((base - RAM) / K4) as usize;
-            pages[first..first + (size / K4) as usize].fill(Own::HypOwn);
+            pages[first..first + (size / K4) as usize].fill(Own::HypSelf);
         }
         Model { pages, pins: vec![(0, false); PAGES as usize], maps: [BTreeMap::new(), BTreeMap::new()] }
     }
@@ -189,7 +189,7 @@ fn expected_host(o: Own, pa: u64) -> Leaf {
         Own::Host { shared: false, .. } => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::Owned },
         Own::Host { shared: true, .. } => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned },
         Own::HypDonated => Leaf::Invalid(Owner::HypDonated),
-        Own::HypOwn => Leaf::Invalid(Owner::Hyp),
+        Own::HypSelf => Leaf::Invalid(Owner::Hyp),
         Own::Guest { h, shared: false } => Leaf::Invalid(Owner::Guest(h)),
         Own::Guest { shared: true, .. } => {
             Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed }
@@ -202,7 +202,7 @@ fn expected_hyp(o: Own, pa: u64) -> Leaf {
         Own::Host { shared: true, .. } => {
             Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed }
         }
-        Own::HypDonated | Own::HypOwn => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::Owned },
+        Own::HypDonated | Own::HypSelf => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::Owned },
         _ => Leaf::Invalid(Owner::None),
     }
 }
