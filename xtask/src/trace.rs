@@ -117,6 +117,8 @@ impl S2Range {
         let me = self.table.clone();
         if self.what.starts_with("hyp-owned") {
             ("hyp".into(), "hyp-owned, unmapped")
+        } else if self.what.starts_with("hyp-donated") {
+            ("hyp".into(), "donated to the hyp by the host (RECLAIM_HYP gives it back), unmapped")
         } else if let Some(vm) = self.what.strip_suffix("-owned (unmapped)") {
             (vm.to_string(), "guest-owned, unmapped")
         } else if self.what.starts_with("shared-borrowed") {
