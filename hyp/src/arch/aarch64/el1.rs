@@ -55,10 +55,15 @@ pub fn hcr_guest() -> u64 {
             .value
 }
 
+/// MDCR_EL2 of the host and of guests, computed once per boot by
+/// [`init_el2_controls`] (the world switch only loads them).
+static MDCR_VALUES: [core::sync::atomic::AtomicU64; 2] =
+    [core::sync::atomic::AtomicU64::new(0), core::sync::atomic::AtomicU64::new(0)];
+
 /// MDCR_EL2: the host keeps debug and the PMU; guests trap both (RAZ/WI,
 /// see the guest trap handler), plus trace filter and profiling registers.
 /// EL2 counting is prohibited unless `hyp.bench_pmu`.
-pub fn mdcr(kind: Kind) -> u64 {
+fn compute_mdcr(kind: Kind) -> u64 {
     let n = (PMCR_EL0.get() >> 11) & 0x1f;
     let bench = bench_pmu();
     let mut v = MDCR::HPMN.val(n);
@@ -104,7 +109,7 @@ pub fn enter_controls(kind: Kind) {
         Kind::Guest => hcr_guest(),
     };
     HCR_EL2.set(hcr);
-    MDCR_EL2.set(mdcr(kind));
+    MDCR_EL2.set(MDCR_VALUES[kind as usize].load(core::sync::atomic::Ordering::Relaxed));
     CPTR_EL2.set(cptr(kind));
     CNTHCTL_EL2.set(cnthctl(kind));
 }
@@ -114,6 +119,9 @@ pub fn enter_controls(kind: Kind) {
 /// until the interrupts work), virtual ID registers = real ones, the host's
 /// controls loaded.
 pub fn init_el2_controls() {
+    for kind in [Kind::Host, Kind::Guest] {
+        MDCR_VALUES[kind as usize].store(compute_mdcr(kind), core::sync::atomic::Ordering::Relaxed);
+    }
     if context::features() & feat::VGIC != 0 {
         // ICC_SRE_EL2: SRE | Enable (EL1 may use ICC_SRE_EL1), DFB, DIB.
         ICC_SRE_EL2.set(0b1111);
