@@ -7,6 +7,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod mm;
+pub mod stage1;
 pub use hyp_abi as abi;
 pub use hyp_abi::{esr, trace};
 pub mod exception;

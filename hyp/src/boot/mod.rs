@@ -1,9 +1,10 @@
 //! Boot: from the first instruction to the host running at EL1.
 //!
-//! reset → MMU on (EL2 stage-1 identity map) → DTB parsed (memory, UART,
+//! reset → MMU on (EL2 stage-1 boot map) → DTB parsed (memory, UART,
 //! GIC, PSCI, CPUs) → console → hyp carve-out and allocator → host Image
-//! and DTB placed → host stage-2 (empty; filled lazily on faults) → eret
-//! to the host at EL1h with x0 = DTB.
+//! and DTB placed → final EL2 stage-1 (the hyp's own memory and devices
+//! only) → host stage-2 (empty; filled lazily on faults) → eret to the host
+//! at EL1h with x0 = DTB.
 
 pub mod bundle;
 pub mod dt;
@@ -50,7 +51,8 @@ pub struct Options {
     pub trace_buf: Option<u32>,
     /// `hyp.trace_quiet`: record without streaming to the console.
     pub trace_quiet: bool,
-    /// `hyp.selftest=panic|hang|fault`: deliberately break, to test the runner.
+    /// `hyp.selftest=panic|hang|fault`: deliberately break, to test the runner;
+    /// `wx|exec_data|read_host|window`: probe the final EL2 stage-1 (`mmu::Probe`).
     pub selftest: Option<&'static str>,
 }
 
@@ -218,6 +220,21 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         b.rest.1
     );
     drop(host_dtb_bytes);
+
+    // The final EL2 stage-1: from here on the DTB (and every `&'static str`
+    // parsed from it), the boot bundle and host RAM are out of reach.
+    let probe = opts.selftest.and_then(mmu::Probe::parse);
+    let pool_end = hyp_base + hyp_size;
+    let mut devices = alloc::vec![("uart", m.uart, 0x1000)];
+    devices.extend(m.gic_dist.map(|r| ("gic-dist", r.base, r.size)));
+    devices.extend(m.gic_redists().iter().map(|r| ("gic-redist", r.base, r.size)));
+    if let Err(e) = mmu::install_final((pool, pool_end), &devices) {
+        fail(format_args!("EL2 stage-1: {e}"));
+    }
+    if let Some(p) = probe {
+        p.run(host_load);
+        fail(format_args!("selftest {p:?}: the access did not fault"));
+    }
 
     // Host stage-2: empty (lazy identity map), the carve-out recorded as
     // the hyp's own memory (never given to anyone, RECLAIM_HYP included);

@@ -12,6 +12,7 @@ use hyp::trace::{op, RECORD_SIZE};
 
 use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
+use crate::arch::aarch64::window;
 use crate::tracebuf::{self, point};
 use crate::{mem, vm, Status};
 
@@ -132,10 +133,13 @@ fn trace_drain(frame: &mut TrapFrame, pa: u64, size: u64) -> Result<(), Error> {
         Leaf::Mapped { state: PageState::SharedBorrowed, .. } => Ok(()),
         _ => Err(Error::Perm),
     })?;
-    // SAFETY: [pa, pa + size) is host memory shared with the hyp (checked
-    // under the host and hyp locks), identity-mapped at EL2.
-    let out = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, size as usize) };
-    let (n, lost) = tracebuf::drain(out);
+    let (n, lost) = window::with_mapped(pa, size, |va| {
+        // SAFETY: [pa, pa + size) is host memory shared with the hyp (checked
+        // under the host and hyp locks, which stay held), mapped at `va` by
+        // this CPU's window for this closure.
+        let out = unsafe { core::slice::from_raw_parts_mut(va as *mut u8, size as usize) };
+        tracebuf::drain(out)
+    });
     frame.x[2] = n as u64;
     frame.x[3] = lost;
     Ok(())

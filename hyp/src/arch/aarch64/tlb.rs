@@ -11,6 +11,7 @@ use aarch64_cpu::registers::*;
 use hyp::mm::env::{MmEnv, S2Id};
 use hyp::mm::PAGE_SIZE;
 
+use super::window;
 use crate::mem;
 
 /// Zero-sized: the pool and the TLB are global.
@@ -87,8 +88,9 @@ fn with_s2<F: FnOnce()>(s2: &S2Id, f: F) {
     }
 }
 
-/// Zeroes `[pa, pa + size)` (page multiples, identity-mapped normal memory
-/// only the hyp touches): DC ZVA blocks where allowed, else plain stores.
+/// Zeroes `[pa, pa + size)` (page multiples, normal memory mapped at EL2
+/// that only the hyp touches: the pool, or a window mapping): DC ZVA blocks
+/// where allowed, else plain stores.
 ///
 /// # Safety
 /// The range is hyp memory or memory every lower EL has lost access to.
@@ -144,7 +146,7 @@ impl MmEnv for HypEnv {
         mem::free_pages(pa, pages)
     }
     fn table_ptr(&self, pa: u64) -> *mut u64 {
-        // The hyp's stage-1 is an identity map.
+        // Table pages are pool pages, identity-mapped in the hyp's stage-1.
         pa as *mut u64
     }
     unsafe fn init_pte(&mut self, ptep: *mut u64, val: u64) {
@@ -196,20 +198,27 @@ impl MmEnv for HypEnv {
         crate::tracebuf::point::table(hyp::trace::Kind::Merge, who, ipa, level);
     }
     fn scrub(&mut self, pa: u64, size: u64) {
-        // SAFETY: the core unmapped [pa, pa + size) from the guest (with TLB
-        // invalidation) and has not given it to the host yet; the identity
-        // map covers it as normal memory.
-        unsafe { zero(pa, size) };
+        // The hyp maps no memory it does not own: each piece is reached
+        // through this CPU's window while it is zeroed.
+        window::for_each_chunk(pa, size, |va, len| {
+            // SAFETY: the core unmapped [pa, pa + size) from the guest (with
+            // TLB invalidation) and has not given it to the host yet; the
+            // window maps this piece at `va` (page-aligned) as normal memory.
+            unsafe { zero(va, len) };
+        });
     }
     fn dcache_clean_inval_poc(&mut self, pa: u64, size: u64) {
         let line = dcache_line();
-        let mut a = pa & !(line - 1);
-        while a < pa + size {
-            // SAFETY: cache maintenance by VA on identity-mapped normal
-            // memory; it changes no data.
-            unsafe { core::arch::asm!("dc civac, {0}", in(reg) a, options(nostack)) };
-            a += line;
-        }
+        // Through this CPU's window, as for scrub.
+        window::for_each_chunk(pa, size, |va, len| {
+            let mut a = va & !(line - 1);
+            while a < va + len {
+                // SAFETY: cache maintenance by VA on normal memory the window
+                // maps (a line never crosses a page); it changes no data.
+                unsafe { core::arch::asm!("dc civac, {0}", in(reg) a, options(nostack)) };
+                a += line;
+            }
+        });
         barrier::dsb(barrier::ISH);
     }
     fn icache_inval_pou(&mut self, _pa: u64, _size: u64) {
