@@ -82,7 +82,7 @@ fn index(va: u64, level: u8) -> usize {
 
 /// A block (level 1, 2) or page (level 3) descriptor mapping `pa` with `perm`.
 pub fn leaf(pa: u64, perm: Perm, level: u8) -> u64 {
-    debug_assert!((1..=3).contains(&level) && pa % level_size(level) == 0);
+    debug_assert!((1..=3).contains(&level) && pa.is_multiple_of(level_size(level)));
     let kind = if level == 3 { VALID | TABLE_OR_PAGE } else { VALID };
     let attrs = match perm {
         Perm::Exec => (ATTR_NORMAL << ATTR_SHIFT) | AP1 | AP_RO | SH_INNER,
@@ -193,7 +193,7 @@ impl Tables {
     /// differently is a [`MapError::Conflict`].
     pub fn map<A: TableAlloc>(&mut self, a: &mut A, va: u64, pa: u64, size: u64, perm: Perm) -> Result<(), MapError> {
         let end = va.checked_add(size).ok_or(MapError::Range)?;
-        if size == 0 || (va | pa | size) % PAGE != 0 || end > 1 << VA_BITS || pa.checked_add(size).is_none() {
+        if size == 0 || !(va | pa | size).is_multiple_of(PAGE) || end > 1 << VA_BITS || pa.checked_add(size).is_none() {
             return Err(MapError::Range);
         }
         self.map_in(a, self.root, 0, va, pa, end, perm)
@@ -216,7 +216,7 @@ impl Tables {
             let entry_end = (va | (bs - 1)) + 1;
             let n = (end - va).min(entry_end - va);
             let e = Self::read(a, table, i);
-            let whole = va % bs == 0 && pa % bs == 0 && n == bs;
+            let whole = va.is_multiple_of(bs) && pa.is_multiple_of(bs) && n == bs;
             if level > 0 && whole && e & VALID == 0 {
                 Self::write(a, table, i, leaf(pa, perm, level));
             } else if level > 0 && !is_table(e, level) && e & VALID != 0 {
@@ -299,6 +299,9 @@ pub struct Image {
     pub end: u64,
 }
 
+/// A device the hyp drives: (name, base, size).
+pub type Device = (&'static str, u64, u64);
+
 /// One identity-mapped range of the final map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Region {
@@ -326,7 +329,7 @@ fn overlaps(a: &Region, b: &Region) -> bool {
 /// out to pages, merged where they overlap. Refused: unaligned image
 /// sections or pool, a pool or device overlapping the image or each other,
 /// anything reaching the window.
-pub fn plan(img: &Image, pool: (u64, u64), devices: &[(&'static str, u64, u64)]) -> Result<Vec<Region>, PlanError> {
+pub fn plan(img: &Image, pool: (u64, u64), devices: &[Device]) -> Result<Vec<Region>, PlanError> {
     let bounds = [img.start, img.rodata, img.data, img.stacks, img.end];
     if let Some(b) = bounds.iter().find(|b| *b % PAGE != 0) {
         return Err(PlanError("image section boundary not page-aligned", *b));
@@ -334,7 +337,7 @@ pub fn plan(img: &Image, pool: (u64, u64), devices: &[(&'static str, u64, u64)])
     if bounds.windows(2).any(|w| w[0] > w[1]) || img.start == img.rodata {
         return Err(PlanError("image sections out of order", img.start));
     }
-    if pool.0 % PAGE != 0 || pool.1 % PAGE != 0 || pool.0 >= pool.1 {
+    if !pool.0.is_multiple_of(PAGE) || !pool.1.is_multiple_of(PAGE) || pool.0 >= pool.1 {
         return Err(PlanError("pool not page-aligned or empty", pool.0));
     }
     let mut out: Vec<Region> = Vec::new();
@@ -427,7 +430,7 @@ pub fn chunks(pa: u64, len: u64) -> impl Iterator<Item = Chunk> {
         if p >= end {
             return None;
         }
-        let c = if p % SIZE_2M == 0 && end - p >= SIZE_2M {
+        let c = if p.is_multiple_of(SIZE_2M) && end - p >= SIZE_2M {
             Chunk::Block { pa: p }
         } else {
             let next = (p / SIZE_2M + 1) * SIZE_2M;
@@ -475,7 +478,7 @@ mod tests {
 
     /// QEMU virt with 1 GiB: the image at 0x40200000, the carve-out to
     /// 0x42200000, PL011, GIC distributor and redistributors.
-    fn virt() -> (Image, (u64, u64), Vec<(&'static str, u64, u64)>) {
+    fn virt() -> (Image, (u64, u64), Vec<Device>) {
         let img =
             Image { start: 0x4020_0000, rodata: 0x4023_4000, data: 0x4024_0000, stacks: 0x4025_3000, end: 0x402d_3000 };
         let devs =

@@ -36,6 +36,23 @@ fn selftest(what: &str) -> RunArgs {
     RunArgs { append: Some(format!("hyp.selftest={what}")), ..base("boot") }
 }
 
+/// A `hyp.selftest=` probe of the final EL2 stage-1: it must end in the
+/// decoded unexpected-exception report (status 3), before the host runs.
+fn el2_probe(name: &'static str, what: &str, mut lines: Vec<&'static str>) -> Scenario {
+    let at = lines.iter().position(|l| l.starts_with("[hyp] selftest:")).unwrap_or(0);
+    lines.insert(at, "[hyp] EL2 stage-1: final map on (* table pages, WXN), window at 0xff8000000000; boot map gone");
+    lines.push("[hyp] system off: status 3 (Fatal)");
+    Scenario {
+        name,
+        args: selftest(what),
+        lines,
+        absent: vec!["[host]", "did not fault"],
+        anywhere: vec![],
+        code: 3,
+        timeout: 60,
+    }
+}
+
 /// The fuzz scenario: a hostile host and two hostile guests; the full
 /// invariant checker after every hypercall (every 8th in long runs), and
 /// after every refused call the hyp's proof that it changed nothing.
@@ -244,6 +261,9 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp]   uart    0x0009000000 (pl011)",
                 "[hyp]   psci    method smc",
                 "[hyp] hyp memory: 0x40000000..0x42200000 (34 MiB*",
+                "[hyp] EL2 stage-1: 0x0009000000..0x0009001000 uart rw- device",
+                "[hyp] EL2 stage-1: 0x0040200000..* text r-x",
+                "[hyp] EL2 stage-1: final map on (* table pages, WXN), window at 0xff8000000000; boot map gone",
                 "[hyp] entering host at 0x42200000 (EL1h, MMU off)*",
                 "[host] host-shim: running at EL1, DTB at *",
                 "[host] PASS host runs at EL1",
@@ -611,6 +631,48 @@ pub fn all() -> Vec<Scenario> {
             code: 124,
             timeout: 8,
         },
+        el2_probe(
+            "el2-wx: writing the hyp's own .text at EL2 faults (read-only, WXN on)",
+            "wx",
+            vec![
+                "[hyp] EL2 stage-1: 0x0040200000..* text r-x",
+                "[hyp] selftest: writing .text at 0x0000000040200000",
+                "[hyp] ERROR: unexpected exception: sync from EL2h",
+                "[hyp] ERROR:   ESR_EL2 0x*: EC=0x25 (data abort (EL2)) FSC=0x0f permission fault level 3 write*",
+                "[hyp] ERROR:   FAR_EL2 0x0000000040200000  ELR_EL2 *",
+            ],
+        ),
+        el2_probe(
+            "el2-exec-data: executing from the hyp's .data at EL2 faults (XN)",
+            "exec_data",
+            vec![
+                "[hyp] selftest: executing .data at {data}",
+                "[hyp] ERROR: unexpected exception: sync from EL2h",
+                "[hyp] ERROR:   ESR_EL2 0x*: EC=0x21 (instruction abort (EL2)) FSC=0x0f permission fault level 3",
+                "[hyp] ERROR:   FAR_EL2 {data}  ELR_EL2 {data}  SPSR_EL2 *",
+            ],
+        ),
+        el2_probe(
+            "el2-read-host: host RAM is not mapped at EL2: reading it faults",
+            "read_host",
+            vec![
+                "[hyp] host: Image * KiB at 0x42200000, DTB at *",
+                "[hyp] selftest: reading host RAM at 0x0000000042200000",
+                "[hyp] ERROR: unexpected exception: sync from EL2h",
+                "[hyp] ERROR:   ESR_EL2 0x*: EC=0x25 (data abort (EL2)) FSC=0x0* translation fault level * read*",
+                "[hyp] ERROR:   FAR_EL2 0x0000000042200000  ELR_EL2 *",
+            ],
+        ),
+        el2_probe(
+            "el2-window: a window mapping is gone (TLB invalidated) once it is unmapped",
+            "window",
+            vec![
+                "[hyp] selftest: read host RAM 0x42200000 through the window at {va}; again after the unmap",
+                "[hyp] ERROR: unexpected exception: sync from EL2h",
+                "[hyp] ERROR:   ESR_EL2 0x*: EC=0x25 (data abort (EL2)) FSC=0x07 translation fault level 3 read*",
+                "[hyp] ERROR:   FAR_EL2 {va}  ELR_EL2 *",
+            ],
+        ),
     ];
     v.extend(linux_host());
     v.push(bad_elf());
@@ -714,40 +776,92 @@ const FIGURES: [&str; 5] =
     ["[host] fuzz: seed ", "[host] smp: ", "[host] preempt: ", "[host] traps: PMU", "[host] pmu-owned: PMU"];
 
 /// Matches `line` against a pattern where `*` stands for any text.
-pub fn matches(pat: &str, line: &str) -> bool {
-    let parts: Vec<&str> = pat.split('*').collect();
-    if parts.len() == 1 {
-        return pat == line;
-    }
-    let mut rest = line;
-    for (i, p) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(p) else {
-                return false;
-            };
+#[cfg(test)]
+fn matches(pat: &str, line: &str) -> bool {
+    matches_bound(pat, line, &mut Vec::new())
+}
+
+/// A pattern piece: literal text, `*`, or `{name}`.
+enum Tok<'a> {
+    Lit(&'a str),
+    Star,
+    Var(&'a str),
+}
+
+fn tokens(pat: &str) -> Vec<Tok<'_>> {
+    let mut out = Vec::new();
+    let mut rest = pat;
+    while !rest.is_empty() {
+        let var = rest
+            .strip_prefix('{')
+            .and_then(|r| r.split_once('}'))
+            .filter(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        if let Some((name, r)) = var {
+            out.push(Tok::Var(name));
             rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(p);
+        } else if let Some(r) = rest.strip_prefix('*') {
+            out.push(Tok::Star);
+            rest = r;
         } else {
-            let Some(pos) = rest.find(p) else {
-                return false;
-            };
-            rest = &rest[pos + p.len()..];
+            let end = rest[1..].find(['*', '{']).map_or(rest.len(), |i| i + 1);
+            out.push(Tok::Lit(&rest[..end]));
+            rest = &rest[end..];
         }
     }
-    true
+    out
+}
+
+fn word_end(s: &str) -> usize {
+    s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len())
+}
+
+fn match_toks(toks: &[Tok], s: &str, vars: &mut Vec<(String, String)>) -> bool {
+    match toks.first() {
+        None => s.is_empty(),
+        Some(Tok::Lit(l)) => s.strip_prefix(l).is_some_and(|r| match_toks(&toks[1..], r, vars)),
+        Some(Tok::Star) => match toks.get(1) {
+            None => true,
+            // Only where the next literal occurs.
+            Some(Tok::Lit(l)) => s.match_indices(l).any(|(i, _)| match_toks(&toks[1..], &s[i..], vars)),
+            Some(_) => (0..=s.len()).filter(|i| s.is_char_boundary(*i)).any(|i| match_toks(&toks[1..], &s[i..], vars)),
+        },
+        Some(Tok::Var(name)) => {
+            if let Some((_, v)) = vars.iter().find(|(n, _)| n == name) {
+                let v = v.clone();
+                return s.strip_prefix(v.as_str()).is_some_and(|r| word_end(r) == 0 && match_toks(&toks[1..], r, vars));
+            }
+            let end = word_end(s);
+            if end == 0 {
+                return false;
+            }
+            vars.push((name.to_string(), s[..end].to_string()));
+            if match_toks(&toks[1..], &s[end..], vars) {
+                return true;
+            }
+            vars.pop();
+            false
+        }
+    }
+}
+
+/// Like [`matches`], and `{name}` stands for a word (letters, digits, `_`)
+/// that must be the same wherever `name` appears: the first line that
+/// matches binds it in `vars` (e.g. an address a run prints twice).
+pub fn matches_bound(pat: &str, line: &str, vars: &mut Vec<(String, String)>) -> bool {
+    match_toks(&tokens(pat), line, vars)
 }
 
 /// Checks a run's output: Err(reason) on mismatch.
 pub fn check(s: &Scenario, output: &str, code: i32) -> std::result::Result<(), String> {
     let mut lines = output.lines();
+    let mut vars = Vec::new();
     for want in &s.lines {
-        if !lines.any(|l| matches(want, l)) {
+        if !lines.any(|l| matches_bound(want, l, &mut vars)) {
             return Err(format!("missing (in order): {want}"));
         }
     }
     for want in &s.anywhere {
-        if !output.lines().any(|l| matches(want, l)) {
+        if !output.lines().any(|l| matches_bound(want, l, &mut vars)) {
             return Err(format!("missing: {want}"));
         }
     }
@@ -898,6 +1012,36 @@ mod tests {
         assert!(matches("x", "x"));
         assert!(!matches("x", "xy"));
         assert!(matches("[hyp] a * b * c", "[hyp] a 1 b 2 c"));
+        assert!(matches("a*b*b", "a b b b"), "backtracks to the last literal");
+        assert!(!matches("a*b", "a b c"));
+    }
+
+    #[test]
+    fn bound_words() {
+        let mut v = Vec::new();
+        assert!(matches_bound("at {a} now", "at 0x4023b104 now", &mut v));
+        assert!(matches_bound("FAR {a}  ELR {a} *", "FAR 0x4023b104  ELR 0x4023b104 x", &mut v));
+        assert!(!matches_bound("FAR {a}  ELR *", "FAR 0x4023b10  ELR 0", &mut v), "a prefix is not the word");
+        assert!(!matches_bound("FAR {a}*", "FAR 0x4023b108", &mut v));
+        assert!(!matches_bound("ELR {b} {b}", "ELR 1 2", &mut v));
+        assert_eq!(v, [("a".to_string(), "0x4023b104".to_string())], "failed matches bind nothing");
+        assert!(matches_bound("{x}", "w0_rd", &mut Vec::new()) && !matches_bound("{x}", "", &mut Vec::new()));
+        assert!(matches("a{b c}", "a{b c}"), "braces around non-words are text");
+    }
+
+    #[test]
+    fn check_binds_across_lines() {
+        let s = Scenario {
+            name: "t",
+            args: RunArgs::default(),
+            lines: vec!["at {a}", "FAR {a}"],
+            absent: vec![],
+            anywhere: vec![],
+            code: 3,
+            timeout: 1,
+        };
+        assert!(check(&s, "at 0x10\nFAR 0x10\n", 3).is_ok());
+        assert!(check(&s, "at 0x10\nFAR 0x14\n", 3).is_err());
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn image() -> stage1::Image {
 /// `devices` (name, base, size), the window's tables) in pool pages and
 /// switches this CPU to it; from then on the DTB, the boot bundle and host
 /// RAM are out of reach. Boot CPU, once, before the host first runs.
-pub fn install_final(pool: (u64, u64), devices: &[(&'static str, u64, u64)]) -> Result<(), FinalError> {
+pub fn install_final(pool: (u64, u64), devices: &[stage1::Device]) -> Result<(), FinalError> {
     let plan = stage1::plan(&image(), pool, devices).map_err(FinalError::Plan)?;
     let a = &mut PoolPages;
     let mut t = Tables::new(a).map_err(|e| FinalError::Map("root", e))?;

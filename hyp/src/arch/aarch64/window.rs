@@ -37,9 +37,9 @@ const _: () = assert!(WINDOW_CPUS >= crate::percpu::MAX_CPUS);
 
 /// Makes the window's tables in `t` (the final map, before it is live).
 pub fn prepare<A: TableAlloc>(t: &mut Tables, a: &mut A) -> Result<(), MapError> {
-    for cpu in 0..WINDOW_CPUS {
+    for (cpu, l3) in L3.iter().enumerate() {
         L2.store(t.table_for(a, stage1::window_block_va(cpu), 2)?, Ordering::Relaxed);
-        L3[cpu].store(t.table_for(a, stage1::window_pages_va(cpu), 3)?, Ordering::Relaxed);
+        l3.store(t.table_for(a, stage1::window_pages_va(cpu), 3)?, Ordering::Relaxed);
     }
     Ok(())
 }
