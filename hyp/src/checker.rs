@@ -14,8 +14,8 @@ use spin::Mutex;
 
 use hyp::mm::mem_protect::GuestMm;
 
-use crate::arch::aarch64::tlb::{self, HypEnv};
 use crate::mem;
+use crate::mmenv::{self as counters, HypEnv};
 use crate::vm::{self, Vm, VmLocked};
 
 /// Full check every K calls (0: off).
@@ -59,9 +59,9 @@ pub fn counts() -> (u64, u64) {
 pub struct Before([u64; 3]);
 
 fn counters() -> [u64; 3] {
-    let alloc = tlb::TABLES_ALLOCATED.load(Relaxed);
-    let freed = tlb::TABLES_FREED.load(Relaxed);
-    [tlb::PTE_WRITES.load(Relaxed), tlb::TLBIS.load(Relaxed), alloc.wrapping_sub(freed)]
+    let alloc = counters::TABLES_ALLOCATED.load(Relaxed);
+    let freed = counters::TABLES_FREED.load(Relaxed);
+    [counters::PTE_WRITES.load(Relaxed), counters::TLBIS.load(Relaxed), alloc.wrapping_sub(freed)]
 }
 
 /// Before a hypercall: a snapshot if checking is on and one CPU is up.

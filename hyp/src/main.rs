@@ -25,6 +25,8 @@ mod hypercall;
 #[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
+mod mmenv;
+#[cfg(target_os = "none")]
 mod percpu;
 #[cfg(target_os = "none")]
 mod tracebuf;

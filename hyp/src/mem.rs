@@ -60,3 +60,15 @@ pub fn usage() -> (usize, usize) {
     let h = HEAP.lock();
     (h.stats_alloc_actual(), h.stats_total_bytes())
 }
+
+/// Table pages for the EL2 stage-1, from the pool (identity-mapped).
+pub struct PoolPages;
+
+impl hyp::stage1::TableAlloc for PoolPages {
+    fn alloc(&mut self) -> Option<u64> {
+        alloc_pages(1)
+    }
+    fn ptr(&self, pa: u64) -> *mut u64 {
+        pa as *mut u64
+    }
+}

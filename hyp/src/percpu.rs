@@ -11,6 +11,8 @@ use crate::arch::aarch64::trap::{self, TrapFrame};
 use crate::vm::Vm;
 
 pub const MAX_CPUS: usize = 8;
+// Every CPU has its own window slot.
+const _: () = assert!(crate::arch::aarch64::window::WINDOW_CPUS >= MAX_CPUS);
 pub const STACK_SIZE: u64 = 0x10000;
 
 extern "C" {

@@ -19,8 +19,9 @@ use hyp::mm::mem_protect::{self, HostMm, HypMm, Region};
 use hyp::mm::pgtable::Stage2;
 
 use crate::arch::aarch64::context::{self, Context, Kind};
-use crate::arch::aarch64::tlb::{self, HypEnv};
+use crate::arch::aarch64::tlb;
 use crate::arch::aarch64::{el1, mmu};
+use crate::mmenv::HypEnv;
 use crate::{mem, percpu, Status};
 
 const MIB: u64 = 1 << 20;
@@ -228,7 +229,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let mut devices = alloc::vec![("uart", m.uart, 0x1000)];
     devices.extend(m.gic_dist.map(|r| ("gic-dist", r.base, r.size)));
     devices.extend(m.gic_redists().iter().map(|r| ("gic-redist", r.base, r.size)));
-    if let Err(e) = mmu::install_final((pool, pool_end), &devices) {
+    if let Err(e) = mmu::install_final(&mut mem::PoolPages, (pool, pool_end), &devices) {
         fail(format_args!("EL2 stage-1: {e}"));
     }
     if let Some(p) = probe {

@@ -10,8 +10,8 @@ use hyp::exception::{fault_kind, FaultKind};
 use hyp::mm::mem_protect::HostFault;
 
 use crate::arch::aarch64::inject;
-use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::{fault_ipa, TrapFrame};
+use crate::mmenv::HypEnv;
 use crate::tracebuf::point;
 use crate::{hypercall, mem};
 use hyp::trace::Resolution;

@@ -10,9 +10,9 @@ use hyp::mm::prot::{Leaf, PageState};
 use hyp::mm::Error;
 use hyp::trace::{op, RECORD_SIZE};
 
-use crate::arch::aarch64::tlb::HypEnv;
 use crate::arch::aarch64::trap::TrapFrame;
 use crate::arch::aarch64::window;
+use crate::mmenv::HypEnv;
 use crate::tracebuf::{self, point};
 use crate::{mem, vm, Status};
 
@@ -96,7 +96,7 @@ fn dispatch(fid: u32, frame: &mut TrapFrame) -> Call {
             Ok(())
         }
         abi::STATS => {
-            use crate::arch::aarch64::tlb::*;
+            use crate::mmenv::*;
             use core::sync::atomic::Ordering::Relaxed;
             frame.x[2] = PTE_WRITES.load(Relaxed);
             frame.x[3] = TLBIS.load(Relaxed);

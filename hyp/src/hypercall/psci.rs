@@ -67,7 +67,7 @@ fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
     let page = entry & !0xfff;
     let owned = host.check_ram(page, 4096).is_ok()
         && matches!(
-            host.leaf_at(&mut crate::arch::aarch64::tlb::HypEnv, page),
+            host.leaf_at(&mut crate::mmenv::HypEnv, page),
             Ok(hyp::mm::prot::Leaf::Invalid(hyp::mm::prot::Owner::None))
                 | Ok(hyp::mm::prot::Leaf::Mapped { state: hyp::mm::prot::PageState::Owned, .. })
         );

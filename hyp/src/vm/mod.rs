@@ -19,8 +19,8 @@ use hyp::mm::prot::{Leaf, Owner, PageState};
 use hyp::mm::Error;
 
 use crate::arch::aarch64::context::Context;
-use crate::arch::aarch64::tlb::HypEnv;
 use crate::mem::{self, HostLocked};
+use crate::mmenv::HypEnv;
 use crate::tracebuf::point;
 use hyp::trace::op;
 

@@ -144,18 +144,6 @@ impl core::fmt::Display for FinalError {
     }
 }
 
-/// Table pages from the hyp's pool, identity-mapped in both maps.
-pub struct PoolPages;
-
-impl TableAlloc for PoolPages {
-    fn alloc(&mut self) -> Option<u64> {
-        crate::mem::alloc_pages(1)
-    }
-    fn ptr(&self, pa: u64) -> *mut u64 {
-        pa as *mut u64
-    }
-}
-
 /// The image's section boundaries (linker/hyp.ld).
 fn image() -> stage1::Image {
     // Linker symbols: only their addresses are used.
@@ -172,9 +160,9 @@ fn image() -> stage1::Image {
 /// `devices` (name, base, size), the window's tables) in pool pages and
 /// switches this CPU to it; from then on the DTB, the boot bundle and host
 /// RAM are out of reach. Boot CPU, once, before the host first runs.
-pub fn install_final(pool: (u64, u64), devices: &[stage1::Device]) -> Result<(), FinalError> {
+/// Table pages come from `a` (the hyp's pool, identity-mapped in both maps).
+pub fn install_final<A: TableAlloc>(a: &mut A, pool: (u64, u64), devices: &[stage1::Device]) -> Result<(), FinalError> {
     let plan = stage1::plan(&image(), pool, devices).map_err(FinalError::Plan)?;
-    let a = &mut PoolPages;
     let mut t = Tables::new(a).map_err(|e| FinalError::Map("root", e))?;
     for r in &plan {
         t.map(a, r.start, r.start, r.end - r.start, r.perm).map_err(|e| FinalError::Map(r.name, e))?;

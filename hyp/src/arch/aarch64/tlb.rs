@@ -1,38 +1,21 @@
-//! The EL2 [`MmEnv`]: table pages from the hyp's page pool, descriptor
-//! writes published to the table walkers, stage-2 TLB maintenance run in the
-//! translation regime of the tree it targets, and cache maintenance to the
-//! point of coherency.
-
-use core::sync::atomic::{AtomicU64, Ordering};
+//! Stage-2 TLB maintenance run in the translation regime of the tree it
+//! targets, descriptor publication, zeroing and cache maintenance to the
+//! point of coherency: the instructions behind the hyp's `MmEnv`
+//! (`crate::mmenv`), which adds the pool and the counters.
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 
-use hyp::mm::env::{MmEnv, S2Id};
+use hyp::mm::env::S2Id;
 use hyp::mm::PAGE_SIZE;
 
 use super::window;
-use crate::mem;
-
-/// Zero-sized: the pool and the TLB are global.
-pub struct HypEnv;
-
-/// Software counters over all stage-2s (benchmarks): descriptor writes,
-/// TLB invalidations, table pages allocated and freed.
-pub static PTE_WRITES: AtomicU64 = AtomicU64::new(0);
-pub static TLBIS: AtomicU64 = AtomicU64::new(0);
-pub static TABLES_ALLOCATED: AtomicU64 = AtomicU64::new(0);
-pub static TABLES_FREED: AtomicU64 = AtomicU64::new(0);
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
 
 // CTR_EL0 and DCZID_EL0 fields (`aarch64-cpu` describes neither register).
 /// CTR_EL0.DminLine [19:16]: log2 of the smallest D-cache line, in words.
 const CTR_DMINLINE_SHIFT: u64 = 16;
 /// CTR_EL0.DIC: I-cache invalidation to PoU not needed for I/D coherence.
-const CTR_DIC: u64 = 1 << 29;
+pub const CTR_DIC: u64 = 1 << 29;
 /// DCZID_EL0.BS [3:0]: log2 of the DC ZVA block, in words.
 const DCZID_BS_MASK: u64 = 0xf;
 /// DCZID_EL0.DZP: DC ZVA prohibited.
@@ -40,7 +23,7 @@ const DCZID_DZP: u64 = 1 << 4;
 
 /// The smallest data cache line of any cache the CPU has, in bytes: the
 /// stride that makes a by-VA maintenance loop miss no line.
-fn dcache_line() -> u64 {
+pub fn dcache_line() -> u64 {
     4 << ((crate::read_sysreg!("ctr_el0") >> CTR_DMINLINE_SHIFT) & 0xf)
 }
 
@@ -94,7 +77,7 @@ fn with_s2<F: FnOnce()>(s2: &S2Id, f: F) {
 ///
 /// # Safety
 /// The range is hyp memory or memory every lower EL has lost access to.
-unsafe fn zero(pa: u64, size: u64) {
+pub unsafe fn zero(pa: u64, size: u64) {
     let dczid = crate::read_sysreg!("dczid_el0");
     let block = 4u64 << (dczid & DCZID_BS_MASK);
     if dczid & DCZID_DZP == 0 && block <= PAGE_SIZE {
@@ -126,108 +109,86 @@ pub fn flush_all_this_cpu() {
     unsafe { core::arch::asm!("dsb nshst", "tlbi alle2", "tlbi alle1", "dsb nsh", "isb", options(nostack)) };
 }
 
-impl MmEnv for HypEnv {
-    fn alloc_table(&mut self) -> Option<u64> {
-        bump(&TABLES_ALLOCATED);
-        mem::alloc_pages(1)
-    }
-    fn free_table(&mut self, pa: u64) {
-        bump(&TABLES_FREED);
-        // SAFETY: a table page the core has detached and invalidated: hyp
-        // memory nobody else references. Zeroed so it carries no descriptor
-        // out of the tables.
-        unsafe { zero(pa, PAGE_SIZE) };
-        mem::free_pages(pa, 1)
-    }
-    fn alloc_root(&mut self, pages: usize) -> Option<u64> {
-        mem::alloc_pages(pages)
-    }
-    fn free_root(&mut self, pa: u64, pages: usize) {
-        mem::free_pages(pa, pages)
-    }
-    fn table_ptr(&self, pa: u64) -> *mut u64 {
-        // Table pages are pool pages, identity-mapped in the hyp's stage-1.
-        pa as *mut u64
-    }
-    unsafe fn init_pte(&mut self, ptep: *mut u64, val: u64) {
-        // SAFETY: ptep is a descriptor of a table page no walker can reach
-        // yet (MmEnv::init_pte contract).
-        unsafe { core::ptr::write_volatile(ptep, val) };
-    }
-    fn publish_barrier(&mut self) {
-        // Every earlier store (the allocator's zeroing, the new entries)
-        // completes before the store that makes the table reachable.
-        barrier::dsb(barrier::ISHST);
-    }
-    unsafe fn write_pte(&mut self, _s2: &S2Id, ptep: *mut u64, _ipa: u64, _level: u8, val: u64) {
-        // SAFETY: ptep is a descriptor in a table page owned by a stage-2 the
-        // caller holds the lock of.
-        unsafe { core::ptr::write_volatile(ptep, val) };
-        barrier::dsb(barrier::ISHST);
-        bump(&PTE_WRITES);
-    }
-    fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, _level: u8) {
-        bump(&TLBIS);
-        with_s2(s2, || {
-            // SAFETY: TLB maintenance only; the operand is IPA[55:12].
-            unsafe {
-                core::arch::asm!(
-                    "dsb ishst",
-                    "tlbi ipas2e1is, {0}",
-                    "dsb ish",
-                    "tlbi vmalle1is",
-                    "dsb ish",
-                    "isb",
-                    in(reg) ipa >> 12,
-                    options(nostack),
-                )
-            };
-        });
-    }
-    fn tlbi_vmid(&mut self, s2: &S2Id) {
-        bump(&TLBIS);
-        with_s2(s2, || {
-            // SAFETY: TLB maintenance only.
-            unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
-        });
-    }
-    fn on_split(&mut self, who: u16, ipa: u64, level: u8) {
-        crate::tracebuf::point::table(hyp::trace::Kind::Split, who, ipa, level);
-    }
-    fn on_merge(&mut self, who: u16, ipa: u64, level: u8) {
-        crate::tracebuf::point::table(hyp::trace::Kind::Merge, who, ipa, level);
-    }
-    fn scrub(&mut self, pa: u64, size: u64) {
-        // The hyp maps no memory it does not own: each piece is reached
-        // through this CPU's window while it is zeroed.
-        window::for_each_chunk(pa, size, |va, len| {
-            // SAFETY: the core unmapped [pa, pa + size) from the guest (with
-            // TLB invalidation) and has not given it to the host yet; the
-            // window maps this piece at `va` (page-aligned) as normal memory.
-            unsafe { zero(va, len) };
-        });
-    }
-    fn dcache_clean_inval_poc(&mut self, pa: u64, size: u64) {
-        let line = dcache_line();
-        // Through this CPU's window, as for scrub.
-        window::for_each_chunk(pa, size, |va, len| {
-            let mut a = va & !(line - 1);
-            while a < va + len {
-                // SAFETY: cache maintenance by VA on normal memory the window
-                // maps (a line never crosses a page); it changes no data.
-                unsafe { core::arch::asm!("dc civac, {0}", in(reg) a, options(nostack)) };
-                a += line;
-            }
-        });
-        barrier::dsb(barrier::ISH);
-    }
-    fn icache_inval_pou(&mut self, _pa: u64, _size: u64) {
-        // The D-side is clean to PoC (so to PoU) and complete (DSB above).
-        if crate::read_sysreg!("ctr_el0") & CTR_DIC == 0 {
-            // SAFETY: instruction cache maintenance only.
-            unsafe { core::arch::asm!("ic ialluis", options(nostack)) };
+/// Writes a live descriptor and orders it before later walks.
+///
+/// # Safety
+/// `ptep` is a descriptor in a table page of a stage-2 whose lock the caller
+/// holds.
+pub unsafe fn write_pte(ptep: *mut u64, val: u64) {
+    // SAFETY: per the function contract.
+    unsafe { core::ptr::write_volatile(ptep, val) };
+    barrier::dsb(barrier::ISHST);
+}
+
+/// Every earlier store (a new table's zeroing and entries) completes before
+/// the store that makes the table reachable.
+pub fn publish_barrier() {
+    barrier::dsb(barrier::ISHST);
+}
+
+/// Invalidates the stage-2 entries for `ipa` of the tree `s2` (and the
+/// combined stage-1+2 entries of its VMID), inner-shareable.
+pub fn tlbi_ipa(s2: &S2Id, ipa: u64) {
+    with_s2(s2, || {
+        // SAFETY: TLB maintenance only; the operand is IPA[55:12].
+        unsafe {
+            core::arch::asm!(
+                "dsb ishst",
+                "tlbi ipas2e1is, {0}",
+                "dsb ish",
+                "tlbi vmalle1is",
+                "dsb ish",
+                "isb",
+                in(reg) ipa >> 12,
+                options(nostack),
+            )
+        };
+    });
+}
+
+/// Invalidates every entry of the tree's VMID, inner-shareable.
+pub fn tlbi_vmid(s2: &S2Id) {
+    with_s2(s2, || {
+        // SAFETY: TLB maintenance only.
+        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+    });
+}
+
+/// Zeroes memory the hyp does not map, through this CPU's window.
+///
+/// # Safety
+/// Every lower EL has lost access to `[pa, pa + size)`.
+pub unsafe fn zero_through_window(pa: u64, size: u64) {
+    window::for_each_chunk(pa, size, |va, len| {
+        // SAFETY: per the function contract; the window maps this piece at
+        // `va` (page-aligned) as normal memory.
+        unsafe { zero(va, len) };
+    });
+}
+
+/// Cleans and invalidates `[pa, pa + size)` to the point of coherency, by
+/// VA through this CPU's window, and waits for it.
+pub fn dcache_clean_inval_poc(pa: u64, size: u64) {
+    let line = dcache_line();
+    window::for_each_chunk(pa, size, |va, len| {
+        let mut a = va & !(line - 1);
+        while a < va + len {
+            // SAFETY: cache maintenance by VA on normal memory the window
+            // maps (a line never crosses a page); it changes no data.
+            unsafe { core::arch::asm!("dc civac, {0}", in(reg) a, options(nostack)) };
+            a += line;
         }
-        barrier::dsb(barrier::ISH);
-        barrier::isb(barrier::SY);
+    });
+    barrier::dsb(barrier::ISH);
+}
+
+/// Invalidates the instruction caches to the point of unification (after
+/// the D-side was cleaned), unless CTR_EL0.DIC says it is not needed.
+pub fn icache_inval_all() {
+    if crate::read_sysreg!("ctr_el0") & CTR_DIC == 0 {
+        // SAFETY: instruction cache maintenance only.
+        unsafe { core::arch::asm!("ic ialluis", options(nostack)) };
     }
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
 }

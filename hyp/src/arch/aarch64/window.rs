@@ -24,7 +24,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{Readable, MPIDR_EL1};
 
-use hyp::stage1::{self, Chunk, MapError, Perm, TableAlloc, Tables, PAGE, WINDOW_CPUS, WINDOW_SLOT};
+pub use hyp::stage1::WINDOW_CPUS;
+use hyp::stage1::{self, Chunk, MapError, Perm, TableAlloc, Tables, PAGE, WINDOW_SLOT};
 
 /// The level-2 table holding every CPU's block slot.
 static L2: AtomicU64 = AtomicU64::new(0);
@@ -32,8 +33,6 @@ static L2: AtomicU64 = AtomicU64::new(0);
 static L3: [AtomicU64; WINDOW_CPUS] = [const { AtomicU64::new(0) }; WINDOW_CPUS];
 /// A slot in use (catches nested use, a bug).
 static BUSY: [AtomicBool; WINDOW_CPUS] = [const { AtomicBool::new(false) }; WINDOW_CPUS];
-
-const _: () = assert!(WINDOW_CPUS >= crate::percpu::MAX_CPUS);
 
 /// Makes the window's tables in `t` (the final map, before it is live).
 pub fn prepare<A: TableAlloc>(t: &mut Tables, a: &mut A) -> Result<(), MapError> {

@@ -1,0 +1,92 @@
+//! The EL2 [`MmEnv`]: table pages from the hyp's page pool, descriptor
+//! writes published to the table walkers, stage-2 TLB maintenance in the
+//! translation regime of the tree it targets (`arch::aarch64::tlb`), cache
+//! maintenance to the point of coherency, split/merge trace points, and the
+//! software counters the bench and the checker read.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use hyp::mm::env::{MmEnv, S2Id};
+use hyp::mm::PAGE_SIZE;
+
+use crate::arch::aarch64::tlb;
+use crate::mem;
+
+/// Zero-sized: the pool and the TLB are global.
+pub struct HypEnv;
+
+/// Software counters over all stage-2s (benchmarks, the checker):
+/// descriptor writes, TLB invalidations, table pages allocated and freed.
+pub static PTE_WRITES: AtomicU64 = AtomicU64::new(0);
+pub static TLBIS: AtomicU64 = AtomicU64::new(0);
+pub static TABLES_ALLOCATED: AtomicU64 = AtomicU64::new(0);
+pub static TABLES_FREED: AtomicU64 = AtomicU64::new(0);
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl MmEnv for HypEnv {
+    fn alloc_table(&mut self) -> Option<u64> {
+        bump(&TABLES_ALLOCATED);
+        mem::alloc_pages(1)
+    }
+    fn free_table(&mut self, pa: u64) {
+        bump(&TABLES_FREED);
+        // SAFETY: a table page the core has detached and invalidated: hyp
+        // memory nobody else references. Zeroed so it carries no descriptor
+        // out of the tables.
+        unsafe { tlb::zero(pa, PAGE_SIZE) };
+        mem::free_pages(pa, 1)
+    }
+    fn alloc_root(&mut self, pages: usize) -> Option<u64> {
+        mem::alloc_pages(pages)
+    }
+    fn free_root(&mut self, pa: u64, pages: usize) {
+        mem::free_pages(pa, pages)
+    }
+    fn table_ptr(&self, pa: u64) -> *mut u64 {
+        // Table pages are pool pages, identity-mapped in the hyp's stage-1.
+        pa as *mut u64
+    }
+    unsafe fn init_pte(&mut self, ptep: *mut u64, val: u64) {
+        // SAFETY: ptep is a descriptor of a table page no walker can reach
+        // yet (MmEnv::init_pte contract).
+        unsafe { core::ptr::write_volatile(ptep, val) };
+    }
+    fn publish_barrier(&mut self) {
+        tlb::publish_barrier();
+    }
+    unsafe fn write_pte(&mut self, _s2: &S2Id, ptep: *mut u64, _ipa: u64, _level: u8, val: u64) {
+        // SAFETY: ptep is a descriptor in a table page owned by a stage-2 the
+        // caller holds the lock of (MmEnv::write_pte contract).
+        unsafe { tlb::write_pte(ptep, val) };
+        bump(&PTE_WRITES);
+    }
+    fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, _level: u8) {
+        bump(&TLBIS);
+        tlb::tlbi_ipa(s2, ipa);
+    }
+    fn tlbi_vmid(&mut self, s2: &S2Id) {
+        bump(&TLBIS);
+        tlb::tlbi_vmid(s2);
+    }
+    fn on_split(&mut self, who: u16, ipa: u64, level: u8) {
+        crate::tracebuf::point::table(hyp::trace::Kind::Split, who, ipa, level);
+    }
+    fn on_merge(&mut self, who: u16, ipa: u64, level: u8) {
+        crate::tracebuf::point::table(hyp::trace::Kind::Merge, who, ipa, level);
+    }
+    fn scrub(&mut self, pa: u64, size: u64) {
+        // SAFETY: the core unmapped [pa, pa + size) from the guest (with TLB
+        // invalidation) and has not given it to the host yet.
+        unsafe { tlb::zero_through_window(pa, size) };
+    }
+    fn dcache_clean_inval_poc(&mut self, pa: u64, size: u64) {
+        tlb::dcache_clean_inval_poc(pa, size);
+    }
+    fn icache_inval_pou(&mut self, _pa: u64, _size: u64) {
+        // The D-side is clean to PoC (so to PoU) and complete.
+        tlb::icache_inval_all();
+    }
+}
