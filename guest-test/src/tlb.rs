@@ -51,6 +51,9 @@ pub fn tlb(t: &mut Tally, args: &str) {
         t.check(ok, &alloc::format!("tlb: MEM_UNSHARE of page {n}"));
         yield_to_host(calls);
         let kept = (p..p + PAGE).step_by(8).all(|a| read64(a) == marker ^ a);
-        t.check(kept, &alloc::format!("tlb: page {n} kept its contents through the share, the host's reads and the unshare"));
+        t.check(
+            kept,
+            &alloc::format!("tlb: page {n} kept its contents through the share, the host's reads and the unshare"),
+        );
     }
 }

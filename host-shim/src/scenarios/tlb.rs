@@ -32,9 +32,10 @@ const MARKER: u64 = 0x7e57_71b0_5ec2_e700;
 const OFFSETS: [u64; 3] = [0, 0x800, PAGE - 8];
 /// Rounds of reads on CPU 1 before it lets CPU 0 run the guest.
 const CPU1_ROUNDS: u64 = 4;
-/// Spins a CPU waits for the other before it gives up (a few seconds of
-/// TCG time; a normal wait takes a tiny fraction of this).
-const SPIN_BOUND: u64 = 1 << 28;
+/// Spins a CPU waits for the other before it gives up: seconds of TCG time
+/// (a failing run that spun 2^28 times took 3.4 s in all), while the longest
+/// wait of a passing run, CPU 1 coming up, is under 2^20.
+const SPIN_BOUND: u64 = 1 << 29;
 
 /// Whose turn it is.
 static PHASE: AtomicU32 = AtomicU32::new(START);
