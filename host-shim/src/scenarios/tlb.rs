@@ -53,8 +53,10 @@ const GAVE_UP: u32 = 4;
 /// CPU 1's work: the host PA and guest IPA of page 2.
 static PA: AtomicU64 = AtomicU64::new(0);
 static IPA: AtomicU64 = AtomicU64::new(0);
-/// CPU 1's results: reads that saw the marker; after the unshare the FAR
-/// (u64::MAX: no abort), ESR and value of its read.
+/// CPU 1's results: the CPU it ran on (MPIDR Aff0); the rounds of reads
+/// that saw the marker; after the unshare, the FAR (u64::MAX: no abort),
+/// ESR and value of its read.
+static RAN_ON: AtomicU64 = AtomicU64::new(u64::MAX);
 static SEEN: AtomicU64 = AtomicU64::new(0);
 static FAR: AtomicU64 = AtomicU64::new(u64::MAX);
 static ESR: AtomicU64 = AtomicU64::new(0);
@@ -76,9 +78,9 @@ fn sees_marker(pa: u64, ipa: u64) -> bool {
     OFFSETS.iter().all(|&o| matches!(probe(pa + o), (v, None) if v == MARKER ^ (ipa + o)))
 }
 
-/// Spins until PHASE is `want`: Ok, or Err(the phase seen) if the other CPU
-/// gave up or the bound ran out.
-fn wait_for(want: u32) -> Result<(), u32> {
+/// Spins until PHASE is `want`: false if the other CPU gave up first or
+/// the bound ran out.
+fn wait_for(want: u32) -> bool {
     let mut spins = 0;
     let got = loop {
         let p = PHASE.load(SeqCst);
@@ -89,11 +91,7 @@ fn wait_for(want: u32) -> Result<(), u32> {
         core::hint::spin_loop();
     };
     LONGEST.fetch_max(spins, SeqCst);
-    if got == want {
-        Ok(())
-    } else {
-        Err(got)
-    }
+    got == want
 }
 
 /// Gives up from phase `from`: true if the other CPU had not moved on
@@ -102,9 +100,10 @@ fn give_up(from: u32) -> bool {
     PHASE.compare_exchange(from, GAVE_UP, SeqCst, SeqCst).is_ok()
 }
 
-/// CPU 1: reads page 2 until CPU 0 has run the guest through the unshare,
-/// then reads it once more.
+/// CPU 1: reads page 2 (CPU1_ROUNDS rounds), waits for CPU 0 to run the
+/// guest through the unshare, then reads it once more.
 fn cpu1(_: usize) -> ! {
+    RAN_ON.store(smp::cpu_index() as u64, SeqCst);
     let (pa, ipa) = (PA.load(SeqCst), IPA.load(SeqCst));
     let mut seen = 0;
     for _ in 0..CPU1_ROUNDS {
@@ -112,7 +111,7 @@ fn cpu1(_: usize) -> ! {
     }
     SEEN.store(seen, SeqCst);
     if PHASE.compare_exchange(START, CACHED, SeqCst, SeqCst).is_ok() {
-        let go = wait_for(UNSHARED).is_ok() || !give_up(CACHED) && PHASE.load(SeqCst) == UNSHARED;
+        let go = wait_for(UNSHARED) || !give_up(CACHED) && PHASE.load(SeqCst) == UNSHARED;
         if go {
             let (v, got) = probe(pa);
             if let Some((far, esr)) = got {
@@ -193,13 +192,13 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, info: &el1_r
     }
     // If CPU 1 is late, giving up stops it before its next phase; it may
     // still be inside its reads, so CPU 0 makes none from here on.
-    let cached = wait_for(CACHED).is_ok() || !give_up(START) && PHASE.load(SeqCst) == CACHED;
+    let cached = wait_for(CACHED) || !give_up(START) && PHASE.load(SeqCst) == CACHED;
     if !cached {
         r.fail("tlb: CPU 1 reads page 2 within the spin bound");
         return;
     }
     r.check(
-        SEEN.load(SeqCst) == CPU1_ROUNDS,
+        RAN_ON.load(SeqCst) == 1 && SEEN.load(SeqCst) == CPU1_ROUNDS,
         "tlb: CPU 1 reads the guest's marker in page 2, 4 rounds (its mapping is now in CPU 1's TLB)",
     );
     to_yield(&mut g, 4, "tlb: the guest, run on CPU 0, unshared page 2 and yielded", r);
@@ -207,7 +206,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, info: &el1_r
         r.fail("tlb: CPU 1 waits for the unshare within the spin bound");
         return;
     }
-    let done = wait_for(DONE).is_ok() || !give_up(UNSHARED) && PHASE.load(SeqCst) == DONE;
+    let done = wait_for(DONE) || !give_up(UNSHARED) && PHASE.load(SeqCst) == DONE;
     if !done {
         r.fail("tlb: CPU 1 reads page 2 again within the spin bound");
         return;
