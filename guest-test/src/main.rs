@@ -15,6 +15,8 @@ mod leaks;
 #[cfg(target_os = "none")]
 mod tests;
 #[cfg(target_os = "none")]
+mod tlb;
+#[cfg(target_os = "none")]
 mod traps;
 
 #[cfg(not(target_os = "none"))]
@@ -42,6 +44,7 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "spin" => leaks::spin(),
         "traps" => traps::traps(&mut t),
         "pmu-owned" => traps::pmu_owned(&mut t),
+        "tlb" => tlb::tlb(&mut t, args),
         "fuzz" => {
             let seed = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("seed=")).and_then(|v| v.parse().ok());
             tests::fuzz(&mut t, seed.unwrap_or(1))

@@ -9,7 +9,7 @@ use crate::RunArgs;
 /// Hyp log levels (`hyp.log=`).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// The host shim's scenarios (`shim.test=NAME`, host-shim/src/scenarios/mod.rs).
-pub const SHIM_SCENARIOS: [&str; 15] = [
+pub const SHIM_SCENARIOS: [&str; 16] = [
     "boot",
     "demo",
     "guests",
@@ -24,6 +24,7 @@ pub const SHIM_SCENARIOS: [&str; 15] = [
     "pmu-owned",
     "bench",
     "smp",
+    "tlb",
     "fuzz",
 ];
 /// `--trace` words (hyp::trace::parse_mask).

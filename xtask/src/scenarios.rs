@@ -253,6 +253,48 @@ pub fn all() -> Vec<Scenario> {
             timeout: 300,
         },
         Scenario {
+            name: "tlb: a host that read a page a guest shared aborts on its next read after MEM_UNSHARE, on the CPU that ran the guest and on another",
+            args: RunArgs { smp: 2, ..base("tlb") },
+            lines: vec![
+                "[hyp]   cpus    2 (mpidr 0x0..)",
+                "[host] vm 1: 'guest-test' loaded, 16 MiB donated at PA 0x42400000 (IPA 0x40000000), entry 0x40080000",
+                "[vm 1] PASS tlb: MEM_SHARE of page 1",
+                "[host] PASS tlb: the guest shared page 1 and yielded",
+                "[host] PASS tlb: CPU 0 reads the guest's marker in page 1 (its mapping is now in CPU 0's TLB)",
+                "[vm 1] PASS tlb: MEM_UNSHARE of page 1",
+                "[host] PASS tlb: the guest unshared page 1 and yielded",
+                "[hyp] host: read at IPA 0x42e05000 (PC *) refused (EPERM): abort injected",
+                "[host] tlb: cpu 0: read of page 1 (PA 0x42e05000, IPA 0x40a05000) after MEM_UNSHARE: data abort, FAR 0x42e05000, ESR 0x96000010, loaded 0x0",
+                "[host] PASS tlb: CPU 0's next read of page 1 after MEM_UNSHARE aborts at its address",
+                "[host] PASS tlb: the aborted read on CPU 0 loaded nothing of page 1",
+                "[vm 1] PASS tlb: page 1 kept its contents through the share, the host's reads and the unshare",
+                "[vm 1] PASS tlb: MEM_SHARE of page 2",
+                "[host] PASS tlb: the guest shared page 2 and yielded",
+                "[hyp] cpu 1: up, entering host at *",
+                "[host] PASS tlb: CPU 1 reads the guest's marker in page 2, 4 rounds (its mapping is now in CPU 1's TLB)",
+                "[vm 1] PASS tlb: MEM_UNSHARE of page 2",
+                "[host] PASS tlb: the guest, run on CPU 0, unshared page 2 and yielded",
+                "[hyp] host: read at IPA 0x43007000 (PC *) refused (EPERM): abort injected",
+                "[host] tlb: cpu 1: read of page 2 (PA 0x43007000, IPA 0x40c07000) after MEM_UNSHARE: data abort, FAR 0x43007000, ESR 0x96000010, loaded 0x0",
+                "[host] PASS tlb: CPU 1's next read of page 2 after MEM_UNSHARE aborts at its address",
+                "[host] PASS tlb: the aborted read on CPU 1 loaded nothing of page 2",
+                "[host] tlb: longest wait for the other CPU: * spins (bound 536870912)",
+                "[vm 1] PASS tlb: page 2 kept its contents through the share, the host's reads and the unshare",
+                "[vm 1] guest: 6 passed, 0 failed",
+                "[host] PASS tlb: the guest powers off",
+                "[host] vm 1: destroyed, 16384 KiB scrubbed and returned to the host",
+                "[host] PASS teardown reclaims every page the guest still had",
+                "[host] PASS reclaimed pages are zero and the host can use them",
+                "[host] PASS tlb: after teardown both pages are the host's and read zero",
+                "[host] result: 23 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
+            code: 0,
+            timeout: 60,
+        },
+        Scenario {
             name: "boot: hyp at EL2, host shim at EL1 under stage-2, hyp memory aborts",
             args: base("boot"),
             lines: vec![
@@ -772,8 +814,14 @@ fn linux_host() -> Vec<Scenario> {
 }
 
 /// Lines a passing scenario prints anyway (fuzz, SMP, preemption and PMU figures).
-const FIGURES: [&str; 5] =
-    ["[host] fuzz: seed ", "[host] smp: ", "[host] preempt: ", "[host] traps: PMU", "[host] pmu-owned: PMU"];
+const FIGURES: [&str; 6] = [
+    "[host] fuzz: seed ",
+    "[host] smp: ",
+    "[host] preempt: ",
+    "[host] traps: PMU",
+    "[host] pmu-owned: PMU",
+    "[host] tlb: longest wait",
+];
 
 /// Matches `line` against a pattern where `*` stands for any text.
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::mem::HostMem;
 use crate::report::{expect_abort, read64, write64, Report};
 use crate::vmm::Guest;
 
-fn load(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut Report) -> Option<Guest> {
+pub(super) fn load(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut Report) -> Option<Guest> {
     match Guest::load(hm, &img.name, img.elf, mem, args) {
         Ok(g) => {
             println!(
@@ -32,7 +32,7 @@ fn load(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut Report
 }
 
 /// Destroys `g` and checks that its memory came back scrubbed and usable.
-fn teardown(hm: &mut HostMem, g: Guest, r: &mut Report) {
+pub(super) fn teardown(hm: &mut HostMem, g: Guest, r: &mut Report) {
     let (pa, mem, h, gone) = (g.pa, g.mem, g.handle, g.relinquished);
     match g.destroy(hm) {
         Ok(bytes) => {

@@ -9,6 +9,7 @@ pub mod hostile;
 pub mod leaks;
 pub mod preempt;
 pub mod smp;
+pub mod tlb;
 pub mod traps;
 
 use el1_rt::BootInfo;
@@ -47,6 +48,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "pmu-owned" => traps::pmu_owned(&mut hm, &images, r),
         "bench" => bench::run(&mut hm, &images, r),
         "smp" => smp::run(&mut hm, &images, r, info),
+        "tlb" => tlb::run(&mut hm, &images, r, info),
         "fuzz" => {
             fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or(""), devices::redistributor(info))
         }
