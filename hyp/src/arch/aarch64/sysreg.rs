@@ -53,6 +53,8 @@ sysreg!(AFSR0_EL1, Afsr0El1, "afsr0_el1");
 sysreg!(AFSR1_EL1, Afsr1El1, "afsr1_el1");
 sysreg!(MDSCR_EL1, MdscrEl1, "mdscr_el1");
 sysreg!(ID_AA64ISAR2_EL1, IdAa64isar2El1, "s3_0_c0_c6_2");
+sysreg!(CTR_EL0, CtrEl0, "ctr_el0");
+sysreg!(DCZID_EL0, DczidEl0, "dczid_el0");
 // SME's thread pointer (exists when ID_AA64PFR1_EL1.SME != 0).
 sysreg!(TPIDR2_EL0, Tpidr2El0, "s3_3_c13_c0_5");
 // SME's streaming-mode and ZA enables (exists when ID_AA64PFR1_EL1.SME != 0).
@@ -130,26 +132,3 @@ register_bitfields! {u64,
 
 /// CPTR_EL2 bits that are RES1 with E2H = 0: 0-7, 9, 13.
 pub const CPTR_EL2_RES1: u64 = 0x22ff;
-
-/// Reads a system register by name (older call sites; new code uses the
-/// typed registers above).
-#[macro_export]
-macro_rules! read_sysreg {
-    ($name:literal) => {{
-        let v: u64;
-        // SAFETY: reading a system register has no side effect at EL2.
-        unsafe { core::arch::asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack)) };
-        v
-    }};
-}
-
-/// Writes a system register by name (older call sites).
-#[macro_export]
-macro_rules! write_sysreg {
-    ($name:literal, $v:expr) => {{
-        let v: u64 = $v;
-        // SAFETY: the caller writes an EL2-owned or saved/restored EL1
-        // register with a value that keeps the hyp's own state intact.
-        unsafe { core::arch::asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nomem, nostack)) };
-    }};
-}

@@ -9,6 +9,9 @@ use aarch64_cpu::registers::*;
 use hyp::mm::env::S2Id;
 use hyp::mm::PAGE_SIZE;
 
+use tock_registers::interfaces::Readable;
+
+use super::sysreg::{CTR_EL0, DCZID_EL0};
 use super::window;
 
 // CTR_EL0 and DCZID_EL0 fields (`aarch64-cpu` describes neither register).
@@ -24,7 +27,7 @@ const DCZID_DZP: u64 = 1 << 4;
 /// The smallest data cache line of any cache the CPU has, in bytes: the
 /// stride that makes a by-VA maintenance loop miss no line.
 pub fn dcache_line() -> u64 {
-    4 << ((crate::read_sysreg!("ctr_el0") >> CTR_DMINLINE_SHIFT) & 0xf)
+    4 << ((CTR_EL0.get() >> CTR_DMINLINE_SHIFT) & 0xf)
 }
 
 /// VTCR_EL2 for a stage-2 of `t0sz`/`sl0` (4K granule, write-back walks,
@@ -78,7 +81,7 @@ fn with_s2<F: FnOnce()>(s2: &S2Id, f: F) {
 /// # Safety
 /// The range is hyp memory or memory every lower EL has lost access to.
 pub unsafe fn zero(pa: u64, size: u64) {
-    let dczid = crate::read_sysreg!("dczid_el0");
+    let dczid = DCZID_EL0.get();
     let block = 4u64 << (dczid & DCZID_BS_MASK);
     if dczid & DCZID_DZP == 0 && block <= PAGE_SIZE {
         let mut a = pa;
@@ -185,7 +188,7 @@ pub fn dcache_clean_inval_poc(pa: u64, size: u64) {
 /// Invalidates the instruction caches to the point of unification (after
 /// the D-side was cleaned), unless CTR_EL0.DIC says it is not needed.
 pub fn icache_inval_all() {
-    if crate::read_sysreg!("ctr_el0") & CTR_DIC == 0 {
+    if CTR_EL0.get() & CTR_DIC == 0 {
         // SAFETY: instruction cache maintenance only.
         unsafe { core::arch::asm!("ic ialluis", options(nostack)) };
     }
