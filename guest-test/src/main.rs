@@ -11,6 +11,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod abi;
 #[cfg(target_os = "none")]
+mod irq;
+#[cfg(target_os = "none")]
 mod leaks;
 #[cfg(target_os = "none")]
 mod tests;
@@ -40,6 +42,7 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "isolation" => tests::isolation(&mut t),
         "bench" => tests::bench(&mut t),
         "leaks" => leaks::leaks(&mut t),
+        "irq" => irq::irq(&mut t),
         "leaks-fresh" => leaks::leaks_fresh(&mut t),
         "spin" => leaks::spin(),
         "traps" => traps::traps(&mut t),

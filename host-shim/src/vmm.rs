@@ -1,5 +1,7 @@
 //! The host's VMM: loads a guest (ELF + DTB) into host memory, donates it,
-//! runs its vCPU, emulates its PL011 and answers its host-service calls.
+//! runs its vCPU, emulates its PL011 (with its interrupt), GIC distributor
+//! and redistributors (`vgic.rs`) and an interrupt test device, and answers
+//! its host-service calls.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -15,6 +17,13 @@ use crate::report::{expect_abort, read64, write64};
 
 pub const GUEST_RAM: u64 = 0x4000_0000;
 pub const GUEST_UART: u64 = 0x0900_0000;
+/// The PL011's interrupt: SPI 1, as on QEMU `virt`.
+pub const UART_INTID: usize = 33;
+/// A test device with a level-sensitive interrupt (SPI 2): a write of N to
+/// +0 asserts its line until N writes to +4 acknowledge it; +8 reads the
+/// acknowledgements so far.
+pub const GUEST_IRQ_TEST: u64 = 0x0b00_0000;
+pub const IRQ_TEST_INTID: usize = 34;
 /// The guest DTB sits in the first 64 KiB of guest RAM.
 const GUEST_DTB_SIZE: usize = 0x1_0000;
 const SZ_2M: u64 = 2 << 20;
@@ -47,6 +56,33 @@ pub struct Guest {
     pub verbose: bool,
     /// VCPU_RUN has been called: the vCPU set is closed.
     started: bool,
+    /// The emulated distributor and redistributors.
+    pub gic: crate::vgic::Gic,
+    uart: Pl011,
+    irq_test: IrqTest,
+    /// Exits seen: WFI/WFE (the guest idles), IRQ (the host's interrupts
+    /// or the end of a slice).
+    pub wfi_exits: u64,
+    pub irq_exits: u64,
+}
+
+/// The PL011's interrupt registers (PL011 TRM 3.3.13-3.3.17): the
+/// transmit interrupt rises after every character (the FIFO drains at
+/// once), the receive side never has data.
+#[derive(Default)]
+struct Pl011 {
+    imsc: u32,
+    ris: u32,
+}
+
+/// UARTRIS/UARTMIS/UARTICR bit of the transmit interrupt.
+const UART_TXI: u32 = 1 << 5;
+
+#[derive(Default)]
+struct IrqTest {
+    /// Acknowledgements still needed before the line drops.
+    owed: u64,
+    acks: u64,
 }
 
 pub enum LoadError {
@@ -125,8 +161,9 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
 }
 
-/// The guest's DTB: memory, a PL011, PSCI over HVC, one CPU.
-fn guest_dtb(mem: u64, bootargs: &str) -> Vec<u8> {
+/// The guest's DTB: memory, a PL011 and the interrupt test device on the
+/// GICv3, the virtual timer, PSCI over HVC, the CPUs.
+fn guest_dtb(mem: u64, bootargs: &str, vcpus: usize) -> Vec<u8> {
     use vm_fdt::FdtWriter;
     let build = || -> Result<Vec<u8>, vm_fdt::Error> {
         let mut w = FdtWriter::new()?;
@@ -134,6 +171,7 @@ fn guest_dtb(mem: u64, bootargs: &str) -> Vec<u8> {
         w.property_string("compatible", "linux,dummy-virt")?;
         w.property_u32("#address-cells", 2)?;
         w.property_u32("#size-cells", 2)?;
+        w.property_u32("interrupt-parent", crate::vgic::PHANDLE)?;
         let chosen = w.begin_node("chosen")?;
         w.property_string("bootargs", bootargs)?;
         w.property_string("stdout-path", "/pl011@9000000")?;
@@ -142,10 +180,17 @@ fn guest_dtb(mem: u64, bootargs: &str) -> Vec<u8> {
         w.property_string("device_type", "memory")?;
         w.property_array_u64("reg", &[GUEST_RAM, mem])?;
         w.end_node(m)?;
+        crate::vgic::dtb_nodes(&mut w, vcpus)?;
         let u = w.begin_node("pl011@9000000")?;
         w.property_string_list("compatible", alloc::vec!["arm,pl011".into(), "arm,primecell".into()])?;
         w.property_array_u64("reg", &[GUEST_UART, 0x1000])?;
+        w.property_array_u32("interrupts", &[0, (UART_INTID - 32) as u32, 4])?;
         w.end_node(u)?;
+        let t = w.begin_node("irq-test@b000000")?;
+        w.property_string("compatible", "pkvm-rs,irq-test")?;
+        w.property_array_u64("reg", &[GUEST_IRQ_TEST, 0x1000])?;
+        w.property_array_u32("interrupts", &[0, (IRQ_TEST_INTID - 32) as u32, 4])?;
+        w.end_node(t)?;
         let p = w.begin_node("psci")?;
         w.property_string_list("compatible", alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()])?;
         w.property_string("method", "hvc")?;
@@ -153,11 +198,14 @@ fn guest_dtb(mem: u64, bootargs: &str) -> Vec<u8> {
         let cpus = w.begin_node("cpus")?;
         w.property_u32("#address-cells", 1)?;
         w.property_u32("#size-cells", 0)?;
-        let c = w.begin_node("cpu@0")?;
-        w.property_string("device_type", "cpu")?;
-        w.property_string("compatible", "arm,armv8")?;
-        w.property_u32("reg", 0)?;
-        w.end_node(c)?;
+        for i in 0..vcpus {
+            let c = w.begin_node(&alloc::format!("cpu@{i}"))?;
+            w.property_string("device_type", "cpu")?;
+            w.property_string("compatible", "arm,armv8")?;
+            w.property_u32("reg", i as u32)?;
+            w.property_string("enable-method", "psci")?;
+            w.end_node(c)?;
+        }
         w.end_node(cpus)?;
         w.end_node(root)?;
         w.finish()
@@ -199,7 +247,7 @@ impl Guest {
             dst[seg.at..seg.at + filesz].copy_from_slice(&elf[seg.file.clone()]);
             dst[seg.at + filesz..seg.at + seg.memsz].fill(0);
         }
-        let dtb = guest_dtb(mem, bootargs);
+        let dtb = guest_dtb(mem, bootargs, 1);
         dst[..dtb.len()].copy_from_slice(&dtb);
         let handle = hyp::vm_create().map_err(|e| LoadError::Hyp("vm_create", e))?;
         let r = hyp::donate(handle, pa, GUEST_RAM, mem);
@@ -225,6 +273,11 @@ impl Guest {
             guest_calls: 0,
             verbose: false,
             started: false,
+            gic: crate::vgic::Gic::new(handle, 1),
+            uart: Pl011::default(),
+            irq_test: IrqTest::default(),
+            wfi_exits: 0,
+            irq_exits: 0,
         })
     }
 
@@ -232,20 +285,60 @@ impl Guest {
         (ipa >= GUEST_RAM && ipa - GUEST_RAM < self.mem).then(|| self.pa + (ipa - GUEST_RAM))
     }
 
-    /// The emulated PL011: prints the guest's lines; reads return 0.
+    /// The emulated PL011: prints the guest's lines; its transmit
+    /// interrupt; other reads return 0 (FR = 0: the FIFO is never full).
     pub fn uart(&mut self, off: u64, write: bool, value: u64) -> u64 {
-        if write && off == 0 {
-            match value as u8 {
-                b'\n' => {
-                    println!("[vm {}] {}", self.handle, String::from_utf8_lossy(&self.line));
-                    self.line.clear();
+        let out = match (off, write) {
+            (0x000, true) => {
+                match value as u8 {
+                    b'\n' => {
+                        println!("[vm {}] {}", self.handle, String::from_utf8_lossy(&self.line));
+                        self.line.clear();
+                    }
+                    b'\r' => {}
+                    b => self.line.push(b),
                 }
-                b'\r' => {}
-                b => self.line.push(b),
+                self.uart.ris |= UART_TXI;
+                0
             }
-        }
-        // Reads: FR = 0 (transmit FIFO never full), others 0.
-        0
+            (0x038, true) => {
+                self.uart.imsc = value as u32 & 0x7ff;
+                0
+            }
+            (0x038, false) => self.uart.imsc,
+            (0x03c, false) => self.uart.ris,
+            (0x040, false) => self.uart.ris & self.uart.imsc,
+            (0x044, true) => {
+                self.uart.ris &= !(value as u32);
+                0
+            }
+            _ => 0,
+        };
+        let level = self.uart.ris & self.uart.imsc != 0;
+        self.gic.set_spi_line(UART_INTID, level);
+        out as u64
+    }
+
+    /// The interrupt test device (see [`GUEST_IRQ_TEST`]).
+    fn irq_test(&mut self, off: u64, write: bool, value: u64) -> u64 {
+        let t = &mut self.irq_test;
+        let out = match (off, write) {
+            (0, true) => {
+                t.owed = value;
+                t.acks = 0;
+                0
+            }
+            (4, true) => {
+                t.owed = t.owed.saturating_sub(1);
+                t.acks += 1;
+                0
+            }
+            (8, false) => t.acks,
+            _ => 0,
+        };
+        let level = self.irq_test.owed > 0;
+        self.gic.set_spi_line(IRQ_TEST_INTID, level);
+        out
     }
 
     /// Answers a host-service call; returns the guest's x0..x3.
@@ -299,6 +392,7 @@ impl Guest {
                 crate::tracing::dump_s2(Some(self.handle));
                 [0, 0, 0, 0]
             }
+            (svc::HOST_IRQ_COUNTS, _) => [self.wfi_exits, self.irq_exits, self.gic.errors, 0],
             (svc::HOST_COUNTERS, _) => crate::scenarios::bench::counters(),
             (svc::YIELD, _) => {
                 self.yielded = true;
@@ -330,6 +424,10 @@ impl Guest {
                     let (ipa, write, value) = (e[1], e[3] != 0, e[4]);
                     if (GUEST_UART..GUEST_UART + 0x1000).contains(&ipa) {
                         reply[0] = self.uart(ipa - GUEST_UART, write, value);
+                    } else if (GUEST_IRQ_TEST..GUEST_IRQ_TEST + 0x1000).contains(&ipa) {
+                        reply[0] = self.irq_test(ipa - GUEST_IRQ_TEST, write, value);
+                    } else if let Some(v) = self.gic.mmio(ipa, write, e[2], value) {
+                        reply[0] = v;
                     } else if self.verbose {
                         println!(
                             "[host] vm {}: MMIO {} at {:#x}: no device, reads 0",
@@ -372,7 +470,21 @@ impl Guest {
                         hyp::unpin(pa);
                     }
                 }
-                exit::IRQ => {}
+                exit::IRQ => self.irq_exits += 1,
+                exit::WFI => {
+                    self.wfi_exits += 1;
+                    let (deadline, wfe) = (e[1], e[2] != 0);
+                    if !wfe {
+                        if deadline == u64::MAX {
+                            return Err("the guest waits for an interrupt that nothing will raise".into());
+                        }
+                        // Nothing else can raise one here: wait for the
+                        // timer's deadline (a Linux host would sleep).
+                        while el1_rt::gic::counter().0 < deadline {
+                            core::hint::spin_loop();
+                        }
+                    }
+                }
                 exit::GUEST_FATAL => {
                     return Err(alloc::format!("guest SError (ESR {:#x}) at PC {:#x}: vCPU stopped", e[1], e[2]))
                 }

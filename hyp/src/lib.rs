@@ -14,3 +14,4 @@ pub mod exception;
 pub mod gicr;
 pub mod hostdev;
 pub mod traps;
+pub mod vgic;

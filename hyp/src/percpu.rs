@@ -39,6 +39,9 @@ pub struct PerCpu {
     pub host_icc: [u64; 2],
     /// This CPU's redistributor SGI frame (the hyp timer's PPI), 0 if none.
     pub gicr_sgi: u64,
+    /// The virtual timer's PPI (INTID 27) while a guest runs: enabled by
+    /// the host before the entry, enabled now.
+    pub vtimer_ppi: [bool; 2],
     /// The host's stage-2 controls (restored on every exit to the host).
     pub host_vttbr: u64,
     pub host_vtcr: u64,
@@ -58,6 +61,7 @@ const INIT: PerCpu = PerCpu {
     host: Context::reset(),
     host_icc: [0; 2],
     gicr_sgi: 0,
+    vtimer_ppi: [false; 2],
     host_vttbr: 0,
     host_vtcr: 0,
     guest: None,

@@ -215,6 +215,30 @@ pub mod point {
         }
     }
 
+    /// Virtual interrupts flushed into a vCPU's list registers (only when
+    /// something went in or waits).
+    #[inline(always)]
+    pub fn vgic(who: u16, vcpu: usize, f: &hyp::vgic::Flush, lrs: &[u64]) {
+        if (f.injected != 0 || f.overflow != 0) && on(Kind::Irq) {
+            let mut m = [0u64; 2];
+            for &v in lrs.iter().filter(|&&v| hyp::vgic::lr::state(v) != 0) {
+                let i = hyp::vgic::lr::intid(v) % 128;
+                m[(i / 64) as usize] |= 1 << (i % 64);
+            }
+            emit(Record {
+                kind: Kind::Irq as u8,
+                who,
+                vcpu: vcpu as u8,
+                level: f.vtimer as u8,
+                arg: f.injected as u64,
+                arg2: f.overflow as u64,
+                far: m[0],
+                ipa: m[1],
+                ..Default::default()
+            });
+        }
+    }
+
     /// A split or merge.
     #[inline(always)]
     pub fn table(kind: Kind, who: u16, ipa: u64, level: u8) {

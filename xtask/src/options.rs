@@ -26,9 +26,10 @@ pub const SHIM_SCENARIOS: [&str; 16] = [
     "smp",
     "tlb",
     "fuzz",
+    "irq",
 ];
 /// `--trace` words (hyp::trace::parse_mask).
-pub const TRACE_WORDS: [&str; 6] = ["faults", "splits", "merges", "transitions", "hypercalls", "injects"];
+pub const TRACE_WORDS: [&str; 7] = ["faults", "splits", "merges", "transitions", "hypercalls", "injects", "irqs"];
 /// `--trace-dump` formats.
 pub const TRACE_DUMP: [&str; 2] = ["text", "bin"];
 /// CPUs the hyp supports (hyp/src/percpu.rs MAX_CPUS).

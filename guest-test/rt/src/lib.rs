@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod bench;
 pub mod console;
+pub mod gic;
 pub mod image;
 pub mod isolation;
 pub mod mmu;

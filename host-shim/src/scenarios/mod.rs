@@ -39,6 +39,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "guests" => guests::run_all(&mut hm, &images, r),
         "guest-tests" => guests::suite(&mut hm, &images, r, "test=all"),
         "block1g" => guests::suite(&mut hm, &images, r, "test=block1g"),
+        "irq" => guests::suite(&mut hm, &images, r, "test=irq"),
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "devices" => devices::run(info, &mut hm, r),

@@ -114,6 +114,10 @@ pub mod host {
     /// x1 = guest handle, x2 = IPA → x2 = state of that IPA for the host's
     /// tests: see [`page_state`].
     pub const PAGE_STATE: u32 = id(11);
+    /// x1 = handle, x2 = vCPU, x3 = INTID (0..127), x4 = operation
+    /// ([`irq`]), x5/x6 = its operands: the host's VMM tells the hyp what
+    /// its emulated distributor decided for that vCPU's interrupt.
+    pub const VCPU_IRQ: u32 = id(12);
     /// x1 = which stage-2 (0 host, else VM handle): prints it as ranges.
     pub const DUMP_S2: u32 = id(0x20);
     /// x1 = status: ends the system with this status (0 = pass).
@@ -137,6 +141,21 @@ pub mod host {
     /// x1 = handle → x2 = a digest of the VM's stage-2 (IPA ranges and
     /// page states, not PAs), to compare end states of two runs.
     pub const VM_DIGEST: u32 = id(0x27);
+
+    /// Operations of [`VCPU_IRQ`] (x4).
+    pub mod irq {
+        /// x5 = 1 enabled / 0 disabled, x6 = priority (0..255, lower is more urgent).
+        pub const CONFIGURE: u64 = 0;
+        /// x5 = 1 asserts / 0 deasserts a level-sensitive line: pending while
+        /// asserted, injected again after the guest deactivates it.
+        pub const LINE: u64 = 1;
+        /// One edge: pending once (SGIs, edge-triggered interrupts).
+        pub const PULSE: u64 = 2;
+        /// INTIDs a vCPU has: SGIs 0-15, PPIs 16-31, SPIs 32-127.
+        pub const NR_INTIDS: u64 = 128;
+        /// The virtual timer's PPI: its line is the hyp's.
+        pub const VTIMER: u64 = 27;
+    }
 
     pub const PIN_SHARED: u64 = 0;
     pub const PIN_EXCLUSIVE: u64 = 1;
@@ -164,6 +183,11 @@ pub mod host {
         /// x3 = ESR_EL2 of the SError, x4 = PC. The vCPU runs no more (EPERM);
         /// the rest of the machine keeps running.
         pub const GUEST_FATAL: u64 = 9;
+        /// The guest waits for an interrupt (WFI, or WFE: x4 = 1) and none
+        /// is deliverable: x3 = its virtual timer's deadline (CNTVCT ticks;
+        /// u64::MAX if the timer cannot fire). Run it again when an
+        /// interrupt is due; it continues after the instruction.
+        pub const WFI: u64 = 10;
     }
 
     /// Answers of PAGE_STATE.
@@ -236,4 +260,7 @@ pub mod services {
     /// x1 = calls made so far: the guest gives the CPU back to the host
     /// (VCPU_RUN returns); it continues on the next run.
     pub const YIELD: u32 = 0xc600_020b;
+    /// → x0 = WFI/WFE exits, x1 = IRQ exits the host has seen for this
+    /// VM, x2 = VCPU_IRQ calls the hyp refused (the VMM's bugs).
+    pub const HOST_IRQ_COUNTS: u32 = 0xc600_020c;
 }

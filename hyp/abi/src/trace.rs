@@ -22,10 +22,16 @@ pub enum Kind {
     Hypercall = 4,
     /// An abort injected into the host or a guest.
     Inject = 5,
+    /// Virtual interrupts put into a vCPU's list registers (the virtual
+    /// timer among them), or waiting for a free one.
+    Irq = 6,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [Kind::Fault, Kind::Split, Kind::Merge, Kind::Transition, Kind::Hypercall, Kind::Inject];
+    pub const ALL: [Kind; 7] =
+        [Kind::Fault, Kind::Split, Kind::Merge, Kind::Transition, Kind::Hypercall, Kind::Inject, Kind::Irq];
+    /// Every kind's bit.
+    pub const ALL_MASK: u32 = 0x7f;
 
     pub fn from_u8(v: u8) -> Option<Kind> {
         Kind::ALL.get(v as usize).copied()
@@ -41,6 +47,7 @@ impl Kind {
             Kind::Transition => "transition",
             Kind::Hypercall => "hypercall",
             Kind::Inject => "inject",
+            Kind::Irq => "irq",
         }
     }
 }
@@ -56,7 +63,8 @@ pub fn parse_mask(s: &str) -> Option<u32> {
             "transitions" | "transition" => Kind::Transition.bit(),
             "hypercalls" | "hypercall" => Kind::Hypercall.bit(),
             "injects" | "inject" => Kind::Inject.bit(),
-            "all" => 0x3f,
+            "irqs" | "irq" => Kind::Irq.bit(),
+            "all" => Kind::ALL_MASK,
             _ => return None,
         };
     }
@@ -290,6 +298,20 @@ impl fmt::Display for Record {
             Some(Kind::Inject) => {
                 write!(f, "inject {who} abort far={:#x} pc={:#x} esr={:#x}", self.far, self.elr, self.esr)
             }
+            Some(Kind::Irq) => {
+                write!(f, "irq    {who} injected {} waiting {}", self.arg, self.arg2)?;
+                if self.level != 0 {
+                    write!(f, " vtimer")?;
+                }
+                write!(f, " in-lrs")?;
+                for i in 0..128u32 {
+                    let m = if i < 64 { self.far } else { self.ipa };
+                    if m & (1 << (i % 64)) != 0 {
+                        write!(f, " {i}")?;
+                    }
+                }
+                Ok(())
+            }
             None => write!(f, "unknown kind {}", self.kind),
         }
     }
@@ -325,5 +347,8 @@ mod tests {
         );
         assert_eq!(parse_mask("faults,splits"), Some(0b100111));
         assert_eq!(parse_mask("bogus"), None);
+        assert_eq!(parse_mask("irqs"), Some(1 << 6));
+        let irq = Record { kind: Kind::Irq as u8, who: 1, vcpu: 2, level: 1, arg: 1, arg2: 3, far: 1 << 27, ipa: 1, ..Default::default() };
+        assert_eq!(format!("{irq}"), "irq    vm1/vcpu2 injected 1 waiting 3 vtimer in-lrs 27 64");
     }
 }

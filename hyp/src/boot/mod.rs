@@ -77,7 +77,7 @@ fn parse_options(bootargs: &'static str) -> Options {
                 _ => LevelFilter::Info,
             };
         } else if let Some(v) = tok.strip_prefix("hyp.trace=") {
-            o.trace = hyp::trace::parse_mask(v).unwrap_or(0x3f);
+            o.trace = hyp::trace::parse_mask(v).unwrap_or(hyp::trace::Kind::ALL_MASK);
         } else if let Some(v) = tok.strip_prefix("hyp.trace_vm=") {
             o.trace_vm = v.parse().ok();
         } else if let Some(v) = tok.strip_prefix("hyp.trace_buf=") {

@@ -1,7 +1,11 @@
 //! The few GICv3 distributor and redistributor registers the hyp itself
 //! needs: its preemption timer (the EL2 physical timer, PPI 10 = INTID 26)
-//! must be able to interrupt a guest, whatever the host did with the GIC.
-//! Everything else of the GIC belongs to the host.
+//! and the virtual interface's maintenance interrupt (PPI 9 = INTID 25)
+//! must be able to interrupt a guest, whatever the host did with the GIC;
+//! the virtual timer's PPI (INTID 27, the host's and every guest's) is
+//! enabled while a guest runs only when its interrupt can be injected, and
+//! the host's setting comes back at every exit. Everything else of the GIC
+//! belongs to the host.
 
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
@@ -11,6 +15,10 @@ use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 /// INTID of the EL2 physical timer (PPI 10) on QEMU virt and in the Arm
 /// Base System Architecture.
 pub const HYP_TIMER_INTID: u32 = 26;
+/// INTID of the GICv3 maintenance interrupt (PPI 9) on QEMU virt and in the BSA.
+pub const MAINTENANCE_INTID: u32 = 25;
+/// INTID of the EL1 virtual timer (PPI 11).
+pub const VTIMER_INTID: u32 = 27;
 
 register_bitfields! [u32,
     GICD_CTLR [
@@ -52,8 +60,10 @@ register_structs! {
         (0x000 => _reserved0),
         (0x080 => igroupr0: ReadWrite<u32>),
         (0x084 => _reserved1),
-        (0x100 => isenabler0: WriteOnly<u32>),
-        (0x104 => _reserved2),
+        (0x100 => isenabler0: ReadWrite<u32>),
+        (0x104 => _reserved2a),
+        (0x180 => icenabler0: WriteOnly<u32>),
+        (0x184 => _reserved2),
         (0x400 => ipriorityr: [ReadWrite<u8>; 32]),
         (0x420 => _reserved3),
         (0xd00 => igrpmodr0: ReadWrite<u32>),
@@ -103,11 +113,16 @@ pub unsafe fn init_redist(base: u64, size: u64, mpidr: u64) -> Option<u64> {
             let sgi = rd + FRAME;
             // SAFETY: the SGI frame follows the RD frame.
             let s = unsafe { &*(sgi as *const SgiFrame) };
-            let bit = 1u32 << HYP_TIMER_INTID;
-            s.igroupr0.set(s.igroupr0.get() | bit);
-            s.igrpmodr0.set(s.igrpmodr0.get() & !bit);
+            // The hyp's two PPIs and the virtual timer's: non-secure group 1
+            // (what a host GIC driver sets too); the hyp's at the highest
+            // priority, enabled.
+            let hyp = (1u32 << HYP_TIMER_INTID) | (1 << MAINTENANCE_INTID);
+            let bits = hyp | (1 << VTIMER_INTID);
+            s.igroupr0.set(s.igroupr0.get() | bits);
+            s.igrpmodr0.set(s.igrpmodr0.get() & !bits);
             s.ipriorityr[HYP_TIMER_INTID as usize].set(0);
-            s.isenabler0.set(bit);
+            s.ipriorityr[MAINTENANCE_INTID as usize].set(0);
+            s.isenabler0.set(hyp);
             return Some(sgi);
         }
         if typer & TYPER_LAST != 0 {
@@ -118,13 +133,30 @@ pub unsafe fn init_redist(base: u64, size: u64, mpidr: u64) -> Option<u64> {
     None
 }
 
-/// Enables the hyp timer's PPI again (the host's GIC driver may have
-/// disabled every PPI when it initialised its CPU). One register write.
+/// Enables the hyp timer's and the maintenance PPIs again (the host's GIC
+/// driver may have disabled every PPI when it initialised its CPU), and
+/// returns whether the host had the virtual timer's PPI enabled.
 ///
 /// # Safety
 /// `sgi` came from [`init_redist`] on this CPU.
-pub unsafe fn enable_hyp_timer(sgi: u64) {
+pub unsafe fn enable_hyp_ppis(sgi: u64) -> bool {
     // SAFETY: per the function contract.
     let s = unsafe { &*(sgi as *const SgiFrame) };
-    s.isenabler0.set(1 << HYP_TIMER_INTID);
+    let host = s.isenabler0.get() & (1 << VTIMER_INTID) != 0;
+    s.isenabler0.set((1 << HYP_TIMER_INTID) | (1 << MAINTENANCE_INTID));
+    host
+}
+
+/// Enables or disables the virtual timer's PPI on this CPU.
+///
+/// # Safety
+/// `sgi` came from [`init_redist`] on this CPU.
+pub unsafe fn set_vtimer_ppi(sgi: u64, on: bool) {
+    // SAFETY: per the function contract.
+    let s = unsafe { &*(sgi as *const SgiFrame) };
+    if on {
+        s.isenabler0.set(1 << VTIMER_INTID);
+    } else {
+        s.icenabler0.set(1 << VTIMER_INTID);
+    }
 }

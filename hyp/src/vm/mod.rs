@@ -58,6 +58,8 @@ pub struct Vcpu {
     pub running: bool,
     /// The guest powered off (or reset): it runs no more.
     pub stopped: bool,
+    /// Its virtual interrupts (what the host asserted, what the hyp injects).
+    pub irq: hyp::vgic::State,
 }
 
 pub struct Vm {
@@ -131,7 +133,7 @@ fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64) -> Result<usize, Error> {
     ctx.gp.x[0] = x0;
     ctx.gp.elr = entry;
     ctx.gp.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
-    vm.vcpus.push(Vcpu { ctx, pending: Pending::None, running: false, stopped: false });
+    vm.vcpus.push(Vcpu { ctx, pending: Pending::None, running: false, stopped: false, irq: hyp::vgic::State::new() });
     Ok(vm.vcpus.len() - 1)
 }
 
@@ -199,6 +201,21 @@ pub fn host_vm_destroy(handle: u64) -> Result<u64, Error> {
 /// VCPU_CREATE → the vCPU index.
 pub fn host_vcpu_create(handle: u64, entry: u64, x0: u64) -> Result<u64, Error> {
     get(handle).and_then(|vm| vcpu_create(&mut vm.lock(), entry, x0)).map(|i| i as u64)
+}
+
+/// VCPU_IRQ: the host's VMM configures, asserts or pulses one interrupt of
+/// a vCPU; injected at its next entry (or now, if it runs here: it cannot,
+/// the host is calling).
+pub fn host_vcpu_irq(handle: u64, vcpu: u64, intid: u64, op: u64, a: u64, b: u64) -> Result<(), Error> {
+    let vm = get(handle)?;
+    let mut vm = vm.lock();
+    let v = usize::try_from(vcpu).ok().and_then(|i| vm.vcpus.get_mut(i)).ok_or(Error::NoEnt)?;
+    match op {
+        abi::irq::CONFIGURE => v.irq.configure(intid, a, b),
+        abi::irq::LINE if b == 0 => v.irq.set_line(intid, a),
+        abi::irq::PULSE if a == 0 && b == 0 => v.irq.pulse(intid),
+        _ => Err(Error::Inval),
+    }
 }
 
 /// DONATE_GUEST.

@@ -12,18 +12,19 @@ use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
 
 use hyp::abi::host::exit;
-use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64, EC_SYS64};
+use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64, EC_SYS64, EC_WFX};
 use hyp::exception::{fault_kind, FaultKind, SysRegAccess};
 use hyp::mm::prot::Leaf;
 use hyp::mm::Error;
 use hyp::traps::{self, Action};
 
-use super::{get, Pending, Vm};
+use super::{get, Pending, Vcpu, Vm};
 use crate::arch::aarch64::context::{self, feat, Kind};
 use crate::arch::aarch64::el1;
 use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1};
 use crate::arch::aarch64::trap::TrapFrame;
-use crate::arch::aarch64::{hyptimer, idregs, inject};
+use crate::arch::aarch64::{hyptimer, idregs, inject, vgic};
+use hyp::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
 use crate::hypercall::guest::{self, Outcome};
 use crate::mmenv::HypEnv;
 use crate::percpu::{this_cpu, PerCpu, Running};
@@ -54,9 +55,11 @@ fn deadline(cpu: &PerCpu) -> u64 {
 }
 
 /// Opens the physical CPU interface for the guest's run: every interrupt
-/// the host enabled in the GIC, and the hyp timer, take the CPU back. The
-/// host's priority mask and group enable are restored at exit.
-fn open_interrupts(cpu: &mut PerCpu) {
+/// the host enabled in the GIC, the hyp timer and the maintenance
+/// interrupt take the CPU back; the virtual timer's PPI as `vtimer_ppi`
+/// says. The host's priority mask, group enable and PPI 27 setting are
+/// restored at exit.
+fn open_interrupts(cpu: &mut PerCpu, vtimer_ppi: bool) {
     if context::features() & feat::VGIC == 0 {
         return;
     }
@@ -65,16 +68,64 @@ fn open_interrupts(cpu: &mut PerCpu) {
     ICC_IGRPEN1_EL1.set(1);
     if cpu.gicr_sgi != 0 {
         // SAFETY: gicr_sgi is this CPU's SGI frame, found at boot.
-        unsafe { crate::dev::gicv3::enable_hyp_timer(cpu.gicr_sgi) };
+        let host = unsafe { crate::dev::gicv3::enable_hyp_ppis(cpu.gicr_sgi) };
+        cpu.vtimer_ppi = [host, host];
+        set_vtimer_ppi(cpu, vtimer_ppi);
     }
 }
 
-fn restore_interrupts(cpu: &PerCpu) {
+/// Enables or disables the physical virtual-timer PPI for the running
+/// guest; true if that changed it.
+fn set_vtimer_ppi(cpu: &mut PerCpu, on: bool) -> bool {
+    if cpu.gicr_sgi == 0 || cpu.vtimer_ppi[1] == on {
+        return false;
+    }
+    // SAFETY: gicr_sgi is this CPU's SGI frame, found at boot.
+    unsafe { crate::dev::gicv3::set_vtimer_ppi(cpu.gicr_sgi, on) };
+    cpu.vtimer_ppi[1] = on;
+    true
+}
+
+fn restore_interrupts(cpu: &mut PerCpu) {
     if context::features() & feat::VGIC == 0 {
         return;
     }
+    vgic::set_hcr(0);
+    let host = cpu.vtimer_ppi[0];
+    set_vtimer_ppi(cpu, host);
     ICC_PMR_EL1.set(cpu.host_icc[0]);
     ICC_IGRPEN1_EL1.set(cpu.host_icc[1]);
+}
+
+/// Whether the physical PPI 27 may interrupt the guest: only while its
+/// virtual timer interrupt could be injected (enabled by the guest, not
+/// already in a list register). Otherwise a due timer would take the CPU
+/// back again and again.
+fn vtimer_ppi_wanted(irq: &Irqs, lrs: &[u64]) -> bool {
+    irq.enabled(VTIMER_INTID) && !Irqs::in_lrs(lrs, VTIMER_INTID)
+}
+
+/// While the guest runs: retires the list registers it deactivated, looks
+/// at its virtual timer, fills free list registers and sets the physical
+/// PPI 27 and ICH_HCR_EL2 to match. True if anything changed.
+fn refresh_live(cpu: &mut PerCpu, vcpu: &mut Vcpu, handle: u16, idx: usize) -> bool {
+    let n = context::nr_lrs();
+    if n == 0 {
+        return false;
+    }
+    let mut lrs = [0u64; MAX_LRS];
+    vgic::read_lrs(&mut lrs[..n]);
+    let before = lrs;
+    vcpu.irq.retire(&mut lrs[..n]);
+    vcpu.irq.set_vtimer(vgic::vtimer_live());
+    let f = vcpu.irq.flush(&mut lrs[..n]);
+    point::vgic(handle, idx, &f, &lrs[..n]);
+    if lrs != before {
+        vgic::write_lrs(&lrs[..n]);
+    }
+    vgic::set_hcr(vgic::hcr_guest(f.overflow > 0));
+    let ppi = set_vtimer_ppi(cpu, vtimer_ppi_wanted(&vcpu.irq, &lrs[..n]));
+    lrs != before || ppi
 }
 
 /// VCPU_RUN: x1 = handle, x2 = vCPU, x3/x4 = the host's reply to the last
@@ -102,6 +153,13 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
         return Err(Error::Busy);
     }
     let cpu = this_cpu();
+    // Its virtual interrupts: the timer's condition now, then the list
+    // registers (saved in its context) filled.
+    let due = vgic::vtimer_due(vcpu.ctx.get(context::R::CNTV_CTL_EL0), vcpu.ctx.get(context::R::CNTV_CVAL_EL0), vgic::vcount());
+    vcpu.irq.set_vtimer(due);
+    let flushed = vcpu.irq.flush(vcpu.ctx.lrs_mut());
+    point::vgic(handle, idx, &flushed, vcpu.ctx.lrs_mut());
+    let ppi = vtimer_ppi_wanted(&vcpu.irq, vcpu.ctx.lrs_mut());
     // Host out.
     cpu.host.gp = *frame;
     cpu.host.save_cpu(Kind::Host);
@@ -111,7 +169,10 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
     el1::enter_controls(Kind::Guest);
-    open_interrupts(cpu);
+    open_interrupts(cpu, ppi);
+    if context::nr_lrs() > 0 {
+        vgic::set_hcr(vgic::hcr_guest(flushed.overflow > 0));
+    }
     hyptimer::arm(deadline(cpu));
     isb();
     cpu.running = Running::Guest(handle, idx);
@@ -154,6 +215,8 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     let vcpu = &mut vm.vcpus[idx];
     vcpu.ctx.gp = *frame;
     vcpu.ctx.save_cpu(Kind::Guest);
+    // What the guest deactivated frees its list register now.
+    vcpu.irq.retire(vcpu.ctx.lrs_mut());
     vcpu.running = false;
     *frame = cpu.host.gp;
     cpu.host.restore_cpu(Kind::Host);
@@ -184,6 +247,7 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
         }
         EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr, &vm_arc, idx),
         EC_SYS64 => sysreg_trap(frame, esr),
+        EC_WFX => wait(frame, &vm_arc, idx, esr),
         // SVE and SME (CPTR_EL2.TZ/TSM), and anything else that traps.
         _ => {
             log::debug!("guest: trap {} at {:#x}: undefined instruction injected", esr, frame.elr);
@@ -232,11 +296,40 @@ pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
     exit_to_host(frame, &mut vm, idx, exit::GUEST_FATAL, [esr, pc, 0, 0, 0]);
 }
 
-pub fn handle_guest_irq(frame: &mut TrapFrame, _handle: u16, idx: usize) {
-    // A physical interrupt belongs to the host: let it run.
+/// A physical interrupt while a guest runs. The maintenance interrupt (the
+/// guest deactivated a level-sensitive interrupt, or list registers came
+/// free for waiting ones) and the virtual timer's PPI are the guest's:
+/// handled here, and the guest goes on. Anything else, and the end of the
+/// time slice, belongs to the host: let it run.
+pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) {
     let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
     let mut vm = vm_arc.lock();
+    if !hyptimer::fired() && refresh_live(this_cpu(), &mut vm.vcpus[idx], handle, idx) {
+        return;
+    }
     exit_to_host(frame, &mut vm, idx, exit::IRQ, [0; 5]);
+}
+
+/// WFI or WFE (HCR_EL2.TWI/TWE): if an interrupt is deliverable the
+/// instruction completes at once; otherwise the vCPU gives the CPU back to
+/// the host (exit `WFI` with its timer deadline), nothing spins here.
+fn wait(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize, esr: Esr) -> Outcome {
+    frame.elr += 4;
+    let wfe = esr.iss() & 1 != 0;
+    let mut vm = vm_arc.lock();
+    let handle = vm.handle;
+    let vcpu = &mut vm.vcpus[idx];
+    refresh_live(this_cpu(), vcpu, handle, idx);
+    let n = context::nr_lrs();
+    let mut lrs = [0u64; MAX_LRS];
+    vgic::read_lrs(&mut lrs[..n]);
+    let (vpmr, grp1) = vgic::vmcr_mask(vgic::vmcr_live());
+    if n == 0 || Irqs::deliverable(&lrs[..n], vpmr, grp1) {
+        return Outcome::Resume;
+    }
+    let ctl = CNTV_CTL_EL0.get();
+    let deadline = if vcpu.irq.enabled(VTIMER_INTID) && ctl & 0b11 == 0b01 { CNTV_CVAL_EL0.get() } else { u64::MAX };
+    Outcome::Exit { reason: exit::WFI, details: [deadline, wfe as u64, 0, 0, 0], pending: Pending::None, stop: false }
 }
 
 /// A guest stage-2 fault, decided from its syndrome: a translation fault

@@ -31,11 +31,18 @@ pub mod feat {
     pub const VGIC_AP1: u32 = 1 << 6;
     /// Third and fourth pairs (7 priority bits).
     pub const VGIC_AP23: u32 = 1 << 7;
-    /// Registers a guest reaches only through EL2 (the virtual GIC and
-    /// VDISR): switched into guests only; the host never sees them.
-    pub const GUEST_ONLY: u32 = RAS | VGIC | VGIC_AP1 | VGIC_AP23;
     /// SVE (trapped for guests; recorded for the ID-register view).
     pub const SVE: u32 = 1 << 8;
+    /// List registers used (ICH_VTR_EL2.ListRegs + 1, rounded down to a
+    /// power of two): LR1 with 2 or more, LR2-3 with 4, LR4-7 with 8,
+    /// LR8-15 with 16 (LR0 comes with [`VGIC`]).
+    pub const VGIC_LR2: u32 = 1 << 9;
+    pub const VGIC_LR4: u32 = 1 << 10;
+    pub const VGIC_LR8: u32 = 1 << 11;
+    pub const VGIC_LR16: u32 = 1 << 12;
+    /// Registers a guest reaches only through EL2 (the virtual GIC and
+    /// VDISR): switched into guests only; the host never sees them.
+    pub const GUEST_ONLY: u32 = RAS | VGIC | VGIC_AP1 | VGIC_AP23 | VGIC_LR2 | VGIC_LR4 | VGIC_LR8 | VGIC_LR16;
 }
 
 static FEATURES: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(feat::BASE);
@@ -85,8 +92,26 @@ pub fn detect_features() {
         if pre >= 7 {
             f |= feat::VGIC_AP23;
         }
+        let lrs = ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) + 1;
+        for (n, bit) in [(2, feat::VGIC_LR2), (4, feat::VGIC_LR4), (8, feat::VGIC_LR8), (16, feat::VGIC_LR16)] {
+            if lrs >= n {
+                f |= bit;
+            }
+        }
     }
     FEATURES.store(f, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// List registers this CPU has that the hyp uses (0 without a virtual GIC).
+pub fn nr_lrs() -> usize {
+    let f = features();
+    if f & feat::VGIC == 0 {
+        return 0;
+    }
+    [(feat::VGIC_LR16, 16), (feat::VGIC_LR8, 8), (feat::VGIC_LR4, 4), (feat::VGIC_LR2, 2)]
+        .iter()
+        .find(|(b, _)| f & b != 0)
+        .map_or(1, |&(_, n)| n)
 }
 
 /// SCTLR_EL1 RES1 bits (11, 20, 22, 23, 28, 29) with the MMU and caches off,
@@ -173,6 +198,22 @@ regs! {
     ICH_AP1R2_EL2: ICH_AP1R2_EL2 => 0, feat::VGIC_AP23;
     ICH_AP0R3_EL2: ICH_AP0R3_EL2 => 0, feat::VGIC_AP23;
     ICH_AP1R3_EL2: ICH_AP1R3_EL2 => 0, feat::VGIC_AP23;
+    ICH_LR0_EL2: ICH_LR0_EL2 => 0, feat::VGIC;
+    ICH_LR1_EL2: ICH_LR1_EL2 => 0, feat::VGIC_LR2;
+    ICH_LR2_EL2: ICH_LR2_EL2 => 0, feat::VGIC_LR4;
+    ICH_LR3_EL2: ICH_LR3_EL2 => 0, feat::VGIC_LR4;
+    ICH_LR4_EL2: ICH_LR4_EL2 => 0, feat::VGIC_LR8;
+    ICH_LR5_EL2: ICH_LR5_EL2 => 0, feat::VGIC_LR8;
+    ICH_LR6_EL2: ICH_LR6_EL2 => 0, feat::VGIC_LR8;
+    ICH_LR7_EL2: ICH_LR7_EL2 => 0, feat::VGIC_LR8;
+    ICH_LR8_EL2: ICH_LR8_EL2 => 0, feat::VGIC_LR16;
+    ICH_LR9_EL2: ICH_LR9_EL2 => 0, feat::VGIC_LR16;
+    ICH_LR10_EL2: ICH_LR10_EL2 => 0, feat::VGIC_LR16;
+    ICH_LR11_EL2: ICH_LR11_EL2 => 0, feat::VGIC_LR16;
+    ICH_LR12_EL2: ICH_LR12_EL2 => 0, feat::VGIC_LR16;
+    ICH_LR13_EL2: ICH_LR13_EL2 => 0, feat::VGIC_LR16;
+    ICH_LR14_EL2: ICH_LR14_EL2 => 0, feat::VGIC_LR16;
+    ICH_LR15_EL2: ICH_LR15_EL2 => 0, feat::VGIC_LR16;
 }
 
 /// Everything of one lower-EL context that is switched: general registers,
@@ -232,6 +273,13 @@ impl Context {
 
     pub fn get(&self, r: R) -> u64 {
         self.sys[r as usize]
+    }
+
+    /// The saved list registers (ICH_LR0_EL2.. in table order), the ones
+    /// this CPU has.
+    pub fn lrs_mut(&mut self) -> &mut [u64] {
+        let first = R::ICH_LR0_EL2 as usize;
+        &mut self.sys[first..first + nr_lrs()]
     }
 }
 

@@ -38,10 +38,12 @@ pub fn hcr_host() -> u64 {
 /// EL2 (they belong to the host; the guest's GIC accesses go to the virtual
 /// CPU interface), TLB and cache maintenance broadcast (a vCPU may move
 /// between CPUs), and traps: set/way cache maintenance, ID registers,
-/// ACTLR_EL1, implementation-defined registers, LORegions, RAS error records.
+/// ACTLR_EL1, implementation-defined registers, LORegions, RAS error
+/// records, and WFI/WFE (an idle vCPU gives its CPU back to the host).
 pub fn hcr_guest() -> u64 {
     hcr_host()
         | (HCR_EL2::IMO::EnableVirtualIRQ
+
             + HCR_EL2::FMO::EnableVirtualFIQ
             + HCR_EL2::AMO::SET
             + HCR_EL2::FB::SET
@@ -53,6 +55,7 @@ pub fn hcr_guest() -> u64 {
             + HCR_EL2::TLOR::SET
             + HCR_EL2::TERR::SET)
             .value
+        | (HCR_EXTRA::TWI::SET + HCR_EXTRA::TWE::SET).value
 }
 
 /// MDCR_EL2 of the host and of guests, computed once per boot by

@@ -22,6 +22,11 @@ pub fn arm(deadline: u64) {
     CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET);
 }
 
+/// Has the timer fired (the slice or the host's deadline is over)?
+pub fn fired() -> bool {
+    CNTHP_CTL_EL2.is_set(CNTHP_CTL_EL2::ISTATUS)
+}
+
 /// Stops the timer (its interrupt line drops); true if it had fired.
 pub fn disarm() -> bool {
     let fired = CNTHP_CTL_EL2.is_set(CNTHP_CTL_EL2::ISTATUS);

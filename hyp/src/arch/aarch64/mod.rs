@@ -13,6 +13,7 @@ pub mod psci;
 pub mod sysreg;
 pub mod tlb;
 pub mod trap;
+pub mod vgic;
 pub mod window;
 
 core::arch::global_asm!(include_str!("entry.S"));

@@ -130,5 +130,15 @@ register_bitfields! {u64,
     ]
 }
 
+register_bitfields! {u64,
+    /// The HCR_EL2 fields `aarch64-cpu` leaves out.
+    pub HCR_EXTRA [
+        /// Trap EL0/EL1 WFI.
+        TWI OFFSET(13) NUMBITS(1) [],
+        /// Trap EL0/EL1 WFE.
+        TWE OFFSET(14) NUMBITS(1) []
+    ]
+}
+
 /// CPTR_EL2 bits that are RES1 with E2H = 0: 0-7, 9, 13.
 pub const CPTR_EL2_RES1: u64 = 0x22ff;

@@ -1,0 +1,99 @@
+//! The EL2 side of the virtual GIC: moves a vCPU's list registers between
+//! its context and the CPU, sets ICH_HCR_EL2 for guests (and clears it for
+//! the host), reads the virtual timer's condition. What goes into the list
+//! registers is decided by `hyp::vgic`.
+
+use aarch64_cpu::registers::*;
+use tock_registers::interfaces::{Readable, Writeable};
+
+use super::context::{self, feat};
+
+/// ICH_VMCR_EL2: VENG1 [1], VPMR [31:24].
+const VMCR_VENG1: u64 = 1 << 1;
+const VMCR_VPMR_SHIFT: u32 = 24;
+
+/// Is the virtual CPU interface there?
+pub fn present() -> bool {
+    context::features() & feat::VGIC != 0
+}
+
+/// ICH_HCR_EL2 for a guest: the virtual interface on; an underflow
+/// maintenance interrupt when interrupts wait for a free list register.
+/// (EOI maintenance, for level-sensitive interrupts, needs no enable.)
+pub fn hcr_guest(overflow: bool) -> u64 {
+    let mut v = ICH_HCR_EL2::En::SET;
+    if overflow {
+        v += ICH_HCR_EL2::UIE::SET;
+    }
+    v.value
+}
+
+/// Loads ICH_HCR_EL2 (0 for the host: the virtual interface off).
+pub fn set_hcr(v: u64) {
+    if present() {
+        ICH_HCR_EL2.set(v);
+    }
+}
+
+
+macro_rules! lr_access {
+    ($($n:literal => $reg:ident),*) => {
+        fn read_lr(n: usize) -> u64 {
+            match n {
+                $($n => $reg.get(),)*
+                _ => 0,
+            }
+        }
+        fn write_lr(n: usize, v: u64) {
+            match n {
+                $($n => $reg.set(v),)*
+                _ => {}
+            }
+        }
+    };
+}
+
+lr_access!(0 => ICH_LR0_EL2, 1 => ICH_LR1_EL2, 2 => ICH_LR2_EL2, 3 => ICH_LR3_EL2,
+    4 => ICH_LR4_EL2, 5 => ICH_LR5_EL2, 6 => ICH_LR6_EL2, 7 => ICH_LR7_EL2,
+    8 => ICH_LR8_EL2, 9 => ICH_LR9_EL2, 10 => ICH_LR10_EL2, 11 => ICH_LR11_EL2,
+    12 => ICH_LR12_EL2, 13 => ICH_LR13_EL2, 14 => ICH_LR14_EL2, 15 => ICH_LR15_EL2);
+
+/// The CPU's list registers, while a guest runs (`out.len()` = [`context::nr_lrs`]).
+pub fn read_lrs(out: &mut [u64]) {
+    for (n, v) in out.iter_mut().enumerate() {
+        *v = read_lr(n);
+    }
+}
+
+pub fn write_lrs(lrs: &[u64]) {
+    for (n, v) in lrs.iter().enumerate() {
+        write_lr(n, *v);
+    }
+}
+
+/// The guest's priority mask and group-1 enable, from its saved or live ICH_VMCR_EL2.
+pub fn vmcr_mask(vmcr: u64) -> (u8, bool) {
+    ((vmcr >> VMCR_VPMR_SHIFT) as u8, vmcr & VMCR_VENG1 != 0)
+}
+
+pub fn vmcr_live() -> u64 {
+    ICH_VMCR_EL2.get()
+}
+
+/// Does a virtual timer with these CNTV_CTL/CVAL values assert its
+/// interrupt at virtual-counter time `now`? (Enabled, not masked, due.)
+pub fn vtimer_due(ctl: u64, cval: u64, now: u64) -> bool {
+    let enabled = ctl & CNTV_CTL_EL0::ENABLE::SET.value != 0;
+    let masked = ctl & CNTV_CTL_EL0::IMASK::SET.value != 0;
+    enabled && !masked && now >= cval
+}
+
+/// The live virtual timer's condition (the guest's registers loaded).
+pub fn vtimer_live() -> bool {
+    CNTV_CTL_EL0.matches_all(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR + CNTV_CTL_EL0::ISTATUS::SET)
+}
+
+/// The guest's virtual counter now (CNTVOFF_EL2 is 0: it is the physical one).
+pub fn vcount() -> u64 {
+    CNTVCT_EL0.get()
+}

@@ -1,0 +1,338 @@
+//! The virtual interrupts of one vCPU and what goes into its GICv3 list
+//! registers: pure decisions, tested on the host; the EL2 side
+//! (`arch/aarch64/vgic.rs`) moves the list registers in and out.
+//!
+//! The split is pKVM's: the host's VMM decides which interrupts are
+//! configured and asserted (it emulates the distributor and the
+//! redistributors), through `VCPU_IRQ` (docs/abi.md); the hyp alone writes
+//! the list registers. The virtual timer's line (INTID 27) belongs to the
+//! hyp, which asserts it while the guest's CNTV condition holds.
+//!
+//! Level-sensitive interrupts go into a list register with its EOI bit set,
+//! so their deactivation raises a maintenance interrupt; [`State::retire`]
+//! frees that register and [`State::flush`] injects the interrupt again if
+//! its line is still asserted. Edge interrupts are latched once per pulse.
+
+use crate::mm::Error;
+
+/// INTIDs a vCPU can have: SGIs 0-15, PPIs 16-31, SPIs 32-127.
+pub const NR_INTIDS: u32 = 128;
+/// The guest's virtual timer (PPI 11 on QEMU `virt` and in the Arm BSA).
+pub const VTIMER_INTID: u32 = 27;
+/// List registers the architecture allows at most.
+pub const MAX_LRS: usize = 16;
+
+/// ICH_LR<n>_EL2 fields (GICv3 architecture specification, 12.4.6).
+pub mod lr {
+    /// State [63:62]: 0 invalid, 1 pending, 2 active, 3 pending and active.
+    pub const STATE_SHIFT: u32 = 62;
+    pub const PENDING: u64 = 1 << 62;
+    pub const ACTIVE: u64 = 1 << 63;
+    /// Group 1.
+    pub const GROUP1: u64 = 1 << 60;
+    /// Priority [55:48].
+    pub const PRIO_SHIFT: u32 = 48;
+    /// EOI maintenance interrupt on deactivation (HW = 0).
+    pub const EOI: u64 = 1 << 41;
+    /// vINTID [31:0].
+    pub const INTID_MASK: u64 = 0xffff_ffff;
+
+    pub fn state(v: u64) -> u64 {
+        v >> STATE_SHIFT
+    }
+    pub fn intid(v: u64) -> u32 {
+        (v & INTID_MASK) as u32
+    }
+}
+
+/// The pending virtual interrupts of one vCPU and their configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// Enabled by the guest (through the host's distributor emulation).
+    enabled: [u64; 2],
+    /// Level-sensitive lines asserted.
+    level: [u64; 2],
+    /// Edges latched and not yet in a list register.
+    edge: [u64; 2],
+    prio: [u8; NR_INTIDS as usize],
+}
+
+fn bit(v: &[u64; 2], i: u32) -> bool {
+    v[(i / 64) as usize] & (1 << (i % 64)) != 0
+}
+
+fn set(v: &mut [u64; 2], i: u32, on: bool) {
+    let m = 1 << (i % 64);
+    if on {
+        v[(i / 64) as usize] |= m;
+    } else {
+        v[(i / 64) as usize] &= !m;
+    }
+}
+
+/// What [`State::flush`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flush {
+    /// Interrupts written into a free list register.
+    pub injected: u32,
+    /// Interrupts that want a list register and found none (retried when
+    /// the guest frees some: the caller sets ICH_HCR_EL2.UIE).
+    pub overflow: u32,
+    /// The virtual timer went into a list register.
+    pub vtimer: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new()
+    }
+}
+
+impl State {
+    pub const fn new() -> State {
+        State { enabled: [0; 2], level: [0; 2], edge: [0; 2], prio: [0; NR_INTIDS as usize] }
+    }
+
+    fn check(intid: u64) -> Result<u32, Error> {
+        if intid < NR_INTIDS as u64 {
+            Ok(intid as u32)
+        } else {
+            Err(Error::Inval)
+        }
+    }
+
+    /// Enables or disables `intid` and sets its priority.
+    pub fn configure(&mut self, intid: u64, enabled: u64, prio: u64) -> Result<(), Error> {
+        let i = Self::check(intid)?;
+        if enabled > 1 || prio > 0xff {
+            return Err(Error::Inval);
+        }
+        set(&mut self.enabled, i, enabled == 1);
+        self.prio[i as usize] = prio as u8;
+        Ok(())
+    }
+
+    /// Asserts (1) or deasserts (0) the level-sensitive line `intid`. The
+    /// virtual timer's line is the hyp's: EINVAL.
+    pub fn set_line(&mut self, intid: u64, level: u64) -> Result<(), Error> {
+        let i = Self::check(intid)?;
+        if level > 1 || i == VTIMER_INTID {
+            return Err(Error::Inval);
+        }
+        set(&mut self.level, i, level == 1);
+        Ok(())
+    }
+
+    /// Latches one edge on `intid` (an SGI or an edge-triggered interrupt).
+    pub fn pulse(&mut self, intid: u64) -> Result<(), Error> {
+        let i = Self::check(intid)?;
+        if i == VTIMER_INTID {
+            return Err(Error::Inval);
+        }
+        set(&mut self.edge, i, true);
+        Ok(())
+    }
+
+    /// The hyp's own line: the virtual timer's condition.
+    pub fn set_vtimer(&mut self, asserted: bool) {
+        set(&mut self.level, VTIMER_INTID, asserted);
+    }
+
+    pub fn enabled(&self, intid: u32) -> bool {
+        intid < NR_INTIDS && bit(&self.enabled, intid)
+    }
+
+    pub fn priority(&self, intid: u32) -> u8 {
+        self.prio[(intid % NR_INTIDS) as usize]
+    }
+
+    /// Frees the list registers of level-sensitive interrupts the guest has
+    /// deactivated (state invalid, EOI bit set: what ICH_EISR_EL2 reports).
+    /// Returns the INTIDs so retired, as a bit mask of list registers.
+    pub fn retire(&mut self, lrs: &mut [u64]) -> u32 {
+        let mut done = 0;
+        for (n, v) in lrs.iter_mut().enumerate() {
+            if *v & lr::EOI != 0 && lr::state(*v) == 0 {
+                *v = 0;
+                done |= 1 << n;
+            }
+        }
+        done
+    }
+
+    /// Is `intid` in a list register (pending and/or active)?
+    pub fn in_lrs(lrs: &[u64], intid: u32) -> bool {
+        lrs.iter().any(|&v| lr::state(v) != 0 && lr::intid(v) == intid)
+    }
+
+    /// Brings the list registers up to date: a level interrupt whose line
+    /// dropped before the guest acknowledged it is withdrawn; every enabled
+    /// interrupt whose line is asserted or whose edge is latched goes into a
+    /// free list register, highest priority (lowest value) first; a new
+    /// edge on one that is active makes it pending and active.
+    pub fn flush(&mut self, lrs: &mut [u64]) -> Flush {
+        let mut out = Flush::default();
+        // Withdraw or adjust what is already there.
+        for v in lrs.iter_mut() {
+            let st = lr::state(*v);
+            if st == 0 {
+                continue;
+            }
+            let i = lr::intid(*v);
+            if i >= NR_INTIDS {
+                *v = 0;
+                continue;
+            }
+            let is_level = *v & lr::EOI != 0;
+            if is_level && !bit(&self.level, i) && st & 1 != 0 {
+                // Pending only: withdrawn; pending and active: active only.
+                *v = if st == 3 { *v & !lr::PENDING } else { 0 };
+            }
+            if bit(&self.edge, i) && self.enabled(i) {
+                *v |= lr::PENDING;
+                set(&mut self.edge, i, false);
+            }
+        }
+        loop {
+            let want: [u64; 2] =
+                core::array::from_fn(|k| (self.level[k] | self.edge[k]) & self.enabled[k]);
+            // The best candidate not yet in a list register.
+            let mut best: Option<u32> = None;
+            for i in 0..NR_INTIDS {
+                if !bit(&want, i) || Self::in_lrs(lrs, i) {
+                    continue;
+                }
+                if best.is_none_or(|b| self.prio[i as usize] < self.prio[b as usize]) {
+                    best = Some(i);
+                }
+            }
+            let Some(i) = best else { break };
+            let Some(slot) = lrs.iter_mut().find(|v| lr::state(**v) == 0) else {
+                // No room: count every one left.
+                out.overflow = (0..NR_INTIDS).filter(|&i| bit(&want, i) && !Self::in_lrs(lrs, i)).count() as u32;
+                break;
+            };
+            let level = bit(&self.level, i) && !bit(&self.edge, i);
+            *slot = lr::PENDING
+                | lr::GROUP1
+                | ((self.prio[i as usize] as u64) << lr::PRIO_SHIFT)
+                | if level { lr::EOI } else { 0 }
+                | i as u64;
+            set(&mut self.edge, i, false);
+            out.injected += 1;
+            out.vtimer |= i == VTIMER_INTID;
+        }
+        out
+    }
+
+    /// Would the guest take an interrupt now: a list register pending with
+    /// a priority above the guest's mask `vpmr`, with group 1 enabled?
+    pub fn deliverable(lrs: &[u64], vpmr: u8, grp1: bool) -> bool {
+        grp1 && lrs.iter().any(|&v| lr::state(v) & 1 != 0 && ((v >> lr::PRIO_SHIFT) & 0xff) < vpmr as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lrs() -> [u64; 4] {
+        [0; 4]
+    }
+
+    #[test]
+    fn bad_arguments_change_nothing() {
+        let mut s = State::new();
+        let before = s.clone();
+        assert_eq!(s.configure(128, 1, 0), Err(Error::Inval));
+        assert_eq!(s.configure(33, 2, 0), Err(Error::Inval));
+        assert_eq!(s.configure(33, 1, 256), Err(Error::Inval));
+        assert_eq!(s.set_line(33, 2), Err(Error::Inval));
+        assert_eq!(s.set_line(VTIMER_INTID as u64, 1), Err(Error::Inval));
+        assert_eq!(s.pulse(VTIMER_INTID as u64), Err(Error::Inval));
+        assert_eq!(s.pulse(u64::MAX), Err(Error::Inval));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn disabled_interrupts_wait() {
+        let mut s = State::new();
+        let mut l = lrs();
+        s.set_line(33, 1).unwrap();
+        assert_eq!(s.flush(&mut l).injected, 0);
+        s.configure(33, 1, 0xa0).unwrap();
+        let f = s.flush(&mut l);
+        assert_eq!(f.injected, 1);
+        assert_eq!(l[0], lr::PENDING | lr::GROUP1 | (0xa0 << 48) | lr::EOI | 33);
+    }
+
+    #[test]
+    fn level_is_reinjected_until_deasserted() {
+        let mut s = State::new();
+        let mut l = lrs();
+        s.configure(40, 1, 0x80).unwrap();
+        s.set_line(40, 1).unwrap();
+        s.flush(&mut l);
+        // The guest acknowledges then deactivates: state 0, EOI bit left.
+        l[0] &= !lr::PENDING;
+        l[0] |= lr::ACTIVE;
+        assert_eq!(s.flush(&mut l).injected, 0, "active: not injected twice");
+        l[0] &= !(lr::ACTIVE | lr::PENDING);
+        assert_eq!(s.retire(&mut l), 1);
+        assert_eq!(l[0], 0);
+        assert_eq!(s.flush(&mut l).injected, 1, "still asserted: injected again");
+        // Deasserted while pending: withdrawn.
+        s.set_line(40, 0).unwrap();
+        s.flush(&mut l);
+        assert_eq!(l, [0; 4]);
+    }
+
+    #[test]
+    fn edges_latch_once_and_pend_on_active() {
+        let mut s = State::new();
+        let mut l = lrs();
+        s.configure(5, 1, 0).unwrap();
+        s.pulse(5).unwrap();
+        s.pulse(5).unwrap();
+        assert_eq!(s.flush(&mut l).injected, 1);
+        assert_eq!(l[0] & lr::EOI, 0, "edge: no EOI maintenance");
+        assert_eq!(s.flush(&mut l).injected, 0, "two pulses before delivery coalesce");
+        l[0] = (l[0] & !lr::PENDING) | lr::ACTIVE;
+        s.pulse(5).unwrap();
+        s.flush(&mut l);
+        assert_eq!(lr::state(l[0]), 3, "a new edge while active: pending and active");
+    }
+
+    #[test]
+    fn priority_order_and_overflow() {
+        let mut s = State::new();
+        let mut l = lrs();
+        for (i, p) in [(32, 0x80), (33, 0x10), (34, 0x40), (35, 0x20), (36, 0xf0)] {
+            s.configure(i, 1, p).unwrap();
+            s.pulse(i).unwrap();
+        }
+        let f = s.flush(&mut l);
+        assert_eq!((f.injected, f.overflow), (4, 1));
+        let ids: [u32; 4] = core::array::from_fn(|k| lr::intid(l[k]));
+        assert_eq!(ids, [33, 35, 34, 32]);
+        // The guest handles one: room for the last.
+        l[0] = 0;
+        let f = s.flush(&mut l);
+        assert_eq!((f.injected, f.overflow), (1, 0));
+        assert_eq!(lr::intid(l[0]), 36);
+    }
+
+    #[test]
+    fn vtimer_and_delivery() {
+        let mut s = State::new();
+        let mut l = lrs();
+        s.set_vtimer(true);
+        assert!(!s.flush(&mut l).vtimer, "PPI 27 disabled in the guest's redistributor");
+        s.configure(27, 1, 0xa0).unwrap();
+        assert!(s.flush(&mut l).vtimer);
+        assert!(State::deliverable(&l, 0xf0, true));
+        assert!(!State::deliverable(&l, 0xa0, true), "masked by priority");
+        assert!(!State::deliverable(&l, 0xf0, false), "group 1 disabled");
+        assert!(State::in_lrs(&l, 27));
+    }
+}
