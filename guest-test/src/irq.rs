@@ -28,6 +28,15 @@ static TIMER_AT: AtomicU64 = AtomicU64::new(0);
 static LEVEL_HITS: AtomicU64 = AtomicU64::new(0);
 static UART_HITS: AtomicU64 = AtomicU64::new(0);
 static OTHER: AtomicU64 = AtomicU64::new(0);
+/// SGIs taken, per vCPU.
+static SGI_HITS: [AtomicU64; VCPUS] = [const { AtomicU64::new(0) }; VCPUS];
+/// Secondaries that have set up their GIC interface.
+static READY: AtomicU64 = AtomicU64::new(0);
+/// A vCPU restarted with CPU_ON after CPU_OFF ran.
+static AGAIN: AtomicU64 = AtomicU64::new(0);
+const VCPUS: usize = 4;
+const SGI_PING: u32 = 1;
+const ROUNDS: u64 = 25;
 /// The message the UART interrupt writes, and how far it got.
 const MSG: &[u8] = b"guest: this line was written by the PL011 transmit interrupt\n";
 static UART_POS: AtomicU64 = AtomicU64::new(0);
@@ -53,6 +62,9 @@ fn on_irq(kind: u64, _s: Sync, _f: &mut Frame) -> bool {
             TIMER_AT.store(gic::counter().0, SeqCst);
             gic::timer_mask();
             TIMER_HITS.fetch_add(1, SeqCst);
+        }
+        SGI_PING => {
+            SGI_HITS[el1_rt::smp::cpu_index() % VCPUS].fetch_add(1, SeqCst);
         }
         IRQ_TEST_INTID => {
             LEVEL_HITS.fetch_add(1, SeqCst);
@@ -184,8 +196,10 @@ pub fn irq(t: &mut Tally) {
 
     // The PL011's transmit interrupt writes a line.
     gic::enable(0, UART_INTID, 0x80);
-    // The first byte by hand (it raises the first interrupt): the
-    // position moves first, the interrupt may come right after the write.
+    // Earlier output left the transmit interrupt raised: clear it (as a
+    // driver does at start-up), unmask it, and write the first byte by hand
+    // (it raises the first interrupt: the position moves first).
+    mmio_w(UART + 0x44, 1 << 5);
     UART_POS.store(1, SeqCst);
     mmio_w(UART + 0x38, 1 << 5);
     mmio_w(UART, MSG[0] as u32);
@@ -194,4 +208,90 @@ pub fn irq(t: &mut Tally) {
     gic::irqs_off();
     t.eq(OTHER.load(SeqCst) as i64, 0, "irq: no unexpected interrupt");
     t.eq(irq_counts().2 as i64, 0, "irq: the hyp accepted every VCPU_IRQ call of the VMM");
+}
+
+fn wfi_until(cond: impl Fn() -> bool) {
+    let (start, freq) = gic::counter();
+    while !cond() && gic::counter().0 < start + 2 * freq {
+        aarch64_wfi();
+    }
+}
+
+/// A secondary vCPU: its GIC interface up, then its part of the SGI ring.
+fn secondary(i: usize) -> ! {
+    gic::init_cpu(i);
+    gic::enable(i, SGI_PING, 0x80);
+    gic::irqs_on();
+    READY.fetch_add(1, SeqCst);
+    for r in 0..ROUNDS {
+        wfi_until(|| SGI_HITS[i].load(SeqCst) > r);
+        gic::send_sgi(SGI_PING, 1 << ((i + 1) % VCPUS));
+    }
+    gic::irqs_off();
+    el1_rt::smp::cpu_off()
+}
+
+fn again(_i: usize) -> ! {
+    AGAIN.fetch_add(1, SeqCst);
+    el1_rt::smp::cpu_off()
+}
+
+fn affinity(mpidr: u64) -> i64 {
+    el1_rt::smccc::psci_call(hyp_abi::psci::AFFINITY_INFO, [mpidr, 0, 0]) as i64
+}
+
+/// Waits until vCPU `mpidr` reports OFF; true if it did within a second.
+fn wait_off(mpidr: u64) -> bool {
+    let (start, freq) = gic::counter();
+    while affinity(mpidr) != hyp_abi::psci::AFF_OFF {
+        if gic::counter().0 > start + freq {
+            return false;
+        }
+    }
+    true
+}
+
+/// `test=irq-smp` (4 vCPUs): PSCI CPU_ON starts vCPUs 1-3; an SGI goes
+/// round the ring 0 -> 1 -> 2 -> 3 -> 0, 25 times, each vCPU waiting in
+/// WFI; then CPU_OFF, AFFINITY_INFO, and a second CPU_ON of a vCPU that
+/// powered off.
+pub fn irq_smp(t: &mut Tally) {
+    use hyp_abi::psci;
+    el1_rt::trap::set_hook(on_irq);
+    gic::init_dist();
+    gic::init_cpu(0);
+    gic::enable(0, SGI_PING, 0x80);
+    gic::irqs_on();
+    let n = el1_rt::smp::cpu_index();
+    t.eq(n as i64, 0, "irq-smp: the boot vCPU's MPIDR Aff0 is 0");
+    t.eq(affinity(1), psci::AFF_OFF, "irq-smp: AFFINITY_INFO: vCPU 1 starts powered off");
+    let mut ok = true;
+    for i in 1..VCPUS {
+        ok &= el1_rt::smp::start(i as u64, i, secondary) == 0;
+    }
+    t.check(ok, "irq-smp: PSCI CPU_ON starts vCPUs 1, 2 and 3");
+    t.eq(el1_rt::smp::start(1, 1, secondary), psci::ALREADY_ON, "irq-smp: CPU_ON of a running vCPU is ALREADY_ON");
+    t.eq(el1_rt::smp::start(VCPUS as u64, VCPUS, secondary), psci::INVALID_PARAMETERS, "irq-smp: CPU_ON of a vCPU the VM does not have is INVALID_PARAMETERS");
+    t.eq(affinity(2), psci::AFF_ON, "irq-smp: AFFINITY_INFO: vCPU 2 is on");
+    let (start, freq) = gic::counter();
+    while READY.load(SeqCst) < VCPUS as u64 - 1 && gic::counter().0 < start + freq {}
+    t.eq(READY.load(SeqCst) as i64, VCPUS as i64 - 1, "irq-smp: every secondary vCPU runs and reads its own MPIDR");
+    let t0 = gic::counter().0;
+    for r in 0..ROUNDS {
+        gic::send_sgi(SGI_PING, 1 << 1);
+        wfi_until(|| SGI_HITS[0].load(SeqCst) > r);
+    }
+    let ticks = gic::counter().0 - t0;
+    let hits: [u64; VCPUS] = core::array::from_fn(|i| SGI_HITS[i].load(SeqCst));
+    println!("guest: SGI ring: {:?} SGIs taken per vCPU, {} us per hop", hits, ticks * 1_000_000 / freq / (ROUNDS * VCPUS as u64));
+    t.check(hits.iter().all(|&h| h == ROUNDS), "irq-smp: 25 rounds of an SGI ring over 4 vCPUs, every SGI taken once");
+    let offs = (1..VCPUS as u64).all(wait_off);
+    t.check(offs, "irq-smp: after CPU_OFF, AFFINITY_INFO reports vCPUs 1-3 OFF");
+    t.eq(el1_rt::smp::start(2, 2, again), 0, "irq-smp: a vCPU that powered off starts again with CPU_ON");
+    let back = wait_off(2) && AGAIN.load(SeqCst) == 1;
+    t.check(back, "irq-smp: it ran its new entry point and powered off again");
+    t.eq(affinity(0), psci::AFF_ON, "irq-smp: AFFINITY_INFO: the caller is on");
+    t.eq(affinity(1 << 8), psci::INVALID_PARAMETERS, "irq-smp: AFFINITY_INFO at Aff1 = 1 is INVALID_PARAMETERS");
+    gic::irqs_off();
+    t.eq(OTHER.load(SeqCst) as i64, 0, "irq-smp: no unexpected interrupt");
 }

@@ -43,6 +43,7 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "bench" => tests::bench(&mut t),
         "leaks" => leaks::leaks(&mut t),
         "irq" => irq::irq(&mut t),
+        "irq-smp" => irq::irq_smp(&mut t),
         "leaks-fresh" => leaks::leaks_fresh(&mut t),
         "spin" => leaks::spin(),
         "traps" => traps::traps(&mut t),

@@ -241,8 +241,12 @@ fn misc(t: &mut Tally) {
         mrs!("S3_3_C13_C0_7");
     });
     undef(t, "SCXTNUM_EL1 write", || msr!("S3_0_C13_C0_7", 0x1eaf));
-    // No target CPUs (TargetList 0): harmless even if it went through.
-    undef(t, "ICC_SGI1R_EL1 write", || msr!("S3_0_C12_C11_5", 0));
+    // Group 1 SGIs go to the guest's own vCPUs (the irq-smp scenario);
+    // TargetList 0 and a target at Aff1 = 1 reach nobody.
+    no_fault(t, "ICC_SGI1R_EL1 write to no vCPU completes (SGIs reach only the guest's vCPUs)", || {
+        msr!("S3_0_C12_C11_5", 0);
+        msr!("S3_0_C12_C11_5", (1 << 16) | 1)
+    });
     undef(t, "ICC_SGI0R_EL1 write", || msr!("S3_0_C12_C11_7", 0));
     undef(t, "ICC_ASGI1R_EL1 write", || msr!("S3_0_C12_C11_6", 0));
 }

@@ -9,6 +9,8 @@ pub struct GuestImage {
     pub name: String,
     pub mem: u64,
     pub elf: &'static [u8],
+    /// vCPUs (1..=8).
+    pub vcpus: usize,
 }
 
 fn u64_at(b: &[u8], o: usize) -> Option<u64> {
@@ -32,10 +34,14 @@ pub fn parse(initrd: Option<(u64, u64)>) -> Result<Vec<GuestImage>, &'static str
         let mem = u64_at(b, o).ok_or("truncated")?;
         let off = u64_at(b, o + 8).ok_or("truncated")? as usize;
         let len = u64_at(b, o + 16).ok_or("truncated")? as usize;
-        let name_b = b.get(o + 24..o + 64).ok_or("truncated")?;
-        let name = String::from_utf8_lossy(&name_b[..name_b.iter().position(|&c| c == 0).unwrap_or(40)]).into_owned();
+        let vcpus = u32::from_le_bytes(b.get(o + 24..o + 28).ok_or("truncated")?.try_into().map_err(|_| "truncated")?);
+        if !(1..=hyp_abi::guests::MAX_VCPUS).contains(&vcpus) {
+            return Err("a guest has 1 to 8 vCPUs");
+        }
+        let name_b = b.get(o + 28..o + 64).ok_or("truncated")?;
+        let name = String::from_utf8_lossy(&name_b[..name_b.iter().position(|&c| c == 0).unwrap_or(36)]).into_owned();
         let elf = b.get(off..off.checked_add(len).ok_or("bad entry")?).ok_or("entry out of bounds")?;
-        out.push(GuestImage { name, mem, elf });
+        out.push(GuestImage { name, mem, elf, vcpus: vcpus as usize });
     }
     Ok(out)
 }

@@ -21,6 +21,8 @@ mod scenarios;
 #[cfg(target_os = "none")]
 mod tracing;
 #[cfg(target_os = "none")]
+mod vcpus;
+#[cfg(target_os = "none")]
 mod vgic;
 #[cfg(target_os = "none")]
 mod vmm;

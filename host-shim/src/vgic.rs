@@ -53,6 +53,9 @@ pub struct Gic {
     redists: Vec<Redist>,
     /// Configuration calls the hyp refused (must stay 0).
     pub errors: u64,
+    /// vCPUs (bit n) that got a line raised or a pulse since the VMM last
+    /// looked: it runs them if they idle.
+    pub kicked: u64,
 }
 
 impl Gic {
@@ -69,12 +72,16 @@ impl Gic {
                 .map(|_| Redist { waker: WAKER_SLEEP | WAKER_ASLEEP, enabled: 0, prio: [0; 32], cfg: [0, 0] })
                 .collect(),
             errors: 0,
+            kicked: 0,
         }
     }
 
     fn call(&mut self, vcpu: usize, intid: usize, op: u64, a: u64, b: u64) {
         if hyp::call(VCPU_IRQ, [self.handle, vcpu as u64, intid as u64, op, a, b]).is_err() {
             self.errors += 1;
+        }
+        if op == irq::PULSE || (op == irq::LINE && a == 1) {
+            self.kicked |= 1 << vcpu;
         }
     }
 

@@ -46,8 +46,15 @@ pub struct Guest {
     pub result: Option<(u64, u64)>,
     /// Bytes the guest says it relinquished.
     pub relinquished: u64,
-    /// Reply owed to the guest's last host call when run() returned early.
-    pending_reply: [u64; 4],
+    /// Per vCPU: the reply owed to its last exit (a host call's when run()
+    /// returned early on a yield).
+    replies: Vec<[u64; 4]>,
+    /// Per vCPU: may it run?
+    pub vstate: Vec<VState>,
+    /// The vCPU that ran last (round-robin).
+    cur: usize,
+    /// The guest powered off (SYSTEM_OFF).
+    pub done: bool,
     /// The guest yielded (host service YIELD): run() returns.
     pub yielded: bool,
     /// Calls the guest reported at its last yield.
@@ -83,6 +90,28 @@ struct IrqTest {
     /// Acknowledgements still needed before the line drops.
     owed: u64,
     acks: u64,
+}
+
+/// Where a vCPU stands for the VMM's scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VState {
+    /// Powered off: waits for the guest's PSCI CPU_ON.
+    Off,
+    Runnable,
+    /// In WFI with nothing deliverable: runnable again at this virtual
+    /// counter value (u64::MAX: only an interrupt the VMM raises wakes it).
+    Idle(u64),
+}
+
+/// What [`Guest::on_exit`] tells the loop that runs vCPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Run on.
+    Go,
+    /// The guest yielded (host service YIELD).
+    Yield,
+    /// The guest powered off.
+    Off,
 }
 
 pub enum LoadError {
@@ -217,6 +246,22 @@ impl Guest {
     /// Loads `elf` into fresh host memory, writes the DTB at the base of
     /// guest RAM, creates the VM, donates the memory and creates vCPU 0.
     pub fn load(hm: &mut HostMem, name: &str, elf: &[u8], mem: u64, bootargs: &str) -> Result<Guest, LoadError> {
+        Guest::load_smp(hm, name, elf, mem, bootargs, 1)
+    }
+
+    /// As [`Guest::load`] with `vcpus` vCPUs (1..=8): vCPU 0 starts at the
+    /// entry point, the others powered off until the guest's PSCI CPU_ON.
+    pub fn load_smp(
+        hm: &mut HostMem,
+        name: &str,
+        elf: &[u8],
+        mem: u64,
+        bootargs: &str,
+        vcpus: usize,
+    ) -> Result<Guest, LoadError> {
+        if !(1..=8).contains(&vcpus) {
+            return Err(LoadError::BadElf("a guest has 1 to 8 vCPUs"));
+        }
         if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || u16_at(elf, 18) != 183 {
             return Err(LoadError::NotElf);
         }
@@ -247,7 +292,7 @@ impl Guest {
             dst[seg.at..seg.at + filesz].copy_from_slice(&elf[seg.file.clone()]);
             dst[seg.at + filesz..seg.at + seg.memsz].fill(0);
         }
-        let dtb = guest_dtb(mem, bootargs, 1);
+        let dtb = guest_dtb(mem, bootargs, vcpus);
         dst[..dtb.len()].copy_from_slice(&dtb);
         let handle = hyp::vm_create().map_err(|e| LoadError::Hyp("vm_create", e))?;
         let r = hyp::donate(handle, pa, GUEST_RAM, mem);
@@ -255,6 +300,10 @@ impl Guest {
             return Err(LoadError::Hyp("donate", r));
         }
         hyp::vcpu_create(handle, entry, GUEST_RAM).map_err(|e| LoadError::Hyp("vcpu_create", e))?;
+        for _ in 1..vcpus {
+            hyp::call(hyp_abi::host::VCPU_CREATE, [handle, 0, 0, hyp_abi::host::VCPU_OFF, 0, 0])
+                .map_err(|e| LoadError::Hyp("vcpu_create", e))?;
+        }
         Ok(Guest {
             handle,
             name: name.into(),
@@ -269,16 +318,51 @@ impl Guest {
             result: None,
             relinquished: 0,
             yielded: false,
-            pending_reply: [0; 4],
+            replies: alloc::vec![[0; 4]; vcpus],
+            vstate: (0..vcpus).map(|i| if i == 0 { VState::Runnable } else { VState::Off }).collect(),
+            cur: vcpus - 1,
+            done: false,
             guest_calls: 0,
             verbose: false,
             started: false,
-            gic: crate::vgic::Gic::new(handle, 1),
+            gic: crate::vgic::Gic::new(handle, vcpus),
             uart: Pl011::default(),
             irq_test: IrqTest::default(),
             wfi_exits: 0,
             irq_exits: 0,
         })
+    }
+
+    /// An empty guest (no VM) standing in while the real one is lent to
+    /// the parallel runner.
+    pub fn placeholder() -> Guest {
+        Guest {
+            handle: 0,
+            name: String::new(),
+            pa: 0,
+            mem: 0,
+            entry: 0,
+            line: Vec::new(),
+            pins: BTreeMap::new(),
+            unshare_pending: 0,
+            guest_aborts: 0,
+            mmio_exits: 0,
+            result: None,
+            relinquished: 0,
+            yielded: false,
+            replies: Vec::new(),
+            vstate: Vec::new(),
+            cur: 0,
+            done: true,
+            guest_calls: 0,
+            verbose: false,
+            started: false,
+            gic: crate::vgic::Gic::new(0, 0),
+            uart: Pl011::default(),
+            irq_test: IrqTest::default(),
+            wfi_exits: 0,
+            irq_exits: 0,
+        }
     }
 
     pub fn ipa_to_pa(&self, ipa: u64) -> Option<u64> {
@@ -407,88 +491,155 @@ impl Guest {
         }
     }
 
-    /// Runs vCPU 0 until the guest powers off (Ok) or something goes wrong.
-    pub fn run(&mut self) -> Result<(), String> {
+    /// The arguments of the next VCPU_RUN of vCPU `v` (its reply owed).
+    pub fn run_args(&mut self, v: usize) -> [u64; 6] {
         self.started = true;
-        let mut reply = core::mem::take(&mut self.pending_reply);
+        let r = core::mem::take(&mut self.replies[v]);
+        [self.handle, v as u64, r[0], r[1], r[2], r[3]]
+    }
+
+    /// Handles what VCPU_RUN of vCPU `v` returned.
+    pub fn on_exit(&mut self, v: usize, r: hyp::HypResult) -> Result<Step, String> {
+        let e = r.map_err(|err| alloc::format!("vcpu_run {v}: {err}"))?;
+    let mut reply = [0u64; 4];
+    match e[0] {
+            exit::MMIO => {
+                self.mmio_exits += 1;
+                let (ipa, write, value) = (e[1], e[3] != 0, e[4]);
+                if (GUEST_UART..GUEST_UART + 0x1000).contains(&ipa) {
+                    reply[0] = self.uart(ipa - GUEST_UART, write, value);
+                } else if (GUEST_IRQ_TEST..GUEST_IRQ_TEST + 0x1000).contains(&ipa) {
+                    reply[0] = self.irq_test(ipa - GUEST_IRQ_TEST, write, value);
+                } else if let Some(v) = self.gic.mmio(ipa, write, e[2], value) {
+                    reply[0] = v;
+                } else if self.verbose {
+                    println!(
+                        "[host] vm {}: MMIO {} at {:#x}: no device, reads 0",
+                        self.handle,
+                        if write { "write" } else { "read" },
+                        ipa
+                    );
+                }
+            }
+            exit::HYPERCALL => {
+                reply = self.service(e[1] as u32, [e[2], e[3], e[4], e[5]]);
+                if core::mem::take(&mut self.yielded) {
+                    // The reply goes in on the next run.
+                    self.replies[v] = reply;
+                    return Ok(Step::Yield);
+                }
+            }
+            exit::SYSTEM_OFF => {
+                self.done = true;
+                return Ok(Step::Off);
+            }
+            exit::SYSTEM_RESET => return Err("guest asked for a reset".into()),
+            exit::GUEST_ABORT => {
+                self.guest_aborts += 1;
+                println!(
+                    "[host] vm {}: guest abort at IPA {:#x} (no memory there): abort injected",
+                    self.handle, e[1]
+                );
+            }
+            exit::UNSHARE_PENDING => {
+                self.unshare_pending += 1;
+                let (ipa, pa) = (e[1], e[2]);
+                let n = self.pins.remove(&pa).unwrap_or(0);
+                let still = expect_abort(|| {
+                    read64(pa);
+                })
+                .is_none();
+                println!(
+                    "[host] vm {}: unshare of IPA {:#x} pending on {} host pin(s) (page still shared: {}); unpinning",
+                    self.handle, ipa, n, still
+                );
+                for _ in 0..n {
+                    hyp::unpin(pa);
+                }
+            }
+            exit::IRQ => self.irq_exits += 1,
+            exit::WFI => {
+                self.wfi_exits += 1;
+                // WFE: just let the others run first.
+                if e[2] == 0 {
+                    self.vstate[v] = VState::Idle(e[1]);
+                }
+            }
+            exit::CPU_ON => {
+                if let Some(s) = self.vstate.get_mut(e[1] as usize) {
+                    *s = VState::Runnable;
+                }
+            }
+            exit::CPU_OFF => self.vstate[v] = VState::Off,
+            exit::SGI => self.wake(e[1]),
+            exit::GUEST_FATAL => {
+                return Err(alloc::format!("guest SError (ESR {:#x}) at PC {:#x}: vCPU stopped", e[1], e[2]))
+            }
+            other => return Err(alloc::format!("unknown exit {other}")),
+        }
+        self.replies[v] = reply;
+        // Device lines and pulses the VMM raised: their vCPUs wake.
+        let kicked = core::mem::take(&mut self.gic.kicked);
+        self.wake(kicked);
+        Ok(Step::Go)
+    }
+
+    /// vCPUs of `mask` that idle become runnable.
+    fn wake(&mut self, mask: u64) {
+        for (i, s) in self.vstate.iter_mut().enumerate() {
+            if mask & (1 << i) != 0 && matches!(s, VState::Idle(_)) {
+                *s = VState::Runnable;
+            }
+        }
+    }
+
+    /// Idle vCPUs whose timer deadline has passed become runnable; returns
+    /// the earliest deadline still ahead (None if no vCPU idles).
+    pub fn tick(&mut self) -> Option<u64> {
+        let now = el1_rt::gic::counter().0;
+        let mut next = None;
+        for s in self.vstate.iter_mut() {
+            if let VState::Idle(d) = *s {
+                if now >= d {
+                    *s = VState::Runnable;
+                } else {
+                    next = Some(next.map_or(d, |n: u64| n.min(d)));
+                }
+            }
+        }
+        next
+    }
+
+    /// Runs the guest's vCPUs on this CPU, time-sliced round-robin, until
+    /// it powers off (Ok), yields (Ok: `run` again to continue) or
+    /// something goes wrong. A vCPU that waits (WFI) is run again when its
+    /// timer is due or the VMM raised an interrupt for it; while every vCPU
+    /// waits, the VMM waits for the earliest deadline (a Linux host would
+    /// sleep; the shim watches the counter).
+    pub fn run(&mut self) -> Result<(), String> {
+        let n = self.vstate.len();
         loop {
-            let r = hyp::call(hyp_abi::host::VCPU_RUN, [self.handle, 0, reply[0], reply[1], reply[2], reply[3]]);
-            let e = match r {
-                Ok(e) => e,
-                Err(err) => return Err(alloc::format!("vcpu_run: {err}")),
-            };
-            reply = [0; 4];
-            match e[0] {
-                exit::MMIO => {
-                    self.mmio_exits += 1;
-                    let (ipa, write, value) = (e[1], e[3] != 0, e[4]);
-                    if (GUEST_UART..GUEST_UART + 0x1000).contains(&ipa) {
-                        reply[0] = self.uart(ipa - GUEST_UART, write, value);
-                    } else if (GUEST_IRQ_TEST..GUEST_IRQ_TEST + 0x1000).contains(&ipa) {
-                        reply[0] = self.irq_test(ipa - GUEST_IRQ_TEST, write, value);
-                    } else if let Some(v) = self.gic.mmio(ipa, write, e[2], value) {
-                        reply[0] = v;
-                    } else if self.verbose {
-                        println!(
-                            "[host] vm {}: MMIO {} at {:#x}: no device, reads 0",
-                            self.handle,
-                            if write { "write" } else { "read" },
-                            ipa
-                        );
-                    }
-                }
-                exit::HYPERCALL => {
-                    reply = self.service(e[1] as u32, [e[2], e[3], e[4], e[5]]);
-                    if core::mem::take(&mut self.yielded) {
-                        // The reply goes in on the next run.
-                        self.pending_reply = reply;
-                        return Ok(());
-                    }
-                }
-                exit::SYSTEM_OFF => return Ok(()),
-                exit::SYSTEM_RESET => return Err("guest asked for a reset".into()),
-                exit::GUEST_ABORT => {
-                    self.guest_aborts += 1;
-                    println!(
-                        "[host] vm {}: guest abort at IPA {:#x} (no memory there): abort injected",
-                        self.handle, e[1]
-                    );
-                }
-                exit::UNSHARE_PENDING => {
-                    self.unshare_pending += 1;
-                    let (ipa, pa) = (e[1], e[2]);
-                    let n = self.pins.remove(&pa).unwrap_or(0);
-                    let still = expect_abort(|| {
-                        read64(pa);
-                    })
-                    .is_none();
-                    println!(
-                        "[host] vm {}: unshare of IPA {:#x} pending on {} host pin(s) (page still shared: {}); unpinning",
-                        self.handle, ipa, n, still
-                    );
-                    for _ in 0..n {
-                        hyp::unpin(pa);
-                    }
-                }
-                exit::IRQ => self.irq_exits += 1,
-                exit::WFI => {
-                    self.wfi_exits += 1;
-                    let (deadline, wfe) = (e[1], e[2] != 0);
-                    if !wfe {
-                        if deadline == u64::MAX {
-                            return Err("the guest waits for an interrupt that nothing will raise".into());
-                        }
-                        // Nothing else can raise one here: wait for the
-                        // timer's deadline (a Linux host would sleep).
-                        while el1_rt::gic::counter().0 < deadline {
+            let next = self.tick();
+            let pick = (1..=n).map(|k| (self.cur + k) % n).find(|&i| self.vstate[i] == VState::Runnable);
+            let Some(v) = pick else {
+                match next {
+                    // Every vCPU powered off.
+                    None => return Ok(()),
+                    Some(u64::MAX) => return Err("the guest waits for an interrupt that nothing will raise".into()),
+                    Some(d) => {
+                        while el1_rt::gic::counter().0 < d {
                             core::hint::spin_loop();
                         }
+                        continue;
                     }
                 }
-                exit::GUEST_FATAL => {
-                    return Err(alloc::format!("guest SError (ESR {:#x}) at PC {:#x}: vCPU stopped", e[1], e[2]))
-                }
-                other => return Err(alloc::format!("unknown exit {other}")),
+            };
+            self.cur = v;
+            let args = self.run_args(v);
+            let r = hyp::call(hyp_abi::host::VCPU_RUN, args);
+            match self.on_exit(v, r)? {
+                Step::Go => {}
+                Step::Yield | Step::Off => return Ok(()),
             }
         }
     }

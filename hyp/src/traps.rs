@@ -16,6 +16,8 @@ pub enum Action {
     Nop,
     /// An ID register: the CPU's value, sanitized by [`sanitize_id`].
     Id { crm: u8, op2: u8 },
+    /// ICC_SGI1R_EL1: an SGI to the guest's own vCPUs.
+    Sgi,
 }
 
 /// Decides a trapped MSR/MRS/SYS access (ESR EC 0x18) from a guest.
@@ -46,12 +48,33 @@ pub fn decide(a: &SysRegAccess) -> Action {
         (3, 3, 14, 8..=15, _) => Action::RazWi,
         // Physical timer (CNTHCTL_EL2.EL1PCEN clear): UNDEF.
         (3, 3, 14, 2, 0..=2) => Action::Undef,
-        // SGI generation would interrupt the host's CPUs: UNDEF.
-        (3, 0, 12, 11, 5..=7) => Action::Undef,
+        // SGIs (HCR_EL2.IMO traps their generation): group 1 SGIs go to
+        // the guest's own vCPUs; group 0 (SGI0R) and the alias (ASGI1R) are
+        // UNDEF (a guest has group 1 only).
+        (3, 0, 12, 11, 5) => Action::Sgi,
+        (3, 0, 12, 11, 6 | 7) => Action::Undef,
         // LORegions, SCXTNUM, implementation-defined (TIDCP), and
         // anything else that traps: UNDEF.
         _ => Action::Undef,
     }
+}
+
+/// The vCPUs an ICC_SGI1R_EL1 value `v` written by vCPU `me` of a VM
+/// with `n` vCPUs targets (bit i = vCPU i) and its INTID. vCPU i has
+/// MPIDR Aff0 = i and Aff1-3 = 0: a target list at other affinities, or
+/// with a range selector, reaches no vCPU; IRM (bit 40) means every vCPU
+/// but the sender.
+pub fn sgi_targets(v: u64, me: usize, n: usize) -> (u64, u64) {
+    let intid = (v >> 24) & 0xf;
+    let all = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+    let targets = if v & (1 << 40) != 0 {
+        all & !(1u64 << (me % 64))
+    } else if (v >> 16) & 0xff != 0 || (v >> 32) & 0xff != 0 || (v >> 44) & 0xf != 0 || (v >> 48) & 0xff != 0 {
+        0
+    } else {
+        v & 0xffff & all
+    };
+    (targets, intid)
 }
 
 fn clear(v: u64, shift: u32) -> u64 {
@@ -124,11 +147,26 @@ mod tests {
         assert_eq!(decide(&acc(1, 0, 7, 10, 2)), Action::Nop, "DC CSW");
         assert_eq!(decide(&acc(3, 0, 1, 0, 1)), Action::RazWi, "ACTLR_EL1");
         assert_eq!(decide(&acc(3, 0, 10, 4, 0)), Action::Undef, "LORSA_EL1");
-        assert_eq!(decide(&acc(3, 0, 12, 11, 5)), Action::Undef, "ICC_SGI1R_EL1");
+        assert_eq!(decide(&acc(3, 0, 12, 11, 5)), Action::Sgi, "ICC_SGI1R_EL1");
+        assert_eq!(decide(&acc(3, 0, 12, 11, 7)), Action::Undef, "ICC_SGI0R_EL1");
+        assert_eq!(decide(&acc(3, 0, 12, 11, 6)), Action::Undef, "ICC_ASGI1R_EL1");
         assert_eq!(decide(&acc(3, 0, 5, 3, 0)), Action::RazWi, "ERRIDR_EL1");
         assert_eq!(decide(&acc(3, 0, 13, 0, 7)), Action::Undef, "SCXTNUM_EL1");
         assert_eq!(decide(&acc(3, 0, 15, 2, 0)), Action::Undef, "IMPDEF");
         assert_eq!(decide(&acc(3, 0, 0, 4, 0)), Action::Id { crm: 4, op2: 0 }, "ID_AA64PFR0_EL1");
+    }
+
+    #[test]
+    fn sgi_decoding() {
+        // SGI 3 to vCPUs 1 and 2 of 4.
+        assert_eq!(sgi_targets((3 << 24) | 0b0110, 0, 4), (0b0110, 3));
+        // Beyond the VM's vCPUs: dropped.
+        assert_eq!(sgi_targets((1 << 24) | 0xfff0, 0, 4), (0, 1));
+        // Aff1 = 1, or a range selector: no vCPU there.
+        assert_eq!(sgi_targets((1 << 16) | 1, 0, 4), (0, 0));
+        assert_eq!(sgi_targets((1 << 44) | 1, 0, 4), (0, 0));
+        // IRM: everyone but the sender.
+        assert_eq!(sgi_targets((1 << 40) | (15 << 24), 2, 4), (0b1011, 15));
     }
 
     #[test]

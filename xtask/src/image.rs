@@ -49,6 +49,7 @@ pub struct GuestSpec {
     pub name: String,
     pub elf: Vec<u8>,
     pub mem: u64,
+    pub vcpus: u32,
 }
 
 /// The host shim's initrd: the guests to run.
@@ -63,8 +64,9 @@ pub fn guest_bundle(guests: &[GuestSpec]) -> Vec<u8> {
         table.extend_from_slice(&g.mem.to_le_bytes());
         table.extend_from_slice(&(off as u64).to_le_bytes());
         table.extend_from_slice(&(g.elf.len() as u64).to_le_bytes());
-        let mut name = [0u8; 40];
-        let n = g.name.len().min(39);
+        table.extend_from_slice(&g.vcpus.to_le_bytes());
+        let mut name = [0u8; 36];
+        let n = g.name.len().min(35);
         name[..n].copy_from_slice(&g.name.as_bytes()[..n]);
         table.extend_from_slice(&name);
         off = (off + g.elf.len()).div_ceil(4096) * 4096;

@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// Guest memory for each --guest, in order (default 64M).
     #[arg(long, value_parser = options::parse_guest_mem)]
     pub guest_mem: Vec<String>,
+    /// vCPUs of each --guest, in order (default 1, at most 8): all in its
+    /// DTB; vCPU 0 starts, the guest starts the others with PSCI CPU_ON.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub guest_vcpus: Vec<u32>,
     /// Host-shim scenario (shim.test=NAME); default: the demo.
     #[arg(long, value_parser = options::SHIM_SCENARIOS)]
     pub scenario: Option<String>,

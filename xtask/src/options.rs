@@ -9,7 +9,7 @@ use crate::RunArgs;
 /// Hyp log levels (`hyp.log=`).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// The host shim's scenarios (`shim.test=NAME`, host-shim/src/scenarios/mod.rs).
-pub const SHIM_SCENARIOS: [&str; 16] = [
+pub const SHIM_SCENARIOS: [&str; 17] = [
     "boot",
     "demo",
     "guests",
@@ -27,6 +27,7 @@ pub const SHIM_SCENARIOS: [&str; 16] = [
     "tlb",
     "fuzz",
     "irq",
+    "irq-smp",
 ];
 /// `--trace` words (hyp::trace::parse_mask).
 pub const TRACE_WORDS: [&str; 7] = ["faults", "splits", "merges", "transitions", "hypercalls", "injects", "irqs"];
@@ -115,6 +116,9 @@ pub fn check(a: &RunArgs) -> Result<()> {
     let guests = a.guest.len().max(usize::from(!other_host));
     if a.guest_mem.len() > guests {
         bail!("{} --guest-mem value(s) for {} guest(s): one per --guest, in order", a.guest_mem.len(), guests);
+    }
+    if a.guest_vcpus.len() > guests {
+        bail!("{} --guest-vcpus value(s) for {} guest(s): one per --guest, in order", a.guest_vcpus.len(), guests);
     }
     for (what, p) in a
         .host

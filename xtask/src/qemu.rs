@@ -181,7 +181,8 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         let elf = std::fs::read(p).with_context(|| format!("reading guest {}", p.display()))?;
         check_guest(p, &elf, mem)?;
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        guests.push(GuestSpec { name, elf, mem });
+        let vcpus = args.guest_vcpus.get(i).copied().unwrap_or(1);
+        guests.push(GuestSpec { name, elf, mem, vcpus });
     }
     let host_initrd = match &host_initrd_file {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,

@@ -10,7 +10,11 @@ use crate::report::{expect_abort, read64, write64, Report};
 use crate::vmm::Guest;
 
 pub(super) fn load(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut Report) -> Option<Guest> {
-    match Guest::load(hm, &img.name, img.elf, mem, args) {
+    load_smp(hm, img, mem, args, img.vcpus, r)
+}
+
+fn load_smp(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, vcpus: usize, r: &mut Report) -> Option<Guest> {
+    match Guest::load_smp(hm, &img.name, img.elf, mem, args, vcpus) {
         Ok(g) => {
             println!(
                 "[host] vm {}: '{}' loaded, {} MiB donated at PA {:#x} (IPA {:#x}), entry {:#x}",
@@ -60,7 +64,22 @@ pub(super) fn teardown(hm: &mut HostMem, g: Guest, r: &mut Report) {
 }
 
 fn run_guest(g: &mut Guest, r: &mut Report) {
-    match g.run() {
+    let n = g.vstate.len();
+    let cpus = super::host_cpus();
+    let res = if n > 1 && cpus.len() >= n {
+        println!("[host] vm {}: {} vCPUs, each on a host CPU of its own", g.handle, n);
+        // The guest moves to the shared runner and back.
+        let owned = core::mem::replace(g, Guest::placeholder());
+        let (back, res) = crate::vcpus::run_parallel(owned, &cpus);
+        *g = back;
+        res
+    } else {
+        if n > 1 {
+            println!("[host] vm {}: {} vCPUs time-sliced on {} host CPU", g.handle, n, 1);
+        }
+        g.run()
+    };
+    match res {
         Ok(()) => println!("[host] vm {}: powered off ({} MMIO exits)", g.handle, g.mmio_exits),
         Err(e) => {
             println!("[host] vm {}: {}", g.handle, e);
@@ -83,11 +102,16 @@ pub fn run_all(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
 
 /// The guest test payload with `args`; its own PASS/FAIL tally counts.
 pub fn suite(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, args: &str) {
+    suite_smp(hm, images, r, args, 1)
+}
+
+/// [`suite`] with a guest of `vcpus` vCPUs.
+pub fn suite_smp(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, args: &str, vcpus: usize) {
     let Some(img) = images.first() else {
         r.fail("a guest image in the bundle");
         return;
     };
-    let Some(mut g) = load(hm, img, img.mem, args, r) else {
+    let Some(mut g) = load_smp(hm, img, img.mem, args, vcpus, r) else {
         return;
     };
     run_guest(&mut g, r);

@@ -23,8 +23,16 @@ fn args_want_overflow(info: &BootInfo) -> bool {
 }
 use crate::report::Report;
 
+static CPUS: spin::Mutex<alloc::vec::Vec<u64>> = spin::Mutex::new(alloc::vec::Vec::new());
+
+/// The host's CPUs (MPIDRs from its DTB), this one first.
+pub fn host_cpus() -> alloc::vec::Vec<u64> {
+    CPUS.lock().clone()
+}
+
 /// Runs scenario `name`; false if there is none by that name.
 pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
+    *CPUS.lock() = info.fdt.cpus().map(|c| c.ids().first() as u64).take(el1_rt::smp::MAX_CPUS).collect();
     let mut hm = HostMem::from_dt(info);
     let images = match crate::guests::parse(mem::initrd(info)) {
         Ok(g) => g,
@@ -40,6 +48,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "guest-tests" => guests::suite(&mut hm, &images, r, "test=all"),
         "block1g" => guests::suite(&mut hm, &images, r, "test=block1g"),
         "irq" => guests::suite(&mut hm, &images, r, "test=irq"),
+        "irq-smp" => guests::suite_smp(&mut hm, &images, r, "test=irq-smp", 4),
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "devices" => devices::run(info, &mut hm, r),

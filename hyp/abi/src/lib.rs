@@ -56,6 +56,10 @@ pub mod psci {
     pub const NOT_SUPPORTED: i64 = -1;
     pub const INVALID_PARAMETERS: i64 = -2;
     pub const DENIED: i64 = -3;
+    pub const ALREADY_ON: i64 = -4;
+    /// AFFINITY_INFO answers.
+    pub const AFF_ON: i64 = 0;
+    pub const AFF_OFF: i64 = 1;
     /// PSCI 1.1.
     pub const VERSION_1_1: u64 = 0x1_0001;
 }
@@ -90,10 +94,14 @@ pub mod host {
     pub const VM_CREATE: u32 = id(0);
     /// x1 = handle → x2 = bytes reclaimed; EBUSY while pinned pages remain.
     pub const VM_DESTROY: u32 = id(1);
-    /// x1 = handle, x2 = entry PC, x3 = x0 for the vCPU → x2 = vCPU index.
-    /// Only before the VM's first VCPU_RUN (EPERM after: the vCPU set of a
-    /// protected VM is fixed once it has run).
+    /// x1 = handle, x2 = entry PC, x3 = x0 for the vCPU, x4 = flags
+    /// ([`VCPU_OFF`]) → x2 = vCPU index (its MPIDR Aff0). Only before the
+    /// VM's first VCPU_RUN (EPERM after: the vCPU set of a protected VM is
+    /// fixed once it has run).
     pub const VCPU_CREATE: u32 = id(2);
+    /// VCPU_CREATE flag: the vCPU starts powered off; the guest starts it
+    /// with PSCI CPU_ON (entry and x0 are the guest's then).
+    pub const VCPU_OFF: u64 = 1;
     /// x1 = handle, x2 = vCPU, x3 = value for a pending MMIO read (or x3..x6
     /// = x0..x3 for a forwarded hypercall) →
     /// x2 = exit reason, x3.. = exit details (see [`exit`]).
@@ -188,6 +196,16 @@ pub mod host {
         /// u64::MAX if the timer cannot fire). Run it again when an
         /// interrupt is due; it continues after the instruction.
         pub const WFI: u64 = 10;
+        /// The guest started vCPU x3 with PSCI CPU_ON (its entry and x0 set
+        /// by the hyp): the host may run it now.
+        pub const CPU_ON: u64 = 11;
+        /// The guest powered this vCPU off (PSCI CPU_OFF): VCPU_RUN is
+        /// EPERM until a CPU_ON starts it again.
+        pub const CPU_OFF: u64 = 12;
+        /// The guest sent an SGI (ICC_SGI1R_EL1): it is pending on the
+        /// vCPUs of mask x3 (bit n = vCPU n, the sender left out); run
+        /// the idle ones.
+        pub const SGI: u64 = 13;
     }
 
     /// Answers of PAGE_STATE.
@@ -220,9 +238,11 @@ pub mod bundle {
 
 /// The host shim's initrd: the guests to run.
 /// Header: magic, u64 LE count; then per guest 64 bytes: u64 mem_size,
-/// u64 elf_off, u64 elf_len, 40 bytes NUL-padded name.
+/// u64 elf_off, u64 elf_len, u32 vCPUs (1..=8), 36 bytes NUL-padded name.
 pub mod guests {
-    pub const MAGIC: &[u8; 8] = b"GUESTS01";
+    pub const MAGIC: &[u8; 8] = b"GUESTS02";
+    /// vCPUs a guest may have.
+    pub const MAX_VCPUS: u32 = 8;
     pub const ENTRY_LEN: usize = 64;
     pub const HEADER_LEN: usize = 16;
 }

@@ -16,6 +16,7 @@ use crate::arch::aarch64::trap::TrapFrame;
 use crate::mem;
 use crate::mmenv::HypEnv;
 use crate::tracebuf::point;
+use crate::arch::aarch64::context::Context;
 use crate::vm::{Pending, Vm};
 use hyp::trace::op;
 
@@ -86,9 +87,21 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
         }
         psci::VERSION => ret(frame, psci::VERSION_1_1 as i64),
         psci::FEATURES => match x1 as u32 {
-            psci::VERSION | psci::FEATURES | psci::SYSTEM_OFF | psci::SYSTEM_RESET => ret(frame, 0),
+            psci::VERSION
+            | psci::FEATURES
+            | psci::SYSTEM_OFF
+            | psci::SYSTEM_RESET
+            | psci::CPU_ON
+            | psci::CPU_OFF
+            | psci::AFFINITY_INFO => ret(frame, 0),
             _ => ret(frame, psci::NOT_SUPPORTED),
         },
+        psci::CPU_ON => cpu_on(frame, vm, vcpu, x1, x2, x3),
+        psci::CPU_OFF => {
+            vm.lock().vcpus[vcpu].off = true;
+            Outcome::Exit { reason: exit::CPU_OFF, details: [0; 5], pending: Pending::None, stop: false }
+        }
+        psci::AFFINITY_INFO => affinity_info(frame, vm, x1, x2),
         psci::SYSTEM_OFF => {
             Outcome::Exit { reason: exit::SYSTEM_OFF, details: [0; 5], pending: Pending::None, stop: true }
         }
@@ -102,6 +115,53 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
             stop: false,
         },
         _ => ret(frame, smccc::NOT_SUPPORTED),
+    }
+}
+
+/// The vCPU with this MPIDR: Aff0 = its index, everything else 0.
+fn target(vm: &Vm, mpidr: u64) -> Option<usize> {
+    let i = usize::try_from(mpidr).ok().filter(|_| mpidr & !0xff == 0)?;
+    (i < vm.vcpus.len()).then_some(i)
+}
+
+/// PSCI CPU_ON: starts a powered-off vCPU of the same VM at `entry` with
+/// x0 = `ctx`, from its reset state (the vCPUs exist from before the VM
+/// first ran; a powered-off one is not running anywhere). The caller gets
+/// SUCCESS and exits so the host learns it may run the new vCPU.
+fn cpu_on(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, me: usize, mpidr: u64, entry: u64, ctx: u64) -> Outcome {
+    let mut vm = vm.lock();
+    let Some(t) = target(&vm, mpidr) else {
+        return ret(frame, psci::INVALID_PARAMETERS);
+    };
+    let v = &mut vm.vcpus[t];
+    if v.stopped {
+        return ret(frame, psci::DENIED);
+    }
+    // Still on, or still on its way off (its exit has not finished).
+    if !v.off || v.running || t == me {
+        return ret(frame, psci::ALREADY_ON);
+    }
+    v.ctx = Context::reset();
+    v.ctx.gp.x[0] = ctx;
+    v.ctx.gp.elr = entry;
+    v.ctx.gp.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
+    v.pending = Pending::None;
+    v.off = false;
+    frame.x[0] = smccc::SUCCESS as u64;
+    Outcome::Exit { reason: exit::CPU_ON, details: [t as u64, 0, 0, 0, 0], pending: Pending::None, stop: false }
+}
+
+/// PSCI AFFINITY_INFO at level 0: ON until a vCPU has powered off and left
+/// its CPU (or stopped for good).
+fn affinity_info(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, mpidr: u64, level: u64) -> Outcome {
+    let vm = vm.lock();
+    match (target(&vm, mpidr), level) {
+        (Some(t), 0) => {
+            let v = &vm.vcpus[t];
+            let on = v.running || (!v.off && !v.stopped);
+            ret(frame, if on { psci::AFF_ON } else { psci::AFF_OFF })
+        }
+        _ => ret(frame, psci::INVALID_PARAMETERS),
     }
 }
 

@@ -110,7 +110,7 @@ fn dispatch(fid: u32, frame: &mut TrapFrame) -> Call {
         },
         abi::VM_CREATE => vm::host_vm_create(a[0]).map(|h| frame.x[2] = h),
         abi::VM_DESTROY => vm::host_vm_destroy(a[0]).map(|b| frame.x[2] = b),
-        abi::VCPU_CREATE => vm::host_vcpu_create(a[0], a[1], a[2]).map(|i| frame.x[2] = i),
+        abi::VCPU_CREATE => vm::host_vcpu_create(a[0], a[1], a[2], a[3]).map(|i| frame.x[2] = i),
         abi::DONATE_GUEST => vm::host_donate_guest(a[0], a[1], a[2], a[3]),
         abi::VCPU_IRQ => vm::host_vcpu_irq(a[0], a[1], a[2], a[3], frame.x[5], frame.x[6]),
         abi::VM_STATS => vm::host_vm_stats(a[0], a[1]).map(|r| frame.x[2..5].copy_from_slice(&r)),

@@ -60,6 +60,9 @@ pub struct Vcpu {
     pub stopped: bool,
     /// Its virtual interrupts (what the host asserted, what the hyp injects).
     pub irq: hyp::vgic::State,
+    /// Powered off (created so, or PSCI CPU_OFF): runs no more until the
+    /// guest's CPU_ON.
+    pub off: bool,
 }
 
 pub struct Vm {
@@ -122,7 +125,10 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
     Ok(handle)
 }
 
-fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64) -> Result<usize, Error> {
+fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64, flags: u64) -> Result<usize, Error> {
+    if flags & !abi::VCPU_OFF != 0 {
+        return Err(Error::Inval);
+    }
     if vm.dying || vm.started {
         return Err(Error::Perm);
     }
@@ -133,7 +139,9 @@ fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64) -> Result<usize, Error> {
     ctx.gp.x[0] = x0;
     ctx.gp.elr = entry;
     ctx.gp.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
-    vm.vcpus.push(Vcpu { ctx, pending: Pending::None, running: false, stopped: false, irq: hyp::vgic::State::new() });
+    vm.vcpus.push(Vcpu { ctx, pending: Pending::None, running: false, stopped: false, irq: hyp::vgic::State::new(),
+        off: flags & abi::VCPU_OFF != 0,
+    });
     Ok(vm.vcpus.len() - 1)
 }
 
@@ -199,8 +207,8 @@ pub fn host_vm_destroy(handle: u64) -> Result<u64, Error> {
 }
 
 /// VCPU_CREATE → the vCPU index.
-pub fn host_vcpu_create(handle: u64, entry: u64, x0: u64) -> Result<u64, Error> {
-    get(handle).and_then(|vm| vcpu_create(&mut vm.lock(), entry, x0)).map(|i| i as u64)
+pub fn host_vcpu_create(handle: u64, entry: u64, x0: u64, flags: u64) -> Result<u64, Error> {
+    get(handle).and_then(|vm| vcpu_create(&mut vm.lock(), entry, x0, flags)).map(|i| i as u64)
 }
 
 /// VCPU_IRQ: the host's VMM configures, asserts or pulses one interrupt of

@@ -21,7 +21,7 @@ use hyp::traps::{self, Action};
 use super::{get, Pending, Vcpu, Vm};
 use crate::arch::aarch64::context::{self, feat, Kind};
 use crate::arch::aarch64::el1;
-use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1};
+use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1, VMPIDR_EL2};
 use crate::arch::aarch64::trap::TrapFrame;
 use crate::arch::aarch64::{hyptimer, idregs, inject, vgic};
 use hyp::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
@@ -144,7 +144,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     if vcpu.running {
         return Err(Error::Busy);
     }
-    if vcpu.stopped {
+    if vcpu.stopped || vcpu.off {
         return Err(Error::Perm);
     }
     if context::sme_live() {
@@ -169,6 +169,8 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
     el1::enter_controls(Kind::Guest);
+    // The guest's MPIDR: Aff0 = vCPU index (bit 31 RES1).
+    VMPIDR_EL2.set((1 << 31) | idx as u64);
     open_interrupts(cpu, ppi);
     if context::nr_lrs() > 0 {
         vgic::set_hcr(vgic::hcr_guest(flushed.overflow > 0));
@@ -224,6 +226,7 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     VTCR_EL2.set(cpu.host_vtcr);
     VTTBR_EL2.set(cpu.host_vttbr);
     el1::enter_controls(Kind::Host);
+    VMPIDR_EL2.set(MPIDR_EL1.get());
     isb();
     frame.x[0] = 0;
     frame.x[1] = 0;
@@ -246,7 +249,7 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
             guest::handle(frame, &vm_arc, idx)
         }
         EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr, &vm_arc, idx),
-        EC_SYS64 => sysreg_trap(frame, esr),
+        EC_SYS64 => sysreg_trap(frame, esr, &vm_arc, idx),
         EC_WFX => wait(frame, &vm_arc, idx, esr),
         // SVE and SME (CPTR_EL2.TZ/TSM), and anything else that traps.
         _ => {
@@ -265,9 +268,18 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
 
 /// A trapped system-register access or system instruction: answered here
 /// as `hyp::traps` decides (docs/isolation.md).
-fn sysreg_trap(frame: &mut TrapFrame, esr: Esr) -> Outcome {
+fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
     let a = SysRegAccess::from_iss(esr.iss());
     let value = match traps::decide(&a) {
+        Action::Sgi if !a.read => {
+            let v = if a.rt == 31 { 0 } else { frame.x[a.rt as usize] };
+            frame.elr += 4;
+            return sgi(vm_arc, idx, v);
+        }
+        Action::Sgi => {
+            inject::inject_undef(frame);
+            return Outcome::Resume;
+        }
         Action::Undef => {
             log::debug!("guest: {:?} at {:#x}: undefined instruction injected", a.enc(), frame.elr);
             inject::inject_undef(frame);
@@ -281,6 +293,30 @@ fn sysreg_trap(frame: &mut TrapFrame, esr: Esr) -> Outcome {
     }
     frame.elr += 4;
     Outcome::Resume
+}
+
+/// ICC_SGI1R_EL1 written: the SGI is made pending on each target vCPU
+/// (in the hyp: the host never sees guest interrupt state it did not
+/// assert). One on the sender itself goes into its list registers now; if
+/// others got one, the sender exits (`SGI`) so the host runs them.
+fn sgi(vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, me: usize, v: u64) -> Outcome {
+    let mut vm = vm_arc.lock();
+    let handle = vm.handle;
+    let (targets, intid) = traps::sgi_targets(v, me, vm.vcpus.len());
+    for (i, vcpu) in vm.vcpus.iter_mut().enumerate() {
+        if targets & (1 << i) != 0 {
+            // INTIDs 0..15 are always valid.
+            let _ = vcpu.irq.pulse(intid);
+        }
+    }
+    if targets & (1 << me) != 0 {
+        refresh_live(this_cpu(), &mut vm.vcpus[me], handle, me);
+    }
+    let others = targets & !(1 << me);
+    if others == 0 {
+        return Outcome::Resume;
+    }
+    Outcome::Exit { reason: exit::SGI, details: [others, intid, 0, 0, 0], pending: Pending::None, stop: false }
 }
 
 /// A physical SError while a guest ran (HCR_EL2.AMO): the guest caused it.
