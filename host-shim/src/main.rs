@@ -13,6 +13,8 @@ mod guests;
 #[cfg(target_os = "none")]
 mod hyp;
 #[cfg(target_os = "none")]
+mod idle;
+#[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
 mod report;

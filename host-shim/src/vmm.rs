@@ -55,6 +55,8 @@ pub struct Guest {
     cur: usize,
     /// The guest powered off (SYSTEM_OFF).
     pub done: bool,
+    /// vCPUs (bit n) an interrupt was raised for since their run began.
+    kicks: u64,
     /// The guest yielded (host service YIELD): run() returns.
     pub yielded: bool,
     /// Calls the guest reported at its last yield.
@@ -322,6 +324,7 @@ impl Guest {
             vstate: (0..vcpus).map(|i| if i == 0 { VState::Runnable } else { VState::Off }).collect(),
             cur: vcpus - 1,
             done: false,
+            kicks: 0,
             guest_calls: 0,
             verbose: false,
             started: false,
@@ -354,6 +357,7 @@ impl Guest {
             vstate: Vec::new(),
             cur: 0,
             done: true,
+            kicks: 0,
             guest_calls: 0,
             verbose: false,
             started: false,
@@ -494,6 +498,8 @@ impl Guest {
     /// The arguments of the next VCPU_RUN of vCPU `v` (its reply owed).
     pub fn run_args(&mut self, v: usize) -> [u64; 6] {
         self.started = true;
+        // What was raised for it so far, the hyp sees at this entry.
+        self.kicks &= !(1 << v);
         let r = core::mem::take(&mut self.replies[v]);
         [self.handle, v as u64, r[0], r[1], r[2], r[3]]
     }
@@ -584,11 +590,18 @@ impl Guest {
         Ok(Step::Go)
     }
 
-    /// vCPUs of `mask` that idle become runnable.
+    /// vCPUs of `mask` that idle become runnable; the others are marked,
+    /// so that a WFI exit racing with this (the hyp found nothing pending
+    /// before the interrupt was made pending) does not put them to sleep.
     fn wake(&mut self, mask: u64) {
         for (i, s) in self.vstate.iter_mut().enumerate() {
-            if mask & (1 << i) != 0 && matches!(s, VState::Idle(_)) {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
+            if matches!(s, VState::Idle(_)) {
                 *s = VState::Runnable;
+            } else {
+                self.kicks |= 1 << i;
             }
         }
     }
@@ -614,8 +627,7 @@ impl Guest {
     /// it powers off (Ok), yields (Ok: `run` again to continue) or
     /// something goes wrong. A vCPU that waits (WFI) is run again when its
     /// timer is due or the VMM raised an interrupt for it; while every vCPU
-    /// waits, the VMM waits for the earliest deadline (a Linux host would
-    /// sleep; the shim watches the counter).
+    /// waits, this CPU sleeps until the earliest deadline (`idle.rs`).
     pub fn run(&mut self) -> Result<(), String> {
         let n = self.vstate.len();
         loop {
@@ -627,9 +639,7 @@ impl Guest {
                     None => return Ok(()),
                     Some(u64::MAX) => return Err("the guest waits for an interrupt that nothing will raise".into()),
                     Some(d) => {
-                        while el1_rt::gic::counter().0 < d {
-                            core::hint::spin_loop();
-                        }
+                        crate::idle::nap(d, u64::MAX);
                         continue;
                     }
                 }

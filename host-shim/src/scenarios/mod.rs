@@ -32,6 +32,7 @@ pub fn host_cpus() -> alloc::vec::Vec<u64> {
 
 /// Runs scenario `name`; false if there is none by that name.
 pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
+    crate::idle::set_redistributors(devices::redistributor(info));
     *CPUS.lock() = info.fdt.cpus().map(|c| c.ids().first() as u64).take(el1_rt::smp::MAX_CPUS).collect();
     let mut hm = HostMem::from_dt(info);
     let images = match crate::guests::parse(mem::initrd(info)) {
