@@ -295,3 +295,115 @@ pub fn irq_smp(t: &mut Tally) {
     gic::irqs_off();
     t.eq(OTHER.load(SeqCst) as i64, 0, "irq-smp: no unexpected interrupt");
 }
+
+/// PMU readings at the last handler entry, and what its EOI cost.
+static B_ENTRY: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+static B_SEQ: AtomicU64 = AtomicU64::new(0);
+static B_EOI_LEVEL: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+static B_EOI_EDGE: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+const SGI_SELF: u32 = 2;
+
+fn add(a: &[AtomicU64; 2], from: (u64, u64), to: (u64, u64)) {
+    a[0].fetch_add(to.0.wrapping_sub(from.0), SeqCst);
+    a[1].fetch_add(to.1.wrapping_sub(from.1), SeqCst);
+}
+
+/// The bench's handler: PMU counts at entry; EOIs measured.
+fn on_bench_irq(kind: u64, _s: Sync, _f: &mut Frame) -> bool {
+    let at = el1_rt::pmu::read();
+    if kind != IRQ_SPX {
+        return false;
+    }
+    B_ENTRY[0].store(at.0, SeqCst);
+    B_ENTRY[1].store(at.1, SeqCst);
+    let intid = gic::ack();
+    match intid {
+        gic::SPURIOUS => return true,
+        gic::VTIMER => gic::timer_mask(),
+        IRQ_TEST_INTID => mmio_w(IRQ_TEST + 4, 1),
+        SGI_PING => {
+            SGI_HITS[el1_rt::smp::cpu_index() % VCPUS].fetch_add(1, SeqCst);
+        }
+        _ => {}
+    }
+    let a = el1_rt::pmu::read();
+    gic::eoi(intid);
+    let b = el1_rt::pmu::read();
+    match intid {
+        IRQ_TEST_INTID => add(&B_EOI_LEVEL, a, b),
+        SGI_SELF => add(&B_EOI_EDGE, a, b),
+        _ => {}
+    }
+    B_SEQ.fetch_add(1, SeqCst);
+    true
+}
+
+/// Runs `start` `n` times and waits for the handler each time: total PMU
+/// counts from just before `start` to the handler's entry; false if one
+/// never came.
+fn to_entry(n: u64, mut start: impl FnMut()) -> ((u64, u64), bool) {
+    let (mut el2, mut all, mut ok) = (0, 0, true);
+    for _ in 0..n {
+        let seq = B_SEQ.load(SeqCst);
+        let a = el1_rt::pmu::read();
+        start();
+        ok &= wait_until(gic::counter().1 / 10, || B_SEQ.load(SeqCst) != seq);
+        el2 += B_ENTRY[0].load(SeqCst).wrapping_sub(a.0);
+        all += B_ENTRY[1].load(SeqCst).wrapping_sub(a.1);
+    }
+    ((el2, all), ok)
+}
+
+fn bench_secondary(i: usize) -> ! {
+    gic::init_cpu(i);
+    gic::enable(i, SGI_PING, 0x80);
+    gic::irqs_on();
+    READY.fetch_add(1, SeqCst);
+    let mut r = 0;
+    loop {
+        wfi_until(|| SGI_HITS[i].load(SeqCst) > r);
+        r += 1;
+        gic::send_sgi(SGI_PING, 1);
+    }
+}
+
+/// `test=bench-irq` (2 vCPUs, `hyp.bench_pmu`): the interrupt rows of
+/// `cargo xtask bench`, EL2 instructions per operation.
+pub fn bench_irq(t: &mut Tally) {
+    use el1_rt::bench::report;
+    const N: u64 = 100;
+    let none = [0u64; 4];
+    el1_rt::pmu::init();
+    el1_rt::trap::set_hook(on_bench_irq);
+    gic::init_dist();
+    gic::init_cpu(0);
+    for i in [SGI_SELF, SGI_PING, gic::VTIMER, IRQ_TEST_INTID] {
+        gic::enable(0, i, 0x80);
+    }
+    gic::irqs_on();
+    let (m, ok1) = to_entry(N, || gic::send_sgi(SGI_SELF, 1));
+    report("virtual interrupt (SGI to self) to handler entry", N, m, none);
+    report("guest EOI (edge, no exit)", N, (B_EOI_EDGE[0].load(SeqCst), B_EOI_EDGE[1].load(SeqCst)), none);
+    let (m, ok2) = to_entry(N, || mmio_w(IRQ_TEST, 1));
+    report("device interrupt (VMM line via MMIO exit) to handler entry", N, m, none);
+    report("guest EOI (level, maintenance interrupt)", N, (B_EOI_LEVEL[0].load(SeqCst), B_EOI_LEVEL[1].load(SeqCst)), none);
+    let (m, ok3) = to_entry(N, || gic::timer_at(gic::counter().0 + 1000));
+    gic::timer_off();
+    report("virtual timer interrupt round trip (arm to handler entry)", N, m, none);
+    let ok4 = el1_rt::smp::start(1, 1, bench_secondary) == 0;
+    wait_until(gic::counter().1, || READY.load(SeqCst) == 1);
+    let (mut el2, mut all) = (0, 0);
+    let mut ok5 = true;
+    for r in 0..N {
+        let a = el1_rt::pmu::read();
+        gic::send_sgi(SGI_PING, 1 << 1);
+        wfi_until(|| SGI_HITS[0].load(SeqCst) > r);
+        let b = el1_rt::pmu::read();
+        ok5 &= SGI_HITS[0].load(SeqCst) == r + 1;
+        el2 += b.0.wrapping_sub(a.0);
+        all += b.1.wrapping_sub(a.1);
+    }
+    report("SGI round trip between 2 vCPUs (time-sliced, 2 hops)", N, (el2, all), none);
+    gic::irqs_off();
+    t.check(ok1 && ok2 && ok3 && ok4 && ok5, "bench-irq: every measured interrupt arrived");
+}

@@ -44,6 +44,7 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "leaks" => leaks::leaks(&mut t),
         "irq" => irq::irq(&mut t),
         "irq-smp" => irq::irq_smp(&mut t),
+        "bench-irq" => irq::bench_irq(&mut t),
         "leaks-fresh" => leaks::leaks_fresh(&mut t),
         "spin" => leaks::spin(),
         "traps" => traps::traps(&mut t),

@@ -108,7 +108,11 @@ fn table_pages(hm: &mut HostMem) {
 }
 
 fn run_guest(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut Report) -> Option<Guest> {
-    let mut g = match Guest::load(hm, &img.name, img.elf, mem, args) {
+    run_guest_smp(hm, img, mem, args, 1, r)
+}
+
+fn run_guest_smp(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, vcpus: usize, r: &mut Report) -> Option<Guest> {
+    let mut g = match Guest::load_smp(hm, &img.name, img.elf, mem, args, vcpus) {
         Ok(g) => g,
         Err(e) => {
             println!("[host] bench guest: {}", e);
@@ -121,6 +125,19 @@ fn run_guest(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut R
         r.fail("bench guest runs");
     }
     Some(g)
+}
+
+/// The interrupt rows (`shim.test=bench-irq` alone): injection, EOI, the
+/// timer, SGIs between two vCPUs.
+pub fn irq(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+    let Some(img) = images.first() else {
+        r.fail("bench guest image");
+        return;
+    };
+    if let Some(g) = run_guest_smp(hm, img, 16 << 20, "test=bench-irq", 2, r) {
+        r.check(g.result.is_some_and(|(_, f)| f == 0), "interrupt bench guest ran its measurements");
+        let _ = g.destroy(hm);
+    }
 }
 
 pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
@@ -150,6 +167,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         r.check(g.result.is_some_and(|(_, f)| f == 0), "bench guest ran its measurements");
         let _ = g.destroy(hm);
     }
+    irq(hm, images, r);
     // Scale: the same 4K share/unshare in a 64 MiB and a 16 GiB guest.
     for (mem, label) in [(64 << 20, "64 MiB"), (16 * SZ_1G, "16 GiB")] {
         if let Some(g) =

@@ -171,6 +171,19 @@ fn world_switch(hm: &mut HostMem, r: &mut Report) {
     };
     r.expect(hyp::donate(h, mem, 0x4000_0000, 0x2000), 0, "world switch: donate the program's two pages");
     r.check(hyp::vcpu_create(h, 0x4000_0000, 0) == Ok(0), "vcpu_create before the first run");
+    // VCPU_CREATE flags and VCPU_IRQ: each bad argument its error, nothing changed.
+    let flags = call(abi::VCPU_CREATE, [h, 0x4000_0000, 0, 2, 0, 0]);
+    r.expect(hyp::errno(flags), -EINVAL, "vcpu_create with an unknown flag is EINVAL");
+    let irq = |v: u64, intid: u64, op: u64, a: u64, b: u64| hyp::errno(call(abi::VCPU_IRQ, [h, v, intid, op, a, b]));
+    r.expect(irq(1, 33, abi::irq::CONFIGURE, 1, 0xa0), -ENOENT, "vcpu_irq on a vCPU the VM does not have is ENOENT");
+    r.expect(irq(0, 128, abi::irq::CONFIGURE, 1, 0xa0), -EINVAL, "vcpu_irq on INTID 128 is EINVAL");
+    r.expect(irq(0, 33, abi::irq::CONFIGURE, 2, 0), -EINVAL, "vcpu_irq configure with enabled = 2 is EINVAL");
+    r.expect(irq(0, 33, abi::irq::CONFIGURE, 1, 0x100), -EINVAL, "vcpu_irq configure with priority 256 is EINVAL");
+    r.expect(irq(0, 27, abi::irq::LINE, 1, 0), -EINVAL, "vcpu_irq cannot drive the virtual timer's line (EINVAL)");
+    r.expect(irq(0, 33, abi::irq::LINE, 1, 7), -EINVAL, "vcpu_irq line with a stray operand is EINVAL");
+    r.expect(irq(0, 33, 3, 0, 0), -EINVAL, "vcpu_irq with an unknown operation is EINVAL");
+    r.expect(irq(0, 33, abi::irq::LINE, 1, 0), 0, "vcpu_irq line on a valid SPI");
+    r.expect(hyp::errno(call(abi::VCPU_IRQ, [0xdead, 0, 33, 0, 0, 0])), -ENOENT, "vcpu_irq on no VM is ENOENT");
     let run = |reply: u64| call(abi::VCPU_RUN, [h, 0, reply, 0, 0, 0]);
     let e = run(0);
     let mmio = matches!(e, Ok(e) if e[0] == abi::exit::MMIO && e[1] == 0x0a00_0000 && e[3] == 0);

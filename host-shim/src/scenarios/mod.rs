@@ -58,6 +58,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "traps" => traps::run(&mut hm, &images, r),
         "pmu-owned" => traps::pmu_owned(&mut hm, &images, r),
         "bench" => bench::run(&mut hm, &images, r),
+        "bench-irq" => bench::irq(&mut hm, &images, r),
         "smp" => smp::run(&mut hm, &images, r, info),
         "tlb" => tlb::run(&mut hm, &images, r, info),
         "fuzz" => {
