@@ -70,6 +70,21 @@ fn set(v: &mut [u64; 2], i: u32, on: bool) {
     }
 }
 
+/// The INTIDs whose bits are set in `v`, in order.
+fn set_bits(v: &[u64; 2]) -> impl Iterator<Item = u32> + '_ {
+    v.iter().enumerate().flat_map(|(k, &w)| {
+        let mut m = w;
+        core::iter::from_fn(move || {
+            if m == 0 {
+                return None;
+            }
+            let b = m.trailing_zeros();
+            m &= m - 1;
+            Some(k as u32 * 64 + b)
+        })
+    })
+}
+
 /// What [`State::flush`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flush {
@@ -198,18 +213,20 @@ impl State {
                 core::array::from_fn(|k| (self.level[k] | self.edge[k]) & self.enabled[k]);
             // The best candidate not yet in a list register.
             let mut best: Option<u32> = None;
-            for i in 0..NR_INTIDS {
-                if !bit(&want, i) || Self::in_lrs(lrs, i) {
+            let mut waiting = 0;
+            for i in set_bits(&want) {
+                if Self::in_lrs(lrs, i) {
                     continue;
                 }
+                waiting += 1;
                 if best.is_none_or(|b| self.prio[i as usize] < self.prio[b as usize]) {
                     best = Some(i);
                 }
             }
             let Some(i) = best else { break };
             let Some(slot) = lrs.iter_mut().find(|v| lr::state(**v) == 0) else {
-                // No room: count every one left.
-                out.overflow = (0..NR_INTIDS).filter(|&i| bit(&want, i) && !Self::in_lrs(lrs, i)).count() as u32;
+                // No room: every one left waits.
+                out.overflow = waiting;
                 break;
             };
             let level = bit(&self.level, i) && !bit(&self.edge, i);
