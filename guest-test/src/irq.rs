@@ -271,7 +271,11 @@ pub fn irq_smp(t: &mut Tally) {
     }
     t.check(ok, "irq-smp: PSCI CPU_ON starts vCPUs 1, 2 and 3");
     t.eq(el1_rt::smp::start(1, 1, secondary), psci::ALREADY_ON, "irq-smp: CPU_ON of a running vCPU is ALREADY_ON");
-    t.eq(el1_rt::smp::start(VCPUS as u64, VCPUS, secondary), psci::INVALID_PARAMETERS, "irq-smp: CPU_ON of a vCPU the VM does not have is INVALID_PARAMETERS");
+    t.eq(
+        el1_rt::smp::start(VCPUS as u64, VCPUS, secondary),
+        psci::INVALID_PARAMETERS,
+        "irq-smp: CPU_ON of a vCPU the VM does not have is INVALID_PARAMETERS",
+    );
     t.eq(affinity(2), psci::AFF_ON, "irq-smp: AFFINITY_INFO: vCPU 2 is on");
     let (start, freq) = gic::counter();
     while READY.load(SeqCst) < VCPUS as u64 - 1 && gic::counter().0 < start + freq {}
@@ -283,7 +287,11 @@ pub fn irq_smp(t: &mut Tally) {
     }
     let ticks = gic::counter().0 - t0;
     let hits: [u64; VCPUS] = core::array::from_fn(|i| SGI_HITS[i].load(SeqCst));
-    println!("guest: SGI ring: {:?} SGIs taken per vCPU, {} us per hop", hits, ticks * 1_000_000 / freq / (ROUNDS * VCPUS as u64));
+    println!(
+        "guest: SGI ring: {:?} SGIs taken per vCPU, {} us per hop",
+        hits,
+        ticks * 1_000_000 / freq / (ROUNDS * VCPUS as u64)
+    );
     t.check(hits.iter().all(|&h| h == ROUNDS), "irq-smp: 25 rounds of an SGI ring over 4 vCPUs, every SGI taken once");
     let offs = (1..VCPUS as u64).all(wait_off);
     t.check(offs, "irq-smp: after CPU_OFF, AFFINITY_INFO reports vCPUs 1-3 OFF");
@@ -386,7 +394,12 @@ pub fn bench_irq(t: &mut Tally) {
     report("guest EOI (edge, no exit)", N, (B_EOI_EDGE[0].load(SeqCst), B_EOI_EDGE[1].load(SeqCst)), none);
     let (m, ok2) = to_entry(N, || mmio_w(IRQ_TEST, 1));
     report("device interrupt (VMM line via MMIO exit) to handler entry", N, m, none);
-    report("guest EOI (level, maintenance interrupt)", N, (B_EOI_LEVEL[0].load(SeqCst), B_EOI_LEVEL[1].load(SeqCst)), none);
+    report(
+        "guest EOI (level, maintenance interrupt)",
+        N,
+        (B_EOI_LEVEL[0].load(SeqCst), B_EOI_LEVEL[1].load(SeqCst)),
+        none,
+    );
     let (m, ok3) = to_entry(N, || gic::timer_at(gic::counter().0 + 1000));
     gic::timer_off();
     report("virtual timer interrupt round trip (arm to handler entry)", N, m, none);

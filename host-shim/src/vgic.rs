@@ -205,7 +205,7 @@ impl Gic {
             // upper word means any (vCPU 0).
             (0x6100..=0x63ff, _) => {
                 let s = ((off - 0x6100) / 8) as usize;
-                if write && off % 8 == 0 {
+                if write && off.is_multiple_of(8) {
                     let to = (v & 0xff) as usize;
                     let to = if to < self.redists.len() { to } else { 0 };
                     let from = self.route[s];
@@ -220,7 +220,7 @@ impl Gic {
                         self.push(to, s + 32);
                     }
                     0
-                } else if !write && off % 8 == 0 {
+                } else if !write && off.is_multiple_of(8) {
                     self.route[s] as u32
                 } else {
                     0

@@ -507,8 +507,8 @@ impl Guest {
     /// Handles what VCPU_RUN of vCPU `v` returned.
     pub fn on_exit(&mut self, v: usize, r: hyp::HypResult) -> Result<Step, String> {
         let e = r.map_err(|err| alloc::format!("vcpu_run {v}: {err}"))?;
-    let mut reply = [0u64; 4];
-    match e[0] {
+        let mut reply = [0u64; 4];
+        match e[0] {
             exit::MMIO => {
                 self.mmio_exits += 1;
                 let (ipa, write, value) = (e[1], e[3] != 0, e[4]);
@@ -542,10 +542,7 @@ impl Guest {
             exit::SYSTEM_RESET => return Err("guest asked for a reset".into()),
             exit::GUEST_ABORT => {
                 self.guest_aborts += 1;
-                println!(
-                    "[host] vm {}: guest abort at IPA {:#x} (no memory there): abort injected",
-                    self.handle, e[1]
-                );
+                println!("[host] vm {}: guest abort at IPA {:#x} (no memory there): abort injected", self.handle, e[1]);
             }
             exit::UNSHARE_PENDING => {
                 self.unshare_pending += 1;

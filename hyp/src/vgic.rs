@@ -209,8 +209,7 @@ impl State {
             }
         }
         loop {
-            let want: [u64; 2] =
-                core::array::from_fn(|k| (self.level[k] | self.edge[k]) & self.enabled[k]);
+            let want: [u64; 2] = core::array::from_fn(|k| (self.level[k] | self.edge[k]) & self.enabled[k]);
             // The best candidate not yet in a list register.
             let mut best: Option<u32> = None;
             let mut waiting = 0;

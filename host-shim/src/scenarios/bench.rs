@@ -111,7 +111,14 @@ fn run_guest(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, r: &mut R
     run_guest_smp(hm, img, mem, args, 1, r)
 }
 
-fn run_guest_smp(hm: &mut HostMem, img: &GuestImage, mem: u64, args: &str, vcpus: usize, r: &mut Report) -> Option<Guest> {
+fn run_guest_smp(
+    hm: &mut HostMem,
+    img: &GuestImage,
+    mem: u64,
+    args: &str,
+    vcpus: usize,
+    r: &mut Report,
+) -> Option<Guest> {
     let mut g = match Guest::load_smp(hm, &img.name, img.elf, mem, args, vcpus) {
         Ok(g) => g,
         Err(e) => {

@@ -348,7 +348,17 @@ mod tests {
         assert_eq!(parse_mask("faults,splits"), Some(0b100111));
         assert_eq!(parse_mask("bogus"), None);
         assert_eq!(parse_mask("irqs"), Some(1 << 6));
-        let irq = Record { kind: Kind::Irq as u8, who: 1, vcpu: 2, level: 1, arg: 1, arg2: 3, far: 1 << 27, ipa: 1, ..Default::default() };
+        let irq = Record {
+            kind: Kind::Irq as u8,
+            who: 1,
+            vcpu: 2,
+            level: 1,
+            arg: 1,
+            arg2: 3,
+            far: 1 << 27,
+            ipa: 1,
+            ..Default::default()
+        };
         assert_eq!(format!("{irq}"), "irq    vm1/vcpu2 injected 1 waiting 3 vtimer in-lrs 27 64");
     }
 }

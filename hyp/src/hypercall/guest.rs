@@ -12,11 +12,11 @@ use hyp::abi::{arch, guest as abi, psci, smccc};
 use hyp::mm::mem_protect;
 use hyp::mm::{Error, PAGE_SIZE};
 
+use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::trap::TrapFrame;
 use crate::mem;
 use crate::mmenv::HypEnv;
 use crate::tracebuf::point;
-use crate::arch::aarch64::context::Context;
 use crate::vm::{Pending, Vm};
 use hyp::trace::op;
 

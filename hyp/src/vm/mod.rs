@@ -139,7 +139,12 @@ fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64, flags: u64) -> Result<usi
     ctx.gp.x[0] = x0;
     ctx.gp.elr = entry;
     ctx.gp.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
-    vm.vcpus.push(Vcpu { ctx, pending: Pending::None, running: false, stopped: false, irq: hyp::vgic::State::new(),
+    vm.vcpus.push(Vcpu {
+        ctx,
+        pending: Pending::None,
+        running: false,
+        stopped: false,
+        irq: hyp::vgic::State::new(),
         off: flags & abi::VCPU_OFF != 0,
     });
     Ok(vm.vcpus.len() - 1)

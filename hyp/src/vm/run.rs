@@ -24,12 +24,12 @@ use crate::arch::aarch64::el1;
 use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1, VMPIDR_EL2};
 use crate::arch::aarch64::trap::TrapFrame;
 use crate::arch::aarch64::{hyptimer, idregs, inject, vgic};
-use hyp::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
 use crate::hypercall::guest::{self, Outcome};
 use crate::mmenv::HypEnv;
 use crate::percpu::{this_cpu, PerCpu, Running};
 use crate::tracebuf::point;
 use hyp::trace::Resolution;
+use hyp::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
 
 /// First IPA of guest RAM: below it is the emulated device window (MMIO
 /// exits to the host), as on QEMU `virt`.
@@ -155,7 +155,11 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     let cpu = this_cpu();
     // Its virtual interrupts: the timer's condition now, then the list
     // registers (saved in its context) filled.
-    let due = vgic::vtimer_due(vcpu.ctx.get(context::R::CNTV_CTL_EL0), vcpu.ctx.get(context::R::CNTV_CVAL_EL0), vgic::vcount());
+    let due = vgic::vtimer_due(
+        vcpu.ctx.get(context::R::CNTV_CTL_EL0),
+        vcpu.ctx.get(context::R::CNTV_CVAL_EL0),
+        vgic::vcount(),
+    );
     vcpu.irq.set_vtimer(due);
     let flushed = vcpu.irq.flush(vcpu.ctx.lrs_mut());
     point::vgic(handle, idx, &flushed, vcpu.ctx.lrs_mut());

@@ -43,7 +43,6 @@ pub fn hcr_host() -> u64 {
 pub fn hcr_guest() -> u64 {
     hcr_host()
         | (HCR_EL2::IMO::EnableVirtualIRQ
-
             + HCR_EL2::FMO::EnableVirtualFIQ
             + HCR_EL2::AMO::SET
             + HCR_EL2::FB::SET

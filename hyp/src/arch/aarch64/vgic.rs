@@ -35,7 +35,6 @@ pub fn set_hcr(v: u64) {
     }
 }
 
-
 macro_rules! lr_access {
     ($($n:literal => $reg:ident),*) => {
         fn read_lr(n: usize) -> u64 {
