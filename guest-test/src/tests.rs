@@ -108,7 +108,12 @@ fn discovery(t: &mut Tally) {
     );
     t.eq(call(psci::VERSION, [0; 3])[0] as i64, 0x10001, "PSCI_VERSION is 1.1");
     t.eq(call(psci::FEATURES, [psci::SYSTEM_OFF as u64, 0, 0])[0] as i64, 0, "PSCI_FEATURES(SYSTEM_OFF) is supported");
-    t.eq(call(psci::CPU_ON, [1, 0, 0])[0] as i64, NOT_SUPPORTED, "PSCI CPU_ON is NOT_SUPPORTED");
+    t.eq(
+        call(psci::CPU_ON, [1, 0, 0])[0] as i64,
+        psci::INVALID_PARAMETERS,
+        "PSCI CPU_ON of a vCPU this one-vCPU VM does not have is INVALID_PARAMETERS",
+    );
+    t.eq(call(psci::CPU_SUSPEND, [0; 3])[0] as i64, NOT_SUPPORTED, "PSCI CPU_SUSPEND is NOT_SUPPORTED");
     t.eq(call(0xc600_0010, [0; 3])[0] as i64, NOT_SUPPORTED, "an unknown vendor call is NOT_SUPPORTED");
     t.eq(call(0x8100_0000, [0; 3])[0] as i64, NOT_SUPPORTED, "an unknown service is NOT_SUPPORTED");
 }
