@@ -189,6 +189,8 @@ mod tests {
         assert!(err("--guest-mem 100K").contains("at least 1M"));
         assert!(err("--timeout 0").contains("0"));
         assert!(err("--trace-vm 0 --trace all").contains("1.."));
+        assert!(err("--guest-vcpus 0").contains("1..=8"));
+        assert!(err("--guest-vcpus 9").contains("1..=8"));
     }
 
     #[test]
@@ -200,6 +202,7 @@ mod tests {
         assert!(err("--linux --guest Cargo.toml").contains("does not run them"));
         assert!(err("--linux --scenario boot").contains("does not run them"));
         assert!(err("--guest-mem 8M --guest-mem 8M").contains("one per --guest"));
+        assert!(err("--guest-vcpus 2 --guest-vcpus 2").contains("one per --guest"));
         assert!(err("--host /nonexistent/Image").contains("no such file"));
     }
 
