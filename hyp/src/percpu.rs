@@ -37,6 +37,11 @@ pub struct PerCpu {
     /// The host's physical ICC_PMR_EL1 and ICC_IGRPEN1_EL1 while a guest
     /// runs (the hyp opens both so interrupts take the CPU back).
     pub host_icc: [u64; 2],
+    /// The host's enabled PMU counters (PMCNTENSET_EL0) while a guest runs:
+    /// they are stopped so the host cannot count the guest's events.
+    pub host_pmcnten: u64,
+    /// The host's DISR_EL1 while a guest runs.
+    pub host_disr: u64,
     /// This CPU's redistributor SGI frame (the hyp timer's PPI), 0 if none.
     pub gicr_sgi: u64,
     /// The virtual timer's PPI (INTID 27) while a guest runs: enabled by
@@ -60,6 +65,8 @@ const INIT: PerCpu = PerCpu {
     frame: ZERO_FRAME,
     host: Context::reset(),
     host_icc: [0; 2],
+    host_pmcnten: 0,
+    host_disr: 0,
     gicr_sgi: 0,
     vtimer_ppi: [false; 2],
     host_vttbr: 0,

@@ -31,8 +31,10 @@ pub fn decide(a: &SysRegAccess) -> Action {
         (1, 0, 7, 6 | 10 | 14, 2) => Action::Nop,
         // Other trapped system instructions.
         (1, ..) => Action::Undef,
-        // Debug and trace register space (MDSCR_EL1, DBGB/W*, OS lock,
-        // claim tags, DCC): RAZ/WI.
+        // Trace unit registers (op0 2, op1 1: TRC*, CPTR_EL2.TTA): UNDEF.
+        (2, 1, ..) => Action::Undef,
+        // Debug register space (MDSCR_EL1, DBGB/W*, OS lock, claim tags,
+        // DCC): RAZ/WI.
         (2, ..) => Action::RazWi,
         // ID registers (TID3): the sanitized CPU view.
         (3, 0, 0, crm @ 1..=7, op2) => Action::Id { crm, op2 },
@@ -139,6 +141,7 @@ mod tests {
         assert_eq!(decide(&acc(2, 0, 0, 2, 2)), Action::RazWi, "MDSCR_EL1");
         assert_eq!(decide(&acc(2, 0, 0, 0, 4)), Action::RazWi, "DBGBVR0_EL1");
         assert_eq!(decide(&acc(2, 0, 1, 0, 4)), Action::RazWi, "OSLAR_EL1");
+        assert_eq!(decide(&acc(2, 1, 0, 1, 0)), Action::Undef, "TRCPRGCTLR (trace)");
         assert_eq!(decide(&acc(3, 3, 14, 2, 1)), Action::Undef, "CNTP_CTL_EL0");
         assert_eq!(decide(&acc(3, 3, 14, 2, 2)), Action::Undef, "CNTP_CVAL_EL0");
         assert_eq!(decide(&acc(3, 3, 14, 2, 0)), Action::Undef, "CNTP_TVAL_EL0");

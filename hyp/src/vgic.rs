@@ -153,6 +153,21 @@ impl State {
         set(&mut self.level, VTIMER_INTID, asserted);
     }
 
+    /// Whether the physical PPI 27 may interrupt the guest: only to learn of
+    /// a new assertion of its virtual timer (enabled, not yet recorded as
+    /// asserted, not in a list register). A timer that is due but waits for
+    /// a free list register must not take the CPU back again and again (the
+    /// underflow maintenance interrupt or the next exit injects it).
+    pub fn vtimer_ppi_wanted(&self, lrs: &[u64]) -> bool {
+        self.enabled(VTIMER_INTID) && !self.asserted(VTIMER_INTID) && !Self::in_lrs(lrs, VTIMER_INTID)
+    }
+
+    /// Is the line of `intid` recorded as asserted (waiting for, or in, a
+    /// list register)?
+    pub fn asserted(&self, intid: u32) -> bool {
+        intid < NR_INTIDS && bit(&self.level, intid)
+    }
+
     pub fn enabled(&self, intid: u32) -> bool {
         intid < NR_INTIDS && bit(&self.enabled, intid)
     }
@@ -280,6 +295,28 @@ mod tests {
         let f = s.flush(&mut l);
         assert_eq!(f.injected, 1);
         assert_eq!(l[0], lr::PENDING | lr::GROUP1 | (0xa0 << 48) | lr::EOI | 33);
+    }
+
+    #[test]
+    fn a_due_timer_without_a_free_list_register_does_not_hold_the_ppi() {
+        let mut st = State::new();
+        // Four other level lines, enabled, higher priority, fill all LRs.
+        for i in 30..34 {
+            st.configure(i, 1, 0x10).unwrap();
+            st.set_line(i, 1).unwrap();
+        }
+        st.configure(VTIMER_INTID as u64, 1, 0xa0).unwrap();
+        let mut lrs = [0u64; 4];
+        st.flush(&mut lrs);
+        // Not due yet: the PPI is how the hyp learns it fires.
+        assert!(st.vtimer_ppi_wanted(&lrs));
+        st.set_vtimer(true);
+        let f = st.flush(&mut lrs);
+        assert!(f.overflow > 0);
+        assert!(!State::in_lrs(&lrs, VTIMER_INTID));
+        // Due, waiting for a list register: the physical PPI stays off, or
+        // the vCPU would exit before running an instruction, forever.
+        assert!(!st.vtimer_ppi_wanted(&lrs));
     }
 
     #[test]

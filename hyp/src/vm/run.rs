@@ -21,7 +21,7 @@ use hyp::traps::{self, Action};
 use super::{get, Pending, Vcpu, Vm};
 use crate::arch::aarch64::context::{self, feat, Kind};
 use crate::arch::aarch64::el1;
-use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1, VMPIDR_EL2};
+use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1, PMCNTENCLR_EL0, PMCNTENSET_EL0, VMPIDR_EL2};
 use crate::arch::aarch64::trap::TrapFrame;
 use crate::arch::aarch64::{hyptimer, idregs, inject, vgic};
 use crate::hypercall::guest::{self, Outcome};
@@ -59,6 +59,22 @@ fn deadline(cpu: &PerCpu) -> u64 {
 /// interrupt take the CPU back; the virtual timer's PPI as `vtimer_ppi`
 /// says. The host's priority mask, group enable and PPI 27 setting are
 /// restored at exit.
+/// Stops the host's PMU counters while a guest runs (unless
+/// `hyp.bench_pmu`), so the host cannot count the guest's events or pick the
+/// moment it exits by a counter overflow; restored at exit.
+fn stop_host_pmu(cpu: &mut PerCpu) {
+    if context::features() & feat::PMU != 0 && !el1::bench_pmu() {
+        cpu.host_pmcnten = PMCNTENSET_EL0.get();
+        PMCNTENCLR_EL0.set(u64::MAX);
+    }
+}
+
+fn restart_host_pmu(cpu: &PerCpu) {
+    if context::features() & feat::PMU != 0 && !el1::bench_pmu() {
+        PMCNTENSET_EL0.set(cpu.host_pmcnten);
+    }
+}
+
 fn open_interrupts(cpu: &mut PerCpu, vtimer_ppi: bool) {
     if context::features() & feat::VGIC == 0 {
         return;
@@ -97,14 +113,6 @@ fn restore_interrupts(cpu: &mut PerCpu) {
     ICC_IGRPEN1_EL1.set(cpu.host_icc[1]);
 }
 
-/// Whether the physical PPI 27 may interrupt the guest: only while its
-/// virtual timer interrupt could be injected (enabled by the guest, not
-/// already in a list register). Otherwise a due timer would take the CPU
-/// back again and again.
-fn vtimer_ppi_wanted(irq: &Irqs, lrs: &[u64]) -> bool {
-    irq.enabled(VTIMER_INTID) && !Irqs::in_lrs(lrs, VTIMER_INTID)
-}
-
 /// While the guest runs: retires the list registers it deactivated, looks
 /// at its virtual timer, fills free list registers and sets the physical
 /// PPI 27 and ICH_HCR_EL2 to match. True if anything changed.
@@ -124,7 +132,7 @@ fn refresh_live(cpu: &mut PerCpu, vcpu: &mut Vcpu, handle: u16, idx: usize) -> b
         vgic::write_lrs(&lrs[..n]);
     }
     vgic::set_hcr(vgic::hcr_guest(f.overflow > 0));
-    let ppi = set_vtimer_ppi(cpu, vtimer_ppi_wanted(&vcpu.irq, &lrs[..n]));
+    let ppi = set_vtimer_ppi(cpu, vcpu.irq.vtimer_ppi_wanted(&lrs[..n]));
     lrs != before || ppi
 }
 
@@ -139,7 +147,6 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
         return Err(Error::Perm);
     }
     let (vttbr, vtcr, handle) = (vm.mm.pgt.root_pa() | ((vm.vmid as u64) << 48), vm.vtcr, vm.handle);
-    vm.started = true;
     let vcpu = vm.vcpus.get_mut(idx).ok_or(Error::NoEnt)?;
     if vcpu.running {
         return Err(Error::Busy);
@@ -147,12 +154,20 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     if vcpu.stopped || vcpu.off {
         return Err(Error::Perm);
     }
+    if context::serror_pending() {
+        // The host's own SError, pending and masked: entering the guest
+        // would take it at EL2 and blame the guest.
+        return Err(Error::Busy);
+    }
     if context::sme_live() {
         // The host called with SME streaming mode or ZA on: its state there
         // cannot be saved here; it must SMSTOP first.
         return Err(Error::Busy);
     }
     let cpu = this_cpu();
+    // The VM runs: its vCPU set is closed (a refused call above leaves it open).
+    vm.started = true;
+    let vcpu = &mut vm.vcpus[idx];
     // Its virtual interrupts: the timer's condition now, then the list
     // registers (saved in its context) filled.
     let due = vgic::vtimer_due(
@@ -163,10 +178,11 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     vcpu.irq.set_vtimer(due);
     let flushed = vcpu.irq.flush(vcpu.ctx.lrs_mut());
     point::vgic(handle, idx, &flushed, vcpu.ctx.lrs_mut());
-    let ppi = vtimer_ppi_wanted(&vcpu.irq, vcpu.ctx.lrs_mut());
+    let ppi = vcpu.irq.vtimer_ppi_wanted(vcpu.ctx.lrs_mut());
     // Host out.
     cpu.host.gp = *frame;
     cpu.host.save_cpu(Kind::Host);
+    cpu.host_disr = context::park_host_disr();
     // Guest in.
     *frame = vcpu.ctx.gp;
     vcpu.ctx.restore_cpu(Kind::Guest);
@@ -176,6 +192,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     // The guest's MPIDR: Aff0 = vCPU index (bit 31 RES1).
     VMPIDR_EL2.set((1 << 31) | idx as u64);
     open_interrupts(cpu, ppi);
+    stop_host_pmu(cpu);
     if context::nr_lrs() > 0 {
         vgic::set_hcr(vgic::hcr_guest(flushed.overflow > 0));
     }
@@ -219,6 +236,24 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     let cpu = this_cpu();
     let preempted = hyptimer::disarm();
     let vcpu = &mut vm.vcpus[idx];
+    // An SError the guest caused but that is still in flight is the guest's:
+    // it stops the vCPU, it is not handed to the host.
+    let (reason, details) = match context::take_deferred_serror() {
+        Some(disr) => {
+            log::info!(
+                "vm {} vcpu {}: deferred SError (DISR {:#x}) at PC {:#x}: vCPU stopped",
+                vm.handle,
+                idx,
+                disr,
+                frame.elr
+            );
+            vcpu.stopped = true;
+            vcpu.pending = Pending::None;
+            (exit::GUEST_FATAL, [disr, frame.elr, 0, 0, 0])
+        }
+        None => (reason, details),
+    };
+    context::unpark_host_disr(cpu.host_disr);
     vcpu.ctx.gp = *frame;
     vcpu.ctx.save_cpu(Kind::Guest);
     // What the guest deactivated frees its list register now.
@@ -227,6 +262,7 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     *frame = cpu.host.gp;
     cpu.host.restore_cpu(Kind::Host);
     restore_interrupts(cpu);
+    restart_host_pmu(cpu);
     VTCR_EL2.set(cpu.host_vtcr);
     VTTBR_EL2.set(cpu.host_vttbr);
     el1::enter_controls(Kind::Host);

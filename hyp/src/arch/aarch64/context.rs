@@ -33,6 +33,8 @@ pub mod feat {
     pub const VGIC_AP23: u32 = 1 << 7;
     /// SVE (trapped for guests; recorded for the ID-register view).
     pub const SVE: u32 = 1 << 8;
+    /// A PMUv3 the host may program (ID_AA64DFR0_EL1.PMUVer 1..14).
+    pub const PMU: u32 = 1 << 9;
     /// List registers used (ICH_VTR_EL2.ListRegs + 1, rounded down to a
     /// power of two): LR1 with 2 or more, LR2-3 with 4, LR4-7 with 8,
     /// LR8-15 with 16 (LR0 comes with [`VGIC`]).
@@ -79,6 +81,10 @@ pub fn detect_features() {
     }
     if field(pfr0, 32) != 0 {
         f |= feat::SVE;
+    }
+    let pmuver = field(ID_AA64DFR0_EL1.get(), 8);
+    if pmuver != 0 && pmuver != 0xf {
+        f |= feat::PMU;
     }
     // GIC system registers implemented: PFR0.GIC [27:24].
     if field(pfr0, 24) != 0 {
@@ -239,6 +245,54 @@ fn mask(kind: Kind) -> u32 {
         Kind::Host => features() & !feat::GUEST_ONLY,
         Kind::Guest => features(),
     }
+}
+
+/// ISR_EL1.A: a physical SError is pending.
+const ISR_A: u64 = 1 << 8;
+/// DISR_EL1.A: ESB deferred an SError.
+const DISR_A: u64 = 1 << 31;
+
+/// Is a physical SError pending (masked) now? A host calling VCPU_RUN with
+/// one must not have it taken, and blamed, in the guest.
+pub fn serror_pending() -> bool {
+    sr::ISR_EL1.get() & ISR_A != 0
+}
+
+/// Before a guest runs: the host's DISR_EL1 (the physical register: the
+/// guest reaches VDISR_EL2) is set aside and cleared, so a record found
+/// there at the exit is the guest's. Returns the host's value.
+pub fn park_host_disr() -> u64 {
+    if features() & feat::RAS == 0 {
+        return 0;
+    }
+    let v = sr::DISR_EL1.get();
+    sr::DISR_EL1.set(0);
+    v
+}
+
+/// After [`take_deferred_serror`]: the host's DISR_EL1 back.
+pub fn unpark_host_disr(v: u64) {
+    if features() & feat::RAS != 0 {
+        sr::DISR_EL1.set(v);
+    }
+}
+
+/// On an exit from a guest: an SError the guest caused may still be in
+/// flight. With FEAT_RAS, ESB (at EL2, SErrors masked) defers it into
+/// DISR_EL1; returns its syndrome (and clears the record) so the exit can
+/// stop the guest instead of handing the SError to the host.
+pub fn take_deferred_serror() -> Option<u64> {
+    if features() & feat::RAS == 0 {
+        return None;
+    }
+    // SAFETY: ESB (HINT #16) only synchronizes and defers a pending SError.
+    unsafe { core::arch::asm!("hint #16", options(nostack)) };
+    let disr = sr::DISR_EL1.get();
+    if disr & DISR_A == 0 {
+        return None;
+    }
+    sr::DISR_EL1.set(0);
+    Some(disr)
 }
 
 /// Is the CPU in SME streaming mode or with ZA on? The world switch's

@@ -89,9 +89,11 @@ fn compute_mdcr(kind: Kind) -> u64 {
 /// CPTR_EL2: FP/SIMD free for both (switched); guests trap SVE, SME, trace,
 /// activity monitors.
 pub fn cptr(kind: Kind) -> u64 {
+    // Bit 12 is TSM with SME, RES1 without.
+    let res1 = if context::features() & feat::SME == 0 { CPTR_EL2_RES1 | CPTR::TSM::SET.value } else { CPTR_EL2_RES1 };
     match kind {
-        Kind::Host => CPTR_EL2_RES1,
-        Kind::Guest => (CPTR::TZ::SET + CPTR::TSM::SET + CPTR::TTA::SET + CPTR::TAM::SET).value | CPTR_EL2_RES1,
+        Kind::Host => res1,
+        Kind::Guest => (CPTR::TZ::SET + CPTR::TSM::SET + CPTR::TTA::SET + CPTR::TAM::SET).value | res1,
     }
 }
 

@@ -54,12 +54,18 @@ sysreg!(AFSR1_EL1, Afsr1El1, "afsr1_el1");
 sysreg!(MDSCR_EL1, MdscrEl1, "mdscr_el1");
 sysreg!(ID_AA64ISAR2_EL1, IdAa64isar2El1, "s3_0_c0_c6_2");
 sysreg!(CTR_EL0, CtrEl0, "ctr_el0");
+// Interrupt status (bit 8: an SError is pending) and the deferred-SError
+// record ESB fills (FEAT_RAS), by encoding.
+sysreg!(ISR_EL1, IsrEl1, "s3_0_c12_c1_0");
+sysreg!(DISR_EL1, DisrEl1, "s3_0_c12_c1_1");
 sysreg!(DCZID_EL0, DczidEl0, "dczid_el0");
 // SME's thread pointer (exists when ID_AA64PFR1_EL1.SME != 0).
 sysreg!(TPIDR2_EL0, Tpidr2El0, "s3_3_c13_c0_5");
 // SME's streaming-mode and ZA enables (exists when ID_AA64PFR1_EL1.SME != 0).
 sysreg!(SVCR, Svcr, "s3_3_c4_c2_2");
 sysreg!(PMCR_EL0, PmcrEl0, "pmcr_el0");
+sysreg!(PMCNTENSET_EL0, PmcntensetEl0, "pmcntenset_el0");
+sysreg!(PMCNTENCLR_EL0, PmcntenclrEl0, "pmcntenclr_el0");
 sysreg!(ICC_PMR_EL1, IccPmrEl1, "s3_0_c4_c6_0");
 sysreg!(ICC_IGRPEN1_EL1, IccIgrpen1El1, "s3_0_c12_c12_7");
 sysreg!(IFSR32_EL2, Ifsr32El2, "ifsr32_el2");
