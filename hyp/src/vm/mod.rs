@@ -39,9 +39,13 @@ pub enum Pending {
         size: u8,
         sign: bool,
         sf: bool,
+        /// Length of the trapped instruction (2: a T16 one from AArch32 EL0).
+        len: u8,
     },
-    /// An MMIO write the host has seen.
-    MmioWrite,
+    /// An MMIO write the host has seen (instruction length).
+    MmioWrite {
+        len: u8,
+    },
     /// A hypercall forwarded to the host: its reply goes into x0, x1.
     Hypercall,
     /// An abort to inject at the faulting access.

@@ -201,7 +201,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     cpu.running = Running::Guest(handle, idx);
     // Finish what the last exit left open.
     match vcpu.pending {
-        Pending::MmioRead { srt, size, sign, sf } => {
+        Pending::MmioRead { srt, size, sign, sf, len } => {
             let bits = size as u32 * 8;
             let mut v = if bits == 64 { reply[0] } else { reply[0] & ((1u64 << bits) - 1) };
             if sign && bits < 64 && v & (1 << (bits - 1)) != 0 {
@@ -213,9 +213,9 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
             if srt != 31 {
                 frame.x[srt as usize] = v;
             }
-            frame.elr += 4;
+            frame.elr += len as u64;
         }
-        Pending::MmioWrite => frame.elr += 4,
+        Pending::MmioWrite { len } => frame.elr += len as u64,
         Pending::Hypercall => frame.x[..4].copy_from_slice(&reply),
         Pending::Abort { esr, far } => {
             point::inject(handle, idx, esr, far, frame.elr);
@@ -359,6 +359,16 @@ fn sgi(vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, me: usize, v: u64) -> Outcome
     Outcome::Exit { reason: exit::SGI, details: [others, intid, 0, 0, 0], pending: Pending::None, stop: false }
 }
 
+/// Length of the instruction that trapped: 4, or 2 for a 16-bit T32 one
+/// (ESR_EL2.IL clear, only from AArch32 EL0).
+fn insn_len(esr: Esr) -> u64 {
+    if esr.il() {
+        4
+    } else {
+        2
+    }
+}
+
 /// A physical SError while a guest ran (HCR_EL2.AMO): the guest caused it.
 /// That vCPU stops for good and the host hears why; the machine goes on.
 pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
@@ -390,7 +400,8 @@ pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) {
 /// instruction completes at once; otherwise the vCPU gives the CPU back to
 /// the host (exit `WFI` with its timer deadline), nothing spins here.
 fn wait(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize, esr: Esr) -> Outcome {
-    frame.elr += 4;
+    // A T16 WFI/WFE from AArch32 EL0 is 2 bytes (ESR.IL clear).
+    frame.elr += insn_len(esr);
     let wfe = esr.iss() & 1 != 0;
     let mut vm = vm_arc.lock();
     let handle = vm.handle;
@@ -439,12 +450,16 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin:
         let srt = esr.srt();
         let size = esr.sas_bytes();
         let write = esr.wnr();
+        let len = insn_len(esr) as u8;
         // Only a write carries a register value: a read must not show the
         // host what the destination register held before.
         let value = if !write || srt == 31 { 0 } else { frame.x[srt as usize] };
         let value = if size == 8 { value } else { value & ((1u64 << (size as u32 * 8)) - 1) };
-        let pending =
-            if write { Pending::MmioWrite } else { Pending::MmioRead { srt, size, sign: esr.sse(), sf: esr.sf() } };
+        let pending = if write {
+            Pending::MmioWrite { len }
+        } else {
+            Pending::MmioRead { srt, size, sign: esr.sse(), sf: esr.sf(), len }
+        };
         return Outcome::Exit {
             reason: exit::MMIO,
             details: [ipa, size as u64, write as u64, value, 0],
