@@ -32,6 +32,13 @@ pub fn enable(every: u64) {
     EVERY.store(every.max(1), Relaxed);
 }
 
+/// Whether the checker watches hypercalls (a host call skips both hooks
+/// when it does not).
+#[inline(always)]
+pub fn on() -> bool {
+    EVERY.load(Relaxed) != 0
+}
+
 /// Runs the global invariant checker over the host, the hyp and every VM
 /// (locks: host, hyp, then each VM). Returns (checks run, leaves walked).
 pub fn check_now() -> (u64, u64) {

@@ -6,7 +6,7 @@ use tock_registers::interfaces::Readable;
 
 use hyp::esr::Esr;
 
-use crate::arch::aarch64::trap::{Line, TrapFrame, KIND_NAMES};
+use crate::arch::aarch64::trap::{CallRegs, Line, TrapFrame, KIND_NAMES};
 use crate::percpu::{self, Running};
 
 /// Vector kinds (vectors.S): lower EL, AArch64 and AArch32.
@@ -27,6 +27,15 @@ extern "C" fn hyp_trap(kind: u64, frame: &mut TrapFrame) {
         SERROR_A64 | SERROR_A32 => handle_serror(kind, frame),
         _ => fatal(kind, frame),
     }
+}
+
+/// The short entry of an HVC64 from the host (vectors.S: the host runs,
+/// VMID 0): 1 if the call was handled, 0 if it needs the full frame (then
+/// it comes again through `hyp_trap`).
+#[no_mangle]
+extern "C" fn hyp_host_call(regs: &mut CallRegs) -> u64 {
+    debug_assert_eq!(percpu::this_cpu().running, Running::Host);
+    crate::hypercall::host::handle_short(regs) as u64
 }
 
 fn handle_sync(frame: &mut TrapFrame) {

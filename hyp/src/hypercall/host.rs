@@ -1,6 +1,7 @@
 //! The host's hypercalls (HVC from EL1, vendor-hyp range): ownership
 //! transitions, VM lifecycle, pins, tracing. Every host call is dispatched
-//! here, in one match; the work is done by the module that owns the state. Results follow the ABI in
+//! here, through one table indexed by the function number; the work is done
+//! by the module that owns the state. Results follow the ABI in
 //! hyp-abi: x0 = SMCCC status of the call itself, x1 = 0 or -errno, x2..
 //! results.
 
@@ -8,122 +9,241 @@ use hyp::abi::{host as abi, smccc};
 use hyp::mm::mem_protect::{self, HostMm, HypMm};
 use hyp::mm::prot::{Leaf, PageState};
 use hyp::mm::Error;
-use hyp::trace::{op, RECORD_SIZE};
+use hyp::trace::{op, Kind, RECORD_SIZE};
 
-use crate::arch::aarch64::trap::TrapFrame;
+use crate::arch::aarch64::trap::{CallRegs, TrapFrame};
 use crate::arch::aarch64::window;
 use crate::mmenv::HypEnv;
 use crate::tracebuf::{self, point};
 use crate::{mem, vm, Status};
 
-/// What became of a host call.
-enum Call {
-    /// Handled, with this result for x1.
-    Done(Result<(), Error>),
-    /// No such function.
-    Unknown,
-    /// VCPU_RUN entered a guest: the frame is now the guest's.
-    Switched,
+/// A host call from the short entry (vectors.S: x0-x18 saved, the host's
+/// other registers live in the CPU). Returns false, having done nothing,
+/// for a call that needs the full frame (VCPU_RUN switches worlds): the
+/// entry then builds it and the call comes back through `handle`.
+#[inline(always)]
+pub fn handle_short(x: &mut CallRegs) -> bool {
+    let fid = x[0] as u32;
+    if fid == abi::VCPU_RUN {
+        return false;
+    }
+    if crate::checker::on() || tracebuf::on(Kind::Hypercall) {
+        watched(fid, x);
+        return true;
+    }
+    // Nobody watches: the call and its status, nothing else.
+    let r = dispatch(fid, x);
+    status(x, r);
+    true
 }
 
+/// A host call with the checker's hooks and the trace point.
+#[inline(never)]
+fn watched(fid: u32, x: &mut CallRegs) {
+    let (x1, before) = (x[1], crate::checker::before_call());
+    let r = dispatch(fid, x);
+    finish(x, fid, x1, before, r);
+}
+
+/// A host call with the full frame.
 pub fn handle(frame: &mut TrapFrame) {
     let fid = frame.x[0] as u32;
-    let x1 = frame.x[1];
-    let before = crate::checker::before_call();
-    let refused = match dispatch(fid, frame) {
-        Call::Done(r) => {
-            frame.x[0] = smccc::SUCCESS as u64;
-            frame.x[1] = super::errno(r);
+    let (x1, before) = (frame.x[1], crate::checker::before_call());
+    let r = if fid == abi::VCPU_RUN {
+        match vm::run::vcpu_run(frame) {
+            // The frame is now the guest's.
+            Ok(()) => return,
+            Err(e) => Some(Err(e)),
+        }
+    } else {
+        dispatch(fid, frame.call_regs())
+    };
+    finish(frame.call_regs(), fid, x1, before, r);
+}
+
+/// x0 and x1 of a host call (`None`: no such function); true if refused.
+#[inline(always)]
+fn status(x: &mut CallRegs, r: Option<Result<(), Error>>) -> bool {
+    match r {
+        Some(r) => {
+            x[0] = smccc::SUCCESS as u64;
+            x[1] = super::errno(r);
             r.is_err()
         }
-        Call::Unknown => {
-            frame.x[0] = smccc::NOT_SUPPORTED as u64;
+        None => {
+            x[0] = smccc::NOT_SUPPORTED as u64;
             true
         }
-        Call::Switched => return,
-    };
-    crate::checker::after_call(before, fid as u64, refused);
-    // Draining is not itself recorded: it would refill the ring it empties.
-    if fid != abi::TRACE_DRAIN {
-        point::hypercall(0, 0, fid as u64, x1, frame.x[1]);
     }
 }
 
-fn dispatch(fid: u32, frame: &mut TrapFrame) -> Call {
-    let a = [frame.x[1], frame.x[2], frame.x[3], frame.x[4]];
-    let mut env = HypEnv;
-    let r: Result<(), Error> = match fid {
-        abi::SHARE_HYP | abi::UNSHARE_HYP | abi::DONATE_HYP | abi::RECLAIM_HYP => {
-            let mut host = mem::host();
-            let mut hyp = mem::hyp_lock(&host);
-            type Transition = fn(&mut HypEnv, &mut HostMm, &mut HypMm, u64, u64) -> Result<(), Error>;
-            let (f, o): (Transition, u64) = match fid {
-                abi::SHARE_HYP => (mem_protect::host_share_hyp, op::SHARE_HYP),
-                abi::UNSHARE_HYP => (mem_protect::host_unshare_hyp, op::UNSHARE_HYP),
-                abi::DONATE_HYP => (mem_protect::host_donate_hyp, op::DONATE_HYP),
-                _ => (mem_protect::hyp_donate_host, op::RECLAIM_HYP),
-            };
-            let r = f(&mut env, &mut host, &mut hyp, a[0], a[1]);
-            point::transition(0, 0, o, a[0], a[1], &r);
-            r
-        }
-        abi::PIN => {
-            let r = if a[1] > abi::PIN_EXCLUSIVE {
-                Err(Error::Inval)
-            } else {
-                mem::host().pin(&mut env, a[0], a[1] == abi::PIN_EXCLUSIVE)
-            };
-            point::transition(0, 0, op::PIN, a[0], 4096, &r);
-            r
-        }
-        abi::UNPIN => {
-            let r = mem::host().unpin(a[0]);
-            point::transition(0, 0, op::UNPIN, a[0], 4096, &r);
-            r
-        }
-        abi::SHUTDOWN => {
-            log::info!("host: shutdown requested, status {}", a[0]);
-            crate::shutdown(if a[0] == 0 { Status::Ok } else { Status::HostFailed })
-        }
-        abi::DUMP_S2 => vm::dump_s2(a[0]),
-        abi::TRACE_DRAIN => trace_drain(frame, a[0], a[1]),
-        abi::NOP => Ok(()),
-        abi::CHECK_INVARIANTS => {
-            let (n, leaves) = crate::checker::check_now();
-            frame.x[2] = n;
-            frame.x[3] = leaves;
-            frame.x[4] = crate::checker::counts().1;
-            Ok(())
-        }
-        abi::STATS => {
-            use crate::mmenv::*;
-            use core::sync::atomic::Ordering::Relaxed;
-            frame.x[2] = PTE_WRITES.load(Relaxed);
-            frame.x[3] = TLBIS.load(Relaxed);
-            frame.x[4] = TABLES_ALLOCATED.load(Relaxed);
-            frame.x[5] = TABLES_FREED.load(Relaxed);
-            Ok(())
-        }
-        abi::VCPU_RUN => match vm::run::vcpu_run(frame) {
-            Ok(()) => return Call::Switched,
-            Err(e) => Err(e),
-        },
-        abi::VM_CREATE => vm::host_vm_create(a[0]).map(|h| frame.x[2] = h),
-        abi::VM_DESTROY => vm::host_vm_destroy(a[0]).map(|b| frame.x[2] = b),
-        abi::VCPU_CREATE => vm::host_vcpu_create(a[0], a[1], a[2], a[3]).map(|i| frame.x[2] = i),
-        abi::DONATE_GUEST => vm::host_donate_guest(a[0], a[1], a[2], a[3]),
-        abi::VCPU_IRQ => vm::host_vcpu_irq(a[0], a[1], a[2], a[3], frame.x[5], frame.x[6]),
-        abi::VM_STATS => vm::host_vm_stats(a[0], a[1]).map(|r| frame.x[2..5].copy_from_slice(&r)),
-        abi::VM_DIGEST => vm::host_vm_digest(a[0]).map(|d| frame.x[2] = d),
-        abi::PAGE_STATE => vm::host_page_state(a[0]).map(|r| frame.x[2..5].copy_from_slice(&r)),
-        _ => return Call::Unknown,
+/// The status, then the checker's hooks and the trace point.
+fn finish(x: &mut CallRegs, fid: u32, x1: u64, before: Option<crate::checker::Before>, r: Option<Result<(), Error>>) {
+    let refused = status(x, r);
+    crate::checker::after_call(before, fid as u64, refused);
+    // Draining is not itself recorded: it would refill the ring it empties.
+    if fid != abi::TRACE_DRAIN {
+        point::hypercall(0, 0, fid as u64, x1, x[1]);
+    }
+}
+
+/// A host call's handler: arguments in x1.., extra results in x2...
+type Handler = fn(&mut CallRegs) -> Result<(), Error>;
+
+/// The host calls' function numbers run from 0x100 (VM_CREATE) to
+/// 0x127 (VM_DIGEST): one slot each, indexed by fid - VM_CREATE.
+const FIRST: u32 = abi::VM_CREATE;
+const SLOTS: usize = (abi::VM_DIGEST - FIRST) as usize + 1;
+
+const fn slot(fid: u32) -> usize {
+    (fid - FIRST) as usize
+}
+
+/// The jump table of every host call but VCPU_RUN (taken with the full
+/// frame, in `handle`).
+const TABLE: [Option<Handler>; SLOTS] = {
+    let mut t: [Option<Handler>; SLOTS] = [None; SLOTS];
+    t[slot(abi::VM_CREATE)] = Some(vm_create);
+    t[slot(abi::VM_DESTROY)] = Some(vm_destroy);
+    t[slot(abi::VCPU_CREATE)] = Some(vcpu_create);
+    t[slot(abi::DONATE_GUEST)] = Some(donate_guest);
+    t[slot(abi::SHARE_HYP)] = Some(share_hyp);
+    t[slot(abi::UNSHARE_HYP)] = Some(unshare_hyp);
+    t[slot(abi::PIN)] = Some(pin);
+    t[slot(abi::UNPIN)] = Some(unpin);
+    t[slot(abi::DONATE_HYP)] = Some(donate_hyp);
+    t[slot(abi::RECLAIM_HYP)] = Some(reclaim_hyp);
+    t[slot(abi::PAGE_STATE)] = Some(page_state);
+    t[slot(abi::VCPU_IRQ)] = Some(vcpu_irq);
+    t[slot(abi::DUMP_S2)] = Some(dump_s2);
+    t[slot(abi::SHUTDOWN)] = Some(shutdown);
+    t[slot(abi::VM_STATS)] = Some(vm_stats);
+    t[slot(abi::TRACE_DRAIN)] = Some(trace_drain);
+    t[slot(abi::NOP)] = Some(nop);
+    t[slot(abi::STATS)] = Some(stats);
+    t[slot(abi::CHECK_INVARIANTS)] = Some(check_invariants);
+    t[slot(abi::VM_DIGEST)] = Some(vm_digest);
+    t
+};
+
+/// Every host call but VCPU_RUN, on the call's registers (`None`: no such
+/// function).
+#[inline(always)]
+fn dispatch(fid: u32, x: &mut CallRegs) -> Option<Result<(), Error>> {
+    let h = TABLE.get(fid.wrapping_sub(FIRST) as usize).copied().flatten()?;
+    Some(h(x))
+}
+
+type Transition = fn(&mut HypEnv, &mut HostMm, &mut HypMm, u64, u64) -> Result<(), Error>;
+
+/// A host <-> hyp transition of [x1, x1 + x2), traced as `o`.
+fn host_hyp(x: &CallRegs, f: Transition, o: u64) -> Result<(), Error> {
+    let mut host = mem::host();
+    let mut hyp = mem::hyp_lock(&host);
+    let r = f(&mut HypEnv, &mut host, &mut hyp, x[1], x[2]);
+    point::transition(0, 0, o, x[1], x[2], &r);
+    r
+}
+
+fn share_hyp(x: &mut CallRegs) -> Result<(), Error> {
+    host_hyp(x, mem_protect::host_share_hyp, op::SHARE_HYP)
+}
+
+fn unshare_hyp(x: &mut CallRegs) -> Result<(), Error> {
+    host_hyp(x, mem_protect::host_unshare_hyp, op::UNSHARE_HYP)
+}
+
+fn donate_hyp(x: &mut CallRegs) -> Result<(), Error> {
+    host_hyp(x, mem_protect::host_donate_hyp, op::DONATE_HYP)
+}
+
+fn reclaim_hyp(x: &mut CallRegs) -> Result<(), Error> {
+    host_hyp(x, mem_protect::hyp_donate_host, op::RECLAIM_HYP)
+}
+
+fn pin(x: &mut CallRegs) -> Result<(), Error> {
+    let r = if x[2] > abi::PIN_EXCLUSIVE {
+        Err(Error::Inval)
+    } else {
+        mem::host().pin(&mut HypEnv, x[1], x[2] == abi::PIN_EXCLUSIVE)
     };
-    Call::Done(r)
+    point::transition(0, 0, op::PIN, x[1], 4096, &r);
+    r
+}
+
+fn unpin(x: &mut CallRegs) -> Result<(), Error> {
+    let r = mem::host().unpin(x[1]);
+    point::transition(0, 0, op::UNPIN, x[1], 4096, &r);
+    r
+}
+
+fn shutdown(x: &mut CallRegs) -> Result<(), Error> {
+    log::info!("host: shutdown requested, status {}", x[1]);
+    crate::shutdown(if x[1] == 0 { Status::Ok } else { Status::HostFailed })
+}
+
+fn dump_s2(x: &mut CallRegs) -> Result<(), Error> {
+    vm::dump_s2(x[1])
+}
+
+fn nop(_: &mut CallRegs) -> Result<(), Error> {
+    Ok(())
+}
+
+fn check_invariants(x: &mut CallRegs) -> Result<(), Error> {
+    let (n, leaves) = crate::checker::check_now();
+    x[2] = n;
+    x[3] = leaves;
+    x[4] = crate::checker::counts().1;
+    Ok(())
+}
+
+fn stats(x: &mut CallRegs) -> Result<(), Error> {
+    use crate::mmenv::*;
+    use core::sync::atomic::Ordering::Relaxed;
+    x[2] = PTE_WRITES.load(Relaxed);
+    x[3] = TLBIS.load(Relaxed);
+    x[4] = TABLES_ALLOCATED.load(Relaxed);
+    x[5] = TABLES_FREED.load(Relaxed);
+    Ok(())
+}
+
+fn vm_create(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_vm_create(x[1]).map(|h| x[2] = h)
+}
+
+fn vm_destroy(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_vm_destroy(x[1]).map(|b| x[2] = b)
+}
+
+fn vcpu_create(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_vcpu_create(x[1], x[2], x[3], x[4]).map(|i| x[2] = i)
+}
+
+fn donate_guest(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_donate_guest(x[1], x[2], x[3], x[4])
+}
+
+fn vcpu_irq(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_vcpu_irq(x[1], x[2], x[3], x[4], x[5], x[6])
+}
+
+fn vm_stats(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_vm_stats(x[1], x[2]).map(|r| x[2..5].copy_from_slice(&r))
+}
+
+fn vm_digest(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_vm_digest(x[1]).map(|d| x[2] = d)
+}
+
+fn page_state(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_page_state(x[1]).map(|r| x[2..5].copy_from_slice(&r))
 }
 
 /// TRACE_DRAIN: x1 = PA of a buffer the host has shared with the hyp,
 /// x2 = its size in bytes → x2 = records copied, x3 = records lost.
-fn trace_drain(frame: &mut TrapFrame, pa: u64, size: u64) -> Result<(), Error> {
+fn trace_drain(x: &mut CallRegs) -> Result<(), Error> {
+    let (pa, size) = (x[1], x[2]);
     let size = size.min(1 << 20) & !(RECORD_SIZE as u64 - 1);
     let mut env = HypEnv;
     let host = mem::host();
@@ -141,7 +261,7 @@ fn trace_drain(frame: &mut TrapFrame, pa: u64, size: u64) -> Result<(), Error> {
         let out = unsafe { core::slice::from_raw_parts_mut(va as *mut u8, size as usize) };
         tracebuf::drain(out)
     });
-    frame.x[2] = n as u64;
-    frame.x[3] = lost;
+    x[2] = n as u64;
+    x[3] = lost;
     Ok(())
 }

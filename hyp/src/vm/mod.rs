@@ -107,6 +107,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
     if t.vms.iter().flatten().count() >= MAX_VMS {
         return Err(Error::NoMem);
     }
+    // VMID 0 is the host's: the vectors tell a host HVC by it (vectors.S).
     let vmid = (1..256).find(|&i| !t.vmids[i]).ok_or(Error::NoMem)? as Vmid;
     let mut env = HypEnv;
     let pgt = Stage2::new(&mut env, bits, Some(vmid))?;

@@ -20,6 +20,18 @@ pub struct TrapFrame {
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
 
+/// The registers the short host-call entry saves (vectors.S): x0-x18, in
+/// the first slots of a TrapFrame.
+pub type CallRegs = [u64; 19];
+
+impl TrapFrame {
+    /// x0-x18, as the short host-call entry sees them.
+    pub fn call_regs(&mut self) -> &mut CallRegs {
+        let Some(x) = self.x.first_chunk_mut() else { unreachable!() };
+        x
+    }
+}
+
 pub const KIND_NAMES: [&str; 16] = [
     "sync from EL2t",
     "irq from EL2t",

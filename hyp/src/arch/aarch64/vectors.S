@@ -1,9 +1,24 @@
-// EL2 exception vectors: all 16 entries save a TrapFrame on the EL2 stack
-// and call hyp_trap(kind, frame); returning restores the frame and erets.
+// EL2 exception vectors: every entry saves a TrapFrame on the EL2 stack
+// and calls hyp_trap(kind, frame); returning restores the frame and erets.
 // The frame may have been switched to another context (host <-> guest) by
 // the handler: it is what gets restored.
+//
+// One exception: an HVC64 from the host (lower EL sync, ESR_EL2.EC = HVC64,
+// VTTBR_EL2.VMID = 0, the host's VMID: every guest has a VMID of 1 or more)
+// takes the short host-call entry. It saves only what the Rust ABI lets a
+// callee clobber (x0-x18, x30) in the same frame slots, calls
+// hyp_host_call(regs) and, if that handled the call, restores those and
+// erets: ELR_EL2 and SPSR_EL2 are untouched by a host call (EL2 runs with
+// every exception masked; one taken at EL2 is fatal). A call that needs the
+// full frame (VCPU_RUN switches worlds) makes hyp_host_call return 0: the
+// entry then completes the frame (x19-x29 still hold the host's values, the
+// Rust ABI preserves them) and takes the full path.
 
 .equ FRAME_SIZE, 272
+.equ ESR_EC_SHIFT, 26
+.equ EC_HVC64, 0x16
+.equ VTTBR_VMID_SHIFT, 48
+.equ KIND_SYNC_A64, 8
 
 .macro vector kind
     .balign 0x80
@@ -25,7 +40,19 @@ __hyp_vectors:
     vector 5
     vector 6
     vector 7
-    vector 8    // lower EL, AArch64: sync
+    // lower EL, AArch64: sync (a host HVC64 takes the short entry)
+    .balign 0x80
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #0]
+    mrs     x0, esr_el2
+    ubfx    x0, x0, #ESR_EC_SHIFT, #6
+    cmp     x0, #EC_HVC64
+    b.ne    1f
+    mrs     x0, vttbr_el2
+    lsr     x0, x0, #VTTBR_VMID_SHIFT
+    cbz     x0, __hyp_host_call
+1:  mov     x0, #KIND_SYNC_A64
+    b       __hyp_trap_common
     vector 9    //   irq
     vector 10   //   fiq
     vector 11   //   serror
@@ -33,6 +60,50 @@ __hyp_vectors:
     vector 13
     vector 14
     vector 15
+
+// The short host-call entry: x0, x1 are saved at [sp], sp = the frame.
+__hyp_host_call:
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    str     x18, [sp, #144]
+    str     x30, [sp, #240]
+    mov     x0, sp
+    bl      hyp_host_call
+    cbz     x0, 2f
+    ldr     x30, [sp, #240]
+    ldr     x18, [sp, #144]
+    ldp     x16, x17, [sp, #128]
+    ldp     x14, x15, [sp, #112]
+    ldp     x12, x13, [sp, #96]
+    ldp     x10, x11, [sp, #80]
+    ldp     x8, x9, [sp, #64]
+    ldp     x6, x7, [sp, #48]
+    ldp     x4, x5, [sp, #32]
+    ldp     x2, x3, [sp, #16]
+    ldp     x0, x1, [sp, #0]
+    add     sp, sp, #FRAME_SIZE
+    eret
+    // Needs the full frame: x0-x18 and x30 are saved and unchanged.
+2:  str     x19, [sp, #152]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    mrs     x2, elr_el2
+    str     x2, [sp, #248]
+    mrs     x3, spsr_el2
+    str     x3, [sp, #256]
+    mov     x0, #KIND_SYNC_A64
+    mov     x1, sp
+    bl      hyp_trap
+    b       __hyp_eret_frame
 
 __hyp_trap_common:
     stp     x2, x3, [sp, #16]
