@@ -475,9 +475,14 @@ impl SetVisitor<'_> {
         }
     }
 
-    /// Replaces a leaf by `val`, break-before-make if the old one is valid.
+    /// Replaces a leaf by `val`: break-before-make if the old one is valid,
+    /// unless only the software bits change (one write, no TLBI: see
+    /// [`pte::sw_bits_only`]); no TLBI for invalid → valid (no TLB holds an
+    /// invalid entry).
     fn replace_leaf<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        if pte::is_valid(e.pte) {
+        if pte::sw_bits_only(e.pte, val) {
+            self.write(env, e, val);
+        } else if pte::is_valid(e.pte) {
             if pte::is_valid(val) {
                 self.write(env, e, 0);
                 self.tlbi_ipa(env, e);

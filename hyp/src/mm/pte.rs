@@ -42,6 +42,17 @@ pub const fn is_valid(pte: u64) -> bool {
     pte & VALID != 0
 }
 
+/// `old` and `new` are both valid and differ only in the software bits
+/// (the page state): the walker ignores those bits, so no TLB entry or
+/// walk can depend on them and the change needs neither break-before-make
+/// nor a TLB invalidation (Arm ARM: break-before-make is required for a
+/// change of output address, memory type, shareability or block size, and
+/// a TLB holds only what the walk used).
+#[inline]
+pub const fn sw_bits_only(old: u64, new: u64) -> bool {
+    is_valid(old) && is_valid(new) && (old ^ new) & !SW_STATE_MASK == 0
+}
+
 /// A table descriptor (only meaningful at levels 0-2).
 #[inline]
 pub const fn is_table(pte: u64, level: u8) -> bool {

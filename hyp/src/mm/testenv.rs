@@ -4,8 +4,10 @@
 //! no speculative walks, so the rules real hardware imposes are checked here,
 //! on the log ([`TestEnv::check_log`]):
 //!
-//! - break-before-make: no valid entry becomes a different valid one, and an
-//!   entry made invalid is not made valid again before a TLB invalidation;
+//! - break-before-make: no valid entry becomes a different valid one (but
+//!   for a change of the software bits alone, which the walker ignores: see
+//!   [`pte::sw_bits_only`]), and an entry made invalid is not made valid
+//!   again before a TLB invalidation;
 //! - every entry made invalid is invalidated before the operation ends, by a
 //!   TLBI that names its tree (VMID and root) and its IPA and level (or the
 //!   whole tree);
@@ -211,7 +213,7 @@ impl TestEnv {
                 Event::Barrier => w.fresh.values_mut().for_each(|d| *d = false),
                 Event::Write { s2, ptep, ipa, level, old, new } => {
                     w.last_write.insert(s2.root, now);
-                    if pte::is_valid(old) && pte::is_valid(new) && old != new {
+                    if pte::is_valid(old) && pte::is_valid(new) && old != new && !pte::sw_bits_only(old, new) {
                         panic!("valid→valid at {ptep:#x}: {old:#x} → {new:#x}");
                     }
                     if pte::is_valid(new) && w.pending.contains_key(&ptep) {

@@ -5,6 +5,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::helpers::*;
+use crate::mm::env::S2Id;
 use crate::mm::mem_protect::*;
 use crate::mm::pgtable::Stage2;
 use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
@@ -502,5 +503,38 @@ fn profile_share_unshare_4k() {
         guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2 + 7 * K4, K4).unwrap();
     }
     guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2, K4).unwrap();
+    w.finish();
+}
+
+/// MEM_SHARE / MEM_UNSHARE of a 4K page whose block is already split: the
+/// guest's entry changes only its software bits (one write, no TLBI, no
+/// break-before-make); the host's goes invalid → valid (one write, no
+/// TLBI) and back valid → invalid (one write, one TLBI).
+#[test]
+fn share_of_a_split_page_writes_each_side_once() {
+    let mut w = World::new();
+    guest_with_memory(&mut w);
+    // Splits the 2M block; the next page of the block is then a 4K leaf.
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2, K4).unwrap();
+    let (host_s2, guest_s2) = (w.host.pgt.s2_id().unwrap(), w.guests[0].pgt.s2_id().unwrap());
+    let count = |log: &[Event]| {
+        let writes = |s: S2Id| log.iter().filter(|e| matches!(e, Event::Write { s2, .. } if *s2 == s)).count();
+        let tlbis = |s: S2Id| {
+            log.iter().filter(|e| matches!(e, Event::TlbiIpa { s2, .. } | Event::TlbiVmid { s2 } if *s2 == s)).count()
+        };
+        (writes(host_s2), tlbis(host_s2), writes(guest_s2), tlbis(guest_s2))
+    };
+    let from = w.env.log.len();
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2 + K4, K4).unwrap();
+    assert_eq!(count(&w.env.log[from..]), (1, 0, 1, 0), "share: (host writes, host TLBIs, guest writes, guest TLBIs)");
+    let from = w.env.log.len();
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2 + K4, K4).unwrap();
+    assert_eq!(
+        count(&w.env.log[from..]),
+        (1, 1, 1, 0),
+        "unshare: (host writes, host TLBIs, guest writes, guest TLBIs)"
+    );
+    w.env.check_log();
+    w.check();
     w.finish();
 }

@@ -349,3 +349,55 @@ fn checker_catches_a_root_freed_without_tlbi() {
     env.free_root(root, 1);
     env.check_log();
 }
+
+#[test]
+#[should_panic(expected = "valid→valid")]
+fn checker_catches_a_valid_to_valid_change_beyond_the_software_bits() {
+    let (mut env, s2, root) = bad_env();
+    let moved = Leaf::Mapped { pa: G, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned };
+    // SAFETY: root is a live test root.
+    unsafe {
+        env.write_pte(&s2, root as *mut u64, 0, 1, crate::mm::pte::encode(map(0), 1));
+        // The state and the output address change: break-before-make needed.
+        env.write_pte(&s2, root as *mut u64, 0, 1, crate::mm::pte::encode(moved, 1));
+    }
+    env.check_log();
+}
+
+#[test]
+fn checker_accepts_a_change_of_the_software_bits_alone() {
+    let (mut env, s2, root) = bad_env();
+    let shared = Leaf::Mapped { pa: 0, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned };
+    let (a, b) = (crate::mm::pte::encode(map(0), 1), crate::mm::pte::encode(shared, 1));
+    assert!(crate::mm::pte::sw_bits_only(a, b));
+    // SAFETY: root is a live test root.
+    unsafe {
+        env.write_pte(&s2, root as *mut u64, 0, 1, a);
+        env.write_pte(&s2, root as *mut u64, 0, 1, b);
+    }
+    env.check_log();
+}
+
+#[test]
+fn software_bits_only_means_nothing_else_changes() {
+    use crate::mm::pte::{encode, sw_bits_only};
+    let state = |s| Leaf::Mapped { pa: M2, attrs: Attrs::NORMAL_RWX, state: s };
+    let owned = encode(state(PageState::Owned), 3);
+    assert!(sw_bits_only(owned, encode(state(PageState::SharedOwned), 3)));
+    assert!(sw_bits_only(owned, encode(state(PageState::SharedBorrowed), 3)));
+    assert!(sw_bits_only(owned, owned));
+    // Another PA, other permissions, another level, or an invalid side.
+    assert!(!sw_bits_only(
+        owned,
+        encode(Leaf::Mapped { pa: 2 * M2, attrs: Attrs::NORMAL_RWX, state: PageState::Owned }, 3)
+    ));
+    let ro = Leaf::Mapped {
+        pa: M2,
+        attrs: Attrs { perm: crate::mm::prot::Perm { w: false, ..Attrs::NORMAL_RWX.perm }, ..Attrs::NORMAL_RWX },
+        state: PageState::SharedOwned,
+    };
+    assert!(!sw_bits_only(owned, encode(ro, 3)));
+    assert!(!sw_bits_only(owned, encode(state(PageState::SharedOwned), 2)));
+    assert!(!sw_bits_only(encode(Leaf::Invalid(Owner::None), 3), owned));
+    assert!(!sw_bits_only(owned, encode(Leaf::Invalid(Owner::None), 3)));
+}
