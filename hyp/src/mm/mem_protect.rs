@@ -154,7 +154,19 @@ fn commit_pair<E: MmEnv>(
     a: (&mut Stage2, u64, u64, Leaf),
     b: (&mut Stage2, u64, u64, Leaf),
 ) -> Result<(), Error> {
-    let ua: Update = a.0.prepare(env, a.1, a.2, a.3)?;
+    commit_pair_checked(env, a, None::<fn(Leaf) -> bool>, b)
+}
+
+/// `commit_pair`, checking every page of side `a` with `ok_a` in the walk
+/// that prepares it (`Err(Perm)` if one fails, nothing changed).
+#[inline(always)]
+fn commit_pair_checked<E: MmEnv, F: FnMut(Leaf) -> bool>(
+    env: &mut E,
+    a: (&mut Stage2, u64, u64, Leaf),
+    ok_a: Option<F>,
+    b: (&mut Stage2, u64, u64, Leaf),
+) -> Result<(), Error> {
+    let ua: Update = a.0.prepare_checked(env, a.1, a.2, a.3, ok_a)?;
     let ub = match b.0.prepare(env, b.1, b.2, b.3) {
         Ok(u) => u,
         Err(e) => {
@@ -422,10 +434,11 @@ pub fn guest_share_host<E: MmEnv>(
 ) -> Result<u64, Error> {
     let (pa, attrs, _) = guest_range(env, guest, ipa, size, |s| s == PageState::Owned)?;
     let h = guest.handle;
-    check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Guest(h)))?;
-    commit_pair(
+    // The host side is checked in the walk that prepares it.
+    commit_pair_checked(
         env,
         (&mut host.pgt, pa, size, owned(pa, HOST_BORROWED, PageState::SharedBorrowed)),
+        Some(|l| l == Leaf::Invalid(Owner::Guest(h))),
         (&mut guest.pgt, ipa, size, owned(pa, attrs, PageState::SharedOwned)),
     )?;
     Ok(pa)

@@ -216,13 +216,29 @@ impl Stage2 {
     /// gives the PA for `ipa`; following pages follow it). Allocates every
     /// table page the update will need; changes nothing.
     pub fn prepare<E: MmEnv>(&self, env: &mut E, ipa: u64, size: u64, new: Leaf) -> Result<Update, Error> {
+        self.prepare_checked(env, ipa, size, new, None::<fn(Leaf) -> bool>)
+    }
+
+    /// `prepare`, in the same walk checking every page of the range with
+    /// `ok` (the leaf at each leaf entry's first page in the range, as
+    /// `for_each_leaf` sees it): `Err(Perm)` and nothing allocated if one
+    /// fails. One walk for the check and the count.
+    #[inline]
+    pub fn prepare_checked<E: MmEnv, F: FnMut(Leaf) -> bool>(
+        &self,
+        env: &mut E,
+        ipa: u64,
+        size: u64,
+        new: Leaf,
+        ok: Option<F>,
+    ) -> Result<Update, Error> {
         let end = self.check_range(ipa, size)?;
         if let Leaf::Mapped { pa, .. } = new {
             if !is_aligned(pa, PAGE_SIZE) || pa.checked_add(size).is_none_or(|e| e > pte::OA_MASK + PAGE_SIZE) {
                 return Err(Error::Inval);
             }
         }
-        let mut counter = CountVisitor { start: ipa, end, new, pages: 0 };
+        let mut counter = CountVisitor { start: ipa, end, new, pages: 0, ok };
         walk(env, &self.geo, ipa, end, &mut counter)?;
         let mut cache = Memcache::new();
         if !cache.topup(env, counter.pages) {
@@ -370,15 +386,17 @@ impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for 
     }
 }
 
-/// Phase one: counts the table pages an update needs.
-struct CountVisitor {
+/// Phase one: counts the table pages an update needs, checking every leaf
+/// with `ok` if given.
+struct CountVisitor<F> {
     start: u64,
     end: u64,
     new: Leaf,
     pages: usize,
+    ok: Option<F>,
 }
 
-impl CountVisitor {
+impl<F> CountVisitor<F> {
     #[inline]
     fn covers(&self, base: u64, level: u8) -> bool {
         base >= self.start && base + level_size(level) <= self.end
@@ -405,8 +423,14 @@ impl CountVisitor {
     }
 }
 
-impl<E: MmEnv> Visitor<E> for CountVisitor {
+impl<E: MmEnv, F: FnMut(Leaf) -> bool> Visitor<E> for CountVisitor<F> {
     fn leaf(&mut self, _env: &mut E, e: &Entry) -> Result<(), Error> {
+        if let Some(ok) = &mut self.ok {
+            let from = e.base.max(self.start);
+            if !ok(pte::decode(e.pte).offset(from - e.base)) {
+                return Err(Error::Perm);
+            }
+        }
         if already(e, self.start, self.new) {
             return Ok(());
         }
@@ -418,7 +442,10 @@ impl<E: MmEnv> Visitor<E> for CountVisitor {
     }
 
     fn table_pre(&mut self, _env: &mut E, e: &Entry) -> Result<Walk, Error> {
-        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level) {
+        // A check visits every leaf; below a table the new leaf replaces
+        // whole, every leaf is covered and blockable (costs nothing).
+        if self.ok.is_none() && self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level)
+        {
             Ok(Walk::Skip)
         } else {
             Ok(Walk::Continue)

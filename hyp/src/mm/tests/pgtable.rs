@@ -401,3 +401,43 @@ fn software_bits_only_means_nothing_else_changes() {
     assert!(!sw_bits_only(encode(Leaf::Invalid(Owner::None), 3), owned));
     assert!(!sw_bits_only(owned, encode(Leaf::Invalid(Owner::None), 3)));
 }
+
+/// The check folded into `prepare_checked` sees every leaf, also below a
+/// table the new leaf would replace whole (where a plain count skips), and
+/// a failed check allocates and changes nothing.
+#[test]
+fn prepare_checked_sees_every_leaf_and_changes_nothing_on_refusal() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(7)).unwrap();
+    // A 2M range of 4K pages with one page of another state in the middle.
+    for i in 0..512 {
+        s.set(&mut env, G + i * K4, K4, map(G + i * K4)).unwrap();
+    }
+    let odd = Leaf::Mapped { pa: G + 77 * K4, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned };
+    s.set(&mut env, G + 77 * K4, K4, odd).unwrap();
+    let (tables, log) = (s.table_pages(), env.log.len());
+    let owned = |l: Leaf| matches!(l, Leaf::Mapped { state: PageState::Owned, .. });
+    // Unmapping the whole 2M replaces the 4K table by one entry: the walk
+    // must still visit the 512 leaves to check them.
+    let r = s.prepare_checked(&mut env, G, M2, Leaf::Invalid(Owner::None), Some(owned));
+    assert_eq!(r.map(|u| u.cancel(&mut env)), Err(Error::Perm));
+    assert_eq!((s.table_pages(), env.log.len()), (tables, log), "a refused prepare changes nothing");
+    let mut seen = Vec::new();
+    let u = s
+        .prepare_checked(
+            &mut env,
+            G,
+            M2,
+            Leaf::Invalid(Owner::None),
+            Some(|l: Leaf| {
+                seen.push(l);
+                true
+            }),
+        )
+        .unwrap();
+    assert_eq!(seen.len(), 512);
+    assert_eq!(seen[77], odd);
+    s.commit(&mut env, u);
+    env.check_log();
+    s.destroy(&mut env);
+}
