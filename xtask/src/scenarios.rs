@@ -542,6 +542,19 @@ pub fn all() -> Vec<Scenario> {
             code: 0,
             timeout: 120,
         },
+        Scenario {
+            name: "trace-irq: interrupt injections stream as trace records (virtual timer, PL011, level device)",
+            args: RunArgs { smp: 1, icount: true, trace: Some("irqs".into()), ..base("irq") },
+            lines: vec!["[vm 1] guest: 12 passed, 0 failed", "[hyp] system off: status 0 (Ok)"],
+            absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![
+                "[hyp] trace * | irq    vm1/vcpu0 injected 1 waiting 0 vtimer in-lrs 27",
+                "[hyp] trace * | irq    vm1/vcpu0 injected 1 waiting 0 in-lrs 33",
+                "[hyp] trace * | irq    vm1/vcpu0 injected 1 waiting 0 in-lrs 34",
+            ],
+            code: 0,
+            timeout: 120,
+        },
         irq_smp("irq-smp: 4 vCPUs on 4 host CPUs: PSCI CPU_ON/CPU_OFF/AFFINITY_INFO, an SGI ring in WFI", 4),
         irq_smp("irq-smp1: the same 4 vCPUs time-sliced on one host CPU", 1),
         Scenario {
