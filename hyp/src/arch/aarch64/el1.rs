@@ -130,6 +130,7 @@ pub fn init_el2_controls() {
         // ICC_SRE_EL2: SRE | Enable (EL1 may use ICC_SRE_EL1), DFB, DIB.
         ICC_SRE_EL2.set(0b1111);
         ICH_HCR_EL2.set(0);
+        super::vgic::clear_all_lrs();
     }
     CNTVOFF_EL2.set(0);
     CNTHP_CTL_EL2.set(0);

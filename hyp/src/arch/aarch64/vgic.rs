@@ -64,6 +64,16 @@ pub fn read_lrs(out: &mut [u64]) {
     }
 }
 
+/// Zeroes every list register the CPU has (ICH_VTR_EL2.ListRegs + 1), also
+/// those above the power-of-two count the register table switches: their
+/// reset value is UNKNOWN and they would otherwise be live in every guest.
+pub fn clear_all_lrs() {
+    let n = ((ICH_VTR_EL2.get() & 0x1f) + 1) as usize;
+    for i in 0..n.min(16) {
+        write_lr(i, 0);
+    }
+}
+
 pub fn write_lrs(lrs: &[u64]) {
     for (n, v) in lrs.iter().enumerate() {
         write_lr(n, *v);
