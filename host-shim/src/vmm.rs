@@ -563,8 +563,11 @@ impl Guest {
             exit::IRQ => self.irq_exits += 1,
             exit::WFI => {
                 self.wfi_exits += 1;
-                // WFE: just let the others run first.
-                if e[2] == 0 {
+                // WFE: just let the others run first. An interrupt raised for
+                // it since it entered (a kick: the hyp may have found nothing
+                // pending just before) keeps it runnable, or it would sleep
+                // on an interrupt already raised.
+                if e[2] == 0 && self.kicks & (1 << v) == 0 {
                     self.vstate[v] = VState::Idle(e[1]);
                 }
             }
