@@ -47,6 +47,12 @@ pub fn unpin(pa: u64) -> i64 {
 pub fn vm_stats(h: u64, ipa: u64) -> Result<(u64, u64, u64), i64> {
     call(abi::VM_STATS, [h, ipa, 0, 0, 0, 0]).map(|r| (r[0], r[1], r[2]))
 }
+/// VM_CALLS: the guest's successful MEM_SHARE, MEM_UNSHARE and MMIO_GUARD
+/// calls, and the MMIO granules it guards now.
+pub fn vm_calls(h: u64) -> Result<[u64; 4], i64> {
+    call(abi::VM_CALLS, [h, 0, 0, 0, 0, 0]).map(|r| [r[0], r[1], r[2], r[3]])
+}
+
 pub fn dump_s2(which: u64) {
     let _ = call(abi::DUMP_S2, [which, 0, 0, 0, 0, 0]);
 }

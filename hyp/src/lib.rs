@@ -13,5 +13,6 @@ pub use hyp_abi::{esr, trace};
 pub mod exception;
 pub mod gicr;
 pub mod hostdev;
+pub mod mmio_guard;
 pub mod traps;
 pub mod vgic;

@@ -275,6 +275,9 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &s
         seed, host_calls, runs, guest_calls, checks, refusals, destroyed, recycled, results
     );
     r.check(checks > 0 && refusals > 0, "the invariant checker ran during the fuzz run");
+    // Each guest run ends at the guest's yield after its 20 calls: fewer
+    // means the fuzzing guests stopped (a PSCI CPU_OFF once ended them).
+    r.check(guest_calls >= runs * 20, "every guest run made its 20 random calls");
     for p in pinned {
         while hyp::unpin(p) == 0 {}
     }

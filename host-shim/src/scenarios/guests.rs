@@ -123,6 +123,16 @@ pub fn suite_smp(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, args: 
         }
         None => r.fail("guest reported its results"),
     }
+    match hyp::vm_calls(g.handle) {
+        Ok([s, u, m, n]) => println!(
+            "[host] vm {}: the guest made {s} MEM_SHARE, {u} MEM_UNSHARE and {m} MMIO_GUARD calls; {n} granule(s) guarded",
+            g.handle
+        ),
+        Err(e) => {
+            println!("[host] vm {}: VM_CALLS failed: {e}", g.handle);
+            r.fail("VM_CALLS");
+        }
+    }
     r.check(g.guest_aborts >= 1 || args != "test=all", "host saw the guest's abort exit");
     teardown(hm, g, r);
 }

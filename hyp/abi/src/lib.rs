@@ -79,7 +79,7 @@ pub mod guest {
     /// KVM's UID 28b46fb6-2ec5-11e9-a9ca-4b564d003a74, as x0..x3.
     pub const KVM_UID: [u32; 4] = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d];
     /// Function numbers this hyp implements (bit n of x0: number n).
-    pub const FEATURE_BITS: u64 = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 9);
+    pub const FEATURE_BITS: u64 = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 7) | (1 << 9);
 }
 
 /// Host → hyp calls (vendor hyp range, numbers from 0x100). Results: x0 =
@@ -149,6 +149,10 @@ pub mod host {
     /// x1 = handle → x2 = a digest of the VM's stage-2 (IPA ranges and
     /// page states, not PAs), to compare end states of two runs.
     pub const VM_DIGEST: u32 = id(0x27);
+    /// x1 = handle → x2 = successful MEM_SHARE calls, x3 = successful
+    /// MEM_UNSHARE calls, x4 = successful MMIO_GUARD calls (repeats
+    /// included), x5 = MMIO granules guarded now; the guest's own counts.
+    pub const VM_CALLS: u32 = id(0x28);
 
     /// Operations of [`VCPU_IRQ`] (x4).
     pub mod irq {

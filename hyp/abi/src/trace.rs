@@ -135,6 +135,19 @@ pub mod op {
     }
 }
 
+/// The name of a guest memory call, for hypercall records.
+pub fn call_name(fid: u64) -> Option<&'static str> {
+    use crate::guest;
+    Some(match u32::try_from(fid).ok()? {
+        guest::MEM_SHARE => "MEM_SHARE",
+        guest::MEM_UNSHARE => "MEM_UNSHARE",
+        guest::MEM_RELINQUISH => "MEM_RELINQUISH",
+        guest::MMIO_GUARD => "MMIO_GUARD",
+        guest::HYP_MEMINFO => "HYP_MEMINFO",
+        _ => return None,
+    })
+}
+
 /// `who` of the hyp's own bookkeeping table.
 pub const WHO_HYP: u16 = 0xffff;
 
@@ -293,7 +306,11 @@ impl fmt::Display for Record {
                 }
             }
             Some(Kind::Hypercall) => {
-                write!(f, "hvc    {who} fid={:#x} x1={:#x} -> ret={:#x}", self.arg, self.ipa, self.arg2)
+                write!(f, "hvc    {who} fid={:#x}", self.arg)?;
+                if let Some(n) = call_name(self.arg) {
+                    write!(f, " ({n})")?;
+                }
+                write!(f, " x1={:#x} -> ret={:#x}", self.ipa, self.arg2)
             }
             Some(Kind::Inject) => {
                 write!(f, "inject {who} abort far={:#x} pc={:#x} esr={:#x}", self.far, self.elr, self.esr)
@@ -360,5 +377,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(format!("{irq}"), "irq    vm1/vcpu2 injected 1 waiting 3 vtimer in-lrs 27 64");
+        let hvc = |fid: u32| Record {
+            kind: Kind::Hypercall as u8,
+            who: 1,
+            arg: fid as u64,
+            ipa: 0x0900_0000,
+            arg2: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            format!("{}", hvc(crate::guest::MMIO_GUARD)),
+            "hvc    vm1/vcpu0 fid=0xc6000007 (MMIO_GUARD) x1=0x9000000 -> ret=0x0"
+        );
+        assert_eq!(format!("{}", hvc(0xc600_0010)), "hvc    vm1/vcpu0 fid=0xc6000010 x1=0x9000000 -> ret=0x0");
     }
 }

@@ -85,6 +85,15 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
             }
             mem_call(frame, vm, vcpu, fid, x1)
         }
+        abi::MMIO_GUARD => {
+            if x2 != 0 || x3 != 0 {
+                return ret(frame, smccc::INVALID_PARAMETER);
+            }
+            match vm.lock().guards.guard(x1) {
+                Ok(()) => ret(frame, smccc::SUCCESS),
+                Err(_) => ret(frame, smccc::INVALID_PARAMETER),
+            }
+        }
         psci::VERSION => ret(frame, psci::VERSION_1_1 as i64),
         psci::FEATURES => match x1 as u32 {
             psci::VERSION
@@ -185,7 +194,14 @@ fn mem_call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize, fid: u32, i
         point::unshare_pending(vm.handle, vcpu, ipa);
     }
     match r {
-        Ok(_) => ret(frame, smccc::SUCCESS),
+        Ok(_) => {
+            match fid {
+                abi::MEM_SHARE => vm.shares += 1,
+                abi::MEM_UNSHARE => vm.unshares += 1,
+                _ => {}
+            }
+            ret(frame, smccc::SUCCESS)
+        }
         Err(Error::Busy) if fid == abi::MEM_UNSHARE => {
             // Pinned by the host: neither fail nor convert. Rewind to the
             // call and let the host drop its pins; the guest re-issues it.

@@ -91,9 +91,9 @@ fn finish(x: &mut CallRegs, fid: u32, x1: u64, before: Option<crate::checker::Be
 type Handler = fn(&mut CallRegs) -> Result<(), Error>;
 
 /// The host calls' function numbers run from 0x100 (VM_CREATE) to
-/// 0x127 (VM_DIGEST): one slot each, indexed by fid - VM_CREATE.
+/// 0x128 (VM_CALLS): one slot each, indexed by fid - VM_CREATE.
 const FIRST: u32 = abi::VM_CREATE;
-const SLOTS: usize = (abi::VM_DIGEST - FIRST) as usize + 1;
+const SLOTS: usize = (abi::VM_CALLS - FIRST) as usize + 1;
 
 const fn slot(fid: u32) -> usize {
     (fid - FIRST) as usize
@@ -123,6 +123,7 @@ const TABLE: [Option<Handler>; SLOTS] = {
     t[slot(abi::STATS)] = Some(stats);
     t[slot(abi::CHECK_INVARIANTS)] = Some(check_invariants);
     t[slot(abi::VM_DIGEST)] = Some(vm_digest);
+    t[slot(abi::VM_CALLS)] = Some(vm_calls);
     t
 };
 
@@ -234,6 +235,10 @@ fn vm_stats(x: &mut CallRegs) -> Result<(), Error> {
 
 fn vm_digest(x: &mut CallRegs) -> Result<(), Error> {
     vm::host_vm_digest(x[1]).map(|d| x[2] = d)
+}
+
+fn vm_calls(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_vm_calls(x[1]).map(|r| x[2..6].copy_from_slice(&r))
 }
 
 fn page_state(x: &mut CallRegs) -> Result<(), Error> {

@@ -81,6 +81,11 @@ pub struct Vm {
     /// starts wherever it likes in the guest's code).
     pub started: bool,
     pub vtcr: u64,
+    /// The MMIO granules the guest guarded (MMIO_GUARD).
+    pub guards: hyp::mmio_guard::Guards,
+    /// Successful MEM_SHARE / MEM_UNSHARE calls (VM_CALLS).
+    pub shares: u64,
+    pub unshares: u64,
 }
 
 /// Holds one VM's lock (take after the host's and the hyp's).
@@ -121,7 +126,18 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
     let mut pgt = pgt;
     pgt.set_who(handle);
     let vtcr = crate::boot::vtcr_for(&pgt);
-    let vm = Vm { handle, vmid, mm: GuestMm { pgt, handle }, vcpus: Vec::new(), dying: false, started: false, vtcr };
+    let vm = Vm {
+        handle,
+        vmid,
+        mm: GuestMm { pgt, handle },
+        vcpus: Vec::new(),
+        dying: false,
+        started: false,
+        vtcr,
+        guards: hyp::mmio_guard::Guards::new(),
+        shares: 0,
+        unshares: 0,
+    };
     let slot = (handle, Arc::new(Mutex::new(vm)));
     match t.vms.iter_mut().find(|s| s.is_none()) {
         Some(s) => *s = Some(slot),
@@ -276,6 +292,14 @@ pub fn host_vm_digest(handle: u64) -> Result<u64, Error> {
         Ok(())
     })?;
     Ok(h)
+}
+
+/// VM_CALLS → (MEM_SHARE, MEM_UNSHARE, MMIO_GUARD successes, granules
+/// guarded).
+pub fn host_vm_calls(handle: u64) -> Result<[u64; 4], Error> {
+    let vm = get(handle)?;
+    let vm = vm.lock();
+    Ok([vm.shares, vm.unshares, vm.guards.calls, vm.guards.len() as u64])
 }
 
 /// PAGE_STATE → (host state code, pins, owning VM).

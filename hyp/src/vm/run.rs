@@ -33,7 +33,7 @@ use hyp::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
 
 /// First IPA of guest RAM: below it is the emulated device window (MMIO
 /// exits to the host), as on QEMU `virt`.
-pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
+pub const GUEST_RAM_BASE: u64 = hyp::mmio_guard::WINDOW_END;
 
 fn isb() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
@@ -431,6 +431,7 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin:
     let who = vm.handle;
     let kind = fault_kind(esr.fsc());
     let mapped = vm.mm.pgt.lookup(&mut HypEnv, ipa).ok().filter(|m| matches!(m.leaf, Leaf::Mapped { .. }));
+    let guarded = vm.guards.allows(ipa);
     drop(vm);
     match (kind, mapped) {
         (FaultKind::Translation(_) | FaultKind::AccessFlag(_), Some(m)) => {
@@ -444,6 +445,14 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin:
             return Outcome::Resume;
         }
         _ => {}
+    }
+    if ipa < GUEST_RAM_BASE && !guarded {
+        // Enrolled in MMIO_GUARD and not a granule it guarded: the guest
+        // did not ask for a device here.
+        point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::AbortInjected, 0);
+        point::inject(who, idx, esr.0, far, frame.elr);
+        inject::inject_abort(frame, esr, far);
+        return Outcome::Resume;
     }
     if ipa < GUEST_RAM_BASE && esr.is_data_abort() && esr.isv() {
         point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::MmioExit, 0);
