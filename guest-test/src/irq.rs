@@ -231,6 +231,65 @@ fn secondary(i: usize) -> ! {
     el1_rt::smp::cpu_off()
 }
 
+/// Rounds of the spinning-target SGI test, and its hand-shake.
+const SPIN_ROUNDS: u64 = 5;
+static SPIN_READY: AtomicU64 = AtomicU64::new(0);
+static SPIN_SEEN: AtomicU64 = AtomicU64::new(0);
+static SPIN_AT: AtomicU64 = AtomicU64::new(0);
+
+/// vCPU 1 again: spins with interrupts unmasked (never WFI, so it never
+/// gives its CPU back by itself) and notes when each SGI reached it.
+fn spinner(i: usize) -> ! {
+    gic::init_cpu(i);
+    gic::enable(i, SGI_PING, 0x80);
+    let base = SGI_HITS[i].load(SeqCst);
+    gic::irqs_on();
+    for r in 0..SPIN_ROUNDS {
+        SPIN_READY.store(r + 1, SeqCst);
+        let (start, freq) = gic::counter();
+        while SGI_HITS[i].load(SeqCst) <= base + r && gic::counter().0 < start + 2 * freq {
+            core::hint::spin_loop();
+        }
+        SPIN_AT.store(gic::counter().0, SeqCst);
+        SPIN_SEEN.store(r + 1, SeqCst);
+    }
+    gic::irqs_off();
+    el1_rt::smp::cpu_off()
+}
+
+/// Spins until `cond` or a second has passed; true if `cond`.
+fn spin_until(cond: impl Fn() -> bool) -> bool {
+    let (start, freq) = gic::counter();
+    while !cond() {
+        if gic::counter().0 > start + freq {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+/// The fastest of [`SPIN_ROUNDS`] SGIs to a vCPU that spins, in counter
+/// ticks from the send to the target's handler (None if one got lost).
+fn sgi_to_spinner() -> Option<u64> {
+    if el1_rt::smp::start(1, 1, spinner) != 0 {
+        return None;
+    }
+    let mut best = u64::MAX;
+    for r in 0..SPIN_ROUNDS {
+        if !spin_until(|| SPIN_READY.load(SeqCst) > r) {
+            return None;
+        }
+        let t0 = gic::counter().0;
+        gic::send_sgi(SGI_PING, 1 << 1);
+        if !spin_until(|| SPIN_SEEN.load(SeqCst) > r) {
+            return None;
+        }
+        best = best.min(SPIN_AT.load(SeqCst).saturating_sub(t0));
+    }
+    wait_off(1).then_some(best)
+}
+
 fn again(_i: usize) -> ! {
     AGAIN.fetch_add(1, SeqCst);
     el1_rt::smp::cpu_off()
@@ -298,6 +357,16 @@ pub fn irq_smp(t: &mut Tally) {
     t.eq(el1_rt::smp::start(2, 2, again), 0, "irq-smp: a vCPU that powered off starts again with CPU_ON");
     let back = wait_off(2) && AGAIN.load(SeqCst) == 1;
     t.check(back, "irq-smp: it ran its new entry point and powered off again");
+    // An SGI to a vCPU that spins in the guest: its host CPU is kicked, so
+    // the SGI does not wait for the end of its 10 ms time slice.
+    let freq = gic::counter().1;
+    match sgi_to_spinner() {
+        Some(best) => {
+            println!("guest: SGI to a spinning vCPU: fastest of {} in {} us", SPIN_ROUNDS, best * 1_000_000 / freq);
+            t.check(best < freq / 1000 * 5, "irq-smp: an SGI reaches a vCPU spinning in the guest within 5 ms");
+        }
+        None => t.check(false, "irq-smp: an SGI reaches a vCPU spinning in the guest within 5 ms"),
+    }
     t.eq(affinity(0), psci::AFF_ON, "irq-smp: AFFINITY_INFO: the caller is on");
     t.eq(affinity(1 << 8), psci::INVALID_PARAMETERS, "irq-smp: AFFINITY_INFO at Aff1 = 1 is INVALID_PARAMETERS");
     gic::irqs_off();

@@ -20,7 +20,11 @@ static DONE: AtomicUsize = AtomicUsize::new(0);
 /// Runs vCPU `v` until the guest is done (powered off, every vCPU off, or
 /// an error anywhere).
 fn drive(v: usize) -> Result<(), String> {
+    crate::idle::enable_kick();
     loop {
+        // A kick already served (the exit it caused, or the run it found
+        // the interrupt in) must not bring the next run straight back out.
+        crate::idle::drain_kicks();
         let args = {
             let mut slot = SHARED.lock();
             let Some(g) = slot.as_mut() else { return Ok(()) };
@@ -61,8 +65,9 @@ fn worker(v: usize) -> ! {
 /// Runs `g` with vCPU i on the host CPU `cpus[i]` (its MPIDR; `cpus[0]` is
 /// this CPU); returns the guest and the outcome. Host CPUs 1.. are started
 /// with PSCI CPU_ON and power off at the end.
-pub fn run_parallel(g: Guest, cpus: &[u64]) -> (Guest, Result<(), String>) {
+pub fn run_parallel(mut g: Guest, cpus: &[u64]) -> (Guest, Result<(), String>) {
     let n = g.vstate.len();
+    g.kick_aff0 = cpus.iter().take(n).map(|&m| (m & 0xff) as u16).collect();
     *SHARED.lock() = Some(g);
     DONE.store(0, Ordering::SeqCst);
     let mut started = 1;
@@ -91,6 +96,7 @@ pub fn run_parallel(g: Guest, cpus: &[u64]) -> (Guest, Result<(), String>) {
     if let Some(e) = FAILURE.lock().take() {
         result = result.and(Err(e));
     }
-    let g = SHARED.lock().take().expect("the guest is back");
+    let mut g = SHARED.lock().take().expect("the guest is back");
+    g.kick_aff0.clear();
     (g, result)
 }

@@ -73,6 +73,11 @@ pub struct Guest {
     /// or the end of a slice).
     pub wfi_exits: u64,
     pub irq_exits: u64,
+    /// While the vCPUs run each on a host CPU of its own: vCPU i's host
+    /// CPU (Aff0), to kick it when an interrupt is raised for it.
+    pub kick_aff0: Vec<u16>,
+    /// Kicks sent.
+    pub kicks_sent: u64,
 }
 
 /// The PL011's interrupt registers (PL011 TRM 3.3.13-3.3.17): the
@@ -333,6 +338,8 @@ impl Guest {
             irq_test: IrqTest::default(),
             wfi_exits: 0,
             irq_exits: 0,
+            kick_aff0: Vec::new(),
+            kicks_sent: 0,
         })
     }
 
@@ -366,6 +373,8 @@ impl Guest {
             irq_test: IrqTest::default(),
             wfi_exits: 0,
             irq_exits: 0,
+            kick_aff0: Vec::new(),
+            kicks_sent: 0,
         }
     }
 
@@ -577,7 +586,7 @@ impl Guest {
                 }
             }
             exit::CPU_OFF => self.vstate[v] = VState::Off,
-            exit::SGI => self.wake(e[1]),
+            exit::SGI => self.wake(e[1], v),
             exit::GUEST_FATAL => {
                 return Err(alloc::format!("guest SError (ESR {:#x}) at PC {:#x}: vCPU stopped", e[1], e[2]))
             }
@@ -586,23 +595,40 @@ impl Guest {
         self.replies[v] = reply;
         // Device lines and pulses the VMM raised: their vCPUs wake.
         let kicked = core::mem::take(&mut self.gic.kicked);
-        self.wake(kicked);
+        self.wake(kicked, v);
         Ok(Step::Go)
     }
 
     /// vCPUs of `mask` that idle become runnable; the others are marked,
     /// so that a WFI exit racing with this (the hyp found nothing pending
     /// before the interrupt was made pending) does not put them to sleep.
-    fn wake(&mut self, mask: u64) {
+    /// When each vCPU has a host CPU of its own, that CPU is kicked: one in
+    /// the guest right now would otherwise keep the interrupt waiting until
+    /// the end of its slice, one napping until its next poll.
+    /// `me` is the vCPU whose exit this host CPU is handling (not in the
+    /// guest now: no kick).
+    fn wake(&mut self, mask: u64, me: usize) {
+        let mut targets = 0u16;
         for (i, s) in self.vstate.iter_mut().enumerate() {
             if mask & (1 << i) == 0 {
                 continue;
             }
-            if matches!(s, VState::Idle(_)) {
+            let idle = matches!(s, VState::Idle(_));
+            if idle {
                 *s = VState::Runnable;
             } else {
                 self.kicks |= 1 << i;
             }
+            // Its host CPU is in the guest (kicked out) or napping (woken).
+            if (idle || *s == VState::Runnable) && i != me {
+                if let Some(&aff0) = self.kick_aff0.get(i) {
+                    targets |= 1 << aff0;
+                }
+            }
+        }
+        if targets != 0 {
+            self.kicks_sent += 1;
+            crate::idle::kick(targets);
         }
     }
 
