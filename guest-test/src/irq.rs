@@ -36,6 +36,8 @@ static READY: AtomicU64 = AtomicU64::new(0);
 static AGAIN: AtomicU64 = AtomicU64::new(0);
 const VCPUS: usize = 4;
 const SGI_PING: u32 = 1;
+/// An SGI only the pending/active test uses (counted as OTHER if taken).
+const SGI_SELF_TEST: u32 = 5;
 const ROUNDS: u64 = 25;
 /// The message the UART interrupt writes, and how far it got.
 const MSG: &[u8] = b"guest: this line was written by the PL011 transmit interrupt\n";
@@ -142,6 +144,44 @@ fn timer_rounds(rounds: u64, delta: u64, window: u64, wfi: bool) -> (u64, u64, b
     (taken, worst, ok)
 }
 
+/// The distributor's and redistributor's pending/active registers read
+/// back what the hyp holds, and ICPENDR/ICACTIVER clear it.
+fn pending_active(t: &mut Tally) {
+    const GICD: u64 = 0x0800_0000;
+    const SGI_FRAME: u64 = 0x080A_0000 + 0x1_0000;
+    let bit = 1u32 << (IRQ_TEST_INTID - 32);
+    gic::irqs_off();
+    let hits = LEVEL_HITS.load(SeqCst);
+    // The test device's level line up (one acknowledgement owed).
+    mmio_w(IRQ_TEST, 1);
+    t.check(mmio_r(GICD + 0x204) & bit != 0, "irq: GICD_ISPENDR1 shows the asserted level interrupt pending");
+    t.check(mmio_r(GICD + 0x284) & bit != 0, "irq: GICD_ICPENDR1 reads the same pending bits");
+    t.eq(mmio_r(GICD + 0x304) as i64 & bit as i64, 0, "irq: GICD_ISACTIVER1: not active before it is acknowledged");
+    let intid = gic::ack();
+    t.eq(intid as i64, IRQ_TEST_INTID as i64, "irq: the CPU interface acknowledges it (IRQs masked at PSTATE)");
+    t.check(mmio_r(GICD + 0x304) & bit != 0, "irq: GICD_ISACTIVER1 shows it active after the acknowledge");
+    // The device satisfied (line down), then ICACTIVER deactivates it.
+    mmio_w(IRQ_TEST + 4, 1);
+    mmio_w(GICD + 0x384, bit);
+    t.eq(mmio_r(GICD + 0x304) as i64 & bit as i64, 0, "irq: GICD_ICACTIVER1 deactivates it");
+    t.eq(mmio_r(GICD + 0x204) as i64 & bit as i64, 0, "irq: with its line down it is not pending either");
+    // Priority drop only: the interrupt is no longer active anywhere.
+    gic::eoi(intid);
+    // An SGI to itself, pending while IRQs are masked, then ICPENDR0.
+    gic::enable(0, SGI_SELF_TEST, 0x80);
+    gic::send_sgi(SGI_SELF_TEST, 1);
+    let sgi = 1u32 << SGI_SELF_TEST;
+    t.check(mmio_r(SGI_FRAME + 0x200) & sgi != 0, "irq: GICR_ISPENDR0 shows an SGI sent to itself pending");
+    mmio_w(SGI_FRAME + 0x280, sgi);
+    t.eq(mmio_r(SGI_FRAME + 0x200) as i64 & sgi as i64, 0, "irq: GICR_ICPENDR0 clears it");
+    let others = OTHER.load(SeqCst);
+    gic::irqs_on();
+    wait_until(gic::counter().1 / 1000, || false);
+    t.eq(OTHER.load(SeqCst) as i64 - others as i64, 0, "irq: the cleared SGI is never taken");
+    t.eq(LEVEL_HITS.load(SeqCst) as i64 - hits as i64, 0, "irq: nor the deactivated level interrupt");
+    gic::disable(0, SGI_SELF_TEST);
+}
+
 fn aarch64_wfi() {
     // SAFETY: waits for an interrupt; IRQs are unmasked and handled.
     unsafe { core::arch::asm!("wfi") };
@@ -193,6 +233,8 @@ pub fn irq(t: &mut Tally) {
     wait_until(delta, || false);
     t.eq(LEVEL_HITS.load(SeqCst) as i64, 3, "irq: a level interrupt held for 3 acknowledgements is taken 3 times");
     t.eq(mmio_r(IRQ_TEST + 8) as i64, 3, "irq: the device saw 3 acknowledgements");
+
+    pending_active(t);
 
     // The PL011's transmit interrupt writes a line.
     gic::enable(0, UART_INTID, 0x80);

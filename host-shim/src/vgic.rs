@@ -8,7 +8,8 @@
 //! INTIDs 0..127: SGIs and PPIs per vCPU, SPIs 32..127 routed to one vCPU
 //! each (GICD_IROUTER Aff0; IRM = 1 means vCPU 0). All interrupts are
 //! non-secure group 1 (IGROUPR reads all ones, writes ignored); pending and
-//! active state lives in the list registers and reads as 0 here.
+//! active state lives in the hyp (list registers, latched edges, lines) and
+//! is read back and cleared through `VCPU_IRQ` STATE and CLEAR.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -53,6 +54,8 @@ pub struct Gic {
     redists: Vec<Redist>,
     /// Configuration calls the hyp refused (must stay 0).
     pub errors: u64,
+    /// ICPENDR/ICACTIVER bits not applied: their vCPU was in the guest.
+    pub clear_busy: u64,
     /// vCPUs (bit n) that got a line raised or a pulse since the VMM last
     /// looked: it runs them if they idle.
     pub kicked: u64,
@@ -72,6 +75,7 @@ impl Gic {
                 .map(|_| Redist { waker: WAKER_SLEEP | WAKER_ASLEEP, enabled: 0, prio: [0; 32], cfg: [0, 0] })
                 .collect(),
             errors: 0,
+            clear_busy: 0,
             kicked: 0,
         }
     }
@@ -82,6 +86,54 @@ impl Gic {
         }
         if op == irq::PULSE || (op == irq::LINE && a == 1) {
             self.kicked |= 1 << vcpu;
+        }
+    }
+
+    /// (pending, active) bits of the 32 INTIDs from `first` on `vcpu`, as
+    /// the hyp has them (list registers, latched edges, asserted lines).
+    fn states(&mut self, vcpu: usize, first: usize) -> (u32, u32) {
+        match hyp::call(VCPU_IRQ, [self.handle, vcpu as u64, first as u64, irq::STATE, 0, 0]) {
+            Ok(r) => (r[0] as u32, r[1] as u32),
+            Err(_) => {
+                self.errors += 1;
+                (0, 0)
+            }
+        }
+    }
+
+    /// GICD_I[SC]PENDR<r> / I[SC]ACTIVER<r> read for SPIs (r = 1..=3):
+    /// each SPI's bit from the vCPU it is routed to.
+    fn spi_states(&mut self, r: usize, active: bool) -> u32 {
+        let mut out = 0;
+        let mut asked = 0u64;
+        for b in 0..32 {
+            let to = self.route[(r - 1) * 32 + b];
+            if asked & (1 << to) != 0 {
+                continue;
+            }
+            asked |= 1 << to;
+            let (p, a) = self.states(to, r * 32);
+            let mine = (0..32).filter(|&k| self.route[(r - 1) * 32 + k] == to).fold(0u32, |m, k| m | 1 << k);
+            out |= if active { a } else { p } & mine;
+        }
+        out
+    }
+
+    /// ICPENDR/ICACTIVER: clears `what` (1 pending, 2 active) of the bits
+    /// of `v`, INTIDs from `first`, on their vCPUs. A vCPU running on
+    /// another CPU right now keeps its state (EBUSY; counted, not an error).
+    fn clear_bits(&mut self, vcpu: Option<usize>, first: usize, v: u32, what: u64) {
+        for b in 0..32 {
+            let i = first + b;
+            if v & (1 << b) == 0 || i == irq::VTIMER as usize {
+                continue;
+            }
+            let to = vcpu.unwrap_or_else(|| self.route[i - 32]);
+            match hyp::call(VCPU_IRQ, [self.handle, to as u64, i as u64, irq::CLEAR, what, 0]) {
+                Ok(_) => {}
+                Err(e) if e == -(hyp_abi::errno::EBUSY) => self.clear_busy += 1,
+                Err(_) => self.errors += 1,
+            }
         }
     }
 
@@ -226,6 +278,25 @@ impl Gic {
                     0
                 }
             }
+            // ISPENDR/ICPENDR, ISACTIVER/ICACTIVER for SPIs: read back from
+            // the hyp; ICPENDR/ICACTIVER clear; ISACTIVER is WI.
+            (0x0204..=0x027f, false)
+            | (0x0284..=0x02ff, false)
+            | (0x0304..=0x037f, false)
+            | (0x0384..=0x03ff, false) => {
+                let r = ((off & 0x7f) / 4) as usize;
+                if r > NR_SPI / 32 {
+                    return 0;
+                }
+                self.spi_states(r, off >= 0x300)
+            }
+            (0x0284..=0x02ff, true) | (0x0384..=0x03ff, true) => {
+                let r = ((off & 0x7f) / 4) as usize;
+                if r <= NR_SPI / 32 {
+                    self.clear_bits(None, r * 32, v, if off < 0x300 { 1 } else { 2 });
+                }
+                0
+            }
             // ISPENDR for SPIs: an edge.
             (0x0204..=0x027f, true) => {
                 let r = ((off - 0x204) / 4) as usize;
@@ -273,6 +344,14 @@ impl Gic {
                         self.push(vcpu, i);
                     }
                 }
+                0
+            }
+            // ISPENDR0/ICPENDR0, ISACTIVER0/ICACTIVER0: read back from the
+            // hyp; ICPENDR0/ICACTIVER0 clear; ISACTIVER0 is WI.
+            (0x1_0200, false) | (0x1_0280, false) => self.states(vcpu, 0).0 as u64,
+            (0x1_0300, false) | (0x1_0380, false) => self.states(vcpu, 0).1 as u64,
+            (0x1_0280, true) | (0x1_0380, true) => {
+                self.clear_bits(Some(vcpu), 0, v, if off == 0x1_0280 { 1 } else { 2 });
                 0
             }
             // ISPENDR0: SGI/PPI edges.

@@ -256,6 +256,59 @@ impl State {
         out
     }
 
+    /// The pending and active state of the 32 INTIDs from `first` (0, 32,
+    /// 64 or 96), as the distributor's ISPENDR/ISACTIVER show them: pending
+    /// = an edge latched, a line asserted, or a list register pending;
+    /// active = a list register active. Bit n is INTID `first + n`.
+    pub fn states(&self, lrs: &[u64], first: u64) -> Result<(u32, u32), Error> {
+        if !first.is_multiple_of(32) || first >= NR_INTIDS as u64 {
+            return Err(Error::Inval);
+        }
+        let word = |v: &[u64; 2]| (v[(first / 64) as usize] >> (first % 64)) as u32;
+        let (mut pending, mut active) = (word(&self.edge) | word(&self.level), 0u32);
+        for &v in lrs {
+            let i = lr::intid(v) as u64;
+            if lr::state(v) == 0 || i < first || i >= first + 32 {
+                continue;
+            }
+            let b = 1 << (i - first);
+            if v & lr::PENDING != 0 {
+                pending |= b;
+            }
+            if v & lr::ACTIVE != 0 {
+                active |= b;
+            }
+        }
+        Ok((pending, active))
+    }
+
+    /// Clears the pending (`what` bit 0) and/or active (bit 1) state of
+    /// `intid`, as the distributor's ICPENDR/ICACTIVER do: a latched edge
+    /// is dropped and the list register loses those bits (a level
+    /// interrupt whose line is still asserted is pending again at the next
+    /// flush, as on a GIC). The virtual timer's state is the hyp's: EINVAL.
+    pub fn clear(&mut self, lrs: &mut [u64], intid: u64, what: u64) -> Result<(), Error> {
+        let i = Self::check(intid)?;
+        if what == 0 || what > 3 || i == VTIMER_INTID {
+            return Err(Error::Inval);
+        }
+        if what & 1 != 0 {
+            set(&mut self.edge, i, false);
+        }
+        let bits = (if what & 1 != 0 { lr::PENDING } else { 0 }) | (if what & 2 != 0 { lr::ACTIVE } else { 0 });
+        for v in lrs.iter_mut() {
+            if lr::state(*v) != 0 && lr::intid(*v) == i {
+                *v &= !bits;
+                // An edge interrupt's register is free once its state is
+                // gone; a level one's (EOI set) is retired as if deactivated.
+                if lr::state(*v) == 0 && *v & lr::EOI == 0 {
+                    *v = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Would the guest take an interrupt now: a list register pending with
     /// a priority above the guest's mask `vpmr`, with group 1 enabled?
     pub fn deliverable(lrs: &[u64], vpmr: u8, grp1: bool) -> bool {
@@ -387,5 +440,55 @@ mod tests {
         assert!(!State::deliverable(&l, 0xa0, true), "masked by priority");
         assert!(!State::deliverable(&l, 0xf0, false), "group 1 disabled");
         assert!(State::in_lrs(&l, 27));
+    }
+
+    #[test]
+    fn pending_and_active_read_back_and_clear() {
+        let mut s = State::new();
+        let mut l = lrs();
+        s.configure(33, 1, 0x80).unwrap();
+        s.configure(40, 1, 0x80).unwrap();
+        s.set_line(33, 1).unwrap();
+        s.pulse(40).unwrap();
+        s.pulse(70).unwrap(); // disabled: latched, pending, not injected
+        assert_eq!(s.states(&l, 32), Ok(((1 << 1) | (1 << 8), 0)));
+        assert_eq!(s.states(&l, 64), Ok((1 << 6, 0)));
+        s.flush(&mut l);
+        // The guest acknowledges 33: active (line still asserted: pending too).
+        let k = l.iter().position(|&v| lr::intid(v) == 33).unwrap();
+        l[k] = (l[k] & !lr::PENDING) | lr::ACTIVE;
+        let (p, a) = s.states(&l, 32).unwrap();
+        assert_eq!((p & 0b10, a), (0b10, 0b10));
+        // ICACTIVER: 33 deactivated; its register retires and the asserted
+        // line injects it again.
+        s.clear(&mut l, 33, 2).unwrap();
+        assert_eq!(s.states(&l, 32).unwrap().1, 0);
+        assert_eq!(s.retire(&mut l).count_ones(), 1);
+        s.flush(&mut l);
+        assert!(State::in_lrs(&l, 33));
+        // ICPENDR of the edge on 40: gone from its list register.
+        s.clear(&mut l, 40, 1).unwrap();
+        assert!(!State::in_lrs(&l, 40));
+        assert_eq!(s.states(&l, 32).unwrap().0 & (1 << 8), 0);
+        // ICPENDR of the latched, disabled 70: never injected when enabled.
+        s.clear(&mut l, 70, 1).unwrap();
+        s.configure(70, 1, 0).unwrap();
+        s.flush(&mut l);
+        assert!(!State::in_lrs(&l, 70));
+    }
+
+    #[test]
+    fn bad_state_requests_change_nothing() {
+        let mut s = State::new();
+        let mut l = lrs();
+        s.pulse(40).unwrap();
+        let (before, lb) = (s.clone(), l);
+        assert_eq!(s.states(&l, 16), Err(Error::Inval));
+        assert_eq!(s.states(&l, 128), Err(Error::Inval));
+        assert_eq!(s.clear(&mut l, 40, 0), Err(Error::Inval));
+        assert_eq!(s.clear(&mut l, 40, 4), Err(Error::Inval));
+        assert_eq!(s.clear(&mut l, 128, 1), Err(Error::Inval));
+        assert_eq!(s.clear(&mut l, VTIMER_INTID as u64, 1), Err(Error::Inval));
+        assert_eq!((s, l), (before, lb));
     }
 }

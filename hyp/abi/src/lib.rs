@@ -163,6 +163,13 @@ pub mod host {
         pub const LINE: u64 = 1;
         /// One edge: pending once (SGIs, edge-triggered interrupts).
         pub const PULSE: u64 = 2;
+        /// x3 = first INTID of a block of 32 (0, 32, 64, 96), x5 = x6 = 0 →
+        /// x2 = pending bits, x3 = active bits of the block (as of the
+        /// vCPU's last exit while it runs).
+        pub const STATE: u64 = 3;
+        /// x5 = what to clear: 1 pending, 2 active, 3 both; x6 = 0. EBUSY
+        /// while the vCPU runs (its list registers are live on a CPU).
+        pub const CLEAR: u64 = 4;
         /// INTIDs a vCPU has: SGIs 0-15, PPIs 16-31, SPIs 32-127.
         pub const NR_INTIDS: u64 = 128;
         /// The virtual timer's PPI: its line is the hyp's.

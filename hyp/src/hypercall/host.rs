@@ -226,7 +226,7 @@ fn donate_guest(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 fn vcpu_irq(x: &mut CallRegs) -> Result<(), Error> {
-    vm::host_vcpu_irq(x[1], x[2], x[3], x[4], x[5], x[6])
+    vm::host_vcpu_irq(x[1], x[2], x[3], x[4], x[5], x[6]).map(|r| x[2..4].copy_from_slice(&r))
 }
 
 fn vm_stats(x: &mut CallRegs) -> Result<(), Error> {

@@ -240,14 +240,24 @@ pub fn host_vcpu_create(handle: u64, entry: u64, x0: u64, flags: u64) -> Result<
 /// VCPU_IRQ: the host's VMM configures, asserts or pulses one interrupt of
 /// a vCPU; injected at its next entry (or now, if it runs here: it cannot,
 /// the host is calling).
-pub fn host_vcpu_irq(handle: u64, vcpu: u64, intid: u64, op: u64, a: u64, b: u64) -> Result<(), Error> {
+pub fn host_vcpu_irq(handle: u64, vcpu: u64, intid: u64, op: u64, a: u64, b: u64) -> Result<[u64; 2], Error> {
     let vm = get(handle)?;
     let mut vm = vm.lock();
     let v = usize::try_from(vcpu).ok().and_then(|i| vm.vcpus.get_mut(i)).ok_or(Error::NoEnt)?;
     match op {
-        abi::irq::CONFIGURE => v.irq.configure(intid, a, b),
-        abi::irq::LINE if b == 0 => v.irq.set_line(intid, a),
-        abi::irq::PULSE if a == 0 && b == 0 => v.irq.pulse(intid),
+        abi::irq::CONFIGURE => v.irq.configure(intid, a, b).map(|_| [0; 2]),
+        abi::irq::LINE if b == 0 => v.irq.set_line(intid, a).map(|_| [0; 2]),
+        abi::irq::PULSE if a == 0 && b == 0 => v.irq.pulse(intid).map(|_| [0; 2]),
+        abi::irq::STATE if a == 0 && b == 0 => {
+            v.irq.states(v.ctx.lrs_mut(), intid).map(|(p, act)| [p as u64, act as u64])
+        }
+        abi::irq::CLEAR if b == 0 => {
+            if v.running {
+                return Err(Error::Busy);
+            }
+            let Vcpu { irq, ctx, .. } = v;
+            irq.clear(ctx.lrs_mut(), intid, a).map(|_| [0; 2])
+        }
         _ => Err(Error::Inval),
     }
 }
