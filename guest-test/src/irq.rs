@@ -180,6 +180,43 @@ fn pending_active(t: &mut Tally) {
     t.eq(OTHER.load(SeqCst) as i64 - others as i64, 0, "irq: the cleared SGI is never taken");
     t.eq(LEVEL_HITS.load(SeqCst) as i64 - hits as i64, 0, "irq: nor the deactivated level interrupt");
     gic::disable(0, SGI_SELF_TEST);
+    wfi_in_handler(t);
+}
+
+/// A WFI while an interrupt is active waits for one that can preempt it:
+/// an interrupt pending at the same priority does not end it (the GIC's
+/// running priority, ICH_AP1R, not only the priority mask).
+fn wfi_in_handler(t: &mut Tally) {
+    const SGI_FRAME: u64 = 0x080A_0000 + 0x1_0000;
+    let freq = gic::counter().1;
+    gic::irqs_off();
+    // Active at 0x80, as if in its handler.
+    mmio_w(IRQ_TEST, 1);
+    let intid = gic::ack();
+    // Another at 0x80 pending; the timer, at 0x40, due in 2 ms.
+    gic::enable(0, SGI_SELF_TEST, 0x80);
+    gic::send_sgi(SGI_SELF_TEST, 1);
+    gic::enable(0, gic::VTIMER, 0x40);
+    let cval = gic::counter().0 + 2 * freq / 1000;
+    gic::timer_at(cval);
+    let (wfi0, _, _) = irq_counts();
+    aarch64_wfi();
+    let woke = gic::counter().0;
+    let (wfi1, _, _) = irq_counts();
+    gic::timer_off();
+    t.check(
+        intid == IRQ_TEST_INTID && woke >= cval,
+        "irq: WFI with an interrupt active waits for one that preempts it (the timer), not one of equal priority",
+    );
+    t.eq(wfi1 as i64 - wfi0 as i64, 1, "irq: that WFI gave the CPU back to the host once");
+    // Back to normal: the device satisfied, the interrupt ended, the SGI
+    // withdrawn, the timer's priority as before.
+    mmio_w(IRQ_TEST + 4, 1);
+    gic::eoi(intid);
+    mmio_w(SGI_FRAME + 0x280, 1 << SGI_SELF_TEST);
+    gic::disable(0, SGI_SELF_TEST);
+    gic::enable(0, gic::VTIMER, 0xa0);
+    gic::irqs_on();
 }
 
 fn aarch64_wfi() {

@@ -85,6 +85,40 @@ fn set_bits(v: &[u64; 2]) -> impl Iterator<Item = u32> + '_ {
     })
 }
 
+/// What decides whether the guest's CPU interface signals an interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mask {
+    /// ICH_VMCR_EL2.VPMR: the priority mask.
+    pub vpmr: u8,
+    /// ICH_VMCR_EL2.VENG1: group 1 enabled.
+    pub grp1: bool,
+    /// ICH_VMCR_EL2.VBPR1: the group-1 binary point.
+    pub bpr1: u8,
+    /// The running priority ([`running_priority`]); 0x100 when idle.
+    pub running: u16,
+}
+
+/// The running priority the active-priority registers `ap1r`
+/// (ICH_AP1R<n>_EL2, n = 0..) show, with `pre` preemption bits (5..7): the
+/// group priority of the most urgent active interrupt (bit k of the
+/// registers stands for priority k << (8 - pre)); 0x100 when none is active.
+pub fn running_priority(ap1r: &[u64], pre: u32) -> u16 {
+    let pre = pre.clamp(5, 7);
+    for (n, &r) in ap1r.iter().enumerate() {
+        let r = r as u32;
+        if r != 0 {
+            return ((n as u32 * 32 + r.trailing_zeros()) << (8 - pre)) as u16;
+        }
+    }
+    0x100
+}
+
+/// The group priority of `prio` under the group-1 binary point `bpr1`:
+/// bits [7:bpr1] (GICv3 architecture specification, 4.8.3).
+pub fn group_priority(prio: u8, bpr1: u8) -> u16 {
+    (prio as u16) & (0xff << bpr1.min(8)) & 0xff
+}
+
 /// What [`State::flush`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flush {
@@ -309,10 +343,16 @@ impl State {
         Ok(())
     }
 
-    /// Would the guest take an interrupt now: a list register pending with
-    /// a priority above the guest's mask `vpmr`, with group 1 enabled?
-    pub fn deliverable(lrs: &[u64], vpmr: u8, grp1: bool) -> bool {
-        grp1 && lrs.iter().any(|&v| lr::state(v) & 1 != 0 && ((v >> lr::PRIO_SHIFT) & 0xff) < vpmr as u64)
+    /// Would the guest's CPU interface signal an interrupt now (what ends a
+    /// WFI): a list register pending, its priority above the mask `vpmr`,
+    /// its group priority (binary point `m`) above the running priority
+    /// `m.running` of what the guest has active, with group 1 enabled?
+    pub fn deliverable(lrs: &[u64], m: Mask) -> bool {
+        m.grp1
+            && lrs.iter().any(|&v| {
+                let prio = ((v >> lr::PRIO_SHIFT) & 0xff) as u8;
+                lr::state(v) & 1 != 0 && prio < m.vpmr && group_priority(prio, m.bpr1) < m.running
+            })
     }
 }
 
@@ -436,9 +476,18 @@ mod tests {
         assert!(!s.flush(&mut l).vtimer, "PPI 27 disabled in the guest's redistributor");
         s.configure(27, 1, 0xa0).unwrap();
         assert!(s.flush(&mut l).vtimer);
-        assert!(State::deliverable(&l, 0xf0, true));
-        assert!(!State::deliverable(&l, 0xa0, true), "masked by priority");
-        assert!(!State::deliverable(&l, 0xf0, false), "group 1 disabled");
+        let idle = Mask { vpmr: 0xf0, grp1: true, bpr1: 3, running: 0x100 };
+        assert!(State::deliverable(&l, idle));
+        assert!(!State::deliverable(&l, Mask { vpmr: 0xa0, ..idle }), "masked by priority");
+        assert!(!State::deliverable(&l, Mask { grp1: false, ..idle }), "group 1 disabled");
+        // The guest in a handler at 0xa0 (AP1R0 bit 0xa0 >> 3 = 20): a
+        // pending 0xa0 does not preempt it, a 0x80 does.
+        let busy = Mask { running: running_priority(&[1 << 20], 5), ..idle };
+        assert_eq!(busy.running, 0xa0);
+        assert!(!State::deliverable(&l, busy), "same priority as the running one");
+        assert!(State::deliverable(&l, Mask { running: 0xa8, ..idle }));
+        // Binary point 6: 0xa0 and 0x80 are one group (0x80): no preemption.
+        assert!(!State::deliverable(&l, Mask { bpr1: 6, running: 0x80, ..idle }));
         assert!(State::in_lrs(&l, 27));
     }
 
@@ -490,5 +539,16 @@ mod tests {
         assert_eq!(s.clear(&mut l, 128, 1), Err(Error::Inval));
         assert_eq!(s.clear(&mut l, VTIMER_INTID as u64, 1), Err(Error::Inval));
         assert_eq!((s, l), (before, lb));
+    }
+
+    #[test]
+    fn running_priority_from_the_active_priority_registers() {
+        assert_eq!(running_priority(&[0, 0, 0, 0], 7), 0x100);
+        assert_eq!(running_priority(&[1 << 4 | 1 << 9], 5), 4 << 3);
+        assert_eq!(running_priority(&[0, 1 << 2], 6), (34 << 2) as u16);
+        assert_eq!(running_priority(&[0, 0, 0, 1 << 31], 7), 127 << 1);
+        assert_eq!(group_priority(0xa7, 3), 0xa0);
+        assert_eq!(group_priority(0xa7, 7), 0x80);
+        assert_eq!(group_priority(0xff, 8), 0);
     }
 }

@@ -548,11 +548,13 @@ pub fn all() -> Vec<Scenario> {
                 "[vm 1] PASS irq: GICR_ISPENDR0 shows an SGI sent to itself pending",
                 "[vm 1] PASS irq: GICR_ICPENDR0 clears it",
                 "[vm 1] PASS irq: the cleared SGI is never taken",
+                "[vm 1] PASS irq: WFI with an interrupt active waits for one that preempts it (the timer), not one of equal priority",
+                "[vm 1] PASS irq: that WFI gave the CPU back to the host once",
                 "[vm 1] guest: this line was written by the PL011 transmit interrupt",
                 "[vm 1] PASS irq: one PL011 transmit interrupt per character",
                 "[vm 1] PASS irq: no unexpected interrupt",
                 "[vm 1] PASS irq: the hyp accepted every VCPU_IRQ call of the VMM",
-                "[vm 1] guest: 23 passed, 0 failed",
+                "[vm 1] guest: 25 passed, 0 failed",
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
@@ -563,7 +565,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "trace-irq: interrupt injections stream as trace records (virtual timer, PL011, level device)",
             args: RunArgs { smp: 1, icount: true, trace: Some("irqs".into()), ..base("irq") },
-            lines: vec!["[vm 1] guest: 23 passed, 0 failed", "[hyp] system off: status 0 (Ok)"],
+            lines: vec!["[vm 1] guest: 25 passed, 0 failed", "[hyp] system off: status 0 (Ok)"],
             absent: vec!["FAIL", "PANIC"],
             anywhere: vec![
                 "[hyp] trace * | irq    vm1/vcpu0 injected 1 waiting 0 vtimer in-lrs 27",

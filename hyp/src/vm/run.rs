@@ -410,8 +410,7 @@ fn wait(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: 
     let n = context::nr_lrs();
     let mut lrs = [0u64; MAX_LRS];
     vgic::read_lrs(&mut lrs[..n]);
-    let (vpmr, grp1) = vgic::vmcr_mask(vgic::vmcr_live());
-    if n == 0 || Irqs::deliverable(&lrs[..n], vpmr, grp1) {
+    if n == 0 || Irqs::deliverable(&lrs[..n], vgic::mask_live()) {
         return Outcome::Resume;
     }
     let ctl = CNTV_CTL_EL0.get();

@@ -11,6 +11,8 @@ use super::context::{self, feat};
 /// ICH_VMCR_EL2: VENG1 [1], VPMR [31:24].
 const VMCR_VENG1: u64 = 1 << 1;
 const VMCR_VPMR_SHIFT: u32 = 24;
+/// ICH_VMCR_EL2.VBPR1 [20:18].
+const VMCR_VBPR1_SHIFT: u32 = 18;
 
 /// Is the virtual CPU interface there?
 pub fn present() -> bool {
@@ -80,13 +82,26 @@ pub fn write_lrs(lrs: &[u64]) {
     }
 }
 
-/// The guest's priority mask and group-1 enable, from its saved or live ICH_VMCR_EL2.
-pub fn vmcr_mask(vmcr: u64) -> (u8, bool) {
-    ((vmcr >> VMCR_VPMR_SHIFT) as u8, vmcr & VMCR_VENG1 != 0)
-}
-
-pub fn vmcr_live() -> u64 {
-    ICH_VMCR_EL2.get()
+/// What decides whether the running guest's CPU interface signals an
+/// interrupt: its live ICH_VMCR_EL2 (priority mask, group-1 enable, binary
+/// point) and active-priority registers (running priority).
+pub fn mask_live() -> hyp::vgic::Mask {
+    let vmcr = ICH_VMCR_EL2.get();
+    let f = context::features();
+    let ap1r = [
+        ICH_AP1R0_EL2.get(),
+        if f & feat::VGIC_AP1 != 0 { ICH_AP1R1_EL2.get() } else { 0 },
+        if f & feat::VGIC_AP23 != 0 { ICH_AP1R2_EL2.get() } else { 0 },
+        if f & feat::VGIC_AP23 != 0 { ICH_AP1R3_EL2.get() } else { 0 },
+    ];
+    // ICH_VTR_EL2.PREbits [28:26]: preemption bits - 1.
+    let pre = ((ICH_VTR_EL2.get() >> 26) & 7) as u32 + 1;
+    hyp::vgic::Mask {
+        vpmr: (vmcr >> VMCR_VPMR_SHIFT) as u8,
+        grp1: vmcr & VMCR_VENG1 != 0,
+        bpr1: ((vmcr >> VMCR_VBPR1_SHIFT) & 7) as u8,
+        running: hyp::vgic::running_priority(&ap1r, pre),
+    }
 }
 
 /// Does a virtual timer with these CNTV_CTL/CVAL values assert its
