@@ -58,7 +58,43 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
             let label = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("label=")).unwrap_or("?");
             tests::bench_scale(&mut t, label)
         }
-        _ => el1_rt::println!("guest: hello from EL{}, {} MiB of private memory", el1_rt::current_el(), mem >> 20),
+        _ => {
+            el1_rt::println!("guest: hello from EL{}, {} MiB of private memory", el1_rt::current_el(), mem >> 20);
+            let cpus = info.fdt.cpus().map(|c| c.ids().first() as u64).collect::<alloc::vec::Vec<_>>();
+            if cpus.len() > 1 {
+                hello_smp(&cpus);
+            }
+        }
     }
     t.finish()
+}
+
+/// MPIDR Aff0 each secondary vCPU read when it came up (0: not yet).
+#[cfg(target_os = "none")]
+static UP: [core::sync::atomic::AtomicU64; 8] = [const { core::sync::atomic::AtomicU64::new(0) }; 8];
+
+#[cfg(target_os = "none")]
+fn hello_secondary(i: usize) -> ! {
+    UP[i % 8].store(el1_rt::smp::cpu_index() as u64 | 1 << 32, core::sync::atomic::Ordering::SeqCst);
+    el1_rt::smp::cpu_off()
+}
+
+/// The hello program with several vCPUs (`--guest-vcpus N`): starts every
+/// CPU its DTB lists with PSCI CPU_ON and reports what each read as its
+/// MPIDR (they do not print: one line at a time on the console).
+#[cfg(target_os = "none")]
+fn hello_smp(cpus: &[u64]) {
+    use core::sync::atomic::Ordering::SeqCst;
+    for (i, &mpidr) in cpus.iter().enumerate().skip(1).take(7) {
+        let e = el1_rt::smp::start(mpidr, i, hello_secondary);
+        if e != 0 {
+            el1_rt::println!("guest: PSCI CPU_ON of MPIDR {mpidr:#x}: {e}");
+        }
+    }
+    let (start, freq) = el1_rt::gic::counter();
+    let n = cpus.len().min(8);
+    while (1..n).any(|i| UP[i].load(SeqCst) == 0) && el1_rt::gic::counter().0 < start + freq {}
+    let seen: alloc::vec::Vec<u64> =
+        (1..n).map(|i| UP[i].load(SeqCst)).map(|v| if v == 0 { u64::MAX } else { v & 0xff }).collect();
+    el1_rt::println!("guest: {} vCPUs in my DTB; vCPUs 1.. came up with MPIDR Aff0 {:?}", cpus.len(), seen);
 }

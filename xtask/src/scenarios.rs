@@ -688,6 +688,31 @@ pub fn all() -> Vec<Scenario> {
             timeout: 60,
         },
         Scenario {
+            name: "guest-vcpus: --guest-vcpus gives plain --guest programs several vCPUs, started with PSCI CPU_ON (time-sliced and one host CPU each)",
+            args: RunArgs {
+                smp: 2,
+                guest: vec![guest_elf(), guest_elf()],
+                guest_mem: vec!["16M".into(), "16M".into()],
+                guest_vcpus: vec![3, 2],
+                ..base("guests")
+            },
+            lines: vec![
+                "[host] vm 1: 3 vCPUs time-sliced on 1 host CPU",
+                "[vm 1] guest: hello from EL1, 16 MiB of private memory",
+                "[vm 1] guest: 3 vCPUs in my DTB; vCPUs 1.. came up with MPIDR Aff0 [1, 2]",
+                "[host] vm 1: destroyed, 16384 KiB scrubbed and returned to the host",
+                "[host] vm 2: 2 vCPUs, each on a host CPU of its own",
+                "[vm 2] guest: hello from EL1, 16 MiB of private memory",
+                "[vm 2] guest: 2 vCPUs in my DTB; vCPUs 1.. came up with MPIDR Aff0 [1]",
+                "[host] vm 2: destroyed, 16384 KiB scrubbed and returned to the host",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC"],
+            anywhere: vec![],
+            code: 0,
+            timeout: 60,
+        },
+        Scenario {
             name: "trace: faults, splits, merges and transitions stream live with exact records",
             args: RunArgs { trace: Some("faults,splits,transitions,hypercalls".into()), ..base("guest-tests") },
             lines: vec![
