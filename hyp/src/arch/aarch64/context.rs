@@ -143,12 +143,20 @@ macro_rules! regs {
         /// The feature each register needs.
         pub const FEAT: [u32; NR] = [$($feat),*];
 
+        // Registers every CPU has (feature BASE) are moved without a test:
+        // the condition folds to true at compile time.
+        #[inline(always)]
         fn save_regs(r: &mut [u64; NR], f: u32) {
-            $( if FEAT[R::$idx as usize] & f != 0 { r[R::$idx as usize] = $reg.get(); } )*
+            $( if FEAT[R::$idx as usize] == feat::BASE || FEAT[R::$idx as usize] & f != 0 {
+                r[R::$idx as usize] = $reg.get();
+            } )*
         }
 
+        #[inline(always)]
         fn restore_regs(r: &[u64; NR], f: u32) {
-            $( if FEAT[R::$idx as usize] & f != 0 { $reg.set(r[R::$idx as usize]); } )*
+            $( if FEAT[R::$idx as usize] == feat::BASE || FEAT[R::$idx as usize] & f != 0 {
+                $reg.set(r[R::$idx as usize]);
+            } )*
         }
     };
 }
