@@ -260,7 +260,7 @@ fn blk(vq: &mut Vq, hdr: u64, kind: u32, sector: u64, data: &[(u64, u32)], statu
     w32(hdr, kind);
     w32(hdr + 4, 0);
     w64(hdr + 8, sector);
-    if status < PRIVATE || status >= PRIVATE + PAGE {
+    if !(PRIVATE..PRIVATE + PAGE).contains(&status) {
         w8(status, 0xff);
     }
     let mut segs = [(0u64, 0u32, false); 4];
@@ -475,6 +475,14 @@ fn hostile(t: &mut Tally, con: u64, base: u64, pool: &Pool) {
         r == (Some((0, 1)), S_IOERR) && head && untouched(PAGE),
         "virtio: blk: a buffer running into a private page is IOERR; neither page written",
     );
+    // Buffers outside guest RAM: below it, and one that wraps around.
+    let s0 = stats(1);
+    let low = blk(&mut vq, hdr, T_IN, 0, &[(0x1000, 512)], status);
+    let wrap = blk(&mut vq, hdr, T_IN, 0, &[(u64::MAX - 0xff, 512)], status);
+    t.check(
+        low == (Some((0, 1)), S_IOERR) && wrap == (Some((0, 1)), S_IOERR) && delta(1, s0) == [2, 2, 0, 0, 0],
+        "virtio: blk: buffers outside guest RAM (below it, wrapping around) are IOERR",
+    );
     // A write from a private page: the disk keeps its sector.
     let r = blk(&mut vq, hdr, T_OUT, 6, &[(PRIVATE, 512)], status);
     let back = blk(&mut vq, hdr, T_IN, 6, &[(data, 512)], status);
@@ -513,12 +521,20 @@ fn hostile(t: &mut Tally, con: u64, base: u64, pool: &Pool) {
     );
     let s0 = stats(1);
     w32(base + QUEUE_NOTIFY, 7);
-    w32(con + QUEUE_SEL, 0);
     let used = vq.take_used();
     t.check(
         used.is_none() && delta(1, s0) == [0, 0, 0, 0, 1],
         "virtio: blk: QueueNotify of queue 7 changes nothing and is counted",
     );
+    let s0 = stats(1);
+    negotiate(base, F_HI);
+    driver_ok(base);
+    w32(base + QUEUE_NOTIFY, 0);
+    t.check(
+        delta(1, s0) == [0, 0, 0, 0, 1],
+        "virtio: blk: QueueNotify of a queue not set up after a reset is refused and counted",
+    );
+    let mut vq = Vq::setup_again(base, pool);
 
     // A descriptor loop: 0 -> 1 -> 0.
     let s0 = stats(1);
@@ -558,6 +574,23 @@ fn hostile(t: &mut Tally, con: u64, base: u64, pool: &Pool) {
     t.check(
         r32(base + STATUS) & NEEDS_RESET != 0 && delta(1, s0) == [0, 0, 0, 1, 0] && untouched(PAGE),
         "virtio: blk: a descriptor table in a private page: DEVICE_NEEDS_RESET",
+    );
+    // The used ring in a private page.
+    let s0 = stats(1);
+    negotiate(base, F_HI);
+    fill(pool.page(2), PAGE, 0);
+    w32(base + QUEUE_SEL, 0);
+    for (reg, a) in [(QUEUE_DESC, pool.page(2)), (QUEUE_DRIVER, avail), (QUEUE_DEVICE, PRIVATE)] {
+        w32(base + reg, a as u32);
+        w32(base + reg + 4, (a >> 32) as u32);
+    }
+    w32(base + QUEUE_READY, 1);
+    driver_ok(base);
+    let mut vq = Vq { base, q: 0, page: pool.page(2), avail_idx: 0, used_seen: 0 };
+    let r = blk(&mut vq, hdr, T_IN, 3, &[(data, 512)], status);
+    t.check(
+        r32(base + STATUS) & NEEDS_RESET != 0 && delta(1, s0) == [0, 0, 0, 1, 0] && untouched(PAGE) && r.1 == 0xff,
+        "virtio: blk: a used ring in a private page: DEVICE_NEEDS_RESET before the request is served",
     );
     // An available index 9 ahead of an 8-entry queue.
     let mut vq = Vq::setup_again(base, pool);

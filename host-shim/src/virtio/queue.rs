@@ -220,6 +220,15 @@ impl Queue {
         Ok(Chain { head, segs })
     }
 
+    /// Checks that the next used element and the used index can be
+    /// written: done before a chain is served, so that a request is never
+    /// carried out (a disk written) when it cannot be returned.
+    pub fn check_used(&self, m: &mut dyn GuestMem) -> Result<(), RingError> {
+        let slot = (self.used_idx % self.num) as u64;
+        m.check(self.device + 2, 2)?;
+        Ok(m.check(self.device + 4 + 8 * slot, 8)?)
+    }
+
     /// Returns chain `head` to the driver with `len` bytes written: the
     /// used element first, then (after a barrier) the used index.
     pub fn push_used(&mut self, m: &mut dyn GuestMem, head: u16, len: u32) -> Result<(), RingError> {
@@ -227,8 +236,7 @@ impl Queue {
         let mut e = [0u8; 8];
         e[0..4].copy_from_slice(&(head as u32).to_le_bytes());
         e[4..8].copy_from_slice(&len.to_le_bytes());
-        // Both places checked before either is written.
-        m.check(self.device + 2, 2)?;
+        self.check_used(m)?;
         m.write(self.device + 4 + 8 * slot, &e)?;
         m.fence();
         self.used_idx = self.used_idx.wrapping_add(1);

@@ -282,10 +282,28 @@ fn broken_rings_need_reset() {
         assert_eq!(r.used_idx(), 0, "case {case}");
     }
     assert_eq!(r.stats().ring_errors, 6);
-    // After a reset the device works again.
+    // The used ring in a private page: the request is not carried out.
+    r.wr(reg::STATUS, 0);
+    r.wr(reg::STATUS, S_ACKNOWLEDGE | S_DRIVER);
+    r.wr(reg::DRIVER_FEATURES_SEL, 1);
+    r.wr(reg::DRIVER_FEATURES, 1);
+    r.wr(reg::STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
+    r.setup_queue(0, DESC, AVAIL, PRIVATE);
+    r.wr(reg::STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+    r.m.put(AVAIL, &[0; 4]);
+    r.avail_idx = 0;
+    r.m.put(BUF + 0x800, &[0x99]);
+    r.m.put(BUF + 0x3000, &[0x42; 512]);
+    r.blk_req(blk::T_OUT, 0, BUF + 0x3000, 512, BUF + 0x800);
+    assert_ne!(r.rd(reg::STATUS) & S_NEEDS_RESET, 0);
+    assert_eq!(r.m.get(BUF + 0x800, 1), [0x99], "no status written");
+    assert_eq!(r.stats().ring_errors, 7);
+    // After a reset the device works again; the refused write never
+    // reached the disk.
     r.init(0);
     r.blk_req(blk::T_IN, 0, BUF + 0x1000, 512, BUF + 0x800);
     assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_OK]);
+    assert_eq!(r.m.get(BUF + 0x1000, 1)[0], hyp_abi::services::virtio_disk_byte(0, 0));
     assert_eq!(r.m.violations, 0);
 }
 

@@ -357,6 +357,7 @@ impl Transport {
             return Ok(());
         }
         for _ in 0..n {
+            self.queues[q].check_used(m)?;
             let chain = self.queues[q].pop(m)?;
             let len = self.dev.serve(&chain, m, &mut self.stats);
             self.queues[q].push_used(m, chain.head, len)?;
