@@ -492,12 +492,10 @@ impl Guest {
     fn virtio_mmio(&mut self, ipa: u64, write: bool, size: u64, value: u64) -> Option<u64> {
         let devs = self.virtio.as_mut().filter(|d| d.claims(ipa))?;
         let mut m = crate::virtio::pinned::PinnedMem::new(GUEST_RAM, self.pa, self.mem);
-        let v = devs.mmio(&mut m, ipa, write, size, value);
+        let h = self.handle;
+        let v = devs.mmio(&mut m, &mut |l| println!("[vm {h} hvc0] {l}"), ipa, write, size, value);
         self.virtio_calls += m.end();
         self.virtio_exits += 1;
-        for l in devs.take_console_lines() {
-            println!("[vm {} hvc0] {}", self.handle, l);
-        }
         let lines: Vec<(usize, bool)> = devs.lines().collect();
         for (intid, level) in lines {
             self.gic.set_spi_line(intid, level);

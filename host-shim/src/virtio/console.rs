@@ -20,11 +20,13 @@ pub const MAX_CHAIN: u64 = 64 * 1024;
 /// A line longer than this is cut (printed in pieces).
 pub const MAX_LINE: usize = 1024;
 
+/// Where complete console lines go (the VMM prints them).
+pub type Out<'a> = &'a mut dyn FnMut(&str);
+
 #[derive(Default)]
 pub struct Console {
+    /// The line so far (at most [`MAX_LINE`] bytes).
     line: Vec<u8>,
-    /// Lines complete and not yet printed.
-    lines: Vec<String>,
 }
 
 impl Console {
@@ -33,8 +35,9 @@ impl Console {
     }
 
     /// One transmit chain: device-readable buffers only, at most
-    /// [`MAX_CHAIN`] bytes, every page shared. Nothing is written back.
-    pub fn transmit(&mut self, chain: &Chain, m: &mut dyn GuestMem, st: &mut Stats) -> u32 {
+    /// [`MAX_CHAIN`] bytes, every page shared. Each line is handed to `out`
+    /// as it completes (nothing piles up); nothing is written back.
+    pub fn transmit(&mut self, chain: &Chain, m: &mut dyn GuestMem, st: &mut Stats, out: Out) -> u32 {
         let len = queue::total(&chain.segs);
         if chain.segs.iter().any(|s| s.write) || len > MAX_CHAIN {
             st.bad_requests += 1;
@@ -44,40 +47,41 @@ impl Console {
             st.mem_errors += 1;
             return 0;
         }
-        let mut buf = alloc::vec![0; len as usize];
-        if queue::stream_read(m, &chain.segs, 0, &mut buf).is_err() {
-            st.mem_errors += 1;
-            return 0;
-        }
-        for b in buf {
-            match b {
-                b'\n' => self.end_line(),
-                b'\r' => {}
-                b => {
-                    self.line.push(b);
-                    if self.line.len() >= MAX_LINE {
-                        self.end_line();
+        let mut buf = [0u8; 256];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(buf.len() as u64) as usize;
+            // Checked above: the pages are pinned, the read cannot fail.
+            if queue::stream_read(m, &chain.segs, at, &mut buf[..n]).is_err() {
+                st.mem_errors += 1;
+                return 0;
+            }
+            for &b in &buf[..n] {
+                match b {
+                    b'\n' => self.end_line(out),
+                    b'\r' => {}
+                    b => {
+                        self.line.push(b);
+                        if self.line.len() >= MAX_LINE {
+                            self.end_line(out);
+                        }
                     }
                 }
             }
+            at += n as u64;
         }
         0
     }
 
-    fn end_line(&mut self) {
-        let l = core::mem::take(&mut self.line);
-        self.lines.push(String::from_utf8_lossy(&l).into_owned());
+    fn end_line(&mut self, out: Out) {
+        out(&String::from_utf8_lossy(&self.line));
+        self.line.clear();
     }
 
     /// A device reset: a partial line is printed as it is.
-    pub fn flush(&mut self) {
+    pub fn flush(&mut self, out: Out) {
         if !self.line.is_empty() {
-            self.end_line();
+            self.end_line(out);
         }
-    }
-
-    /// The lines complete since the last call.
-    pub fn take_lines(&mut self) -> Vec<String> {
-        core::mem::take(&mut self.lines)
     }
 }

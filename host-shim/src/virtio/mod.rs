@@ -26,7 +26,6 @@ pub mod queue;
 mod tests;
 pub mod transport;
 
-use alloc::string::String;
 use alloc::vec::Vec;
 
 pub use blk::Disk;
@@ -92,26 +91,24 @@ impl Devices {
     }
 
     /// A guest access to a device's window; None if no device is there.
-    pub fn mmio(&mut self, m: &mut dyn GuestMem, ipa: u64, write: bool, size: u64, value: u64) -> Option<u64> {
+    /// Console output goes to `out`, a line at a time, as it completes.
+    pub fn mmio(
+        &mut self,
+        m: &mut dyn GuestMem,
+        out: console::Out,
+        ipa: u64,
+        write: bool,
+        size: u64,
+        value: u64,
+    ) -> Option<u64> {
         let off = ipa.checked_sub(MMIO_BASE)?;
         let t = self.slots.get_mut((off / MMIO_SIZE) as usize)?;
-        Some(t.mmio(m, off % MMIO_SIZE, write, size, value))
+        Some(t.mmio(m, out, off % MMIO_SIZE, write, size, value))
     }
 
     /// Each device's interrupt: (INTID, line level).
     pub fn lines(&self) -> impl Iterator<Item = (usize, bool)> + '_ {
         self.slots.iter().enumerate().map(|(k, t)| (intid(k), t.line()))
-    }
-
-    /// Console lines complete since the last call.
-    pub fn take_console_lines(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        for t in &mut self.slots {
-            if let Dev::Console(c) = &mut t.dev {
-                out.extend(c.take_lines());
-            }
-        }
-        out
     }
 
     /// Slot `k`: (device name, counters, device status).

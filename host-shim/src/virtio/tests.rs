@@ -1,6 +1,7 @@
 //! Host tests of the transport, the rings and both devices against a
 //! fake guest memory with shared and private pages.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::blk::{self, Disk};
@@ -36,25 +37,35 @@ struct Rig {
     /// Slot of the device under test.
     slot: u64,
     avail_idx: u16,
+    /// Console lines printed.
+    lines: Vec<String>,
 }
 
 impl Rig {
     fn new(cfg: Config, slot: u64) -> Rig {
         let mut m = FakeMem::new(RAM, 0x10000);
         m.share(RING, 0x7000);
-        Rig { m, devs: Devices::new(cfg), slot, avail_idx: 0 }
+        Rig { m, devs: Devices::new(cfg), slot, avail_idx: 0, lines: Vec::new() }
     }
     fn blk(sectors: u64) -> Rig {
         Rig::new(Config { console: false, disk: Some(Disk::Writable(disk(sectors))), dma_pool: None }, 0)
     }
-    fn rd(&mut self, off: u64) -> u32 {
-        let r = self.devs.mmio(&mut self.m, MMIO_BASE + self.slot * MMIO_SIZE + off, false, 4, 0).unwrap() as u32;
+    /// One access of `size` bytes at `off` of the device's window.
+    fn access(&mut self, off: u64, write: bool, size: u64, v: u64) -> u64 {
+        let lines = &mut self.lines;
+        let ipa = MMIO_BASE + self.slot * MMIO_SIZE + off;
+        let r = self.devs.mmio(&mut self.m, &mut |l| lines.push(l.into()), ipa, write, size, v).unwrap();
         self.m.end_session();
         r
     }
+    fn rd(&mut self, off: u64) -> u32 {
+        self.access(off, false, 4, 0) as u32
+    }
     fn wr(&mut self, off: u64, v: u32) {
-        self.devs.mmio(&mut self.m, MMIO_BASE + self.slot * MMIO_SIZE + off, true, 4, v as u64).unwrap();
-        self.m.end_session();
+        self.access(off, true, 4, v as u64);
+    }
+    fn take_lines(&mut self) -> Vec<String> {
+        core::mem::take(&mut self.lines)
     }
     fn stats(&self) -> Stats {
         self.devs.slot(self.slot as usize).unwrap().1
@@ -134,7 +145,7 @@ fn registers_and_features() {
     r.wr(reg::DEVICE_FEATURES_SEL, 0);
     assert_eq!(r.rd(reg::DEVICE_FEATURES), 0, "a writable disk offers no blk feature");
     // Capacity in the configuration space, 64-bit and split reads.
-    let cap = r.devs.mmio(&mut r.m, MMIO_BASE + reg::CONFIG, false, 8, 0).unwrap();
+    let cap = r.access(reg::CONFIG, false, 8, 0);
     assert_eq!(cap, 16);
     // FEATURES_OK without VERSION_1 does not stick.
     r.wr(reg::STATUS, S_ACKNOWLEDGE | S_DRIVER);
@@ -216,16 +227,36 @@ fn private_buffers_are_never_touched() {
     r.blk_req(blk::T_IN, 0, PRIVATE - 0x200, 1024, BUF + 0x800);
     assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_IOERR]);
     assert_eq!(r.m.get(PRIVATE - 0x200, 0x200), &[0x11; 0x200][..]);
+    // Two data buffers, the first shared, the second private: the first
+    // is not written either.
+    r.m.put(BUF + 0x1000, &[0x22; 512]);
+    r.desc(0, BUF, 16, DESC_F_NEXT, 1);
+    r.desc(1, BUF + 0x1000, 512, DESC_F_WRITE | DESC_F_NEXT, 3);
+    r.desc(3, PRIVATE, 512, DESC_F_WRITE | DESC_F_NEXT, 2);
+    r.desc(2, BUF + 0x800, 1, DESC_F_WRITE, 0);
+    r.kick(0, 0);
+    assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_IOERR]);
+    assert_eq!(r.m.get(BUF + 0x1000, 512), &[0x22; 512][..]);
+    // The same for a write: the disk keeps sector 2.
+    r.m.put(BUF + 0x10, &1u32.to_le_bytes());
+    r.m.put(BUF + 0x18, &2u64.to_le_bytes());
+    r.desc(0, BUF + 0x10, 16, DESC_F_NEXT, 1);
+    r.desc(1, BUF + 0x1000, 512, DESC_F_NEXT, 3);
+    r.desc(3, PRIVATE, 512, DESC_F_NEXT, 2);
+    r.kick(0, 0);
+    assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_IOERR]);
+    r.blk_req(blk::T_IN, 2, BUF + 0x1000, 1024, BUF + 0x800);
+    assert_eq!(r.m.get(BUF + 0x1000, 1)[0], hyp_abi::services::virtio_disk_byte(2, 0));
     // The status byte private: returned with length 0, nothing written.
     r.m.put(PRIVATE + 0x10, &[0x77]);
     r.blk_req(blk::T_IN, 0, BUF + 0x1000, 512, PRIVATE + 0x10);
-    assert_eq!(r.used(4), (0, 0));
+    assert_eq!(r.used(7), (0, 0));
     assert_eq!(r.m.get(PRIVATE + 0x10, 1), [0x77]);
     // Outside guest RAM.
     r.blk_req(blk::T_IN, 0, 0x1000, 512, BUF + 0x800);
     assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_IOERR]);
-    assert_eq!(r.stats().mem_errors, 5);
-    assert_eq!(r.stats().requests, 6);
+    assert_eq!(r.stats().mem_errors, 7);
+    assert_eq!(r.stats().requests, 9);
     assert_eq!(r.m.violations, 0);
 }
 
@@ -330,9 +361,9 @@ fn hostile_register_accesses() {
     r.wr(reg::QUEUE_READY, 1);
     assert_eq!(r.rd(reg::QUEUE_READY), 0);
     // Wrong access size, writes to read-only registers and config.
-    r.devs.mmio(&mut r.m, MMIO_BASE, false, 1, 0);
+    r.access(reg::MAGIC, false, 1, 0);
     r.wr(reg::MAGIC, 1);
-    r.devs.mmio(&mut r.m, MMIO_BASE + reg::CONFIG, true, 4, 1);
+    r.access(reg::CONFIG, true, 4, 1);
     assert_eq!(r.stats().bad_accesses, 9);
     assert_eq!(r.stats().requests, 0);
 }
@@ -349,17 +380,27 @@ fn console_lines_and_receive_queue() {
     r.desc(1, BUF + 0x100, 13, 0, 0);
     r.kick(1, 0);
     assert_eq!(r.used(0), (0, 0));
-    assert_eq!(r.devs.take_console_lines(), ["hello world"]);
+    assert_eq!(r.take_lines(), ["hello world"]);
     // A private buffer prints nothing.
     r.m.put(PRIVATE, b"secret\n");
     r.desc(0, PRIVATE, 7, 0, 0);
     r.kick(1, 0);
     assert_eq!(r.used_idx(), 2);
-    assert!(r.devs.take_console_lines().is_empty());
+    assert!(r.take_lines().is_empty());
     assert_eq!(r.stats().mem_errors, 1);
+    // A long line is cut at MAX_LINE; an oversized chain is refused.
+    r.m.put(BUF + 0x1000, &[b'x'; 2100]);
+    r.desc(0, BUF + 0x1000, 2100, 0, 0);
+    r.kick(1, 0);
+    let long = r.take_lines();
+    assert_eq!(long.len(), 2);
+    assert_eq!((long[0].as_str(), long[1].len()), (alloc::format!("second{}", "x".repeat(1018)).as_str(), 1024));
+    r.desc(0, BUF, 64 * 1024 + 1, 0, 0);
+    r.kick(1, 0);
+    assert_eq!(r.stats().bad_requests, 1);
     // The reset prints the partial line.
     r.wr(reg::STATUS, 0);
-    assert_eq!(r.devs.take_console_lines(), ["second"]);
+    assert_eq!(r.take_lines(), ["x".repeat(2100 - 1018 - 1024)]);
     // The receive queue keeps its buffers.
     r.init(0);
     r.desc(0, BUF, 64, DESC_F_WRITE, 0);

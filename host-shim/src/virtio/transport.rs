@@ -8,7 +8,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::blk::Blk;
-use super::console::Console;
+use super::console::{Console, Out};
 use super::mem::GuestMem;
 use super::queue::{Chain, Queue, RingError, MAX_SIZE};
 
@@ -125,15 +125,15 @@ impl Dev {
         !matches!(self, Dev::Console(_)) || q == super::console::TX
     }
     /// Serves one chain; returns the bytes written into it.
-    fn serve(&mut self, chain: &Chain, m: &mut dyn GuestMem, st: &mut Stats) -> u32 {
+    fn serve(&mut self, chain: &Chain, m: &mut dyn GuestMem, st: &mut Stats, out: Out) -> u32 {
         match self {
-            Dev::Console(c) => c.transmit(chain, m, st),
+            Dev::Console(c) => c.transmit(chain, m, st, out),
             Dev::Blk(b) => b.request(chain, m, st),
         }
     }
-    fn reset(&mut self) {
+    fn reset(&mut self, out: Out) {
         if let Dev::Console(c) = self {
-            c.flush();
+            c.flush(out);
         }
     }
 }
@@ -181,7 +181,7 @@ impl Transport {
     }
 
     /// Device reset (Status = 0): everything but the counters.
-    fn reset(&mut self) {
+    fn reset(&mut self, out: Out) {
         self.status = 0;
         self.dev_features_sel = 0;
         self.drv_features_sel = 0;
@@ -189,7 +189,7 @@ impl Transport {
         self.queue_sel = 0;
         self.queues.iter_mut().for_each(Queue::reset);
         self.isr = 0;
-        self.dev.reset();
+        self.dev.reset(out);
     }
 
     fn bad(&mut self) -> u64 {
@@ -215,8 +215,8 @@ impl Transport {
     }
 
     /// A guest access at offset `off` of the window (`size` bytes); returns
-    /// the value read (0 for writes).
-    pub fn mmio(&mut self, m: &mut dyn GuestMem, off: u64, write: bool, size: u64, value: u64) -> u64 {
+    /// the value read (0 for writes). Console lines go to `out`.
+    pub fn mmio(&mut self, m: &mut dyn GuestMem, out: Out, off: u64, write: bool, size: u64, value: u64) -> u64 {
         if off >= reg::CONFIG {
             return self.config_access(off - reg::CONFIG, write, size);
         }
@@ -279,7 +279,7 @@ impl Transport {
                 Some(_) => self.bad(),
             },
             (reg::QUEUE_NOTIFY, true) => {
-                self.notify(m, v as usize);
+                self.notify(m, out, v as usize);
                 0
             }
             (reg::INTERRUPT_STATUS, false) => self.isr as u64,
@@ -289,7 +289,7 @@ impl Transport {
             }
             (reg::STATUS, false) => self.status as u64,
             (reg::STATUS, true) => {
-                self.set_status(v);
+                self.set_status(v, out);
                 0
             }
             (reg::QUEUE_DESC_LOW, true) => self.setup(|q| q.desc = lo(q.desc)),
@@ -319,9 +319,9 @@ impl Transport {
         })
     }
 
-    fn set_status(&mut self, v: u32) {
+    fn set_status(&mut self, v: u32, out: Out) {
         if v == 0 {
-            self.reset();
+            self.reset(out);
             return;
         }
         let mut v = (v & !S_NEEDS_RESET) | (self.status & S_NEEDS_RESET);
@@ -337,7 +337,7 @@ impl Transport {
     }
 
     /// QueueNotify: serve every chain the driver made available.
-    fn notify(&mut self, m: &mut dyn GuestMem, q: usize) {
+    fn notify(&mut self, m: &mut dyn GuestMem, out: Out, q: usize) {
         let live = self.status & S_DRIVER_OK != 0 && self.status & S_NEEDS_RESET == 0;
         if !live || self.queues.get(q).is_none_or(|q| !q.ready) {
             self.bad();
@@ -346,12 +346,12 @@ impl Transport {
         if !self.dev.consumes(q) {
             return;
         }
-        if let Err(e) = self.serve_queue(m, q) {
+        if let Err(e) = self.serve_queue(m, out, q) {
             self.broken(e);
         }
     }
 
-    fn serve_queue(&mut self, m: &mut dyn GuestMem, q: usize) -> Result<(), RingError> {
+    fn serve_queue(&mut self, m: &mut dyn GuestMem, out: Out, q: usize) -> Result<(), RingError> {
         let n = self.queues[q].pending(m)?;
         if n == 0 {
             return Ok(());
@@ -359,7 +359,7 @@ impl Transport {
         for _ in 0..n {
             self.queues[q].check_used(m)?;
             let chain = self.queues[q].pop(m)?;
-            let len = self.dev.serve(&chain, m, &mut self.stats);
+            let len = self.dev.serve(&chain, m, &mut self.stats, out);
             self.queues[q].push_used(m, chain.head, len)?;
             self.stats.requests += 1;
         }
