@@ -475,6 +475,14 @@ fn hostile(t: &mut Tally, con: u64, base: u64, pool: &Pool) {
         r == (Some((0, 1)), S_IOERR) && head && untouched(PAGE),
         "virtio: blk: a buffer running into a private page is IOERR; neither page written",
     );
+    // Two buffers, the second private: the first is not written either.
+    fill(data, 512, 0x22);
+    let r = blk(&mut vq, hdr, T_IN, 0, &[(data, 512), (PRIVATE, 512)], status);
+    let first = (0..512).all(|i| r8(data + i) == 0x22);
+    t.check(
+        r == (Some((0, 1)), S_IOERR) && first && untouched(PAGE),
+        "virtio: blk: a chain whose second buffer is private is IOERR; the first is not written",
+    );
     // Buffers outside guest RAM: below it, and one that wraps around.
     let s0 = stats(1);
     let low = blk(&mut vq, hdr, T_IN, 0, &[(0x1000, 512)], status);
