@@ -335,6 +335,16 @@ pub fn virtio(t: &mut Tally, fdt: &fdt::Fdt) {
         f.regions == [Some(phandle); 2] && !f.pool_no_map && pool_size == 16 * PAGE,
         "virtio: both name the 64 KiB restricted-dma-pool (memory-region); it is not no-map",
     );
+    // As Linux's pKVM guest driver does: MMIO_GUARD every granule the
+    // driver maps (the PL011, the GIC distributor and this vCPU's
+    // redistributor, the virtio window); from here on only those exit.
+    let granules = [(0x0900_0000, 1), (gic::GICD, 16), (gic::GICR, 32), (f.bases[0] & !(PAGE - 1), 1)];
+    let guarded = granules
+        .iter()
+        .flat_map(|&(a, n)| (0..n).map(move |i| a + i * PAGE))
+        .filter(|&g| call(hyp_abi::guest::MMIO_GUARD, [g, 0, 0])[0] == 0)
+        .count();
+    t.eq(guarded as i64, 50, "virtio: MMIO_GUARD of the 50 granules the driver maps (PL011, GIC, virtio)");
     let pool = Pool { base: pool_base };
     let shared = (0..16).filter(|&i| share(pool.page(i)) == 0).count();
     t.eq(shared as i64, 16, "virtio: MEM_SHARE of the 16 pages of the DMA pool");

@@ -69,6 +69,22 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         None => r.fail("guest reported its results"),
     }
     g.virtio_report();
+    match hyp::vm_calls(g.handle) {
+        Ok([share, unshare, guard, guarded]) => {
+            println!(
+                "[host] vm {}: {} MEM_SHARE, {} MEM_UNSHARE, {} MMIO_GUARD calls; {} granules guarded",
+                g.handle, share, unshare, guard, guarded
+            );
+            r.check(
+                [share, unshare, guard, guarded] == [16, 16, 50, 50],
+                "virtio: the hyp counted the pool's 16 shares and unshares and the 50 guards",
+            );
+        }
+        Err(e) => {
+            println!("[host] vm {}: VM_CALLS failed: {e}", g.handle);
+            r.fail("VM_CALLS");
+        }
+    }
     // With hyp.check_invariants the checker ran after each of the devices'
     // hypercalls (pins on shared pages only, every view agreeing).
     let checks = hyp::call(CHECK_INVARIANTS, [0; 6]).map_or(0, |c| c[0]);
