@@ -648,3 +648,87 @@ impl Vq {
         vq
     }
 }
+
+/// vCPU 1 of `test=virtio-race` stops when this is set.
+static STOP: AtomicU64 = AtomicU64::new(0);
+/// Unshare/share rounds vCPU 1 made, and its calls that failed.
+static ROUNDS_DONE: AtomicU64 = AtomicU64::new(0);
+static TOGGLE_FAILS: AtomicU64 = AtomicU64::new(0);
+/// The page vCPU 1 keeps taking back and sharing again.
+static TOGGLED: AtomicU64 = AtomicU64::new(0);
+
+fn toggler(_i: usize) -> ! {
+    let p = TOGGLED.load(SeqCst);
+    while STOP.load(SeqCst) == 0 {
+        let u = unshare(p);
+        let s = share(p);
+        if u != 0 || s != 0 {
+            TOGGLE_FAILS.fetch_add(1, SeqCst);
+        }
+        ROUNDS_DONE.fetch_add(1, SeqCst);
+    }
+    el1_rt::smp::cpu_off()
+}
+
+/// `test=virtio-race` (2 vCPUs, each on a host CPU of its own): vCPU 0
+/// reads sectors into a pool page while vCPU 1 unshares and shares that
+/// page again as fast as it can. The VMM pins the page for each request,
+/// so every request either finds it shared and completes with the right
+/// data, or finds it private and is IOERR with the page untouched; the
+/// host never faults, and its count of refused requests equals the IOERRs.
+pub fn race(t: &mut Tally, fdt: &fdt::Fdt) {
+    const N_REQ: u64 = 200;
+    let f = find(fdt);
+    let Some((pool_base, _, _)) = f.pool else {
+        t.check(false, "virtio-race: the DTB has a restricted-dma-pool");
+        return;
+    };
+    let pool = Pool { base: pool_base };
+    let shared = (0..16).filter(|&i| share(pool.page(i)) == 0).count();
+    t.eq(shared as i64, 16, "virtio-race: MEM_SHARE of the 16 pages of the DMA pool");
+    let base = f.bases[1];
+    let mut vq = Vq::setup_again(base, &pool);
+    let (hdr, status, data) = (pool.page(4), pool.page(4) + 0x100, pool.page(5));
+    TOGGLED.store(data, SeqCst);
+    t.eq(el1_rt::smp::start(1, 1, toggler), 0, "virtio-race: vCPU 1 starts unsharing and sharing the data page");
+    let s0 = stats(1);
+    let (pending0, _) = exit_counts();
+    let (mut ok, mut ioerr, mut wrong) = (0u64, 0u64, 0u64);
+    for i in 0..N_REQ {
+        let sector = (i * 37) % SECTORS;
+        fill(data, 512, 0x5a);
+        match blk(&mut vq, hdr, T_IN, sector, &[(data, 512)], status) {
+            (Some((0, 513)), S_OK) if is_disk(data, sector, 512) => ok += 1,
+            (Some((0, 1)), S_IOERR) if (0..512).all(|k| r8(data + k) == 0x5a) => ioerr += 1,
+            _ => wrong += 1,
+        }
+    }
+    STOP.store(1, SeqCst);
+    let (start, freq) = gic::counter();
+    while el1_rt::smccc::psci_call(hyp_abi::psci::AFFINITY_INFO, [1, 0, 0]) as i64 != hyp_abi::psci::AFF_OFF
+        && gic::counter().0 < start + freq
+    {}
+    let (pending1, _) = exit_counts();
+    let d = delta(1, s0);
+    println!(
+        "guest: virtio-race: {} OK, {} IOERR, {} unshare/share rounds on vCPU 1, {} UNSHARE_PENDING exits",
+        ok,
+        ioerr,
+        ROUNDS_DONE.load(SeqCst),
+        pending1 - pending0
+    );
+    t.check(
+        wrong == 0 && ok + ioerr == N_REQ,
+        "virtio-race: 200 reads into a page vCPU 1 keeps unsharing: each OK with the right data, or IOERR with the page untouched",
+    );
+    t.check(
+        d[0] == N_REQ && d[1] == ioerr,
+        "virtio-race: the host refused exactly the IOERR requests (memory not shared)",
+    );
+    t.check(
+        TOGGLE_FAILS.load(SeqCst) == 0 && ROUNDS_DONE.load(SeqCst) > 0,
+        "virtio-race: every MEM_UNSHARE and MEM_SHARE of vCPU 1 succeeded",
+    );
+    let r = blk(&mut vq, hdr, T_IN, 9, &[(data, 512)], status);
+    t.check(r == (Some((0, 513)), S_OK) && is_disk(data, 9, 512), "virtio-race: the device serves reads afterwards");
+}

@@ -4,6 +4,9 @@
 //! attacks them (private buffers, private rings, loops, bad registers).
 //! The host checks what the guest cannot: the disk after the guest's
 //! writes, that no pin outlived a request, and prints every counter.
+//!
+//! `virtio-race` (`test=virtio-race`, 2 vCPUs on 2 host CPUs): one vCPU
+//! reads sectors into a page the other keeps unsharing and sharing again.
 
 use el1_rt::println;
 use hyp_abi::host::{page_state, CHECK_INVARIANTS, PAGE_STATE};
@@ -21,15 +24,20 @@ const DISK: u64 = 1 << 20;
 /// The pool: 16 pages, 48 MiB into guest RAM.
 const POOL: DmaPool = DmaPool { ipa: GUEST_RAM + (48 << 20), size: 16 * 4096 };
 
-pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+/// `race`: the virtio-race guest (2 vCPUs) instead of the virtio one.
+pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, race: bool) {
     let Some(img) = images.first() else {
         r.fail("a guest image in the bundle");
         return;
     };
-    // A pool outside guest RAM is refused before anything is created.
-    let bad = Config { console: true, disk: None, dma_pool: Some(DmaPool { ipa: GUEST_RAM + img.mem, size: 4096 }) };
-    let refused = Guest::load_with(hm, &img.name, img.elf, img.mem, "test=virtio", 1, Some(bad));
-    r.check(matches!(refused, Err(LoadError::BadConfig(_))), "virtio: a DMA pool outside guest RAM is refused");
+    let (args, vcpus) = if race { ("test=virtio-race", 2) } else { ("test=virtio", 1) };
+    if !race {
+        // A pool outside guest RAM is refused before anything is created.
+        let bad =
+            Config { console: true, disk: None, dma_pool: Some(DmaPool { ipa: GUEST_RAM + img.mem, size: 4096 }) };
+        let refused = Guest::load_with(hm, &img.name, img.elf, img.mem, args, 1, Some(bad));
+        r.check(matches!(refused, Err(LoadError::BadConfig(_))), "virtio: a DMA pool outside guest RAM is refused");
+    }
 
     let Some(disk_pa) = hm.alloc(DISK, 4096) else {
         r.fail("host memory for the disk");
@@ -42,7 +50,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         *b = virtio_disk_byte(i as u64 / 512, i as u64 % 512);
     }
     let cfg = Config { console: true, disk: Some(Disk::Writable(disk)), dma_pool: Some(POOL) };
-    let mut g = match Guest::load_with(hm, &img.name, img.elf, img.mem, "test=virtio", 1, Some(cfg)) {
+    let mut g = match Guest::load_with(hm, &img.name, img.elf, img.mem, args, vcpus, Some(cfg)) {
         Ok(g) => g,
         Err(e) => {
             println!("[host] cannot load guest '{}': {}", img.name, e);
@@ -69,6 +77,15 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         None => r.fail("guest reported its results"),
     }
     g.virtio_report();
+    if race {
+        // SAFETY: as above; the guest only ever reached it through the device.
+        let disk = unsafe { core::slice::from_raw_parts(disk_pa as *const u8, DISK as usize) };
+        let same = disk.iter().enumerate().all(|(i, &b)| b == virtio_disk_byte(i as u64 / 512, i as u64 % 512));
+        r.check(same, "virtio-race: the disk is unchanged");
+        super::guests::teardown(hm, g, r);
+        hm.free(disk_pa, DISK);
+        return;
+    }
     match hyp::vm_calls(g.handle) {
         Ok([share, unshare, guard, guarded]) => {
             println!(
