@@ -128,14 +128,22 @@ impl Devices {
         })
     }
 
-    /// The devices' DTB nodes (and the pool's `/reserved-memory` node):
-    /// `virtio_mmio@a000000` etc., compatible "virtio,mmio", reg,
-    /// interrupts (SPI 16 + k, level-high), dma-coherent, memory-region.
-    /// Call inside the root node, after its #address-cells/#size-cells = 2.
+    /// The devices' DTB nodes and, if the devices have a pool, its
+    /// `/reserved-memory` node ([`reserved_memory_node`], phandle
+    /// [`DMA_POOL_PHANDLE`]) named by each device's `memory-region`. Call
+    /// inside the root node, after its #address-cells/#size-cells = 2.
     pub fn dtb_nodes(&self, w: &mut vm_fdt::FdtWriter) -> Result<(), vm_fdt::Error> {
         if let Some(p) = self.dma_pool {
             reserved_memory_node(w, p, DMA_POOL_PHANDLE)?;
         }
+        self.device_nodes(w, self.dma_pool.map(|_| DMA_POOL_PHANDLE))
+    }
+
+    /// The device nodes alone: `virtio_mmio@a000000` etc., compatible
+    /// "virtio,mmio", reg, interrupts (SPI 16 + k, level-high),
+    /// dma-coherent, and `memory-region = <pool>` if `pool` (the phandle of
+    /// a `restricted-dma-pool` the caller writes itself).
+    pub fn device_nodes(&self, w: &mut vm_fdt::FdtWriter, pool: Option<u32>) -> Result<(), vm_fdt::Error> {
         for k in 0..self.slots.len() {
             let base = MMIO_BASE + k as u64 * MMIO_SIZE;
             let n = w.begin_node(&alloc::format!("virtio_mmio@{base:x}"))?;
@@ -144,8 +152,8 @@ impl Devices {
             // SPI, number, IRQ_TYPE_LEVEL_HIGH: the line is level.
             w.property_array_u32("interrupts", &[0, FIRST_SPI + k as u32, 4])?;
             w.property_null("dma-coherent")?;
-            if self.dma_pool.is_some() {
-                w.property_u32("memory-region", DMA_POOL_PHANDLE)?;
+            if let Some(ph) = pool {
+                w.property_u32("memory-region", ph)?;
             }
             w.end_node(n)?;
         }

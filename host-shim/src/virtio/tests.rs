@@ -455,3 +455,33 @@ fn dtb_nodes() {
         assert_eq!(n.property("memory-region").unwrap().as_usize(), Some(0x8002));
     }
 }
+
+#[test]
+fn device_nodes_alone() {
+    let devs = Devices::new(Config { console: true, disk: None, dma_pool: None });
+    let blob = |pool: Option<u32>, all: bool| {
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        if all {
+            devs.dtb_nodes(&mut w).unwrap();
+        } else {
+            devs.device_nodes(&mut w, pool).unwrap();
+        }
+        w.end_node(root).unwrap();
+        w.finish().unwrap()
+    };
+    // No pool: no memory-region, no /reserved-memory.
+    let b = blob(None, true);
+    let fdt = fdt::Fdt::new(&b).unwrap();
+    assert!(fdt.find_node("/reserved-memory").is_none());
+    let n = fdt.find_node("/virtio_mmio@a000000").unwrap();
+    assert!(n.property("memory-region").is_none());
+    assert!(fdt.find_node("/virtio_mmio@a000200").is_none());
+    // The caller's own pool node and phandle.
+    let b = blob(Some(0x1234), false);
+    let fdt = fdt::Fdt::new(&b).unwrap();
+    let n = fdt.find_node("/virtio_mmio@a000000").unwrap();
+    assert_eq!(n.property("memory-region").unwrap().as_usize(), Some(0x1234));
+}
