@@ -507,14 +507,13 @@ impl Guest {
     /// devices made to reach guest memory).
     pub fn virtio_report(&self) {
         let Some(devs) = &self.virtio else { return };
-        for k in 0.. {
-            let Some((name, s, status)) = devs.slot(k) else { break };
-            {
-                println!(
-                    "[host] vm {}: {} (slot {}): {} requests, {} refused for memory not shared, {} bad requests, {} ring errors, {} bad register accesses, status {:#x}",
-                    self.handle, name, k, s.requests, s.mem_errors, s.bad_requests, s.ring_errors, s.bad_accesses, status
-                );
-            }
+        let mut k = 0;
+        while let Some((name, s, status)) = devs.slot(k) {
+            println!(
+                "[host] vm {}: {} (slot {}): {} requests, {} refused for memory not shared, {} bad requests, {} ring errors, {} bad register accesses, status {:#x}",
+                self.handle, name, k, s.requests, s.mem_errors, s.bad_requests, s.ring_errors, s.bad_accesses, status
+            );
+            k += 1;
         }
         println!(
             "[host] vm {}: virtio: {} MMIO exits, {} hypercalls to reach guest memory (PAGE_STATE, PIN, UNPIN)",
