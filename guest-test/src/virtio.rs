@@ -131,10 +131,11 @@ fn on_irq(kind: u64, _s: Sync, _f: &mut Frame) -> bool {
     true
 }
 
-/// Waits (interrupts on) until slot `k` has taken `n` interrupts in all.
+/// Waits (interrupts on, at most a second) until slot `k` has taken `n`
+/// interrupts in all.
 fn wait_irqs(k: usize, n: u64) -> bool {
     let (start, freq) = gic::counter();
-    while IRQS[k].load(SeqCst) < n && gic::counter().0 < start + freq / 10 {
+    while IRQS[k].load(SeqCst) < n && gic::counter().0 < start + freq {
         core::hint::spin_loop();
     }
     IRQS[k].load(SeqCst) == n
@@ -691,6 +692,11 @@ pub fn race(t: &mut Tally, fdt: &fdt::Fdt) {
     let (hdr, status, data) = (pool.page(4), pool.page(4) + 0x100, pool.page(5));
     TOGGLED.store(data, SeqCst);
     t.eq(el1_rt::smp::start(1, 1, toggler), 0, "virtio-race: vCPU 1 starts unsharing and sharing the data page");
+    // Its host CPU may be slow to come (a loaded machine): wait for it.
+    let (start, freq) = gic::counter();
+    while ROUNDS_DONE.load(SeqCst) == 0 && gic::counter().0 < start + 10 * freq {
+        core::hint::spin_loop();
+    }
     let s0 = stats(1);
     let (pending0, _) = exit_counts();
     let (mut ok, mut ioerr, mut wrong) = (0u64, 0u64, 0u64);
@@ -704,9 +710,10 @@ pub fn race(t: &mut Tally, fdt: &fdt::Fdt) {
         }
     }
     STOP.store(1, SeqCst);
-    let (start, freq) = gic::counter();
+    // vCPU 1 stops after a share: the page is shared again once it is off.
+    let start = gic::counter().0;
     while el1_rt::smccc::psci_call(hyp_abi::psci::AFFINITY_INFO, [1, 0, 0]) as i64 != hyp_abi::psci::AFF_OFF
-        && gic::counter().0 < start + freq
+        && gic::counter().0 < start + 10 * freq
     {}
     let (pending1, _) = exit_counts();
     let d = delta(1, s0);
