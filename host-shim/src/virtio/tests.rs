@@ -201,9 +201,30 @@ fn bad_requests_get_precise_status() {
     assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_IOERR]);
     r.blk_req(0x55, 0, BUF + 0x1000, 512, BUF + 0x800);
     assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_UNSUPP]);
-    assert_eq!(r.stats().bad_requests, 4);
-    assert_eq!(r.stats().requests, 4);
+    // A readable buffer after a writable one: length 0, nothing written.
+    r.m.put(BUF + 0x800, &[0x99]);
+    r.desc(0, BUF, 16, DESC_F_NEXT, 1);
+    r.desc(1, BUF + 0x800, 1, DESC_F_WRITE | DESC_F_NEXT, 2);
+    r.desc(2, BUF + 0x1000, 512, 0, 0);
+    r.kick(0, 0);
+    assert_eq!((r.used(4), r.m.get(BUF + 0x800, 1)[0]), ((0, 0), 0x99));
+    // No writable byte at all.
+    r.desc(0, BUF, 16, 0, 0);
+    r.kick(0, 0);
+    assert_eq!(r.used(5), (0, 0));
+    assert_eq!(r.stats().bad_requests, 6);
+    assert_eq!(r.stats().requests, 6);
     assert_eq!(r.m.violations, 0);
+    // A read-only disk refuses writes and keeps its bytes.
+    let ro: &'static [u8] = disk(4);
+    let mut r = Rig::new(Config { console: false, disk: Some(Disk::ReadOnly(ro)), dma_pool: None }, 0);
+    r.init(0);
+    r.m.put(BUF + 0x3000, &[0xab; 512]);
+    r.blk_req(blk::T_OUT, 1, BUF + 0x3000, 512, BUF + 0x800);
+    assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_IOERR]);
+    r.blk_req(blk::T_IN, 1, BUF + 0x1000, 512, BUF + 0x800);
+    assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_OK]);
+    assert_eq!(r.m.get(BUF + 0x1000, 1)[0], hyp_abi::services::virtio_disk_byte(1, 0));
 }
 
 #[test]
