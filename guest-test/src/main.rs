@@ -20,6 +20,8 @@ mod tests;
 mod tlb;
 #[cfg(target_os = "none")]
 mod traps;
+#[cfg(target_os = "none")]
+mod virtio;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -50,6 +52,8 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "traps" => traps::traps(&mut t),
         "pmu-owned" => traps::pmu_owned(&mut t),
         "tlb" => tlb::tlb(&mut t, args),
+        "virtio" => virtio::virtio(&mut t, &info.fdt),
+        "virtio-race" => virtio::race(&mut t, &info.fdt),
         "fuzz" => {
             let seed = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("seed=")).and_then(|v| v.parse().ok());
             tests::fuzz(&mut t, seed.unwrap_or(1))

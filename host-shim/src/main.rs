@@ -5,7 +5,7 @@
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
-#[cfg(target_os = "none")]
+#[cfg(any(target_os = "none", test))]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
@@ -28,6 +28,10 @@ mod vcpus;
 mod vgic;
 #[cfg(target_os = "none")]
 mod vmm;
+// The virtio devices build for the host too: their unit tests run there.
+#[cfg(any(target_os = "none", test))]
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+mod virtio;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

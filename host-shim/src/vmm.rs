@@ -1,7 +1,7 @@
 //! The host's VMM: loads a guest (ELF + DTB) into host memory, donates it,
 //! runs its vCPU, emulates its PL011 (with its interrupt), GIC distributor
-//! and redistributors (`vgic.rs`) and an interrupt test device, and answers
-//! its host-service calls.
+//! and redistributors (`vgic.rs`), an interrupt test device and, when asked
+//! for, virtio-mmio devices (`virtio/`), and answers its host-service calls.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -78,6 +78,12 @@ pub struct Guest {
     pub kick_aff0: Vec<u16>,
     /// Kicks sent.
     pub kicks_sent: u64,
+    /// virtio-mmio devices (None: the guest has none, its DTB names none).
+    pub virtio: Option<crate::virtio::Devices>,
+    /// Hypercalls the devices made to reach guest memory (PAGE_STATE,
+    /// PIN, UNPIN), and the MMIO exits they served.
+    pub virtio_calls: u64,
+    pub virtio_exits: u64,
 }
 
 /// The PL011's interrupt registers (PL011 TRM 3.3.13-3.3.17): the
@@ -127,6 +133,8 @@ pub enum LoadError {
     /// A malformed ELF: what is wrong with it.
     BadElf(&'static str),
     Hyp(&'static str, i64),
+    /// A device configuration the guest cannot have: why.
+    BadConfig(&'static str),
 }
 
 impl core::fmt::Display for LoadError {
@@ -136,6 +144,7 @@ impl core::fmt::Display for LoadError {
             LoadError::NoMemory => write!(f, "does not fit in host memory or guest RAM"),
             LoadError::BadElf(why) => write!(f, "malformed ELF: {why}"),
             LoadError::Hyp(what, e) => write!(f, "{what} failed: {e}"),
+            LoadError::BadConfig(why) => write!(f, "bad device configuration: {why}"),
         }
     }
 }
@@ -198,8 +207,9 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 }
 
 /// The guest's DTB: memory, a PL011 and the interrupt test device on the
-/// GICv3, the virtual timer, PSCI over HVC, the CPUs.
-fn guest_dtb(mem: u64, bootargs: &str, vcpus: usize) -> Vec<u8> {
+/// GICv3, the virtual timer, PSCI over HVC, the CPUs, and the virtio
+/// devices (with their DMA pool's `/reserved-memory`) if it has any.
+pub fn guest_dtb(mem: u64, bootargs: &str, vcpus: usize, virtio: Option<&crate::virtio::Devices>) -> Vec<u8> {
     use vm_fdt::FdtWriter;
     let build = || -> Result<Vec<u8>, vm_fdt::Error> {
         let mut w = FdtWriter::new()?;
@@ -227,6 +237,9 @@ fn guest_dtb(mem: u64, bootargs: &str, vcpus: usize) -> Vec<u8> {
         w.property_array_u64("reg", &[GUEST_IRQ_TEST, 0x1000])?;
         w.property_array_u32("interrupts", &[0, (IRQ_TEST_INTID - 32) as u32, 4])?;
         w.end_node(t)?;
+        if let Some(v) = virtio {
+            v.dtb_nodes(&mut w)?;
+        }
         let p = w.begin_node("psci")?;
         w.property_string_list("compatible", alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()])?;
         w.property_string("method", "hvc")?;
@@ -266,6 +279,29 @@ impl Guest {
         bootargs: &str,
         vcpus: usize,
     ) -> Result<Guest, LoadError> {
+        Guest::load_with(hm, name, elf, mem, bootargs, vcpus, None)
+    }
+
+    /// As [`Guest::load_smp`], with the virtio devices `virtio` describes
+    /// (docs/abi.md, "virtio-mmio devices"): they appear in the guest's DTB
+    /// and are served on its MMIO exits. A DMA pool outside guest RAM, not
+    /// page-aligned or empty, or over the DTB, is refused (BadConfig).
+    pub fn load_with(
+        hm: &mut HostMem,
+        name: &str,
+        elf: &[u8],
+        mem: u64,
+        bootargs: &str,
+        vcpus: usize,
+        virtio: Option<crate::virtio::Config>,
+    ) -> Result<Guest, LoadError> {
+        let virtio = virtio.map(crate::virtio::Devices::new);
+        if let Some(v) = &virtio {
+            let dtb_end = GUEST_RAM + GUEST_DTB_SIZE as u64;
+            if !v.pool_fits(GUEST_RAM, mem) || v.dma_pool.is_some_and(|p| p.ipa < dtb_end) {
+                return Err(LoadError::BadConfig("the DMA pool must be whole pages of guest RAM after the DTB"));
+            }
+        }
         if !(1..=8).contains(&vcpus) {
             return Err(LoadError::BadElf("a guest has 1 to 8 vCPUs"));
         }
@@ -299,7 +335,11 @@ impl Guest {
             dst[seg.at..seg.at + filesz].copy_from_slice(&elf[seg.file.clone()]);
             dst[seg.at + filesz..seg.at + seg.memsz].fill(0);
         }
-        let dtb = guest_dtb(mem, bootargs, vcpus);
+        let dtb = guest_dtb(mem, bootargs, vcpus, virtio.as_ref());
+        if dtb.len() > GUEST_DTB_SIZE {
+            hm.free(pa, mem);
+            return Err(LoadError::BadConfig("the DTB does not fit its 64 KiB"));
+        }
         dst[..dtb.len()].copy_from_slice(&dtb);
         let handle = hyp::vm_create().map_err(|e| LoadError::Hyp("vm_create", e))?;
         let r = hyp::donate(handle, pa, GUEST_RAM, mem);
@@ -340,6 +380,9 @@ impl Guest {
             irq_exits: 0,
             kick_aff0: Vec::new(),
             kicks_sent: 0,
+            virtio,
+            virtio_calls: 0,
+            virtio_exits: 0,
         })
     }
 
@@ -375,6 +418,9 @@ impl Guest {
             irq_exits: 0,
             kick_aff0: Vec::new(),
             kicks_sent: 0,
+            virtio: None,
+            virtio_calls: 0,
+            virtio_exits: 0,
         }
     }
 
@@ -438,6 +484,43 @@ impl Guest {
         out
     }
 
+    /// A guest access to a virtio device's window (None: no device there).
+    /// Guest memory is reached only through pages the guest shared, each
+    /// pinned for this exit alone; console lines are printed as
+    /// `[vm N hvc0] ...`; the devices' interrupt lines follow their
+    /// InterruptStatus.
+    fn virtio_mmio(&mut self, ipa: u64, write: bool, size: u64, value: u64) -> Option<u64> {
+        let devs = self.virtio.as_mut().filter(|d| d.claims(ipa))?;
+        let mut m = crate::virtio::pinned::PinnedMem::new(GUEST_RAM, self.pa, self.mem);
+        let h = self.handle;
+        let v = devs.mmio(&mut m, &mut |l| println!("[vm {h} hvc0] {l}"), ipa, write, size, value);
+        self.virtio_calls += m.end();
+        self.virtio_exits += 1;
+        let lines: Vec<(usize, bool)> = devs.lines().collect();
+        for (intid, level) in lines {
+            self.gic.set_spi_line(intid, level);
+        }
+        v
+    }
+
+    /// Prints each virtio device's counters (and the hypercalls the
+    /// devices made to reach guest memory).
+    pub fn virtio_report(&self) {
+        let Some(devs) = &self.virtio else { return };
+        let mut k = 0;
+        while let Some((name, s, status)) = devs.slot(k) {
+            println!(
+                "[host] vm {}: {} (slot {}): {} requests, {} refused for memory not shared, {} bad requests, {} ring errors, {} bad register accesses, status {:#x}",
+                self.handle, name, k, s.requests, s.mem_errors, s.bad_requests, s.ring_errors, s.bad_accesses, status
+            );
+            k += 1;
+        }
+        println!(
+            "[host] vm {}: virtio: {} MMIO exits, {} hypercalls to reach guest memory (PAGE_STATE, PIN, UNPIN)",
+            self.handle, self.virtio_exits, self.virtio_calls
+        );
+    }
+
     /// Answers a host-service call; returns the guest's x0..x3.
     pub fn service(&mut self, fid: u32, a: [u64; 4]) -> [u64; 4] {
         let pa = self.ipa_to_pa(a[0]);
@@ -490,6 +573,11 @@ impl Guest {
                 [0, 0, 0, 0]
             }
             (svc::HOST_IRQ_COUNTS, _) => [self.wfi_exits, self.irq_exits, self.gic.errors, 0],
+            (svc::HOST_VIRTIO_STATS, _) => match self.virtio.as_ref().and_then(|d| d.slot(a[0] as usize)) {
+                Some((_, s, _)) if a[1] == 0 => [s.requests, s.mem_errors, s.bad_requests, s.ring_errors],
+                Some((_, s, _)) if a[1] == 1 => [s.bad_accesses, self.virtio_calls, 0, 0],
+                _ => [(-22i64) as u64, 0, 0, 0],
+            },
             (svc::HOST_COUNTERS, _) => crate::scenarios::bench::counters(),
             (svc::YIELD, _) => {
                 self.yielded = true;
@@ -525,6 +613,8 @@ impl Guest {
                     reply[0] = self.uart(ipa - GUEST_UART, write, value);
                 } else if (GUEST_IRQ_TEST..GUEST_IRQ_TEST + 0x1000).contains(&ipa) {
                     reply[0] = self.irq_test(ipa - GUEST_IRQ_TEST, write, value);
+                } else if let Some(v) = self.virtio_mmio(ipa, write, e[2], value) {
+                    reply[0] = v;
                 } else if let Some(v) = self.gic.mmio(ipa, write, e[2], value) {
                     reply[0] = v;
                 } else if self.verbose {

@@ -9,7 +9,7 @@ use crate::RunArgs;
 /// Hyp log levels (`hyp.log=`).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// The host shim's scenarios (`shim.test=NAME`, host-shim/src/scenarios/mod.rs).
-pub const SHIM_SCENARIOS: [&str; 19] = [
+pub const SHIM_SCENARIOS: [&str; 21] = [
     "boot",
     "demo",
     "guests",
@@ -29,6 +29,8 @@ pub const SHIM_SCENARIOS: [&str; 19] = [
     "irq",
     "irq-smp",
     "bench-irq",
+    "virtio",
+    "virtio-race",
 ];
 /// `--trace` words (hyp::trace::parse_mask).
 pub const TRACE_WORDS: [&str; 7] = ["faults", "splits", "merges", "transitions", "hypercalls", "injects", "irqs"];

@@ -619,6 +619,99 @@ pub fn all() -> Vec<Scenario> {
             timeout: 120,
         },
         Scenario {
+            name: "virtio: virtio-mmio console and blk in the VMM, guest memory through shared pages only; hostile rings and buffers",
+            // The invariant checker after every hypercall: the devices' pins
+            // stay on shared pages and are all dropped.
+            args: RunArgs { append: Some("hyp.check_invariants".into()), ..base("virtio") },
+            lines: vec![
+                "[host] PASS virtio: a DMA pool outside guest RAM is refused",
+                "[host] vm 1: virtio-console at 0xa000000 (INTID 48), virtio-blk at 0xa000200 (INTID 49, 2048 sectors), DMA pool 0x43000000+0x10000",
+                "[vm 1] PASS virtio: two virtio,mmio nodes at 0xa000000 and 0xa000200, SPIs 16 and 17 level-high, dma-coherent",
+                "[vm 1] PASS virtio: both name the 64 KiB restricted-dma-pool (memory-region); it is not no-map",
+                "[vm 1] PASS virtio: MMIO_GUARD of the 50 granules the driver maps (PL011, GIC, virtio)",
+                "[vm 1] PASS virtio: MEM_SHARE of the 16 pages of the DMA pool",
+                "[vm 1] PASS virtio: console: magic, version 2, device ID 3",
+                "[vm 1] PASS virtio: console: offers VERSION_1 and ACCESS_PLATFORM, nothing else",
+                "[vm 1] PASS virtio: console: FEATURES_OK kept for VERSION_1 | ACCESS_PLATFORM",
+                "[vm 1 hvc0] hello from the guest over virtio-console (2 descriptors)",
+                "[vm 1] PASS virtio: console: the transmit chain comes back in the used ring",
+                "[vm 1] PASS virtio: console: one used-buffer interrupt (INTID 48); after the ACK InterruptStatus reads 0",
+                "[vm 1] PASS virtio: console: the receive queue keeps its buffer (no input)",
+                "[vm 1] PASS virtio: blk: device ID 2",
+                "[vm 1] PASS virtio: blk: capacity 2048 sectors (config space)",
+                "[vm 1] PASS virtio: blk: FEATURES_OK kept",
+                "[vm 1] PASS virtio: blk: sectors 0-7 read match the disk",
+                "[vm 1] PASS virtio: blk: sectors 1000-1002 read into two chained buffers match",
+                "[vm 1] PASS virtio: blk: the last sector reads; one past the end is IOERR",
+                "[vm 1] PASS virtio: blk: GET_ID answers \"pkvm-rs virtio-blk\"",
+                "[vm 1] PASS virtio: blk: a write of sector 5 reads back",
+                "[vm 1] PASS virtio: blk: an unknown request type is UNSUPP",
+                "[vm 1] PASS virtio: blk: one used-buffer interrupt (INTID 49) per request",
+                "[vm 1] PASS virtio: blk: a read into a private page is IOERR; the page is untouched",
+                "[vm 1] PASS virtio: blk: the host counted one request refused for memory not shared",
+                "[vm 1] PASS virtio: blk: a buffer running into a private page is IOERR; neither page written",
+                "[vm 1] PASS virtio: blk: a chain whose second buffer is private is IOERR; the first is not written",
+                "[vm 1] PASS virtio: blk: buffers outside guest RAM (below it, wrapping around) are IOERR",
+                "[vm 1] PASS virtio: blk: a write from a private page is IOERR; the sector is unchanged",
+                "[vm 1] PASS virtio: blk: a status byte in a private page: returned with length 0, nothing written",
+                "[vm 1] PASS virtio: blk: counted as memory not shared",
+                "[vm 1] PASS virtio: console: a private transmit buffer prints nothing and is counted",
+                "[vm 1] PASS virtio: blk: QueueSel 1 (no such queue): QueueNumMax 0, setup refused and counted",
+                "[vm 1] PASS virtio: blk: QueueNotify of queue 7 changes nothing and is counted",
+                "[vm 1] PASS virtio: blk: QueueNotify of a queue not set up after a reset is refused and counted",
+                "[vm 1] PASS virtio: blk: a descriptor loop: DEVICE_NEEDS_RESET, a configuration interrupt, nothing used",
+                "[vm 1] PASS virtio: blk: notifications are refused until the reset",
+                "[vm 1] PASS virtio: blk: after a reset the device works again",
+                "[vm 1] PASS virtio: blk: a descriptor table in a private page: DEVICE_NEEDS_RESET",
+                "[vm 1] PASS virtio: blk: a used ring in a private page: DEVICE_NEEDS_RESET before the request is served",
+                "[vm 1] PASS virtio: blk: an available index 9 ahead of an 8-entry queue: DEVICE_NEEDS_RESET",
+                "[vm 1] PASS virtio: blk: a head index past the queue: DEVICE_NEEDS_RESET",
+                "[vm 1] PASS virtio: blk: FEATURES_OK refused without VERSION_1",
+                "[vm 1] PASS virtio: blk: the device still serves reads at the end",
+                "[vm 1] guest: virtio: blk counters: [18, 7, 2, 5, 5]",
+                "[vm 1] PASS virtio: no unexpected interrupt",
+                "[vm 1] PASS virtio: MEM_UNSHARE of the pool: no page left pinned by the host (no UNSHARE_PENDING exit)",
+                "[vm 1] guest: 43 passed, 0 failed",
+                "[host] vm 1: virtio-console (slot 0): 2 requests, 1 refused for memory not shared, 0 bad requests, 0 ring errors, 0 bad register accesses, status 0xf",
+                "[host] vm 1: virtio-blk (slot 1): 18 requests, 7 refused for memory not shared, 2 bad requests, 5 ring errors, 5 bad register accesses, status 0xf",
+                "[host] vm 1: virtio: 316 MMIO exits, 170 hypercalls to reach guest memory (PAGE_STATE, PIN, UNPIN)",
+                "[host] vm 1: 16 MEM_SHARE, 16 MEM_UNSHARE, 50 MMIO_GUARD calls; 50 granules guarded",
+                "[host] PASS virtio: the hyp counted the pool's 16 shares and unshares and the 50 guards",
+                "[host] PASS virtio: the invariant checker ran after every hypercall and found nothing",
+                "[host] PASS virtio: every pool page is private again and unpinned",
+                "[host] PASS virtio: the disk holds the guest's write of sector 5 and nothing else changed",
+                "[host] result: 53 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC", "unshare of IPA", "guest abort"],
+            anywhere: vec![],
+            code: 0,
+            timeout: 120,
+        },
+        Scenario {
+            name: "virtio-race: reads into a page another vCPU keeps unsharing (2 vCPUs on 2 host CPUs): OK or IOERR, never a host fault",
+            args: RunArgs { smp: 2, append: Some("hyp.check_invariants".into()), ..base("virtio-race") },
+            lines: vec![
+                "[host] vm 1: 2 vCPUs, each on a host CPU of its own",
+                "[vm 1] PASS virtio-race: MEM_SHARE of the 16 pages of the DMA pool",
+                "[vm 1] PASS virtio-race: vCPU 1 starts unsharing and sharing the data page",
+                "[vm 1] guest: virtio-race: * OK, * IOERR, * unshare/share rounds on vCPU 1, * UNSHARE_PENDING exits",
+                "[vm 1] PASS virtio-race: 200 reads into a page vCPU 1 keeps unsharing: each OK with the right data, or IOERR with the page untouched",
+                "[vm 1] PASS virtio-race: the host refused exactly the IOERR requests (memory not shared)",
+                "[vm 1] PASS virtio-race: every MEM_UNSHARE and MEM_SHARE of vCPU 1 succeeded",
+                "[vm 1] PASS virtio-race: the device serves reads afterwards",
+                "[vm 1] guest: 6 passed, 0 failed",
+                "[host] vm 1: virtio-blk (slot 1): 201 requests, * refused for memory not shared, 0 bad requests, 0 ring errors, 0 bad register accesses, status 0xf",
+                "[host] PASS virtio-race: the disk is unchanged",
+                "[host] result: 12 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC", "guest abort"],
+            anywhere: vec![],
+            code: 0,
+            timeout: 180,
+        },
+        Scenario {
             name: "pmu-owned: hyp.bench_pmu leaves the PMU to the host and guests, EL2 counting on",
             args: RunArgs { icount: true, append: Some("hyp.bench_pmu".into()), ..base("pmu-owned") },
             lines: vec![
@@ -1077,10 +1170,10 @@ pub fn check(s: &Scenario, output: &str, code: i32) -> std::result::Result<(), S
 }
 
 fn host_tests() -> (u32, u32) {
-    println!("== host: cargo test (arch-independent core, xtask)");
+    println!("== host: cargo test (arch-independent core, the VMM's virtio devices, xtask)");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["test", "-p", "hyp", "-p", "hyp-abi", "-p", "xtask", "--release"])
+        .args(["test", "-p", "hyp", "-p", "hyp-abi", "-p", "host-shim", "-p", "xtask", "--release"])
         .output();
     let Ok(out) = out else {
         println!("FAIL host tests: could not run cargo test");

@@ -63,7 +63,7 @@ pub(super) fn teardown(hm: &mut HostMem, g: Guest, r: &mut Report) {
     }
 }
 
-fn run_guest(g: &mut Guest, r: &mut Report) {
+pub(super) fn run_guest(g: &mut Guest, r: &mut Report) {
     let n = g.vstate.len();
     let cpus = super::host_cpus();
     let res = if n > 1 && cpus.len() >= n {

@@ -11,6 +11,7 @@ pub mod preempt;
 pub mod smp;
 pub mod tlb;
 pub mod traps;
+pub mod virtio;
 
 use el1_rt::BootInfo;
 
@@ -61,6 +62,8 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "bench-irq" => bench::irq(&mut hm, &images, r),
         "smp" => smp::run(&mut hm, &images, r, info),
         "tlb" => tlb::run(&mut hm, &images, r, info),
+        "virtio" => virtio::run(&mut hm, &images, r, false),
+        "virtio-race" => virtio::run(&mut hm, &images, r, true),
         "fuzz" => {
             fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or(""), devices::redistributor(info))
         }

@@ -294,4 +294,17 @@ pub mod services {
     /// → x0 = WFI/WFE exits, x1 = IRQ exits the host has seen for this
     /// VM, x2 = VCPU_IRQ calls the hyp refused (the VMM's bugs).
     pub const HOST_IRQ_COUNTS: u32 = 0xc600_020c;
+    /// x1 = virtio slot, x2 = 0 → x0 = requests served, x1 = requests
+    /// refused for memory not shared, x2 = bad requests, x3 = ring errors
+    /// (DEVICE_NEEDS_RESET); x2 = 1 → x0 = bad register accesses, x1 =
+    /// hypercalls the VMM's devices made to reach guest memory. x0 =
+    /// -EINVAL (as u64) if there is no such slot or group.
+    pub const HOST_VIRTIO_STATS: u32 = 0xc600_020d;
+
+    /// The disk of the `virtio` scenario: byte `off` (0..512) of sector
+    /// `sector`, derived from both, so a read of the wrong sector or at the
+    /// wrong offset cannot match.
+    pub const fn virtio_disk_byte(sector: u64, off: u64) -> u8 {
+        ((sector.wrapping_mul(0x9e37_79b9) >> 7) ^ sector ^ off.wrapping_mul(7)) as u8
+    }
 }
