@@ -173,7 +173,7 @@ fn pin(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 fn unpin(x: &mut CallRegs) -> Result<(), Error> {
-    let r = mem::host().unpin(x[1]);
+    let r = mem::host().unpin(&mut HypEnv, x[1]);
     point::transition(0, 0, op::UNPIN, x[1], 4096, &r);
     r
 }

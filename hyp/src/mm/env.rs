@@ -21,6 +21,12 @@ pub struct S2Id {
     pub t0sz: u8,
     /// VTCR_EL2.SL0 of the tree (4 KiB granule encoding).
     pub sl0: u8,
+    /// The tree is walked by the SMMU (the host's DMA view: STE.S2TTB,
+    /// S2VMID, S2T0SZ, S2SL0), not by the CPUs: its TLB maintenance is
+    /// CMD_TLBI_S2_IPA / CMD_TLBI_S12_VMALL + CMD_SYNC on the SMMU's
+    /// command queue, completed before the call returns, and its VMID is
+    /// the SMMU's (a namespace of its own).
+    pub iommu: bool,
 }
 
 pub trait MmEnv {

@@ -67,6 +67,8 @@ pub struct Stage2 {
     tables: usize,
     /// Whose tree this is, for trace records (0 host, VM handle, ...).
     who: u16,
+    /// Walked by the SMMU, not the CPUs ([`S2Id::iommu`]).
+    iommu: bool,
     pub stats: Stats,
 }
 
@@ -126,8 +128,18 @@ impl Stage2 {
             vmid,
             tables: 0,
             who: 0,
+            iommu: false,
             stats: Stats::default(),
         })
+    }
+
+    /// Marks the tree as one the SMMU walks (its TLB maintenance goes to the
+    /// SMMU); set before anything is mapped.
+    pub fn set_iommu(&mut self) {
+        self.iommu = true;
+    }
+    pub fn is_iommu(&self) -> bool {
+        self.iommu
     }
 
     /// Names the tree's owner in trace records.
@@ -152,7 +164,13 @@ impl Stage2 {
     }
     /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
     pub fn s2_id(&self) -> Option<S2Id> {
-        self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz() as u8, sl0: self.sl0() as u8 })
+        self.vmid.map(|vmid| S2Id {
+            vmid,
+            root: self.geo.root,
+            t0sz: self.t0sz() as u8,
+            sl0: self.sl0() as u8,
+            iommu: self.iommu,
+        })
     }
     /// One past the highest IPA.
     pub fn ipa_limit(&self) -> u64 {

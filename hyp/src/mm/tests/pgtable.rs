@@ -277,7 +277,7 @@ fn destroy_invalidates_the_vmid_before_freeing() {
 fn bad_env() -> (TestEnv, S2Id, u64) {
     let mut env = TestEnv::new();
     let root = env.alloc_root(1).unwrap();
-    let s2 = S2Id { vmid: 5, root, t0sz: 25, sl0: 1 };
+    let s2 = S2Id { vmid: 5, root, t0sz: 25, sl0: 1, iommu: false };
     (env, s2, root)
 }
 
