@@ -153,6 +153,11 @@ pub mod host {
     /// MEM_UNSHARE calls, x4 = successful MMIO_GUARD calls (repeats
     /// included), x5 = MMIO granules guarded now; the guest's own counts.
     pub const VM_CALLS: u32 = id(0x28);
+    /// Drains the SMMU's event queue into the trace (kind `dma`) → x2 =
+    /// events drained by this call, x3 = events since boot, x4 = the last
+    /// event's stream ID, x5 = its input address, x6 = its event ID | 1 << 8
+    /// if it was a read; ENOENT without an SMMU.
+    pub const DMA_EVENTS: u32 = id(0x29);
 
     /// Operations of [`VCPU_IRQ`] (x4).
     pub mod irq {
