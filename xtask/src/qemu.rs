@@ -308,6 +308,9 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     if args.icount {
         qargs.extend(["-icount".into(), "shift=0,align=off,sleep=off".into()]);
     }
+    if let Some(extra) = &args.qemu_args {
+        qargs.extend(extra.split_whitespace().map(String::from));
+    }
     qargs.extend(["-kernel".into(), a.hyp_image.display().to_string()]);
     qargs.extend(["-initrd".into(), bundle_path.display().to_string()]);
     qargs.extend(["-append".into(), cmdline]);

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod boot;
 pub mod devices;
+pub mod dma;
 pub mod fuzz;
 pub mod guests;
 pub mod hostile;
@@ -54,6 +55,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "devices" => devices::run(info, &mut hm, r),
+        "edu" => dma::run(info, &mut hm, &images, r),
         "leaks" => leaks::run(&mut hm, &images, r),
         "preempt" => preempt::run(&mut hm, &images, r),
         "traps" => traps::run(&mut hm, &images, r),

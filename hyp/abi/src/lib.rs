@@ -312,4 +312,11 @@ pub mod services {
     pub const fn virtio_disk_byte(sector: u64, off: u64) -> u8 {
         ((sector.wrapping_mul(0x9e37_79b9) >> 7) ^ sector ^ off.wrapping_mul(7)) as u8
     }
+
+    /// x1 = IPA, x2 = a byte: the host has its `edu` PCI device DMA 8
+    /// bytes of that byte to the page behind the IPA (offset 0) → x0 = 0 if
+    /// the DMA landed (the host read the bytes back, or no SMMU event came),
+    /// 1 if the SMMU blocked it (an event names the device's stream and the
+    /// page's address), 2 if neither, -19 (ENODEV) without an `edu` device.
+    pub const HOST_DMA: u32 = 0xc600_020e;
 }

@@ -156,6 +156,8 @@ pub fn call_name(fid: u64) -> Option<&'static str> {
 
 /// `who` of the hyp's own bookkeeping table.
 pub const WHO_HYP: u16 = 0xffff;
+/// `who` of the host's DMA view (the stage-2 the SMMU walks).
+pub const WHO_DMA: u16 = 0xfffe;
 
 /// One trace record: 64 bytes, little-endian on the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -238,6 +240,7 @@ impl fmt::Display for Who {
         match self.0 {
             0 => write!(f, "host"),
             WHO_HYP => write!(f, "hyp"),
+            WHO_DMA => write!(f, "dma-view"),
             h => write!(f, "vm{}/vcpu{}", h, self.1),
         }
     }
