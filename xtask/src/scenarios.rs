@@ -70,6 +70,7 @@ pub fn fuzz(seed: u64, calls: u64, timeout: u64) -> Scenario {
         },
         args: RunArgs {
             append: Some(format!("hyp.check_invariants={every} shim.seed={seed} shim.calls={calls}")),
+            qemu_args: Some(EDU_DEVICE.into()),
             ..base("fuzz")
         },
         lines: vec![
@@ -79,6 +80,8 @@ pub fn fuzz(seed: u64, calls: u64, timeout: u64) -> Scenario {
             "[host] fuzz: seed *: * host calls, * guest runs, * guest calls, * invariant checks, * refused calls proven to change nothing, * VMs created and destroyed, * guests recycled, results *",
             "[host] PASS the invariant checker ran during the fuzz run",
             "[host] PASS every guest run made its 20 random calls",
+            "[host] fuzz: * DMAs by the edu device, each where the host's page state allowed",
+            "[host] PASS the fuzz run mixed in DMA",
             "[hyp] system off: status 0 (Ok)",
         ],
         absent: vec!["FAIL", "PANIC", "INVARIANT"],

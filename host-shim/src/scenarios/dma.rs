@@ -117,16 +117,27 @@ pub enum Outcome {
     Other,
 }
 
-/// Has the device write [`LEN`] bytes of `byte` to `pa` (staged through its
-/// buffer: host page → device, device → `pa`).
-pub fn dma_to(e: &Edu, pa: u64, byte: u8) -> Outcome {
-    // SAFETY: the staging page is host RAM the host allocated for this.
-    unsafe { core::ptr::write_bytes(e.staging as *mut u8, byte, LEN as usize) };
+/// Has the device write `value` ([`LEN`] bytes) to `pa`, staged through its
+/// buffer (host page → device, device → `pa`) → (the DMA finished, SMMU
+/// events it caused, the last event: stream, address, id | read << 8).
+pub fn dma_raw(e: &Edu, pa: u64, value: u64) -> (bool, u64, [u64; 3]) {
+    write64(e.staging, value);
     let before = crate::hyp::dma_events().map(|v| v[1]).unwrap_or(0);
     let staged = run_dma(e, e.staging, EDU_BUF, false);
     let done = staged && run_dma(e, EDU_BUF, pa, true);
     let ev = crate::hyp::dma_events().unwrap_or([0; 5]);
-    let new = ev[1] - before;
+    (done, ev[1] - before, [ev[2], ev[3], ev[4]])
+}
+
+/// The set-up `edu` device, if the scenario found one.
+pub fn edu() -> Option<Edu> {
+    *EDU.lock()
+}
+
+/// Has the device write [`LEN`] bytes of `byte` to `pa`.
+pub fn dma_to(e: &Edu, pa: u64, byte: u8) -> Outcome {
+    let (done, new, last) = dma_raw(e, pa, u64::from_ne_bytes([byte; 8]));
+    let ev = [0, 0, last[0], last[1], last[2]];
     let readable = expect_abort(|| {
         read64(pa);
     })
@@ -171,6 +182,14 @@ pub fn guest_dma(pa: u64, byte: u64) -> i64 {
 
 fn has_compatible(info: &BootInfo, c: &str) -> bool {
     info.fdt.all_nodes().any(|n| n.compatible().is_some_and(|cs| cs.all().any(|x| x == c)))
+}
+
+/// Finds and sets up `edu` for other scenarios (the fuzzer); false if the
+/// machine has none.
+pub fn setup(info: &BootInfo, hm: &mut HostMem) -> bool {
+    let e = find(info, hm);
+    *EDU.lock() = e;
+    e.is_some()
 }
 
 pub fn run(info: &BootInfo, hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {

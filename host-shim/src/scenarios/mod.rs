@@ -67,7 +67,17 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "virtio" => virtio::run(&mut hm, &images, r, false),
         "virtio-race" => virtio::run(&mut hm, &images, r, true),
         "fuzz" => {
-            fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or(""), devices::redistributor(info))
+            // With an `edu` device (the xtask attaches one) the fuzzer mixes
+            // in DMA.
+            dma::setup(info, &mut hm);
+            let ram: alloc::vec::Vec<(u64, u64)> = info
+                .fdt
+                .memory()
+                .regions()
+                .map(|m| (m.starting_address as u64, m.starting_address as u64 + m.size.unwrap_or(0) as u64))
+                .collect();
+            let args = info.fdt.chosen().bootargs().unwrap_or("");
+            fuzz::run(&mut hm, &images, r, args, devices::redistributor(info), &ram)
         }
         _ => return false,
     }

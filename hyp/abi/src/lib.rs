@@ -230,6 +230,13 @@ pub mod host {
         pub const OWNED: u64 = 1;
         pub const SHARED_OWNED: u64 = 2;
         pub const SHARED_BORROWED: u64 = 3;
+        /// PAGE_STATE x5: who holds a page the host has not mapped (state
+        /// NONE): the host itself (not faulted in yet), the hyp's own
+        /// memory, a page donated to the hyp, a guest.
+        pub const HELD_BY_HOST: u64 = 0;
+        pub const HELD_BY_HYP: u64 = 1;
+        pub const HELD_BY_HYP_DONATED: u64 = 2;
+        pub const HELD_BY_GUEST: u64 = 3;
     }
 }
 

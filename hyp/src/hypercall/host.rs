@@ -243,11 +243,11 @@ fn vm_calls(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 fn page_state(x: &mut CallRegs) -> Result<(), Error> {
-    vm::host_page_state(x[1]).map(|r| x[2..5].copy_from_slice(&r))
+    vm::host_page_state(x[1]).map(|r| x[2..6].copy_from_slice(&r))
 }
 
-/// TRACE_DRAIN: x1 = PA of a buffer the host has shared with the hyp,
-/// x2 = its size in bytes → x2 = records copied, x3 = records lost.
+/// DMA_EVENTS: the SMMU's event queue drained into the trace → x2 = events
+/// now, x3 = since boot, x4..x6 = the last one (stream, address, id | read << 8).
 fn dma_events(x: &mut CallRegs) -> Result<(), Error> {
     use crate::dev::smmu;
     if !smmu::present() {
@@ -261,6 +261,8 @@ fn dma_events(x: &mut CallRegs) -> Result<(), Error> {
     Ok(())
 }
 
+/// TRACE_DRAIN: x1 = PA of a buffer the host has shared with the hyp,
+/// x2 = its size in bytes → x2 = records copied, x3 = records lost.
 fn trace_drain(x: &mut CallRegs) -> Result<(), Error> {
     // SMMU events become trace records first.
     crate::dev::smmu::drain_events();
