@@ -255,6 +255,7 @@ impl HostMm {
     pub fn enable_dma<E: MmEnv>(&mut self, env: &mut E, mut pgt: Stage2) -> Result<(), Error> {
         pgt.set_iommu();
         pgt.set_who(crate::trace::WHO_DMA);
+        pgt.keep_invalid_tables();
         let mut pieces: Vec<(u64, u64, Leaf)> = Vec::new();
         for r in &self.ram {
             let r = self.pgt.for_each_leaf(env, r.base, r.end(), |m, a, b| {

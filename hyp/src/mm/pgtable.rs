@@ -69,6 +69,8 @@ pub struct Stage2 {
     who: u16,
     /// Walked by the SMMU, not the CPUs ([`S2Id::iommu`]).
     iommu: bool,
+    /// Tables that become all-invalid are not merged ([`Stage2::keep_invalid_tables`]).
+    keep_invalid: bool,
     pub stats: Stats,
 }
 
@@ -129,6 +131,7 @@ impl Stage2 {
             tables: 0,
             who: 0,
             iommu: false,
+            keep_invalid: false,
             stats: Stats::default(),
         })
     }
@@ -140,6 +143,20 @@ impl Stage2 {
     }
     pub fn is_iommu(&self) -> bool {
         self.iommu
+    }
+
+    /// A table whose entries all become invalid is kept rather than merged
+    /// into one invalid block (valid uniform tables still merge). For the
+    /// DMA view: a pin and unpin inside a guest's block would otherwise
+    /// split and merge two levels every time (two table pages allocated
+    /// and freed, a VMID-wide SMMU invalidation). Its tables then stay
+    /// while the region is not the host's, at most what the guest's own
+    /// stage-2 needs there.
+    pub fn keep_invalid_tables(&mut self) {
+        self.keep_invalid = true;
+    }
+    pub fn keeps_invalid_tables(&self) -> bool {
+        self.keep_invalid
     }
 
     /// Names the tree's owner in trace records.
@@ -276,6 +293,7 @@ impl Stage2 {
             cache: &mut u.cache,
             stats: &mut self.stats,
             tables: &mut self.tables,
+            keep_invalid: self.keep_invalid,
         };
         let r = walk(env, &self.geo, u.start, u.end, &mut v);
         debug_assert!(r.is_ok() && u.cache.is_empty(), "commit: {:?}, {} pages left", r, u.cache.len());
@@ -482,6 +500,8 @@ struct SetVisitor<'a> {
     cache: &'a mut Memcache,
     stats: &'a mut Stats,
     tables: &'a mut usize,
+    /// Tables whose entries all become invalid stay ([`Stage2::keep_invalid_tables`]).
+    keep_invalid: bool,
 }
 
 impl SetVisitor<'_> {
@@ -599,6 +619,9 @@ impl SetVisitor<'_> {
         }
         let valid = pte::is_valid(c0);
         if valid && !is_aligned(pte::table_pa(c0), level_size(e.level)) {
+            return;
+        }
+        if !valid && self.keep_invalid {
             return;
         }
         // Entry i must be c0 advanced by i * step (valid entries map

@@ -441,3 +441,33 @@ fn prepare_checked_sees_every_leaf_and_changes_nothing_on_refusal() {
     env.check_log();
     s.destroy(&mut env);
 }
+
+/// A tree that keeps all-invalid tables (the DMA view) does not merge a
+/// table whose entries all became invalid, so the next 4K map inside needs
+/// no table page; valid uniform tables still merge; an ordinary tree merges
+/// both.
+#[test]
+fn kept_invalid_tables_are_not_merged() {
+    let mut env = TestEnv::new();
+    let g = 1u64 << 30;
+    for keep in [false, true] {
+        let mut s = Stage2::new(&mut env, 40, Some(3)).unwrap();
+        if keep {
+            s.keep_invalid_tables();
+        }
+        s.set(&mut env, g + 0x5000, 0x1000, map(g + 0x5000)).unwrap();
+        assert_eq!(s.table_pages(), 2, "1G -> 2M -> 4K");
+        s.set(&mut env, g + 0x5000, 0x1000, Leaf::Invalid(Owner::None)).unwrap();
+        assert_eq!(s.table_pages(), if keep { 2 } else { 0 });
+        let u = s.prepare(&mut env, g + 0x6000, 0x1000, map(g + 0x6000)).unwrap();
+        assert_eq!(u.pages(), if keep { 0 } else { 2 });
+        s.commit(&mut env, u);
+        // A valid uniform table merges in both.
+        s.set(&mut env, g, 2 << 20, map(g)).unwrap();
+        assert_eq!(s.table_pages(), 1, "the 2M table merged into a block");
+        check_structure(&mut env, &s);
+        env.check_log();
+        s.destroy(&mut env);
+    }
+    env.assert_no_leaks();
+}
