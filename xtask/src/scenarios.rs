@@ -1054,6 +1054,10 @@ fn bad_elf() -> Scenario {
     }
 }
 
+/// A virtio-serial PCI device whose console port is the machine's console
+/// chardev (`con`, qemu/virt.args): Linux's hvc0 and the PL011 share stdout.
+pub const VIRTIO_CONSOLE: &str = "-device virtio-serial-pci -device virtconsole,chardev=con";
+
 /// Real Linux as the host: Debian's 6.12 kernel and a busybox /init
 /// (`xtask/linux-host/init`), fetched and cached by `--linux`.
 fn linux_host() -> Vec<Scenario> {
@@ -1089,6 +1093,23 @@ fn linux_host() -> Vec<Scenario> {
             ],
             absent: [&absent[..], &["Kernel panic"]].concat(),
             anywhere: vec!["[hyp] cpu 1: up, entering host at *"],
+            code: 0,
+            timeout: 240,
+        },
+        Scenario {
+            name: "linux-virtio: Linux's console on a virtio-serial PCI device behind the hyp's SMMU (console=hvc0): \
+                   its DMA goes through the DMA view, no SMMU driver of its own",
+            args: RunArgs { qemu_args: Some(VIRTIO_CONSOLE.into()), ..linux(Some("console=hvc0")) },
+            lines: vec![
+                "[*] Kernel command line: console=ttyAMA0 panic=-1 console=hvc0",
+                "[*] virtio-pci 0000:00:01.0: enabling device (0000 -> 0003)",
+                "[*] printk: legacy console [hvc0] enabled",
+                "linux-host: /init running, uname -r 6.12.*-arm64",
+                "linux-host: poweroff -f",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: [&absent[..], &["Kernel panic", "arm-smmu-v3", "iommu: Adding device"]].concat(),
+            anywhere: vec![],
             code: 0,
             timeout: 240,
         },
