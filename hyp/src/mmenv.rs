@@ -30,13 +30,7 @@ fn bump(c: &AtomicU64) {
 impl MmEnv for HypEnv {
     fn alloc_table(&mut self) -> Option<u64> {
         bump(&TABLES_ALLOCATED);
-        let pa = mem::alloc_pages(1)?;
-        if smmu::noncoherent() {
-            // The zeroes reach memory before a non-coherent SMMU can walk
-            // the page (it may become a table of the DMA view).
-            smmu::clean_poc(pa, PAGE_SIZE);
-        }
-        Some(pa)
+        mem::alloc_pages(1)
     }
     fn free_table(&mut self, pa: u64) {
         bump(&TABLES_FREED);
@@ -60,8 +54,12 @@ impl MmEnv for HypEnv {
         // SAFETY: ptep is a descriptor of a table page no walker can reach
         // yet (MmEnv::init_pte contract).
         unsafe { core::ptr::write_volatile(ptep, val) };
-        if smmu::noncoherent() {
-            smmu::clean_poc(ptep as u64, 8);
+    }
+    fn table_filled(&mut self, s2: &S2Id, table: u64) {
+        if s2.iommu && smmu::noncoherent() {
+            // Zeroes and entries reach memory before a non-coherent SMMU
+            // can walk the page.
+            smmu::clean_poc(table, PAGE_SIZE);
         }
     }
     fn publish_barrier(&mut self) {

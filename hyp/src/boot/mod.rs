@@ -320,7 +320,14 @@ const DMA_VMID: u16 = 1;
 /// drive (no stage 2: QEMU before 10.0) stops the boot: with it left alone,
 /// PCIe devices would bypass it and reach every page.
 fn take_smmu(env: &mut HypEnv, host: &mut HostMm, base: u64, ipa_bits: u8) {
+    let probe = crate::dev::smmu::probe(base, ipa_bits)
+        .unwrap_or_else(|e| fail(format_args!("SMMUv3 at {base:#x}: {e:?} (stage 2 needs QEMU >= 10.0)")));
     let pgt = Stage2::new(env, ipa_bits, Some(DMA_VMID)).unwrap_or_else(|e| fail(format_args!("DMA view: {e:?}")));
+    if crate::dev::smmu::noncoherent() {
+        // The root's zeroes reach memory before the SMMU can walk it (its
+        // tables and descriptors are cleaned as they are written).
+        crate::dev::smmu::clean_poc(pgt.root_pa(), pgt.root_pages() as u64 * hyp::mm::PAGE_SIZE);
+    }
     if let Err(e) = host.enable_dma(env, pgt) {
         fail(format_args!("DMA view: {e:?}"));
     }
@@ -332,7 +339,7 @@ fn take_smmu(env: &mut HypEnv, host: &mut HostMm, base: u64, ipa_bits: u8) {
         sl0: dma.sl0() as u8,
         ps: 0,
     };
-    if let Err(e) = crate::dev::smmu::init(base, ctx, ipa_bits) {
+    if let Err(e) = crate::dev::smmu::init(probe, ctx, ipa_bits) {
         fail(format_args!("SMMUv3 at {base:#x}: {e:?} (stage 2 needs QEMU >= 10.0)"));
     }
 }

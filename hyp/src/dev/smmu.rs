@@ -207,18 +207,23 @@ impl Smmu {
     }
 }
 
-/// Takes the SMMU at `base`: every stream of the table (bus 0) translates
-/// through `ctx` (the DMA view), everything else aborts, faults are
-/// recorded. The DMA view must be complete before this is called.
-pub fn init(base: u64, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
+/// What [`probe`] found.
+pub struct Probe {
+    base: u64,
+    id0: u32,
+    id1: u32,
+    id5: u32,
+}
+
+/// Reads the SMMU's ID registers and checks that the hyp can drive it with
+/// a stage-2 of `ipa_bits`; records whether it is coherent, so that the
+/// DMA view's tables are cleaned to the point of coherency from the first
+/// one on (before [`init`] hands them to it).
+pub fn probe(base: u64, ipa_bits: u8) -> Result<Probe, InitError> {
     // SAFETY: `base` is the SMMU's register file from the DTB, mapped as
     // device memory at EL2 (identity) and given to no one else.
     let regs = unsafe { &*(base as *const Regs) };
-    // SAFETY: as above, page 1.
-    let page1 = unsafe { &*((base + 0x1_0000) as *const Page1) };
-    let id0 = regs.idr0.get();
-    let id1 = regs.idr1.get();
-    let id5 = regs.idr5.get();
+    let (id0, id1, id5) = (regs.idr0.get(), regs.idr1.get(), regs.idr5.get());
     log::info!("SMMUv3 at {base:#x}: IDR0 {id0:#x} IDR1 {id1:#x} IDR5 {id5:#x}");
     if id0 & idr0::S2P == 0 {
         return Err(InitError::NoStage2);
@@ -232,10 +237,22 @@ pub fn init(base: u64, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
     if ipa_bits > s::oas_bits(id5) || ipa_bits > 48 {
         return Err(InitError::TooWide(s::oas_bits(id5)));
     }
+    NONCOHERENT.store(id0 & idr0::COHACC == 0, Ordering::Relaxed);
+    Ok(Probe { base, id0, id1, id5 })
+}
+
+/// Takes the SMMU [`probe`] found: every stream of the table (bus 0)
+/// translates through `ctx` (the DMA view), everything else aborts, faults
+/// are recorded. The DMA view must be complete before this is called.
+pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
+    let Probe { base, id0, id1, id5 } = p;
+    // SAFETY: as in `probe`.
+    let regs = unsafe { &*(base as *const Regs) };
+    // SAFETY: as above, page 1.
+    let page1 = unsafe { &*((base + 0x1_0000) as *const Page1) };
     // S2PS: the SMMU's whole output range (OAS, same encoding).
     let ctx = S2Context { ps: (id5 & 7) as u8, ..ctx };
     let coherent = id0 & idr0::COHACC != 0;
-    NONCOHERENT.store(!coherent, Ordering::Relaxed);
     // SIDSIZE [5:0], CMDQS [25:21], EVENTQS [20:16].
     let st_log2 = STRTAB_LOG2.min(id1 & 0x3f);
     let cmdq_q = Queue { log2: CMDQ_LOG2.min((id1 >> 21) & 0x1f) };

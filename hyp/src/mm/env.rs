@@ -61,6 +61,13 @@ pub trait MmEnv {
     /// filling a new table (or root) and making it reachable.
     fn publish_barrier(&mut self);
 
+    /// A new table page of tree `s2` is filled (zeroed by the allocator,
+    /// entries written with [`MmEnv::init_pte`]) and is about to be
+    /// published. A walker that does not snoop the caches (a non-coherent
+    /// SMMU walking the DMA view) needs the page cleaned to the point of
+    /// coherency here; CPUs need nothing.
+    fn table_filled(&mut self, _s2: &S2Id, _table: u64) {}
+
     /// Writes one live descriptor of tree `s2`: the entry at `level`
     /// translating `[ipa, ipa + level size)`. Implementations add the
     /// barrier that makes the write visible to the table walker.

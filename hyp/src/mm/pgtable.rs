@@ -587,8 +587,9 @@ impl SetVisitor<'_> {
             // can reach yet; i < 512.
             unsafe { env.init_pte(p.add(i), pte::child_of(e.pte, child, i as u64 * csize)) };
         }
-        if self.s2.is_some() {
+        if let Some(s2) = &self.s2 {
             // The zeroing and the 512 entries before the table descriptor.
+            env.table_filled(s2, table);
             env.publish_barrier();
         }
         self.stats.splits += 1;

@@ -295,6 +295,21 @@ fn checker_catches_a_table_installed_without_barrier() {
 }
 
 #[test]
+#[should_panic(expected = "installed in an SMMU tree without table_filled")]
+fn checker_catches_an_smmu_table_not_announced_filled() {
+    let (mut env, s2, root) = bad_env();
+    let s2 = S2Id { iommu: true, ..s2 };
+    let t = env.alloc_table().unwrap();
+    // SAFETY: t is a fresh test page; root is a live test root.
+    unsafe {
+        env.init_pte(t as *mut u64, 0);
+        env.publish_barrier();
+        env.write_pte(&s2, root as *mut u64, 0, 1, crate::mm::pte::make_table(t));
+    }
+    env.check_log();
+}
+
+#[test]
 #[should_panic(expected = "no TLBI naming its tree and IPA")]
 fn checker_catches_a_tlbi_of_the_wrong_tree() {
     let (mut env, s2, root) = bad_env();
