@@ -54,6 +54,7 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "tlb" => tlb::tlb(&mut t, args),
         "virtio" => virtio::virtio(&mut t, &info.fdt),
         "virtio-race" => virtio::race(&mut t, &info.fdt),
+        "dma" => tests::dma(&mut t),
         "fuzz" => {
             let seed = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("seed=")).and_then(|v| v.parse().ok());
             tests::fuzz(&mut t, seed.unwrap_or(1))

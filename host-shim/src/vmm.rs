@@ -578,6 +578,7 @@ impl Guest {
                 Some((_, s, _)) if a[1] == 1 => [s.bad_accesses, self.virtio_calls, 0, 0],
                 _ => [(-22i64) as u64, 0, 0, 0],
             },
+            (svc::HOST_DMA, Some(pa)) => [crate::scenarios::dma::guest_dma(pa, a[1]) as u64, 0, 0, 0],
             (svc::HOST_COUNTERS, _) => crate::scenarios::bench::counters(),
             (svc::YIELD, _) => {
                 self.yielded = true;

@@ -14,5 +14,6 @@ pub mod exception;
 pub mod gicr;
 pub mod hostdev;
 pub mod mmio_guard;
+pub mod smmu;
 pub mod traps;
 pub mod vgic;

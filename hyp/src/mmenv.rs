@@ -10,6 +10,7 @@ use hyp::mm::env::{MmEnv, S2Id};
 use hyp::mm::PAGE_SIZE;
 
 use crate::arch::aarch64::tlb;
+use crate::dev::smmu;
 use crate::mem;
 
 /// Zero-sized: the pool and the TLB are global.
@@ -54,22 +55,41 @@ impl MmEnv for HypEnv {
         // yet (MmEnv::init_pte contract).
         unsafe { core::ptr::write_volatile(ptep, val) };
     }
+    fn table_filled(&mut self, s2: &S2Id, table: u64) {
+        if s2.iommu && smmu::noncoherent() {
+            // Zeroes and entries reach memory before a non-coherent SMMU
+            // can walk the page.
+            smmu::clean_poc(table, PAGE_SIZE);
+        }
+    }
     fn publish_barrier(&mut self) {
         tlb::publish_barrier();
     }
-    unsafe fn write_pte(&mut self, _s2: &S2Id, ptep: *mut u64, _ipa: u64, _level: u8, val: u64) {
+    unsafe fn write_pte(&mut self, s2: &S2Id, ptep: *mut u64, _ipa: u64, _level: u8, val: u64) {
         // SAFETY: ptep is a descriptor in a table page owned by a stage-2 the
         // caller holds the lock of (MmEnv::write_pte contract).
         unsafe { tlb::write_pte(ptep, val) };
+        if s2.iommu && smmu::noncoherent() {
+            smmu::clean_poc(ptep as u64, 8);
+        }
         bump(&PTE_WRITES);
     }
     fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, _level: u8) {
         bump(&TLBIS);
-        tlb::tlbi_ipa(s2, ipa);
+        if s2.iommu {
+            // The DMA view: the SMMU's TLB, completed (CMD_SYNC) here.
+            smmu::tlbi_ipa(s2.vmid, ipa);
+        } else {
+            tlb::tlbi_ipa(s2, ipa);
+        }
     }
     fn tlbi_vmid(&mut self, s2: &S2Id) {
         bump(&TLBIS);
-        tlb::tlbi_vmid(s2);
+        if s2.iommu {
+            smmu::tlbi_vmid(s2.vmid);
+        } else {
+            tlb::tlbi_vmid(s2);
+        }
     }
     fn on_split(&mut self, who: u16, ipa: u64, level: u8) {
         crate::tracebuf::point::table(hyp::trace::Kind::Split, who, ipa, level);

@@ -246,4 +246,20 @@ pub mod point {
             emit(Record { kind: kind as u8, who, ipa, level, ..Default::default() });
         }
     }
+
+    /// An SMMU event record: a host device's DMA the SMMU refused.
+    pub fn dma(e: &hyp::smmu::Event) {
+        if on(Kind::Dma) {
+            emit(Record {
+                kind: Kind::Dma as u8,
+                level: e.read as u8,
+                ipa: e.addr,
+                far: e.addr2,
+                arg: e.id as u64,
+                arg2: e.stream as u64,
+                resolution: Resolution::Refused as u8,
+                ..Default::default()
+            });
+        }
+    }
 }

@@ -102,8 +102,9 @@ pub fn sanitize_id(crm: u8, op2: u8, v: u64, bench_pmu: bool) -> u64 {
         // CSV2 [59:56] at most 1 (SCXTNUM traps).
         (4, 0) => cap(clear(clear(clear(v, 32), 40), 44), 56, 1),
         // ID_AA64PFR1_EL1: SME [27:24], MTE [11:8], MPAM_frac [19:16],
-        // CSV2_frac [35:32] hidden.
-        (4, 1) => clear(clear(clear(clear(v, 24), 8), 16), 32),
+        // CSV2_frac [35:32], GCS [47:44] and THE [51:48] hidden (their
+        // registers are not switched: the fine-grained traps make them UNDEF).
+        (4, 1) => clear(clear(clear(clear(clear(clear(v, 24), 8), 16), 32), 44), 48),
         // ID_AA64ZFR0_EL1, ID_AA64SMFR0_EL1: no SVE, no SME.
         (4, 4) | (4, 5) => 0,
         // ID_AA64DFR0_EL1: TraceVer [7:4], PMSVer [35:32], TraceFilt
@@ -118,6 +119,10 @@ pub fn sanitize_id(crm: u8, op2: u8, v: u64, bench_pmu: bool) -> u64 {
         }
         // ID_AA64MMFR1_EL1: LO [19:16] (LORegions trap).
         (7, 1) => clear(v, 16),
+        // ID_AA64MMFR3_EL1: none of its features (TCR2, SCTLR2, S1PIE,
+        // S1POE, ...: HCRX_EL2 and the fine-grained traps make their
+        // registers UNDEF; none is switched).
+        (7, 3) => 0,
         _ => v,
     }
 }
@@ -179,6 +184,9 @@ mod tests {
         assert_eq!(sanitize_id(4, 0, pfr0, false), (1 << 56) | (1 << 4));
         // PFR1 with SME = 2, BT = 1.
         assert_eq!(sanitize_id(4, 1, (2 << 24) | 1, false), 1);
+        // GCS and THE (QEMU 10's -cpu max) hidden; MMFR3 all gone.
+        assert_eq!(sanitize_id(4, 1, (1 << 44) | (1 << 48) | 1, false), 1);
+        assert_eq!(sanitize_id(7, 3, 0x1111_1111, false), 0);
         // DFR0: PMUVer 5 hidden unless bench; DebugVer 6 kept.
         let dfr0 = (5 << 8) | 6 | (1 << 4);
         assert_eq!(sanitize_id(5, 0, dfr0, false), 6);

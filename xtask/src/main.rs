@@ -132,6 +132,10 @@ pub struct RunArgs {
     /// Extra cargo features for the hyp build (e.g. notrace).
     #[arg(long)]
     pub hyp_features: Option<String>,
+    /// Extra QEMU arguments, whitespace-separated, after the machine's
+    /// (e.g. devices to attach: "-device edu,dma_mask=0xffffffffffffffff").
+    #[arg(long, allow_hyphen_values = true)]
+    pub qemu_args: Option<String>,
 }
 
 #[derive(Args, Clone, Debug, Default)]

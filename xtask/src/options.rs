@@ -9,7 +9,7 @@ use crate::RunArgs;
 /// Hyp log levels (`hyp.log=`).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// The host shim's scenarios (`shim.test=NAME`, host-shim/src/scenarios/mod.rs).
-pub const SHIM_SCENARIOS: [&str; 21] = [
+pub const SHIM_SCENARIOS: [&str; 22] = [
     "boot",
     "demo",
     "guests",
@@ -31,9 +31,11 @@ pub const SHIM_SCENARIOS: [&str; 21] = [
     "bench-irq",
     "virtio",
     "virtio-race",
+    "edu",
 ];
 /// `--trace` words (hyp::trace::parse_mask).
-pub const TRACE_WORDS: [&str; 7] = ["faults", "splits", "merges", "transitions", "hypercalls", "injects", "irqs"];
+pub const TRACE_WORDS: [&str; 8] =
+    ["faults", "splits", "merges", "transitions", "hypercalls", "injects", "irqs", "dma"];
 /// `--trace-dump` formats.
 pub const TRACE_DUMP: [&str; 2] = ["text", "bin"];
 /// CPUs the hyp supports (hyp/src/percpu.rs MAX_CPUS).

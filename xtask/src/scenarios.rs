@@ -28,6 +28,10 @@ fn base(scenario: &str) -> RunArgs {
     RunArgs { mem: "1G".into(), smp: 1, log: "info".into(), scenario: Some(scenario.into()), ..Default::default() }
 }
 
+/// QEMU's `edu` PCI device with a 64-bit DMA mask (its default, 28 bits,
+/// cannot reach RAM at 1 GiB).
+pub const EDU_DEVICE: &str = "-device edu,dma_mask=0xffffffffffffffff";
+
 fn guest_elf() -> std::path::PathBuf {
     crate::target_dir().join(crate::PAYLOAD_TARGET).join("debug/guest-test")
 }
@@ -66,6 +70,7 @@ pub fn fuzz(seed: u64, calls: u64, timeout: u64) -> Scenario {
         },
         args: RunArgs {
             append: Some(format!("hyp.check_invariants={every} shim.seed={seed} shim.calls={calls}")),
+            qemu_args: Some(EDU_DEVICE.into()),
             ..base("fuzz")
         },
         lines: vec![
@@ -75,6 +80,8 @@ pub fn fuzz(seed: u64, calls: u64, timeout: u64) -> Scenario {
             "[host] fuzz: seed *: * host calls, * guest runs, * guest calls, * invariant checks, * refused calls proven to change nothing, * VMs created and destroyed, * guests recycled, results *",
             "[host] PASS the invariant checker ran during the fuzz run",
             "[host] PASS every guest run made its 20 random calls",
+            "[host] fuzz: * DMAs by the edu device, each where the host's page state allowed",
+            "[host] PASS the fuzz run mixed in DMA",
             "[hyp] system off: status 0 (Ok)",
         ],
         absent: vec!["FAIL", "PANIC", "INVARIANT"],
@@ -727,6 +734,66 @@ pub fn all() -> Vec<Scenario> {
             timeout: 60,
         },
         Scenario {
+            name: "edu: a PCI device DMAs only where the host may: its pages, pinned shared pages; never guest-private, unpinned or hyp pages",
+            args: RunArgs {
+                qemu_args: Some(EDU_DEVICE.into()),
+                trace: Some("dma,transitions".into()),
+                append: Some("hyp.check_invariants".into()),
+                ..base("edu")
+            },
+            lines: vec![
+                "[hyp]   hidden  0x0009050000..0x0009070000 smmuv3@9050000 (SMMUv3: the hyp's (DMA isolation))",
+                "[hyp] SMMUv3 at 0x9050000: IDR0 0xd44101b IDR1 * IDR5 *",
+                "[hyp] SMMUv3: 256 streams -> DMA view (VMID 1, 40 bit, root *), coherent, GBPA abort, SMMUEN",
+                "[host] PASS the host DTB has no SMMU",
+                "[host] PASS no iommu-map or iommus is left (they named the SMMU)",
+                "[hyp] host: read at IPA 0x9050000 (PC *) refused (EINVAL): abort injected",
+                "[host] PASS a read of the SMMU's registers aborts",
+                "[host] PASS a write of SMMU_CR0 (turning it off) aborts",
+                "[host] PCIe: ECAM at 0x4010000000, 32-bit window 0x10000000..0x3eff0000",
+                "[host] PCIe 00:01.0: edu, BAR0 0x10000000 (1024 KiB), bus mastering on",
+                "[host] PASS edu answers through its BAR",
+                "[host] dma: edu (stream 0x8) -> PA *: landed, data checked",
+                "[host] PASS DMA into a host-owned page lands (data checked)",
+                "[hyp] trace * | dma    stream=0x8 write addr=0x40100000 translation fault (event 0x10) -> blocked",
+                "[host] dma: edu (stream 0x8) -> PA 0x40100000: blocked, 2 SMMU event(s), the last 0x10 (write) at 0x40100004",
+                "[host] PASS DMA into the hyp's memory is blocked",
+                "[hyp] trace * | dma    stream=0x8 write addr=* translation fault (event 0x10) -> blocked",
+                "[host] dma: edu (stream 0x8) -> PA *: blocked, 2 SMMU event(s), the last 0x10 (write) at *",
+                "[vm 1] PASS dma: a DMA into my private page is blocked",
+                "[vm 1] PASS dma: my private page still holds my data",
+                "[vm 1] PASS dma: MEM_SHARE of a page",
+                "[hyp] trace * | dma    stream=0x8 write addr=* translation fault (event 0x10) -> blocked",
+                "[host] dma: edu (stream 0x8) -> PA *: blocked, 2 SMMU event(s), the last 0x10 (write) at *",
+                "[vm 1] PASS dma: shared but not pinned: the DMA is blocked",
+                "[vm 1] PASS dma: my shared page is unchanged",
+                "[hyp] trace * | trans  host host_pin addr=* size=0x1000 -> ok",
+                "[vm 1] PASS dma: the host pins the shared page",
+                "[host] dma: edu (stream 0x8) -> PA *: landed, data checked",
+                "[vm 1] PASS dma: shared and pinned: the DMA lands",
+                "[vm 1] PASS dma: I read what the device wrote",
+                "[hyp] trace * | trans  vm1/vcpu0 guest_unshare_host addr=* size=0x1000 -> unshare pending",
+                "[host] vm 1: unshare of IPA * pending on 1 host pin(s) (page still shared: true); unpinning",
+                "[hyp] trace * | trans  host host_unpin addr=* size=0x1000 -> ok",
+                "[hyp] trace * | trans  vm1/vcpu0 guest_unshare_host addr=* size=0x1000 -> ok",
+                "[vm 1] PASS dma: MEM_UNSHARE completes once the host unpins",
+                "[vm 1] PASS dma: the unshare waited for the pin (one UNSHARE_PENDING exit)",
+                "[hyp] trace * | dma    stream=0x8 write addr=* translation fault (event 0x10) -> blocked",
+                "[host] dma: edu (stream 0x8) -> PA *: blocked, 2 SMMU event(s), the last 0x10 (write) at *",
+                "[vm 1] PASS dma: after MEM_UNSHARE a DMA into the page is blocked",
+                "[vm 1] PASS dma: the page holds my data, private again",
+                "[vm 1] guest: 12 passed, 0 failed",
+                "[host] dma: 8 SMMU event(s) since boot",
+                "[host] PASS every blocked DMA left an SMMU event",
+                "[host] result: 26 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: vec!["FAIL", "PANIC", "INVARIANT"],
+            anywhere: vec![],
+            code: 0,
+            timeout: 120,
+        },
+        Scenario {
             name: "devices: the host cannot program a device to write memory (ITS, fw_cfg, LPIs hidden)",
             args: base("devices"),
             lines: vec![
@@ -842,7 +909,7 @@ pub fn all() -> Vec<Scenario> {
             lines: vec![
                 "[trace-dump] * | split  host ipa=0x40000000 level 1 -> 2",
                 "[trace-dump] * | split  hyp ipa=0x40000000 level 1 -> 2",
-                "[host] trace: drained 8 records, 8 lost to overflow",
+                "[host] trace: drained 8 records, 9 lost to overflow",
                 "[host] PASS a small trace ring overflows and the loss is counted",
             ],
             absent: vec!["FAIL", "PANIC", "[hyp] trace "],
@@ -991,6 +1058,10 @@ fn bad_elf() -> Scenario {
     }
 }
 
+/// A virtio-serial PCI device whose console port is the machine's console
+/// chardev (`con`, qemu/virt.args): Linux's hvc0 and the PL011 share stdout.
+pub const VIRTIO_CONSOLE: &str = "-device virtio-serial-pci -device virtconsole,chardev=con";
+
 /// Real Linux as the host: Debian's 6.12 kernel and a busybox /init
 /// (`xtask/linux-host/init`), fetched and cached by `--linux`.
 fn linux_host() -> Vec<Scenario> {
@@ -1026,6 +1097,23 @@ fn linux_host() -> Vec<Scenario> {
             ],
             absent: [&absent[..], &["Kernel panic"]].concat(),
             anywhere: vec!["[hyp] cpu 1: up, entering host at *"],
+            code: 0,
+            timeout: 240,
+        },
+        Scenario {
+            name: "linux-virtio: Linux's console on a virtio-serial PCI device behind the hyp's SMMU (console=hvc0): \
+                   its DMA goes through the DMA view, no SMMU driver of its own",
+            args: RunArgs { qemu_args: Some(VIRTIO_CONSOLE.into()), ..linux(Some("console=hvc0")) },
+            lines: vec![
+                "[*] Kernel command line: console=ttyAMA0 panic=-1 console=hvc0",
+                "[*] virtio-pci 0000:00:01.0: enabling device (0000 -> 0003)",
+                "[*] printk: legacy console [hvc0] enabled",
+                "linux-host: /init running, uname -r 6.12.*-arm64",
+                "linux-host: poweroff -f",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: [&absent[..], &["Kernel panic", "arm-smmu-v3", "iommu: Adding device"]].concat(),
+            anywhere: vec![],
             code: 0,
             timeout: 240,
         },

@@ -42,6 +42,12 @@ pub fn report(recs: &[Record]) -> String {
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let mut whos: BTreeMap<String, usize> = BTreeMap::new();
     let mut ipas: BTreeMap<(String, u64), usize> = BTreeMap::new();
+    let mut dma: BTreeMap<u64, (usize, std::collections::BTreeSet<u64>)> = BTreeMap::new();
+    for r in recs.iter().filter(|r| r.kind() == Some(Kind::Dma)) {
+        let e = dma.entry(r.arg2).or_default();
+        e.0 += 1;
+        e.1.insert(r.ipa & !0xfff);
+    }
     for r in recs {
         *kinds.entry(r.kind().map(Kind::name).unwrap_or("?")).or_default() += 1;
         let who = if r.who == 0 { "host".to_string() } else { format!("{}", Who(r.who, 0)).replace("/vcpu0", "") };
@@ -53,6 +59,10 @@ pub fn report(recs: &[Record]) -> String {
     let _ = writeln!(s, "\nsummary: {} records", recs.len());
     let _ = writeln!(s, "  by kind: {}", kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "));
     let _ = writeln!(s, "  by who:  {}", whos.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "));
+    if !dma.is_empty() {
+        let per = dma.iter().map(|(st, (n, pages))| format!("stream {st:#x}: {n} on {} page(s)", pages.len()));
+        let _ = writeln!(s, "  DMA blocked by the SMMU: {}", per.collect::<Vec<_>>().join(", "));
+    }
     let mut top: Vec<_> = ipas.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let _ = writeln!(s, "  most-faulting pages:");
@@ -478,6 +488,20 @@ mod tests {
         let want =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/trace-sample.expected")).unwrap();
         assert_eq!(report(&records(&sample())), want);
+    }
+
+    #[test]
+    fn dma_records_are_counted_per_stream() {
+        let log = "[hyp] trace 6704b21e000000000700000000000800000000000000000000001040000000000000104000000000000000000000000010000000000000000800000000000000 | dma    stream=0x8 write addr=0x40100000 translation fault (event 0x10) -> blocked\n[hyp] trace 03bcc21e000000000700000000000800000000000000000004001040000000000400104000000000000000000000000010000000000000000800000000000000 | dma    stream=0x8 write addr=0x40100004 translation fault (event 0x10) -> blocked\n";
+        let recs = records(log);
+        assert_eq!(recs.len(), 2);
+        let out = report(&recs);
+        assert!(
+            out.contains("dma    stream=0x8 write addr=0x40100004 translation fault (event 0x10) -> blocked"),
+            "{out}"
+        );
+        assert!(out.contains("  by kind: dma 2\n"), "{out}");
+        assert!(out.contains("  DMA blocked by the SMMU: stream 0x8: 2 on 1 page(s)\n"), "{out}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! An identity map for EL1 with 1 GiB blocks: device memory below 1 GiB,
-//! normal write-back memory above.
+//! An identity map for EL1 with 1 GiB blocks: device memory below 1 GiB
+//! and at 256 GiB (QEMU virt's high PCIe ECAM, 0x40_1000_0000), normal
+//! write-back memory elsewhere.
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
@@ -7,6 +8,9 @@ use aarch64_cpu::registers::*;
 #[repr(C, align(4096))]
 struct Table([u64; 512]);
 static mut L1: Table = Table([0; 512]);
+/// The 1 GiB block of QEMU virt's high MMIO (ECAM), beyond any RAM the
+/// xtask allows (255 GiB from 1 GiB).
+const DEVICE_HIGH: usize = 256;
 
 pub fn enable() {
     // SAFETY: runs once at start, MMU off, nothing else uses the table.
@@ -14,7 +18,11 @@ pub fn enable() {
     for (i, e) in t.0.iter_mut().enumerate() {
         let base = (i as u64) << 30;
         // Block, AttrIndx, SH inner (normal), AF, UXN|PXN for device.
-        *e = if i == 0 { base | 0b01 | (1 << 10) | (3 << 53) } else { base | 0b01 | (1 << 2) | (3 << 8) | (1 << 10) };
+        *e = if i == 0 || i == DEVICE_HIGH {
+            base | 0b01 | (1 << 10) | (3 << 53)
+        } else {
+            base | 0b01 | (1 << 2) | (3 << 8) | (1 << 10)
+        };
     }
     enable_this_cpu();
 }

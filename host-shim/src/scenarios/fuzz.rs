@@ -76,7 +76,68 @@ fn poke_gic(rng: &mut Rng, rd: u64, r: &mut Report) -> i64 {
     0
 }
 
-pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &str, rd: Option<u64>) {
+/// A DMA by `edu` to the page at `pa` (anything: host, guest, hyp, device,
+/// no memory). The device writes back what the host reads there (nothing
+/// changes when it lands; a pattern where the host cannot read); it must
+/// land exactly when the host may DMA there by PAGE_STATE (its own page,
+/// shared with the hyp or not, or a borrowed page it pins), and otherwise
+/// be blocked with an SMMU event naming the device and the page.
+/// `scratch(pa)`: the page is the fuzzer's (arena, guest memory), not the
+/// shim's own: a DMA the host may do goes only there (the shim's stack
+/// could change between the read and the device's write).
+fn fuzz_dma(e: &super::dma::Edu, pa: u64, scratch: bool, ram: &[(u64, u64)], r: &mut Report) -> i64 {
+    use abi::page_state::*;
+    let st = call(abi::PAGE_STATE, [pa, 0, 0, 0, 0, 0]);
+    let in_ram = ram.iter().any(|&(b, e)| (b..e).contains(&pa));
+    let allowed = in_ram
+        && match st {
+            Ok([OWNED | SHARED_OWNED, ..]) => true,
+            Ok([SHARED_BORROWED, pins, ..]) => pins > 0,
+            Ok([NONE, _, _, held, ..]) => held == HELD_BY_HOST,
+            _ => false,
+        };
+    if allowed && !scratch {
+        return 0;
+    }
+    // Host RAM it maps reads back as it is; anything else gets a pattern.
+    let value = match st {
+        Ok([1..=3, ..]) => match expect_abort(|| {
+            read64(pa);
+        }) {
+            None => read64(pa),
+            Some(_) => 0x5a5a_5a5a_5a5a_5a5a,
+        },
+        _ => 0x5a5a_5a5a_5a5a_5a5a,
+    };
+    let (done, new, last) = super::dma::dma_raw(e, pa, value);
+    let named = new > 0 && last[0] == e.stream as u64 && (pa..pa.saturating_add(super::dma::LEN)).contains(&last[1]);
+    // Beyond the DMA view's 40-bit input range QEMU's SMMU aborts the
+    // access without an event record: nothing to name there.
+    let beyond = pa >> 40 != 0;
+    let ok = done && if allowed { new == 0 } else { named || (beyond && new == 0) };
+    if !ok {
+        println!(
+            "[host] fuzz: DMA to {pa:#x} (PAGE_STATE {st:?}): done {done}, {new} event(s), last stream {:#x} addr {:#x}",
+            last[0], last[1]
+        );
+        r.fail("a DMA lands exactly where the host's page state allows it");
+    }
+    if allowed {
+        0
+    } else {
+        1
+    }
+}
+
+/// `ram`: the host's RAM regions (start, end), the only place DMA may land.
+pub fn run(
+    hm: &mut HostMem,
+    images: &[GuestImage],
+    r: &mut Report,
+    bootargs: &str,
+    rd: Option<u64>,
+    ram: &[(u64, u64)],
+) {
     let seed = arg(bootargs, "shim.seed=").unwrap_or(1);
     let calls = arg(bootargs, "shim.calls=").unwrap_or(2000);
     println!(
@@ -115,6 +176,8 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &s
     let mut results: BTreeMap<i64, u64> = BTreeMap::new();
     let (mut host_calls, mut runs) = (0u64, 0u64);
     let mut pinned: Vec<u64> = Vec::new();
+    let dma_edu = super::dma::edu();
+    let mut dmas = 0u64;
     for i in 0..calls {
         // Now and then a fuzzing guest is torn down and a fresh one takes
         // its place (teardown under fire, and no VM lives forever).
@@ -170,9 +233,17 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &s
             let wild = rng.next_u64();
             rng.pick(&[0u64, 4096, 8192, 3 * 4096, SZ_2M, 1 << 30, 100, !0xfff_u64, wild, 1 << 40])
         };
-        let res = match rng.below(13) {
+        let res = match rng.below(14) {
             // The GIC: registers that would give it memory addresses.
             12 if rd.is_some() => poke_gic(&mut rng, rd.unwrap_or(0), r),
+            // A device's DMA: it lands exactly where the host may DMA.
+            13 if dma_edu.is_some() => {
+                dmas += 1;
+                let pa = addr(&mut rng) & !0xfff;
+                let scratch =
+                    (arena..arena + ARENA).contains(&pa) || guests.iter().any(|g| (g.pa..g.pa + g.mem).contains(&pa));
+                fuzz_dma(&dma_edu.unwrap(), pa, scratch, ram, r)
+            }
             // Run a guest: it makes its own random calls, then yields.
             0 | 1 => {
                 runs += 1;
@@ -278,6 +349,10 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, bootargs: &s
     // Each guest run ends at the guest's yield after its 20 calls: fewer
     // means the fuzzing guests stopped (a PSCI CPU_OFF once ended them).
     r.check(guest_calls >= runs * 20, "every guest run made its 20 random calls");
+    if dma_edu.is_some() {
+        println!("[host] fuzz: {} DMAs by the edu device, each where the host's page state allowed", dmas);
+        r.check(dmas > 0, "the fuzz run mixed in DMA");
+    }
     for p in pinned {
         while hyp::unpin(p) == 0 {}
     }

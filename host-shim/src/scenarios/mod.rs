@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod boot;
 pub mod devices;
+pub mod dma;
 pub mod fuzz;
 pub mod guests;
 pub mod hostile;
@@ -54,6 +55,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "devices" => devices::run(info, &mut hm, r),
+        "edu" => dma::run(info, &mut hm, &images, r),
         "leaks" => leaks::run(&mut hm, &images, r),
         "preempt" => preempt::run(&mut hm, &images, r),
         "traps" => traps::run(&mut hm, &images, r),
@@ -65,7 +67,17 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "virtio" => virtio::run(&mut hm, &images, r, false),
         "virtio-race" => virtio::run(&mut hm, &images, r, true),
         "fuzz" => {
-            fuzz::run(&mut hm, &images, r, info.fdt.chosen().bootargs().unwrap_or(""), devices::redistributor(info))
+            // With an `edu` device (the xtask attaches one) the fuzzer mixes
+            // in DMA.
+            dma::setup(info, &mut hm);
+            let ram: alloc::vec::Vec<(u64, u64)> = info
+                .fdt
+                .memory()
+                .regions()
+                .map(|m| (m.starting_address as u64, m.starting_address as u64 + m.size.unwrap_or(0) as u64))
+                .collect();
+            let args = info.fdt.chosen().bootargs().unwrap_or("");
+            fuzz::run(&mut hm, &images, r, args, devices::redistributor(info), &ram)
         }
         _ => return false,
     }

@@ -153,6 +153,11 @@ pub mod host {
     /// MEM_UNSHARE calls, x4 = successful MMIO_GUARD calls (repeats
     /// included), x5 = MMIO granules guarded now; the guest's own counts.
     pub const VM_CALLS: u32 = id(0x28);
+    /// Drains the SMMU's event queue into the trace (kind `dma`) → x2 =
+    /// events drained by this call, x3 = events since boot, x4 = the last
+    /// event's stream ID, x5 = its input address, x6 = its event ID | 1 << 8
+    /// if it was a read; ENOENT without an SMMU.
+    pub const DMA_EVENTS: u32 = id(0x29);
 
     /// Operations of [`VCPU_IRQ`] (x4).
     pub mod irq {
@@ -225,6 +230,13 @@ pub mod host {
         pub const OWNED: u64 = 1;
         pub const SHARED_OWNED: u64 = 2;
         pub const SHARED_BORROWED: u64 = 3;
+        /// PAGE_STATE x5: who holds a page the host has not mapped (state
+        /// NONE): the host itself (not faulted in yet), the hyp's own
+        /// memory, a page donated to the hyp, a guest.
+        pub const HELD_BY_HOST: u64 = 0;
+        pub const HELD_BY_HYP: u64 = 1;
+        pub const HELD_BY_HYP_DONATED: u64 = 2;
+        pub const HELD_BY_GUEST: u64 = 3;
     }
 }
 
@@ -307,4 +319,11 @@ pub mod services {
     pub const fn virtio_disk_byte(sector: u64, off: u64) -> u8 {
         ((sector.wrapping_mul(0x9e37_79b9) >> 7) ^ sector ^ off.wrapping_mul(7)) as u8
     }
+
+    /// x1 = IPA, x2 = a byte: the host has its `edu` PCI device DMA 8
+    /// bytes of that byte to the page behind the IPA (offset 0) → x0 = 0 if
+    /// the DMA landed (the host read the bytes back, or no SMMU event came),
+    /// 1 if the SMMU blocked it (an event names the device's stream and the
+    /// page's address), 2 if neither, -19 (ENODEV) without an `edu` device.
+    pub const HOST_DMA: u32 = 0xc600_020e;
 }

@@ -25,13 +25,17 @@ pub enum Kind {
     /// Virtual interrupts put into a vCPU's list registers (the virtual
     /// timer among them), or waiting for a free one.
     Irq = 6,
+    /// An SMMU event: a host device's DMA the SMMU refused (stream ID in
+    /// `arg2`, input address in `ipa`, read/write in `level`: 1 = read,
+    /// event ID in `arg`, the IPA/fetch address in `far`).
+    Dma = 7,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] =
-        [Kind::Fault, Kind::Split, Kind::Merge, Kind::Transition, Kind::Hypercall, Kind::Inject, Kind::Irq];
+    pub const ALL: [Kind; 8] =
+        [Kind::Fault, Kind::Split, Kind::Merge, Kind::Transition, Kind::Hypercall, Kind::Inject, Kind::Irq, Kind::Dma];
     /// Every kind's bit.
-    pub const ALL_MASK: u32 = 0x7f;
+    pub const ALL_MASK: u32 = 0xff;
 
     pub fn from_u8(v: u8) -> Option<Kind> {
         Kind::ALL.get(v as usize).copied()
@@ -48,6 +52,7 @@ impl Kind {
             Kind::Hypercall => "hypercall",
             Kind::Inject => "inject",
             Kind::Irq => "irq",
+            Kind::Dma => "dma",
         }
     }
 }
@@ -64,6 +69,7 @@ pub fn parse_mask(s: &str) -> Option<u32> {
             "hypercalls" | "hypercall" => Kind::Hypercall.bit(),
             "injects" | "inject" => Kind::Inject.bit(),
             "irqs" | "irq" => Kind::Irq.bit(),
+            "dma" => Kind::Dma.bit(),
             "all" => Kind::ALL_MASK,
             _ => return None,
         };
@@ -150,6 +156,8 @@ pub fn call_name(fid: u64) -> Option<&'static str> {
 
 /// `who` of the hyp's own bookkeeping table.
 pub const WHO_HYP: u16 = 0xffff;
+/// `who` of the host's DMA view (the stage-2 the SMMU walks).
+pub const WHO_DMA: u16 = 0xfffe;
 
 /// One trace record: 64 bytes, little-endian on the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -232,6 +240,7 @@ impl fmt::Display for Who {
         match self.0 {
             0 => write!(f, "host"),
             WHO_HYP => write!(f, "hyp"),
+            WHO_DMA => write!(f, "dma-view"),
             h => write!(f, "vm{}/vcpu{}", h, self.1),
         }
     }
@@ -245,6 +254,24 @@ fn errno_name(e: i64) -> &'static str {
         16 => "EBUSY",
         22 => "EINVAL",
         _ => "error",
+    }
+}
+
+/// SMMU event IDs (Arm SMMUv3) as words.
+pub fn dma_event_name(id: u8) -> &'static str {
+    match id {
+        0x01 => "unsupported upstream transaction",
+        0x02 => "bad stream ID",
+        0x03 => "STE fetch abort",
+        0x04 => "bad STE",
+        0x06 => "stream disabled",
+        0x07 => "transaction forbidden",
+        0x0b => "table walk abort",
+        0x10 => "translation fault",
+        0x11 => "address size fault",
+        0x12 => "access flag fault",
+        0x13 => "permission fault",
+        _ => "event",
     }
 }
 
@@ -329,6 +356,17 @@ impl fmt::Display for Record {
                 }
                 Ok(())
             }
+            Some(Kind::Dma) => {
+                let access = if self.level != 0 { "read" } else { "write" };
+                write!(
+                    f,
+                    "dma    stream={:#x} {access} addr={:#x} {} (event {:#x}) -> blocked",
+                    self.arg2,
+                    self.ipa,
+                    dma_event_name(self.arg as u8),
+                    self.arg
+                )
+            }
             None => write!(f, "unknown kind {}", self.kind),
         }
     }
@@ -390,5 +428,11 @@ mod tests {
             "hvc    vm1/vcpu0 fid=0xc6000007 (MMIO_GUARD) x1=0x9000000 -> ret=0x0"
         );
         assert_eq!(format!("{}", hvc(0xc600_0010)), "hvc    vm1/vcpu0 fid=0xc6000010 x1=0x9000000 -> ret=0x0");
+        let dma = Record { kind: Kind::Dma as u8, arg: 0x10, arg2: 8, ipa: 0x4100_0000, ..Default::default() };
+        assert_eq!(
+            format!("{dma}"),
+            "dma    stream=0x8 write addr=0x41000000 translation fault (event 0x10) -> blocked"
+        );
+        assert_eq!(parse_mask("dma"), Some(1 << 7));
     }
 }

@@ -20,10 +20,14 @@ pub const MAX_REDIST_REGIONS: usize = 4;
 /// memory at physical addresses the host would give it, past stage-2. Their
 /// nodes are left out of the host's DTB and their MMIO out of what the host
 /// may map (an access gets an abort).
-const HIDDEN: [(&str, &str); 2] = [
+const HIDDEN: [(&str, &str); 3] = [
     ("arm,gic-v3-its", "GIC ITS: its tables and command queue live at any PA"),
     ("qemu,fw-cfg-mmio", "fw_cfg: its DMA interface reads and writes any PA"),
+    ("arm,smmu-v3", "SMMUv3: the hyp's (DMA isolation)"),
 ];
+
+/// The `compatible` of the SMMU the hyp drives.
+pub const SMMU_COMPAT: &str = "arm,smmu-v3";
 
 /// Why the host may not have `node`, if it may not.
 pub fn hidden(node: &FdtNode) -> Option<&'static str> {
@@ -60,6 +64,8 @@ pub struct Machine {
     pub gic_redist_stride: Option<u64>,
     hidden: [Hidden; MAX_HIDDEN],
     nhidden: usize,
+    /// The (first) SMMUv3's register file, hidden from the host.
+    pub smmu: Option<Region>,
     pub gic_compat: &'static str,
     pub psci_method: &'static str,
     pub cpus: [u64; MAX_CPUS],
@@ -103,6 +109,7 @@ impl Machine {
             gic_redist_stride: None,
             hidden: [Hidden { region: Region { base: 0, size: 0 }, name: "", why: "" }; MAX_HIDDEN],
             nhidden: 0,
+            smmu: None,
             gic_compat: "none",
             psci_method: "none",
             cpus: [0; MAX_CPUS],
@@ -212,6 +219,9 @@ impl Machine {
                     *self.hidden.get_mut(self.nhidden).ok_or(DtError::TooMany)? =
                         Hidden { region, name: node.name, why };
                     self.nhidden += 1;
+                    if self.smmu.is_none() && node.compatible().is_some_and(|c| c.all().any(|x| x == SMMU_COMPAT)) {
+                        self.smmu = Some(region);
+                    }
                 }
                 Some(_) => {}
             }

@@ -1,7 +1,7 @@
 //! The device tree the host boots with: QEMU's, with the hyp's memory taken
 //! away (a no-map /reserved-memory node), the devices the host may not
-//! program left out (`dt::hidden`: the GIC ITS, fw_cfg) along with every
-//! `msi-parent`/`msi-map` reference to them, `hyp.*` options removed from
+//! program left out (`dt::hidden`: the GIC ITS, fw_cfg, the SMMU) along
+//! with every `msi-parent`/`msi-map`/`iommus`/`iommu-map` reference to them, `hyp.*` options removed from
 //! the command line, and /chosen's initrd narrowed to the host's part of the
 //! boot bundle.
 
@@ -48,20 +48,22 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// An `msi-parent` or `msi-map` value without the entries that name a
-/// hidden MSI controller; None if it cannot be parsed (then it goes too).
+/// An `msi-parent`, `msi-map`, `iommus` or `iommu-map` value without the
+/// entries that name a hidden MSI controller or IOMMU (the SMMU: the host
+/// must not look for it); None if it cannot be parsed (then it goes too).
 fn without_hidden(c: &Ctx, name: &str, v: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut rest = v;
     while !rest.is_empty() {
         // msi-map: (rid-base, phandle, msi-base, length); msi-parent:
         // (phandle, #msi-cells of that controller).
-        let (phandle, len) = if name == "msi-map" {
+        let (phandle, len) = if name == "msi-map" || name == "iommu-map" {
             (be32(rest.get(4..8)?), 16)
         } else {
             let phandle = be32(rest.get(..4)?);
             let ctrl = c.fdt.find_phandle(phandle)?;
-            let cells = ctrl.property("#msi-cells").and_then(|p| p.as_usize()).unwrap_or(0);
+            let cells_name = if name == "iommus" { "#iommu-cells" } else { "#msi-cells" };
+            let cells = ctrl.property(cells_name).and_then(|p| p.as_usize()).unwrap_or(0);
             (phandle, 4 * (1 + cells))
         };
         let entry = rest.get(..len)?;
@@ -77,11 +79,17 @@ fn copy(w: &mut FdtWriter, node: FdtNode, name: &str, depth: usize, c: &Ctx) -> 
     let n = w.begin_node(name)?;
     let chosen = depth == 1 && name == "chosen";
     let reserved = depth == 1 && name == "reserved-memory";
+    // `iommu-map-mask` goes with the last `iommu-map` entry.
+    let iommu_map_left =
+        node.property("iommu-map").and_then(|p| without_hidden(c, "iommu-map", p.value)).is_some_and(|v| !v.is_empty());
     for p in node.properties() {
         if chosen && matches!(p.name, "bootargs" | "linux,initrd-start" | "linux,initrd-end") {
             continue;
         }
-        if matches!(p.name, "msi-parent" | "msi-map") {
+        if p.name == "iommu-map-mask" && !iommu_map_left {
+            continue;
+        }
+        if matches!(p.name, "msi-parent" | "msi-map" | "iommus" | "iommu-map") {
             if let Some(v) = without_hidden(c, p.name, p.value).filter(|v| !v.is_empty()) {
                 w.property(p.name, &v)?;
             }

@@ -229,6 +229,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let mut devices = alloc::vec![("uart", m.uart, 0x1000)];
     devices.extend(m.gic_dist.map(|r| ("gic-dist", r.base, r.size)));
     devices.extend(m.gic_redists().iter().map(|r| ("gic-redist", r.base, r.size)));
+    devices.extend(m.smmu.map(|r| ("smmu", r.base, r.size.max(crate::dev::smmu::MMIO_SIZE))));
     if let Err(e) = mmu::install_final(&mut mem::PoolPages, (pool, pool_end), &devices) {
         fail(format_args!("EL2 stage-1: {e}"));
     }
@@ -256,6 +257,9 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let mut hyp_mm = HypMm::new(hyp_pgt);
     if let Err(e) = mem_protect::hyp_claim_own(&mut env, &mut host, &mut hyp_mm, hyp_base, hyp_size) {
         fail(format_args!("recording the carve-out: {e:?}"));
+    }
+    if let Some(r) = m.smmu {
+        take_smmu(&mut env, &mut host, r.base, ipa_bits);
     }
     let vtcr = vtcr_for(&host.pgt);
     let vttbr = host.pgt.root_pa();
@@ -308,6 +312,38 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
 }
 
 /// The GIC redistributor region (0 if none), for every CPU's own set-up.
+/// The SMMU's VMID for the host's DMA view (the SMMU's own namespace).
+const DMA_VMID: u16 = 1;
+
+/// Builds the host's DMA view and hands it to the SMMU: from here on no
+/// host device reaches memory the host may not. An SMMU the hyp cannot
+/// drive (no stage 2: QEMU before 10.0) stops the boot: with it left alone,
+/// PCIe devices would bypass it and reach every page.
+fn take_smmu(env: &mut HypEnv, host: &mut HostMm, base: u64, ipa_bits: u8) {
+    let probe = crate::dev::smmu::probe(base, ipa_bits)
+        .unwrap_or_else(|e| fail(format_args!("SMMUv3 at {base:#x}: {e:?} (stage 2 needs QEMU >= 10.0)")));
+    let pgt = Stage2::new(env, ipa_bits, Some(DMA_VMID)).unwrap_or_else(|e| fail(format_args!("DMA view: {e:?}")));
+    if crate::dev::smmu::noncoherent() {
+        // The root's zeroes reach memory before the SMMU can walk it (its
+        // tables and descriptors are cleaned as they are written).
+        crate::dev::smmu::clean_poc(pgt.root_pa(), pgt.root_pages() as u64 * hyp::mm::PAGE_SIZE);
+    }
+    if let Err(e) = host.enable_dma(env, pgt) {
+        fail(format_args!("DMA view: {e:?}"));
+    }
+    let dma = host.dma.as_ref().expect("just built");
+    let ctx = hyp::smmu::S2Context {
+        vmid: DMA_VMID,
+        root: dma.root_pa(),
+        t0sz: dma.t0sz() as u8,
+        sl0: dma.sl0() as u8,
+        ps: 0,
+    };
+    if let Err(e) = crate::dev::smmu::init(probe, ctx, ipa_bits) {
+        fail(format_args!("SMMUv3 at {base:#x}: {e:?} (stage 2 needs QEMU >= 10.0)"));
+    }
+}
+
 static GIC_REDIST: AtomicU64 = AtomicU64::new(0);
 static GIC_REDIST_SIZE: AtomicU64 = AtomicU64::new(0);
 

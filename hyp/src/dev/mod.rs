@@ -4,3 +4,4 @@
 pub mod gicr;
 pub mod gicv3;
 pub mod pl011;
+pub mod smmu;

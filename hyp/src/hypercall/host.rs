@@ -91,9 +91,9 @@ fn finish(x: &mut CallRegs, fid: u32, x1: u64, before: Option<crate::checker::Be
 type Handler = fn(&mut CallRegs) -> Result<(), Error>;
 
 /// The host calls' function numbers run from 0x100 (VM_CREATE) to
-/// 0x128 (VM_CALLS): one slot each, indexed by fid - VM_CREATE.
+/// 0x129 (DMA_EVENTS): one slot each, indexed by fid - VM_CREATE.
 const FIRST: u32 = abi::VM_CREATE;
-const SLOTS: usize = (abi::VM_CALLS - FIRST) as usize + 1;
+const SLOTS: usize = (abi::DMA_EVENTS - FIRST) as usize + 1;
 
 const fn slot(fid: u32) -> usize {
     (fid - FIRST) as usize
@@ -124,6 +124,7 @@ const TABLE: [Option<Handler>; SLOTS] = {
     t[slot(abi::CHECK_INVARIANTS)] = Some(check_invariants);
     t[slot(abi::VM_DIGEST)] = Some(vm_digest);
     t[slot(abi::VM_CALLS)] = Some(vm_calls);
+    t[slot(abi::DMA_EVENTS)] = Some(dma_events);
     t
 };
 
@@ -173,7 +174,7 @@ fn pin(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 fn unpin(x: &mut CallRegs) -> Result<(), Error> {
-    let r = mem::host().unpin(x[1]);
+    let r = mem::host().unpin(&mut HypEnv, x[1]);
     point::transition(0, 0, op::UNPIN, x[1], 4096, &r);
     r
 }
@@ -242,12 +243,29 @@ fn vm_calls(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 fn page_state(x: &mut CallRegs) -> Result<(), Error> {
-    vm::host_page_state(x[1]).map(|r| x[2..5].copy_from_slice(&r))
+    vm::host_page_state(x[1]).map(|r| x[2..6].copy_from_slice(&r))
+}
+
+/// DMA_EVENTS: the SMMU's event queue drained into the trace → x2 = events
+/// now, x3 = since boot, x4..x6 = the last one (stream, address, id | read << 8).
+fn dma_events(x: &mut CallRegs) -> Result<(), Error> {
+    use crate::dev::smmu;
+    if !smmu::present() {
+        return Err(Error::NoEnt);
+    }
+    x[2] = smmu::drain_events();
+    x[3] = smmu::EVENTS.load(core::sync::atomic::Ordering::Relaxed);
+    let (s, a, k) =
+        smmu::last_event().map(|e| (e.stream as u64, e.addr, e.id as u64 | (e.read as u64) << 8)).unwrap_or_default();
+    (x[4], x[5], x[6]) = (s, a, k);
+    Ok(())
 }
 
 /// TRACE_DRAIN: x1 = PA of a buffer the host has shared with the hyp,
 /// x2 = its size in bytes → x2 = records copied, x3 = records lost.
 fn trace_drain(x: &mut CallRegs) -> Result<(), Error> {
+    // SMMU events become trace records first.
+    crate::dev::smmu::drain_events();
     let (pa, size) = (x[1], x[2]);
     let size = size.min(1 << 20) & !(RECORD_SIZE as u64 - 1);
     let mut env = HypEnv;

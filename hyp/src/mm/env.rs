@@ -21,6 +21,12 @@ pub struct S2Id {
     pub t0sz: u8,
     /// VTCR_EL2.SL0 of the tree (4 KiB granule encoding).
     pub sl0: u8,
+    /// The tree is walked by the SMMU (the host's DMA view: STE.S2TTB,
+    /// S2VMID, S2T0SZ, S2SL0), not by the CPUs: its TLB maintenance is
+    /// CMD_TLBI_S2_IPA / CMD_TLBI_S12_VMALL + CMD_SYNC on the SMMU's
+    /// command queue, completed before the call returns, and its VMID is
+    /// the SMMU's (a namespace of its own).
+    pub iommu: bool,
 }
 
 pub trait MmEnv {
@@ -54,6 +60,13 @@ pub trait MmEnv {
     /// table walkers of all CPUs: `DSB ISHST` on aarch64. Called between
     /// filling a new table (or root) and making it reachable.
     fn publish_barrier(&mut self);
+
+    /// A new table page of tree `s2` is filled (zeroed by the allocator,
+    /// entries written with [`MmEnv::init_pte`]) and is about to be
+    /// published. A walker that does not snoop the caches (a non-coherent
+    /// SMMU walking the DMA view) needs the page cleaned to the point of
+    /// coherency here; CPUs need nothing.
+    fn table_filled(&mut self, _s2: &S2Id, _table: u64) {}
 
     /// Writes one live descriptor of tree `s2`: the entry at `level`
     /// translating `[ipa, ipa + level size)`. Implementations add the

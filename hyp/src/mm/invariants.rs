@@ -12,7 +12,11 @@
 //! - the host maps no hyp page and no guest-private page; its mappings are
 //!   identity maps of RAM (normal) or devices (device memory);
 //! - every table page is reachable exactly once and counted;
-//! - pins only on pages the host borrows from a guest.
+//! - pins only on pages the host borrows from a guest;
+//! - the host's DMA view (with an SMMU) maps, identity and read/write, its
+//!   own RAM (also while shared with the hyp) and the pages it borrows and
+//!   pins, and nothing else: no hyp page, no guest-private page, no
+//!   borrowed page without a pin, no device.
 //!
 //! Blocks cannot span mixed states by construction (one descriptor, one
 //! state), and "everything mergeable is merged" is left to the unit tests.
@@ -88,6 +92,17 @@ fn view_range(view: &[(u64, u64, Leaf)], a: u64, b: u64, ok: impl Fn(Leaf) -> bo
     at >= b
 }
 
+/// True when every leaf of the host's view (`collect`ed: unannotated,
+/// host-owned gaps not listed) overlapping `[a, b)` is a mapping the host
+/// owns (alone, or shared with the hyp).
+fn host_own_only(view: &[(u64, u64, Leaf)], a: u64, b: u64) -> bool {
+    let i = view.partition_point(|&(_, e, _)| e <= a);
+    view[i..]
+        .iter()
+        .take_while(|&&(s, _, _)| s < b)
+        .all(|&(_, _, l)| matches!(l, Leaf::Mapped { state: PageState::Owned | PageState::SharedOwned, .. }))
+}
+
 pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&GuestMm]) -> Result<Summary, Violation> {
     let mut sum = Summary::default();
 
@@ -96,6 +111,7 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
     let mut trees: Vec<&Stage2> = Vec::new();
     trees.push(&host.pgt);
     trees.push(&hyp.pgt);
+    trees.extend(host.dma.as_ref());
     trees.extend(guests.iter().map(|g| &g.pgt));
     for t in &trees {
         if !seen.insert(t.root_pa()) {
@@ -273,5 +289,47 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
         return Err(bad("a pin on a page the host does not borrow", 0));
     }
     sum.pinned_pages = pinned;
+
+    // The DMA view: every leaf is one the host's state allows, and the
+    // bytes add up, so everything the host may DMA to is mapped.
+    if let Some(dma) = &host.dma {
+        let dv = collect(env, dma)?;
+        sum.leaves += dv.len() as u64;
+        let (mut d_owned, mut d_pinned) = (0u64, 0u64);
+        for &(a, b, l) in &dv {
+            let Leaf::Mapped { pa, attrs, state } = l else {
+                return Err(bad("the DMA view holds an annotation", a));
+            };
+            if pa != a || attrs != super::mem_protect::DMA_ATTRS {
+                return Err(bad("the DMA view is not a read/write identity map", a));
+            }
+            if !host.ram.iter().any(|r| r.contains(a, b - a)) {
+                return Err(bad("the DMA view maps something that is not RAM", a));
+            }
+            let ok = match state {
+                PageState::Owned => {
+                    d_owned += b - a;
+                    host_own_only(&hv, a, b)
+                }
+                PageState::SharedBorrowed => {
+                    d_pinned += b - a;
+                    (a..b).step_by(PAGE_SIZE as usize).all(|p| host.pins.count(p) != 0)
+                        && view_range(&hv, a, b, |h| matches!(h, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))
+                }
+                PageState::SharedOwned => false,
+            };
+            if !ok {
+                return Err(bad("the DMA view maps a page the host's devices may not reach", a));
+            }
+        }
+        let ram: u64 = host.ram.iter().map(|r| r.size).sum();
+        let guest_private: u64 = per_vm.iter().map(|e| e.1).sum();
+        if d_owned != ram - hyp_own - hyp_donated - guest_private - borrowed {
+            return Err(bad("the DMA view misses pages the host owns", d_owned));
+        }
+        if d_pinned != pinned * PAGE_SIZE {
+            return Err(bad("the DMA view misses pinned pages", d_pinned));
+        }
+    }
     Ok(sum)
 }

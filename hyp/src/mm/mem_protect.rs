@@ -54,6 +54,9 @@ pub struct HostMm {
     pub ram: Vec<Region>,
     /// Device MMIO regions the host may map.
     pub devices: Vec<Region>,
+    /// The host's DMA view ([`HostMm::enable_dma`]): the stage-2 the SMMU
+    /// walks for every host stream; `None` without an SMMU.
+    pub dma: Option<Stage2>,
 }
 
 /// The hyp's own view: its own memory, pages donated to it or shared with it.
@@ -108,6 +111,64 @@ fn owned(pa: u64, attrs: Attrs, state: PageState) -> Leaf {
 /// Is this host leaf a page the host owns exclusively (mapped or not)?
 fn host_owns(l: Leaf) -> bool {
     matches!(l, Leaf::Invalid(Owner::None) | Leaf::Mapped { attrs: HOST_RAM, state: PageState::Owned, .. })
+}
+
+/// The DMA view's leaf for a host page whose host leaf is `l` (the leaf as
+/// seen at that page) and that the host pins (`pinned`), or `None` when no
+/// device of the host may reach it: devices reach the host's own RAM (also
+/// while shared with the hyp) and pages a guest shared with the host only
+/// while the host pins them; never the hyp's pages, guest-private pages or
+/// borrowed pages without a pin.
+pub fn dma_leaf(pa: u64, l: Leaf, pinned: bool) -> Option<Leaf> {
+    match l {
+        // RAM the host has not faulted in yet is the host's own.
+        Leaf::Invalid(Owner::None) => Some(dma_owned(pa)),
+        Leaf::Mapped { attrs, .. } if attrs.mem != super::prot::MemType::Normal => None,
+        Leaf::Mapped { state: PageState::Owned | PageState::SharedOwned, .. } => Some(dma_owned(pa)),
+        Leaf::Mapped { state: PageState::SharedBorrowed, .. } if pinned => Some(dma_pinned(pa)),
+        _ => None,
+    }
+}
+
+/// The DMA view's leaf for the host's own page at `pa`.
+pub const fn dma_owned(pa: u64) -> Leaf {
+    Leaf::Mapped { pa, attrs: DMA_ATTRS, state: PageState::Owned }
+}
+
+/// The DMA view's leaf for a pinned page a guest shares with the host.
+pub const fn dma_pinned(pa: u64) -> Leaf {
+    Leaf::Mapped { pa, attrs: DMA_ATTRS, state: PageState::SharedBorrowed }
+}
+
+/// What devices may do with a page of the DMA view: read and write.
+pub const DMA_ATTRS: Attrs = Attrs::NORMAL_RW;
+
+/// Phase one of a DMA-view update (nothing without a DMA view).
+fn dma_prepare<E: MmEnv>(
+    env: &mut E,
+    dma: &Option<Stage2>,
+    pa: u64,
+    size: u64,
+    new: Leaf,
+) -> Result<Option<Update>, Error> {
+    match dma {
+        Some(t) => t.prepare(env, pa, size, new).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Phase two: with an access removed, the SMMU's TLB is invalidated (and
+/// the invalidation completed, CMD_SYNC) inside the commit.
+fn dma_commit<E: MmEnv>(env: &mut E, dma: &mut Option<Stage2>, u: Option<Update>) {
+    if let (Some(t), Some(u)) = (dma.as_mut(), u) {
+        t.commit(env, u);
+    }
+}
+
+fn dma_cancel<E: MmEnv>(env: &mut E, u: Option<Update>) {
+    if let Some(u) = u {
+        u.cancel(env);
+    }
 }
 
 /// Checks every page of `[start, start + size)` in `pgt` with `ok`.
@@ -183,7 +244,53 @@ impl HostMm {
     pub fn new(pgt: Stage2, ram: Vec<Region>, devices: Vec<Region>) -> Self {
         let (lo, hi) = ram.iter().fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r.base), hi.max(r.end())));
         let pins = if lo < hi { Pins::new(lo, hi - lo) } else { Pins::new(0, 0) };
-        HostMm { pgt, pins, ram, devices }
+        HostMm { pgt, pins, ram, devices, dma: None }
+    }
+
+    /// Builds the host's DMA view in `pgt` (an empty tree the SMMU will
+    /// walk) from the host's stage-2 and pins as they are now, and keeps it
+    /// in step from then on: every transition below updates it in the same
+    /// all-or-nothing step as the CPU stage-2s. Called at boot, before any
+    /// device can use it. On `Err` (`NoMem`) nothing is kept.
+    pub fn enable_dma<E: MmEnv>(&mut self, env: &mut E, mut pgt: Stage2) -> Result<(), Error> {
+        pgt.set_iommu();
+        pgt.set_who(crate::trace::WHO_DMA);
+        pgt.keep_invalid_tables();
+        let mut pieces: Vec<(u64, u64, Leaf)> = Vec::new();
+        for r in &self.ram {
+            let r = self.pgt.for_each_leaf(env, r.base, r.end(), |m, a, b| {
+                let mut p = a;
+                while p < b {
+                    // Borrowed pages are decided page by page (pins).
+                    let l = m.at(p);
+                    let step = if matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }) {
+                        PAGE_SIZE
+                    } else {
+                        b - p
+                    };
+                    if let Some(d) = dma_leaf(p, l, self.pins.count(p) != 0) {
+                        if pieces.try_reserve(1).is_err() {
+                            return Err(Error::NoMem);
+                        }
+                        pieces.push((p, step, d));
+                    }
+                    p += step;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                pgt.destroy(env);
+                return Err(e);
+            }
+        }
+        for (a, size, l) in pieces {
+            if let Err(e) = pgt.set(env, a, size, l) {
+                pgt.destroy(env);
+                return Err(e);
+            }
+        }
+        self.dma = Some(pgt);
+        Ok(())
     }
 
     /// Is `[pa, pa + size)` a page-aligned non-empty range inside one RAM region?
@@ -239,19 +346,42 @@ impl HostMm {
             return Err(Error::Inval);
         }
         self.check_ram(pa, PAGE_SIZE)?;
-        match self.leaf_at(env, pa)? {
-            Leaf::Mapped { state: PageState::SharedBorrowed, .. } => self.pins.pin(pa, exclusive),
-            _ => Err(Error::Perm),
+        if !matches!(self.leaf_at(env, pa)?, Leaf::Mapped { state: PageState::SharedBorrowed, .. }) {
+            return Err(Error::Perm);
         }
+        // The first pin maps the page in the DMA view: a pin is what makes
+        // a borrowed page reachable by the host's devices.
+        let ud =
+            if self.pins.count(pa) == 0 { dma_prepare(env, &self.dma, pa, PAGE_SIZE, dma_pinned(pa))? } else { None };
+        if let Err(e) = self.pins.pin(pa, exclusive) {
+            dma_cancel(env, ud);
+            return Err(e);
+        }
+        dma_commit(env, &mut self.dma, ud);
+        Ok(())
     }
 
-    /// Drops one host pin.
-    pub fn unpin(&mut self, pa: u64) -> Result<(), Error> {
+    /// Drops one host pin. The last one unmaps the page from the DMA view
+    /// and completes the SMMU's TLB invalidation before it returns: no
+    /// device can reach the page any more. `Err(NoMem)` only when that needs
+    /// a table page (the page lies in a block of pinned pages) and none is
+    /// left; nothing changes then.
+    pub fn unpin<E: MmEnv>(&mut self, env: &mut E, pa: u64) -> Result<(), Error> {
         if !is_aligned(pa, PAGE_SIZE) {
             return Err(Error::Inval);
         }
         self.check_ram(pa, PAGE_SIZE)?;
-        self.pins.unpin(pa)
+        let ud = if self.pins.count(pa) == 1 {
+            dma_prepare(env, &self.dma, pa, PAGE_SIZE, Leaf::Invalid(Owner::None))?
+        } else {
+            None
+        };
+        if let Err(e) = self.pins.unpin(pa) {
+            dma_cancel(env, ud);
+            return Err(e);
+        }
+        dma_commit(env, &mut self.dma, ud);
+        Ok(())
     }
 }
 
@@ -262,6 +392,8 @@ struct HostHyp {
     hyp_before: fn(Leaf) -> bool,
     host_after: fn(u64) -> Leaf,
     hyp_after: fn(u64) -> Leaf,
+    /// The DMA view afterwards (`None`: unchanged).
+    dma_after: Option<fn(u64) -> Leaf>,
 }
 
 /// The shape every host ↔ hyp transition shares: range check, both sides
@@ -277,7 +409,22 @@ fn host_hyp<E: MmEnv>(
     host.check_ram(pa, size)?;
     check_all(env, &host.pgt, pa, size, t.host_before)?;
     check_all(env, &hyp.pgt, pa, size, t.hyp_before)?;
-    commit_pair(env, (&mut host.pgt, pa, size, (t.host_after)(pa)), (&mut hyp.pgt, pa, size, (t.hyp_after)(pa)))
+    let ud = match t.dma_after {
+        Some(f) => dma_prepare(env, &host.dma, pa, size, f(pa))?,
+        None => None,
+    };
+    if let Err(e) =
+        commit_pair(env, (&mut host.pgt, pa, size, (t.host_after)(pa)), (&mut hyp.pgt, pa, size, (t.hyp_after)(pa)))
+    {
+        dma_cancel(env, ud);
+        return Err(e);
+    }
+    dma_commit(env, &mut host.dma, ud);
+    Ok(())
+}
+
+fn dma_none(_: u64) -> Leaf {
+    Leaf::Invalid(Owner::None)
 }
 
 fn nothing(l: Leaf) -> bool {
@@ -297,6 +444,7 @@ pub fn host_share_hyp<E: MmEnv>(
         hyp_before: nothing,
         host_after: |pa| owned(pa, HOST_RAM, PageState::SharedOwned),
         hyp_after: |pa| owned(pa, HYP_MEM, PageState::SharedBorrowed),
+        dma_after: None,
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
@@ -314,6 +462,7 @@ pub fn host_unshare_hyp<E: MmEnv>(
         hyp_before: |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }),
         host_after: |pa| owned(pa, HOST_RAM, PageState::Owned),
         hyp_after: |_| Leaf::Invalid(Owner::None),
+        dma_after: None,
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
@@ -331,6 +480,7 @@ pub fn host_donate_hyp<E: MmEnv>(
         hyp_before: nothing,
         host_after: |_| Leaf::Invalid(Owner::HypDonated),
         hyp_after: |pa| owned(pa, HYP_MEM, PageState::Owned),
+        dma_after: Some(dma_none),
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
@@ -355,6 +505,7 @@ pub fn hyp_donate_host<E: MmEnv>(
         hyp_before: |l| matches!(l, Leaf::Mapped { state: PageState::Owned, .. }),
         host_after: |_| Leaf::Invalid(Owner::None),
         hyp_after: |_| Leaf::Invalid(Owner::None),
+        dma_after: Some(dma_owned),
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
@@ -379,6 +530,7 @@ pub fn hyp_claim_own<E: MmEnv>(
         hyp_before: nothing,
         host_after: |_| Leaf::Invalid(Owner::Hyp),
         hyp_after: |pa| owned(pa, HYP_MEM, PageState::Owned),
+        dma_after: Some(dma_none),
     };
     host_hyp(env, host, hyp, pa, size, t)?;
     hyp.own.push(Region { base: pa, size });
@@ -411,10 +563,20 @@ pub fn host_donate_guest<E: MmEnv>(
             return Err(e);
         }
     };
-    // The host loses the pages (and its TLB entries) first; then whatever
-    // it wrote is pushed to memory and no line of it stays cached; only then
+    let ud = match dma_prepare(env, &host.dma, pa, size, Leaf::Invalid(Owner::None)) {
+        Ok(u) => u,
+        Err(e) => {
+            uh.cancel(env);
+            ug.cancel(env);
+            return Err(e);
+        }
+    };
+    // The host loses the pages (and its TLB entries, the CPUs' and the
+    // SMMU's: no device can write them either) first; then whatever it
+    // wrote is pushed to memory and no line of it stays cached; only then
     // can the guest, perhaps with its caches off, see them.
     host.pgt.commit(env, uh);
+    dma_commit(env, &mut host.dma, ud);
     env.dcache_clean_inval_poc(pa, size);
     if GUEST_RAM.perm.x {
         env.icache_inval_pou(pa, size);
@@ -511,13 +673,22 @@ fn reclaim<E: MmEnv>(
             return Err(e);
         }
     };
+    let ud = match dma_prepare(env, &host.dma, pa, size, dma_owned(pa)) {
+        Ok(u) => u,
+        Err(e) => {
+            ug.cancel(env);
+            uh.cancel(env);
+            return Err(e);
+        }
+    };
     // Unmap from the guest first, so nobody can see the page while it is
     // scrubbed; the zeroes reach memory before the host (perhaps with its
-    // caches off) can see the page.
+    // caches off) or its devices can see the page.
     guest.pgt.commit(env, ug);
     env.scrub(pa, size);
     env.dcache_clean_inval_poc(pa, size);
     host.pgt.commit(env, uh);
+    dma_commit(env, &mut host.dma, ud);
     Ok(())
 }
 

@@ -67,6 +67,10 @@ pub struct Stage2 {
     tables: usize,
     /// Whose tree this is, for trace records (0 host, VM handle, ...).
     who: u16,
+    /// Walked by the SMMU, not the CPUs ([`S2Id::iommu`]).
+    iommu: bool,
+    /// Tables that become all-invalid are not merged ([`Stage2::keep_invalid_tables`]).
+    keep_invalid: bool,
     pub stats: Stats,
 }
 
@@ -126,8 +130,33 @@ impl Stage2 {
             vmid,
             tables: 0,
             who: 0,
+            iommu: false,
+            keep_invalid: false,
             stats: Stats::default(),
         })
+    }
+
+    /// Marks the tree as one the SMMU walks (its TLB maintenance goes to the
+    /// SMMU); set before anything is mapped.
+    pub fn set_iommu(&mut self) {
+        self.iommu = true;
+    }
+    pub fn is_iommu(&self) -> bool {
+        self.iommu
+    }
+
+    /// A table whose entries all become invalid is kept rather than merged
+    /// into one invalid block (valid uniform tables still merge). For the
+    /// DMA view: a pin and unpin inside a guest's block would otherwise
+    /// split and merge two levels every time (two table pages allocated
+    /// and freed, a VMID-wide SMMU invalidation). Its tables then stay
+    /// while the region is not the host's, at most what the guest's own
+    /// stage-2 needs there.
+    pub fn keep_invalid_tables(&mut self) {
+        self.keep_invalid = true;
+    }
+    pub fn keeps_invalid_tables(&self) -> bool {
+        self.keep_invalid
     }
 
     /// Names the tree's owner in trace records.
@@ -152,7 +181,13 @@ impl Stage2 {
     }
     /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
     pub fn s2_id(&self) -> Option<S2Id> {
-        self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz() as u8, sl0: self.sl0() as u8 })
+        self.vmid.map(|vmid| S2Id {
+            vmid,
+            root: self.geo.root,
+            t0sz: self.t0sz() as u8,
+            sl0: self.sl0() as u8,
+            iommu: self.iommu,
+        })
     }
     /// One past the highest IPA.
     pub fn ipa_limit(&self) -> u64 {
@@ -258,6 +293,7 @@ impl Stage2 {
             cache: &mut u.cache,
             stats: &mut self.stats,
             tables: &mut self.tables,
+            keep_invalid: self.keep_invalid,
         };
         let r = walk(env, &self.geo, u.start, u.end, &mut v);
         debug_assert!(r.is_ok() && u.cache.is_empty(), "commit: {:?}, {} pages left", r, u.cache.len());
@@ -464,6 +500,8 @@ struct SetVisitor<'a> {
     cache: &'a mut Memcache,
     stats: &'a mut Stats,
     tables: &'a mut usize,
+    /// Tables whose entries all become invalid stay ([`Stage2::keep_invalid_tables`]).
+    keep_invalid: bool,
 }
 
 impl SetVisitor<'_> {
@@ -549,8 +587,9 @@ impl SetVisitor<'_> {
             // can reach yet; i < 512.
             unsafe { env.init_pte(p.add(i), pte::child_of(e.pte, child, i as u64 * csize)) };
         }
-        if self.s2.is_some() {
+        if let Some(s2) = &self.s2 {
             // The zeroing and the 512 entries before the table descriptor.
+            env.table_filled(s2, table);
             env.publish_barrier();
         }
         self.stats.splits += 1;
@@ -581,6 +620,9 @@ impl SetVisitor<'_> {
         }
         let valid = pte::is_valid(c0);
         if valid && !is_aligned(pte::table_pa(c0), level_size(e.level)) {
+            return;
+        }
+        if !valid && self.keep_invalid {
             return;
         }
         // Entry i must be c0 advanced by i * step (valid entries map

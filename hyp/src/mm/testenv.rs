@@ -49,6 +49,12 @@ pub enum Event {
     },
     /// The publish barrier (DSB ISHST).
     Barrier,
+    /// A new table page of `s2` announced as filled (cleaned to PoC for a
+    /// non-coherent SMMU walking an IOMMU tree).
+    TableFilled {
+        s2: S2Id,
+        table: u64,
+    },
     /// A live descriptor of `s2` translating `ipa` at `level`.
     Write {
         s2: S2Id,
@@ -109,6 +115,8 @@ struct Walkers {
     ipa_tlbi: BTreeMap<(S2Id, u64), u64>,
     /// Last live write per tree, by root.
     last_write: BTreeMap<u64, u64>,
+    /// Fresh table pages announced filled, with their tree.
+    filled: BTreeMap<u64, S2Id>,
 }
 
 pub struct TestEnv {
@@ -211,6 +219,10 @@ impl TestEnv {
                     }
                 }
                 Event::Barrier => w.fresh.values_mut().for_each(|d| *d = false),
+                Event::TableFilled { s2, table } => {
+                    assert!(w.fresh.contains_key(&table), "{table:#x} announced filled: not a fresh table page");
+                    w.filled.insert(table, s2);
+                }
                 Event::Write { s2, ptep, ipa, level, old, new } => {
                     w.last_write.insert(s2.root, now);
                     if pte::is_valid(old) && pte::is_valid(new) && old != new && !pte::sw_bits_only(old, new) {
@@ -231,6 +243,13 @@ impl TestEnv {
                     }
                     if pte::is_table(new, level) && old != new {
                         let t = pte::table_pa(new);
+                        // A table installed in a tree the SMMU walks was
+                        // announced filled first, naming that tree (the EL2
+                        // env cleans it to PoC there for a non-coherent SMMU).
+                        let filled = w.filled.remove(&t);
+                        if s2.iommu {
+                            assert_eq!(filled, Some(s2), "table {t:#x} installed in an SMMU tree without table_filled");
+                        }
                         match w.fresh.remove(&t) {
                             Some(false) => {
                                 let tab = Tab {
@@ -324,6 +343,9 @@ impl MmEnv for TestEnv {
     }
     fn publish_barrier(&mut self) {
         self.push(Event::Barrier);
+    }
+    fn table_filled(&mut self, s2: &S2Id, table: u64) {
+        self.push(Event::TableFilled { s2: *s2, table });
     }
     unsafe fn write_pte(&mut self, s2: &S2Id, ptep: *mut u64, ipa: u64, level: u8, val: u64) {
         // SAFETY: ptep points into a live test table page.

@@ -313,7 +313,7 @@ pub fn host_vm_calls(handle: u64) -> Result<[u64; 4], Error> {
 }
 
 /// PAGE_STATE → (host state code, pins, owning VM).
-pub fn host_page_state(pa: u64) -> Result<[u64; 3], Error> {
+pub fn host_page_state(pa: u64) -> Result<[u64; 4], Error> {
     let mut env = HypEnv;
     let host = mem::host();
     host.leaf_at(&mut env, pa).map(|l| {
@@ -321,7 +321,13 @@ pub fn host_page_state(pa: u64) -> Result<[u64; 3], Error> {
             Leaf::Invalid(Owner::Guest(h)) => h as u64,
             _ => 0,
         };
-        [state_code(l), host.pins.count(pa) as u64, owner]
+        let held = match l {
+            Leaf::Invalid(Owner::Hyp) => abi::page_state::HELD_BY_HYP,
+            Leaf::Invalid(Owner::HypDonated) => abi::page_state::HELD_BY_HYP_DONATED,
+            Leaf::Invalid(Owner::Guest(_)) => abi::page_state::HELD_BY_GUEST,
+            _ => abi::page_state::HELD_BY_HOST,
+        };
+        [state_code(l), host.pins.count(pa) as u64, owner, held]
     })
 }
 

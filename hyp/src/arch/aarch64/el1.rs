@@ -118,6 +118,28 @@ pub fn enter_controls(kind: Kind) {
     CNTHCTL_EL2.set(cnthctl(kind));
 }
 
+/// HFGRTR_EL2/HFGWTR_EL2 nTPIDR2_EL0 [55] and nSMPRI_EL1 [54]: the
+/// negative-polarity fine-grained traps (0 = trapped) of registers that are
+/// switched (TPIDR2_EL0) or trapped otherwise (SMPRI_EL1: CPTR_EL2.TSM for
+/// guests). Every other negative bit stays 0: GCS, POR, PIR, RCWMASK,
+/// ACCDATA, MAIR2/AMAIR2 (not switched) trap to EL2 and are UNDEF.
+pub const FGT_PASS: u64 = (1 << 55) | (1 << 54);
+/// HCRX_EL2.MSCEn [11]: FEAT_MOPS instructions are usable at EL1/EL0 (they
+/// are UNDEF with it clear); the rest 0 (TCR2/SCTLR2, GCS, FPMR ... trap).
+pub const HCRX_MSCEN: u64 = 1 << 11;
+
+/// The fine-grained trap value (with FEAT_FGT) and HCRX_EL2 (with FEAT_HCX)
+/// from ID_AA64MMFR0_EL1.FGT [59:56], ID_AA64MMFR1_EL1.HCX [43:40] and
+/// ID_AA64ISAR2_EL1.MOPS [19:16]. Both registers have no architectural
+/// reset value: left as they are, QEMU's 0 traps TPIDR2_EL0 (FGT) and makes
+/// MOPS UNDEF (HCRX), which a Linux host's libc uses when ISAR2 says so.
+pub fn fgt_hcrx(mmfr0: u64, mmfr1: u64, isar2: u64) -> (Option<u64>, Option<u64>) {
+    let fgt = ((mmfr0 >> 56) & 0xf != 0).then_some(FGT_PASS);
+    let mops = (isar2 >> 16) & 0xf != 0;
+    let hcrx = ((mmfr1 >> 40) & 0xf != 0).then_some(if mops { HCRX_MSCEN } else { 0 });
+    (fgt, hcrx)
+}
+
 /// EL2 controls set once per CPU: virtual counter offset 0, the GICv3
 /// system-register interface enabled for EL1 (the virtual CPU interface off
 /// until the interrupts work), virtual ID registers = real ones, the host's
@@ -131,6 +153,17 @@ pub fn init_el2_controls() {
         ICC_SRE_EL2.set(0b1111);
         ICH_HCR_EL2.set(0);
         super::vgic::clear_all_lrs();
+    }
+    let (fgt, hcrx) = fgt_hcrx(ID_AA64MMFR0_EL1.get(), ID_AA64MMFR1_EL1.get(), ID_AA64ISAR2_EL1.get());
+    if let Some(pass) = fgt {
+        HFGRTR_EL2.set(pass);
+        HFGWTR_EL2.set(pass);
+        HFGITR_EL2.set(0);
+        HDFGRTR_EL2.set(0);
+        HDFGWTR_EL2.set(0);
+    }
+    if let Some(v) = hcrx {
+        HCRX_EL2.set(v);
     }
     CNTVOFF_EL2.set(0);
     CNTHP_CTL_EL2.set(0);

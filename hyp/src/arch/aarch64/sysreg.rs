@@ -87,6 +87,14 @@ sysreg!(APGAKEYHI_EL1, ApgaKeyHiEl1, "s3_0_c2_c3_1");
 // EL2 registers (the GICv3 ICH_*, CPTR_EL2 and CNTHP_CTL_EL2 come from
 // `aarch64-cpu`; CPTR_EL2's fields from [`CPTR`] below).
 sysreg!(VPIDR_EL2, VpidrEl2, "vpidr_el2");
+// Fine-grained traps (FEAT_FGT: ID_AA64MMFR0_EL1.FGT != 0) and the extended
+// hypervisor controls (FEAT_HCX: ID_AA64MMFR1_EL1.HCX != 0), by encoding.
+sysreg!(HFGRTR_EL2, HfgrtrEl2, "s3_4_c1_c1_4");
+sysreg!(HFGWTR_EL2, HfgwtrEl2, "s3_4_c1_c1_5");
+sysreg!(HFGITR_EL2, HfgitrEl2, "s3_4_c1_c1_6");
+sysreg!(HDFGRTR_EL2, HdfgrtrEl2, "s3_4_c3_c1_4");
+sysreg!(HDFGWTR_EL2, HdfgwtrEl2, "s3_4_c3_c1_5");
+sysreg!(HCRX_EL2, HcrxEl2, "s3_4_c1_c2_2");
 sysreg!(VMPIDR_EL2, VmpidrEl2, "vmpidr_el2");
 // Virtual DISR: what a guest reads as DISR_EL1 while HCR_EL2.AMO is set
 // (exists with FEAT_RAS).

@@ -22,6 +22,10 @@ pub const RAM_SIZE: u64 = 64 << 20;
 /// pages just above the model's busiest slots, and a whole 2 MiB block.
 pub const HYP_OWN: [(u64, u64); 2] = [(RAM + 8 * K4, 2 * K4), (RAM + 7 * M2, M2)];
 
+/// The DMA view's VMID in these tests (the SMMU's namespace: it may equal
+/// a CPU VMID; the trees are told apart by `S2Id::iommu`).
+pub const DMA_VMID: u16 = 1;
+
 pub struct World {
     pub env: TestEnv,
     pub host: HostMm,
@@ -39,6 +43,10 @@ impl World {
             vec![Region { base: RAM, size: RAM_SIZE }],
             vec![Region { base: 0x0900_0000, size: 0x1000 }],
         );
+        // The DMA view exists from the start (as at boot, before the
+        // carve-out is claimed here: the claims must take it out again).
+        let dma = Stage2::new(&mut env, 40, Some(DMA_VMID)).unwrap();
+        host.enable_dma(&mut env, dma).unwrap();
         for (base, size) in HYP_OWN {
             hyp_claim_own(&mut env, &mut host, &mut hyp, base, size).unwrap();
         }
@@ -50,6 +58,9 @@ impl World {
     pub fn snapshot(&mut self) -> Vec<Vec<(u64, u64, u8, Leaf)>> {
         let mut v =
             vec![leaves(&mut self.env, &self.host.pgt, 0, 1 << 40), leaves(&mut self.env, &self.hyp.pgt, 0, 1 << 40)];
+        if let Some(d) = &self.host.dma {
+            v.push(leaves(&mut self.env, d, 0, 1 << 40));
+        }
         for g in &self.guests {
             v.push(leaves(&mut self.env, &g.pgt, 0, 1 << 40));
         }
@@ -68,6 +79,10 @@ impl World {
         check_structure(env, &host.pgt);
         check_structure(env, &hyp.pgt);
         let mut all: Vec<&Stage2> = vec![&host.pgt, &hyp.pgt];
+        if let Some(d) = &host.dma {
+            check_structure(env, d);
+            all.push(d);
+        }
         for g in guests.iter() {
             check_structure(env, &g.pgt);
             all.push(&g.pgt);
@@ -82,6 +97,9 @@ impl World {
     pub fn finish(self) {
         let World { mut env, host, hyp, guests } = self;
         host.pgt.destroy(&mut env);
+        if let Some(d) = host.dma {
+            d.destroy(&mut env);
+        }
         hyp.pgt.destroy(&mut env);
         for g in guests {
             g.pgt.destroy(&mut env);
@@ -217,13 +235,13 @@ fn guest_share_unshare_and_pins() {
     assert_eq!(w.host.pin(&mut w.env, got, true), Err(Error::Busy));
     refused!(w, Error::Busy, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
     refused!(w, Error::Busy, guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
-    w.host.unpin(got).unwrap();
+    w.host.unpin(&mut w.env, got).unwrap();
     w.host.pin(&mut w.env, got, false).unwrap();
     w.host.pin(&mut w.env, got, false).unwrap();
     assert_eq!(w.host.pin(&mut w.env, got, true), Err(Error::Busy));
-    w.host.unpin(got).unwrap();
-    w.host.unpin(got).unwrap();
-    assert_eq!(w.host.unpin(got), Err(Error::Inval));
+    w.host.unpin(&mut w.env, got).unwrap();
+    w.host.unpin(&mut w.env, got).unwrap();
+    assert_eq!(w.host.unpin(&mut w.env, got), Err(Error::Inval));
     // Unshare: host mapping gone (with TLBI) before the guest sees it private.
     w.env.check_log();
     guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4).unwrap();
@@ -268,7 +286,7 @@ fn teardown_reclaims_everything_and_respects_pins() {
     let r = guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]);
     assert_eq!(r, Err(Error::Busy));
     assert!(w.guests[0].pgt.table_pages() <= before_pages);
-    w.host.unpin(shared).unwrap();
+    w.host.unpin(&mut w.env, shared).unwrap();
     let done = guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]).unwrap();
     assert!(done > 0 && done <= 4 * M2);
     for a in (pa..pa + 4 * M2).step_by(K4 as usize) {
@@ -361,7 +379,7 @@ fn invariant_checker_catches_corruption() {
     let stolen = Leaf::Mapped { pa: got, attrs: Attrs::NORMAL_RWX, state: PageState::Owned };
     assert_ne!(corrupt(&mut w, 0, got, stolen), "nothing found");
     w.check();
-    w.host.unpin(got).unwrap();
+    w.host.unpin(&mut w.env, got).unwrap();
     w.finish();
 }
 
@@ -442,6 +460,8 @@ fn checker_reports_hyp_memory_handed_to_the_host() {
     w.hyp.pgt.set(&mut w.env, out, K4, hyp_page).unwrap();
     assert_eq!(run(&mut w), Some("the host's stage-2 records the hyp's own memory outside its regions"));
     w.host.pgt.set(&mut w.env, out, K4, Leaf::Invalid(Owner::HypDonated)).unwrap();
+    assert_eq!(run(&mut w), Some("the DMA view maps a page the host's devices may not reach"));
+    w.host.dma.as_mut().unwrap().set(&mut w.env, out, K4, Leaf::Invalid(Owner::None)).unwrap();
     assert_eq!(run(&mut w), None, "a donated page there is fine");
     w.env.check_log();
     w.finish();
@@ -536,5 +556,116 @@ fn share_of_a_split_page_writes_each_side_once() {
     );
     w.env.check_log();
     w.check();
+    w.finish();
+}
+
+/// The DMA view follows ownership and pins: a donation takes the page out
+/// (the SMMU's TLB invalidated, naming the DMA view, before the cache clean
+/// and the guest's mapping), a share without a pin leaves it out, the first
+/// pin maps it, the last unpin removes it (invalidated before the call
+/// returns), a relinquish brings it back; refused pins change nothing.
+#[test]
+fn dma_view_follows_ownership_and_pins() {
+    let mut w = World::new();
+    let dma_s2 = w.host.dma.as_ref().unwrap().s2_id().unwrap();
+    assert!(dma_s2.iommu);
+    let pa = RAM + 64 * K4;
+    let dma_at = |w: &mut World, pa: u64| w.host.dma.as_ref().unwrap().lookup(&mut w.env, pa).unwrap().at(pa);
+    assert_eq!(dma_at(&mut w, pa), dma_owned(pa));
+    // The hyp's own memory is not in the view.
+    assert_eq!(dma_at(&mut w, HYP_OWN[1].0), Leaf::Invalid(Owner::None));
+
+    w.env.log.clear();
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa, G, K4).unwrap();
+    assert_eq!(dma_at(&mut w, pa), Leaf::Invalid(Owner::None));
+    let log = &w.env.log;
+    let smmu_tlbi = log
+        .iter()
+        .position(|e| matches!(e, Event::TlbiIpa { s2, .. } | Event::TlbiVmid { s2 } if *s2 == dma_s2))
+        .expect("the SMMU's TLB is invalidated");
+    let clean = log.iter().position(|e| matches!(e, Event::CleanInvalPoc { .. })).unwrap();
+    assert!(smmu_tlbi < clean, "devices lose the page before it is cleaned for the guest");
+    w.check();
+
+    // Shared, not pinned: still out of reach of devices.
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G, K4).unwrap();
+    assert_eq!(dma_at(&mut w, pa), Leaf::Invalid(Owner::None));
+    w.check();
+    // Pinned: mapped; a second pin changes nothing in the view.
+    w.host.pin(&mut w.env, pa, false).unwrap();
+    assert_eq!(dma_at(&mut w, pa), dma_pinned(pa));
+    w.host.pin(&mut w.env, pa, false).unwrap();
+    refused!(w, Error::Busy, w.host.pin(&mut w.env, pa, true));
+    w.check();
+    // The unshare waits for the pins (they are the DMA mappings).
+    refused!(w, Error::Busy, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G, K4));
+    w.host.unpin(&mut w.env, pa).unwrap();
+    assert_eq!(dma_at(&mut w, pa), dma_pinned(pa));
+    w.env.log.clear();
+    w.host.unpin(&mut w.env, pa).unwrap();
+    assert_eq!(dma_at(&mut w, pa), Leaf::Invalid(Owner::None));
+    assert!(w.env.log.iter().any(|e| matches!(e, Event::TlbiIpa { s2, ipa, .. } if *s2 == dma_s2 && *ipa == pa)));
+    w.check();
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G, K4).unwrap();
+    // Relinquished: the host's again, devices included.
+    guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], G, K4).unwrap();
+    assert_eq!(dma_at(&mut w, pa), dma_owned(pa));
+    w.check();
+    // A pin that cannot get the DMA view's table page changes nothing.
+    let pa2 = RAM + 200 * K4;
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], pa2, G, K4).unwrap();
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[1], G, K4).unwrap();
+    w.env.budget = Some(0);
+    let before = w.snapshot();
+    let r = w.host.pin(&mut w.env, pa2, false);
+    w.env.budget = None;
+    if r.is_err() {
+        assert_eq!(r, Err(Error::NoMem));
+        assert_eq!(w.host.pins.count(pa2), 0);
+        assert_eq!(before, w.snapshot());
+    }
+    w.check();
+    w.finish();
+}
+
+#[test]
+fn checker_reports_dma_view_mismatches() {
+    use crate::mm::invariants::check;
+    fn run(w: &mut World) -> Option<&'static str> {
+        let gs: Vec<&GuestMm> = w.guests.iter().collect();
+        check(&mut w.env, &w.host, &w.hyp, &gs).err().map(|v| v.what)
+    }
+    let mut w = World::new();
+    let pa = RAM + 64 * K4;
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa, G, K4).unwrap();
+    assert_eq!(run(&mut w), None);
+    // A guest-private page mapped for DMA.
+    w.host.dma.as_mut().unwrap().set(&mut w.env, pa, K4, dma_owned(pa)).unwrap();
+    assert_eq!(run(&mut w), Some("the DMA view maps a page the host's devices may not reach"));
+    w.host.dma.as_mut().unwrap().set(&mut w.env, pa, K4, Leaf::Invalid(Owner::None)).unwrap();
+    assert_eq!(run(&mut w), None);
+    // A shared page mapped without a pin.
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G, K4).unwrap();
+    w.host.dma.as_mut().unwrap().set(&mut w.env, pa, K4, dma_pinned(pa)).unwrap();
+    assert_eq!(run(&mut w), Some("the DMA view maps a page the host's devices may not reach"));
+    // A pinned page left out.
+    w.host.dma.as_mut().unwrap().set(&mut w.env, pa, K4, Leaf::Invalid(Owner::None)).unwrap();
+    w.host.pins.pin(pa, false).unwrap();
+    assert_eq!(run(&mut w), Some("the DMA view misses pinned pages"));
+    w.host.pins.unpin(pa).unwrap();
+    assert_eq!(run(&mut w), None);
+    // One of the host's own pages left out.
+    let own = RAM + 300 * K4;
+    w.host.dma.as_mut().unwrap().set(&mut w.env, own, K4, Leaf::Invalid(Owner::None)).unwrap();
+    assert_eq!(run(&mut w), Some("the DMA view misses pages the host owns"));
+    // Or mapped somewhere else, or writable device memory.
+    w.host.dma.as_mut().unwrap().set(&mut w.env, own, K4, dma_owned(own + K4)).unwrap();
+    assert_eq!(run(&mut w), Some("the DMA view is not a read/write identity map"));
+    w.host.dma.as_mut().unwrap().set(&mut w.env, own, K4, dma_owned(own)).unwrap();
+    assert_eq!(run(&mut w), None);
+    w.host.dma.as_mut().unwrap().set(&mut w.env, 0x0900_0000, K4, dma_owned(0x0900_0000)).unwrap();
+    assert_eq!(run(&mut w), Some("the DMA view maps something that is not RAM"));
+    w.host.dma.as_mut().unwrap().set(&mut w.env, 0x0900_0000, K4, Leaf::Invalid(Owner::None)).unwrap();
+    w.env.check_log();
     w.finish();
 }

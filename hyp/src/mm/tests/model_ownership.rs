@@ -363,7 +363,7 @@ fn apply(w: &mut World, op: &Op) -> (Result<(), Error>, Option<(u64, u64)>) {
         Op::GuestUnshare(g, i, n) => guest_unshare_host(env, host, &mut guests[g], i, n).map(|_| ()),
         Op::Relinquish(g, i, n) => guest_relinquish(env, host, &mut guests[g], i, n).map(|_| ()),
         Op::Pin(a, e) => host.pin(env, a, e),
-        Op::Unpin(a) => host.unpin(a),
+        Op::Unpin(a) => host.unpin(env, a),
         Op::Teardown(g) => guest_teardown(env, host, &mut guests[g]).map(|_| ()),
     };
     (r, None)
@@ -399,6 +399,23 @@ fn compare(w: &mut World, m: &Model) {
             }
         }
         assert_eq!(seen, m.maps[g].len());
+    }
+    // The DMA view: the host's own pages (shared with the hyp or not), and
+    // pages a guest shares with the host while pinned; nothing else.
+    let dma = w.host.dma.as_ref().expect("the test world has a DMA view");
+    for (a, b, _, leaf) in leaves(&mut w.env, dma, RAM, RAM + SPAN) {
+        for pa in (a..b).step_by(K4 as usize) {
+            let i = ((pa - RAM) / K4) as usize;
+            let pinned = m.pins[i] != (0, false);
+            let want = match m.pages[i] {
+                Own::Host { .. } => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::Owned },
+                Own::Guest { shared: true, .. } if pinned => {
+                    Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed }
+                }
+                _ => Leaf::Invalid(Owner::None),
+            };
+            assert_eq!(leaf.offset(pa - a), want, "DMA view of {pa:#x} ({:?}, pins {:?})", m.pages[i], m.pins[i]);
+        }
     }
     for i in 0..PAGES as usize {
         let pa = RAM + i as u64 * K4;

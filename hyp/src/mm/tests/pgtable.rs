@@ -277,7 +277,7 @@ fn destroy_invalidates_the_vmid_before_freeing() {
 fn bad_env() -> (TestEnv, S2Id, u64) {
     let mut env = TestEnv::new();
     let root = env.alloc_root(1).unwrap();
-    let s2 = S2Id { vmid: 5, root, t0sz: 25, sl0: 1 };
+    let s2 = S2Id { vmid: 5, root, t0sz: 25, sl0: 1, iommu: false };
     (env, s2, root)
 }
 
@@ -289,6 +289,21 @@ fn checker_catches_a_table_installed_without_barrier() {
     // SAFETY: t is a fresh test page; root is a live test root.
     unsafe {
         env.init_pte(t as *mut u64, 0);
+        env.write_pte(&s2, root as *mut u64, 0, 1, crate::mm::pte::make_table(t));
+    }
+    env.check_log();
+}
+
+#[test]
+#[should_panic(expected = "installed in an SMMU tree without table_filled")]
+fn checker_catches_an_smmu_table_not_announced_filled() {
+    let (mut env, s2, root) = bad_env();
+    let s2 = S2Id { iommu: true, ..s2 };
+    let t = env.alloc_table().unwrap();
+    // SAFETY: t is a fresh test page; root is a live test root.
+    unsafe {
+        env.init_pte(t as *mut u64, 0);
+        env.publish_barrier();
         env.write_pte(&s2, root as *mut u64, 0, 1, crate::mm::pte::make_table(t));
     }
     env.check_log();
@@ -440,4 +455,34 @@ fn prepare_checked_sees_every_leaf_and_changes_nothing_on_refusal() {
     s.commit(&mut env, u);
     env.check_log();
     s.destroy(&mut env);
+}
+
+/// A tree that keeps all-invalid tables (the DMA view) does not merge a
+/// table whose entries all became invalid, so the next 4K map inside needs
+/// no table page; valid uniform tables still merge; an ordinary tree merges
+/// both.
+#[test]
+fn kept_invalid_tables_are_not_merged() {
+    let mut env = TestEnv::new();
+    let g = 1u64 << 30;
+    for keep in [false, true] {
+        let mut s = Stage2::new(&mut env, 40, Some(3)).unwrap();
+        if keep {
+            s.keep_invalid_tables();
+        }
+        s.set(&mut env, g + 0x5000, 0x1000, map(g + 0x5000)).unwrap();
+        assert_eq!(s.table_pages(), 2, "1G -> 2M -> 4K");
+        s.set(&mut env, g + 0x5000, 0x1000, Leaf::Invalid(Owner::None)).unwrap();
+        assert_eq!(s.table_pages(), if keep { 2 } else { 0 });
+        let u = s.prepare(&mut env, g + 0x6000, 0x1000, map(g + 0x6000)).unwrap();
+        assert_eq!(u.pages(), if keep { 0 } else { 2 });
+        s.commit(&mut env, u);
+        // A valid uniform table merges in both.
+        s.set(&mut env, g, 2 << 20, map(g)).unwrap();
+        assert_eq!(s.table_pages(), 1, "the 2M table merged into a block");
+        check_structure(&mut env, &s);
+        env.check_log();
+        s.destroy(&mut env);
+    }
+    env.assert_no_leaks();
 }
