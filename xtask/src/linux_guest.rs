@@ -215,7 +215,8 @@ fn fetch_source(dir: &Path) -> Result<String> {
         Some(v) => v,
         None => {
             add_deb_src()?;
-            source_versions()?.with_context(|| format!("apt still has no Linux {SERIES}x source after adding {SOURCES}"))?
+            source_versions()?
+                .with_context(|| format!("apt still has no Linux {SERIES}x source after adding {SOURCES}"))?
         }
     };
     let src = dir.join("src");
@@ -277,9 +278,10 @@ fn build(src: &Path, build: &Path, config: &str) -> Result<()> {
 /// what the final .config says.
 pub fn check_config(fragment: &str, dotconfig: &str) -> Result<()> {
     let value = |name: &str| -> Option<&str> {
-        dotconfig.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix('=')).or_else(|| {
-            dotconfig.lines().any(|l| l == format!("# {name} is not set")).then_some("n")
-        })
+        dotconfig
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .or_else(|| dotconfig.lines().any(|l| l == format!("# {name} is not set")).then_some("n"))
     };
     let mut wrong = Vec::new();
     for l in fragment.lines().map(str::trim) {
@@ -336,7 +338,7 @@ pub fn build_cmd() -> Result<i32> {
     let g = prepare()?;
     println!("kernel     {} (Linux {} from Debian's source)", g.image.display(), g.version);
     println!("initramfs  {}", g.initramfs.display());
-    println!("disk       {}", g.disk.display());
+    println!("disk       {} (sha256 {})", g.disk.display(), disk_sha256());
     Ok(0)
 }
 

@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// and a disk image. --guest-mem (default 128M) and --guest-vcpus apply.
     #[arg(long)]
     pub linux_guest: bool,
+    /// Give the host shim this file as its guest bundle (tests: bundles the
+    /// xtask's own checks would refuse).
+    #[arg(long, hide = true)]
+    pub guest_bundle: Option<PathBuf>,
     /// Run this AArch64 ELF as a protected guest (repeatable).
     #[arg(long)]
     pub guest: Vec<PathBuf>,

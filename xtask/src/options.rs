@@ -125,6 +125,11 @@ pub fn check(a: &RunArgs) -> Result<()> {
     if a.linux_guest && a.scenario.as_deref().is_some_and(|s| s != "guests") {
         bail!("--linux-guest runs in the host shim's guests scenario; --scenario picks another one");
     }
+    if a.guest_bundle.is_some() && (other_host || a.linux_guest || !a.guest.is_empty()) {
+        bail!(
+            "--guest-bundle is the host shim's whole guest bundle: give no --host, --linux, --linux-guest or --guest"
+        );
+    }
     let guests = a.guest.len().max(usize::from(!other_host));
     if a.guest_mem.len() > guests {
         bail!("{} --guest-mem value(s) for {} guest(s): one per --guest, in order", a.guest_mem.len(), guests);
@@ -138,6 +143,7 @@ pub fn check(a: &RunArgs) -> Result<()> {
         .map(|p| ("--host", p))
         .chain(a.host_initrd.iter().map(|p| ("--host-initrd", p)))
         .chain(a.guest.iter().map(|p| ("--guest", p)))
+        .chain(a.guest_bundle.iter().map(|p| ("--guest-bundle", p)))
     {
         if !p.is_file() {
             bail!("{what} {}: no such file", p.display());

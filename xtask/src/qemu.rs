@@ -225,7 +225,7 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         let vcpus = args.guest_vcpus.get(i).copied().unwrap_or(1);
         guests.push(GuestSpec::elf(name, elf, mem, vcpus));
     }
-    let host_initrd = match &host_initrd_file {
+    let host_initrd = match host_initrd_file.as_ref().or(args.guest_bundle.as_ref()) {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None if host.is_some() && guests.is_empty() => Vec::new(),
         None => image::guest_bundle(&guests),
@@ -236,10 +236,8 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     std::fs::write(&bundle_path, bundle)?;
 
     let mut cmdline = format!("hyp.log={}", args.log);
-    let scenario = args
-        .scenario
-        .clone()
-        .or_else(|| (!args.guest.is_empty() || args.linux_guest).then(|| "guests".to_string()));
+    let scenario =
+        args.scenario.clone().or_else(|| (!args.guest.is_empty() || args.linux_guest).then(|| "guests".to_string()));
     if let Some(t) = scenario {
         cmdline += &format!(" shim.test={t}");
     }

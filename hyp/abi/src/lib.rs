@@ -309,7 +309,7 @@ pub mod arm64_image {
         if h.image_size < img.len() as u64 {
             return Err("image_size is smaller than the Image file");
         }
-        if h.text_offset >= SZ_2M || h.text_offset % SZ_4K != 0 {
+        if h.text_offset >= SZ_2M || !h.text_offset.is_multiple_of(SZ_4K) {
             return Err("text_offset is not a 4 KiB multiple below 2 MiB");
         }
         Ok(h)
