@@ -131,9 +131,12 @@ fn have(cmd: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The cross compiler and the kernel's build tools, installed with apt.
+/// The source tools, the cross compiler and the kernel's build tools,
+/// installed with apt when missing.
 fn ensure_tools() -> Result<()> {
     let tools = [
+        ("dpkg-source".into(), "dpkg-dev"),
+        ("xz".into(), "xz-utils"),
         (format!("{CROSS}gcc"), "gcc-aarch64-linux-gnu"),
         ("gcc".into(), "gcc"),
         ("make".into(), "make"),
@@ -149,7 +152,8 @@ fn ensure_tools() -> Result<()> {
     if !have("apt-get") {
         bail!("building the Linux guest kernel needs {}: install them", missing.join(", "));
     }
-    let mut args = vec!["apt-get", "install", "-y", "--no-install-recommends", "libc6-dev"];
+    let mut args = vec!["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y"];
+    args.extend(["--no-install-recommends", "libc6-dev"]);
     args.extend(&missing);
     run_root(&args).context("installing the kernel's build tools")
 }
@@ -203,6 +207,9 @@ fn add_deb_src() -> Result<()> {
 
 /// Downloads and unpacks the newest Linux 6.12 source apt offers.
 fn fetch_source(dir: &Path) -> Result<String> {
+    if have("apt-get") {
+        ensure_tools()?;
+    }
     if !have("apt-get") || !have("dpkg-source") {
         bail!(
             "the Linux guest's kernel is built from Debian's source (apt-get source, dpkg-source): without \
