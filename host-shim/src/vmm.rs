@@ -32,7 +32,6 @@ pub const LINUX_BOOTARGS: &str = "console=ttyAMA0 panic=-1";
 /// The restricted DMA pool of a Linux guest (`restricted-dma-pool`): its
 /// devices bounce all DMA through it, and Linux shares it page by page.
 pub const DMA_POOL_SIZE: u64 = 4 << 20;
-const DMA_POOL_PHANDLE: u32 = 0x8002;
 /// The PL011's clock (QEMU virt's `apb-pclk`, 24 MHz).
 const CLK_PHANDLE: u32 = 0x8003;
 const SZ_2M: u64 = 2 << 20;
@@ -232,7 +231,7 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 
 /// The guest's DTB: memory, a PL011 and the interrupt test device on the
 /// GICv3, the virtual timer, PSCI over HVC, the CPUs, a Linux guest's
-/// initramfs and DMA pool, and the virtio devices (with their DMA pool's
+/// initramfs, and the virtio devices (with their DMA pool's
 /// `/reserved-memory`) if it has any.
 pub fn guest_dtb(
     mem: u64,
@@ -257,18 +256,6 @@ pub fn guest_dtb(
             w.property_u64("linux,initrd-end", l.initrd.1)?;
         }
         w.end_node(chosen)?;
-        if let Some(l) = linux {
-            let rm = w.begin_node("reserved-memory")?;
-            w.property_u32("#address-cells", 2)?;
-            w.property_u32("#size-cells", 2)?;
-            w.property_null("ranges")?;
-            let p = w.begin_node(&alloc::format!("restricted-dma@{:x}", l.pool.0))?;
-            w.property_string("compatible", "restricted-dma-pool")?;
-            w.property_array_u64("reg", &[l.pool.0, l.pool.1])?;
-            w.property_u32("phandle", DMA_POOL_PHANDLE)?;
-            w.end_node(p)?;
-            w.end_node(rm)?;
-        }
         let clk = w.begin_node("apb-pclk")?;
         w.property_string("compatible", "fixed-clock")?;
         w.property_u32("#clock-cells", 0)?;
@@ -404,13 +391,15 @@ impl Guest {
     /// Loads a Linux guest: its arm64 Image at the first 2 MiB boundary of
     /// guest RAM above the DTB window plus text_offset, the initramfs below
     /// the restricted DMA pool at the top of RAM, and the DTB (with
-    /// `/chosen` naming the initramfs, and the pool) at the base; vCPU 0
+    /// `/chosen` naming the initramfs, the pool, a virtio-console and a
+    /// virtio-blk over `disk` if it is not empty) at the base; vCPU 0
     /// enters the Image with x0 = the DTB (Linux's arm64 boot protocol).
     pub fn load_linux(
         hm: &mut HostMem,
         name: &str,
         image: &[u8],
         initrd: &[u8],
+        disk: &'static [u8],
         mem: u64,
         vcpus: usize,
     ) -> Result<Guest, LoadError> {
@@ -427,7 +416,14 @@ impl Guest {
             initrd: (GUEST_RAM + l.initrd, GUEST_RAM + l.initrd + initrd.len() as u64),
             pool: (GUEST_RAM + l.pool, DMA_POOL_SIZE),
         };
-        let dtb = guest_dtb(mem, LINUX_BOOTARGS, vcpus, Some(&info), None);
+        // A virtio-console and, with a disk image, a virtio-blk, their DMA
+        // bounced through the pool.
+        let virtio = crate::virtio::Devices::new(crate::virtio::Config {
+            console: true,
+            disk: (!disk.is_empty()).then_some(crate::virtio::Disk::ReadOnly(disk)),
+            dma_pool: Some(crate::virtio::DmaPool { ipa: info.pool.0, size: info.pool.1 }),
+        });
+        let dtb = guest_dtb(mem, LINUX_BOOTARGS, vcpus, Some(&info), Some(&virtio));
         let pa = alloc_guest(hm, mem)?;
         // SAFETY: [pa, pa + mem) is free host RAM we just allocated; it is
         // ours until donated. layout() placed every piece inside it.
@@ -439,7 +435,7 @@ impl Guest {
         dst[k + image.len()..k + h.image_size as usize].fill(0);
         let i = l.initrd as usize;
         dst[i..i + initrd.len()].copy_from_slice(initrd);
-        Guest::start(hm, name, pa, mem, vcpus, info.kernel, &dtb, Some(info), None)
+        Guest::start(hm, name, pa, mem, vcpus, info.kernel, &dtb, Some(info), Some(virtio))
     }
 
     /// Writes the DTB at the base of the loaded guest memory at `pa`, creates

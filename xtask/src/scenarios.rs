@@ -999,6 +999,7 @@ fn bad_image() -> Scenario {
 /// powered off.
 fn linux_guest() -> Vec<Scenario> {
     let run = |smp: u32| RunArgs { linux_guest: true, smp, guest_vcpus: vec![2], scenario: None, ..base("guests") };
+    let disk_sha = line(format!("[vm 1] linux-guest: /dev/vda sha256 {}", crate::linux_guest::disk_sha256()));
     let lines = |smp: u32| {
         let mut v = vec![
             "[host] vm 1: Linux guest 'linux' loaded, 128 MiB donated at PA * (IPA 0x40000000), 2 vCPU(s)",
@@ -1031,15 +1032,28 @@ fn linux_guest() -> Vec<Scenario> {
             "[vm 1] linux-guest: dmesg: psci: SMC Calling Convention v1.1",
             "[vm 1] linux-guest: dmesg: smccc: KVM: hypervisor services detected (0x00000000 0x00000000 0x00000000 0x0000029d)",
             "[vm 1] linux-guest: dmesg: smp: Brought up 1 node, 2 CPUs",
-            "[vm 1] linux-guest: no virtio disk",
-            "[vm 1] linux-guest: no virtio console",
+            "[vm 1] linux-guest: dmesg: virtio-mmio a000000.virtio_mmio: assigned reserved memory node restricted-dma@47c00000",
+            "[vm 1] linux-guest: dmesg: virtio-mmio a000200.virtio_mmio: assigned reserved memory node restricted-dma@47c00000",
+            "[vm 1] linux-guest: dmesg: virtio_blk virtio1: [vda] 2048 512-byte logical blocks (1.05 MB/1.00 MiB)",
+            "[vm 1] linux-guest: /dev/vda: 2048 sectors",
+            "[vm 1] linux-guest: sector 0: pkvm-rs virtio-blk test disk, sector 0000 of 2048",
+            "[vm 1] linux-guest: sector 1: pkvm-rs virtio-blk test disk, sector 0001 of 2048",
+            "[vm 1] linux-guest: sector 1000: pkvm-rs virtio-blk test disk, sector 1000 of 2048",
+            "[vm 1] linux-guest: sector 2047: pkvm-rs virtio-blk test disk, sector 2047 of 2048",
+            disk_sha,
+            "[vm 1 hvc0] linux-guest: hello through the virtio console",
+            "[vm 1] linux-guest: wrote a line to /dev/hvc0",
             "[vm 1] linux-guest: poweroff -f",
             "[vm 1] reboot: Power down",
             "[host] vm 1: powered off (* MMIO exits)",
             "[host] PASS the Linux guest powered itself off (PSCI SYSTEM_OFF)",
-            "[host] vm 1: the guest's successful calls: MEM_SHARE 32, MEM_UNSHARE 0, MMIO_GUARD 82 (81 granules guarded now)",
-            "[host] vm 1: pages shared with the host now: 32 (0 in the restricted DMA pool of 1024 pages, 32 elsewhere)",
+            "[host] vm 1: virtio-console (slot 0): * requests, 0 refused for memory not shared, 0 bad requests, 0 ring errors, 0 bad register accesses, status 0xf",
+            "[host] vm 1: virtio-blk (slot 1): * requests, 0 refused for memory not shared, 0 bad requests, 0 ring errors, 0 bad register accesses, status 0xf",
+            "[host] PASS the virtio devices served the Linux guest's requests from shared pages only, with no error",
+            "[host] vm 1: the guest's successful calls: MEM_SHARE 1056, MEM_UNSHARE 0, MMIO_GUARD 84 (82 granules guarded now)",
+            "[host] vm 1: pages shared with the host now: 1056 (1024 in the restricted DMA pool of 1024 pages, 32 elsewhere)",
             "[host] PASS no page of the Linux guest's DTB or kernel image is shared",
+            "[host] PASS the Linux guest shared its whole restricted DMA pool with MEM_SHARE",
             "[host] PASS pages shared now = MEM_SHARE calls - MEM_UNSHARE calls (each call one page)",
             "[hyp] host: read at IPA {kpa} (PC *) refused (EPERM): abort injected",
             "[host] vm 1: host read of the guest kernel's first page (IPA 0x40200000, PA {kpa}): data abort, no data",
@@ -1048,7 +1062,7 @@ fn linux_guest() -> Vec<Scenario> {
             "[host] vm 1: destroyed, 131072 KiB scrubbed and returned to the host",
             "[host] PASS teardown reclaims every page the guest still had",
             "[host] PASS reclaimed pages are zero and the host can use them",
-            "[host] result: 10 passed, 0 failed",
+            "[host] result: 12 passed, 0 failed",
             "[hyp] system off: status 0 (Ok)",
         ]);
         v
@@ -1067,8 +1081,9 @@ fn linux_guest() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "linux-guest: Linux 6.12 (built from source) as a protected guest on 2 vCPUs: its pKVM guest \
-                   driver finds the hyp, CPU1 comes up with PSCI, /init runs; the host counts its calls and \
-                   finds its other pages private",
+                   driver finds the hyp, shares its DMA pool and guards its MMIO, CPU1 comes up with PSCI, /init \
+                   reads the virtio disk through the bounce buffers and writes to the virtio console; the host \
+                   counts its calls and finds its other pages private",
             args: run(2),
             lines: lines(2),
             absent: absent.clone(),
@@ -1087,9 +1102,12 @@ fn linux_guest() -> Vec<Scenario> {
                 "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000007 (MMIO_GUARD) x1=0x80a0000 -> ret=0x0",
                 "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000003 (MEM_SHARE) x1=* -> ret=0x0",
                 "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000007 (MMIO_GUARD) x1=0x9000000 -> ret=0x0",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000003 (MEM_SHARE) x1=0x47c00000 -> ret=0x0",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000003 (MEM_SHARE) x1=0x47fff000 -> ret=0x0",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000007 (MMIO_GUARD) x1=0xa000000 -> ret=0x0",
                 "[vm 1] linux-guest: poweroff -f",
-                "[host] vm 1: the guest's successful calls: MEM_SHARE 32, MEM_UNSHARE 0, MMIO_GUARD 50 (49 granules guarded now)",
-                "[host] result: 10 passed, 0 failed",
+                "[host] vm 1: the guest's successful calls: MEM_SHARE 1056, MEM_UNSHARE 0, MMIO_GUARD 52 (50 granules guarded now)",
+                "[host] result: 12 passed, 0 failed",
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: absent.clone(),

@@ -16,8 +16,8 @@ use crate::vmm::{Guest, GUEST_RAM};
 
 /// Boots the Linux guest `img` (its initramfs `initrd`, its disk image
 /// `disk`) and checks it.
-pub fn run(hm: &mut HostMem, img: &GuestImage, initrd: &[u8], disk: &[u8], r: &mut Report) {
-    let mut g = match Guest::load_linux(hm, &img.name, img.elf, initrd, img.mem, img.vcpus) {
+pub fn run(hm: &mut HostMem, img: &GuestImage, initrd: &[u8], disk: &'static [u8], r: &mut Report) {
+    let mut g = match Guest::load_linux(hm, &img.name, img.elf, initrd, disk, img.mem, img.vcpus) {
         Ok(g) => g,
         Err(e) => {
             println!("[host] cannot load Linux guest '{}': {}", img.name, e);
@@ -48,8 +48,26 @@ pub fn run(hm: &mut HostMem, img: &GuestImage, initrd: &[u8], disk: &[u8], r: &m
     println!("[host] vm {}: disk image {} KiB", g.handle, disk.len() / 1024);
     super::guests::run_guest(&mut g, r);
     r.check(g.done, "the Linux guest powered itself off (PSCI SYSTEM_OFF)");
+    virtio_checks(&g, r);
     host_checks(&g, r);
     super::guests::teardown(hm, g, r);
+}
+
+/// The virtio devices' counters: every request the Linux guest made was
+/// served from pages it had shared (none refused, none malformed).
+fn virtio_checks(g: &Guest, r: &mut Report) {
+    let Some(devs) = &g.virtio else { return };
+    g.virtio_report();
+    let (mut requests, mut errors) = (0, 0);
+    for k in 0.. {
+        let Some((_, s, _)) = devs.slot(k) else { break };
+        requests += s.requests;
+        errors += s.mem_errors + s.bad_requests + s.ring_errors + s.bad_accesses;
+    }
+    r.check(
+        requests > 0 && errors == 0,
+        "the virtio devices served the Linux guest's requests from shared pages only, with no error",
+    );
 }
 
 /// What the host sees of the guest after its power-off (the VM still
@@ -92,6 +110,9 @@ fn host_checks(g: &Guest, r: &mut Report) {
         shared - in_pool
     );
     r.check(in_kernel == 0, "no page of the Linux guest's DTB or kernel image is shared");
+    if g.virtio.is_some() {
+        r.check(in_pool == l.pool.1 / 4096, "the Linux guest shared its whole restricted DMA pool with MEM_SHARE");
+    }
     r.check(
         shared == calls[0].saturating_sub(calls[1]),
         "pages shared now = MEM_SHARE calls - MEM_UNSHARE calls (each call one page)",
