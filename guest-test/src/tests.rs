@@ -109,6 +109,11 @@ fn discovery(t: &mut Tally) {
     t.eq(call(psci::VERSION, [0; 3])[0] as i64, 0x10001, "PSCI_VERSION is 1.1");
     t.eq(call(psci::FEATURES, [psci::SYSTEM_OFF as u64, 0, 0])[0] as i64, 0, "PSCI_FEATURES(SYSTEM_OFF) is supported");
     t.eq(
+        call(psci::FEATURES, [arch::SMCCC_VERSION as u64, 0, 0])[0] as i64,
+        0,
+        "PSCI_FEATURES(SMCCC_VERSION) is supported (Linux's test for SMCCC 1.1)",
+    );
+    t.eq(
         call(psci::CPU_ON, [1, 0, 0])[0] as i64,
         psci::INVALID_PARAMETERS,
         "PSCI CPU_ON of a vCPU this one-vCPU VM does not have is INVALID_PARAMETERS",

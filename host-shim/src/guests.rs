@@ -3,18 +3,41 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use hyp_abi::guests::{ENTRY_LEN, HEADER_LEN, MAGIC};
+use hyp_abi::guests::{ENTRY_LEN, HEADER_LEN, KIND_ELF, KIND_LINUX, MAGIC, NAME_LEN};
+
+/// What a bundle entry holds.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// An AArch64 ELF (in `GuestImage::elf`).
+    Elf,
+    /// An arm64 Linux Image (in `GuestImage::elf`), its initramfs and a
+    /// disk image (possibly empty).
+    Linux { initrd: &'static [u8], disk: &'static [u8] },
+}
 
 pub struct GuestImage {
     pub name: String,
     pub mem: u64,
+    /// The ELF, or a Linux guest's arm64 Image.
     pub elf: &'static [u8],
     /// vCPUs (1..=8).
     pub vcpus: usize,
+    pub kind: Kind,
 }
 
-fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+fn u64_at(b: &[u8], o: usize) -> Result<u64, &'static str> {
+    Ok(u64::from_le_bytes(b.get(o..o + 8).ok_or("truncated")?.try_into().map_err(|_| "truncated")?))
+}
+
+fn u32_at(b: &[u8], o: usize) -> Result<u32, &'static str> {
+    Ok(u32::from_le_bytes(b.get(o..o + 4).ok_or("truncated")?.try_into().map_err(|_| "truncated")?))
+}
+
+/// The bytes `[off, off + len)` of the bundle, checked.
+fn part(b: &'static [u8], off: u64, len: u64) -> Result<&'static [u8], &'static str> {
+    let off = usize::try_from(off).map_err(|_| "entry out of bounds")?;
+    let len = usize::try_from(len).map_err(|_| "entry out of bounds")?;
+    b.get(off..off.checked_add(len).ok_or("bad entry")?).ok_or("entry out of bounds")
 }
 
 pub fn parse(initrd: Option<(u64, u64)>) -> Result<Vec<GuestImage>, &'static str> {
@@ -27,21 +50,27 @@ pub fn parse(initrd: Option<(u64, u64)>) -> Result<Vec<GuestImage>, &'static str
     if b.len() < HEADER_LEN || &b[..8] != MAGIC {
         return Err("initrd is not a guest bundle");
     }
-    let n = u64_at(b, 8).ok_or("truncated")? as usize;
+    let n = u64_at(b, 8)? as usize;
     let mut out = Vec::new();
     for i in 0..n.min(64) {
         let o = HEADER_LEN + i * ENTRY_LEN;
-        let mem = u64_at(b, o).ok_or("truncated")?;
-        let off = u64_at(b, o + 8).ok_or("truncated")? as usize;
-        let len = u64_at(b, o + 16).ok_or("truncated")? as usize;
-        let vcpus = u32::from_le_bytes(b.get(o + 24..o + 28).ok_or("truncated")?.try_into().map_err(|_| "truncated")?);
+        let mem = u64_at(b, o)?;
+        let image = part(b, u64_at(b, o + 8)?, u64_at(b, o + 16)?)?;
+        let initrd = part(b, u64_at(b, o + 24)?, u64_at(b, o + 32)?)?;
+        let disk = part(b, u64_at(b, o + 40)?, u64_at(b, o + 48)?)?;
+        let vcpus = u32_at(b, o + 56)?;
         if !(1..=hyp_abi::guests::MAX_VCPUS).contains(&vcpus) {
             return Err("a guest has 1 to 8 vCPUs");
         }
-        let name_b = b.get(o + 28..o + 64).ok_or("truncated")?;
-        let name = String::from_utf8_lossy(&name_b[..name_b.iter().position(|&c| c == 0).unwrap_or(36)]).into_owned();
-        let elf = b.get(off..off.checked_add(len).ok_or("bad entry")?).ok_or("entry out of bounds")?;
-        out.push(GuestImage { name, mem, elf, vcpus: vcpus as usize });
+        let kind = match u32_at(b, o + 60)? {
+            KIND_ELF => Kind::Elf,
+            KIND_LINUX => Kind::Linux { initrd, disk },
+            _ => return Err("unknown guest kind"),
+        };
+        let name_b = b.get(o + 64..o + 64 + NAME_LEN).ok_or("truncated")?;
+        let name =
+            String::from_utf8_lossy(&name_b[..name_b.iter().position(|&c| c == 0).unwrap_or(NAME_LEN)]).into_owned();
+        out.push(GuestImage { name, mem, elf: image, vcpus: vcpus as usize, kind });
     }
     Ok(out)
 }

@@ -26,6 +26,14 @@ pub const GUEST_IRQ_TEST: u64 = 0x0b00_0000;
 pub const IRQ_TEST_INTID: usize = 34;
 /// The guest DTB sits in the first 64 KiB of guest RAM.
 const GUEST_DTB_SIZE: usize = 0x1_0000;
+/// A Linux guest's command line: the PL011 as its console (no earlycon: it
+/// would map the UART through a fixmap that MMIO_GUARD never sees).
+pub const LINUX_BOOTARGS: &str = "console=ttyAMA0 panic=-1";
+/// The restricted DMA pool of a Linux guest (`restricted-dma-pool`): its
+/// devices bounce all DMA through it, and Linux shares it page by page.
+pub const DMA_POOL_SIZE: u64 = 4 << 20;
+/// The PL011's clock (QEMU virt's `apb-pclk`, 24 MHz).
+const CLK_PHANDLE: u32 = 0x8003;
 const SZ_2M: u64 = 2 << 20;
 const SZ_1G: u64 = 1 << 30;
 
@@ -42,6 +50,8 @@ pub struct Guest {
     pub unshare_pending: u64,
     pub guest_aborts: u64,
     pub mmio_exits: u64,
+    /// Where a Linux guest's pieces are (None for an ELF guest).
+    pub linux: Option<LinuxInfo>,
     /// The guest's own tally (HOST_RESULT).
     pub result: Option<(u64, u64)>,
     /// Bytes the guest says it relinquished.
@@ -84,6 +94,16 @@ pub struct Guest {
     /// PIN, UNPIN), and the MMIO exits they served.
     pub virtio_calls: u64,
     pub virtio_exits: u64,
+}
+
+/// A Linux guest's layout in its RAM (IPAs).
+#[derive(Clone, Copy)]
+pub struct LinuxInfo {
+    pub kernel: u64,
+    pub kernel_size: u64,
+    pub initrd: (u64, u64),
+    /// The restricted DMA pool: base, size.
+    pub pool: (u64, u64),
 }
 
 /// The PL011's interrupt registers (PL011 TRM 3.3.13-3.3.17): the
@@ -132,6 +152,8 @@ pub enum LoadError {
     NoMemory,
     /// A malformed ELF: what is wrong with it.
     BadElf(&'static str),
+    /// A malformed arm64 Image, or one that does not fit.
+    BadImage(&'static str),
     Hyp(&'static str, i64),
     /// A device configuration the guest cannot have: why.
     BadConfig(&'static str),
@@ -143,6 +165,7 @@ impl core::fmt::Display for LoadError {
             LoadError::NotElf => write!(f, "not an AArch64 ELF"),
             LoadError::NoMemory => write!(f, "does not fit in host memory or guest RAM"),
             LoadError::BadElf(why) => write!(f, "malformed ELF: {why}"),
+            LoadError::BadImage(why) => write!(f, "bad arm64 Image: {why}"),
             LoadError::Hyp(what, e) => write!(f, "{what} failed: {e}"),
             LoadError::BadConfig(why) => write!(f, "bad device configuration: {why}"),
         }
@@ -207,9 +230,16 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 }
 
 /// The guest's DTB: memory, a PL011 and the interrupt test device on the
-/// GICv3, the virtual timer, PSCI over HVC, the CPUs, and the virtio
-/// devices (with their DMA pool's `/reserved-memory`) if it has any.
-pub fn guest_dtb(mem: u64, bootargs: &str, vcpus: usize, virtio: Option<&crate::virtio::Devices>) -> Vec<u8> {
+/// GICv3, the virtual timer, PSCI over HVC, the CPUs, a Linux guest's
+/// initramfs, and the virtio devices (with their DMA pool's
+/// `/reserved-memory`) if it has any.
+pub fn guest_dtb(
+    mem: u64,
+    bootargs: &str,
+    vcpus: usize,
+    linux: Option<&LinuxInfo>,
+    virtio: Option<&crate::virtio::Devices>,
+) -> Vec<u8> {
     use vm_fdt::FdtWriter;
     let build = || -> Result<Vec<u8>, vm_fdt::Error> {
         let mut w = FdtWriter::new()?;
@@ -221,7 +251,18 @@ pub fn guest_dtb(mem: u64, bootargs: &str, vcpus: usize, virtio: Option<&crate::
         let chosen = w.begin_node("chosen")?;
         w.property_string("bootargs", bootargs)?;
         w.property_string("stdout-path", "/pl011@9000000")?;
+        if let Some(l) = linux {
+            w.property_u64("linux,initrd-start", l.initrd.0)?;
+            w.property_u64("linux,initrd-end", l.initrd.1)?;
+        }
         w.end_node(chosen)?;
+        let clk = w.begin_node("apb-pclk")?;
+        w.property_string("compatible", "fixed-clock")?;
+        w.property_u32("#clock-cells", 0)?;
+        w.property_u32("clock-frequency", 24_000_000)?;
+        w.property_string("clock-output-names", "clk24mhz")?;
+        w.property_u32("phandle", CLK_PHANDLE)?;
+        w.end_node(clk)?;
         let m = w.begin_node("memory@40000000")?;
         w.property_string("device_type", "memory")?;
         w.property_array_u64("reg", &[GUEST_RAM, mem])?;
@@ -231,6 +272,8 @@ pub fn guest_dtb(mem: u64, bootargs: &str, vcpus: usize, virtio: Option<&crate::
         w.property_string_list("compatible", alloc::vec!["arm,pl011".into(), "arm,primecell".into()])?;
         w.property_array_u64("reg", &[GUEST_UART, 0x1000])?;
         w.property_array_u32("interrupts", &[0, (UART_INTID - 32) as u32, 4])?;
+        w.property_array_u32("clocks", &[CLK_PHANDLE, CLK_PHANDLE])?;
+        w.property_string_list("clock-names", alloc::vec!["uartclk".into(), "apb_pclk".into()])?;
         w.end_node(u)?;
         let t = w.begin_node("irq-test@b000000")?;
         w.property_string("compatible", "pkvm-rs,irq-test")?;
@@ -260,6 +303,19 @@ pub fn guest_dtb(mem: u64, bootargs: &str, vcpus: usize, virtio: Option<&crate::
         w.finish()
     };
     build().unwrap_or_default()
+}
+
+/// Fresh host memory for a guest of `mem` bytes, block-aligned when its
+/// size allows (so the hyp can map it with blocks).
+fn alloc_guest(hm: &mut HostMem, mem: u64) -> Result<u64, LoadError> {
+    let align = if mem >= SZ_1G && mem.is_multiple_of(SZ_1G) {
+        SZ_1G
+    } else if mem.is_multiple_of(SZ_2M) {
+        SZ_2M
+    } else {
+        4096
+    };
+    hm.alloc(mem, align).ok_or(LoadError::NoMemory)
 }
 
 impl Guest {
@@ -316,14 +372,7 @@ impl Guest {
         if entry.checked_sub(GUEST_RAM).is_none_or(|e| e >= mem) {
             return Err(LoadError::BadElf("entry point outside guest RAM"));
         }
-        let align = if mem >= SZ_1G && mem.is_multiple_of(SZ_1G) {
-            SZ_1G
-        } else if mem.is_multiple_of(SZ_2M) {
-            SZ_2M
-        } else {
-            4096
-        };
-        let pa = hm.alloc(mem, align).ok_or(LoadError::NoMemory)?;
+        let pa = alloc_guest(hm, mem)?;
         // SAFETY: [pa, pa + mem) is free host RAM we just allocated; it is
         // ours until donated.
         let dst = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, mem as usize) };
@@ -335,21 +384,108 @@ impl Guest {
             dst[seg.at..seg.at + filesz].copy_from_slice(&elf[seg.file.clone()]);
             dst[seg.at + filesz..seg.at + seg.memsz].fill(0);
         }
-        let dtb = guest_dtb(mem, bootargs, vcpus, virtio.as_ref());
-        if dtb.len() > GUEST_DTB_SIZE {
-            hm.free(pa, mem);
-            return Err(LoadError::BadConfig("the DTB does not fit its 64 KiB"));
+        let dtb = guest_dtb(mem, bootargs, vcpus, None, virtio.as_ref());
+        Guest::start(hm, name, pa, mem, vcpus, entry, &dtb, None, virtio)
+    }
+
+    /// Loads a Linux guest: its arm64 Image at the first 2 MiB boundary of
+    /// guest RAM above the DTB window plus text_offset, the initramfs below
+    /// the restricted DMA pool at the top of RAM, and the DTB (with
+    /// `/chosen` naming the initramfs, the pool, a virtio-console and a
+    /// virtio-blk over `disk` if it is not empty) at the base; vCPU 0
+    /// enters the Image with x0 = the DTB (Linux's arm64 boot protocol).
+    pub fn load_linux(
+        hm: &mut HostMem,
+        name: &str,
+        image: &[u8],
+        initrd: &[u8],
+        disk: &'static [u8],
+        mem: u64,
+        vcpus: usize,
+    ) -> Result<Guest, LoadError> {
+        use hyp_abi::arm64_image;
+        if !(1..=8).contains(&vcpus) {
+            return Err(LoadError::BadImage("a guest has 1 to 8 vCPUs"));
         }
-        dst[..dtb.len()].copy_from_slice(&dtb);
-        let handle = hyp::vm_create().map_err(|e| LoadError::Hyp("vm_create", e))?;
+        let h = arm64_image::parse(image).map_err(LoadError::BadImage)?;
+        let l = arm64_image::layout(mem, GUEST_DTB_SIZE as u64, &h, initrd.len() as u64, DMA_POOL_SIZE)
+            .ok_or(LoadError::BadImage("the kernel, initramfs and DMA pool do not fit in guest memory"))?;
+        let info = LinuxInfo {
+            kernel: GUEST_RAM + l.kernel,
+            kernel_size: h.image_size,
+            initrd: (GUEST_RAM + l.initrd, GUEST_RAM + l.initrd + initrd.len() as u64),
+            pool: (GUEST_RAM + l.pool, DMA_POOL_SIZE),
+        };
+        // A virtio-console and, with a disk image, a virtio-blk, their DMA
+        // bounced through the pool.
+        let virtio = crate::virtio::Devices::new(crate::virtio::Config {
+            console: true,
+            disk: (!disk.is_empty()).then_some(crate::virtio::Disk::ReadOnly(disk)),
+            dma_pool: Some(crate::virtio::DmaPool { ipa: info.pool.0, size: info.pool.1 }),
+        });
+        let dtb = guest_dtb(mem, LINUX_BOOTARGS, vcpus, Some(&info), Some(&virtio));
+        let pa = alloc_guest(hm, mem)?;
+        // SAFETY: [pa, pa + mem) is free host RAM we just allocated; it is
+        // ours until donated. layout() placed every piece inside it.
+        let dst = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, mem as usize) };
+        dst[..GUEST_DTB_SIZE].fill(0);
+        let k = l.kernel as usize;
+        dst[k..k + image.len()].copy_from_slice(image);
+        // The BSS and the rest of the kernel's footprint start zeroed.
+        dst[k + image.len()..k + h.image_size as usize].fill(0);
+        let i = l.initrd as usize;
+        dst[i..i + initrd.len()].copy_from_slice(initrd);
+        Guest::start(hm, name, pa, mem, vcpus, info.kernel, &dtb, Some(info), Some(virtio))
+    }
+
+    /// Writes the DTB at the base of the loaded guest memory at `pa`, creates
+    /// the VM, donates the memory and creates the vCPUs: vCPU 0 enters at
+    /// `entry` with x0 = the DTB, the others powered off. On failure the
+    /// VM is destroyed and the memory freed.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        hm: &mut HostMem,
+        name: &str,
+        pa: u64,
+        mem: u64,
+        vcpus: usize,
+        entry: u64,
+        dtb: &[u8],
+        linux: Option<LinuxInfo>,
+        virtio: Option<crate::virtio::Devices>,
+    ) -> Result<Guest, LoadError> {
+        if dtb.is_empty() || dtb.len() > GUEST_DTB_SIZE {
+            hm.free(pa, mem);
+            return Err(LoadError::BadImage("the guest DTB does not fit its 64 KiB window"));
+        }
+        // SAFETY: the first GUEST_DTB_SIZE bytes at pa are host RAM the
+        // caller allocated for this guest and has not donated yet.
+        let dst = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, GUEST_DTB_SIZE) };
+        dst[..dtb.len()].copy_from_slice(dtb);
+        let handle = match hyp::vm_create() {
+            Ok(h) => h,
+            Err(e) => {
+                hm.free(pa, mem);
+                return Err(LoadError::Hyp("vm_create", e));
+            }
+        };
+        let fail = |hm: &mut HostMem, what, e| {
+            // Whatever was donated comes back scrubbed with the VM.
+            let _ = hyp::vm_destroy(handle);
+            hm.free(pa, mem);
+            LoadError::Hyp(what, e)
+        };
         let r = hyp::donate(handle, pa, GUEST_RAM, mem);
         if r != 0 {
-            return Err(LoadError::Hyp("donate", r));
+            return Err(fail(hm, "donate", r));
         }
-        hyp::vcpu_create(handle, entry, GUEST_RAM).map_err(|e| LoadError::Hyp("vcpu_create", e))?;
+        if let Err(e) = hyp::vcpu_create(handle, entry, GUEST_RAM) {
+            return Err(fail(hm, "vcpu_create", e));
+        }
         for _ in 1..vcpus {
-            hyp::call(hyp_abi::host::VCPU_CREATE, [handle, 0, 0, hyp_abi::host::VCPU_OFF, 0, 0])
-                .map_err(|e| LoadError::Hyp("vcpu_create", e))?;
+            if let Err(e) = hyp::call(hyp_abi::host::VCPU_CREATE, [handle, 0, 0, hyp_abi::host::VCPU_OFF, 0, 0]) {
+                return Err(fail(hm, "vcpu_create", e));
+            }
         }
         Ok(Guest {
             handle,
@@ -362,6 +498,7 @@ impl Guest {
             unshare_pending: 0,
             guest_aborts: 0,
             mmio_exits: 0,
+            linux,
             result: None,
             relinquished: 0,
             yielded: false,
@@ -400,6 +537,7 @@ impl Guest {
             unshare_pending: 0,
             guest_aborts: 0,
             mmio_exits: 0,
+            linux: None,
             result: None,
             relinquished: 0,
             yielded: false,
@@ -429,7 +567,8 @@ impl Guest {
     }
 
     /// The emulated PL011: prints the guest's lines; its transmit
-    /// interrupt; other reads return 0 (FR = 0: the FIFO is never full).
+    /// interrupt; its flags (the FIFOs always empty) and ID registers;
+    /// other reads return 0.
     pub fn uart(&mut self, off: u64, write: bool, value: u64) -> u64 {
         let out = match (off, write) {
             (0x000, true) => {
@@ -448,12 +587,20 @@ impl Guest {
                 self.uart.imsc = value as u32 & 0x7ff;
                 0
             }
+            // UARTFR: transmit FIFO empty, receive FIFO empty, never busy.
+            (0x018, false) => 0x90,
             (0x038, false) => self.uart.imsc,
             (0x03c, false) => self.uart.ris,
             (0x040, false) => self.uart.ris & self.uart.imsc,
             (0x044, true) => {
                 self.uart.ris &= !(value as u32);
                 0
+            }
+            // UARTPeriphID0-3 (PL011 r1p5: 0x00341011) and UARTPCellID0-3
+            // (0xB105F00D), read by Linux's AMBA bus to match the driver.
+            (0xfe0..=0xffc, false) if off.is_multiple_of(4) => {
+                let id: [u8; 8] = [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
+                id[((off - 0xfe0) / 4) as usize] as u32
             }
             _ => 0,
         };

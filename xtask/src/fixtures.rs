@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::image::GuestSpec;
 use crate::qemu::GUEST_RAM_BASE;
 
 /// Where the fixtures are written.
@@ -45,12 +46,54 @@ pub fn malformed() -> [(&'static str, Vec<u8>); 2] {
     [("bad-offset.elf", elf(u64::MAX - 0x3f, 0x48, 0x48)), ("bad-filesz.elf", elf(0x78, u64::MAX - 0xff, 0x2000))]
 }
 
+/// An arm64 Image header (Linux booting.rst) and `len` bytes in all.
+pub fn arm64_image(text_offset: u64, image_size: u64, flags: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len.max(64)];
+    v[8..16].copy_from_slice(&text_offset.to_le_bytes());
+    v[16..24].copy_from_slice(&image_size.to_le_bytes());
+    v[24..32].copy_from_slice(&flags.to_le_bytes());
+    v[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    v.truncate(len);
+    v
+}
+
+/// Linux guests the host shim must refuse, each named for its flaw, in a
+/// guest bundle of their own (the xtask's --linux-guest checks would stop
+/// them before QEMU starts).
+pub fn bad_linux_guests() -> Vec<u8> {
+    let mut no_magic = arm64_image(0, 8192, 0, 4096);
+    no_magic[0x38] = b'X';
+    let guests = [
+        ("linux-short", arm64_image(0, 8192, 0, 32)),
+        ("linux-no-magic", no_magic),
+        ("linux-no-size", arm64_image(0, 0, 0, 4096)),
+        ("linux-big-endian", arm64_image(0, 8192, 1, 4096)),
+        ("linux-too-big", arm64_image(0, 200 << 20, 0, 4096)),
+        ("linux-wraps", arm64_image(0, u64::MAX - 0xfff, 0, 4096)),
+        ("linux-odd-offset", arm64_image(0x123, 8192, 0, 4096)),
+    ];
+    let specs: Vec<GuestSpec> = guests
+        .into_iter()
+        .map(|(name, elf)| GuestSpec {
+            name: name.into(),
+            elf,
+            mem: 128 << 20,
+            vcpus: 1,
+            kind: hyp_abi::guests::KIND_LINUX,
+            initrd: vec![0; 4096],
+            disk: Vec::new(),
+        })
+        .collect();
+    crate::image::guest_bundle(&specs)
+}
+
 pub fn write() -> Result<()> {
     for (name, data) in malformed() {
         let p = path(name);
         std::fs::create_dir_all(p.parent().unwrap())?;
         std::fs::write(p, data)?;
     }
+    std::fs::write(path("bad-linux.bundle"), bad_linux_guests())?;
     Ok(())
 }
 
@@ -69,5 +112,20 @@ mod tests {
         use object::{Object, ObjectSegment};
         let f = object::File::parse(&good[..]).unwrap();
         assert_eq!(f.segments().next().unwrap().data().unwrap(), &[0u8; 16]);
+    }
+
+    /// Every bad Linux guest is one the xtask itself would refuse.
+    #[test]
+    fn bad_linux_guests_fail_the_xtask_checks() {
+        let b = bad_linux_guests();
+        let n = u64::from_le_bytes(b[8..16].try_into().unwrap()) as usize;
+        assert_eq!(n, 7);
+        for i in 0..n {
+            let e = 16 + i * hyp_abi::guests::ENTRY_LEN;
+            let at = |k: usize| u64::from_le_bytes(b[e + 8 * k..e + 8 * k + 8].try_into().unwrap()) as usize;
+            let image = &b[at(1)..at(1) + at(2)];
+            assert!(crate::qemu::check_linux_guest(image, 128 << 20, 4096).is_err(), "entry {i}");
+        }
+        assert!(crate::qemu::check_linux_guest(&arm64_image(0, 8192, 0, 4096), 128 << 20, 4096).is_ok());
     }
 }

@@ -46,6 +46,65 @@ pub fn prepare() -> Result<LinuxHost> {
     Ok(LinuxHost { image, initramfs, package })
 }
 
+/// Debian's static arm64 busybox alone (for the Linux guest's initramfs),
+/// fetched on first use into `target/linux-host/busybox`.
+pub fn busybox() -> Result<PathBuf> {
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir)?;
+    let busybox = dir.join("busybox");
+    if !busybox.exists() {
+        ensure_arm64()?;
+        let dl = dir.join("dl-busybox");
+        download(&dl, &["busybox-static:arm64"])?;
+        std::fs::copy(dl.join("root/bin/busybox"), &busybox).context("no /bin/busybox in busybox-static")?;
+        let _ = std::fs::remove_dir_all(&dl);
+    }
+    Ok(busybox)
+}
+
+/// dpkg knows the arm64 architecture (apt lists its packages).
+fn ensure_arm64() -> Result<()> {
+    if Command::new("apt-get").arg("--version").stdout(Stdio::null()).status().is_err() {
+        bail!(
+            "Debian's arm64 packages are fetched with apt-get, which is not here: put a static arm64 busybox at {}",
+            cache_dir().join("busybox").display()
+        );
+    }
+    let foreign = Command::new("dpkg").arg("--print-foreign-architectures").output().context("running dpkg")?;
+    if !String::from_utf8_lossy(&foreign.stdout).lines().any(|a| a.trim() == "arm64") {
+        run_root(&["dpkg", "--add-architecture", "arm64"], MANUAL)?;
+        run_root(&["apt-get", "update"], MANUAL)?;
+    }
+    Ok(())
+}
+
+/// `apt-get download` of `pkgs` into `dl`, each unpacked into `dl/root`.
+fn download(dl: &Path, pkgs: &[&str]) -> Result<()> {
+    let _ = std::fs::remove_dir_all(dl);
+    std::fs::create_dir_all(dl)?;
+    eprintln!("xtask: fetching {} into {}", pkgs.join(" and "), dl.display());
+    let mut get = Command::new("apt-get");
+    if is_root() {
+        // apt's download sandbox user cannot write into our tree.
+        get.args(["-o", "APT::Sandbox::User=root"]);
+    }
+    let st = get.current_dir(dl).arg("download").args(pkgs).status()?;
+    if !st.success() {
+        bail!("apt-get download {} failed", pkgs.join(" "));
+    }
+    let root = dl.join("root");
+    for deb in std::fs::read_dir(dl)? {
+        let deb = deb?.path();
+        if deb.extension().is_some_and(|e| e == "deb") {
+            let st = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root).status()?;
+            if !st.success() {
+                bail!("dpkg-deb -x {} failed", deb.display());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run_root(args: &[&str], manual: &str) -> Result<()> {
     let Some(mut c) = as_root(args) else {
         bail!("`{}` needs root; run as root:\n  {manual}", args.join(" "));
@@ -98,11 +157,7 @@ fn fetch(dir: &Path) -> Result<()> {
             dir.join("package").display()
         );
     }
-    let foreign = Command::new("dpkg").arg("--print-foreign-architectures").output().context("running dpkg")?;
-    if !String::from_utf8_lossy(&foreign.stdout).lines().any(|a| a.trim() == "arm64") {
-        run_root(&["dpkg", "--add-architecture", "arm64"], MANUAL)?;
-        run_root(&["apt-get", "update"], MANUAL)?;
-    }
+    ensure_arm64()?;
     let pkg = match kernel_package()? {
         Some(p) => p,
         None => {
@@ -114,28 +169,8 @@ fn fetch(dir: &Path) -> Result<()> {
         }
     };
     let dl = dir.join("dl");
-    let _ = std::fs::remove_dir_all(&dl);
-    std::fs::create_dir_all(&dl)?;
-    eprintln!("xtask: fetching {pkg}:arm64 and busybox-static:arm64 into {}", dl.display());
-    let mut get = Command::new("apt-get");
-    if is_root() {
-        // apt's download sandbox user cannot write into our tree.
-        get.args(["-o", "APT::Sandbox::User=root"]);
-    }
-    let st = get.current_dir(&dl).args(["download", &format!("{pkg}:arm64"), "busybox-static:arm64"]).status()?;
-    if !st.success() {
-        bail!("apt-get download {pkg}:arm64 busybox-static:arm64 failed");
-    }
+    download(&dl, &[&format!("{pkg}:arm64"), "busybox-static:arm64"])?;
     let root = dl.join("root");
-    for deb in std::fs::read_dir(&dl)? {
-        let deb = deb?.path();
-        if deb.extension().is_some_and(|e| e == "deb") {
-            let st = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root).status()?;
-            if !st.success() {
-                bail!("dpkg-deb -x {} failed", deb.display());
-            }
-        }
-    }
     let vmlinuz = std::fs::read_dir(root.join("boot"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))

@@ -4,6 +4,7 @@ mod bench;
 mod fixtures;
 mod image;
 mod linux;
+mod linux_guest;
 mod options;
 mod qemu;
 mod scenarios;
@@ -52,6 +53,9 @@ enum Cmd {
         #[arg(long)]
         append: Option<String>,
     },
+    /// Build (or find in target/linux-guest/) the Linux guest's kernel,
+    /// initramfs and disk image; print their paths.
+    LinuxGuest,
     /// Decode trace records from a console log: table, summary, Chrome JSON;
     /// or render its stage-2 dumps as an SVG map.
     Trace {
@@ -95,6 +99,16 @@ pub struct RunArgs {
     /// Host command line (goes into /chosen/bootargs).
     #[arg(long)]
     pub append: Option<String>,
+    /// Run Linux as a protected guest: a kernel built from Debian's Linux
+    /// 6.12 source with guest-linux/config (on first use; cached under
+    /// target/linux-guest/), a busybox initramfs around guest-linux/init
+    /// and a disk image. --guest-mem (default 128M) and --guest-vcpus apply.
+    #[arg(long)]
+    pub linux_guest: bool,
+    /// Give the host shim this file as its guest bundle (tests: bundles the
+    /// xtask's own checks would refuse).
+    #[arg(long, hide = true)]
+    pub guest_bundle: Option<PathBuf>,
     /// Run this AArch64 ELF as a protected guest (repeatable).
     #[arg(long)]
     pub guest: Vec<PathBuf>,
@@ -249,6 +263,7 @@ fn main() {
             bench::bench_cmd(release, compare, out, hyp_features, append)
         }
         Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
+        Cmd::LinuxGuest => linux_guest::build_cmd(),
     };
     match r {
         Ok(code) => exit(code),

@@ -118,6 +118,20 @@ pub fn check(a: &RunArgs) -> Result<()> {
     if a.dump_s2 && a.linux {
         bail!("--dump-s2 is done by the host shim; the Linux host (--linux) does not do it");
     }
+    if a.linux_guest && other_host {
+        bail!("--linux-guest runs under the host shim; --linux and --host replace it: give one of them");
+    }
+    if a.linux_guest && !a.guest.is_empty() {
+        bail!("--linux-guest and --guest: give one of them (--guest-mem and --guest-vcpus apply to either)");
+    }
+    if a.linux_guest && a.scenario.as_deref().is_some_and(|s| s != "guests") {
+        bail!("--linux-guest runs in the host shim's guests scenario; --scenario picks another one");
+    }
+    if a.guest_bundle.is_some() && (other_host || a.linux_guest || !a.guest.is_empty()) {
+        bail!(
+            "--guest-bundle is the host shim's whole guest bundle: give no --host, --linux, --linux-guest or --guest"
+        );
+    }
     let guests = a.guest.len().max(usize::from(!other_host));
     if a.guest_mem.len() > guests {
         bail!("{} --guest-mem value(s) for {} guest(s): one per --guest, in order", a.guest_mem.len(), guests);
@@ -131,6 +145,7 @@ pub fn check(a: &RunArgs) -> Result<()> {
         .map(|p| ("--host", p))
         .chain(a.host_initrd.iter().map(|p| ("--host-initrd", p)))
         .chain(a.guest.iter().map(|p| ("--guest", p)))
+        .chain(a.guest_bundle.iter().map(|p| ("--guest-bundle", p)))
     {
         if !p.is_file() {
             bail!("{what} {}: no such file", p.display());
@@ -208,6 +223,11 @@ mod tests {
         assert!(err("--guest-mem 8M --guest-mem 8M").contains("one per --guest"));
         assert!(err("--guest-vcpus 2 --guest-vcpus 2").contains("one per --guest"));
         assert!(err("--host /nonexistent/Image").contains("no such file"));
+        assert!(err("--linux-guest --linux").contains("give one of them"));
+        assert!(err("--linux-guest --guest Cargo.toml").contains("give one of them"));
+        assert!(err("--linux-guest --scenario boot").contains("guests scenario"));
+        assert!(err("--linux-guest --guest-mem 64M --guest-mem 64M").contains("one per --guest"));
+        run("--linux-guest --guest-mem 256M --guest-vcpus 2 --smp 2").unwrap();
     }
 
     /// The scenario list follows the host shim's dispatch.

@@ -221,6 +221,28 @@ pub fn check_guest(path: &Path, elf: &[u8], mem: u64) -> Result<()> {
     Ok(())
 }
 
+/// A Linux guest's memory unless --guest-mem says otherwise.
+pub const LINUX_GUEST_MEM: &str = "128M";
+/// The host shim's restricted DMA pool for a Linux guest (host-shim vmm.rs).
+const DMA_POOL_SIZE: u64 = 4 << 20;
+
+/// Checks a Linux guest's Image before QEMU starts, as the host shim will:
+/// a valid arm64 Image header, and the kernel, initramfs and DMA pool fit.
+pub fn check_linux_guest(image: &[u8], mem: u64, initrd_len: u64) -> Result<()> {
+    let h = hyp_abi::arm64_image::parse(image).map_err(|e| anyhow::anyhow!("Linux guest Image: {e}"))?;
+    if hyp_abi::arm64_image::layout(mem, GUEST_DTB_SIZE, &h, initrd_len, DMA_POOL_SIZE).is_none() {
+        bail!(
+            "Linux guest: the kernel ({} KiB), initramfs ({} KiB) and DMA pool ({} KiB) do not fit in {} MiB \
+             of guest memory (--guest-mem)",
+            h.image_size / 1024,
+            initrd_len / 1024,
+            DMA_POOL_SIZE / 1024,
+            mem >> 20
+        );
+    }
+    Ok(())
+}
+
 /// Builds everything and boots; `echo` copies the console to stdout.
 pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     crate::options::check(args)?;
@@ -243,17 +265,36 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         bail!("host image has no arm64 Image header (ARM\\x64 magic at offset 56)");
     }
     let mut guests = Vec::new();
-    let paths: Vec<_> =
-        if args.guest.is_empty() && host.is_none() { vec![a.guest_test.clone()] } else { args.guest.clone() };
+    if args.linux_guest {
+        let l = crate::linux_guest::prepare()?;
+        eprintln!("xtask: Linux guest: Linux {} ({})", l.version, l.image.display());
+        let image = std::fs::read(&l.image).with_context(|| format!("reading {}", l.image.display()))?;
+        let mem = parse_size(args.guest_mem.first().map(String::as_str).unwrap_or(LINUX_GUEST_MEM))?;
+        check_linux_guest(&image, mem, std::fs::metadata(&l.initramfs)?.len())?;
+        guests.push(GuestSpec {
+            name: "linux".into(),
+            elf: image,
+            mem,
+            vcpus: args.guest_vcpus.first().copied().unwrap_or(1),
+            kind: hyp_abi::guests::KIND_LINUX,
+            initrd: std::fs::read(&l.initramfs)?,
+            disk: std::fs::read(&l.disk)?,
+        });
+    }
+    let paths: Vec<_> = if args.guest.is_empty() && host.is_none() && !args.linux_guest {
+        vec![a.guest_test.clone()]
+    } else {
+        args.guest.clone()
+    };
     for (i, p) in paths.iter().enumerate() {
         let mem = parse_size(args.guest_mem.get(i).map(String::as_str).unwrap_or("64M"))?;
         let elf = std::fs::read(p).with_context(|| format!("reading guest {}", p.display()))?;
         check_guest(p, &elf, mem)?;
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let vcpus = args.guest_vcpus.get(i).copied().unwrap_or(1);
-        guests.push(GuestSpec { name, elf, mem, vcpus });
+        guests.push(GuestSpec::elf(name, elf, mem, vcpus));
     }
-    let host_initrd = match &host_initrd_file {
+    let host_initrd = match host_initrd_file.as_ref().or(args.guest_bundle.as_ref()) {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None if host.is_some() && guests.is_empty() => Vec::new(),
         None => image::guest_bundle(&guests),
@@ -264,7 +305,8 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     std::fs::write(&bundle_path, bundle)?;
 
     let mut cmdline = format!("hyp.log={}", args.log);
-    let scenario = args.scenario.clone().or_else(|| (!args.guest.is_empty()).then(|| "guests".to_string()));
+    let scenario =
+        args.scenario.clone().or_else(|| (!args.guest.is_empty() || args.linux_guest).then(|| "guests".to_string()));
     if let Some(t) = scenario {
         cmdline += &format!(" shim.test={t}");
     }

@@ -411,6 +411,7 @@ pub fn all() -> Vec<Scenario> {
             args: base("guest-tests"),
             lines: vec![
                 "[vm 1] PASS VENDOR_HYP_CALL_UID answers the KVM UID",
+                "[vm 1] PASS PSCI_FEATURES(SMCCC_VERSION) is supported (Linux's test for SMCCC 1.1)",
                 "[vm 1] PASS host reads the guest's data in place",
                 "[vm 1] PASS MEM_SHARE with x2 != 0",
                 "[vm 1] PASS shared pin while an exclusive pin is held is EBUSY",
@@ -428,11 +429,11 @@ pub fn all() -> Vec<Scenario> {
                 "[vm 1] PASS MMIO_GUARD of the PL011's granule",
                 "[vm 1] PASS after a guard, a read of an unguarded MMIO IPA aborts",
                 "[vm 1] PASS the granule after the guarded one aborts too",
-                "[vm 1] guest: 82 passed, 0 failed",
+                "[vm 1] guest: 83 passed, 0 failed",
                 "[host] vm 1: the guest made 5 MEM_SHARE, 4 MEM_UNSHARE and 2 MMIO_GUARD calls; 1 granule(s) guarded",
                 "[host] vm 1: destroyed, 65528 KiB scrubbed and returned to the host",
                 "[host] PASS teardown reclaims every page the guest still had",
-                "[host] result: 88 passed, 0 failed",
+                "[host] result: 89 passed, 0 failed",
                 "[hyp] system off: status 0 (Ok)",
             ],
             absent: vec!["FAIL", "PANIC"],
@@ -891,7 +892,7 @@ pub fn all() -> Vec<Scenario> {
                 "[hyp] trace * | fault  vm1/vcpu0 read ipa=0x30000000 far=0x30000000 pc=* translation * -> abort injected",
                 "[hyp] trace * | inject vm1/vcpu0 abort far=0x30000000 pc=*",
                 "[hyp] trace * | trans  vm1/vcpu0 vm_teardown addr=0x0 size=0x3ffe000 -> ok",
-                "[host] result: 88 passed, 0 failed",
+                "[host] result: 89 passed, 0 failed",
             ],
             absent: vec!["FAIL", "PANIC"],
             anywhere: vec![],
@@ -1030,7 +1031,167 @@ pub fn all() -> Vec<Scenario> {
     ];
     v.extend(linux_host());
     v.push(bad_elf());
+    v.extend(linux_guest());
+    v.push(bad_image());
     v
+}
+
+/// Malformed Linux guests (xtask/src/fixtures.rs) in a bundle of their own:
+/// the host shim refuses each with the reason, without a panic.
+fn bad_image() -> Scenario {
+    Scenario {
+        name: "bad-image: the host shim refuses malformed arm64 Images of Linux guests with the reason, and goes on",
+        args: RunArgs { guest_bundle: Some(crate::fixtures::path("bad-linux.bundle")), ..base("guests") },
+        lines: vec![
+            "[host] cannot load Linux guest 'linux-short': bad arm64 Image: shorter than the 64-byte arm64 Image header",
+            "[host] cannot load Linux guest 'linux-no-magic': bad arm64 Image: no arm64 Image magic (ARM\\x64 at offset 0x38)",
+            "[host] cannot load Linux guest 'linux-no-size': bad arm64 Image: image_size is 0 (a kernel before 3.17 gives no size)",
+            "[host] cannot load Linux guest 'linux-big-endian': bad arm64 Image: a big-endian kernel",
+            "[host] cannot load Linux guest 'linux-too-big': bad arm64 Image: the kernel, initramfs and DMA pool do not fit in guest memory",
+            "[host] cannot load Linux guest 'linux-wraps': bad arm64 Image: the kernel, initramfs and DMA pool do not fit in guest memory",
+            "[host] cannot load Linux guest 'linux-odd-offset': bad arm64 Image: text_offset is not a 4 KiB multiple below 2 MiB",
+            "[host] result: 3 passed, 7 failed",
+            "[hyp] system off: status 1 (HostFailed)",
+        ],
+        absent: vec!["PANIC", "[vm "],
+        anywhere: vec![],
+        code: 1,
+        timeout: 60,
+    }
+}
+
+/// Linux as a protected guest (`--linux-guest`): a kernel built from
+/// Debian's 6.12 source with guest-linux/config (on first use, cached),
+/// its pKVM guest driver against the hyp, and the host's checks after it
+/// powered off.
+fn linux_guest() -> Vec<Scenario> {
+    let run = |smp: u32| RunArgs { linux_guest: true, smp, guest_vcpus: vec![2], scenario: None, ..base("guests") };
+    let disk_sha = line(format!("[vm 1] linux-guest: /dev/vda sha256 {}", crate::linux_guest::disk_sha256()));
+    let lines = |smp: u32| {
+        let mut v = vec![
+            "[host] vm 1: Linux guest 'linux' loaded, 128 MiB donated at PA * (IPA 0x40000000), 2 vCPU(s)",
+            "[host] vm 1: Image at IPA 0x40200000 (* KiB with BSS), initramfs at IPA * (* KiB), DMA pool at IPA 0x47c00000 (4096 KiB)",
+        ];
+        v.push(if smp == 2 {
+            "[host] vm 1: 2 vCPUs, each on a host CPU of its own"
+        } else {
+            "[host] vm 1: 2 vCPUs time-sliced on 1 host CPU"
+        });
+        v.extend([
+            "[vm 1] Linux version 6.12.* (pkvm-rs@xtask) (aarch64-linux-gnu-gcc *) #1 SMP Sun Nov 17 00:00:00 UTC 2024",
+            "[vm 1] Machine model: linux,dummy-virt",
+            "[vm 1] software IO TLB: Reserved memory: created restricted DMA pool at 0x0000000047c00000, size 4 MiB",
+            "[vm 1] psci: PSCIv1.1 detected in firmware.",
+            "[vm 1] psci: SMC Calling Convention v1.1",
+            "[vm 1] smccc: KVM: hypervisor services detected (0x00000000 0x00000000 0x00000000 0x0000029d)",
+            "[vm 1] Kernel command line: console=ttyAMA0 panic=-1",
+            "[vm 1] GICv3: CPU0: found redistributor 0 region 0:0x00000000080a0000",
+            "[vm 1] arch_timer: cp15 timer(s) running at 62.50MHz (virt).",
+            "[vm 1] GICv3: CPU1: found redistributor 1 region 0:0x00000000080c0000",
+            "[vm 1] CPU1: Booted secondary processor 0x0000000001 [*]",
+            "[vm 1] smp: Brought up 1 node, 2 CPUs",
+            "[vm 1] DMA: preallocated 128 KiB GFP_KERNEL pool for atomic allocations",
+            "[vm 1] 9000000.pl011: ttyAMA0 at MMIO 0x9000000 (irq = *, base_baud = 0) is a PL011 rev3",
+            "[vm 1] Run /init as init process",
+            "[vm 1] linux-guest: /init running: Linux (none) 6.12.* #1 SMP Sun Nov 17 00:00:00 UTC 2024 aarch64 GNU/Linux",
+            "[vm 1] linux-guest: 2 CPU(s) online (0-1)",
+            "[vm 1] linux-guest: dmesg: software IO TLB: Reserved memory: created restricted DMA pool at 0x0000000047c00000, size 4 MiB",
+            "[vm 1] linux-guest: dmesg: psci: SMC Calling Convention v1.1",
+            "[vm 1] linux-guest: dmesg: smccc: KVM: hypervisor services detected (0x00000000 0x00000000 0x00000000 0x0000029d)",
+            "[vm 1] linux-guest: dmesg: smp: Brought up 1 node, 2 CPUs",
+            "[vm 1] linux-guest: dmesg: virtio-mmio a000000.virtio_mmio: assigned reserved memory node restricted-dma@47c00000",
+            "[vm 1] linux-guest: dmesg: virtio-mmio a000200.virtio_mmio: assigned reserved memory node restricted-dma@47c00000",
+            "[vm 1] linux-guest: dmesg: virtio_blk virtio1: [vda] 2048 512-byte logical blocks (1.05 MB/1.00 MiB)",
+            "[vm 1] linux-guest: /dev/vda: 2048 sectors",
+            "[vm 1] linux-guest: sector 0: pkvm-rs virtio-blk test disk, sector 0000 of 2048",
+            "[vm 1] linux-guest: sector 1: pkvm-rs virtio-blk test disk, sector 0001 of 2048",
+            "[vm 1] linux-guest: sector 1000: pkvm-rs virtio-blk test disk, sector 1000 of 2048",
+            "[vm 1] linux-guest: sector 2047: pkvm-rs virtio-blk test disk, sector 2047 of 2048",
+            disk_sha,
+            "[vm 1 hvc0] linux-guest: hello through the virtio console",
+            "[vm 1] linux-guest: wrote a line to /dev/hvc0",
+            "[vm 1] linux-guest: poweroff -f",
+            "[vm 1] reboot: Power down",
+            "[host] vm 1: powered off (* MMIO exits)",
+            "[host] PASS the Linux guest powered itself off (PSCI SYSTEM_OFF)",
+            "[host] vm 1: virtio-console (slot 0): * requests, 0 refused for memory not shared, 0 bad requests, 0 ring errors, 0 bad register accesses, status 0xf",
+            "[host] vm 1: virtio-blk (slot 1): * requests, 0 refused for memory not shared, 0 bad requests, 0 ring errors, 0 bad register accesses, status 0xf",
+            "[host] PASS the virtio devices served the Linux guest's requests from shared pages only, with no error",
+            "[host] vm 1: the guest's successful calls: MEM_SHARE 1056, MEM_UNSHARE 0, MMIO_GUARD 84 (82 granules guarded now)",
+            "[host] vm 1: pages shared with the host now: 1056 (1024 in the restricted DMA pool of 1024 pages, 32 elsewhere)",
+            "[host] PASS no page of the Linux guest's DTB or kernel image is shared",
+            "[host] PASS the Linux guest shared its whole restricted DMA pool with MEM_SHARE",
+            "[host] PASS pages shared now = MEM_SHARE calls - MEM_UNSHARE calls (each call one page)",
+            "[hyp] host: read at IPA {kpa} (PC *) refused (EPERM): abort injected",
+            "[host] vm 1: host read of the guest kernel's first page (IPA 0x40200000, PA {kpa}): data abort, no data",
+            "[host] PASS a Linux guest page outside the DMA pool is private: a host read aborts",
+            "[host] PASS a page the Linux guest shared is readable by the host",
+            "[host] vm 1: destroyed, 131072 KiB scrubbed and returned to the host",
+            "[host] PASS teardown reclaims every page the guest still had",
+            "[host] PASS reclaimed pages are zero and the host can use them",
+            "[host] result: 12 passed, 0 failed",
+            "[hyp] system off: status 0 (Ok)",
+        ]);
+        v
+    };
+    let absent = vec![
+        "[hyp] PANIC",
+        "[hyp] ERROR",
+        "FAIL",
+        "Kernel panic",
+        "Internal error:",
+        "WARNING:",
+        "BUG:",
+        "------------[ cut here ]------------",
+        "[host] vm 1: guest abort",
+    ];
+    vec![
+        Scenario {
+            name: "linux-guest: Linux 6.12 (built from source) as a protected guest on 2 vCPUs: its pKVM guest \
+                   driver finds the hyp, shares its DMA pool and guards its MMIO, CPU1 comes up with PSCI, /init \
+                   reads the virtio disk through the bounce buffers and writes to the virtio console; the host \
+                   counts its calls and finds its other pages private",
+            args: run(2),
+            lines: lines(2),
+            absent: absent.clone(),
+            anywhere: vec![],
+            code: 0,
+            timeout: 300,
+        },
+        Scenario {
+            name: "linux-guest-trace: the Linux guest's MEM_SHARE and MMIO_GUARD calls stream as hypercall trace records",
+            args: RunArgs { linux_guest: true, trace: Some("hypercalls".into()), scenario: None, ..base("guests") },
+            lines: vec![
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0x8600ff01 x1=* -> ret=0xb66fb428",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0x86000000 x1=* -> ret=0x29d",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000002 (HYP_MEMINFO) x1=0x0 -> ret=0x1000",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000007 (MMIO_GUARD) x1=0x8000000 -> ret=0x0",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000007 (MMIO_GUARD) x1=0x80a0000 -> ret=0x0",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000003 (MEM_SHARE) x1=* -> ret=0x0",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000007 (MMIO_GUARD) x1=0x9000000 -> ret=0x0",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000003 (MEM_SHARE) x1=0x47c00000 -> ret=0x0",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000003 (MEM_SHARE) x1=0x47fff000 -> ret=0x0",
+                "[hyp] trace * | hvc    vm1/vcpu0 fid=0xc6000007 (MMIO_GUARD) x1=0xa000000 -> ret=0x0",
+                "[vm 1] linux-guest: poweroff -f",
+                "[host] vm 1: the guest's successful calls: MEM_SHARE 1056, MEM_UNSHARE 0, MMIO_GUARD 52 (50 granules guarded now)",
+                "[host] result: 12 passed, 0 failed",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: absent.clone(),
+            anywhere: vec![],
+            code: 0,
+            timeout: 300,
+        },
+        Scenario {
+            name: "linux-guest1: the same Linux guest, its 2 vCPUs time-sliced on one host CPU",
+            args: run(1),
+            lines: lines(1),
+            absent,
+            anywhere: vec![],
+            code: 0,
+            timeout: 300,
+        },
+    ]
 }
 
 /// Malformed guest ELFs (xtask/src/fixtures.rs) that only the host shim's

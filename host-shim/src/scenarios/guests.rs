@@ -91,6 +91,10 @@ pub(super) fn run_guest(g: &mut Guest, r: &mut Report) {
 /// Every guest in the bundle, one after the other (`cargo xtask run --guest`).
 pub fn run_all(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
     for img in images {
+        if let crate::guests::Kind::Linux { initrd, disk } = img.kind {
+            super::linux::run(hm, img, initrd, disk, r);
+            continue;
+        }
         let Some(mut g) = load(hm, img, img.mem, "", r) else {
             continue;
         };

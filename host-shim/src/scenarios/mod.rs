@@ -8,6 +8,7 @@ pub mod fuzz;
 pub mod guests;
 pub mod hostile;
 pub mod leaks;
+pub mod linux;
 pub mod preempt;
 pub mod smp;
 pub mod tlb;

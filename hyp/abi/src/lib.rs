@@ -260,14 +260,145 @@ pub mod bundle {
 }
 
 /// The host shim's initrd: the guests to run.
-/// Header: magic, u64 LE count; then per guest 64 bytes: u64 mem_size,
-/// u64 elf_off, u64 elf_len, u32 vCPUs (1..=8), 36 bytes NUL-padded name.
+/// Header: magic, u64 LE count; then per guest 96 bytes: u64 mem_size,
+/// u64 image_off, u64 image_len, u64 initrd_off, u64 initrd_len, u64
+/// disk_off, u64 disk_len, u32 vCPUs (1..=8), u32 kind, 32 bytes
+/// NUL-padded name. Offsets are from the start of the bundle; an ELF
+/// guest has no initrd or disk (their offsets and lengths are 0).
 pub mod guests {
-    pub const MAGIC: &[u8; 8] = b"GUESTS02";
+    pub const MAGIC: &[u8; 8] = b"GUESTS03";
     /// vCPUs a guest may have.
     pub const MAX_VCPUS: u32 = 8;
-    pub const ENTRY_LEN: usize = 64;
+    pub const ENTRY_LEN: usize = 96;
     pub const HEADER_LEN: usize = 16;
+    pub const NAME_LEN: usize = 32;
+    /// An AArch64 ELF loaded at its physical addresses.
+    pub const KIND_ELF: u32 = 0;
+    /// An arm64 Linux Image, with its initramfs and a disk image.
+    pub const KIND_LINUX: u32 = 1;
+}
+
+/// The arm64 Linux Image header (Linux Documentation/arch/arm64/booting.rst)
+/// and where a protected Linux guest's pieces go in its RAM.
+pub mod arm64_image {
+    /// Offset and value of the header's magic number.
+    pub const MAGIC_OFFSET: usize = 0x38;
+    pub const MAGIC: &[u8; 4] = b"ARM\x64";
+    pub const HEADER_LEN: usize = 64;
+    const SZ_2M: u64 = 2 << 20;
+    const SZ_4K: u64 = 4096;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Header {
+        /// Where the Image goes above a 2 MiB-aligned base.
+        pub text_offset: u64,
+        /// Bytes the kernel occupies from its start, BSS included.
+        pub image_size: u64,
+        pub flags: u64,
+    }
+
+    fn u64_at(b: &[u8], o: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(w)
+    }
+
+    /// Checks and reads the header; the error says what is wrong.
+    pub fn parse(img: &[u8]) -> Result<Header, &'static str> {
+        if img.len() < HEADER_LEN {
+            return Err("shorter than the 64-byte arm64 Image header");
+        }
+        if &img[MAGIC_OFFSET..MAGIC_OFFSET + 4] != MAGIC {
+            return Err("no arm64 Image magic (ARM\\x64 at offset 0x38)");
+        }
+        let h = Header { text_offset: u64_at(img, 8), image_size: u64_at(img, 16), flags: u64_at(img, 24) };
+        if h.image_size == 0 {
+            return Err("image_size is 0 (a kernel before 3.17 gives no size)");
+        }
+        if h.flags & 1 != 0 {
+            return Err("a big-endian kernel");
+        }
+        if h.image_size < img.len() as u64 {
+            return Err("image_size is smaller than the Image file");
+        }
+        if h.text_offset >= SZ_2M || !h.text_offset.is_multiple_of(SZ_4K) {
+            return Err("text_offset is not a 4 KiB multiple below 2 MiB");
+        }
+        Ok(h)
+    }
+
+    /// Offsets from the base of guest RAM of a Linux guest's pieces.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Layout {
+        /// The DTB, at the base of RAM (its window is `dtb_window` bytes).
+        pub dtb: u64,
+        /// The Image: the first 2 MiB boundary above the DTB window, plus
+        /// text_offset; the kernel occupies image_size bytes from here.
+        pub kernel: u64,
+        /// The initramfs, page-aligned, right below the DMA pool.
+        pub initrd: u64,
+        /// The restricted DMA pool, 2 MiB-aligned at the top of RAM.
+        pub pool: u64,
+    }
+
+    /// Places the DTB, kernel, initramfs and a DMA pool of `pool` bytes in
+    /// `mem` bytes of RAM; None if they do not fit. Every sum is checked.
+    pub fn layout(mem: u64, dtb_window: u64, h: &Header, initrd_len: u64, pool: u64) -> Option<Layout> {
+        let kernel = dtb_window.checked_next_multiple_of(SZ_2M)?.checked_add(h.text_offset)?;
+        let kernel_end = kernel.checked_add(h.image_size)?;
+        let pool_at = mem.checked_sub(pool)? / SZ_2M * SZ_2M;
+        let initrd = pool_at.checked_sub(initrd_len.checked_next_multiple_of(SZ_4K)?)?;
+        (kernel_end <= initrd).then_some(Layout { dtb: 0, kernel, initrd, pool: pool_at })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn image(text_offset: u64, image_size: u64, flags: u64, len: usize) -> alloc::vec::Vec<u8> {
+            let mut v = alloc::vec![0u8; len];
+            v[8..16].copy_from_slice(&text_offset.to_le_bytes());
+            v[16..24].copy_from_slice(&image_size.to_le_bytes());
+            v[24..32].copy_from_slice(&flags.to_le_bytes());
+            v[MAGIC_OFFSET..MAGIC_OFFSET + 4].copy_from_slice(MAGIC);
+            v
+        }
+
+        #[test]
+        fn header_checks() {
+            let ok = image(0, 0x50_0000, 0xa, 4096);
+            assert_eq!(parse(&ok), Ok(Header { text_offset: 0, image_size: 0x50_0000, flags: 0xa }));
+            assert_eq!(parse(&ok[..63]), Err("shorter than the 64-byte arm64 Image header"));
+            let mut bad = ok.clone();
+            bad[MAGIC_OFFSET] = b'X';
+            assert_eq!(parse(&bad), Err("no arm64 Image magic (ARM\\x64 at offset 0x38)"));
+            assert!(parse(&image(0, 0, 0, 4096)).unwrap_err().contains("image_size is 0"));
+            assert_eq!(parse(&image(0, 8192, 1, 4096)), Err("a big-endian kernel"));
+            assert_eq!(parse(&image(0, 100, 0, 4096)), Err("image_size is smaller than the Image file"));
+            assert!(parse(&image(0x20_0000, 8192, 0, 4096)).is_err());
+            assert!(parse(&image(0x801, 8192, 0, 4096)).is_err());
+            assert!(parse(&image(0x8_0000, 8192, 0, 4096)).is_ok());
+        }
+
+        #[test]
+        fn layout_places_and_refuses() {
+            let h = Header { text_offset: 0x1000, image_size: 0x50_0000, flags: 0 };
+            let l = layout(128 << 20, 0x1_0000, &h, 0x12_3456, 4 << 20).unwrap();
+            assert_eq!(l.kernel, 0x20_1000);
+            assert_eq!(l.pool, (128 - 4) << 20);
+            assert_eq!(l.initrd, l.pool - 0x12_4000);
+            assert!(l.kernel + h.image_size <= l.initrd);
+            // An odd memory size: the pool still 2 MiB-aligned, inside RAM.
+            let l = layout((16 << 20) + 0x3000, 0x1_0000, &h, 4096, 4 << 20).unwrap();
+            assert_eq!(l.pool, 12 << 20);
+            // Does not fit; sizes that wrap.
+            assert_eq!(layout(8 << 20, 0x1_0000, &h, 4 << 20, 4 << 20), None);
+            assert_eq!(layout(2 << 20, 0x1_0000, &h, 0, 4 << 20), None);
+            assert_eq!(layout(128 << 20, 0x1_0000, &h, u64::MAX - 10, 4 << 20), None);
+            let huge = Header { text_offset: 0, image_size: u64::MAX - 0x10_0000, flags: 0 };
+            assert_eq!(layout(128 << 20, 0x1_0000, &huge, 0, 4 << 20), None);
+        }
+    }
 }
 
 /// Host services: calls a guest makes to the host's VMM (function IDs

@@ -96,7 +96,11 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
         }
         psci::VERSION => ret(frame, psci::VERSION_1_1 as i64),
         psci::FEATURES => match x1 as u32 {
-            psci::VERSION
+            // SMCCC v1.1 is there (SMCCC 1.1, 7.2): Linux asks this before
+            // it calls SMCCC_VERSION, and without it uses no SMCCC 1.1
+            // service at all (the KVM UID, hence the pKVM guest driver).
+            arch::SMCCC_VERSION
+            | psci::VERSION
             | psci::FEATURES
             | psci::SYSTEM_OFF
             | psci::SYSTEM_RESET

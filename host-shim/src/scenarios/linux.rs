@@ -1,0 +1,139 @@
+//! A Linux guest (`cargo xtask run --linux-guest`): Linux's own pKVM guest
+//! driver against the hyp. The host loads the Image, initramfs and DTB,
+//! runs the guest to its power-off, then checks from its side what the
+//! guest did: the MEM_SHARE / MEM_UNSHARE / MMIO_GUARD calls the hyp
+//! counted, which pages are shared now (only DMA-pool pages may be), and
+//! that a page outside the pool is still private (a host read aborts).
+
+use el1_rt::println;
+use hyp_abi::host::{page_state, PAGE_STATE, VM_CALLS};
+
+use crate::guests::GuestImage;
+use crate::hyp;
+use crate::mem::HostMem;
+use crate::report::{expect_abort, read64, Report};
+use crate::vmm::{Guest, GUEST_RAM};
+
+/// Boots the Linux guest `img` (its initramfs `initrd`, its disk image
+/// `disk`) and checks it.
+pub fn run(hm: &mut HostMem, img: &GuestImage, initrd: &[u8], disk: &'static [u8], r: &mut Report) {
+    let mut g = match Guest::load_linux(hm, &img.name, img.elf, initrd, disk, img.mem, img.vcpus) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("[host] cannot load Linux guest '{}': {}", img.name, e);
+            r.fail("Linux guest loads");
+            return;
+        }
+    };
+    let Some(l) = g.linux else { return };
+    println!(
+        "[host] vm {}: Linux guest '{}' loaded, {} MiB donated at PA {:#x} (IPA {:#x}), {} vCPU(s)",
+        g.handle,
+        g.name,
+        g.mem >> 20,
+        g.pa,
+        GUEST_RAM,
+        img.vcpus
+    );
+    println!(
+        "[host] vm {}: Image at IPA {:#x} ({} KiB with BSS), initramfs at IPA {:#x} ({} KiB), DMA pool at IPA {:#x} ({} KiB)",
+        g.handle,
+        l.kernel,
+        l.kernel_size / 1024,
+        l.initrd.0,
+        (l.initrd.1 - l.initrd.0) / 1024,
+        l.pool.0,
+        l.pool.1 / 1024
+    );
+    println!("[host] vm {}: disk image {} KiB", g.handle, disk.len() / 1024);
+    super::guests::run_guest(&mut g, r);
+    r.check(g.done, "the Linux guest powered itself off (PSCI SYSTEM_OFF)");
+    virtio_checks(&g, r);
+    host_checks(&g, r);
+    super::guests::teardown(hm, g, r);
+}
+
+/// The virtio devices' counters: every request the Linux guest made was
+/// served from pages it had shared (none refused, none malformed).
+fn virtio_checks(g: &Guest, r: &mut Report) {
+    let Some(devs) = &g.virtio else { return };
+    g.virtio_report();
+    let (mut requests, mut errors) = (0, 0);
+    for k in 0.. {
+        let Some((_, s, _)) = devs.slot(k) else { break };
+        requests += s.requests;
+        errors += s.mem_errors + s.bad_requests + s.ring_errors + s.bad_accesses;
+    }
+    r.check(
+        requests > 0 && errors == 0,
+        "the virtio devices served the Linux guest's requests from shared pages only, with no error",
+    );
+}
+
+/// What the host sees of the guest after its power-off (the VM still
+/// exists: its pages are as the guest left them).
+fn host_checks(g: &Guest, r: &mut Report) {
+    let Some(l) = g.linux else { return };
+    let calls = match hyp::call(VM_CALLS, [g.handle, 0, 0, 0, 0, 0]) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("[host] vm {}: VM_CALLS: {}", g.handle, e);
+            r.fail("VM_CALLS answers");
+            return;
+        }
+    };
+    println!(
+        "[host] vm {}: the guest's successful calls: MEM_SHARE {}, MEM_UNSHARE {}, MMIO_GUARD {} ({} granules guarded now)",
+        g.handle, calls[0], calls[1], calls[2], calls[3]
+    );
+    // Every page of the guest, as the host's stage-2 records it.
+    let (mut shared, mut in_pool, mut in_kernel, mut first_shared) = (0u64, 0u64, 0u64, None);
+    let pool_pa = g.pa + (l.pool.0 - GUEST_RAM);
+    let kernel_pa = g.pa + (l.kernel - GUEST_RAM);
+    for pa in (g.pa..g.pa + g.mem).step_by(4096) {
+        let st = hyp::call(PAGE_STATE, [pa, 0, 0, 0, 0, 0]).map(|s| s[0]);
+        if st == Ok(page_state::SHARED_BORROWED) {
+            shared += 1;
+            first_shared.get_or_insert(pa);
+            in_pool += (pool_pa..pool_pa + l.pool.1).contains(&pa) as u64;
+            in_kernel += (pa < kernel_pa + l.kernel_size) as u64;
+        }
+    }
+    // Linux also shares its atomic DMA pool (kernel/dma/pool.c): devices
+    // may use it for coherent allocations.
+    println!(
+        "[host] vm {}: pages shared with the host now: {} ({} in the restricted DMA pool of {} pages, {} elsewhere)",
+        g.handle,
+        shared,
+        in_pool,
+        l.pool.1 / 4096,
+        shared - in_pool
+    );
+    r.check(in_kernel == 0, "no page of the Linux guest's DTB or kernel image is shared");
+    if g.virtio.is_some() {
+        r.check(in_pool == l.pool.1 / 4096, "the Linux guest shared its whole restricted DMA pool with MEM_SHARE");
+    }
+    r.check(
+        shared == calls[0].saturating_sub(calls[1]),
+        "pages shared now = MEM_SHARE calls - MEM_UNSHARE calls (each call one page)",
+    );
+    let aborted = expect_abort(|| {
+        read64(kernel_pa);
+    })
+    .is_some();
+    println!(
+        "[host] vm {}: host read of the guest kernel's first page (IPA {:#x}, PA {:#x}): {}",
+        g.handle,
+        l.kernel,
+        kernel_pa,
+        if aborted { "data abort, no data" } else { "read succeeded!" }
+    );
+    r.check(aborted, "a Linux guest page outside the DMA pool is private: a host read aborts");
+    if let Some(pa) = first_shared {
+        let ok = expect_abort(|| {
+            read64(pa);
+        })
+        .is_none();
+        r.check(ok, "a page the Linux guest shared is readable by the host");
+    }
+}
