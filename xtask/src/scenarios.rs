@@ -1086,7 +1086,7 @@ fn linux_guest() -> Vec<Scenario> {
             "[vm 1] smccc: KVM: hypervisor services detected (0x00000000 0x00000000 0x00000000 0x0000029d)",
             "[vm 1] Kernel command line: console=ttyAMA0 panic=-1",
             "[vm 1] GICv3: CPU0: found redistributor 0 region 0:0x00000000080a0000",
-            "[vm 1] arch_timer: cp15 timer(s) running at 62.50MHz (virt).",
+            "[vm 1] arch_timer: cp15 timer(s) running at *MHz (virt).",
             "[vm 1] GICv3: CPU1: found redistributor 1 region 0:0x00000000080c0000",
             "[vm 1] CPU1: Booted secondary processor 0x0000000001 [*]",
             "[vm 1] smp: Brought up 1 node, 2 CPUs",

@@ -72,15 +72,26 @@ pub fn report(recs: &[Record]) -> String {
     s
 }
 
+/// The system counter's rate the hyp reported at boot (`[hyp] system
+/// counter: N Hz`); QEMU virt's 62.5 MHz of QEMU < 9.1 for older logs.
+pub fn counter_hz(log: &str) -> u64 {
+    log.lines()
+        .find_map(|l| l.split("[hyp] system counter: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .filter(|&hz| hz > 0)
+        .unwrap_or(62_500_000)
+}
+
 /// Chrome trace-event JSON: one track per physical CPU (pid 0) and one per
-/// VM and vCPU (pid = 1 + VM handle; the host is pid 1).
-pub fn chrome_json(recs: &[Record]) -> String {
+/// VM and vCPU (pid = 1 + VM handle; the host is pid 1). `hz`: the rate of
+/// the records' CNTPCT timestamps.
+pub fn chrome_json(recs: &[Record], hz: u64) -> String {
     let t0 = recs.iter().map(|r| r.ts).min().unwrap_or(0);
     let mut ev = Vec::new();
     let mut pids = BTreeMap::new();
     for r in recs {
-        // CNTPCT ticks at 62.5 MHz on QEMU virt: 16 ns each.
-        let us = (r.ts - t0) as f64 * 0.016;
+        let us = (r.ts - t0) as f64 * 1e6 / hz.max(1) as f64;
         let name = match (r.kind(), Resolution::from_u8(r.resolution)) {
             (Some(Kind::Fault), res) => format!("fault {res:?}"),
             (Some(k), _) => k.name().to_string(),
@@ -469,7 +480,7 @@ pub fn trace_cmd(file: &Path, json: Option<PathBuf>, map: Option<PathBuf>) -> Re
     let recs = records(&log);
     print!("{}", report(&recs));
     if let Some(out) = json {
-        std::fs::write(&out, chrome_json(&recs))?;
+        std::fs::write(&out, chrome_json(&recs, counter_hz(&log)))?;
         println!("chrome trace: {} events -> {} (open in ui.perfetto.dev)", recs.len() * 2, out.display());
     }
     Ok(0)
@@ -507,10 +518,21 @@ mod tests {
     #[test]
     fn chrome_json_has_a_track_per_cpu_and_vm() {
         let recs = records(&sample());
-        let j = chrome_json(&recs);
+        let j = chrome_json(&recs, counter_hz(&sample()));
         assert_eq!(j.matches("\"ph\":\"i\"").count(), recs.len() * 2);
         assert!(j.contains("\"name\":\"vm 1\""));
         assert!(j.contains("\"name\":\"physical CPUs\""));
+    }
+
+    #[test]
+    fn timestamps_follow_the_reported_counter_rate() {
+        assert_eq!(counter_hz("[hyp] system counter: 1000000000 Hz\n"), 1_000_000_000);
+        assert_eq!(counter_hz("no such line"), 62_500_000);
+        let r = Record { ts: 1000, kind: Kind::Hypercall as u8, ..Default::default() };
+        let r2 = Record { ts: 3000, ..r };
+        // 2,000 ticks: 2 us at 1 GHz, 32 us at 62.5 MHz.
+        assert!(chrome_json(&[r, r2], 1_000_000_000).contains("\"ts\":2.000"));
+        assert!(chrome_json(&[r, r2], 62_500_000).contains("\"ts\":32.000"));
     }
 
     #[test]
