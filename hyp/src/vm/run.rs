@@ -282,7 +282,9 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
 }
 
 pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
-    let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
+    // Taken out of the per-CPU slot (no reference count traffic) and put
+    // back if the guest goes on; an exit leaves the slot empty.
+    let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
     let esr = Esr(ESR_EL2.get());
     let outcome = match esr.ec() {
         EC_HVC64 => guest::handle(frame, &vm_arc, idx),
@@ -305,6 +307,8 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
         vm.vcpus[idx].pending = pending;
         vm.vcpus[idx].stopped |= stop;
         exit_to_host(frame, &mut vm, idx, reason, details);
+    } else {
+        this_cpu().guest = Some(vm_arc);
     }
 }
 
@@ -390,9 +394,11 @@ pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
 /// handled here, and the guest goes on. Anything else, and the end of the
 /// time slice, belongs to the host: let it run.
 pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) {
-    let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
+    let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
     let mut vm = vm_arc.lock();
     if !hyptimer::fired() && refresh_live(this_cpu(), &mut vm.vcpus[idx], handle, idx) {
+        drop(vm);
+        this_cpu().guest = Some(vm_arc);
         return;
     }
     exit_to_host(frame, &mut vm, idx, exit::IRQ, &[0; 5]);
