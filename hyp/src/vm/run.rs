@@ -437,7 +437,13 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin:
     let vm = vm_arc.lock();
     let who = vm.handle;
     let kind = fault_kind(esr.fsc());
-    let mapped = vm.mm.pgt.lookup(&mut HypEnv, ipa).ok().filter(|m| matches!(m.leaf, Leaf::Mapped { .. }));
+    // In the MMIO window nothing is mapped unless the host donated there
+    // (`Vm::low_mapped`): no walk needed to know.
+    let mapped = if ipa < GUEST_RAM_BASE && !vm.low_mapped {
+        None
+    } else {
+        vm.mm.pgt.lookup(&mut HypEnv, ipa).ok().filter(|m| matches!(m.leaf, Leaf::Mapped { .. }))
+    };
     let guarded = vm.guards.allows(ipa);
     drop(vm);
     match (kind, mapped) {
