@@ -108,10 +108,8 @@ pub fn cnthctl(kind: Kind) -> u64 {
 
 /// HCR_EL2, CPTR_EL2 and CNTHCTL_EL2 of the host and of guests, computed
 /// once per boot with MDCR_EL2 (the world switch only loads them).
-static CONTROLS: [[core::sync::atomic::AtomicU64; 3]; 2] = {
-    const Z: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-    [[Z, Z, Z], [Z, Z, Z]]
-};
+static CONTROLS: [[core::sync::atomic::AtomicU64; 3]; 2] =
+    [[const { core::sync::atomic::AtomicU64::new(0) }; 3], [const { core::sync::atomic::AtomicU64::new(0) }; 3]];
 
 /// Loads the EL2 controls of `kind` (stage-2 registers are the caller's).
 pub fn enter_controls(kind: Kind) {
