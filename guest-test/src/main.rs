@@ -42,7 +42,11 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "all" => tests::all(&mut t),
         "block1g" => tests::block1g(&mut t),
         "isolation" => tests::isolation(&mut t),
-        "bench" => tests::bench(&mut t),
+        "bench" => {
+            let n = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("n=")).and_then(|v| v.parse().ok());
+            let only = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("only="));
+            tests::bench(&mut t, n.unwrap_or(1000), only)
+        }
         "leaks" => leaks::leaks(&mut t),
         "irq" => irq::irq(&mut t),
         "irq-smp" => irq::irq_smp(&mut t),

@@ -322,9 +322,14 @@ fn counters() -> el1_rt::bench::Counters {
 
 /// Measures share then unshare of `p`, N times each, alternating.
 fn share_unshare(t: &mut Tally, p: u64, what: &str) {
+    share_unshare_n(t, p, what, 1000)
+}
+
+fn share_unshare_n(t: &mut Tally, p: u64, what: &str, n: u64) {
     use el1_rt::bench::{diff, report};
     use el1_rt::pmu;
-    const N: u64 = 1000;
+    #[allow(non_snake_case)]
+    let N = n;
     let (mut s, mut u) = ((0, 0), (0, 0));
     let mut ok = true;
     for _ in 0..N {
@@ -349,28 +354,44 @@ fn share_unshare(t: &mut Tally, p: u64, what: &str) {
     t.check(ok, what);
 }
 
-/// The guest half of `cargo xtask bench` (a 1 GiB guest).
-pub fn bench(t: &mut Tally) {
+/// The guest half of `cargo xtask bench` (a 1 GiB guest): `n` repetitions
+/// per row, only the rows whose name contains `only` (the host's
+/// `shim.bench_n=` and `shim.bench_only=`).
+pub fn bench(t: &mut Tally, n: u64, only: Option<&str>) {
     use el1_rt::bench::{diff, report};
     use el1_rt::pmu;
-    const N: u64 = 1000;
+    #[allow(non_snake_case)]
+    let N = n.max(1);
+    let want = |name: &str| only.is_none_or(|w| name.contains(w));
+    let pair =
+        |what: &str| want(&alloc::format!("mem_share 4K ({what})")) || want(&alloc::format!("mem_unshare 4K ({what})"));
     pmu::init();
     let (p1g, a, p2m) = (RAM + (300 << 20) + 5 * PAGE, RAM + (600 << 20), RAM + (700 << 20) + 3 * PAGE);
     t.eq(s2_info(p1g).1 as i64, 1, "bench guest mapped with a 1G block");
-    share_unshare(t, p1g, "1G split/merge");
+    if pair("1G split/merge") {
+        share_unshare_n(t, p1g, "1G split/merge", N);
+    }
     // Keep a page shared: the 1G block stays split into 2M blocks, and a's
     // 2M block into pages.
     t.eq(share(a), OK, "keep a page shared");
-    share_unshare(t, p2m, "2M split/merge");
-    share_unshare(t, a + PAGE, "already 4K");
-    let c0 = counters();
-    let m = pmu::measure(N, |_| {
-        let _ = call(guest::HYP_MEMINFO, [0; 3]);
-    });
-    report("guest hvc (HYP_MEMINFO)", N, m, diff(c0, counters()));
-    let c0 = counters();
-    let m = pmu::measure(N, |_| write64_mmio(0x0900_0000, b'\r' as u32));
-    report("mmio exit round trip (uart write)", N, m, diff(c0, counters()));
+    if pair("2M split/merge") {
+        share_unshare_n(t, p2m, "2M split/merge", N);
+    }
+    if pair("already 4K") {
+        share_unshare_n(t, a + PAGE, "already 4K", N);
+    }
+    if want("guest hvc (HYP_MEMINFO)") {
+        let c0 = counters();
+        let m = pmu::measure(N, |_| {
+            let _ = call(guest::HYP_MEMINFO, [0; 3]);
+        });
+        report("guest hvc (HYP_MEMINFO)", N, m, diff(c0, counters()));
+    }
+    if want("mmio exit round trip (uart write)") {
+        let c0 = counters();
+        let m = pmu::measure(N, |_| write64_mmio(0x0900_0000, b'\r' as u32));
+        report("mmio exit round trip (uart write)", N, m, diff(c0, counters()));
+    }
     call(services::BENCH_PIN, [a, 0, 0]);
     t.eq(unshare(a), OK, "release the kept page");
 }

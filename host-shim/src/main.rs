@@ -56,6 +56,7 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
     let args = info.fdt.chosen().bootargs().unwrap_or("");
     let test = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("shim.test=")).unwrap_or("demo");
     tracing::configure(args);
+    scenarios::bench::configure(args);
     let mut r = report::Report::new();
     scenarios::boot::run(&info, &mut r);
     if !scenarios::run(test, &info, &mut r) {

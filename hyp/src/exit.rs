@@ -38,6 +38,16 @@ extern "C" fn hyp_host_call(regs: &mut CallRegs) -> u64 {
     crate::hypercall::host::handle_short(regs) as u64
 }
 
+/// A host call that `hyp_host_call` left to the full frame (VCPU_RUN), with
+/// that frame (vectors.S): straight to the host-call handler, without
+/// `hyp_trap`'s and the host's syndrome dispatch (the short entry is taken
+/// only for an HVC64 from the host).
+#[no_mangle]
+extern "C" fn hyp_host_full_call(frame: &mut TrapFrame) {
+    debug_assert_eq!(percpu::this_cpu().running, Running::Host);
+    crate::hypercall::host::handle(frame)
+}
+
 fn handle_sync(frame: &mut TrapFrame) {
     match percpu::this_cpu().running {
         Running::Host => crate::host::handle_sync(frame),

@@ -236,6 +236,13 @@ impl State {
     /// edge on one that is active makes it pending and active.
     pub fn flush(&mut self, lrs: &mut [u64]) -> Flush {
         let mut out = Flush::default();
+        // Nothing asserted or latched and every list register empty (the
+        // common entry: an MMIO exit answered): nothing to withdraw, adjust
+        // or inject. The loops below would find exactly that.
+        if (self.level[0] | self.level[1] | self.edge[0] | self.edge[1]) == 0 && lrs.iter().all(|v| lr::state(*v) == 0)
+        {
+            return out;
+        }
         // Withdraw or adjust what is already there.
         for v in lrs.iter_mut() {
             let st = lr::state(*v);

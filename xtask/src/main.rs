@@ -6,6 +6,7 @@ mod image;
 mod linux;
 mod linux_guest;
 mod options;
+mod profile;
 mod qemu;
 mod scenarios;
 mod sys;
@@ -56,6 +57,10 @@ enum Cmd {
     /// Build (or find in target/linux-guest/) the Linux guest's kernel,
     /// initramfs and disk image; print their paths.
     LinuxGuest,
+    /// EL2 instructions per hyp function, for a bench row (N vs 2N
+    /// repetitions, diffed) or a whole scenario (QEMU -d exec, one
+    /// instruction per TB).
+    Profile(profile::ProfileArgs),
     /// Decode trace records from a console log: table, summary, Chrome JSON;
     /// or render its stage-2 dumps as an SVG map.
     Trace {
@@ -262,6 +267,7 @@ fn main() {
         Cmd::Bench { release, compare, out, hyp_features, append } => {
             bench::bench_cmd(release, compare, out, hyp_features, append)
         }
+        Cmd::Profile(p) => profile::profile_cmd(&p),
         Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
         Cmd::LinuxGuest => linux_guest::build_cmd(),
     };

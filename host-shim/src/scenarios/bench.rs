@@ -16,6 +16,45 @@ use crate::report::{read64, Report};
 use crate::vmm::{Guest, GUEST_RAM};
 
 pub const N: u64 = 1000;
+
+/// Repetitions per row (`shim.bench_n=`, default [`N`]) and the rows to run
+/// (`shim.bench_only=WORD`: rows whose name contains WORD; default all).
+/// `cargo xtask profile` runs one row at two repetition counts and takes
+/// the difference.
+static REPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(N);
+static ONLY: spin::Once<&'static str> = spin::Once::new();
+
+pub fn configure(args: &'static str) {
+    for t in args.split_ascii_whitespace() {
+        if let Some(n) = t.strip_prefix("shim.bench_n=").and_then(|v| v.parse::<u64>().ok()) {
+            REPS.store(n.max(1), core::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(w) = t.strip_prefix("shim.bench_only=") {
+            ONLY.call_once(|| w);
+        }
+    }
+}
+
+fn reps() -> u64 {
+    REPS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+fn only() -> Option<&'static str> {
+    ONLY.get().copied()
+}
+
+/// Does a row of this name run?
+fn want(name: &str) -> bool {
+    only().is_none_or(|w| name.contains(w))
+}
+
+/// The bench guest's arguments for the row selection.
+fn guest_args() -> alloc::string::String {
+    match only() {
+        Some(w) => alloc::format!(" n={} only={}", reps(), w),
+        None => alloc::format!(" n={}", reps()),
+    }
+}
 const SZ_2M: u64 = 2 << 20;
 const SZ_1G: u64 = 1 << 30;
 
@@ -29,6 +68,9 @@ pub fn counters() -> Counters {
 
 /// Runs `f` N times under the PMU; reports it with the counters' change.
 fn bench(name: &str, n: u64, mut f: impl FnMut(u64)) {
+    if !want(name) {
+        return;
+    }
     let c0 = counters();
     let m = pmu::measure(n, &mut f);
     report(name, n, m, diff(c0, counters()));
@@ -36,9 +78,13 @@ fn bench(name: &str, n: u64, mut f: impl FnMut(u64)) {
 
 /// PIN/UNPIN on a page a guest shared with us (BENCH_PIN service).
 pub fn pins(pa: u64) {
+    if !want("host_pin") && !want("host_unpin") {
+        return;
+    }
+    let n = reps();
     let c0 = counters();
     let (mut pin, mut unpin) = ((0, 0), (0, 0));
-    for _ in 0..N {
+    for _ in 0..n {
         let a = pmu::read();
         hyp::pin(pa, false);
         let b = pmu::read();
@@ -48,16 +94,20 @@ pub fn pins(pa: u64) {
         unpin = (unpin.0 + c.0 - b.0, unpin.1 + c.1 - b.1);
     }
     let c = diff(c0, counters());
-    report("host_pin", N, pin, c);
-    report("host_unpin", N, unpin, c);
+    report("host_pin", n, pin, c);
+    report("host_unpin", n, unpin, c);
 }
 
 fn lazy_fault(name: &str, region: u64, size: u64) {
+    if !want(name) {
+        return;
+    }
+    let n = reps();
     // Give the region to the hyp and back: the host's entry becomes one
     // invalid entry of `size`, and the next touch faults it in as a block.
     let c0 = counters();
     let (mut el2, mut all) = (0, 0);
-    for _ in 0..N {
+    for _ in 0..n {
         call(abi::DONATE_HYP, [region, size, 0, 0, 0, 0]).expect("donate_hyp");
         call(abi::RECLAIM_HYP, [region, size, 0, 0, 0, 0]).expect("reclaim_hyp");
         let a = pmu::read();
@@ -66,15 +116,24 @@ fn lazy_fault(name: &str, region: u64, size: u64) {
         el2 += b.0 - a.0;
         all += b.1 - a.1;
     }
-    report(name, N, (el2, all), diff(c0, counters()));
+    report(name, n, (el2, all), diff(c0, counters()));
 }
 
 fn vm_lifecycle(hm: &mut HostMem, mib: u64) {
+    let names = [
+        alloc::format!("vm_create+vcpu_create ({mib} MiB guest)"),
+        alloc::format!("donate ({mib} MiB, 2M blocks)"),
+        alloc::format!("vm_destroy+scrub ({mib} MiB)"),
+    ];
+    if !names.iter().any(|n| want(n)) {
+        return;
+    }
+    let n = reps();
     let size = mib << 20;
     let pa = hm.alloc(size, SZ_2M).expect("host memory");
     let c0 = counters();
     let (mut create, mut donate, mut destroy) = ((0, 0), (0, 0), (0, 0));
-    for _ in 0..N {
+    for _ in 0..n {
         let a = pmu::read();
         let h = hyp::vm_create().expect("vm_create");
         hyp::vcpu_create(h, GUEST_RAM, 0).expect("vcpu_create");
@@ -88,13 +147,16 @@ fn vm_lifecycle(hm: &mut HostMem, mib: u64) {
         destroy = (destroy.0 + d.0 - c.0, destroy.1 + d.1 - c.1);
     }
     let cnt = diff(c0, counters());
-    report(&alloc::format!("vm_create+vcpu_create ({mib} MiB guest)"), N, create, cnt);
-    report(&alloc::format!("donate ({mib} MiB, 2M blocks)"), N, donate, cnt);
-    report(&alloc::format!("vm_destroy+scrub ({mib} MiB)"), N, destroy, cnt);
+    for (name, m) in names.iter().zip([create, donate, destroy]) {
+        report(name, n, m, cnt);
+    }
     hm.free(pa, size);
 }
 
 fn table_pages(hm: &mut HostMem) {
+    if only().is_some() {
+        return;
+    }
     let pa = hm.alloc(SZ_1G + SZ_1G, SZ_1G).expect("2 GiB of host memory");
     let mut pages = [0u64; 2];
     for (i, off) in [0u64, 4096].into_iter().enumerate() {
@@ -137,6 +199,9 @@ fn run_guest_smp(
 /// The interrupt rows (`shim.test=bench-irq` alone): injection, EOI, the
 /// timer, SGIs between two vCPUs.
 pub fn irq(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+    if only().is_some() {
+        return;
+    }
     let Some(img) = images.first() else {
         r.fail("bench guest image");
         return;
@@ -149,7 +214,7 @@ pub fn irq(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
 
 pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
     pmu::init();
-    bench("host hvc (null)", N, |_| {
+    bench("host hvc (null)", reps(), |_| {
         let _ = call(abi::NOP, [0; 6]);
     });
     let r2m = hm.alloc(SZ_2M, SZ_2M).expect("host memory");
@@ -170,11 +235,14 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         return;
     };
     // The guest side: split/merge costs in a 1 GiB guest, MMIO exits, pins.
-    if let Some(g) = run_guest(hm, img, SZ_1G, "test=bench", r) {
+    if let Some(g) = run_guest(hm, img, SZ_1G, &(alloc::string::String::from("test=bench") + &guest_args()), r) {
         r.check(g.result.is_some_and(|(_, f)| f == 0), "bench guest ran its measurements");
         let _ = g.destroy(hm);
     }
     irq(hm, images, r);
+    if only().is_some() {
+        return;
+    }
     // Scale: the same 4K share/unshare in a 64 MiB and a 16 GiB guest.
     for (mem, label) in [(64 << 20, "64 MiB"), (16 * SZ_1G, "16 GiB")] {
         if let Some(g) =

@@ -86,6 +86,11 @@ pub struct Vm {
     /// Successful MEM_SHARE / MEM_UNSHARE calls (VM_CALLS).
     pub shares: u64,
     pub unshares: u64,
+    /// DONATE_GUEST was asked for an IPA below guest RAM (the MMIO window).
+    /// Until then nothing is mapped there (DONATE_GUEST is the only way into
+    /// a guest's stage-2), so a guest's fault in the window needs no walk
+    /// to tell a stale TLB entry from an MMIO access.
+    pub low_mapped: bool,
 }
 
 /// Holds one VM's lock (take after the host's and the hyp's).
@@ -137,6 +142,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
         guards: hyp::mmio_guard::Guards::new(),
         shares: 0,
         unshares: 0,
+        low_mapped: false,
     };
     let slot = (handle, Arc::new(Mutex::new(vm)));
     match t.vms.iter_mut().find(|s| s.is_none()) {
@@ -270,6 +276,10 @@ pub fn host_donate_guest(handle: u64, pa: u64, ipa: u64, size: u64) -> Result<()
     let mut vm = vm.lock();
     if vm.dying {
         return Err(Error::Perm);
+    }
+    // Set before the attempt, whatever its outcome: only ever too cautious.
+    if ipa < run::GUEST_RAM_BASE {
+        vm.low_mapped = true;
     }
     let r = mem_protect::host_donate_guest(&mut env, &mut host, &mut vm.mm, pa, ipa, size);
     point::transition(vm.handle, 0, op::DONATE_GUEST, pa, size, &r);

@@ -180,11 +180,11 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     point::vgic(handle, idx, &flushed, vcpu.ctx.lrs_mut());
     let ppi = vcpu.irq.vtimer_ppi_wanted(vcpu.ctx.lrs_mut());
     // Host out.
-    cpu.host.gp = *frame;
+    cpu.host.gp.copy_from(frame);
     cpu.host.save_cpu(Kind::Host);
     cpu.host_disr = context::park_host_disr();
     // Guest in.
-    *frame = vcpu.ctx.gp;
+    frame.copy_from(&vcpu.ctx.gp);
     vcpu.ctx.restore_cpu(Kind::Guest);
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
@@ -232,7 +232,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
 
 /// Saves the guest, restores the host, and returns `reason` and `details`
 /// in the host's x2.. as the result of its VCPU_RUN.
-fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details: [u64; 5]) {
+fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details: &[u64; 5]) {
     let cpu = this_cpu();
     let preempted = hyptimer::disarm();
     let vcpu = &mut vm.vcpus[idx];
@@ -251,15 +251,15 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
             vcpu.pending = Pending::None;
             (exit::GUEST_FATAL, [disr, frame.elr, 0, 0, 0])
         }
-        None => (reason, details),
+        None => (reason, *details),
     };
     context::unpark_host_disr(cpu.host_disr);
-    vcpu.ctx.gp = *frame;
+    vcpu.ctx.gp.copy_from(frame);
     vcpu.ctx.save_cpu(Kind::Guest);
     // What the guest deactivated frees its list register now.
     vcpu.irq.retire(vcpu.ctx.lrs_mut());
     vcpu.running = false;
-    *frame = cpu.host.gp;
+    frame.copy_from(&cpu.host.gp);
     cpu.host.restore_cpu(Kind::Host);
     restore_interrupts(cpu);
     restart_host_pmu(cpu);
@@ -271,7 +271,9 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     frame.x[0] = 0;
     frame.x[1] = 0;
     frame.x[2] = reason;
-    frame.x[3..8].copy_from_slice(&details);
+    // Element by element: a slice copy becomes a call to memcpy.
+    let [d0, d1, d2, d3, d4] = details;
+    (frame.x[3], frame.x[4], frame.x[5], frame.x[6], frame.x[7]) = (d0, d1, d2, d3, d4);
     if reason == exit::IRQ {
         frame.x[3] = preempted as u64;
     }
@@ -280,7 +282,9 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
 }
 
 pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
-    let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
+    // Taken out of the per-CPU slot (no reference count traffic) and put
+    // back if the guest goes on; an exit leaves the slot empty.
+    let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
     let esr = Esr(ESR_EL2.get());
     let outcome = match esr.ec() {
         EC_HVC64 => guest::handle(frame, &vm_arc, idx),
@@ -298,11 +302,13 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
             Outcome::Resume
         }
     };
-    if let Outcome::Exit { reason, details, pending, stop } = outcome {
+    if let Outcome::Exit { reason, ref details, pending, stop } = outcome {
         let mut vm = vm_arc.lock();
         vm.vcpus[idx].pending = pending;
         vm.vcpus[idx].stopped |= stop;
         exit_to_host(frame, &mut vm, idx, reason, details);
+    } else {
+        this_cpu().guest = Some(vm_arc);
     }
 }
 
@@ -379,7 +385,7 @@ pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
     vm.vcpus[idx].stopped = true;
     vm.vcpus[idx].pending = Pending::None;
     let pc = frame.elr;
-    exit_to_host(frame, &mut vm, idx, exit::GUEST_FATAL, [esr, pc, 0, 0, 0]);
+    exit_to_host(frame, &mut vm, idx, exit::GUEST_FATAL, &[esr, pc, 0, 0, 0]);
 }
 
 /// A physical interrupt while a guest runs. The maintenance interrupt (the
@@ -388,12 +394,14 @@ pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
 /// handled here, and the guest goes on. Anything else, and the end of the
 /// time slice, belongs to the host: let it run.
 pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) {
-    let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
+    let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
     let mut vm = vm_arc.lock();
     if !hyptimer::fired() && refresh_live(this_cpu(), &mut vm.vcpus[idx], handle, idx) {
+        drop(vm);
+        this_cpu().guest = Some(vm_arc);
         return;
     }
-    exit_to_host(frame, &mut vm, idx, exit::IRQ, [0; 5]);
+    exit_to_host(frame, &mut vm, idx, exit::IRQ, &[0; 5]);
 }
 
 /// WFI or WFE (HCR_EL2.TWI/TWE): if an interrupt is deliverable the
@@ -429,7 +437,13 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin:
     let vm = vm_arc.lock();
     let who = vm.handle;
     let kind = fault_kind(esr.fsc());
-    let mapped = vm.mm.pgt.lookup(&mut HypEnv, ipa).ok().filter(|m| matches!(m.leaf, Leaf::Mapped { .. }));
+    // In the MMIO window nothing is mapped unless the host donated there
+    // (`Vm::low_mapped`): no walk needed to know.
+    let mapped = if ipa < GUEST_RAM_BASE && !vm.low_mapped {
+        None
+    } else {
+        vm.mm.pgt.lookup(&mut HypEnv, ipa).ok().filter(|m| matches!(m.leaf, Leaf::Mapped { .. }))
+    };
     let guarded = vm.guards.allows(ipa);
     drop(vm);
     match (kind, mapped) {

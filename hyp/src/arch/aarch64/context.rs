@@ -106,10 +106,20 @@ pub fn detect_features() {
         }
     }
     FEATURES.store(f, core::sync::atomic::Ordering::Relaxed);
+    NR_LRS.store(count_lrs(), core::sync::atomic::Ordering::Relaxed);
 }
 
+/// [`nr_lrs`], computed once by [`detect_features`] (read on every entry
+/// and exit).
+static NR_LRS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 /// List registers this CPU has that the hyp uses (0 without a virtual GIC).
+#[inline]
 pub fn nr_lrs() -> usize {
+    NR_LRS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+fn count_lrs() -> usize {
     let f = features();
     if f & feat::VGIC == 0 {
         return 0;

@@ -106,16 +106,19 @@ pub fn cnthctl(kind: Kind) -> u64 {
     }
 }
 
+/// HCR_EL2, CPTR_EL2 and CNTHCTL_EL2 of the host and of guests, computed
+/// once per boot with MDCR_EL2 (the world switch only loads them).
+static CONTROLS: [[core::sync::atomic::AtomicU64; 3]; 2] =
+    [[const { core::sync::atomic::AtomicU64::new(0) }; 3], [const { core::sync::atomic::AtomicU64::new(0) }; 3]];
+
 /// Loads the EL2 controls of `kind` (stage-2 registers are the caller's).
 pub fn enter_controls(kind: Kind) {
-    let hcr = match kind {
-        Kind::Host => hcr_host(),
-        Kind::Guest => hcr_guest(),
-    };
-    HCR_EL2.set(hcr);
-    MDCR_EL2.set(MDCR_VALUES[kind as usize].load(core::sync::atomic::Ordering::Relaxed));
-    CPTR_EL2.set(cptr(kind));
-    CNTHCTL_EL2.set(cnthctl(kind));
+    use core::sync::atomic::Ordering::Relaxed;
+    let [hcr, cptr, cnthctl] = &CONTROLS[kind as usize];
+    HCR_EL2.set(hcr.load(Relaxed));
+    MDCR_EL2.set(MDCR_VALUES[kind as usize].load(Relaxed));
+    CPTR_EL2.set(cptr.load(Relaxed));
+    CNTHCTL_EL2.set(cnthctl.load(Relaxed));
 }
 
 /// HFGRTR_EL2/HFGWTR_EL2 nTPIDR2_EL0 [55] and nSMPRI_EL1 [54]: the
@@ -147,6 +150,10 @@ pub fn fgt_hcrx(mmfr0: u64, mmfr1: u64, isar2: u64) -> (Option<u64>, Option<u64>
 pub fn init_el2_controls() {
     for kind in [Kind::Host, Kind::Guest] {
         MDCR_VALUES[kind as usize].store(compute_mdcr(kind), core::sync::atomic::Ordering::Relaxed);
+        let hcr = if kind == Kind::Host { hcr_host() } else { hcr_guest() };
+        for (slot, v) in CONTROLS[kind as usize].iter().zip([hcr, cptr(kind), cnthctl(kind)]) {
+            slot.store(v, core::sync::atomic::Ordering::Relaxed);
+        }
     }
     if context::features() & feat::VGIC != 0 {
         // ICC_SRE_EL2: SRE | Enable (EL1 may use ICC_SRE_EL1), DFB, DIB.

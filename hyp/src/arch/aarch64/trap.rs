@@ -19,6 +19,23 @@ pub struct TrapFrame {
 }
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
+const _: () = assert!(core::mem::align_of::<TrapFrame>() >= 8);
+
+extern "C" {
+    fn __hyp_copy_frame(dst: *mut TrapFrame, src: *const TrapFrame);
+}
+
+impl TrapFrame {
+    /// `*self = *src`, with 17 pairs of loads and stores (vectors.S)
+    /// instead of a call to memcpy: the world switch moves four frames.
+    #[inline(always)]
+    pub fn copy_from(&mut self, src: &TrapFrame) {
+        // SAFETY: both are valid, distinct (one is &mut) TrapFrames of 272
+        // bytes; the routine reads src and writes dst only, clobbering
+        // x2-x9 (caller-saved, as for any call).
+        unsafe { __hyp_copy_frame(self, src) }
+    }
+}
 
 /// The registers the short host-call entry saves (vectors.S): x0-x18, in
 /// the first slots of a TrapFrame.

@@ -12,7 +12,8 @@
 // every exception masked; one taken at EL2 is fatal). A call that needs the
 // full frame (VCPU_RUN switches worlds) makes hyp_host_call return 0: the
 // entry then completes the frame (x19-x29 still hold the host's values, the
-// Rust ABI preserves them) and takes the full path.
+// Rust ABI preserves them) and calls hyp_host_full_call(frame), straight to
+// the host-call handler (no hyp_trap, no syndrome dispatch again).
 
 .equ FRAME_SIZE, 272
 .equ ESR_EC_SHIFT, 26
@@ -89,7 +90,8 @@ __hyp_host_call:
     ldp     x0, x1, [sp, #0]
     add     sp, sp, #FRAME_SIZE
     eret
-    // Needs the full frame: x0-x18 and x30 are saved and unchanged.
+    // Needs the full frame (VCPU_RUN): x0-x18 and x30 are saved and
+    // unchanged; complete it and call hyp_host_full_call(frame).
 2:  str     x19, [sp, #152]
     stp     x20, x21, [sp, #160]
     stp     x22, x23, [sp, #176]
@@ -100,9 +102,8 @@ __hyp_host_call:
     str     x2, [sp, #248]
     mrs     x3, spsr_el2
     str     x3, [sp, #256]
-    mov     x0, #KIND_SYNC_A64
-    mov     x1, sp
-    bl      hyp_trap
+    mov     x0, sp
+    bl      hyp_host_full_call
     b       __hyp_eret_frame
 
 __hyp_trap_common:
@@ -151,6 +152,25 @@ __hyp_eret_frame:
     ldp     x0, x1, [sp, #0]
     add     sp, sp, #FRAME_SIZE
     eret
+
+// __hyp_copy_frame(dst, src): copies one frame (FRAME_SIZE bytes, 16-byte
+// aligned) with pairs of loads and stores; the world switch's frame moves
+// (the compiler's memcpy takes ~200 instructions for the same).
+.global __hyp_copy_frame
+__hyp_copy_frame:
+    .irp off, 0, 64, 128, 192
+    ldp     x2, x3, [x1, #\off]
+    ldp     x4, x5, [x1, #(\off + 16)]
+    ldp     x6, x7, [x1, #(\off + 32)]
+    ldp     x8, x9, [x1, #(\off + 48)]
+    stp     x2, x3, [x0, #\off]
+    stp     x4, x5, [x0, #(\off + 16)]
+    stp     x6, x7, [x0, #(\off + 32)]
+    stp     x8, x9, [x0, #(\off + 48)]
+    .endr
+    ldp     x2, x3, [x1, #256]
+    stp     x2, x3, [x0, #256]
+    ret
 
 // __hyp_enter_lower(frame, stack_top): first entry into a lower EL. Copies
 // the frame (static per-CPU storage) to the top of this CPU's stack, where
