@@ -195,12 +195,41 @@ pub fn run(
                     hyp::unpin(pa);
                 }
             }
+            let (old_pa, old_mem) = (old.pa, old.mem);
             if let Err(e) = old.destroy(hm) {
                 println!("[host] fuzz: recycle: destroy: {}", e);
                 r.fail("fuzz guests recycle");
                 break;
             }
-            generation += 1;
+            // Pages the guest relinquished became the host's, and random
+            // calls may have shared them with the hyp or donated them to it
+            // since: the host takes them back before reusing the range.
+            let mut stuck = 0;
+            for pa in (old_pa..old_pa + old_mem).step_by(4096) {
+                let st = call(abi::PAGE_STATE, [pa, 0, 0, 0, 0, 0]);
+                match st {
+                    Ok([abi::page_state::SHARED_OWNED, ..]) => {
+                        for _ in 0..16 {
+                            if call(abi::UNSHARE_HYP, [pa, 4096, 0, 0, 0, 0]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Ok([abi::page_state::NONE, _, _, abi::page_state::HELD_BY_HYP_DONATED, ..]) => {
+                        let _ = call(abi::RECLAIM_HYP, [pa, 4096, 0, 0, 0, 0]);
+                    }
+                    _ => {}
+                }
+                let st = call(abi::PAGE_STATE, [pa, 0, 0, 0, 0, 0]);
+                if !matches!(st, Ok([abi::page_state::OWNED, 0, ..]) | Ok([abi::page_state::NONE, 0, _, 0, ..])) {
+                    println!("[host] fuzz: recycle: page {pa:#x} of a destroyed guest is not the host's: {st:?}");
+                    stuck += 1;
+                }
+            }
+            if stuck > 0 {
+                r.fail("a destroyed guest's memory comes back to the host");
+                break;
+            }
             match load(hm, generation) {
                 Ok(g) => guests.push(g),
                 Err(e) => {
