@@ -37,7 +37,7 @@ pub fn enable_kick() {
     }
     let cpu = el1_rt::smp::cpu_index() as u64;
     // SAFETY: this CPU's redistributor SGI frame (ISENABLER0 sets enables
-    // only) and its own CPU interface.
+    // only).
     unsafe {
         // Non-secure group 1 (IGROUPR0 set, IGRPMODR0 clear), as the hyp
         // sets its own PPIs: group 0 would be signalled as an FIQ.
@@ -47,6 +47,16 @@ pub fn enable_kick() {
         let modr = (frame + SGI_IGRPMODR0) as *mut u32;
         core::ptr::write_volatile(modr, core::ptr::read_volatile(modr) & !(1 << KICK_SGI));
         core::ptr::write_volatile((frame + SGI_ISENABLER0) as *mut u32, 1 << KICK_SGI);
+    }
+    open_cpu_interface();
+}
+
+/// Opens this CPU's GIC CPU interface: system-register access, priority
+/// mask 0xff, group 1 on. With IRQs masked at PSTATE an interrupt it
+/// signals only ends a WFI (or, while a guest runs, takes the CPU to EL2).
+fn open_cpu_interface() {
+    // SAFETY: this CPU's own GIC CPU interface registers; no memory effects.
+    unsafe {
         core::arch::asm!(
             "mrs {t}, s3_0_c12_c12_5",   // ICC_SRE_EL1
             "orr {t}, {t}, #1",
@@ -72,19 +82,17 @@ pub fn kick(targets: u16) {
 
 /// Acknowledges and ends every kick pending at this CPU (after an exit,
 /// before the next run or nap, so a kick already served does not bring
-/// the vCPU straight back out). Returns how many there were.
-pub fn drain_kicks() -> u32 {
+/// the vCPU straight back out).
+pub fn drain_kicks() {
     if GICR.load(Ordering::Relaxed) == 0 {
-        return 0;
+        return;
     }
-    let mut n = 0;
     loop {
         let intid = el1_rt::gic::ack();
         if intid >= 1020 {
-            return n;
+            return;
         }
         el1_rt::gic::eoi(intid);
-        n += (intid == KICK_SGI) as u32;
     }
 }
 
@@ -102,26 +110,20 @@ pub fn nap(until: u64, max_ticks: u64) {
     }
     let cpu = el1_rt::smp::cpu_index() as u64;
     // SAFETY: this CPU's redistributor SGI frame (ISENABLER0 sets enables
-    // only) and its own CPU interface and virtual timer: the CPU interface
-    // signals the timer's PPI (group 1, any priority), which ends a WFI
-    // even with IRQs masked at PSTATE. The timer is off again on return.
+    // only).
+    unsafe { core::ptr::write_volatile((gicr + cpu * GICR_STRIDE + SGI_ISENABLER0) as *mut u32, 1 << VTIMER_PPI) };
+    open_cpu_interface();
+    // SAFETY: this CPU's virtual timer: its PPI (group 1, any priority)
+    // ends the WFI even with IRQs masked at PSTATE; the timer is off again
+    // on return, which drops its level-sensitive line.
     unsafe {
-        core::ptr::write_volatile((gicr + cpu * GICR_STRIDE + SGI_ISENABLER0) as *mut u32, 1 << VTIMER_PPI);
         core::arch::asm!(
-            "mrs {t}, s3_0_c12_c12_5",   // ICC_SRE_EL1
-            "orr {t}, {t}, #1",
-            "msr s3_0_c12_c12_5, {t}",
-            "isb",
-            "msr s3_0_c4_c6_0, {pmr}",   // ICC_PMR_EL1
-            "msr s3_0_c12_c12_7, {one}", // ICC_IGRPEN1_EL1
             "msr cntv_cval_el0, {end}",
             "msr cntv_ctl_el0, {one}",
             "isb",
             "wfi",
             "msr cntv_ctl_el0, xzr",
             "isb",
-            t = out(reg) _,
-            pmr = in(reg) 0xffu64,
             one = in(reg) 1u64,
             end = in(reg) end,
             options(nostack)

@@ -86,8 +86,6 @@ pub struct Guest {
     /// While the vCPUs run each on a host CPU of its own: vCPU i's host
     /// CPU (Aff0), to kick it when an interrupt is raised for it.
     pub kick_aff0: Vec<u16>,
-    /// Kicks sent.
-    pub kicks_sent: u64,
     /// virtio-mmio devices (None: the guest has none, its DTB names none).
     pub virtio: Option<crate::virtio::Devices>,
     /// Hypercalls the devices made to reach guest memory (PAGE_STATE,
@@ -493,38 +491,19 @@ impl Guest {
             pa,
             mem,
             entry,
-            line: Vec::new(),
-            pins: BTreeMap::new(),
-            unshare_pending: 0,
-            guest_aborts: 0,
-            mmio_exits: 0,
             linux,
-            result: None,
-            relinquished: 0,
-            yielded: false,
             replies: alloc::vec![[0; 4]; vcpus],
             vstate: (0..vcpus).map(|i| if i == 0 { VState::Runnable } else { VState::Off }).collect(),
             cur: vcpus - 1,
             done: false,
-            kicks: 0,
-            guest_calls: 0,
-            verbose: false,
-            started: false,
             gic: crate::vgic::Gic::new(handle, vcpus),
-            uart: Pl011::default(),
-            irq_test: IrqTest::default(),
-            wfi_exits: 0,
-            irq_exits: 0,
-            kick_aff0: Vec::new(),
-            kicks_sent: 0,
             virtio,
-            virtio_calls: 0,
-            virtio_exits: 0,
+            ..Guest::placeholder()
         })
     }
 
     /// An empty guest (no VM) standing in while the real one is lent to
-    /// the parallel runner.
+    /// the parallel runner; also every field's initial value for `load`.
     pub fn placeholder() -> Guest {
         Guest {
             handle: 0,
@@ -555,7 +534,6 @@ impl Guest {
             wfi_exits: 0,
             irq_exits: 0,
             kick_aff0: Vec::new(),
-            kicks_sent: 0,
             virtio: None,
             virtio_calls: 0,
             virtio_exits: 0,
@@ -864,10 +842,7 @@ impl Guest {
                 }
             }
         }
-        if targets != 0 {
-            self.kicks_sent += 1;
-            crate::idle::kick(targets);
-        }
+        crate::idle::kick(targets);
     }
 
     /// Idle vCPUs whose timer deadline has passed become runnable; returns

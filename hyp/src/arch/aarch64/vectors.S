@@ -21,6 +21,27 @@
 .equ VTTBR_VMID_SHIFT, 48
 .equ KIND_SYNC_A64, 8
 
+// The frame's register pairs: x2-x17 (caller-saved, with x0/x1 and x18,
+// x30 what the short host-call entry saves) and x20-x29.
+.macro frame_x2_x17 op
+    \op    x2, x3, [sp, #16]
+    \op    x4, x5, [sp, #32]
+    \op    x6, x7, [sp, #48]
+    \op    x8, x9, [sp, #64]
+    \op    x10, x11, [sp, #80]
+    \op    x12, x13, [sp, #96]
+    \op    x14, x15, [sp, #112]
+    \op    x16, x17, [sp, #128]
+.endm
+
+.macro frame_x20_x29 op
+    \op    x20, x21, [sp, #160]
+    \op    x22, x23, [sp, #176]
+    \op    x24, x25, [sp, #192]
+    \op    x26, x27, [sp, #208]
+    \op    x28, x29, [sp, #224]
+.endm
+
 .macro vector kind
     .balign 0x80
     sub     sp, sp, #FRAME_SIZE
@@ -64,14 +85,7 @@ __hyp_vectors:
 
 // The short host-call entry: x0, x1 are saved at [sp], sp = the frame.
 __hyp_host_call:
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
+    frame_x2_x17 stp
     str     x18, [sp, #144]
     str     x30, [sp, #240]
     mov     x0, sp
@@ -79,25 +93,14 @@ __hyp_host_call:
     cbz     x0, 2f
     ldr     x30, [sp, #240]
     ldr     x18, [sp, #144]
-    ldp     x16, x17, [sp, #128]
-    ldp     x14, x15, [sp, #112]
-    ldp     x12, x13, [sp, #96]
-    ldp     x10, x11, [sp, #80]
-    ldp     x8, x9, [sp, #64]
-    ldp     x6, x7, [sp, #48]
-    ldp     x4, x5, [sp, #32]
-    ldp     x2, x3, [sp, #16]
+    frame_x2_x17 ldp
     ldp     x0, x1, [sp, #0]
     add     sp, sp, #FRAME_SIZE
     eret
     // Needs the full frame (VCPU_RUN): x0-x18 and x30 are saved and
     // unchanged; complete it and call hyp_host_full_call(frame).
 2:  str     x19, [sp, #152]
-    stp     x20, x21, [sp, #160]
-    stp     x22, x23, [sp, #176]
-    stp     x24, x25, [sp, #192]
-    stp     x26, x27, [sp, #208]
-    stp     x28, x29, [sp, #224]
+    frame_x20_x29 stp
     mrs     x2, elr_el2
     str     x2, [sp, #248]
     mrs     x3, spsr_el2
@@ -107,20 +110,9 @@ __hyp_host_call:
     b       __hyp_eret_frame
 
 __hyp_trap_common:
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
+    frame_x2_x17 stp
     stp     x18, x19, [sp, #144]
-    stp     x20, x21, [sp, #160]
-    stp     x22, x23, [sp, #176]
-    stp     x24, x25, [sp, #192]
-    stp     x26, x27, [sp, #208]
-    stp     x28, x29, [sp, #224]
+    frame_x20_x29 stp
     mrs     x2, elr_el2
     stp     x30, x2, [sp, #240]
     mrs     x3, spsr_el2
@@ -135,20 +127,9 @@ __hyp_eret_frame:
     ldp     x30, x2, [sp, #240]
     msr     elr_el2, x2
     msr     spsr_el2, x3
-    ldp     x2, x3, [sp, #16]
-    ldp     x4, x5, [sp, #32]
-    ldp     x6, x7, [sp, #48]
-    ldp     x8, x9, [sp, #64]
-    ldp     x10, x11, [sp, #80]
-    ldp     x12, x13, [sp, #96]
-    ldp     x14, x15, [sp, #112]
-    ldp     x16, x17, [sp, #128]
+    frame_x2_x17 ldp
     ldp     x18, x19, [sp, #144]
-    ldp     x20, x21, [sp, #160]
-    ldp     x22, x23, [sp, #176]
-    ldp     x24, x25, [sp, #192]
-    ldp     x26, x27, [sp, #208]
-    ldp     x28, x29, [sp, #224]
+    frame_x20_x29 ldp
     ldp     x0, x1, [sp, #0]
     add     sp, sp, #FRAME_SIZE
     eret
