@@ -215,8 +215,9 @@ fn compare_with(new: &Results, old: &Results, what: &str) -> String {
     let rows = |ops: &BTreeMap<String, f64>, olds: &BTreeMap<String, f64>, s: &mut String| {
         for (name, &v) in ops {
             match olds.get(name) {
-                Some(&p) if p > 0.0 => {
-                    *s += &format!("{:<58} {:>10.1} {:>10.1} {:>+10.1} {:>8.3}\n", name, p, v, v - p, v / p)
+                Some(&p) => {
+                    let ratio = if p > 0.0 { format!("{:.3}", v / p) } else { "-".into() };
+                    *s += &format!("{:<58} {:>10.1} {:>10.1} {:>+10.1} {:>8}\n", name, p, v, v - p, ratio)
                 }
                 _ => *s += &format!("{:<58} {:>10} {:>10.1} {:>10} {:>8}\n", name, "-", v, "-", "new"),
             }
@@ -370,10 +371,11 @@ mod tests {
 
     #[test]
     fn compare_shows_deltas() {
-        let mut old = Results::default();
+        let (mut old, mut new) = (Results::default(), Results::default());
         old.ops.insert("host hvc (null)".into(), op(79.0));
         old.ops.insert("gone row".into(), op(5.0));
-        let mut new = Results::default();
+        old.ops.insert("zero row".into(), op(0.0));
+        new.ops.insert("zero row".into(), op(0.0));
         new.ops.insert("host hvc (null)".into(), op(40.0));
         new.ops.insert("new row".into(), op(7.0));
         new.sizes.insert("hyp memory per VM (bytes)".into(), 100);
@@ -382,6 +384,7 @@ mod tests {
         assert!(line("host hvc").contains("-39.0") && line("host hvc").contains("0.506"), "{s}");
         assert!(line("new row").contains("new"), "{s}");
         assert!(line("gone row").contains("gone"), "{s}");
+        assert!(line("zero row").contains("+0.0") && !line("zero row").contains("new"), "{s}");
         assert!(line("hyp memory per VM").contains("new"), "{s}");
         assert!(s.contains("0 of 1 before, 1 of 1 now"), "{s}");
     }

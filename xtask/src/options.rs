@@ -29,6 +29,7 @@ pub const SHIM_SCENARIOS: [&str; 22] = [
     "irq",
     "irq-smp",
     "bench-irq",
+    "bench-scale",
     "virtio",
     "virtio-race",
     "edu",

@@ -95,6 +95,17 @@ fn overhead() {
     size_row("hyp memory per vCPU (bytes, average of 8)", (u2 - u1) / 8);
 }
 
+/// The scale, memory and boot rows alone (`shim.test=bench-scale`).
+pub fn scale_rows(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+    pmu::init();
+    let Some(img) = images.first() else {
+        r.fail("bench guest image");
+        return;
+    };
+    scale(hm, img, r);
+    overhead();
+}
+
 /// Scale rows: the same operations with 1, 16 and 255 VMs in existence.
 /// The extra VMs (each a vCPU and one donated page) are created before
 /// the measured guest, which is the newest.
