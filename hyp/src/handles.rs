@@ -46,19 +46,22 @@ impl<T> Handles<T> {
         self.slot(handle).and_then(|s| self.entries[s].as_ref())
     }
 
-    /// The handle and slot (1..=255) the next [`Self::insert`] will use;
-    /// `None` if every slot is taken.
-    pub fn next(&self) -> Option<(u16, usize)> {
-        (self.nfree > 0).then(|| {
-            let slot = self.free[self.head] as usize;
-            (self.handle_of(slot), slot)
-        })
+    /// The slot the next [`Self::insert`] will use.
+    fn next_slot(&self) -> Option<usize> {
+        (self.nfree > 0).then(|| self.free[self.head] as usize)
+    }
+
+    /// The handle the next [`Self::insert`] will give; `None` if every slot
+    /// is taken.
+    pub fn next(&self) -> Option<u16> {
+        self.next_slot().map(|s| self.handle_of(s))
     }
 
     /// Stores `v` under the handle [`Self::next`] gave. Cannot fail after
     /// it returned `Some`.
     pub fn insert(&mut self, v: T) -> Option<u16> {
-        let (h, slot) = self.next()?;
+        let slot = self.next_slot()?;
+        let h = self.handle_of(slot);
         self.head = (self.head + 1) % SLOTS;
         self.nfree -= 1;
         self.entries[slot] = Some(v);
@@ -96,6 +99,18 @@ impl<T> Handles<T> {
         true
     }
 
+    /// The VMID for the entry under `handle`, with VMIDs `vmid_bits` wide:
+    /// the handle itself with 16 bits (a slot's VMID moves on with its
+    /// generation), its slot with 8. Unique among live entries, never 0
+    /// (the host's).
+    pub const fn vmid(handle: u16, vmid_bits: u32) -> u16 {
+        if vmid_bits >= 16 {
+            handle
+        } else {
+            handle & 0xff
+        }
+    }
+
     pub fn len(&self) -> usize {
         SLOTS - self.nfree
     }
@@ -128,7 +143,7 @@ mod tests {
     #[test]
     fn handles_start_at_one_and_are_found() {
         let mut t = table();
-        assert_eq!(t.next(), Some((1, 1)));
+        assert_eq!(t.next(), Some(1));
         assert_eq!(t.insert(10), Some(1));
         assert_eq!(t.insert(20), Some(2));
         assert_eq!(t.get(1), Some(&10));
@@ -174,6 +189,26 @@ mod tests {
             assert!(seen.insert(h), "handle {h:#x} came back after {i} creations");
             assert_eq!(t.remove(h as u64), Some(i));
         }
+    }
+
+    #[test]
+    fn vmids_fit_and_differ() {
+        for bits in [8, 16] {
+            let mut t = table();
+            // Cycle a slot's generation, then fill the table.
+            for _ in 0..300 {
+                let h = t.insert(0).unwrap();
+                t.remove(h as u64);
+            }
+            let hs: Vec<u16> = (0..SLOTS as u32).map(|i| t.insert(i).unwrap()).collect();
+            let mut v: Vec<u16> = hs.iter().map(|&h| Handles::<u32>::vmid(h, bits)).collect();
+            assert!(v.iter().all(|&x| x != 0 && (x as u32) < 1 << bits), "{bits}: {v:?}");
+            v.sort_unstable();
+            v.dedup();
+            assert_eq!(v.len(), SLOTS, "{bits}-bit VMIDs of live entries differ");
+        }
+        assert_eq!(Handles::<u32>::vmid(0x305, 16), 0x305);
+        assert_eq!(Handles::<u32>::vmid(0x305, 8), 5);
     }
 
     #[test]

@@ -107,12 +107,10 @@ pub fn get(handle: u64) -> Result<Arc<Mutex<Vm>>, Error> {
 fn create(ipa_bits: u64) -> Result<u16, Error> {
     let bits = if ipa_bits == 0 { GUEST_IPA_BITS } else { u8::try_from(ipa_bits).map_err(|_| Error::Inval)? };
     let mut t = VMS.lock();
-    let (handle, slot) = t.next().ok_or(Error::NoMem)?;
+    let handle = t.next().ok_or(Error::NoMem)?;
     // VMID 0 is the host's: the vectors tell a host HVC by it (vectors.S).
-    // With 16-bit VMIDs a VM's is its handle (a slot's VMID moves on with
-    // its generation); with 8 bits, its slot. Either is unique among live
-    // VMs and never 0; destroy invalidates it before the slot is reused.
-    let vmid = if tlb::vmid_bits() == 16 { handle } else { slot as Vmid };
+    // Destroy invalidates a VMID before its slot is reused.
+    let vmid: Vmid = Handles::<()>::vmid(handle, tlb::vmid_bits());
     let mut env = HypEnv;
     let mut pgt = Stage2::new(&mut env, bits, Some(vmid))?;
     pgt.set_who(handle);
