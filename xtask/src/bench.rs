@@ -264,6 +264,8 @@ pub fn bench_cmd(
         println!("{}", o.output);
         bail!("bench run failed (exit {})", o.code());
     }
+    // The raw run, for rows that look wrong.
+    std::fs::write(crate::target_dir().join("bench-output.log"), &o.output)?;
     let mut r = parse(&o.output);
     if r.ops.is_empty() {
         bail!("no [bench] lines in the output");
