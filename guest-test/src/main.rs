@@ -34,7 +34,7 @@ fn main() {
 fn el1_main(info: el1_rt::BootInfo) -> ! {
     el1_rt::probe::install();
     let args = info.fdt.chosen().bootargs().unwrap_or("");
-    let test = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("test=")).unwrap_or("hello");
+    let test = arg(args, "test=").unwrap_or("hello");
     let mem = info.fdt.memory().regions().next().map(|r| r.size.unwrap_or(0) as u64).unwrap_or(0);
     let mut t = tests::Tally::new(mem);
     match test {
@@ -42,11 +42,7 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "all" => tests::all(&mut t),
         "block1g" => tests::block1g(&mut t),
         "isolation" => tests::isolation(&mut t),
-        "bench" => {
-            let n = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("n=")).and_then(|v| v.parse().ok());
-            let only = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("only="));
-            tests::bench(&mut t, n.unwrap_or(1000), only)
-        }
+        "bench" => tests::bench(&mut t, bench_n(args), arg(args, "only=")),
         "leaks" => leaks::leaks(&mut t),
         "irq" => irq::irq(&mut t),
         "irq-smp" => irq::irq_smp(&mut t),
@@ -59,14 +55,9 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "virtio" => virtio::virtio(&mut t, &info.fdt),
         "virtio-race" => virtio::race(&mut t, &info.fdt),
         "dma" => tests::dma(&mut t),
-        "fuzz" => {
-            let seed = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("seed=")).and_then(|v| v.parse().ok());
-            tests::fuzz(&mut t, seed.unwrap_or(1))
-        }
-        "bench-scale" => {
-            let label = args.split_ascii_whitespace().find_map(|t| t.strip_prefix("label=")).unwrap_or("?");
-            tests::bench_scale(&mut t, label)
-        }
+        "fuzz" => tests::fuzz(&mut t, arg(args, "seed=").and_then(|v| v.parse().ok()).unwrap_or(1)),
+        "bench-vms" => tests::bench_vms(&mut t, arg(args, "label=").unwrap_or("?"), bench_n(args), arg(args, "only=")),
+        "bench-scale" => tests::bench_scale(&mut t, arg(args, "label=").unwrap_or("?")),
         _ => {
             el1_rt::println!("guest: hello from EL{}, {} MiB of private memory", el1_rt::current_el(), mem >> 20);
             let cpus = info.fdt.cpus().map(|c| c.ids().first() as u64).collect::<alloc::vec::Vec<_>>();
@@ -106,4 +97,14 @@ fn hello_smp(cpus: &[u64]) {
     let seen: alloc::vec::Vec<u64> =
         (1..n).map(|i| UP[i].load(SeqCst)).map(|v| if v == 0 { u64::MAX } else { v & 0xff }).collect();
     el1_rt::println!("guest: {} vCPUs in my DTB; vCPUs 1.. came up with MPIDR Aff0 {:?}", cpus.len(), seen);
+}
+
+/// The value of `KEY=` (given as "KEY=") in the guest's arguments.
+fn arg<'a>(args: &'a str, key: &str) -> Option<&'a str> {
+    args.split_ascii_whitespace().find_map(|t| t.strip_prefix(key))
+}
+
+/// The bench's repetitions per row (`n=`, default 1000).
+fn bench_n(args: &str) -> u64 {
+    arg(args, "n=").and_then(|v| v.parse().ok()).unwrap_or(1000)
 }

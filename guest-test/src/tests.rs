@@ -326,6 +326,11 @@ fn share_unshare(t: &mut Tally, p: u64, what: &str) {
 }
 
 fn share_unshare_n(t: &mut Tally, p: u64, what: &str, n: u64) {
+    let names = (alloc::format!("mem_share 4K ({what})"), alloc::format!("mem_unshare 4K ({what})"));
+    share_unshare_rows(t, p, (&names.0, &names.1), n)
+}
+
+fn share_unshare_rows(t: &mut Tally, p: u64, (share_row, unshare_row): (&str, &str), n: u64) {
     use el1_rt::bench::{diff, report};
     use el1_rt::pmu;
     #[allow(non_snake_case)]
@@ -349,9 +354,9 @@ fn share_unshare_n(t: &mut Tally, p: u64, what: &str, n: u64) {
     let c2 = counters();
     let d1 = diff(c0, c1).map(|x| x * N);
     let d2 = diff(c1, c2).map(|x| x * N);
-    report(&alloc::format!("mem_share 4K ({what})"), N, s, d1);
-    report(&alloc::format!("mem_unshare 4K ({what})"), N, u, d2);
-    t.check(ok, what);
+    report(share_row, N, s, d1);
+    report(unshare_row, N, u, d2);
+    t.check(ok, share_row);
 }
 
 /// The guest half of `cargo xtask bench` (a 1 GiB guest): `n` repetitions
@@ -388,9 +393,7 @@ pub fn bench(t: &mut Tally, n: u64, only: Option<&str>) {
         report("guest hvc (HYP_MEMINFO)", N, m, diff(c0, counters()));
     }
     if want("mmio exit round trip (uart write)") {
-        let c0 = counters();
-        let m = pmu::measure(N, |_| write64_mmio(0x0900_0000, b'\r' as u32));
-        report("mmio exit round trip (uart write)", N, m, diff(c0, counters()));
+        mmio_round_trips("mmio exit round trip (uart write)", N);
     }
     call(services::BENCH_PIN, [a, 0, 0]);
     t.eq(unshare(a), OK, "release the kept page");
@@ -403,6 +406,35 @@ pub fn bench_scale(t: &mut Tally, label: &str) {
     t.eq(share(a), OK, "keep a page shared");
     share_unshare(t, a + PAGE, &alloc::format!("already 4K, {label} guest"));
     t.eq(unshare(a), OK, "release the kept page");
+}
+
+/// `n` MMIO exits to the host and back (a UART write), one row.
+fn mmio_round_trips(name: &str, n: u64) {
+    use el1_rt::bench::{diff, report};
+    let c0 = counters();
+    let m = el1_rt::pmu::measure(n, |_| write64_mmio(0x0900_0000, b'\r' as u32));
+    report(name, n, m, diff(c0, counters()));
+}
+
+/// `test=bench-vms label=K`: the guest rows of the bench's scale rows, run
+/// while K VMs exist (this one the newest): an MMIO exit round trip (a
+/// guest stage-2 fault the host handles) and a 4K MEM_SHARE / MEM_UNSHARE
+/// in an already split block.
+pub fn bench_vms(t: &mut Tally, k: &str, n: u64, only: Option<&str>) {
+    let vms = if k == "1" { alloc::format!("{k} VM") } else { alloc::format!("{k} VMs") };
+    let name = |op: &str| alloc::format!("scale: {op} ({vms})");
+    let want = |row: &str| only.is_none_or(|w| row.contains(w));
+    el1_rt::pmu::init();
+    if want(&name("mmio exit round trip")) {
+        mmio_round_trips(&name("mmio exit round trip"), n);
+    }
+    let (s, u) = (name("mem_share 4K"), name("mem_unshare 4K"));
+    if want(&s) || want(&u) {
+        let a = RAM + t.mem / 2;
+        t.eq(share(a), OK, "keep a page shared");
+        share_unshare_rows(t, a + PAGE, (&s, &u), n);
+        t.eq(unshare(a), OK, "release the kept page");
+    }
 }
 
 fn write64_mmio(addr: u64, v: u32) {

@@ -12,6 +12,7 @@ pub use hyp_abi as abi;
 pub use hyp_abi::{esr, trace};
 pub mod exception;
 pub mod gicr;
+pub mod handles;
 pub mod hostdev;
 pub mod mmio_guard;
 pub mod smmu;

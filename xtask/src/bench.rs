@@ -36,32 +36,100 @@ pub struct Results {
     pub hyp_elf_sha256: String,
     pub unit: String,
     pub ops: BTreeMap<String, Op>,
-    pub table_pages_1gib_guest: BTreeMap<String, u64>,
+    /// Rows that are not instruction counts (`[bench-size]` lines): memory
+    /// overhead in bytes or pages, and the boot cost; the unit is in the
+    /// row's name.
+    #[serde(default)]
+    pub sizes: BTreeMap<String, u64>,
 }
 
-/// Targets from the issue (EL2 instructions per operation), for the table.
-fn target(name: &str) -> Option<u64> {
-    Some(match name {
-        n if n.starts_with("host hvc") => 48,
-        n if n.starts_with("host lazy fault") => 400,
-        n if n.starts_with("mem_share 4K (already 4K") || n.starts_with("mem_unshare 4K (already 4K") => 400,
-        n if n.starts_with("mmio exit") => 1000,
-        "mem_share 4K (2M split/merge)" => 2000,
-        "mem_unshare 4K (2M split/merge)" => 2000,
-        n if n.starts_with("vm_create+vcpu_create") => 5000,
-        _ => return None,
-    })
+/// What a row is held to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    /// At most this many EL2 instructions per operation.
+    AtMost(u64),
+    /// A scale row: within 5 % of the same operation's 1-VM row.
+    Flat,
+}
+
+/// The issue's table: per row, its target and Linux pKVM's figure for the
+/// same work (EL2 instructions). Keyed on the row name's prefix; rows that
+/// match nothing have neither.
+const TARGETS: &[(&str, Option<Target>, &str)] = &[
+    ("host hvc (null)", Some(Target::AtMost(48)), "97"),
+    ("host lazy fault (", Some(Target::AtMost(400)), "1,144-1,653"),
+    ("mem_share 4K (already 4K", Some(Target::AtMost(400)), "2,257-2,998 (host->hyp share)"),
+    ("mem_unshare 4K (already 4K", Some(Target::AtMost(400)), "2,257-2,998 (host->hyp unshare)"),
+    ("host share_hyp 4K", Some(Target::AtMost(400)), "2,257-2,998"),
+    ("host unshare_hyp 4K", Some(Target::AtMost(400)), "2,257-2,998"),
+    ("mmio exit round trip", Some(Target::AtMost(1000)), "2,249 (1,194 + 1,055)"),
+    ("mem_share 4K (2M split/merge)", Some(Target::AtMost(2000)), "n/a"),
+    ("mem_unshare 4K (2M split/merge)", Some(Target::AtMost(2000)), "n/a"),
+    ("mem_share 4K (1G split/merge)", Some(Target::AtMost(3000)), "n/a"),
+    ("mem_unshare 4K (1G split/merge)", Some(Target::AtMost(3000)), "n/a"),
+    ("vm_create+vcpu_create", Some(Target::AtMost(2500)), "13,376 (8,334 + 5,042)"),
+    ("boot: EL2 instructions", None, "~10 M (__pkvm_init); ~225 M to pKVM up"),
+];
+
+/// Scale rows: `scale: OPERATION (K VM[s])`; returns (OPERATION, K).
+fn scale_row(name: &str) -> Option<(&str, u64)> {
+    let rest = name.strip_prefix("scale: ")?;
+    let open = rest.rfind(" (")?;
+    let inner = rest[open + 2..].strip_suffix(')')?;
+    let k = inner.strip_suffix(" VMs").or_else(|| inner.strip_suffix(" VM"))?.parse().ok()?;
+    Some((&rest[..open], k))
+}
+
+/// The 1-VM row of a scale row's operation.
+fn scale_base(op: &str) -> String {
+    format!("scale: {op} (1 VM)")
+}
+
+/// The row's target and Linux figure. A scale row's target is flatness
+/// against its 1-VM row (which is the reference and has none itself).
+pub fn target(name: &str) -> (Option<Target>, &'static str) {
+    if let Some((_, k)) = scale_row(name) {
+        return (if k > 1 { Some(Target::Flat) } else { None }, "-");
+    }
+    TARGETS.iter().find(|(p, ..)| name.starts_with(p)).map(|&(_, t, l)| (t, l)).unwrap_or((None, "-"))
+}
+
+/// Does the row meet its target? `None`: it has none (or its reference row
+/// is missing, which counts as missing the target).
+pub fn meets(r: &Results, name: &str, o: &Op) -> Option<bool> {
+    match target(name).0? {
+        Target::AtMost(t) => Some(o.el2 <= t as f64),
+        Target::Flat => {
+            let (op, _) = scale_row(name)?;
+            Some(r.ops.get(&scale_base(op)).is_some_and(|b| o.el2 <= b.el2 * 1.05))
+        }
+    }
+}
+
+fn target_text(r: &Results, name: &str) -> String {
+    match target(name).0 {
+        Some(Target::AtMost(t)) => format!("<={}", t),
+        Some(Target::Flat) => match scale_row(name).and_then(|(op, _)| r.ops.get(&scale_base(op))) {
+            Some(b) => format!("<={:.0} (1 VM +5%)", b.el2 * 1.05),
+            None => "flat (no 1-VM row)".into(),
+        },
+        None => "-".into(),
+    }
+}
+
+/// (rows that meet their target, rows that have one).
+pub fn summary(r: &Results) -> (usize, usize) {
+    let v: Vec<bool> = r.ops.iter().filter_map(|(n, o)| meets(r, n, o)).collect();
+    (v.iter().filter(|&&m| m).count(), v.len())
 }
 
 pub fn parse(log: &str) -> Results {
     let mut r = Results { unit: "instructions per operation (QEMU icount)".into(), ..Default::default() };
     for line in log.lines() {
-        if let Some(rest) = line.split("[bench-pages] ").nth(1) {
-            for kv in rest.split_whitespace().filter(|w| w.contains('=')) {
-                let (k, v) = kv.split_once('=').unwrap();
-                if let Ok(v) = v.parse() {
-                    r.table_pages_1gib_guest.insert(k.into(), v);
-                }
+        // `[bench-size] NAME = VALUE`
+        if let Some((name, v)) = line.split("[bench-size] ").nth(1).and_then(|s| s.rsplit_once(" = ")) {
+            if let Ok(v) = v.trim().parse() {
+                r.sizes.insert(name.trim().into(), v);
             }
             continue;
         }
@@ -94,19 +162,34 @@ pub fn parse(log: &str) -> Results {
 
 pub fn table(r: &Results) -> String {
     let mut s = format!(
-        "{:<44} {:>10} {:>10} {:>7} {:>6} {:>6} {:>6} {:>8}\n",
-        "operation", "EL2 instr", "all instr", "PTE wr", "TLBI", "alloc", "free", "target"
+        "{:<58} {:>10} {:>20} {:>32} {:>4} {:>10} {:>6} {:>5} {:>5} {:>5}\n",
+        "operation", "EL2 instr", "target", "Linux pKVM", "ok", "all instr", "PTE wr", "TLBI", "alloc", "free"
     );
     for (name, o) in &r.ops {
-        let t = target(name).map(|t| format!("≤{t}")).unwrap_or_default();
+        let ok = match meets(r, name, o) {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
         s += &format!(
-            "{:<44} {:>10.1} {:>10.1} {:>7.2} {:>6.2} {:>6.2} {:>6.2} {:>8}\n",
-            name, o.el2, o.all, o.pte_writes, o.tlbis, o.tables_allocated, o.tables_freed, t
+            "{:<58} {:>10.1} {:>20} {:>32} {:>4} {:>10.1} {:>6.2} {:>5.2} {:>5.2} {:>5.2}\n",
+            name,
+            o.el2,
+            target_text(r, name),
+            target(name).1,
+            ok,
+            o.all,
+            o.pte_writes,
+            o.tlbis,
+            o.tables_allocated,
+            o.tables_freed
         );
     }
-    for (k, v) in &r.table_pages_1gib_guest {
-        s += &format!("table pages below the root, 1 GiB guest, {k}: {v}\n");
+    for (name, v) in &r.sizes {
+        s += &format!("{:<58} {:>10} {:>20} {:>32}\n", name, v, "-", target(name).1);
     }
+    let (met, of) = summary(r);
+    s += &format!("{met} of {of} rows meet their target\n");
     s
 }
 
@@ -123,17 +206,33 @@ fn git_rev() -> String {
 
 pub fn compare(new: &Results, old_path: &Path) -> Result<String> {
     let old: Results = serde_json::from_str(&std::fs::read_to_string(old_path)?).context("parsing old results")?;
-    let mut s = format!("comparing with {} (rev {})\n", old_path.display(), old.git_revision);
-    s += &format!("{:<44} {:>10} {:>10} {:>8}\n", "operation", "old EL2", "new EL2", "new/old");
-    for (name, o) in &new.ops {
-        match old.ops.get(name) {
-            Some(p) if p.el2 > 0.0 => {
-                s += &format!("{:<44} {:>10.1} {:>10.1} {:>8.3}\n", name, p.el2, o.el2, o.el2 / p.el2)
+    Ok(compare_with(new, &old, &old_path.display().to_string()))
+}
+
+fn compare_with(new: &Results, old: &Results, what: &str) -> String {
+    let mut s = format!("comparing with {} (rev {})\n", what, old.git_revision);
+    s += &format!("{:<58} {:>10} {:>10} {:>10} {:>8}\n", "operation", "old", "new", "delta", "new/old");
+    let rows = |ops: &BTreeMap<String, f64>, olds: &BTreeMap<String, f64>, s: &mut String| {
+        for (name, &v) in ops {
+            match olds.get(name) {
+                Some(&p) => {
+                    let ratio = if p > 0.0 { format!("{:.3}", v / p) } else { "-".into() };
+                    *s += &format!("{:<58} {:>10.1} {:>10.1} {:>+10.1} {:>8}\n", name, p, v, v - p, ratio)
+                }
+                _ => *s += &format!("{:<58} {:>10} {:>10.1} {:>10} {:>8}\n", name, "-", v, "-", "new"),
             }
-            _ => s += &format!("{:<44} {:>10} {:>10.1} {:>8}\n", name, "-", o.el2, "new"),
         }
-    }
-    Ok(s)
+        for name in olds.keys().filter(|n| !ops.contains_key(*n)) {
+            *s += &format!("{:<58} {:>10.1} {:>10} {:>10} {:>8}\n", name, olds[name], "-", "-", "gone");
+        }
+    };
+    let el2 = |r: &Results| r.ops.iter().map(|(n, o)| (n.clone(), o.el2)).collect::<BTreeMap<_, _>>();
+    let sizes = |r: &Results| r.sizes.iter().map(|(n, &v)| (n.clone(), v as f64)).collect::<BTreeMap<_, _>>();
+    rows(&el2(new), &el2(old), &mut s);
+    rows(&sizes(new), &sizes(old), &mut s);
+    let ((a, b), (c, d)) = (summary(old), summary(new));
+    s += &format!("rows meeting their target: {a} of {b} before, {c} of {d} now\n");
+    s
 }
 
 pub fn bench_cmd(
@@ -165,6 +264,8 @@ pub fn bench_cmd(
         println!("{}", o.output);
         bail!("bench run failed (exit {})", o.code());
     }
+    // The raw run, for rows that look wrong.
+    std::fs::write(crate::target_dir().join("bench-output.log"), &o.output)?;
     let mut r = parse(&o.output);
     if r.ops.is_empty() {
         bail!("no [bench] lines in the output");
@@ -189,15 +290,104 @@ pub fn bench_cmd(
 mod tests {
     use super::*;
 
+    fn op(el2: f64) -> Op {
+        Op { n: 1, el2, ..Default::default() }
+    }
+
     #[test]
     fn parses_bench_lines() {
         let log =
             "[vm 1] [bench] mem_share 4K (already 4K) n=1000 el2=300000 all=350000 pte=2000 tlbi=1000 alloc=0 free=0\n\
-                   [bench-pages] table pages below the root for a 1 GiB guest: blocks=0 4k-only=513\n";
+             [bench-size] table pages per GiB of guest (4K pages only) = 513\n\
+             [bench-size] hyp memory per VM (bytes) = 12288\n";
         let r = parse(log);
         let o = &r.ops["mem_share 4K (already 4K)"];
         assert_eq!((o.n, o.el2, o.pte_writes, o.tlbis), (1000, 300.0, 2.0, 1.0));
-        assert_eq!(r.table_pages_1gib_guest["4k-only"], 513);
-        assert!(table(&r).contains("≤400"));
+        assert_eq!(r.sizes["table pages per GiB of guest (4K pages only)"], 513);
+        assert_eq!(r.sizes["hyp memory per VM (bytes)"], 12288);
+        let t = table(&r);
+        assert!(t.contains("<=400"), "{t}");
+        assert!(t.contains("2,257-2,998"), "{t}");
+        assert!(t.contains("1 of 1 rows meet their target"), "{t}");
+    }
+
+    #[test]
+    fn targets_match_the_issue() {
+        let at = |n: &str| target(n).0;
+        assert_eq!(at("host hvc (null)"), Some(Target::AtMost(48)));
+        assert_eq!(target("host hvc (null)").1, "97");
+        assert_eq!(at("host lazy fault (2M block)"), Some(Target::AtMost(400)));
+        assert_eq!(at("host lazy fault (1G block)"), Some(Target::AtMost(400)));
+        for n in [
+            "mem_share 4K (already 4K)",
+            "mem_unshare 4K (already 4K)",
+            "mem_share 4K (already 4K, 64MiB guest)",
+            "mem_unshare 4K (already 4K, 16GiB guest)",
+            "host share_hyp 4K (no split)",
+            "host unshare_hyp 4K",
+        ] {
+            assert_eq!(at(n), Some(Target::AtMost(400)), "{n}");
+        }
+        assert_eq!(at("mmio exit round trip (uart write)"), Some(Target::AtMost(1000)));
+        assert_eq!(at("mem_share 4K (2M split/merge)"), Some(Target::AtMost(2000)));
+        assert_eq!(at("mem_unshare 4K (2M split/merge)"), Some(Target::AtMost(2000)));
+        assert_eq!(at("mem_share 4K (1G split/merge)"), Some(Target::AtMost(3000)));
+        assert_eq!(at("mem_unshare 4K (1G split/merge)"), Some(Target::AtMost(3000)));
+        assert_eq!(at("vm_create+vcpu_create (2 MiB guest)"), Some(Target::AtMost(2500)));
+        assert_eq!(target("vm_create+vcpu_create (4 MiB guest)").1, "13,376 (8,334 + 5,042)");
+        // No target: not counted.
+        for n in ["donate (2 MiB, 2M blocks)", "guest hvc (HYP_MEMINFO)", "host_pin", "vm_destroy+scrub (2 MiB)"] {
+            assert_eq!(target(n), (None, "-"), "{n}");
+        }
+        assert_eq!(at("scale: mem_share 4K (16 VMs)"), Some(Target::Flat));
+        assert_eq!(at("scale: mem_share 4K (255 VMs)"), Some(Target::Flat));
+        assert_eq!(at("scale: mem_share 4K (1 VM)"), None);
+        // A scale row of a 4K share is held to flatness, not to the 400.
+        assert_eq!(scale_row("scale: mem_share 4K (255 VMs)"), Some(("mem_share 4K", 255)));
+        assert_eq!(scale_row("mem_share 4K (already 4K)"), None);
+    }
+
+    #[test]
+    fn summary_counts_rows_with_targets() {
+        let mut r = Results::default();
+        for (n, v) in [
+            ("host hvc (null)", 48.0),                       // meets (equal)
+            ("host lazy fault (2M block)", 401.0),           // misses
+            ("donate (2 MiB, 2M blocks)", 1e6),              // no target
+            ("scale: vcpu_run mmio exit (1 VM)", 1000.0),    // reference, no target
+            ("scale: vcpu_run mmio exit (16 VMs)", 1050.0),  // meets (5 %)
+            ("scale: vcpu_run mmio exit (255 VMs)", 1051.0), // misses
+            ("scale: vm_stats (16 VMs)", 10.0),              // no 1-VM row: misses
+        ] {
+            r.ops.insert(n.into(), op(v));
+        }
+        assert_eq!(summary(&r), (2, 5));
+        let t = table(&r);
+        assert!(t.ends_with("2 of 5 rows meet their target\n"), "{t}");
+        assert!(t.contains("<=1050 (1 VM +5%)"), "{t}");
+        let line = |n: &str| t.lines().find(|l| l.starts_with(n)).unwrap().to_string();
+        assert!(line("donate (2 MiB").contains(" - "), "{t}");
+        assert!(line("host lazy fault").contains("NO"), "{t}");
+        assert!(line("host hvc").contains("yes"), "{t}");
+    }
+
+    #[test]
+    fn compare_shows_deltas() {
+        let (mut old, mut new) = (Results::default(), Results::default());
+        old.ops.insert("host hvc (null)".into(), op(79.0));
+        old.ops.insert("gone row".into(), op(5.0));
+        old.ops.insert("zero row".into(), op(0.0));
+        new.ops.insert("zero row".into(), op(0.0));
+        new.ops.insert("host hvc (null)".into(), op(40.0));
+        new.ops.insert("new row".into(), op(7.0));
+        new.sizes.insert("hyp memory per VM (bytes)".into(), 100);
+        let s = compare_with(&new, &old, "old.json");
+        let line = |n: &str| s.lines().find(|l| l.starts_with(n)).unwrap().to_string();
+        assert!(line("host hvc").contains("-39.0") && line("host hvc").contains("0.506"), "{s}");
+        assert!(line("new row").contains("new"), "{s}");
+        assert!(line("gone row").contains("gone"), "{s}");
+        assert!(line("zero row").contains("+0.0") && !line("zero row").contains("new"), "{s}");
+        assert!(line("hyp memory per VM").contains("new"), "{s}");
+        assert!(s.contains("0 of 1 before, 1 of 1 now"), "{s}");
     }
 }

@@ -9,7 +9,7 @@ use crate::RunArgs;
 /// Hyp log levels (`hyp.log=`).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// The host shim's scenarios (`shim.test=NAME`, host-shim/src/scenarios/mod.rs).
-pub const SHIM_SCENARIOS: [&str; 22] = [
+pub const SHIM_SCENARIOS: [&str; 23] = [
     "boot",
     "demo",
     "guests",
@@ -29,6 +29,7 @@ pub const SHIM_SCENARIOS: [&str; 22] = [
     "irq",
     "irq-smp",
     "bench-irq",
+    "bench-scale",
     "virtio",
     "virtio-race",
     "edu",

@@ -66,6 +66,87 @@ pub fn counters() -> Counters {
     }
 }
 
+/// STATS: bytes of the hyp's pool in use, and the boot's length (system
+/// counter in ns at the host's first entry).
+fn pool_and_boot() -> (u64, u64) {
+    call(abi::STATS, [0; 6]).map(|r| (r[4], r[5])).unwrap_or((0, 0))
+}
+
+fn size_row(name: &str, v: u64) {
+    println!("[bench-size] {} = {}", name, v);
+}
+
+/// Memory-overhead rows: the hyp's pool before and after a VM with an
+/// empty stage-2, and with 8 vCPUs; the boot row.
+fn overhead() {
+    if only().is_some() {
+        return;
+    }
+    let (u0, boot) = pool_and_boot();
+    size_row("boot: EL2 instructions from reset to the host's entry", boot);
+    let h = hyp::vm_create().expect("vm_create");
+    let (u1, _) = pool_and_boot();
+    for _ in 0..8 {
+        hyp::vcpu_create(h, GUEST_RAM, 0).expect("vcpu_create");
+    }
+    let (u2, _) = pool_and_boot();
+    hyp::vm_destroy(h).expect("vm_destroy");
+    size_row("hyp memory per VM (bytes, empty stage-2, no vCPU)", u1 - u0);
+    size_row("hyp memory per vCPU (bytes, average of 8)", (u2 - u1) / 8);
+}
+
+/// The scale, memory and boot rows alone (`shim.test=bench-scale`).
+pub fn scale_rows(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+    pmu::init();
+    let Some(img) = images.first() else {
+        r.fail("bench guest image");
+        return;
+    };
+    scale(hm, img, r);
+    overhead();
+}
+
+/// Scale rows: the same operations with 1, 16 and 255 VMs in existence.
+/// The extra VMs (each a vCPU and one donated page) are created before
+/// the measured guest, which is the newest.
+fn scale(hm: &mut HostMem, img: &GuestImage, r: &mut Report) {
+    if !want("scale: ") {
+        return;
+    }
+    const MAX: u64 = 255;
+    let pages = hm.alloc(MAX * 4096, 4096).expect("host memory");
+    let mut extra = alloc::vec::Vec::new();
+    let mut ok = true;
+    for k in [1u64, 16, MAX] {
+        let (u0, _) = pool_and_boot();
+        let before = extra.len() as u64;
+        while (extra.len() as u64) < k - 1 {
+            let pa = pages + extra.len() as u64 * 4096;
+            let h = hyp::vm_create().expect("vm_create");
+            ok &= hyp::vcpu_create(h, GUEST_RAM, 0).is_ok() && hyp::donate(h, pa, GUEST_RAM, 4096) == 0;
+            extra.push(h);
+        }
+        if k == MAX {
+            let (u1, _) = pool_and_boot();
+            size_row("hyp memory per VM (bytes, 1 vCPU, 1 page donated)", (u1 - u0) / (extra.len() as u64 - before));
+        }
+        let args = alloc::format!("test=bench-vms label={k}{}", guest_args());
+        if let Some(g) = run_guest(hm, img, 16 << 20, &args, r) {
+            ok &= g.result.is_some_and(|(_, f)| f == 0);
+            let name = alloc::format!("scale: host vcpu_irq state ({k} VM{})", if k == 1 { "" } else { "s" });
+            bench(&name, reps(), |_| {
+                let _ = call(abi::VCPU_IRQ, [g.handle, 0, 0, abi::irq::STATE, 0, 0]);
+            });
+            let _ = g.destroy(hm);
+        }
+    }
+    for h in extra {
+        ok &= hyp::vm_destroy(h).is_ok();
+    }
+    hm.free(pages, MAX * 4096);
+    r.check(ok, "scale rows: 255 VMs existed at once, and were destroyed");
+}
+
 /// Runs `f` N times under the PMU; reports it with the counters' change.
 fn bench(name: &str, n: u64, mut f: impl FnMut(u64)) {
     if !want(name) {
@@ -165,7 +246,8 @@ fn table_pages(hm: &mut HostMem) {
         pages[i] = hyp::vm_stats(h, GUEST_RAM).map(|s| s.0).unwrap_or(u64::MAX);
         hyp::vm_destroy(h).expect("vm_destroy");
     }
-    println!("[bench-pages] table pages below the root for a 1 GiB guest: blocks={} 4k-only={}", pages[0], pages[1]);
+    println!("[bench-size] table pages per GiB of guest (2M/1G blocks) = {}", pages[0]);
+    println!("[bench-size] table pages per GiB of guest (4K pages only) = {}", pages[1]);
     hm.free(pa, 2 * SZ_1G);
 }
 
@@ -240,6 +322,8 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         let _ = g.destroy(hm);
     }
     irq(hm, images, r);
+    scale(hm, img, r);
+    overhead();
     if only().is_some() {
         return;
     }

@@ -122,6 +122,55 @@ pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
     );
     hm.free(page, 2 << 20);
     world_switch(hm, r);
+    vm_limit(r);
+}
+
+/// Bytes of the hyp's pool in use (STATS x6).
+fn pool_in_use() -> u64 {
+    call(abi::STATS, [0; 6]).map(|x| x[4]).unwrap_or(0)
+}
+
+/// 255 VMs of 8 vCPUs at once (the pool holds them); the next VM_CREATE is ENOMEM and changes nothing; a
+/// destroyed VM's handle names nothing, even once its slot is reused; all
+/// of it leaves the hyp's pool as it was.
+fn vm_limit(r: &mut Report) {
+    let before = pool_in_use();
+    let mut hs = alloc::vec::Vec::new();
+    let mut vcpus = true;
+    while let Ok(h) = hyp::vm_create() {
+        hs.push(h);
+        vcpus &= (0..8).all(|i| hyp::vcpu_create(h, 0x4000_0000, 0) == Ok(i));
+        if hs.len() > 300 {
+            break;
+        }
+    }
+    r.check(hs.len() == 255, "vm_create: 255 VMs exist at once");
+    r.check(vcpus, "vcpu_create: 8 vCPUs each fit in the hyp's pool");
+    let full = pool_in_use();
+    r.expect(hyp::vm_create().err().unwrap_or(0), -ENOMEM, "vm_create: the 256th VM is ENOMEM");
+    r.check(pool_in_use() == full, "vm_create: a refused VM takes no hyp memory");
+    let mut sorted = hs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    r.check(
+        sorted.len() == hs.len() && hs.iter().all(|&h| h != 0 && h < 0x1_0000),
+        "vm_create: 255 distinct nonzero 16-bit handles",
+    );
+    let stale = hs.remove(0);
+    r.check(hyp::vm_destroy(stale) == Ok(0), "vm_destroy: one of the 255");
+    let fresh = hyp::vm_create();
+    r.check(fresh.is_ok_and(|h| h != stale), "vm_create: its slot again, under a new handle");
+    hs.extend(fresh.ok());
+    r.expect(
+        hyp::vcpu_create(stale, 0x4000_0000, 0).err().unwrap_or(0),
+        -ENOENT,
+        "vcpu_create: a stale handle is ENOENT",
+    );
+    r.expect(hyp::vm_stats(stale, 0x4000_0000).err().unwrap_or(0), -ENOENT, "vm_stats: a stale handle is ENOENT");
+    r.expect(hyp::vm_destroy(stale).err().unwrap_or(0), -ENOENT, "vm_destroy: a stale handle is ENOENT");
+    r.check(hyp::vcpu_create(*hs.last().unwrap_or(&0), 0x4000_0000, 0) == Ok(0), "vcpu_create: the new VM's first");
+    let all_gone = hs.iter().all(|&h| hyp::vm_destroy(h).is_ok());
+    r.check(all_gone && pool_in_use() == before, "vm_destroy: all 255, the hyp's pool back to where it was");
 }
 
 /// A guest of 17 instructions at IPA 0x4000_0000 (hand-assembled):

@@ -63,6 +63,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "pmu-owned" => traps::pmu_owned(&mut hm, &images, r),
         "bench" => bench::run(&mut hm, &images, r),
         "bench-irq" => bench::irq(&mut hm, &images, r),
+        "bench-scale" => bench::scale_rows(&mut hm, &images, r),
         "smp" => smp::run(&mut hm, &images, r, info),
         "tlb" => tlb::run(&mut hm, &images, r, info),
         "virtio" => virtio::run(&mut hm, &images, r, false),

@@ -311,8 +311,14 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     cpu.frame.x[0] = host_dtb;
     cpu.frame.elr = host_load;
     cpu.frame.spsr = SPSR_EL1H_DAIF_MASKED;
+    BOOT_NS.store(crate::arch::aarch64::hyptimer::now_ns(), Ordering::Relaxed);
     percpu::enter_host(cpu)
 }
+
+/// The system counter, in nanoseconds, as the hyp hands over to the host
+/// (STATS x7): under `-icount shift=0` the instructions run since reset,
+/// i.e. the boot's (QEMU's few-instruction boot stub included).
+pub static BOOT_NS: AtomicU64 = AtomicU64::new(0);
 
 /// The GIC redistributor region (0 if none), for every CPU's own set-up.
 /// The SMMU's VMID for the host's DMA view (the SMMU's own namespace).

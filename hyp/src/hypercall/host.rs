@@ -207,6 +207,8 @@ fn stats(x: &mut CallRegs) -> Result<(), Error> {
     x[3] = TLBIS.load(Relaxed);
     x[4] = TABLES_ALLOCATED.load(Relaxed);
     x[5] = TABLES_FREED.load(Relaxed);
+    x[6] = crate::mem::usage().0 as u64;
+    x[7] = crate::boot::BOOT_NS.load(Relaxed);
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use spin::{Mutex, MutexGuard};
 
 use hyp::abi::host as abi;
+use hyp::handles::Handles;
 use hyp::mm::env::Vmid;
 use hyp::mm::mem_protect::{self, GuestMm};
 use hyp::mm::pgtable::Stage2;
@@ -19,12 +20,12 @@ use hyp::mm::prot::{Leaf, Owner, PageState};
 use hyp::mm::Error;
 
 use crate::arch::aarch64::context::Context;
+use crate::arch::aarch64::tlb;
 use crate::mem::{self, HostLocked};
 use crate::mmenv::HypEnv;
 use crate::tracebuf::point;
 use hyp::trace::op;
 
-pub const MAX_VMS: usize = 64;
 pub const MAX_VCPUS: usize = 8;
 /// Guest IPA width.
 pub const GUEST_IPA_BITS: u8 = 40;
@@ -96,39 +97,22 @@ pub struct Vm {
 /// Holds one VM's lock (take after the host's and the hyp's).
 pub type VmLocked<'a> = MutexGuard<'a, Vm>;
 
-struct Table {
-    /// (handle, VM) per slot; the handle is kept outside the VM lock.
-    vms: Vec<Option<(u16, Arc<Mutex<Vm>>)>>,
-    next_handle: u16,
-    vmids: [bool; 256],
-}
+static VMS: Mutex<Handles<Arc<Mutex<Vm>>>> = Mutex::new(Handles::new());
 
-static VMS: Mutex<Table> = Mutex::new(Table { vms: Vec::new(), next_handle: 1, vmids: [false; 256] });
-
-/// Finds a live VM by handle.
+/// Finds a live VM by handle (constant time: the handle names its slot).
 pub fn get(handle: u64) -> Result<Arc<Mutex<Vm>>, Error> {
-    let t = VMS.lock();
-    t.vms.iter().flatten().find(|(h, _)| *h as u64 == handle).map(|(_, v)| v.clone()).ok_or(Error::NoEnt)
+    VMS.lock().get(handle).cloned().ok_or(Error::NoEnt)
 }
 
 fn create(ipa_bits: u64) -> Result<u16, Error> {
     let bits = if ipa_bits == 0 { GUEST_IPA_BITS } else { u8::try_from(ipa_bits).map_err(|_| Error::Inval)? };
     let mut t = VMS.lock();
-    if t.vms.iter().flatten().count() >= MAX_VMS {
-        return Err(Error::NoMem);
-    }
+    let handle = t.next().ok_or(Error::NoMem)?;
     // VMID 0 is the host's: the vectors tell a host HVC by it (vectors.S).
-    let vmid = (1..256).find(|&i| !t.vmids[i]).ok_or(Error::NoMem)? as Vmid;
+    // Destroy invalidates a VMID before its slot is reused.
+    let vmid: Vmid = Handles::<()>::vmid(handle, tlb::vmid_bits());
     let mut env = HypEnv;
-    let pgt = Stage2::new(&mut env, bits, Some(vmid))?;
-    // Handles are never reused while any page still names one.
-    let mut handle = t.next_handle;
-    while handle == 0 || t.vms.iter().flatten().any(|(h, _)| *h == handle) {
-        handle = handle.wrapping_add(1);
-    }
-    t.next_handle = handle.wrapping_add(1);
-    t.vmids[vmid as usize] = true;
-    let mut pgt = pgt;
+    let mut pgt = Stage2::new(&mut env, bits, Some(vmid))?;
     pgt.set_who(handle);
     let vtcr = crate::boot::vtcr_for(&pgt);
     let vm = Vm {
@@ -144,12 +128,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
         unshares: 0,
         low_mapped: false,
     };
-    let slot = (handle, Arc::new(Mutex::new(vm)));
-    match t.vms.iter_mut().find(|s| s.is_none()) {
-        Some(s) => *s = Some(slot),
-        None => t.vms.push(Some(slot)),
-    }
-    Ok(handle)
+    t.insert(Arc::new(Mutex::new(vm))).ok_or(Error::NoMem)
 }
 
 fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64, flags: u64) -> Result<usize, Error> {
@@ -192,27 +171,23 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
     point::transition(vm.handle, 0, op::TEARDOWN, 0, *r.as_ref().unwrap_or(&0), &r);
     let bytes = r?;
     // All pages are back: forget the VM, free its tables and VMID.
+    let handle = vm.handle;
     drop(vm);
-    let mut t = VMS.lock();
-    let slot = t.vms.iter_mut().find(|s| s.as_ref().is_some_and(|(h, _)| *h as u64 == handle));
-    let Some(slot) = slot else {
-        return Err(Error::NoEnt);
-    };
-    let (_, arc) = slot.take().expect("found above");
     drop(vm_arc);
+    let mut t = VMS.lock();
+    let arc = t.remove(handle as u64).ok_or(Error::NoEnt)?;
     match Arc::try_unwrap(arc) {
         Ok(m) => {
-            let vm = m.into_inner();
             // Invalidates the VMID (TLBI VMALLS12E1IS under the VM's root and
             // VMID) before freeing the tables, and before the VMID is free
             // for another VM: nothing cached for this one can serve the next.
-            vm.mm.pgt.destroy(&mut env);
-            t.vmids[vm.vmid as usize] = false;
+            m.into_inner().mm.pgt.destroy(&mut env);
             Ok(bytes)
         }
         // Someone else still holds the VM (another CPU mid-call): keep it.
         Err(arc) => {
-            *t.vms.iter_mut().find(|s| s.is_none()).expect("slot just freed") = Some((handle as u16, arc));
+            let kept = t.restore(handle, arc);
+            debug_assert!(kept, "the table lock is held since the removal");
             Err(Error::Busy)
         }
     }
@@ -344,7 +319,7 @@ pub fn host_page_state(pa: u64) -> Result<[u64; 4], Error> {
 /// Every live VM (for the invariant checker; lock each after the host's
 /// and the hyp's).
 pub fn all() -> Vec<Arc<Mutex<Vm>>> {
-    VMS.lock().vms.iter().flatten().map(|(_, v)| v.clone()).collect()
+    VMS.lock().iter().cloned().collect()
 }
 
 /// Prints a stage-2 (0: the host's, else a VM's) as ranges.

@@ -112,6 +112,7 @@ static CONTROLS: [[core::sync::atomic::AtomicU64; 3]; 2] =
     [[const { core::sync::atomic::AtomicU64::new(0) }; 3], [const { core::sync::atomic::AtomicU64::new(0) }; 3]];
 
 /// Loads the EL2 controls of `kind` (stage-2 registers are the caller's).
+#[inline]
 pub fn enter_controls(kind: Kind) {
     use core::sync::atomic::Ordering::Relaxed;
     let [hcr, cptr, cnthctl] = &CONTROLS[kind as usize];

@@ -16,6 +16,13 @@ pub fn now() -> u64 {
     CNTPCT_EL0.get()
 }
 
+/// The system counter in nanoseconds since it started (at reset). Under
+/// QEMU's `-icount shift=0` one nanosecond is one instruction.
+pub fn now_ns() -> u64 {
+    let f = CNTFRQ_EL0.get().max(1);
+    (now() as u128 * 1_000_000_000 / f as u128) as u64
+}
+
 /// Fires at `deadline` (system counter).
 pub fn arm(deadline: u64) {
     CNTHP_CVAL_EL2.set(deadline);

@@ -30,12 +30,25 @@ pub fn dcache_line() -> u64 {
     4 << ((CTR_EL0.get() >> CTR_DMINLINE_SHIFT) & 0xf)
 }
 
+/// VMID width in use: 16 where the CPU has 16-bit VMIDs (FEAT_VMID16;
+/// every VTCR then sets VS), else 8.
+pub fn vmid_bits() -> u32 {
+    if ID_AA64MMFR1_EL1.matches_all(ID_AA64MMFR1_EL1::VMIDBits::Bits16) {
+        16
+    } else {
+        8
+    }
+}
+
 /// VTCR_EL2 for a stage-2 of `t0sz`/`sl0` (4K granule, write-back walks,
-/// inner shareable, PS from the CPU's PA range). Every tree, the host's and
-/// the guests', is walked with the VTCR this gives for its geometry.
+/// inner shareable, PS from the CPU's PA range, 16-bit VMIDs where the CPU
+/// has them). Every tree, the host's and the guests', is walked with the
+/// VTCR this gives for its geometry.
 pub fn vtcr(t0sz: u64, sl0: u64) -> u64 {
     let parange = ID_AA64MMFR0_EL1.get() & 0xf;
+    let vs = if vmid_bits() == 16 { VTCR_EL2::VS::Bits16 } else { VTCR_EL2::VS::Bits8 };
     (VTCR_EL2::T0SZ.val(t0sz)
+        + vs
         + VTCR_EL2::SL0.val(sl0)
         + VTCR_EL2::IRGN0::NormalWBRAWA
         + VTCR_EL2::ORGN0::NormalWBRAWA
