@@ -105,6 +105,17 @@ pub fn stack_top(cpu: &PerCpu) -> u64 {
     base + (cpu.id as u64 + 1) * STACK_SIZE
 }
 
+/// The host's trap frame while a guest vCPU runs on this CPU: the top of
+/// this CPU's EL2 stack, where the host's VCPU_RUN built it and vectors.S
+/// keeps it (the guest's traps build their frames below it).
+pub fn host_frame(cpu: &PerCpu) -> &'static mut TrapFrame {
+    let at = stack_top(cpu) - core::mem::size_of::<TrapFrame>() as u64;
+    // SAFETY: while a guest runs here, those bytes hold the host's frame,
+    // 16-byte aligned, and nothing else refers to them: the handler that
+    // asks is running below the guest's frame, with exceptions masked.
+    unsafe { &mut *(at as *mut TrapFrame) }
+}
+
 /// First entry into the host with `cpu.frame`.
 pub fn enter_host(cpu: &'static mut PerCpu) -> ! {
     cpu.running = Running::Host;

@@ -22,11 +22,11 @@ use super::{get, Pending, Vcpu, Vm};
 use crate::arch::aarch64::context::{self, feat, Kind};
 use crate::arch::aarch64::el1;
 use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1, PMCNTENCLR_EL0, PMCNTENSET_EL0, VMPIDR_EL2};
-use crate::arch::aarch64::trap::TrapFrame;
+use crate::arch::aarch64::trap::{Next, TrapFrame};
 use crate::arch::aarch64::{hyptimer, idregs, inject, vgic};
 use crate::hypercall::guest::{self, Outcome};
 use crate::mmenv::HypEnv;
-use crate::percpu::{this_cpu, PerCpu, Running};
+use crate::percpu::{host_frame, this_cpu, PerCpu, Running};
 use crate::tracebuf::point;
 use hyp::trace::Resolution;
 use hyp::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
@@ -137,8 +137,9 @@ fn refresh_live(cpu: &mut PerCpu, vcpu: &mut Vcpu, handle: u16, idx: usize) -> b
 }
 
 /// VCPU_RUN: x1 = handle, x2 = vCPU, x3/x4 = the host's reply to the last
-/// exit. On success `frame` becomes the guest's and the caller erets into it.
-pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
+/// exit. On success the host's `frame` stays where it is (the top of the
+/// EL2 stack) and the vectors enter the guest from its context's.
+pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
     let vm_arc = get(frame.x[1])?;
     let idx = frame.x[2] as usize;
     let reply = [frame.x[3], frame.x[4], frame.x[5], frame.x[6]];
@@ -179,12 +180,10 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     let flushed = vcpu.irq.flush(vcpu.ctx.lrs_mut());
     point::vgic(handle, idx, &flushed, vcpu.ctx.lrs_mut());
     let ppi = vcpu.irq.vtimer_ppi_wanted(vcpu.ctx.lrs_mut());
-    // Host out.
-    cpu.host.gp.copy_from(frame);
+    // Host out (its general registers stay in its frame).
     cpu.host.save_cpu(Kind::Host);
     cpu.host_disr = context::park_host_disr();
-    // Guest in.
-    frame.copy_from(&vcpu.ctx.gp);
+    // Guest in (its general registers are loaded by the vectors).
     vcpu.ctx.restore_cpu(Kind::Guest);
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
@@ -200,6 +199,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     isb();
     cpu.running = Running::Guest(handle, idx);
     // Finish what the last exit left open.
+    let frame = &mut vcpu.ctx.gp;
     match vcpu.pending {
         Pending::MmioRead { srt, size, sign, sf, len } => {
             let bits = size as u32 * 8;
@@ -225,14 +225,17 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     }
     vcpu.pending = Pending::None;
     vcpu.running = true;
+    // The vCPU's context stays where it is until it stops running: the
+    // VM's vCPUs are fixed once it ran, and the `Arc` below keeps it.
+    let next = Next::enter(&vcpu.ctx.gp);
     drop(vm);
     cpu.guest = Some(vm_arc);
-    Ok(())
+    Ok(next)
 }
 
-/// Saves the guest, restores the host, and returns `reason` and `details`
-/// in the host's x2.. as the result of its VCPU_RUN.
-fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details: &[u64; 5]) {
+/// Saves the guest (from its trap `frame`), restores the host, and returns
+/// `reason` and `details` in the host's x2.. as the result of its VCPU_RUN.
+fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details: &[u64; 5]) -> Next {
     let cpu = this_cpu();
     let preempted = hyptimer::disarm();
     let vcpu = &mut vm.vcpus[idx];
@@ -259,7 +262,6 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     // What the guest deactivated frees its list register now.
     vcpu.irq.retire(vcpu.ctx.lrs_mut());
     vcpu.running = false;
-    frame.copy_from(&cpu.host.gp);
     cpu.host.restore_cpu(Kind::Host);
     restore_interrupts(cpu);
     restart_host_pmu(cpu);
@@ -268,6 +270,7 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     el1::enter_controls(Kind::Host);
     VMPIDR_EL2.set(MPIDR_EL1.get());
     isb();
+    let frame = host_frame(cpu);
     frame.x[0] = 0;
     frame.x[1] = 0;
     frame.x[2] = reason;
@@ -279,9 +282,10 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     }
     cpu.running = Running::Host;
     cpu.guest = None;
+    Next::HOST
 }
 
-pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
+pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Next {
     // Taken out of the per-CPU slot (no reference count traffic) and put
     // back if the guest goes on; an exit leaves the slot empty.
     let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
@@ -306,9 +310,10 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
         let mut vm = vm_arc.lock();
         vm.vcpus[idx].pending = pending;
         vm.vcpus[idx].stopped |= stop;
-        exit_to_host(frame, &mut vm, idx, reason, details);
+        exit_to_host(frame, &mut vm, idx, reason, details)
     } else {
         this_cpu().guest = Some(vm_arc);
+        Next::RESUME
     }
 }
 
@@ -377,7 +382,7 @@ fn insn_len(esr: Esr) -> u64 {
 
 /// A physical SError while a guest ran (HCR_EL2.AMO): the guest caused it.
 /// That vCPU stops for good and the host hears why; the machine goes on.
-pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
+pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) -> Next {
     let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
     let esr = ESR_EL2.get();
     log::info!("vm {} vcpu {}: SError (ESR {:#x}) at PC {:#x}: vCPU stopped", handle, idx, esr, frame.elr);
@@ -385,7 +390,7 @@ pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
     vm.vcpus[idx].stopped = true;
     vm.vcpus[idx].pending = Pending::None;
     let pc = frame.elr;
-    exit_to_host(frame, &mut vm, idx, exit::GUEST_FATAL, &[esr, pc, 0, 0, 0]);
+    exit_to_host(frame, &mut vm, idx, exit::GUEST_FATAL, &[esr, pc, 0, 0, 0])
 }
 
 /// A physical interrupt while a guest runs. The maintenance interrupt (the
@@ -393,15 +398,15 @@ pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
 /// free for waiting ones) and the virtual timer's PPI are the guest's:
 /// handled here, and the guest goes on. Anything else, and the end of the
 /// time slice, belongs to the host: let it run.
-pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) {
+pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) -> Next {
     let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
     let mut vm = vm_arc.lock();
     if !hyptimer::fired() && refresh_live(this_cpu(), &mut vm.vcpus[idx], handle, idx) {
         drop(vm);
         this_cpu().guest = Some(vm_arc);
-        return;
+        return Next::RESUME;
     }
-    exit_to_host(frame, &mut vm, idx, exit::IRQ, &[0; 5]);
+    exit_to_host(frame, &mut vm, idx, exit::IRQ, &[0; 5])
 }
 
 /// WFI or WFE (HCR_EL2.TWI/TWE): if an interrupt is deliverable the

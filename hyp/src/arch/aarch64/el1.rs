@@ -111,10 +111,12 @@ pub fn cnthctl(kind: Kind) -> u64 {
 static CONTROLS: [[core::sync::atomic::AtomicU64; 3]; 2] =
     [[const { core::sync::atomic::AtomicU64::new(0) }; 3], [const { core::sync::atomic::AtomicU64::new(0) }; 3]];
 
-/// Loads the EL2 controls of `kind` (stage-2 registers are the caller's).
+/// Loads the EL2 controls of `kind` (stage-2 registers are the caller's),
+/// its vector table included.
 pub fn enter_controls(kind: Kind) {
     use core::sync::atomic::Ordering::Relaxed;
     let [hcr, cptr, cnthctl] = &CONTROLS[kind as usize];
+    VBAR_EL2.set(super::trap::vectors(kind));
     HCR_EL2.set(hcr.load(Relaxed));
     MDCR_EL2.set(MDCR_VALUES[kind as usize].load(Relaxed));
     CPTR_EL2.set(cptr.load(Relaxed));
