@@ -42,6 +42,10 @@ pub struct PerCpu {
     pub host_pmcnten: u64,
     /// The host's DISR_EL1 while a guest runs.
     pub host_disr: u64,
+    /// The running guest's FP/SIMD registers are in the CPU (it used them
+    /// in this run; the host's are in `host.fp`). Until then the host's
+    /// stay in the CPU, trapped for the guest (CPTR_EL2.TFP).
+    pub guest_fp: bool,
     /// This CPU's redistributor SGI frame (the hyp timer's PPI), 0 if none.
     pub gicr_sgi: u64,
     /// The virtual timer's PPI (INTID 27) while a guest runs: enabled by
@@ -67,6 +71,7 @@ const INIT: PerCpu = PerCpu {
     host_icc: [0; 2],
     host_pmcnten: 0,
     host_disr: 0,
+    guest_fp: false,
     gicr_sgi: 0,
     vtimer_ppi: [false; 2],
     host_vttbr: 0,

@@ -12,7 +12,7 @@ use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
 
 use hyp::abi::host::exit;
-use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64, EC_SYS64, EC_WFX};
+use hyp::esr::{Esr, EC_DABT_LOW, EC_FP, EC_HVC64, EC_IABT_LOW, EC_SMC64, EC_SYS64, EC_WFX};
 use hyp::exception::{fault_kind, FaultKind, SysRegAccess};
 use hyp::mm::prot::Leaf;
 use hyp::mm::Error;
@@ -180,8 +180,10 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
     let flushed = vcpu.irq.flush(vcpu.ctx.lrs_mut());
     point::vgic(handle, idx, &flushed, vcpu.ctx.lrs_mut());
     let ppi = vcpu.irq.vtimer_ppi_wanted(vcpu.ctx.lrs_mut());
-    // Host out (its general registers stay in its frame).
+    // Host out (its general registers stay in its frame, its FP/SIMD in
+    // the CPU until the guest uses FP/SIMD: `guest_fp_trap`).
     cpu.host.save_cpu(Kind::Host);
+    cpu.guest_fp = false;
     cpu.host_disr = context::park_host_disr();
     // Guest in (its general registers are loaded by the vectors).
     vcpu.ctx.restore_cpu(Kind::Guest);
@@ -258,6 +260,15 @@ fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details
     };
     context::unpark_host_disr(cpu.host_disr);
     vcpu.ctx.gp.copy_from(frame);
+    // The host's controls first: with the guest's, CPTR_EL2.TFP (FP/SIMD
+    // not used in this run) would trap FPEXC32_EL2 at EL2 too.
+    el1::enter_controls(Kind::Host);
+    isb();
+    if cpu.guest_fp {
+        vcpu.ctx.fp.save();
+        cpu.host.fp.restore();
+        cpu.guest_fp = false;
+    }
     vcpu.ctx.save_cpu(Kind::Guest);
     // What the guest deactivated frees its list register now.
     vcpu.irq.retire(vcpu.ctx.lrs_mut());
@@ -267,7 +278,6 @@ fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details
     restart_host_pmu(cpu);
     VTCR_EL2.set(cpu.host_vtcr);
     VTTBR_EL2.set(cpu.host_vttbr);
-    el1::enter_controls(Kind::Host);
     VMPIDR_EL2.set(MPIDR_EL1.get());
     isb();
     let frame = host_frame(cpu);
@@ -299,6 +309,7 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Nex
         EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr, &vm_arc, idx),
         EC_SYS64 => sysreg_trap(frame, esr, &vm_arc, idx),
         EC_WFX => wait(frame, &vm_arc, idx, esr),
+        EC_FP => guest_fp_trap(frame, &vm_arc, idx),
         // SVE and SME (CPTR_EL2.TZ/TSM), and anything else that traps.
         _ => {
             log::debug!("guest: trap {} at {:#x}: undefined instruction injected", esr, frame.elr);
@@ -315,6 +326,24 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Nex
         this_cpu().guest = Some(vm_arc);
         Next::RESUME
     }
+}
+
+/// The guest's first FP/SIMD access of this run (CPTR_EL2.TFP): the host's
+/// registers out, the vCPU's in, FP/SIMD untrapped until the exit; the
+/// instruction runs again. (Once they are in, FP/SIMD does not trap to
+/// EL2: anything reported as such then is refused, not retried forever.)
+fn guest_fp_trap(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
+    let cpu = this_cpu();
+    if cpu.guest_fp {
+        inject::inject_undef(frame);
+        return Outcome::Resume;
+    }
+    el1::untrap_guest_fp();
+    isb();
+    cpu.host.fp.save();
+    vm_arc.lock().vcpus[idx].ctx.fp.restore();
+    cpu.guest_fp = true;
+    Outcome::Resume
 }
 
 /// A trapped system-register access or system instruction: answered here

@@ -330,17 +330,16 @@ impl Context {
         }
     }
 
-    /// Saves the CPU's lower-EL system and FP/SIMD registers into this
-    /// context (the general registers come from the trap frame).
+    /// Saves the CPU's lower-EL system registers into this context (the
+    /// general registers come from the trap frame; FP/SIMD moves lazily:
+    /// `vm::run`).
     pub fn save_cpu(&mut self, kind: Kind) {
         save_regs(&mut self.sys, mask(kind));
-        self.fp.save();
     }
 
-    /// Loads this context's system and FP/SIMD registers into the CPU.
+    /// Loads this context's system registers into the CPU.
     pub fn restore_cpu(&self, kind: Kind) {
         restore_regs(&self.sys, mask(kind));
-        self.fp.restore();
     }
 
     pub fn get(&self, r: R) -> u64 {

@@ -86,14 +86,15 @@ fn compute_mdcr(kind: Kind) -> u64 {
     v.value
 }
 
-/// CPTR_EL2: FP/SIMD free for both (switched); guests trap SVE, SME, trace,
-/// activity monitors.
+/// CPTR_EL2: FP/SIMD free for the host; guests trap FP/SIMD until they
+/// first use it in a run (the world switch moves it lazily: `vm::run`), and
+/// SVE, SME, trace, activity monitors.
 pub fn cptr(kind: Kind) -> u64 {
     // Bit 12 is TSM with SME, RES1 without.
     let res1 = if context::features() & feat::SME == 0 { CPTR_EL2_RES1 | CPTR::TSM::SET.value } else { CPTR_EL2_RES1 };
     match kind {
         Kind::Host => res1,
-        Kind::Guest => (CPTR::TZ::SET + CPTR::TSM::SET + CPTR::TTA::SET + CPTR::TAM::SET).value | res1,
+        Kind::Guest => (CPTR::TFP::SET + CPTR::TZ::SET + CPTR::TSM::SET + CPTR::TTA::SET + CPTR::TAM::SET).value | res1,
     }
 }
 
@@ -110,6 +111,13 @@ pub fn cnthctl(kind: Kind) -> u64 {
 /// once per boot with MDCR_EL2 (the world switch only loads them).
 static CONTROLS: [[core::sync::atomic::AtomicU64; 3]; 2] =
     [[const { core::sync::atomic::AtomicU64::new(0) }; 3], [const { core::sync::atomic::AtomicU64::new(0) }; 3]];
+
+/// A guest's FP/SIMD became live: CPTR_EL2 stops trapping it (the caller
+/// synchronizes the context before touching FP/SIMD).
+pub fn untrap_guest_fp() {
+    use core::sync::atomic::Ordering::Relaxed;
+    CPTR_EL2.set(CONTROLS[Kind::Guest as usize][1].load(Relaxed) & !CPTR::TFP::SET.value);
+}
 
 /// Loads the EL2 controls of `kind` (stage-2 registers are the caller's),
 /// its vector table included.
