@@ -179,8 +179,40 @@ pub fn leaks(t: &mut Tally) {
     }
 }
 
+/// PACGA (generic authentication with APGAKey) of `v` with modifier `m`:
+/// x0 = PACGA(x1, x2), encoded (no assembler feature needed).
+fn pacga(v: u64, m: u64) -> u64 {
+    let r: u64;
+    // SAFETY: PACGA only computes a value from two registers and the key.
+    unsafe {
+        core::arch::asm!(".inst 0x9ac23020", in("x1") v, in("x2") m, out("x0") r, options(nomem, nostack));
+    }
+    r
+}
+
+/// The vCPU's first use of pointer authentication is an instruction, not
+/// a key register: the hyp traps it (HCR_EL2.API) and must load the
+/// vCPU's keys (reset: 0), never leave the host's in place. PACGA with the
+/// keys as the trap left them must equal PACGA once APGAKey is set to 0
+/// here (the host's APGAKey holds its pattern).
+fn pac_first_use(t: &mut Tally) {
+    let (v, m) = (0x0123_4567_89ab_cdef, 0xfeed_f00d);
+    let first = pacga(v, m);
+    // SAFETY: writing this vCPU's own generic-authentication key.
+    unsafe {
+        core::arch::asm!("msr S3_0_C2_C3_0, xzr", "msr S3_0_C2_C3_1, xzr", "isb", options(nomem, nostack));
+    }
+    let zero_key = pacga(v, m);
+    if first != zero_key || first == 0 {
+        println!("guest: PACGA = {first:#x} at first use, {zero_key:#x} with APGAKey 0");
+    }
+    t.check(first == zero_key && first != 0, "leaks: fresh VM: PACGA as its first use of PAuth uses its own keys");
+}
+
 /// `test=leaks-fresh`: the readings of a new VM, then power-off.
 pub fn leaks_fresh(t: &mut Tally) {
+    // Before anything reads the key registers (that would be a first use too).
+    pac_first_use(t);
     let p = page();
     let ipa = p as *mut Page as u64;
     read_everything(p);

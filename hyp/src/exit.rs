@@ -50,6 +50,16 @@ extern "C" fn hyp_host_full_call(frame: &mut TrapFrame) -> Next {
     crate::hypercall::host::handle(frame)
 }
 
+/// A guest's synchronous exception (vectors.S: the guest's vector table),
+/// straight to the guest's handler.
+#[no_mangle]
+extern "C" fn hyp_guest_sync(frame: &mut TrapFrame) -> Next {
+    match percpu::this_cpu().running {
+        Running::Guest(h, v) => crate::vm::run::handle_guest_sync(frame, h, v),
+        Running::Host => fatal(SYNC_A64, frame),
+    }
+}
+
 fn handle_sync(frame: &mut TrapFrame) -> Next {
     match percpu::this_cpu().running {
         Running::Host => crate::host::handle_sync(frame),

@@ -516,6 +516,7 @@ pub fn all() -> Vec<Scenario> {
                 .iter()
                 .filter(|k| **k != "power-off")
                 .map(|k| line(format!("[vm 1] PASS leaks: {k} exit: the guest's FP/SIMD registers are its own after it")))
+                .chain(["[vm *] PASS leaks: fresh VM: PACGA as its first use of PAuth uses its own keys"])
                 .collect(),
             code: 0,
             timeout: 60,

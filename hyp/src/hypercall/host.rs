@@ -5,6 +5,8 @@
 //! hyp-abi: x0 = SMCCC status of the call itself, x1 = 0 or -errno, x2..
 //! results.
 
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use hyp::abi::{host as abi, smccc};
 use hyp::mm::mem_protect::{self, HostMm, HypMm};
 use hyp::mm::prot::{Leaf, PageState};
@@ -32,10 +34,19 @@ pub fn handle_short(x: &mut CallRegs) -> u64 {
 }
 
 /// Does anyone watch host calls (the invariant checker, the hypercall
-/// trace)? Both are set at boot, before the host runs.
+/// trace)? Both are configured once, at boot: `configure_watch` folds them
+/// into one flag, the only thing an unwatched call reads before its jump.
+static WATCHED: AtomicBool = AtomicBool::new(false);
+
+/// Called at boot once the checker and the trace are configured, before
+/// the host runs.
+pub fn configure_watch() {
+    WATCHED.store(crate::checker::on() || tracebuf::on(Kind::Hypercall), Relaxed);
+}
+
 #[inline(always)]
 fn watched() -> bool {
-    crate::checker::on() || tracebuf::on(Kind::Hypercall)
+    WATCHED.load(Relaxed)
 }
 
 /// A host call with the checker's hooks and the trace point.

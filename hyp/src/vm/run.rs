@@ -12,7 +12,7 @@ use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
 
 use hyp::abi::host::exit;
-use hyp::esr::{Esr, EC_DABT_LOW, EC_FP, EC_HVC64, EC_IABT_LOW, EC_SMC64, EC_SYS64, EC_WFX};
+use hyp::esr::{Esr, EC_DABT_LOW, EC_FP, EC_HVC64, EC_IABT_LOW, EC_PAC, EC_SMC64, EC_SYS64, EC_WFX};
 use hyp::exception::{fault_kind, FaultKind, SysRegAccess};
 use hyp::mm::prot::Leaf;
 use hyp::mm::Error;
@@ -182,14 +182,20 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
     let ppi = vcpu.irq.vtimer_ppi_wanted(vcpu.ctx.lrs_mut());
     // Host out (its general registers stay in its frame, its FP/SIMD in
     // the CPU until the guest uses FP/SIMD: `guest_fp_trap`).
-    cpu.host.save_cpu(Kind::Host);
+    // The lazily switched groups (PAuth keys) only if the vCPU used them.
+    let lazy = vcpu.ctx.used;
+    cpu.host.save_cpu(Kind::Host, lazy);
+    cpu.guest_lazy = lazy;
     cpu.guest_fp = false;
     cpu.host_disr = context::park_host_disr();
     // Guest in (its general registers are loaded by the vectors).
-    vcpu.ctx.restore_cpu(Kind::Guest);
+    vcpu.ctx.restore_cpu(Kind::Guest, lazy);
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
     el1::enter_controls(Kind::Guest);
+    if lazy & feat::PAUTH != 0 {
+        el1::untrap_guest_pauth();
+    }
     // The guest's MPIDR: Aff0 = vCPU index (bit 31 RES1).
     VMPIDR_EL2.set((1 << 31) | idx as u64);
     open_interrupts(cpu, ppi);
@@ -269,11 +275,11 @@ fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details
         cpu.host.fp.restore();
         cpu.guest_fp = false;
     }
-    vcpu.ctx.save_cpu(Kind::Guest);
+    vcpu.ctx.save_cpu(Kind::Guest, cpu.guest_lazy);
     // What the guest deactivated frees its list register now.
     vcpu.irq.retire(vcpu.ctx.lrs_mut());
     vcpu.running = false;
-    cpu.host.restore_cpu(Kind::Host);
+    cpu.host.restore_cpu(Kind::Host, cpu.guest_lazy);
     restore_interrupts(cpu);
     restart_host_pmu(cpu);
     VTCR_EL2.set(cpu.host_vtcr);
@@ -310,6 +316,7 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Nex
         EC_SYS64 => sysreg_trap(frame, esr, &vm_arc, idx),
         EC_WFX => wait(frame, &vm_arc, idx, esr),
         EC_FP => guest_fp_trap(frame, &vm_arc, idx),
+        EC_PAC => guest_pauth_trap(frame, &vm_arc, idx),
         // SVE and SME (CPTR_EL2.TZ/TSM), and anything else that traps.
         _ => {
             log::debug!("guest: trap {} at {:#x}: undefined instruction injected", esr, frame.elr);
@@ -346,6 +353,30 @@ fn guest_fp_trap(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm
     Outcome::Resume
 }
 
+/// The vCPU's first use of pointer authentication (an instruction, or a
+/// key register: HCR_EL2.API/APK): the host's keys out, the vCPU's in,
+/// untrapped; from now on its keys are switched at every entry and exit.
+/// The instruction runs again. (With its keys in, PAuth does not trap:
+/// anything reported as such then is refused.)
+fn guest_pauth_trap(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
+    let cpu = this_cpu();
+    if cpu.guest_lazy & feat::PAUTH != 0 || context::features() & feat::PAUTH == 0 {
+        inject::inject_undef(frame);
+        return Outcome::Resume;
+    }
+    cpu.host.save_pauth();
+    {
+        let mut vm = vm_arc.lock();
+        let ctx = &mut vm.vcpus[idx].ctx;
+        ctx.restore_pauth();
+        ctx.used |= feat::PAUTH;
+    }
+    el1::untrap_guest_pauth();
+    isb();
+    cpu.guest_lazy |= feat::PAUTH;
+    Outcome::Resume
+}
+
 /// A trapped system-register access or system instruction: answered here
 /// as `hyp::traps` decides (docs/isolation.md).
 fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
@@ -365,6 +396,7 @@ fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::
             inject::inject_undef(frame);
             return Outcome::Resume;
         }
+        Action::PauthKey => return guest_pauth_trap(frame, vm_arc, idx),
         Action::Nop | Action::RazWi => 0,
         Action::Id { crm, op2 } => traps::sanitize_id(crm, op2, idregs::read(crm, op2), el1::bench_pmu()),
     };

@@ -34,14 +34,21 @@ pub fn hcr_host() -> u64 {
         .value
 }
 
-/// HCR_EL2 for a guest: as the host, plus physical IRQ/FIQ/SError taken to
+/// HCR_EL2.API and APK: pointer-authentication instructions and key
+/// registers not trapped.
+const PAUTH_UNTRAPPED: u64 =
+    HCR_EL2::API::DisableTrapPointerAuthInstToEl2.value | HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2.value;
+
+/// HCR_EL2 for a guest: as the host, but pointer authentication trapped
+/// until the vCPU first uses it (its keys are loaded then, and switched
+/// from then on: `context::feat::LAZY`), plus physical IRQ/FIQ/SError taken to
 /// EL2 (they belong to the host; the guest's GIC accesses go to the virtual
 /// CPU interface), TLB and cache maintenance broadcast (a vCPU may move
 /// between CPUs), and traps: set/way cache maintenance, ID registers,
 /// ACTLR_EL1, implementation-defined registers, LORegions, RAS error
 /// records, and WFI/WFE (an idle vCPU gives its CPU back to the host).
 pub fn hcr_guest() -> u64 {
-    hcr_host()
+    (hcr_host() & !PAUTH_UNTRAPPED)
         | (HCR_EL2::IMO::EnableVirtualIRQ
             + HCR_EL2::FMO::EnableVirtualFIQ
             + HCR_EL2::AMO::SET
@@ -117,6 +124,13 @@ static CONTROLS: [[core::sync::atomic::AtomicU64; 3]; 2] =
 pub fn untrap_guest_fp() {
     use core::sync::atomic::Ordering::Relaxed;
     CPTR_EL2.set(CONTROLS[Kind::Guest as usize][1].load(Relaxed) & !CPTR::TFP::SET.value);
+}
+
+/// The running vCPU's PAuth keys are loaded: PAuth stops trapping (the
+/// caller synchronizes the context).
+pub fn untrap_guest_pauth() {
+    use core::sync::atomic::Ordering::Relaxed;
+    HCR_EL2.set(CONTROLS[Kind::Guest as usize][0].load(Relaxed) | PAUTH_UNTRAPPED);
 }
 
 /// Loads the EL2 controls of `kind` (stage-2 registers are the caller's),

@@ -4,7 +4,7 @@
 // the lower-EL AArch64 sync entry; no entry needs to find out who ran.
 //
 // Every entry but the host's HVC64 saves a TrapFrame on the EL2 stack and
-// calls hyp_trap(kind, frame). Its return value says what to restore
+// calls hyp_trap(kind, frame) (a guest's sync exception: hyp_guest_sync(frame)). Its return value says what to restore
 // (`trap::Next`): 0 the frame that trapped; 1 the frame above it (a guest
 // exits: the host's frame, kept at the top of the stack while the guest
 // runs, see below); anything else is the address of a guest vCPU's frame
@@ -98,12 +98,25 @@
     vector 15
 .endm
 
-// A guest's sync exception: always the common path.
+// The rest of a frame, once x0 and x1 are in it.
+.macro save_frame
+    frame_x2_x17 stp, sp
+    stp     x18, x19, [sp, #144]
+    frame_x20_x29 stp, sp
+    mrs     x2, elr_el2
+    stp     x30, x2, [sp, #240]
+    mrs     x3, spsr_el2
+    str     x3, [sp, #256]
+.endm
+
+// A guest's sync exception: the full frame, straight to hyp_guest_sync.
 .macro guest_sync
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #0]
-    mov     x0, #KIND_SYNC_A64
-    b       __hyp_trap_common
+    save_frame
+    mov     x0, sp
+    bl      hyp_guest_sync
+    b       __hyp_next
 .endm
 
 // The host's sync exception: an HVC64 takes the short host-call entry.
@@ -150,13 +163,7 @@ __hyp_host_full_call:
     b       __hyp_next
 
 __hyp_trap_common:
-    frame_x2_x17 stp, sp
-    stp     x18, x19, [sp, #144]
-    frame_x20_x29 stp, sp
-    mrs     x2, elr_el2
-    stp     x30, x2, [sp, #240]
-    mrs     x3, spsr_el2
-    str     x3, [sp, #256]
+    save_frame
     mov     x1, sp
     bl      hyp_trap
 
