@@ -50,6 +50,14 @@ extern "C" fn hyp_host_full_call(frame: &mut TrapFrame) -> Next {
     crate::hypercall::host::handle(frame)
 }
 
+/// The short entry of a guest's HVC64 (vectors.S: the guest's vector
+/// table): 1 if answered on the call registers, 0 if it needs the full
+/// frame (then the entry calls `hyp_guest_sync`).
+#[no_mangle]
+extern "C" fn hyp_guest_call(regs: &mut CallRegs) -> u64 {
+    crate::vm::run::guest_call_short(regs)
+}
+
 /// A guest's synchronous exception (vectors.S: the guest's vector table),
 /// straight to the guest's handler.
 #[no_mangle]

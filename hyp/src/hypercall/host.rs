@@ -44,8 +44,11 @@ pub fn configure_watch() {
     WATCHED.store(crate::checker::on() || tracebuf::on(Kind::Hypercall), Relaxed);
 }
 
+/// Host and guest calls: whether the checker or the hypercall trace
+/// watches them (the short entries leave watched guest calls to the full
+/// frame).
 #[inline(always)]
-fn watched() -> bool {
+pub fn watched() -> bool {
     WATCHED.load(Relaxed)
 }
 

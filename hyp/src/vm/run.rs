@@ -22,7 +22,7 @@ use super::{get, Pending, Vcpu, Vm};
 use crate::arch::aarch64::context::{self, feat, Kind};
 use crate::arch::aarch64::el1;
 use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1, PMCNTENCLR_EL0, PMCNTENSET_EL0, VMPIDR_EL2};
-use crate::arch::aarch64::trap::{Next, TrapFrame};
+use crate::arch::aarch64::trap::{CallRegs, Next, TrapFrame};
 use crate::arch::aarch64::{hyptimer, idregs, inject, vgic};
 use crate::hypercall::guest::{self, Outcome};
 use crate::mmenv::HypEnv;
@@ -332,6 +332,23 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Nex
     } else {
         this_cpu().guest = Some(vm_arc);
         Next::RESUME
+    }
+}
+
+/// A guest's HVC64 from the short entry (vectors.S: x0-x18 and x30 saved,
+/// the rest of the guest's registers live in the CPU): 1 once answered by
+/// `guest::answer`, 0 with nothing done for a call that needs the full
+/// frame (an exit, a memory call, PSCI power calls, or the checker or the
+/// hypercall trace watching).
+pub fn guest_call_short(x: &mut CallRegs) -> u64 {
+    if crate::hypercall::host::watched() {
+        return 0;
+    }
+    // Borrowed in place: `answer` reaches nothing of this CPU's state.
+    let cpu = this_cpu();
+    match (cpu.running, cpu.guest.as_ref()) {
+        (Running::Guest(..), Some(vm)) => guest::answer(x, vm) as u64,
+        _ => 0,
     }
 }
 

@@ -16,7 +16,9 @@
 // frame (no copy), and the guest's traps build their frames below it.
 //
 // The host's HVC64 (lower-EL sync in `__hyp_vectors`, ESR_EL2.EC = HVC64)
-// takes the short host-call entry. It saves only what the Rust ABI lets a
+// takes the short host-call entry; a guest's HVC64 a short guest-call
+// entry built the same way (hyp_guest_call answers the calls that need
+// nothing but x0-x3, the rest go on with the full frame to hyp_guest_sync). It saves only what the Rust ABI lets a
 // callee clobber (x0-x18, x30; x18 and x30 as a pair in the x18/x19 slots)
 // and calls hyp_host_call(regs): the host's x19-x29 are preserved by the
 // Rust code itself, ELR_EL2 and SPSR_EL2 are untouched by a host call (EL2
@@ -109,34 +111,54 @@
     str     x3, [sp, #256]
 .endm
 
-// A guest's sync exception: the full frame, straight to hyp_guest_sync.
-.macro guest_sync
-    sub     sp, sp, #FRAME_SIZE
-    stp     x0, x1, [sp, #0]
-    save_frame
-    mov     x0, sp
-    bl      hyp_guest_sync
-    b       __hyp_next
-.endm
-
-// The host's sync exception: an HVC64 takes the short host-call entry.
-.macro host_sync
+// A sync exception from a lower EL: an HVC64 takes the short call entry,
+// anything else `other` (x0, x1 saved). The short entry saves x2-x18 and
+// x30 (x18/x30 as a pair in the x18/x19 slots), calls `handler`(regs) and,
+// if that returns non-zero, restores them and erets; 0 (nothing done, the
+// call needs the full frame) goes to `full`.
+.macro short_call_entry handler, other, full
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #0]
     mrs     x0, esr_el2
     ubfx    x0, x0, #ESR_EC_SHIFT, #6
     cmp     x0, #EC_HVC64
-    b.ne    __hyp_host_trap
+    b.ne    \other
     frame_x2_x17 stp, sp
     stp     x18, x30, [sp, #144]
     mov     x0, sp
-    bl      hyp_host_call
-    cbz     x0, __hyp_host_full_call
+    bl      \handler
+    cbz     x0, \full
     ldp     x18, x30, [sp, #144]
     frame_x2_x17 ldp, sp
     ldp     x0, x1, [sp, #0]
     add     sp, sp, #FRAME_SIZE
     eret
+.endm
+
+// After a short call entry left the call to the full frame: x0-x18 and
+// x30 are saved and unchanged; x30 goes to its own slot, and the frame is
+// completed.
+.macro complete_frame
+    ldr     x30, [sp, #152]
+    str     x30, [sp, #240]
+    str     x19, [sp, #152]
+    frame_x20_x29 stp, sp
+    mrs     x2, elr_el2
+    str     x2, [sp, #248]
+    mrs     x3, spsr_el2
+    str     x3, [sp, #256]
+.endm
+
+// A guest's sync exception: an HVC64 answered from its arguments alone
+// takes the short entry (hyp_guest_call); everything else the full frame,
+// straight to hyp_guest_sync.
+.macro guest_sync
+    short_call_entry hyp_guest_call, __hyp_guest_trap, __hyp_guest_full_call
+.endm
+
+// The host's sync exception: an HVC64 takes the short host-call entry.
+.macro host_sync
+    short_call_entry hyp_host_call, __hyp_host_trap, __hyp_host_full_call
 .endm
 
 .section .text.vectors, "ax"
@@ -147,19 +169,24 @@ __hyp_host_trap:
     mov     x0, #KIND_SYNC_A64
     b       __hyp_trap_common
 
-// A host call that needs the full frame (VCPU_RUN): x0-x18 and x30 are
-// saved and unchanged; x30 goes to its own slot, and the frame is completed.
+// A host call that needs the full frame (VCPU_RUN).
 __hyp_host_full_call:
-    ldr     x30, [sp, #152]
-    str     x30, [sp, #240]
-    str     x19, [sp, #152]
-    frame_x20_x29 stp, sp
-    mrs     x2, elr_el2
-    str     x2, [sp, #248]
-    mrs     x3, spsr_el2
-    str     x3, [sp, #256]
+    complete_frame
     mov     x0, sp
     bl      hyp_host_full_call
+    b       __hyp_next
+
+__hyp_guest_trap:
+    save_frame
+    mov     x0, sp
+    bl      hyp_guest_sync
+    b       __hyp_next
+
+// A guest call the short entry did not answer.
+__hyp_guest_full_call:
+    complete_frame
+    mov     x0, sp
+    bl      hyp_guest_sync
     b       __hyp_next
 
 __hyp_trap_common:
