@@ -161,6 +161,16 @@ pub fn leaks(t: &mut Tally) {
         // code relies on (callee-saved registers, SP, FP state, MMU).
         unsafe { leaks_window(p) };
         p.kind = 0;
+        // The guest's FP/SIMD across the exit and the host's run: its own.
+        let fp_kept = p.v_back == p.v && p.fp_back == p.fp_got;
+        if !fp_kept {
+            for j in (0..64).filter(|&j| p.v_back[j] != p.v[j]) {
+                println!("guest: V{}[{}] = {:#x}, was {:#x}", j / 2, j % 2, p.v_back[j], p.v[j]);
+            }
+            println!("guest: FPCR/FPSR = {:#x?}, were {:#x?}", p.fp_back, p.fp_got);
+        }
+        let what = alloc::format!("leaks: {} exit: the guest's FP/SIMD registers are its own after it", kind::name(k));
+        t.check(fp_kept, &what);
         let ended_well = k != kind::PREEMPT || p.stop != 0;
         call(svc::KIND_DONE, [k, ended_well as u64, 0]);
         if k == kind::POWER_OFF {
@@ -169,8 +179,40 @@ pub fn leaks(t: &mut Tally) {
     }
 }
 
+/// PACGA (generic authentication with APGAKey) of `v` with modifier `m`:
+/// x0 = PACGA(x1, x2), encoded (no assembler feature needed).
+fn pacga(v: u64, m: u64) -> u64 {
+    let r: u64;
+    // SAFETY: PACGA only computes a value from two registers and the key.
+    unsafe {
+        core::arch::asm!(".inst 0x9ac23020", in("x1") v, in("x2") m, out("x0") r, options(nomem, nostack));
+    }
+    r
+}
+
+/// The vCPU's first use of pointer authentication is an instruction, not
+/// a key register: the hyp traps it (HCR_EL2.API) and must load the
+/// vCPU's keys (reset: 0), never leave the host's in place. PACGA with the
+/// keys as the trap left them must equal PACGA once APGAKey is set to 0
+/// here (the host's APGAKey holds its pattern).
+fn pac_first_use(t: &mut Tally) {
+    let (v, m) = (0x0123_4567_89ab_cdef, 0xfeed_f00d);
+    let first = pacga(v, m);
+    // SAFETY: writing this vCPU's own generic-authentication key.
+    unsafe {
+        core::arch::asm!("msr S3_0_C2_C3_0, xzr", "msr S3_0_C2_C3_1, xzr", "isb", options(nomem, nostack));
+    }
+    let zero_key = pacga(v, m);
+    if first != zero_key || first == 0 {
+        println!("guest: PACGA = {first:#x} at first use, {zero_key:#x} with APGAKey 0");
+    }
+    t.check(first == zero_key && first != 0, "leaks: fresh VM: PACGA as its first use of PAuth uses its own keys");
+}
+
 /// `test=leaks-fresh`: the readings of a new VM, then power-off.
 pub fn leaks_fresh(t: &mut Tally) {
+    // Before anything reads the key registers (that would be a first use too).
+    pac_first_use(t);
     let p = page();
     let ipa = p as *mut Page as u64;
     read_everything(p);
@@ -278,6 +320,9 @@ core::arch::global_asm!(
     "    ldp x3, x4, [x2]",
     "    msr fpcr, x3",
     "    msr fpsr, x4",
+    "    mrs x3, fpcr",
+    "    mrs x4, fpsr",
+    "    stp x3, x4, [x2, #16]",
     // Window registers (sysregs::WINDOW order); SCTLR's pattern turns the
     // MMU off, so the others may hold anything.
     "    add x1, x0, #{win}",
@@ -346,6 +391,27 @@ core::arch::global_asm!(
     "9:  adrp x1, LEAKS_PAGE",
     "    add x1, x1, :lo12:LEAKS_PAGE",
     "    str x0, [x1, #{result}]",
+    // FP/SIMD as the exit left it, before anything else touches it.
+    "    add x2, x1, #{v_back}",
+    "    stp q0, q1, [x2], #32",
+    "    stp q2, q3, [x2], #32",
+    "    stp q4, q5, [x2], #32",
+    "    stp q6, q7, [x2], #32",
+    "    stp q8, q9, [x2], #32",
+    "    stp q10, q11, [x2], #32",
+    "    stp q12, q13, [x2], #32",
+    "    stp q14, q15, [x2], #32",
+    "    stp q16, q17, [x2], #32",
+    "    stp q18, q19, [x2], #32",
+    "    stp q20, q21, [x2], #32",
+    "    stp q22, q23, [x2], #32",
+    "    stp q24, q25, [x2], #32",
+    "    stp q26, q27, [x2], #32",
+    "    stp q28, q29, [x2], #32",
+    "    stp q30, q31, [x2], #32",
+    "    mrs x3, fpcr",
+    "    mrs x4, fpsr",
+    "    stp x3, x4, [x2]",
     "    add x1, x1, #{save}",
     "    ldp x2, x3, [x1, #224]",
     "    msr vbar_el1, x2",
@@ -394,6 +460,7 @@ core::arch::global_asm!(
     save = const off::SAVE,
     v = const off::V,
     fpcr = const off::FPCR,
+    v_back = const off::V_BACK,
     win = const off::WIN,
     win_got = const off::WIN_GOT,
     sp = const off::SP,

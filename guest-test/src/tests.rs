@@ -121,6 +121,35 @@ fn discovery(t: &mut Tally) {
     t.eq(call(psci::CPU_SUSPEND, [0; 3])[0] as i64, NOT_SUPPORTED, "PSCI CPU_SUSPEND is NOT_SUPPORTED");
     t.eq(call(0xc600_0010, [0; 3])[0] as i64, NOT_SUPPORTED, "an unknown vendor call is NOT_SUPPORTED");
     t.eq(call(0x8100_0000, [0; 3])[0] as i64, NOT_SUPPORTED, "an unknown service is NOT_SUPPORTED");
+    preserved(t, guest::HYP_MEMINFO, 0, PAGE as i64, "HYP_MEMINFO (the hyp's short guest-call entry)");
+    preserved(t, guest::MEM_SHARE, 1, INVALID, "MEM_SHARE with x2 != 0 (the full frame)");
+}
+
+/// SMCCC 1.1: a call returns x4-x17 as they were (no result there). Calls
+/// `fid` with x1 = 0, x2 = `x2`, x3 = 0 and patterns in x4-x17; x0 must be
+/// `want`.
+fn preserved(t: &mut Tally, fid: u32, x2: u64, want: i64, what: &str) {
+    const P: u64 = 0x5a5a_0000_0000_0000;
+    let mut r = [0u64; 14];
+    let x0: u64;
+    // SAFETY: an HVC with every register it may change declared.
+    unsafe {
+        core::arch::asm!(
+            "hvc #0",
+            inout("x0") fid as u64 => x0, inout("x1") 0u64 => _, inout("x2") x2 => _, inout("x3") 0u64 => _,
+            inout("x4") P | 4 => r[0], inout("x5") P | 5 => r[1], inout("x6") P | 6 => r[2],
+            inout("x7") P | 7 => r[3], inout("x8") P | 8 => r[4], inout("x9") P | 9 => r[5],
+            inout("x10") P | 10 => r[6], inout("x11") P | 11 => r[7], inout("x12") P | 12 => r[8],
+            inout("x13") P | 13 => r[9], inout("x14") P | 14 => r[10], inout("x15") P | 15 => r[11],
+            inout("x16") P | 16 => r[12], inout("x17") P | 17 => r[13],
+            options(nostack)
+        );
+    }
+    let kept = r.iter().enumerate().all(|(i, &v)| v == P | (i as u64 + 4));
+    if !kept {
+        println!("  x4..x17 after: {:#x?}", r);
+    }
+    t.check(kept && x0 as i64 == want, &alloc::format!("x4-x17 survive {what}"));
 }
 
 fn share_roundtrip(t: &mut Tally) {

@@ -6,7 +6,7 @@ use tock_registers::interfaces::Readable;
 
 use hyp::esr::Esr;
 
-use crate::arch::aarch64::trap::{CallRegs, Line, TrapFrame, KIND_NAMES};
+use crate::arch::aarch64::trap::{CallRegs, Line, Next, TrapFrame, KIND_NAMES};
 use crate::percpu::{self, Running};
 
 /// Vector kinds (vectors.S): lower EL, AArch64 and AArch32.
@@ -19,8 +19,10 @@ const IRQ_A32: u64 = 13;
 const FIQ_A32: u64 = 14;
 const SERROR_A32: u64 = 15;
 
+/// Every exception but the host's short host calls (vectors.S); returns
+/// what the vectors restore.
 #[no_mangle]
-extern "C" fn hyp_trap(kind: u64, frame: &mut TrapFrame) {
+extern "C" fn hyp_trap(kind: u64, frame: &mut TrapFrame) -> Next {
     match kind {
         SYNC_A64 | SYNC_A32 => handle_sync(frame),
         IRQ_A64 | FIQ_A64 | IRQ_A32 | FIQ_A32 => handle_irq(frame),
@@ -29,13 +31,13 @@ extern "C" fn hyp_trap(kind: u64, frame: &mut TrapFrame) {
     }
 }
 
-/// The short entry of an HVC64 from the host (vectors.S: the host runs,
-/// VMID 0): 1 if the call was handled, 0 if it needs the full frame (then
-/// it comes again through `hyp_trap`).
+/// The short entry of an HVC64 from the host (vectors.S: the host's vector
+/// table): 1 if the call was handled, 0 if it needs the full frame (then
+/// the entry calls `hyp_host_full_call`).
 #[no_mangle]
 extern "C" fn hyp_host_call(regs: &mut CallRegs) -> u64 {
     debug_assert_eq!(percpu::this_cpu().running, Running::Host);
-    crate::hypercall::host::handle_short(regs) as u64
+    crate::hypercall::host::handle_short(regs)
 }
 
 /// A host call that `hyp_host_call` left to the full frame (VCPU_RUN), with
@@ -43,22 +45,40 @@ extern "C" fn hyp_host_call(regs: &mut CallRegs) -> u64 {
 /// `hyp_trap`'s and the host's syndrome dispatch (the short entry is taken
 /// only for an HVC64 from the host).
 #[no_mangle]
-extern "C" fn hyp_host_full_call(frame: &mut TrapFrame) {
+extern "C" fn hyp_host_full_call(frame: &mut TrapFrame) -> Next {
     debug_assert_eq!(percpu::this_cpu().running, Running::Host);
     crate::hypercall::host::handle(frame)
 }
 
-fn handle_sync(frame: &mut TrapFrame) {
+/// The short entry of a guest's HVC64 (vectors.S: the guest's vector
+/// table): 1 if answered on the call registers, 0 if it needs the full
+/// frame (then the entry calls `hyp_guest_sync`).
+#[no_mangle]
+extern "C" fn hyp_guest_call(regs: &mut CallRegs) -> u64 {
+    crate::vm::run::guest_call_short(regs)
+}
+
+/// A guest's synchronous exception (vectors.S: the guest's vector table),
+/// straight to the guest's handler.
+#[no_mangle]
+extern "C" fn hyp_guest_sync(frame: &mut TrapFrame) -> Next {
+    match percpu::this_cpu().running {
+        Running::Guest(h, v) => crate::vm::run::handle_guest_sync(frame, h, v),
+        Running::Host => fatal(SYNC_A64, frame),
+    }
+}
+
+fn handle_sync(frame: &mut TrapFrame) -> Next {
     match percpu::this_cpu().running {
         Running::Host => crate::host::handle_sync(frame),
         Running::Guest(h, v) => crate::vm::run::handle_guest_sync(frame, h, v),
     }
 }
 
-fn handle_irq(frame: &mut TrapFrame) {
+fn handle_irq(frame: &mut TrapFrame) -> Next {
     match percpu::this_cpu().running {
         // Host interrupts are routed to EL1; one reaching EL2 is spurious.
-        Running::Host => {}
+        Running::Host => Next::RESUME,
         Running::Guest(h, v) => crate::vm::run::handle_guest_irq(frame, h, v),
     }
 }
@@ -66,7 +86,7 @@ fn handle_irq(frame: &mut TrapFrame) {
 /// A physical SError from a lower EL. Only guests route SErrors to EL2
 /// (HCR_EL2.AMO): one that arrives while a guest runs is that guest's; it
 /// stops that vCPU, not the machine.
-fn handle_serror(kind: u64, frame: &mut TrapFrame) {
+fn handle_serror(kind: u64, frame: &mut TrapFrame) -> Next {
     match percpu::this_cpu().running {
         Running::Guest(h, v) => crate::vm::run::handle_guest_serror(frame, h, v),
         Running::Host => fatal(kind, frame),

@@ -42,6 +42,13 @@ pub struct PerCpu {
     pub host_pmcnten: u64,
     /// The host's DISR_EL1 while a guest runs.
     pub host_disr: u64,
+    /// The running guest's FP/SIMD registers are in the CPU (it used them
+    /// in this run; the host's are in `host.fp`). Until then the host's
+    /// stay in the CPU, trapped for the guest (CPTR_EL2.TFP).
+    pub guest_fp: bool,
+    /// The `context::feat::LAZY` groups switched for the running guest
+    /// (it had used them before this run, or trapped on them in it).
+    pub guest_lazy: u32,
     /// This CPU's redistributor SGI frame (the hyp timer's PPI), 0 if none.
     pub gicr_sgi: u64,
     /// The virtual timer's PPI (INTID 27) while a guest runs: enabled by
@@ -67,6 +74,8 @@ const INIT: PerCpu = PerCpu {
     host_icc: [0; 2],
     host_pmcnten: 0,
     host_disr: 0,
+    guest_fp: false,
+    guest_lazy: 0,
     gicr_sgi: 0,
     vtimer_ppi: [false; 2],
     host_vttbr: 0,
@@ -90,12 +99,24 @@ pub fn index_of(mpidr: u64) -> usize {
     (mpidr & 0xff) as usize % MAX_CPUS
 }
 
-/// This CPU's state.
+/// Points TPIDR_EL2 at this CPU's slot (chosen by MPIDR): the first thing
+/// every CPU does at EL2, before anything calls [`this_cpu`].
+pub fn init_this_cpu() {
+    use aarch64_cpu::registers::{Writeable, MPIDR_EL1, TPIDR_EL2};
+    let id = index_of(MPIDR_EL1.get());
+    // SAFETY: only the address of the slot is taken.
+    let slot = unsafe { core::ptr::addr_of_mut!((*core::ptr::addr_of_mut!(CPUS))[id]) };
+    TPIDR_EL2.set(slot as u64);
+}
+
+/// This CPU's state (one register read: TPIDR_EL2, set by
+/// [`init_this_cpu`]; nothing else writes it).
+#[inline]
 pub fn this_cpu() -> &'static mut PerCpu {
-    let id = index_of(aarch64_cpu::registers::MPIDR_EL1.get());
-    // SAFETY: each CPU only touches its own slot, with exceptions masked at
-    // EL2, so no two references to one slot are live at once.
-    unsafe { &mut (*core::ptr::addr_of_mut!(CPUS))[id] }
+    // SAFETY: TPIDR_EL2 points at this CPU's slot of CPUS. Each CPU only
+    // touches its own slot, with exceptions masked at EL2, so no two
+    // references to one slot are live at once.
+    unsafe { &mut *(aarch64_cpu::registers::TPIDR_EL2.get() as *mut PerCpu) }
 }
 
 /// Top of this CPU's EL2 stack.
@@ -103,6 +124,17 @@ pub fn stack_top(cpu: &PerCpu) -> u64 {
     // SAFETY: linker symbol; only its address is used.
     let base = unsafe { &__stacks_start as *const u8 as u64 };
     base + (cpu.id as u64 + 1) * STACK_SIZE
+}
+
+/// The host's trap frame while a guest vCPU runs on this CPU: the top of
+/// this CPU's EL2 stack, where the host's VCPU_RUN built it and vectors.S
+/// keeps it (the guest's traps build their frames below it).
+pub fn host_frame(cpu: &PerCpu) -> &'static mut TrapFrame {
+    let at = stack_top(cpu) - core::mem::size_of::<TrapFrame>() as u64;
+    // SAFETY: while a guest runs here, those bytes hold the host's frame,
+    // 16-byte aligned, and nothing else refers to them: the handler that
+    // asks is running below the guest's frame, with exceptions masked.
+    unsafe { &mut *(at as *mut TrapFrame) }
 }
 
 /// First entry into the host with `cpu.frame`.

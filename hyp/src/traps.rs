@@ -18,6 +18,10 @@ pub enum Action {
     Id { crm: u8, op2: u8 },
     /// ICC_SGI1R_EL1: an SGI to the guest's own vCPUs.
     Sgi,
+    /// A pointer-authentication key register (HCR_EL2.APK, set until the
+    /// vCPU first uses PAuth): the vCPU's keys are loaded and the access
+    /// runs again, untrapped.
+    PauthKey,
 }
 
 /// Decides a trapped MSR/MRS/SYS access (ESR EC 0x18) from a guest.
@@ -55,6 +59,8 @@ pub fn decide(a: &SysRegAccess) -> Action {
         // UNDEF (a guest has group 1 only).
         (3, 0, 12, 11, 5) => Action::Sgi,
         (3, 0, 12, 11, 6 | 7) => Action::Undef,
+        // APIA/APIB/APDA/APDB KeyLo/Hi (CRm 1, 2) and APGAKeyLo/Hi (CRm 3).
+        (3, 0, 2, 1 | 2, 0..=3) | (3, 0, 2, 3, 0 | 1) => Action::PauthKey,
         // LORegions, SCXTNUM, implementation-defined (TIDCP), and
         // anything else that traps: UNDEF.
         _ => Action::Undef,
@@ -162,6 +168,17 @@ mod tests {
         assert_eq!(decide(&acc(3, 0, 13, 0, 7)), Action::Undef, "SCXTNUM_EL1");
         assert_eq!(decide(&acc(3, 0, 15, 2, 0)), Action::Undef, "IMPDEF");
         assert_eq!(decide(&acc(3, 0, 0, 4, 0)), Action::Id { crm: 4, op2: 0 }, "ID_AA64PFR0_EL1");
+    }
+
+    #[test]
+    fn pauth_keys() {
+        for (crm, op2) in [(1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3), (3, 0), (3, 1)] {
+            assert_eq!(decide(&acc(3, 0, 2, crm, op2)), Action::PauthKey, "key CRm {crm} op2 {op2}");
+        }
+        // Not keys: TTBR0_EL1 (CRm 0), nothing at APGA op2 2/3, other op1.
+        assert_eq!(decide(&acc(3, 0, 2, 0, 0)), Action::Undef);
+        assert_eq!(decide(&acc(3, 0, 2, 3, 2)), Action::Undef);
+        assert_eq!(decide(&acc(3, 4, 2, 1, 0)), Action::Undef);
     }
 
     #[test]

@@ -78,6 +78,15 @@ pub struct Page {
     pub v: [u64; 64],
     pub fpcr: u64,
     pub fpsr: u64,
+    /// FPCR and FPSR read back after the window wrote them.
+    pub fp_got: [u64; 2],
+    /// V0..V31, FPCR, FPSR read first thing after the exit, back in the
+    /// window: no FP/SIMD instruction ran since they were loaded, so with
+    /// the hyp's lazy switch this read is the vCPU's first FP/SIMD access
+    /// of its new run. They must be the window's values: the guest's own,
+    /// not the host's (the host loaded its own patterns meanwhile).
+    pub v_back: [u64; 64],
+    pub fp_back: [u64; 2],
     /// The window code's save area.
     pub save: [u64; 32],
     /// Value of each register after the guest wrote its pattern.
@@ -104,11 +113,15 @@ pub mod off {
     pub const GPR: usize = offset_of!(Page, gpr);
     pub const V: usize = offset_of!(Page, v);
     pub const FPCR: usize = offset_of!(Page, fpcr);
+    pub const V_BACK: usize = offset_of!(Page, v_back);
     pub const SAVE: usize = offset_of!(Page, save);
 }
 
 const _: () = assert!(core::mem::size_of::<Page>() <= 8192);
 const _: () = assert!(off::V.is_multiple_of(16));
+const _: () = assert!(off::V_BACK.is_multiple_of(16) && off::V_BACK < 4096);
+const _: () = assert!(off::FPCR + 16 == core::mem::offset_of!(Page, fp_got));
+const _: () = assert!(off::V_BACK + 512 == core::mem::offset_of!(Page, fp_back));
 
 /// The guest's pattern for x<n> during exit `k`.
 pub const fn gpr_pattern(k: u64, n: usize) -> u64 {

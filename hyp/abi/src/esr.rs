@@ -6,6 +6,8 @@ use core::fmt;
 pub const EC_UNKNOWN: u8 = 0x00;
 pub const EC_WFX: u8 = 0x01;
 pub const EC_FP: u8 = 0x07;
+/// A pointer-authentication instruction trapped (HCR_EL2.API clear).
+pub const EC_PAC: u8 = 0x09;
 pub const EC_HVC64: u8 = 0x16;
 pub const EC_SMC64: u8 = 0x17;
 pub const EC_SYS64: u8 = 0x18;

@@ -100,6 +100,7 @@ fn parse_options(bootargs: &'static str) -> Options {
 /// Rust entry on the boot CPU (from entry.S): x0 = DTB, x1 = load address.
 #[no_mangle]
 extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
+    crate::percpu::init_this_cpu();
     mmu::enable();
     // SAFETY: the DTB QEMU hands over is in normal memory, mapped by the
     // identity map; fdt validates the header before trusting sizes.
@@ -119,6 +120,8 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let opts = parse_options(m.bootargs);
     crate::console::set_level(opts.log);
     crate::tracebuf::configure(opts.trace, opts.trace_vm, opts.trace_buf, !opts.trace_quiet);
+    // After the checker's and the trace's options, before the host runs.
+    crate::hypercall::host::configure_watch();
 
     // SAFETY: linker symbols; only their addresses are used.
     let (img_start, img_end) = unsafe { (&__hyp_start as *const u8 as u64, &__hyp_end as *const u8 as u64) };
@@ -277,7 +280,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     VTTBR_EL2.set(vttbr);
     context::detect_features();
     el1::init_el2_controls();
-    Context::reset().restore_cpu(Kind::Host);
+    Context::reset().restore_cpu(Kind::Host, context::feat::LAZY);
     if let (Some(d), Some(r)) = (m.gic_dist, m.gic_redists().first().copied()) {
         // SAFETY: the DTB's GIC regions, device memory in the EL2 map.
         unsafe { crate::dev::gicv3::init_dist(d.base) };
@@ -384,6 +387,7 @@ pub const KNOWN: u64 = 1 << 63;
 /// its context ID, at EL1h with the MMU off.
 #[no_mangle]
 extern "C" fn hyp_secondary_main(idx: u64) -> ! {
+    percpu::init_this_cpu();
     mmu::enable_this_cpu();
     let cpu = percpu::this_cpu();
     cpu.id = idx as usize;
@@ -393,7 +397,7 @@ extern "C" fn hyp_secondary_main(idx: u64) -> ! {
     VTCR_EL2.set(cpu.host_vtcr);
     VTTBR_EL2.set(cpu.host_vttbr);
     el1::init_el2_controls();
-    Context::reset().restore_cpu(Kind::Host);
+    Context::reset().restore_cpu(Kind::Host, context::feat::LAZY);
     init_cpu_gic(cpu);
     // Nothing this CPU's TLBs held before its reset survives.
     tlb::flush_all_this_cpu();

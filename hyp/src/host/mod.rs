@@ -10,16 +10,16 @@ use hyp::exception::{fault_kind, FaultKind};
 use hyp::mm::mem_protect::HostFault;
 
 use crate::arch::aarch64::inject;
-use crate::arch::aarch64::trap::{fault_ipa, TrapFrame};
+use crate::arch::aarch64::trap::{fault_ipa, Next, TrapFrame};
 use crate::mmenv::HypEnv;
 use crate::tracebuf::point;
 use crate::{hypercall, mem};
 use hyp::trace::Resolution;
 
-pub fn handle_sync(frame: &mut TrapFrame) {
+pub fn handle_sync(frame: &mut TrapFrame) -> Next {
     let esr = Esr(ESR_EL2.get());
     match esr.ec() {
-        EC_HVC64 => hypercall::host::handle(frame),
+        EC_HVC64 => return hypercall::host::handle(frame),
         EC_SMC64 => {
             // A trapped SMC returns to the SMC itself: step over it.
             frame.elr += 4;
@@ -31,6 +31,7 @@ pub fn handle_sync(frame: &mut TrapFrame) {
             inject::inject_undef(frame);
         }
     }
+    Next::RESUME
 }
 
 /// A host stage-2 fault, decided from its syndrome: only a translation

@@ -13,7 +13,7 @@ use hyp::mm::mem_protect;
 use hyp::mm::{Error, PAGE_SIZE};
 
 use crate::arch::aarch64::context::Context;
-use crate::arch::aarch64::trap::TrapFrame;
+use crate::arch::aarch64::trap::{CallRegs, TrapFrame};
 use crate::mem;
 use crate::mmenv::HypEnv;
 use crate::tracebuf::point;
@@ -53,68 +53,23 @@ pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcom
 }
 
 fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
+    if answer(frame.call_regs(), vm) {
+        return Outcome::Resume;
+    }
     let fid = frame.x[0] as u32;
     let (x1, x2, x3) = (frame.x[1], frame.x[2], frame.x[3]);
     match fid {
-        arch::SMCCC_VERSION => ret(frame, arch::VERSION_1_1 as i64),
-        arch::SMCCC_ARCH_FEATURES => match x1 as u32 {
-            arch::SMCCC_VERSION | arch::SMCCC_ARCH_FEATURES => ret(frame, 0),
-            _ => ret(frame, smccc::NOT_SUPPORTED),
-        },
-        abi::CALL_UID => {
-            for (i, w) in abi::KVM_UID.iter().enumerate() {
-                frame.x[i] = *w as u64;
-            }
-            Outcome::Resume
-        }
-        abi::KVM_FEATURES => {
-            frame.x[1] = 0;
-            frame.x[2] = 0;
-            frame.x[3] = 0;
-            ret(frame, abi::FEATURE_BITS as i64)
-        }
-        abi::HYP_MEMINFO => {
-            if x1 != 0 || x2 != 0 || x3 != 0 {
-                return ret(frame, smccc::INVALID_PARAMETER);
-            }
-            ret(frame, PAGE_SIZE as i64)
-        }
         abi::MEM_SHARE | abi::MEM_UNSHARE | abi::MEM_RELINQUISH => {
             if x2 != 0 || x3 != 0 {
                 return ret(frame, smccc::INVALID_PARAMETER);
             }
             mem_call(frame, vm, vcpu, fid, x1)
         }
-        abi::MMIO_GUARD => {
-            if x2 != 0 || x3 != 0 {
-                return ret(frame, smccc::INVALID_PARAMETER);
-            }
-            match vm.lock().guards.guard(x1) {
-                Ok(()) => ret(frame, smccc::SUCCESS),
-                Err(_) => ret(frame, smccc::INVALID_PARAMETER),
-            }
-        }
-        psci::VERSION => ret(frame, psci::VERSION_1_1 as i64),
-        psci::FEATURES => match x1 as u32 {
-            // SMCCC v1.1 is there (SMCCC 1.1, 7.2): Linux asks this before
-            // it calls SMCCC_VERSION, and without it uses no SMCCC 1.1
-            // service at all (the KVM UID, hence the pKVM guest driver).
-            arch::SMCCC_VERSION
-            | psci::VERSION
-            | psci::FEATURES
-            | psci::SYSTEM_OFF
-            | psci::SYSTEM_RESET
-            | psci::CPU_ON
-            | psci::CPU_OFF
-            | psci::AFFINITY_INFO => ret(frame, 0),
-            _ => ret(frame, psci::NOT_SUPPORTED),
-        },
         psci::CPU_ON => cpu_on(frame, vm, vcpu, x1, x2, x3),
         psci::CPU_OFF => {
             vm.lock().vcpus[vcpu].off = true;
             Outcome::Exit { reason: exit::CPU_OFF, details: [0; 5], pending: Pending::None, stop: false }
         }
-        psci::AFFINITY_INFO => affinity_info(frame, vm, x1, x2),
         psci::SYSTEM_OFF => {
             Outcome::Exit { reason: exit::SYSTEM_OFF, details: [0; 5], pending: Pending::None, stop: true }
         }
@@ -129,6 +84,65 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
         },
         _ => ret(frame, smccc::NOT_SUPPORTED),
     }
+}
+
+/// The calls answered from their arguments alone: no exit, nothing of the
+/// vCPU but x0..x3 changed (discovery, HYP_MEMINFO, MMIO_GUARD, PSCI
+/// VERSION/FEATURES/AFFINITY_INFO). True once answered; false, having done
+/// nothing, for any other call. Both the full path (`call`) and the short
+/// guest-call entry (`vm::run::guest_call_short`, x0-x18 saved) use it.
+pub fn answer(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>) -> bool {
+    let fid = x[0] as u32;
+    // The memory calls first: the busiest calls the short entry declines.
+    if matches!(fid, abi::MEM_SHARE | abi::MEM_UNSHARE | abi::MEM_RELINQUISH) {
+        return false;
+    }
+    let (x1, x2, x3) = (x[1], x[2], x[3]);
+    let r = match fid {
+        arch::SMCCC_VERSION => arch::VERSION_1_1 as i64,
+        arch::SMCCC_ARCH_FEATURES => match x1 as u32 {
+            arch::SMCCC_VERSION | arch::SMCCC_ARCH_FEATURES => 0,
+            _ => smccc::NOT_SUPPORTED,
+        },
+        abi::CALL_UID => {
+            for (i, w) in abi::KVM_UID.iter().enumerate() {
+                x[i] = *w as u64;
+            }
+            return true;
+        }
+        abi::KVM_FEATURES => {
+            x[1] = 0;
+            x[2] = 0;
+            x[3] = 0;
+            abi::FEATURE_BITS as i64
+        }
+        abi::HYP_MEMINFO if x1 != 0 || x2 != 0 || x3 != 0 => smccc::INVALID_PARAMETER,
+        abi::HYP_MEMINFO => PAGE_SIZE as i64,
+        abi::MMIO_GUARD if x2 != 0 || x3 != 0 => smccc::INVALID_PARAMETER,
+        abi::MMIO_GUARD => match vm.lock().guards.guard(x1) {
+            Ok(()) => smccc::SUCCESS,
+            Err(_) => smccc::INVALID_PARAMETER,
+        },
+        psci::VERSION => psci::VERSION_1_1 as i64,
+        psci::FEATURES => match x1 as u32 {
+            // SMCCC v1.1 is there (SMCCC 1.1, 7.2): Linux asks this before
+            // it calls SMCCC_VERSION, and without it uses no SMCCC 1.1
+            // service at all (the KVM UID, hence the pKVM guest driver).
+            arch::SMCCC_VERSION
+            | psci::VERSION
+            | psci::FEATURES
+            | psci::SYSTEM_OFF
+            | psci::SYSTEM_RESET
+            | psci::CPU_ON
+            | psci::CPU_OFF
+            | psci::AFFINITY_INFO => 0,
+            _ => psci::NOT_SUPPORTED,
+        },
+        psci::AFFINITY_INFO => affinity_info(vm, x1, x2),
+        _ => return false,
+    };
+    x[0] = r as u64;
+    true
 }
 
 /// The vCPU with this MPIDR: Aff0 = its index, everything else 0.
@@ -166,15 +180,19 @@ fn cpu_on(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, me: usize, mpidr: u64, ent
 
 /// PSCI AFFINITY_INFO at level 0: ON until a vCPU has powered off and left
 /// its CPU (or stopped for good).
-fn affinity_info(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, mpidr: u64, level: u64) -> Outcome {
+fn affinity_info(vm: &Arc<Mutex<Vm>>, mpidr: u64, level: u64) -> i64 {
     let vm = vm.lock();
     match (target(&vm, mpidr), level) {
         (Some(t), 0) => {
             let v = &vm.vcpus[t];
             let on = v.running || (!v.off && !v.stopped);
-            ret(frame, if on { psci::AFF_ON } else { psci::AFF_OFF })
+            if on {
+                psci::AFF_ON
+            } else {
+                psci::AFF_OFF
+            }
         }
-        _ => ret(frame, psci::INVALID_PARAMETERS),
+        _ => psci::INVALID_PARAMETERS,
     }
 }
 

@@ -5,60 +5,84 @@
 //! hyp-abi: x0 = SMCCC status of the call itself, x1 = 0 or -errno, x2..
 //! results.
 
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use hyp::abi::{host as abi, smccc};
 use hyp::mm::mem_protect::{self, HostMm, HypMm};
 use hyp::mm::prot::{Leaf, PageState};
 use hyp::mm::Error;
 use hyp::trace::{op, Kind, RECORD_SIZE};
 
-use crate::arch::aarch64::trap::{CallRegs, TrapFrame};
+use crate::arch::aarch64::trap::{CallRegs, Next, TrapFrame};
 use crate::arch::aarch64::window;
 use crate::mmenv::HypEnv;
 use crate::tracebuf::{self, point};
 use crate::{mem, vm, Status};
 
 /// A host call from the short entry (vectors.S: x0-x18 saved, the host's
-/// other registers live in the CPU). Returns false, having done nothing,
-/// for a call that needs the full frame (VCPU_RUN switches worlds): the
-/// entry then builds it and the call comes back through `handle`.
+/// other registers live in the CPU): 1 once handled, its results in `x`;
+/// 0, having done nothing, for a call that needs the full frame (VCPU_RUN
+/// switches worlds): the entry then builds it and calls `handle`.
 #[inline(always)]
-pub fn handle_short(x: &mut CallRegs) -> bool {
-    let fid = x[0] as u32;
-    if fid == abi::VCPU_RUN {
-        return false;
+pub fn handle_short(x: &mut CallRegs) -> u64 {
+    if watched() {
+        return watched_call(x);
     }
-    if crate::checker::on() || tracebuf::on(Kind::Hypercall) {
-        watched(fid, x);
-        return true;
-    }
-    // Nobody watches: the call and its status, nothing else.
-    let r = dispatch(fid, x);
-    status(x, r);
-    true
+    // Nobody watches: one jump through the table, which also writes the
+    // call's status.
+    entry(x[0] as u32)(x)
+}
+
+/// Does anyone watch host calls (the invariant checker, the hypercall
+/// trace)? Both are configured once, at boot: `configure_watch` folds them
+/// into one flag, the only thing an unwatched call reads before its jump.
+static WATCHED: AtomicBool = AtomicBool::new(false);
+
+/// Called at boot once the checker and the trace are configured, before
+/// the host runs.
+pub fn configure_watch() {
+    WATCHED.store(crate::checker::on() || tracebuf::on(Kind::Hypercall), Relaxed);
+}
+
+/// Host and guest calls: whether the checker or the hypercall trace
+/// watches them (the short entries leave watched guest calls to the full
+/// frame).
+#[inline(always)]
+pub fn watched() -> bool {
+    WATCHED.load(Relaxed)
 }
 
 /// A host call with the checker's hooks and the trace point.
 #[inline(never)]
-fn watched(fid: u32, x: &mut CallRegs) {
+fn watched_call(x: &mut CallRegs) -> u64 {
+    let fid = x[0] as u32;
+    if fid == abi::VCPU_RUN {
+        return 0;
+    }
     let (x1, before) = (x[1], crate::checker::before_call());
-    let r = dispatch(fid, x);
-    finish(x, fid, x1, before, r);
+    entry(fid)(x);
+    // Refused: NOT_SUPPORTED, or an errno in x1 (`status`).
+    let refused = x[0] != smccc::SUCCESS as u64 || x[1] != 0;
+    after(x, fid, x1, before, refused);
+    1
 }
 
-/// A host call with the full frame.
-pub fn handle(frame: &mut TrapFrame) {
-    let fid = frame.x[0] as u32;
+/// A host call with the full frame: VCPU_RUN, or any call that did not
+/// come through the short entry. Returns what the vectors restore: the
+/// guest's frame if the VCPU_RUN entered it.
+pub fn handle(frame: &mut TrapFrame) -> Next {
+    if handle_short(frame.call_regs()) != 0 {
+        return Next::RESUME;
+    }
     let (x1, before) = (frame.x[1], crate::checker::before_call());
-    let r = if fid == abi::VCPU_RUN {
-        match vm::run::vcpu_run(frame) {
-            // The frame is now the guest's.
-            Ok(()) => return,
-            Err(e) => Some(Err(e)),
-        }
-    } else {
-        dispatch(fid, frame.call_regs())
+    let r = match vm::run::vcpu_run(frame) {
+        Ok(next) => return next,
+        Err(e) => Some(Err(e)),
     };
-    finish(frame.call_regs(), fid, x1, before, r);
+    let x = frame.call_regs();
+    let refused = status(x, r);
+    after(x, abi::VCPU_RUN, x1, before, refused);
+    Next::RESUME
 }
 
 /// x0 and x1 of a host call (`None`: no such function); true if refused.
@@ -77,9 +101,8 @@ fn status(x: &mut CallRegs, r: Option<Result<(), Error>>) -> bool {
     }
 }
 
-/// The status, then the checker's hooks and the trace point.
-fn finish(x: &mut CallRegs, fid: u32, x1: u64, before: Option<crate::checker::Before>, r: Option<Result<(), Error>>) {
-    let refused = status(x, r);
+/// After a watched call: the checker's hook and the trace point.
+fn after(x: &CallRegs, fid: u32, x1: u64, before: Option<crate::checker::Before>, refused: bool) {
     crate::checker::after_call(before, fid as u64, refused);
     // Draining is not itself recorded: it would refill the ring it empties.
     if fid != abi::TRACE_DRAIN {
@@ -90,6 +113,10 @@ fn finish(x: &mut CallRegs, fid: u32, x1: u64, before: Option<crate::checker::Be
 /// A host call's handler: arguments in x1.., extra results in x2...
 type Handler = fn(&mut CallRegs) -> Result<(), Error>;
 
+/// An entry of the jump table: the handler with its status written (x0,
+/// x1); returns 1, or 0 for VCPU_RUN (see `handle_short`).
+type Entry = extern "C" fn(&mut CallRegs) -> u64;
+
 /// The host calls' function numbers run from 0x100 (VM_CREATE) to
 /// 0x129 (DMA_EVENTS): one slot each, indexed by fid - VM_CREATE.
 const FIRST: u32 = abi::VM_CREATE;
@@ -99,41 +126,63 @@ const fn slot(fid: u32) -> usize {
     (fid - FIRST) as usize
 }
 
-/// The jump table of every host call but VCPU_RUN (taken with the full
-/// frame, in `handle`).
-const TABLE: [Option<Handler>; SLOTS] = {
-    let mut t: [Option<Handler>; SLOTS] = [None; SLOTS];
-    t[slot(abi::VM_CREATE)] = Some(vm_create);
-    t[slot(abi::VM_DESTROY)] = Some(vm_destroy);
-    t[slot(abi::VCPU_CREATE)] = Some(vcpu_create);
-    t[slot(abi::DONATE_GUEST)] = Some(donate_guest);
-    t[slot(abi::SHARE_HYP)] = Some(share_hyp);
-    t[slot(abi::UNSHARE_HYP)] = Some(unshare_hyp);
-    t[slot(abi::PIN)] = Some(pin);
-    t[slot(abi::UNPIN)] = Some(unpin);
-    t[slot(abi::DONATE_HYP)] = Some(donate_hyp);
-    t[slot(abi::RECLAIM_HYP)] = Some(reclaim_hyp);
-    t[slot(abi::PAGE_STATE)] = Some(page_state);
-    t[slot(abi::VCPU_IRQ)] = Some(vcpu_irq);
-    t[slot(abi::DUMP_S2)] = Some(dump_s2);
-    t[slot(abi::SHUTDOWN)] = Some(shutdown);
-    t[slot(abi::VM_STATS)] = Some(vm_stats);
-    t[slot(abi::TRACE_DRAIN)] = Some(trace_drain);
-    t[slot(abi::NOP)] = Some(nop);
-    t[slot(abi::STATS)] = Some(stats);
-    t[slot(abi::CHECK_INVARIANTS)] = Some(check_invariants);
-    t[slot(abi::VM_DIGEST)] = Some(vm_digest);
-    t[slot(abi::VM_CALLS)] = Some(vm_calls);
-    t[slot(abi::DMA_EVENTS)] = Some(dma_events);
+/// A function number with no handler: NOT_SUPPORTED, nothing else.
+extern "C" fn unknown(x: &mut CallRegs) -> u64 {
+    status(x, None);
+    1
+}
+
+/// VCPU_RUN: left to the full frame.
+extern "C" fn full_frame(_: &mut CallRegs) -> u64 {
+    0
+}
+
+/// The table entry of handler `$h`: the call and its status.
+macro_rules! entry {
+    ($h:expr) => {{
+        extern "C" fn e(x: &mut CallRegs) -> u64 {
+            let h: Handler = $h;
+            let r = h(x);
+            status(x, Some(r));
+            1
+        }
+        e
+    }};
+}
+
+/// The jump table of every host call.
+const TABLE: [Entry; SLOTS] = {
+    let mut t: [Entry; SLOTS] = [unknown; SLOTS];
+    t[slot(abi::VM_CREATE)] = entry!(vm_create);
+    t[slot(abi::VM_DESTROY)] = entry!(vm_destroy);
+    t[slot(abi::VCPU_CREATE)] = entry!(vcpu_create);
+    t[slot(abi::VCPU_RUN)] = full_frame;
+    t[slot(abi::DONATE_GUEST)] = entry!(donate_guest);
+    t[slot(abi::SHARE_HYP)] = entry!(share_hyp);
+    t[slot(abi::UNSHARE_HYP)] = entry!(unshare_hyp);
+    t[slot(abi::PIN)] = entry!(pin);
+    t[slot(abi::UNPIN)] = entry!(unpin);
+    t[slot(abi::DONATE_HYP)] = entry!(donate_hyp);
+    t[slot(abi::RECLAIM_HYP)] = entry!(reclaim_hyp);
+    t[slot(abi::PAGE_STATE)] = entry!(page_state);
+    t[slot(abi::VCPU_IRQ)] = entry!(vcpu_irq);
+    t[slot(abi::DUMP_S2)] = entry!(dump_s2);
+    t[slot(abi::SHUTDOWN)] = entry!(shutdown);
+    t[slot(abi::VM_STATS)] = entry!(vm_stats);
+    t[slot(abi::TRACE_DRAIN)] = entry!(trace_drain);
+    t[slot(abi::NOP)] = entry!(nop);
+    t[slot(abi::STATS)] = entry!(stats);
+    t[slot(abi::CHECK_INVARIANTS)] = entry!(check_invariants);
+    t[slot(abi::VM_DIGEST)] = entry!(vm_digest);
+    t[slot(abi::VM_CALLS)] = entry!(vm_calls);
+    t[slot(abi::DMA_EVENTS)] = entry!(dma_events);
     t
 };
 
-/// Every host call but VCPU_RUN, on the call's registers (`None`: no such
-/// function).
+/// The table entry of a function number (`unknown` outside the range).
 #[inline(always)]
-fn dispatch(fid: u32, x: &mut CallRegs) -> Option<Result<(), Error>> {
-    let h = TABLE.get(fid.wrapping_sub(FIRST) as usize).copied().flatten()?;
-    Some(h(x))
+fn entry(fid: u32) -> Entry {
+    TABLE.get(fid.wrapping_sub(FIRST) as usize).copied().unwrap_or(unknown)
 }
 
 type Transition = fn(&mut HypEnv, &mut HostMm, &mut HypMm, u64, u64) -> Result<(), Error>;

@@ -12,7 +12,7 @@ use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
 
 use hyp::abi::host::exit;
-use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64, EC_SYS64, EC_WFX};
+use hyp::esr::{Esr, EC_DABT_LOW, EC_FP, EC_HVC64, EC_IABT_LOW, EC_PAC, EC_SMC64, EC_SYS64, EC_WFX};
 use hyp::exception::{fault_kind, FaultKind, SysRegAccess};
 use hyp::mm::prot::Leaf;
 use hyp::mm::Error;
@@ -22,11 +22,11 @@ use super::{get, Pending, Vcpu, Vm};
 use crate::arch::aarch64::context::{self, feat, Kind};
 use crate::arch::aarch64::el1;
 use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1, PMCNTENCLR_EL0, PMCNTENSET_EL0, VMPIDR_EL2};
-use crate::arch::aarch64::trap::TrapFrame;
+use crate::arch::aarch64::trap::{CallRegs, Next, TrapFrame};
 use crate::arch::aarch64::{hyptimer, idregs, inject, vgic};
 use crate::hypercall::guest::{self, Outcome};
 use crate::mmenv::HypEnv;
-use crate::percpu::{this_cpu, PerCpu, Running};
+use crate::percpu::{host_frame, this_cpu, PerCpu, Running};
 use crate::tracebuf::point;
 use hyp::trace::Resolution;
 use hyp::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
@@ -137,8 +137,9 @@ fn refresh_live(cpu: &mut PerCpu, vcpu: &mut Vcpu, handle: u16, idx: usize) -> b
 }
 
 /// VCPU_RUN: x1 = handle, x2 = vCPU, x3/x4 = the host's reply to the last
-/// exit. On success `frame` becomes the guest's and the caller erets into it.
-pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
+/// exit. On success the host's `frame` stays where it is (the top of the
+/// EL2 stack) and the vectors enter the guest from its context's.
+pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
     let vm_arc = get(frame.x[1])?;
     let idx = frame.x[2] as usize;
     let reply = [frame.x[3], frame.x[4], frame.x[5], frame.x[6]];
@@ -179,16 +180,22 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     let flushed = vcpu.irq.flush(vcpu.ctx.lrs_mut());
     point::vgic(handle, idx, &flushed, vcpu.ctx.lrs_mut());
     let ppi = vcpu.irq.vtimer_ppi_wanted(vcpu.ctx.lrs_mut());
-    // Host out.
-    cpu.host.gp.copy_from(frame);
-    cpu.host.save_cpu(Kind::Host);
+    // Host out (its general registers stay in its frame, its FP/SIMD in
+    // the CPU until the guest uses FP/SIMD: `guest_fp_trap`).
+    // The lazily switched groups (PAuth keys) only if the vCPU used them.
+    let lazy = vcpu.ctx.used;
+    cpu.host.save_cpu(Kind::Host, lazy);
+    cpu.guest_lazy = lazy;
+    cpu.guest_fp = false;
     cpu.host_disr = context::park_host_disr();
-    // Guest in.
-    frame.copy_from(&vcpu.ctx.gp);
-    vcpu.ctx.restore_cpu(Kind::Guest);
+    // Guest in (its general registers are loaded by the vectors).
+    vcpu.ctx.restore_cpu(Kind::Guest, lazy);
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
     el1::enter_controls(Kind::Guest);
+    if lazy & feat::PAUTH != 0 {
+        el1::untrap_guest_pauth();
+    }
     // The guest's MPIDR: Aff0 = vCPU index (bit 31 RES1).
     VMPIDR_EL2.set((1 << 31) | idx as u64);
     open_interrupts(cpu, ppi);
@@ -200,6 +207,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     isb();
     cpu.running = Running::Guest(handle, idx);
     // Finish what the last exit left open.
+    let frame = &mut vcpu.ctx.gp;
     match vcpu.pending {
         Pending::MmioRead { srt, size, sign, sf, len } => {
             let bits = size as u32 * 8;
@@ -225,14 +233,17 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<(), Error> {
     }
     vcpu.pending = Pending::None;
     vcpu.running = true;
+    // The vCPU's context stays where it is until it stops running: the
+    // VM's vCPUs are fixed once it ran, and the `Arc` below keeps it.
+    let next = Next::enter(&vcpu.ctx.gp);
     drop(vm);
     cpu.guest = Some(vm_arc);
-    Ok(())
+    Ok(next)
 }
 
-/// Saves the guest, restores the host, and returns `reason` and `details`
-/// in the host's x2.. as the result of its VCPU_RUN.
-fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details: &[u64; 5]) {
+/// Saves the guest (from its trap `frame`), restores the host, and returns
+/// `reason` and `details` in the host's x2.. as the result of its VCPU_RUN.
+fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details: &[u64; 5]) -> Next {
     let cpu = this_cpu();
     let preempted = hyptimer::disarm();
     let vcpu = &mut vm.vcpus[idx];
@@ -255,19 +266,27 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     };
     context::unpark_host_disr(cpu.host_disr);
     vcpu.ctx.gp.copy_from(frame);
-    vcpu.ctx.save_cpu(Kind::Guest);
+    // The host's controls first: with the guest's, CPTR_EL2.TFP (FP/SIMD
+    // not used in this run) would trap FPEXC32_EL2 at EL2 too.
+    el1::enter_controls(Kind::Host);
+    isb();
+    if cpu.guest_fp {
+        vcpu.ctx.fp.save();
+        cpu.host.fp.restore();
+        cpu.guest_fp = false;
+    }
+    vcpu.ctx.save_cpu(Kind::Guest, cpu.guest_lazy);
     // What the guest deactivated frees its list register now.
     vcpu.irq.retire(vcpu.ctx.lrs_mut());
     vcpu.running = false;
-    frame.copy_from(&cpu.host.gp);
-    cpu.host.restore_cpu(Kind::Host);
+    cpu.host.restore_cpu(Kind::Host, cpu.guest_lazy);
     restore_interrupts(cpu);
     restart_host_pmu(cpu);
     VTCR_EL2.set(cpu.host_vtcr);
     VTTBR_EL2.set(cpu.host_vttbr);
-    el1::enter_controls(Kind::Host);
     VMPIDR_EL2.set(MPIDR_EL1.get());
     isb();
+    let frame = host_frame(cpu);
     frame.x[0] = 0;
     frame.x[1] = 0;
     frame.x[2] = reason;
@@ -279,9 +298,10 @@ fn exit_to_host(frame: &mut TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
     }
     cpu.running = Running::Host;
     cpu.guest = None;
+    Next::HOST
 }
 
-pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
+pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Next {
     // Taken out of the per-CPU slot (no reference count traffic) and put
     // back if the guest goes on; an exit leaves the slot empty.
     let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
@@ -295,6 +315,8 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
         EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr, &vm_arc, idx),
         EC_SYS64 => sysreg_trap(frame, esr, &vm_arc, idx),
         EC_WFX => wait(frame, &vm_arc, idx, esr),
+        EC_FP => guest_fp_trap(frame, &vm_arc, idx),
+        EC_PAC => guest_pauth_trap(frame, &vm_arc, idx),
         // SVE and SME (CPTR_EL2.TZ/TSM), and anything else that traps.
         _ => {
             log::debug!("guest: trap {} at {:#x}: undefined instruction injected", esr, frame.elr);
@@ -306,10 +328,70 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) {
         let mut vm = vm_arc.lock();
         vm.vcpus[idx].pending = pending;
         vm.vcpus[idx].stopped |= stop;
-        exit_to_host(frame, &mut vm, idx, reason, details);
+        exit_to_host(frame, &mut vm, idx, reason, details)
     } else {
         this_cpu().guest = Some(vm_arc);
+        Next::RESUME
     }
+}
+
+/// A guest's HVC64 from the short entry (vectors.S: x0-x18 and x30 saved,
+/// the rest of the guest's registers live in the CPU): 1 once answered by
+/// `guest::answer`, 0 with nothing done for a call that needs the full
+/// frame (an exit, a memory call, PSCI power calls, or the checker or the
+/// hypercall trace watching).
+pub fn guest_call_short(x: &mut CallRegs) -> u64 {
+    if crate::hypercall::host::watched() {
+        return 0;
+    }
+    // Borrowed in place: `answer` reaches nothing of this CPU's state.
+    let cpu = this_cpu();
+    match (cpu.running, cpu.guest.as_ref()) {
+        (Running::Guest(..), Some(vm)) => guest::answer(x, vm) as u64,
+        _ => 0,
+    }
+}
+
+/// The guest's first FP/SIMD access of this run (CPTR_EL2.TFP): the host's
+/// registers out, the vCPU's in, FP/SIMD untrapped until the exit; the
+/// instruction runs again. (Once they are in, FP/SIMD does not trap to
+/// EL2: anything reported as such then is refused, not retried forever.)
+fn guest_fp_trap(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
+    let cpu = this_cpu();
+    if cpu.guest_fp {
+        inject::inject_undef(frame);
+        return Outcome::Resume;
+    }
+    el1::untrap_guest_fp();
+    isb();
+    cpu.host.fp.save();
+    vm_arc.lock().vcpus[idx].ctx.fp.restore();
+    cpu.guest_fp = true;
+    Outcome::Resume
+}
+
+/// The vCPU's first use of pointer authentication (an instruction, or a
+/// key register: HCR_EL2.API/APK): the host's keys out, the vCPU's in,
+/// untrapped; from now on its keys are switched at every entry and exit.
+/// The instruction runs again. (With its keys in, PAuth does not trap:
+/// anything reported as such then is refused.)
+fn guest_pauth_trap(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
+    let cpu = this_cpu();
+    if cpu.guest_lazy & feat::PAUTH != 0 || context::features() & feat::PAUTH == 0 {
+        inject::inject_undef(frame);
+        return Outcome::Resume;
+    }
+    cpu.host.save_pauth();
+    {
+        let mut vm = vm_arc.lock();
+        let ctx = &mut vm.vcpus[idx].ctx;
+        ctx.restore_pauth();
+        ctx.used |= feat::PAUTH;
+    }
+    el1::untrap_guest_pauth();
+    isb();
+    cpu.guest_lazy |= feat::PAUTH;
+    Outcome::Resume
 }
 
 /// A trapped system-register access or system instruction: answered here
@@ -331,6 +413,7 @@ fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::
             inject::inject_undef(frame);
             return Outcome::Resume;
         }
+        Action::PauthKey => return guest_pauth_trap(frame, vm_arc, idx),
         Action::Nop | Action::RazWi => 0,
         Action::Id { crm, op2 } => traps::sanitize_id(crm, op2, idregs::read(crm, op2), el1::bench_pmu()),
     };
@@ -377,7 +460,7 @@ fn insn_len(esr: Esr) -> u64 {
 
 /// A physical SError while a guest ran (HCR_EL2.AMO): the guest caused it.
 /// That vCPU stops for good and the host hears why; the machine goes on.
-pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
+pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) -> Next {
     let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
     let esr = ESR_EL2.get();
     log::info!("vm {} vcpu {}: SError (ESR {:#x}) at PC {:#x}: vCPU stopped", handle, idx, esr, frame.elr);
@@ -385,7 +468,7 @@ pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
     vm.vcpus[idx].stopped = true;
     vm.vcpus[idx].pending = Pending::None;
     let pc = frame.elr;
-    exit_to_host(frame, &mut vm, idx, exit::GUEST_FATAL, &[esr, pc, 0, 0, 0]);
+    exit_to_host(frame, &mut vm, idx, exit::GUEST_FATAL, &[esr, pc, 0, 0, 0])
 }
 
 /// A physical interrupt while a guest runs. The maintenance interrupt (the
@@ -393,15 +476,15 @@ pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) {
 /// free for waiting ones) and the virtual timer's PPI are the guest's:
 /// handled here, and the guest goes on. Anything else, and the end of the
 /// time slice, belongs to the host: let it run.
-pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) {
+pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) -> Next {
     let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
     let mut vm = vm_arc.lock();
     if !hyptimer::fired() && refresh_live(this_cpu(), &mut vm.vcpus[idx], handle, idx) {
         drop(vm);
         this_cpu().guest = Some(vm_arc);
-        return;
+        return Next::RESUME;
     }
-    exit_to_host(frame, &mut vm, idx, exit::IRQ, &[0; 5]);
+    exit_to_host(frame, &mut vm, idx, exit::IRQ, &[0; 5])
 }
 
 /// WFI or WFE (HCR_EL2.TWI/TWE): if an interrupt is deliverable the

@@ -45,6 +45,10 @@ pub mod feat {
     /// Registers a guest reaches only through EL2 (the virtual GIC and
     /// VDISR): switched into guests only; the host never sees them.
     pub const GUEST_ONLY: u32 = RAS | VGIC | VGIC_AP1 | VGIC_AP23 | VGIC_LR2 | VGIC_LR4 | VGIC_LR8 | VGIC_LR16;
+    /// Registers switched only for a vCPU that has used them: trapped for
+    /// it until then (the PAuth keys: HCR_EL2.API/APK), loaded by that
+    /// trap, switched at every entry and exit from then on (`vm::run`).
+    pub const LAZY: u32 = PAUTH;
 }
 
 static FEATURES: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(feat::BASE);
@@ -168,6 +172,22 @@ macro_rules! regs {
                 $reg.set(r[R::$idx as usize]);
             } )*
         }
+
+        // Only the registers of one feature (a constant: the rest folds
+        // away).
+        #[inline(always)]
+        fn save_group(r: &mut [u64; NR], only: u32) {
+            $( if FEAT[R::$idx as usize] == only {
+                r[R::$idx as usize] = $reg.get();
+            } )*
+        }
+
+        #[inline(always)]
+        fn restore_group(r: &[u64; NR], only: u32) {
+            $( if FEAT[R::$idx as usize] == only {
+                $reg.set(r[R::$idx as usize]);
+            } )*
+        }
     };
 }
 
@@ -248,6 +268,9 @@ pub struct Context {
     pub gp: TrapFrame,
     pub sys: [u64; NR],
     pub fp: FpRegs,
+    /// The [`feat::LAZY`] groups this context has used (a vCPU: since its
+    /// reset); the others are not switched for it.
+    pub used: u32,
 }
 
 /// Which side of the switch a context is: the host never has the
@@ -258,10 +281,13 @@ pub enum Kind {
     Guest,
 }
 
-fn mask(kind: Kind) -> u32 {
+/// The registers switched for `kind`; `lazy`: which [`feat::LAZY`] groups
+/// are switched this time.
+fn mask(kind: Kind, lazy: u32) -> u32 {
+    let f = features() & (!feat::LAZY | lazy);
     match kind {
-        Kind::Host => features() & !feat::GUEST_ONLY,
-        Kind::Guest => features(),
+        Kind::Host => f & !feat::GUEST_ONLY,
+        Kind::Guest => f,
     }
 }
 
@@ -327,20 +353,32 @@ impl Context {
             gp: TrapFrame { x: [0; 31], elr: 0, spsr: 0, _pad: 0 },
             sys: RESET,
             fp: FpRegs { q: [0; 32], fpsr: 0, fpcr: 0 },
+            used: 0,
         }
     }
 
-    /// Saves the CPU's lower-EL system and FP/SIMD registers into this
-    /// context (the general registers come from the trap frame).
-    pub fn save_cpu(&mut self, kind: Kind) {
-        save_regs(&mut self.sys, mask(kind));
-        self.fp.save();
+    /// Saves the CPU's lower-EL system registers into this context (the
+    /// general registers come from the trap frame; FP/SIMD moves lazily:
+    /// `vm::run`).
+    /// `lazy`: the [`feat::LAZY`] groups switched this time.
+    pub fn save_cpu(&mut self, kind: Kind, lazy: u32) {
+        save_regs(&mut self.sys, mask(kind, lazy));
     }
 
-    /// Loads this context's system and FP/SIMD registers into the CPU.
-    pub fn restore_cpu(&self, kind: Kind) {
-        restore_regs(&self.sys, mask(kind));
-        self.fp.restore();
+    /// Loads this context's system registers into the CPU.
+    pub fn restore_cpu(&self, kind: Kind, lazy: u32) {
+        restore_regs(&self.sys, mask(kind, lazy));
+    }
+
+    /// Saves the CPU's PAuth keys into this context (the host's, when a
+    /// vCPU's come in: see [`feat::LAZY`]).
+    pub fn save_pauth(&mut self) {
+        save_group(&mut self.sys, feat::PAUTH);
+    }
+
+    /// Loads this context's PAuth keys.
+    pub fn restore_pauth(&self) {
+        restore_group(&self.sys, feat::PAUTH);
     }
 
     pub fn get(&self, r: R) -> u64 {

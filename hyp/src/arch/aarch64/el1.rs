@@ -34,14 +34,21 @@ pub fn hcr_host() -> u64 {
         .value
 }
 
-/// HCR_EL2 for a guest: as the host, plus physical IRQ/FIQ/SError taken to
+/// HCR_EL2.API and APK: pointer-authentication instructions and key
+/// registers not trapped.
+const PAUTH_UNTRAPPED: u64 =
+    HCR_EL2::API::DisableTrapPointerAuthInstToEl2.value | HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2.value;
+
+/// HCR_EL2 for a guest: as the host, but pointer authentication trapped
+/// until the vCPU first uses it (its keys are loaded then, and switched
+/// from then on: `context::feat::LAZY`), plus physical IRQ/FIQ/SError taken to
 /// EL2 (they belong to the host; the guest's GIC accesses go to the virtual
 /// CPU interface), TLB and cache maintenance broadcast (a vCPU may move
 /// between CPUs), and traps: set/way cache maintenance, ID registers,
 /// ACTLR_EL1, implementation-defined registers, LORegions, RAS error
 /// records, and WFI/WFE (an idle vCPU gives its CPU back to the host).
 pub fn hcr_guest() -> u64 {
-    hcr_host()
+    (hcr_host() & !PAUTH_UNTRAPPED)
         | (HCR_EL2::IMO::EnableVirtualIRQ
             + HCR_EL2::FMO::EnableVirtualFIQ
             + HCR_EL2::AMO::SET
@@ -86,14 +93,15 @@ fn compute_mdcr(kind: Kind) -> u64 {
     v.value
 }
 
-/// CPTR_EL2: FP/SIMD free for both (switched); guests trap SVE, SME, trace,
-/// activity monitors.
+/// CPTR_EL2: FP/SIMD free for the host; guests trap FP/SIMD until they
+/// first use it in a run (the world switch moves it lazily: `vm::run`), and
+/// SVE, SME, trace, activity monitors.
 pub fn cptr(kind: Kind) -> u64 {
     // Bit 12 is TSM with SME, RES1 without.
     let res1 = if context::features() & feat::SME == 0 { CPTR_EL2_RES1 | CPTR::TSM::SET.value } else { CPTR_EL2_RES1 };
     match kind {
         Kind::Host => res1,
-        Kind::Guest => (CPTR::TZ::SET + CPTR::TSM::SET + CPTR::TTA::SET + CPTR::TAM::SET).value | res1,
+        Kind::Guest => (CPTR::TFP::SET + CPTR::TZ::SET + CPTR::TSM::SET + CPTR::TTA::SET + CPTR::TAM::SET).value | res1,
     }
 }
 
@@ -111,11 +119,27 @@ pub fn cnthctl(kind: Kind) -> u64 {
 static CONTROLS: [[core::sync::atomic::AtomicU64; 3]; 2] =
     [[const { core::sync::atomic::AtomicU64::new(0) }; 3], [const { core::sync::atomic::AtomicU64::new(0) }; 3]];
 
-/// Loads the EL2 controls of `kind` (stage-2 registers are the caller's).
+/// A guest's FP/SIMD became live: CPTR_EL2 stops trapping it (the caller
+/// synchronizes the context before touching FP/SIMD).
+pub fn untrap_guest_fp() {
+    use core::sync::atomic::Ordering::Relaxed;
+    CPTR_EL2.set(CONTROLS[Kind::Guest as usize][1].load(Relaxed) & !CPTR::TFP::SET.value);
+}
+
+/// The running vCPU's PAuth keys are loaded: PAuth stops trapping (the
+/// caller synchronizes the context).
+pub fn untrap_guest_pauth() {
+    use core::sync::atomic::Ordering::Relaxed;
+    HCR_EL2.set(CONTROLS[Kind::Guest as usize][0].load(Relaxed) | PAUTH_UNTRAPPED);
+}
+
+/// Loads the EL2 controls of `kind` (stage-2 registers are the caller's),
+/// its vector table included.
 #[inline]
 pub fn enter_controls(kind: Kind) {
     use core::sync::atomic::Ordering::Relaxed;
     let [hcr, cptr, cnthctl] = &CONTROLS[kind as usize];
+    VBAR_EL2.set(super::trap::vectors(kind));
     HCR_EL2.set(hcr.load(Relaxed));
     MDCR_EL2.set(MDCR_VALUES[kind as usize].load(Relaxed));
     CPTR_EL2.set(cptr.load(Relaxed));

@@ -37,6 +37,41 @@ impl TrapFrame {
     }
 }
 
+/// What the vectors restore once a handler returns (vectors.S,
+/// `__hyp_next`).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Next(usize);
+
+impl Next {
+    /// The context that trapped goes on, from its frame.
+    pub const RESUME: Next = Next(0);
+    /// The guest that trapped has exited: the host goes on, from its frame
+    /// above the guest's at the top of the EL2 stack.
+    pub const HOST: Next = Next(1);
+
+    /// Enter the guest vCPU whose registers are in `frame` (its context,
+    /// off the stack), the host's frame staying on the stack.
+    pub fn enter(frame: &TrapFrame) -> Next {
+        Next(frame as *const TrapFrame as usize)
+    }
+}
+
+extern "C" {
+    static __hyp_vectors: u8;
+    static __hyp_guest_vectors: u8;
+}
+
+/// The vector table of a kind of context (vectors.S: they differ in the
+/// lower-EL sync entry: only the host's has the short host-call entry).
+pub fn vectors(kind: super::context::Kind) -> u64 {
+    // Linker symbols: only their addresses are taken.
+    match kind {
+        super::context::Kind::Host => core::ptr::addr_of!(__hyp_vectors) as u64,
+        super::context::Kind::Guest => core::ptr::addr_of!(__hyp_guest_vectors) as u64,
+    }
+}
+
 /// The registers the short host-call entry saves (vectors.S): x0-x18, in
 /// the first slots of a TrapFrame.
 pub type CallRegs = [u64; 19];

@@ -1,45 +1,69 @@
-// EL2 exception vectors: every entry saves a TrapFrame on the EL2 stack
-// and calls hyp_trap(kind, frame); returning restores the frame and erets.
-// The frame may have been switched to another context (host <-> guest) by
-// the handler: it is what gets restored.
+// EL2 exception vectors. Two tables, one per kind of lower-EL context
+// (VBAR_EL2 is switched with the world): `__hyp_vectors` while the host
+// runs, `__hyp_guest_vectors` while a guest vCPU runs. They differ only in
+// the lower-EL AArch64 sync entry; no entry needs to find out who ran.
 //
-// One exception: an HVC64 from the host (lower EL sync, ESR_EL2.EC = HVC64,
-// VTTBR_EL2.VMID = 0, the host's VMID: every guest has a VMID of 1 or more)
-// takes the short host-call entry. It saves only what the Rust ABI lets a
-// callee clobber (x0-x18, x30) in the same frame slots, calls
-// hyp_host_call(regs) and, if that handled the call, restores those and
-// erets: ELR_EL2 and SPSR_EL2 are untouched by a host call (EL2 runs with
-// every exception masked; one taken at EL2 is fatal). A call that needs the
-// full frame (VCPU_RUN switches worlds) makes hyp_host_call return 0: the
-// entry then completes the frame (x19-x29 still hold the host's values, the
-// Rust ABI preserves them) and calls hyp_host_full_call(frame), straight to
-// the host-call handler (no hyp_trap, no syndrome dispatch again).
+// Every entry but the host's HVC64 saves a TrapFrame on the EL2 stack and
+// calls hyp_trap(kind, frame) (a guest's sync exception: hyp_guest_sync(frame)). Its return value says what to restore
+// (`trap::Next`): 0 the frame that trapped; 1 the frame above it (a guest
+// exits: the host's frame, kept at the top of the stack while the guest
+// runs, see below); anything else is the address of a guest vCPU's frame
+// (its context, off the stack) to enter, this frame staying where it is.
+//
+// The host always traps with an empty EL2 stack, so its frame is the top
+// FRAME_SIZE bytes. VCPU_RUN enters the guest keeping it there: while a
+// guest runs the host's general registers, PC and PSTATE stay in that
+// frame (no copy), and the guest's traps build their frames below it.
+//
+// The host's HVC64 (lower-EL sync in `__hyp_vectors`, ESR_EL2.EC = HVC64)
+// takes the short host-call entry; a guest's HVC64 a short guest-call
+// entry built the same way (hyp_guest_call answers the calls that need
+// nothing but x0-x3, the rest go on with the full frame to hyp_guest_sync). It saves only what the Rust ABI lets a
+// callee clobber (x0-x18, x30; x18 and x30 as a pair in the x18/x19 slots)
+// and calls hyp_host_call(regs): the host's x19-x29 are preserved by the
+// Rust code itself, ELR_EL2 and SPSR_EL2 are untouched by a host call (EL2
+// runs with every exception masked; one taken at EL2 is fatal). A call
+// that needs the full frame (VCPU_RUN switches worlds) makes
+// hyp_host_call return 0: the entry then completes the frame and calls
+// hyp_host_full_call(frame), whose return value is hyp_trap's.
 
 .equ FRAME_SIZE, 272
 .equ ESR_EC_SHIFT, 26
 .equ EC_HVC64, 0x16
-.equ VTTBR_VMID_SHIFT, 48
 .equ KIND_SYNC_A64, 8
 
 // The frame's register pairs: x2-x17 (caller-saved, with x0/x1 and x18,
-// x30 what the short host-call entry saves) and x20-x29.
-.macro frame_x2_x17 op
-    \op    x2, x3, [sp, #16]
-    \op    x4, x5, [sp, #32]
-    \op    x6, x7, [sp, #48]
-    \op    x8, x9, [sp, #64]
-    \op    x10, x11, [sp, #80]
-    \op    x12, x13, [sp, #96]
-    \op    x14, x15, [sp, #112]
-    \op    x16, x17, [sp, #128]
+// x30 what the short host-call entry saves) and x20-x29, from `base`.
+.macro frame_x2_x17 op, base
+    \op    x2, x3, [\base, #16]
+    \op    x4, x5, [\base, #32]
+    \op    x6, x7, [\base, #48]
+    \op    x8, x9, [\base, #64]
+    \op    x10, x11, [\base, #80]
+    \op    x12, x13, [\base, #96]
+    \op    x14, x15, [\base, #112]
+    \op    x16, x17, [\base, #128]
 .endm
 
-.macro frame_x20_x29 op
-    \op    x20, x21, [sp, #160]
-    \op    x22, x23, [sp, #176]
-    \op    x24, x25, [sp, #192]
-    \op    x26, x27, [sp, #208]
-    \op    x28, x29, [sp, #224]
+.macro frame_x20_x29 op, base
+    \op    x20, x21, [\base, #160]
+    \op    x22, x23, [\base, #176]
+    \op    x24, x25, [\base, #192]
+    \op    x26, x27, [\base, #208]
+    \op    x28, x29, [\base, #224]
+.endm
+
+// Loads every register from the frame at `base` (x0 last: `base` may be
+// x0).
+.macro load_frame base
+    ldr     x3, [\base, #256]
+    ldp     x30, x2, [\base, #240]
+    msr     elr_el2, x2
+    msr     spsr_el2, x3
+    frame_x2_x17 ldp, \base
+    ldp     x18, x19, [\base, #144]
+    frame_x20_x29 ldp, \base
+    ldp     x0, x1, [\base, #0]
 .endm
 
 .macro vector kind
@@ -50,10 +74,12 @@
     b       __hyp_trap_common
 .endm
 
-.section .text.vectors, "ax"
+// One table; the macro `lower_sync` is the lower-EL AArch64 sync entry,
+// in its 32-instruction slot (.org fails the build if it overflows).
+.macro vector_table name, lower_sync
 .balign 0x800
-.global __hyp_vectors
-__hyp_vectors:
+.global \name
+\name:
     vector 0    // current EL, SP_EL0: sync
     vector 1    //   irq
     vector 2    //   fiq
@@ -62,19 +88,9 @@ __hyp_vectors:
     vector 5
     vector 6
     vector 7
-    // lower EL, AArch64: sync (a host HVC64 takes the short entry)
     .balign 0x80
-    sub     sp, sp, #FRAME_SIZE
-    stp     x0, x1, [sp, #0]
-    mrs     x0, esr_el2
-    ubfx    x0, x0, #ESR_EC_SHIFT, #6
-    cmp     x0, #EC_HVC64
-    b.ne    1f
-    mrs     x0, vttbr_el2
-    lsr     x0, x0, #VTTBR_VMID_SHIFT
-    cbz     x0, __hyp_host_call
-1:  mov     x0, #KIND_SYNC_A64
-    b       __hyp_trap_common
+    \lower_sync
+    .org    \name + 0x480
     vector 9    //   irq
     vector 10   //   fiq
     vector 11   //   serror
@@ -82,61 +98,122 @@ __hyp_vectors:
     vector 13
     vector 14
     vector 15
+.endm
 
-// The short host-call entry: x0, x1 are saved at [sp], sp = the frame.
-__hyp_host_call:
-    frame_x2_x17 stp
-    str     x18, [sp, #144]
-    str     x30, [sp, #240]
-    mov     x0, sp
-    bl      hyp_host_call
-    cbz     x0, 2f
-    ldr     x30, [sp, #240]
-    ldr     x18, [sp, #144]
-    frame_x2_x17 ldp
-    ldp     x0, x1, [sp, #0]
-    add     sp, sp, #FRAME_SIZE
-    eret
-    // Needs the full frame (VCPU_RUN): x0-x18 and x30 are saved and
-    // unchanged; complete it and call hyp_host_full_call(frame).
-2:  str     x19, [sp, #152]
-    frame_x20_x29 stp
-    mrs     x2, elr_el2
-    str     x2, [sp, #248]
-    mrs     x3, spsr_el2
-    str     x3, [sp, #256]
-    mov     x0, sp
-    bl      hyp_host_full_call
-    b       __hyp_eret_frame
-
-__hyp_trap_common:
-    frame_x2_x17 stp
+// The rest of a frame, once x0 and x1 are in it.
+.macro save_frame
+    frame_x2_x17 stp, sp
     stp     x18, x19, [sp, #144]
-    frame_x20_x29 stp
+    frame_x20_x29 stp, sp
     mrs     x2, elr_el2
     stp     x30, x2, [sp, #240]
     mrs     x3, spsr_el2
     str     x3, [sp, #256]
+.endm
+
+// A sync exception from a lower EL: an HVC64 takes the short call entry,
+// anything else `other` (x0, x1 saved). The short entry saves x2-x18 and
+// x30 (x18/x30 as a pair in the x18/x19 slots), calls `handler`(regs) and,
+// if that returns non-zero, restores them and erets; 0 (nothing done, the
+// call needs the full frame) goes to `full`.
+.macro short_call_entry handler, other, full
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #0]
+    mrs     x0, esr_el2
+    ubfx    x0, x0, #ESR_EC_SHIFT, #6
+    cmp     x0, #EC_HVC64
+    b.ne    \other
+    frame_x2_x17 stp, sp
+    stp     x18, x30, [sp, #144]
+    mov     x0, sp
+    bl      \handler
+    cbz     x0, \full
+    ldp     x18, x30, [sp, #144]
+    frame_x2_x17 ldp, sp
+    ldp     x0, x1, [sp, #0]
+    add     sp, sp, #FRAME_SIZE
+    eret
+.endm
+
+// After a short call entry left the call to the full frame: x0-x18 and
+// x30 are saved and unchanged; x30 goes to its own slot, and the frame is
+// completed.
+.macro complete_frame
+    ldr     x30, [sp, #152]
+    str     x30, [sp, #240]
+    str     x19, [sp, #152]
+    frame_x20_x29 stp, sp
+    mrs     x2, elr_el2
+    str     x2, [sp, #248]
+    mrs     x3, spsr_el2
+    str     x3, [sp, #256]
+.endm
+
+// A guest's sync exception: an HVC64 answered from its arguments alone
+// takes the short entry (hyp_guest_call); everything else the full frame,
+// straight to hyp_guest_sync.
+.macro guest_sync
+    short_call_entry hyp_guest_call, __hyp_guest_trap, __hyp_guest_full_call
+.endm
+
+// The host's sync exception: an HVC64 takes the short host-call entry.
+.macro host_sync
+    short_call_entry hyp_host_call, __hyp_host_trap, __hyp_host_full_call
+.endm
+
+.section .text.vectors, "ax"
+vector_table __hyp_vectors, host_sync
+vector_table __hyp_guest_vectors, guest_sync
+
+__hyp_host_trap:
+    mov     x0, #KIND_SYNC_A64
+    b       __hyp_trap_common
+
+// A host call that needs the full frame (VCPU_RUN).
+__hyp_host_full_call:
+    complete_frame
+    mov     x0, sp
+    bl      hyp_host_full_call
+    b       __hyp_next
+
+__hyp_guest_trap:
+    save_frame
+    mov     x0, sp
+    bl      hyp_guest_sync
+    b       __hyp_next
+
+// A guest call the short entry did not answer.
+__hyp_guest_full_call:
+    complete_frame
+    mov     x0, sp
+    bl      hyp_guest_sync
+    b       __hyp_next
+
+__hyp_trap_common:
+    save_frame
     mov     x1, sp
     bl      hyp_trap
 
+// x0 = what to restore (trap::Next, above).
+__hyp_next:
+    cbz     x0, __hyp_eret_frame
+    cmp     x0, #1
+    b.ne    1f
+    add     sp, sp, #FRAME_SIZE
+    b       __hyp_eret_frame
+1:  load_frame x0
+    eret
+
 .global __hyp_eret_frame
-// sp = frame to restore.
+// sp = frame to restore; it is popped.
 __hyp_eret_frame:
-    ldr     x3, [sp, #256]
-    ldp     x30, x2, [sp, #240]
-    msr     elr_el2, x2
-    msr     spsr_el2, x3
-    frame_x2_x17 ldp
-    ldp     x18, x19, [sp, #144]
-    frame_x20_x29 ldp
-    ldp     x0, x1, [sp, #0]
+    load_frame sp
     add     sp, sp, #FRAME_SIZE
     eret
 
 // __hyp_copy_frame(dst, src): copies one frame (FRAME_SIZE bytes, 16-byte
-// aligned) with pairs of loads and stores; the world switch's frame moves
-// (the compiler's memcpy takes ~200 instructions for the same).
+// aligned) with pairs of loads and stores (a guest's registers into its
+// context when it exits; the compiler's memcpy takes ~200 instructions).
 .global __hyp_copy_frame
 __hyp_copy_frame:
     .irp off, 0, 64, 128, 192
