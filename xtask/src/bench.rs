@@ -44,6 +44,7 @@ fn target(name: &str) -> Option<u64> {
     Some(match name {
         n if n.starts_with("host hvc") => 48,
         n if n.starts_with("host lazy fault") => 400,
+        "host share_hyp 4K (no split)" | "host unshare_hyp 4K" => 400,
         n if n.starts_with("mem_share 4K (already 4K") || n.starts_with("mem_unshare 4K (already 4K") => 400,
         n if n.starts_with("mmio exit") => 1000,
         "mem_share 4K (2M split/merge)" => 2000,
