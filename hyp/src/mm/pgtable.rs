@@ -102,7 +102,14 @@ impl Found {
         if slot(top, s2.geo.root) != index(top, s2.geo.root_entries) {
             return false;
         }
-        (top + 1..=leaf).all(|l| slot(l, self.0.ptep(l) as u64 & !(PAGE_SIZE - 1)) == index(l, ENTRIES))
+        let mut l = top + 1;
+        while l <= leaf {
+            if slot(l, self.0.ptep(l) as u64 & !(PAGE_SIZE - 1)) != index(l, ENTRIES) {
+                return false;
+            }
+            l += 1;
+        }
+        true
     }
 }
 

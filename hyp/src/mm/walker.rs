@@ -67,7 +67,7 @@ pub struct Geometry {
 /// for the tables it went through, bottom up.
 pub fn walk<E: MmEnv, V: Visitor<E>>(env: &mut E, g: &Geometry, start: u64, end: u64, v: &mut V) -> Result<(), Error> {
     let (mut table, mut level, mut entries) = (g.root, g.start_level, g.root_entries);
-    let mut above = [core::ptr::null_mut(); 4];
+    let mut above = [0u64; 4];
     let top = level;
     loop {
         let size = level_size(level);
@@ -94,7 +94,7 @@ pub fn walk<E: MmEnv, V: Visitor<E>>(env: &mut E, g: &Geometry, start: u64, end:
         if !pte::is_table(d, level) {
             break;
         }
-        above[level as usize & 3] = ptep;
+        above[level as usize & 3] = ptep as u64;
         (table, level, entries) = (pte::table_pa(d), level + 1, ENTRIES);
     }
     post(env, &above, top, level, start, v)
@@ -105,7 +105,7 @@ pub fn walk<E: MmEnv, V: Visitor<E>>(env: &mut E, g: &Geometry, start: u64, end:
 #[inline(always)]
 fn post<E: MmEnv, V: Visitor<E>>(
     env: &mut E,
-    above: &[*mut u64; 4],
+    above: &[u64; 4],
     top: u8,
     mut level: u8,
     start: u64,
@@ -113,7 +113,7 @@ fn post<E: MmEnv, V: Visitor<E>>(
 ) -> Result<(), Error> {
     while level > top {
         level -= 1;
-        let ptep = above[level as usize & 3];
+        let ptep = (above[level as usize & 3] & PTR_MASK) as *mut u64;
         // SAFETY: a table descriptor of the tree on the way to `start`.
         let d = unsafe { core::ptr::read_volatile(ptep) };
         v.table_post(env, &Entry { ptep, pte: d, base: start & !(level_size(level) - 1), level })?;
@@ -190,59 +190,60 @@ fn visit<E: MmEnv, V: Visitor<E>>(
 /// ([`walk_path`]) instead of at the root.
 ///
 /// Four words, so that it moves in registers: word `l` is the descriptor
-/// pointer at level `l` (8-byte aligned, below 2^48) with [`TABLE`] or
-/// [`LEAF`] in its low bits; [`MANY`] in word 0 once a second leaf was
-/// seen; bits 48-63 of words 0 and 1 carry a 32-bit tag for the owner's
-/// use (a generation).
+/// pointer at level `l` (8-byte aligned, below 2^48); bits 48-63 of words 0
+/// and 1 carry a 32-bit tag for the owner's use (a generation), those of
+/// word 2 what was recorded ([`META_SHIFT`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Path([u64; 4]);
 
-/// A table entry recorded at this level.
-const TABLE: u64 = 1;
-/// The leaf recorded at this level.
-const LEAF: u64 = 2;
-/// More than one leaf was seen (word 0).
-const MANY: u64 = 4;
-const FLAGS: u64 = 7;
 const TAG_SHIFT: u32 = 48;
-const PTR_MASK: u64 = (1 << TAG_SHIFT) - 1 - FLAGS;
+const PTR_MASK: u64 = (1 << TAG_SHIFT) - 1;
+/// Word 2, bits 48..: leaf level (2 bits), first level recorded (2 bits),
+/// a leaf seen, more than one leaf seen, a first level recorded.
+const META_SHIFT: u32 = 48;
+const LEAF_SHIFT: u32 = META_SHIFT;
+const TOP_SHIFT: u32 = META_SHIFT + 2;
+const HAS_LEAF: u64 = 1 << (META_SHIFT + 4);
+const MANY: u64 = 1 << (META_SHIFT + 5);
+const HAS_TOP: u64 = 1 << (META_SHIFT + 6);
 
 impl Path {
     pub const fn new() -> Self {
         Path([0; 4])
     }
     #[inline(always)]
-    fn set(&mut self, e: &Entry, flag: u64) {
-        let w = &mut self.0[e.level as usize & 3];
-        *w = (*w & !(PTR_MASK | TABLE | LEAF)) | (e.ptep as u64 & PTR_MASK) | flag;
+    fn set(&mut self, e: &Entry) {
+        let l = e.level as usize & 3;
+        self.0[l] = (self.0[l] & !PTR_MASK) | (e.ptep as u64 & PTR_MASK);
+        if self.0[2] & HAS_TOP == 0 {
+            self.0[2] |= HAS_TOP | ((l as u64) << TOP_SHIFT);
+        }
     }
     /// A table entry on the way down.
     #[inline(always)]
     pub fn table(&mut self, e: &Entry) {
-        self.set(e, TABLE);
+        self.set(e);
     }
     /// A leaf.
     #[inline(always)]
     pub fn leaf(&mut self, e: &Entry) {
-        if self.0.iter().any(|w| w & LEAF != 0) {
-            self.0[0] |= MANY;
+        self.set(e);
+        let m = &mut self.0[2];
+        if *m & HAS_LEAF != 0 {
+            *m |= MANY;
         }
-        self.set(e, LEAF);
+        *m = (*m & !(3 << LEAF_SHIFT)) | HAS_LEAF | ((e.level as u64 & 3) << LEAF_SHIFT);
     }
-    /// The level of the leaf, if the walk saw exactly one and went through
-    /// table entries only on the way to it (none below it).
+    /// The level of the leaf, if the walk saw exactly one.
     #[inline(always)]
     pub fn single(&self) -> Option<u8> {
-        if self.0[0] & MANY != 0 {
-            return None;
-        }
-        let leaf = self.0.iter().position(|w| w & LEAF != 0)?;
-        self.0[leaf + 1..].iter().all(|w| w & (TABLE | LEAF) == 0).then_some(leaf as u8)
+        let m = self.0[2];
+        (m & (HAS_LEAF | MANY) == HAS_LEAF).then_some(((m >> LEAF_SHIFT) & 3) as u8)
     }
     /// The first level recorded (the root's).
     #[inline(always)]
     fn top(&self) -> u8 {
-        self.0.iter().position(|w| w & (TABLE | LEAF) != 0).unwrap_or(3) as u8
+        ((self.0[2] >> TOP_SHIFT) & 3) as u8
     }
     /// The descriptor recorded at `level`.
     #[inline(always)]
@@ -254,10 +255,7 @@ impl Path {
     #[inline(always)]
     pub fn restart(&self) -> Path {
         let mut p = *self;
-        p.0[0] &= !MANY;
-        for w in &mut p.0 {
-            *w &= !LEAF;
-        }
+        p.0[2] &= !(HAS_LEAF | MANY);
         p
     }
     /// The tag (bits 48-63 of words 0 and 1).
@@ -267,9 +265,8 @@ impl Path {
     }
     #[inline(always)]
     pub fn with_tag(mut self, tag: u32) -> Path {
-        let keep = (1 << TAG_SHIFT) - 1;
-        self.0[0] = (self.0[0] & keep) | ((tag as u64 & 0xffff) << TAG_SHIFT);
-        self.0[1] = (self.0[1] & keep) | ((tag as u64 >> 16) << TAG_SHIFT);
+        self.0[0] = (self.0[0] & PTR_MASK) | ((tag as u64 & 0xffff) << TAG_SHIFT);
+        self.0[1] = (self.0[1] & PTR_MASK) | ((tag as u64 >> 16) << TAG_SHIFT);
         self
     }
 }
@@ -295,9 +292,5 @@ pub fn walk_path<E: MmEnv, V: Visitor<E>>(env: &mut E, p: &Path, start: u64, end
     };
     let size = level_size(leaf);
     visit(env, p.ptep(leaf), start & !(size - 1), leaf, start, end, v)?;
-    let mut above = [core::ptr::null_mut(); 4];
-    for (l, a) in above.iter_mut().enumerate().take(leaf as usize) {
-        *a = p.ptep(l as u8);
-    }
-    post(env, &above, p.top(), leaf, start, v)
+    post(env, &p.0, p.top(), leaf, start, v)
 }
