@@ -679,10 +679,11 @@ impl<E: MmEnv, F: FnMut(Leaf) -> bool> Visitor<E> for CountVisitor<F> {
                 return Err(Error::Perm);
             }
         }
-        if already(e, self.start, self.new) {
+        // Written in place, or already there: no table page either way.
+        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level) {
             return Ok(());
         }
-        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level) {
+        if already(e, self.start, self.new) {
             return Ok(());
         }
         self.pages += self.split_cost(e.base, e.level);
@@ -869,15 +870,19 @@ impl SetVisitor<'_> {
 
 impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
     fn leaf(&mut self, env: &mut E, e: &Entry) -> Result<(), Error> {
-        if already(e, self.start, self.new) {
-            return Ok(());
-        }
         if self.covers(e) {
             let want = self.new.offset(e.base - self.start);
             if blockable(want, e.level) {
-                self.replace_leaf(env, e, pte::encode(want, e.level));
+                // Encoded once: equal to the entry is `already`.
+                let d = pte::encode(want, e.level);
+                if d != e.pte {
+                    self.replace_leaf(env, e, d);
+                }
                 return Ok(());
             }
+        }
+        if already(e, self.start, self.new) {
+            return Ok(());
         }
         self.split(env, e);
         Ok(())
