@@ -430,6 +430,7 @@ impl Stage2 {
             stats: &mut self.stats,
             tables: &mut self.tables,
             keep_invalid: self.keep_invalid,
+            root_level: self.geo.start_level,
         };
         // With the tree as phase one left it, a range inside one leaf is
         // written from that leaf up (the same visitor as the full walk).
@@ -538,7 +539,7 @@ fn chained(a: u64, b: u64, level: u8) -> bool {
 /// Keeps the uniformity hint of the table page holding `ptep` (an entry at
 /// `level`) in step with a write of `new` there: the number of its entries
 /// that continue the one before ([`chained`]) changes only in the pairs
-/// this entry is part of. Root pages get one too, never read.
+/// this entry is part of. Not kept for the root (never merged).
 #[inline(always)]
 fn note_write<E: MmEnv>(env: &mut E, ptep: *mut u64, level: u8, new: u64) {
     let mask = PAGE_SIZE as usize - 1;
@@ -716,6 +717,9 @@ struct SetVisitor<'a> {
     tables: &'a mut usize,
     /// Tables whose entries all become invalid stay ([`Stage2::keep_invalid_tables`]).
     keep_invalid: bool,
+    /// The root's level: its entries live in the root, never merged, so
+    /// they need no uniformity hint.
+    root_level: u8,
 }
 
 impl SetVisitor<'_> {
@@ -726,7 +730,9 @@ impl SetVisitor<'_> {
 
     #[inline]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        note_write(env, e.ptep, e.level, val);
+        if e.level != self.root_level {
+            note_write(env, e.ptep, e.level, val);
+        }
         if let Some(s2) = &self.s2 {
             // SAFETY: e.ptep comes from the walker, inside this tree's
             // tables, which the caller of commit holds; it translates
