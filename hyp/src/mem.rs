@@ -23,11 +23,43 @@ pub type HostLocked = MutexGuard<'static, HostMm>;
 /// Holds the hyp's bookkeeping lock (take after the host's).
 pub type HypLocked = MutexGuard<'static, HypMm>;
 
+/// One 16-bit word per pool page: the core's per-table-page hint
+/// (`MmEnv::table_hint`), allocated from the pool at boot.
+struct Hints {
+    base: u64,
+    slots: *mut u16,
+    len: usize,
+}
+
+// SAFETY: `slots` is fixed after boot; a slot is reached only through
+// [`hint`], for a table page whose tree's lock the caller holds, so no two
+// CPUs use the same slot at once.
+unsafe impl Sync for Hints {}
+// SAFETY: as above.
+unsafe impl Send for Hints {}
+static HINTS: Once<Hints> = Once::new();
+
 /// # Safety
 /// `[start, start + size)` is memory only the hyp uses, mapped normal.
 pub unsafe fn init(start: u64, size: u64) {
     // SAFETY: per the function contract.
     unsafe { HEAP.lock().init(start as usize, size as usize) };
+    let slots = alloc::vec![0u16; (size / PAGE_SIZE) as usize].leak();
+    HINTS.call_once(|| Hints { base: start, slots: slots.as_mut_ptr(), len: slots.len() });
+}
+
+/// The hint word of the pool page at `pa` (`None` outside the pool).
+///
+/// # Safety
+/// The caller holds the lock of the tree the table page at `pa` belongs
+/// to, and drops the reference before releasing it.
+#[inline]
+pub unsafe fn hint(pa: u64) -> Option<&'static mut u16> {
+    let h = HINTS.get()?;
+    let i = (pa.wrapping_sub(h.base) / PAGE_SIZE) as usize;
+    // SAFETY: i < len, inside the slot array; per the function contract
+    // nobody else uses this page's slot now.
+    (i < h.len).then(|| unsafe { &mut *h.slots.add(i) })
 }
 
 pub fn install(host: HostMm, hyp: HypMm) {

@@ -55,6 +55,17 @@ impl MmEnv for HypEnv {
         // yet (MmEnv::init_pte contract).
         unsafe { core::ptr::write_volatile(ptep, val) };
     }
+    unsafe fn init_table(&mut self, table: *mut u64, first: u64, step: u64) {
+        // SAFETY: a table page no walker can reach yet (MmEnv::init_table
+        // contract); the publish barrier orders these plain stores.
+        unsafe { hyp::mm::pte::fill(table, first, step) };
+    }
+    fn table_hint(&mut self, table: *mut u64) -> Option<&mut u16> {
+        // SAFETY: the core asks for the hint of a table page of a tree
+        // whose lock its caller holds, and keeps the reference only for
+        // the call it is in.
+        unsafe { mem::hint(table as u64) }
+    }
     fn table_filled(&mut self, s2: &S2Id, table: u64) {
         if s2.iommu && smmu::noncoherent() {
             // Zeroes and entries reach memory before a non-coherent SMMU

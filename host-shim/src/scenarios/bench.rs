@@ -179,6 +179,40 @@ pub fn pins(pa: u64) {
     report("host_unpin", n, unpin, c);
 }
 
+/// SHARE_HYP / UNSHARE_HYP of one 4K page of a 2M block already split (the
+/// page before it stays shared with the hyp meanwhile): no table page
+/// allocated or freed, one descriptor written on each side.
+fn share_hyp(hm: &mut HostMem) {
+    let names = ["host share_hyp 4K (no split)", "host unshare_hyp 4K"];
+    if !names.iter().any(|n| want(n)) {
+        return;
+    }
+    let n = reps();
+    let r = hm.alloc(SZ_2M, SZ_2M).expect("host memory");
+    let hvc = |fid, pa| call(fid, [pa, 4096, 0, 0, 0, 0]).expect("share_hyp/unshare_hyp");
+    hvc(abi::SHARE_HYP, r);
+    let (mut s, mut u) = ((0, 0), (0, 0));
+    for _ in 0..n {
+        let a = pmu::read();
+        hvc(abi::SHARE_HYP, r + 4096);
+        let b = pmu::read();
+        hvc(abi::UNSHARE_HYP, r + 4096);
+        let c = pmu::read();
+        s = (s.0 + b.0 - a.0, s.1 + b.1 - a.1);
+        u = (u.0 + c.0 - b.0, u.1 + c.1 - b.1);
+    }
+    // The software counters of one more of each, per operation.
+    let c0 = counters();
+    hvc(abi::SHARE_HYP, r + 4096);
+    let c1 = counters();
+    hvc(abi::UNSHARE_HYP, r + 4096);
+    let c2 = counters();
+    report(names[0], n, s, diff(c0, c1).map(|x| x * n));
+    report(names[1], n, u, diff(c1, c2).map(|x| x * n));
+    hvc(abi::UNSHARE_HYP, r);
+    hm.free(r, SZ_2M);
+}
+
 fn lazy_fault(name: &str, region: u64, size: u64) {
     if !want(name) {
         return;
@@ -309,6 +343,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         }
         None => println!("[host] bench: no free 1 GiB for the 1G lazy fault (use --mem 20G)"),
     }
+    share_hyp(hm);
     vm_lifecycle(hm, 2);
     vm_lifecycle(hm, 4);
     table_pages(hm);

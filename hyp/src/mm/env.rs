@@ -55,6 +55,29 @@ pub trait MmEnv {
     /// [`MmEnv::alloc_table`] and has not installed.
     unsafe fn init_pte(&mut self, ptep: *mut u64, val: u64);
 
+    /// Fills a table page no walker can reach yet (as [`MmEnv::init_pte`])
+    /// with `ENTRIES` descriptors `first + i * step`: a split block's
+    /// children.
+    ///
+    /// # Safety
+    /// `table` points at a page the caller took from
+    /// [`MmEnv::alloc_table`] and has not installed.
+    unsafe fn init_table(&mut self, table: *mut u64, first: u64, step: u64) {
+        for i in 0..super::ENTRIES {
+            // SAFETY: per the function contract; i < ENTRIES.
+            unsafe { self.init_pte(table.add(i), first + i as u64 * step) };
+        }
+    }
+
+    /// A 16-bit word the core keeps for the table page at `table` (the
+    /// uniformity hint of `pgtable`: how many of its entries continue the
+    /// one before), or `None` if the environment keeps none (the core then
+    /// scans the table when it needs to know). Only the core reads and
+    /// writes it, under the lock of the tree the page belongs to.
+    fn table_hint(&mut self, _table: *mut u64) -> Option<&mut u16> {
+        None
+    }
+
     /// Orders every earlier write to table pages (the allocator's zeroing,
     /// [`MmEnv::init_pte`]) before every later descriptor write, for the
     /// table walkers of all CPUs: `DSB ISHST` on aarch64. Called between

@@ -23,7 +23,7 @@
 use alloc::vec::Vec;
 
 use super::env::MmEnv;
-use super::pgtable::{Mapping, Stage2, Update};
+use super::pgtable::{Counted, Found, Mapping, Stage2, Update};
 use super::pins::Pins;
 use super::prot::{Attrs, Leaf, Owner, PageState};
 use super::{is_aligned, level_size, Error, PAGE_SIZE};
@@ -183,6 +183,16 @@ fn check_all<E: MmEnv>(
     pgt.for_each_leaf(env, start, end, |m: Mapping, a, _| if ok(m.at(a)) { Ok(()) } else { Err(Error::Perm) })
 }
 
+/// A guest range as [`guest_range`] found it.
+struct GuestRange {
+    /// PA of the first page, the attributes and the state of all.
+    pa: u64,
+    attrs: Attrs,
+    state: PageState,
+    /// Where the walk went (the update of the range starts there).
+    found: Found,
+}
+
 /// Checks that a guest range is mapped in `state`, with one attribute set and
 /// physically contiguous; returns the PA of `ipa` and the attributes.
 fn guest_range<E: MmEnv>(
@@ -191,10 +201,10 @@ fn guest_range<E: MmEnv>(
     ipa: u64,
     size: u64,
     state: impl Fn(PageState) -> bool,
-) -> Result<(u64, Attrs, PageState), Error> {
+) -> Result<GuestRange, Error> {
     let end = guest.pgt.check_range(ipa, size)?;
     let mut first: Option<(u64, Attrs, PageState)> = None;
-    guest.pgt.for_each_leaf(env, ipa, end, |m, a, _| match (m.at(a), first) {
+    let found = guest.pgt.for_each_leaf_found(env, ipa, end, |m, a, _| match (m.at(a), first) {
         (Leaf::Mapped { pa, attrs, state: s }, None) if state(s) => {
             first = Some((pa, attrs, s));
             Ok(())
@@ -206,35 +216,29 @@ fn guest_range<E: MmEnv>(
         }
         _ => Err(Error::Perm),
     })?;
-    first.ok_or(Error::Perm)
+    let (pa, attrs, state) = first.ok_or(Error::Perm)?;
+    Ok(GuestRange { pa, attrs, state, found })
 }
 
-/// Prepares both sides, then commits both, or changes nothing.
-fn commit_pair<E: MmEnv>(
-    env: &mut E,
-    a: (&mut Stage2, u64, u64, Leaf),
-    b: (&mut Stage2, u64, u64, Leaf),
-) -> Result<(), Error> {
-    commit_pair_checked(env, a, None::<fn(Leaf) -> bool>, b)
-}
-
-/// `commit_pair`, checking every page of side `a` with `ok_a` in the walk
-/// that prepares it (`Err(Perm)` if one fails, nothing changed).
+/// The end of phase one for two trees: allocates what both counted, or
+/// nothing.
 #[inline(always)]
-fn commit_pair_checked<E: MmEnv, F: FnMut(Leaf) -> bool>(
-    env: &mut E,
-    a: (&mut Stage2, u64, u64, Leaf),
-    ok_a: Option<F>,
-    b: (&mut Stage2, u64, u64, Leaf),
-) -> Result<(), Error> {
-    let ua: Update = a.0.prepare_checked(env, a.1, a.2, a.3, ok_a)?;
-    let ub = match b.0.prepare(env, b.1, b.2, b.3) {
-        Ok(u) => u,
+fn reserve_pair<E: MmEnv>(env: &mut E, a: Counted, b: Counted) -> Result<(Update, Update), Error> {
+    let ua = a.reserve(env)?;
+    match b.reserve(env) {
+        Ok(ub) => Ok((ua, ub)),
         Err(e) => {
             ua.cancel(env);
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
+
+/// Ends phase one for both sides (allocation), then commits both; or
+/// changes nothing.
+#[inline(always)]
+fn commit_counted<E: MmEnv>(env: &mut E, a: (&mut Stage2, Counted), b: (&mut Stage2, Counted)) -> Result<(), Error> {
+    let (ua, ub) = reserve_pair(env, a.1, b.1)?;
     a.0.commit(env, ua);
     b.0.commit(env, ub);
     Ok(())
@@ -311,7 +315,7 @@ impl HostMm {
     /// `Err(Inval)`: no memory or device there. Either way the caller
     /// injects an abort into the host.
     pub fn handle_fault<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Result<HostFault, Error> {
-        let m = self.pgt.lookup(env, ipa)?;
+        let (m, found) = self.pgt.lookup_found(env, ipa)?;
         match m.leaf {
             Leaf::Mapped { .. } => return Ok(HostFault::Spurious),
             Leaf::Invalid(Owner::None) => {}
@@ -328,7 +332,10 @@ impl HostMm {
             let size = level_size(level);
             let base = ipa & !(size - 1);
             if region.contains(base, size) {
-                self.pgt.set(env, base, size, owned(base, attrs, PageState::Owned))?;
+                // The update starts at the leaf the lookup found.
+                let u = self.pgt.count_found(env, &found, base, size, owned(base, attrs, PageState::Owned))?;
+                let u = u.reserve(env)?;
+                self.pgt.commit(env, u);
                 return Ok(HostFault::Mapped { level, base, device });
             }
         }
@@ -407,15 +414,14 @@ fn host_hyp<E: MmEnv>(
     t: HostHyp,
 ) -> Result<(), Error> {
     host.check_ram(pa, size)?;
-    check_all(env, &host.pgt, pa, size, t.host_before)?;
-    check_all(env, &hyp.pgt, pa, size, t.hyp_before)?;
+    // Each side is checked in the walk that counts its update.
+    let ch = host.pgt.count_checked(env, pa, size, (t.host_after)(pa), Some(t.host_before))?;
+    let cy = hyp.pgt.count_checked(env, pa, size, (t.hyp_after)(pa), Some(t.hyp_before))?;
     let ud = match t.dma_after {
         Some(f) => dma_prepare(env, &host.dma, pa, size, f(pa))?,
         None => None,
     };
-    if let Err(e) =
-        commit_pair(env, (&mut host.pgt, pa, size, (t.host_after)(pa)), (&mut hyp.pgt, pa, size, (t.hyp_after)(pa)))
-    {
+    if let Err(e) = commit_counted(env, (&mut host.pgt, ch), (&mut hyp.pgt, cy)) {
         dma_cancel(env, ud);
         return Err(e);
     }
@@ -594,16 +600,20 @@ pub fn guest_share_host<E: MmEnv>(
     ipa: u64,
     size: u64,
 ) -> Result<u64, Error> {
-    let (pa, attrs, _) = guest_range(env, guest, ipa, size, |s| s == PageState::Owned)?;
+    let g = guest_range(env, guest, ipa, size, |s| s == PageState::Owned)?;
     let h = guest.handle;
-    // The host side is checked in the walk that prepares it.
-    commit_pair_checked(
+    // The host side is checked in the walk that counts its update; the
+    // guest side's count starts where guest_range's walk ended.
+    let ch = host.pgt.count_checked(
         env,
-        (&mut host.pgt, pa, size, owned(pa, HOST_BORROWED, PageState::SharedBorrowed)),
+        g.pa,
+        size,
+        owned(g.pa, HOST_BORROWED, PageState::SharedBorrowed),
         Some(|l| l == Leaf::Invalid(Owner::Guest(h))),
-        (&mut guest.pgt, ipa, size, owned(pa, attrs, PageState::SharedOwned)),
     )?;
-    Ok(pa)
+    let cg = guest.pgt.count_found(env, &g.found, ipa, size, owned(g.pa, g.attrs, PageState::SharedOwned))?;
+    commit_counted(env, (&mut host.pgt, ch), (&mut guest.pgt, cg))?;
+    Ok(g.pa)
 }
 
 /// guest → host unshare (MEM_UNSHARE): the host mapping goes (with TLB
@@ -616,18 +626,21 @@ pub fn guest_unshare_host<E: MmEnv>(
     ipa: u64,
     size: u64,
 ) -> Result<u64, Error> {
-    let (pa, attrs, _) = guest_range(env, guest, ipa, size, |s| s == PageState::SharedOwned)?;
-    check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
-    if host.pins.any_pinned(pa, size) {
+    let g = guest_range(env, guest, ipa, size, |s| s == PageState::SharedOwned)?;
+    let h = guest.handle;
+    let ch = host.pgt.count_checked(
+        env,
+        g.pa,
+        size,
+        Leaf::Invalid(Owner::Guest(h)),
+        Some(|l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. })),
+    )?;
+    if host.pins.any_pinned(g.pa, size) {
         return Err(Error::Busy);
     }
-    let h = guest.handle;
-    commit_pair(
-        env,
-        (&mut host.pgt, pa, size, Leaf::Invalid(Owner::Guest(h))),
-        (&mut guest.pgt, ipa, size, owned(pa, attrs, PageState::Owned)),
-    )?;
-    Ok(pa)
+    let cg = guest.pgt.count_found(env, &g.found, ipa, size, owned(g.pa, g.attrs, PageState::Owned))?;
+    commit_counted(env, (&mut host.pgt, ch), (&mut guest.pgt, cg))?;
+    Ok(g.pa)
 }
 
 /// guest gives pages back (MEM_RELINQUISH): scrubbed, then host-owned.
@@ -639,10 +652,9 @@ pub fn guest_relinquish<E: MmEnv>(
     ipa: u64,
     size: u64,
 ) -> Result<u64, Error> {
-    let (pa, _, state) =
-        guest_range(env, guest, ipa, size, |s| matches!(s, PageState::Owned | PageState::SharedOwned))?;
-    reclaim(env, host, guest, ipa, pa, size, state)?;
-    Ok(pa)
+    let g = guest_range(env, guest, ipa, size, |s| matches!(s, PageState::Owned | PageState::SharedOwned))?;
+    reclaim(env, host, guest, ipa, g.pa, size, g.state)?;
+    Ok(g.pa)
 }
 
 /// Checks the host side of guest pages in `state`, then scrubs them and gives

@@ -19,7 +19,7 @@ use super::env::{MmEnv, S2Id, Vmid};
 use super::memcache::Memcache;
 use super::prot::Leaf;
 use super::pte;
-use super::walker::{walk, Entry, Geometry, Visitor, Walk};
+use super::walker::{walk, walk_path, Entry, Geometry, Path, Visitor, Walk};
 use super::{is_aligned, level_size, Error, ENTRIES, PAGE_SIZE};
 
 /// Software counters of one stage-2 (for tests and benchmarks).
@@ -71,7 +71,46 @@ pub struct Stage2 {
     iommu: bool,
     /// Tables that become all-invalid are not merged ([`Stage2::keep_invalid_tables`]).
     keep_invalid: bool,
+    /// Commits so far: a [`Path`] recorded at one generation is valid
+    /// while the tree is still at it.
+    gen: u64,
     pub stats: Stats,
+}
+
+/// What one walk over a range found: the path to its leaf when the range
+/// lies in one leaf, tagged with the tree's generation then. A later update
+/// of the same range ([`Stage2::count_found`]) starts from the leaf instead
+/// of the root while the tree has not changed since. Four words.
+#[derive(Clone, Copy, Debug)]
+pub struct Found(Path);
+
+impl Found {
+    /// Is the recorded path still the way to `[start, end)` in `s2`: the
+    /// tree unchanged since, the path starting in its root and leading,
+    /// level by level, to `start`, and `end` inside the same leaf?
+    #[inline(always)]
+    fn usable(&self, s2: &Stage2, start: u64, end: u64) -> bool {
+        let Some(leaf) = self.0.single() else {
+            return false;
+        };
+        if self.0.tag() != s2.gen as u32 || (start ^ (end - 1)) >> super::level_shift(leaf) != 0 {
+            return false;
+        }
+        let top = s2.geo.start_level;
+        let slot = |l: u8, table: u64| (self.0.ptep(l) as u64).wrapping_sub(table) / 8;
+        let index = |l: u8, entries: usize| (start >> super::level_shift(l)) & (entries as u64 - 1);
+        if slot(top, s2.geo.root) != index(top, s2.geo.root_entries) {
+            return false;
+        }
+        let mut l = top + 1;
+        while l <= leaf {
+            if slot(l, self.0.ptep(l) as u64 & !(PAGE_SIZE - 1)) != index(l, ENTRIES) {
+                return false;
+            }
+            l += 1;
+        }
+        true
+    }
 }
 
 /// Phase-one result of an update: the checked range and its table pages.
@@ -82,6 +121,34 @@ pub struct Update {
     end: u64,
     new: Leaf,
     cache: Memcache,
+    /// The path its phase-one walk took (commit starts at the leaf when
+    /// the range lies in one and the tree is unchanged).
+    found: Found,
+}
+
+/// An update checked and counted by its phase-one walk, before its table
+/// pages are allocated ([`Counted::reserve`]): holds nothing, so a caller
+/// preparing several trees checks them all before it allocates for any.
+#[must_use = "reserve the counted pages"]
+#[derive(Debug)]
+pub struct Counted {
+    start: u64,
+    end: u64,
+    new: Leaf,
+    pages: usize,
+    found: Found,
+}
+
+impl Counted {
+    /// Allocates the table pages the update needs: the end of phase one.
+    #[inline(always)]
+    pub fn reserve<E: MmEnv>(self, env: &mut E) -> Result<Update, Error> {
+        let mut cache = Memcache::new();
+        if !cache.topup(env, self.pages) {
+            return Err(Error::NoMem);
+        }
+        Ok(Update { start: self.start, end: self.end, new: self.new, cache, found: self.found })
+    }
 }
 
 impl Update {
@@ -132,6 +199,7 @@ impl Stage2 {
             who: 0,
             iommu: false,
             keep_invalid: false,
+            gen: 0,
             stats: Stats::default(),
         })
     }
@@ -225,15 +293,22 @@ impl Stage2 {
 
     /// The leaf entry translating `ipa`.
     pub fn lookup<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<Mapping, Error> {
+        self.lookup_found(env, ipa).map(|(m, _)| m)
+    }
+
+    /// `lookup`, also returning where the walk went (an update inside the
+    /// leaf can start there: [`Stage2::count_found`]).
+    #[inline]
+    pub fn lookup_found<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<(Mapping, Found), Error> {
         let page = ipa & !(PAGE_SIZE - 1);
         self.check_range(page, PAGE_SIZE)?;
-        let mut found = None;
-        self.for_each_leaf(env, page, page + PAGE_SIZE, |m, _, _| {
-            found = Some(m);
+        let mut m = None;
+        let found = self.for_each_leaf_found(env, page, page + PAGE_SIZE, |l, _, _| {
+            m = Some(l);
             Ok(())
         })?;
         // A walk over one in-range page always visits exactly one leaf.
-        found.ok_or(Error::Inval)
+        m.map(|m| (m, found)).ok_or(Error::Inval)
     }
 
     /// Calls `f(mapping, from, to)` for every leaf over `[start, end)`, with
@@ -243,8 +318,23 @@ impl Stage2 {
     where
         F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
     {
-        let mut v = LeafVisitor { f, start, end };
-        walk(env, &self.geo, start, end, &mut v)
+        self.for_each_leaf_found(env, start, end, f).map(|_| ())
+    }
+
+    /// `for_each_leaf`, also returning where the walk went: a later update
+    /// of the same range can start there ([`Stage2::count_found`]).
+    #[inline]
+    pub fn for_each_leaf_found<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<Found, Error>
+    where
+        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
+    {
+        let mut v = LeafVisitor { f, start, end, path: Path::new() };
+        walk(env, &self.geo, start, end, &mut v)?;
+        Ok(self.found(v.path))
+    }
+
+    fn found(&self, path: Path) -> Found {
+        Found(path.with_tag(self.gen as u32))
     }
 
     /// Phase one of setting `[ipa, ipa + size)` to `new` (a valid `new`
@@ -252,6 +342,20 @@ impl Stage2 {
     /// table page the update will need; changes nothing.
     pub fn prepare<E: MmEnv>(&self, env: &mut E, ipa: u64, size: u64, new: Leaf) -> Result<Update, Error> {
         self.prepare_checked(env, ipa, size, new, None::<fn(Leaf) -> bool>)
+    }
+
+    /// The walk of `prepare_checked` without the allocation: checks and
+    /// counts; [`Counted::reserve`] allocates.
+    #[inline]
+    pub fn count_checked<E: MmEnv, F: FnMut(Leaf) -> bool>(
+        &self,
+        env: &mut E,
+        ipa: u64,
+        size: u64,
+        new: Leaf,
+        ok: Option<F>,
+    ) -> Result<Counted, Error> {
+        self.count_from(env, None, ipa, size, new, ok)
     }
 
     /// `prepare`, in the same walk checking every page of the range with
@@ -267,23 +371,55 @@ impl Stage2 {
         new: Leaf,
         ok: Option<F>,
     ) -> Result<Update, Error> {
+        self.count_from(env, None, ipa, size, new, ok)?.reserve(env)
+    }
+
+    /// `prepare` of a range an earlier walk of this tree found
+    /// ([`Stage2::for_each_leaf_found`]): when it lies in one leaf and the
+    /// tree has not changed since, the count starts at that leaf rather
+    /// than at the root (the same visitor either way).
+    #[inline]
+    pub fn count_found<E: MmEnv>(
+        &self,
+        env: &mut E,
+        found: &Found,
+        ipa: u64,
+        size: u64,
+        new: Leaf,
+    ) -> Result<Counted, Error> {
+        self.count_from(env, Some(found), ipa, size, new, None::<fn(Leaf) -> bool>)
+    }
+
+    #[inline(always)]
+    fn count_from<E: MmEnv, F: FnMut(Leaf) -> bool>(
+        &self,
+        env: &mut E,
+        from: Option<&Found>,
+        ipa: u64,
+        size: u64,
+        new: Leaf,
+        ok: Option<F>,
+    ) -> Result<Counted, Error> {
         let end = self.check_range(ipa, size)?;
         if let Leaf::Mapped { pa, .. } = new {
             if !is_aligned(pa, PAGE_SIZE) || pa.checked_add(size).is_none_or(|e| e > pte::OA_MASK + PAGE_SIZE) {
                 return Err(Error::Inval);
             }
         }
-        let mut counter = CountVisitor { start: ipa, end, new, pages: 0, ok };
-        walk(env, &self.geo, ipa, end, &mut counter)?;
-        let mut cache = Memcache::new();
-        if !cache.topup(env, counter.pages) {
-            return Err(Error::NoMem);
+        let mut counter = CountVisitor { start: ipa, end, new, pages: 0, ok, path: Path::new() };
+        match from {
+            Some(f) if f.usable(self, ipa, end) => {
+                counter.path = f.0.restart();
+                walk_path(env, &f.0, ipa, end, &mut counter)?
+            }
+            _ => walk(env, &self.geo, ipa, end, &mut counter)?,
         }
-        Ok(Update { start: ipa, end, new, cache })
+        Ok(Counted { start: ipa, end, new, pages: counter.pages, found: self.found(counter.path) })
     }
 
     /// Phase two: applies a prepared update. Cannot fail.
     pub fn commit<E: MmEnv>(&mut self, env: &mut E, mut u: Update) {
+        let from_leaf = u.found.usable(self, u.start, u.end);
         let mut v = SetVisitor {
             start: u.start,
             end: u.end,
@@ -294,8 +430,16 @@ impl Stage2 {
             stats: &mut self.stats,
             tables: &mut self.tables,
             keep_invalid: self.keep_invalid,
+            root_level: self.geo.start_level,
         };
-        let r = walk(env, &self.geo, u.start, u.end, &mut v);
+        // With the tree as phase one left it, a range inside one leaf is
+        // written from that leaf up (the same visitor as the full walk).
+        let r = if from_leaf {
+            walk_path(env, &u.found.0, u.start, u.end, &mut v)
+        } else {
+            walk(env, &self.geo, u.start, u.end, &mut v)
+        };
+        self.gen = self.gen.wrapping_add(1);
         debug_assert!(r.is_ok() && u.cache.is_empty(), "commit: {:?}, {} pages left", r, u.cache.len());
         u.cache.drain(env);
     }
@@ -379,6 +523,67 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
     n
 }
 
+/// The uniformity hint's value for a table whose entries all continue the
+/// one before ([`MmEnv::table_hint`]).
+const CHAINED_ALL: u16 = ENTRIES as u16 - 1;
+
+/// Does `b` continue `a` in a table whose entries translate `size` bytes
+/// each: the next PA with everything else equal (valid), or the same
+/// annotation (invalid)? A table descriptor continues nothing.
+#[inline(always)]
+fn chained(a: u64, b: u64, level: u8) -> bool {
+    let step = if pte::is_valid(a) { level_size(level) } else { 0 };
+    !pte::is_table(a, level) && b == a.wrapping_add(step)
+}
+
+/// Keeps the uniformity hint of the table page holding `ptep` (an entry at
+/// `level`) in step with a write of `new` there: the number of its entries
+/// that continue the one before ([`chained`]) changes only in the pairs
+/// this entry is part of. Not kept for the root (never merged).
+#[inline(always)]
+fn note_write<E: MmEnv>(env: &mut E, ptep: *mut u64, level: u8, new: u64) {
+    let mask = PAGE_SIZE as usize - 1;
+    let page = (ptep as usize & !mask) as *mut u64;
+    let i = (ptep as usize & mask) / core::mem::size_of::<u64>();
+    let Some(h) = env.table_hint(page) else {
+        return;
+    };
+    // SAFETY: i and its neighbours (checked against the page's bounds) are
+    // descriptors of the live table page holding ptep.
+    let at = |j: usize| unsafe { core::ptr::read_volatile(page.add(j)) };
+    let old = at(i);
+    let mut n = *h;
+    if i > 0 {
+        let prev = at(i - 1);
+        n = n.wrapping_add(chained(prev, new, level) as u16).wrapping_sub(chained(prev, old, level) as u16);
+    }
+    if i < ENTRIES - 1 {
+        let next = at(i + 1);
+        n = n.wrapping_add(chained(new, next, level) as u16).wrapping_sub(chained(old, next, level) as u16);
+    }
+    *h = n;
+}
+
+/// Do the 512 entries of the table at `p` all continue the one before,
+/// starting from `c0`? Checks the last entry and the one the update touched
+/// first, then the rest up to the first mismatch.
+fn scan_uniform(p: *mut u64, c0: u64, csize: u64, touched: usize) -> bool {
+    let step = if pte::is_valid(c0) { csize } else { 0 };
+    // SAFETY (all reads below): i < 512 entries of a live table page.
+    let at = |i: usize| unsafe { core::ptr::read_volatile(p.add(i)) };
+    if at(ENTRIES - 1) != c0 + (ENTRIES as u64 - 1) * step || at(touched) != c0 + touched as u64 * step {
+        return false;
+    }
+    let mut want = c0;
+    for i in 1..ENTRIES {
+        want += step;
+        if at(i) != want {
+            return false;
+        }
+    }
+    true
+}
+
 /// True when `leaf` may be written as one entry at `level`.
 #[inline]
 fn blockable(leaf: Leaf, level: u8) -> bool {
@@ -413,10 +618,16 @@ struct LeafVisitor<F> {
     f: F,
     start: u64,
     end: u64,
+    path: Path,
 }
 
 impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for LeafVisitor<F> {
+    fn table_pre(&mut self, _env: &mut E, e: &Entry) -> Result<Walk, Error> {
+        self.path.table(e);
+        Ok(Walk::Continue)
+    }
     fn leaf(&mut self, _env: &mut E, e: &Entry) -> Result<(), Error> {
+        self.path.leaf(e);
         let m = Mapping { base: e.base, level: e.level, leaf: pte::decode(e.pte) };
         (self.f)(m, e.base.max(self.start), e.end().min(self.end))
     }
@@ -430,6 +641,7 @@ struct CountVisitor<F> {
     new: Leaf,
     pages: usize,
     ok: Option<F>,
+    path: Path,
 }
 
 impl<F> CountVisitor<F> {
@@ -461,16 +673,18 @@ impl<F> CountVisitor<F> {
 
 impl<E: MmEnv, F: FnMut(Leaf) -> bool> Visitor<E> for CountVisitor<F> {
     fn leaf(&mut self, _env: &mut E, e: &Entry) -> Result<(), Error> {
+        self.path.leaf(e);
         if let Some(ok) = &mut self.ok {
             let from = e.base.max(self.start);
             if !ok(pte::decode(e.pte).offset(from - e.base)) {
                 return Err(Error::Perm);
             }
         }
-        if already(e, self.start, self.new) {
+        // Written in place, or already there: no table page either way.
+        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level) {
             return Ok(());
         }
-        if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level) {
+        if already(e, self.start, self.new) {
             return Ok(());
         }
         self.pages += self.split_cost(e.base, e.level);
@@ -478,6 +692,7 @@ impl<E: MmEnv, F: FnMut(Leaf) -> bool> Visitor<E> for CountVisitor<F> {
     }
 
     fn table_pre(&mut self, _env: &mut E, e: &Entry) -> Result<Walk, Error> {
+        self.path.table(e);
         // A check visits every leaf; below a table the new leaf replaces
         // whole, every leaf is covered and blockable (costs nothing).
         if self.ok.is_none() && self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level)
@@ -502,6 +717,9 @@ struct SetVisitor<'a> {
     tables: &'a mut usize,
     /// Tables whose entries all become invalid stay ([`Stage2::keep_invalid_tables`]).
     keep_invalid: bool,
+    /// The root's level: its entries live in the root, never merged, so
+    /// they need no uniformity hint.
+    root_level: u8,
 }
 
 impl SetVisitor<'_> {
@@ -512,6 +730,9 @@ impl SetVisitor<'_> {
 
     #[inline]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
+        if e.level != self.root_level {
+            note_write(env, e.ptep, e.level, val);
+        }
         if let Some(s2) = &self.s2 {
             // SAFETY: e.ptep comes from the walker, inside this tree's
             // tables, which the caller of commit holds; it translates
@@ -582,10 +803,13 @@ impl SetVisitor<'_> {
         let child = e.level + 1;
         let csize = level_size(child);
         let p = env.table_ptr(table);
-        for i in 0..ENTRIES {
-            // SAFETY: `table` is a fresh page from the cache that no walker
-            // can reach yet; i < 512.
-            unsafe { env.init_pte(p.add(i), pte::child_of(e.pte, child, i as u64 * csize)) };
+        let step = if pte::is_valid(e.pte) { csize } else { 0 };
+        // SAFETY: `table` is a fresh page from the cache that no walker can
+        // reach yet.
+        unsafe { env.init_table(p, pte::child_of(e.pte, child, 0), step) };
+        // A block's children continue one another.
+        if let Some(h) = env.table_hint(p) {
+            *h = CHAINED_ALL;
         }
         if let Some(s2) = &self.s2 {
             // The zeroing and the 512 entries before the table descriptor.
@@ -626,21 +850,19 @@ impl SetVisitor<'_> {
             return;
         }
         // Entry i must be c0 advanced by i * step (valid entries map
-        // consecutive PAs; invalid ones carry the same annotation).
-        let step = if valid { csize } else { 0 };
-        // SAFETY (both reads below): i < 512 entries of a live table page.
-        let at = |i: usize| unsafe { core::ptr::read_volatile(p.add(i)) };
-        // Cheap rejection first: the last entry and the first one we touched.
+        // consecutive PAs; invalid ones carry the same annotation): every
+        // entry continues the one before. The hint counts those that do.
         let touched = (((self.start.max(e.base) - e.base) / csize) as usize).min(ENTRIES - 1);
-        if at(ENTRIES - 1) != c0 + (ENTRIES as u64 - 1) * step || at(touched) != c0 + touched as u64 * step {
-            return;
-        }
-        let mut want = c0;
-        for i in 1..ENTRIES {
-            want += step;
-            if at(i) != want {
-                return;
+        let uniform = match env.table_hint(p) {
+            Some(h) => {
+                let u = *h == CHAINED_ALL;
+                debug_assert_eq!(u, scan_uniform(p, c0, csize, touched), "hint of table {table:#x}");
+                u
             }
+            None => scan_uniform(p, c0, csize, touched),
+        };
+        if !uniform {
+            return;
         }
         let block = if valid { c0 & !pte::TABLE_OR_PAGE } else { c0 };
         self.replace_table(env, e, block);
@@ -654,15 +876,19 @@ impl SetVisitor<'_> {
 
 impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
     fn leaf(&mut self, env: &mut E, e: &Entry) -> Result<(), Error> {
-        if already(e, self.start, self.new) {
-            return Ok(());
-        }
         if self.covers(e) {
             let want = self.new.offset(e.base - self.start);
             if blockable(want, e.level) {
-                self.replace_leaf(env, e, pte::encode(want, e.level));
+                // Encoded once: equal to the entry is `already`.
+                let d = pte::encode(want, e.level);
+                if d != e.pte {
+                    self.replace_leaf(env, e, d);
+                }
                 return Ok(());
             }
+        }
+        if already(e, self.start, self.new) {
+            return Ok(());
         }
         self.split(env, e);
         Ok(())

@@ -126,6 +126,13 @@ pub struct TestEnv {
     pub budget: Option<usize>,
     pub log: Vec<Event>,
     pub record: bool,
+    /// Keep the per-table uniformity hints ([`MmEnv::table_hint`]); off,
+    /// the core scans tables instead.
+    pub hints: bool,
+    hint: BTreeMap<u64, u16>,
+    /// Calls of [`MmEnv::table_ptr`]: how many table pages the core
+    /// entered from a descriptor (a walk from the root enters one per level).
+    pub table_ptrs: core::cell::Cell<u64>,
     w: Walkers,
 }
 
@@ -137,7 +144,16 @@ impl Default for TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
-        TestEnv { live: BTreeMap::new(), budget: None, log: Vec::new(), record: true, w: Walkers::default() }
+        TestEnv {
+            live: BTreeMap::new(),
+            budget: None,
+            log: Vec::new(),
+            record: true,
+            hints: true,
+            hint: BTreeMap::new(),
+            table_ptrs: core::cell::Cell::new(0),
+            w: Walkers::default(),
+        }
     }
     /// Non-root table pages alive.
     pub fn tables_live(&self) -> usize {
@@ -171,6 +187,7 @@ impl TestEnv {
     }
     fn free(&mut self, pa: u64, pages: usize, root: bool) {
         assert_eq!(self.live.remove(&pa), Some((pages, root)), "double or bad free of {pa:#x}");
+        self.hint.remove(&pa);
         let layout = Layout::from_size_align(pages * 4096, pages * 4096).unwrap();
         // SAFETY: allocated above with this layout.
         unsafe { dealloc(pa as *mut u8, layout) };
@@ -334,6 +351,7 @@ impl MmEnv for TestEnv {
         self.free(pa, pages, true)
     }
     fn table_ptr(&self, pa: u64) -> *mut u64 {
+        self.table_ptrs.set(self.table_ptrs.get() + 1);
         pa as *mut u64
     }
     unsafe fn init_pte(&mut self, ptep: *mut u64, val: u64) {
@@ -343,6 +361,15 @@ impl MmEnv for TestEnv {
     }
     fn publish_barrier(&mut self) {
         self.push(Event::Barrier);
+    }
+    fn table_hint(&mut self, table: *mut u64) -> Option<&mut u16> {
+        if !self.hints {
+            return None;
+        }
+        let pa = table as u64;
+        let live = self.live.range(..=pa).next_back().is_some_and(|(&a, &(n, _))| pa < a + n as u64 * PAGE_SIZE);
+        assert!(live, "hint of {pa:#x}: not a live page");
+        Some(self.hint.entry(table as u64).or_insert(0))
     }
     fn table_filled(&mut self, s2: &S2Id, table: u64) {
         self.push(Event::TableFilled { s2: *s2, table });
@@ -372,6 +399,10 @@ impl MmEnv for TestEnv {
 }
 
 impl TestEnv {
+    /// The uniformity hint kept for the table page at `pa`.
+    pub fn hint_of(&self, pa: u64) -> Option<u16> {
+        self.hint.get(&pa).copied()
+    }
     /// Every page handed out has come back.
     pub fn assert_no_leaks(&self) {
         assert!(self.live.is_empty(), "leaked pages: {:?}", self.live);

@@ -60,8 +60,65 @@ pub struct Geometry {
 }
 
 /// Walks `[start, end)` (page-aligned, `start < end`, inside the tree).
+///
+/// Down the entries that hold the whole range the walk is a loop (a one-page
+/// range is one step per level); from the first entry that does not, or the
+/// first leaf, it recurses over the entries below; then `table_post` runs
+/// for the tables it went through, bottom up.
 pub fn walk<E: MmEnv, V: Visitor<E>>(env: &mut E, g: &Geometry, start: u64, end: u64, v: &mut V) -> Result<(), Error> {
-    walk_table(env, g.root, g.start_level, g.root_entries, start, end, v)
+    let (mut table, mut level, mut entries) = (g.root, g.start_level, g.root_entries);
+    let mut above = [0u64; 4];
+    let top = level;
+    loop {
+        let size = level_size(level);
+        let base = start & !(size - 1);
+        if end - base > size {
+            // The range spans several entries of this table.
+            walk_table(env, table, level, entries, start, end, v)?;
+            break;
+        }
+        let idx = ((start >> level_shift(level)) as usize) & (entries - 1);
+        // SAFETY: idx < entries, the number of descriptors in this table.
+        let ptep = unsafe { env.table_ptr(table).add(idx) };
+        // SAFETY: ptep points at a descriptor of a live table of this tree.
+        let d = unsafe { core::ptr::read_volatile(ptep) };
+        if !pte::is_table(d, level) {
+            visit(env, ptep, base, level, start, end, v)?;
+            break;
+        }
+        if v.table_pre(env, &Entry { ptep, pte: d, base, level })? == Walk::Skip {
+            break;
+        }
+        // SAFETY: as above; table_pre may have replaced the descriptor.
+        let d = unsafe { core::ptr::read_volatile(ptep) };
+        if !pte::is_table(d, level) {
+            break;
+        }
+        above[level as usize & 3] = ptep as u64;
+        (table, level, entries) = (pte::table_pa(d), level + 1, ENTRIES);
+    }
+    post(env, &above, top, level, start, v)
+}
+
+/// `table_post` of the table entries `above[top..level]` on the way to
+/// `start`, bottom up.
+#[inline(always)]
+fn post<E: MmEnv, V: Visitor<E>>(
+    env: &mut E,
+    above: &[u64; 4],
+    top: u8,
+    mut level: u8,
+    start: u64,
+    v: &mut V,
+) -> Result<(), Error> {
+    while level > top {
+        level -= 1;
+        let ptep = (above[level as usize & 3] & PTR_MASK) as *mut u64;
+        // SAFETY: a table descriptor of the tree on the way to `start`.
+        let d = unsafe { core::ptr::read_volatile(ptep) };
+        v.table_post(env, &Entry { ptep, pte: d, base: start & !(level_size(level) - 1), level })?;
+    }
+    Ok(())
 }
 
 fn walk_table<E: MmEnv, V: Visitor<E>>(
@@ -83,29 +140,157 @@ fn walk_table<E: MmEnv, V: Visitor<E>>(
         let ptep = unsafe { base_ptr.add(idx) };
         let base = addr & !(size - 1);
         let next = base.saturating_add(size).min(end);
-        // SAFETY: ptep points at a descriptor of a live table of this tree.
-        let mut d = unsafe { core::ptr::read_volatile(ptep) };
-        let mut descend = pte::is_table(d, level);
-        if descend {
-            if v.table_pre(env, &Entry { ptep, pte: d, base, level })? == Walk::Skip {
-                descend = false;
-            }
-            // SAFETY: as above; table_pre may have replaced the descriptor.
-            d = unsafe { core::ptr::read_volatile(ptep) };
-            descend &= pte::is_table(d, level);
-        } else {
-            v.leaf(env, &Entry { ptep, pte: d, base, level })?;
-            // SAFETY: as above; leaf may have installed a table.
-            d = unsafe { core::ptr::read_volatile(ptep) };
-            descend = pte::is_table(d, level);
-        }
-        if descend {
-            walk_table(env, pte::table_pa(d), level + 1, ENTRIES, addr, next, v)?;
-            // SAFETY: as above.
-            let d = unsafe { core::ptr::read_volatile(ptep) };
-            v.table_post(env, &Entry { ptep, pte: d, base, level })?;
-        }
+        visit(env, ptep, base, level, addr, next, v)?;
         addr = next;
     }
     Ok(())
+}
+
+/// One entry of a walk over `[addr, next)` (inside the entry at `base`):
+/// the callbacks, and the walk below it if it is (or becomes) a table.
+#[inline(always)]
+fn visit<E: MmEnv, V: Visitor<E>>(
+    env: &mut E,
+    ptep: *mut u64,
+    base: u64,
+    level: u8,
+    addr: u64,
+    next: u64,
+    v: &mut V,
+) -> Result<(), Error> {
+    // SAFETY: ptep points at a descriptor of a live table of this tree.
+    let mut d = unsafe { core::ptr::read_volatile(ptep) };
+    let mut descend = pte::is_table(d, level);
+    if descend {
+        if v.table_pre(env, &Entry { ptep, pte: d, base, level })? == Walk::Skip {
+            descend = false;
+        }
+        // SAFETY: as above; table_pre may have replaced the descriptor.
+        d = unsafe { core::ptr::read_volatile(ptep) };
+        descend &= pte::is_table(d, level);
+    } else {
+        v.leaf(env, &Entry { ptep, pte: d, base, level })?;
+        // SAFETY: as above; leaf may have installed a table.
+        d = unsafe { core::ptr::read_volatile(ptep) };
+        descend = pte::is_table(d, level);
+    }
+    if descend {
+        walk_table(env, pte::table_pa(d), level + 1, ENTRIES, addr, next, v)?;
+        // SAFETY: as above.
+        let d = unsafe { core::ptr::read_volatile(ptep) };
+        v.table_post(env, &Entry { ptep, pte: d, base, level })?;
+    }
+    Ok(())
+}
+
+/// The descriptors a walk went through to one leaf: the table entry at
+/// every level above it and the leaf itself. Recorded by a visitor (from
+/// its `table_pre` and `leaf` callbacks) so that a later walk of the same
+/// range, with the tree unchanged since, can start at the leaf
+/// ([`walk_path`]) instead of at the root.
+///
+/// Four words, so that it moves in registers: word `l` is the descriptor
+/// pointer at level `l` (8-byte aligned, below 2^48); bits 48-63 of words 0
+/// and 1 carry a 32-bit tag for the owner's use (a generation), those of
+/// word 2 what was recorded ([`META_SHIFT`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Path([u64; 4]);
+
+const TAG_SHIFT: u32 = 48;
+const PTR_MASK: u64 = (1 << TAG_SHIFT) - 1;
+/// Word 2, bits 48..: leaf level (2 bits), first level recorded (2 bits),
+/// a leaf seen, more than one leaf seen, a first level recorded.
+const META_SHIFT: u32 = 48;
+const LEAF_SHIFT: u32 = META_SHIFT;
+const TOP_SHIFT: u32 = META_SHIFT + 2;
+const HAS_LEAF: u64 = 1 << (META_SHIFT + 4);
+const MANY: u64 = 1 << (META_SHIFT + 5);
+const HAS_TOP: u64 = 1 << (META_SHIFT + 6);
+
+impl Path {
+    pub const fn new() -> Self {
+        Path([0; 4])
+    }
+    #[inline(always)]
+    fn set(&mut self, e: &Entry) {
+        let l = e.level as usize & 3;
+        self.0[l] = (self.0[l] & !PTR_MASK) | (e.ptep as u64 & PTR_MASK);
+        if self.0[2] & HAS_TOP == 0 {
+            self.0[2] |= HAS_TOP | ((l as u64) << TOP_SHIFT);
+        }
+    }
+    /// A table entry on the way down.
+    #[inline(always)]
+    pub fn table(&mut self, e: &Entry) {
+        self.set(e);
+    }
+    /// A leaf.
+    #[inline(always)]
+    pub fn leaf(&mut self, e: &Entry) {
+        self.set(e);
+        let m = &mut self.0[2];
+        if *m & HAS_LEAF != 0 {
+            *m |= MANY;
+        }
+        *m = (*m & !(3 << LEAF_SHIFT)) | HAS_LEAF | ((e.level as u64 & 3) << LEAF_SHIFT);
+    }
+    /// The level of the leaf, if the walk saw exactly one.
+    #[inline(always)]
+    pub fn single(&self) -> Option<u8> {
+        let m = self.0[2];
+        (m & (HAS_LEAF | MANY) == HAS_LEAF).then_some(((m >> LEAF_SHIFT) & 3) as u8)
+    }
+    /// The first level recorded (the root's).
+    #[inline(always)]
+    fn top(&self) -> u8 {
+        ((self.0[2] >> TOP_SHIFT) & 3) as u8
+    }
+    /// The descriptor recorded at `level`.
+    #[inline(always)]
+    pub fn ptep(&self, level: u8) -> *mut u64 {
+        (self.0[level as usize & 3] & PTR_MASK) as *mut u64
+    }
+    /// The same path, for a walk that starts at its leaf ([`walk_path`])
+    /// and records the leaf again.
+    #[inline(always)]
+    pub fn restart(&self) -> Path {
+        let mut p = *self;
+        p.0[2] &= !(HAS_LEAF | MANY);
+        p
+    }
+    /// The tag (bits 48-63 of words 0 and 1).
+    #[inline(always)]
+    pub fn tag(&self) -> u32 {
+        ((self.0[0] >> TAG_SHIFT) | (self.0[1] >> TAG_SHIFT << 16)) as u32
+    }
+    #[inline(always)]
+    pub fn with_tag(mut self, tag: u32) -> Path {
+        self.0[0] = (self.0[0] & PTR_MASK) | ((tag as u64 & 0xffff) << TAG_SHIFT);
+        self.0[1] = (self.0[1] & PTR_MASK) | ((tag as u64 >> 16) << TAG_SHIFT);
+        self
+    }
+}
+
+impl Default for Path {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Walks `[start, end)`, which lies inside the leaf `p` recorded, as
+/// [`walk`] would from the root: the leaf's callbacks (and the walk below
+/// it if it becomes a table), then `table_post` of every table entry above
+/// it, bottom up. `table_pre` is not called: the caller knows the range
+/// covers none of those tables (it lies inside one leaf below them).
+///
+/// The caller guarantees that the tree has not changed since `p` was
+/// recorded (every pointer in it is still a descriptor of
+/// the tree, on the way to `[start, end)`).
+pub fn walk_path<E: MmEnv, V: Visitor<E>>(env: &mut E, p: &Path, start: u64, end: u64, v: &mut V) -> Result<(), Error> {
+    let Some(leaf) = p.single() else {
+        return Err(Error::Inval);
+    };
+    let size = level_size(leaf);
+    visit(env, p.ptep(leaf), start & !(size - 1), leaf, start, end, v)?;
+    post(env, &p.0, p.top(), leaf, start, v)
 }

@@ -57,3 +57,24 @@ pub fn check_alloc(env: &TestEnv, tables: &[&Stage2]) {
     let n: usize = tables.iter().map(|s| s.table_pages()).sum();
     assert_eq!(env.tables_live(), n, "allocator vs trees");
 }
+
+/// Every table page's uniformity hint equals a recount: the entries that
+/// continue the one before (the next PA with the same attributes, or the
+/// same invalid annotation; a table descriptor continues nothing).
+pub fn check_hints(env: &mut TestEnv, s2: &Stage2) {
+    let mut tables = Vec::new();
+    s2.for_each_table(env, |pa, level| tables.push((pa, level)));
+    for (pa, level) in tables {
+        let p = env.table_ptr(pa);
+        // SAFETY: live table page.
+        let e: Vec<u64> = (0..ENTRIES).map(|i| unsafe { *p.add(i) }).collect();
+        let size = crate::mm::level_size(level);
+        let n = (1..ENTRIES)
+            .filter(|&i| {
+                let step = if pte::is_valid(e[i - 1]) { size } else { 0 };
+                !pte::is_table(e[i - 1], level) && e[i] == e[i - 1].wrapping_add(step)
+            })
+            .count();
+        assert_eq!(env.hint_of(pa), Some(n as u16), "hint of the level-{level} table {pa:#x}");
+    }
+}

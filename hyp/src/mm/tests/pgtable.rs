@@ -486,3 +486,142 @@ fn kept_invalid_tables_are_not_merged() {
     }
     env.assert_no_leaks();
 }
+
+fn shared(pa: u64) -> Leaf {
+    Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned }
+}
+
+/// A 4K update inside an already split block: phase one records the path
+/// to the leaf and commit writes through it, entering only the tables its
+/// merge checks read; with the tree changed in between (another commit),
+/// commit walks from the root again. Same result either way.
+#[test]
+fn one_leaf_update_commits_through_the_recorded_path() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(7)).unwrap();
+    s.set(&mut env, G, M2, map(G)).unwrap();
+    // Page 0 shared: the block stays split into pages.
+    s.set(&mut env, G, K4, shared(G)).unwrap();
+    env.check_log();
+    let u = s.prepare(&mut env, G + 5 * K4, K4, shared(G + 5 * K4)).unwrap();
+    let t0 = env.table_ptrs.get();
+    s.commit(&mut env, u);
+    let fast = env.table_ptrs.get() - t0;
+    assert_eq!(s.lookup(&mut env, G + 5 * K4).unwrap().leaf, shared(G + 5 * K4));
+    // The path of `u` is stale once another update of the tree commits.
+    let u = s.prepare(&mut env, G + 5 * K4, K4, map(G + 5 * K4)).unwrap();
+    s.set(&mut env, G + 9 * K4, K4, shared(G + 9 * K4)).unwrap();
+    let t0 = env.table_ptrs.get();
+    s.commit(&mut env, u);
+    let slow = env.table_ptrs.get() - t0;
+    assert_eq!(s.lookup(&mut env, G + 5 * K4).unwrap().leaf, map(G + 5 * K4));
+    assert_eq!(s.lookup(&mut env, G + 9 * K4).unwrap().leaf, shared(G + 9 * K4));
+    // Root, level-2 and level-3 tables entered from the root by the walk.
+    assert_eq!(slow, fast + 3, "fast {fast}, slow {slow}");
+    // Undo both shares through recorded paths: the table merges back.
+    for p in [G, G + 9 * K4] {
+        let u = s.prepare(&mut env, p, K4, map(p)).unwrap();
+        s.commit(&mut env, u);
+    }
+    assert_eq!((s.lookup(&mut env, G).unwrap().level, s.table_pages()), (2, 1));
+    check_structure(&mut env, &s);
+    check_hints(&mut env, &s);
+    env.check_log();
+    s.destroy(&mut env);
+    env.assert_no_leaks();
+}
+
+/// What a walk of one tree found is never used for another tree: the count
+/// walks the other tree from its root (here: a block to split).
+#[test]
+fn a_path_found_in_one_tree_is_not_used_in_another() {
+    let mut env = TestEnv::new();
+    let mut a = Stage2::new(&mut env, 40, Some(1)).unwrap();
+    let mut b = Stage2::new(&mut env, 40, Some(2)).unwrap();
+    a.set(&mut env, G, M2, map(G)).unwrap();
+    a.set(&mut env, G, K4, shared(G)).unwrap();
+    b.set(&mut env, G, M2, map(G)).unwrap();
+    let (_, found) = a.lookup_found(&mut env, G + 5 * K4).unwrap();
+    let c = b.count_found(&mut env, &found, G + 5 * K4, K4, shared(G + 5 * K4)).unwrap();
+    let u = c.reserve(&mut env).unwrap();
+    assert_eq!(u.pages(), 1, "b's 2M block must be split");
+    b.commit(&mut env, u);
+    assert_eq!(b.lookup(&mut env, G + 5 * K4).unwrap().leaf, shared(G + 5 * K4));
+    assert_eq!(a.lookup(&mut env, G + 5 * K4).unwrap().leaf, map(G + 5 * K4), "a untouched");
+    // Found in the same tree but for a leaf that does not hold the range.
+    let (_, found) = a.lookup_found(&mut env, G + 5 * K4).unwrap();
+    let u = a.count_found(&mut env, &found, G + 6 * K4, K4, shared(G + 6 * K4)).unwrap().reserve(&mut env).unwrap();
+    a.commit(&mut env, u);
+    assert_eq!(a.lookup(&mut env, G + 6 * K4).unwrap().leaf, shared(G + 6 * K4));
+    assert_eq!(a.lookup(&mut env, G + 5 * K4).unwrap().leaf, map(G + 5 * K4));
+    for s in [&a, &b] {
+        check_structure(&mut env, s);
+        check_hints(&mut env, s);
+    }
+    env.check_log();
+    a.destroy(&mut env);
+    b.destroy(&mut env);
+    env.assert_no_leaks();
+}
+
+/// A small deterministic generator for the sequences below.
+fn lcg(x: &mut u64) -> u64 {
+    *x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *x >> 33
+}
+
+/// Random updates over 3 x 2M (pages, blocks, states, owners, a whole 1G):
+/// after each, every table's uniformity hint equals a recount, nothing
+/// mergeable is left, and a tree that keeps no hints (the scan instead)
+/// ends up with exactly the same leaves and the same splits and merges.
+#[test]
+fn uniformity_hints_follow_every_write_and_agree_with_scanning() {
+    for keep in [false, true] {
+        let mut envs = [TestEnv::new(), TestEnv::new()];
+        envs[1].hints = false;
+        let mut trees: Vec<Stage2> = envs.iter_mut().map(|e| Stage2::new(e, 40, Some(5)).unwrap()).collect();
+        let mut x = 42u64;
+        for step in 0..400 {
+            let page = lcg(&mut x) % (3 * 512);
+            let block = (G + page * K4) & !(M2 - 1);
+            let leaf_at = |kind: u64, ipa: u64| match kind {
+                0 => Leaf::Invalid(Owner::None),
+                1 => Leaf::Invalid(Owner::Guest(3)),
+                2 => shared(ipa),
+                _ => map(ipa),
+            };
+            let kind = lcg(&mut x) % 6;
+            // Some steps heal a whole block 64K at a time (the last write
+            // makes its table uniform), the others scatter.
+            let ops: Vec<(u64, u64, Leaf)> = match lcg(&mut x) % 8 {
+                0 => std::vec![(block, M2, leaf_at(kind, block))],
+                1 if step % 50 == 0 => std::vec![(G, G, map(G))],
+                2 | 3 => (0..32).map(|i| (block + i * 16 * K4, 16 * K4, leaf_at(kind, block + i * 16 * K4))).collect(),
+                _ => {
+                    let ipa = G + page * K4;
+                    std::vec![(ipa, K4 * (1 + lcg(&mut x) % 3), leaf_at(kind, ipa))]
+                }
+            };
+            for (ipa, size, leaf) in ops {
+                for (env, s) in envs.iter_mut().zip(trees.iter_mut()) {
+                    if keep {
+                        s.keep_invalid_tables();
+                    }
+                    s.set(env, ipa, size, leaf).unwrap();
+                }
+            }
+            check_hints(&mut envs[0], &trees[0]);
+            let l0 = leaves(&mut envs[0], &trees[0], G, 2 * G);
+            let l1 = leaves(&mut envs[1], &trees[1], G, 2 * G);
+            assert_eq!(l0, l1, "step {step}");
+            assert_eq!(trees[0].stats, trees[1].stats, "step {step}");
+        }
+        assert!(trees[0].stats.merges > 10 && trees[0].stats.splits > 10, "{:?}", trees[0].stats);
+        for (env, s) in envs.iter_mut().zip(trees) {
+            check_structure(env, &s);
+            env.check_log();
+            s.destroy(env);
+            env.assert_no_leaks();
+        }
+    }
+}
