@@ -13,7 +13,52 @@ use hyp::mm::PAGE_SIZE;
 use crate::arch::aarch64::tlb;
 
 #[global_allocator]
-static HEAP: LockedHeap<33> = LockedHeap::empty();
+static HEAP: Pool = Pool(LockedHeap::empty());
+
+/// The buddy allocator, with zeroed allocations cleared a cache-line block
+/// per instruction (DC ZVA) instead of the byte-wise default: the pin
+/// counts of all RAM (`vec![0; pages]`, 21 MB for 20 GiB) were three
+/// quarters of the boot's EL2 instructions, a stage-2's root most of
+/// VM_CREATE.
+struct Pool(LockedHeap<33>);
+
+// SAFETY: every allocation is the buddy allocator's; alloc_zeroed only
+// adds the clearing of the block it returned.
+unsafe impl GlobalAlloc for Pool {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: per the caller's contract.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: per the caller's contract.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: per the caller's contract.
+        let p = unsafe { self.0.alloc(layout) };
+        if p.is_null() {
+            return p;
+        }
+        let (start, end) = (p as u64, p as u64 + layout.size() as u64);
+        // Whole pages by DC ZVA, the partial pages at either end by stores.
+        let (a, b) = (start.next_multiple_of(PAGE_SIZE), end & !(PAGE_SIZE - 1));
+        if a < b {
+            // SAFETY: [start, end) was just allocated from the pool: hyp
+            // memory only this caller has; [a, b) are whole pages of it.
+            unsafe {
+                core::ptr::write_bytes(p, 0, (a - start) as usize);
+                tlb::zero(a, b - a);
+                core::ptr::write_bytes(b as *mut u8, 0, (end - b) as usize);
+            }
+        } else {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
+        }
+        p
+    }
+}
 
 static HOST: Once<Mutex<HostMm>> = Once::new();
 static HYP: Once<Mutex<HypMm>> = Once::new();
@@ -43,7 +88,7 @@ static HINTS: Once<Hints> = Once::new();
 /// `[start, start + size)` is memory only the hyp uses, mapped normal.
 pub unsafe fn init(start: u64, size: u64) {
     // SAFETY: per the function contract.
-    unsafe { HEAP.lock().init(start as usize, size as usize) };
+    unsafe { HEAP.0.lock().init(start as usize, size as usize) };
     let slots = alloc::vec![0u16; (size / PAGE_SIZE) as usize].leak();
     HINTS.call_once(|| Hints { base: start, slots: slots.as_mut_ptr(), len: slots.len() });
 }
@@ -84,10 +129,12 @@ pub fn hyp_lock(_host: &HostLocked) -> HypLocked {
 pub fn alloc_pages(n: usize) -> Option<u64> {
     let layout = Layout::from_size_align(n * PAGE_SIZE as usize, n * PAGE_SIZE as usize).ok()?;
     // SAFETY: layout is non-zero.
-    let p = unsafe { HEAP.alloc(layout) };
+    let p = unsafe { HEAP.0.alloc(layout) };
     if p.is_null() {
         return None;
     }
+    // Whole pages: straight to DC ZVA (alloc_zeroed's edge checks cost
+    // VM_CREATE ~30 instructions).
     // SAFETY: pool memory just allocated, page-aligned, only the hyp's,
     // identity-mapped normal.
     unsafe { tlb::zero(p as u64, layout.size() as u64) };
@@ -102,7 +149,7 @@ pub fn free_pages(pa: u64, n: usize) {
 
 /// (bytes in use, bytes total) of the hyp's pool.
 pub fn usage() -> (usize, usize) {
-    let h = HEAP.lock();
+    let h = HEAP.0.lock();
     (h.stats_alloc_actual(), h.stats_total_bytes())
 }
 
