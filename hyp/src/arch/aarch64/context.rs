@@ -23,7 +23,9 @@ pub mod feat {
     pub const SME: u32 = 1 << 2;
     /// FEAT_RAS: VDISR_EL2 (a guest's DISR_EL1).
     pub const RAS: u32 = 1 << 3;
-    /// AArch32 at EL0: DACR32_EL2, IFSR32_EL2, FPEXC32_EL2.
+    /// AArch32 at EL1 (ID_AA64PFR0_EL1.EL1 = 2): DACR32_EL2, IFSR32_EL2,
+    /// FPEXC32_EL2, which exist only then (UNDEFINED at EL2 on a CPU with
+    /// AArch32 at EL0 alone).
     pub const AA32: u32 = 1 << 4;
     /// GICv3 virtual CPU interface: ICH_VMCR_EL2 and the first active-priority registers.
     pub const VGIC: u32 = 1 << 5;
@@ -92,7 +94,8 @@ pub fn detect_features() {
     if field(pfr0, 28) != 0 {
         f |= feat::RAS;
     }
-    if field(pfr0, 0) == 2 {
+    // EL1 [7:4] = 2: AArch64 and AArch32.
+    if field(pfr0, 4) == 2 {
         f |= feat::AA32;
     }
     if field(pfr0, 32) != 0 {
@@ -470,6 +473,7 @@ impl Context {
 
     /// The saved list registers (ICH_LR0_EL2.. in table order), the ones
     /// this CPU has.
+    #[inline]
     pub fn lrs_mut(&mut self) -> &mut [u64] {
         let first = R::ICH_LR0_EL2 as usize;
         &mut self.sys[first..first + nr_lrs()]
