@@ -277,8 +277,11 @@ fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details
         cpu.guest_fp = false;
     }
     vcpu.ctx.save_cpu(Kind::Guest, cpu.guest_lazy);
-    // What the guest deactivated frees its list register now.
-    vcpu.irq.retire(vcpu.ctx.lrs_mut());
+    // What the guest deactivated frees its list register now (if there is
+    // such a list register: the CPU still has the guest's).
+    if vgic::eoi_pending() {
+        vcpu.irq.retire(vcpu.ctx.lrs_mut());
+    }
     vcpu.running = false;
     cpu.host.restore_cpu(Kind::Host, cpu.guest_lazy);
     restore_interrupts(cpu);
