@@ -94,8 +94,7 @@ pub fn detect_features() {
     if field(pfr0, 28) != 0 {
         f |= feat::RAS;
     }
-    // EL1 [7:4] = 2: AArch64 and AArch32.
-    if field(pfr0, 4) == 2 {
+    if hyp::exception::has_aarch32_el1(pfr0) {
         f |= feat::AA32;
     }
     if field(pfr0, 32) != 0 {
