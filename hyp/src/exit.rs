@@ -40,14 +40,15 @@ extern "C" fn hyp_host_call(regs: &mut CallRegs) -> u64 {
     crate::hypercall::host::handle_short(regs)
 }
 
-/// A host call that `hyp_host_call` left to the full frame (VCPU_RUN), with
-/// that frame (vectors.S): straight to the host-call handler, without
-/// `hyp_trap`'s and the host's syndrome dispatch (the short entry is taken
-/// only for an HVC64 from the host).
+/// A host call that `hyp_host_call` left to the full frame (VCPU_RUN, the
+/// only one it leaves), with that frame (vectors.S): straight to VCPU_RUN,
+/// without `hyp_trap`'s and the host's syndrome dispatch (the short entry is
+/// taken only for an HVC64 from the host) and without the host-call table
+/// a second time.
 #[no_mangle]
 extern "C" fn hyp_host_full_call(frame: &mut TrapFrame) -> Next {
     debug_assert_eq!(percpu::this_cpu().running, Running::Host);
-    crate::hypercall::host::handle(frame)
+    crate::hypercall::host::vcpu_run(frame)
 }
 
 /// The short entry of a guest's HVC64 (vectors.S: the guest's vector

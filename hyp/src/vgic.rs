@@ -183,6 +183,7 @@ impl State {
     }
 
     /// The hyp's own line: the virtual timer's condition.
+    #[inline]
     pub fn set_vtimer(&mut self, asserted: bool) {
         set(&mut self.level, VTIMER_INTID, asserted);
     }
@@ -192,6 +193,7 @@ impl State {
     /// asserted, not in a list register). A timer that is due but waits for
     /// a free list register must not take the CPU back again and again (the
     /// underflow maintenance interrupt or the next exit injects it).
+    #[inline]
     pub fn vtimer_ppi_wanted(&self, lrs: &[u64]) -> bool {
         self.enabled(VTIMER_INTID) && !self.asserted(VTIMER_INTID) && !Self::in_lrs(lrs, VTIMER_INTID)
     }
@@ -234,15 +236,23 @@ impl State {
     /// interrupt whose line is asserted or whose edge is latched goes into a
     /// free list register, highest priority (lowest value) first; a new
     /// edge on one that is active makes it pending and active.
+    #[inline]
     pub fn flush(&mut self, lrs: &mut [u64]) -> Flush {
-        let mut out = Flush::default();
         // Nothing asserted or latched and every list register empty (the
         // common entry: an MMIO exit answered): nothing to withdraw, adjust
-        // or inject. The loops below would find exactly that.
+        // or inject. The loops of `flush_busy` would find exactly that.
         if (self.level[0] | self.level[1] | self.edge[0] | self.edge[1]) == 0 && lrs.iter().all(|v| lr::state(*v) == 0)
         {
-            return out;
+            return Flush::default();
         }
+        self.flush_busy(lrs)
+    }
+
+    /// [`State::flush`] with something to do (out of line: the quick test
+    /// above is inlined into the world switch).
+    #[inline(never)]
+    fn flush_busy(&mut self, lrs: &mut [u64]) -> Flush {
+        let mut out = Flush::default();
         // Withdraw or adjust what is already there.
         for v in lrs.iter_mut() {
             let st = lr::state(*v);

@@ -74,6 +74,14 @@ pub fn handle(frame: &mut TrapFrame) -> Next {
     if handle_short(frame.call_regs()) != 0 {
         return Next::RESUME;
     }
+    vcpu_run(frame)
+}
+
+/// VCPU_RUN with the full frame: from [`handle`], or straight from the
+/// short entry once [`handle_short`] left the call to the full frame (it
+/// does so for VCPU_RUN only: the `full_frame` entry and `watched_call`).
+pub fn vcpu_run(frame: &mut TrapFrame) -> Next {
+    debug_assert_eq!(frame.x[0] as u32, abi::VCPU_RUN);
     let (x1, before) = (frame.x[1], crate::checker::before_call());
     let r = match vm::run::vcpu_run(frame) {
         Ok(next) => return next,

@@ -177,9 +177,10 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
         vgic::vcount(),
     );
     vcpu.irq.set_vtimer(due);
-    let flushed = vcpu.irq.flush(vcpu.ctx.lrs_mut());
-    point::vgic(handle, idx, &flushed, vcpu.ctx.lrs_mut());
-    let ppi = vcpu.irq.vtimer_ppi_wanted(vcpu.ctx.lrs_mut());
+    let lrs = vcpu.ctx.lrs_mut();
+    let flushed = vcpu.irq.flush(lrs);
+    point::vgic(handle, idx, &flushed, lrs);
+    let ppi = vcpu.irq.vtimer_ppi_wanted(lrs);
     // Host out (its general registers stay in its frame, its FP/SIMD in
     // the CPU until the guest uses FP/SIMD: `guest_fp_trap`).
     // The lazily switched groups (PAuth keys) only if the vCPU used them.
@@ -276,8 +277,11 @@ fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details
         cpu.guest_fp = false;
     }
     vcpu.ctx.save_cpu(Kind::Guest, cpu.guest_lazy);
-    // What the guest deactivated frees its list register now.
-    vcpu.irq.retire(vcpu.ctx.lrs_mut());
+    // What the guest deactivated frees its list register now (if there is
+    // such a list register: the CPU still has the guest's).
+    if vgic::eoi_pending() {
+        vcpu.irq.retire(vcpu.ctx.lrs_mut());
+    }
     vcpu.running = false;
     cpu.host.restore_cpu(Kind::Host, cpu.guest_lazy);
     restore_interrupts(cpu);
@@ -312,7 +316,16 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Nex
             frame.elr += 4;
             guest::handle(frame, &vm_arc, idx)
         }
-        EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr, &vm_arc, idx),
+        EC_DABT_LOW | EC_IABT_LOW => {
+            // One lock for the decision and, if it is an exit, the exit.
+            let mut vm = vm_arc.lock();
+            match stage2_fault(frame, esr, &vm, idx) {
+                Outcome::Exit { reason, ref details, pending, stop } => {
+                    return leave(frame, &mut vm, idx, reason, details, pending, stop)
+                }
+                outcome => outcome,
+            }
+        }
         EC_SYS64 => sysreg_trap(frame, esr, &vm_arc, idx),
         EC_WFX => wait(frame, &vm_arc, idx, esr),
         EC_FP => guest_fp_trap(frame, &vm_arc, idx),
@@ -325,14 +338,27 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Nex
         }
     };
     if let Outcome::Exit { reason, ref details, pending, stop } = outcome {
-        let mut vm = vm_arc.lock();
-        vm.vcpus[idx].pending = pending;
-        vm.vcpus[idx].stopped |= stop;
-        exit_to_host(frame, &mut vm, idx, reason, details)
+        leave(frame, &mut vm_arc.lock(), idx, reason, details, pending, stop)
     } else {
         this_cpu().guest = Some(vm_arc);
         Next::RESUME
     }
+}
+
+/// A guest trap's [`Outcome::Exit`]: what the next VCPU_RUN finishes
+/// recorded, and the exit to the host.
+fn leave(
+    frame: &TrapFrame,
+    vm: &mut Vm,
+    idx: usize,
+    reason: u64,
+    details: &[u64; 5],
+    pending: Pending,
+    stop: bool,
+) -> Next {
+    vm.vcpus[idx].pending = pending;
+    vm.vcpus[idx].stopped |= stop;
+    exit_to_host(frame, vm, idx, reason, details)
 }
 
 /// A guest's HVC64 from the short entry (vectors.S: x0-x18 and x30 saved,
@@ -515,9 +541,8 @@ fn wait(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: 
 /// fault is refused with an abort injected now; an access-flag fault (the
 /// hyp always sets AF) or a translation fault on what is mapped by now (a
 /// stale TLB entry) is retried.
-fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
+fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome {
     let (ipa, far) = crate::arch::aarch64::trap::fault_ipa();
-    let vm = vm_arc.lock();
     let who = vm.handle;
     let kind = fault_kind(esr.fsc());
     // In the MMIO window nothing is mapped unless the host donated there
@@ -528,7 +553,6 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin:
         vm.mm.pgt.lookup(&mut HypEnv, ipa).ok().filter(|m| matches!(m.leaf, Leaf::Mapped { .. }))
     };
     let guarded = vm.guards.allows(ipa);
-    drop(vm);
     match (kind, mapped) {
         (FaultKind::Translation(_) | FaultKind::AccessFlag(_), Some(m)) => {
             point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::Spurious, m.level);

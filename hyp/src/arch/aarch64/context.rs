@@ -23,7 +23,9 @@ pub mod feat {
     pub const SME: u32 = 1 << 2;
     /// FEAT_RAS: VDISR_EL2 (a guest's DISR_EL1).
     pub const RAS: u32 = 1 << 3;
-    /// AArch32 at EL0: DACR32_EL2, IFSR32_EL2, FPEXC32_EL2.
+    /// AArch32 at EL1 (ID_AA64PFR0_EL1.EL1 = 2): DACR32_EL2, IFSR32_EL2,
+    /// FPEXC32_EL2, which exist only then (UNDEFINED at EL2 on a CPU with
+    /// AArch32 at EL0 alone).
     pub const AA32: u32 = 1 << 4;
     /// GICv3 virtual CPU interface: ICH_VMCR_EL2 and the first active-priority registers.
     pub const VGIC: u32 = 1 << 5;
@@ -38,10 +40,22 @@ pub mod feat {
     /// List registers used (ICH_VTR_EL2.ListRegs + 1, rounded down to a
     /// power of two): LR1 with 2 or more, LR2-3 with 4, LR4-7 with 8,
     /// LR8-15 with 16 (LR0 comes with [`VGIC`]).
-    pub const VGIC_LR2: u32 = 1 << 9;
-    pub const VGIC_LR4: u32 = 1 << 10;
-    pub const VGIC_LR8: u32 = 1 << 11;
-    pub const VGIC_LR16: u32 = 1 << 12;
+    pub const VGIC_LR2: u32 = 1 << 10;
+    pub const VGIC_LR4: u32 = 1 << 11;
+    pub const VGIC_LR8: u32 = 1 << 12;
+    pub const VGIC_LR16: u32 = 1 << 13;
+    /// Every feature above: one bit each.
+    pub const ALL: [u32; 14] =
+        [BASE, PAUTH, SME, RAS, AA32, VGIC, VGIC_AP1, VGIC_AP23, SVE, PMU, VGIC_LR2, VGIC_LR4, VGIC_LR8, VGIC_LR16];
+    const _: () = {
+        let mut seen = 0;
+        let mut i = 0;
+        while i < ALL.len() {
+            assert!(ALL[i].count_ones() == 1 && seen & ALL[i] == 0, "feature bits must be distinct");
+            seen |= ALL[i];
+            i += 1;
+        }
+    };
     /// Registers a guest reaches only through EL2 (the virtual GIC and
     /// VDISR): switched into guests only; the host never sees them.
     pub const GUEST_ONLY: u32 = RAS | VGIC | VGIC_AP1 | VGIC_AP23 | VGIC_LR2 | VGIC_LR4 | VGIC_LR8 | VGIC_LR16;
@@ -80,7 +94,7 @@ pub fn detect_features() {
     if field(pfr0, 28) != 0 {
         f |= feat::RAS;
     }
-    if field(pfr0, 0) == 2 {
+    if hyp::exception::has_aarch32_el1(pfr0) {
         f |= feat::AA32;
     }
     if field(pfr0, 32) != 0 {
@@ -110,6 +124,9 @@ pub fn detect_features() {
         }
     }
     FEATURES.store(f, core::sync::atomic::Ordering::Relaxed);
+    for (slot, v) in MASKS.iter().zip([f & !feat::LAZY, f & !feat::LAZY, f & feat::LAZY]) {
+        slot.store(v, core::sync::atomic::Ordering::Relaxed);
+    }
     NR_LRS.store(count_lrs(), core::sync::atomic::Ordering::Relaxed);
 }
 
@@ -138,38 +155,54 @@ fn count_lrs() -> usize {
 /// as the Linux boot protocol wants.
 pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 
-/// The register table: `Index: REGISTER = reset value, feature;`. Generates
-/// the index enum [`R`], the reset values and the save/restore loops.
+/// Saves the registers `$reg` into `$r[R::$idx]` two at a time: both read,
+/// then both stored, so that the stores are adjacent and become one store
+/// pair (a system-register read is ordered with memory accesses: reading
+/// and storing one at a time leaves single stores).
+macro_rules! save_pairs {
+    ($r:ident;) => {};
+    ($r:ident; $a:ident $ra:expr) => {
+        $r[R::$a as usize] = $ra.get();
+    };
+    ($r:ident; $a:ident $ra:expr, $b:ident $rb:expr $(, $idx:ident $reg:expr)*) => {
+        let (va, vb) = ($ra.get(), $rb.get());
+        $r[R::$a as usize] = va;
+        $r[R::$b as usize] = vb;
+        save_pairs!($r; $($idx $reg),*);
+    };
+}
+
+/// The register table, in groups of one feature each: `FEATURE => {
+/// Index: REGISTER = reset value; ... }`. Generates the index enum [`R`],
+/// the reset values and the straight-line save and restore code, with one
+/// feature test per group (none for [`feat::BASE`]).
 macro_rules! regs {
-    ($($idx:ident : $reg:expr => $reset:expr, $feat:expr;)*) => {
+    ($($gfeat:expr => { $($idx:ident : $reg:expr => $reset:expr;)* })*) => {
         /// Index of a switched system register in [`Context::sys`].
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[repr(usize)]
-        pub enum R { $($idx,)* }
+        pub enum R { $($($idx,)*)* }
 
         /// Number of switched system registers.
-        pub const NR: usize = [$(R::$idx),*].len();
+        pub const NR: usize = [$($(R::$idx,)*)*].len();
 
         /// Values of a context that has not run yet.
-        pub const RESET: [u64; NR] = [$($reset),*];
-
-        /// The feature each register needs.
-        pub const FEAT: [u32; NR] = [$($feat),*];
+        pub const RESET: [u64; NR] = [$($($reset,)*)*];
 
         // Registers every CPU has (feature BASE) are moved without a test:
         // the condition folds to true at compile time.
         #[inline(always)]
         fn save_regs(r: &mut [u64; NR], f: u32) {
-            $( if FEAT[R::$idx as usize] == feat::BASE || FEAT[R::$idx as usize] & f != 0 {
-                r[R::$idx as usize] = $reg.get();
+            $( if $gfeat == feat::BASE || $gfeat & f != 0 {
+                save_pairs!(r; $($idx $reg),*);
             } )*
         }
 
         #[inline(always)]
         fn restore_regs(r: &[u64; NR], f: u32) {
-            $( if FEAT[R::$idx as usize] == feat::BASE || FEAT[R::$idx as usize] & f != 0 {
-                $reg.set(r[R::$idx as usize]);
+            $( if $gfeat == feat::BASE || $gfeat & f != 0 {
+                $( $reg.set(r[R::$idx as usize]); )*
             } )*
         }
 
@@ -177,87 +210,111 @@ macro_rules! regs {
         // away).
         #[inline(always)]
         fn save_group(r: &mut [u64; NR], only: u32) {
-            $( if FEAT[R::$idx as usize] == only {
-                r[R::$idx as usize] = $reg.get();
+            $( if $gfeat == only {
+                save_pairs!(r; $($idx $reg),*);
             } )*
         }
 
         #[inline(always)]
         fn restore_group(r: &[u64; NR], only: u32) {
-            $( if FEAT[R::$idx as usize] == only {
-                $reg.set(r[R::$idx as usize]);
+            $( if $gfeat == only {
+                $( $reg.set(r[R::$idx as usize]); )*
             } )*
         }
     };
 }
 
 regs! {
-    SCTLR_EL1: SCTLR_EL1 => SCTLR_EL1_RESET, feat::BASE;
-    TTBR0_EL1: TTBR0_EL1 => 0, feat::BASE;
-    TTBR1_EL1: TTBR1_EL1 => 0, feat::BASE;
-    TCR_EL1: TCR_EL1 => 0, feat::BASE;
-    MAIR_EL1: MAIR_EL1 => 0, feat::BASE;
-    AMAIR_EL1: sr::AMAIR_EL1 => 0, feat::BASE;
-    VBAR_EL1: VBAR_EL1 => 0, feat::BASE;
-    CONTEXTIDR_EL1: sr::CONTEXTIDR_EL1 => 0, feat::BASE;
-    TPIDR_EL1: TPIDR_EL1 => 0, feat::BASE;
-    TPIDR_EL0: TPIDR_EL0 => 0, feat::BASE;
-    TPIDRRO_EL0: TPIDRRO_EL0 => 0, feat::BASE;
-    SP_EL0: SP_EL0 => 0, feat::BASE;
-    SP_EL1: SP_EL1 => 0, feat::BASE;
-    ELR_EL1: ELR_EL1 => 0, feat::BASE;
-    SPSR_EL1: SPSR_EL1 => 0, feat::BASE;
-    ESR_EL1: ESR_EL1 => 0, feat::BASE;
-    FAR_EL1: FAR_EL1 => 0, feat::BASE;
-    AFSR0_EL1: sr::AFSR0_EL1 => 0, feat::BASE;
-    AFSR1_EL1: sr::AFSR1_EL1 => 0, feat::BASE;
-    PAR_EL1: PAR_EL1 => 0, feat::BASE;
-    CPACR_EL1: CPACR_EL1 => 0, feat::BASE;
-    CNTKCTL_EL1: CNTKCTL_EL1 => 0, feat::BASE;
-    CSSELR_EL1: CSSELR_EL1 => 0, feat::BASE;
-    MDSCR_EL1: sr::MDSCR_EL1 => 0, feat::BASE;
-    CNTV_CVAL_EL0: CNTV_CVAL_EL0 => 0, feat::BASE;
-    CNTV_CTL_EL0: CNTV_CTL_EL0 => 0, feat::BASE;
-    APIAKEYLO_EL1: sr::APIAKEYLO_EL1 => 0, feat::PAUTH;
-    APIAKEYHI_EL1: sr::APIAKEYHI_EL1 => 0, feat::PAUTH;
-    APIBKEYLO_EL1: sr::APIBKEYLO_EL1 => 0, feat::PAUTH;
-    APIBKEYHI_EL1: sr::APIBKEYHI_EL1 => 0, feat::PAUTH;
-    APDAKEYLO_EL1: sr::APDAKEYLO_EL1 => 0, feat::PAUTH;
-    APDAKEYHI_EL1: sr::APDAKEYHI_EL1 => 0, feat::PAUTH;
-    APDBKEYLO_EL1: sr::APDBKEYLO_EL1 => 0, feat::PAUTH;
-    APDBKEYHI_EL1: sr::APDBKEYHI_EL1 => 0, feat::PAUTH;
-    APGAKEYLO_EL1: sr::APGAKEYLO_EL1 => 0, feat::PAUTH;
-    APGAKEYHI_EL1: sr::APGAKEYHI_EL1 => 0, feat::PAUTH;
-    TPIDR2_EL0: sr::TPIDR2_EL0 => 0, feat::SME;
-    DACR32_EL2: DACR32_EL2 => 0, feat::AA32;
-    IFSR32_EL2: sr::IFSR32_EL2 => 0, feat::AA32;
-    FPEXC32_EL2: sr::FPEXC32_EL2 => 0, feat::AA32;
-    VDISR_EL2: sr::VDISR_EL2 => 0, feat::RAS;
-    ICH_VMCR_EL2: ICH_VMCR_EL2 => 0, feat::VGIC;
-    ICH_AP0R0_EL2: ICH_AP0R0_EL2 => 0, feat::VGIC;
-    ICH_AP1R0_EL2: ICH_AP1R0_EL2 => 0, feat::VGIC;
-    ICH_AP0R1_EL2: ICH_AP0R1_EL2 => 0, feat::VGIC_AP1;
-    ICH_AP1R1_EL2: ICH_AP1R1_EL2 => 0, feat::VGIC_AP1;
-    ICH_AP0R2_EL2: ICH_AP0R2_EL2 => 0, feat::VGIC_AP23;
-    ICH_AP1R2_EL2: ICH_AP1R2_EL2 => 0, feat::VGIC_AP23;
-    ICH_AP0R3_EL2: ICH_AP0R3_EL2 => 0, feat::VGIC_AP23;
-    ICH_AP1R3_EL2: ICH_AP1R3_EL2 => 0, feat::VGIC_AP23;
-    ICH_LR0_EL2: ICH_LR0_EL2 => 0, feat::VGIC;
-    ICH_LR1_EL2: ICH_LR1_EL2 => 0, feat::VGIC_LR2;
-    ICH_LR2_EL2: ICH_LR2_EL2 => 0, feat::VGIC_LR4;
-    ICH_LR3_EL2: ICH_LR3_EL2 => 0, feat::VGIC_LR4;
-    ICH_LR4_EL2: ICH_LR4_EL2 => 0, feat::VGIC_LR8;
-    ICH_LR5_EL2: ICH_LR5_EL2 => 0, feat::VGIC_LR8;
-    ICH_LR6_EL2: ICH_LR6_EL2 => 0, feat::VGIC_LR8;
-    ICH_LR7_EL2: ICH_LR7_EL2 => 0, feat::VGIC_LR8;
-    ICH_LR8_EL2: ICH_LR8_EL2 => 0, feat::VGIC_LR16;
-    ICH_LR9_EL2: ICH_LR9_EL2 => 0, feat::VGIC_LR16;
-    ICH_LR10_EL2: ICH_LR10_EL2 => 0, feat::VGIC_LR16;
-    ICH_LR11_EL2: ICH_LR11_EL2 => 0, feat::VGIC_LR16;
-    ICH_LR12_EL2: ICH_LR12_EL2 => 0, feat::VGIC_LR16;
-    ICH_LR13_EL2: ICH_LR13_EL2 => 0, feat::VGIC_LR16;
-    ICH_LR14_EL2: ICH_LR14_EL2 => 0, feat::VGIC_LR16;
-    ICH_LR15_EL2: ICH_LR15_EL2 => 0, feat::VGIC_LR16;
+    feat::BASE => {
+        SCTLR_EL1: SCTLR_EL1 => SCTLR_EL1_RESET;
+        TTBR0_EL1: TTBR0_EL1 => 0;
+        TTBR1_EL1: TTBR1_EL1 => 0;
+        TCR_EL1: TCR_EL1 => 0;
+        MAIR_EL1: MAIR_EL1 => 0;
+        AMAIR_EL1: sr::AMAIR_EL1 => 0;
+        VBAR_EL1: VBAR_EL1 => 0;
+        CONTEXTIDR_EL1: sr::CONTEXTIDR_EL1 => 0;
+        TPIDR_EL1: TPIDR_EL1 => 0;
+        TPIDR_EL0: TPIDR_EL0 => 0;
+        TPIDRRO_EL0: TPIDRRO_EL0 => 0;
+        SP_EL0: SP_EL0 => 0;
+        SP_EL1: SP_EL1 => 0;
+        ELR_EL1: ELR_EL1 => 0;
+        SPSR_EL1: SPSR_EL1 => 0;
+        ESR_EL1: ESR_EL1 => 0;
+        FAR_EL1: FAR_EL1 => 0;
+        AFSR0_EL1: sr::AFSR0_EL1 => 0;
+        AFSR1_EL1: sr::AFSR1_EL1 => 0;
+        PAR_EL1: PAR_EL1 => 0;
+        CPACR_EL1: CPACR_EL1 => 0;
+        CNTKCTL_EL1: CNTKCTL_EL1 => 0;
+        CSSELR_EL1: CSSELR_EL1 => 0;
+        MDSCR_EL1: sr::MDSCR_EL1 => 0;
+        CNTV_CVAL_EL0: CNTV_CVAL_EL0 => 0;
+        CNTV_CTL_EL0: CNTV_CTL_EL0 => 0;
+    }
+    feat::PAUTH => {
+        APIAKEYLO_EL1: sr::APIAKEYLO_EL1 => 0;
+        APIAKEYHI_EL1: sr::APIAKEYHI_EL1 => 0;
+        APIBKEYLO_EL1: sr::APIBKEYLO_EL1 => 0;
+        APIBKEYHI_EL1: sr::APIBKEYHI_EL1 => 0;
+        APDAKEYLO_EL1: sr::APDAKEYLO_EL1 => 0;
+        APDAKEYHI_EL1: sr::APDAKEYHI_EL1 => 0;
+        APDBKEYLO_EL1: sr::APDBKEYLO_EL1 => 0;
+        APDBKEYHI_EL1: sr::APDBKEYHI_EL1 => 0;
+        APGAKEYLO_EL1: sr::APGAKEYLO_EL1 => 0;
+        APGAKEYHI_EL1: sr::APGAKEYHI_EL1 => 0;
+    }
+    feat::SME => {
+        TPIDR2_EL0: sr::TPIDR2_EL0 => 0;
+    }
+    feat::AA32 => {
+        DACR32_EL2: DACR32_EL2 => 0;
+        IFSR32_EL2: sr::IFSR32_EL2 => 0;
+        FPEXC32_EL2: sr::FPEXC32_EL2 => 0;
+    }
+    feat::RAS => {
+        VDISR_EL2: sr::VDISR_EL2 => 0;
+    }
+    feat::VGIC => {
+        ICH_VMCR_EL2: ICH_VMCR_EL2 => 0;
+        ICH_AP0R0_EL2: ICH_AP0R0_EL2 => 0;
+        ICH_AP1R0_EL2: ICH_AP1R0_EL2 => 0;
+        ICH_LR0_EL2: ICH_LR0_EL2 => 0;
+    }
+    feat::VGIC_LR2 => {
+        ICH_LR1_EL2: ICH_LR1_EL2 => 0;
+    }
+    feat::VGIC_LR4 => {
+        ICH_LR2_EL2: ICH_LR2_EL2 => 0;
+        ICH_LR3_EL2: ICH_LR3_EL2 => 0;
+    }
+    feat::VGIC_LR8 => {
+        ICH_LR4_EL2: ICH_LR4_EL2 => 0;
+        ICH_LR5_EL2: ICH_LR5_EL2 => 0;
+        ICH_LR6_EL2: ICH_LR6_EL2 => 0;
+        ICH_LR7_EL2: ICH_LR7_EL2 => 0;
+    }
+    feat::VGIC_LR16 => {
+        ICH_LR8_EL2: ICH_LR8_EL2 => 0;
+        ICH_LR9_EL2: ICH_LR9_EL2 => 0;
+        ICH_LR10_EL2: ICH_LR10_EL2 => 0;
+        ICH_LR11_EL2: ICH_LR11_EL2 => 0;
+        ICH_LR12_EL2: ICH_LR12_EL2 => 0;
+        ICH_LR13_EL2: ICH_LR13_EL2 => 0;
+        ICH_LR14_EL2: ICH_LR14_EL2 => 0;
+        ICH_LR15_EL2: ICH_LR15_EL2 => 0;
+    }
+    feat::VGIC_AP1 => {
+        ICH_AP0R1_EL2: ICH_AP0R1_EL2 => 0;
+        ICH_AP1R1_EL2: ICH_AP1R1_EL2 => 0;
+    }
+    feat::VGIC_AP23 => {
+        ICH_AP0R2_EL2: ICH_AP0R2_EL2 => 0;
+        ICH_AP1R2_EL2: ICH_AP1R2_EL2 => 0;
+        ICH_AP0R3_EL2: ICH_AP0R3_EL2 => 0;
+        ICH_AP1R3_EL2: ICH_AP1R3_EL2 => 0;
+    }
 }
 
 /// Everything of one lower-EL context that is switched: general registers,
@@ -281,10 +338,19 @@ pub enum Kind {
     Guest,
 }
 
+/// [`features`] without the [`feat::LAZY`] groups (for [`Kind::Host`] and
+/// [`Kind::Guest`]), and the lazy groups this CPU has; set by
+/// [`detect_features`] (the world switch only loads them).
+static MASKS: [core::sync::atomic::AtomicU32; 3] = [const { core::sync::atomic::AtomicU32::new(feat::BASE) }; 3];
+
 /// The registers switched for `kind`; `lazy`: which [`feat::LAZY`] groups
-/// are switched this time.
+/// are switched this time. The guest-only groups are cleared by a mask that
+/// is a constant once `kind` is (the callers are inlined): their tests fold
+/// away on the host's side.
+#[inline(always)]
 fn mask(kind: Kind, lazy: u32) -> u32 {
-    let f = features() & (!feat::LAZY | lazy);
+    use core::sync::atomic::Ordering::Relaxed;
+    let f = MASKS[kind as usize].load(Relaxed) | (lazy & MASKS[2].load(Relaxed));
     match kind {
         Kind::Host => f & !feat::GUEST_ONLY,
         Kind::Guest => f,
@@ -346,6 +412,19 @@ pub fn sme_live() -> bool {
     features() & feat::SME != 0 && sr::SVCR.get() & 0b11 != 0
 }
 
+/// `p`, as a value the compiler must take from a register: the table's
+/// accesses are then made from its own base (offsets 0..8 * NR), within
+/// the range of the load/store-pair instructions, not from the base of
+/// whatever holds the context (a `PerCpu` puts the host's hundreds of bytes
+/// in, where only single loads and stores reach).
+#[inline(always)]
+fn in_reg<T>(mut p: *mut T) -> *mut T {
+    // SAFETY: an empty instruction sequence: the pointer comes out as it
+    // went in.
+    unsafe { core::arch::asm!("/* {0} */", inout(reg) p, options(pure, readonly, nostack, preserves_flags)) };
+    p
+}
+
 impl Context {
     /// A context that has not run yet: every register at its reset value.
     pub const fn reset() -> Context {
@@ -361,13 +440,19 @@ impl Context {
     /// general registers come from the trap frame; FP/SIMD moves lazily:
     /// `vm::run`).
     /// `lazy`: the [`feat::LAZY`] groups switched this time.
+    #[inline(always)]
     pub fn save_cpu(&mut self, kind: Kind, lazy: u32) {
-        save_regs(&mut self.sys, mask(kind, lazy));
+        // SAFETY: `in_reg` returns the address of `self.sys`, borrowed
+        // exclusively here.
+        save_regs(unsafe { &mut *in_reg(&mut self.sys) }, mask(kind, lazy));
     }
 
     /// Loads this context's system registers into the CPU.
+    #[inline(always)]
     pub fn restore_cpu(&self, kind: Kind, lazy: u32) {
-        restore_regs(&self.sys, mask(kind, lazy));
+        // SAFETY: `in_reg` returns the address of `self.sys`, borrowed
+        // here and only read.
+        restore_regs(unsafe { &*in_reg(self.sys.as_ptr().cast_mut().cast()) }, mask(kind, lazy));
     }
 
     /// Saves the CPU's PAuth keys into this context (the host's, when a
@@ -387,6 +472,7 @@ impl Context {
 
     /// The saved list registers (ICH_LR0_EL2.. in table order), the ones
     /// this CPU has.
+    #[inline]
     pub fn lrs_mut(&mut self) -> &mut [u64] {
         let first = R::ICH_LR0_EL2 as usize;
         &mut self.sys[first..first + nr_lrs()]

@@ -14,6 +14,17 @@ const VMCR_VPMR_SHIFT: u32 = 24;
 /// ICH_VMCR_EL2.VBPR1 [20:18].
 const VMCR_VBPR1_SHIFT: u32 = 18;
 
+/// ICH_MISR_EL2.EOI [0]: some bit of ICH_EISR_EL2 is set, i.e. a list
+/// register holds an interrupt deactivated with EOI maintenance asked for
+/// (state invalid, HW clear, EOI set: the hyp never sets HW).
+const MISR_EOI: u64 = 1 << 0;
+
+/// Does a list register in the CPU hold what `hyp::vgic::State::retire`
+/// frees? One register read instead of a look at each list register.
+pub fn eoi_pending() -> bool {
+    present() && ICH_MISR_EL2.get() & MISR_EOI != 0
+}
+
 /// Is the virtual CPU interface there?
 pub fn present() -> bool {
     context::features() & feat::VGIC != 0
