@@ -204,12 +204,13 @@ fn git_rev() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-pub fn compare(new: &Results, old_path: &Path) -> Result<String> {
-    let old: Results = serde_json::from_str(&std::fs::read_to_string(old_path)?).context("parsing old results")?;
-    Ok(compare_with(new, &old, &old_path.display().to_string()))
+/// Reads a results file to compare a run with.
+pub fn load(path: &Path) -> Result<Results> {
+    serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("parsing {}", path.display()))
 }
 
-fn compare_with(new: &Results, old: &Results, what: &str) -> String {
+pub fn compare(new: &Results, old: &Results, what: &str) -> String {
     let mut s = format!("comparing with {} (rev {})\n", what, old.git_revision);
     s += &format!("{:<58} {:>10} {:>10} {:>10} {:>8}\n", "operation", "old", "new", "delta", "new/old");
     let rows = |ops: &BTreeMap<String, f64>, olds: &BTreeMap<String, f64>, s: &mut String| {
@@ -242,6 +243,9 @@ pub fn bench_cmd(
     hyp_features: Option<String>,
     append: Option<String>,
 ) -> Result<i32> {
+    // Read before the run: with `--compare bench/results.json` the run
+    // overwrites the very file it is to be compared with.
+    let old = compare_with.map(|p| load(&p).map(|r| (r, p.display().to_string()))).transpose()?;
     let args = RunArgs {
         release,
         mem: "20G".into(),
@@ -280,8 +284,8 @@ pub fn bench_cmd(
     }
     std::fs::write(&out, serde_json::to_string_pretty(&r)? + "\n")?;
     println!("results: {} (rev {}, hyp sha256 {})", out.display(), r.git_revision, &r.hyp_elf_sha256[..16]);
-    if let Some(old) = compare_with {
-        print!("{}", compare(&r, &old)?);
+    if let Some((old, what)) = old {
+        print!("{}", compare(&r, &old, &what));
     }
     Ok(0)
 }
@@ -381,7 +385,7 @@ mod tests {
         new.ops.insert("host hvc (null)".into(), op(40.0));
         new.ops.insert("new row".into(), op(7.0));
         new.sizes.insert("hyp memory per VM (bytes)".into(), 100);
-        let s = compare_with(&new, &old, "old.json");
+        let s = compare(&new, &old, "old.json");
         let line = |n: &str| s.lines().find(|l| l.starts_with(n)).unwrap().to_string();
         assert!(line("host hvc").contains("-39.0") && line("host hvc").contains("0.506"), "{s}");
         assert!(line("new row").contains("new"), "{s}");
