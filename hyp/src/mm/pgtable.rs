@@ -431,6 +431,7 @@ impl Stage2 {
             tables: &mut self.tables,
             keep_invalid: self.keep_invalid,
             root_level: self.geo.start_level,
+            kept: NONE_KEPT,
         };
         // With the tree as phase one left it, a range inside one leaf is
         // written from that leaf up (the same visitor as the full walk).
@@ -720,7 +721,15 @@ struct SetVisitor<'a> {
     /// The root's level: its entries live in the root, never merged, so
     /// they need no uniformity hint.
     root_level: u8,
+    /// The level of the last table entry `table_post` left a table (not
+    /// merged), or [`NONE_KEPT`]: the next `table_post` one level up is
+    /// that entry's parent (the walk is depth first), whose table then
+    /// holds a table descriptor and cannot be uniform.
+    kept: u8,
 }
+
+/// [`SetVisitor::kept`]: no table entry kept by the last `table_post`.
+const NONE_KEPT: u8 = u8::MAX;
 
 impl SetVisitor<'_> {
     #[inline]
@@ -828,10 +837,10 @@ impl SetVisitor<'_> {
     }
 
     /// Replaces the table under `e` by one block when its 512 entries are
-    /// uniform (and physically contiguous, for valid ones).
-    fn try_merge<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
+    /// uniform (and physically contiguous, for valid ones); true if it did.
+    fn try_merge<E: MmEnv>(&mut self, env: &mut E, e: &Entry) -> bool {
         if e.level == 0 || !pte::is_table(e.pte, e.level) {
-            return;
+            return false;
         }
         let table = pte::table_pa(e.pte);
         let child = e.level + 1;
@@ -840,14 +849,14 @@ impl SetVisitor<'_> {
         // SAFETY: p points at a live table page of 512 descriptors.
         let c0 = unsafe { core::ptr::read_volatile(p) };
         if pte::is_table(c0, child) {
-            return;
+            return false;
         }
         let valid = pte::is_valid(c0);
         if valid && !is_aligned(pte::table_pa(c0), level_size(e.level)) {
-            return;
+            return false;
         }
         if !valid && self.keep_invalid {
-            return;
+            return false;
         }
         // Entry i must be c0 advanced by i * step (valid entries map
         // consecutive PAs; invalid ones carry the same annotation): every
@@ -862,7 +871,7 @@ impl SetVisitor<'_> {
             None => scan_uniform(p, c0, csize, touched),
         };
         if !uniform {
-            return;
+            return false;
         }
         let block = if valid { c0 & !pte::TABLE_OR_PAGE } else { c0 };
         self.replace_table(env, e, block);
@@ -871,6 +880,7 @@ impl SetVisitor<'_> {
         self.stats.tables_freed += 1;
         env.on_merge(self.who, e.base, e.level);
         *self.tables -= 1;
+        true
     }
 }
 
@@ -909,7 +919,10 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
     }
 
     fn table_post(&mut self, env: &mut E, e: &Entry) -> Result<(), Error> {
-        self.try_merge(env, e);
+        // A table that still holds a table descriptor (the child entry the
+        // last table_post kept) is not uniform: no merge check needed.
+        let merged = self.kept != e.level + 1 && self.try_merge(env, e);
+        self.kept = if merged { NONE_KEPT } else { e.level };
         Ok(())
     }
 }
