@@ -90,26 +90,33 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
 }
 
 /// The calls answered without an exit, changing nothing of vCPU `vcpu`
-/// but x0..x3 (discovery, HYP_MEMINFO, MMIO_GUARD, PSCI
-/// VERSION/FEATURES/AFFINITY_INFO, and MEM_SHARE and MEM_RELINQUISH, which
-/// never exit to the host). True once answered; false, having done
-/// nothing, for any other call (MEM_UNSHARE among them: it can exit,
-/// UNSHARE_PENDING). Both the full path (`call`, inside the checker's and
-/// the trace's hooks) and the short guest-call entry
+/// but x0..x3: MEM_SHARE and MEM_RELINQUISH (they never exit to the host)
+/// and the calls [`answer_args`] answers. True once answered; false,
+/// having done nothing, for any other call (MEM_UNSHARE among them: it can
+/// exit, UNSHARE_PENDING). Both the full path (`call`, inside the
+/// checker's and the trace's hooks) and the short guest-call entry
 /// (`vm::run::guest_call_short`, x0-x18 saved, taken only while neither
 /// watches) use it.
+#[inline(always)]
 pub fn answer(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> bool {
-    let fid = x[0] as u32;
     // The memory calls first: the busiest ones.
-    match fid {
+    match x[0] as u32 {
         abi::MEM_SHARE | abi::MEM_RELINQUISH => {
             let out = mem_call(x, vm, vcpu);
             debug_assert!(matches!(out, Outcome::Resume), "only MEM_UNSHARE exits");
-            return true;
+            true
         }
-        abi::MEM_UNSHARE => return false,
-        _ => {}
+        abi::MEM_UNSHARE => false,
+        _ => answer_args(x, vm),
     }
+}
+
+/// The calls answered from their arguments alone (discovery, HYP_MEMINFO,
+/// MMIO_GUARD, PSCI VERSION/FEATURES/AFFINITY_INFO); false, having done
+/// nothing, for any other call.
+#[inline(never)]
+fn answer_args(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>) -> bool {
+    let fid = x[0] as u32;
     let (x1, x2, x3) = (x[1], x[2], x[3]);
     let r = match fid {
         arch::SMCCC_VERSION => arch::VERSION_1_1 as i64,
@@ -211,7 +218,9 @@ fn affinity_info(vm: &Arc<Mutex<Vm>>, mpidr: u64, level: u64) -> i64 {
 
 /// MEM_SHARE / MEM_UNSHARE / MEM_RELINQUISH of the page at x1 (x2 and x3
 /// must be 0), the result in x0. Only MEM_UNSHARE exits (UNSHARE_PENDING,
-/// with the guest's registers unchanged: the caller rewinds the PC).
+/// with the guest's registers unchanged: the caller rewinds the PC). Not
+/// inlined: `answer`'s other calls stay a leaf's work.
+#[inline(never)]
 fn mem_call(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
     let (fid, ipa) = (x[0] as u32, x[1]);
     if x[2] != 0 || x[3] != 0 {
