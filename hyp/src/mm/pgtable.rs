@@ -90,18 +90,12 @@ impl Found {
     /// level by level, to `start`, and `end` inside the same leaf?
     #[inline(always)]
     fn usable(&self, s2: &Stage2, start: u64, end: u64) -> bool {
-        let Some(leaf) = self.0.single() else {
+        let Some(leaf) = self.still_in(s2, start, end) else {
             return false;
         };
-        if self.0.tag() != s2.gen as u32 || (start ^ (end - 1)) >> super::level_shift(leaf) != 0 {
-            return false;
-        }
         let top = s2.geo.start_level;
         let slot = |l: u8, table: u64| (self.0.ptep(l) as u64).wrapping_sub(table) / 8;
         let index = |l: u8, entries: usize| (start >> super::level_shift(l)) & (entries as u64 - 1);
-        if slot(top, s2.geo.root) != index(top, s2.geo.root_entries) {
-            return false;
-        }
         let mut l = top + 1;
         while l <= leaf {
             if slot(l, self.0.ptep(l) as u64 & !(PAGE_SIZE - 1)) != index(l, ENTRIES) {
@@ -110,6 +104,23 @@ impl Found {
             l += 1;
         }
         true
+    }
+
+    /// The first checks of [`Found::usable`], all that a path recorded by
+    /// a walk over `[start, end)` itself needs: one leaf holding the
+    /// range, the tree unchanged since, and the path starting in this
+    /// tree's root (every level below then leads to `start` by
+    /// construction). The leaf's level if they hold.
+    #[inline(always)]
+    fn still_in(&self, s2: &Stage2, start: u64, end: u64) -> Option<u8> {
+        let leaf = self.0.single()?;
+        if self.0.tag() != s2.gen as u32 || (start ^ (end - 1)) >> super::level_shift(leaf) != 0 {
+            return None;
+        }
+        let top = s2.geo.start_level;
+        let slot = (self.0.ptep(top) as u64).wrapping_sub(s2.geo.root) / 8;
+        let index = (start >> super::level_shift(top)) & (s2.geo.root_entries as u64 - 1);
+        (slot == index).then_some(leaf)
     }
 }
 
@@ -419,7 +430,11 @@ impl Stage2 {
 
     /// Phase two: applies a prepared update. Cannot fail.
     pub fn commit<E: MmEnv>(&mut self, env: &mut E, mut u: Update) {
-        let from_leaf = u.found.usable(self, u.start, u.end);
+        // `u.found` is the path phase one's own walk of the range recorded
+        // (Counted is made only by count_from): with the tree unchanged it
+        // still leads to the range level by level.
+        let from_leaf = u.found.still_in(self, u.start, u.end).is_some();
+        debug_assert_eq!(from_leaf, u.found.usable(self, u.start, u.end));
         let mut v = SetVisitor {
             start: u.start,
             end: u.end,
