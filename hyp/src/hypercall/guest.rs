@@ -53,17 +53,20 @@ pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcom
 }
 
 fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
-    if answer(frame.call_regs(), vm) {
+    if answer(frame.call_regs(), vm, vcpu) {
         return Outcome::Resume;
     }
     let fid = frame.x[0] as u32;
     let (x1, x2, x3) = (frame.x[1], frame.x[2], frame.x[3]);
     match fid {
-        abi::MEM_SHARE | abi::MEM_UNSHARE | abi::MEM_RELINQUISH => {
-            if x2 != 0 || x3 != 0 {
-                return ret(frame, smccc::INVALID_PARAMETER);
+        abi::MEM_UNSHARE => {
+            let out = mem_call(frame.call_regs(), vm, vcpu);
+            if matches!(out, Outcome::Exit { .. }) {
+                // UNSHARE_PENDING: rewind to the call; the guest re-issues
+                // it once the host dropped its pins.
+                frame.elr -= 4;
             }
-            mem_call(frame, vm, vcpu, fid, x1)
+            out
         }
         psci::CPU_ON => cpu_on(frame, vm, vcpu, x1, x2, x3),
         psci::CPU_OFF => {
@@ -86,17 +89,34 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
     }
 }
 
-/// The calls answered from their arguments alone: no exit, nothing of the
-/// vCPU but x0..x3 changed (discovery, HYP_MEMINFO, MMIO_GUARD, PSCI
-/// VERSION/FEATURES/AFFINITY_INFO). True once answered; false, having done
-/// nothing, for any other call. Both the full path (`call`) and the short
-/// guest-call entry (`vm::run::guest_call_short`, x0-x18 saved) use it.
-pub fn answer(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>) -> bool {
-    let fid = x[0] as u32;
-    // The memory calls first: the busiest calls the short entry declines.
-    if matches!(fid, abi::MEM_SHARE | abi::MEM_UNSHARE | abi::MEM_RELINQUISH) {
-        return false;
+/// The calls answered without an exit, changing nothing of vCPU `vcpu`
+/// but x0..x3: MEM_SHARE and MEM_RELINQUISH (they never exit to the host)
+/// and the calls [`answer_args`] answers. True once answered; false,
+/// having done nothing, for any other call (MEM_UNSHARE among them: it can
+/// exit, UNSHARE_PENDING). Both the full path (`call`, inside the
+/// checker's and the trace's hooks) and the short guest-call entry
+/// (`vm::run::guest_call_short`, x0-x18 saved, taken only while neither
+/// watches) use it.
+#[inline(always)]
+pub fn answer(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> bool {
+    // The memory calls first: the busiest ones.
+    match x[0] as u32 {
+        abi::MEM_SHARE | abi::MEM_RELINQUISH => {
+            let out = mem_call(x, vm, vcpu);
+            debug_assert!(matches!(out, Outcome::Resume), "only MEM_UNSHARE exits");
+            true
+        }
+        abi::MEM_UNSHARE => false,
+        _ => answer_args(x, vm),
     }
+}
+
+/// The calls answered from their arguments alone (discovery, HYP_MEMINFO,
+/// MMIO_GUARD, PSCI VERSION/FEATURES/AFFINITY_INFO); false, having done
+/// nothing, for any other call.
+#[inline(never)]
+fn answer_args(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>) -> bool {
+    let fid = x[0] as u32;
     let (x1, x2, x3) = (x[1], x[2], x[3]);
     let r = match fid {
         arch::SMCCC_VERSION => arch::VERSION_1_1 as i64,
@@ -196,7 +216,17 @@ fn affinity_info(vm: &Arc<Mutex<Vm>>, mpidr: u64, level: u64) -> i64 {
     }
 }
 
-fn mem_call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize, fid: u32, ipa: u64) -> Outcome {
+/// MEM_SHARE / MEM_UNSHARE / MEM_RELINQUISH of the page at x1 (x2 and x3
+/// must be 0), the result in x0. Only MEM_UNSHARE exits (UNSHARE_PENDING,
+/// with the guest's registers unchanged: the caller rewinds the PC). Not
+/// inlined: `answer`'s other calls stay a leaf's work.
+#[inline(never)]
+fn mem_call(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
+    let (fid, ipa) = (x[0] as u32, x[1]);
+    if x[2] != 0 || x[3] != 0 {
+        x[0] = smccc::INVALID_PARAMETER as u64;
+        return Outcome::Resume;
+    }
     let mut env = HypEnv;
     let mut host = mem::host();
     let mut vm = vm.lock();
@@ -222,17 +252,17 @@ fn mem_call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize, fid: u32, i
                 abi::MEM_UNSHARE => vm.unshares += 1,
                 _ => {}
             }
-            ret(frame, smccc::SUCCESS)
+            x[0] = smccc::SUCCESS as u64;
+            Outcome::Resume
         }
         Err(Error::Busy) if fid == abi::MEM_UNSHARE => {
-            // Pinned by the host: neither fail nor convert. Rewind to the
-            // call and let the host drop its pins; the guest re-issues it.
+            // Pinned by the host: neither fail nor convert. The caller
+            // rewinds to the call and lets the host drop its pins.
             let pa = vm.mm.pgt.lookup(&mut env, ipa).map(|m| m.at(ipa & !(PAGE_SIZE - 1))).ok();
             let pa = match pa {
                 Some(hyp::mm::prot::Leaf::Mapped { pa, .. }) => pa,
                 _ => 0,
             };
-            frame.elr -= 4;
             Outcome::Exit {
                 reason: exit::UNSHARE_PENDING,
                 details: [ipa, pa, 0, 0, 0],
@@ -242,7 +272,8 @@ fn mem_call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize, fid: u32, i
         }
         Err(e) => {
             log::debug!("guest {}: {:#x} on IPA {:#x} refused: {}", vm.handle, fid, ipa, e.name());
-            ret(frame, smccc::INVALID_PARAMETER)
+            x[0] = smccc::INVALID_PARAMETER as u64;
+            Outcome::Resume
         }
     }
 }

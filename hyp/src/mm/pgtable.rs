@@ -90,18 +90,12 @@ impl Found {
     /// level by level, to `start`, and `end` inside the same leaf?
     #[inline(always)]
     fn usable(&self, s2: &Stage2, start: u64, end: u64) -> bool {
-        let Some(leaf) = self.0.single() else {
+        let Some(leaf) = self.still_in(s2, start, end) else {
             return false;
         };
-        if self.0.tag() != s2.gen as u32 || (start ^ (end - 1)) >> super::level_shift(leaf) != 0 {
-            return false;
-        }
         let top = s2.geo.start_level;
         let slot = |l: u8, table: u64| (self.0.ptep(l) as u64).wrapping_sub(table) / 8;
         let index = |l: u8, entries: usize| (start >> super::level_shift(l)) & (entries as u64 - 1);
-        if slot(top, s2.geo.root) != index(top, s2.geo.root_entries) {
-            return false;
-        }
         let mut l = top + 1;
         while l <= leaf {
             if slot(l, self.0.ptep(l) as u64 & !(PAGE_SIZE - 1)) != index(l, ENTRIES) {
@@ -110,6 +104,23 @@ impl Found {
             l += 1;
         }
         true
+    }
+
+    /// The first checks of [`Found::usable`], all that a path recorded by
+    /// a walk over `[start, end)` itself needs: one leaf holding the
+    /// range, the tree unchanged since, and the path starting in this
+    /// tree's root (every level below then leads to `start` by
+    /// construction). The leaf's level if they hold.
+    #[inline(always)]
+    fn still_in(&self, s2: &Stage2, start: u64, end: u64) -> Option<u8> {
+        let leaf = self.0.single()?;
+        if self.0.tag() != s2.gen as u32 || (start ^ (end - 1)) >> super::level_shift(leaf) != 0 {
+            return None;
+        }
+        let top = s2.geo.start_level;
+        let slot = (self.0.ptep(top) as u64).wrapping_sub(s2.geo.root) / 8;
+        let index = (start >> super::level_shift(top)) & (s2.geo.root_entries as u64 - 1);
+        (slot == index).then_some(leaf)
     }
 }
 
@@ -419,7 +430,11 @@ impl Stage2 {
 
     /// Phase two: applies a prepared update. Cannot fail.
     pub fn commit<E: MmEnv>(&mut self, env: &mut E, mut u: Update) {
-        let from_leaf = u.found.usable(self, u.start, u.end);
+        // `u.found` is the path phase one's own walk of the range recorded
+        // (Counted is made only by count_from): with the tree unchanged it
+        // still leads to the range level by level.
+        let from_leaf = u.found.still_in(self, u.start, u.end).is_some();
+        debug_assert_eq!(from_leaf, u.found.usable(self, u.start, u.end));
         let mut v = SetVisitor {
             start: u.start,
             end: u.end,
@@ -431,6 +446,7 @@ impl Stage2 {
             tables: &mut self.tables,
             keep_invalid: self.keep_invalid,
             root_level: self.geo.start_level,
+            kept: NONE_KEPT,
         };
         // With the tree as phase one left it, a range inside one leaf is
         // written from that leaf up (the same visitor as the full walk).
@@ -720,7 +736,15 @@ struct SetVisitor<'a> {
     /// The root's level: its entries live in the root, never merged, so
     /// they need no uniformity hint.
     root_level: u8,
+    /// The level of the last table entry `table_post` left a table (not
+    /// merged), or [`NONE_KEPT`]: the next `table_post` one level up is
+    /// that entry's parent (the walk is depth first), whose table then
+    /// holds a table descriptor and cannot be uniform.
+    kept: u8,
 }
+
+/// [`SetVisitor::kept`]: no table entry kept by the last `table_post`.
+const NONE_KEPT: u8 = u8::MAX;
 
 impl SetVisitor<'_> {
     #[inline]
@@ -828,10 +852,10 @@ impl SetVisitor<'_> {
     }
 
     /// Replaces the table under `e` by one block when its 512 entries are
-    /// uniform (and physically contiguous, for valid ones).
-    fn try_merge<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
+    /// uniform (and physically contiguous, for valid ones); true if it did.
+    fn try_merge<E: MmEnv>(&mut self, env: &mut E, e: &Entry) -> bool {
         if e.level == 0 || !pte::is_table(e.pte, e.level) {
-            return;
+            return false;
         }
         let table = pte::table_pa(e.pte);
         let child = e.level + 1;
@@ -840,14 +864,14 @@ impl SetVisitor<'_> {
         // SAFETY: p points at a live table page of 512 descriptors.
         let c0 = unsafe { core::ptr::read_volatile(p) };
         if pte::is_table(c0, child) {
-            return;
+            return false;
         }
         let valid = pte::is_valid(c0);
         if valid && !is_aligned(pte::table_pa(c0), level_size(e.level)) {
-            return;
+            return false;
         }
         if !valid && self.keep_invalid {
-            return;
+            return false;
         }
         // Entry i must be c0 advanced by i * step (valid entries map
         // consecutive PAs; invalid ones carry the same annotation): every
@@ -862,7 +886,7 @@ impl SetVisitor<'_> {
             None => scan_uniform(p, c0, csize, touched),
         };
         if !uniform {
-            return;
+            return false;
         }
         let block = if valid { c0 & !pte::TABLE_OR_PAGE } else { c0 };
         self.replace_table(env, e, block);
@@ -871,6 +895,7 @@ impl SetVisitor<'_> {
         self.stats.tables_freed += 1;
         env.on_merge(self.who, e.base, e.level);
         *self.tables -= 1;
+        true
     }
 }
 
@@ -909,7 +934,10 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
     }
 
     fn table_post(&mut self, env: &mut E, e: &Entry) -> Result<(), Error> {
-        self.try_merge(env, e);
+        // A table that still holds a table descriptor (the child entry the
+        // last table_post kept) is not uniform: no merge check needed.
+        let merged = self.kept != e.level + 1 && self.try_merge(env, e);
+        self.kept = if merged { NONE_KEPT } else { e.level };
         Ok(())
     }
 }

@@ -363,9 +363,9 @@ fn leave(
 
 /// A guest's HVC64 from the short entry (vectors.S: x0-x18 and x30 saved,
 /// the rest of the guest's registers live in the CPU): 1 once answered by
-/// `guest::answer`, 0 with nothing done for a call that needs the full
-/// frame (an exit, a memory call, PSCI power calls, or the checker or the
-/// hypercall trace watching).
+/// `guest::answer` (MEM_SHARE and MEM_RELINQUISH among them), 0 with
+/// nothing done for a call that needs the full frame (an exit, MEM_UNSHARE,
+/// PSCI power calls, or the checker or the hypercall trace watching).
 pub fn guest_call_short(x: &mut CallRegs) -> u64 {
     if crate::hypercall::host::watched() {
         return 0;
@@ -373,7 +373,7 @@ pub fn guest_call_short(x: &mut CallRegs) -> u64 {
     // Borrowed in place: `answer` reaches nothing of this CPU's state.
     let cpu = this_cpu();
     match (cpu.running, cpu.guest.as_ref()) {
-        (Running::Guest(..), Some(vm)) => guest::answer(x, vm) as u64,
+        (Running::Guest(_, vcpu), Some(vm)) => guest::answer(x, vm, vcpu) as u64,
         _ => 0,
     }
 }

@@ -95,6 +95,39 @@ fn split_only_as_deep_as_needed_and_merge_back() {
     s.destroy(&mut env);
 }
 
+/// One commit that makes two 4K tables uniform merges both and then their
+/// parent (the merge check of a table is skipped only right after its
+/// last child table stayed: nothing else may stop the parent's merge).
+#[test]
+fn one_commit_merges_two_tables_and_their_parent() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(3)).unwrap();
+    s.set(&mut env, G, G, map(G)).unwrap();
+    let shared = |pa| Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned };
+    let (a, b) = (G + 5 * K4, G + M2 + 7 * K4);
+    s.set(&mut env, a, K4, shared(a)).unwrap();
+    s.set(&mut env, b, K4, shared(b)).unwrap();
+    assert_eq!(s.table_pages(), 3, "1G -> 2M, two 2M -> 4K");
+    let merges = s.stats.merges;
+    // Back to owned over both pages in one update.
+    s.set(&mut env, a, b + K4 - a, map(a)).unwrap();
+    assert_eq!((s.table_pages(), s.stats.merges - merges), (0, 3));
+    assert_eq!(s.lookup(&mut env, b).unwrap().level, 1);
+    // The same with the second table kept (one page still shared): the
+    // first merges, the parent stays.
+    s.set(&mut env, a, K4, shared(a)).unwrap();
+    s.set(&mut env, b, K4, shared(b)).unwrap();
+    let merges = s.stats.merges;
+    s.set(&mut env, a, K4, map(a)).unwrap();
+    assert_eq!((s.table_pages(), s.stats.merges - merges), (2, 1));
+    assert_eq!(s.lookup(&mut env, a).unwrap().level, 2);
+    assert_eq!(s.lookup(&mut env, b).unwrap().level, 3);
+    check_structure(&mut env, &s);
+    env.check_log();
+    check_alloc(&env, &[&s]);
+    s.destroy(&mut env);
+}
+
 #[test]
 fn one_gig_split_to_4k_takes_two_tables() {
     let mut env = TestEnv::new();
