@@ -29,6 +29,11 @@ pub fn host_write(ipa: u64, v: u64) -> bool {
 pub fn host_pin(ipa: u64, exclusive: bool) -> i64 {
     call(services::HOST_PIN, [ipa, exclusive as u64, 0])[0] as i64
 }
+/// The host takes a shared pin on the page outside its VMM's bookkeeping
+/// (as another part of the host would): 0 or -errno.
+pub fn host_pin_foreign(ipa: u64) -> i64 {
+    call(services::HOST_PIN, [ipa, services::PIN_FOREIGN, 0])[0] as i64
+}
 /// The host has its PCI device DMA 8 bytes of `byte` to our page: 0
 /// landed, 1 blocked by the SMMU (with an event naming the device and the
 /// page), 2 neither, negative: no device.

@@ -205,6 +205,15 @@ fn pins(t: &mut Tally) {
     let (after, _) = exit_counts();
     t.eq((after - before) as i64, 1, "the host saw exactly one UNSHARE_PENDING exit");
     t.check(host_read(p).is_none(), "the page is private after the pinned unshare");
+    // A pin another part of the host took (not the VMM's): the host still
+    // lets the guest progress.
+    t.eq(share(p), OK, "MEM_SHARE again for a pin taken outside the VMM");
+    t.eq(host_pin_foreign(p), OK, "the host pins the page outside the VMM's bookkeeping");
+    let (before, _) = exit_counts();
+    t.eq(unshare(p), OK, "MEM_UNSHARE completes when the pin is not the VMM's own");
+    let (after, _) = exit_counts();
+    t.eq((after - before) as i64, 1, "one UNSHARE_PENDING exit for the pin outside the VMM");
+    t.check(host_read(p).is_none(), "the page is private after that unshare");
 }
 
 fn blocks(t: &mut Tally) {

@@ -657,6 +657,7 @@ impl Guest {
                 None => [0, read64(pa), 0, 0],
             },
             (svc::HOST_WRITE, Some(pa)) => [expect_abort(|| write64(pa, a[1])).is_some() as u64, 0, 0, 0],
+            (svc::HOST_PIN, Some(pa)) if a[1] == svc::PIN_FOREIGN => [hyp::pin(pa, false) as u64, 0, 0, 0],
             (svc::HOST_PIN, Some(pa)) => {
                 let r = hyp::pin(pa, a[1] != 0);
                 if r == 0 {
@@ -783,6 +784,19 @@ impl Guest {
                 );
                 for _ in 0..n {
                     hyp::unpin(pa);
+                }
+                // Pins the rest of the host took (a scenario's own, not
+                // the VMM's) would keep the guest waiting forever: the host
+                // lets its guest progress and drops them too.
+                let others = hyp::call(hyp_abi::host::PAGE_STATE, [pa, 0, 0, 0, 0, 0]).map(|r| r[1]).unwrap_or(0);
+                if others != 0 {
+                    println!(
+                        "[host] vm {}: the page also held {} pin(s) taken outside the VMM; unpinning them",
+                        self.handle, others
+                    );
+                    for _ in 0..others {
+                        hyp::unpin(pa);
+                    }
                 }
             }
             exit::IRQ => self.irq_exits += 1,

@@ -411,8 +411,13 @@ pub mod services {
     pub const HOST_READ: u32 = 0xc600_0200;
     /// x1 = IPA, x2 = value → x0 = 0, or 1 if the host's access aborted.
     pub const HOST_WRITE: u32 = 0xc600_0201;
-    /// x1 = IPA, x2 = 1 exclusive / 0 shared → x0 = 0 or -errno.
+    /// x1 = IPA, x2 = 1 exclusive / 0 shared / [`PIN_FOREIGN`] → x0 = 0 or
+    /// -errno.
     pub const HOST_PIN: u32 = 0xc600_0202;
+    /// HOST_PIN x2: a shared pin the host takes outside its VMM's
+    /// bookkeeping, as another part of the host would (the VMM drops it too
+    /// when the guest's MEM_UNSHARE waits on it).
+    pub const PIN_FOREIGN: u64 = 2;
     /// x1 = IPA → x0 = 0 or -errno.
     pub const HOST_UNPIN: u32 = 0xc600_0203;
     /// x1 = IPA → x0 = table pages of the guest's stage-2, x1 = mapping level.
