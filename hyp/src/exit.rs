@@ -40,6 +40,17 @@ extern "C" fn hyp_host_call(regs: &mut CallRegs) -> u64 {
     crate::hypercall::host::handle_short(regs)
 }
 
+/// The short entry of a stage-2 data or instruction abort from the host
+/// (vectors.S: `__hyp_host_other`, x0-x18 and x30 saved, ELR_EL2 and
+/// SPSR_EL2 live): 1 once resolved (or refused, the abort injected), 0,
+/// having done nothing, if it needs the full frame (then the entry calls
+/// `hyp_trap` with it).
+#[no_mangle]
+extern "C" fn hyp_host_abort(_regs: &mut CallRegs) -> u64 {
+    debug_assert_eq!(percpu::this_cpu().running, Running::Host);
+    crate::host::handle_abort_short()
+}
+
 /// A host call that `hyp_host_call` left to the full frame (VCPU_RUN, the
 /// only one it leaves), with that frame (vectors.S): straight to VCPU_RUN,
 /// without `hyp_trap`'s and the host's syndrome dispatch (the short entry is

@@ -9,7 +9,7 @@ use crate::RunArgs;
 /// Hyp log levels (`hyp.log=`).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// The host shim's scenarios (`shim.test=NAME`, host-shim/src/scenarios/mod.rs).
-pub const SHIM_SCENARIOS: [&str; 23] = [
+pub const SHIM_SCENARIOS: [&str; 24] = [
     "boot",
     "demo",
     "guests",
@@ -18,6 +18,7 @@ pub const SHIM_SCENARIOS: [&str; 23] = [
     "two-vms",
     "hostile",
     "devices",
+    "aborts",
     "leaks",
     "preempt",
     "traps",

@@ -1,5 +1,6 @@
 //! Scenarios the host shim runs (`shim.test=NAME`).
 
+pub mod aborts;
 pub mod bench;
 pub mod boot;
 pub mod devices;
@@ -56,6 +57,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "two-vms" => guests::two_vms(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "devices" => devices::run(info, &mut hm, r),
+        "aborts" => aborts::run(info, &mut hm, r),
         "edu" => dma::run(info, &mut hm, &images, r),
         "leaks" => leaks::run(&mut hm, &images, r),
         "preempt" => preempt::run(&mut hm, &images, r),

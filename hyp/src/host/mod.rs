@@ -9,12 +9,12 @@ use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64};
 use hyp::exception::{fault_kind, FaultKind};
 use hyp::mm::mem_protect::HostFault;
 
-use crate::arch::aarch64::inject;
+use crate::arch::aarch64::inject::{self, Live, ReturnState};
 use crate::arch::aarch64::trap::{fault_ipa, Next, TrapFrame};
 use crate::mmenv::HypEnv;
-use crate::tracebuf::point;
+use crate::tracebuf::{self, point};
 use crate::{hypercall, mem};
-use hyp::trace::Resolution;
+use hyp::trace::{Kind, Resolution};
 
 pub fn handle_sync(frame: &mut TrapFrame) -> Next {
     let esr = Esr(ESR_EL2.get());
@@ -25,7 +25,14 @@ pub fn handle_sync(frame: &mut TrapFrame) -> Next {
             frame.elr += 4;
             hypercall::psci::handle_host_smc(frame);
         }
-        EC_DABT_LOW | EC_IABT_LOW => stage2_fault(frame, esr),
+        EC_DABT_LOW | EC_IABT_LOW => {
+            let (ipa, far) = fault_ipa();
+            if crate::dev::gicr::covers(ipa) {
+                crate::dev::gicr::emulate(frame, esr, ipa, far);
+            } else {
+                stage2_fault(frame, esr, ipa, far);
+            }
+        }
         _ => {
             debug!("host: unexpected trap {} at {:#x}: undefined instruction injected", esr, frame.elr);
             inject::inject_undef(frame);
@@ -34,54 +41,63 @@ pub fn handle_sync(frame: &mut TrapFrame) -> Next {
     Next::RESUME
 }
 
+/// A host stage-2 abort from the short entry (vectors.S: x0-x18 and x30
+/// saved, ELR_EL2 and SPSR_EL2 live): 1 once resolved or refused with its
+/// abort injected; 0, having done nothing, for an access to a page the hyp
+/// emulates (the GIC redistributors: their emulation reads or writes the
+/// register the access names, any of x0-x30), which the entry then hands
+/// to `hyp_trap` with the full frame.
+#[inline(always)]
+pub fn handle_abort_short() -> u64 {
+    let esr = Esr(ESR_EL2.get());
+    let (ipa, far) = fault_ipa();
+    if crate::dev::gicr::covers(ipa) {
+        return 0;
+    }
+    stage2_fault(&mut Live, esr, ipa, far);
+    1
+}
+
 /// A host stage-2 fault, decided from its syndrome: only a translation
 /// fault can be resolved (lazy identity map, or refused: abort); an
 /// access-flag fault means a stale TLB entry (the hyp always sets AF) and is
 /// retried; a permission fault (e.g. a fetch from a page mapped XN for the
 /// host: a page a guest shared, a device) or any other fault is refused
-/// with an abort, never retried.
-fn stage2_fault(frame: &mut TrapFrame, esr: Esr) {
-    let (ipa, far) = fault_ipa();
-    if crate::dev::gicr::covers(ipa) {
-        return crate::dev::gicr::emulate(frame, esr, ipa, far);
-    }
+/// with an abort, never retried. `ret` holds the host's PC and PSTATE (its
+/// frame, or ELR_EL2/SPSR_EL2 on the short entry).
+#[inline(always)]
+fn stage2_fault(ret: &mut impl ReturnState, esr: Esr, ipa: u64, far: u64) {
     let r = match fault_kind(esr.fsc()) {
         FaultKind::Translation(_) => mem::host().handle_fault(&mut HypEnv, ipa),
         FaultKind::AccessFlag(_) => Ok(HostFault::Spurious),
         FaultKind::Permission(_) | FaultKind::Other(_) => Err(hyp::mm::Error::Perm),
     };
-    let (res, level) = match r {
-        Ok(HostFault::Mapped { level, .. }) => (Resolution::Mapped, level),
-        Ok(HostFault::Spurious) => (Resolution::Spurious, 0),
-        Err(_) => (Resolution::AbortInjected, 0),
-    };
-    point::fault(0, 0, esr.0, far, ipa, frame.elr, res, level);
     match r {
-        Ok(HostFault::Mapped { level, base, device }) => {
-            debug!(
-                "host fault {:#x}: mapped {} at level {} base {:#x}",
-                ipa,
-                if device { "device" } else { "ram" },
-                level,
-                base
-            );
+        Ok(HostFault::Mapped { level, .. }) => {
+            if tracebuf::on(Kind::Fault) {
+                point::fault(0, 0, esr.0, far, ipa, ret.get().0, Resolution::Mapped, level)
+            }
         }
-        Ok(HostFault::Spurious) => {}
-        Err(e) => {
-            let access = match (esr.is_data_abort(), esr.wnr()) {
-                (false, _) => "fetch",
-                (true, true) => "write",
-                (true, false) => "read",
-            };
-            log::info!(
-                "host: {} at IPA {:#x} (PC {:#x}) refused ({}): abort injected",
-                access,
-                ipa,
-                frame.elr,
-                e.name()
-            );
-            point::inject(0, 0, esr.0, far, frame.elr);
-            inject::inject_abort(frame, esr, far);
+        Ok(HostFault::Spurious) => {
+            if tracebuf::on(Kind::Fault) {
+                point::fault(0, 0, esr.0, far, ipa, ret.get().0, Resolution::Spurious, 0)
+            }
         }
+        Err(e) => refuse(ret, esr, ipa, far, e),
     }
+}
+
+/// A host access refused: traced, logged, and an abort injected.
+#[inline(never)]
+fn refuse(ret: &mut impl ReturnState, esr: Esr, ipa: u64, far: u64, e: hyp::mm::Error) {
+    let pc = ret.get().0;
+    point::fault(0, 0, esr.0, far, ipa, pc, Resolution::AbortInjected, 0);
+    let access = match (esr.is_data_abort(), esr.wnr()) {
+        (false, _) => "fetch",
+        (true, true) => "write",
+        (true, false) => "read",
+    };
+    log::info!("host: {} at IPA {:#x} (PC {:#x}) refused ({}): abort injected", access, ipa, pc, e.name());
+    point::inject(0, 0, esr.0, far, pc);
+    inject::inject_abort(ret, esr, far);
 }

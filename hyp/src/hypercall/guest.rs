@@ -53,21 +53,16 @@ pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcom
 }
 
 fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
+    let fid = frame.x[0] as u32;
     if answer(frame.call_regs(), vm, vcpu) {
         return Outcome::Resume;
     }
-    let fid = frame.x[0] as u32;
+    if fid == abi::MEM_UNSHARE {
+        // Declined by `answer`: the page is pinned, the call exits.
+        return unshare_pinned(frame, vm, vcpu);
+    }
     let (x1, x2, x3) = (frame.x[1], frame.x[2], frame.x[3]);
     match fid {
-        abi::MEM_UNSHARE => {
-            let out = mem_call(frame.call_regs(), vm, vcpu);
-            if matches!(out, Outcome::Exit { .. }) {
-                // UNSHARE_PENDING: rewind to the call; the guest re-issues
-                // it once the host dropped its pins.
-                frame.elr -= 4;
-            }
-            out
-        }
         psci::CPU_ON => cpu_on(frame, vm, vcpu, x1, x2, x3),
         psci::CPU_OFF => {
             vm.lock().vcpus[vcpu].off = true;
@@ -89,30 +84,45 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
     }
 }
 
+/// The first function ID of the vendor-hyp calls a guest makes (Linux's
+/// KVM numbers: HYP_MEMINFO 2, MEM_SHARE 3, MEM_UNSHARE 4, MMIO_GUARD 7,
+/// MEM_RELINQUISH 9).
+const VENDOR_FIRST: u32 = 0xc600_0000;
+
+/// Their number within that range.
+const fn vendor(fid: u32) -> u32 {
+    fid - VENDOR_FIRST
+}
+
 /// The calls answered without an exit, changing nothing of vCPU `vcpu`
-/// but x0..x3: MEM_SHARE and MEM_RELINQUISH (they never exit to the host)
-/// and the calls [`answer_args`] answers. True once answered; false,
-/// having done nothing, for any other call (MEM_UNSHARE among them: it can
-/// exit, UNSHARE_PENDING). Both the full path (`call`, inside the
+/// but x0..x3: the memory calls (MEM_UNSHARE unless the page is pinned:
+/// its UNSHARE_PENDING exit needs the full frame) and the calls
+/// [`answer_args`] answers. True once answered; false, having done
+/// nothing, for any other call. Both the full path (`call`, inside the
 /// checker's and the trace's hooks) and the short guest-call entry
 /// (`vm::run::guest_call_short`, x0-x18 saved, taken only while neither
-/// watches) use it.
+/// watches) use it. HYP_MEMINFO and the memory calls are matched on their
+/// number in the vendor-hyp range, the others in `answer_args`.
 #[inline(always)]
 pub fn answer(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> bool {
-    // The memory calls first: the busiest ones.
-    match x[0] as u32 {
-        abi::MEM_SHARE | abi::MEM_RELINQUISH => {
-            let out = mem_call(x, vm, vcpu);
-            debug_assert!(matches!(out, Outcome::Resume), "only MEM_UNSHARE exits");
+    const MEMINFO: u32 = vendor(abi::HYP_MEMINFO);
+    const SHARE: u32 = vendor(abi::MEM_SHARE);
+    const UNSHARE: u32 = vendor(abi::MEM_UNSHARE);
+    const RELINQUISH: u32 = vendor(abi::MEM_RELINQUISH);
+    match (x[0] as u32).wrapping_sub(VENDOR_FIRST) {
+        MEMINFO => {
+            x[0] = if x[1] != 0 || x[2] != 0 || x[3] != 0 { smccc::INVALID_PARAMETER as u64 } else { PAGE_SIZE };
             true
         }
-        abi::MEM_UNSHARE => false,
+        SHARE => mem_call::<{ abi::MEM_SHARE }>(x, vm, vcpu),
+        UNSHARE => mem_call::<{ abi::MEM_UNSHARE }>(x, vm, vcpu),
+        RELINQUISH => mem_call::<{ abi::MEM_RELINQUISH }>(x, vm, vcpu),
         _ => answer_args(x, vm),
     }
 }
 
-/// The calls answered from their arguments alone (discovery, HYP_MEMINFO,
-/// MMIO_GUARD, PSCI VERSION/FEATURES/AFFINITY_INFO); false, having done
+/// The calls answered from their arguments alone (discovery, MMIO_GUARD,
+/// PSCI VERSION/FEATURES/AFFINITY_INFO); false, having done
 /// nothing, for any other call.
 #[inline(never)]
 fn answer_args(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>) -> bool {
@@ -136,8 +146,6 @@ fn answer_args(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>) -> bool {
             x[3] = 0;
             abi::FEATURE_BITS as i64
         }
-        abi::HYP_MEMINFO if x1 != 0 || x2 != 0 || x3 != 0 => smccc::INVALID_PARAMETER,
-        abi::HYP_MEMINFO => PAGE_SIZE as i64,
         abi::MMIO_GUARD if x2 != 0 || x3 != 0 => smccc::INVALID_PARAMETER,
         abi::MMIO_GUARD => match vm.lock().guards.guard(x1) {
             Ok(()) => smccc::SUCCESS,
@@ -216,64 +224,67 @@ fn affinity_info(vm: &Arc<Mutex<Vm>>, mpidr: u64, level: u64) -> i64 {
     }
 }
 
-/// MEM_SHARE / MEM_UNSHARE / MEM_RELINQUISH of the page at x1 (x2 and x3
-/// must be 0), the result in x0. Only MEM_UNSHARE exits (UNSHARE_PENDING,
-/// with the guest's registers unchanged: the caller rewinds the PC). Not
-/// inlined: `answer`'s other calls stay a leaf's work.
+/// MEM_SHARE / MEM_UNSHARE / MEM_RELINQUISH (`FID`) of the page at x1 (x2
+/// and x3 must be 0), the result in x0; true once answered. False only for
+/// a MEM_UNSHARE of a page the host pins, with nothing changed, traced or
+/// counted: its UNSHARE_PENDING exit needs the full frame
+/// ([`unshare_pinned`]). One instance per call: the function number is
+/// folded into each.
 #[inline(never)]
-fn mem_call(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
-    let (fid, ipa) = (x[0] as u32, x[1]);
+fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> bool {
+    let ipa = x[1];
     if x[2] != 0 || x[3] != 0 {
         x[0] = smccc::INVALID_PARAMETER as u64;
-        return Outcome::Resume;
+        return true;
     }
     let mut env = HypEnv;
     let mut host = mem::host();
     let mut vm = vm.lock();
-    let r = match fid {
+    let r = match FID {
         abi::MEM_SHARE => mem_protect::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
         abi::MEM_UNSHARE => mem_protect::guest_unshare_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
         _ => mem_protect::guest_relinquish(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
     };
-    let o = match fid {
+    if FID == abi::MEM_UNSHARE && r == Err(Error::Busy) {
+        // Pinned by the host: neither fail nor convert.
+        return false;
+    }
+    let o = match FID {
         abi::MEM_SHARE => op::GUEST_SHARE,
         abi::MEM_UNSHARE => op::GUEST_UNSHARE,
         _ => op::RELINQUISH,
     };
-    if r != Err(Error::Busy) || fid != abi::MEM_UNSHARE {
-        point::transition(vm.handle, vcpu, o, ipa, PAGE_SIZE, &r);
-    } else {
-        point::unshare_pending(vm.handle, vcpu, ipa);
-    }
+    point::transition(vm.handle, vcpu, o, ipa, PAGE_SIZE, &r);
     match r {
         Ok(_) => {
-            match fid {
+            match FID {
                 abi::MEM_SHARE => vm.shares += 1,
                 abi::MEM_UNSHARE => vm.unshares += 1,
                 _ => {}
             }
             x[0] = smccc::SUCCESS as u64;
-            Outcome::Resume
-        }
-        Err(Error::Busy) if fid == abi::MEM_UNSHARE => {
-            // Pinned by the host: neither fail nor convert. The caller
-            // rewinds to the call and lets the host drop its pins.
-            let pa = vm.mm.pgt.lookup(&mut env, ipa).map(|m| m.at(ipa & !(PAGE_SIZE - 1))).ok();
-            let pa = match pa {
-                Some(hyp::mm::prot::Leaf::Mapped { pa, .. }) => pa,
-                _ => 0,
-            };
-            Outcome::Exit {
-                reason: exit::UNSHARE_PENDING,
-                details: [ipa, pa, 0, 0, 0],
-                pending: Pending::None,
-                stop: false,
-            }
         }
         Err(e) => {
-            log::debug!("guest {}: {:#x} on IPA {:#x} refused: {}", vm.handle, fid, ipa, e.name());
+            log::debug!("guest {}: {:#x} on IPA {:#x} refused: {}", vm.handle, FID, ipa, e.name());
             x[0] = smccc::INVALID_PARAMETER as u64;
-            Outcome::Resume
         }
     }
+    true
+}
+
+/// A MEM_UNSHARE that [`mem_call`] declined on the full frame (the host
+/// pins the page): the UNSHARE_PENDING exit, with the guest's registers
+/// unchanged and its PC rewound to the call, which it re-issues once the
+/// host dropped its pins.
+#[inline(never)]
+fn unshare_pinned(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
+    let ipa = frame.x[1];
+    let vm = vm_arc.lock();
+    point::unshare_pending(vm.handle, vcpu, ipa);
+    let pa = match vm.mm.pgt.lookup(&mut HypEnv, ipa).map(|m| m.at(ipa & !(PAGE_SIZE - 1))) {
+        Ok(hyp::mm::prot::Leaf::Mapped { pa, .. }) => pa,
+        _ => 0,
+    };
+    frame.elr -= 4;
+    Outcome::Exit { reason: exit::UNSHARE_PENDING, details: [ipa, pa, 0, 0, 0], pending: Pending::None, stop: false }
 }

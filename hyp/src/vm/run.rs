@@ -363,9 +363,10 @@ fn leave(
 
 /// A guest's HVC64 from the short entry (vectors.S: x0-x18 and x30 saved,
 /// the rest of the guest's registers live in the CPU): 1 once answered by
-/// `guest::answer` (MEM_SHARE and MEM_RELINQUISH among them), 0 with
-/// nothing done for a call that needs the full frame (an exit, MEM_UNSHARE,
-/// PSCI power calls, or the checker or the hypercall trace watching).
+/// `guest::answer` (the memory calls among them), 0 with nothing done for
+/// a call that needs the full frame (an exit: a MEM_UNSHARE of a page the
+/// host pins, PSCI power calls, host services; or the checker or the
+/// hypercall trace watching).
 pub fn guest_call_short(x: &mut CallRegs) -> u64 {
     if crate::hypercall::host::watched() {
         return 0;

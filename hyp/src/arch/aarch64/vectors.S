@@ -3,8 +3,9 @@
 // runs, `__hyp_guest_vectors` while a guest vCPU runs. They differ only in
 // the lower-EL AArch64 sync entry; no entry needs to find out who ran.
 //
-// Every entry but the host's HVC64 saves a TrapFrame on the EL2 stack and
-// calls hyp_trap(kind, frame) (a guest's sync exception: hyp_guest_sync(frame)). Its return value says what to restore
+// Every entry but the short ones below saves a TrapFrame on the EL2 stack
+// and calls hyp_trap(kind, frame) (a guest's sync exception:
+// hyp_guest_sync(frame)). Its return value says what to restore
 // (`trap::Next`): 0 the frame that trapped; 1 the frame above it (a guest
 // exits: the host's frame, kept at the top of the stack while the guest
 // runs, see below); anything else is the address of a guest vCPU's frame
@@ -15,21 +16,28 @@
 // guest runs the host's general registers, PC and PSTATE stay in that
 // frame (no copy), and the guest's traps build their frames below it.
 //
-// The host's HVC64 (lower-EL sync in `__hyp_vectors`, ESR_EL2.EC = HVC64)
-// takes the short host-call entry; a guest's HVC64 a short guest-call
-// entry built the same way (hyp_guest_call answers the calls that need
-// nothing but x0-x3, the rest go on with the full frame to hyp_guest_sync). It saves only what the Rust ABI lets a
-// callee clobber (x0-x18, x30; x18 and x30 as a pair in the x18/x19 slots)
-// and calls hyp_host_call(regs): the host's x19-x29 are preserved by the
-// Rust code itself, ELR_EL2 and SPSR_EL2 are untouched by a host call (EL2
-// runs with every exception masked; one taken at EL2 is fatal). A call
-// that needs the full frame (VCPU_RUN switches worlds) makes
-// hyp_host_call return 0: the entry then completes the frame and calls
-// hyp_host_full_call(frame), whose return value is hyp_trap's.
+// Short entries, in the lower-EL AArch64 sync slot: the host's HVC64 (the
+// short host-call entry, hyp_host_call), the host's stage-2 data and
+// instruction aborts (the short host-abort entry, hyp_host_abort) and a
+// guest's HVC64 (the short guest-call entry, hyp_guest_call: the calls
+// answered from x0-x3 and the memory calls). Each saves only what the
+// Rust ABI lets a callee clobber (x0-x18, x30; x18 and x30 as a pair in
+// the x18/x19 slots) and calls its handler with them: x19-x29 are
+// preserved by the Rust code itself, and ELR_EL2 and SPSR_EL2 stay live in
+// the CPU until the ERET (EL2 runs with every exception masked; one taken
+// at EL2 is fatal), so a handler that injects an exception writes them
+// directly. A handler returns 0, having done nothing, when the exception
+// needs the full frame (VCPU_RUN switches worlds; a guest call that exits
+// to the host; a host access to a page the hyp emulates, which reads or
+// writes the register it names): the entry then completes the frame and
+// calls the full handler (hyp_host_full_call, hyp_guest_sync, hyp_trap),
+// whose return value is hyp_trap's.
 
 .equ FRAME_SIZE, 272
 .equ ESR_EC_SHIFT, 26
 .equ EC_HVC64, 0x16
+.equ EC_IABT_LOW, 0x20
+.equ EC_DABT_LOW, 0x24
 .equ KIND_SYNC_A64, 8
 
 // The frame's register pairs: x2-x17 (caller-saved, with x0/x1 and x18,
@@ -111,11 +119,35 @@
     str     x3, [sp, #256]
 .endm
 
+// The short entries' halves: x2-x17 and x18/x30 (as a pair in the x18/x19
+// slots) saved below x0/x1, and restored with x0/x1 before the ERET.
+.macro short_save
+    frame_x2_x17 stp, sp
+    stp     x18, x30, [sp, #144]
+.endm
+
+.macro short_restore_eret
+    ldp     x18, x30, [sp, #144]
+    frame_x2_x17 ldp, sp
+    ldp     x0, x1, [sp, #0]
+    add     sp, sp, #FRAME_SIZE
+    eret
+.endm
+
+// A short entry's body once x0 and x1 are saved: saves x2-x18 and x30,
+// calls `handler`(regs) and, if that returns non-zero, restores them and
+// erets; 0 (nothing done, the exception needs the full frame) goes to
+// `full`.
+.macro short_body handler, full
+    short_save
+    mov     x0, sp
+    bl      \handler
+    cbz     x0, \full
+    short_restore_eret
+.endm
+
 // A sync exception from a lower EL: an HVC64 takes the short call entry,
-// anything else `other` (x0, x1 saved). The short entry saves x2-x18 and
-// x30 (x18/x30 as a pair in the x18/x19 slots), calls `handler`(regs) and,
-// if that returns non-zero, restores them and erets; 0 (nothing done, the
-// call needs the full frame) goes to `full`.
+// anything else `other` (x0, x1 saved; x0 = ESR_EL2.EC).
 .macro short_call_entry handler, other, full
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #0]
@@ -123,16 +155,7 @@
     ubfx    x0, x0, #ESR_EC_SHIFT, #6
     cmp     x0, #EC_HVC64
     b.ne    \other
-    frame_x2_x17 stp, sp
-    stp     x18, x30, [sp, #144]
-    mov     x0, sp
-    bl      \handler
-    cbz     x0, \full
-    ldp     x18, x30, [sp, #144]
-    frame_x2_x17 ldp, sp
-    ldp     x0, x1, [sp, #0]
-    add     sp, sp, #FRAME_SIZE
-    eret
+    short_body \handler, \full
 .endm
 
 // After a short call entry left the call to the full frame: x0-x18 and
@@ -156,14 +179,35 @@
     short_call_entry hyp_guest_call, __hyp_guest_trap, __hyp_guest_full_call
 .endm
 
-// The host's sync exception: an HVC64 takes the short host-call entry.
+// The host's sync exception: an HVC64 takes the short host-call entry, a
+// stage-2 abort the short host-abort entry (`__hyp_host_other`).
 .macro host_sync
-    short_call_entry hyp_host_call, __hyp_host_trap, __hyp_host_full_call
+    short_call_entry hyp_host_call, __hyp_host_other, __hyp_host_full_call
 .endm
 
 .section .text.vectors, "ax"
 vector_table __hyp_vectors, host_sync
 vector_table __hyp_guest_vectors, guest_sync
+
+// A host sync exception other than an HVC64 (x0 = EC; x0, x1 saved): a
+// stage-2 data or instruction abort takes the short host-abort entry, built
+// as the short host-call entry: hyp_host_abort(regs) resolves it (or injects
+// the abort into the host, on ELR_EL2/SPSR_EL2 directly), or returns 0
+// having done nothing (an access to a page the hyp emulates, which needs
+// the register it names): then the frame is completed for hyp_trap.
+__hyp_host_other:
+    // EC_IABT_LOW (0x20) or EC_DABT_LOW (0x24): bit 2 apart.
+    and     x1, x0, #~4
+    cmp     x1, #EC_IABT_LOW
+    b.ne    __hyp_host_trap
+    short_body hyp_host_abort, __hyp_host_full_abort
+
+__hyp_host_full_abort:
+    complete_frame
+    mov     x1, sp
+    mov     x0, #KIND_SYNC_A64
+    bl      hyp_trap
+    b       __hyp_next
 
 __hyp_host_trap:
     mov     x0, #KIND_SYNC_A64
