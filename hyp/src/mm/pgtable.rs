@@ -19,7 +19,7 @@ use super::env::{MmEnv, S2Id, Vmid};
 use super::memcache::Memcache;
 use super::prot::Leaf;
 use super::pte;
-use super::walker::{walk, walk_path, Entry, Geometry, Path, Visitor, Walk};
+use super::walker::{leaf_entry, walk, walk_path, Entry, Geometry, Path, Visitor, Walk};
 use super::{is_aligned, level_size, Error, ENTRIES, PAGE_SIZE};
 
 /// Software counters of one stage-2 (for tests and benchmarks).
@@ -63,6 +63,8 @@ pub struct Stage2 {
     ipa_bits: u8,
     /// `None` for a bookkeeping tree that no hardware walks (no TLBI needed).
     vmid: Option<Vmid>,
+    /// The tree as TLB maintenance names it ([`Stage2::s2_id`]), made once.
+    id: Option<S2Id>,
     /// Non-root table pages in use.
     tables: usize,
     /// Whose tree this is, for trace records (0 host, VM handle, ...).
@@ -122,6 +124,33 @@ impl Found {
         let index = (start >> super::level_shift(top)) & (s2.geo.root_entries as u64 - 1);
         (slot == index).then_some(leaf)
     }
+}
+
+/// The leaf entry translating one page, as [`Stage2::entry`] found it: an
+/// update that replaces exactly this entry can be written through it
+/// ([`Stage2::prepare_entry`]) while the tree is unchanged.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    ptep: *mut u64,
+    /// The descriptor when it was found.
+    pub pte: u64,
+    /// First IPA the entry translates.
+    pub base: u64,
+    pub level: u8,
+    /// The tree's generation then.
+    gen: u32,
+}
+
+/// Phase one of an update of one whole leaf entry ([`Stage2::prepare_entry`]):
+/// what [`Stage2::commit_entry`] writes, and the uniformity hint the
+/// entry's table page has afterwards.
+#[must_use = "commit a prepared entry update"]
+#[derive(Debug)]
+pub struct EntryUpdate {
+    slot: Slot,
+    new: u64,
+    /// `None`: no hint to keep (an entry of the root).
+    hint: Option<u16>,
 }
 
 /// Phase-one result of an update: the checked range and its table pages.
@@ -201,24 +230,28 @@ impl Stage2 {
             env.publish_barrier();
         }
         let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
-        Ok(Stage2 {
+        let mut s2 = Stage2 {
             geo: Geometry { root, start_level, root_entries },
             root_pages,
             ipa_bits,
             vmid,
+            id: None,
             tables: 0,
             who: 0,
             iommu: false,
             keep_invalid: false,
             gen: 0,
             stats: Stats::default(),
-        })
+        };
+        s2.id = s2.make_id();
+        Ok(s2)
     }
 
     /// Marks the tree as one the SMMU walks (its TLB maintenance goes to the
     /// SMMU); set before anything is mapped.
     pub fn set_iommu(&mut self) {
         self.iommu = true;
+        self.id = self.make_id();
     }
     pub fn is_iommu(&self) -> bool {
         self.iommu
@@ -259,7 +292,11 @@ impl Stage2 {
         self.vmid
     }
     /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
+    #[inline]
     pub fn s2_id(&self) -> Option<S2Id> {
+        self.id
+    }
+    fn make_id(&self) -> Option<S2Id> {
         self.vmid.map(|vmid| S2Id {
             vmid,
             root: self.geo.root,
@@ -439,7 +476,7 @@ impl Stage2 {
             start: u.start,
             end: u.end,
             new: u.new,
-            s2: self.s2_id(),
+            s2: self.id,
             who: self.who,
             cache: &mut u.cache,
             stats: &mut self.stats,
@@ -458,6 +495,61 @@ impl Stage2 {
         self.gen = self.gen.wrapping_add(1);
         debug_assert!(r.is_ok() && u.cache.is_empty(), "commit: {:?}, {} pages left", r, u.cache.len());
         u.cache.drain(env);
+    }
+
+    /// The leaf entry translating the page at `ipa`, from the root down with
+    /// no visitor; `None` if `ipa` is not a page of the tree (unaligned or
+    /// outside it: [`Stage2::check_range`] refuses it).
+    #[inline(always)]
+    pub fn entry<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<Slot> {
+        if !is_aligned(ipa, PAGE_SIZE) || ipa >= self.ipa_limit() {
+            return None;
+        }
+        let (ptep, pte, level) = leaf_entry(env, &self.geo, ipa);
+        let base = ipa & !(level_size(level) - 1);
+        Some(Slot { ptep, pte, base, level, gen: self.gen as u32 })
+    }
+
+    /// Phase one of replacing the whole leaf entry `s` by `new`
+    /// (`pte::encode` of a leaf for `s.level`): the one-entry form of
+    /// [`Stage2::prepare`] over `[s.base, s.base + level size)`, for an
+    /// update that needs no table page. `None` when the write would make
+    /// the entry's table page uniform (the range path then decides whether
+    /// to merge it) or the environment keeps no uniformity hint for it: the
+    /// caller takes the range path. Changes nothing.
+    #[inline(always)]
+    pub fn prepare_entry<E: MmEnv>(&self, env: &mut E, s: &Slot, new: u64) -> Option<EntryUpdate> {
+        debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
+        let hint = if s.level == self.geo.start_level {
+            None
+        } else {
+            let n = hint_after(*env.table_hint(table_of(s.ptep))?, s.ptep, s.level, new);
+            if n == CHAINED_ALL {
+                return None;
+            }
+            Some(n)
+        };
+        Some(EntryUpdate { slot: *s, new, hint })
+    }
+
+    /// Phase two of [`Stage2::prepare_entry`]: writes the entry by the
+    /// rules of every descriptor write ([`Writer::replace_leaf`]: break-
+    /// before-make and a TLBI under this tree's [`S2Id`] where a TLB may
+    /// hold the old entry). Cannot fail.
+    #[inline(always)]
+    pub fn commit_entry<E: MmEnv>(&mut self, env: &mut E, u: EntryUpdate) {
+        let s = u.slot;
+        debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
+        if u.new != s.pte {
+            if let Some(n) = u.hint {
+                if let Some(h) = env.table_hint(table_of(s.ptep)) {
+                    *h = n;
+                }
+            }
+            let e = Entry { ptep: s.ptep, pte: s.pte, base: s.base, level: s.level };
+            Writer { s2: self.id.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
+        }
+        self.gen = self.gen.wrapping_add(1);
     }
 
     /// Prepare and commit in one step (single-table updates).
@@ -558,17 +650,27 @@ fn chained(a: u64, b: u64, level: u8) -> bool {
 /// this entry is part of. Not kept for the root (never merged).
 #[inline(always)]
 fn note_write<E: MmEnv>(env: &mut E, ptep: *mut u64, level: u8, new: u64) {
-    let mask = PAGE_SIZE as usize - 1;
-    let page = (ptep as usize & !mask) as *mut u64;
-    let i = (ptep as usize & mask) / core::mem::size_of::<u64>();
-    let Some(h) = env.table_hint(page) else {
-        return;
-    };
+    if let Some(h) = env.table_hint(table_of(ptep)) {
+        *h = hint_after(*h, ptep, level, new);
+    }
+}
+
+/// The table page holding the descriptor at `ptep`.
+#[inline(always)]
+fn table_of(ptep: *mut u64) -> *mut u64 {
+    (ptep as usize & !(PAGE_SIZE as usize - 1)) as *mut u64
+}
+
+/// The uniformity hint `n` of the table page holding `ptep` (an entry at
+/// `level`, not written yet) once `new` is written there.
+#[inline(always)]
+fn hint_after(mut n: u16, ptep: *mut u64, level: u8, new: u64) -> u16 {
+    let page = table_of(ptep);
+    let i = (ptep as usize & (PAGE_SIZE as usize - 1)) / core::mem::size_of::<u64>();
     // SAFETY: i and its neighbours (checked against the page's bounds) are
     // descriptors of the live table page holding ptep.
     let at = |j: usize| unsafe { core::ptr::read_volatile(page.add(j)) };
     let old = at(i);
-    let mut n = *h;
     if i > 0 {
         let prev = at(i - 1);
         n = n.wrapping_add(chained(prev, new, level) as u16).wrapping_sub(chained(prev, old, level) as u16);
@@ -577,7 +679,7 @@ fn note_write<E: MmEnv>(env: &mut E, ptep: *mut u64, level: u8, new: u64) {
         let next = at(i + 1);
         n = n.wrapping_add(chained(new, next, level) as u16).wrapping_sub(chained(old, next, level) as u16);
     }
-    *h = n;
+    n
 }
 
 /// Do the 512 entries of the table at `p` all continue the one before,
@@ -720,6 +822,78 @@ impl<E: MmEnv, F: FnMut(Leaf) -> bool> Visitor<E> for CountVisitor<F> {
     }
 }
 
+/// The descriptor writes of one commit to one tree, by the rules every
+/// write follows, whether the range commit ([`SetVisitor`]) or the
+/// one-entry commit ([`Stage2::commit_entry`]) makes it.
+struct Writer<'a> {
+    /// `None` for a bookkeeping tree.
+    s2: Option<&'a S2Id>,
+    stats: &'a mut Stats,
+    /// Writes at this level keep no uniformity hint: the root's (never
+    /// merged), or the level of the one entry a one-entry commit writes
+    /// (it sets the hint itself, once, as phase one computed it).
+    unhinted: u8,
+}
+
+impl Writer<'_> {
+    #[inline]
+    fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
+        if e.level != self.unhinted {
+            note_write(env, e.ptep, e.level, val);
+        }
+        if let Some(s2) = self.s2 {
+            // SAFETY: e.ptep comes from a walk of this tree, inside its
+            // tables, which the caller of commit holds; it translates
+            // e.base at e.level.
+            unsafe { env.write_pte(s2, e.ptep, e.base, e.level, val) };
+        } else {
+            // A bookkeeping tree: no hardware walks it, so no barrier and no
+            // break-before-make are needed.
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(e.ptep, val) };
+        }
+        self.stats.pte_writes += 1;
+    }
+
+    #[inline]
+    fn tlbi_ipa<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
+        if let Some(s2) = self.s2 {
+            env.tlbi_ipa(s2, e.base, e.level);
+            self.stats.tlbis += 1;
+        }
+    }
+
+    #[inline]
+    fn tlbi_vmid<E: MmEnv>(&mut self, env: &mut E) {
+        if let Some(s2) = self.s2 {
+            env.tlbi_vmid(s2);
+            self.stats.tlbis += 1;
+        }
+    }
+
+    /// Replaces a leaf by `val`: break-before-make if the old one is valid,
+    /// unless only the software bits change (one write, no TLBI: see
+    /// [`pte::sw_bits_only`]); no TLBI for invalid → valid (no TLB holds an
+    /// invalid entry).
+    #[inline]
+    fn replace_leaf<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
+        if pte::sw_bits_only(e.pte, val) {
+            self.write(env, e, val);
+        } else if pte::is_valid(e.pte) {
+            if pte::is_valid(val) {
+                self.write(env, e, 0);
+                self.tlbi_ipa(env, e);
+                self.write(env, e, val);
+            } else {
+                self.write(env, e, val);
+                self.tlbi_ipa(env, e);
+            }
+        } else {
+            self.write(env, e, val);
+        }
+    }
+}
+
 /// Phase two: writes the range, splitting and merging as needed.
 struct SetVisitor<'a> {
     start: u64,
@@ -752,58 +926,27 @@ impl SetVisitor<'_> {
         e.base >= self.start && e.end() <= self.end
     }
 
+    /// The descriptor writes of this commit ([`Writer`]).
+    #[inline(always)]
+    fn writer(&mut self) -> Writer<'_> {
+        Writer { s2: self.s2.as_ref(), stats: self.stats, unhinted: self.root_level }
+    }
+
     #[inline]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        if e.level != self.root_level {
-            note_write(env, e.ptep, e.level, val);
-        }
-        if let Some(s2) = &self.s2 {
-            // SAFETY: e.ptep comes from the walker, inside this tree's
-            // tables, which the caller of commit holds; it translates
-            // e.base at e.level.
-            unsafe { env.write_pte(s2, e.ptep, e.base, e.level, val) };
-        } else {
-            // A bookkeeping tree: no hardware walks it, so no barrier and no
-            // break-before-make are needed.
-            // SAFETY: as above.
-            unsafe { core::ptr::write_volatile(e.ptep, val) };
-        }
-        self.stats.pte_writes += 1;
+        self.writer().write(env, e, val);
     }
 
     fn tlbi_ipa<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
-        if let Some(s2) = &self.s2 {
-            env.tlbi_ipa(s2, e.base, e.level);
-            self.stats.tlbis += 1;
-        }
+        self.writer().tlbi_ipa(env, e);
     }
 
     fn tlbi_vmid<E: MmEnv>(&mut self, env: &mut E) {
-        if let Some(s2) = &self.s2 {
-            env.tlbi_vmid(s2);
-            self.stats.tlbis += 1;
-        }
+        self.writer().tlbi_vmid(env);
     }
 
-    /// Replaces a leaf by `val`: break-before-make if the old one is valid,
-    /// unless only the software bits change (one write, no TLBI: see
-    /// [`pte::sw_bits_only`]); no TLBI for invalid → valid (no TLB holds an
-    /// invalid entry).
     fn replace_leaf<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        if pte::sw_bits_only(e.pte, val) {
-            self.write(env, e, val);
-        } else if pte::is_valid(e.pte) {
-            if pte::is_valid(val) {
-                self.write(env, e, 0);
-                self.tlbi_ipa(env, e);
-                self.write(env, e, val);
-            } else {
-                self.write(env, e, val);
-                self.tlbi_ipa(env, e);
-            }
-        } else {
-            self.write(env, e, val);
-        }
+        self.writer().replace_leaf(env, e, val);
     }
 
     /// Replaces a table descriptor by the leaf `val`; returns the old table,
