@@ -63,8 +63,6 @@ pub struct Stage2 {
     ipa_bits: u8,
     /// `None` for a bookkeeping tree that no hardware walks (no TLBI needed).
     vmid: Option<Vmid>,
-    /// The tree as TLB maintenance names it ([`Stage2::s2_id`]), made once.
-    id: Option<S2Id>,
     /// Non-root table pages in use.
     tables: usize,
     /// Whose tree this is, for trace records (0 host, VM handle, ...).
@@ -230,28 +228,24 @@ impl Stage2 {
             env.publish_barrier();
         }
         let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
-        let mut s2 = Stage2 {
+        Ok(Stage2 {
             geo: Geometry { root, start_level, root_entries },
             root_pages,
             ipa_bits,
             vmid,
-            id: None,
             tables: 0,
             who: 0,
             iommu: false,
             keep_invalid: false,
             gen: 0,
             stats: Stats::default(),
-        };
-        s2.id = s2.make_id();
-        Ok(s2)
+        })
     }
 
     /// Marks the tree as one the SMMU walks (its TLB maintenance goes to the
     /// SMMU); set before anything is mapped.
     pub fn set_iommu(&mut self) {
         self.iommu = true;
-        self.id = self.make_id();
     }
     pub fn is_iommu(&self) -> bool {
         self.iommu
@@ -294,9 +288,6 @@ impl Stage2 {
     /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
     #[inline]
     pub fn s2_id(&self) -> Option<S2Id> {
-        self.id
-    }
-    fn make_id(&self) -> Option<S2Id> {
         self.vmid.map(|vmid| S2Id {
             vmid,
             root: self.geo.root,
@@ -476,7 +467,7 @@ impl Stage2 {
             start: u.start,
             end: u.end,
             new: u.new,
-            s2: self.id,
+            s2: self.s2_id(),
             who: self.who,
             cache: &mut u.cache,
             stats: &mut self.stats,
@@ -547,7 +538,8 @@ impl Stage2 {
                 }
             }
             let e = Entry { ptep: s.ptep, pte: s.pte, base: s.base, level: s.level };
-            Writer { s2: self.id.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
+            let s2 = self.s2_id();
+            Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
         }
         self.gen = self.gen.wrapping_add(1);
     }
