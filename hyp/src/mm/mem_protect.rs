@@ -266,6 +266,30 @@ fn page_side<E: MmEnv>(
     pgt.prepare_entry(env, &s, new)
 }
 
+/// Does an operation on `size` bytes try its one-page form first? Tests
+/// can force the range form ([`RANGE_ONLY`]) to compare the two.
+#[inline(always)]
+fn one_page(size: u64) -> bool {
+    size == PAGE_SIZE && !range_only()
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn range_only() -> bool {
+    false
+}
+
+#[cfg(test)]
+fn range_only() -> bool {
+    RANGE_ONLY.with(|c| c.get())
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Tests: every transition and fault takes the range form.
+    pub static RANGE_ONLY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
 /// `d` is the page descriptor of `leaf`: `change`'s test in [`page_side`].
 #[inline(always)]
 fn is_page(d: u64, leaf: Leaf) -> bool {
@@ -344,7 +368,7 @@ impl HostMm {
     /// injects an abort into the host.
     #[inline]
     pub fn handle_fault<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Result<HostFault, Error> {
-        match self.fault_entry(env, ipa) {
+        match if one_page(PAGE_SIZE) { self.fault_entry(env, ipa) } else { None } {
             Some(r) => r,
             None => self.fault_range(env, ipa),
         }
@@ -355,7 +379,7 @@ impl HostMm {
     /// form would map (one entry written, no table page, no merge).
     /// `None`: the range form decides.
     #[inline(always)]
-    fn fault_entry<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Option<Result<HostFault, Error>> {
+    pub(super) fn fault_entry<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Option<Result<HostFault, Error>> {
         let s = self.pgt.entry(env, ipa & !(PAGE_SIZE - 1))?;
         if pte::is_valid(s.pte) {
             return Some(Ok(HostFault::Spurious));
@@ -488,7 +512,7 @@ fn host_hyp<E: MmEnv>(
     t: HostHyp,
 ) -> Result<(), Error> {
     host.check_ram(pa, size)?;
-    if size == PAGE_SIZE && host_hyp_page(env, host, hyp, pa, &t).is_some() {
+    if one_page(size) && host_hyp_page(env, host, hyp, pa, &t).is_some() {
         return Ok(());
     }
     host_hyp_range(env, host, hyp, pa, size, t)
@@ -719,7 +743,7 @@ pub fn guest_share_host<E: MmEnv>(
     ipa: u64,
     size: u64,
 ) -> Result<u64, Error> {
-    if size == PAGE_SIZE {
+    if one_page(size) {
         if let Some(r) = guest_host_page(env, host, guest, ipa, PageState::Owned) {
             return r;
         }
@@ -795,7 +819,7 @@ pub fn guest_unshare_host<E: MmEnv>(
     ipa: u64,
     size: u64,
 ) -> Result<u64, Error> {
-    if size == PAGE_SIZE {
+    if one_page(size) {
         if let Some(r) = guest_host_page(env, host, guest, ipa, PageState::SharedOwned) {
             return r;
         }

@@ -151,6 +151,12 @@ pub struct EntryUpdate {
     hint: Option<u16>,
 }
 
+#[cfg(test)]
+std::thread_local! {
+    /// Tests: one-entry commits so far on this thread.
+    pub static ENTRY_COMMITS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
 /// Phase-one result of an update: the checked range and its table pages.
 #[must_use = "commit or cancel an update"]
 #[derive(Debug)]
@@ -542,6 +548,8 @@ impl Stage2 {
             Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
         }
         self.gen = self.gen.wrapping_add(1);
+        #[cfg(test)]
+        ENTRY_COMMITS.with(|c| c.set(c.get() + 1));
     }
 
     /// Prepare and commit in one step (single-table updates).
