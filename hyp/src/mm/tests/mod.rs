@@ -3,3 +3,4 @@ mod mem_protect;
 mod model_ownership;
 mod model_pgtable;
 mod pgtable;
+mod one_page;
