@@ -61,6 +61,9 @@ pub struct Stage2 {
     geo: Geometry,
     root_pages: usize,
     ipa_bits: u8,
+    /// VTCR_EL2.T0SZ and SL0 of the tree ([`Stage2::s2_id`]), worked out once.
+    t0sz: u8,
+    sl0: u8,
     /// `None` for a bookkeeping tree that no hardware walks (no TLBI needed).
     vmid: Option<Vmid>,
     /// Non-root table pages in use.
@@ -147,8 +150,9 @@ pub struct Slot {
 pub struct EntryUpdate {
     slot: Slot,
     new: u64,
-    /// `None`: no hint to keep (an entry of the root).
-    hint: Option<u16>,
+    /// The hint word of the entry's table page and its value after the
+    /// write; `None`: no hint to keep (an entry of the root).
+    hint: Option<(*mut u16, u16)>,
 }
 
 #[cfg(test)]
@@ -238,6 +242,12 @@ impl Stage2 {
             geo: Geometry { root, start_level, root_entries },
             root_pages,
             ipa_bits,
+            t0sz: 64 - ipa_bits,
+            sl0: match start_level {
+                0 => 2,
+                1 => 1,
+                _ => 0,
+            },
             vmid,
             tables: 0,
             who: 0,
@@ -297,8 +307,8 @@ impl Stage2 {
         self.vmid.map(|vmid| S2Id {
             vmid,
             root: self.geo.root,
-            t0sz: self.t0sz() as u8,
-            sl0: self.sl0() as u8,
+            t0sz: self.t0sz,
+            sl0: self.sl0,
             iommu: self.iommu,
         })
     }
@@ -312,15 +322,11 @@ impl Stage2 {
     }
     /// VTCR_EL2.T0SZ for this tree.
     pub fn t0sz(&self) -> u64 {
-        64 - self.ipa_bits as u64
+        self.t0sz as u64
     }
     /// VTCR_EL2.SL0 for this tree (4 KiB granule encoding).
     pub fn sl0(&self) -> u64 {
-        match self.geo.start_level {
-            0 => 2,
-            1 => 1,
-            _ => 0,
-        }
+        self.sl0 as u64
     }
 
     /// Checks that `[ipa, ipa + size)` is a non-empty page-aligned range
@@ -520,11 +526,12 @@ impl Stage2 {
         let hint = if s.level == self.geo.start_level {
             None
         } else {
-            let n = hint_after(*env.table_hint(table_of(s.ptep))?, s.ptep, s.level, new);
+            let h = env.table_hint(table_of(s.ptep))?;
+            let n = hint_after(*h, s.ptep, s.level, new);
             if n == CHAINED_ALL {
                 return None;
             }
-            Some(n)
+            Some((h as *mut u16, n))
         };
         Some(EntryUpdate { slot: *s, new, hint })
     }
@@ -538,10 +545,13 @@ impl Stage2 {
         let s = u.slot;
         debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
         if u.new != s.pte {
-            if let Some(n) = u.hint {
-                if let Some(h) = env.table_hint(table_of(s.ptep)) {
-                    *h = n;
-                }
+            if let Some((h, n)) = u.hint {
+                // SAFETY: the hint word of the entry's table page, which is
+                // still a table page of this tree (unchanged since phase
+                // one: the generation); the word keeps its address while
+                // it is (MmEnv::table_hint) and only this tree's lock
+                // holder uses it.
+                unsafe { *h = n };
             }
             let e = Entry { ptep: s.ptep, pte: s.pte, base: s.base, level: s.level };
             let s2 = self.s2_id();
