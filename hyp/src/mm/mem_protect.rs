@@ -496,8 +496,12 @@ struct HostHyp {
     /// that `host_before` and `hyp_before` accept and that the one-page
     /// form ([`host_hyp_page`]) takes; any other goes the range way.
     /// `None`: always the range way (the DMA view changes too).
-    page_before: Option<fn(u64) -> ([Leaf; 2], Leaf)>,
+    page_before: Option<PageBefore>,
 }
+
+/// [`HostHyp::page_before`]: for the page at `pa`, the host leaves
+/// (either) and the hyp leaf a one-page form takes.
+type PageBefore = fn(u64) -> ([Leaf; 2], Leaf);
 
 /// The shape every host ↔ hyp transition shares: range check, both sides
 /// checked over the whole range, both committed or neither. One page

@@ -304,13 +304,7 @@ impl Stage2 {
     /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
     #[inline]
     pub fn s2_id(&self) -> Option<S2Id> {
-        self.vmid.map(|vmid| S2Id {
-            vmid,
-            root: self.geo.root,
-            t0sz: self.t0sz,
-            sl0: self.sl0,
-            iommu: self.iommu,
-        })
+        self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz, sl0: self.sl0, iommu: self.iommu })
     }
     /// One past the highest IPA.
     pub fn ipa_limit(&self) -> u64 {

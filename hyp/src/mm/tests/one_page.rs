@@ -17,6 +17,9 @@ use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
 use crate::mm::testenv::Event;
 use crate::mm::{pte, Error};
 
+/// One operation on a world.
+type Step<'a> = &'a dyn Fn(&mut World) -> Result<(), Error>;
+
 fn commits() -> u64 {
     ENTRY_COMMITS.with(|c| c.get())
 }
@@ -35,7 +38,9 @@ fn by_range<T>(f: impl FnOnce() -> T) -> T {
 fn norm(e: &Event) -> (u8, u16, bool, u64, u8, u64, u64) {
     let d = |v: u64, level: u8| if pte::is_table(v, level) { u64::MAX } else { v };
     match *e {
-        Event::Write { s2, ipa, level, old, new, .. } => (1, s2.vmid, s2.iommu, ipa, level, d(old, level), d(new, level)),
+        Event::Write { s2, ipa, level, old, new, .. } => {
+            (1, s2.vmid, s2.iommu, ipa, level, d(old, level), d(new, level))
+        }
         Event::TlbiIpa { s2, ipa, level } => (2, s2.vmid, s2.iommu, ipa, level, 0, 0),
         Event::TlbiVmid { s2 } => (3, s2.vmid, s2.iommu, 0, 0, 0, 0),
         Event::Barrier => (4, 0, false, 0, 0, 0, 0),
@@ -85,7 +90,7 @@ proptest! {
         for w in [&mut a, &mut b] {
             w.check();
         }
-        let mut step = |a: &mut World, b: &mut World, f: &dyn Fn(&mut World) -> Result<(), Error>, what: &str| {
+        let mut step = |a: &mut World, b: &mut World, f: Step, what: &str| {
             let before = commits();
             let ra = f(a);
             fast += commits() - before;
@@ -100,7 +105,7 @@ proptest! {
             all_hints(a);
             Ok(())
         };
-        let prologue: [(&str, &dyn Fn(&mut World) -> Result<(), Error>); 6] = [
+        let prologue: [(&str, Step); 6] = [
             ("donate", &|w| { let World { env, host, guests, .. } = w; host_donate_guest(env, host, &mut guests[0], pa, G, K4) }),
             ("share", &|w| { let World { env, host, guests, .. } = w; guest_share_host(env, host, &mut guests[0], G, K4).map(|_| ()) }),
             ("unshare", &|w| { let World { env, host, guests, .. } = w; guest_unshare_host(env, host, &mut guests[0], G, K4).map(|_| ()) }),
@@ -152,11 +157,19 @@ fn share_and_unshare_one_page_write_one_entry_each() {
     // software bits alone on the guest: a write each, no invalidation.
     let want = [
         (host_s2, pa, pte::encode_owner(Owner::Guest(1)), pte::encode(borrowed(pa), 3)),
-        (guest_s2, G, pte::encode(guest_page(pa, PageState::Owned), 3), pte::encode(guest_page(pa, PageState::SharedOwned), 3)),
+        (
+            guest_s2,
+            G,
+            pte::encode(guest_page(pa, PageState::Owned), 3),
+            pte::encode(guest_page(pa, PageState::SharedOwned), 3),
+        ),
     ];
     assert_eq!(w.env.log.len(), 2, "{:?}", w.env.log);
     for (e, (s2, ipa, old, new)) in w.env.log.iter().zip(want) {
-        assert!(matches!(*e, Event::Write { s2: s, ipa: i, level: 3, old: o, new: n, .. } if s == s2 && i == ipa && o == old && n == new), "{e:?}");
+        assert!(
+            matches!(*e, Event::Write { s2: s, ipa: i, level: 3, old: o, new: n, .. } if s == s2 && i == ipa && o == old && n == new),
+            "{e:?}"
+        );
     }
     assert_eq!(w.host_leaf(pa), borrowed(pa));
     w.check();
@@ -174,7 +187,9 @@ fn share_and_unshare_one_page_write_one_entry_each() {
         "{log:?}"
     );
     assert_eq!(log[1], Event::TlbiIpa { s2: host_s2, ipa: pa, level: 3 });
-    assert!(matches!(log[2], Event::Write { s2, ipa: G, new, .. } if s2 == guest_s2 && new == pte::encode(guest_page(pa, PageState::Owned), 3)));
+    assert!(
+        matches!(log[2], Event::Write { s2, ipa: G, new, .. } if s2 == guest_s2 && new == pte::encode(guest_page(pa, PageState::Owned), 3))
+    );
     w.check();
     all_hints(&mut w);
     w.finish();
