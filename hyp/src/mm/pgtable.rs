@@ -840,7 +840,7 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    #[inline]
+    #[inline(always)]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
         if e.level != self.unhinted {
             note_write(env, e.ptep, e.level, val);
@@ -859,7 +859,7 @@ impl Writer<'_> {
         self.stats.pte_writes += 1;
     }
 
-    #[inline]
+    #[inline(always)]
     fn tlbi_ipa<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
         if let Some(s2) = self.s2 {
             env.tlbi_ipa(s2, e.base, e.level);
@@ -867,7 +867,7 @@ impl Writer<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn tlbi_vmid<E: MmEnv>(&mut self, env: &mut E) {
         if let Some(s2) = self.s2 {
             env.tlbi_vmid(s2);
@@ -879,7 +879,7 @@ impl Writer<'_> {
     /// unless only the software bits change (one write, no TLBI: see
     /// [`pte::sw_bits_only`]); no TLBI for invalid → valid (no TLB holds an
     /// invalid entry).
-    #[inline]
+    #[inline(always)]
     fn replace_leaf<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
         if pte::sw_bits_only(e.pte, val) {
             self.write(env, e, val);
