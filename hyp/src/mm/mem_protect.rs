@@ -393,7 +393,14 @@ impl HostMm {
         if !region.contains(s.base, level_size(s.level)) {
             return None;
         }
-        let u = self.pgt.prepare_entry(env, &s, pte::encode(owned(s.base, attrs, PageState::Owned), s.level))?;
+        // Encoded per kind of region: each a constant but for PA and level.
+        let new = if device {
+            pte::encode(owned(s.base, Attrs::DEVICE_RW, PageState::Owned), s.level)
+        } else {
+            pte::encode(owned(s.base, HOST_RAM, PageState::Owned), s.level)
+        };
+        debug_assert_eq!(new, pte::encode(owned(s.base, attrs, PageState::Owned), s.level));
+        let u = self.pgt.prepare_entry(env, &s, new)?;
         self.pgt.commit_entry(env, u);
         Some(Ok(HostFault::Mapped { level: s.level, base: s.base, device }))
     }

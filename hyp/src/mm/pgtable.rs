@@ -639,18 +639,19 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
 /// one before ([`MmEnv::table_hint`]).
 const CHAINED_ALL: u16 = ENTRIES as u16 - 1;
 
-/// Does `b` continue `a` in a table whose entries translate `size` bytes
-/// each: the next PA with everything else equal (valid), or the same
-/// annotation (invalid)? A table descriptor continues nothing.
+/// The entry that continues `a` in a table whose entries translate `size`
+/// bytes each (`level`'s): the next PA with everything else equal (valid),
+/// or the same annotation (invalid); `None` for a table descriptor, which
+/// nothing continues. `b` continues `a` ("chained") when it is this.
 #[inline(always)]
-fn chained(a: u64, b: u64, level: u8) -> bool {
-    let step = if pte::is_valid(a) { level_size(level) } else { 0 };
-    !pte::is_table(a, level) && b == a.wrapping_add(step)
+fn successor(a: u64, level: u8, size: u64) -> Option<u64> {
+    let step = if pte::is_valid(a) { size } else { 0 };
+    (!pte::is_table(a, level)).then_some(a.wrapping_add(step))
 }
 
 /// Keeps the uniformity hint of the table page holding `ptep` (an entry at
 /// `level`) in step with a write of `new` there: the number of its entries
-/// that continue the one before ([`chained`]) changes only in the pairs
+/// that continue the one before (chained: [`successor`]) changes only in the pairs
 /// this entry is part of. Not kept for the root (never merged).
 #[inline(always)]
 fn note_write<E: MmEnv>(env: &mut E, ptep: *mut u64, level: u8, new: u64) {
@@ -675,13 +676,17 @@ fn hint_after(mut n: u16, ptep: *mut u64, level: u8, new: u64) -> u16 {
     // descriptors of the live table page holding ptep.
     let at = |j: usize| unsafe { core::ptr::read_volatile(page.add(j)) };
     let old = at(i);
+    // The level's size and each neighbour's successor worked out once.
+    let size = level_size(level);
     if i > 0 {
-        let prev = at(i - 1);
-        n = n.wrapping_add(chained(prev, new, level) as u16).wrapping_sub(chained(prev, old, level) as u16);
+        let after_prev = successor(at(i - 1), level, size);
+        n = n.wrapping_add((after_prev == Some(new)) as u16).wrapping_sub((after_prev == Some(old)) as u16);
     }
     if i < ENTRIES - 1 {
-        let next = at(i + 1);
-        n = n.wrapping_add(chained(new, next, level) as u16).wrapping_sub(chained(old, next, level) as u16);
+        let next = Some(at(i + 1));
+        n = n
+            .wrapping_add((successor(new, level, size) == next) as u16)
+            .wrapping_sub((successor(old, level, size) == next) as u16);
     }
     n
 }
