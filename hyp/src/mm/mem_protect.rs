@@ -350,6 +350,7 @@ impl HostMm {
     }
 
     /// Is `[pa, pa + size)` a page-aligned non-empty range inside one RAM region?
+    #[inline]
     pub fn check_ram(&self, pa: u64, size: u64) -> Result<(), Error> {
         if size == 0 || !is_aligned(pa, PAGE_SIZE) || !is_aligned(size, PAGE_SIZE) {
             return Err(Error::Inval);
@@ -499,16 +500,12 @@ struct HostHyp {
     hyp_after: fn(u64) -> Leaf,
     /// The DMA view afterwards (`None`: unchanged).
     dma_after: Option<fn(u64) -> Leaf>,
-    /// For one page at `pa`, the host leaves (either) and the hyp leaf
+    /// For one page (at `pa`), the host leaves (either) and the hyp leaf
     /// that `host_before` and `hyp_before` accept and that the one-page
     /// form ([`host_hyp_page`]) takes; any other goes the range way.
     /// `None`: always the range way (the DMA view changes too).
-    page_before: Option<PageBefore>,
+    page_before: Option<([Leaf; 2], Leaf)>,
 }
-
-/// [`HostHyp::page_before`]: for the page at `pa`, the host leaves
-/// (either) and the hyp leaf a one-page form takes.
-type PageBefore = fn(u64) -> ([Leaf; 2], Leaf);
 
 /// The shape every host ↔ hyp transition shares: range check, both sides
 /// checked over the whole range, both committed or neither. One page
@@ -535,7 +532,7 @@ fn host_hyp<E: MmEnv>(
 /// way decides, refusals included.
 #[inline(always)]
 fn host_hyp_page<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, t: &HostHyp) -> Option<()> {
-    let (hb, yb) = (t.page_before?)(pa);
+    let (hb, yb) = t.page_before?;
     debug_assert!((t.host_before)(hb[0]) && (t.host_before)(hb[1]) && (t.hyp_before)(yb));
     let new = pte::encode((t.host_after)(pa), 3);
     let uh = page_side(env, &host.pgt, pa, |d| (is_page(d, hb[0]) || is_page(d, hb[1])).then_some(new))?;
@@ -593,10 +590,10 @@ pub fn host_share_hyp<E: MmEnv>(
         host_after: |pa| owned(pa, HOST_RAM, PageState::SharedOwned),
         hyp_after: |pa| owned(pa, HYP_MEM, PageState::SharedBorrowed),
         dma_after: None,
-        page_before: Some(|pa| {
-            let none = Leaf::Invalid(Owner::None);
-            ([none, owned(pa, HOST_RAM, PageState::Owned)], none)
-        }),
+        page_before: Some((
+            [Leaf::Invalid(Owner::None), owned(pa, HOST_RAM, PageState::Owned)],
+            Leaf::Invalid(Owner::None),
+        )),
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
@@ -615,10 +612,10 @@ pub fn host_unshare_hyp<E: MmEnv>(
         host_after: |pa| owned(pa, HOST_RAM, PageState::Owned),
         hyp_after: |_| Leaf::Invalid(Owner::None),
         dma_after: None,
-        page_before: Some(|pa| {
-            let shared = owned(pa, HOST_RAM, PageState::SharedOwned);
-            ([shared, shared], owned(pa, HYP_MEM, PageState::SharedBorrowed))
-        }),
+        page_before: Some((
+            [owned(pa, HOST_RAM, PageState::SharedOwned); 2],
+            owned(pa, HYP_MEM, PageState::SharedBorrowed),
+        )),
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
