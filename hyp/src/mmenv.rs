@@ -76,6 +76,7 @@ impl MmEnv for HypEnv {
     fn publish_barrier(&mut self) {
         tlb::publish_barrier();
     }
+    #[inline]
     unsafe fn write_pte(&mut self, s2: &S2Id, ptep: *mut u64, _ipa: u64, _level: u8, val: u64) {
         // SAFETY: ptep is a descriptor in a table page owned by a stage-2 the
         // caller holds the lock of (MmEnv::write_pte contract).

@@ -73,7 +73,9 @@ pub trait MmEnv {
     /// uniformity hint of `pgtable`: how many of its entries continue the
     /// one before), or `None` if the environment keeps none (the core then
     /// scans the table when it needs to know). Only the core reads and
-    /// writes it, under the lock of the tree the page belongs to.
+    /// writes it, under the lock of the tree the page belongs to. The word
+    /// keeps its address while the page is a table page: the core may keep
+    /// a pointer to it from phase one of an update to its commit.
     fn table_hint(&mut self, _table: *mut u64) -> Option<&mut u16> {
         None
     }

@@ -23,10 +23,10 @@
 use alloc::vec::Vec;
 
 use super::env::MmEnv;
-use super::pgtable::{Counted, Found, Mapping, Stage2, Update};
+use super::pgtable::{Counted, EntryUpdate, Found, Mapping, Stage2, Update};
 use super::pins::Pins;
 use super::prot::{Attrs, Leaf, Owner, PageState};
-use super::{is_aligned, level_size, Error, PAGE_SIZE};
+use super::{is_aligned, level_size, pte, Error, PAGE_SIZE};
 
 /// A physical address range `[base, base + size)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +104,7 @@ pub const GUEST_RAM: Attrs = Attrs::NORMAL_RWX;
 /// Attributes of a page the hyp holds.
 const HYP_MEM: Attrs = Attrs::NORMAL_RW;
 
+#[inline(always)]
 fn owned(pa: u64, attrs: Attrs, state: PageState) -> Leaf {
     Leaf::Mapped { pa, attrs, state }
 }
@@ -244,6 +245,57 @@ fn commit_counted<E: MmEnv>(env: &mut E, a: (&mut Stage2, Counted), b: (&mut Sta
     Ok(())
 }
 
+/// Phase one of one side of a one-page transition: the page at `addr` in
+/// `pgt` is a page entry whose descriptor `change` accepts, giving the new
+/// one, and the write needs no table page and no merge. `change` accepts
+/// only `pte::encode`s of leaves the range path's check accepts, and gives
+/// `pte::encode` of the leaf the range path writes: the one-page form then
+/// writes what the range path would. `None`: the range path decides.
+#[inline(always)]
+fn page_side<E: MmEnv>(
+    env: &mut E,
+    pgt: &Stage2,
+    addr: u64,
+    change: impl FnOnce(u64) -> Option<u64>,
+) -> Option<EntryUpdate> {
+    let s = pgt.entry(env, addr)?;
+    if s.level != 3 {
+        return None;
+    }
+    let new = change(s.pte)?;
+    pgt.prepare_entry(env, &s, new)
+}
+
+/// Does an operation on `size` bytes try its one-page form first? Tests
+/// can force the range form ([`RANGE_ONLY`]) to compare the two.
+#[inline(always)]
+fn one_page(size: u64) -> bool {
+    size == PAGE_SIZE && !range_only()
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn range_only() -> bool {
+    false
+}
+
+#[cfg(test)]
+fn range_only() -> bool {
+    RANGE_ONLY.with(|c| c.get())
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Tests: every transition and fault takes the range form.
+    pub static RANGE_ONLY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// `d` is the page descriptor of `leaf`: `change`'s test in [`page_side`].
+#[inline(always)]
+fn is_page(d: u64, leaf: Leaf) -> bool {
+    d == pte::encode(leaf, 3)
+}
+
 impl HostMm {
     pub fn new(pgt: Stage2, ram: Vec<Region>, devices: Vec<Region>) -> Self {
         let (lo, hi) = ram.iter().fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r.base), hi.max(r.end())));
@@ -298,6 +350,7 @@ impl HostMm {
     }
 
     /// Is `[pa, pa + size)` a page-aligned non-empty range inside one RAM region?
+    #[inline]
     pub fn check_ram(&self, pa: u64, size: u64) -> Result<(), Error> {
         if size == 0 || !is_aligned(pa, PAGE_SIZE) || !is_aligned(size, PAGE_SIZE) {
             return Err(Error::Inval);
@@ -314,20 +367,66 @@ impl HostMm {
     /// host owns. `Err(Perm)`: the page belongs to the hyp or a guest;
     /// `Err(Inval)`: no memory or device there. Either way the caller
     /// injects an abort into the host.
+    #[inline]
     pub fn handle_fault<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Result<HostFault, Error> {
+        match if one_page(PAGE_SIZE) { self.fault_entry(env, ipa) } else { None } {
+            Some(r) => r,
+            None => self.fault_range(env, ipa),
+        }
+    }
+
+    /// The one-entry form of [`HostMm::handle_fault`]: the invalid entry
+    /// holding `ipa` becomes the mapping, when it is the block the range
+    /// form would map (one entry written, no table page, no merge).
+    /// `None`: the range form decides.
+    #[inline(always)]
+    pub(super) fn fault_entry<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Option<Result<HostFault, Error>> {
+        let s = self.pgt.entry(env, ipa & !(PAGE_SIZE - 1))?;
+        if pte::is_valid(s.pte) {
+            return Some(Ok(HostFault::Spurious));
+        }
+        if s.pte != pte::encode_owner(Owner::None) || s.level == 0 {
+            return None;
+        }
+        let (region, attrs, device) = self.fault_region(ipa)?;
+        // The range form maps the first level from the entry's down whose
+        // block lies in the region: this entry's, or a split.
+        if !region.contains(s.base, level_size(s.level)) {
+            return None;
+        }
+        // Encoded per kind of region: each a constant but for PA and level.
+        let new = if device {
+            pte::encode(owned(s.base, Attrs::DEVICE_RW, PageState::Owned), s.level)
+        } else {
+            pte::encode(owned(s.base, HOST_RAM, PageState::Owned), s.level)
+        };
+        debug_assert_eq!(new, pte::encode(owned(s.base, attrs, PageState::Owned), s.level));
+        let u = self.pgt.prepare_entry(env, &s, new)?;
+        self.pgt.commit_entry(env, u);
+        Some(Ok(HostFault::Mapped { level: s.level, base: s.base, device }))
+    }
+
+    /// The RAM or device region holding `ipa`, the attributes the host maps
+    /// it with, and whether it is a device.
+    #[inline(always)]
+    fn fault_region(&self, ipa: u64) -> Option<(Region, Attrs, bool)> {
+        if let Some(r) = self.ram.iter().find(|r| r.contains(ipa, 1)) {
+            Some((*r, HOST_RAM, false))
+        } else {
+            self.devices.iter().find(|r| r.contains(ipa, 1)).map(|r| (*r, Attrs::DEVICE_RW, true))
+        }
+    }
+
+    /// [`HostMm::handle_fault`] by range walks.
+    #[inline(never)]
+    pub(super) fn fault_range<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Result<HostFault, Error> {
         let (m, found) = self.pgt.lookup_found(env, ipa)?;
         match m.leaf {
             Leaf::Mapped { .. } => return Ok(HostFault::Spurious),
             Leaf::Invalid(Owner::None) => {}
             Leaf::Invalid(_) => return Err(Error::Perm),
         }
-        let (region, attrs, device) = if let Some(r) = self.ram.iter().find(|r| r.contains(ipa, 1)) {
-            (*r, HOST_RAM, false)
-        } else if let Some(r) = self.devices.iter().find(|r| r.contains(ipa, 1)) {
-            (*r, Attrs::DEVICE_RW, true)
-        } else {
-            return Err(Error::Inval);
-        };
+        let (region, attrs, device) = self.fault_region(ipa).ok_or(Error::Inval)?;
         for level in m.level.max(1)..=3 {
             let size = level_size(level);
             let base = ipa & !(size - 1);
@@ -401,10 +500,17 @@ struct HostHyp {
     hyp_after: fn(u64) -> Leaf,
     /// The DMA view afterwards (`None`: unchanged).
     dma_after: Option<fn(u64) -> Leaf>,
+    /// For one page (at `pa`), the host leaves (either) and the hyp leaf
+    /// that `host_before` and `hyp_before` accept and that the one-page
+    /// form ([`host_hyp_page`]) takes; any other goes the range way.
+    /// `None`: always the range way (the DMA view changes too).
+    page_before: Option<([Leaf; 2], Leaf)>,
 }
 
 /// The shape every host ↔ hyp transition shares: range check, both sides
-/// checked over the whole range, both committed or neither.
+/// checked over the whole range, both committed or neither. One page
+/// takes the one-page form when it applies ([`host_hyp_page`]).
+#[inline(always)]
 fn host_hyp<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
@@ -414,6 +520,39 @@ fn host_hyp<E: MmEnv>(
     t: HostHyp,
 ) -> Result<(), Error> {
     host.check_ram(pa, size)?;
+    if one_page(size) && host_hyp_page(env, host, hyp, pa, &t).is_some() {
+        return Ok(());
+    }
+    host_hyp_range(env, host, hyp, pa, size, t)
+}
+
+/// The one-page form of [`host_hyp`] (the range checked): both sides'
+/// page entries checked against the leaves `t.page_before` names, then
+/// both written in one entry each. `None` (nothing changed): the range
+/// way decides, refusals included.
+#[inline(always)]
+fn host_hyp_page<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, t: &HostHyp) -> Option<()> {
+    let (hb, yb) = t.page_before?;
+    debug_assert!((t.host_before)(hb[0]) && (t.host_before)(hb[1]) && (t.hyp_before)(yb));
+    let new = pte::encode((t.host_after)(pa), 3);
+    let uh = page_side(env, &host.pgt, pa, |d| (is_page(d, hb[0]) || is_page(d, hb[1])).then_some(new))?;
+    let new = pte::encode((t.hyp_after)(pa), 3);
+    let uy = page_side(env, &hyp.pgt, pa, |d| is_page(d, yb).then_some(new))?;
+    host.pgt.commit_entry(env, uh);
+    hyp.pgt.commit_entry(env, uy);
+    Some(())
+}
+
+/// [`host_hyp`] by range walks.
+#[inline(never)]
+fn host_hyp_range<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    hyp: &mut HypMm,
+    pa: u64,
+    size: u64,
+    t: HostHyp,
+) -> Result<(), Error> {
     // Each side is checked in the walk that counts its update.
     let ch = host.pgt.count_checked(env, pa, size, (t.host_after)(pa), Some(t.host_before))?;
     let cy = hyp.pgt.count_checked(env, pa, size, (t.hyp_after)(pa), Some(t.hyp_before))?;
@@ -451,6 +590,10 @@ pub fn host_share_hyp<E: MmEnv>(
         host_after: |pa| owned(pa, HOST_RAM, PageState::SharedOwned),
         hyp_after: |pa| owned(pa, HYP_MEM, PageState::SharedBorrowed),
         dma_after: None,
+        page_before: Some((
+            [Leaf::Invalid(Owner::None), owned(pa, HOST_RAM, PageState::Owned)],
+            Leaf::Invalid(Owner::None),
+        )),
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
@@ -469,6 +612,10 @@ pub fn host_unshare_hyp<E: MmEnv>(
         host_after: |pa| owned(pa, HOST_RAM, PageState::Owned),
         hyp_after: |_| Leaf::Invalid(Owner::None),
         dma_after: None,
+        page_before: Some((
+            [owned(pa, HOST_RAM, PageState::SharedOwned); 2],
+            owned(pa, HYP_MEM, PageState::SharedBorrowed),
+        )),
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
@@ -487,6 +634,7 @@ pub fn host_donate_hyp<E: MmEnv>(
         host_after: |_| Leaf::Invalid(Owner::HypDonated),
         hyp_after: |pa| owned(pa, HYP_MEM, PageState::Owned),
         dma_after: Some(dma_none),
+        page_before: None,
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
@@ -512,6 +660,7 @@ pub fn hyp_donate_host<E: MmEnv>(
         host_after: |_| Leaf::Invalid(Owner::None),
         hyp_after: |_| Leaf::Invalid(Owner::None),
         dma_after: Some(dma_owned),
+        page_before: None,
     };
     host_hyp(env, host, hyp, pa, size, t)
 }
@@ -537,6 +686,7 @@ pub fn hyp_claim_own<E: MmEnv>(
         host_after: |_| Leaf::Invalid(Owner::Hyp),
         hyp_after: |pa| owned(pa, HYP_MEM, PageState::Owned),
         dma_after: Some(dma_none),
+        page_before: None,
     };
     host_hyp(env, host, hyp, pa, size, t)?;
     hyp.own.push(Region { base: pa, size });
@@ -593,7 +743,57 @@ pub fn host_donate_guest<E: MmEnv>(
 
 /// guest → host share (MEM_SHARE): guest OWNED → SHARED_OWNED in place; the
 /// host maps the same pages SHARED_BORROWED.
+#[inline]
 pub fn guest_share_host<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    size: u64,
+) -> Result<u64, Error> {
+    if one_page(size) {
+        if let Some(r) = guest_host_page(env, host, guest, ipa, PageState::Owned) {
+            return r;
+        }
+    }
+    guest_share_host_range(env, host, guest, ipa, size)
+}
+
+/// The one-page form of [`guest_share_host`] (`from` OWNED) and
+/// [`guest_unshare_host`] (`from` SHARED_OWNED): the guest's page entry
+/// and the host's entry of its PA checked against the one leaf each that
+/// the range way's checks accept and a one-page form takes, the host's
+/// pins (unshare), then both written in one entry each. `None` (nothing
+/// changed): the range way decides, refusals included.
+#[inline(always)]
+pub(super) fn guest_host_page<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    from: PageState,
+) -> Option<Result<u64, Error>> {
+    let to = if from == PageState::Owned { PageState::SharedOwned } else { PageState::Owned };
+    let mut pa = 0;
+    let ug = page_side(env, &guest.pgt, ipa, |d| {
+        pa = pte::oa(d);
+        is_page(d, owned(pa, GUEST_RAM, from)).then(|| pte::encode(owned(pa, GUEST_RAM, to), 3))
+    })?;
+    let lent = pte::encode_owner(Owner::Guest(guest.handle));
+    let borrowed = pte::encode(owned(pa, HOST_BORROWED, PageState::SharedBorrowed), 3);
+    let (before, after) = if from == PageState::Owned { (lent, borrowed) } else { (borrowed, lent) };
+    let uh = page_side(env, &host.pgt, pa, |d| (d == before).then_some(after))?;
+    if from == PageState::SharedOwned && host.pins.any_pinned(pa, PAGE_SIZE) {
+        return Some(Err(Error::Busy));
+    }
+    host.pgt.commit_entry(env, uh);
+    guest.pgt.commit_entry(env, ug);
+    Some(Ok(pa))
+}
+
+/// [`guest_share_host`] by range walks.
+#[inline(never)]
+pub(super) fn guest_share_host_range<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     guest: &mut GuestMm,
@@ -619,7 +819,25 @@ pub fn guest_share_host<E: MmEnv>(
 /// guest → host unshare (MEM_UNSHARE): the host mapping goes (with TLB
 /// invalidation) before the guest sees the pages private. `Err(Busy)` while
 /// the host holds a pin on any of them.
+#[inline]
 pub fn guest_unshare_host<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    size: u64,
+) -> Result<u64, Error> {
+    if one_page(size) {
+        if let Some(r) = guest_host_page(env, host, guest, ipa, PageState::SharedOwned) {
+            return r;
+        }
+    }
+    guest_unshare_host_range(env, host, guest, ipa, size)
+}
+
+/// [`guest_unshare_host`] by range walks.
+#[inline(never)]
+pub(super) fn guest_unshare_host_range<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     guest: &mut GuestMm,

@@ -19,7 +19,7 @@ use super::env::{MmEnv, S2Id, Vmid};
 use super::memcache::Memcache;
 use super::prot::Leaf;
 use super::pte;
-use super::walker::{walk, walk_path, Entry, Geometry, Path, Visitor, Walk};
+use super::walker::{leaf_entry, walk, walk_path, Entry, Geometry, Path, Visitor, Walk};
 use super::{is_aligned, level_size, Error, ENTRIES, PAGE_SIZE};
 
 /// Software counters of one stage-2 (for tests and benchmarks).
@@ -61,6 +61,9 @@ pub struct Stage2 {
     geo: Geometry,
     root_pages: usize,
     ipa_bits: u8,
+    /// VTCR_EL2.T0SZ and SL0 of the tree ([`Stage2::s2_id`]), worked out once.
+    t0sz: u8,
+    sl0: u8,
     /// `None` for a bookkeeping tree that no hardware walks (no TLBI needed).
     vmid: Option<Vmid>,
     /// Non-root table pages in use.
@@ -122,6 +125,40 @@ impl Found {
         let index = (start >> super::level_shift(top)) & (s2.geo.root_entries as u64 - 1);
         (slot == index).then_some(leaf)
     }
+}
+
+/// The leaf entry translating one page, as [`Stage2::entry`] found it: an
+/// update that replaces exactly this entry can be written through it
+/// ([`Stage2::prepare_entry`]) while the tree is unchanged.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    ptep: *mut u64,
+    /// The descriptor when it was found.
+    pub pte: u64,
+    /// First IPA the entry translates.
+    pub base: u64,
+    pub level: u8,
+    /// The tree's generation then.
+    gen: u32,
+}
+
+/// Phase one of an update of one whole leaf entry ([`Stage2::prepare_entry`]):
+/// what [`Stage2::commit_entry`] writes, and the uniformity hint the
+/// entry's table page has afterwards.
+#[must_use = "commit a prepared entry update"]
+#[derive(Debug)]
+pub struct EntryUpdate {
+    slot: Slot,
+    new: u64,
+    /// The hint word of the entry's table page and its value after the
+    /// write; `None`: no hint to keep (an entry of the root).
+    hint: Option<(*mut u16, u16)>,
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Tests: one-entry commits so far on this thread.
+    pub static ENTRY_COMMITS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 
 /// Phase-one result of an update: the checked range and its table pages.
@@ -205,6 +242,12 @@ impl Stage2 {
             geo: Geometry { root, start_level, root_entries },
             root_pages,
             ipa_bits,
+            t0sz: 64 - ipa_bits,
+            sl0: match start_level {
+                0 => 2,
+                1 => 1,
+                _ => 0,
+            },
             vmid,
             tables: 0,
             who: 0,
@@ -259,14 +302,9 @@ impl Stage2 {
         self.vmid
     }
     /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
+    #[inline]
     pub fn s2_id(&self) -> Option<S2Id> {
-        self.vmid.map(|vmid| S2Id {
-            vmid,
-            root: self.geo.root,
-            t0sz: self.t0sz() as u8,
-            sl0: self.sl0() as u8,
-            iommu: self.iommu,
-        })
+        self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz, sl0: self.sl0, iommu: self.iommu })
     }
     /// One past the highest IPA.
     pub fn ipa_limit(&self) -> u64 {
@@ -278,15 +316,11 @@ impl Stage2 {
     }
     /// VTCR_EL2.T0SZ for this tree.
     pub fn t0sz(&self) -> u64 {
-        64 - self.ipa_bits as u64
+        self.t0sz as u64
     }
     /// VTCR_EL2.SL0 for this tree (4 KiB granule encoding).
     pub fn sl0(&self) -> u64 {
-        match self.geo.start_level {
-            0 => 2,
-            1 => 1,
-            _ => 0,
-        }
+        self.sl0 as u64
     }
 
     /// Checks that `[ipa, ipa + size)` is a non-empty page-aligned range
@@ -460,6 +494,68 @@ impl Stage2 {
         u.cache.drain(env);
     }
 
+    /// The leaf entry translating the page at `ipa`, from the root down with
+    /// no visitor; `None` if `ipa` is not a page of the tree (unaligned or
+    /// outside it: [`Stage2::check_range`] refuses it).
+    #[inline(always)]
+    pub fn entry<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<Slot> {
+        if !is_aligned(ipa, PAGE_SIZE) || ipa >= self.ipa_limit() {
+            return None;
+        }
+        let (ptep, pte, level) = leaf_entry(env, &self.geo, ipa);
+        let base = ipa & !(level_size(level) - 1);
+        Some(Slot { ptep, pte, base, level, gen: self.gen as u32 })
+    }
+
+    /// Phase one of replacing the whole leaf entry `s` by `new`
+    /// (`pte::encode` of a leaf for `s.level`): the one-entry form of
+    /// [`Stage2::prepare`] over `[s.base, s.base + level size)`, for an
+    /// update that needs no table page. `None` when the write would make
+    /// the entry's table page uniform (the range path then decides whether
+    /// to merge it) or the environment keeps no uniformity hint for it: the
+    /// caller takes the range path. Changes nothing.
+    #[inline(always)]
+    pub fn prepare_entry<E: MmEnv>(&self, env: &mut E, s: &Slot, new: u64) -> Option<EntryUpdate> {
+        debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
+        let hint = if s.level == self.geo.start_level {
+            None
+        } else {
+            let h = env.table_hint(table_of(s.ptep))?;
+            let n = hint_after(*h, s.ptep, s.level, new);
+            if n == CHAINED_ALL {
+                return None;
+            }
+            Some((h as *mut u16, n))
+        };
+        Some(EntryUpdate { slot: *s, new, hint })
+    }
+
+    /// Phase two of [`Stage2::prepare_entry`]: writes the entry by the
+    /// rules of every descriptor write ([`Writer::replace_leaf`]: break-
+    /// before-make and a TLBI under this tree's [`S2Id`] where a TLB may
+    /// hold the old entry). Cannot fail.
+    #[inline(always)]
+    pub fn commit_entry<E: MmEnv>(&mut self, env: &mut E, u: EntryUpdate) {
+        let s = u.slot;
+        debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
+        if u.new != s.pte {
+            if let Some((h, n)) = u.hint {
+                // SAFETY: the hint word of the entry's table page, which is
+                // still a table page of this tree (unchanged since phase
+                // one: the generation); the word keeps its address while
+                // it is (MmEnv::table_hint) and only this tree's lock
+                // holder uses it.
+                unsafe { *h = n };
+            }
+            let e = Entry { ptep: s.ptep, pte: s.pte, base: s.base, level: s.level };
+            let s2 = self.s2_id();
+            Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
+        }
+        self.gen = self.gen.wrapping_add(1);
+        #[cfg(test)]
+        ENTRY_COMMITS.with(|c| c.set(c.get() + 1));
+    }
+
     /// Prepare and commit in one step (single-table updates).
     pub fn set<E: MmEnv>(&mut self, env: &mut E, ipa: u64, size: u64, new: Leaf) -> Result<(), Error> {
         let u = self.prepare(env, ipa, size, new)?;
@@ -543,41 +639,56 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
 /// one before ([`MmEnv::table_hint`]).
 const CHAINED_ALL: u16 = ENTRIES as u16 - 1;
 
-/// Does `b` continue `a` in a table whose entries translate `size` bytes
-/// each: the next PA with everything else equal (valid), or the same
-/// annotation (invalid)? A table descriptor continues nothing.
+/// The entry that continues `a` in a table whose entries translate `size`
+/// bytes each (`level`'s): the next PA with everything else equal (valid),
+/// or the same annotation (invalid); `None` for a table descriptor, which
+/// nothing continues. `b` continues `a` ("chained") when it is this.
 #[inline(always)]
-fn chained(a: u64, b: u64, level: u8) -> bool {
-    let step = if pte::is_valid(a) { level_size(level) } else { 0 };
-    !pte::is_table(a, level) && b == a.wrapping_add(step)
+fn successor(a: u64, level: u8, size: u64) -> Option<u64> {
+    let step = if pte::is_valid(a) { size } else { 0 };
+    (!pte::is_table(a, level)).then_some(a.wrapping_add(step))
 }
 
 /// Keeps the uniformity hint of the table page holding `ptep` (an entry at
 /// `level`) in step with a write of `new` there: the number of its entries
-/// that continue the one before ([`chained`]) changes only in the pairs
+/// that continue the one before (chained: [`successor`]) changes only in the pairs
 /// this entry is part of. Not kept for the root (never merged).
 #[inline(always)]
 fn note_write<E: MmEnv>(env: &mut E, ptep: *mut u64, level: u8, new: u64) {
-    let mask = PAGE_SIZE as usize - 1;
-    let page = (ptep as usize & !mask) as *mut u64;
-    let i = (ptep as usize & mask) / core::mem::size_of::<u64>();
-    let Some(h) = env.table_hint(page) else {
-        return;
-    };
+    if let Some(h) = env.table_hint(table_of(ptep)) {
+        *h = hint_after(*h, ptep, level, new);
+    }
+}
+
+/// The table page holding the descriptor at `ptep`.
+#[inline(always)]
+fn table_of(ptep: *mut u64) -> *mut u64 {
+    (ptep as usize & !(PAGE_SIZE as usize - 1)) as *mut u64
+}
+
+/// The uniformity hint `n` of the table page holding `ptep` (an entry at
+/// `level`, not written yet) once `new` is written there.
+#[inline(always)]
+fn hint_after(mut n: u16, ptep: *mut u64, level: u8, new: u64) -> u16 {
+    let page = table_of(ptep);
+    let i = (ptep as usize & (PAGE_SIZE as usize - 1)) / core::mem::size_of::<u64>();
     // SAFETY: i and its neighbours (checked against the page's bounds) are
     // descriptors of the live table page holding ptep.
     let at = |j: usize| unsafe { core::ptr::read_volatile(page.add(j)) };
     let old = at(i);
-    let mut n = *h;
+    // The level's size and each neighbour's successor worked out once.
+    let size = level_size(level);
     if i > 0 {
-        let prev = at(i - 1);
-        n = n.wrapping_add(chained(prev, new, level) as u16).wrapping_sub(chained(prev, old, level) as u16);
+        let after_prev = successor(at(i - 1), level, size);
+        n = n.wrapping_add((after_prev == Some(new)) as u16).wrapping_sub((after_prev == Some(old)) as u16);
     }
     if i < ENTRIES - 1 {
-        let next = at(i + 1);
-        n = n.wrapping_add(chained(new, next, level) as u16).wrapping_sub(chained(old, next, level) as u16);
+        let next = Some(at(i + 1));
+        n = n
+            .wrapping_add((successor(new, level, size) == next) as u16)
+            .wrapping_sub((successor(old, level, size) == next) as u16);
     }
-    *h = n;
+    n
 }
 
 /// Do the 512 entries of the table at `p` all continue the one before,
@@ -720,6 +831,78 @@ impl<E: MmEnv, F: FnMut(Leaf) -> bool> Visitor<E> for CountVisitor<F> {
     }
 }
 
+/// The descriptor writes of one commit to one tree, by the rules every
+/// write follows, whether the range commit ([`SetVisitor`]) or the
+/// one-entry commit ([`Stage2::commit_entry`]) makes it.
+struct Writer<'a> {
+    /// `None` for a bookkeeping tree.
+    s2: Option<&'a S2Id>,
+    stats: &'a mut Stats,
+    /// Writes at this level keep no uniformity hint: the root's (never
+    /// merged), or the level of the one entry a one-entry commit writes
+    /// (it sets the hint itself, once, as phase one computed it).
+    unhinted: u8,
+}
+
+impl Writer<'_> {
+    #[inline(always)]
+    fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
+        if e.level != self.unhinted {
+            note_write(env, e.ptep, e.level, val);
+        }
+        if let Some(s2) = self.s2 {
+            // SAFETY: e.ptep comes from a walk of this tree, inside its
+            // tables, which the caller of commit holds; it translates
+            // e.base at e.level.
+            unsafe { env.write_pte(s2, e.ptep, e.base, e.level, val) };
+        } else {
+            // A bookkeeping tree: no hardware walks it, so no barrier and no
+            // break-before-make are needed.
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(e.ptep, val) };
+        }
+        self.stats.pte_writes += 1;
+    }
+
+    #[inline(always)]
+    fn tlbi_ipa<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
+        if let Some(s2) = self.s2 {
+            env.tlbi_ipa(s2, e.base, e.level);
+            self.stats.tlbis += 1;
+        }
+    }
+
+    #[inline(always)]
+    fn tlbi_vmid<E: MmEnv>(&mut self, env: &mut E) {
+        if let Some(s2) = self.s2 {
+            env.tlbi_vmid(s2);
+            self.stats.tlbis += 1;
+        }
+    }
+
+    /// Replaces a leaf by `val`: break-before-make if the old one is valid,
+    /// unless only the software bits change (one write, no TLBI: see
+    /// [`pte::sw_bits_only`]); no TLBI for invalid → valid (no TLB holds an
+    /// invalid entry).
+    #[inline(always)]
+    fn replace_leaf<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
+        if pte::sw_bits_only(e.pte, val) {
+            self.write(env, e, val);
+        } else if pte::is_valid(e.pte) {
+            if pte::is_valid(val) {
+                self.write(env, e, 0);
+                self.tlbi_ipa(env, e);
+                self.write(env, e, val);
+            } else {
+                self.write(env, e, val);
+                self.tlbi_ipa(env, e);
+            }
+        } else {
+            self.write(env, e, val);
+        }
+    }
+}
+
 /// Phase two: writes the range, splitting and merging as needed.
 struct SetVisitor<'a> {
     start: u64,
@@ -752,58 +935,27 @@ impl SetVisitor<'_> {
         e.base >= self.start && e.end() <= self.end
     }
 
+    /// The descriptor writes of this commit ([`Writer`]).
+    #[inline(always)]
+    fn writer(&mut self) -> Writer<'_> {
+        Writer { s2: self.s2.as_ref(), stats: self.stats, unhinted: self.root_level }
+    }
+
     #[inline]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        if e.level != self.root_level {
-            note_write(env, e.ptep, e.level, val);
-        }
-        if let Some(s2) = &self.s2 {
-            // SAFETY: e.ptep comes from the walker, inside this tree's
-            // tables, which the caller of commit holds; it translates
-            // e.base at e.level.
-            unsafe { env.write_pte(s2, e.ptep, e.base, e.level, val) };
-        } else {
-            // A bookkeeping tree: no hardware walks it, so no barrier and no
-            // break-before-make are needed.
-            // SAFETY: as above.
-            unsafe { core::ptr::write_volatile(e.ptep, val) };
-        }
-        self.stats.pte_writes += 1;
+        self.writer().write(env, e, val);
     }
 
     fn tlbi_ipa<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
-        if let Some(s2) = &self.s2 {
-            env.tlbi_ipa(s2, e.base, e.level);
-            self.stats.tlbis += 1;
-        }
+        self.writer().tlbi_ipa(env, e);
     }
 
     fn tlbi_vmid<E: MmEnv>(&mut self, env: &mut E) {
-        if let Some(s2) = &self.s2 {
-            env.tlbi_vmid(s2);
-            self.stats.tlbis += 1;
-        }
+        self.writer().tlbi_vmid(env);
     }
 
-    /// Replaces a leaf by `val`: break-before-make if the old one is valid,
-    /// unless only the software bits change (one write, no TLBI: see
-    /// [`pte::sw_bits_only`]); no TLBI for invalid → valid (no TLB holds an
-    /// invalid entry).
     fn replace_leaf<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        if pte::sw_bits_only(e.pte, val) {
-            self.write(env, e, val);
-        } else if pte::is_valid(e.pte) {
-            if pte::is_valid(val) {
-                self.write(env, e, 0);
-                self.tlbi_ipa(env, e);
-                self.write(env, e, val);
-            } else {
-                self.write(env, e, val);
-                self.tlbi_ipa(env, e);
-            }
-        } else {
-            self.write(env, e, val);
-        }
+        self.writer().replace_leaf(env, e, val);
     }
 
     /// Replaces a table descriptor by the leaf `val`; returns the old table,

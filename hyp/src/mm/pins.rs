@@ -49,7 +49,11 @@ impl Pins {
     }
 
     /// True when any page of `[pa, pa + size)` is pinned.
+    #[inline]
     pub fn any_pinned(&self, pa: u64, size: u64) -> bool {
+        if self.pinned == 0 {
+            return false;
+        }
         let Some(first) = self.slot(pa) else {
             return false;
         };

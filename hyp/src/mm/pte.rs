@@ -64,12 +64,19 @@ pub const fn table_pa(pte: u64) -> u64 {
     pte & OA_MASK
 }
 
+/// The output address of a valid leaf.
+#[inline]
+pub const fn oa(pte: u64) -> u64 {
+    pte & OA_MASK
+}
+
 #[inline]
 pub const fn make_table(pa: u64) -> u64 {
     (pa & OA_MASK) | VALID | TABLE_OR_PAGE
 }
 
 /// Encodes a leaf for `level`.
+#[inline]
 pub fn encode(leaf: Leaf, level: u8) -> u64 {
     match leaf {
         Leaf::Invalid(owner) => encode_owner(owner),

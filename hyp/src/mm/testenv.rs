@@ -129,7 +129,9 @@ pub struct TestEnv {
     /// Keep the per-table uniformity hints ([`MmEnv::table_hint`]); off,
     /// the core scans tables instead.
     pub hints: bool,
-    hint: BTreeMap<u64, u16>,
+    /// Boxed: a hint word keeps its address while its page lives
+    /// ([`MmEnv::table_hint`]).
+    hint: BTreeMap<u64, std::boxed::Box<u16>>,
     /// Calls of [`MmEnv::table_ptr`]: how many table pages the core
     /// entered from a descriptor (a walk from the root enters one per level).
     pub table_ptrs: core::cell::Cell<u64>,
@@ -369,7 +371,7 @@ impl MmEnv for TestEnv {
         let pa = table as u64;
         let live = self.live.range(..=pa).next_back().is_some_and(|(&a, &(n, _))| pa < a + n as u64 * PAGE_SIZE);
         assert!(live, "hint of {pa:#x}: not a live page");
-        Some(self.hint.entry(table as u64).or_insert(0))
+        Some(&mut **self.hint.entry(table as u64).or_insert_with(|| std::boxed::Box::new(0)))
     }
     fn table_filled(&mut self, s2: &S2Id, table: u64) {
         self.push(Event::TableFilled { s2: *s2, table });
@@ -401,7 +403,7 @@ impl MmEnv for TestEnv {
 impl TestEnv {
     /// The uniformity hint kept for the table page at `pa`.
     pub fn hint_of(&self, pa: u64) -> Option<u16> {
-        self.hint.get(&pa).copied()
+        self.hint.get(&pa).map(|h| **h)
     }
     /// Every page handed out has come back.
     pub fn assert_no_leaks(&self) {

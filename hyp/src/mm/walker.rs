@@ -294,3 +294,24 @@ pub fn walk_path<E: MmEnv, V: Visitor<E>>(env: &mut E, p: &Path, start: u64, end
     visit(env, p.ptep(leaf), start & !(size - 1), leaf, start, end, v)?;
     post(env, &p.0, p.top(), leaf, start, v)
 }
+
+/// The leaf entry translating `ipa` (inside the tree): the walk of one
+/// page reduced to its descent, raw descriptors from the root down with no
+/// callbacks. Returns the descriptor's pointer, its value and its level.
+#[inline(always)]
+pub fn leaf_entry<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (*mut u64, u64, u8) {
+    let (mut table, mut level, mut mask) = (g.root, g.start_level, g.root_entries - 1);
+    // The index shift of `level`, one table's worth (9 bits) less a level.
+    let mut shift = level_shift(level);
+    loop {
+        let idx = ((ipa >> shift) as usize) & mask;
+        // SAFETY: idx <= mask, below the number of descriptors in this table.
+        let ptep = unsafe { env.table_ptr(table).add(idx) };
+        // SAFETY: ptep points at a descriptor of a live table of this tree.
+        let d = unsafe { core::ptr::read_volatile(ptep) };
+        if !pte::is_table(d, level) {
+            return (ptep, d, level);
+        }
+        (table, level, mask, shift) = (pte::table_pa(d), level + 1, ENTRIES - 1, shift - 9);
+    }
+}

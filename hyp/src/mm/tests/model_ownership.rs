@@ -49,7 +49,7 @@ struct Model {
 }
 
 #[derive(Clone, Debug)]
-enum Op {
+pub(super) enum Op {
     Fault(u64),
     ShareHyp(u64, u64),
     UnshareHyp(u64, u64),
@@ -104,7 +104,7 @@ fn len() -> impl Strategy<Value = u64> {
     prop_oneof![12 => Just(K4), 2 => (1..8u64).prop_map(|n| n * K4), 2 => Just(M2), 1 => Just(2 * M2), 1 => Just(0), 1 => Just(100)]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(super) fn op() -> impl Strategy<Value = Op> {
     let g = prop_oneof![3 => Just(0usize), 1 => Just(1usize)];
     prop_oneof![
         12 => addr().prop_map(Op::Fault),
@@ -344,7 +344,7 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
     }
 }
 
-fn apply(w: &mut World, op: &Op) -> (Result<(), Error>, Option<(u64, u64)>) {
+pub(super) fn apply(w: &mut World, op: &Op) -> (Result<(), Error>, Option<(u64, u64)>) {
     let World { env, host, hyp, guests } = w;
     let r = match *op {
         Op::Fault(a) => {
