@@ -580,6 +580,30 @@ fn note_write<E: MmEnv>(env: &mut E, ptep: *mut u64, level: u8, new: u64) {
     *h = n;
 }
 
+/// Does the table page `p`, taken for a split whose children are `first +
+/// i * step`, already hold them in entries 1..511? True for a page a merge
+/// gave back ([`MmEnv::alloc_table_for_fill`] may hand out a page
+/// [`MmEnv::free_table`] kept, its hint and all its entries but the first,
+/// which lists of free pages use as a link, as the core left them) when the
+/// merged block is the one split again: the hint says every entry continued
+/// the one before, and entries 1 and 2 are the children wanted. Entry 2
+/// pins the step the chain had (the size of the level the table was at:
+/// entry 2 - entry 1), entry 1 then every entry from 1 on. Any other page
+/// (a hint of 0, as a page from the pool has) is filled.
+///
+/// # Safety
+/// `p` is a table page the caller took from its cache and has not
+/// installed.
+#[inline(always)]
+unsafe fn recycled<E: MmEnv>(env: &mut E, p: *mut u64, first: u64, step: u64) -> bool {
+    if env.table_hint(p).is_none_or(|h| *h != CHAINED_ALL) {
+        return false;
+    }
+    // SAFETY: entries 1 and 2 of the page (per the function contract).
+    let (e1, e2) = unsafe { (core::ptr::read(p.add(1)), core::ptr::read(p.add(2))) };
+    e1 == first.wrapping_add(step) && e2 == first.wrapping_add(2 * step)
+}
+
 /// Do the 512 entries of the table at `p` all continue the one before,
 /// starting from `c0`? Checks the last entry and the one the update touched
 /// first, then the rest up to the first mismatch.
@@ -828,9 +852,16 @@ impl SetVisitor<'_> {
         let csize = level_size(child);
         let p = env.table_ptr(table);
         let step = if pte::is_valid(e.pte) { csize } else { 0 };
-        // SAFETY: `table` is a fresh page from the cache that no walker can
-        // reach yet.
-        unsafe { env.init_table(p, pte::child_of(e.pte, child, 0), step) };
+        let first = pte::child_of(e.pte, child, 0);
+        // SAFETY: `table` is a page from the cache that no walker can reach
+        // yet, its contents unspecified but for what `recycled` relies on.
+        unsafe {
+            if recycled(env, p, first, step) {
+                env.init_pte(p, first);
+            } else {
+                env.init_table(p, first, step);
+            }
+        }
         // A block's children continue one another.
         if let Some(h) = env.table_hint(p) {
             *h = CHAINED_ALL;
