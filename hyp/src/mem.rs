@@ -27,7 +27,7 @@ struct Pool(LockedHeap<33>);
 unsafe impl GlobalAlloc for Pool {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: per the caller's contract.
-        unsafe { heap_alloc(layout) }
+        unsafe { self.0.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -37,7 +37,7 @@ unsafe impl GlobalAlloc for Pool {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: per the caller's contract.
-        let p = unsafe { heap_alloc(layout) };
+        let p = unsafe { self.0.alloc(layout) };
         if p.is_null() {
             return p;
         }
@@ -60,19 +60,37 @@ unsafe impl GlobalAlloc for Pool {
     }
 }
 
-/// An allocation from the buddy allocator; if it fails, tried once more
-/// after the table pages kept for splits went back to it.
+/// An allocation of whole pages from the buddy allocator; if it fails,
+/// tried once more after the table pages kept for splits went back to it.
+/// (Heap allocations of objects go to the buddy allocator alone: the
+/// check would cost every one of them a few instructions; they find at
+/// most [`TABLE_PAGES_MAX`] pages fewer.)
 ///
 /// # Safety
 /// As [`GlobalAlloc::alloc`].
+#[inline(always)]
 unsafe fn heap_alloc(layout: Layout) -> *mut u8 {
     // SAFETY: per the function contract.
     let p = unsafe { HEAP.0.alloc(layout) };
-    if p.is_null() && release_table_pages() {
+    if p.is_null() {
         // SAFETY: as above.
-        return unsafe { HEAP.0.alloc(layout) };
+        return unsafe { heap_alloc_again(layout) };
     }
     p
+}
+
+/// [`heap_alloc`] once the pool alone could not serve it.
+///
+/// # Safety
+/// As [`GlobalAlloc::alloc`].
+#[cold]
+#[inline(never)]
+unsafe fn heap_alloc_again(layout: Layout) -> *mut u8 {
+    if !release_table_pages() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: per the function contract.
+    unsafe { HEAP.0.alloc(layout) }
 }
 
 static HOST: Once<Mutex<HostMm>> = Once::new();
@@ -173,8 +191,8 @@ struct TablePages {
 }
 
 /// Table pages kept at most: enough for the splits of a few updates (a 4K
-/// change inside a 1 GiB block takes two per tree), 128 KiB of the pool.
-const TABLE_PAGES_MAX: usize = 32;
+/// change inside a 1 GiB block takes two per tree), 64 KiB of the pool.
+const TABLE_PAGES_MAX: usize = 16;
 
 static TABLE_PAGES: Mutex<TablePages> = Mutex::new(TablePages { head: 0, count: 0 });
 

@@ -447,6 +447,7 @@ impl Stage2 {
             keep_invalid: self.keep_invalid,
             root_level: self.geo.start_level,
             kept: NONE_KEPT,
+            due: Due::new(),
         };
         // With the tree as phase one left it, a range inside one leaf is
         // written from that leaf up (the same visitor as the full walk).
@@ -455,6 +456,7 @@ impl Stage2 {
         } else {
             walk(env, &self.geo, u.start, u.end, &mut v)
         };
+        v.finish(env);
         self.gen = self.gen.wrapping_add(1);
         debug_assert!(r.is_ok() && u.cache.is_empty(), "commit: {:?}, {} pages left", r, u.cache.len());
         u.cache.drain(env);
@@ -765,10 +767,39 @@ struct SetVisitor<'a> {
     /// that entry's parent (the walk is depth first), whose table then
     /// holds a table descriptor and cannot be uniform.
     kept: u8,
+    /// Invalidations owed and deferred ([`SetVisitor::finish`]).
+    due: Due,
 }
 
 /// [`SetVisitor::kept`]: no table entry kept by the last `table_post`.
 const NONE_KEPT: u8 = u8::MAX;
+
+/// Table pages a deferred VMID-wide invalidation frees at most; one more
+/// issues it at once.
+const DUE_FREES: usize = 4;
+
+/// The VMID-wide TLB invalidation a commit owes after replacing a table
+/// by an invalid block, and the table pages waiting for it. Nothing in the
+/// commit waits on it (no entry becomes valid there: no break-before-make
+/// needs it), so one before the commit returns is enough, and one covers
+/// every table detached before it (Arm ARM D8.13, TLBI VMALLS12E1IS: all
+/// stage-1 and stage-2 entries and walk-cache entries of the VMID): tables
+/// merging into invalid blocks on the way up (a 4K table, then the 2M
+/// table above it) share one invalidation.
+struct Due {
+    /// Tables detached, to free once it is issued: while there are any,
+    /// a VMID-wide invalidation is owed.
+    nfrees: usize,
+    /// `frees[..nfrees]` (not initialized beyond: one store to set up).
+    frees: [core::mem::MaybeUninit<u64>; DUE_FREES],
+}
+
+impl Due {
+    #[inline(always)]
+    const fn new() -> Self {
+        Due { nfrees: 0, frees: [core::mem::MaybeUninit::uninit(); DUE_FREES] }
+    }
+}
 
 impl SetVisitor<'_> {
     #[inline]
@@ -802,11 +833,33 @@ impl SetVisitor<'_> {
         }
     }
 
+    /// A VMID-wide invalidation now: it covers every invalidation owed,
+    /// and the tables detached before it may be freed.
     fn tlbi_vmid<E: MmEnv>(&mut self, env: &mut E) {
         if let Some(s2) = &self.s2 {
             env.tlbi_vmid(s2);
             self.stats.tlbis += 1;
         }
+        for i in 0..core::mem::take(&mut self.due.nfrees) {
+            // SAFETY: frees[..nfrees] were written by try_merge.
+            let table = unsafe { self.due.frees[i].assume_init() };
+            self.free_merged(env, table);
+        }
+    }
+
+    /// Issues what the commit still owes: then every table it detached is
+    /// invalidated and freed.
+    fn finish<E: MmEnv>(&mut self, env: &mut E) {
+        if self.due.nfrees != 0 {
+            self.tlbi_vmid(env);
+        }
+    }
+
+    /// Gives back a table page merged away, unreachable and invalidated.
+    fn free_merged<E: MmEnv>(&mut self, env: &mut E, table: u64) {
+        env.free_table(table);
+        self.stats.tables_freed += 1;
+        *self.tables -= 1;
     }
 
     /// Replaces a leaf by `val`: break-before-make if the old one is valid,
@@ -919,14 +972,49 @@ impl SetVisitor<'_> {
         if !uniform {
             return false;
         }
-        let block = if valid { c0 & !pte::TABLE_OR_PAGE } else { c0 };
-        self.replace_table(env, e, block);
-        env.free_table(table);
-        self.stats.merges += 1;
-        self.stats.tables_freed += 1;
-        env.on_merge(self.who, e.base, e.level);
-        *self.tables -= 1;
+        self.merge(env, e, table, c0);
         true
+    }
+
+    /// Replaces the table `table` under `e`, whose 512 entries continue
+    /// `c0`, by one block. Out of line: the checks before it run on every
+    /// `table_post`, the merge itself rarely (its registers would burden
+    /// them all).
+    #[inline(never)]
+    fn merge<E: MmEnv>(&mut self, env: &mut E, e: &Entry, table: u64, c0: u64) {
+        let valid = pte::is_valid(c0);
+        self.stats.merges += 1;
+        env.on_merge(self.who, e.base, e.level);
+        if valid {
+            // Table → valid block: break-before-make (a change of block
+            // size, Arm ARM D8.16.1), the invalidation between the two
+            // writes VMID-wide: a TLB may hold an entry for any page the
+            // table mapped and a walk cache the table's address for any
+            // IPA under it. It also covers all that was owed; the page is
+            // free after it.
+            self.write(env, e, 0);
+            self.tlbi_vmid(env);
+            self.write(env, e, c0 & !pte::TABLE_OR_PAGE);
+            self.free_merged(env, table);
+        } else {
+            // Table → invalid block: nothing waits on the invalidation
+            // (no entry becomes valid here), so it is owed ([`Due`]: one
+            // VMID-wide invalidation for this and every merge after it in
+            // the commit), and the page waits for it to be freed.
+            self.write(env, e, c0);
+            if self.s2.is_none() {
+                self.free_merged(env, table);
+                return;
+            }
+            if self.due.nfrees == DUE_FREES {
+                // Covers this table's detachment too.
+                self.tlbi_vmid(env);
+                self.free_merged(env, table);
+            } else {
+                self.due.frees[self.due.nfrees] = core::mem::MaybeUninit::new(table);
+                self.due.nfrees += 1;
+            }
+        }
     }
 }
 

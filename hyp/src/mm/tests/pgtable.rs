@@ -421,6 +421,40 @@ fn a_split_after_the_merge_of_the_same_block_reuses_its_table() {
     env.assert_no_leaks();
 }
 
+/// Tables that merge into invalid blocks in one commit (a 4K table and
+/// the 2M table above it, at both ends of the range) share one VMID-wide
+/// invalidation, issued before the commit returns; every page is freed
+/// after it, none before.
+#[test]
+fn invalid_merges_of_one_commit_share_one_invalidation() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(6)).unwrap();
+    let s2 = s.s2_id().unwrap();
+    s.set(&mut env, G, 2 * G, Leaf::Invalid(Owner::Guest(1))).unwrap();
+    s.set(&mut env, 2 * G - K4, 2 * K4, map(0)).unwrap();
+    assert_eq!(s.table_pages(), 4);
+    env.check_log();
+    s.set(&mut env, 2 * G - K4, 2 * K4, Leaf::Invalid(Owner::Guest(1))).unwrap();
+    assert_eq!((s.table_pages(), s.stats.merges, s.stats.tables_freed), (0, 4, 4));
+    let log = env.log.clone();
+    let vmid: Vec<usize> = (0..log.len()).filter(|&i| log[i] == Event::TlbiVmid { s2 }).collect();
+    assert_eq!(vmid.len(), 1, "one VMID-wide invalidation: {log:?}");
+    let frees: Vec<usize> = (0..log.len()).filter(|&i| matches!(log[i], Event::FreeTable { .. })).collect();
+    assert_eq!(frees.len(), 4);
+    assert!(frees.iter().all(|&f| f > vmid[0]), "a page freed before the invalidation: {log:?}");
+    // The last table descriptor replaced comes before it too.
+    let last_detach = log
+        .iter()
+        .rposition(|e| matches!(e, Event::Write { old, level, .. } if crate::mm::pte::is_table(*old, *level)))
+        .unwrap();
+    assert!(last_detach < vmid[0]);
+    env.check_log();
+    assert_eq!(leaves(&mut env, &s, G, 3 * G).len(), 2, "two invalid 1G blocks again");
+    s.destroy(&mut env);
+    env.check_log();
+    env.assert_no_leaks();
+}
+
 /// A kept page whose chain is not the block's children (another block's,
 /// the same PA one level down, an invalid run) is filled whole.
 #[test]
