@@ -593,17 +593,24 @@ fn note_write<E: MmEnv>(env: &mut E, ptep: *mut u64, level: u8, new: u64) {
 /// entry 2 - entry 1), entry 1 then every entry from 1 on. Any other page
 /// (a hint of 0, as a page from the pool has) is filled.
 ///
+/// Sets the page's hint for what the split writes: a block's children
+/// continue one another.
+///
 /// # Safety
 /// `p` is a table page the caller took from its cache and has not
 /// installed.
 #[inline(always)]
 unsafe fn recycled<E: MmEnv>(env: &mut E, p: *mut u64, first: u64, step: u64) -> bool {
-    if env.table_hint(p).is_none_or(|h| *h != CHAINED_ALL) {
+    let Some(h) = env.table_hint(p) else {
         return false;
-    }
+    };
+    let kept = *h == CHAINED_ALL;
+    *h = CHAINED_ALL;
     // SAFETY: entries 1 and 2 of the page (per the function contract).
-    let (e1, e2) = unsafe { (core::ptr::read(p.add(1)), core::ptr::read(p.add(2))) };
-    e1 == first.wrapping_add(step) && e2 == first.wrapping_add(2 * step)
+    kept && unsafe {
+        core::ptr::read(p.add(1)) == first.wrapping_add(step)
+            && core::ptr::read(p.add(2)) == first.wrapping_add(2 * step)
+    }
 }
 
 /// Do the 512 entries of the table at `p` all continue the one before,
@@ -807,11 +814,32 @@ impl SetVisitor<'_> {
         e.base >= self.start && e.end() <= self.end
     }
 
-    #[inline]
+    /// Out of line: inlined, its hint update and barrier burdened every
+    /// caller's registers (the leaf callback above all).
+    #[inline(never)]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
         if e.level != self.root_level {
             note_write(env, e.ptep, e.level, val);
         }
+        self.put(env, e, val);
+    }
+
+    /// Break-before-make of the valid entry `e` to `val` (a split, a merge
+    /// into a valid block): invalid, the invalidation (`tlbi`), then `val`.
+    /// The hint is kept in step once, for `val`: nothing reads it between.
+    #[inline]
+    fn break_make<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64, tlbi: fn(&mut Self, &mut E, &Entry)) {
+        if e.level != self.root_level {
+            note_write(env, e.ptep, e.level, val);
+        }
+        self.put(env, e, 0);
+        tlbi(self, env, e);
+        self.put(env, e, val);
+    }
+
+    /// Writes `val` at `e` without touching the hint.
+    #[inline]
+    fn put<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
         if let Some(s2) = &self.s2 {
             // SAFETY: e.ptep comes from the walker, inside this tree's
             // tables, which the caller of commit holds; it translates
@@ -898,7 +926,10 @@ impl SetVisitor<'_> {
         pte::table_pa(e.pte)
     }
 
-    /// Splits the leaf `e` into a table of 512 copies one level down.
+    /// Splits the leaf `e` into a table of 512 copies one level down. Out
+    /// of line: the leaf callback's common path (a leaf written in place)
+    /// does not carry its registers.
+    #[inline(never)]
     fn split<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
         let table = self.cache.pop(env).expect("phase one counted every split");
         let child = e.level + 1;
@@ -915,10 +946,6 @@ impl SetVisitor<'_> {
                 env.init_table(p, first, step);
             }
         }
-        // A block's children continue one another.
-        if let Some(h) = env.table_hint(p) {
-            *h = CHAINED_ALL;
-        }
         if let Some(s2) = &self.s2 {
             // The zeroing and the 512 entries before the table descriptor.
             env.table_filled(s2, table);
@@ -929,10 +956,10 @@ impl SetVisitor<'_> {
         env.on_split(self.who, e.base, e.level);
         *self.tables += 1;
         if pte::is_valid(e.pte) {
-            self.write(env, e, 0);
-            self.tlbi_ipa(env, e);
+            self.break_make(env, e, pte::make_table(table), Self::tlbi_ipa);
+        } else {
+            self.write(env, e, pte::make_table(table));
         }
-        self.write(env, e, pte::make_table(table));
     }
 
     /// Replaces the table under `e` by one block when its 512 entries are
@@ -992,9 +1019,7 @@ impl SetVisitor<'_> {
             // table mapped and a walk cache the table's address for any
             // IPA under it. It also covers all that was owed; the page is
             // free after it.
-            self.write(env, e, 0);
-            self.tlbi_vmid(env);
-            self.write(env, e, c0 & !pte::TABLE_OR_PAGE);
+            self.break_make(env, e, c0 & !pte::TABLE_OR_PAGE, |v, env, _| v.tlbi_vmid(env));
             self.free_merged(env, table);
         } else {
             // Table → invalid block: nothing waits on the invalidation
