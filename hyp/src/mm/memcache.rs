@@ -14,13 +14,12 @@ use super::env::MmEnv;
 #[derive(Debug, Default)]
 pub struct Memcache {
     head: u64,
-    tail: u64,
     count: usize,
 }
 
 impl Memcache {
     pub const fn new() -> Self {
-        Memcache { head: 0, tail: 0, count: 0 }
+        Memcache { head: 0, count: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -47,20 +46,33 @@ impl Memcache {
                 }
             }
         }
+        if self.count - start > 1 {
+            self.reverse(env);
+        }
         true
     }
 
-    /// Appends `pa` (the list runs head to tail through word 0 of each
-    /// page; pops take the head).
-    fn push<E: MmEnv>(&mut self, env: &mut E, pa: u64) {
-        if self.count == 0 {
-            self.head = pa;
-        } else {
-            // SAFETY: the tail is a page of the list, owned by the cache;
-            // its first word holds the link.
-            unsafe { core::ptr::write(env.table_ptr(self.tail), pa) };
+    /// Reverses the list: pushed at the head, pages pop in allocation
+    /// order after this.
+    fn reverse<E: MmEnv>(&mut self, env: &mut E) {
+        let (mut prev, mut cur) = (0, self.head);
+        for _ in 0..self.count {
+            let p = env.table_ptr(cur);
+            // SAFETY: pages on the list are owned by the cache; word 0 of
+            // each links to the next (of the last: anything, never read).
+            let next = unsafe { core::ptr::read(p) };
+            // SAFETY: as above.
+            unsafe { core::ptr::write(p, prev) };
+            (prev, cur) = (cur, next);
         }
-        self.tail = pa;
+        self.head = prev;
+    }
+
+    fn push<E: MmEnv>(&mut self, env: &mut E, pa: u64) {
+        // SAFETY: `pa` is a page just handed to us by the allocator; nobody
+        // else references it, and its first word holds the list link.
+        unsafe { core::ptr::write(env.table_ptr(pa), self.head) };
+        self.head = pa;
         self.count += 1;
     }
 
@@ -73,11 +85,9 @@ impl Memcache {
         }
         let pa = self.head;
         self.count -= 1;
-        if self.count > 0 {
-            // SAFETY: pages on the list are owned by the cache; word 0 of
-            // every page but the tail links to the next.
-            self.head = unsafe { core::ptr::read(env.table_ptr(pa)) };
-        }
+        // SAFETY: pages on the list are owned by the cache; word 0 links
+        // to the next.
+        self.head = unsafe { core::ptr::read(env.table_ptr(pa)) };
         Some(pa)
     }
 
