@@ -789,7 +789,7 @@ const DUE_FREES: usize = 4;
 /// by an invalid block, and the table pages waiting for it. Nothing in the
 /// commit waits on it (no entry becomes valid there: no break-before-make
 /// needs it), so one before the commit returns is enough, and one covers
-/// every table detached before it (Arm ARM D8.13, TLBI VMALLS12E1IS: all
+/// every table detached before it (Arm ARM, TLBI VMALLS12E1IS: all
 /// stage-1 and stage-2 entries and walk-cache entries of the VMID): tables
 /// merging into invalid blocks on the way up (a 4K table, then the 2M
 /// table above it) share one invalidation.
@@ -869,7 +869,7 @@ impl SetVisitor<'_> {
             self.stats.tlbis += 1;
         }
         for i in 0..core::mem::take(&mut self.due.nfrees) {
-            // SAFETY: frees[..nfrees] were written by try_merge.
+            // SAFETY: frees[..nfrees] were written by merge.
             let table = unsafe { self.due.frees[i].assume_init() };
             self.free_merged(env, table);
         }
@@ -1014,7 +1014,8 @@ impl SetVisitor<'_> {
         env.on_merge(self.who, e.base, e.level);
         if valid {
             // Table → valid block: break-before-make (a change of block
-            // size, Arm ARM D8.16.1), the invalidation between the two
+            // size: Arm ARM, "Using break-before-make when updating translation
+            // table entries"), the invalidation between the two
             // writes VMID-wide: a TLB may hold an entry for any page the
             // table mapped and a walk cache the table's address for any
             // IPA under it. It also covers all that was owed; the page is
