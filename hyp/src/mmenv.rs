@@ -32,13 +32,15 @@ impl MmEnv for HypEnv {
         bump(&TABLES_ALLOCATED);
         mem::alloc_pages(1)
     }
+    fn alloc_table_for_fill(&mut self) -> Option<u64> {
+        bump(&TABLES_ALLOCATED);
+        mem::alloc_table_page()
+    }
     fn free_table(&mut self, pa: u64) {
         bump(&TABLES_FREED);
-        // SAFETY: a table page the core has detached and invalidated: hyp
-        // memory nobody else references. Zeroed so it carries no descriptor
-        // out of the tables.
-        unsafe { tlb::zero(pa, PAGE_SIZE) };
-        mem::free_pages(pa, 1)
+        // A table page the core has detached and invalidated: kept for the
+        // next split, or zeroed into the pool.
+        mem::free_table_page(pa)
     }
     fn alloc_root(&mut self, pages: usize) -> Option<u64> {
         mem::alloc_pages(pages)

@@ -34,10 +34,23 @@ pub trait MmEnv {
     /// may still be in flight: [`MmEnv::publish_barrier`] orders it before
     /// the page is installed.
     fn alloc_table(&mut self) -> Option<u64>;
+    /// A 4 KiB page for a table whose `ENTRIES` descriptors the caller
+    /// writes, every one, with [`MmEnv::init_table`] (or
+    /// [`MmEnv::init_pte`]) before it installs the table (a split block's
+    /// children): its contents are unspecified, so an implementation may
+    /// hand out a page [`MmEnv::free_table`] kept without zeroing it again.
+    /// Its [`MmEnv::table_hint`] is then either 0 or, for a kept page, the
+    /// hint the core left on it, with every entry but the first (free
+    /// lists may link through it) as they were when it was freed.
+    fn alloc_table_for_fill(&mut self) -> Option<u64> {
+        self.alloc_table()
+    }
     /// Gives a table page back. The caller has made it unreachable and, if
     /// a walker could ever reach it, invalidated the TLBs since (a walker
-    /// may hold a table pointer until then). Implementations zero it, so a
-    /// page that leaves the tables never carries a descriptor.
+    /// may hold a table pointer until then). Implementations may keep it
+    /// for [`MmEnv::alloc_table_for_fill`]; one that goes back to general
+    /// use is zeroed first, so it never carries a descriptor out of the
+    /// tables.
     fn free_table(&mut self, pa: u64);
     /// `pages` physically contiguous zeroed pages aligned to their total size
     /// (a concatenated stage-2 root).

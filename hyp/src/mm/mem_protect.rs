@@ -222,14 +222,17 @@ fn guest_range<E: MmEnv>(
 }
 
 /// The end of phase one for two trees: allocates what both counted, or
-/// nothing.
+/// nothing. `b` first: the table pages its commit's merges freed (it
+/// commits last) are the first the environment hands out again, and a
+/// split that gets back the page of the same block's merge need not fill
+/// it (`pgtable::SetVisitor::split`).
 #[inline(always)]
 fn reserve_pair<E: MmEnv>(env: &mut E, a: Counted, b: Counted) -> Result<(Update, Update), Error> {
-    let ua = a.reserve(env)?;
-    match b.reserve(env) {
-        Ok(ub) => Ok((ua, ub)),
+    let ub = b.reserve(env)?;
+    match a.reserve(env) {
+        Ok(ua) => Ok((ua, ub)),
         Err(e) => {
-            ua.cancel(env);
+            ub.cancel(env);
             Err(e)
         }
     }

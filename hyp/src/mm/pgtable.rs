@@ -481,6 +481,7 @@ impl Stage2 {
             keep_invalid: self.keep_invalid,
             root_level: self.geo.start_level,
             kept: NONE_KEPT,
+            due: Due::new(),
         };
         // With the tree as phase one left it, a range inside one leaf is
         // written from that leaf up (the same visitor as the full walk).
@@ -489,6 +490,7 @@ impl Stage2 {
         } else {
             walk(env, &self.geo, u.start, u.end, &mut v)
         };
+        v.finish(env);
         self.gen = self.gen.wrapping_add(1);
         debug_assert!(r.is_ok() && u.cache.is_empty(), "commit: {:?}, {} pages left", r, u.cache.len());
         u.cache.drain(env);
@@ -691,6 +693,37 @@ fn hint_after(mut n: u16, ptep: *mut u64, level: u8, new: u64) -> u16 {
     n
 }
 
+/// Does the table page `p`, taken for a split whose children are `first +
+/// i * step`, already hold them in entries 1..511? True for a page a merge
+/// gave back ([`MmEnv::alloc_table_for_fill`] may hand out a page
+/// [`MmEnv::free_table`] kept, its hint and all its entries but the first,
+/// which lists of free pages use as a link, as the core left them) when the
+/// merged block is the one split again: the hint says every entry continued
+/// the one before, and entries 1 and 2 are the children wanted. Entry 2
+/// pins the step the chain had (the size of the level the table was at:
+/// entry 2 - entry 1), entry 1 then every entry from 1 on. Any other page
+/// (a hint of 0, as a page from the pool has) is filled.
+///
+/// Sets the page's hint for what the split writes: a block's children
+/// continue one another.
+///
+/// # Safety
+/// `p` is a table page the caller took from its cache and has not
+/// installed.
+#[inline(always)]
+unsafe fn recycled<E: MmEnv>(env: &mut E, p: *mut u64, first: u64, step: u64) -> bool {
+    let Some(h) = env.table_hint(p) else {
+        return false;
+    };
+    let kept = *h == CHAINED_ALL;
+    *h = CHAINED_ALL;
+    // SAFETY: entries 1 and 2 of the page (per the function contract).
+    kept && unsafe {
+        core::ptr::read(p.add(1)) == first.wrapping_add(step)
+            && core::ptr::read(p.add(2)) == first.wrapping_add(2 * step)
+    }
+}
+
 /// Do the 512 entries of the table at `p` all continue the one before,
 /// starting from `c0`? Checks the last entry and the one the update touched
 /// first, then the rest up to the first mismatch.
@@ -850,6 +883,12 @@ impl Writer<'_> {
         if e.level != self.unhinted {
             note_write(env, e.ptep, e.level, val);
         }
+        self.put(env, e, val);
+    }
+
+    /// Writes `val` at `e` without touching the hint.
+    #[inline(always)]
+    fn put<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
         if let Some(s2) = self.s2 {
             // SAFETY: e.ptep comes from a walk of this tree, inside its
             // tables, which the caller of commit holds; it translates
@@ -924,10 +963,39 @@ struct SetVisitor<'a> {
     /// that entry's parent (the walk is depth first), whose table then
     /// holds a table descriptor and cannot be uniform.
     kept: u8,
+    /// Invalidations owed and deferred ([`SetVisitor::finish`]).
+    due: Due,
 }
 
 /// [`SetVisitor::kept`]: no table entry kept by the last `table_post`.
 const NONE_KEPT: u8 = u8::MAX;
+
+/// Table pages a deferred VMID-wide invalidation frees at most; one more
+/// issues it at once.
+const DUE_FREES: usize = 4;
+
+/// The VMID-wide TLB invalidation a commit owes after replacing a table
+/// by an invalid block, and the table pages waiting for it. Nothing in the
+/// commit waits on it (no entry becomes valid there: no break-before-make
+/// needs it), so one before the commit returns is enough, and one covers
+/// every table detached before it (Arm ARM, TLBI VMALLS12E1IS: all
+/// stage-1 and stage-2 entries and walk-cache entries of the VMID): tables
+/// merging into invalid blocks on the way up (a 4K table, then the 2M
+/// table above it) share one invalidation.
+struct Due {
+    /// Tables detached, to free once it is issued: while there are any,
+    /// a VMID-wide invalidation is owed.
+    nfrees: usize,
+    /// `frees[..nfrees]` (not initialized beyond: one store to set up).
+    frees: [core::mem::MaybeUninit<u64>; DUE_FREES],
+}
+
+impl Due {
+    #[inline(always)]
+    const fn new() -> Self {
+        Due { nfrees: 0, frees: [core::mem::MaybeUninit::uninit(); DUE_FREES] }
+    }
+}
 
 impl SetVisitor<'_> {
     #[inline]
@@ -941,17 +1009,54 @@ impl SetVisitor<'_> {
         Writer { s2: self.s2.as_ref(), stats: self.stats, unhinted: self.root_level }
     }
 
-    #[inline]
+    /// Out of line: inlined, its hint update and barrier burdened every
+    /// caller's registers (the leaf callback above all).
+    #[inline(never)]
     fn write<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
         self.writer().write(env, e, val);
+    }
+
+    /// Break-before-make of the valid entry `e` to `val` (a split, a merge
+    /// into a valid block): invalid, the invalidation (`tlbi`), then `val`.
+    /// The hint is kept in step once, for `val`: nothing reads it between.
+    #[inline]
+    fn break_make<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64, tlbi: fn(&mut Self, &mut E, &Entry)) {
+        if e.level != self.root_level {
+            note_write(env, e.ptep, e.level, val);
+        }
+        self.writer().put(env, e, 0);
+        tlbi(self, env, e);
+        self.writer().put(env, e, val);
     }
 
     fn tlbi_ipa<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
         self.writer().tlbi_ipa(env, e);
     }
 
+    /// A VMID-wide invalidation now: it covers every invalidation owed,
+    /// and the tables detached before it may be freed.
     fn tlbi_vmid<E: MmEnv>(&mut self, env: &mut E) {
         self.writer().tlbi_vmid(env);
+        for i in 0..core::mem::take(&mut self.due.nfrees) {
+            // SAFETY: frees[..nfrees] were written by merge.
+            let table = unsafe { self.due.frees[i].assume_init() };
+            self.free_merged(env, table);
+        }
+    }
+
+    /// Issues what the commit still owes: then every table it detached is
+    /// invalidated and freed.
+    fn finish<E: MmEnv>(&mut self, env: &mut E) {
+        if self.due.nfrees != 0 {
+            self.tlbi_vmid(env);
+        }
+    }
+
+    /// Gives back a table page merged away, unreachable and invalidated.
+    fn free_merged<E: MmEnv>(&mut self, env: &mut E, table: u64) {
+        env.free_table(table);
+        self.stats.tables_freed += 1;
+        *self.tables -= 1;
     }
 
     fn replace_leaf<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
@@ -973,19 +1078,25 @@ impl SetVisitor<'_> {
         pte::table_pa(e.pte)
     }
 
-    /// Splits the leaf `e` into a table of 512 copies one level down.
+    /// Splits the leaf `e` into a table of 512 copies one level down. Out
+    /// of line: the leaf callback's common path (a leaf written in place)
+    /// does not carry its registers.
+    #[inline(never)]
     fn split<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
         let table = self.cache.pop(env).expect("phase one counted every split");
         let child = e.level + 1;
         let csize = level_size(child);
         let p = env.table_ptr(table);
         let step = if pte::is_valid(e.pte) { csize } else { 0 };
-        // SAFETY: `table` is a fresh page from the cache that no walker can
-        // reach yet.
-        unsafe { env.init_table(p, pte::child_of(e.pte, child, 0), step) };
-        // A block's children continue one another.
-        if let Some(h) = env.table_hint(p) {
-            *h = CHAINED_ALL;
+        let first = pte::child_of(e.pte, child, 0);
+        // SAFETY: `table` is a page from the cache that no walker can reach
+        // yet, its contents unspecified but for what `recycled` relies on.
+        unsafe {
+            if recycled(env, p, first, step) {
+                env.init_pte(p, first);
+            } else {
+                env.init_table(p, first, step);
+            }
         }
         if let Some(s2) = &self.s2 {
             // The zeroing and the 512 entries before the table descriptor.
@@ -997,10 +1108,10 @@ impl SetVisitor<'_> {
         env.on_split(self.who, e.base, e.level);
         *self.tables += 1;
         if pte::is_valid(e.pte) {
-            self.write(env, e, 0);
-            self.tlbi_ipa(env, e);
+            self.break_make(env, e, pte::make_table(table), Self::tlbi_ipa);
+        } else {
+            self.write(env, e, pte::make_table(table));
         }
-        self.write(env, e, pte::make_table(table));
     }
 
     /// Replaces the table under `e` by one block when its 512 entries are
@@ -1040,14 +1151,48 @@ impl SetVisitor<'_> {
         if !uniform {
             return false;
         }
-        let block = if valid { c0 & !pte::TABLE_OR_PAGE } else { c0 };
-        self.replace_table(env, e, block);
-        env.free_table(table);
-        self.stats.merges += 1;
-        self.stats.tables_freed += 1;
-        env.on_merge(self.who, e.base, e.level);
-        *self.tables -= 1;
+        self.merge(env, e, table, c0);
         true
+    }
+
+    /// Replaces the table `table` under `e`, whose 512 entries continue
+    /// `c0`, by one block. Out of line: the checks before it run on every
+    /// `table_post`, the merge itself rarely (its registers would burden
+    /// them all).
+    #[inline(never)]
+    fn merge<E: MmEnv>(&mut self, env: &mut E, e: &Entry, table: u64, c0: u64) {
+        let valid = pte::is_valid(c0);
+        self.stats.merges += 1;
+        env.on_merge(self.who, e.base, e.level);
+        if valid {
+            // Table → valid block: break-before-make (a change of block
+            // size: Arm ARM, "Using break-before-make when updating translation
+            // table entries"), the invalidation between the two
+            // writes VMID-wide: a TLB may hold an entry for any page the
+            // table mapped and a walk cache the table's address for any
+            // IPA under it. It also covers all that was owed; the page is
+            // free after it.
+            self.break_make(env, e, c0 & !pte::TABLE_OR_PAGE, |v, env, _| v.tlbi_vmid(env));
+            self.free_merged(env, table);
+        } else {
+            // Table → invalid block: nothing waits on the invalidation
+            // (no entry becomes valid here), so it is owed ([`Due`]: one
+            // VMID-wide invalidation for this and every merge after it in
+            // the commit), and the page waits for it to be freed.
+            self.write(env, e, c0);
+            if self.s2.is_none() {
+                self.free_merged(env, table);
+                return;
+            }
+            if self.due.nfrees == DUE_FREES {
+                // Covers this table's detachment too.
+                self.tlbi_vmid(env);
+                self.free_merged(env, table);
+            } else {
+                self.due.frees[self.due.nfrees] = core::mem::MaybeUninit::new(table);
+                self.due.nfrees += 1;
+            }
+        }
     }
 }
 

@@ -12,7 +12,8 @@
 //!   TLBI that names its tree (VMID and root) and its IPA and level (or the
 //!   whole tree);
 //! - a table is installed only after a barrier that follows its zeroing and
-//!   every write into it;
+//!   every write into it; one from [`MmEnv::alloc_table_for_fill`] (handed
+//!   out full of [`POISON`]) only once every entry was written since;
 //! - a table page is freed only after a TLB invalidation of its tree that
 //!   covers it, issued after it became unreachable (or, when its tree is
 //!   destroyed, after the tree's last write), and a root only after a
@@ -23,7 +24,7 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use super::env::{MmEnv, S2Id};
-use super::{level_size, pte, PAGE_SIZE};
+use super::{level_size, pte, ENTRIES, PAGE_SIZE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -135,8 +136,25 @@ pub struct TestEnv {
     /// Calls of [`MmEnv::table_ptr`]: how many table pages the core
     /// entered from a descriptor (a walk from the root enters one per level).
     pub table_ptrs: core::cell::Cell<u64>,
+    /// Pages from [`MmEnv::alloc_table_for_fill`] not installed yet: which
+    /// of their entries were written since (one bit each).
+    unfilled: BTreeMap<u64, [u64; ENTRIES / 64]>,
+    /// Keep freed table pages (up to [`RECYCLE_MAX`], their hints and
+    /// their entries but the first) and hand them out again, last freed
+    /// first, from [`MmEnv::alloc_table_for_fill`], as the EL2 environment
+    /// does. On by default.
+    pub recycling: bool,
+    recycle: Vec<u64>,
     w: Walkers,
 }
+
+/// Freed table pages [`TestEnv`] keeps at most.
+pub const RECYCLE_MAX: usize = 32;
+
+/// What a page from [`MmEnv::alloc_table_for_fill`] holds in every entry
+/// until it is written: a table descriptor to nowhere, so an entry a split
+/// failed to write would also be caught by any walk through it.
+pub const POISON: u64 = 0x0000_dead_beef_0003;
 
 impl Default for TestEnv {
     fn default() -> Self {
@@ -154,6 +172,9 @@ impl TestEnv {
             hints: true,
             hint: BTreeMap::new(),
             table_ptrs: core::cell::Cell::new(0),
+            unfilled: BTreeMap::new(),
+            recycling: true,
+            recycle: Vec::new(),
             w: Walkers::default(),
         }
     }
@@ -339,8 +360,45 @@ impl MmEnv for TestEnv {
         self.push(Event::AllocTable { pa });
         Some(pa)
     }
+    fn alloc_table_for_fill(&mut self) -> Option<u64> {
+        let pa = match self.recycle.pop() {
+            Some(pa) => {
+                if !self.take() {
+                    self.recycle.push(pa);
+                    return None;
+                }
+                self.live.insert(pa, (1, false));
+                // Entries 1.. are as the page's last life as a table left
+                // them (its hint says what they hold); entry 0 is garbage.
+                let mut bits = [!0; ENTRIES / 64];
+                bits[0] &= !1;
+                self.unfilled.insert(pa, bits);
+                pa
+            }
+            None => {
+                let pa = self.alloc(1, false)?;
+                for i in 0..ENTRIES {
+                    // SAFETY: pa is a live test page of ENTRIES descriptors.
+                    unsafe { core::ptr::write((pa as *mut u64).add(i), POISON) };
+                }
+                self.unfilled.insert(pa, [0; ENTRIES / 64]);
+                pa
+            }
+        };
+        self.push(Event::AllocTable { pa });
+        Some(pa)
+    }
     fn free_table(&mut self, pa: u64) {
+        self.unfilled.remove(&pa);
         self.push(Event::FreeTable { pa });
+        if self.recycling && self.recycle.len() < RECYCLE_MAX {
+            assert_eq!(self.live.remove(&pa), Some((1, false)), "double or bad free of {pa:#x}");
+            // Kept with its hint; its first word becomes a list link.
+            // SAFETY: a test page this env allocated and nobody uses now.
+            unsafe { core::ptr::write(pa as *mut u64, POISON) };
+            self.recycle.push(pa);
+            return;
+        }
         self.free(pa, 1, false)
     }
     fn alloc_root(&mut self, pages: usize) -> Option<u64> {
@@ -357,6 +415,10 @@ impl MmEnv for TestEnv {
         pa as *mut u64
     }
     unsafe fn init_pte(&mut self, ptep: *mut u64, val: u64) {
+        let (page, i) = (ptep as u64 & !(PAGE_SIZE - 1), (ptep as u64 & (PAGE_SIZE - 1)) as usize / 8);
+        if let Some(bits) = self.unfilled.get_mut(&page) {
+            bits[i / 64] |= 1 << (i % 64);
+        }
         self.push(Event::Init { ptep: ptep as u64, val });
         // SAFETY: ptep points into a live test table page.
         unsafe { core::ptr::write(ptep, val) };
@@ -379,6 +441,28 @@ impl MmEnv for TestEnv {
     unsafe fn write_pte(&mut self, s2: &S2Id, ptep: *mut u64, ipa: u64, level: u8, val: u64) {
         // SAFETY: ptep points into a live test table page.
         let old = unsafe { core::ptr::read(ptep) };
+        if pte::is_table(val, level) && old != val {
+            let t = pte::table_pa(val);
+            if let Some(bits) = self.unfilled.remove(&t) {
+                let missing = bits.iter().map(|b| b.count_zeros()).sum::<u32>();
+                assert!(
+                    missing == 0,
+                    "table {t:#x} installed with {missing} entries never written since alloc_table_for_fill"
+                );
+                // Such a page holds a block's children: each entry the one
+                // before plus the child size (valid) or the same (invalid).
+                // SAFETY: t is a live test page of ENTRIES descriptors.
+                let at = |i: usize| unsafe { core::ptr::read((t as *const u64).add(i)) };
+                let step = if pte::is_valid(at(0)) { level_size(level + 1) } else { 0 };
+                for i in 1..ENTRIES {
+                    assert_eq!(
+                        at(i),
+                        at(0).wrapping_add(i as u64 * step),
+                        "table {t:#x} installed at level {level} with entry {i} not the block's child"
+                    );
+                }
+            }
+        }
         self.push(Event::Write { s2: *s2, ptep: ptep as u64, ipa, level, old, new: val });
         // SAFETY: as above.
         unsafe { core::ptr::write(ptep, val) };
@@ -400,7 +484,22 @@ impl MmEnv for TestEnv {
     }
 }
 
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for pa in core::mem::take(&mut self.recycle) {
+            self.hint.remove(&pa);
+            let layout = Layout::from_size_align(4096, 4096).unwrap();
+            // SAFETY: a kept table page, allocated by alloc with this layout.
+            unsafe { dealloc(pa as *mut u8, layout) };
+        }
+    }
+}
+
 impl TestEnv {
+    /// Table pages kept for reuse, last freed last.
+    pub fn recycled(&self) -> &[u64] {
+        &self.recycle
+    }
     /// The uniformity hint kept for the table page at `pa`.
     pub fn hint_of(&self, pa: u64) -> Option<u16> {
         self.hint.get(&pa).map(|h| **h)

@@ -327,6 +327,165 @@ fn checker_catches_a_table_installed_without_barrier() {
     env.check_log();
 }
 
+/// A page from `alloc_table_for_fill` is not zeroed: one installed with an
+/// entry never written (it would translate through garbage) is caught.
+#[test]
+#[should_panic(expected = "1 entries never written since alloc_table_for_fill")]
+fn checker_catches_a_table_for_fill_installed_partly_written() {
+    let (mut env, s2, root) = bad_env();
+    let t = env.alloc_table_for_fill().unwrap();
+    // SAFETY: t is a fresh test page; root is a live test root.
+    unsafe {
+        for i in 0..511 {
+            env.init_pte((t as *mut u64).add(i), 0);
+        }
+        env.publish_barrier();
+        env.write_pte(&s2, root as *mut u64, 0, 1, crate::mm::pte::make_table(t));
+    }
+    env.check_log();
+}
+
+/// Splits take their pages unzeroed ([`MmEnv::alloc_table_for_fill`],
+/// full of POISON in the test env) and write all 512 entries: nothing of
+/// the poison survives in a split table, valid block or invalid one.
+#[test]
+fn split_tables_are_written_whole() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(7)).unwrap();
+    s.set(&mut env, 0, G, map(G)).unwrap();
+    s.set(&mut env, 2 * G, G, Leaf::Invalid(Owner::Guest(3))).unwrap();
+    s.set(&mut env, K4, K4, Leaf::Invalid(Owner::None)).unwrap();
+    s.set(&mut env, 2 * G + M2 + K4, K4, map(0)).unwrap();
+    env.check_log();
+    assert_eq!(s.stats.splits, 4);
+    let mut tables = Vec::new();
+    s.for_each_table(&mut env, |t, _| tables.push(t));
+    assert_eq!(tables.len(), 4);
+    for t in tables {
+        for i in 0..crate::mm::ENTRIES {
+            // SAFETY: a live table page of the tree.
+            let d = unsafe { core::ptr::read((t as *const u64).add(i)) };
+            assert_ne!(d, crate::mm::testenv::POISON, "table {t:#x} entry {i}");
+        }
+    }
+    assert_eq!(s.lookup(&mut env, G - K4).unwrap().at(G - K4), map(2 * G - K4));
+    assert_eq!(s.lookup(&mut env, 3 * G - K4).unwrap().leaf, Leaf::Invalid(Owner::Guest(3)));
+    s.destroy(&mut env);
+    env.check_log();
+    env.assert_no_leaks();
+}
+
+/// The entries a split wrote into its new table page (`Init` events).
+fn inits(env: &TestEnv) -> usize {
+    env.log.iter().filter(|e| matches!(e, Event::Init { .. })).count()
+}
+
+/// A merge gives its table page back with its hint; the next split of the
+/// same block gets it back (last freed, first handed out) and writes only
+/// its first entry, for a valid block and an invalid one, one level or
+/// two. The result is the same tree as with fresh pages.
+#[test]
+fn a_split_after_the_merge_of_the_same_block_reuses_its_table() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(3)).unwrap();
+    s.set(&mut env, G, G, map(G)).unwrap();
+    s.set(&mut env, 2 * G, G, Leaf::Invalid(Owner::Guest(5))).unwrap();
+    env.check_log();
+    for (ipa, pages, leaf) in [(G + M2 + K4, 2, map(0)), (2 * G + 3 * M2, 1, Leaf::Invalid(Owner::None))] {
+        let old = s.lookup(&mut env, ipa).unwrap().at(ipa);
+        let size = if pages == 2 { K4 } else { M2 };
+        // First time: fresh pages, every entry written.
+        s.set(&mut env, ipa, size, leaf).unwrap();
+        assert_eq!(inits(&env), pages * crate::mm::ENTRIES);
+        env.check_log();
+        s.set(&mut env, ipa, size, old).unwrap();
+        assert_eq!(s.table_pages(), 0, "merged back");
+        env.check_log();
+        // Again: the merged pages come back holding the children.
+        s.set(&mut env, ipa, size, leaf).unwrap();
+        assert_eq!(inits(&env), pages, "one entry written per reused table");
+        env.check_log();
+        check_structure(&mut env, &s);
+        assert_eq!(s.lookup(&mut env, ipa).unwrap().at(ipa), leaf);
+        assert_eq!(s.lookup(&mut env, ipa + size).unwrap().at(ipa + size), old.offset(size));
+        let before = match old {
+            Leaf::Mapped { pa, attrs, state } => Leaf::Mapped { pa: pa - K4, attrs, state },
+            inv => inv,
+        };
+        assert_eq!(s.lookup(&mut env, ipa - K4).unwrap().at(ipa - K4), before);
+        s.set(&mut env, ipa, size, old).unwrap();
+        env.check_log();
+    }
+    s.destroy(&mut env);
+    env.check_log();
+    env.assert_no_leaks();
+}
+
+/// Tables that merge into invalid blocks in one commit (a 4K table and
+/// the 2M table above it, at both ends of the range) share one VMID-wide
+/// invalidation, issued before the commit returns; every page is freed
+/// after it, none before.
+#[test]
+fn invalid_merges_of_one_commit_share_one_invalidation() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(6)).unwrap();
+    let s2 = s.s2_id().unwrap();
+    s.set(&mut env, G, 2 * G, Leaf::Invalid(Owner::Guest(1))).unwrap();
+    s.set(&mut env, 2 * G - K4, 2 * K4, map(0)).unwrap();
+    assert_eq!(s.table_pages(), 4);
+    env.check_log();
+    s.set(&mut env, 2 * G - K4, 2 * K4, Leaf::Invalid(Owner::Guest(1))).unwrap();
+    assert_eq!((s.table_pages(), s.stats.merges, s.stats.tables_freed), (0, 4, 4));
+    let log = env.log.clone();
+    let vmid: Vec<usize> = (0..log.len()).filter(|&i| log[i] == Event::TlbiVmid { s2 }).collect();
+    assert_eq!(vmid.len(), 1, "one VMID-wide invalidation: {log:?}");
+    let frees: Vec<usize> = (0..log.len()).filter(|&i| matches!(log[i], Event::FreeTable { .. })).collect();
+    assert_eq!(frees.len(), 4);
+    assert!(frees.iter().all(|&f| f > vmid[0]), "a page freed before the invalidation: {log:?}");
+    // The last table descriptor replaced comes before it too.
+    let last_detach = log
+        .iter()
+        .rposition(|e| matches!(e, Event::Write { old, level, .. } if crate::mm::pte::is_table(*old, *level)))
+        .unwrap();
+    assert!(last_detach < vmid[0]);
+    env.check_log();
+    assert_eq!(leaves(&mut env, &s, G, 3 * G).len(), 2, "two invalid 1G blocks again");
+    s.destroy(&mut env);
+    env.check_log();
+    env.assert_no_leaks();
+}
+
+/// A kept page whose chain is not the block's children (another block's,
+/// the same PA one level down, an invalid run) is filled whole.
+#[test]
+fn a_kept_table_of_another_block_is_filled() {
+    let mut env = TestEnv::new();
+    let mut s = Stage2::new(&mut env, 40, Some(3)).unwrap();
+    s.set(&mut env, G, M2, map(G)).unwrap();
+    s.set(&mut env, G + M2, M2, map(4 * G)).unwrap();
+    s.set(&mut env, 2 * G, G, map(G)).unwrap();
+    s.set(&mut env, 3 * G, M2, Leaf::Invalid(Owner::Guest(1))).unwrap();
+    env.check_log();
+    // Another block (other PA), a 1G block (2M children from the same PA
+    // as the kept 4K chain's), an invalid block: each filled in full.
+    for (ipa, splits) in [(G + M2, 1), (2 * G + K4, 2), (3 * G, 1)] {
+        // Split and merge back the 2M block at G (PA G): its page is kept.
+        s.set(&mut env, G, K4, Leaf::Invalid(Owner::None)).unwrap();
+        s.set(&mut env, G, K4, map(G)).unwrap();
+        assert_eq!(env.recycled().len(), 1);
+        env.check_log();
+        let want = s.lookup(&mut env, ipa + 5 * K4).unwrap().at(ipa + 5 * K4);
+        s.set(&mut env, ipa, K4, Leaf::Invalid(Owner::Hyp)).unwrap();
+        assert_eq!(inits(&env), splits * crate::mm::ENTRIES, "split at {ipa:#x}");
+        env.check_log();
+        check_structure(&mut env, &s);
+        assert_eq!(s.lookup(&mut env, ipa + 5 * K4).unwrap().at(ipa + 5 * K4), want);
+    }
+    s.destroy(&mut env);
+    env.check_log();
+    env.assert_no_leaks();
+}
+
 #[test]
 #[should_panic(expected = "installed in an SMMU tree without table_filled")]
 fn checker_catches_an_smmu_table_not_announced_filled() {
