@@ -129,6 +129,10 @@ pub struct Flush {
     pub overflow: u32,
     /// The virtual timer went into a list register.
     pub vtimer: bool,
+    /// A list register holds an interrupt (pending or active) afterwards:
+    /// the list registers must be loaded for the guest (the world switch
+    /// skips them otherwise, the CPU's being all zero then).
+    pub live: bool,
 }
 
 impl Default for State {
@@ -183,7 +187,7 @@ impl State {
     }
 
     /// The hyp's own line: the virtual timer's condition.
-    #[inline]
+    #[inline(always)]
     pub fn set_vtimer(&mut self, asserted: bool) {
         set(&mut self.level, VTIMER_INTID, asserted);
     }
@@ -193,17 +197,19 @@ impl State {
     /// asserted, not in a list register). A timer that is due but waits for
     /// a free list register must not take the CPU back again and again (the
     /// underflow maintenance interrupt or the next exit injects it).
-    #[inline]
+    #[inline(always)]
     pub fn vtimer_ppi_wanted(&self, lrs: &[u64]) -> bool {
         self.enabled(VTIMER_INTID) && !self.asserted(VTIMER_INTID) && !Self::in_lrs(lrs, VTIMER_INTID)
     }
 
     /// Is the line of `intid` recorded as asserted (waiting for, or in, a
     /// list register)?
+    #[inline(always)]
     pub fn asserted(&self, intid: u32) -> bool {
         intid < NR_INTIDS && bit(&self.level, intid)
     }
 
+    #[inline(always)]
     pub fn enabled(&self, intid: u32) -> bool {
         intid < NR_INTIDS && bit(&self.enabled, intid)
     }
@@ -227,6 +233,7 @@ impl State {
     }
 
     /// Is `intid` in a list register (pending and/or active)?
+    #[inline(always)]
     pub fn in_lrs(lrs: &[u64], intid: u32) -> bool {
         lrs.iter().any(|&v| lr::state(v) != 0 && lr::intid(v) == intid)
     }
@@ -236,7 +243,7 @@ impl State {
     /// interrupt whose line is asserted or whose edge is latched goes into a
     /// free list register, highest priority (lowest value) first; a new
     /// edge on one that is active makes it pending and active.
-    #[inline]
+    #[inline(always)]
     pub fn flush(&mut self, lrs: &mut [u64]) -> Flush {
         // Nothing asserted or latched and every list register empty (the
         // common entry: an MMIO exit answered): nothing to withdraw, adjust
@@ -304,6 +311,7 @@ impl State {
             out.injected += 1;
             out.vtimer |= i == VTIMER_INTID;
         }
+        out.live = lrs.iter().any(|v| lr::state(*v) != 0);
         out
     }
 
@@ -405,6 +413,44 @@ mod tests {
         let f = s.flush(&mut l);
         assert_eq!(f.injected, 1);
         assert_eq!(l[0], lr::PENDING | lr::GROUP1 | (0xa0 << 48) | lr::EOI | 33);
+    }
+
+    #[test]
+    fn flush_says_whether_a_list_register_is_live() {
+        // The world switch loads the list registers only when this says so
+        // (the CPU's are zero otherwise): every case where one holds an
+        // interrupt must say live.
+        let mut s = State::new();
+        let mut l = lrs();
+        assert!(!s.flush(&mut l).live, "nothing at all");
+        s.configure(33, 1, 0xa0).unwrap();
+        s.set_line(33, 1).unwrap();
+        assert!(s.flush(&mut l).live, "just injected");
+        // Still there (pending), nothing new: the quick path must not say
+        // empty.
+        assert!(s.flush(&mut l).live, "pending from before");
+        // Acknowledged by the guest (active), line still up.
+        l[0] = (l[0] & !lr::PENDING) | lr::ACTIVE;
+        assert!(s.flush(&mut l).live, "active");
+        // Line dropped while active: stays active until deactivated.
+        s.set_line(33, 0).unwrap();
+        assert!(s.flush(&mut l).live, "active, line down");
+        // Deactivated (invalid, EOI set), retired: empty again.
+        l[0] &= !lr::ACTIVE;
+        s.retire(&mut l);
+        assert!(!s.flush(&mut l).live, "retired");
+        // Pending only, line dropped before the guest took it: withdrawn.
+        s.set_line(33, 1).unwrap();
+        assert!(s.flush(&mut l).live);
+        s.set_line(33, 0).unwrap();
+        assert!(!s.flush(&mut l).live, "withdrawn");
+        // An invalid list register with stale bits holds nothing.
+        l[1] = lr::GROUP1 | 40;
+        assert!(!s.flush(&mut l).live, "stale bits, state invalid");
+        // An edge on an interrupt in the last free list register.
+        s.pulse(5).unwrap();
+        s.configure(5, 1, 0).unwrap();
+        assert!(s.flush(&mut l).live, "edge");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub fn set_bench_pmu(on: bool) {
     BENCH_PMU.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
+#[inline(always)]
 pub fn bench_pmu() -> bool {
     BENCH_PMU.load(core::sync::atomic::Ordering::Relaxed)
 }
@@ -135,7 +136,7 @@ pub fn untrap_guest_pauth() {
 
 /// Loads the EL2 controls of `kind` (stage-2 registers are the caller's),
 /// its vector table included.
-#[inline]
+#[inline(always)]
 pub fn enter_controls(kind: Kind) {
     use core::sync::atomic::Ordering::Relaxed;
     let [hcr, cptr, cnthctl] = &CONTROLS[kind as usize];
