@@ -186,15 +186,20 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
         vgic::vcount(),
     );
     vcpu.irq.set_vtimer(due);
+    // `ctx.used` without the list registers: every one of them is invalid
+    // (see `Context::used`), no need to look.
+    let may_hold = vcpu.ctx.used & feat::LRS != 0;
     let lrs = vcpu.ctx.lrs_mut();
-    let flushed = vcpu.irq.flush(lrs);
+    let flushed = vcpu.irq.flush_hinted(lrs, may_hold);
     point::vgic(handle, idx, &flushed, lrs);
-    let ppi = vcpu.irq.vtimer_ppi_wanted(lrs);
+    let live = if flushed.live { feat::LRS } else { 0 };
+    let ppi = vcpu.irq.vtimer_ppi_wanted(if live != 0 { lrs } else { &[] });
     // Host out (its general registers stay in its frame, its FP/SIMD in
     // the CPU until the guest uses FP/SIMD: `guest_fp_trap`).
     // The lazily switched groups: the PAuth keys if the vCPU used them,
     // the list registers if one holds an interrupt (the CPU's are zero).
-    let lazy = vcpu.ctx.used | if flushed.live { feat::LRS } else { 0 };
+    vcpu.ctx.used = (vcpu.ctx.used & !feat::LRS) | live;
+    let lazy = vcpu.ctx.used;
     cpu.host.save_cpu(Kind::Host, lazy);
     cpu.guest_lazy = lazy;
     cpu.guest_fp = false;
@@ -297,6 +302,8 @@ fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details
         // The next entry may skip loading list registers that hold
         // nothing: they must be zero in the CPU then, not this run's.
         context::zero_cpu_lrs();
+        // Written during the run (`refresh_live`): they may hold something.
+        vcpu.ctx.used |= feat::LRS;
     }
     vcpu.running = false;
     cpu.host.restore_cpu(Kind::Host, cpu.guest_lazy);

@@ -339,8 +339,12 @@ pub struct Context {
     pub fp: FpRegs,
     pub gp: TrapFrame,
     pub sys: [u64; NR],
-    /// The [`feat::LAZY`] groups this context has used (a vCPU: since its
-    /// reset); the others are not switched for it.
+    /// The [`feat::LAZY`] groups this context uses; the others are not
+    /// switched for it. [`feat::PAUTH`]: used since its reset.
+    /// [`feat::LRS`]: a saved list register may hold an interrupt; clear,
+    /// every one is invalid (set by an exit that had them loaded, cleared
+    /// by an entry whose flush leaves them all invalid; nothing else makes
+    /// an invalid list register valid, and a reset zeroes them all).
     pub used: u32,
 }
 
