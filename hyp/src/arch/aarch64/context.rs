@@ -228,6 +228,21 @@ macro_rules! regs {
             } )*
         }
 
+        // The groups in `f` only (none without a test).
+        #[inline(always)]
+        fn save_only(r: &mut [u64; NR], f: u32) {
+            $( if $gfeat & f != 0 {
+                save_pairs!(r; $($idx $reg),*);
+            } )*
+        }
+
+        #[inline(always)]
+        fn restore_only(r: &[u64; NR], f: u32) {
+            $( if $gfeat & f != 0 {
+                $( $reg.set(r[R::$idx as usize]); )*
+            } )*
+        }
+
         // Zeroes the registers of the groups in `f`.
         #[inline(always)]
         fn zero_regs(f: u32) {
@@ -456,6 +471,7 @@ fn in_reg<T>(mut p: *mut T) -> *mut T {
 
 /// Zeroes the CPU's list registers (those the table switches: the others
 /// stay zero from boot), after a run that had them ([`feat::LAZY`]).
+#[inline(always)]
 pub fn zero_cpu_lrs() {
     zero_regs(MASKS[2].load(core::sync::atomic::Ordering::Relaxed) & feat::LRS);
 }
@@ -479,7 +495,14 @@ impl Context {
     pub fn save_cpu(&mut self, kind: Kind, lazy: u32) {
         // SAFETY: `in_reg` returns the address of `self.sys`, borrowed
         // exclusively here.
-        save_regs(unsafe { &mut *in_reg(&mut self.sys) }, mask(kind, lazy));
+        let r = unsafe { &mut *in_reg(&mut self.sys) };
+        let m = mask(kind, lazy);
+        // The list registers under one test (their groups' own tests fold
+        // away in both calls: the masks are constants).
+        save_regs(r, m & !feat::LRS);
+        if m & feat::LRS != 0 {
+            save_only(r, m & feat::LRS);
+        }
     }
 
     /// Loads this context's system registers into the CPU.
@@ -487,7 +510,12 @@ impl Context {
     pub fn restore_cpu(&self, kind: Kind, lazy: u32) {
         // SAFETY: `in_reg` returns the address of `self.sys`, borrowed
         // here and only read.
-        restore_regs(unsafe { &*in_reg(self.sys.as_ptr().cast_mut().cast()) }, mask(kind, lazy));
+        let r = unsafe { &*in_reg(self.sys.as_ptr().cast_mut().cast()) };
+        let m = mask(kind, lazy);
+        restore_regs(r, m & !feat::LRS);
+        if m & feat::LRS != 0 {
+            restore_only(r, m & feat::LRS);
+        }
     }
 
     /// Saves the CPU's PAuth keys into this context (the host's, when a
