@@ -363,6 +363,9 @@ pub struct Context {
     pub used: u32,
 }
 
+// The list registers are consecutive in the table (`lrs_mut`).
+const _: () = assert!(R::ICH_LR15_EL2 as usize == R::ICH_LR0_EL2 as usize + 15);
+
 // No padding inside a context (see the field order above).
 const _: () = assert!(
     core::mem::size_of::<Context>()

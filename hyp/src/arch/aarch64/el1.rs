@@ -174,6 +174,10 @@ pub fn fgt_hcrx(mmfr0: u64, mmfr1: u64, isar2: u64) -> (Option<u64>, Option<u64>
 /// until the interrupts work), virtual ID registers = real ones, the host's
 /// controls loaded.
 pub fn init_el2_controls() {
+    // DACR32_EL2, IFSR32_EL2 and FPEXC32_EL2 are not switched because every
+    // lower-EL context runs with EL1 in AArch64 (docs/isolation.md).
+    let rw = HCR_EL2::RW::EL1IsAarch64.value;
+    assert!(hcr_host() & rw != 0 && hcr_guest() & rw != 0, "EL1 must be AArch64 for every context");
     for kind in [Kind::Host, Kind::Guest] {
         MDCR_VALUES[kind as usize].store(compute_mdcr(kind), core::sync::atomic::Ordering::Relaxed);
         let hcr = if kind == Kind::Host { hcr_host() } else { hcr_guest() };
