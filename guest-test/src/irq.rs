@@ -38,6 +38,12 @@ const VCPUS: usize = 4;
 const SGI_PING: u32 = 1;
 /// An SGI only the pending/active test uses (counted as OTHER if taken).
 const SGI_SELF_TEST: u32 = 5;
+/// An SGI vCPU 0 leaves pending in its list register while another vCPU
+/// runs (the stale list register test); taken, per vCPU.
+const SGI_STALE: u32 = 6;
+static STALE_HITS: [AtomicU64; VCPUS] = [const { AtomicU64::new(0) }; VCPUS];
+/// The witness vCPU ran with interrupts unmasked for its while.
+static WITNESS_DONE: AtomicU64 = AtomicU64::new(0);
 const ROUNDS: u64 = 25;
 /// The message the UART interrupt writes, and how far it got.
 const MSG: &[u8] = b"guest: this line was written by the PL011 transmit interrupt\n";
@@ -67,6 +73,9 @@ fn on_irq(kind: u64, _s: Sync, _f: &mut Frame) -> bool {
         }
         SGI_PING => {
             SGI_HITS[el1_rt::smp::cpu_index() % VCPUS].fetch_add(1, SeqCst);
+        }
+        SGI_STALE => {
+            STALE_HITS[el1_rt::smp::cpu_index() % VCPUS].fetch_add(1, SeqCst);
         }
         IRQ_TEST_INTID => {
             LEVEL_HITS.fetch_add(1, SeqCst);
@@ -369,6 +378,47 @@ fn sgi_to_spinner() -> Option<u64> {
     wait_off(1).then_some(best)
 }
 
+/// vCPU 3 again, while vCPU 0 holds an SGI pending (masked) in its list
+/// register: runs with interrupts unmasked for 2 ms of its own time, taking
+/// whatever its virtual CPU interface signals (nothing was sent to it).
+fn witness(i: usize) -> ! {
+    gic::init_cpu(i);
+    gic::irqs_on();
+    let (start, freq) = gic::counter();
+    while gic::counter().0 < start + freq / 500 {
+        core::hint::spin_loop();
+    }
+    gic::irqs_off();
+    WITNESS_DONE.store(1, SeqCst);
+    el1_rt::smp::cpu_off()
+}
+
+/// A list register of one vCPU must not be live in the next vCPU run on
+/// its CPU (the world switch loads list registers only when one holds an
+/// interrupt, and zeroes the CPU's after such a run): vCPU 0 keeps an SGI
+/// pending, masked, in its list register and spins until its time slice
+/// ends, so the host runs the witness on the same CPU (time-sliced: 1 host
+/// CPU); the witness must take nothing, vCPU 0 must take its SGI once it
+/// unmasks. True if so (and the witness ran).
+fn stale_list_register() -> bool {
+    gic::enable(0, SGI_STALE, 0x80);
+    gic::irqs_off();
+    gic::send_sgi(SGI_STALE, 1 << 0);
+    if el1_rt::smp::start(3, 3, witness) != 0 {
+        gic::irqs_on();
+        return false;
+    }
+    let ran = spin_until(|| WITNESS_DONE.load(SeqCst) == 1);
+    gic::irqs_on();
+    spin_until(|| STALE_HITS[0].load(SeqCst) != 0);
+    let off = wait_off(3);
+    let (mine, its) = (STALE_HITS[0].load(SeqCst), STALE_HITS[3].load(SeqCst));
+    if (mine, its) != (1, 0) {
+        println!("  stale list register: vCPU 0 took {} SGI {}, the witness {}", mine, SGI_STALE, its);
+    }
+    ran && off && (mine, its) == (1, 0)
+}
+
 fn again(_i: usize) -> ! {
     AGAIN.fetch_add(1, SeqCst);
     el1_rt::smp::cpu_off()
@@ -446,6 +496,10 @@ pub fn irq_smp(t: &mut Tally) {
         }
         None => t.check(false, "irq-smp: an SGI reaches a vCPU spinning in the guest within 5 ms"),
     }
+    t.check(
+        stale_list_register(),
+        "irq-smp: an SGI pending in vCPU 0's list register is taken by vCPU 0 alone, not by the vCPU run next on its CPU",
+    );
     t.eq(affinity(0), psci::AFF_ON, "irq-smp: AFFINITY_INFO: the caller is on");
     t.eq(affinity(1 << 8), psci::INVALID_PARAMETERS, "irq-smp: AFFINITY_INFO at Aff1 = 1 is INVALID_PARAMETERS");
     gic::irqs_off();

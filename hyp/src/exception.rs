@@ -3,14 +3,6 @@
 //! fault a syndrome reports, and which system register a trapped access
 //! names. Pure functions, tested on the host.
 
-/// ID_AA64PFR0_EL1.EL1 [7:4] = 2: EL1 can use AArch32 as well as AArch64,
-/// so the AArch32 EL1 registers the world switch moves (DACR32_EL2,
-/// IFSR32_EL2, FPEXC32_EL2) exist. With 1 (AArch64 only) they are
-/// UNDEFINED, whatever EL0 [3:0] says (AArch32 at EL0 alone has none).
-pub fn has_aarch32_el1(pfr0: u64) -> bool {
-    (pfr0 >> 4) & 0xf == 2
-}
-
 /// SPSR fields.
 pub const M_MASK: u64 = 0x1f;
 pub const M_EL0T: u64 = 0b00000;
@@ -126,19 +118,6 @@ impl SysRegAccess {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn aarch32_el1_registers_only_with_aarch32_at_el1() {
-        use super::has_aarch32_el1;
-        // EL0-EL3 AArch64 and AArch32.
-        assert!(has_aarch32_el1(0x2222));
-        // AArch32 at EL0 only: no DACR32/IFSR32/FPEXC32.
-        assert!(!has_aarch32_el1(0x1112));
-        assert!(!has_aarch32_el1(0x1111));
-        // Other fields do not matter.
-        assert!(has_aarch32_el1(0xffff_ffff_ffff_ff2f));
-        assert!(!has_aarch32_el1(0xffff_ffff_ffff_ff1f));
-    }
-
     use super::*;
 
     #[test]

@@ -129,6 +129,10 @@ pub struct Flush {
     pub overflow: u32,
     /// The virtual timer went into a list register.
     pub vtimer: bool,
+    /// A list register holds an interrupt (pending or active) afterwards:
+    /// the list registers must be loaded for the guest (the world switch
+    /// skips them otherwise, the CPU's being all zero then).
+    pub live: bool,
 }
 
 impl Default for State {
@@ -183,7 +187,7 @@ impl State {
     }
 
     /// The hyp's own line: the virtual timer's condition.
-    #[inline]
+    #[inline(always)]
     pub fn set_vtimer(&mut self, asserted: bool) {
         set(&mut self.level, VTIMER_INTID, asserted);
     }
@@ -193,17 +197,19 @@ impl State {
     /// asserted, not in a list register). A timer that is due but waits for
     /// a free list register must not take the CPU back again and again (the
     /// underflow maintenance interrupt or the next exit injects it).
-    #[inline]
+    #[inline(always)]
     pub fn vtimer_ppi_wanted(&self, lrs: &[u64]) -> bool {
         self.enabled(VTIMER_INTID) && !self.asserted(VTIMER_INTID) && !Self::in_lrs(lrs, VTIMER_INTID)
     }
 
     /// Is the line of `intid` recorded as asserted (waiting for, or in, a
     /// list register)?
+    #[inline(always)]
     pub fn asserted(&self, intid: u32) -> bool {
         intid < NR_INTIDS && bit(&self.level, intid)
     }
 
+    #[inline(always)]
     pub fn enabled(&self, intid: u32) -> bool {
         intid < NR_INTIDS && bit(&self.enabled, intid)
     }
@@ -227,6 +233,7 @@ impl State {
     }
 
     /// Is `intid` in a list register (pending and/or active)?
+    #[inline(always)]
     pub fn in_lrs(lrs: &[u64], intid: u32) -> bool {
         lrs.iter().any(|&v| lr::state(v) != 0 && lr::intid(v) == intid)
     }
@@ -236,12 +243,21 @@ impl State {
     /// interrupt whose line is asserted or whose edge is latched goes into a
     /// free list register, highest priority (lowest value) first; a new
     /// edge on one that is active makes it pending and active.
-    #[inline]
+    #[inline(always)]
     pub fn flush(&mut self, lrs: &mut [u64]) -> Flush {
+        self.flush_hinted(lrs, true)
+    }
+
+    /// [`State::flush`], told whether a list register may hold an interrupt
+    /// (`may_hold` false: the caller knows every one is invalid, and the
+    /// look at each is skipped).
+    #[inline(always)]
+    pub fn flush_hinted(&mut self, lrs: &mut [u64], may_hold: bool) -> Flush {
         // Nothing asserted or latched and every list register empty (the
         // common entry: an MMIO exit answered): nothing to withdraw, adjust
         // or inject. The loops of `flush_busy` would find exactly that.
-        if (self.level[0] | self.level[1] | self.edge[0] | self.edge[1]) == 0 && lrs.iter().all(|v| lr::state(*v) == 0)
+        if (self.level[0] | self.level[1] | self.edge[0] | self.edge[1]) == 0
+            && (!may_hold || lrs.iter().all(|v| lr::state(*v) == 0))
         {
             return Flush::default();
         }
@@ -304,6 +320,7 @@ impl State {
             out.injected += 1;
             out.vtimer |= i == VTIMER_INTID;
         }
+        out.live = lrs.iter().any(|v| lr::state(*v) != 0);
         out
     }
 
@@ -405,6 +422,79 @@ mod tests {
         let f = s.flush(&mut l);
         assert_eq!(f.injected, 1);
         assert_eq!(l[0], lr::PENDING | lr::GROUP1 | (0xa0 << 48) | lr::EOI | 33);
+    }
+
+    #[test]
+    fn flush_hinted_agrees_with_flush() {
+        // Every combination of what is asserted and what the list registers
+        // hold, with the hint true whenever one may hold an interrupt (what
+        // the world switch guarantees): the same list registers and result.
+        for case in 0..64u32 {
+            let mut s = State::new();
+            let mut l = lrs();
+            s.configure(33, 1, 0xa0).unwrap();
+            s.configure(5, 1, 0x10).unwrap();
+            if case & 1 != 0 {
+                s.set_line(33, 1).unwrap();
+            }
+            if case & 2 != 0 {
+                s.pulse(5).unwrap();
+            }
+            if case & 4 != 0 {
+                l[1] = lr::ACTIVE | lr::GROUP1 | 33 | lr::EOI;
+            }
+            if case & 8 != 0 {
+                l[2] = lr::PENDING | lr::GROUP1 | 5;
+            }
+            if case & 16 != 0 {
+                // Stale bits in an invalid register.
+                l[3] = lr::GROUP1 | 40;
+            }
+            let may_hold = l.iter().any(|v| lr::state(*v) != 0) || case & 32 != 0;
+            let (mut s2, mut l2) = (s.clone(), l);
+            let a = s.flush(&mut l);
+            let b = s2.flush_hinted(&mut l2, may_hold);
+            assert_eq!((a, l), (b, l2), "case {case:#b}");
+            assert_eq!(s, s2, "case {case:#b}");
+        }
+    }
+
+    #[test]
+    fn flush_says_whether_a_list_register_is_live() {
+        // The world switch loads the list registers only when this says so
+        // (the CPU's are zero otherwise): every case where one holds an
+        // interrupt must say live.
+        let mut s = State::new();
+        let mut l = lrs();
+        assert!(!s.flush(&mut l).live, "nothing at all");
+        s.configure(33, 1, 0xa0).unwrap();
+        s.set_line(33, 1).unwrap();
+        assert!(s.flush(&mut l).live, "just injected");
+        // Still there (pending), nothing new: the quick path must not say
+        // empty.
+        assert!(s.flush(&mut l).live, "pending from before");
+        // Acknowledged by the guest (active), line still up.
+        l[0] = (l[0] & !lr::PENDING) | lr::ACTIVE;
+        assert!(s.flush(&mut l).live, "active");
+        // Line dropped while active: stays active until deactivated.
+        s.set_line(33, 0).unwrap();
+        assert!(s.flush(&mut l).live, "active, line down");
+        // Deactivated (invalid, EOI set), retired: empty again.
+        l[0] &= !lr::ACTIVE;
+        s.retire(&mut l);
+        assert!(!s.flush(&mut l).live, "retired");
+        // Pending only, line dropped before the guest took it: withdrawn.
+        s.set_line(33, 1).unwrap();
+        assert!(s.flush(&mut l).live);
+        s.set_line(33, 0).unwrap();
+        assert!(!s.flush(&mut l).live, "withdrawn");
+        // An invalid list register with stale bits holds nothing.
+        l[1] = lr::GROUP1 | 40;
+        assert!(!s.flush(&mut l).live, "stale bits, state invalid");
+        // An edge on an interrupt in the last free list register.
+        s.pulse(5).unwrap();
+        s.configure(5, 1, 0).unwrap();
+        assert!(s.flush(&mut l).live, "edge");
     }
 
     #[test]

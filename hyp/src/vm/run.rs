@@ -43,6 +43,7 @@ fn isb() {
 /// host's own virtual-timer deadline if that comes first (the host's
 /// virtual timer is switched out while the guest runs; its physical timer
 /// stays live and interrupts the guest by itself).
+#[inline(always)]
 fn deadline(cpu: &PerCpu) -> u64 {
     let slice = hyptimer::now() + hyptimer::slice_ticks();
     let ctl = cpu.host.get(context::R::CNTV_CTL_EL0);
@@ -62,6 +63,7 @@ fn deadline(cpu: &PerCpu) -> u64 {
 /// Stops the host's PMU counters while a guest runs (unless
 /// `hyp.bench_pmu`), so the host cannot count the guest's events or pick the
 /// moment it exits by a counter overflow; restored at exit.
+#[inline(always)]
 fn stop_host_pmu(cpu: &mut PerCpu) {
     if context::features() & feat::PMU != 0 && !el1::bench_pmu() {
         cpu.host_pmcnten = PMCNTENSET_EL0.get();
@@ -69,12 +71,14 @@ fn stop_host_pmu(cpu: &mut PerCpu) {
     }
 }
 
+#[inline(always)]
 fn restart_host_pmu(cpu: &PerCpu) {
     if context::features() & feat::PMU != 0 && !el1::bench_pmu() {
         PMCNTENSET_EL0.set(cpu.host_pmcnten);
     }
 }
 
+#[inline(always)]
 fn open_interrupts(cpu: &mut PerCpu, vtimer_ppi: bool) {
     if context::features() & feat::VGIC == 0 {
         return;
@@ -92,6 +96,7 @@ fn open_interrupts(cpu: &mut PerCpu, vtimer_ppi: bool) {
 
 /// Enables or disables the physical virtual-timer PPI for the running
 /// guest; true if that changed it.
+#[inline(always)]
 fn set_vtimer_ppi(cpu: &mut PerCpu, on: bool) -> bool {
     if cpu.gicr_sgi == 0 || cpu.vtimer_ppi[1] == on {
         return false;
@@ -102,6 +107,7 @@ fn set_vtimer_ppi(cpu: &mut PerCpu, on: bool) -> bool {
     true
 }
 
+#[inline(always)]
 fn restore_interrupts(cpu: &mut PerCpu) {
     if context::features() & feat::VGIC == 0 {
         return;
@@ -130,6 +136,8 @@ fn refresh_live(cpu: &mut PerCpu, vcpu: &mut Vcpu, handle: u16, idx: usize) -> b
     point::vgic(handle, idx, &f, &lrs[..n]);
     if lrs != before {
         vgic::write_lrs(&lrs[..n]);
+        // Saved (and zeroed) at the exit from now on.
+        cpu.guest_lazy |= feat::LRS;
     }
     vgic::set_hcr(vgic::hcr_guest(f.overflow > 0));
     let ppi = set_vtimer_ppi(cpu, vcpu.irq.vtimer_ppi_wanted(&lrs[..n]));
@@ -139,6 +147,7 @@ fn refresh_live(cpu: &mut PerCpu, vcpu: &mut Vcpu, handle: u16, idx: usize) -> b
 /// VCPU_RUN: x1 = handle, x2 = vCPU, x3/x4 = the host's reply to the last
 /// exit. On success the host's `frame` stays where it is (the top of the
 /// EL2 stack) and the vectors enter the guest from its context's.
+#[inline(never)]
 pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
     let vm_arc = get(frame.x[1])?;
     let idx = frame.x[2] as usize;
@@ -177,13 +186,19 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
         vgic::vcount(),
     );
     vcpu.irq.set_vtimer(due);
+    // `ctx.used` without the list registers: every one of them is invalid
+    // (see `Context::used`), no need to look.
+    let may_hold = vcpu.ctx.used & feat::LRS != 0;
     let lrs = vcpu.ctx.lrs_mut();
-    let flushed = vcpu.irq.flush(lrs);
+    let flushed = vcpu.irq.flush_hinted(lrs, may_hold);
     point::vgic(handle, idx, &flushed, lrs);
-    let ppi = vcpu.irq.vtimer_ppi_wanted(lrs);
+    let live = if flushed.live { feat::LRS } else { 0 };
+    let ppi = vcpu.irq.vtimer_ppi_wanted(if live != 0 { lrs } else { &[] });
     // Host out (its general registers stay in its frame, its FP/SIMD in
     // the CPU until the guest uses FP/SIMD: `guest_fp_trap`).
-    // The lazily switched groups (PAuth keys) only if the vCPU used them.
+    // The lazily switched groups: the PAuth keys if the vCPU used them,
+    // the list registers if one holds an interrupt (the CPU's are zero).
+    vcpu.ctx.used = (vcpu.ctx.used & !feat::LRS) | live;
     let lazy = vcpu.ctx.used;
     cpu.host.save_cpu(Kind::Host, lazy);
     cpu.guest_lazy = lazy;
@@ -244,6 +259,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
 
 /// Saves the guest (from its trap `frame`), restores the host, and returns
 /// `reason` and `details` in the host's x2.. as the result of its VCPU_RUN.
+#[inline(never)]
 fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details: &[u64; 5]) -> Next {
     let cpu = this_cpu();
     let preempted = hyptimer::disarm();
@@ -267,20 +283,27 @@ fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, details
     };
     context::unpark_host_disr(cpu.host_disr);
     vcpu.ctx.gp.copy_from(frame);
-    // The host's controls first: with the guest's, CPTR_EL2.TFP (FP/SIMD
-    // not used in this run) would trap FPEXC32_EL2 at EL2 too.
+    // The host's controls (no ISB needed before the moves below: the EL1
+    // registers are not trapped at EL2, and FP/SIMD is moved only when the
+    // guest's run untrapped it already; the ISB at the end synchronizes).
     el1::enter_controls(Kind::Host);
-    isb();
     if cpu.guest_fp {
         vcpu.ctx.fp.save();
         cpu.host.fp.restore();
         cpu.guest_fp = false;
     }
     vcpu.ctx.save_cpu(Kind::Guest, cpu.guest_lazy);
-    // What the guest deactivated frees its list register now (if there is
-    // such a list register: the CPU still has the guest's).
-    if vgic::eoi_pending() {
-        vcpu.irq.retire(vcpu.ctx.lrs_mut());
+    if cpu.guest_lazy & feat::LRS != 0 {
+        // What the guest deactivated frees its list register now (if there
+        // is such a list register: the CPU still has the guest's).
+        if vgic::eoi_pending() {
+            vcpu.irq.retire(vcpu.ctx.lrs_mut());
+        }
+        // The next entry may skip loading list registers that hold
+        // nothing: they must be zero in the CPU then, not this run's.
+        context::zero_cpu_lrs();
+        // Written during the run (`refresh_live`): they may hold something.
+        vcpu.ctx.used |= feat::LRS;
     }
     vcpu.running = false;
     cpu.host.restore_cpu(Kind::Host, cpu.guest_lazy);
@@ -347,6 +370,7 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Nex
 
 /// A guest trap's [`Outcome::Exit`]: what the next VCPU_RUN finishes
 /// recorded, and the exit to the host.
+#[inline(always)]
 fn leave(
     frame: &TrapFrame,
     vm: &mut Vm,
@@ -542,6 +566,7 @@ fn wait(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: 
 /// fault is refused with an abort injected now; an access-flag fault (the
 /// hyp always sets AF) or a translation fault on what is mapped by now (a
 /// stale TLB entry) is retried.
+#[inline(always)]
 fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome {
     let (ipa, far) = crate::arch::aarch64::trap::fault_ipa();
     let who = vm.handle;

@@ -23,10 +23,11 @@ pub mod feat {
     pub const SME: u32 = 1 << 2;
     /// FEAT_RAS: VDISR_EL2 (a guest's DISR_EL1).
     pub const RAS: u32 = 1 << 3;
-    /// AArch32 at EL1 (ID_AA64PFR0_EL1.EL1 = 2): DACR32_EL2, IFSR32_EL2,
-    /// FPEXC32_EL2, which exist only then (UNDEFINED at EL2 on a CPU with
-    /// AArch32 at EL0 alone).
-    pub const AA32: u32 = 1 << 4;
+    /// List register 0 (with [`VGIC`]). (The AArch32 EL1 registers,
+    /// DACR32_EL2, IFSR32_EL2 and FPEXC32_EL2, are not switched: no context
+    /// reaches them, every EL1 runs in AArch64 (HCR_EL2.RW);
+    /// docs/isolation.md.)
+    pub const VGIC_LR: u32 = 1 << 4;
     /// GICv3 virtual CPU interface: ICH_VMCR_EL2 and the first active-priority registers.
     pub const VGIC: u32 = 1 << 5;
     /// A second pair of active-priority registers (6+ priority bits).
@@ -39,14 +40,14 @@ pub mod feat {
     pub const PMU: u32 = 1 << 9;
     /// List registers used (ICH_VTR_EL2.ListRegs + 1, rounded down to a
     /// power of two): LR1 with 2 or more, LR2-3 with 4, LR4-7 with 8,
-    /// LR8-15 with 16 (LR0 comes with [`VGIC`]).
+    /// LR8-15 with 16 (LR0: [`VGIC_LR`]).
     pub const VGIC_LR2: u32 = 1 << 10;
     pub const VGIC_LR4: u32 = 1 << 11;
     pub const VGIC_LR8: u32 = 1 << 12;
     pub const VGIC_LR16: u32 = 1 << 13;
     /// Every feature above: one bit each.
     pub const ALL: [u32; 14] =
-        [BASE, PAUTH, SME, RAS, AA32, VGIC, VGIC_AP1, VGIC_AP23, SVE, PMU, VGIC_LR2, VGIC_LR4, VGIC_LR8, VGIC_LR16];
+        [BASE, PAUTH, SME, RAS, VGIC_LR, VGIC, VGIC_AP1, VGIC_AP23, SVE, PMU, VGIC_LR2, VGIC_LR4, VGIC_LR8, VGIC_LR16];
     const _: () = {
         let mut seen = 0;
         let mut i = 0;
@@ -58,16 +59,24 @@ pub mod feat {
     };
     /// Registers a guest reaches only through EL2 (the virtual GIC and
     /// VDISR): switched into guests only; the host never sees them.
-    pub const GUEST_ONLY: u32 = RAS | VGIC | VGIC_AP1 | VGIC_AP23 | VGIC_LR2 | VGIC_LR4 | VGIC_LR8 | VGIC_LR16;
-    /// Registers switched only for a vCPU that has used them: trapped for
-    /// it until then (the PAuth keys: HCR_EL2.API/APK), loaded by that
-    /// trap, switched at every entry and exit from then on (`vm::run`).
-    pub const LAZY: u32 = PAUTH;
+    pub const GUEST_ONLY: u32 = RAS | VGIC | VGIC_AP1 | VGIC_AP23 | LRS;
+    /// The list registers the CPU has (and the hyp uses).
+    pub const LRS: u32 = VGIC_LR | VGIC_LR2 | VGIC_LR4 | VGIC_LR8 | VGIC_LR16;
+    /// Registers switched only in the runs that need them. The PAuth keys:
+    /// for a vCPU that has used them, trapped for it until then
+    /// (HCR_EL2.API/APK), loaded by that trap, switched at every entry and
+    /// exit from then on (`vm::run`). The list registers: only in a run
+    /// that has an interrupt in one (some list register valid at the
+    /// entry, or one written while it runs); the CPU's are all zero
+    /// otherwise (cleared at boot and after every run that had them), which
+    /// is what a vCPU with every list register empty would load.
+    pub const LAZY: u32 = PAUTH | LRS;
 }
 
 static FEATURES: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(feat::BASE);
 
 /// The optional features of this CPU (all CPUs of the machine are alike).
+#[inline(always)]
 pub fn features() -> u32 {
     FEATURES.load(core::sync::atomic::Ordering::Relaxed)
 }
@@ -94,9 +103,6 @@ pub fn detect_features() {
     if field(pfr0, 28) != 0 {
         f |= feat::RAS;
     }
-    if hyp::exception::has_aarch32_el1(pfr0) {
-        f |= feat::AA32;
-    }
     if field(pfr0, 32) != 0 {
         f |= feat::SVE;
     }
@@ -106,7 +112,7 @@ pub fn detect_features() {
     }
     // GIC system registers implemented: PFR0.GIC [27:24].
     if field(pfr0, 24) != 0 {
-        f |= feat::VGIC;
+        f |= feat::VGIC | feat::VGIC_LR;
         // ICH_VTR_EL2.PREbits [28:26] = preemption bits - 1: 5 → 1 APR per
         // group, 6 → 2, 7 → 4.
         let pre = ((ICH_VTR_EL2.get() >> 26) & 7) + 1;
@@ -135,7 +141,7 @@ pub fn detect_features() {
 static NR_LRS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// List registers this CPU has that the hyp uses (0 without a virtual GIC).
-#[inline]
+#[inline(always)]
 pub fn nr_lrs() -> usize {
     NR_LRS.load(core::sync::atomic::Ordering::Relaxed)
 }
@@ -221,6 +227,29 @@ macro_rules! regs {
                 $( $reg.set(r[R::$idx as usize]); )*
             } )*
         }
+
+        // The groups in `f` only (none without a test).
+        #[inline(always)]
+        fn save_only(r: &mut [u64; NR], f: u32) {
+            $( if $gfeat & f != 0 {
+                save_pairs!(r; $($idx $reg),*);
+            } )*
+        }
+
+        #[inline(always)]
+        fn restore_only(r: &[u64; NR], f: u32) {
+            $( if $gfeat & f != 0 {
+                $( $reg.set(r[R::$idx as usize]); )*
+            } )*
+        }
+
+        // Zeroes the registers of the groups in `f`.
+        #[inline(always)]
+        fn zero_regs(f: u32) {
+            $( if $gfeat & f != 0 {
+                $( $reg.set(0); )*
+            } )*
+        }
     };
 }
 
@@ -268,11 +297,6 @@ regs! {
     feat::SME => {
         TPIDR2_EL0: sr::TPIDR2_EL0 => 0;
     }
-    feat::AA32 => {
-        DACR32_EL2: DACR32_EL2 => 0;
-        IFSR32_EL2: sr::IFSR32_EL2 => 0;
-        FPEXC32_EL2: sr::FPEXC32_EL2 => 0;
-    }
     feat::RAS => {
         VDISR_EL2: sr::VDISR_EL2 => 0;
     }
@@ -280,6 +304,8 @@ regs! {
         ICH_VMCR_EL2: ICH_VMCR_EL2 => 0;
         ICH_AP0R0_EL2: ICH_AP0R0_EL2 => 0;
         ICH_AP1R0_EL2: ICH_AP1R0_EL2 => 0;
+    }
+    feat::VGIC_LR => {
         ICH_LR0_EL2: ICH_LR0_EL2 => 0;
     }
     feat::VGIC_LR2 => {
@@ -322,13 +348,29 @@ regs! {
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct Context {
+    // FP/SIMD first: 16-byte aligned, it leaves no padding between the
+    // fields whatever the table's length (a hole makes the compiler copy a
+    // new context in pieces, with a memcpy call).
+    pub fp: FpRegs,
     pub gp: TrapFrame,
     pub sys: [u64; NR],
-    pub fp: FpRegs,
-    /// The [`feat::LAZY`] groups this context has used (a vCPU: since its
-    /// reset); the others are not switched for it.
+    /// The [`feat::LAZY`] groups this context uses; the others are not
+    /// switched for it. [`feat::PAUTH`]: used since its reset.
+    /// [`feat::LRS`]: a saved list register may hold an interrupt; clear,
+    /// every one is invalid (set by an exit that had them loaded, cleared
+    /// by an entry whose flush leaves them all invalid; nothing else makes
+    /// an invalid list register valid, and a reset zeroes them all).
     pub used: u32,
 }
+
+// The list registers are consecutive in the table (`lrs_mut`).
+const _: () = assert!(R::ICH_LR15_EL2 as usize == R::ICH_LR0_EL2 as usize + 15);
+
+// No padding inside a context (see the field order above).
+const _: () = assert!(
+    core::mem::size_of::<Context>()
+        == (core::mem::size_of::<FpRegs>() + core::mem::size_of::<TrapFrame>() + 8 * NR + 4).next_multiple_of(16)
+);
 
 /// Which side of the switch a context is: the host never has the
 /// guest-only registers loaded for it.
@@ -364,6 +406,7 @@ const DISR_A: u64 = 1 << 31;
 
 /// Is a physical SError pending (masked) now? A host calling VCPU_RUN with
 /// one must not have it taken, and blamed, in the guest.
+#[inline(always)]
 pub fn serror_pending() -> bool {
     sr::ISR_EL1.get() & ISR_A != 0
 }
@@ -371,6 +414,7 @@ pub fn serror_pending() -> bool {
 /// Before a guest runs: the host's DISR_EL1 (the physical register: the
 /// guest reaches VDISR_EL2) is set aside and cleared, so a record found
 /// there at the exit is the guest's. Returns the host's value.
+#[inline(always)]
 pub fn park_host_disr() -> u64 {
     if features() & feat::RAS == 0 {
         return 0;
@@ -381,6 +425,7 @@ pub fn park_host_disr() -> u64 {
 }
 
 /// After [`take_deferred_serror`]: the host's DISR_EL1 back.
+#[inline(always)]
 pub fn unpark_host_disr(v: u64) {
     if features() & feat::RAS != 0 {
         sr::DISR_EL1.set(v);
@@ -391,6 +436,7 @@ pub fn unpark_host_disr(v: u64) {
 /// flight. With FEAT_RAS, ESB (at EL2, SErrors masked) defers it into
 /// DISR_EL1; returns its syndrome (and clears the record) so the exit can
 /// stop the guest instead of handing the SError to the host.
+#[inline(always)]
 pub fn take_deferred_serror() -> Option<u64> {
     if features() & feat::RAS == 0 {
         return None;
@@ -408,6 +454,7 @@ pub fn take_deferred_serror() -> Option<u64> {
 /// Is the CPU in SME streaming mode or with ZA on? The world switch's
 /// FP/SIMD save and restore cannot run then (Advanced SIMD instructions are
 /// illegal in streaming mode), and ZA is not switched.
+#[inline(always)]
 pub fn sme_live() -> bool {
     features() & feat::SME != 0 && sr::SVCR.get() & 0b11 != 0
 }
@@ -423,6 +470,13 @@ fn in_reg<T>(mut p: *mut T) -> *mut T {
     // went in.
     unsafe { core::arch::asm!("/* {0} */", inout(reg) p, options(pure, readonly, nostack, preserves_flags)) };
     p
+}
+
+/// Zeroes the CPU's list registers (those the table switches: the others
+/// stay zero from boot), after a run that had them ([`feat::LAZY`]).
+#[inline(always)]
+pub fn zero_cpu_lrs() {
+    zero_regs(MASKS[2].load(core::sync::atomic::Ordering::Relaxed) & feat::LRS);
 }
 
 impl Context {
@@ -444,7 +498,14 @@ impl Context {
     pub fn save_cpu(&mut self, kind: Kind, lazy: u32) {
         // SAFETY: `in_reg` returns the address of `self.sys`, borrowed
         // exclusively here.
-        save_regs(unsafe { &mut *in_reg(&mut self.sys) }, mask(kind, lazy));
+        let r = unsafe { &mut *in_reg(&mut self.sys) };
+        let m = mask(kind, lazy);
+        // The list registers under one test (their groups' own tests fold
+        // away in both calls: the masks are constants).
+        save_regs(r, m & !feat::LRS);
+        if m & feat::LRS != 0 {
+            save_only(r, m & feat::LRS);
+        }
     }
 
     /// Loads this context's system registers into the CPU.
@@ -452,7 +513,12 @@ impl Context {
     pub fn restore_cpu(&self, kind: Kind, lazy: u32) {
         // SAFETY: `in_reg` returns the address of `self.sys`, borrowed
         // here and only read.
-        restore_regs(unsafe { &*in_reg(self.sys.as_ptr().cast_mut().cast()) }, mask(kind, lazy));
+        let r = unsafe { &*in_reg(self.sys.as_ptr().cast_mut().cast()) };
+        let m = mask(kind, lazy);
+        restore_regs(r, m & !feat::LRS);
+        if m & feat::LRS != 0 {
+            restore_only(r, m & feat::LRS);
+        }
     }
 
     /// Saves the CPU's PAuth keys into this context (the host's, when a
@@ -466,13 +532,14 @@ impl Context {
         restore_group(&self.sys, feat::PAUTH);
     }
 
+    #[inline(always)]
     pub fn get(&self, r: R) -> u64 {
         self.sys[r as usize]
     }
 
     /// The saved list registers (ICH_LR0_EL2.. in table order), the ones
     /// this CPU has.
-    #[inline]
+    #[inline(always)]
     pub fn lrs_mut(&mut self) -> &mut [u64] {
         let first = R::ICH_LR0_EL2 as usize;
         &mut self.sys[first..first + nr_lrs()]

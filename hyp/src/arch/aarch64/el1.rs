@@ -17,6 +17,7 @@ pub fn set_bench_pmu(on: bool) {
     BENCH_PMU.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
+#[inline(always)]
 pub fn bench_pmu() -> bool {
     BENCH_PMU.load(core::sync::atomic::Ordering::Relaxed)
 }
@@ -135,7 +136,7 @@ pub fn untrap_guest_pauth() {
 
 /// Loads the EL2 controls of `kind` (stage-2 registers are the caller's),
 /// its vector table included.
-#[inline]
+#[inline(always)]
 pub fn enter_controls(kind: Kind) {
     use core::sync::atomic::Ordering::Relaxed;
     let [hcr, cptr, cnthctl] = &CONTROLS[kind as usize];
@@ -173,6 +174,10 @@ pub fn fgt_hcrx(mmfr0: u64, mmfr1: u64, isar2: u64) -> (Option<u64>, Option<u64>
 /// until the interrupts work), virtual ID registers = real ones, the host's
 /// controls loaded.
 pub fn init_el2_controls() {
+    // DACR32_EL2, IFSR32_EL2 and FPEXC32_EL2 are not switched because every
+    // lower-EL context runs with EL1 in AArch64 (docs/isolation.md).
+    let rw = HCR_EL2::RW::EL1IsAarch64.value;
+    assert!(hcr_host() & rw != 0 && hcr_guest() & rw != 0, "EL1 must be AArch64 for every context");
     for kind in [Kind::Host, Kind::Guest] {
         MDCR_VALUES[kind as usize].store(compute_mdcr(kind), core::sync::atomic::Ordering::Relaxed);
         let hcr = if kind == Kind::Host { hcr_host() } else { hcr_guest() };

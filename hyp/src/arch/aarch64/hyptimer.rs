@@ -8,10 +8,12 @@ use tock_registers::interfaces::{Readable, Writeable};
 use super::sysreg::CNTHP_CVAL_EL2;
 
 /// A guest's time slice: 10 ms of the system counter.
+#[inline(always)]
 pub fn slice_ticks() -> u64 {
     CNTFRQ_EL0.get() / 100
 }
 
+#[inline(always)]
 pub fn now() -> u64 {
     CNTPCT_EL0.get()
 }
@@ -24,17 +26,20 @@ pub fn now_ns() -> u64 {
 }
 
 /// Fires at `deadline` (system counter).
+#[inline(always)]
 pub fn arm(deadline: u64) {
     CNTHP_CVAL_EL2.set(deadline);
     CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET);
 }
 
 /// Has the timer fired (the slice or the host's deadline is over)?
+#[inline(always)]
 pub fn fired() -> bool {
     CNTHP_CTL_EL2.is_set(CNTHP_CTL_EL2::ISTATUS)
 }
 
 /// Stops the timer (its interrupt line drops); true if it had fired.
+#[inline(always)]
 pub fn disarm() -> bool {
     let fired = CNTHP_CTL_EL2.is_set(CNTHP_CTL_EL2::ISTATUS);
     CNTHP_CTL_EL2.set(0);

@@ -68,8 +68,6 @@ sysreg!(PMCNTENSET_EL0, PmcntensetEl0, "pmcntenset_el0");
 sysreg!(PMCNTENCLR_EL0, PmcntenclrEl0, "pmcntenclr_el0");
 sysreg!(ICC_PMR_EL1, IccPmrEl1, "s3_0_c4_c6_0");
 sysreg!(ICC_IGRPEN1_EL1, IccIgrpen1El1, "s3_0_c12_c12_7");
-sysreg!(IFSR32_EL2, Ifsr32El2, "ifsr32_el2");
-sysreg!(FPEXC32_EL2, Fpexc32El2, "fpexc32_el2");
 
 // Pointer-authentication keys (FEAT_PAuth), by encoding: the assembler
 // only knows their names with the extension enabled.

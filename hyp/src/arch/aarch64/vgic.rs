@@ -21,11 +21,13 @@ const MISR_EOI: u64 = 1 << 0;
 
 /// Does a list register in the CPU hold what `hyp::vgic::State::retire`
 /// frees? One register read instead of a look at each list register.
+#[inline(always)]
 pub fn eoi_pending() -> bool {
     present() && ICH_MISR_EL2.get() & MISR_EOI != 0
 }
 
 /// Is the virtual CPU interface there?
+#[inline(always)]
 pub fn present() -> bool {
     context::features() & feat::VGIC != 0
 }
@@ -33,6 +35,7 @@ pub fn present() -> bool {
 /// ICH_HCR_EL2 for a guest: the virtual interface on; an underflow
 /// maintenance interrupt when interrupts wait for a free list register.
 /// (EOI maintenance, for level-sensitive interrupts, needs no enable.)
+#[inline(always)]
 pub fn hcr_guest(overflow: bool) -> u64 {
     let mut v = ICH_HCR_EL2::En::SET;
     if overflow {
@@ -42,6 +45,7 @@ pub fn hcr_guest(overflow: bool) -> u64 {
 }
 
 /// Loads ICH_HCR_EL2 (0 for the host: the virtual interface off).
+#[inline(always)]
 pub fn set_hcr(v: u64) {
     if present() {
         ICH_HCR_EL2.set(v);
@@ -117,6 +121,7 @@ pub fn mask_live() -> hyp::vgic::Mask {
 
 /// Does a virtual timer with these CNTV_CTL/CVAL values assert its
 /// interrupt at virtual-counter time `now`? (Enabled, not masked, due.)
+#[inline(always)]
 pub fn vtimer_due(ctl: u64, cval: u64, now: u64) -> bool {
     let enabled = ctl & CNTV_CTL_EL0::ENABLE::SET.value != 0;
     let masked = ctl & CNTV_CTL_EL0::IMASK::SET.value != 0;
@@ -129,6 +134,7 @@ pub fn vtimer_live() -> bool {
 }
 
 /// The guest's virtual counter now (CNTVOFF_EL2 is 0: it is the physical one).
+#[inline(always)]
 pub fn vcount() -> u64 {
     CNTVCT_EL0.get()
 }
