@@ -17,6 +17,7 @@ pub mod mmu;
 pub mod pmu;
 pub mod probe;
 pub mod rand;
+pub mod regs_probe;
 pub mod smccc;
 pub mod smp;
 pub mod sysregs;

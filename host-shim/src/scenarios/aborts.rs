@@ -13,26 +13,13 @@
 //!   entry declines and the full frame answers (the value in the register
 //!   the access names).
 
+use el1_rt::regs_probe::Regs as Probe;
 use el1_rt::{println, BootInfo};
 use hyp_abi::host as abi;
 
 use crate::hyp::call;
 use crate::mem::HostMem;
 use crate::report::{expect_abort, read64, Report};
-
-/// The registers around one access (layout fixed by the `aborts_probe_*`
-/// routines): loaded before it, stored after.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-struct Probe {
-    x: [u64; 31],
-    nzcv_in: u64,
-    nzcv_out: u64,
-    _pad: u64,
-}
-
-const NZCV: usize = core::mem::offset_of!(Probe, nzcv_in);
-const _: () = assert!(NZCV == 248 && core::mem::offset_of!(Probe, nzcv_out) == 256);
 
 /// The register an access's address is in, and the one it loads into or
 /// stores from (a callee-saved and a caller-saved one: the short entry
@@ -46,103 +33,22 @@ extern "C" {
     fn aborts_probe_fetch(p: *mut Probe);
 }
 
-core::arch::global_asm!(
-    // x0 = &mut Probe: callee-saved registers on the stack, every register
-    // and NZCV loaded from the record, the access, every register and NZCV
-    // stored back.
-    ".macro aborts_probe name, insn:vararg",
-    ".global \\name",
-    "\\name:",
-    "    sub sp, sp, #112",
-    "    stp x19, x20, [sp, #0]",
-    "    stp x21, x22, [sp, #16]",
-    "    stp x23, x24, [sp, #32]",
-    "    stp x25, x26, [sp, #48]",
-    "    stp x27, x28, [sp, #64]",
-    "    stp x29, x30, [sp, #80]",
-    "    str x0, [sp, #96]",
-    "    ldr x1, [x0, #{nzcv}]",
-    "    msr nzcv, x1",
-    "    ldp x2, x3, [x0, #16]",
-    "    ldp x4, x5, [x0, #32]",
-    "    ldp x6, x7, [x0, #48]",
-    "    ldp x8, x9, [x0, #64]",
-    "    ldp x10, x11, [x0, #80]",
-    "    ldp x12, x13, [x0, #96]",
-    "    ldp x14, x15, [x0, #112]",
-    "    ldp x16, x17, [x0, #128]",
-    "    ldp x18, x19, [x0, #144]",
-    "    ldp x20, x21, [x0, #160]",
-    "    ldp x22, x23, [x0, #176]",
-    "    ldp x24, x25, [x0, #192]",
-    "    ldp x26, x27, [x0, #208]",
-    "    ldp x28, x29, [x0, #224]",
-    "    ldr x30, [x0, #240]",
-    "    ldp x0, x1, [x0]",
-    "    \\insn",
-    "    stp x0, x1, [sp, #-16]!",
-    "    mrs x1, nzcv",
-    "    ldr x0, [sp, #(16 + 96)]",
-    "    str x1, [x0, #({nzcv} + 8)]",
-    "    stp x2, x3, [x0, #16]",
-    "    stp x4, x5, [x0, #32]",
-    "    stp x6, x7, [x0, #48]",
-    "    stp x8, x9, [x0, #64]",
-    "    stp x10, x11, [x0, #80]",
-    "    stp x12, x13, [x0, #96]",
-    "    stp x14, x15, [x0, #112]",
-    "    stp x16, x17, [x0, #128]",
-    "    stp x18, x19, [x0, #144]",
-    "    stp x20, x21, [x0, #160]",
-    "    stp x22, x23, [x0, #176]",
-    "    stp x24, x25, [x0, #192]",
-    "    stp x26, x27, [x0, #208]",
-    "    stp x28, x29, [x0, #224]",
-    "    str x30, [x0, #240]",
-    "    ldp x2, x3, [sp], #16",
-    "    stp x2, x3, [x0]",
-    "    ldp x19, x20, [sp, #0]",
-    "    ldp x21, x22, [sp, #16]",
-    "    ldp x23, x24, [sp, #32]",
-    "    ldp x25, x26, [sp, #48]",
-    "    ldp x27, x28, [sp, #64]",
-    "    ldp x29, x30, [sp, #80]",
-    "    add sp, sp, #112",
-    "    ret",
-    ".endm",
-    "aborts_probe aborts_probe_load, ldr x9, [x20]",
-    "aborts_probe aborts_probe_store, str x9, [x20]",
-    // The fetch: x20 holds a `ret`; it returns to the instruction after the
-    // `blr` (x30 is the link register then, not its pattern).
-    "aborts_probe aborts_probe_fetch, blr x20",
-    nzcv = const NZCV,
-);
+el1_rt::regs_probe!("aborts_probe_load", "ldr x9, [x20]");
+el1_rt::regs_probe!("aborts_probe_store", "str x9, [x20]");
+// The fetch: x20 holds a `ret`; it returns to the instruction after the
+// `blr` (x30 is the link register then, not its pattern).
+el1_rt::regs_probe!("aborts_probe_fetch", "blr x20");
 
-impl Probe {
-    /// A distinct pattern per register, `addr` in [`BASE`], NZCV = 0b1010.
-    fn new(addr: u64) -> Probe {
-        let mut x = [0; 31];
-        for (i, v) in x.iter_mut().enumerate() {
-            *v = 0xa5a5_0000_0000_0000 | (i as u64) << 32 | (0x1111 * i as u64);
-        }
-        x[BASE] = addr;
-        Probe { x, nzcv_in: 0b1010 << 28, nzcv_out: 0, _pad: 0 }
-    }
+/// A distinct pattern per register, `addr` in [`BASE`], NZCV = 0b1010.
+fn probe(addr: u64) -> Probe {
+    let mut p = Probe::pattern(0xa5a5, 0b1010 << 28);
+    p.x[BASE] = addr;
+    p
+}
 
-    /// The registers (but `except`) and NZCV hold what `before` loaded.
-    fn intact(&self, before: &Probe, except: &[usize]) -> bool {
-        let mut ok = self.nzcv_out == before.nzcv_in;
-        for i in 0..31 {
-            if !except.contains(&i) && self.x[i] != before.x[i] {
-                println!("[host] aborts: x{} = {:#x}, was {:#x}", i, self.x[i], before.x[i]);
-                ok = false;
-            }
-        }
-        if self.nzcv_out != before.nzcv_in {
-            println!("[host] aborts: NZCV = {:#x}, was {:#x}", self.nzcv_out, before.nzcv_in);
-        }
-        ok
-    }
+/// The registers (but `except`) and NZCV hold what `before` loaded.
+fn intact(p: &Probe, before: &Probe, except: &[usize]) -> bool {
+    p.intact(before, except, |r, now, was| println!("[host] aborts: {} = {:#x}, was {:#x}", r, now, was))
 }
 
 /// Runs one probe routine on `p`.
@@ -190,36 +96,36 @@ fn resolved(hm: &mut HostMem, r: &mut Report) {
     write_ret(fetch_at);
 
     r.check(unmap(region, SZ_2M), "aborts: DONATE_HYP + RECLAIM_HYP unmapped the range");
-    let before = Probe::new(load_at);
+    let before = probe(load_at);
     let mut p = before;
     let w0 = pte_writes();
     run_probe(aborts_probe_load, &mut p);
     let mapped = pte_writes() > w0;
     let value = read64(load_at);
     r.check(
-        mapped && p.x[DEST] == value && p.intact(&before, &[DEST]),
+        mapped && p.x[DEST] == value && intact(&p, &before, &[DEST]),
         "aborts: a load that faults and is resolved: the value loaded, every other register and NZCV intact",
     );
 
     r.check(unmap(region, SZ_2M), "aborts: the range unmapped again");
-    let before = Probe::new(store_at);
+    let before = probe(store_at);
     let mut p = before;
     let w0 = pte_writes();
     run_probe(aborts_probe_store, &mut p);
     let mapped = pte_writes() > w0;
     r.check(
-        mapped && read64(store_at) == before.x[DEST] && p.intact(&before, &[]),
+        mapped && read64(store_at) == before.x[DEST] && intact(&p, &before, &[]),
         "aborts: a store that faults and is resolved: the value stored, every register and NZCV intact",
     );
 
     r.check(unmap(region, SZ_2M), "aborts: the range unmapped once more");
-    let before = Probe::new(fetch_at);
+    let before = probe(fetch_at);
     let mut p = before;
     let w0 = pte_writes();
     run_probe(aborts_probe_fetch, &mut p);
     let mapped = pte_writes() > w0;
     r.check(
-        mapped && p.intact(&before, &[30]),
+        mapped && intact(&p, &before, &[30]),
         "aborts: a fetch that faults and is resolved: the code ran, every register (but the link) and NZCV intact",
     );
     hm.free(region, SZ_2M);
@@ -234,7 +140,7 @@ fn refused(hm: &mut HostMem, r: &mut Report) {
     let (load_at, store_at) = (page + 0x18, page + 0x20);
     r.check(call(abi::DONATE_HYP, [page, 4096, 0, 0, 0, 0]).is_ok(), "aborts: a page donated to the hyp");
 
-    let before = Probe::new(load_at);
+    let before = probe(load_at);
     let mut p = before;
     let got = expect_abort(|| run_probe(aborts_probe_load, &mut p));
     // A data abort taken at EL1 (EC 0x25), an external abort (DFSC 0x10),
@@ -242,17 +148,17 @@ fn refused(hm: &mut HostMem, r: &mut Report) {
     let ok = matches!(got, Some((far, esr)) if far == load_at && (esr >> 26) & 0x3f == 0x25
         && esr & 0x3f == 0x10 && esr & (1 << 6) == 0);
     r.check(
-        ok && p.intact(&before, &[]),
+        ok && intact(&p, &before, &[]),
         "aborts: a refused load gets its abort at its address, the destination and every register and NZCV intact",
     );
 
-    let before = Probe::new(store_at);
+    let before = probe(store_at);
     let mut p = before;
     let got = expect_abort(|| run_probe(aborts_probe_store, &mut p));
     let ok = matches!(got, Some((far, esr)) if far == store_at && (esr >> 26) & 0x3f == 0x25
         && esr & 0x3f == 0x10 && esr & (1 << 6) != 0);
     r.check(
-        ok && p.intact(&before, &[]),
+        ok && intact(&p, &before, &[]),
         "aborts: a refused store gets its abort (WnR set), every register and NZCV intact",
     );
 
@@ -269,12 +175,12 @@ fn declined(info: &BootInfo, r: &mut Report) {
         return;
     };
     let want = read64(rd + GICR_TYPER);
-    let before = Probe::new(rd + GICR_TYPER);
+    let before = probe(rd + GICR_TYPER);
     let mut p = before;
     run_probe(aborts_probe_load, &mut p);
     println!("[host] aborts: GICR_TYPER {:#x} into x{} (plain read: {:#x})", p.x[DEST], DEST, want);
     r.check(
-        p.x[DEST] == want && p.intact(&before, &[DEST]),
+        p.x[DEST] == want && intact(&p, &before, &[DEST]),
         "aborts: an emulated GICR load (the full frame): the value in its register, every other register and NZCV intact",
     );
 }
