@@ -3,6 +3,7 @@
 //! behind its own lock (taken in the order host → hyp → VM).
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use buddy_system_allocator::LockedHeap;
 use spin::{Mutex, MutexGuard, Once};
@@ -102,28 +103,25 @@ pub type HostLocked = MutexGuard<'static, HostMm>;
 pub type HypLocked = MutexGuard<'static, HypMm>;
 
 /// One 16-bit word per pool page: the core's per-table-page hint
-/// (`MmEnv::table_hint`), allocated from the pool at boot.
-struct Hints {
-    base: u64,
-    slots: *mut u16,
-    len: usize,
-}
-
-// SAFETY: `slots` is fixed after boot; a slot is reached only through
-// [`hint`], for a table page whose tree's lock the caller holds, so no two
-// CPUs use the same slot at once.
-unsafe impl Sync for Hints {}
-// SAFETY: as above.
-unsafe impl Send for Hints {}
-static HINTS: Once<Hints> = Once::new();
+/// (`MmEnv::table_hint`), allocated from the pool at boot: the pool's base,
+/// the slot array and its length (0 until boot sets them, so every lookup
+/// before finds nothing). Plain statics: a lookup is on every stage-2
+/// change, a one-time-init check on each cost ~12 instructions.
+static HINT_BASE: AtomicU64 = AtomicU64::new(0);
+static HINT_SLOTS: AtomicPtr<u16> = AtomicPtr::new(core::ptr::null_mut());
+static HINT_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// # Safety
 /// `[start, start + size)` is memory only the hyp uses, mapped normal.
+/// Runs once, on the boot CPU, before any other CPU or stage-2 change.
 pub unsafe fn init(start: u64, size: u64) {
     // SAFETY: per the function contract.
     unsafe { HEAP.0.lock().init(start as usize, size as usize) };
     let slots = alloc::vec![0u16; (size / PAGE_SIZE) as usize].leak();
-    HINTS.call_once(|| Hints { base: start, slots: slots.as_mut_ptr(), len: slots.len() });
+    HINT_BASE.store(start, Ordering::Relaxed);
+    HINT_SLOTS.store(slots.as_mut_ptr(), Ordering::Relaxed);
+    // Release: a CPU that sees the length sees the base and the slots.
+    HINT_LEN.store(slots.len(), Ordering::Release);
 }
 
 /// The hint word of the pool page at `pa` (`None` outside the pool).
@@ -133,24 +131,41 @@ pub unsafe fn init(start: u64, size: u64) {
 /// to, and drops the reference before releasing it.
 #[inline]
 pub unsafe fn hint(pa: u64) -> Option<&'static mut u16> {
-    let h = HINTS.get()?;
-    let i = (pa.wrapping_sub(h.base) / PAGE_SIZE) as usize;
-    // SAFETY: i < len, inside the slot array; per the function contract
-    // nobody else uses this page's slot now.
-    (i < h.len).then(|| unsafe { &mut *h.slots.add(i) })
+    // Boot set these before any stage-2 lock was taken; the lock the
+    // caller holds orders them before this read.
+    let len = HINT_LEN.load(Ordering::Relaxed);
+    let i = (pa.wrapping_sub(HINT_BASE.load(Ordering::Relaxed)) / PAGE_SIZE) as usize;
+    // SAFETY: i < len, inside the slot array boot leaked (fixed after
+    // boot); per the function contract nobody else uses this page's slot
+    // now.
+    (i < len).then(|| unsafe { &mut *HINT_SLOTS.load(Ordering::Relaxed).add(i) })
 }
 
+/// Sets up both locks, once, at boot: the hyp's first, so that whoever
+/// can take the host's ([`host`]) can take the hyp's.
 pub fn install(host: HostMm, hyp: HypMm) {
-    HOST.call_once(|| Mutex::new(host));
     HYP.call_once(|| Mutex::new(hyp));
+    HOST.call_once(|| Mutex::new(host));
 }
 
+/// Takes the host's stage-2 lock. Only after [`install`]: it runs on the
+/// boot CPU before the first entry to a lower EL and before any other CPU
+/// starts, and only hypercalls and traps from lower ELs take the lock.
 pub fn host() -> HostLocked {
-    HOST.get().expect("host stage-2 set up at boot").lock()
+    debug_assert!(HOST.is_completed(), "host stage-2 set up at boot");
+    // SAFETY: installed at boot before anything that calls this can run
+    // (above); the per-call completion check cost every host and guest
+    // memory call ~4 instructions.
+    unsafe { HOST.get_unchecked() }.lock()
 }
 
+/// Takes the hyp's bookkeeping lock, after the host's (the guard proves
+/// it; [`install`] set both up).
 pub fn hyp_lock(_host: &HostLocked) -> HypLocked {
-    HYP.get().expect("hyp tables set up at boot").lock()
+    debug_assert!(HYP.is_completed(), "hyp tables set up at boot");
+    // SAFETY: [`install`] completed HYP before HOST, and the caller holds
+    // the HOST lock (so [`host`]'s condition held).
+    unsafe { HYP.get_unchecked() }.lock()
 }
 
 /// `n` zeroed pages, contiguous and aligned to their total size. Zeroed

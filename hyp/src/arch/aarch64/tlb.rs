@@ -3,6 +3,8 @@
 //! point of coherency: the instructions behind the hyp's `MmEnv`
 //! (`crate::mmenv`), which adds the pool and the counters.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 
@@ -40,23 +42,39 @@ pub fn vmid_bits() -> u32 {
     }
 }
 
-/// VTCR_EL2 for a stage-2 of `t0sz`/`sl0` (4K granule, write-back walks,
-/// inner shareable, PS from the CPU's PA range, 16-bit VMIDs where the CPU
-/// has them). Every tree, the host's and the guests', is walked with the
-/// VTCR this gives for its geometry.
-pub fn vtcr(t0sz: u64, sl0: u64) -> u64 {
+/// The part of every VTCR_EL2 that does not depend on the tree (4K
+/// granule, write-back walks, inner shareable, PS from the CPU's PA range,
+/// VS from its VMID width), from the ID registers once: 0 until then (RES1
+/// makes a computed value non-zero). Every CPU computes the same value.
+static VTCR_COMMON: AtomicU64 = AtomicU64::new(0);
+
+fn vtcr_common() -> u64 {
+    let v = VTCR_COMMON.load(Ordering::Relaxed);
+    if v != 0 {
+        return v;
+    }
     let parange = ID_AA64MMFR0_EL1.get() & 0xf;
     let vs = if vmid_bits() == 16 { VTCR_EL2::VS::Bits16 } else { VTCR_EL2::VS::Bits8 };
-    (VTCR_EL2::T0SZ.val(t0sz)
-        + vs
-        + VTCR_EL2::SL0.val(sl0)
+    let v = (vs
         + VTCR_EL2::IRGN0::NormalWBRAWA
         + VTCR_EL2::ORGN0::NormalWBRAWA
         + VTCR_EL2::SH0::Inner
         + VTCR_EL2::TG0::Granule4KB
         + VTCR_EL2::PS.val(parange.min(5))
         + VTCR_EL2::RES1::SET)
-        .value
+        .value;
+    VTCR_COMMON.store(v, Ordering::Relaxed);
+    v
+}
+
+/// VTCR_EL2 for a stage-2 of `t0sz`/`sl0` (4K granule, write-back walks,
+/// inner shareable, PS from the CPU's PA range, 16-bit VMIDs where the CPU
+/// has them). Every tree, the host's and the guests', is walked with the
+/// VTCR this gives for its geometry. The ID registers are read once (the
+/// TLB maintenance of every stage-2 change asks for its tree's VTCR).
+#[inline]
+pub fn vtcr(t0sz: u64, sl0: u64) -> u64 {
+    vtcr_common() | (VTCR_EL2::T0SZ.val(t0sz) + VTCR_EL2::SL0.val(sl0)).value
 }
 
 /// VTTBR_EL2 of a tree: its root and VMID.
