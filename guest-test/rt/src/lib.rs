@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod asm_seq;
 pub mod bench;
 pub mod console;
 pub mod gic;
