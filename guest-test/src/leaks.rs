@@ -143,9 +143,9 @@ fn prepare(p: &mut Page, k: u64) {
     p.stop = 0;
 }
 
-/// `test=leaks`: readings at start, then one window per exit kind; the
-/// last one powers the guest off.
-pub fn leaks(t: &mut Tally) {
+/// Reads everything into the report page, shares its two pages with the
+/// host and tells the host the readings are there.
+fn report_readings(t: &mut Tally) -> &'static mut Page {
     let p = page();
     let ipa = p as *mut Page as u64;
     read_everything(p);
@@ -153,6 +153,13 @@ pub fn leaks(t: &mut Tally) {
     t.eq(share(ipa), 0, "leaks: MEM_SHARE of the report page");
     t.eq(share(ipa + 4096), 0, "leaks: MEM_SHARE of its second page");
     call(svc::READINGS, [ipa, 0, 0]);
+    p
+}
+
+/// `test=leaks`: readings at start, then one window per exit kind; the
+/// last one powers the guest off.
+pub fn leaks(t: &mut Tally) {
+    let p = report_readings(t);
     for k in kind::ALL {
         prepare(p, k);
         write_patterns(p);
@@ -213,13 +220,7 @@ fn pac_first_use(t: &mut Tally) {
 pub fn leaks_fresh(t: &mut Tally) {
     // Before anything reads the key registers (that would be a first use too).
     pac_first_use(t);
-    let p = page();
-    let ipa = p as *mut Page as u64;
-    read_everything(p);
-    p.magic = isolation::MAGIC;
-    t.eq(share(ipa), 0, "leaks: MEM_SHARE of the report page");
-    t.eq(share(ipa + 4096), 0, "leaks: MEM_SHARE of its second page");
-    call(svc::READINGS, [ipa, 0, 0]);
+    report_readings(t);
     println!("guest: fresh VM readings reported");
 }
 
