@@ -498,11 +498,12 @@ impl Stage2 {
         // `u.found` is the path phase one's own walk of the range recorded
         // (Counted is made only by count_from and count_page): with the
         // tree unchanged it still leads to the range level by level.
-        let from_leaf = u.found.still_in(self, u.start, u.end).is_some();
+        let leaf = u.found.still_in(self, u.start, u.end);
+        let from_leaf = leaf.is_some();
         debug_assert_eq!(from_leaf, u.found.usable(self, u.start, u.end));
-        if from_leaf && u.found.0.by_descent() {
+        if let (Some(leaf), true) = (leaf, u.found.0.by_descent()) {
             debug_assert_eq!(u.end - u.start, PAGE_SIZE);
-            self.commit_page(env, &mut u);
+            self.commit_page(env, &mut u, leaf);
         } else {
             let geo = self.geo;
             let c = self.commit_state(&mut u.cache);
@@ -574,12 +575,10 @@ impl Stage2 {
     /// merged bottom up while they become uniform, as the range commit's
     /// `table_post` does. Out of line: only splits and merges come here.
     #[inline(never)]
-    fn commit_page<E: MmEnv>(&mut self, env: &mut E, u: &mut Update) {
+    fn commit_page<E: MmEnv>(&mut self, env: &mut E, u: &mut Update, leaf: u8) {
         let (ipa, path, top) = (u.start, u.found.0, self.geo.start_level);
         let want = pte::encode(u.new, 3);
-        let Some(mut level) = path.single() else {
-            return;
-        };
+        let mut level = leaf;
         let at = |ptep: *mut u64, level: u8| {
             // SAFETY: ptep is a descriptor of this tree on the way to ipa
             // (the path phase one recorded, the tree unchanged since, or an

@@ -364,23 +364,61 @@ fn one_page_refusals_change_nothing() {
     w.finish();
 }
 
+/// The writes and invalidations of `log`, in order: (tree's VMID, IPA,
+/// level, old, new) for a write (a table descriptor as `u64::MAX`),
+/// (VMID, IPA, level) for a TLBI by IPA, (VMID) for a VMID-wide one.
+fn maintenance(log: &[Event]) -> Vec<(u16, u64, u8, u64, u64)> {
+    log.iter()
+        .map(norm)
+        .filter_map(|(kind, vmid, _, ipa, level, old, new)| match kind {
+            1..=3 => Some((vmid, ipa, level, old, new)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn blocks_and_merges_take_the_range_form() {
+fn blocks_and_merges_take_the_page_form() {
     let mut w = World::new();
     let (pa, ipa) = (RAM + 2 * M2, G + 2 * M2);
     let World { env, host, guests, .. } = &mut w;
     host_donate_guest(env, host, &mut guests[0], pa, ipa, M2).unwrap();
     w.check();
-    // A 2M block on both sides: the first share splits (range form).
+    let (host_vmid, guest_vmid) = (w.host.pgt.vmid().unwrap(), w.guests[0].pgt.vmid().unwrap());
+    let block = pte::encode(guest_page(pa, PageState::Owned), 2);
+    let lent = pte::encode_owner(Owner::Guest(1));
+    // A 2M block on both sides: the one-entry form declines, the page form
+    // splits both (no table page walked to: one descent each).
     let g = |w: &mut World, i: u64| {
         let World { env, host, guests, .. } = w;
         guest_host_page(env, host, &mut guests[0], ipa + i * K4, PageState::Owned)
     };
     untouched(&mut w, None, |w| g(w, 0));
-    let s = (w.host.pgt.stats.splits, w.guests[0].pgt.stats.splits);
+    let p0 = page_commits();
     let World { env, host, guests, .. } = &mut w;
     guest_share_host(env, host, &mut guests[0], ipa, K4).unwrap();
-    assert_eq!((w.host.pgt.stats.splits, w.guests[0].pgt.stats.splits), (s.0 + 1, s.1 + 1));
+    assert_eq!(page_commits(), (p0.0 + 2, p0.1 + 2, p0.2));
+    // The host's invalid block becomes a table (no TLB holds an invalid
+    // entry), then the page; the guest's valid block is broken, its TLB
+    // entry invalidated under the guest's tree, then made a table.
+    let t = u64::MAX;
+    assert_eq!(
+        maintenance(&w.env.log),
+        [
+            (host_vmid, pa, 2, lent, t),
+            (host_vmid, pa, 3, lent, pte::encode(borrowed(pa), 3)),
+            (guest_vmid, ipa, 2, block, 0),
+            (guest_vmid, ipa, 2, 0, 0),
+            (guest_vmid, ipa, 2, 0, t),
+            (
+                guest_vmid,
+                ipa,
+                3,
+                pte::encode(guest_page(pa, PageState::Owned), 3),
+                pte::encode(guest_page(pa, PageState::SharedOwned), 3)
+            ),
+        ]
+    );
     w.check();
     // The pages between: one entry each side.
     for i in 1..511 {
@@ -390,24 +428,74 @@ fn blocks_and_merges_take_the_range_form() {
         w.check();
     }
     all_hints(&mut w);
-    // The last one makes both tables uniform: declined (the hint says so),
-    // and the range form merges them back into blocks.
+    // The last one makes both tables uniform: the one-entry form declines
+    // (the hint says so), the page form writes the page and merges both
+    // tables into valid blocks: break-before-make with a VMID-wide
+    // invalidation under each tree, then the table page freed.
     untouched(&mut w, None, |w| g(w, 511));
-    let m = (w.host.pgt.stats.merges, w.guests[0].pgt.stats.merges);
+    let p0 = page_commits();
     let World { env, host, guests, .. } = &mut w;
-    guest_share_host(env, host, &mut guests[0], ipa + 511 * K4, K4).unwrap();
-    assert_eq!((w.host.pgt.stats.merges, w.guests[0].pgt.stats.merges), (m.0 + 1, m.1 + 1));
+    let last = ipa + 511 * K4;
+    guest_share_host(env, host, &mut guests[0], last, K4).unwrap();
+    assert_eq!(page_commits(), (p0.0 + 2, p0.1, p0.2 + 2));
+    let shared = pte::encode(guest_page(pa, PageState::SharedOwned), 2);
+    assert_eq!(
+        maintenance(&w.env.log),
+        [
+            (host_vmid, pa + 511 * K4, 3, lent, pte::encode(borrowed(pa + 511 * K4), 3)),
+            (host_vmid, pa, 2, t, 0),
+            (host_vmid, 0, 0, 0, 0),
+            (host_vmid, pa, 2, 0, pte::encode(borrowed(pa), 2)),
+            (
+                guest_vmid,
+                last,
+                3,
+                pte::encode(guest_page(pa + 511 * K4, PageState::Owned), 3),
+                pte::encode(guest_page(pa + 511 * K4, PageState::SharedOwned), 3)
+            ),
+            (guest_vmid, ipa, 2, t, 0),
+            (guest_vmid, 0, 0, 0, 0),
+            (guest_vmid, ipa, 2, 0, shared),
+        ]
+    );
+    assert_eq!(w.env.log.iter().filter(|e| matches!(e, Event::FreeTable { .. })).count(), 2);
     assert_eq!(w.host.pgt.lookup(&mut w.env, pa).unwrap().level, 2);
     assert_eq!(w.guest_leaf(0, ipa), (guest_page(pa, PageState::SharedOwned), 2));
     w.check();
-    // Without hints the one-page forms decline (no cheap way to know a
-    // merge is due) and the range forms do the work.
+    // Without hints the one-entry forms decline (no cheap way to know a
+    // merge is due) and the page forms do the work, scanning for merges.
     w.env.hints = false;
     let World { env, host, guests, .. } = &mut w;
-    let c = commits();
+    let (c, p0) = (commits(), page_commits());
     guest_unshare_host(env, host, &mut guests[0], ipa, K4).unwrap();
     guest_unshare_host(env, host, &mut guests[0], ipa + K4, K4).unwrap();
     assert_eq!(commits(), c);
+    assert_eq!(page_commits(), (p0.0 + 4, p0.1 + 2, p0.2));
+    w.check();
+    w.finish();
+}
+
+/// A pinned page's unshare in the page form (a merge due) is refused
+/// after both sides' checks and changes nothing.
+#[test]
+fn pinned_unshare_with_a_merge_changes_nothing() {
+    let mut w = World::new();
+    let (pa, ipa) = (RAM + 2 * M2, G + 2 * M2);
+    let World { env, host, guests, .. } = &mut w;
+    host_donate_guest(env, host, &mut guests[0], pa, ipa, M2).unwrap();
+    guest_share_host(env, host, &mut guests[0], ipa + 3 * K4, K4).unwrap();
+    w.host.pin(&mut w.env, pa + 3 * K4, false).unwrap();
+    w.check();
+    let p0 = page_commits();
+    untouched(&mut w, Err(Error::Busy), |w| {
+        let World { env, host, guests, .. } = w;
+        guest_unshare_host(env, host, &mut guests[0], ipa + 3 * K4, K4).map(|_| ())
+    });
+    assert_eq!(page_commits(), p0);
+    w.host.unpin(&mut w.env, pa + 3 * K4).unwrap();
+    let World { env, host, guests, .. } = &mut w;
+    assert_eq!(guest_unshare_host(env, host, &mut guests[0], ipa + 3 * K4, K4), Ok(pa + 3 * K4));
+    assert_eq!(page_commits(), (p0.0 + 2, p0.1, p0.2 + 2));
     w.check();
     w.finish();
 }
