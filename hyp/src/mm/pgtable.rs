@@ -604,6 +604,7 @@ impl Stage2 {
             if want != e.pte {
                 c.replace_leaf(env, &e, want);
             }
+            // No merge, so no invalidation owed (`Commit::finish`).
             return;
         }
         if level == 3 && want != e.pte {
