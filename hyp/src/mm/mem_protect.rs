@@ -794,6 +794,49 @@ pub(super) fn guest_host_page<E: MmEnv>(
     Some(Ok(pa))
 }
 
+/// [`guest_host_page`] where it declines for a block or a merge: the
+/// guest's leaf and the host's leaf of its PA, each found by one descent
+/// that records its path ([`Stage2::page_path`]), checked against the one
+/// leaf each that the range way's checks accept and this form takes (the
+/// descriptor of the whole entry at its level), the host's pins
+/// (unshare), then counted and committed by the page form of the range
+/// update ([`Stage2::count_page`]): splits down to the page, merges up
+/// from it, as the range way makes them. `None` (nothing changed): the
+/// range way decides, refusals included.
+#[inline(always)]
+fn guest_host_path<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    from: PageState,
+) -> Option<Result<u64, Error>> {
+    let share = from == PageState::Owned;
+    let to = if share { PageState::SharedOwned } else { PageState::Owned };
+    let g = guest.pgt.page_path(env, ipa)?;
+    let base = pte::oa(g.pte);
+    if g.pte != pte::encode(owned(base, GUEST_RAM, from), g.level) {
+        return None;
+    }
+    let pa = base + (ipa - g.base);
+    let hp = host.pgt.page_path(env, pa)?;
+    let lent = Leaf::Invalid(Owner::Guest(guest.handle));
+    let (before, after) = if share {
+        (lent, owned(pa, HOST_BORROWED, PageState::SharedBorrowed))
+    } else {
+        (owned(hp.base, HOST_BORROWED, PageState::SharedBorrowed), lent)
+    };
+    if hp.pte != pte::encode(before, hp.level) {
+        return None;
+    }
+    if !share && host.pins.any_pinned(pa, PAGE_SIZE) {
+        return Some(Err(Error::Busy));
+    }
+    let ch = host.pgt.count_page(&hp, pa, after);
+    let cg = guest.pgt.count_page(&g, ipa, owned(pa, GUEST_RAM, to));
+    Some(commit_counted(env, (&mut host.pgt, ch), (&mut guest.pgt, cg)).map(|()| pa))
+}
+
 /// [`guest_share_host`] by range walks.
 #[inline(never)]
 pub(super) fn guest_share_host_range<E: MmEnv>(
@@ -803,6 +846,11 @@ pub(super) fn guest_share_host_range<E: MmEnv>(
     ipa: u64,
     size: u64,
 ) -> Result<u64, Error> {
+    if one_page(size) {
+        if let Some(r) = guest_host_path(env, host, guest, ipa, PageState::Owned) {
+            return r;
+        }
+    }
     let g = guest_range(env, guest, ipa, size, |s| s == PageState::Owned)?;
     let h = guest.handle;
     // The host side is checked in the walk that counts its update; the
@@ -847,6 +895,11 @@ pub(super) fn guest_unshare_host_range<E: MmEnv>(
     ipa: u64,
     size: u64,
 ) -> Result<u64, Error> {
+    if one_page(size) {
+        if let Some(r) = guest_host_path(env, host, guest, ipa, PageState::SharedOwned) {
+            return r;
+        }
+    }
     let g = guest_range(env, guest, ipa, size, |s| s == PageState::SharedOwned)?;
     let h = guest.handle;
     let ch = host.pgt.count_checked(

@@ -19,7 +19,7 @@ use super::env::{MmEnv, S2Id, Vmid};
 use super::memcache::Memcache;
 use super::prot::Leaf;
 use super::pte;
-use super::walker::{leaf_entry, walk, walk_path, Entry, Geometry, Path, Visitor, Walk};
+use super::walker::{leaf_entry, leaf_path, walk, walk_path, Entry, Geometry, Path, Visitor, Walk};
 use super::{is_aligned, level_size, Error, ENTRIES, PAGE_SIZE};
 
 /// Software counters of one stage-2 (for tests and benchmarks).
@@ -161,6 +161,35 @@ std::thread_local! {
     pub static ENTRY_COMMITS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 
+#[cfg(test)]
+std::thread_local! {
+    /// Tests: page-form commits ([`Stage2::commit_page`]) so far on this
+    /// thread, and the splits and merges they made.
+    pub static PAGE_COMMITS: core::cell::Cell<(u64, u64, u64)> = const { core::cell::Cell::new((0, 0, 0)) };
+}
+
+#[cfg(test)]
+fn page_counts(f: impl FnOnce(&mut (u64, u64, u64))) {
+    PAGE_COMMITS.with(|c| {
+        let mut n = c.get();
+        f(&mut n);
+        c.set(n);
+    });
+}
+
+/// The leaf entry translating one page and the way to it from the root,
+/// as [`Stage2::page_path`] found it: an update of that page alone starts
+/// there ([`Stage2::count_page`]) while the tree is unchanged.
+#[derive(Clone, Copy, Debug)]
+pub struct PagePath {
+    found: Found,
+    /// The leaf's descriptor when it was found.
+    pub pte: u64,
+    /// First IPA the leaf entry translates.
+    pub base: u64,
+    pub level: u8,
+}
+
 /// Phase-one result of an update: the checked range and its table pages.
 #[must_use = "commit or cancel an update"]
 #[derive(Debug)]
@@ -170,7 +199,9 @@ pub struct Update {
     new: Leaf,
     cache: Memcache,
     /// The path its phase-one walk took (commit starts at the leaf when
-    /// the range lies in one and the tree is unchanged).
+    /// the range lies in one and the tree is unchanged). A path one page's
+    /// descent recorded ([`Stage2::count_page`]) is committed from the
+    /// leaf without the walk ([`Stage2::commit_page`]).
     found: Found,
 }
 
@@ -465,35 +496,129 @@ impl Stage2 {
     /// Phase two: applies a prepared update. Cannot fail.
     pub fn commit<E: MmEnv>(&mut self, env: &mut E, mut u: Update) {
         // `u.found` is the path phase one's own walk of the range recorded
-        // (Counted is made only by count_from): with the tree unchanged it
-        // still leads to the range level by level.
-        let from_leaf = u.found.still_in(self, u.start, u.end).is_some();
+        // (Counted is made only by count_from and count_page): with the
+        // tree unchanged it still leads to the range level by level.
+        let leaf = u.found.still_in(self, u.start, u.end);
+        let from_leaf = leaf.is_some();
         debug_assert_eq!(from_leaf, u.found.usable(self, u.start, u.end));
-        let mut v = SetVisitor {
-            start: u.start,
-            end: u.end,
-            new: u.new,
+        if let (Some(leaf), true) = (leaf, u.found.0.by_descent()) {
+            debug_assert_eq!(u.end - u.start, PAGE_SIZE);
+            self.commit_page(env, &mut u, leaf);
+        } else {
+            let geo = self.geo;
+            let c = self.commit_state(&mut u.cache);
+            let mut v = SetVisitor { start: u.start, end: u.end, new: u.new, kept: NONE_KEPT, c };
+            // With the tree as phase one left it, a range inside one leaf is
+            // written from that leaf up (the same visitor as the full walk).
+            let r = if from_leaf {
+                walk_path(env, &u.found.0, u.start, u.end, &mut v)
+            } else {
+                walk(env, &geo, u.start, u.end, &mut v)
+            };
+            v.c.finish(env);
+            debug_assert!(r.is_ok(), "commit: {r:?}");
+        }
+        self.gen = self.gen.wrapping_add(1);
+        debug_assert!(u.cache.is_empty(), "commit: {} pages left", u.cache.len());
+        u.cache.drain(env);
+    }
+    /// The state of one commit to this tree, taking its table pages from
+    /// `cache`.
+    #[inline(always)]
+    fn commit_state<'a>(&'a mut self, cache: &'a mut Memcache) -> Commit<'a> {
+        Commit {
             s2: self.s2_id(),
             who: self.who,
-            cache: &mut u.cache,
+            cache,
             stats: &mut self.stats,
             tables: &mut self.tables,
             keep_invalid: self.keep_invalid,
             root_level: self.geo.start_level,
-            kept: NONE_KEPT,
             due: Due::new(),
+        }
+    }
+
+    /// The leaf entry translating the page at `ipa` and the way to it from
+    /// the root (one descent, no visitor), for an update of that page alone
+    /// ([`Stage2::count_page`]); `None` if `ipa` is not a page of the tree.
+    #[inline(always)]
+    pub fn page_path<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<PagePath> {
+        if !is_aligned(ipa, PAGE_SIZE) || ipa >= self.ipa_limit() {
+            return None;
+        }
+        let (path, pte, level) = leaf_path(env, &self.geo, ipa);
+        Some(PagePath { found: self.found(path), pte, base: ipa & !(level_size(level) - 1), level })
+    }
+
+    /// Phase one of setting the page at `ipa`, whose leaf entry `p` found,
+    /// to `new` (checked by the caller): the one-page form of
+    /// [`Stage2::count_found`], without a visitor. The leaf needs a table
+    /// page per level down to the page when it is a block that does not
+    /// already hold `new` there; nothing else does. Its commit
+    /// ([`Stage2::commit_page`]) writes what the range commit would: the
+    /// splits down to the page, the page, the merges up from it.
+    #[inline(always)]
+    pub fn count_page(&self, p: &PagePath, ipa: u64, new: Leaf) -> Counted {
+        debug_assert!(ipa >= p.base && ipa - p.base < level_size(p.level) && is_aligned(ipa, PAGE_SIZE));
+        let e = Entry { ptep: p.found.0.ptep(p.level), pte: p.pte, base: p.base, level: p.level };
+        let pages = if p.level == 3 || already(&e, ipa, new) { 0 } else { 3 - p.level as usize };
+        Counted { start: ipa, end: ipa + PAGE_SIZE, new, pages, found: p.found }
+    }
+
+    /// Phase two of [`Stage2::count_page`], the tree unchanged since: the
+    /// range commit of one page without the walk. From the leaf phase one
+    /// found: a block that does not already hold the page is split level
+    /// by level down to it and the page written in its new table, which
+    /// then differs from its neighbours (the range commit's merge check
+    /// there finds nothing to merge, and none above it); otherwise the page
+    /// entry is written (if it changes) and the tables on the path are
+    /// merged bottom up while they become uniform, as the range commit's
+    /// `table_post` does. Out of line: only splits and merges come here.
+    #[inline(never)]
+    fn commit_page<E: MmEnv>(&mut self, env: &mut E, u: &mut Update, leaf: u8) {
+        let (ipa, path, top) = (u.start, u.found.0, self.geo.start_level);
+        let want = pte::encode(u.new, 3);
+        let mut level = leaf;
+        let at = |ptep: *mut u64, level: u8| {
+            // SAFETY: ptep is a descriptor of this tree on the way to ipa
+            // (the path phase one recorded, the tree unchanged since, or an
+            // entry of a table this commit installed).
+            let pte = unsafe { core::ptr::read_volatile(ptep) };
+            Entry { ptep, pte, base: ipa & !(level_size(level) - 1), level }
         };
-        // With the tree as phase one left it, a range inside one leaf is
-        // written from that leaf up (the same visitor as the full walk).
-        let r = if from_leaf {
-            walk_path(env, &u.found.0, u.start, u.end, &mut v)
-        } else {
-            walk(env, &self.geo, u.start, u.end, &mut v)
-        };
-        v.finish(env);
-        self.gen = self.gen.wrapping_add(1);
-        debug_assert!(r.is_ok() && u.cache.is_empty(), "commit: {:?}, {} pages left", r, u.cache.len());
-        u.cache.drain(env);
+        #[cfg(test)]
+        page_counts(|n| n.0 += 1);
+        let mut e = at(path.ptep(level), level);
+        let mut c = self.commit_state(&mut u.cache);
+        if level < 3 && !already(&e, ipa, u.new) {
+            while level < 3 {
+                let table = c.split(env, &e);
+                let table = env.table_ptr(table);
+                level += 1;
+                let idx = ((ipa >> super::level_shift(level)) as usize) & (ENTRIES - 1);
+                // SAFETY: idx < 512 entries of the table just installed.
+                e = at(unsafe { table.add(idx) }, level);
+                #[cfg(test)]
+                page_counts(|n| n.1 += 1);
+            }
+            if want != e.pte {
+                c.replace_leaf(env, &e, want);
+            }
+            // No merge, so no invalidation owed (`Commit::finish`).
+            return;
+        }
+        if level == 3 && want != e.pte {
+            c.replace_leaf(env, &e, want);
+        }
+        while level > top {
+            level -= 1;
+            if !c.try_merge(env, &at(path.ptep(level), level), ipa) {
+                break;
+            }
+            #[cfg(test)]
+            page_counts(|n| n.2 += 1);
+        }
+        c.finish(env);
     }
 
     /// The leaf entry translating the page at `ipa`, from the root down with
@@ -947,6 +1072,20 @@ struct SetVisitor<'a> {
     start: u64,
     end: u64,
     new: Leaf,
+    /// The level of the last table entry `table_post` left a table (not
+    /// merged), or [`NONE_KEPT`]: the next `table_post` one level up is
+    /// that entry's parent (the walk is depth first), whose table then
+    /// holds a table descriptor and cannot be uniform.
+    kept: u8,
+    c: Commit<'a>,
+}
+
+/// What one commit to one tree changes, by the rules every commit
+/// follows, whether it walks a range ([`SetVisitor`]) or goes from one
+/// page's leaf ([`Stage2::commit_page`]): descriptor writes ([`Writer`]),
+/// splits from the update's table pages, merges, and the invalidations
+/// owed until its end ([`Due`]).
+struct Commit<'a> {
     /// `None` for a bookkeeping tree.
     s2: Option<S2Id>,
     who: u16,
@@ -958,11 +1097,6 @@ struct SetVisitor<'a> {
     /// The root's level: its entries live in the root, never merged, so
     /// they need no uniformity hint.
     root_level: u8,
-    /// The level of the last table entry `table_post` left a table (not
-    /// merged), or [`NONE_KEPT`]: the next `table_post` one level up is
-    /// that entry's parent (the walk is depth first), whose table then
-    /// holds a table descriptor and cannot be uniform.
-    kept: u8,
     /// Invalidations owed and deferred ([`SetVisitor::finish`]).
     due: Due,
 }
@@ -1002,7 +1136,9 @@ impl SetVisitor<'_> {
     fn covers(&self, e: &Entry) -> bool {
         e.base >= self.start && e.end() <= self.end
     }
+}
 
+impl Commit<'_> {
     /// The descriptor writes of this commit ([`Writer`]).
     #[inline(always)]
     fn writer(&mut self) -> Writer<'_> {
@@ -1081,8 +1217,9 @@ impl SetVisitor<'_> {
     /// Splits the leaf `e` into a table of 512 copies one level down. Out
     /// of line: the leaf callback's common path (a leaf written in place)
     /// does not carry its registers.
+    /// Returns the new table.
     #[inline(never)]
-    fn split<E: MmEnv>(&mut self, env: &mut E, e: &Entry) {
+    fn split<E: MmEnv>(&mut self, env: &mut E, e: &Entry) -> u64 {
         let table = self.cache.pop(env).expect("phase one counted every split");
         let child = e.level + 1;
         let csize = level_size(child);
@@ -1112,11 +1249,14 @@ impl SetVisitor<'_> {
         } else {
             self.write(env, e, pte::make_table(table));
         }
+        table
     }
 
     /// Replaces the table under `e` by one block when its 512 entries are
     /// uniform (and physically contiguous, for valid ones); true if it did.
-    fn try_merge<E: MmEnv>(&mut self, env: &mut E, e: &Entry) -> bool {
+    /// `start`: the first IPA the update wrote (without a hint, the scan
+    /// looks at the entry holding it first).
+    fn try_merge<E: MmEnv>(&mut self, env: &mut E, e: &Entry, start: u64) -> bool {
         if e.level == 0 || !pte::is_table(e.pte, e.level) {
             return false;
         }
@@ -1139,7 +1279,7 @@ impl SetVisitor<'_> {
         // Entry i must be c0 advanced by i * step (valid entries map
         // consecutive PAs; invalid ones carry the same annotation): every
         // entry continues the one before. The hint counts those that do.
-        let touched = (((self.start.max(e.base) - e.base) / csize) as usize).min(ENTRIES - 1);
+        let touched = (((start.max(e.base) - e.base) / csize) as usize).min(ENTRIES - 1);
         let uniform = match env.table_hint(p) {
             Some(h) => {
                 let u = *h == CHAINED_ALL;
@@ -1204,7 +1344,7 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
                 // Encoded once: equal to the entry is `already`.
                 let d = pte::encode(want, e.level);
                 if d != e.pte {
-                    self.replace_leaf(env, e, d);
+                    self.c.replace_leaf(env, e, d);
                 }
                 return Ok(());
             }
@@ -1212,7 +1352,7 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
         if already(e, self.start, self.new) {
             return Ok(());
         }
-        self.split(env, e);
+        self.c.split(env, e);
         Ok(())
     }
 
@@ -1220,10 +1360,10 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
         if self.covers(e) {
             let want = self.new.offset(e.base - self.start);
             if blockable(want, e.level) {
-                let old = self.replace_table(env, e, pte::encode(want, e.level));
+                let old = self.c.replace_table(env, e, pte::encode(want, e.level));
                 let n = free_subtree(env, old, e.level + 1) as usize;
-                self.stats.tables_freed += n as u64;
-                *self.tables -= n;
+                self.c.stats.tables_freed += n as u64;
+                *self.c.tables -= n;
                 return Ok(Walk::Skip);
             }
         }
@@ -1233,7 +1373,7 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
     fn table_post(&mut self, env: &mut E, e: &Entry) -> Result<(), Error> {
         // A table that still holds a table descriptor (the child entry the
         // last table_post kept) is not uniform: no merge check needed.
-        let merged = self.kept != e.level + 1 && self.try_merge(env, e);
+        let merged = self.kept != e.level + 1 && self.c.try_merge(env, e, self.start);
         self.kept = if merged { NONE_KEPT } else { e.level };
         Ok(())
     }

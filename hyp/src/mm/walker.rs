@@ -199,13 +199,15 @@ pub struct Path([u64; 4]);
 const TAG_SHIFT: u32 = 48;
 const PTR_MASK: u64 = (1 << TAG_SHIFT) - 1;
 /// Word 2, bits 48..: leaf level (2 bits), first level recorded (2 bits),
-/// a leaf seen, more than one leaf seen, a first level recorded.
+/// a leaf seen, more than one leaf seen, a first level recorded, recorded
+/// by [`leaf_path`].
 const META_SHIFT: u32 = 48;
 const LEAF_SHIFT: u32 = META_SHIFT;
 const TOP_SHIFT: u32 = META_SHIFT + 2;
 const HAS_LEAF: u64 = 1 << (META_SHIFT + 4);
 const MANY: u64 = 1 << (META_SHIFT + 5);
 const HAS_TOP: u64 = 1 << (META_SHIFT + 6);
+const DESCENT: u64 = 1 << (META_SHIFT + 7);
 
 impl Path {
     pub const fn new() -> Self {
@@ -240,6 +242,12 @@ impl Path {
         let m = self.0[2];
         (m & (HAS_LEAF | MANY) == HAS_LEAF).then_some(((m >> LEAF_SHIFT) & 3) as u8)
     }
+    /// Was the path recorded by [`leaf_path`] (one page's descent, not a
+    /// walk with a visitor)?
+    #[inline(always)]
+    pub fn by_descent(&self) -> bool {
+        self.0[2] & DESCENT != 0
+    }
     /// The first level recorded (the root's).
     #[inline(always)]
     fn top(&self) -> u8 {
@@ -251,11 +259,11 @@ impl Path {
         (self.0[level as usize & 3] & PTR_MASK) as *mut u64
     }
     /// The same path, for a walk that starts at its leaf ([`walk_path`])
-    /// and records the leaf again.
+    /// and records the leaf again (recorded by that walk, not a descent).
     #[inline(always)]
     pub fn restart(&self) -> Path {
         let mut p = *self;
-        p.0[2] &= !(HAS_LEAF | MANY);
+        p.0[2] &= !(HAS_LEAF | MANY | DESCENT);
         p
     }
     /// The tag (bits 48-63 of words 0 and 1).
@@ -311,6 +319,40 @@ pub fn leaf_entry<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (*mut u64, u64, 
         let d = unsafe { core::ptr::read_volatile(ptep) };
         if !pte::is_table(d, level) {
             return (ptep, d, level);
+        }
+        (table, level, mask, shift) = (pte::table_pa(d), level + 1, ENTRIES - 1, shift - 9);
+    }
+}
+
+/// [`leaf_entry`], recording the way down as a walk of the page would
+/// ([`Path`]: the descriptor at every level from the root to the leaf, the
+/// leaf the only one seen), so that an update of the page can start at
+/// the leaf and go up from it ([`Path::ptep`]). Returns the path, the
+/// leaf's descriptor and its level.
+///
+/// The same descent as `leaf_entry`, which stays as it is: with both
+/// calling one generic descent, LLVM inlined and outlined differently all
+/// over the hyp (TLB maintenance, the EL2 window: `vm_create+vcpu_create`
+/// +158 EL2 instructions, the split rows +10).
+#[inline(always)]
+pub fn leaf_path<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (Path, u64, u8) {
+    let (mut table, mut level, mut mask) = (g.root, g.start_level, g.root_entries - 1);
+    let mut shift = level_shift(level);
+    let mut p = Path::new();
+    loop {
+        let idx = ((ipa >> shift) as usize) & mask;
+        // SAFETY: idx <= mask, below the number of descriptors in this table.
+        let ptep = unsafe { env.table_ptr(table).add(idx) };
+        // SAFETY: ptep points at a descriptor of a live table of this tree.
+        let d = unsafe { core::ptr::read_volatile(ptep) };
+        p.0[level as usize & 3] = ptep as u64 & PTR_MASK;
+        if !pte::is_table(d, level) {
+            p.0[2] |= DESCENT
+                | HAS_TOP
+                | ((g.start_level as u64 & 3) << TOP_SHIFT)
+                | HAS_LEAF
+                | ((level as u64 & 3) << LEAF_SHIFT);
+            return (p, d, level);
         }
         (table, level, mask, shift) = (pte::table_pa(d), level + 1, ENTRIES - 1, shift - 9);
     }
