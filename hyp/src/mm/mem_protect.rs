@@ -261,10 +261,7 @@ fn page_side<E: MmEnv>(
     addr: u64,
     change: impl FnOnce(u64) -> Option<u64>,
 ) -> Option<EntryUpdate> {
-    let s = pgt.entry(env, addr)?;
-    if s.level != 3 {
-        return None;
-    }
+    let s = pgt.page_entry(env, addr)?;
     let new = change(s.pte)?;
     pgt.prepare_entry(env, &s, new)
 }

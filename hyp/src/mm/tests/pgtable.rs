@@ -530,6 +530,23 @@ fn checker_catches_a_tlbi_of_the_wrong_ipa() {
 }
 
 #[test]
+#[should_panic(expected = "with no write making that entry invalid before it")]
+fn checker_catches_a_tlbi_before_the_write() {
+    let (mut env, s2, root) = bad_env();
+    let leaf = crate::mm::pte::encode(map(0), 1);
+    // SAFETY: root is a live test root.
+    unsafe { env.write_pte(&s2, root as *mut u64, 0, 1, leaf) };
+    env.check_log();
+    // The invalidation before the write it should follow: the TLBI at EL2
+    // has no barrier of its own to complete that write first.
+    env.tlbi_ipa(&s2, 0, 1);
+    // SAFETY: as above.
+    unsafe { env.write_pte(&s2, root as *mut u64, 0, 1, 0) };
+    env.tlbi_ipa(&s2, 0, 1);
+    env.check_log();
+}
+
+#[test]
 #[should_panic(expected = "freed with no TLB invalidation covering it")]
 fn checker_catches_a_table_freed_before_tlbi() {
     let (mut env, s2, root) = bad_env();
