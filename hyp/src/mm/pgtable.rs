@@ -66,10 +66,6 @@ pub struct Stage2 {
     sl0: u8,
     /// `None` for a bookkeeping tree that no hardware walks (no TLBI needed).
     vmid: Option<Vmid>,
-    /// The tree as TLB maintenance names it ([`Stage2::s2_id`]), from the
-    /// fields above and `iommu`, kept so that a commit passes it by
-    /// reference rather than assembling a copy.
-    id: Option<S2Id>,
     /// Non-root table pages in use.
     tables: usize,
     /// Whose tree this is, for trace records (0 host, VM handle, ...).
@@ -242,22 +238,17 @@ impl Stage2 {
             env.publish_barrier();
         }
         let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
-        let (t0sz, sl0) = (
-            64 - ipa_bits,
-            match start_level {
-                0 => 2,
-                1 => 1,
-                _ => 0,
-            },
-        );
         Ok(Stage2 {
             geo: Geometry { root, start_level, root_entries },
             root_pages,
             ipa_bits,
-            t0sz,
-            sl0,
+            t0sz: 64 - ipa_bits,
+            sl0: match start_level {
+                0 => 2,
+                1 => 1,
+                _ => 0,
+            },
             vmid,
-            id: vmid.map(|vmid| S2Id { vmid, root, t0sz, sl0, iommu: false }),
             tables: 0,
             who: 0,
             iommu: false,
@@ -271,9 +262,6 @@ impl Stage2 {
     /// SMMU); set before anything is mapped.
     pub fn set_iommu(&mut self) {
         self.iommu = true;
-        if let Some(id) = self.id.as_mut() {
-            id.iommu = true;
-        }
     }
     pub fn is_iommu(&self) -> bool {
         self.iommu
@@ -316,7 +304,7 @@ impl Stage2 {
     /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
     #[inline]
     pub fn s2_id(&self) -> Option<S2Id> {
-        self.id
+        self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz, sl0: self.sl0, iommu: self.iommu })
     }
     /// One past the highest IPA.
     pub fn ipa_limit(&self) -> u64 {
@@ -572,7 +560,8 @@ impl Stage2 {
                 unsafe { *h = n };
             }
             let e = Entry { ptep: s.ptep, pte: s.pte, base: s.base, level: s.level };
-            Writer { s2: self.id.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
+            let s2 = self.s2_id();
+            Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
         }
         self.gen = self.gen.wrapping_add(1);
         #[cfg(test)]

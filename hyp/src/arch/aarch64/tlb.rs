@@ -72,8 +72,17 @@ fn vtcr_common() -> u64 {
 /// has them). Every tree, the host's and the guests', is walked with the
 /// VTCR this gives for its geometry. The ID registers are read once (the
 /// TLB maintenance of every stage-2 change asks for its tree's VTCR).
-#[inline]
+/// Out of line for its callers outside TLB maintenance (boot, VM_CREATE):
+/// inlined there, the first-use path moved VM_CREATE's new tree through a
+/// stack copy (+180 instructions).
+#[inline(never)]
 pub fn vtcr(t0sz: u64, sl0: u64) -> u64 {
+    tree_vtcr(t0sz, sl0)
+}
+
+/// [`vtcr`], inlined into the TLB maintenance.
+#[inline(always)]
+fn tree_vtcr(t0sz: u64, sl0: u64) -> u64 {
     vtcr_common() | (VTCR_EL2::T0SZ.val(t0sz) + VTCR_EL2::SL0.val(sl0)).value
 }
 
@@ -90,8 +99,9 @@ pub fn vttbr(root: u64, vmid: u16) -> u64 {
 /// after `f`'s DSB runs before the maintenance completed), and one ISB
 /// ends it all: the maintenance, or the restore, is in effect for what
 /// follows.
+#[inline(always)]
 fn with_s2<F: FnOnce()>(s2: &S2Id, f: F) {
-    let (want_vttbr, want_vtcr) = (vttbr(s2.root, s2.vmid), vtcr(s2.t0sz as u64, s2.sl0 as u64));
+    let (want_vttbr, want_vtcr) = (vttbr(s2.root, s2.vmid), tree_vtcr(s2.t0sz as u64, s2.sl0 as u64));
     let (saved_vttbr, saved_vtcr) = (VTTBR_EL2.get(), VTCR_EL2.get());
     let switch = (want_vttbr, want_vtcr) != (saved_vttbr, saved_vtcr);
     if switch {
@@ -167,6 +177,7 @@ pub fn publish_barrier() {
 /// combined stage-1+2 entries of its VMID), inner-shareable. Issued only
 /// after the descriptor's write ([`write_pte`]), whose DSB ISHST already
 /// completed it for every walker: no barrier of its own before the TLBI.
+#[inline(always)]
 pub fn tlbi_ipa(s2: &S2Id, ipa: u64) {
     with_s2(s2, || {
         // SAFETY: TLB maintenance only; the operand is IPA[55:12]. The
