@@ -78,7 +78,10 @@ impl MmEnv for HypEnv {
     fn publish_barrier(&mut self) {
         tlb::publish_barrier();
     }
-    #[inline]
+    // Inlined with the TLBI below: a one-entry commit then reads the tree's
+    // VMID, root and geometry where it keeps them, rather than assembling
+    // an S2Id in memory for a call.
+    #[inline(always)]
     unsafe fn write_pte(&mut self, s2: &S2Id, ptep: *mut u64, _ipa: u64, _level: u8, val: u64) {
         // SAFETY: ptep is a descriptor in a table page owned by a stage-2 the
         // caller holds the lock of (MmEnv::write_pte contract).
@@ -88,6 +91,7 @@ impl MmEnv for HypEnv {
         }
         bump(&PTE_WRITES);
     }
+    #[inline(always)]
     fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, _level: u8) {
         bump(&TLBIS);
         if s2.iommu {

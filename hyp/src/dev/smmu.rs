@@ -313,7 +313,10 @@ pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
 }
 
 /// Invalidates the SMMU's stage-2 TLB entries of `vmid` for `ipa` and waits
-/// for completion (CMD_TLBI_S2_IPA, CMD_SYNC).
+/// for completion (CMD_TLBI_S2_IPA, CMD_SYNC). Out of line, as
+/// `tlbi_vmid`: inlined into `mmenv`'s TLBI, the lock made the CPUs' path
+/// there (every stage-2 TLBI) set up a stack frame.
+#[inline(never)]
 pub fn tlbi_ipa(vmid: u16, ipa: u64) {
     if let Some(s) = SMMU.lock().as_mut() {
         debug_assert_eq!(vmid, s.vmid);
@@ -323,6 +326,7 @@ pub fn tlbi_ipa(vmid: u16, ipa: u64) {
 
 /// Invalidates every SMMU TLB entry of `vmid` and waits (CMD_TLBI_S12_VMALL,
 /// CMD_SYNC).
+#[inline(never)]
 pub fn tlbi_vmid(vmid: u16) {
     if let Some(s) = SMMU.lock().as_mut() {
         s.submit(&[s::cmd_tlbi_s12_vmall(vmid)]);

@@ -116,8 +116,10 @@ pub trait MmEnv {
     unsafe fn write_pte(&mut self, s2: &S2Id, ptep: *mut u64, ipa: u64, level: u8, val: u64);
 
     /// Invalidates TLB entries of tree `s2` for `ipa` (a leaf at `level`):
-    /// with VTTBR/VTCR of `s2` loaded, DSB, TLBI IPAS2E1IS, DSB, TLBI
-    /// VMALLE1IS, DSB, ISB on aarch64.
+    /// with VTTBR/VTCR of `s2` loaded, TLBI IPAS2E1IS, DSB, TLBI
+    /// VMALLE1IS, DSB, ISB on aarch64. The core calls it only right after
+    /// [`MmEnv::write_pte`] of that entry, whose barrier made the write
+    /// visible to the walkers: the invalidation needs none before it.
     fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, level: u8);
     /// Invalidates all stage-1+2 entries of tree `s2` (TLBI VMALLS12E1IS with
     /// its VTTBR/VTCR loaded); used when a table descriptor is removed and

@@ -261,10 +261,7 @@ fn page_side<E: MmEnv>(
     addr: u64,
     change: impl FnOnce(u64) -> Option<u64>,
 ) -> Option<EntryUpdate> {
-    let s = pgt.entry(env, addr)?;
-    if s.level != 3 {
-        return None;
-    }
+    let s = pgt.page_entry(env, addr)?;
     let new = change(s.pte)?;
     pgt.prepare_entry(env, &s, new)
 }
@@ -537,10 +534,12 @@ fn host_hyp<E: MmEnv>(
 fn host_hyp_page<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, t: &HostHyp) -> Option<()> {
     let (hb, yb) = t.page_before?;
     debug_assert!((t.host_before)(hb[0]) && (t.host_before)(hb[1]) && (t.hyp_before)(yb));
-    let new = pte::encode((t.host_after)(pa), 3);
-    let uh = page_side(env, &host.pgt, pa, |d| (is_page(d, hb[0]) || is_page(d, hb[1])).then_some(new))?;
-    let new = pte::encode((t.hyp_after)(pa), 3);
-    let uy = page_side(env, &hyp.pgt, pa, |d| is_page(d, yb).then_some(new))?;
+    // Every descriptor worked out before the walks: the leaves are
+    // constants but for `pa`, so each test below is one comparison.
+    let (hb, yb) = ([pte::encode(hb[0], 3), pte::encode(hb[1], 3)], pte::encode(yb, 3));
+    let (host_new, hyp_new) = (pte::encode((t.host_after)(pa), 3), pte::encode((t.hyp_after)(pa), 3));
+    let uh = page_side(env, &host.pgt, pa, |d| (d == hb[0] || d == hb[1]).then_some(host_new))?;
+    let uy = page_side(env, &hyp.pgt, pa, |d| (d == yb).then_some(hyp_new))?;
     host.pgt.commit_entry(env, uh);
     hyp.pgt.commit_entry(env, uy);
     Some(())

@@ -634,6 +634,16 @@ impl Stage2 {
         Some(Slot { ptep, pte, base, level, gen: self.gen as u32 })
     }
 
+    /// [`Stage2::entry`] for a page entry only: `None` unless the leaf
+    /// translating `ipa` is a page (level 3). The slot's base and level are
+    /// then the constants they are (the page, 3), which a one-page commit
+    /// uses without working them out from the level.
+    #[inline(always)]
+    pub fn page_entry<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<Slot> {
+        let s = self.entry(env, ipa)?;
+        (s.level == 3).then_some(Slot { base: ipa, level: 3, ..s })
+    }
+
     /// Phase one of replacing the whole leaf entry `s` by `new`
     /// (`pte::encode` of a leaf for `s.level`): the one-entry form of
     /// [`Stage2::prepare`] over `[s.base, s.base + level size)`, for an

@@ -11,6 +11,8 @@
 //! - every entry made invalid is invalidated before the operation ends, by a
 //!   TLBI that names its tree (VMID and root) and its IPA and level (or the
 //!   whole tree);
+//! - a TLBI by IPA follows the write that made its entry invalid (the EL2
+//!   invalidation relies on that write's barrier and has none of its own);
 //! - a table is installed only after a barrier that follows its zeroing and
 //!   every write into it; one from [`MmEnv::alloc_table_for_fill`] (handed
 //!   out full of [`POISON`]) only once every entry was written since;
@@ -222,6 +224,7 @@ impl TestEnv {
     pub fn check_log(&mut self) {
         let log = core::mem::take(&mut self.log);
         let w = &mut self.w;
+        let mut stray = None;
         for ev in log {
             w.seq += 1;
             let now = w.seq;
@@ -310,6 +313,11 @@ impl TestEnv {
                     }
                 }
                 Event::TlbiIpa { s2, ipa, level } => {
+                    // Only after the write that made the entry invalid:
+                    // the EL2 TLBI relies on write_pte's barrier.
+                    if !w.pending.values().any(|p| *p == (s2, ipa, level)) {
+                        stray.get_or_insert((s2, ipa, level));
+                    }
                     w.pending.retain(|_, p| *p != (s2, ipa, level));
                     w.ipa_tlbi.insert((s2, ipa), now);
                 }
@@ -323,6 +331,12 @@ impl TestEnv {
         if let Some((ptep, (s2, ipa, level))) = w.pending.pop_first() {
             panic!(
                 "entry {ptep:#x} (vmid {}, root {:#x}, ipa {ipa:#x}, level {level}) made invalid with no TLBI naming its tree and IPA",
+                s2.vmid, s2.root
+            );
+        }
+        if let Some((s2, ipa, level)) = stray {
+            panic!(
+                "TLBI by IPA {ipa:#x} (vmid {}, root {:#x}, level {level}) with no write making that entry invalid before it",
                 s2.vmid, s2.root
             );
         }

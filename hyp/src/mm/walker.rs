@@ -308,11 +308,23 @@ pub fn walk_path<E: MmEnv, V: Visitor<E>>(env: &mut E, p: &Path, start: u64, end
 /// callbacks. Returns the descriptor's pointer, its value and its level.
 #[inline(always)]
 pub fn leaf_entry<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (*mut u64, u64, u8) {
-    let (mut table, mut level, mut mask) = (g.root, g.start_level, g.root_entries - 1);
-    // The index shift of `level`, one table's worth (9 bits) less a level.
-    let mut shift = level_shift(level);
+    // One copy of the descent per start level: every level's shift and
+    // mask, and the level of each way out, are then constants.
+    match g.start_level {
+        0 => descend::<E, 0>(env, g, ipa),
+        1 => descend::<E, 1>(env, g, ipa),
+        2 => descend::<E, 2>(env, g, ipa),
+        _ => descend::<E, 3>(env, g, ipa),
+    }
+}
+
+/// [`leaf_entry`] of a tree whose root is at level `TOP`.
+#[inline(always)]
+fn descend<E: MmEnv, const TOP: u8>(env: &E, g: &Geometry, ipa: u64) -> (*mut u64, u64, u8) {
+    debug_assert_eq!(g.start_level, TOP);
+    let (mut table, mut level, mut mask) = (g.root, TOP, g.root_entries - 1);
     loop {
-        let idx = ((ipa >> shift) as usize) & mask;
+        let idx = ((ipa >> level_shift(level)) as usize) & mask;
         // SAFETY: idx <= mask, below the number of descriptors in this table.
         let ptep = unsafe { env.table_ptr(table).add(idx) };
         // SAFETY: ptep points at a descriptor of a live table of this tree.
@@ -320,7 +332,7 @@ pub fn leaf_entry<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (*mut u64, u64, 
         if !pte::is_table(d, level) {
             return (ptep, d, level);
         }
-        (table, level, mask, shift) = (pte::table_pa(d), level + 1, ENTRIES - 1, shift - 9);
+        (table, level, mask) = (pte::table_pa(d), level + 1, ENTRIES - 1);
     }
 }
 

@@ -72,8 +72,17 @@ fn vtcr_common() -> u64 {
 /// has them). Every tree, the host's and the guests', is walked with the
 /// VTCR this gives for its geometry. The ID registers are read once (the
 /// TLB maintenance of every stage-2 change asks for its tree's VTCR).
-#[inline]
+/// Out of line for its callers outside TLB maintenance (boot, VM_CREATE):
+/// inlined there, the first-use path moved VM_CREATE's new tree through a
+/// stack copy (+180 instructions).
+#[inline(never)]
 pub fn vtcr(t0sz: u64, sl0: u64) -> u64 {
+    tree_vtcr(t0sz, sl0)
+}
+
+/// [`vtcr`], inlined into the TLB maintenance.
+#[inline(always)]
+fn tree_vtcr(t0sz: u64, sl0: u64) -> u64 {
     vtcr_common() | (VTCR_EL2::T0SZ.val(t0sz) + VTCR_EL2::SL0.val(sl0)).value
 }
 
@@ -82,13 +91,17 @@ pub fn vttbr(root: u64, vmid: u16) -> u64 {
     (VTTBR_EL2::BADDR.val(root >> 1) + VTTBR_EL2::VMID.val(vmid as u64)).value
 }
 
-/// Runs `f` (TLB maintenance) in the translation regime of `s2`: TLBI by
-/// IPA, VMALLE1 and VMALLS12E1 act on the VMID in VTTBR_EL2, and while it
-/// names that VMID the walker may fetch through the root and VTCR next to
-/// it, so both are the tree's own (root | VMID, its VTCR). The current pair
-/// is restored afterwards.
+/// Runs `f` (TLB maintenance that ends with the DSB completing it) in the
+/// translation regime of `s2`: TLBI by IPA, VMALLE1 and VMALLS12E1 act on
+/// the VMID in VTTBR_EL2, and while it names that VMID the walker may fetch
+/// through the root and VTCR next to it, so both are the tree's own (root |
+/// VMID, its VTCR). The current pair is restored afterwards (no instruction
+/// after `f`'s DSB runs before the maintenance completed), and one ISB
+/// ends it all: the maintenance, or the restore, is in effect for what
+/// follows.
+#[inline(always)]
 fn with_s2<F: FnOnce()>(s2: &S2Id, f: F) {
-    let (want_vttbr, want_vtcr) = (vttbr(s2.root, s2.vmid), vtcr(s2.t0sz as u64, s2.sl0 as u64));
+    let (want_vttbr, want_vtcr) = (vttbr(s2.root, s2.vmid), tree_vtcr(s2.t0sz as u64, s2.sl0 as u64));
     let (saved_vttbr, saved_vtcr) = (VTTBR_EL2.get(), VTCR_EL2.get());
     let switch = (want_vttbr, want_vtcr) != (saved_vttbr, saved_vtcr);
     if switch {
@@ -101,8 +114,8 @@ fn with_s2<F: FnOnce()>(s2: &S2Id, f: F) {
     if switch {
         VTCR_EL2.set(saved_vtcr);
         VTTBR_EL2.set(saved_vttbr);
-        barrier::isb(barrier::SY);
     }
+    barrier::isb(barrier::SY);
 }
 
 /// Zeroes `[pa, pa + size)` (page multiples, normal memory mapped at EL2
@@ -161,18 +174,21 @@ pub fn publish_barrier() {
 }
 
 /// Invalidates the stage-2 entries for `ipa` of the tree `s2` (and the
-/// combined stage-1+2 entries of its VMID), inner-shareable.
+/// combined stage-1+2 entries of its VMID), inner-shareable. Issued only
+/// after the descriptor's write ([`write_pte`]), whose DSB ISHST already
+/// completed it for every walker: no barrier of its own before the TLBI.
+#[inline(always)]
 pub fn tlbi_ipa(s2: &S2Id, ipa: u64) {
     with_s2(s2, || {
-        // SAFETY: TLB maintenance only; the operand is IPA[55:12].
+        // SAFETY: TLB maintenance only; the operand is IPA[55:12]. The
+        // stage-2 invalidation completes (DSB) before the combined
+        // entries are invalidated, so no walk refills them from it.
         unsafe {
             core::arch::asm!(
-                "dsb ishst",
                 "tlbi ipas2e1is, {0}",
                 "dsb ish",
                 "tlbi vmalle1is",
                 "dsb ish",
-                "isb",
                 in(reg) ipa >> 12,
                 options(nostack),
             )
@@ -184,7 +200,7 @@ pub fn tlbi_ipa(s2: &S2Id, ipa: u64) {
 pub fn tlbi_vmid(s2: &S2Id) {
     with_s2(s2, || {
         // SAFETY: TLB maintenance only.
-        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+        unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", options(nostack)) };
     });
 }
 

@@ -377,6 +377,57 @@ fn maintenance(log: &[Event]) -> Vec<(u16, u64, u8, u64, u64)> {
         .collect()
 }
 
+/// SHARE_HYP / UNSHARE_HYP with the hyp's side of the page not what the
+/// host's side implies (its bookkeeping entry corrupted): the one-page
+/// form must check the hyp's entry too, and decline; the range form then
+/// refuses, changing nothing.
+#[test]
+fn host_hyp_one_page_checks_the_hyps_side() {
+    let pa = RAM + 40 * K4;
+    let mut w = one_page_world(pa);
+    // Pages around `pa` in 4K tables on both sides, shared with the hyp
+    // (the neighbours keep the hyp's table from being uniform).
+    for i in 1..4 {
+        let World { env, host, hyp, .. } = &mut w;
+        host_share_hyp(env, host, hyp, pa + i * K4, K4).unwrap();
+    }
+    let World { env, host, hyp, .. } = &mut w;
+    host_unshare_hyp(env, host, hyp, pa + 3 * K4, K4).unwrap();
+    w.check();
+    w.env.log.clear();
+    let hyp_leaf = |pa| Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed };
+    // (page, what its hyp entry is corrupted to, the call): the hyp's
+    // entry of a page the host shares with it says the hyp owns it, or is
+    // empty; that of a page the host owns is not empty.
+    type Call = fn(&mut World, u64) -> Result<(), Error>;
+    let unshare: Call = |w, pa| {
+        let World { env, host, hyp, .. } = w;
+        host_unshare_hyp(env, host, hyp, pa, K4)
+    };
+    let share: Call = |w, pa| {
+        let World { env, host, hyp, .. } = w;
+        host_share_hyp(env, host, hyp, pa, K4)
+    };
+    let cases: [(u64, Leaf, Call); 4] = [
+        (pa + K4, Leaf::Mapped { pa: pa + K4, attrs: Attrs::NORMAL_RW, state: PageState::Owned }, unshare),
+        (pa + K4, Leaf::Invalid(Owner::None), unshare),
+        (pa + 3 * K4, hyp_leaf(pa + 3 * K4), share),
+        (pa + 3 * K4, Leaf::Invalid(Owner::Hyp), share),
+    ];
+    for (page, corrupt, call) in cases {
+        let ptep = w.hyp.pgt.leaf_ptep(&mut w.env, page);
+        // SAFETY: a live descriptor of the hyp's tree, restored below.
+        let saved = unsafe { ptep.read() };
+        // SAFETY: as above.
+        unsafe { ptep.write(pte::encode(corrupt, 3)) };
+        untouched(&mut w, Err(Error::Perm), |w| call(w, page));
+        // SAFETY: as above.
+        unsafe { ptep.write(saved) };
+        w.check();
+    }
+    w.finish();
+}
+
 #[test]
 fn blocks_and_merges_take_the_page_form() {
     let mut w = World::new();

@@ -530,6 +530,23 @@ fn checker_catches_a_tlbi_of_the_wrong_ipa() {
 }
 
 #[test]
+#[should_panic(expected = "with no write making that entry invalid before it")]
+fn checker_catches_a_tlbi_before_the_write() {
+    let (mut env, s2, root) = bad_env();
+    let leaf = crate::mm::pte::encode(map(0), 1);
+    // SAFETY: root is a live test root.
+    unsafe { env.write_pte(&s2, root as *mut u64, 0, 1, leaf) };
+    env.check_log();
+    // The invalidation before the write it should follow: the TLBI at EL2
+    // has no barrier of its own to complete that write first.
+    env.tlbi_ipa(&s2, 0, 1);
+    // SAFETY: as above.
+    unsafe { env.write_pte(&s2, root as *mut u64, 0, 1, 0) };
+    env.tlbi_ipa(&s2, 0, 1);
+    env.check_log();
+}
+
+#[test]
 #[should_panic(expected = "freed with no TLB invalidation covering it")]
 fn checker_catches_a_table_freed_before_tlbi() {
     let (mut env, s2, root) = bad_env();
@@ -815,5 +832,42 @@ fn uniformity_hints_follow_every_write_and_agree_with_scanning() {
             s.destroy(env);
             env.assert_no_leaks();
         }
+    }
+}
+
+/// The raw descent of the one-page forms (`Stage2::entry`, one copy per
+/// start level) finds the leaf the walker finds, at every start level
+/// (2, 1 and 0: 33, 40 and 48 IPA bits), for pages inside a page, a 2M
+/// block, a 1G block, an invalid entry at each level, and the first and
+/// last pages of the (concatenated) root.
+#[test]
+fn entry_finds_the_walkers_leaf_at_every_start_level() {
+    let mut env = TestEnv::new();
+    for bits in [33u8, 40, 48] {
+        let mut s = Stage2::new(&mut env, bits, Some(1)).unwrap();
+        let top = 1u64 << bits;
+        // A 1G block (not for 33 bits: its root is at level 2), a 2M block
+        // and a page, in the first and the last gigabyte.
+        if bits > 33 {
+            s.set(&mut env, G, G, map(G)).unwrap();
+        }
+        s.set(&mut env, top - G + 4 * M2, M2, map(8 * M2)).unwrap();
+        s.set(&mut env, top - K4, K4, map(3 * K4)).unwrap();
+        s.set(&mut env, 5 * K4, K4, map(7 * K4)).unwrap();
+        let mut probes =
+            std::vec![0, K4, 5 * K4, 6 * K4, M2, top - G, top - G + 4 * M2 + 3 * K4, top - 2 * K4, top - K4];
+        if bits > 33 {
+            probes.extend([G, G + 77 * K4, 2 * G - K4, 2 * G]);
+        }
+        for ipa in probes {
+            let m = s.lookup(&mut env, ipa).unwrap();
+            let e = s.entry(&env, ipa).unwrap();
+            assert_eq!((e.base, e.level), (m.base, m.level), "{bits} bits, IPA {ipa:#x}");
+            assert_eq!(e.pte, crate::mm::pte::encode(m.leaf, m.level), "{bits} bits, IPA {ipa:#x}");
+        }
+        // Outside the tree or unaligned: no entry.
+        assert!(s.entry(&env, top).is_none());
+        assert!(s.entry(&env, K4 + 8).is_none());
+        s.destroy(&mut env);
     }
 }
