@@ -308,19 +308,45 @@ pub fn walk_path<E: MmEnv, V: Visitor<E>>(env: &mut E, p: &Path, start: u64, end
 /// callbacks. Returns the descriptor's pointer, its value and its level.
 #[inline(always)]
 pub fn leaf_entry<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (*mut u64, u64, u8) {
-    // One copy of the descent per start level: every level's shift and
-    // mask, and the level of each way out, are then constants.
+    descent(env, g, ipa, |_, _| {})
+}
+
+/// [`leaf_entry`], recording the way down as a walk of the page would
+/// ([`Path`]: the descriptor at every level from the root to the leaf, the
+/// leaf the only one seen), so that an update of the page can start at
+/// the leaf and go up from it ([`Path::ptep`]). Returns the path, the
+/// leaf's descriptor and its level.
+#[inline(always)]
+pub fn leaf_path<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (Path, u64, u8) {
+    let mut p = Path::new();
+    let (_, d, level) = descent(env, g, ipa, |level, ptep| p.0[level as usize & 3] = ptep as u64 & PTR_MASK);
+    p.0[2] |=
+        DESCENT | HAS_TOP | ((g.start_level as u64 & 3) << TOP_SHIFT) | HAS_LEAF | ((level as u64 & 3) << LEAF_SHIFT);
+    (p, d, level)
+}
+
+/// The descent of [`leaf_entry`] and [`leaf_path`]: `seen(level, ptep)`
+/// for every descriptor on the way, the leaf's included. One copy per
+/// start level: every level's shift and mask, and the level of each way
+/// out, are then constants.
+#[inline(always)]
+fn descent<E: MmEnv, F: FnMut(u8, *mut u64)>(env: &E, g: &Geometry, ipa: u64, seen: F) -> (*mut u64, u64, u8) {
     match g.start_level {
-        0 => descend::<E, 0>(env, g, ipa),
-        1 => descend::<E, 1>(env, g, ipa),
-        2 => descend::<E, 2>(env, g, ipa),
-        _ => descend::<E, 3>(env, g, ipa),
+        0 => descend::<E, F, 0>(env, g, ipa, seen),
+        1 => descend::<E, F, 1>(env, g, ipa, seen),
+        2 => descend::<E, F, 2>(env, g, ipa, seen),
+        _ => descend::<E, F, 3>(env, g, ipa, seen),
     }
 }
 
-/// [`leaf_entry`] of a tree whose root is at level `TOP`.
+/// [`descent`] of a tree whose root is at level `TOP`.
 #[inline(always)]
-fn descend<E: MmEnv, const TOP: u8>(env: &E, g: &Geometry, ipa: u64) -> (*mut u64, u64, u8) {
+fn descend<E: MmEnv, F: FnMut(u8, *mut u64), const TOP: u8>(
+    env: &E,
+    g: &Geometry,
+    ipa: u64,
+    mut seen: F,
+) -> (*mut u64, u64, u8) {
     debug_assert_eq!(g.start_level, TOP);
     let (mut table, mut level, mut mask) = (g.root, TOP, g.root_entries - 1);
     loop {
@@ -329,43 +355,10 @@ fn descend<E: MmEnv, const TOP: u8>(env: &E, g: &Geometry, ipa: u64) -> (*mut u6
         let ptep = unsafe { env.table_ptr(table).add(idx) };
         // SAFETY: ptep points at a descriptor of a live table of this tree.
         let d = unsafe { core::ptr::read_volatile(ptep) };
+        seen(level, ptep);
         if !pte::is_table(d, level) {
             return (ptep, d, level);
         }
         (table, level, mask) = (pte::table_pa(d), level + 1, ENTRIES - 1);
-    }
-}
-
-/// [`leaf_entry`], recording the way down as a walk of the page would
-/// ([`Path`]: the descriptor at every level from the root to the leaf, the
-/// leaf the only one seen), so that an update of the page can start at
-/// the leaf and go up from it ([`Path::ptep`]). Returns the path, the
-/// leaf's descriptor and its level.
-///
-/// The same descent as `leaf_entry`, which stays as it is: with both
-/// calling one generic descent, LLVM inlined and outlined differently all
-/// over the hyp (TLB maintenance, the EL2 window: `vm_create+vcpu_create`
-/// +158 EL2 instructions, the split rows +10).
-#[inline(always)]
-pub fn leaf_path<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (Path, u64, u8) {
-    let (mut table, mut level, mut mask) = (g.root, g.start_level, g.root_entries - 1);
-    let mut shift = level_shift(level);
-    let mut p = Path::new();
-    loop {
-        let idx = ((ipa >> shift) as usize) & mask;
-        // SAFETY: idx <= mask, below the number of descriptors in this table.
-        let ptep = unsafe { env.table_ptr(table).add(idx) };
-        // SAFETY: ptep points at a descriptor of a live table of this tree.
-        let d = unsafe { core::ptr::read_volatile(ptep) };
-        p.0[level as usize & 3] = ptep as u64 & PTR_MASK;
-        if !pte::is_table(d, level) {
-            p.0[2] |= DESCENT
-                | HAS_TOP
-                | ((g.start_level as u64 & 3) << TOP_SHIFT)
-                | HAS_LEAF
-                | ((level as u64 & 3) << LEAF_SHIFT);
-            return (p, d, level);
-        }
-        (table, level, mask, shift) = (pte::table_pa(d), level + 1, ENTRIES - 1, shift - 9);
     }
 }
