@@ -156,7 +156,9 @@ pub fn flush_all_this_cpu() {
     unsafe { core::arch::asm!("dsb nshst", "tlbi alle2", "tlbi alle1", "dsb nsh", "isb", options(nostack)) };
 }
 
-/// Writes a live descriptor and orders it before later walks.
+/// Writes a live descriptor and orders it before later walks. Its
+/// `DSB ISHST` is also the one [`tlbi_ipa`] relies on: the TLBI that
+/// follows the write of an entry made invalid has no barrier of its own.
 ///
 /// # Safety
 /// `ptep` is a descriptor in a table page of a stage-2 whose lock the caller
