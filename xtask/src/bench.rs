@@ -15,8 +15,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::build::build_with;
+use crate::options::RunArgs;
+use crate::paths::{target_dir, workspace_root};
 use crate::qemu::run_system;
-use crate::{workspace_root, RunArgs};
 
 /// Per-operation figures (per repetition).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -269,12 +271,12 @@ pub fn bench_cmd(
         bail!("bench run failed (exit {})", o.code());
     }
     // The raw run, for rows that look wrong.
-    std::fs::write(crate::target_dir().join("bench-output.log"), &o.output)?;
+    std::fs::write(target_dir().join("bench-output.log"), &o.output)?;
     let mut r = parse(&o.output);
     if r.ops.is_empty() {
         bail!("no [bench] lines in the output");
     }
-    let elf = crate::build_with(release, hyp_features.as_deref())?.hyp_elf;
+    let elf = build_with(release, hyp_features.as_deref())?.hyp_elf;
     r.git_revision = git_rev();
     r.hyp_elf_sha256 = format!("{:x}", Sha256::digest(std::fs::read(&elf)?));
     print!("{}", table(&r));

@@ -28,7 +28,7 @@ pub struct LinuxHost {
 }
 
 fn cache_dir() -> PathBuf {
-    crate::target_dir().join("linux-host")
+    crate::paths::target_dir().join("linux-host")
 }
 
 /// The kernel and initramfs, fetched on first use and cached.

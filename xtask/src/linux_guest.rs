@@ -53,7 +53,7 @@ pub struct LinuxGuest {
 }
 
 fn cache_dir() -> PathBuf {
-    crate::target_dir().join("linux-guest")
+    crate::paths::target_dir().join("linux-guest")
 }
 
 /// The first 16 hex digits of the fragment's SHA-256 (the cache key).

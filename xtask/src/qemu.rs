@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::image::{self, GuestSpec};
-use crate::{workspace_root, RunArgs};
+use crate::options::{parse_size, RunArgs};
+use crate::paths::workspace_root;
 
 /// Guest RAM base IPA and the window reserved for the guest DTB.
 pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
@@ -168,19 +169,6 @@ fn ensure_qemu() -> Result<()> {
     bail!("{what}: {QEMU_INSTALL_HINT}")
 }
 
-/// Parses "64M", "1G", "4096" (bytes) etc.
-pub fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, mul) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().with_context(|| format!("bad size '{s}'"))?;
-    n.checked_mul(mul).context("size overflows")
-}
-
 /// Checks a guest ELF before QEMU starts: AArch64, fits in guest RAM, clear
 /// of the DTB window.
 pub fn check_guest(path: &Path, elf: &[u8], mem: u64) -> Result<()> {
@@ -247,7 +235,7 @@ pub fn check_linux_guest(image: &[u8], mem: u64, initrd_len: u64) -> Result<()> 
 pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     crate::options::check(args)?;
     ensure_qemu()?;
-    let a = crate::build_with(args.release, args.hyp_features.as_deref())?;
+    let a = crate::build::build_with(args.release, args.hyp_features.as_deref())?;
     // --linux: Debian's kernel and the busybox initramfs stand in for
     // --host and --host-initrd.
     let (host, host_initrd_file, linux_args) = if args.linux {
