@@ -4,8 +4,8 @@
 //!
 //! No Debian kernel has `CONFIG_ARM_PKVM_GUEST`, so the kernel is built:
 //! the source comes from Debian with `apt-get source --download-only linux`
-//! (a `deb-src` line for `bookworm-backports` on Debian 12 is added when apt
-//! has no 6.12 source), is unpacked with `dpkg-source -x --skip-patches`
+//! (a `deb-src` entry for `bookworm-backports` on Debian 12 is added when apt
+//! has no 6.12 source, on the mirror apt uses for bookworm), is unpacked with `dpkg-source -x --skip-patches`
 //! (the upstream tarball as Debian ships it, Debian's patches not applied),
 //! and built with `gcc-aarch64-linux-gnu` (installed with apt when missing,
 //! with make, flex, bison and bc): `make tinyconfig`, the fragment merged
@@ -23,6 +23,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::apt;
 use crate::sys::{as_root, is_root};
 
 /// The kernel configuration fragment (merged over `make tinyconfig`).
@@ -172,15 +173,11 @@ fn source_versions() -> Result<Option<String>> {
     Ok(newest_source(&String::from_utf8_lossy(&out.stdout)))
 }
 
-const SOURCES: &str = "/etc/apt/sources.list.d/pkvm-rs-linux-src.sources";
-
-/// A deb-src entry for the suite that has Linux 6.12 on this Debian.
-fn add_deb_src() -> Result<()> {
-    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let field = |k: &str| {
-        os.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim_matches('"').to_string()).unwrap_or_default()
-    };
-    let (id, codename) = (field("ID="), field("VERSION_CODENAME="));
+/// The `deb-src` entry the xtask adds when apt has no Linux 6.12 source:
+/// Debian 12's `bookworm-backports`, another Debian release's own suite, on
+/// the mirror of the release's entry (`crate::apt`).
+pub fn deb_src_entry() -> Result<apt::Addition> {
+    let (id, codename) = apt::os_release();
     let suite = match (id.as_str(), codename.as_str()) {
         ("debian", "bookworm") => "bookworm-backports".to_string(),
         ("debian", c) if !c.is_empty() => c.to_string(),
@@ -189,20 +186,7 @@ fn add_deb_src() -> Result<()> {
              for a suite with Linux {SERIES}x (Debian 12: bookworm-backports) and run apt-get update"
         ),
     };
-    let entry = format!(
-        "Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
-         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-    );
-    eprintln!("xtask: adding a deb-src entry for {suite} as {SOURCES}");
-    let Some(mut c) = as_root(&["tee", SOURCES]) else {
-        bail!("adding {SOURCES} needs root; add this entry and run apt-get update:\n{entry}");
-    };
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().context("running tee")?;
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), entry.as_bytes())?;
-    if !child.wait()?.success() {
-        bail!("writing {SOURCES} failed");
-    }
-    run_root(&["apt-get", "update"])
+    apt::Sources::read()?.addition(&codename, "deb-src", &suite, "linux-src")
 }
 
 /// Downloads and unpacks the newest Linux 6.12 source apt offers.
@@ -221,9 +205,11 @@ fn fetch_source(dir: &Path) -> Result<String> {
     let version = match source_versions()? {
         Some(v) => v,
         None => {
-            add_deb_src()?;
-            source_versions()?
-                .with_context(|| format!("apt still has no Linux {SERIES}x source after adding {SOURCES}"))?
+            let entry = deb_src_entry()?;
+            apt::add(&entry)?;
+            source_versions()?.with_context(|| {
+                format!("apt still has no Linux {SERIES}x source after adding {}", entry.file.display())
+            })?
         }
     };
     let src = dir.join("src");

@@ -8,6 +8,7 @@
 //   data:          scenarios (the scenario table), fixtures
 //   one run:       qemu, qemu_install, build, linux, linux_guest
 //   below those:   apt, image, options, packages, paths, sys, toolchain
+mod apt;
 mod bench;
 mod build;
 mod fixtures;
@@ -21,6 +22,7 @@ mod paths;
 mod pattern;
 mod profile;
 mod qemu;
+mod qemu_install;
 mod runner;
 mod scenarios;
 mod sys;
@@ -74,6 +76,10 @@ enum Cmd {
     /// repetitions, diffed) or a whole scenario (QEMU -d exec, one
     /// instruction per TB).
     Profile(profile::ProfileArgs),
+    /// Print the apt entries the xtask adds when it needs them (QEMU 10 from
+    /// bookworm-backports, Debian's Linux source), on the mirror this
+    /// machine's apt uses; writes nothing.
+    AptEntries,
     /// The import cycles among the modules of every crate in the workspace
     /// (exit status 1 when there is one).
     Cycles,
@@ -91,6 +97,24 @@ enum Cmd {
     },
 }
 
+/// `cargo xtask apt-entries`.
+fn apt_entries() -> anyhow::Result<i32> {
+    let show = |what: &str, entry: anyhow::Result<Option<(apt::Addition, bool)>>| match entry {
+        Ok(Some((a, have))) => {
+            let note = if have { " (apt has this suite already: the xtask adds nothing)" } else { "" };
+            println!("{what}: {}{note}\n{}", a.file.display(), a.text)
+        }
+        Ok(None) => println!("{what}: none on this release (QEMU comes from its own suites)\n"),
+        Err(e) => println!("{what}: {e:#}\n"),
+    };
+    show("QEMU 10 (when qemu-system-aarch64 is older)", qemu_install::backports_entry());
+    show(
+        "the Linux guest's kernel source (when apt has no Linux 6.12 source)",
+        linux_guest::deb_src_entry().map(|a| Some((a, false))),
+    );
+    Ok(0)
+}
+
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -104,6 +128,7 @@ fn main() {
         Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
         Cmd::LinuxGuest => linux_guest::build_cmd(),
         Cmd::Cycles => modgraph::cycles_cmd(),
+        Cmd::AptEntries => apt_entries(),
     };
     match r {
         Ok(code) => exit(code),

@@ -85,7 +85,7 @@ fn check_sysroot(dir: &Path, wanted: &[String], path: Option<&OsString>) -> Resu
     if !missing.is_empty() {
         bail!(
             "the Rust target(s) {} are not installed and there is no rustup to add them: install rustup \
-             (https://rustup.rs) and run `rustup target add {}`, or install your distribution's Rust \
+             (its installer, or your distribution's `rustup` package) and run `rustup target add {}`, or install your distribution's Rust \
              standard library for {}",
             missing.join(", "),
             missing.join(" "),
