@@ -52,23 +52,9 @@ enum Cmd {
     Run(Box<options::RunArgs>),
     /// Host unit tests plus the QEMU scenarios; prints "N passed, N failed".
     Test(runner::TestArgs),
-    /// Exact instruction counts per hypervisor operation (QEMU icount + PMU).
-    Bench {
-        #[arg(long)]
-        release: bool,
-        /// Print new/old ratios against an earlier results file.
-        #[arg(long)]
-        compare: Option<PathBuf>,
-        /// Where to write the results (default bench/results.json).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Extra cargo features for the hyp build (notrace: trace points compiled out).
-        #[arg(long)]
-        hyp_features: Option<String>,
-        /// Hyp command-line options for the run (e.g. "hyp.trace=all hyp.trace_quiet").
-        #[arg(long)]
-        append: Option<String>,
-    },
+    /// Exact instruction counts per hypervisor operation (QEMU icount + PMU),
+    /// of the release build unless --debug.
+    Bench(bench::BenchArgs),
     /// Build (or find in target/linux-guest/) the Linux guest's kernel,
     /// initramfs and disk image; print their paths.
     LinuxGuest,
@@ -121,9 +107,7 @@ fn main() {
         Cmd::Build { release } => build::build_cmd(release),
         Cmd::Run(args) => qemu::run_cmd(&args),
         Cmd::Test(args) => runner::test_cmd(&args),
-        Cmd::Bench { release, compare, out, hyp_features, append } => {
-            bench::bench_cmd(release, compare, out, hyp_features, append)
-        }
+        Cmd::Bench(args) => bench::bench_cmd(&args),
         Cmd::Profile(p) => profile::profile_cmd(&p),
         Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
         Cmd::LinuxGuest => linux_guest::build_cmd(),
