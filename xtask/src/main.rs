@@ -4,10 +4,10 @@
 
 // The layers, top to bottom; a module imports only modules below its own
 // (the test in `modgraph` checks that the module graph has no cycle):
-//   commands:      bench, profile, runner (`cargo xtask test`), trace
+//   commands:      bench, modgraph (`cycles`), profile, runner (`test`), trace
 //   data:          scenarios (the scenario table), fixtures
-//   one run:       qemu, qemu_install, build, linux, linux_guest
-//   below those:   apt, image, options, packages, paths, sys, toolchain
+//   one run:       qemu > build, linux_guest > linux, qemu_install
+//   below those:   apt, image, options, packages, paths, pattern, sys, toolchain
 mod apt;
 mod bench;
 mod build;
