@@ -10,12 +10,15 @@
 //! `Architectures`, `Trusted`, ...): a local mirror or a caching proxy
 //! serves the added suite as it serves the others. No mirror is named here.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::progress::{self, Progress, Total};
 use crate::sys::as_root;
 
 /// How an entry is written.
@@ -297,6 +300,86 @@ pub fn add(a: &Addition) -> Result<()> {
     Ok(())
 }
 
+/// An apt size as apt prints it (`153 MB`, `1,007 kB`, `12.5 MB`, `512 B`)
+/// in bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, unit) = s.trim().split_once(' ')?;
+    let mul = match unit.trim() {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => return None,
+    };
+    Some((num.replace(',', "").parse::<f64>().ok()? * mul) as u64)
+}
+
+/// What an apt-get line says about the download's size: `Need to get N of
+/// ...` gives the total, `Get:K ... [N]` one file's size.
+fn size_in(line: &str) -> Option<(bool, u64)> {
+    if let Some(rest) = line.strip_prefix("Need to get ") {
+        // "Need to get 153 MB of source archives." / "Need to get 0 B/153 MB of archives."
+        let amount = rest.split(" of ").next()?;
+        return Some((true, parse_size(amount.rsplit('/').next()?)?));
+    }
+    if line.starts_with("Get:") {
+        let inner = line.trim_end().strip_suffix(']')?.rsplit_once('[')?.1;
+        return Some((false, parse_size(inner)?));
+    }
+    None
+}
+
+/// Bytes in the files of `dir` and of `dir/partial` (where apt puts what it
+/// is still fetching).
+fn bytes_in(dir: &Path) -> u64 {
+    let files = |d: &Path| -> u64 {
+        std::fs::read_dir(d)
+            .map(|r| r.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    };
+    files(dir) + files(&dir.join("partial"))
+}
+
+/// Runs `get` (an `apt-get source --download-only` or `apt-get download`
+/// that downloads into `dir`), its progress followed: the total from
+/// apt's lines, what has arrived from the files' sizes. Returns apt's
+/// success.
+pub fn download(get: &mut Command, dir: &Path, what: &str) -> Result<bool> {
+    let mut child = get.current_dir(dir).stdout(Stdio::piped()).spawn().context("running apt-get")?;
+    let stdout = child.stdout.take().context("apt-get's stdout")?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let before = bytes_in(dir);
+    let mut p = Progress::new(what, Total::Unknown, progress::MB);
+    let (mut need, mut files) = (None, 0);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(l) => match size_in(&l) {
+                Some((true, n)) => need = Some(n),
+                Some((false, n)) => files += n,
+                None => {}
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if let Some(t) = need.or((files > 0).then_some(files)) {
+            p.set_total(Total::Exact(t));
+        }
+        p.set(bytes_in(dir).saturating_sub(before), "");
+    }
+    let ok = child.wait().context("waiting for apt-get")?.success();
+    let _ = reader.join();
+    let got = bytes_in(dir).saturating_sub(before);
+    p.finish(&format!("{what}: {:.1} MB", got as f64 / 1e6));
+    Ok(ok)
+}
+
 /// The machine's release from /etc/os-release: (ID, VERSION_CODENAME).
 pub fn os_release() -> (String, String) {
     let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
@@ -449,6 +532,21 @@ mod tests {
         let uris: Vec<String> = read_sources(&files).unwrap().into_iter().flat_map(|e| e.uris).collect();
         assert_eq!(uris, ["file:/a", "file:/b"], "no sources.list, *.save ignored");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn download_sizes() {
+        assert_eq!(parse_size("153 MB"), Some(153_000_000));
+        assert_eq!(parse_size("1,007 kB"), Some(1_007_000));
+        assert_eq!(parse_size("12.5 MB"), Some(12_500_000));
+        assert_eq!(parse_size("512 B"), Some(512));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(size_in("Need to get 153 MB of source archives."), Some((true, 153_000_000)));
+        assert_eq!(size_in("Need to get 0 B/153 MB of source archives."), Some((true, 153_000_000)));
+        let get =
+            "Get:1 http://mirror.example/debian bookworm/main arm64 busybox-static arm64 1:1.35.0-4+b4 [1,007 kB]";
+        assert_eq!(size_in(get), Some((false, 1_007_000)));
+        assert_eq!(size_in("Reading package lists..."), None);
     }
 
     /// On a Debian machine: the entries the xtask would add here (printed

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::build::build_with;
 use crate::options::RunArgs;
 use crate::paths::{target_dir, workspace_root};
-use crate::qemu::run_system;
+use crate::progress::{self, Progress, Total};
+use crate::qemu::run_system_watched;
 
 /// Per-operation figures (per repetition).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -127,6 +128,12 @@ fn target_text(r: &Results, name: &str) -> String {
 pub fn summary(r: &Results) -> (usize, usize) {
     let v: Vec<bool> = r.ops.iter().filter_map(|(n, o)| meets(r, n, o)).collect();
     (v.iter().filter(|&&m| m).count(), v.len())
+}
+
+/// The name of the row a `[bench]` or `[bench-size]` line gives.
+fn bench_row(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("[bench] ").or_else(|| line.split_once("[bench-size] "))?;
+    Some(rest.split(" n=").next().unwrap_or(rest).split(" = ").next().unwrap_or(rest))
 }
 
 pub fn parse(log: &str) -> Results {
@@ -334,7 +341,17 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<i32> {
         }),
         ..Default::default()
     };
-    let o = run_system(&run, false)?;
+    // Rows as they come, of about as many as the committed file has.
+    let about = load(&committed()).map(|r| Total::About((r.ops.len() + r.sizes.len()) as u64));
+    let mut p = Progress::new("bench", about.unwrap_or(Total::Unknown), progress::ROWS);
+    let mut rows = 0;
+    let o = run_system_watched(&run, false, &mut |l| {
+        if let Some(row) = bench_row(l) {
+            rows += 1;
+            p.set(rows, row);
+        }
+    })?;
+    p.finish(&format!("bench: {rows} rows measured"));
     if o.code() != 0 {
         println!("{}", o.output);
         bail!("bench run failed (exit {})", o.code());
@@ -381,6 +398,12 @@ mod tests {
              [bench-size] table pages per GiB of guest (4K pages only) = 513\n\
              [bench-size] hyp memory per VM (bytes) = 12288\n";
         let r = parse(log);
+        let rows: Vec<&str> = log.lines().filter_map(bench_row).collect();
+        assert_eq!(
+            rows,
+            ["mem_share 4K (already 4K)", "table pages per GiB of guest (4K pages only)", "hyp memory per VM (bytes)"]
+        );
+        assert_eq!(bench_row("[host] PASS bench"), None);
         let o = &r.ops["mem_share 4K (already 4K)"];
         assert_eq!((o.n, o.el2, o.pte_writes, o.tlbis), (1000, 300.0, 2.0, 1.0));
         assert_eq!(r.sizes["table pages per GiB of guest (4K pages only)"], 513);

@@ -88,8 +88,8 @@ fn download(dl: &Path, pkgs: &[&str]) -> Result<()> {
         // apt's download sandbox user cannot write into our tree.
         get.args(["-o", "APT::Sandbox::User=root"]);
     }
-    let st = get.current_dir(dl).arg("download").args(pkgs).status()?;
-    if !st.success() {
+    get.arg("download").args(pkgs);
+    if !crate::apt::download(&mut get, dl, &format!("fetching {}", pkgs.join(" and ")))? {
         bail!("apt-get download {} failed", pkgs.join(" "));
     }
     let root = dl.join("root");

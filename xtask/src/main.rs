@@ -21,6 +21,7 @@ mod packages;
 mod paths;
 mod pattern;
 mod profile;
+mod progress;
 mod qemu;
 mod qemu_install;
 mod runner;

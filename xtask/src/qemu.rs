@@ -155,6 +155,11 @@ pub fn check_linux_guest(image: &[u8], mem: u64, initrd_len: u64) -> Result<()> 
 
 /// Builds everything and boots; `echo` copies the console to stdout.
 pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
+    run_system_watched(args, echo, &mut |_| {})
+}
+
+/// [`run_system`], with `watch` called on every console line as it comes.
+pub fn run_system_watched(args: &RunArgs, echo: bool, watch: &mut dyn FnMut(&str)) -> Result<Outcome> {
     crate::options::check(args)?;
     crate::qemu_install::ensure_qemu()?;
     let a = crate::build::build_with(args.release, args.hyp_features.as_deref())?;
@@ -271,10 +276,15 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         eprintln!("xtask: QEMU halted with a gdb stub on localhost:1234; attach with:");
         eprintln!("  gdb-multiarch {} -ex 'target remote :1234'", a.hyp_elf.display());
     }
-    run_qemu(&qargs, args.timeout.map(Duration::from_secs), echo)
+    run_qemu(&qargs, args.timeout.map(Duration::from_secs), echo, watch)
 }
 
-pub fn run_qemu(qargs: &[String], timeout: Option<Duration>, echo: bool) -> Result<Outcome> {
+pub fn run_qemu(
+    qargs: &[String],
+    timeout: Option<Duration>,
+    echo: bool,
+    watch: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
     let bin = crate::qemu_install::qemu_binary();
     let mut cmd = Command::new(&bin);
     if let Some(dir) = module_dir(&bin) {
@@ -313,6 +323,7 @@ pub fn run_qemu(qargs: &[String], timeout: Option<Duration>, echo: bool) -> Resu
                     println!("{line}");
                     let _ = std::io::stdout().flush();
                 }
+                watch(&line);
                 if let Some(s) = line.strip_prefix("[hyp] system off: status ") {
                     status = s.split_whitespace().next().and_then(|n| n.parse().ok());
                 }

@@ -10,7 +10,8 @@ use anyhow::{bail, Result};
 use crate::packages::{HOST_TESTED, HOST_TESTED_ABOUT};
 use crate::paths::workspace_root;
 use crate::pattern::matches_bound;
-use crate::qemu::run_system;
+use crate::progress::{self, Progress, Total};
+use crate::qemu::run_system_watched;
 use crate::scenarios::{self, spec::known_words, Scenario};
 
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -115,6 +116,33 @@ fn host_tests() -> (u32, u32) {
     (p, f)
 }
 
+/// A fuzz run, its progress followed: the host shim prints the calls to make
+/// and every 500th call done.
+fn fuzz_run(run: &crate::options::RunArgs) -> Result<crate::qemu::Outcome> {
+    let mut p = Progress::new("fuzz", Total::Unknown, progress::CALLS);
+    let o = run_system_watched(run, false, &mut |l| {
+        if let Some((total, done)) = fuzz_progress(l) {
+            if let Some(t) = total {
+                p.set_total(Total::Exact(t));
+            }
+            p.set(done.unwrap_or(p.done()), "");
+        }
+    })?;
+    p.finish("");
+    Ok(o)
+}
+
+/// From a fuzz line: (the calls to make, the calls done).
+fn fuzz_progress(l: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let rest = l.strip_prefix("[host] fuzz: ")?;
+    if let Some(n) = rest.strip_suffix(" calls").and_then(|n| n.parse().ok()) {
+        return Some((None, Some(n)));
+    }
+    // "seed S calls C (replay: ...)"
+    let calls = rest.strip_prefix("seed ")?.split_once(" calls ")?.1.split_whitespace().next()?.parse().ok()?;
+    Some((Some(calls), Some(0)))
+}
+
 /// Checks `names` against the scenario list; the error lists valid names.
 pub fn select(list: Vec<Scenario>, names: &[String]) -> Result<Vec<Scenario>> {
     let unknown: Vec<&str> = names.iter().map(String::as_str).filter(|n| !list.iter().any(|s| s.name == *n)).collect();
@@ -167,7 +195,11 @@ pub fn test_cmd(args: &TestArgs) -> Result<i32> {
         }
         run.timeout = Some(s.timeout);
         let t = Instant::now();
-        let o = run_system(&run, false)?;
+        let o = if s.run.scenario == Some("fuzz") {
+            fuzz_run(&run)?
+        } else {
+            run_system_watched(&run, false, &mut |_| {})?
+        };
         match check(&s, &o.output, o.code()) {
             Ok(()) => {
                 passed += 1;
@@ -230,6 +262,15 @@ mod tests {
         let sha = crate::linux_guest::disk_sha256();
         assert!(check(&s, &format!("sha256 {sha}\n"), 0).is_ok());
         assert!(check(&s, "sha256 0123\n", 0).is_err(), "a word other than the disk's hash");
+    }
+
+    #[test]
+    fn fuzz_lines_give_progress() {
+        let start = "[host] fuzz: seed 7 calls 100000 (replay: cargo xtask test --fuzz --seed 7 --calls 100000)";
+        assert_eq!(fuzz_progress(start), Some((Some(100_000), Some(0))));
+        assert_eq!(fuzz_progress("[host] fuzz: 1500 calls"), Some((None, Some(1500))));
+        assert_eq!(fuzz_progress("[host] fuzz: seed 7: 1000 host calls, 12 guest runs"), None);
+        assert_eq!(fuzz_progress("[host] PASS the fuzz run mixed in DMA"), None);
     }
 
     #[test]
