@@ -46,8 +46,17 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
-/// The progress line: `WHAT: DONE of TOTAL UNIT (P %), RATE UNIT/s, ELAPSED, ~LEFT left: NOTE`.
-pub fn line(what: &str, done: u64, total: Total, unit: Unit, elapsed: Duration, note: &str) -> String {
+/// The progress line: `WHAT: DONE of TOTAL UNIT (P %), RATE UNIT/s, ELAPSED, ~LEFT left: NOTE`;
+/// the rate and the time left from `pace`: (a time, what was done in it).
+pub fn line(
+    what: &str,
+    done: u64,
+    total: Total,
+    unit: Unit,
+    elapsed: Duration,
+    pace: Option<(Duration, u64)>,
+    note: &str,
+) -> String {
     let n = |v: u64| {
         if unit.scale == 1 {
             v.to_string()
@@ -69,15 +78,14 @@ pub fn line(what: &str, done: u64, total: Total, unit: Unit, elapsed: Duration, 
     } else {
         s += &format!(" {}", unit.name);
     }
-    let secs = elapsed.as_secs_f64();
-    if secs >= 1.0 && done > 0 {
-        let rate = done as f64 / secs / unit.scale as f64;
-        s += &format!(", {rate:.1} {}/s", unit.name);
+    // Per second, over the pace's time.
+    let rate = pace.filter(|(t, n)| t.as_secs_f64() >= 1.0 && *n > 0).map(|(t, n)| n as f64 / t.as_secs_f64());
+    if let Some(r) = rate {
+        s += &format!(", {:.1} {}/s", r / unit.scale as f64, unit.name);
     }
     s += &format!(", {}", duration(elapsed));
-    if let Some((t, _)) = of.filter(|&(t, _)| done > 0 && t > done && secs >= 1.0) {
-        let left = Duration::from_secs_f64(secs * (t - done) as f64 / done as f64);
-        s += &format!(", ~{} left", duration(left));
+    if let (Some(r), Some((t, _))) = (rate, of.filter(|&(t, _)| t > done)) {
+        s += &format!(", ~{} left", duration(Duration::from_secs_f64((t - done) as f64 / r)));
     }
     if !note.is_empty() {
         s += &format!(": {note}");
@@ -94,6 +102,9 @@ pub struct Progress {
     live: bool,
     /// When the line was last shown (None: not yet).
     shown: Option<Instant>,
+    /// The first update: when, and what was done then (the rate counts
+    /// from there, not from set-up such as a build before a run).
+    first: Option<(Instant, u64)>,
     done: u64,
     /// Where lines go: stderr, or a buffer (tests).
     buffer: Option<Vec<u8>>,
@@ -106,7 +117,17 @@ impl Progress {
     }
 
     fn with(what: &str, total: Total, unit: Unit, live: bool) -> Progress {
-        Progress { what: what.into(), total, unit, start: Instant::now(), live, shown: None, done: 0, buffer: None }
+        Progress {
+            what: what.into(),
+            total,
+            unit,
+            start: Instant::now(),
+            live,
+            shown: None,
+            first: None,
+            done: 0,
+            buffer: None,
+        }
     }
 
     pub fn set_total(&mut self, total: Total) {
@@ -116,6 +137,7 @@ impl Progress {
     /// `done` so far, and what is being done now; shown when it is time.
     pub fn set(&mut self, done: u64, note: &str) {
         self.done = done;
+        let (since, at_first) = *self.first.get_or_insert((Instant::now(), done));
         let every = if self.live { LIVE_EVERY } else { PLAIN_EVERY };
         if self.shown.is_some_and(|t| t.elapsed() < every) {
             return;
@@ -125,7 +147,8 @@ impl Progress {
             return;
         }
         self.shown = Some(Instant::now());
-        let l = line(&self.what, done, self.total, self.unit, self.start.elapsed(), note);
+        let pace = (since.elapsed(), done.saturating_sub(at_first));
+        let l = line(&self.what, done, self.total, self.unit, self.start.elapsed(), Some(pace), note);
         if self.live {
             let cut: String = l.chars().take(LIVE_WIDTH).collect();
             self.write(&format!("\r{cut}\x1b[K"));
@@ -179,21 +202,28 @@ mod tests {
     fn lines() {
         let s = Duration::from_secs;
         assert_eq!(
-            line("kernel", 500, Total::About(1100), STEPS, s(100), "CC fs/inode.o"),
+            line("kernel", 500, Total::About(1100), STEPS, s(100), Some((s(100), 500)), "CC fs/inode.o"),
             "kernel: 500 of ~1100 steps (45 %), 5.0 steps/s, 1m40s, ~2m00s left: CC fs/inode.o"
         );
         assert_eq!(
-            line("fuzz", 25_000, Total::Exact(100_000), CALLS, s(50), ""),
+            line("fuzz", 25_000, Total::Exact(100_000), CALLS, s(50), Some((s(50), 25_000)), ""),
             "fuzz: 25000 of 100000 calls (25 %), 500.0 calls/s, 50s, ~2m30s left"
         );
         assert_eq!(
-            line("source", 76_500_000, Total::Exact(153_000_000), MB, s(10), ""),
+            line("source", 76_500_000, Total::Exact(153_000_000), MB, s(10), Some((s(10), 76_500_000)), ""),
             "source: 76.5 of 153.0 MB (50 %), 7.7 MB/s, 10s, ~10s left"
         );
-        assert_eq!(line("x", 0, Total::Unknown, ROWS, s(0), ""), "x: 0 rows, 0s");
+        assert_eq!(line("x", 0, Total::Unknown, ROWS, s(0), None, ""), "x: 0 rows, 0s");
+        // The rate over the work itself: 2 minutes of build and boot before
+        // the first row are not in it.
+        assert_eq!(
+            line("bench", 11, Total::About(49), ROWS, s(140), Some((s(20), 10)), ""),
+            "bench: 11 of ~49 rows (22 %), 0.5 rows/s, 2m20s, ~1m16s left"
+        );
+        assert_eq!(line("t", 5, Total::Exact(9), ROWS, s(5), Some((s(0), 0)), ""), "t: 5 of 9 rows (55 %), 5s");
         // Past an estimate: no time left, at most 100 %.
         assert_eq!(
-            line("k", 1200, Total::About(1100), STEPS, s(60), ""),
+            line("k", 1200, Total::About(1100), STEPS, s(60), Some((s(60), 1200)), ""),
             "k: 1200 of ~1100 steps (100 %), 20.0 steps/s, 1m00s"
         );
         assert_eq!(duration(s(3725)), "1h02m");
