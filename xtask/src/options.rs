@@ -86,6 +86,35 @@ pub struct RunArgs {
     /// (e.g. devices to attach: "-device edu,dma_mask=0xffffffffffffffff").
     #[arg(long, allow_hyphen_values = true)]
     pub qemu_args: Option<String>,
+    /// The CPU model QEMU emulates (default max, every feature QEMU has).
+    #[arg(long, value_parser = CPU_MODELS)]
+    pub cpu: Option<String>,
+}
+
+/// QEMU CPU models the suite runs on (`--cpu`); all have EL2. `max` has
+/// every feature QEMU implements (FEAT_S2FWB, PAuth, SVE, SME, 48-bit PA);
+/// Cortex-A53/A57/A72 are ARMv8.0 (no PAN, no VHE, no PAuth, 40/44-bit
+/// PA); A55/A76/Neoverse-N1 ARMv8.2; Neoverse-V1 ARMv8.4 with SVE;
+/// Neoverse-N2 ARMv9 with SVE2.
+pub const CPU_MODELS: [&str; 9] = [
+    "max",
+    "cortex-a53",
+    "cortex-a55",
+    "cortex-a57",
+    "cortex-a72",
+    "cortex-a76",
+    "neoverse-n1",
+    "neoverse-n2",
+    "neoverse-v1",
+];
+
+/// QEMU's `-cpu` value for a model (`max` with the cheap implementation-
+/// defined pointer authentication, which QEMU's architected one is not).
+pub fn qemu_cpu(model: Option<&str>) -> String {
+    match model {
+        None | Some("max") => "max,pauth-impdef=on".into(),
+        Some(m) => m.into(),
+    }
 }
 
 /// Hyp log levels (`hyp.log=`).

@@ -260,7 +260,11 @@ pub fn run_system_watched(args: &RunArgs, echo: bool, watch: &mut dyn FnMut(&str
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.replace("{mem}", &args.mem).replace("{smp}", &args.smp.to_string()))
+        .map(|l| {
+            l.replace("{mem}", &args.mem)
+                .replace("{smp}", &args.smp.to_string())
+                .replace("{cpu}", &crate::options::qemu_cpu(args.cpu.as_deref()))
+        })
         .collect();
     if args.icount {
         qargs.extend(["-icount".into(), "shift=0,align=off,sleep=off".into()]);

@@ -7,6 +7,7 @@
 
 mod bench;
 mod boot;
+mod cpus;
 mod devices;
 mod fuzz;
 mod guests;
@@ -33,6 +34,7 @@ pub const GROUPS: &[&[Scenario]] = &[
     bench::SCENARIOS,
     fuzz::SCENARIOS,
     linux::SCENARIOS,
+    cpus::SCENARIOS,
 ];
 
 /// Every scenario, in order.
