@@ -5,6 +5,7 @@ mod fixtures;
 mod image;
 mod linux;
 mod linux_guest;
+mod modgraph;
 mod options;
 mod profile;
 mod qemu;
@@ -57,6 +58,15 @@ enum Cmd {
     /// Build (or find in target/linux-guest/) the Linux guest's kernel,
     /// initramfs and disk image; print their paths.
     LinuxGuest,
+    /// The workspace's module graph, file by file: its import cycles (exit
+    /// status 1 if any), or the whole graph for Graphviz with --dot.
+    Modgraph {
+        #[arg(long)]
+        dot: bool,
+        /// Another checkout to read instead of this one.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// EL2 instructions per hyp function, for a bench row (N vs 2N
     /// repetitions, diffed) or a whole scenario (QEMU -d exec, one
     /// instruction per TB).
@@ -270,6 +280,9 @@ fn main() {
         Cmd::Profile(p) => profile::profile_cmd(&p),
         Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
         Cmd::LinuxGuest => linux_guest::build_cmd(),
+        Cmd::Modgraph { dot, root } => {
+            modgraph::run(&root.unwrap_or_else(workspace_root), dot).map(|acyclic| if acyclic { 0 } else { 1 })
+        }
     };
     match r {
         Ok(code) => exit(code),
