@@ -67,9 +67,15 @@ enum Cmd {
     /// bookworm-backports, Debian's Linux source), on the mirror this
     /// machine's apt uses; writes nothing.
     AptEntries,
-    /// The import cycles among the modules of every crate in the workspace
-    /// (exit status 1 when there is one).
-    Cycles,
+    /// The workspace's module graph, file by file: its import cycles (exit
+    /// status 1 when there is one), or the whole graph for Graphviz (--dot).
+    Cycles {
+        #[arg(long)]
+        dot: bool,
+        /// Another checkout to read instead of this one.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Decode trace records from a console log: table, summary, Chrome JSON;
     /// or render its stage-2 dumps as an SVG map.
     Trace {
@@ -112,7 +118,9 @@ fn main() {
         Cmd::Profile(p) => profile::profile_cmd(&p),
         Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
         Cmd::LinuxGuest => linux_guest::build_cmd(),
-        Cmd::Cycles => modgraph::cycles_cmd(),
+        Cmd::Cycles { dot, root } => {
+            modgraph::run(&root.unwrap_or_else(paths::workspace_root), dot).map(|acyclic| if acyclic { 0 } else { 1 })
+        }
         Cmd::AptEntries => apt_entries(),
     };
     match r {
