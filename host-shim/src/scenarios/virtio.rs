@@ -53,7 +53,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, race: bool) 
     for (i, b) in disk.iter_mut().enumerate() {
         *b = virtio_disk_byte(i as u64 / 512, i as u64 % 512);
     }
-    let cfg = Config { console: true, disk: Some(Disk::Writable(disk)), dma_pool: Some(POOL) };
+    let cfg = Config { console: true, disk: Some(alloc::boxed::Box::new(Disk::Writable(disk))), dma_pool: Some(POOL) };
     let mut g = match Guest::load_with(hm, &img.name, img.elf, img.mem, args, vcpus, Some(cfg)) {
         Ok(g) => g,
         Err(e) => {

@@ -208,7 +208,7 @@ impl Guest {
         // bounced through the pool.
         let virtio = Devices::new(virtio::Config {
             console: true,
-            disk: (!disk.is_empty()).then_some(virtio::Disk::ReadOnly(disk)),
+            disk: (!disk.is_empty()).then(|| alloc::boxed::Box::new(virtio::Disk::ReadOnly(disk)) as _),
             dma_pool: Some(info.dma_pool()),
         });
         let dtb = vmm_devices::dtb::guest_dtb(mem, LINUX_BOOTARGS, vcpus, Some(&info), Some(&virtio));
