@@ -4,7 +4,7 @@
 use aarch64_cpu::registers::*;
 use tock_registers::interfaces::Readable;
 
-use hyp::esr::Esr;
+use hyp_abi::esr::Esr;
 
 use crate::arch::aarch64::trap::{CallRegs, Line, Next, TrapFrame, KIND_NAMES};
 use crate::percpu::{self, Running};

@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use buddy_system_allocator::LockedHeap;
 use spin::{Mutex, MutexGuard, Once};
 
-use hyp::mm::mem_protect::{HostMm, HypMm};
-use hyp::mm::PAGE_SIZE;
+use hyp_core::mm::mem_protect::{HostMm, HypMm};
+use hyp_core::mm::PAGE_SIZE;
 
 use crate::arch::aarch64::tlb;
 
@@ -302,7 +302,7 @@ pub fn usage() -> (usize, usize) {
 /// Table pages for the EL2 stage-1, from the pool (identity-mapped).
 pub struct PoolPages;
 
-impl hyp::stage1::TableAlloc for PoolPages {
+impl hyp_core::mm::stage1::TableAlloc for PoolPages {
     fn alloc(&mut self) -> Option<u64> {
         alloc_pages(1)
     }

@@ -6,8 +6,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hyp::mm::env::{MmEnv, S2Id};
-use hyp::mm::PAGE_SIZE;
+use hyp_core::mm::env::{MmEnv, S2Id};
+use hyp_core::mm::PAGE_SIZE;
 
 use crate::arch::aarch64::tlb;
 use crate::dev::smmu;
@@ -60,7 +60,7 @@ impl MmEnv for HypEnv {
     unsafe fn init_table(&mut self, table: *mut u64, first: u64, step: u64) {
         // SAFETY: a table page no walker can reach yet (MmEnv::init_table
         // contract); the publish barrier orders these plain stores.
-        unsafe { hyp::mm::pte::fill(table, first, step) };
+        unsafe { hyp_core::mm::pte::fill(table, first, step) };
     }
     fn table_hint(&mut self, table: *mut u64) -> Option<&mut u16> {
         // SAFETY: the core asks for the hint of a table page of a tree
@@ -110,10 +110,10 @@ impl MmEnv for HypEnv {
         }
     }
     fn on_split(&mut self, who: u16, ipa: u64, level: u8) {
-        crate::tracebuf::point::table(hyp::trace::Kind::Split, who, ipa, level);
+        crate::tracebuf::point::table(hyp_abi::trace::Kind::Split, who, ipa, level);
     }
     fn on_merge(&mut self, who: u16, ipa: u64, level: u8) {
-        crate::tracebuf::point::table(hyp::trace::Kind::Merge, who, ipa, level);
+        crate::tracebuf::point::table(hyp_abi::trace::Kind::Merge, who, ipa, level);
     }
     fn scrub(&mut self, pa: u64, size: u64) {
         // SAFETY: the core unmapped [pa, pa + size) from the guest (with TLB

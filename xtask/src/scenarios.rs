@@ -1496,7 +1496,7 @@ fn host_tests() -> (u32, u32) {
     println!("== host: cargo test (arch-independent core, the VMM's virtio devices, xtask)");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["test", "-p", "hyp", "-p", "hyp-abi", "-p", "host-shim", "-p", "xtask", "--release"])
+        .args(["test", "-p", "hyp", "-p", "hyp-core", "-p", "hyp-abi", "-p", "host-shim", "-p", "xtask", "--release"])
         .output();
     let Ok(out) = out else {
         println!("FAIL host tests: could not run cargo test");

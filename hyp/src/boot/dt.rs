@@ -6,7 +6,7 @@ use fdt::node::FdtNode;
 use fdt::Fdt;
 use log::info;
 
-use hyp::mm::mem_protect::Region;
+use hyp_core::mm::region::Region;
 
 use crate::arch::aarch64::mmu;
 

@@ -15,8 +15,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use aarch64_cpu::registers::*;
 use log::{info, LevelFilter};
 
-use hyp::mm::mem_protect::{self, HostMm, HypMm, Region};
-use hyp::mm::pgtable::Stage2;
+use hyp_core::mm::mem_protect::{self, HostMm, HypMm};
+use hyp_core::mm::pgtable::Stage2;
+use hyp_core::mm::region::Region;
 
 use crate::arch::aarch64::context::{self, Context, Kind};
 use crate::arch::aarch64::tlb;
@@ -77,7 +78,7 @@ fn parse_options(bootargs: &'static str) -> Options {
                 _ => LevelFilter::Info,
             };
         } else if let Some(v) = tok.strip_prefix("hyp.trace=") {
-            o.trace = hyp::trace::parse_mask(v).unwrap_or(hyp::trace::Kind::ALL_MASK);
+            o.trace = hyp_abi::trace::parse_mask(v).unwrap_or(hyp_abi::trace::Kind::ALL_MASK);
         } else if let Some(v) = tok.strip_prefix("hyp.trace_vm=") {
             o.trace_vm = v.parse().ok();
         } else if let Some(v) = tok.strip_prefix("hyp.trace_buf=") {
@@ -249,13 +250,13 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let host_pgt =
         Stage2::new(&mut env, ipa_bits, Some(0)).unwrap_or_else(|e| fail(format_args!("host stage-2: {e:?}")));
     let mut hyp_pgt = Stage2::new(&mut env, ipa_bits, None).unwrap_or_else(|e| fail(format_args!("hyp table: {e:?}")));
-    hyp_pgt.set_who(hyp::trace::WHO_HYP);
+    hyp_pgt.set_who(hyp_abi::trace::WHO_HYP);
     // Devices: what the DTB lists minus hidden devices (`dt`) and the pages
     // the hyp emulates for the host.
     if let Err(e) = crate::dev::gicr::init(&m) {
         fail(format_args!("GIC redistributors: {e}"));
     }
-    let devices = hyp::hostdev::carve(m.devices(), &crate::dev::gicr::pages());
+    let devices = hyp_core::mm::region::carve(m.devices(), &crate::dev::gicr::pages());
     let mut host = HostMm::new(host_pgt, m.ram().to_vec(), devices);
     let mut hyp_mm = HypMm::new(hyp_pgt);
     if let Err(e) = mem_protect::hyp_claim_own(&mut env, &mut host, &mut hyp_mm, hyp_base, hyp_size) {
@@ -338,13 +339,13 @@ fn take_smmu(env: &mut HypEnv, host: &mut HostMm, base: u64, ipa_bits: u8) {
     if crate::dev::smmu::noncoherent() {
         // The root's zeroes reach memory before the SMMU can walk it (its
         // tables and descriptors are cleaned as they are written).
-        crate::dev::smmu::clean_poc(pgt.root_pa(), pgt.root_pages() as u64 * hyp::mm::PAGE_SIZE);
+        crate::dev::smmu::clean_poc(pgt.root_pa(), pgt.root_pages() as u64 * hyp_core::mm::PAGE_SIZE);
     }
     if let Err(e) = host.enable_dma(env, pgt) {
         fail(format_args!("DMA view: {e:?}"));
     }
     let dma = host.dma.as_ref().expect("just built");
-    let ctx = hyp::smmu::S2Context {
+    let ctx = hyp_core::smmu_format::S2Context {
         vmid: DMA_VMID,
         root: dma.root_pa(),
         t0sz: dma.t0sz() as u8,

@@ -1,7 +1,7 @@
 //! GICv3 redistributors, host side: the hyp finds every redistributor at
 //! boot, keeps page 0 of each RD_base frame out of the host's stage-2, and
 //! emulates the host's accesses to it from the data-abort syndrome, with
-//! LPIs hidden (what each access does: `hyp::gicr`). Stateless: every
+//! LPIs hidden (what each access does: `hyp_core::emul::gicr`). Stateless: every
 //! access goes to the hardware or nowhere, so CPUs need no lock.
 
 use alloc::vec::Vec;
@@ -9,9 +9,9 @@ use alloc::vec::Vec;
 use log::{debug, info};
 use spin::Once;
 
-use hyp::esr::Esr;
-use hyp::gicr::{self, Access};
-use hyp::mm::mem_protect::Region;
+use hyp_abi::esr::Esr;
+use hyp_core::emul::gicr::{self, Access};
+use hyp_core::mm::region::Region;
 
 use crate::arch::aarch64::inject;
 use crate::arch::aarch64::mmu;

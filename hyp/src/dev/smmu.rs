@@ -22,8 +22,8 @@ use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite};
 
-use hyp::mm::PAGE_SIZE;
-use hyp::smmu::{self as s, idr0, Event, Queue, S2Context, CMD_BYTES, EVT_BYTES, STE_BYTES};
+use hyp_core::mm::PAGE_SIZE;
+use hyp_core::smmu_format::{self as s, idr0, Event, Queue, S2Context, CMD_BYTES, EVT_BYTES, STE_BYTES};
 
 use crate::arch::aarch64::tlb;
 use crate::mem;

@@ -5,16 +5,16 @@
 use aarch64_cpu::registers::*;
 use log::debug;
 
-use hyp::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64};
-use hyp::exception::{fault_kind, FaultKind};
-use hyp::mm::mem_protect::HostFault;
+use hyp_abi::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64};
+use hyp_core::emul::exception::{fault_kind, FaultKind};
+use hyp_core::mm::mem_protect::HostFault;
 
 use crate::arch::aarch64::inject::{self, Live, ReturnState};
 use crate::arch::aarch64::trap::{fault_ipa, Next, TrapFrame};
 use crate::mmenv::HypEnv;
 use crate::tracebuf::{self, point};
 use crate::{hypercall, mem};
-use hyp::trace::{Kind, Resolution};
+use hyp_abi::trace::{Kind, Resolution};
 
 pub fn handle_sync(frame: &mut TrapFrame) -> Next {
     let esr = Esr(ESR_EL2.get());
@@ -70,7 +70,7 @@ fn stage2_fault(ret: &mut impl ReturnState, esr: Esr, ipa: u64, far: u64) {
     let r = match fault_kind(esr.fsc()) {
         FaultKind::Translation(_) => mem::host().handle_fault(&mut HypEnv, ipa),
         FaultKind::AccessFlag(_) => Ok(HostFault::Spurious),
-        FaultKind::Permission(_) | FaultKind::Other(_) => Err(hyp::mm::Error::Perm),
+        FaultKind::Permission(_) | FaultKind::Other(_) => Err(hyp_core::mm::Error::Perm),
     };
     match r {
         Ok(HostFault::Mapped { level, .. }) => {
@@ -89,7 +89,7 @@ fn stage2_fault(ret: &mut impl ReturnState, esr: Esr, ipa: u64, far: u64) {
 
 /// A host access refused: traced, logged, and an abort injected.
 #[inline(never)]
-fn refuse(ret: &mut impl ReturnState, esr: Esr, ipa: u64, far: u64, e: hyp::mm::Error) {
+fn refuse(ret: &mut impl ReturnState, esr: Esr, ipa: u64, far: u64, e: hyp_core::mm::Error) {
     let pc = ret.get().0;
     point::fault(0, 0, esr.0, far, ipa, pc, Resolution::AbortInjected, 0);
     let access = match (esr.is_data_abort(), esr.wnr()) {

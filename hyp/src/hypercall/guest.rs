@@ -7,10 +7,10 @@ use alloc::sync::Arc;
 
 use spin::Mutex;
 
-use hyp::abi::host::exit;
-use hyp::abi::{arch, guest as abi, psci, smccc};
-use hyp::mm::mem_protect;
-use hyp::mm::{Error, PAGE_SIZE};
+use hyp_abi::host::exit;
+use hyp_abi::{arch, guest as abi, psci, smccc};
+use hyp_core::mm::mem_protect;
+use hyp_core::mm::{Error, PAGE_SIZE};
 
 use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::trap::{CallRegs, TrapFrame};
@@ -18,7 +18,7 @@ use crate::mem;
 use crate::mmenv::HypEnv;
 use crate::tracebuf::point;
 use crate::vm::{Pending, Vm};
-use hyp::trace::op;
+use hyp_abi::trace::op;
 
 /// First and last function ID of the "host services" range: calls a guest
 /// makes to the host's VMM, forwarded as HYPERCALL exits.
@@ -44,7 +44,7 @@ pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcom
     let refused =
         matches!(out, Outcome::Resume) && matches!(frame.x[0] as i64, smccc::NOT_SUPPORTED | smccc::INVALID_PARAMETER);
     crate::checker::after_call(before, fid, refused);
-    if crate::tracebuf::on(hyp::trace::Kind::Hypercall) {
+    if crate::tracebuf::on(hyp_abi::trace::Kind::Hypercall) {
         if let (Outcome::Resume, crate::percpu::Running::Guest(h, _)) = (&out, crate::percpu::this_cpu().running) {
             point::hypercall(h, vcpu, fid, x1, frame.x[0]);
         }
@@ -282,7 +282,7 @@ fn unshare_pinned(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, vcpu: usize) -
     let vm = vm_arc.lock();
     point::unshare_pending(vm.handle, vcpu, ipa);
     let pa = match vm.mm.pgt.lookup(&mut HypEnv, ipa).map(|m| m.at(ipa & !(PAGE_SIZE - 1))) {
-        Ok(hyp::mm::prot::Leaf::Mapped { pa, .. }) => pa,
+        Ok(hyp_core::mm::prot::Leaf::Mapped { pa, .. }) => pa,
         _ => 0,
     };
     frame.elr -= 4;

@@ -7,11 +7,11 @@
 
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use hyp::abi::{host as abi, smccc};
-use hyp::mm::mem_protect::{self, HostMm, HypMm};
-use hyp::mm::prot::{Leaf, PageState};
-use hyp::mm::Error;
-use hyp::trace::{op, Kind, RECORD_SIZE};
+use hyp_abi::trace::{op, Kind, RECORD_SIZE};
+use hyp_abi::{host as abi, smccc};
+use hyp_core::mm::mem_protect::{self, HostMm, HypMm};
+use hyp_core::mm::prot::{Leaf, PageState};
+use hyp_core::mm::Error;
 
 use crate::arch::aarch64::trap::{CallRegs, Next, TrapFrame};
 use crate::arch::aarch64::window;

@@ -2,7 +2,7 @@
 //! handled here otherwise. Calls that would start or resume a CPU at an
 //! address of the host's choosing at EL2 are not relayed.
 
-use hyp::abi::{arch, psci, smccc};
+use hyp_abi::{arch, psci, smccc};
 
 use crate::arch::aarch64::psci::smc;
 use crate::arch::aarch64::trap::TrapFrame;
@@ -68,8 +68,8 @@ fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
     let owned = host.check_ram(page, 4096).is_ok()
         && matches!(
             host.leaf_at(&mut crate::mmenv::HypEnv, page),
-            Ok(hyp::mm::prot::Leaf::Invalid(hyp::mm::prot::Owner::None))
-                | Ok(hyp::mm::prot::Leaf::Mapped { state: hyp::mm::prot::PageState::Owned, .. })
+            Ok(hyp_core::mm::prot::Leaf::Invalid(hyp_core::mm::prot::Owner::None))
+                | Ok(hyp_core::mm::prot::Leaf::Mapped { state: hyp_core::mm::prot::PageState::Owned, .. })
         );
     drop(host);
     if !owned || entry & 3 != 0 {

@@ -11,20 +11,20 @@ use alloc::vec::Vec;
 
 use spin::{Mutex, MutexGuard};
 
-use hyp::abi::host as abi;
-use hyp::handles::Handles;
-use hyp::mm::env::Vmid;
-use hyp::mm::mem_protect::{self, GuestMm};
-use hyp::mm::pgtable::Stage2;
-use hyp::mm::prot::{Leaf, Owner, PageState};
-use hyp::mm::Error;
+use hyp_abi::host as abi;
+use hyp_core::mm::env::Vmid;
+use hyp_core::mm::mem_protect::{self, GuestMm};
+use hyp_core::mm::pgtable::Stage2;
+use hyp_core::mm::prot::{Leaf, Owner, PageState};
+use hyp_core::mm::Error;
+use hyp_core::vm::handles::Handles;
 
 use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::tlb;
 use crate::mem::{self, HostLocked};
 use crate::mmenv::HypEnv;
 use crate::tracebuf::point;
-use hyp::trace::op;
+use hyp_abi::trace::op;
 
 pub const MAX_VCPUS: usize = 8;
 /// Guest IPA width.
@@ -64,7 +64,7 @@ pub struct Vcpu {
     /// The guest powered off (or reset): it runs no more.
     pub stopped: bool,
     /// Its virtual interrupts (what the host asserted, what the hyp injects).
-    pub irq: hyp::vgic::State,
+    pub irq: hyp_core::emul::vgic::State,
     /// Powered off (created so, or PSCI CPU_OFF): runs no more until the
     /// guest's CPU_ON.
     pub off: bool,
@@ -83,7 +83,7 @@ pub struct Vm {
     pub started: bool,
     pub vtcr: u64,
     /// The MMIO granules the guest guarded (MMIO_GUARD).
-    pub guards: hyp::mmio_guard::Guards,
+    pub guards: hyp_core::vm::mmio_guard::Guards,
     /// Successful MEM_SHARE / MEM_UNSHARE calls (VM_CALLS).
     pub shares: u64,
     pub unshares: u64,
@@ -123,7 +123,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
         dying: false,
         started: false,
         vtcr,
-        guards: hyp::mmio_guard::Guards::new(),
+        guards: hyp_core::vm::mmio_guard::Guards::new(),
         shares: 0,
         unshares: 0,
         low_mapped: false,
@@ -150,7 +150,7 @@ fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64, flags: u64) -> Result<usi
         pending: Pending::None,
         running: false,
         stopped: false,
-        irq: hyp::vgic::State::new(),
+        irq: hyp_core::emul::vgic::State::new(),
         off: flags & abi::VCPU_OFF != 0,
     });
     Ok(vm.vcpus.len() - 1)

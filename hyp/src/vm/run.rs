@@ -11,12 +11,12 @@
 use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
 
-use hyp::abi::host::exit;
-use hyp::esr::{Esr, EC_DABT_LOW, EC_FP, EC_HVC64, EC_IABT_LOW, EC_PAC, EC_SMC64, EC_SYS64, EC_WFX};
-use hyp::exception::{fault_kind, FaultKind, SysRegAccess};
-use hyp::mm::prot::Leaf;
-use hyp::mm::Error;
-use hyp::traps::{self, Action};
+use hyp_abi::esr::{Esr, EC_DABT_LOW, EC_FP, EC_HVC64, EC_IABT_LOW, EC_PAC, EC_SMC64, EC_SYS64, EC_WFX};
+use hyp_abi::host::exit;
+use hyp_core::emul::exception::{fault_kind, FaultKind, SysRegAccess};
+use hyp_core::emul::sys_regs::{self, Action};
+use hyp_core::mm::prot::Leaf;
+use hyp_core::mm::Error;
 
 use super::{get, Pending, Vcpu, Vm};
 use crate::arch::aarch64::context::{self, feat, Kind};
@@ -28,12 +28,12 @@ use crate::hypercall::guest::{self, Outcome};
 use crate::mmenv::HypEnv;
 use crate::percpu::{host_frame, this_cpu, PerCpu, Running};
 use crate::tracebuf::point;
-use hyp::trace::Resolution;
-use hyp::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
+use hyp_abi::trace::Resolution;
+use hyp_core::emul::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
 
 /// First IPA of guest RAM: below it is the emulated device window (MMIO
 /// exits to the host), as on QEMU `virt`.
-pub const GUEST_RAM_BASE: u64 = hyp::mmio_guard::WINDOW_END;
+pub const GUEST_RAM_BASE: u64 = hyp_core::vm::mmio_guard::WINDOW_END;
 
 fn isb() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
@@ -446,10 +446,10 @@ fn guest_pauth_trap(frame: &mut TrapFrame, vm_arc: &alloc::sync::Arc<spin::Mutex
 }
 
 /// A trapped system-register access or system instruction: answered here
-/// as `hyp::traps` decides (docs/isolation.md).
+/// as `hyp_core::emul::sys_regs` decides (docs/isolation.md).
 fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, idx: usize) -> Outcome {
     let a = SysRegAccess::from_iss(esr.iss());
-    let value = match traps::decide(&a) {
+    let value = match sys_regs::decide(&a) {
         Action::Sgi if !a.read => {
             let v = if a.rt == 31 { 0 } else { frame.x[a.rt as usize] };
             frame.elr += 4;
@@ -466,7 +466,7 @@ fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::
         }
         Action::PauthKey => return guest_pauth_trap(frame, vm_arc, idx),
         Action::Nop | Action::RazWi => 0,
-        Action::Id { crm, op2 } => traps::sanitize_id(crm, op2, idregs::read(crm, op2), el1::bench_pmu()),
+        Action::Id { crm, op2 } => sys_regs::sanitize_id(crm, op2, idregs::read(crm, op2), el1::bench_pmu()),
     };
     if a.read && a.rt != 31 {
         frame.x[a.rt as usize] = value;
@@ -482,7 +482,7 @@ fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &alloc::sync::Arc<spin::
 fn sgi(vm_arc: &alloc::sync::Arc<spin::Mutex<Vm>>, me: usize, v: u64) -> Outcome {
     let mut vm = vm_arc.lock();
     let handle = vm.handle;
-    let (targets, intid) = traps::sgi_targets(v, me, vm.vcpus.len());
+    let (targets, intid) = sys_regs::sgi_targets(v, me, vm.vcpus.len());
     for (i, vcpu) in vm.vcpus.iter_mut().enumerate() {
         if targets & (1 << i) != 0 {
             // INTIDs 0..15 are always valid.

@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 
-use hyp::mm::env::S2Id;
-use hyp::mm::PAGE_SIZE;
+use hyp_core::mm::env::S2Id;
+use hyp_core::mm::PAGE_SIZE;
 
 use tock_registers::interfaces::Readable;
 

@@ -5,7 +5,7 @@ pub fn fault_ipa() -> (u64, u64) {
     use aarch64_cpu::registers::{FAR_EL2, HPFAR_EL2};
     use tock_registers::interfaces::Readable;
     let far = FAR_EL2.get();
-    (hyp::esr::fault_ipa(HPFAR_EL2.get(), far), far)
+    (hyp_abi::esr::fault_ipa(HPFAR_EL2.get(), far), far)
 }
 
 /// Registers saved by the vectors (layout fixed by vectors.S).

@@ -1,7 +1,7 @@
 //! The EL2 side of the virtual GIC: moves a vCPU's list registers between
 //! its context and the CPU, sets ICH_HCR_EL2 for guests (and clears it for
 //! the host), reads the virtual timer's condition. What goes into the list
-//! registers is decided by `hyp::vgic`.
+//! registers is decided by `hyp_core::emul::vgic`.
 
 use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
@@ -19,7 +19,7 @@ const VMCR_VBPR1_SHIFT: u32 = 18;
 /// (state invalid, HW clear, EOI set: the hyp never sets HW).
 const MISR_EOI: u64 = 1 << 0;
 
-/// Does a list register in the CPU hold what `hyp::vgic::State::retire`
+/// Does a list register in the CPU hold what `hyp_core::emul::vgic::State::retire`
 /// frees? One register read instead of a look at each list register.
 #[inline(always)]
 pub fn eoi_pending() -> bool {
@@ -100,7 +100,7 @@ pub fn write_lrs(lrs: &[u64]) {
 /// What decides whether the running guest's CPU interface signals an
 /// interrupt: its live ICH_VMCR_EL2 (priority mask, group-1 enable, binary
 /// point) and active-priority registers (running priority).
-pub fn mask_live() -> hyp::vgic::Mask {
+pub fn mask_live() -> hyp_core::emul::vgic::Mask {
     let vmcr = ICH_VMCR_EL2.get();
     let f = context::features();
     let ap1r = [
@@ -111,11 +111,11 @@ pub fn mask_live() -> hyp::vgic::Mask {
     ];
     // ICH_VTR_EL2.PREbits [28:26]: preemption bits - 1.
     let pre = ((ICH_VTR_EL2.get() >> 26) & 7) as u32 + 1;
-    hyp::vgic::Mask {
+    hyp_core::emul::vgic::Mask {
         vpmr: (vmcr >> VMCR_VPMR_SHIFT) as u8,
         grp1: vmcr & VMCR_VENG1 != 0,
         bpr1: ((vmcr >> VMCR_VBPR1_SHIFT) & 7) as u8,
-        running: hyp::vgic::running_priority(&ap1r, pre),
+        running: hyp_core::emul::vgic::running_priority(&ap1r, pre),
     }
 }
 

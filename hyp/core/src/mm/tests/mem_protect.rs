@@ -9,6 +9,7 @@ use crate::mm::env::S2Id;
 use crate::mm::mem_protect::*;
 use crate::mm::pgtable::Stage2;
 use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
+use crate::mm::region::Region;
 use crate::mm::testenv::{Event, TestEnv};
 use crate::mm::Error;
 

@@ -3,7 +3,7 @@
 //! form of this table). Pure decisions, tested on the host; the EL2 side
 //! applies them.
 
-use crate::exception::SysRegAccess;
+use super::exception::SysRegAccess;
 
 /// The answer to one trapped access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

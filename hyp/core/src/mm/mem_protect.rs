@@ -26,23 +26,8 @@ use super::env::MmEnv;
 use super::pgtable::{Counted, EntryUpdate, Found, Mapping, Stage2, Update};
 use super::pins::Pins;
 use super::prot::{Attrs, Leaf, Owner, PageState};
+use super::region::Region;
 use super::{is_aligned, level_size, pte, Error, PAGE_SIZE};
-
-/// A physical address range `[base, base + size)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Region {
-    pub base: u64,
-    pub size: u64,
-}
-
-impl Region {
-    pub const fn end(&self) -> u64 {
-        self.base + self.size
-    }
-    pub const fn contains(&self, a: u64, size: u64) -> bool {
-        a >= self.base && size <= self.size && a - self.base <= self.size - size
-    }
-}
 
 /// The host: its stage-2 (an identity map built lazily on faults), the
 /// memory it may map, and its pins on pages guests share with it.
@@ -310,7 +295,7 @@ impl HostMm {
     /// device can use it. On `Err` (`NoMem`) nothing is kept.
     pub fn enable_dma<E: MmEnv>(&mut self, env: &mut E, mut pgt: Stage2) -> Result<(), Error> {
         pgt.set_iommu();
-        pgt.set_who(crate::trace::WHO_DMA);
+        pgt.set_who(hyp_abi::trace::WHO_DMA);
         pgt.keep_invalid_tables();
         let mut pieces: Vec<(u64, u64, Leaf)> = Vec::new();
         for r in &self.ram {

@@ -1,14 +1,15 @@
 //! Host-side benchmark of the stage-2 core (criterion): nanoseconds per
 //! share/unshare with and without splitting and merging blocks, and the table
-//! pages a block-mapped 1 GiB guest needs. Run: `cargo bench -p hyp`.
+//! pages a block-mapped 1 GiB guest needs. Run: `cargo bench -p hyp-core`.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use hyp::mm::env::{MmEnv, S2Id};
-use hyp::mm::mem_protect::*;
-use hyp::mm::pgtable::Stage2;
+use hyp_core::mm::env::{MmEnv, S2Id};
+use hyp_core::mm::mem_protect::*;
+use hyp_core::mm::pgtable::Stage2;
+use hyp_core::mm::region::Region;
 
 /// Table pages from the heap (their addresses serve as PAs); barriers, TLB
 /// and cache maintenance and scrubbing are no-ops.

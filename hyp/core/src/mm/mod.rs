@@ -1,9 +1,10 @@
 //! Arch-independent memory-protection core: stage-2 descriptors, the generic
-//! table walker, range updates with block split/merge, and page ownership.
+//! table walker, range updates with block split/merge, page ownership, and
+//! the plan of the hyp's own EL2 stage-1 ([`stage1`]).
 //!
 //! Everything here is `no_std` + `alloc` and is tested on the host with
 //! `cargo test`; the EL2 binary plugs in the real TLB maintenance and page
-//! allocator through [`env::MmEnv`].
+//! allocator through [`env::MmEnv`] (and [`stage1::TableAlloc`]).
 
 pub mod env;
 pub mod error;
@@ -14,6 +15,8 @@ pub mod pgtable;
 pub mod pins;
 pub mod prot;
 pub mod pte;
+pub mod region;
+pub mod stage1;
 pub mod walker;
 
 pub use error::Error;

@@ -164,7 +164,7 @@ pub mod evt {
     pub const F_PERMISSION: u8 = 0x13;
 
     pub fn name(id: u8) -> &'static str {
-        crate::trace::dma_event_name(id)
+        hyp_abi::trace::dma_event_name(id)
     }
 }
 

@@ -1,9 +1,24 @@
-//! The device MMIO the host may map: the device tree's regions minus the
-//! pages the hyp keeps for itself (those it emulates for the host).
+//! Physical address ranges: [`Region`], and [`carve`], which gives the
+//! device MMIO the host may map (the device tree's regions minus the pages
+//! the hyp keeps for itself: those it emulates for the host).
 
 use alloc::vec::Vec;
 
-use crate::mm::mem_protect::Region;
+/// A physical address range `[base, base + size)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Region {
+    pub const fn end(&self) -> u64 {
+        self.base + self.size
+    }
+    pub const fn contains(&self, a: u64, size: u64) -> bool {
+        a >= self.base && size <= self.size && a - self.base <= self.size - size
+    }
+}
 
 /// `regions` with every byte of `holes` taken out; regions are split where
 /// a hole falls inside them, empty pieces dropped, the order kept.
