@@ -14,8 +14,8 @@ use spin::Mutex;
 
 use hyp_core::mm::mem_protect::GuestMm;
 
-use crate::mem;
-use crate::mmenv::{self as counters, HypEnv};
+use crate::owners;
+use crate::hyp_env::{self as counters, HypEnv};
 use crate::vm::{self, Vm, VmLocked};
 
 /// Full check every K calls (0: off).
@@ -42,8 +42,8 @@ pub fn on() -> bool {
 /// Runs the global invariant checker over the host, the hyp and every VM
 /// (locks: host, hyp, then each VM). Returns (checks run, leaves walked).
 pub fn check_now() -> (u64, u64) {
-    let host = mem::host();
-    let hyp = mem::hyp_lock(&host);
+    let host = owners::host();
+    let hyp = owners::hyp_lock(&host);
     let arcs: Vec<Arc<Mutex<Vm>>> = vm::all();
     let guards: Vec<VmLocked> = arcs.iter().map(|v| v.lock()).collect();
     let gs: Vec<&GuestMm> = guards.iter().map(|g| &g.mm).collect();

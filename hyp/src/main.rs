@@ -17,19 +17,19 @@ mod console;
 #[cfg(target_os = "none")]
 mod dev;
 #[cfg(target_os = "none")]
-mod exit;
-#[cfg(target_os = "none")]
-mod host;
+mod hyp_env;
 #[cfg(target_os = "none")]
 mod hypercall;
 #[cfg(target_os = "none")]
-mod mem;
-#[cfg(target_os = "none")]
-mod mmenv;
+mod owners;
 #[cfg(target_os = "none")]
 mod percpu;
 #[cfg(target_os = "none")]
+mod pool;
+#[cfg(target_os = "none")]
 mod tracebuf;
+#[cfg(target_os = "none")]
+mod trap;
 #[cfg(target_os = "none")]
 mod vm;
 

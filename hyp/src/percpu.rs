@@ -7,7 +7,7 @@ use aarch64_cpu::registers::Readable;
 use spin::Mutex;
 
 use crate::arch::aarch64::context::Context;
-use crate::arch::aarch64::trap::{self, TrapFrame};
+use crate::arch::aarch64::frame::{self, TrapFrame};
 use crate::vm::Vm;
 
 pub const MAX_CPUS: usize = 8;
@@ -141,5 +141,5 @@ pub fn host_frame(cpu: &PerCpu) -> &'static mut TrapFrame {
 pub fn enter_host(cpu: &'static mut PerCpu) -> ! {
     cpu.running = Running::Host;
     let top = stack_top(cpu);
-    trap::enter_lower(&cpu.frame, top)
+    frame::enter_lower(&cpu.frame, top)
 }

@@ -22,8 +22,8 @@ use hyp_core::mm::region::Region;
 use crate::arch::aarch64::context::{self, Context, Kind};
 use crate::arch::aarch64::tlb;
 use crate::arch::aarch64::{el1, mmu};
-use crate::mmenv::HypEnv;
-use crate::{mem, percpu, Status};
+use crate::hyp_env::HypEnv;
+use crate::{owners, percpu, pool, Status};
 
 const MIB: u64 = 1 << 20;
 const SZ_2M: u64 = 2 * MIB;
@@ -160,7 +160,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let pool = align_up(img_end, 4096);
     // SAFETY: [pool, carve-out end) is hyp memory nobody else uses yet (the
     // host has not started), mapped normal.
-    unsafe { mem::init(pool, hyp_base + hyp_size - pool) };
+    unsafe { pool::init(pool, hyp_base + hyp_size - pool) };
     info!(
         "hyp memory: {:#x}..{:#x} ({} MiB, pool {} KiB)",
         hyp_base,
@@ -234,7 +234,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     devices.extend(m.gic_dist.map(|r| ("gic-dist", r.base, r.size)));
     devices.extend(m.gic_redists().iter().map(|r| ("gic-redist", r.base, r.size)));
     devices.extend(m.smmu.map(|r| ("smmu", r.base, r.size.max(crate::dev::smmu::MMIO_SIZE))));
-    if let Err(e) = mmu::install_final(&mut mem::PoolPages, (pool, pool_end), &devices) {
+    if let Err(e) = mmu::install_final(&mut pool::PoolPages, (pool, pool_end), &devices) {
         fail(format_args!("EL2 stage-1: {e}"));
     }
     if let Some(p) = probe {
@@ -253,10 +253,10 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     hyp_pgt.set_who(hyp_abi::trace::WHO_HYP);
     // Devices: what the DTB lists minus hidden devices (`dt`) and the pages
     // the hyp emulates for the host.
-    if let Err(e) = crate::dev::gicr::init(&m) {
+    if let Err(e) = crate::trap::host_gicr::init(&m) {
         fail(format_args!("GIC redistributors: {e}"));
     }
-    let devices = hyp_core::mm::region::carve(m.devices(), &crate::dev::gicr::pages());
+    let devices = hyp_core::mm::region::carve(m.devices(), &crate::trap::host_gicr::pages());
     let mut host = HostMm::new(host_pgt, m.ram().to_vec(), devices);
     let mut hyp_mm = HypMm::new(hyp_pgt);
     if let Err(e) = mem_protect::hyp_claim_own(&mut env, &mut host, &mut hyp_mm, hyp_base, hyp_size) {
@@ -274,7 +274,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         host.pgt.root_pages(),
         vtcr
     );
-    mem::install(host, hyp_mm);
+    owners::install(host, hyp_mm);
 
     // EL2 controls, the hyp's GIC needs, then into the host.
     VTCR_EL2.set(vtcr);
@@ -294,7 +294,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     // Trace records carry system-counter ticks: `cargo xtask trace` reads
     // their rate here (QEMU virt: 62.5 MHz up to QEMU 9.0, 1 GHz after).
     info!("system counter: {} Hz", CNTFRQ_EL0.get());
-    let (used, total) = mem::usage();
+    let (used, total) = pool::usage();
     info!(
         "entering host at {:#x} (EL1h, MMU off), x0 = DTB {:#x}; hyp pool {} / {} KiB used",
         host_load,

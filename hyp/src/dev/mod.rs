@@ -1,7 +1,6 @@
 //! Devices the hyp drives (its console, its GIC needs) or emulates for the
 //! host.
 
-pub mod gicr;
 pub mod gicv3;
 pub mod pl011;
 pub mod smmu;

@@ -26,7 +26,7 @@ use hyp_core::mm::PAGE_SIZE;
 use hyp_core::smmu_format::{self as s, idr0, Event, Queue, S2Context, CMD_BYTES, EVT_BYTES, STE_BYTES};
 
 use crate::arch::aarch64::tlb;
-use crate::mem;
+use crate::pool;
 
 register_structs! {
     /// Page 0 of the SMMU's register file.
@@ -260,9 +260,9 @@ pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
 
     let pages = |bytes: usize| (bytes as u64).div_ceil(PAGE_SIZE) as usize;
     let st_bytes = STE_BYTES << st_log2;
-    let strtab = mem::alloc_pages(pages(st_bytes)).ok_or(InitError::NoMemory)?;
-    let cmdq = mem::alloc_pages(pages(CMD_BYTES << cmdq_q.log2)).ok_or(InitError::NoMemory)?;
-    let evtq = mem::alloc_pages(pages(EVT_BYTES << evtq_q.log2)).ok_or(InitError::NoMemory)?;
+    let strtab = pool::alloc_pages(pages(st_bytes)).ok_or(InitError::NoMemory)?;
+    let cmdq = pool::alloc_pages(pages(CMD_BYTES << cmdq_q.log2)).ok_or(InitError::NoMemory)?;
+    let evtq = pool::alloc_pages(pages(EVT_BYTES << evtq_q.log2)).ok_or(InitError::NoMemory)?;
 
     let mut smmu = Smmu { regs, page1, coherent, vmid: ctx.vmid, cmdq, cmdq_q, evtq, evtq_q, streams: 1 << st_log2 };
     // Off, and aborting whatever arrives while it is off.

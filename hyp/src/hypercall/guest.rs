@@ -13,9 +13,9 @@ use hyp_core::mm::mem_protect;
 use hyp_core::mm::{Error, PAGE_SIZE};
 
 use crate::arch::aarch64::context::Context;
-use crate::arch::aarch64::trap::{CallRegs, TrapFrame};
-use crate::mem;
-use crate::mmenv::HypEnv;
+use crate::arch::aarch64::frame::{CallRegs, TrapFrame};
+use crate::owners;
+use crate::hyp_env::HypEnv;
 use crate::tracebuf::point;
 use crate::vm::{Pending, Vm};
 use hyp_abi::trace::op;
@@ -238,7 +238,7 @@ fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) 
         return true;
     }
     let mut env = HypEnv;
-    let mut host = mem::host();
+    let mut host = owners::host();
     let mut vm = vm.lock();
     let r = match FID {
         abi::MEM_SHARE => mem_protect::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),

@@ -13,11 +13,11 @@ use hyp_core::mm::mem_protect::{self, HostMm, HypMm};
 use hyp_core::mm::prot::{Leaf, PageState};
 use hyp_core::mm::Error;
 
-use crate::arch::aarch64::trap::{CallRegs, Next, TrapFrame};
+use crate::arch::aarch64::frame::{CallRegs, Next, TrapFrame};
 use crate::arch::aarch64::window;
-use crate::mmenv::HypEnv;
+use crate::hyp_env::HypEnv;
 use crate::tracebuf::{self, point};
-use crate::{mem, vm, Status};
+use crate::{owners, vm, Status};
 
 /// A host call from the short entry (vectors.S: x0-x18 saved, the host's
 /// other registers live in the CPU): 1 once handled, its results in `x`;
@@ -83,7 +83,7 @@ pub fn handle(frame: &mut TrapFrame) -> Next {
 pub fn vcpu_run(frame: &mut TrapFrame) -> Next {
     debug_assert_eq!(frame.x[0] as u32, abi::VCPU_RUN);
     let (x1, before) = (frame.x[1], crate::checker::before_call());
-    let r = match vm::run::vcpu_run(frame) {
+    let r = match vm::switch::vcpu_run(frame) {
         Ok(next) => return next,
         Err(e) => Some(Err(e)),
     };
@@ -197,8 +197,8 @@ type Transition = fn(&mut HypEnv, &mut HostMm, &mut HypMm, u64, u64) -> Result<(
 
 /// A host <-> hyp transition of [x1, x1 + x2), traced as `o`.
 fn host_hyp(x: &CallRegs, f: Transition, o: u64) -> Result<(), Error> {
-    let mut host = mem::host();
-    let mut hyp = mem::hyp_lock(&host);
+    let mut host = owners::host();
+    let mut hyp = owners::hyp_lock(&host);
     let r = f(&mut HypEnv, &mut host, &mut hyp, x[1], x[2]);
     point::transition(0, 0, o, x[1], x[2], &r);
     r
@@ -224,14 +224,14 @@ fn pin(x: &mut CallRegs) -> Result<(), Error> {
     let r = if x[2] > abi::PIN_EXCLUSIVE {
         Err(Error::Inval)
     } else {
-        mem::host().pin(&mut HypEnv, x[1], x[2] == abi::PIN_EXCLUSIVE)
+        owners::host().pin(&mut HypEnv, x[1], x[2] == abi::PIN_EXCLUSIVE)
     };
     point::transition(0, 0, op::PIN, x[1], 4096, &r);
     r
 }
 
 fn unpin(x: &mut CallRegs) -> Result<(), Error> {
-    let r = mem::host().unpin(&mut HypEnv, x[1]);
+    let r = owners::host().unpin(&mut HypEnv, x[1]);
     point::transition(0, 0, op::UNPIN, x[1], 4096, &r);
     r
 }
@@ -258,13 +258,13 @@ fn check_invariants(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 fn stats(x: &mut CallRegs) -> Result<(), Error> {
-    use crate::mmenv::*;
+    use crate::hyp_env::*;
     use core::sync::atomic::Ordering::Relaxed;
     x[2] = PTE_WRITES.load(Relaxed);
     x[3] = TLBIS.load(Relaxed);
     x[4] = TABLES_ALLOCATED.load(Relaxed);
     x[5] = TABLES_FREED.load(Relaxed);
-    x[6] = crate::mem::usage().0 as u64;
+    x[6] = crate::pool::usage().0 as u64;
     x[7] = crate::boot::BOOT_NS.load(Relaxed);
     Ok(())
 }
@@ -328,8 +328,8 @@ fn trace_drain(x: &mut CallRegs) -> Result<(), Error> {
     let (pa, size) = (x[1], x[2]);
     let size = size.min(1 << 20) & !(RECORD_SIZE as u64 - 1);
     let mut env = HypEnv;
-    let host = mem::host();
-    let hyp = mem::hyp_lock(&host);
+    let host = owners::host();
+    let hyp = owners::hyp_lock(&host);
     // Only into pages the host shared with the hyp (hyp: shared-borrowed).
     let end = hyp.pgt.check_range(pa, size.max(4096).next_multiple_of(4096))?;
     hyp.pgt.for_each_leaf(&mut env, pa, end, |m, _, _| match m.leaf {

@@ -5,7 +5,7 @@
 use hyp_abi::{arch, psci, smccc};
 
 use crate::arch::aarch64::psci::smc;
-use crate::arch::aarch64::trap::TrapFrame;
+use crate::arch::aarch64::frame::TrapFrame;
 use crate::Status;
 
 pub fn handle_host_smc(frame: &mut TrapFrame) {
@@ -63,11 +63,11 @@ fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
     if !known {
         return psci::INVALID_PARAMETERS;
     }
-    let host = crate::mem::host();
+    let host = crate::owners::host();
     let page = entry & !0xfff;
     let owned = host.check_ram(page, 4096).is_ok()
         && matches!(
-            host.leaf_at(&mut crate::mmenv::HypEnv, page),
+            host.leaf_at(&mut crate::hyp_env::HypEnv, page),
             Ok(hyp_core::mm::prot::Leaf::Invalid(hyp_core::mm::prot::Owner::None))
                 | Ok(hyp_core::mm::prot::Leaf::Mapped { state: hyp_core::mm::prot::PageState::Owned, .. })
         );

@@ -4,7 +4,7 @@
 //! Locks: the table lock only to find a VM; then host → hyp → VM, in that
 //! order, for anything that touches two of them.
 
-pub mod run;
+pub mod switch;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -21,12 +21,15 @@ use hyp_core::vm::handles::Handles;
 
 use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::tlb;
-use crate::mem::{self, HostLocked};
-use crate::mmenv::HypEnv;
+use crate::owners::{self, HostLocked};
+use crate::hyp_env::HypEnv;
 use crate::tracebuf::point;
 use hyp_abi::trace::op;
 
 pub const MAX_VCPUS: usize = 8;
+/// First IPA of guest RAM: below it is the emulated device window (MMIO
+/// exits to the host), as on QEMU `virt`.
+pub const GUEST_RAM_BASE: u64 = hyp_core::vm::mmio_guard::WINDOW_END;
 /// Guest IPA width.
 pub const GUEST_IPA_BITS: u8 = 40;
 
@@ -209,7 +212,7 @@ pub fn host_vm_create(ipa_bits: u64) -> Result<u64, Error> {
 
 /// VM_DESTROY → bytes reclaimed by this call.
 pub fn host_vm_destroy(handle: u64) -> Result<u64, Error> {
-    let mut host = mem::host();
+    let mut host = owners::host();
     destroy(&mut host, handle)
 }
 
@@ -246,14 +249,14 @@ pub fn host_vcpu_irq(handle: u64, vcpu: u64, intid: u64, op: u64, a: u64, b: u64
 /// DONATE_GUEST.
 pub fn host_donate_guest(handle: u64, pa: u64, ipa: u64, size: u64) -> Result<(), Error> {
     let mut env = HypEnv;
-    let mut host = mem::host();
+    let mut host = owners::host();
     let vm = get(handle)?;
     let mut vm = vm.lock();
     if vm.dying {
         return Err(Error::Perm);
     }
     // Set before the attempt, whatever its outcome: only ever too cautious.
-    if ipa < run::GUEST_RAM_BASE {
+    if ipa < GUEST_RAM_BASE {
         vm.low_mapped = true;
     }
     let r = mem_protect::host_donate_guest(&mut env, &mut host, &mut vm.mm, pa, ipa, size);
@@ -300,7 +303,7 @@ pub fn host_vm_calls(handle: u64) -> Result<[u64; 4], Error> {
 /// PAGE_STATE → (host state code, pins, owning VM).
 pub fn host_page_state(pa: u64) -> Result<[u64; 4], Error> {
     let mut env = HypEnv;
-    let host = mem::host();
+    let host = owners::host();
     host.leaf_at(&mut env, pa).map(|l| {
         let owner = match l {
             Leaf::Invalid(Owner::Guest(h)) => h as u64,
@@ -326,7 +329,7 @@ pub fn all() -> Vec<Arc<Mutex<Vm>>> {
 pub fn dump_s2(which: u64) -> Result<(), Error> {
     let mut env = HypEnv;
     if which == 0 {
-        let host = mem::host();
+        let host = owners::host();
         dump(&mut env, "host", &host.pgt)
     } else {
         let vm = get(which)?;

@@ -10,7 +10,7 @@ use tock_registers::interfaces::{Readable, Writeable};
 
 use super::fpsimd::FpRegs;
 use super::sysreg as sr;
-use super::trap::TrapFrame;
+use super::frame::TrapFrame;
 
 /// Optional architecture features whose registers are switched only when
 /// the CPU has them (accessing a missing register is UNDEF at EL2).

@@ -140,7 +140,7 @@ pub fn untrap_guest_pauth() {
 pub fn enter_controls(kind: Kind) {
     use core::sync::atomic::Ordering::Relaxed;
     let [hcr, cptr, cnthctl] = &CONTROLS[kind as usize];
-    VBAR_EL2.set(super::trap::vectors(kind));
+    VBAR_EL2.set(super::frame::vectors(kind));
     HCR_EL2.set(hcr.load(Relaxed));
     MDCR_EL2.set(MDCR_VALUES[kind as usize].load(Relaxed));
     CPTR_EL2.set(cptr.load(Relaxed));
@@ -189,7 +189,7 @@ pub fn init_el2_controls() {
         // ICC_SRE_EL2: SRE | Enable (EL1 may use ICC_SRE_EL1), DFB, DIB.
         ICC_SRE_EL2.set(0b1111);
         ICH_HCR_EL2.set(0);
-        super::vgic::clear_all_lrs();
+        super::vgic_sr::clear_all_lrs();
     }
     let (fgt, hcrx) = fgt_hcrx(ID_AA64MMFR0_EL1.get(), ID_AA64MMFR1_EL1.get(), ID_AA64ISAR2_EL1.get());
     if let Some(pass) = fgt {

@@ -12,7 +12,7 @@ use tock_registers::interfaces::{Readable, Writeable};
 
 use hyp_abi::esr::{Esr, EC_DABT_CUR, EC_DABT_LOW, EC_IABT_CUR, EC_IABT_LOW};
 
-use super::trap::TrapFrame;
+use super::frame::TrapFrame;
 
 use hyp_core::emul::exception::{entry_pstate, vector_offset, M_AARCH32, M_EL0T, M_MASK};
 

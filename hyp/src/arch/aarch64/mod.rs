@@ -5,6 +5,7 @@
 pub mod context;
 pub mod el1;
 pub mod fpsimd;
+pub mod frame;
 pub mod hyptimer;
 pub mod idregs;
 pub mod inject;
@@ -12,8 +13,7 @@ pub mod mmu;
 pub mod psci;
 pub mod sysreg;
 pub mod tlb;
-pub mod trap;
-pub mod vgic;
+pub mod vgic_sr;
 pub mod window;
 
 core::arch::global_asm!(include_str!("entry.S"));

@@ -1,7 +1,7 @@
 //! Stage-2 TLB maintenance run in the translation regime of the tree it
 //! targets, descriptor publication, zeroing and cache maintenance to the
 //! point of coherency: the instructions behind the hyp's `MmEnv`
-//! (`crate::mmenv`), which adds the pool and the counters.
+//! (`crate::hyp_env`), which adds the pool and the counters.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,14 +1,14 @@
 //! The hyp's own memory: one buddy allocator over the carve-out serves both
-//! the heap and 4 KiB table pages; and the global ownership state, each
-//! behind its own lock (taken in the order host → hyp → VM).
+//! the heap and 4 KiB table pages (the global allocator), the per-page hint
+//! words of table pages, and the table pages merges give back, kept for the
+//! next split. (The ownership state behind locks is `owners.rs`.)
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use buddy_system_allocator::LockedHeap;
-use spin::{Mutex, MutexGuard, Once};
+use spin::Mutex;
 
-use hyp_core::mm::mem_protect::{HostMm, HypMm};
 use hyp_core::mm::PAGE_SIZE;
 
 use crate::arch::aarch64::tlb;
@@ -94,14 +94,6 @@ unsafe fn heap_alloc_again(layout: Layout) -> *mut u8 {
     unsafe { HEAP.0.alloc(layout) }
 }
 
-static HOST: Once<Mutex<HostMm>> = Once::new();
-static HYP: Once<Mutex<HypMm>> = Once::new();
-
-/// Holds the host's stage-2 lock.
-pub type HostLocked = MutexGuard<'static, HostMm>;
-/// Holds the hyp's bookkeeping lock (take after the host's).
-pub type HypLocked = MutexGuard<'static, HypMm>;
-
 /// One 16-bit word per pool page: the core's per-table-page hint
 /// (`MmEnv::table_hint`), allocated from the pool at boot: the pool's base,
 /// the slot array and its length (0 until boot sets them, so every lookup
@@ -139,33 +131,6 @@ pub unsafe fn hint(pa: u64) -> Option<&'static mut u16> {
     // boot); per the function contract nobody else uses this page's slot
     // now.
     (i < len).then(|| unsafe { &mut *HINT_SLOTS.load(Ordering::Relaxed).add(i) })
-}
-
-/// Sets up both locks, once, at boot: the hyp's first, so that whoever
-/// can take the host's ([`host`]) can take the hyp's.
-pub fn install(host: HostMm, hyp: HypMm) {
-    HYP.call_once(|| Mutex::new(hyp));
-    HOST.call_once(|| Mutex::new(host));
-}
-
-/// Takes the host's stage-2 lock. Only after [`install`]: it runs on the
-/// boot CPU before the first entry to a lower EL and before any other CPU
-/// starts, and only hypercalls and traps from lower ELs take the lock.
-pub fn host() -> HostLocked {
-    debug_assert!(HOST.is_completed(), "host stage-2 set up at boot");
-    // SAFETY: installed at boot before anything that calls this can run
-    // (above); the per-call completion check cost every host and guest
-    // memory call ~4 instructions.
-    unsafe { HOST.get_unchecked() }.lock()
-}
-
-/// Takes the hyp's bookkeeping lock, after the host's (the guard proves
-/// it; [`install`] set both up).
-pub fn hyp_lock(_host: &HostLocked) -> HypLocked {
-    debug_assert!(HYP.is_completed(), "hyp tables set up at boot");
-    // SAFETY: [`install`] completed HYP before HOST, and the caller holds
-    // the HOST lock (so [`host`]'s condition held).
-    unsafe { HYP.get_unchecked() }.lock()
 }
 
 /// `n` zeroed pages, contiguous and aligned to their total size. Zeroed

@@ -10,10 +10,10 @@ use hyp_core::emul::exception::{fault_kind, FaultKind};
 use hyp_core::mm::mem_protect::HostFault;
 
 use crate::arch::aarch64::inject::{self, Live, ReturnState};
-use crate::arch::aarch64::trap::{fault_ipa, Next, TrapFrame};
-use crate::mmenv::HypEnv;
+use crate::arch::aarch64::frame::{fault_ipa, Next, TrapFrame};
+use crate::hyp_env::HypEnv;
 use crate::tracebuf::{self, point};
-use crate::{hypercall, mem};
+use crate::{hypercall, owners};
 use hyp_abi::trace::{Kind, Resolution};
 
 pub fn handle_sync(frame: &mut TrapFrame) -> Next {
@@ -27,8 +27,8 @@ pub fn handle_sync(frame: &mut TrapFrame) -> Next {
         }
         EC_DABT_LOW | EC_IABT_LOW => {
             let (ipa, far) = fault_ipa();
-            if crate::dev::gicr::covers(ipa) {
-                crate::dev::gicr::emulate(frame, esr, ipa, far);
+            if crate::trap::host_gicr::covers(ipa) {
+                crate::trap::host_gicr::emulate(frame, esr, ipa, far);
             } else {
                 stage2_fault(frame, esr, ipa, far);
             }
@@ -51,7 +51,7 @@ pub fn handle_sync(frame: &mut TrapFrame) -> Next {
 pub fn handle_abort_short() -> u64 {
     let esr = Esr(ESR_EL2.get());
     let (ipa, far) = fault_ipa();
-    if crate::dev::gicr::covers(ipa) {
+    if crate::trap::host_gicr::covers(ipa) {
         return 0;
     }
     stage2_fault(&mut Live, esr, ipa, far);
@@ -68,7 +68,7 @@ pub fn handle_abort_short() -> u64 {
 #[inline(always)]
 fn stage2_fault(ret: &mut impl ReturnState, esr: Esr, ipa: u64, far: u64) {
     let r = match fault_kind(esr.fsc()) {
-        FaultKind::Translation(_) => mem::host().handle_fault(&mut HypEnv, ipa),
+        FaultKind::Translation(_) => owners::host().handle_fault(&mut HypEnv, ipa),
         FaultKind::AccessFlag(_) => Ok(HostFault::Spurious),
         FaultKind::Permission(_) | FaultKind::Other(_) => Err(hyp_core::mm::Error::Perm),
     };

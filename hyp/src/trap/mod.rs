@@ -1,12 +1,17 @@
 //! Every exception taken to EL2 lands here (from the vectors) and goes to
-//! the host's or the running guest's handler.
+//! the host's handler ([`host`], with [`host_gicr`] for the redistributor
+//! pages the hyp emulates) or the running guest's ([`guest`]).
+
+pub mod guest;
+pub mod host;
+pub mod host_gicr;
 
 use aarch64_cpu::registers::*;
 use tock_registers::interfaces::Readable;
 
 use hyp_abi::esr::Esr;
 
-use crate::arch::aarch64::trap::{CallRegs, Line, Next, TrapFrame, KIND_NAMES};
+use crate::arch::aarch64::frame::{CallRegs, Line, Next, TrapFrame, KIND_NAMES};
 use crate::percpu::{self, Running};
 
 /// Vector kinds (vectors.S): lower EL, AArch64 and AArch32.
@@ -48,7 +53,7 @@ extern "C" fn hyp_host_call(regs: &mut CallRegs) -> u64 {
 #[no_mangle]
 extern "C" fn hyp_host_abort(_regs: &mut CallRegs) -> u64 {
     debug_assert_eq!(percpu::this_cpu().running, Running::Host);
-    crate::host::handle_abort_short()
+    host::handle_abort_short()
 }
 
 /// A host call that `hyp_host_call` left to the full frame (VCPU_RUN, the
@@ -67,7 +72,7 @@ extern "C" fn hyp_host_full_call(frame: &mut TrapFrame) -> Next {
 /// frame (then the entry calls `hyp_guest_sync`).
 #[no_mangle]
 extern "C" fn hyp_guest_call(regs: &mut CallRegs) -> u64 {
-    crate::vm::run::guest_call_short(regs)
+    guest::guest_call_short(regs)
 }
 
 /// A guest's synchronous exception (vectors.S: the guest's vector table),
@@ -75,15 +80,15 @@ extern "C" fn hyp_guest_call(regs: &mut CallRegs) -> u64 {
 #[no_mangle]
 extern "C" fn hyp_guest_sync(frame: &mut TrapFrame) -> Next {
     match percpu::this_cpu().running {
-        Running::Guest(h, v) => crate::vm::run::handle_guest_sync(frame, h, v),
+        Running::Guest(h, v) => guest::handle_guest_sync(frame, h, v),
         Running::Host => fatal(SYNC_A64, frame),
     }
 }
 
 fn handle_sync(frame: &mut TrapFrame) -> Next {
     match percpu::this_cpu().running {
-        Running::Host => crate::host::handle_sync(frame),
-        Running::Guest(h, v) => crate::vm::run::handle_guest_sync(frame, h, v),
+        Running::Host => host::handle_sync(frame),
+        Running::Guest(h, v) => guest::handle_guest_sync(frame, h, v),
     }
 }
 
@@ -91,7 +96,7 @@ fn handle_irq(frame: &mut TrapFrame) -> Next {
     match percpu::this_cpu().running {
         // Host interrupts are routed to EL1; one reaching EL2 is spurious.
         Running::Host => Next::RESUME,
-        Running::Guest(h, v) => crate::vm::run::handle_guest_irq(frame, h, v),
+        Running::Guest(h, v) => guest::handle_guest_irq(frame, h, v),
     }
 }
 
@@ -100,7 +105,7 @@ fn handle_irq(frame: &mut TrapFrame) -> Next {
 /// stops that vCPU, not the machine.
 fn handle_serror(kind: u64, frame: &mut TrapFrame) -> Next {
     match percpu::this_cpu().running {
-        Running::Guest(h, v) => crate::vm::run::handle_guest_serror(frame, h, v),
+        Running::Guest(h, v) => guest::handle_guest_serror(frame, h, v),
         Running::Host => fatal(kind, frame),
     }
 }

@@ -11,7 +11,7 @@ use hyp_core::mm::PAGE_SIZE;
 
 use crate::arch::aarch64::tlb;
 use crate::dev::smmu;
-use crate::mem;
+use crate::pool;
 
 /// Zero-sized: the pool and the TLB are global.
 pub struct HypEnv;
@@ -30,23 +30,23 @@ fn bump(c: &AtomicU64) {
 impl MmEnv for HypEnv {
     fn alloc_table(&mut self) -> Option<u64> {
         bump(&TABLES_ALLOCATED);
-        mem::alloc_pages(1)
+        pool::alloc_pages(1)
     }
     fn alloc_table_for_fill(&mut self) -> Option<u64> {
         bump(&TABLES_ALLOCATED);
-        mem::alloc_table_page()
+        pool::alloc_table_page()
     }
     fn free_table(&mut self, pa: u64) {
         bump(&TABLES_FREED);
         // A table page the core has detached and invalidated: kept for the
         // next split, or zeroed into the pool.
-        mem::free_table_page(pa)
+        pool::free_table_page(pa)
     }
     fn alloc_root(&mut self, pages: usize) -> Option<u64> {
-        mem::alloc_pages(pages)
+        pool::alloc_pages(pages)
     }
     fn free_root(&mut self, pa: u64, pages: usize) {
-        mem::free_pages(pa, pages)
+        pool::free_pages(pa, pages)
     }
     fn table_ptr(&self, pa: u64) -> *mut u64 {
         // Table pages are pool pages, identity-mapped in the hyp's stage-1.
@@ -66,7 +66,7 @@ impl MmEnv for HypEnv {
         // SAFETY: the core asks for the hint of a table page of a tree
         // whose lock its caller holds, and keeps the reference only for
         // the call it is in.
-        unsafe { mem::hint(table as u64) }
+        unsafe { pool::hint(table as u64) }
     }
     fn table_filled(&mut self, s2: &S2Id, table: u64) {
         if s2.iommu && smmu::noncoherent() {

@@ -15,7 +15,7 @@ use hyp_core::mm::region::Region;
 
 use crate::arch::aarch64::inject;
 use crate::arch::aarch64::mmu;
-use crate::arch::aarch64::trap::TrapFrame;
+use crate::arch::aarch64::frame::TrapFrame;
 use crate::boot::dt::Machine;
 
 /// Consecutive redistributors: `count` frames of `stride` bytes from `base`.
