@@ -14,8 +14,8 @@ use spin::Mutex;
 
 use hyp_core::mm::mem_protect::GuestMm;
 
-use crate::owners;
 use crate::hyp_env::{self as counters, HypEnv};
+use crate::owners;
 use crate::vm::{self, Vm, VmLocked};
 
 /// Full check every K calls (0: off).

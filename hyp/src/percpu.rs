@@ -1,19 +1,22 @@
 //! Per-CPU state. CPU 0 only for now (SMP brings the others up through
 //! PSCI CPU_ON); every per-CPU item lives here from the start.
 
-use alloc::sync::Arc;
+use core::sync::atomic::AtomicU64;
 
 use aarch64_cpu::registers::Readable;
-use spin::Mutex;
 
 use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::frame::{self, TrapFrame};
-use crate::vm::Vm;
 
 pub const MAX_CPUS: usize = 8;
 // Every CPU has its own window slot.
 const _: () = assert!(crate::arch::aarch64::window::WINDOW_CPUS >= MAX_CPUS);
 pub const STACK_SIZE: u64 = 0x10000;
+
+/// MPIDRs of the CPUs the DTB lists (KNOWN set when present; boot fills
+/// it, the host's PSCI CPU_ON checks its target against it).
+pub static CPU_MPIDRS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+pub const KNOWN: u64 = 1 << 63;
 
 extern "C" {
     static __stacks_start: u8;
@@ -57,12 +60,20 @@ pub struct PerCpu {
     /// The host's stage-2 controls (restored on every exit to the host).
     pub host_vttbr: u64,
     pub host_vtcr: u64,
-    /// The VM whose vCPU runs here.
-    pub guest: Option<Arc<Mutex<Vm>>>,
+    /// The VM whose vCPU runs here: `vm`'s (`vm::running`), which alone
+    /// knows its type.
+    pub guest: VmSlot,
     /// Where the host asked this CPU to start (PSCI CPU_ON) and its context.
     pub host_entry: u64,
     pub host_context: u64,
 }
+
+/// One pointer of per-CPU storage for the layer that runs VMs: `vm` keeps
+/// the running VM there (an `Option<Arc<..>>`: null for none) and is the
+/// only one to read or write it (`vm::running`). Per-CPU state sits below
+/// `vm`, so it holds the pointer without naming its type.
+#[repr(transparent)]
+pub struct VmSlot(pub *mut ());
 
 const ZERO_FRAME: TrapFrame = TrapFrame { x: [0; 31], elr: 0, spsr: 0, _pad: 0 };
 #[allow(clippy::declare_interior_mutable_const)]
@@ -80,7 +91,7 @@ const INIT: PerCpu = PerCpu {
     vtimer_ppi: [false; 2],
     host_vttbr: 0,
     host_vtcr: 0,
-    guest: None,
+    guest: VmSlot(core::ptr::null_mut()),
     host_entry: 0,
     host_context: 0,
 };

@@ -12,7 +12,7 @@ use aarch64_cpu::registers::{Readable, CNTPCT_EL0};
 
 use hyp_abi::trace::{Kind, Record, RECORD_SIZE};
 
-use crate::arch::aarch64::frame::Line;
+use crate::console::Line;
 use crate::percpu::{self, MAX_CPUS};
 
 /// Records kept per CPU.

@@ -253,7 +253,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     hyp_pgt.set_who(hyp_abi::trace::WHO_HYP);
     // Devices: what the DTB lists minus hidden devices (`dt`) and the pages
     // the hyp emulates for the host.
-    if let Err(e) = crate::trap::host_gicr::init(&m) {
+    if let Err(e) = crate::trap::host_gicr::init(m.gic_redists(), m.gic_redist_stride) {
         fail(format_args!("GIC redistributors: {e}"));
     }
     let devices = hyp_core::mm::region::carve(m.devices(), &crate::trap::host_gicr::pages());
@@ -265,7 +265,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     if let Some(r) = m.smmu {
         take_smmu(&mut env, &mut host, r.base, ipa_bits);
     }
-    let vtcr = vtcr_for(&host.pgt);
+    let vtcr = crate::vm::vtcr_for(&host.pgt);
     let vttbr = host.pgt.root_pa();
     info!(
         "host stage-2: {} bit IPA, start level {}, {} root page(s), VTCR_EL2 {:#x}",
@@ -305,7 +305,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     HOST_VTTBR.store(vttbr, Ordering::Relaxed);
     HOST_VTCR.store(vtcr, Ordering::Relaxed);
     for (i, mpidr) in m.cpus[..m.ncpus].iter().enumerate() {
-        CPU_MPIDRS[i].store(*mpidr | KNOWN, Ordering::Relaxed);
+        percpu::CPU_MPIDRS[i].store(*mpidr | percpu::KNOWN, Ordering::Relaxed);
     }
     let cpu = percpu::this_cpu();
     cpu.id = percpu::index_of(MPIDR_EL1.get());
@@ -314,15 +314,10 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     cpu.frame = Default::default();
     cpu.frame.x[0] = host_dtb;
     cpu.frame.elr = host_load;
-    cpu.frame.spsr = SPSR_EL1H_DAIF_MASKED;
-    BOOT_NS.store(crate::arch::aarch64::hyptimer::now_ns(), Ordering::Relaxed);
+    cpu.frame.spsr = context::SPSR_EL1H_DAIF_MASKED;
+    crate::hypercall::host::BOOT_NS.store(crate::arch::aarch64::hyptimer::now_ns(), Ordering::Relaxed);
     percpu::enter_host(cpu)
 }
-
-/// The system counter, in nanoseconds, as the hyp hands over to the host
-/// (STATS x7): under `-icount shift=0` the instructions run since reset,
-/// i.e. the boot's (QEMU's few-instruction boot stub included).
-pub static BOOT_NS: AtomicU64 = AtomicU64::new(0);
 
 /// The GIC redistributor region (0 if none), for every CPU's own set-up.
 /// The SMMU's VMID for the host's DMA view (the SMMU's own namespace).
@@ -378,9 +373,6 @@ fn init_cpu_gic(cpu: &mut percpu::PerCpu) {
 /// The host's stage-2 controls, for secondary CPUs.
 static HOST_VTTBR: AtomicU64 = AtomicU64::new(0);
 static HOST_VTCR: AtomicU64 = AtomicU64::new(0);
-/// MPIDRs of the CPUs the DTB lists (KNOWN set when present).
-pub static CPU_MPIDRS: [AtomicU64; dt::MAX_CPUS] = [const { AtomicU64::new(0) }; dt::MAX_CPUS];
-pub const KNOWN: u64 = 1 << 63;
 
 /// Rust entry of a secondary CPU (from entry.S), started by PSCI CPU_ON on
 /// the host's behalf: EL2 is set up here exactly as on the boot CPU, then
@@ -406,18 +398,8 @@ extern "C" fn hyp_secondary_main(idx: u64) -> ! {
     cpu.frame = Default::default();
     cpu.frame.x[0] = cpu.host_context;
     cpu.frame.elr = cpu.host_entry;
-    cpu.frame.spsr = SPSR_EL1H_DAIF_MASKED;
+    cpu.frame.spsr = context::SPSR_EL1H_DAIF_MASKED;
     percpu::enter_host(cpu)
-}
-
-/// SPSR for EL1h with D, A, I, F masked.
-pub const SPSR_EL1H_DAIF_MASKED: u64 = 0x3c5;
-
-/// VTCR_EL2 for a stage-2 tree: its size and start level, 4K granule,
-/// write-back walks, inner shareable, PS from the CPU's PA range (the same
-/// VTCR its TLB maintenance runs under).
-pub fn vtcr_for(pgt: &Stage2) -> u64 {
-    tlb::vtcr(pgt.t0sz(), pgt.sl0())
 }
 
 /// A boot failure: say why and stop with a failure status.

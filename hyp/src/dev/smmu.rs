@@ -9,7 +9,8 @@
 //! (`MmEnv::tlbi_ipa` / `tlbi_vmid` on the DMA view): each is followed by a
 //! CMD_SYNC, and the call waits for the SYNC to be consumed, so when a
 //! transition returns no device can still use a removed translation. The
-//! event queue is drained into trace records ([`drain_events`]). Tables and
+//! event queue is drained into trace records ([`drain_events`], its caller
+//! records them). Tables and
 //! queues come from the hyp's pool; if the SMMU is not coherent
 //! (SMMU_IDR0.COHACC = 0) they are cleaned to the point of coherency after
 //! every write and event records invalidated before they are read.
@@ -333,10 +334,11 @@ pub fn tlbi_vmid(vmid: u16) {
     }
 }
 
-/// Moves every pending event record into the trace (kind `dma`) and
-/// counts it; returns how many there were. Called on the host's calls that
-/// look at DMA faults (`DMA_EVENTS`, `TRACE_DRAIN`).
-pub fn drain_events() -> u64 {
+/// Takes every pending event record off the event queue, hands each to
+/// `record` (the caller traces it: kind `dma`) and counts it; returns how
+/// many there were. Called on the host's calls that look at DMA faults
+/// (`DMA_EVENTS`, `TRACE_DRAIN`).
+pub fn drain_events(mut record: impl FnMut(&Event)) -> u64 {
     let mut guard = SMMU.lock();
     let Some(s) = guard.as_mut() else { return 0 };
     let q = s.evtq_q;
@@ -364,7 +366,7 @@ pub fn drain_events() -> u64 {
             *w = unsafe { core::ptr::read_volatile((slot + 8 * i as u64) as *const u64) };
         }
         let e = Event::decode(&r);
-        crate::tracebuf::point::dma(&e);
+        record(&e);
         *LAST.lock() = Some(e);
         n += 1;
         cons = q.next(cons);

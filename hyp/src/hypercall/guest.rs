@@ -14,8 +14,8 @@ use hyp_core::mm::{Error, PAGE_SIZE};
 
 use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::frame::{CallRegs, TrapFrame};
-use crate::owners;
 use crate::hyp_env::HypEnv;
+use crate::owners;
 use crate::tracebuf::point;
 use crate::vm::{Pending, Vm};
 use hyp_abi::trace::op;
@@ -199,7 +199,7 @@ fn cpu_on(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, me: usize, mpidr: u64, ent
     v.ctx = Context::reset();
     v.ctx.gp.x[0] = ctx;
     v.ctx.gp.elr = entry;
-    v.ctx.gp.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
+    v.ctx.gp.spsr = crate::arch::aarch64::context::SPSR_EL1H_DAIF_MASKED;
     v.pending = Pending::None;
     v.off = false;
     frame.x[0] = smccc::SUCCESS as u64;

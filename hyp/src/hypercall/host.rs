@@ -5,7 +5,7 @@
 //! hyp-abi: x0 = SMCCC status of the call itself, x1 = 0 or -errno, x2..
 //! results.
 
-use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use hyp_abi::trace::{op, Kind, RECORD_SIZE};
 use hyp_abi::{host as abi, smccc};
@@ -257,6 +257,12 @@ fn check_invariants(x: &mut CallRegs) -> Result<(), Error> {
     Ok(())
 }
 
+/// The system counter, in nanoseconds, as the hyp hands over to the host
+/// (STATS x7; boot writes it): under `-icount shift=0` the instructions
+/// run since reset, i.e. the boot's (QEMU's few-instruction boot stub
+/// included).
+pub static BOOT_NS: AtomicU64 = AtomicU64::new(0);
+
 fn stats(x: &mut CallRegs) -> Result<(), Error> {
     use crate::hyp_env::*;
     use core::sync::atomic::Ordering::Relaxed;
@@ -265,7 +271,7 @@ fn stats(x: &mut CallRegs) -> Result<(), Error> {
     x[4] = TABLES_ALLOCATED.load(Relaxed);
     x[5] = TABLES_FREED.load(Relaxed);
     x[6] = crate::pool::usage().0 as u64;
-    x[7] = crate::boot::BOOT_NS.load(Relaxed);
+    x[7] = BOOT_NS.load(Relaxed);
     Ok(())
 }
 
@@ -312,7 +318,7 @@ fn dma_events(x: &mut CallRegs) -> Result<(), Error> {
     if !smmu::present() {
         return Err(Error::NoEnt);
     }
-    x[2] = smmu::drain_events();
+    x[2] = smmu::drain_events(point::dma);
     x[3] = smmu::EVENTS.load(core::sync::atomic::Ordering::Relaxed);
     let (s, a, k) =
         smmu::last_event().map(|e| (e.stream as u64, e.addr, e.id as u64 | (e.read as u64) << 8)).unwrap_or_default();
@@ -324,7 +330,7 @@ fn dma_events(x: &mut CallRegs) -> Result<(), Error> {
 /// x2 = its size in bytes → x2 = records copied, x3 = records lost.
 fn trace_drain(x: &mut CallRegs) -> Result<(), Error> {
     // SMMU events become trace records first.
-    crate::dev::smmu::drain_events();
+    crate::dev::smmu::drain_events(point::dma);
     let (pa, size) = (x[1], x[2]);
     let size = size.min(1 << 20) & !(RECORD_SIZE as u64 - 1);
     let mut env = HypEnv;

@@ -4,8 +4,8 @@
 
 use hyp_abi::{arch, psci, smccc};
 
-use crate::arch::aarch64::psci::smc;
 use crate::arch::aarch64::frame::TrapFrame;
+use crate::arch::aarch64::psci::smc;
 use crate::Status;
 
 pub fn handle_host_smc(frame: &mut TrapFrame) {
@@ -56,9 +56,9 @@ extern "C" {
 /// and only then enters the host at `entry`, at EL1. The entry point must be
 /// host-owned RAM.
 fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
-    let known = crate::boot::CPU_MPIDRS.iter().any(|m| {
+    let known = crate::percpu::CPU_MPIDRS.iter().any(|m| {
         let m = m.load(core::sync::atomic::Ordering::Relaxed);
-        m & crate::boot::KNOWN != 0 && m & !crate::boot::KNOWN == target
+        m & crate::percpu::KNOWN != 0 && m & !crate::percpu::KNOWN == target
     });
     if !known {
         return psci::INVALID_PARAMETERS;

@@ -28,7 +28,7 @@ use crate::hypercall::guest::{self, Outcome};
 use crate::percpu::{this_cpu, Running};
 use crate::tracebuf::point;
 use crate::vm::switch::{exit_to_host, refresh_live};
-use crate::vm::{Pending, Vm, GUEST_RAM_BASE};
+use crate::vm::{on_cpu, Pending, Vm, GUEST_RAM_BASE};
 
 fn isb() {
     barrier::isb(barrier::SY);
@@ -37,7 +37,7 @@ fn isb() {
 pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Next {
     // Taken out of the per-CPU slot (no reference count traffic) and put
     // back if the guest goes on; an exit leaves the slot empty.
-    let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
+    let vm_arc = on_cpu(this_cpu()).take().expect("a guest runs on this CPU");
     let esr = Esr(ESR_EL2.get());
     let outcome = match esr.ec() {
         EC_HVC64 => guest::handle(frame, &vm_arc, idx),
@@ -69,7 +69,7 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Nex
     if let Outcome::Exit { reason, ref details, pending, stop } = outcome {
         leave(frame, &mut vm_arc.lock(), idx, reason, details, pending, stop)
     } else {
-        this_cpu().guest = Some(vm_arc);
+        *on_cpu(this_cpu()) = Some(vm_arc);
         Next::RESUME
     }
 }
@@ -103,7 +103,7 @@ pub fn guest_call_short(x: &mut CallRegs) -> u64 {
     }
     // Borrowed in place: `answer` reaches nothing of this CPU's state.
     let cpu = this_cpu();
-    match (cpu.running, cpu.guest.as_ref()) {
+    match (cpu.running, on_cpu(cpu).as_ref()) {
         (Running::Guest(_, vcpu), Some(vm)) => guest::answer(x, vm, vcpu) as u64,
         _ => 0,
     }
@@ -218,7 +218,7 @@ fn insn_len(esr: Esr) -> u64 {
 /// A physical SError while a guest ran (HCR_EL2.AMO): the guest caused it.
 /// That vCPU stops for good and the host hears why; the machine goes on.
 pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) -> Next {
-    let vm_arc = this_cpu().guest.clone().expect("a guest runs on this CPU");
+    let vm_arc = on_cpu(this_cpu()).clone().expect("a guest runs on this CPU");
     let esr = ESR_EL2.get();
     log::info!("vm {} vcpu {}: SError (ESR {:#x}) at PC {:#x}: vCPU stopped", handle, idx, esr, frame.elr);
     let mut vm = vm_arc.lock();
@@ -234,11 +234,11 @@ pub fn handle_guest_serror(frame: &mut TrapFrame, handle: u16, idx: usize) -> Ne
 /// handled here, and the guest goes on. Anything else, and the end of the
 /// time slice, belongs to the host: let it run.
 pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) -> Next {
-    let vm_arc = this_cpu().guest.take().expect("a guest runs on this CPU");
+    let vm_arc = on_cpu(this_cpu()).take().expect("a guest runs on this CPU");
     let mut vm = vm_arc.lock();
     if !hyptimer::fired() && refresh_live(this_cpu(), &mut vm.vcpus[idx], handle, idx) {
         drop(vm);
-        this_cpu().guest = Some(vm_arc);
+        *on_cpu(this_cpu()) = Some(vm_arc);
         return Next::RESUME;
     }
     exit_to_host(frame, &mut vm, idx, exit::IRQ, &[0; 5])

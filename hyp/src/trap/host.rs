@@ -9,8 +9,8 @@ use hyp_abi::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64};
 use hyp_core::emul::exception::{fault_kind, FaultKind};
 use hyp_core::mm::mem_protect::HostFault;
 
-use crate::arch::aarch64::inject::{self, Live, ReturnState};
 use crate::arch::aarch64::frame::{fault_ipa, Next, TrapFrame};
+use crate::arch::aarch64::inject::{self, Live, ReturnState};
 use crate::hyp_env::HypEnv;
 use crate::tracebuf::{self, point};
 use crate::{hypercall, owners};

@@ -13,10 +13,9 @@ use hyp_abi::esr::Esr;
 use hyp_core::emul::gicr::{self, Access};
 use hyp_core::mm::region::Region;
 
+use crate::arch::aarch64::frame::TrapFrame;
 use crate::arch::aarch64::inject;
 use crate::arch::aarch64::mmu;
-use crate::arch::aarch64::frame::TrapFrame;
-use crate::boot::dt::Machine;
 
 /// Consecutive redistributors: `count` frames of `stride` bytes from `base`.
 #[derive(Clone, Copy, Debug)]
@@ -70,16 +69,17 @@ unsafe fn write_reg(pa: u64, size: u8, v: u64) {
     }
 }
 
-/// Finds the redistributors (walking each region's frames up to
-/// GICR_TYPER.Last) and checks none has LPIs on. Called once at boot,
-/// before the host runs.
-pub fn init(m: &Machine) -> Result<(), &'static str> {
+/// Finds the redistributors in `regions` (the device tree's; walking each
+/// region's frames up to GICR_TYPER.Last, `stride` bytes apart if the tree
+/// says, else as each one's GICR_TYPER.VLPIS says) and checks none has
+/// LPIs on. Called once at boot, before the host runs.
+pub fn init(regions: &[Region], stride: Option<u64>) -> Result<(), &'static str> {
     let mut runs = Vec::new();
-    for r in m.gic_redists() {
+    for r in regions {
         if r.end() > mmu::DEVICE_LIMIT {
             return Err("a redistributor region is outside the hyp's device window");
         }
-        let mut run = Run { base: r.base, stride: m.gic_redist_stride.unwrap_or(0), count: 0, vlpi: false };
+        let mut run = Run { base: r.base, stride: stride.unwrap_or(0), count: 0, vlpi: false };
         let mut off = 0;
         while off + gicr::PAGE <= r.size {
             // SAFETY: frame `count` of the region: the previous frame was

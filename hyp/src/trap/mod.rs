@@ -11,7 +11,8 @@ use tock_registers::interfaces::Readable;
 
 use hyp_abi::esr::Esr;
 
-use crate::arch::aarch64::frame::{CallRegs, Line, Next, TrapFrame, KIND_NAMES};
+use crate::arch::aarch64::frame::{CallRegs, Next, TrapFrame, KIND_NAMES};
+use crate::console::Line;
 use crate::percpu::{self, Running};
 
 /// Vector kinds (vectors.S): lower EL, AArch64 and AArch32.

@@ -19,10 +19,11 @@ use hyp_core::mm::prot::{Leaf, Owner, PageState};
 use hyp_core::mm::Error;
 use hyp_core::vm::handles::Handles;
 
-use crate::arch::aarch64::context::Context;
+use crate::arch::aarch64::context::{self, Context};
 use crate::arch::aarch64::tlb;
-use crate::owners::{self, HostLocked};
 use crate::hyp_env::HypEnv;
+use crate::owners::{self, HostLocked};
+use crate::percpu::{PerCpu, VmSlot};
 use crate::tracebuf::point;
 use hyp_abi::trace::op;
 
@@ -97,6 +98,24 @@ pub struct Vm {
     pub low_mapped: bool,
 }
 
+/// The VM whose vCPU runs on a CPU, kept in that CPU's [`VmSlot`] from its
+/// VCPU_RUN to its exit: the guest's traps find it there without a lookup.
+pub type OnCpu = Option<Arc<Mutex<Vm>>>;
+
+const _: () = assert!(size_of::<OnCpu>() == size_of::<VmSlot>() && align_of::<OnCpu>() == align_of::<VmSlot>());
+// SAFETY: a `None` is a bit pattern (a null pointer) in a value that owns
+// nothing; it is transmuted only to compare it with the slot's initial null.
+const _: () = assert!(unsafe { core::mem::transmute::<OnCpu, usize>(None) } == 0);
+
+/// The VM whose vCPU runs on `cpu` (`None` while the host runs there).
+#[inline(always)]
+pub fn on_cpu(cpu: &mut PerCpu) -> &mut OnCpu {
+    // SAFETY: the slot is only ever used through here, as an `OnCpu`: same
+    // size and alignment, and its initial null is `None` (both asserted
+    // above); the borrow of `cpu` covers the one returned.
+    unsafe { &mut *(core::ptr::addr_of_mut!(cpu.guest) as *mut OnCpu) }
+}
+
 /// Holds one VM's lock (take after the host's and the hyp's).
 pub type VmLocked<'a> = MutexGuard<'a, Vm>;
 
@@ -117,7 +136,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
     let mut env = HypEnv;
     let mut pgt = Stage2::new(&mut env, bits, Some(vmid))?;
     pgt.set_who(handle);
-    let vtcr = crate::boot::vtcr_for(&pgt);
+    let vtcr = vtcr_for(&pgt);
     let vm = Vm {
         handle,
         vmid,
@@ -134,6 +153,13 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
     t.insert(Arc::new(Mutex::new(vm))).ok_or(Error::NoMem)
 }
 
+/// VTCR_EL2 for a stage-2 tree (a guest's, or the host's at boot): its size
+/// and start level, 4K granule, write-back walks, inner shareable, PS from
+/// the CPU's PA range (the same VTCR its TLB maintenance runs under).
+pub fn vtcr_for(pgt: &Stage2) -> u64 {
+    tlb::vtcr(pgt.t0sz(), pgt.sl0())
+}
+
 fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64, flags: u64) -> Result<usize, Error> {
     if flags & !abi::VCPU_OFF != 0 {
         return Err(Error::Inval);
@@ -147,7 +173,7 @@ fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64, flags: u64) -> Result<usi
     let mut ctx = Context::reset();
     ctx.gp.x[0] = x0;
     ctx.gp.elr = entry;
-    ctx.gp.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
+    ctx.gp.spsr = context::SPSR_EL1H_DAIF_MASKED;
     vm.vcpus.push(Vcpu {
         ctx,
         pending: Pending::None,

@@ -243,7 +243,7 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
     // VM's vCPUs are fixed once it ran, and the `Arc` below keeps it.
     let next = Next::enter(&vcpu.ctx.gp);
     drop(vm);
-    cpu.guest = Some(vm_arc);
+    *super::on_cpu(cpu) = Some(vm_arc);
     Ok(next)
 }
 
@@ -314,6 +314,6 @@ pub fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
         frame.x[3] = preempted as u64;
     }
     cpu.running = Running::Host;
-    cpu.guest = None;
+    *super::on_cpu(cpu) = None;
     Next::HOST
 }

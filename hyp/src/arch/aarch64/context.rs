@@ -9,8 +9,12 @@ use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
 
 use super::fpsimd::FpRegs;
-use super::sysreg as sr;
 use super::frame::TrapFrame;
+use super::sysreg as sr;
+
+/// SPSR_EL2 for a first entry at EL1h with D, A, I, F masked (the host's
+/// boot, a vCPU's reset).
+pub const SPSR_EL1H_DAIF_MASKED: u64 = 0x3c5;
 
 /// Optional architecture features whose registers are switched only when
 /// the CPU has them (accessing a missing register is UNDEF at EL2).

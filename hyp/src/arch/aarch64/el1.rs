@@ -140,7 +140,7 @@ pub fn untrap_guest_pauth() {
 pub fn enter_controls(kind: Kind) {
     use core::sync::atomic::Ordering::Relaxed;
     let [hcr, cptr, cnthctl] = &CONTROLS[kind as usize];
-    VBAR_EL2.set(super::frame::vectors(kind));
+    VBAR_EL2.set(vectors(kind));
     HCR_EL2.set(hcr.load(Relaxed));
     MDCR_EL2.set(MDCR_VALUES[kind as usize].load(Relaxed));
     CPTR_EL2.set(cptr.load(Relaxed));
@@ -208,4 +208,19 @@ pub fn init_el2_controls() {
     VMPIDR_EL2.set(MPIDR_EL1.get());
     enter_controls(Kind::Host);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+extern "C" {
+    static __hyp_vectors: u8;
+    static __hyp_guest_vectors: u8;
+}
+
+/// The vector table of a kind of context (vectors.S: they differ in the
+/// lower-EL sync entry: only the host's has the short host-call entry).
+pub fn vectors(kind: Kind) -> u64 {
+    // Linker symbols: only their addresses are taken.
+    match kind {
+        Kind::Host => core::ptr::addr_of!(__hyp_vectors) as u64,
+        Kind::Guest => core::ptr::addr_of!(__hyp_guest_vectors) as u64,
+    }
 }

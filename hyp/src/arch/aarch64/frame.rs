@@ -57,21 +57,6 @@ impl Next {
     }
 }
 
-extern "C" {
-    static __hyp_vectors: u8;
-    static __hyp_guest_vectors: u8;
-}
-
-/// The vector table of a kind of context (vectors.S: they differ in the
-/// lower-EL sync entry: only the host's has the short host-call entry).
-pub fn vectors(kind: super::context::Kind) -> u64 {
-    // Linker symbols: only their addresses are taken.
-    match kind {
-        super::context::Kind::Host => core::ptr::addr_of!(__hyp_vectors) as u64,
-        super::context::Kind::Guest => core::ptr::addr_of!(__hyp_guest_vectors) as u64,
-    }
-}
-
 /// The registers the short host-call entry saves (vectors.S): x0-x18, in
 /// the first slots of a TrapFrame.
 pub type CallRegs = [u64; 19];
@@ -114,29 +99,4 @@ pub fn enter_lower(frame: &TrapFrame, stack_top: u64) -> ! {
     // SAFETY: frame is a fully initialised TrapFrame outside the stack; the
     // assembly copies it below stack_top, restores it and erets.
     unsafe { __hyp_enter_lower(frame, stack_top) }
-}
-
-/// A small fixed buffer for formatting without the heap.
-pub struct Line {
-    buf: [u8; 160],
-    len: usize,
-}
-
-impl Line {
-    pub const fn new() -> Line {
-        Line { buf: [0; 160], len: 0 }
-    }
-
-    pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
-    }
-}
-
-impl core::fmt::Write for Line {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
 }
