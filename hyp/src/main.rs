@@ -2,6 +2,7 @@
 //! is an empty program; the real thing is built for aarch64-unknown-none.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_os = "none")]
 extern crate alloc;

@@ -864,7 +864,7 @@ unsafe fn recycled<E: MmEnv>(env: &mut E, p: *mut u64, first: u64, step: u64) ->
 /// first, then the rest up to the first mismatch.
 fn scan_uniform(p: *mut u64, c0: u64, csize: u64, touched: usize) -> bool {
     let step = if pte::is_valid(c0) { csize } else { 0 };
-    // SAFETY (all reads below): i < 512 entries of a live table page.
+    // SAFETY: (all reads below) i < 512 entries of a live table page.
     let at = |i: usize| unsafe { core::ptr::read_volatile(p.add(i)) };
     if at(ENTRIES - 1) != c0 + (ENTRIES as u64 - 1) * step || at(touched) != c0 + touched as u64 * step {
         return false;

@@ -362,6 +362,7 @@ fn invariant_checker_catches_corruption() {
         let ptep = pgt.leaf_ptep(&mut w.env, at) as u64;
         // SAFETY: ptep is a descriptor in a live test table.
         let old = unsafe { *(ptep as *const u64) };
+        // SAFETY: as above; the corruption the checker must find.
         unsafe { *(ptep as *mut u64) = pte::encode(leaf, 3) };
         let gs: Vec<&GuestMm> = w.guests.iter().collect();
         let what = check(&mut w.env, &w.host, &w.hyp, &gs).err().map(|v| v.what).unwrap_or("nothing found");
