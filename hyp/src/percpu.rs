@@ -1,5 +1,8 @@
-//! Per-CPU state. CPU 0 only for now (SMP brings the others up through
-//! PSCI CPU_ON); every per-CPU item lives here from the start.
+//! Per-CPU state: one slot per CPU (up to [`MAX_CPUS`]; the boot CPU's set
+//! up first, the others when the host starts them with PSCI CPU_ON), found
+//! through TPIDR_EL2 ([`this_cpu`]): what runs there at the lower EL, the
+//! host's state while a guest runs, the CPU's EL2 stack; and the MPIDRs of
+//! the CPUs the DTB lists.
 
 use core::sync::atomic::AtomicU64;
 
@@ -60,7 +63,7 @@ pub struct PerCpu {
     /// The host's stage-2 controls (restored on every exit to the host).
     pub host_vttbr: u64,
     pub host_vtcr: u64,
-    /// The VM whose vCPU runs here: `vm`'s (`vm::running`), which alone
+    /// The VM whose vCPU runs here: `vm`'s (`vm::on_cpu`), which alone
     /// knows its type.
     pub guest: VmSlot,
     /// Where the host asked this CPU to start (PSCI CPU_ON) and its context.
@@ -70,7 +73,7 @@ pub struct PerCpu {
 
 /// One pointer of per-CPU storage for the layer that runs VMs: `vm` keeps
 /// the running VM there (an `Option<Arc<..>>`: null for none) and is the
-/// only one to read or write it (`vm::running`). Per-CPU state sits below
+/// only one to read or write it (`vm::on_cpu`). Per-CPU state sits below
 /// `vm`, so it holds the pointer without naming its type.
 #[repr(transparent)]
 pub struct VmSlot(pub *mut ());

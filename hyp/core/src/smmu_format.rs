@@ -1,7 +1,7 @@
 //! SMMUv3 data structures, as the hyp writes and reads them: stream table
 //! entries for the host's DMA view, command-queue entries, event-queue
 //! records, and the queue index arithmetic. Pure (no MMIO), host-tested;
-//! `dev/smmu.rs` drives the hardware with them. Field positions are those
+//! `hyp/src/dev/smmu.rs` drives the hardware with them. Field positions are those
 //! of the Arm SMMUv3 architecture (IHI 0070).
 
 /// Bytes per stream table entry, command and event record.

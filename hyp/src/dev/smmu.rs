@@ -315,7 +315,7 @@ pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
 
 /// Invalidates the SMMU's stage-2 TLB entries of `vmid` for `ipa` and waits
 /// for completion (CMD_TLBI_S2_IPA, CMD_SYNC). Out of line, as
-/// `tlbi_vmid`: inlined into `mmenv`'s TLBI, the lock made the CPUs' path
+/// `tlbi_vmid`: inlined into `hyp_env`'s TLBI, the lock made the CPUs' path
 /// there (every stage-2 TLBI) set up a stack frame.
 #[inline(never)]
 pub fn tlbi_ipa(vmid: u16, ipa: u64) {

@@ -100,7 +100,7 @@ const fn vendor(fid: u32) -> u32 {
 /// [`answer_args`] answers. True once answered; false, having done
 /// nothing, for any other call. Both the full path (`call`, inside the
 /// checker's and the trace's hooks) and the short guest-call entry
-/// (`vm::run::guest_call_short`, x0-x18 saved, taken only while neither
+/// (`trap::guest::guest_call_short`, x0-x18 saved, taken only while neither
 /// watches) use it. HYP_MEMINFO and the memory calls are matched on their
 /// number in the vendor-hyp range, the others in `answer_args`.
 #[inline(always)]

@@ -13,7 +13,7 @@
 //! VLPI_base frame (virtual LPI tables) is not mapped at all.
 //!
 //! This module decides what one access does; the EL2 side
-//! (`hyp/src/dev/gicr.rs` in the binary) performs it.
+//! (`hyp/src/trap/host_gicr.rs` in the binary) performs it.
 
 /// Size of the emulated page.
 pub const PAGE: u64 = 0x1000;

@@ -1,6 +1,6 @@
 //! The virtual interrupts of one vCPU and what goes into its GICv3 list
 //! registers: pure decisions, tested on the host; the EL2 side
-//! (`arch/aarch64/vgic.rs`) moves the list registers in and out.
+//! (`arch/aarch64/vgic_sr.rs`) moves the list registers in and out.
 //!
 //! The split is pKVM's: the host's VMM decides which interrupts are
 //! configured and asserted (it emulates the distributor and the

@@ -95,7 +95,7 @@ fn compute_mdcr(kind: Kind) -> u64 {
 }
 
 /// CPTR_EL2: FP/SIMD free for the host; guests trap FP/SIMD until they
-/// first use it in a run (the world switch moves it lazily: `vm::run`), and
+/// first use it in a run (the world switch moves it lazily: `vm::switch`), and
 /// SVE, SME, trace, activity monitors.
 pub fn cptr(kind: Kind) -> u64 {
     // Bit 12 is TSM with SME, RES1 without.

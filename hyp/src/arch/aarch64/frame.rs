@@ -1,4 +1,6 @@
-//! The Rust side of the exception vectors.
+//! The Rust side of the exception vectors (vectors.S): the trap frame they
+//! build, the short entries' call registers, what a handler returns to them
+//! ([`Next`]), the first entry to a lower EL, the stage-2 fault address.
 
 /// IPA and FAR of the stage-2 fault being handled.
 pub fn fault_ipa() -> (u64, u64) {
