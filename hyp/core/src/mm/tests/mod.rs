@@ -4,3 +4,6 @@ mod model_ownership;
 mod model_pgtable;
 mod one_page;
 mod pgtable;
+mod tables;
+mod testenv;
+mod world;

@@ -11,7 +11,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::helpers::leaves;
-use super::mem_protect::{World, G, HYP_OWN, K4, M2, RAM};
+use super::world::{World, G, HYP_OWN, K4, M2, RAM};
 use crate::mm::mem_protect::*;
 use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
 use crate::mm::testenv::Event;

@@ -11,8 +11,8 @@ use std::vec::Vec;
 use std::{format, vec};
 
 use super::helpers::check_hints;
-use super::mem_protect::{World, G, K4, M2, RAM};
 use super::model_ownership::{apply, op, Op};
+use super::world::{World, G, K4, M2, RAM};
 use crate::mm::mem_protect::*;
 use crate::mm::pgtable::{Stats, ENTRY_COMMITS, PAGE_COMMITS};
 use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
@@ -576,7 +576,7 @@ fn host_fault_writes_one_entry_or_takes_the_range_form() {
     assert_eq!(r, HostFault::Mapped { level: 3, base: 0x0900_0000, device: true });
     w.check();
     // The hyp's own page: declined, then refused.
-    let own = super::mem_protect::HYP_OWN[0].0;
+    let own = super::world::HYP_OWN[0].0;
     let _ = w.host.handle_fault(&mut w.env, own + M2);
     w.check();
     untouched(&mut w, None, |w| w.host.fault_entry(&mut w.env, own));
