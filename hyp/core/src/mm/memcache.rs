@@ -10,7 +10,7 @@ use super::env::MmEnv;
 /// pages merges gave back last first, and a walk splits top down what its
 /// merges freed bottom up, so each split takes back the page its merge
 /// left (whose entries it may then not need to write: see
-/// `pgtable::SetVisitor::split`).
+/// `pgtable::commit::Commit::split`).
 #[derive(Debug, Default)]
 pub struct Memcache {
     head: u64,
