@@ -7,6 +7,7 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use hyp_core::mm::env::{MmEnv, S2Id};
+use hyp_core::mm::mem_protect::host_guest::*;
 use hyp_core::mm::mem_protect::*;
 use hyp_core::mm::pgtable::Stage2;
 use hyp_core::mm::region::Region;

@@ -15,7 +15,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use aarch64_cpu::registers::*;
 use log::{info, LevelFilter};
 
-use hyp_core::mm::mem_protect::{self, HostMm, HypMm};
+use hyp_core::mm::mem_protect::host_hyp::hyp_claim_own;
+use hyp_core::mm::mem_protect::{HostMm, HypMm};
 use hyp_core::mm::pgtable::Stage2;
 use hyp_core::mm::region::Region;
 
@@ -259,7 +260,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let devices = hyp_core::mm::region::carve(m.devices(), &crate::trap::host_gicr::pages());
     let mut host = HostMm::new(host_pgt, m.ram().to_vec(), devices);
     let mut hyp_mm = HypMm::new(hyp_pgt);
-    if let Err(e) = mem_protect::hyp_claim_own(&mut env, &mut host, &mut hyp_mm, hyp_base, hyp_size) {
+    if let Err(e) = hyp_claim_own(&mut env, &mut host, &mut hyp_mm, hyp_base, hyp_size) {
         fail(format_args!("recording the carve-out: {e:?}"));
     }
     if let Some(r) = m.smmu {

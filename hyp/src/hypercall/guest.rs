@@ -9,7 +9,7 @@ use spin::Mutex;
 
 use hyp_abi::host::exit;
 use hyp_abi::{arch, guest as abi, psci, smccc};
-use hyp_core::mm::mem_protect;
+use hyp_core::mm::mem_protect::host_guest;
 use hyp_core::mm::{Error, PAGE_SIZE};
 
 use crate::arch::aarch64::context::Context;
@@ -241,9 +241,9 @@ fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) 
     let mut host = owners::host();
     let mut vm = vm.lock();
     let r = match FID {
-        abi::MEM_SHARE => mem_protect::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
-        abi::MEM_UNSHARE => mem_protect::guest_unshare_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
-        _ => mem_protect::guest_relinquish(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
+        abi::MEM_SHARE => host_guest::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
+        abi::MEM_UNSHARE => host_guest::guest_unshare_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
+        _ => host_guest::guest_relinquish(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
     };
     if FID == abi::MEM_UNSHARE && r == Err(Error::Busy) {
         // Pinned by the host: neither fail nor convert.

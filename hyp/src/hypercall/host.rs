@@ -9,7 +9,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use hyp_abi::trace::{op, Kind, RECORD_SIZE};
 use hyp_abi::{host as abi, smccc};
-use hyp_core::mm::mem_protect::{self, HostMm, HypMm};
+use hyp_core::mm::mem_protect::host_hyp;
+use hyp_core::mm::mem_protect::{HostMm, HypMm};
 use hyp_core::mm::prot::{Leaf, PageState};
 use hyp_core::mm::Error;
 
@@ -205,19 +206,19 @@ fn host_hyp(x: &CallRegs, f: Transition, o: u64) -> Result<(), Error> {
 }
 
 fn share_hyp(x: &mut CallRegs) -> Result<(), Error> {
-    host_hyp(x, mem_protect::host_share_hyp, op::SHARE_HYP)
+    host_hyp(x, host_hyp::host_share_hyp, op::SHARE_HYP)
 }
 
 fn unshare_hyp(x: &mut CallRegs) -> Result<(), Error> {
-    host_hyp(x, mem_protect::host_unshare_hyp, op::UNSHARE_HYP)
+    host_hyp(x, host_hyp::host_unshare_hyp, op::UNSHARE_HYP)
 }
 
 fn donate_hyp(x: &mut CallRegs) -> Result<(), Error> {
-    host_hyp(x, mem_protect::host_donate_hyp, op::DONATE_HYP)
+    host_hyp(x, host_hyp::host_donate_hyp, op::DONATE_HYP)
 }
 
 fn reclaim_hyp(x: &mut CallRegs) -> Result<(), Error> {
-    host_hyp(x, mem_protect::hyp_donate_host, op::RECLAIM_HYP)
+    host_hyp(x, host_hyp::hyp_donate_host, op::RECLAIM_HYP)
 }
 
 fn pin(x: &mut CallRegs) -> Result<(), Error> {

@@ -13,7 +13,8 @@ use spin::{Mutex, MutexGuard};
 
 use hyp_abi::host as abi;
 use hyp_core::mm::env::Vmid;
-use hyp_core::mm::mem_protect::{self, GuestMm};
+use hyp_core::mm::mem_protect::host_guest;
+use hyp_core::mm::mem_protect::GuestMm;
 use hyp_core::mm::pgtable::Stage2;
 use hyp_core::mm::prot::{Leaf, Owner, PageState};
 use hyp_core::mm::Error;
@@ -196,7 +197,7 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
     }
     vm.dying = true;
     let mut env = HypEnv;
-    let r = mem_protect::guest_teardown(&mut env, host, &mut vm.mm);
+    let r = host_guest::guest_teardown(&mut env, host, &mut vm.mm);
     point::transition(vm.handle, 0, op::TEARDOWN, 0, *r.as_ref().unwrap_or(&0), &r);
     let bytes = r?;
     // All pages are back: forget the VM, free its tables and VMID.
@@ -285,7 +286,7 @@ pub fn host_donate_guest(handle: u64, pa: u64, ipa: u64, size: u64) -> Result<()
     if ipa < GUEST_RAM_BASE {
         vm.low_mapped = true;
     }
-    let r = mem_protect::host_donate_guest(&mut env, &mut host, &mut vm.mm, pa, ipa, size);
+    let r = host_guest::host_donate_guest(&mut env, &mut host, &mut vm.mm, pa, ipa, size);
     point::transition(vm.handle, 0, op::DONATE_GUEST, pa, size, &r);
     r
 }

@@ -289,10 +289,5 @@ fn is_page(d: u64, leaf: Leaf) -> bool {
 }
 
 mod host;
-mod host_guest;
-mod host_hyp;
-
-#[cfg(test)]
-pub(super) use host_guest::guest_host_page;
-pub use host_guest::{guest_relinquish, guest_share_host, guest_teardown, guest_unshare_host, host_donate_guest};
-pub use host_hyp::{host_donate_hyp, host_share_hyp, host_unshare_hyp, hyp_claim_own, hyp_donate_host};
+pub mod host_guest;
+pub mod host_hyp;

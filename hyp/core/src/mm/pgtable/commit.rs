@@ -6,7 +6,6 @@
 //! over a range.
 
 use super::hint::{note_write, recycled, scan_uniform, CHAINED_ALL};
-use super::update::{already, blockable};
 use super::*;
 
 /// The descriptor writes of one commit to one tree, by the rules every

@@ -525,3 +525,33 @@ impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for 
         (self.f)(m, e.base.max(self.start), e.end().min(self.end))
     }
 }
+
+/// True when `leaf` may be written as one entry at `level`.
+#[inline]
+fn blockable(leaf: Leaf, level: u8) -> bool {
+    match leaf {
+        Leaf::Invalid(_) => true,
+        Leaf::Mapped { pa, .. } => level >= 1 && is_aligned(pa, level_size(level)),
+    }
+}
+
+/// Does the existing leaf `e` already hold `new` (given at `start`) over
+/// the part of it inside the range? Compared as raw descriptors: every
+/// descriptor the engine writes is `pte::encode` of its leaf.
+#[inline]
+fn already(e: &Entry, start: u64, new: Leaf) -> bool {
+    let at_base = match new {
+        Leaf::Invalid(_) => new,
+        Leaf::Mapped { pa, attrs, state } => {
+            if e.base >= start {
+                new.offset(e.base - start)
+            } else {
+                match pa.checked_sub(start - e.base) {
+                    Some(pa) => Leaf::Mapped { pa, attrs, state },
+                    None => return false,
+                }
+            }
+        }
+    };
+    pte::encode(at_base, e.level) == e.pte
+}

@@ -7,7 +7,6 @@
 
 use super::commit::Writer;
 use super::hint::{hint_after, table_of, CHAINED_ALL};
-use super::update::already;
 use super::*;
 
 impl Stage2 {

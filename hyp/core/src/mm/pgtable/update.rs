@@ -141,36 +141,6 @@ impl Stage2 {
     }
 }
 
-/// True when `leaf` may be written as one entry at `level`.
-#[inline]
-pub(super) fn blockable(leaf: Leaf, level: u8) -> bool {
-    match leaf {
-        Leaf::Invalid(_) => true,
-        Leaf::Mapped { pa, .. } => level >= 1 && is_aligned(pa, level_size(level)),
-    }
-}
-
-/// Does the existing leaf `e` already hold `new` (given at `start`) over
-/// the part of it inside the range? Compared as raw descriptors: every
-/// descriptor the engine writes is `pte::encode` of its leaf.
-#[inline]
-pub(super) fn already(e: &Entry, start: u64, new: Leaf) -> bool {
-    let at_base = match new {
-        Leaf::Invalid(_) => new,
-        Leaf::Mapped { pa, attrs, state } => {
-            if e.base >= start {
-                new.offset(e.base - start)
-            } else {
-                match pa.checked_sub(start - e.base) {
-                    Some(pa) => Leaf::Mapped { pa, attrs, state },
-                    None => return false,
-                }
-            }
-        }
-    };
-    pte::encode(at_base, e.level) == e.pte
-}
-
 /// Phase one: counts the table pages an update needs, checking every leaf
 /// with `ok` if given.
 struct CountVisitor<F> {

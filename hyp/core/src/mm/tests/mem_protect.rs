@@ -5,6 +5,8 @@ use std::vec::Vec;
 
 use super::world::*;
 use crate::mm::env::S2Id;
+use crate::mm::mem_protect::host_guest::*;
+use crate::mm::mem_protect::host_hyp::*;
 use crate::mm::mem_protect::*;
 use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
 use crate::mm::region::Region;

@@ -12,6 +12,8 @@ use std::vec::Vec;
 
 use super::helpers::leaves;
 use super::world::{World, G, HYP_OWN, K4, M2, RAM};
+use crate::mm::mem_protect::host_guest::*;
+use crate::mm::mem_protect::host_hyp::*;
 use crate::mm::mem_protect::*;
 use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
 use crate::mm::testenv::Event;

@@ -13,6 +13,8 @@ use std::{format, vec};
 use super::helpers::check_hints;
 use super::model_ownership::{apply, op, Op};
 use super::world::{World, G, K4, M2, RAM};
+use crate::mm::mem_protect::host_guest::*;
+use crate::mm::mem_protect::host_hyp::*;
 use crate::mm::mem_protect::*;
 use crate::mm::pgtable::{Stats, ENTRY_COMMITS, PAGE_COMMITS};
 use crate::mm::prot::{Attrs, Leaf, Owner, PageState};

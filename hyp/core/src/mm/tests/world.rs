@@ -6,6 +6,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::helpers::*;
+use crate::mm::mem_protect::host_hyp::*;
 use crate::mm::mem_protect::*;
 use crate::mm::pgtable::Stage2;
 use crate::mm::prot::Leaf;
