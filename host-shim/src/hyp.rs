@@ -26,7 +26,11 @@ pub fn errno(r: HypResult) -> i64 {
 }
 
 pub fn vm_create() -> Result<u64, i64> {
-    call(abi::VM_CREATE, [0; 6]).map(|r| r[0])
+    vm_create_bits(0)
+}
+/// VM_CREATE with an IPA size (0: the default 40 bits).
+pub fn vm_create_bits(ipa_bits: u64) -> Result<u64, i64> {
+    call(abi::VM_CREATE, [ipa_bits, 0, 0, 0, 0, 0]).map(|r| r[0])
 }
 pub fn vm_destroy(h: u64) -> Result<u64, i64> {
     call(abi::VM_DESTROY, [h, 0, 0, 0, 0, 0]).map(|r| r[0])

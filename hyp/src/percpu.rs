@@ -1,25 +1,35 @@
 //! Per-CPU state: one slot per CPU (up to [`MAX_CPUS`]; the boot CPU's set
 //! up first, the others when the host starts them with PSCI CPU_ON), found
 //! through TPIDR_EL2 ([`this_cpu`]): what runs there at the lower EL, the
-//! host's state while a guest runs, the CPU's EL2 stack; and the MPIDRs of
-//! the CPUs the DTB lists.
-
-use core::sync::atomic::AtomicU64;
+//! host's state while a guest runs, the CPU's EL2 stack; and the logical CPU
+//! map (`hyp_core::cpu_map`: which MPIDR is logical CPU n; the slot, stack
+//! and window of a CPU are its logical index's, never a field of MPIDR).
 
 use aarch64_cpu::registers::Readable;
+use hyp_core::cpu_map::CpuMap;
 
 use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::frame::{self, TrapFrame};
 
 pub const MAX_CPUS: usize = 8;
+const _: () = assert!(MAX_CPUS == hyp_core::cpu_map::MAX_CPUS);
 // Every CPU has its own window slot.
 const _: () = assert!(crate::arch::aarch64::window::WINDOW_CPUS >= MAX_CPUS);
 pub const STACK_SIZE: u64 = 0x10000;
 
-/// MPIDRs of the CPUs the DTB lists (KNOWN set when present; boot fills
-/// it, the host's PSCI CPU_ON checks its target against it).
-pub static CPU_MPIDRS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-pub const KNOWN: u64 = 1 << 63;
+/// The logical CPU map, set once by boot from the DTB's `/cpus` (the host's
+/// PSCI CPU_ON looks its target up in it).
+static CPU_MAP: spin::Once<CpuMap> = spin::Once::new();
+
+/// Sets the logical CPU map (boot, once, before the host runs).
+pub fn set_cpu_map(map: CpuMap) {
+    CPU_MAP.call_once(|| map);
+}
+
+/// The logical CPU map boot built.
+pub fn cpu_map() -> &'static CpuMap {
+    CPU_MAP.get().expect("cpu map: read before boot built it")
+}
 
 extern "C" {
     static __stacks_start: u8;
@@ -33,7 +43,11 @@ pub enum Running {
     Guest(u16, usize),
 }
 
+/// `repr(C)` with `id` first: the mapping window reads a CPU's logical index
+/// as the first word TPIDR_EL2 points at (`arch::aarch64::window`).
+#[repr(C)]
 pub struct PerCpu {
+    /// The logical CPU index (`hyp_core::cpu_map`), never derived from MPIDR.
     pub id: usize,
     pub running: Running,
     /// Frame used to enter a lower EL for the first time.
@@ -107,20 +121,20 @@ pub fn cpu(idx: usize) -> &'static mut PerCpu {
     unsafe { &mut (*core::ptr::addr_of_mut!(CPUS))[idx % MAX_CPUS] }
 }
 
-/// The per-CPU slot of the CPU with this MPIDR (Aff0; QEMU virt numbers
-/// CPUs 0..N there).
-pub fn index_of(mpidr: u64) -> usize {
-    (mpidr & 0xff) as usize % MAX_CPUS
-}
+const _: () = assert!(core::mem::offset_of!(PerCpu, id) == 0);
 
-/// Points TPIDR_EL2 at this CPU's slot (chosen by MPIDR): the first thing
-/// every CPU does at EL2, before anything calls [`this_cpu`].
-pub fn init_this_cpu() {
-    use aarch64_cpu::registers::{Writeable, MPIDR_EL1, TPIDR_EL2};
-    let id = index_of(MPIDR_EL1.get());
-    // SAFETY: only the address of the slot is taken.
-    let slot = unsafe { core::ptr::addr_of_mut!((*core::ptr::addr_of_mut!(CPUS))[id]) };
-    TPIDR_EL2.set(slot as u64);
+/// Points TPIDR_EL2 at the slot of logical CPU `id` and records the index
+/// there: the first thing every CPU does at EL2, before anything calls
+/// [`this_cpu`] or maps a window. The boot CPU is 0; a secondary CPU gets
+/// its index from the CPU_ON that started it (`hypercall::psci`).
+pub fn init_this_cpu(id: usize) {
+    use aarch64_cpu::registers::{Writeable, TPIDR_EL2};
+    assert!(id < MAX_CPUS, "logical CPU {id} out of range");
+    // SAFETY: only this CPU uses slot `id` (the map gives each CPU its own
+    // index) and nothing refers to it yet.
+    let slot = unsafe { &mut (*core::ptr::addr_of_mut!(CPUS))[id] };
+    slot.id = id;
+    TPIDR_EL2.set(slot as *mut PerCpu as u64);
 }
 
 /// This CPU's state (one register read: TPIDR_EL2, set by

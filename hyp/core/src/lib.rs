@@ -20,7 +20,9 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod cpu_map;
 pub mod emul;
 pub mod mm;
+pub mod pa_range;
 pub mod smmu_format;
 pub mod vm;

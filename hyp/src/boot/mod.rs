@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use aarch64_cpu::registers::*;
 use log::{info, LevelFilter};
 
+use hyp_core::cpu_map::CpuMap;
 use hyp_core::mm::mem_protect::host_hyp::hyp_claim_own;
 use hyp_core::mm::mem_protect::{HostMm, HypMm};
 use hyp_core::mm::pgtable::Stage2;
@@ -102,7 +103,8 @@ fn parse_options(bootargs: &'static str) -> Options {
 /// Rust entry on the boot CPU (from entry.S): x0 = DTB, x1 = load address.
 #[no_mangle]
 extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
-    crate::percpu::init_this_cpu();
+    // The boot CPU is logical CPU 0 (`hyp_core::cpu_map`).
+    crate::percpu::init_this_cpu(0);
     mmu::enable();
     // SAFETY: the DTB QEMU hands over is in normal memory, mapped by the
     // identity map; fdt validates the header before trusting sizes.
@@ -121,6 +123,8 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     unsafe { crate::console::init(m.uart) };
     let opts = parse_options(m.bootargs);
     crate::console::set_level(opts.log);
+    let map = CpuMap::new(MPIDR_EL1.get(), &m.cpus[..m.ncpus]).unwrap_or_else(|e| fail(format_args!("/cpus: {e:?}")));
+    percpu::set_cpu_map(map);
     crate::tracebuf::configure(opts.trace, opts.trace_vm, opts.trace_buf, !opts.trace_quiet);
     // After the checker's and the trace's options, before the host runs.
     crate::hypercall::host::configure_watch();
@@ -305,11 +309,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     );
     HOST_VTTBR.store(vttbr, Ordering::Relaxed);
     HOST_VTCR.store(vtcr, Ordering::Relaxed);
-    for (i, mpidr) in m.cpus[..m.ncpus].iter().enumerate() {
-        percpu::CPU_MPIDRS[i].store(*mpidr | percpu::KNOWN, Ordering::Relaxed);
-    }
     let cpu = percpu::this_cpu();
-    cpu.id = percpu::index_of(MPIDR_EL1.get());
     cpu.host_vttbr = vttbr;
     cpu.host_vtcr = vtcr;
     cpu.frame = Default::default();
@@ -381,10 +381,13 @@ static HOST_VTCR: AtomicU64 = AtomicU64::new(0);
 /// its context ID, at EL1h with the MMU off.
 #[no_mangle]
 extern "C" fn hyp_secondary_main(idx: u64) -> ! {
-    percpu::init_this_cpu();
+    percpu::init_this_cpu(idx as usize);
+    // Nothing this CPU's TLBs held before its reset survives, and no
+    // translation (EL2's own, or a stage-2 of the host's) happens before
+    // they are gone.
+    tlb::flush_all_this_cpu();
     mmu::enable_this_cpu();
     let cpu = percpu::this_cpu();
-    cpu.id = idx as usize;
     crate::checker::CPUS_UP.fetch_add(1, Ordering::Relaxed);
     cpu.host_vttbr = HOST_VTTBR.load(Ordering::Relaxed);
     cpu.host_vtcr = HOST_VTCR.load(Ordering::Relaxed);
@@ -393,8 +396,6 @@ extern "C" fn hyp_secondary_main(idx: u64) -> ! {
     el1::init_el2_controls();
     Context::reset().restore_cpu(Kind::Host, context::feat::LAZY);
     init_cpu_gic(cpu);
-    // Nothing this CPU's TLBs held before its reset survives.
-    tlb::flush_all_this_cpu();
     log::info!("cpu {}: up, entering host at {:#x}", idx, cpu.host_entry);
     cpu.frame = Default::default();
     cpu.frame.x[0] = cpu.host_context;

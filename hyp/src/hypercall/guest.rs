@@ -285,6 +285,6 @@ fn unshare_pinned(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, vcpu: usize) -
         Ok(hyp_core::mm::prot::Leaf::Mapped { pa, .. }) => pa,
         _ => 0,
     };
-    frame.elr -= 4;
+    frame.elr = hyp_core::emul::exception::pc_back(frame.elr, 4);
     Outcome::Exit { reason: exit::UNSHARE_PENDING, details: [ipa, pa, 0, 0, 0], pending: Pending::None, stop: false }
 }

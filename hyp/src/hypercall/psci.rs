@@ -56,13 +56,10 @@ extern "C" {
 /// and only then enters the host at `entry`, at EL1. The entry point must be
 /// host-owned RAM.
 fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
-    let known = crate::percpu::CPU_MPIDRS.iter().any(|m| {
-        let m = m.load(core::sync::atomic::Ordering::Relaxed);
-        m & crate::percpu::KNOWN != 0 && m & !crate::percpu::KNOWN == target
-    });
-    if !known {
+    // Only a CPU of the logical map (never the boot CPU's twin in Aff0).
+    let Some(idx) = crate::percpu::cpu_map().index_of(target) else {
         return psci::INVALID_PARAMETERS;
-    }
+    };
     let host = crate::owners::host();
     let page = entry & !0xfff;
     let owned = host.check_ram(page, 4096).is_ok()
@@ -75,7 +72,6 @@ fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
     if !owned || entry & 3 != 0 {
         return INVALID_ADDRESS;
     }
-    let idx = crate::percpu::index_of(target);
     let cpu = crate::percpu::cpu(idx);
     cpu.host_entry = entry;
     cpu.host_context = context;

@@ -42,7 +42,7 @@ pub fn handle_guest_sync(frame: &mut TrapFrame, _handle: u16, idx: usize) -> Nex
     let outcome = match esr.ec() {
         EC_HVC64 => guest::handle(frame, &vm_arc, idx),
         EC_SMC64 => {
-            frame.elr += 4;
+            frame.elr = hyp_core::emul::exception::pc_advance(frame.elr, 4);
             guest::handle(frame, &vm_arc, idx)
         }
         EC_DABT_LOW | EC_IABT_LOW => {
@@ -158,7 +158,7 @@ fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &Arc<Mutex<Vm>>, idx: us
     let value = match sys_regs::decide(&a) {
         Action::Sgi if !a.read => {
             let v = if a.rt == 31 { 0 } else { frame.x[a.rt as usize] };
-            frame.elr += 4;
+            frame.elr = hyp_core::emul::exception::pc_advance(frame.elr, 4);
             return sgi(vm_arc, idx, v);
         }
         Action::Sgi => {
@@ -177,7 +177,7 @@ fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &Arc<Mutex<Vm>>, idx: us
     if a.read && a.rt != 31 {
         frame.x[a.rt as usize] = value;
     }
-    frame.elr += 4;
+    frame.elr = hyp_core::emul::exception::pc_advance(frame.elr, 4);
     Outcome::Resume
 }
 
@@ -249,7 +249,7 @@ pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) -> Next 
 /// the host (exit `WFI` with its timer deadline), nothing spins here.
 fn wait(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, idx: usize, esr: Esr) -> Outcome {
     // A T16 WFI/WFE from AArch32 EL0 is 2 bytes (ESR.IL clear).
-    frame.elr += insn_len(esr);
+    frame.elr = hyp_core::emul::exception::pc_advance(frame.elr, insn_len(esr));
     let wfe = esr.iss() & 1 != 0;
     let mut vm = vm_arc.lock();
     let handle = vm.handle;

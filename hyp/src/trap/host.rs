@@ -22,7 +22,7 @@ pub fn handle_sync(frame: &mut TrapFrame) -> Next {
         EC_HVC64 => return hypercall::host::handle(frame),
         EC_SMC64 => {
             // A trapped SMC returns to the SMC itself: step over it.
-            frame.elr += 4;
+            frame.elr = hyp_core::emul::exception::pc_advance(frame.elr, 4);
             hypercall::psci::handle_host_smc(frame);
         }
         EC_DABT_LOW | EC_IABT_LOW => {

@@ -188,7 +188,7 @@ pub fn emulate(frame: &mut TrapFrame, esr: Esr, ipa: u64, far: u64) {
             }
         }
     }
-    frame.elr += if esr.il() { 4 } else { 2 };
+    frame.elr = hyp_core::emul::exception::pc_advance(frame.elr, if esr.il() { 4 } else { 2 });
 }
 
 /// Register `n` of the trapped context (31 is XZR).

@@ -129,6 +129,10 @@ pub fn get(handle: u64) -> Result<Arc<Mutex<Vm>>, Error> {
 
 fn create(ipa_bits: u64) -> Result<u16, Error> {
     let bits = if ipa_bits == 0 { GUEST_IPA_BITS } else { u8::try_from(ipa_bits).map_err(|_| Error::Inval)? };
+    // A tree larger than the CPU's PA range is CONSTRAINED UNPREDICTABLE.
+    if !hyp_core::pa_range::ipa_fits(bits, tlb::pa_bits()) {
+        return Err(Error::Inval);
+    }
     let mut t = VMS.lock();
     let handle = t.next().ok_or(Error::NoMem)?;
     // VMID 0 is the host's: the vectors tell a host HVC by it (vectors.S).

@@ -227,9 +227,9 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
             if srt != 31 {
                 frame.x[srt as usize] = v;
             }
-            frame.elr += len as u64;
+            frame.elr = hyp_core::emul::exception::pc_advance(frame.elr, len as u64);
         }
-        Pending::MmioWrite { len } => frame.elr += len as u64,
+        Pending::MmioWrite { len } => frame.elr = hyp_core::emul::exception::pc_advance(frame.elr, len as u64),
         Pending::Hypercall => frame.x[..4].copy_from_slice(&reply),
         Pending::Abort { esr, far } => {
             point::inject(handle, idx, esr, far, frame.elr);

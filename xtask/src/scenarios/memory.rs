@@ -87,6 +87,8 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "bad host calls get exact errors and change nothing",
         run: Run::shim("hostile"),
         lines: Lines::Are(&[
+            "[host] PASS vm_create: one IPA bit more than the CPU's PA range is EINVAL",
+            "[host] PASS vm_create: as many IPA bits as the CPU's PA range",
             "[host] PASS donate: hyp memory is EPERM",
             "[host] PASS donate: the same page twice is EPERM",
             "[host] PASS pin: a guest-private page is EPERM",
@@ -110,7 +112,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "[host] PASS vm_create: a refused VM takes no hyp memory",
             "[host] PASS vcpu_create: a stale handle is ENOENT",
             "[host] PASS vm_destroy: all 255, the hyp's pool back to where it was",
-            "[host] result: 80 passed, 0 failed",
+            "[host] result: 84 passed, 0 failed",
             "[hyp] system off: status 0 (Ok)",
         ]),
         absent: &["FAIL", "PANIC"],

@@ -19,6 +19,19 @@ pub const SCTLR_SPAN: u64 = 1 << 23;
 /// SCTLR_EL1.DSSBS (bit 44): PSTATE.SSBS on exception entry.
 pub const SCTLR_DSSBS: u64 = 1 << 44;
 
+/// The PC after skipping `len` bytes of instruction at `pc`: the program
+/// counter wraps like the hardware's (a guest may place a trapped
+/// instruction at 0xffff_ffff_ffff_fffc; `+` would panic the debug build on
+/// that guest's behalf).
+pub const fn pc_advance(pc: u64, len: u64) -> u64 {
+    pc.wrapping_add(len)
+}
+
+/// [`pc_advance`] backwards: the PC of the instruction `len` bytes back.
+pub const fn pc_back(pc: u64, len: u64) -> u64 {
+    pc.wrapping_sub(len)
+}
+
 /// Vector offsets from VBAR_EL1.
 pub const VEC_CUR_SP0: u64 = 0x000;
 pub const VEC_CUR_SPX: u64 = 0x200;
@@ -168,5 +181,13 @@ mod tests {
         let a = SysRegAccess::from_iss(iss);
         assert_eq!(a.enc(), (1, 0, 7, 14, 2));
         assert!(!a.read);
+    }
+
+    #[test]
+    fn the_pc_wraps_at_both_ends() {
+        assert_eq!(pc_advance(0xffff_ffff_ffff_fffc, 4), 0);
+        assert_eq!(pc_advance(0xffff_ffff_ffff_fffe, 2), 0);
+        assert_eq!(pc_back(0, 4), 0xffff_ffff_ffff_fffc);
+        assert_eq!(pc_advance(0x4000_0000, 4), 0x4000_0004);
     }
 }

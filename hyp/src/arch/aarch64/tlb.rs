@@ -48,6 +48,11 @@ pub fn vmid_bits() -> u32 {
 /// makes a computed value non-zero). Every CPU computes the same value.
 static VTCR_COMMON: AtomicU64 = AtomicU64::new(0);
 
+/// The PA bits VTCR_EL2.PS gives every stage-2 on this CPU (from PARange).
+pub fn pa_bits() -> u8 {
+    hyp_core::pa_range::pa_bits(ID_AA64MMFR0_EL1.get())
+}
+
 fn vtcr_common() -> u64 {
     let v = VTCR_COMMON.load(Ordering::Relaxed);
     if v != 0 {

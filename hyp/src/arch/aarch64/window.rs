@@ -22,7 +22,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aarch64_cpu::asm::barrier;
-use aarch64_cpu::registers::{Readable, MPIDR_EL1};
+use aarch64_cpu::registers::{Readable, TPIDR_EL2};
 
 pub use hyp_core::mm::stage1::WINDOW_CPUS;
 use hyp_core::mm::stage1::{self, Chunk, MapError, Perm, TableAlloc, Tables, PAGE, WINDOW_SLOT};
@@ -43,6 +43,16 @@ pub fn prepare<A: TableAlloc>(t: &mut Tables, a: &mut A) -> Result<(), MapError>
     Ok(())
 }
 
+/// This CPU's logical index (`hyp_core::cpu_map`; never a field of MPIDR:
+/// on DynamIQ parts every CPU has Aff0 = 0). `percpu` guarantees the
+/// contract: TPIDR_EL2 points at the CPU's `repr(C)` slot whose first word
+/// is that index, set before the CPU maps any window.
+fn this_cpu_index() -> usize {
+    // SAFETY: per the contract above, TPIDR_EL2 holds the address of a live,
+    // aligned per-CPU slot beginning with a usize only this CPU writes.
+    unsafe { *(TPIDR_EL2.get() as *const usize) }
+}
+
 /// This CPU's slot pair, held until dropped.
 struct Slot {
     cpu: usize,
@@ -50,7 +60,7 @@ struct Slot {
 
 impl Slot {
     fn take() -> Slot {
-        let cpu = (MPIDR_EL1.get() & 0xff) as usize % WINDOW_CPUS;
+        let cpu = this_cpu_index() % WINDOW_CPUS;
         if BUSY[cpu].swap(true, Ordering::Acquire) {
             panic!("window: nested use on CPU {cpu}");
         }
