@@ -5,6 +5,8 @@ mod fixtures;
 mod image;
 mod linux;
 mod linux_guest;
+mod linux_kmod;
+mod linux_vmm;
 mod options;
 mod profile;
 mod qemu;
