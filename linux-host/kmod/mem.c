@@ -152,11 +152,40 @@ static long vm_count_pin(struct pkvm_vm *vm, unsigned long i, long delta)
 	return xa_err(xa_store(&vm->pins, i, xa_mk_value(n), GFP_KERNEL));
 }
 
+/* Is page @i the host's again (the guest relinquished it)? */
+static bool host_owns(struct pkvm_mem *m, unsigned long i)
+{
+	struct arm_smccc_1_2_regs r = {
+		.a0 = HC_PAGE_STATE, .a1 = mem_pa(m, i),
+	};
+
+	/* Owned, or not mapped yet and the host's own (docs/abi.md). */
+	return !hc_regs(&r) && (r.a2 == 1 || (r.a2 == 0 && r.a5 == 0));
+}
+
 /*
- * Copies between userspace and guest memory at @pos. Before the guest owns
- * a page it is the driver's; afterwards only a page the guest shares with
- * the host is copied, pinned meanwhile so that it stays shared.
+ * Pins page @i for a copy if the guest owns it: true if pinned. Before the
+ * guest owns a page it is the driver's; afterwards a page it shares with
+ * the host is pinned for the copy so that it stays shared, and one it
+ * gave back is the host's. Any other is refused (-EPERM).
  */
+static long pin_for_copy(struct pkvm_mem *m, unsigned long i, bool *pinned)
+{
+	struct arm_smccc_res res;
+	long err;
+
+	*pinned = false;
+	if (i >= m->donated)
+		return 0;
+	err = hc(HC_PIN, mem_pa(m, i), 0, 0, 0, &res);
+	if (!err)
+		*pinned = true;
+	else if (err == -EPERM && host_owns(m, i))
+		err = 0;
+	return err;
+}
+
+/* Copies between userspace and guest memory at @pos. */
 static ssize_t mem_rw(struct file *file, char __user *buf, size_t len,
 		      loff_t *pos, bool write)
 {
@@ -166,6 +195,7 @@ static ssize_t mem_rw(struct file *file, char __user *buf, size_t len,
 	struct arm_smccc_res res;
 	size_t done = 0, off, n;
 	unsigned long i;
+	bool pinned;
 	long err = 0;
 	void *va;
 
@@ -179,11 +209,9 @@ static ssize_t mem_rw(struct file *file, char __user *buf, size_t len,
 		i = (*pos + done) >> PAGE_SHIFT;
 		off = (*pos + done) & ~PAGE_MASK;
 		n = min(len - done, PAGE_SIZE - off);
-		if (i < m->donated) {
-			err = hc(HC_PIN, mem_pa(m, i), 0, 0, 0, &res);
-			if (err)
-				break;
-		}
+		err = pin_for_copy(m, i, &pinned);
+		if (err)
+			break;
 		va = kmap_local_page(m->pages[i]);
 		if (write)
 			err = copy_from_user(va + off, buf + done, n);
@@ -191,8 +219,7 @@ static ssize_t mem_rw(struct file *file, char __user *buf, size_t len,
 			err = copy_to_user(buf + done, va + off, n);
 		kunmap_local(va);
 		/* A pin the hyp could not drop now is dropped at teardown. */
-		if (i < m->donated &&
-		    hc(HC_UNPIN, mem_pa(m, i), 0, 0, 0, &res) &&
+		if (pinned && hc(HC_UNPIN, mem_pa(m, i), 0, 0, 0, &res) &&
 		    vm_count_pin(vm, i, 1))
 			pr_err("VM %llu: a page stays pinned\n", vm->handle);
 		if (err) {

@@ -50,6 +50,9 @@ pub fn run_script(args: &RunArgs) -> String {
         let mem = args.guest_mem.get(i).map_or("64M", String::as_str);
         let vcpus = args.guest_vcpus.get(i).copied().unwrap_or(1);
         cmd += &format!(" --guest /pkvm/guest{i}.elf --guest-mem {mem} --guest-vcpus {vcpus}");
+        if let Some(a) = args.guest_args.get(i) {
+            cmd += &format!(" --args '{}'", a.replace('\'', "'\\''"));
+        }
     }
     format!(
         "# Written by cargo xtask for this run: the guests the Linux host runs.\n{cmd}\n\
@@ -87,11 +90,12 @@ mod tests {
             guest: vec!["a.elf".into(), "b.elf".into()],
             guest_mem: vec!["32M".into()],
             guest_vcpus: vec![1, 2],
+            guest_args: vec!["test=all it's".into()],
             ..Default::default()
         };
         let s = run_script(&args);
         assert!(s.contains(
-            "\n/pkvm/vmm --guest /pkvm/guest0.elf --guest-mem 32M --guest-vcpus 1 \
+            "\n/pkvm/vmm --guest /pkvm/guest0.elf --guest-mem 32M --guest-vcpus 1 --args 'test=all it'\\''s' \
              --guest /pkvm/guest1.elf --guest-mem 64M --guest-vcpus 2\n"
         ));
         assert!(s.ends_with("echo \"linux-host: pkvm-vmm exit status $?\"\n"));

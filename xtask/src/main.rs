@@ -126,6 +126,11 @@ pub struct RunArgs {
     /// DTB; vCPU 0 starts, the guest starts the others with PSCI CPU_ON.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub guest_vcpus: Vec<u32>,
+    /// The Linux host only: bootargs of each --guest, in order (its DTB's
+    /// /chosen/bootargs; the guest-test payload picks its test with
+    /// test=NAME).
+    #[arg(long)]
+    pub guest_args: Vec<String>,
     /// Host-shim scenario (shim.test=NAME); default: the demo.
     #[arg(long, value_parser = options::SHIM_SCENARIOS)]
     pub scenario: Option<String>,

@@ -132,6 +132,12 @@ pub fn check(a: &RunArgs) -> Result<()> {
         );
     }
     let guests = a.guest.len().max(usize::from(!other_host));
+    if !a.guest_args.is_empty() && !a.linux {
+        bail!("--guest-args gives the Linux host's VMM each guest's bootargs: it goes with --linux --guest");
+    }
+    if a.guest_args.len() > a.guest.len() {
+        bail!("{} --guest-args value(s) for {} guest(s): one per --guest, in order", a.guest_args.len(), a.guest.len());
+    }
     if a.guest_mem.len() > guests {
         bail!("{} --guest-mem value(s) for {} guest(s): one per --guest, in order", a.guest_mem.len(), guests);
     }
@@ -218,7 +224,9 @@ mod tests {
         assert!(err("--host-initrd Cargo.toml").contains("goes with --host"));
         assert!(err("--linux --host Cargo.toml").contains("give one of them"));
         // The Linux host runs --guest programs with its VMM.
-        run("--linux --guest Cargo.toml --guest-mem 32M --guest-vcpus 2").unwrap();
+        run("--linux --guest Cargo.toml --guest-mem 32M --guest-vcpus 2 --guest-args test=all").unwrap();
+        assert!(err("--guest Cargo.toml --guest-args test=all").contains("goes with --linux"));
+        assert!(err("--linux --guest Cargo.toml --guest-args a --guest-args b").contains("one per --guest"));
         assert!(err("--linux --scenario boot").contains("does not run them"));
         assert!(err("--guest-mem 8M --guest-mem 8M").contains("one per --guest"));
         assert!(err("--guest-vcpus 2 --guest-vcpus 2").contains("one per --guest"));

@@ -413,6 +413,9 @@ impl<'a> Machine<'a> {
             svc::HOST_IRQ_COUNTS => [st.counts.wfi, st.irq.iter().sum(), 0, 0],
             // No `edu` PCI device behind the Linux host.
             svc::HOST_DMA => [-i64::from(libc::ENODEV) as u64, 0, 0, 0],
+            // The driver donates only memory it allocated for a VM: there
+            // is no way to name this guest's page for another VM.
+            svc::HOST_DONATE_ELSEWHERE => [-i64::from(libc::EOPNOTSUPP) as u64, 0, 0, 0],
             _ => [-i64::from(libc::EINVAL) as u64, 0, 0, 0],
         }
     }

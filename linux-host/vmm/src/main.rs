@@ -117,6 +117,9 @@ fn run_guest(dev: &pkvm::Device, id: u32, g: &GuestArgs) -> Result<bool, String>
     if let Some((p, f)) = out.result {
         println!("[host] vm {id}: guest reports {p} passed, {f} failed");
     }
+    if out.relinquished > 0 {
+        println!("[host] vm {id}: the guest relinquished {} KiB", out.relinquished / 1024);
+    }
     match vm.stats(GUEST_RAM) {
         Ok(s) => println!(
             "[host] vm {id}: the guest made {} MEM_SHARE, {} MEM_UNSHARE and {} MMIO_GUARD calls",
