@@ -4,6 +4,7 @@
 //! `test=NAME` in its DTB's bootargs picks what it runs.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_os = "none")]
 extern crate alloc;

@@ -57,6 +57,14 @@ pub fn vm_calls(h: u64) -> Result<[u64; 4], i64> {
     call(abi::VM_CALLS, [h, 0, 0, 0, 0, 0]).map(|r| [r[0], r[1], r[2], r[3]])
 }
 
+/// STATS: the hyp's software counters (x2..x5), zeros if it refuses.
+pub fn counters() -> [u64; 4] {
+    match call(abi::STATS, [0; 6]) {
+        Ok(r) => [r[0], r[1], r[2], r[3]],
+        Err(_) => [0; 4],
+    }
+}
+
 pub fn dump_s2(which: u64) {
     let _ = call(abi::DUMP_S2, [which, 0, 0, 0, 0, 0]);
 }

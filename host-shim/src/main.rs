@@ -2,18 +2,23 @@
 //! Linux arm64 boot protocol, reports where it runs, proves that it is held
 //! by a stage-2, runs the scenario named on its command line
 //! (`shim.test=NAME`), and ends the system with the overall result.
+//!
+//! Layers, each importing only those below it: `scenarios` > `vmm` (with
+//! the device models of the `vmm-devices` crate) > `images`, `idle`,
+//! `tracing`, `report`, `mem` > `hyp` (the host ABI's calls) > `el1-rt`.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
-
-#[cfg(any(target_os = "none", test))]
-extern crate alloc;
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_os = "none")]
-mod guests;
+extern crate alloc;
+
 #[cfg(target_os = "none")]
 mod hyp;
 #[cfg(target_os = "none")]
 mod idle;
+#[cfg(target_os = "none")]
+mod images;
 #[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
@@ -23,15 +28,7 @@ mod scenarios;
 #[cfg(target_os = "none")]
 mod tracing;
 #[cfg(target_os = "none")]
-mod vcpus;
-#[cfg(target_os = "none")]
-mod vgic;
-#[cfg(target_os = "none")]
 mod vmm;
-// The virtio devices build for the host too: their unit tests run there.
-#[cfg(any(target_os = "none", test))]
-#[cfg_attr(not(target_os = "none"), allow(dead_code))]
-mod virtio;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

@@ -223,7 +223,7 @@ pub fn check_guest(path: &Path, elf: &[u8], mem: u64) -> Result<()> {
 
 /// A Linux guest's memory unless --guest-mem says otherwise.
 pub const LINUX_GUEST_MEM: &str = "128M";
-/// The host shim's restricted DMA pool for a Linux guest (host-shim vmm.rs).
+/// The restricted DMA pool of a Linux guest (vmm-devices platform.rs).
 const DMA_POOL_SIZE: u64 = 4 << 20;
 
 /// Checks a Linux guest's Image before QEMU starts, as the host shim will:

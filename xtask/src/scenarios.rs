@@ -1493,10 +1493,10 @@ pub fn check(s: &Scenario, output: &str, code: i32) -> std::result::Result<(), S
 }
 
 fn host_tests() -> (u32, u32) {
-    println!("== host: cargo test (arch-independent core, the VMM's virtio devices, xtask)");
+    println!("== host: cargo test (arch-independent core, the device models of vmm-devices, xtask)");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["test", "-p", "hyp", "-p", "hyp-abi", "-p", "host-shim", "-p", "xtask", "--release"])
+        .args(["test", "-p", "hyp", "-p", "hyp-abi", "-p", "vmm-devices", "-p", "xtask", "--release"])
         .output();
     let Ok(out) = out else {
         println!("FAIL host tests: could not run cargo test");

@@ -9,8 +9,8 @@ use el1_rt::pmu;
 use el1_rt::println;
 use hyp_abi::host as abi;
 
-use crate::guests::GuestImage;
 use crate::hyp::{self, call};
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::{read64, Report};
 use crate::vmm::{Guest, GUEST_RAM};
@@ -59,11 +59,8 @@ const SZ_2M: u64 = 2 << 20;
 const SZ_1G: u64 = 1 << 30;
 
 /// The hyp's software counters.
-pub fn counters() -> Counters {
-    match call(abi::STATS, [0; 6]) {
-        Ok(r) => [r[0], r[1], r[2], r[3]],
-        Err(_) => [0; 4],
-    }
+fn counters() -> Counters {
+    hyp::counters()
 }
 
 /// STATS: bytes of the hyp's pool in use, and the boot's length (system
@@ -157,8 +154,9 @@ fn bench(name: &str, n: u64, mut f: impl FnMut(u64)) {
     report(name, n, m, diff(c0, counters()));
 }
 
-/// PIN/UNPIN on a page a guest shared with us (BENCH_PIN service).
-pub fn pins(pa: u64) {
+/// PIN/UNPIN on a page a guest shared with us (the BENCH_PIN service,
+/// a hook registered by [`run`]).
+fn pins(pa: u64) {
     if !want("host_pin") && !want("host_unpin") {
         return;
     }
@@ -337,6 +335,7 @@ pub fn irq(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
 
 pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
     pmu::init();
+    crate::vmm::services::set_pin_bench_hook(pins);
     bench("host hvc (null)", reps(), |_| {
         let _ = call(abi::NOP, [0; 6]);
     });

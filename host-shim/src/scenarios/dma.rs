@@ -11,7 +11,7 @@
 use el1_rt::{println, BootInfo};
 use spin::Mutex;
 
-use crate::guests::GuestImage;
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::{expect_abort, read64, write64, Report};
 
@@ -168,8 +168,9 @@ pub fn dma_to(e: &Edu, pa: u64, byte: u8) -> Outcome {
     out
 }
 
-/// The `HOST_DMA` service for a guest: DMA to the page behind its IPA.
-pub fn guest_dma(pa: u64, byte: u64) -> i64 {
+/// The `HOST_DMA` service for a guest (a hook [`setup`] and [`run`]
+/// register): DMA to the page behind its IPA.
+fn guest_dma(pa: u64, byte: u64) -> i64 {
     let Some(e) = *EDU.lock() else {
         return -19;
     };
@@ -189,6 +190,7 @@ fn has_compatible(info: &BootInfo, c: &str) -> bool {
 pub fn setup(info: &BootInfo, hm: &mut HostMem) -> bool {
     let e = find(info, hm);
     *EDU.lock() = e;
+    crate::vmm::services::set_dma_hook(guest_dma);
     e.is_some()
 }
 
@@ -209,6 +211,7 @@ pub fn run(info: &BootInfo, hm: &mut HostMem, images: &[GuestImage], r: &mut Rep
     };
     r.check(read32(reg(&e, EDU_IDENT)) == EDU_IDENT_VALUE, "edu answers through its BAR");
     *EDU.lock() = Some(e);
+    crate::vmm::services::set_dma_hook(guest_dma);
 
     // The host's own page.
     let Some(page) = hm.alloc(4096, 4096) else {

@@ -17,8 +17,8 @@ use el1_rt::println;
 use el1_rt::rand::Rng;
 use hyp_abi::host as abi;
 
-use crate::guests::GuestImage;
 use crate::hyp::{self, call};
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::{expect_abort, read64, write64, Report};
 use crate::scenarios::devices;

@@ -8,8 +8,8 @@ use el1_rt::println;
 use hyp_abi::errno::*;
 use hyp_abi::host as abi;
 
-use crate::guests::GuestImage;
 use crate::hyp::{self, call, errno};
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::{expect_abort, read64, write64, Report};
 

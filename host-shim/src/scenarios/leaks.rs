@@ -25,7 +25,7 @@ use el1_rt::println;
 use el1_rt::sysregs::{self, Group, GUEST_MARK, HOST_MARK, REGS};
 use hyp_abi::host::{exit, VCPU_RUN};
 
-use crate::guests::GuestImage;
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::Report;
 use crate::vmm::{Guest, GUEST_UART};

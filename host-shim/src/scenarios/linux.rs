@@ -8,8 +8,9 @@
 use el1_rt::println;
 use hyp_abi::host::{page_state, PAGE_STATE, VM_CALLS};
 
-use crate::guests::GuestImage;
+use super::harness::{run_guest, teardown};
 use crate::hyp;
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::{expect_abort, read64, Report};
 use crate::vmm::{Guest, GUEST_RAM};
@@ -46,17 +47,17 @@ pub fn run(hm: &mut HostMem, img: &GuestImage, initrd: &[u8], disk: &'static [u8
         l.pool.1 / 1024
     );
     println!("[host] vm {}: disk image {} KiB", g.handle, disk.len() / 1024);
-    super::guests::run_guest(&mut g, r);
+    run_guest(&mut g, r);
     r.check(g.done, "the Linux guest powered itself off (PSCI SYSTEM_OFF)");
     virtio_checks(&g, r);
     host_checks(&g, r);
-    super::guests::teardown(hm, g, r);
+    teardown(hm, g, r);
 }
 
 /// The virtio devices' counters: every request the Linux guest made was
 /// served from pages it had shared (none refused, none malformed).
 fn virtio_checks(g: &Guest, r: &mut Report) {
-    let Some(devs) = &g.virtio else { return };
+    let Some(devs) = &g.platform.virtio else { return };
     g.virtio_report();
     let (mut requests, mut errors) = (0, 0);
     for k in 0.. {
@@ -110,7 +111,7 @@ fn host_checks(g: &Guest, r: &mut Report) {
         shared - in_pool
     );
     r.check(in_kernel == 0, "no page of the Linux guest's DTB or kernel image is shared");
-    if g.virtio.is_some() {
+    if g.platform.virtio.is_some() {
         r.check(in_pool == l.pool.1 / 4096, "the Linux guest shared its whole restricted DMA pool with MEM_SHARE");
     }
     r.check(

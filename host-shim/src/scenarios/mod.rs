@@ -7,6 +7,7 @@ pub mod devices;
 pub mod dma;
 pub mod fuzz;
 pub mod guests;
+pub mod harness;
 pub mod hostile;
 pub mod leaks;
 pub mod linux;
@@ -27,19 +28,12 @@ fn args_want_overflow(info: &BootInfo) -> bool {
 }
 use crate::report::Report;
 
-static CPUS: spin::Mutex<alloc::vec::Vec<u64>> = spin::Mutex::new(alloc::vec::Vec::new());
-
-/// The host's CPUs (MPIDRs from its DTB), this one first.
-pub fn host_cpus() -> alloc::vec::Vec<u64> {
-    CPUS.lock().clone()
-}
-
 /// Runs scenario `name`; false if there is none by that name.
 pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
     crate::idle::set_redistributors(devices::redistributor(info));
-    *CPUS.lock() = info.fdt.cpus().map(|c| c.ids().first() as u64).take(el1_rt::smp::MAX_CPUS).collect();
+    harness::set_host_cpus(info.fdt.cpus().map(|c| c.ids().first() as u64).take(el1_rt::smp::MAX_CPUS).collect());
     let mut hm = HostMem::from_dt(info);
-    let images = match crate::guests::parse(mem::initrd(info)) {
+    let images = match crate::images::parse(mem::initrd(info)) {
         Ok(g) => g,
         Err(e) => {
             r.fail(e);

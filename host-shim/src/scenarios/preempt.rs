@@ -20,8 +20,8 @@ use el1_rt::isolation::svc;
 use el1_rt::println;
 use hyp_abi::host::{exit, VCPU_RUN};
 
-use crate::guests::GuestImage;
 use crate::hyp;
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::Report;
 use crate::vmm::{Guest, GUEST_UART};

@@ -13,8 +13,8 @@ use el1_rt::{println, smp};
 use hyp_abi::host as abi;
 use spin::Mutex;
 
-use crate::guests::GuestImage;
 use crate::hyp::{self, call};
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::Report;
 use crate::vmm::Guest;

@@ -14,12 +14,12 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 
 use el1_rt::{println, smp};
 
-use crate::guests::GuestImage;
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::{expect_abort, read64, Report};
 use crate::vmm::{Guest, GUEST_RAM};
 
-use super::guests;
+use super::harness;
 
 /// 16 MiB of guest RAM: the pages lie in 2M blocks of their own, away from
 /// the guest's DTB and image.
@@ -164,7 +164,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, info: &el1_r
         return;
     };
     let args = alloc::format!("test=tlb pages={:#x},{:#x} marker={MARKER:#x}", PAGES[0], PAGES[1]);
-    let Some(mut g) = guests::load(hm, img, MEM, &args, r) else {
+    let Some(mut g) = harness::load(hm, img, MEM, &args, r) else {
         return;
     };
     let pa = PAGES.map(|ipa| g.pa + (ipa - GUEST_RAM));
@@ -227,7 +227,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, info: &el1_r
         r.passed += p as u32;
         r.failed += f as u32;
     }
-    guests::teardown(hm, g, r);
+    harness::teardown(hm, g, r);
     r.check(
         pa.iter().all(|&a| OFFSETS.iter().all(|&o| matches!(probe(a + o), (0, None)))),
         "tlb: after teardown both pages are the host's and read zero",

@@ -8,8 +8,8 @@
 use el1_rt::{pmu, println};
 use hyp_abi::host::NOP;
 
-use crate::guests::GuestImage;
 use crate::hyp;
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::Report;
 

@@ -12,12 +12,13 @@ use el1_rt::println;
 use hyp_abi::host::{page_state, CHECK_INVARIANTS, PAGE_STATE};
 use hyp_abi::services::virtio_disk_byte;
 
-use crate::guests::GuestImage;
 use crate::hyp;
+use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::Report;
-use crate::virtio::{Config, Disk, DmaPool};
 use crate::vmm::{Guest, LoadError, GUEST_RAM};
+use vmm_devices::loader;
+use vmm_devices::virtio::{Config, Disk, DmaPool};
 
 /// 1 MiB of disk: 2048 sectors of the pattern.
 const DISK: u64 = 1 << 20;
@@ -36,7 +37,10 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, race: bool) 
         let bad =
             Config { console: true, disk: None, dma_pool: Some(DmaPool { ipa: GUEST_RAM + img.mem, size: 4096 }) };
         let refused = Guest::load_with(hm, &img.name, img.elf, img.mem, args, 1, Some(bad));
-        r.check(matches!(refused, Err(LoadError::BadConfig(_))), "virtio: a DMA pool outside guest RAM is refused");
+        r.check(
+            matches!(refused, Err(LoadError::Load(loader::LoadError::BadConfig(_)))),
+            "virtio: a DMA pool outside guest RAM is refused",
+        );
     }
 
     let Some(disk_pa) = hm.alloc(DISK, 4096) else {
@@ -61,13 +65,13 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, race: bool) 
     println!(
         "[host] vm {}: virtio-console at {:#x} (INTID 48), virtio-blk at {:#x} (INTID 49, {} sectors), DMA pool {:#x}+{:#x}",
         g.handle,
-        crate::virtio::MMIO_BASE,
-        crate::virtio::MMIO_BASE + crate::virtio::MMIO_SIZE,
+        vmm_devices::virtio::MMIO_BASE,
+        vmm_devices::virtio::MMIO_BASE + vmm_devices::virtio::MMIO_SIZE,
         DISK / 512,
         POOL.ipa,
         POOL.size
     );
-    super::guests::run_guest(&mut g, r);
+    super::harness::run_guest(&mut g, r);
     match g.result {
         Some((p, f)) => {
             println!("[host] vm {}: guest reports {} passed, {} failed", g.handle, p, f);
@@ -82,7 +86,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, race: bool) 
         let disk = unsafe { core::slice::from_raw_parts(disk_pa as *const u8, DISK as usize) };
         let same = disk.iter().enumerate().all(|(i, &b)| b == virtio_disk_byte(i as u64 / 512, i as u64 % 512));
         r.check(same, "virtio-race: the disk is unchanged");
-        super::guests::teardown(hm, g, r);
+        super::harness::teardown(hm, g, r);
         hm.free(disk_pa, DISK);
         return;
     }
@@ -119,6 +123,6 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, race: bool) 
         .filter(|i| i / 512 != 5)
         .all(|i| disk[i] == virtio_disk_byte(i as u64 / 512, i as u64 % 512));
     r.check(s5 && others, "virtio: the disk holds the guest's write of sector 5 and nothing else changed");
-    super::guests::teardown(hm, g, r);
+    super::harness::teardown(hm, g, r);
     hm.free(disk_pa, DISK);
 }

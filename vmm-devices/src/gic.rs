@@ -1,9 +1,9 @@
 //! The guest's GICv3 distributor and redistributors, emulated by the
-//! host's VMM through MMIO exits (QEMU `virt`'s layout: GICD at
-//! 0x0800_0000, one redistributor per vCPU from 0x080A_0000, 128 KiB each).
-//! What the guest enables, prioritises and routes becomes `VCPU_IRQ`
-//! CONFIGURE calls for the vCPU concerned; device lines become LINE calls.
-//! The hyp alone writes the list registers (docs/abi.md).
+//! VMM through MMIO exits (QEMU `virt`'s layout: GICD at 0x0800_0000, one
+//! redistributor per vCPU from 0x080A_0000, 128 KiB each). What the guest
+//! enables, prioritises and routes becomes CONFIGURE operations for the
+//! vCPU concerned through the [`IrqControl`] seam; device lines become LINE
+//! operations. The hyp alone writes the list registers (docs/abi.md).
 //!
 //! INTIDs 0..127: SGIs and PPIs per vCPU, SPIs 32..127 routed to one vCPU
 //! each (GICD_IROUTER Aff0; IRM = 1 means vCPU 0). All interrupts are
@@ -14,9 +14,9 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use hyp_abi::host::{irq, VCPU_IRQ};
+use hyp_abi::host::irq;
 
-use crate::hyp;
+use crate::irq::{IrqControl, IrqOp};
 
 pub const GICD: u64 = 0x0800_0000;
 pub const GICD_SIZE: u64 = 0x1_0000;
@@ -42,8 +42,9 @@ struct Redist {
     cfg: [u32; 2],
 }
 
-pub struct Gic {
-    handle: u64,
+/// The distributor and the redistributors of one VM; `I` reaches the hyp.
+pub struct Gic<I: IrqControl> {
+    irq: I,
     ctlr: u32,
     spi_enabled: [u32; NR_SPI / 32],
     spi_prio: [u8; NR_SPI],
@@ -61,10 +62,12 @@ pub struct Gic {
     pub kicked: u64,
 }
 
-impl Gic {
-    pub fn new(handle: u64, vcpus: usize) -> Gic {
+impl<I: IrqControl> Gic<I> {
+    /// A GIC for `vcpus` vCPUs (0 for a stand-in), as at reset: every
+    /// interrupt disabled, priority 0, SPIs routed to vCPU 0.
+    pub fn new(irq: I, vcpus: usize) -> Gic<I> {
         Gic {
-            handle,
+            irq,
             ctlr: CTLR_ARE,
             spi_enabled: [0; NR_SPI / 32],
             spi_prio: [0; NR_SPI],
@@ -80,11 +83,21 @@ impl Gic {
         }
     }
 
-    fn call(&mut self, vcpu: usize, intid: usize, op: u64, a: u64, b: u64) {
-        if hyp::call(VCPU_IRQ, [self.handle, vcpu as u64, intid as u64, op, a, b]).is_err() {
+    /// The hyp's interrupt control (e.g. for the VMM's own calls).
+    pub fn irq(&mut self) -> &mut I {
+        &mut self.irq
+    }
+
+    /// How many vCPUs (redistributors) the GIC has.
+    pub fn vcpus(&self) -> usize {
+        self.redists.len()
+    }
+
+    fn call(&mut self, vcpu: usize, intid: usize, op: IrqOp) {
+        if self.irq.vcpu_irq(vcpu, intid as u32, op).is_err() {
             self.errors += 1;
         }
-        if op == irq::PULSE || (op == irq::LINE && a == 1) {
+        if matches!(op, IrqOp::Pulse | IrqOp::Line { level: true }) {
             self.kicked |= 1 << vcpu;
         }
     }
@@ -92,8 +105,8 @@ impl Gic {
     /// (pending, active) bits of the 32 INTIDs from `first` on `vcpu`, as
     /// the hyp has them (list registers, latched edges, asserted lines).
     fn states(&mut self, vcpu: usize, first: usize) -> (u32, u32) {
-        match hyp::call(VCPU_IRQ, [self.handle, vcpu as u64, first as u64, irq::STATE, 0, 0]) {
-            Ok(r) => (r[0] as u32, r[1] as u32),
+        match self.irq.vcpu_irq(vcpu, first as u32, IrqOp::State) {
+            Ok(s) => s,
             Err(_) => {
                 self.errors += 1;
                 (0, 0)
@@ -119,17 +132,17 @@ impl Gic {
         out
     }
 
-    /// ICPENDR/ICACTIVER: clears `what` (1 pending, 2 active) of the bits
+    /// ICPENDR/ICACTIVER: clears `what` (pending or active) of the bits
     /// of `v`, INTIDs from `first`, on their vCPUs. A vCPU running on
     /// another CPU right now keeps its state (EBUSY; counted, not an error).
-    fn clear_bits(&mut self, vcpu: Option<usize>, first: usize, v: u32, what: u64) {
+    fn clear_bits(&mut self, vcpu: Option<usize>, first: usize, v: u32, what: IrqOp) {
         for b in 0..32 {
             let i = first + b;
             if v & (1 << b) == 0 || i == irq::VTIMER as usize {
                 continue;
             }
             let to = vcpu.unwrap_or_else(|| self.route[i - 32]);
-            match hyp::call(VCPU_IRQ, [self.handle, to as u64, i as u64, irq::CLEAR, what, 0]) {
+            match self.irq.vcpu_irq(to, i as u32, what) {
                 Ok(_) => {}
                 Err(e) if e == -(hyp_abi::errno::EBUSY) => self.clear_busy += 1,
                 Err(_) => self.errors += 1,
@@ -147,7 +160,7 @@ impl Gic {
             let s = intid - 32;
             (self.spi_enabled[s / 32] & (1 << (s % 32)) != 0, self.spi_prio[s])
         };
-        self.call(vcpu, intid, irq::CONFIGURE, (en && on) as u64, prio as u64);
+        self.call(vcpu, intid, IrqOp::Configure { enabled: en && on, priority: prio });
     }
 
     fn push_all(&mut self) {
@@ -161,14 +174,17 @@ impl Gic {
         }
     }
 
-    /// A device's level-sensitive line for SPI `intid` (32..127).
+    /// A device's level-sensitive line for SPI `intid` (32..127; others
+    /// are ignored).
     pub fn set_spi_line(&mut self, intid: usize, level: bool) {
-        let s = intid - 32;
+        let Some(s) = intid.checked_sub(32).filter(|&s| s < NR_SPI) else {
+            return;
+        };
         if self.spi_line[s] == level {
             return;
         }
         self.spi_line[s] = level;
-        self.call(self.route[s], intid, irq::LINE, level as u64, 0);
+        self.call(self.route[s], intid, IrqOp::Line { level });
     }
 
     /// Handles an MMIO access if it is the GIC's: Some(value read).
@@ -197,7 +213,7 @@ impl Gic {
                 0
             }
             // GICD_TYPER: ITLinesNumber = 128/32 - 1, IDbits = 16 - 1, CPUNumber.
-            (0x0004, false) => 3 | (15 << 19) | (((self.redists.len() as u32 - 1) & 7) << 5),
+            (0x0004, false) => 3 | (15 << 19) | (((self.redists.len() as u32).saturating_sub(1) & 7) << 5),
             // GICD_IIDR, GICD_PIDR2 (ArchRev 3).
             (0x0008, false) => 0x0100_143b,
             (0xffe8, false) => 0x3b,
@@ -263,10 +279,10 @@ impl Gic {
                     let from = self.route[s];
                     if from != to {
                         // Take the interrupt off the old vCPU, onto the new one.
-                        self.call(from, s + 32, irq::CONFIGURE, 0, 0);
+                        self.call(from, s + 32, IrqOp::Configure { enabled: false, priority: 0 });
                         if self.spi_line[s] {
-                            self.call(from, s + 32, irq::LINE, 0, 0);
-                            self.call(to, s + 32, irq::LINE, 1, 0);
+                            self.call(from, s + 32, IrqOp::Line { level: false });
+                            self.call(to, s + 32, IrqOp::Line { level: true });
                         }
                         self.route[s] = to;
                         self.push(to, s + 32);
@@ -293,7 +309,7 @@ impl Gic {
             (0x0284..=0x02ff, true) | (0x0384..=0x03ff, true) => {
                 let r = ((off & 0x7f) / 4) as usize;
                 if r <= NR_SPI / 32 {
-                    self.clear_bits(None, r * 32, v, if off < 0x300 { 1 } else { 2 });
+                    self.clear_bits(None, r * 32, v, clear(off < 0x300));
                 }
                 0
             }
@@ -303,7 +319,7 @@ impl Gic {
                 for b in 0..32 {
                     let s = r * 32 + b;
                     if v & (1 << b) != 0 && s < NR_SPI {
-                        self.call(self.route[s], s + 32, irq::PULSE, 0, 0);
+                        self.call(self.route[s], s + 32, IrqOp::Pulse);
                     }
                 }
                 0
@@ -351,14 +367,14 @@ impl Gic {
             (0x1_0200, false) | (0x1_0280, false) => self.states(vcpu, 0).0 as u64,
             (0x1_0300, false) | (0x1_0380, false) => self.states(vcpu, 0).1 as u64,
             (0x1_0280, true) | (0x1_0380, true) => {
-                self.clear_bits(Some(vcpu), 0, v, if off == 0x1_0280 { 1 } else { 2 });
+                self.clear_bits(Some(vcpu), 0, v, clear(off == 0x1_0280));
                 0
             }
             // ISPENDR0: SGI/PPI edges.
             (0x1_0200, true) => {
                 for i in 0..32 {
                     if v & (1 << i) != 0 && i != irq::VTIMER as usize {
-                        self.call(vcpu, i, irq::PULSE, 0, 0);
+                        self.call(vcpu, i, IrqOp::Pulse);
                     }
                 }
                 0
@@ -369,6 +385,9 @@ impl Gic {
                 let mut out = 0u64;
                 for k in 0..n {
                     let i = first + k;
+                    if i >= 32 {
+                        break;
+                    }
                     if write {
                         self.redists[vcpu].prio[i] = (v >> (8 * k)) as u8;
                         self.push(vcpu, i);
@@ -391,6 +410,11 @@ impl Gic {
             _ => 0,
         }
     }
+}
+
+/// Clear pending (ICPENDR) or active (ICACTIVER) state.
+fn clear(pending: bool) -> IrqOp {
+    IrqOp::Clear { pending, active: !pending }
 }
 
 /// The GIC and timer nodes of a guest DTB (QEMU `virt`'s, as Linux's
@@ -419,3 +443,6 @@ pub fn dtb_nodes(w: &mut vm_fdt::FdtWriter, vcpus: usize) -> Result<(), vm_fdt::
     w.end_node(t)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

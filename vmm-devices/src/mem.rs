@@ -1,9 +1,9 @@
-//! How a virtio device reaches guest memory: only through pages the guest
-//! has shared with the host. The device code sees this trait alone; the
-//! VMM's implementation (`pinned.rs`) asks the hyp about each page
-//! (`PAGE_STATE`) and holds a shared `PIN` on it until the access is over,
-//! so the guest cannot take the page back mid-copy and the host never
-//! touches (never faults on) a private page.
+//! How a device reaches guest memory: only through pages the guest has
+//! shared with the host. The device code sees the [`GuestMem`] trait
+//! alone; a VMM implements it, e.g. with [`crate::pin::PinnedMem`], which
+//! asks the host's hyp interface about each page and holds a shared pin on
+//! it until the access is over, so the guest cannot take the page back
+//! mid-copy and the host never touches (never faults on) a private page.
 
 /// Guest pages are 4 KiB.
 pub const PAGE: u64 = 4096;
@@ -20,6 +20,12 @@ pub enum MemError {
 
 /// Guest memory as a device may see it, for the length of one MMIO exit
 /// (a "session"): pages checked once stay usable until the session ends.
+///
+/// Contract for implementations: an access to a page the guest has not
+/// shared with the host fails with [`MemError::NotShared`] and reads or
+/// writes nothing of it; a page that passed `check` (or an access) stays
+/// shared, and its bytes the guest's, until the session ends (the guest's
+/// MEM_UNSHARE waits); every error names the first bad page.
 pub trait GuestMem {
     /// Makes every page of `[ipa, ipa + len)` usable for this session, or
     /// names the first that is not. Nothing is read or written.

@@ -7,7 +7,7 @@
 
 use alloc::vec::Vec;
 
-use super::mem::{self, GuestMem, MemError};
+use crate::mem::{self, GuestMem, MemError};
 
 /// QueueNumMax of every queue.
 pub const MAX_SIZE: u16 = 128;

@@ -8,9 +8,10 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::mem::GuestMem;
+use super::device::{Out, VirtioDevice};
 use super::queue::{self, Chain};
-use super::transport::Stats;
+use super::stats::Stats;
+use crate::mem::GuestMem;
 
 pub const DEVICE_ID: u32 = 3;
 /// Port 0's transmit queue (queue 0 is its receive queue).
@@ -19,9 +20,6 @@ pub const TX: usize = 1;
 pub const MAX_CHAIN: u64 = 64 * 1024;
 /// A line longer than this is cut (printed in pieces).
 pub const MAX_LINE: usize = 1024;
-
-/// Where complete console lines go (the VMM prints them).
-pub type Out<'a> = &'a mut dyn FnMut(&str);
 
 #[derive(Default)]
 pub struct Console {
@@ -83,5 +81,34 @@ impl Console {
         if !self.line.is_empty() {
             self.end_line(out);
         }
+    }
+}
+
+impl VirtioDevice for Console {
+    fn device_id(&self) -> u32 {
+        DEVICE_ID
+    }
+    fn name(&self) -> &'static str {
+        "virtio-console"
+    }
+    fn features(&self) -> u64 {
+        0
+    }
+    fn num_queues(&self) -> usize {
+        TX + 1
+    }
+    /// struct virtio_console_config (cols, rows, max_nr_ports, emerg_wr):
+    /// 12 bytes, all 0 (none of the features that give them meaning).
+    fn read_config(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn consumes(&self, queue: usize) -> bool {
+        queue == TX
+    }
+    fn serve(&mut self, _queue: usize, chain: &Chain, mem: &mut dyn GuestMem, stats: &mut Stats, out: Out) -> u32 {
+        self.transmit(chain, mem, stats, out)
+    }
+    fn reset(&mut self, out: Out) {
+        self.flush(out);
     }
 }

@@ -1,37 +1,17 @@
-//! virtio-mmio devices of the host's VMM, laid out as on QEMU `virt`:
-//! device slot k at IPA 0x0a00_0000 + k * 0x200 (0x200 bytes), SPI 16 + k
-//! (INTID 48 + k), a level-sensitive line that is high while the device's
-//! InterruptStatus is not 0. One module per job:
-//!
-//! - `transport.rs`: the virtio-mmio registers (version 2), feature
-//!   negotiation, queue setup, status and reset, interrupt status;
-//! - `queue.rs`: split virtqueues (descriptor chains, available and used
-//!   rings; no indirect descriptors);
-//! - `console.rs`, `blk.rs`: the devices;
-//! - `mem.rs`: the only way a device reaches guest memory, and
-//!   `pinned.rs`: the VMM's implementation of it (shared pages only,
-//!   checked with PAGE_STATE and held with a shared PIN).
-//!
-//! Every device offers VIRTIO_F_VERSION_1 and VIRTIO_F_ACCESS_PLATFORM
-//! (Linux then routes the device's DMA through the DMA API, so through a
-//! `restricted-dma-pool` when the device node names one).
+//! A guest's virtio-mmio devices, laid out as on QEMU `virt`: device slot
+//! k at IPA 0x0a00_0000 + k * 0x200 (0x200 bytes), SPI 16 + k (INTID
+//! 48 + k), a level-sensitive line that is high while the device's
+//! InterruptStatus is not 0; and their nodes in the guest's DTB.
 
-pub mod blk;
-pub mod console;
-pub mod mem;
-#[cfg(target_os = "none")]
-pub mod pinned;
-pub mod queue;
-#[cfg(test)]
-mod tests;
-pub mod transport;
-
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-pub use blk::Disk;
-use mem::GuestMem;
-pub use transport::Stats;
-use transport::{Dev, Transport};
+use super::blk::{Blk, Disk};
+use super::console::Console;
+use super::device::{Out, VirtioDevice};
+use super::stats::Stats;
+use super::transport::Transport;
+use crate::mem::GuestMem;
 
 /// Slot 0's registers; slot k is at `MMIO_BASE + k * MMIO_SIZE`.
 pub const MMIO_BASE: u64 = 0x0a00_0000;
@@ -50,7 +30,8 @@ pub struct DmaPool {
     pub size: u64,
 }
 
-/// What virtio devices a guest gets (see [`Devices::new`]).
+/// The usual virtio devices of a guest (see [`Devices::new`]); any other
+/// device is added with [`Devices::push`].
 pub struct Config {
     /// A virtio-console (slot 0).
     pub console: bool,
@@ -63,7 +44,7 @@ pub struct Config {
 
 /// A guest's virtio devices, slot 0 first.
 pub struct Devices {
-    slots: Vec<Transport>,
+    slots: Vec<Transport<Box<dyn VirtioDevice>>>,
     pub dma_pool: Option<DmaPool>,
 }
 
@@ -75,14 +56,25 @@ pub fn intid(k: usize) -> usize {
 impl Devices {
     /// The console (if asked for) in slot 0, then the disk (if given).
     pub fn new(cfg: Config) -> Devices {
-        let mut slots = Vec::new();
+        let mut d = Devices::empty(cfg.dma_pool);
         if cfg.console {
-            slots.push(Transport::new(Dev::Console(console::Console::new())));
+            d.push(Box::new(Console::new()));
         }
-        if let Some(d) = cfg.disk {
-            slots.push(Transport::new(Dev::Blk(blk::Blk::new(d))));
+        if let Some(disk) = cfg.disk {
+            d.push(Box::new(Blk::new(disk)));
         }
-        Devices { slots, dma_pool: cfg.dma_pool }
+        d
+    }
+
+    /// No device yet; each device node will name `dma_pool` if given.
+    pub fn empty(dma_pool: Option<DmaPool>) -> Devices {
+        Devices { slots: Vec::new(), dma_pool }
+    }
+
+    /// Adds `dev` in the next slot; returns the slot.
+    pub fn push(&mut self, dev: Box<dyn VirtioDevice>) -> usize {
+        self.slots.push(Transport::new(dev));
+        self.slots.len() - 1
     }
 
     /// Does `ipa` fall in a slot that has a device?
@@ -95,7 +87,7 @@ impl Devices {
     pub fn mmio(
         &mut self,
         m: &mut dyn GuestMem,
-        out: console::Out,
+        out: Out,
         ipa: u64,
         write: bool,
         size: u64,
@@ -114,18 +106,6 @@ impl Devices {
     /// Slot `k`: (device name, counters, device status).
     pub fn slot(&self, k: usize) -> Option<(&'static str, Stats, u32)> {
         self.slots.get(k).map(|t| (t.dev.name(), t.stats, t.status()))
-    }
-
-    /// Whether the pool lies in guest RAM `[ram, ram + size)`, page-aligned
-    /// and not empty.
-    pub fn pool_fits(&self, ram: u64, size: u64) -> bool {
-        self.dma_pool.is_none_or(|p| {
-            p.size > 0
-                && p.ipa % mem::PAGE == 0
-                && p.size % mem::PAGE == 0
-                && p.ipa >= ram
-                && p.ipa.checked_add(p.size).is_some_and(|e| e <= ram + size)
-        })
     }
 
     /// The devices' DTB nodes and, if the devices have a pool, its

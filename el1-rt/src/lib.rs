@@ -5,6 +5,7 @@
 //! console named by the DTB, SMCCC calls, and power-off; the register
 //! table and shared page of the isolation tests.
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
 

@@ -2,15 +2,17 @@
 //! 0x200-byte register window per device, 32-bit registers below 0x100 and
 //! the device's configuration space from 0x100. A queue notification is
 //! handled at once, inside the guest's MMIO exit: its chains are taken,
-//! served and returned to the used ring before the guest runs again.
+//! served by the device and returned to the used ring before the guest
+//! runs again. The transport is generic over the device
+//! ([`VirtioDevice`]): it never names one.
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::blk::Blk;
-use super::console::{Console, Out};
-use super::mem::GuestMem;
-use super::queue::{Chain, Queue, RingError, MAX_SIZE};
+use super::device::{Out, VirtioDevice};
+use super::queue::{Queue, RingError, MAX_SIZE};
+use super::stats::Stats;
+use crate::mem::GuestMem;
 
 pub const MAGIC: u32 = 0x7472_6976;
 pub const VERSION: u32 = 2;
@@ -61,85 +63,9 @@ pub mod reg {
     pub const CONFIG: u64 = 0x100;
 }
 
-/// Per-device counters, kept across resets (the host's to print).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Chains served and returned to the used ring (errors included).
-    pub requests: u64,
-    /// Requests refused because a buffer (or the status byte) lies in a
-    /// page the guest has not shared with the host.
-    pub mem_errors: u64,
-    /// Malformed requests (bad header, length, sector range, order of
-    /// readable and writable buffers, oversized chains) and unknown types.
-    pub bad_requests: u64,
-    /// Broken rings: the device went to DEVICE_NEEDS_RESET.
-    pub ring_errors: u64,
-    /// Register accesses the transport refused (wrong size, an offset
-    /// with no register, a queue that does not exist or is not ready,
-    /// queue setup while live, notifications before DRIVER_OK).
-    pub bad_accesses: u64,
-}
-
-/// The device behind a transport.
-pub enum Dev {
-    Console(Console),
-    Blk(Blk),
-}
-
-impl Dev {
-    pub fn id(&self) -> u32 {
-        match self {
-            Dev::Console(_) => super::console::DEVICE_ID,
-            Dev::Blk(_) => super::blk::DEVICE_ID,
-        }
-    }
-    pub fn name(&self) -> &'static str {
-        match self {
-            Dev::Console(_) => "virtio-console",
-            Dev::Blk(_) => "virtio-blk",
-        }
-    }
-    fn features(&self) -> u64 {
-        F_VERSION_1
-            | F_ACCESS_PLATFORM
-            | match self {
-                Dev::Console(_) => 0,
-                Dev::Blk(b) => b.features(),
-            }
-    }
-    fn queues(&self) -> usize {
-        match self {
-            Dev::Console(_) => super::console::TX + 1,
-            Dev::Blk(_) => 1,
-        }
-    }
-    fn config(&self) -> Vec<u8> {
-        match self {
-            Dev::Console(_) => vec![0; 12],
-            Dev::Blk(b) => b.config(),
-        }
-    }
-    /// Does the device take buffers from queue `q` when notified? (The
-    /// console's receive queue keeps its buffers: it never has input.)
-    fn consumes(&self, q: usize) -> bool {
-        !matches!(self, Dev::Console(_)) || q == super::console::TX
-    }
-    /// Serves one chain; returns the bytes written into it.
-    fn serve(&mut self, chain: &Chain, m: &mut dyn GuestMem, st: &mut Stats, out: Out) -> u32 {
-        match self {
-            Dev::Console(c) => c.transmit(chain, m, st, out),
-            Dev::Blk(b) => b.request(chain, m, st),
-        }
-    }
-    fn reset(&mut self, out: Out) {
-        if let Dev::Console(c) = self {
-            c.flush(out);
-        }
-    }
-}
-
-pub struct Transport {
-    pub dev: Dev,
+/// One device's virtio-mmio register window.
+pub struct Transport<D: VirtioDevice> {
+    pub dev: D,
     status: u32,
     dev_features_sel: u32,
     drv_features_sel: u32,
@@ -153,9 +79,9 @@ pub struct Transport {
     pub last_error: Option<RingError>,
 }
 
-impl Transport {
-    pub fn new(dev: Dev) -> Transport {
-        let n = dev.queues();
+impl<D: VirtioDevice> Transport<D> {
+    pub fn new(dev: D) -> Transport<D> {
+        let n = dev.num_queues();
         Transport {
             dev,
             status: 0,
@@ -229,11 +155,11 @@ impl Transport {
         match (off, write) {
             (reg::MAGIC, false) => MAGIC as u64,
             (reg::VERSION, false) => VERSION as u64,
-            (reg::DEVICE_ID, false) => self.dev.id() as u64,
+            (reg::DEVICE_ID, false) => self.dev.device_id() as u64,
             (reg::VENDOR_ID, false) => VENDOR as u64,
             (reg::DEVICE_FEATURES, false) => match self.dev_features_sel {
-                0 => self.dev.features() & 0xffff_ffff,
-                1 => self.dev.features() >> 32,
+                0 => self.features() & 0xffff_ffff,
+                1 => self.features() >> 32,
                 _ => 0,
             },
             (reg::DEVICE_FEATURES_SEL, true) => {
@@ -312,11 +238,14 @@ impl Transport {
         if write || !matches!(size, 1 | 2 | 4 | 8) {
             return self.bad();
         }
-        let cfg = self.dev.config();
-        (0..size).fold(0, |acc, i| {
-            let b = usize::try_from(off + i).ok().and_then(|o| cfg.get(o)).copied().unwrap_or(0);
-            acc | (b as u64) << (8 * i)
-        })
+        let mut b = [0u8; 8];
+        self.dev.read_config(off, &mut b[..size as usize]);
+        u64::from_le_bytes(b)
+    }
+
+    /// What the device offers, with the transport's own bits.
+    fn features(&self) -> u64 {
+        F_VERSION_1 | F_ACCESS_PLATFORM | self.dev.features()
     }
 
     fn set_status(&mut self, v: u32, out: Out) {
@@ -328,7 +257,7 @@ impl Transport {
         // FEATURES_OK sticks only for a subset of what is offered that
         // includes VERSION_1 (this is a modern-only device).
         if v & S_FEATURES_OK != 0 && self.status & S_FEATURES_OK == 0 {
-            let offered = self.dev.features();
+            let offered = self.features();
             if self.driver_features & !offered != 0 || self.driver_features & F_VERSION_1 == 0 {
                 v &= !S_FEATURES_OK;
             }
@@ -359,7 +288,7 @@ impl Transport {
         for _ in 0..n {
             self.queues[q].check_used(m)?;
             let chain = self.queues[q].pop(m)?;
-            let len = self.dev.serve(&chain, m, &mut self.stats, out);
+            let len = self.dev.serve(q, &chain, m, &mut self.stats, out);
             self.queues[q].push_used(m, chain.head, len)?;
             self.stats.requests += 1;
         }

@@ -10,8 +10,8 @@ use el1_rt::smp;
 use hyp_abi::host::VCPU_RUN;
 use spin::Mutex;
 
+use super::guest::{Guest, Step, VState};
 use crate::hyp;
-use crate::vmm::{Guest, Step, VState};
 
 static SHARED: Mutex<Option<Guest>> = Mutex::new(None);
 static FAILURE: Mutex<Option<String>> = Mutex::new(None);
