@@ -4,6 +4,7 @@
 //! deadline or until an interrupt is raised for it; a vCPU in the guest on
 //! another CPU is kicked out with a signal (its PKVM_RUN returns EINTR).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -13,8 +14,10 @@ use std::time::Duration;
 use hyp_abi::host::exit;
 use hyp_abi::services as svc;
 
-use crate::image::UART;
+use vmm_devices::platform::{Platform, Port};
+
 use crate::pkvm::{Exit, Memory, Vcpu, Vm};
+use crate::seams::{LinuxMem, VmIrq};
 
 /// The signal that kicks a vCPU thread out of PKVM_RUN.
 const KICK: libc::c_int = libc::SIGUSR1;
@@ -94,13 +97,16 @@ pub struct Counts {
     pub unshare_pending: u64,
 }
 
-struct State {
+struct State<'a> {
+    /// The device models (vmm-devices).
+    platform: Platform<VmIrq<'a>>,
+    /// ioctls the devices made to reach guest memory.
+    device_calls: u64,
     vstate: Vec<VState>,
     /// vCPUs (bit n) an interrupt was raised for since their run began.
     kicks: u64,
     /// Set once: the guest powered off (Ok) or failed.
     done: Option<Result<(), String>>,
-    line: Vec<u8>,
     /// Pins the guest asked the VMM for (IPA → count), and those taken
     /// as "another part of the host" would (`PIN_FOREIGN`).
     pins: BTreeMap<u64, u32>,
@@ -126,24 +132,27 @@ pub struct Machine<'a> {
     id: u32,
     vm: &'a Vm,
     mem: &'a Memory,
-    st: Mutex<State>,
+    st: Mutex<State<'a>>,
     cond: Condvar,
     /// Per vCPU: its thread while it is in PKVM_RUN (0: it is not).
     in_run: Vec<AtomicU64>,
 }
 
 impl<'a> Machine<'a> {
-    pub fn new(id: u32, vm: &'a Vm, mem: &'a Memory, vcpus: usize) -> Machine<'a> {
+    /// The machine of VM `id` (as printed), whose devices are `platform`.
+    pub fn new(id: u32, vm: &'a Vm, mem: &'a Memory, platform: Platform<VmIrq<'a>>) -> Machine<'a> {
+        let vcpus = platform.gic.vcpus();
         let vstate = (0..vcpus).map(|i| if i == 0 { VState::Runnable } else { VState::Off }).collect();
         Machine {
             id,
             vm,
             mem,
             st: Mutex::new(State {
+                platform,
+                device_calls: 0,
                 vstate,
                 kicks: 0,
                 done: None,
-                line: Vec::new(),
                 pins: BTreeMap::new(),
                 foreign: BTreeMap::new(),
                 result: None,
@@ -156,7 +165,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<'a>> {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -241,7 +250,7 @@ impl<'a> Machine<'a> {
     /// The guest can never run again: every vCPU off (Ok), or every one
     /// that is on waits for an interrupt nothing will raise (the VMM's
     /// devices raise them only on exits).
-    fn stuck(&self, st: &State) -> Option<Result<(), String>> {
+    fn stuck(&self, st: &State<'a>) -> Option<Result<(), String>> {
         let running = self.in_run.iter().any(|t| t.load(SeqCst) != 0);
         let waiting = st.vstate.iter().all(|s| matches!(s, VState::Off | VState::Idle(u64::MAX)));
         match (running, waiting) {
@@ -253,10 +262,12 @@ impl<'a> Machine<'a> {
 
     /// Ends the run (the first result counts) and wakes every vCPU thread.
     fn finish(&self, end: Result<(), String>) {
-        let mut st = self.lock();
+        self.finish_locked(&mut self.lock(), end);
+    }
+
+    fn finish_locked(&self, st: &mut State<'a>, end: Result<(), String>) {
         st.done.get_or_insert(end);
         self.kick_all(!0);
-        drop(st);
         self.cond.notify_all();
     }
 
@@ -277,7 +288,7 @@ impl<'a> Machine<'a> {
     /// one becomes runnable, a running one is kicked out of the guest, and
     /// one about to enter is marked so that a WFI exit racing with the
     /// interrupt does not put it to sleep.
-    fn wake(&self, st: &mut State, mask: u64) {
+    fn wake(&self, st: &mut State<'a>, mask: u64) {
         for (i, s) in st.vstate.iter_mut().enumerate() {
             if mask & (1 << i) == 0 {
                 continue;
@@ -300,13 +311,10 @@ impl<'a> Machine<'a> {
         match e.reason {
             exit::MMIO => {
                 st.counts.mmio += 1;
-                reply[0] = self.mmio(&mut st, x[0], x[2] != 0, x[3]);
+                reply[0] = self.mmio(&mut st, x[0], x[1], x[2] != 0, x[3]);
             }
             exit::HYPERCALL => reply = self.service(&mut st, x[0] as u32, [x[1], x[2], x[3], x[4]]),
-            exit::SYSTEM_OFF => {
-                drop(st);
-                self.finish(Ok(()));
-            }
+            exit::SYSTEM_OFF => self.finish_locked(&mut st, Ok(())),
             exit::SYSTEM_RESET => return Err("the guest asked for a reset".into()),
             exit::GUEST_ABORT => {
                 st.counts.aborts += 1;
@@ -341,29 +349,38 @@ impl<'a> Machine<'a> {
             exit::GUEST_FATAL => return Err(format!("guest SError (ESR {:#x}) at PC {:#x}: vCPU stopped", x[0], x[1])),
             other => return Err(format!("unknown exit {other}")),
         }
+        // Device lines and pulses raised: their vCPUs wake.
+        let kicked = std::mem::take(&mut st.platform.gic.kicked);
+        if kicked != 0 {
+            self.wake(&mut st, kicked);
+        }
         Ok(reply)
     }
 
-    /// The guest's MMIO: its PL011's data register prints lines as
-    /// `[vm N] text`; the flag register says the FIFOs are empty; other
-    /// registers and devices read 0.
-    fn mmio(&self, st: &mut State, ipa: u64, write: bool, value: u64) -> u64 {
-        match (ipa.wrapping_sub(UART), write) {
-            (0, true) => {
-                match value as u8 {
-                    b'\n' => println!("[vm {}] {}", self.id, String::from_utf8_lossy(&std::mem::take(&mut st.line))),
-                    b'\r' => {}
-                    b => st.line.push(b),
-                }
-                0
-            }
-            (0x18, false) => 0x90,
-            _ => 0,
-        }
+    /// The guest's MMIO, to the device models: the PL011's lines print
+    /// as `[vm N] text`, the virtio console's as `[vm N hvc0] text`; an
+    /// access where no device is reads 0.
+    fn mmio(&self, st: &mut State<'a>, ipa: u64, size: u64, write: bool, value: u64) -> u64 {
+        let (id, vm, mem) = (self.id, self.vm, self.mem);
+        let calls = Cell::new(0);
+        let v =
+            st.platform.mmio(
+                ipa,
+                write,
+                size,
+                value,
+                || LinuxMem::new(vm, mem, &calls),
+                &mut |port, line| match port {
+                    Port::Uart => println!("[vm {id}] {line}"),
+                    Port::Virtio => println!("[vm {id} hvc0] {line}"),
+                },
+            );
+        st.device_calls += calls.get();
+        v.unwrap_or(0)
     }
 
     /// A host-service call (`hyp_abi::services`): the guest's x0..x3.
-    fn service(&self, st: &mut State, fid: u32, a: [u64; 4]) -> [u64; 4] {
+    fn service(&self, st: &mut State<'a>, fid: u32, a: [u64; 4]) -> [u64; 4] {
         let err = |e: io::Error| -i64::from(e.raw_os_error().unwrap_or(libc::EIO)) as u64;
         let in_ram = a[0].checked_sub(self.mem.ipa).is_some_and(|o| o < self.mem.size);
         match fid {
@@ -410,7 +427,12 @@ impl<'a> Machine<'a> {
                 st.relinquished = a[2];
                 [0; 4]
             }
-            svc::HOST_IRQ_COUNTS => [st.counts.wfi, st.irq.iter().sum(), 0, 0],
+            svc::HOST_IRQ_COUNTS => [st.counts.wfi, st.irq.iter().sum(), st.platform.gic.errors, 0],
+            svc::HOST_VIRTIO_STATS => match st.platform.virtio.as_ref().and_then(|d| d.slot(a[0] as usize)) {
+                Some((_, s, _)) if a[1] == 0 => [s.requests, s.mem_errors, s.bad_requests, s.ring_errors],
+                Some((_, s, _)) if a[1] == 1 => [s.bad_accesses, st.device_calls, 0, 0],
+                _ => [-i64::from(libc::EINVAL) as u64, 0, 0, 0],
+            },
             // No `edu` PCI device behind the Linux host.
             svc::HOST_DMA => [-i64::from(libc::ENODEV) as u64, 0, 0, 0],
             // The driver donates only memory it allocated for a VM: there

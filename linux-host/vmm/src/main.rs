@@ -10,11 +10,13 @@
 //! to the `--guest` before them. Exit status: 0 when every guest powered
 //! off and reported no failure, 1 otherwise, 2 on bad arguments.
 
-mod image;
+mod load;
 mod machine;
 mod pkvm;
+mod seams;
 
-use image::GUEST_RAM;
+use vmm_devices::loader::ElfPlan;
+use vmm_devices::platform::{Platform, GUEST_RAM};
 
 #[derive(Debug, PartialEq, Eq)]
 struct GuestArgs {
@@ -84,19 +86,18 @@ fn mem_free() -> Option<u64> {
 /// Loads and runs one guest; true if it powered off with no failure.
 fn run_guest(dev: &pkvm::Device, id: u32, g: &GuestArgs) -> Result<bool, String> {
     let elf = std::fs::read(&g.path).map_err(|e| format!("{}: {e}", g.path))?;
-    let prog = image::parse_elf(&elf, g.mem).map_err(|e| format!("{}: {e}", g.path))?;
-    let dtb = image::dtb(g.mem, &g.bootargs, g.vcpus).map_err(|e| format!("guest DTB: {e}"))?;
+    let vcpus = g.vcpus as usize;
+    let prog = ElfPlan::new(&elf, g.mem, vcpus).map_err(|e| format!("{}: {e}", g.path))?;
+    let dtb = vmm_devices::dtb::guest_dtb(g.mem, &g.bootargs, vcpus, None, None);
     let free_before = mem_free();
     let vm = dev.create_vm().map_err(|e| format!("PKVM_CREATE_VM: {e}"))?;
     let mem = vm.create_memory(GUEST_RAM, g.mem).map_err(|e| format!("PKVM_CREATE_MEMORY: {e}"))?;
-    for s in &prog.segments {
-        mem.write(s.ipa, &elf[s.file.clone()]).map_err(|e| format!("loading at IPA {:#x}: {e}", s.ipa))?;
-    }
-    mem.write(GUEST_RAM, &dtb).map_err(|e| format!("writing the DTB: {e}"))?;
-    let mut vcpus = Vec::new();
-    for i in 0..g.vcpus {
-        let v = vm.create_vcpu(prog.entry, GUEST_RAM, i > 0).map_err(|e| format!("PKVM_CREATE_VCPU: {e}"))?;
-        vcpus.push(v);
+    load::load_elf(&mem, &prog, &elf, &dtb).map_err(|e| format!("loading {}: {e}", g.path))?;
+    // vCPU 0 enters the program with x0 = the DTB; the others wait for
+    // the guest's PSCI CPU_ON.
+    let mut fds = Vec::new();
+    for i in 0..vcpus {
+        fds.push(vm.create_vcpu(prog.entry, GUEST_RAM, i > 0).map_err(|e| format!("PKVM_CREATE_VCPU: {e}"))?);
     }
     let name = std::path::Path::new(&g.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     println!(
@@ -105,7 +106,8 @@ fn run_guest(dev: &pkvm::Device, id: u32, g: &GuestArgs) -> Result<bool, String>
         prog.entry,
         g.vcpus
     );
-    let out = machine::Machine::new(id, &vm, &mem, vcpus.len()).run(vcpus);
+    let platform = Platform::new(seams::VmIrq(&vm), vcpus, None);
+    let out = machine::Machine::new(id, &vm, &mem, platform).run(fds);
     let c = &out.counts;
     match &out.end {
         Ok(()) => println!(

@@ -36,15 +36,6 @@ pub const PIN_EXCLUSIVE: u32 = 1;
 /// `exit_reason` of a PKVM_RUN a signal interrupted (EINTR).
 pub const EXIT_INTR: u64 = 0x100;
 
-/// `PKVM_IRQ` operations (the hyp's `VCPU_IRQ`).
-pub mod irq_op {
-    pub const CONFIGURE: u32 = 0;
-    pub const LINE: u32 = 1;
-    pub const PULSE: u32 = 2;
-    pub const STATE: u32 = 3;
-    pub const CLEAR: u32 = 4;
-}
-
 #[repr(C)]
 #[derive(Default)]
 pub struct MemoryArgs {
@@ -399,14 +390,15 @@ mod tests {
         assert_eq!(num(&d["PKVM_VCPU_OFF"]), VCPU_OFF as u64);
         assert_eq!(num(&d["PKVM_PIN_EXCLUSIVE"]), PIN_EXCLUSIVE as u64);
         assert_eq!(num(&d["PKVM_EXIT_INTR"]), EXIT_INTR);
+        use hyp_abi::host::irq;
         for (name, ours) in [
-            ("CONFIGURE", irq_op::CONFIGURE),
-            ("LINE", irq_op::LINE),
-            ("PULSE", irq_op::PULSE),
-            ("STATE", irq_op::STATE),
-            ("CLEAR", irq_op::CLEAR),
+            ("CONFIGURE", irq::CONFIGURE),
+            ("LINE", irq::LINE),
+            ("PULSE", irq::PULSE),
+            ("STATE", irq::STATE),
+            ("CLEAR", irq::CLEAR),
         ] {
-            assert_eq!(num(&d[&format!("PKVM_IRQ_{name}")]), ours as u64, "{name}");
+            assert_eq!(num(&d[&format!("PKVM_IRQ_{name}")]), ours, "{name}");
         }
         use hyp_abi::host::exit;
         for (name, ours) in [
