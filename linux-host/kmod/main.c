@@ -21,6 +21,8 @@
 
 #include "pkvm_host.h"
 
+atomic_long_t pkvm_vms;
+
 static void vm_release(struct kref *ref)
 {
 	struct pkvm_vm *vm = container_of(ref, struct pkvm_vm, ref);
@@ -35,6 +37,8 @@ static void vm_release(struct kref *ref)
 		       vm->handle, err);
 	else if (vm->mem)
 		pkvm_mem_free(vm->mem);
+	if (!err)
+		atomic_long_dec(&pkvm_vms);
 	kfree(vm);
 }
 
@@ -303,6 +307,7 @@ static long create_vm(unsigned long arg)
 		return err;
 	}
 	vm->handle = res.a2;
+	atomic_long_inc(&pkvm_vms);
 	err = pkvm_new_fd("pkvm-vm", &vm_fops, vm, 0);
 	if (err < 0)
 		pkvm_vm_put(vm);
@@ -326,10 +331,32 @@ static const struct file_operations dev_fops = {
 	.compat_ioctl = compat_ptr_ioctl,
 };
 
+static ssize_t pages_show(struct device *dev, struct device_attribute *attr,
+			  char *buf)
+{
+	return sysfs_emit(buf, "%ld\n", atomic_long_read(&pkvm_pages));
+}
+static DEVICE_ATTR_RO(pages);
+
+static ssize_t vms_show(struct device *dev, struct device_attribute *attr,
+			char *buf)
+{
+	return sysfs_emit(buf, "%ld\n", atomic_long_read(&pkvm_vms));
+}
+static DEVICE_ATTR_RO(vms);
+
+static struct attribute *pkvm_attrs[] = {
+	&dev_attr_pages.attr,
+	&dev_attr_vms.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(pkvm);
+
 static struct miscdevice pkvm_dev = {
 	.minor = MISC_DYNAMIC_MINOR,
 	.name = "pkvm",
 	.fops = &dev_fops,
+	.groups = pkvm_groups,
 	.mode = 0600,
 };
 

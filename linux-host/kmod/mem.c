@@ -15,6 +15,8 @@
 
 #include "pkvm_host.h"
 
+atomic_long_t pkvm_pages;
+
 static phys_addr_t mem_pa(struct pkvm_mem *m, unsigned long i)
 {
 	return page_to_phys(m->pages[i]);
@@ -38,11 +40,14 @@ void pkvm_mem_free(struct pkvm_mem *m)
 	while (m->pages && m->blocks && i < m->nr_pages) {
 		if (test_bit(i, m->blocks)) {
 			__free_pages(m->pages[i], BLK_ORDER);
+			atomic_long_sub(BLK_PAGES, &pkvm_pages);
 			i += BLK_PAGES;
 			continue;
 		}
-		if (m->pages[i])
+		if (m->pages[i]) {
 			__free_page(m->pages[i]);
+			atomic_long_dec(&pkvm_pages);
+		}
 		i++;
 	}
 	bitmap_free(m->blocks);
@@ -83,12 +88,14 @@ static struct pkvm_mem *mem_alloc(u64 ipa, u64 size)
 			for (j = 0; j < BLK_PAGES; j++)
 				m->pages[i + j] = nth_page(page, j);
 			set_bit(i, m->blocks);
+			atomic_long_add(BLK_PAGES, &pkvm_pages);
 			i += BLK_PAGES;
 			continue;
 		}
 		m->pages[i] = alloc_page(gfp);
 		if (!m->pages[i])
 			goto fail;
+		atomic_long_inc(&pkvm_pages);
 		i++;
 	}
 	return m;

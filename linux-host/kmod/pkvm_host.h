@@ -98,6 +98,10 @@ static inline long hc_regs(struct arm_smccc_1_2_regs *regs)
 	return hc_err(regs->a0, regs->a1);
 }
 
+/* Pages and VMs the driver holds now (sysfs: pages, vms). */
+extern atomic_long_t pkvm_pages;
+extern atomic_long_t pkvm_vms;
+
 long pkvm_vm_donate(struct pkvm_vm *vm);
 void pkvm_vm_unpin_all(struct pkvm_vm *vm);
 void pkvm_mem_free(struct pkvm_mem *m);

@@ -9,7 +9,10 @@
 //! `--guest-mem`, `--guest-vcpus` and `--args` (the guest's bootargs) apply
 //! to the `--guest` before them. Exit status: 0 when every guest powered
 //! off and reported no failure, 1 otherwise, 2 on bad arguments.
+//! `pkvm-vmm --hostile N [--seed S]` makes N random calls on the driver
+//! instead (`hostile.rs`).
 
+mod hostile;
 mod load;
 mod machine;
 mod pkvm;
@@ -131,17 +134,47 @@ fn run_guest(dev: &pkvm::Device, id: u32, g: &GuestArgs) -> Result<bool, String>
     }
     // The last fds go: the driver destroys the VM and frees its memory.
     drop((mem, vm));
-    if let (Some(before), Some(after)) = (free_before, mem_free()) {
-        println!(
-            "[host] vm {id}: destroyed; MemFree {before} KiB before the VM, {after} KiB after ({:+} KiB)",
-            after as i64 - before as i64
-        );
-    }
+    let held = |what: &str| {
+        std::fs::read_to_string(format!("/sys/class/misc/pkvm/{what}")).map_or("?".into(), |s| s.trim().to_string())
+    };
+    let free = match (free_before, mem_free()) {
+        (Some(b), Some(a)) => format!("MemFree {b} KiB before the VM, {a} KiB after"),
+        _ => "no MemFree".into(),
+    };
+    println!("[host] vm {id}: destroyed; the driver holds {} pages of {} VMs; {free}", held("pages"), held("vms"));
     Ok(out.end.is_ok() && out.result.is_none_or(|(_, f)| f == 0))
+}
+
+/// `--hostile N [--seed S]`, if that is what `args` asks for.
+fn hostile_args(args: &[String]) -> Option<Result<(u64, u64), String>> {
+    if args.first().map(String::as_str) != Some("--hostile") {
+        return None;
+    }
+    let num =
+        |i: usize, what: &str| args.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or(format!("{what} needs a number"));
+    Some(match args.len() {
+        2 => num(1, "--hostile").map(|n| (n, 1)),
+        4 if args[2] == "--seed" => num(1, "--hostile").and_then(|n| Ok((n, num(3, "--seed")?))),
+        _ => Err("usage: pkvm-vmm --hostile N [--seed S]".into()),
+    })
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match hostile_args(&args) {
+        Some(Ok((n, seed))) => match hostile::run(n, seed) {
+            Ok(clean) => std::process::exit(if clean { 0 } else { 1 }),
+            Err(e) => {
+                eprintln!("pkvm-vmm: hostile: {e}");
+                std::process::exit(1);
+            }
+        },
+        Some(Err(e)) => {
+            eprintln!("pkvm-vmm: {e}");
+            std::process::exit(2);
+        }
+        None => {}
+    }
     let (dev, guests) = match parse_args(&args) {
         Ok(a) => a,
         Err(e) => {
@@ -219,5 +252,14 @@ mod tests {
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size("99999999999999G"), None);
+    }
+
+    #[test]
+    fn hostile_mode() {
+        assert_eq!(hostile_args(&args("--guest a")), None);
+        assert_eq!(hostile_args(&args("--hostile 10")), Some(Ok((10, 1))));
+        assert_eq!(hostile_args(&args("--hostile 10 --seed 7")), Some(Ok((10, 7))));
+        assert!(hostile_args(&args("--hostile x")).unwrap().is_err());
+        assert!(hostile_args(&args("--hostile 1 --seed")).unwrap().is_err());
     }
 }

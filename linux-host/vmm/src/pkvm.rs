@@ -211,13 +211,6 @@ impl Vm {
         ioctl_ref(&self.fd, UNPIN, &mut a).map(drop)
     }
 
-    /// The host's state of the page at `ipa` and its pins (`PAGE_STATE`).
-    pub fn page_state(&self, ipa: u64) -> io::Result<(u32, u32)> {
-        let mut a = PageState { ipa, ..Default::default() };
-        ioctl_ref(&self.fd, PAGE_STATE, &mut a)?;
-        Ok((a.state, a.pins))
-    }
-
     /// The guest's stage-2 at `ipa` and its share/guard counts.
     pub fn stats(&self, ipa: u64) -> io::Result<VmStats> {
         let mut a = VmStats { ipa, ..Default::default() };
@@ -312,8 +305,11 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// A header's structures: name → (field, size in bytes).
+    type Structs = BTreeMap<String, Vec<(String, usize)>>;
+
     /// `#define NAME VALUE` lines and `struct name { fields }` of pkvm.h.
-    fn header() -> (BTreeMap<String, String>, BTreeMap<String, Vec<(String, usize)>>) {
+    fn header() -> (BTreeMap<String, String>, Structs) {
         let h = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../kmod/pkvm.h")).unwrap();
         let mut defs = BTreeMap::new();
         let mut structs = BTreeMap::new();
@@ -354,7 +350,7 @@ mod tests {
 
     /// The request number `_IO*(PKVMIO, nr[, struct x])` as the kernel's
     /// generic ioctl encoding computes it.
-    fn request(def: &str, structs: &BTreeMap<String, Vec<(String, usize)>>) -> u64 {
+    fn request(def: &str, structs: &Structs) -> u64 {
         let (mac, args) = def.split_once('(').unwrap();
         let args: Vec<&str> = args.trim_end_matches(')').split(',').map(str::trim).collect();
         assert_eq!(args[0], "PKVMIO");
