@@ -5,6 +5,7 @@ mod fixtures;
 mod image;
 mod linux;
 mod linux_guest;
+mod linux_host_scenarios;
 mod linux_kmod;
 mod linux_vmm;
 mod options;

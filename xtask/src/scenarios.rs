@@ -1104,6 +1104,7 @@ pub fn all() -> Vec<Scenario> {
         ),
     ];
     v.extend(linux_host());
+    v.extend(crate::linux_host_scenarios::scenarios());
     v.push(bad_elf());
     v.extend(linux_guest());
     v.push(bad_image());

@@ -284,7 +284,8 @@ pub fn run(n: u64, seed: u64) -> io::Result<bool> {
     println!("hostile: {} calls succeeded; refused: {}", t.ok, errnos.join(", "));
     println!("hostile: {} runs cut short by a signal, {} of them checked: exit_reason INTR", t.eintr, t.eintr_marked);
     let (pages, vms) = (held("pages"), held("vms"));
-    println!("hostile: after closing everything the driver holds {pages:?} pages of {vms:?} VMs");
+    let show = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
+    println!("hostile: after closing everything the driver holds {} pages of {} VMs", show(pages), show(vms));
     Ok(pages == Some(0) && vms == Some(0))
 }
 

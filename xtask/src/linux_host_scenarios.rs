@@ -1,0 +1,111 @@
+//! Scenarios of Debian's Linux as the host that runs protected VMs: the
+//! host driver and the VMM (`linux-host/`) with the guest-test payload, a
+//! VMM killed mid-run beside another, and hostile calls on the driver.
+//! Each boots Linux under the hyp with `hyp.check_invariants` (every
+//! refused hyp call is proven to have changed nothing).
+
+use crate::scenarios::Scenario;
+use crate::RunArgs;
+
+/// What no Linux-host scenario may print: a hyp failure, a kernel warning,
+/// bug, oops or panic, a failed guest check.
+const ABSENT: [&str; 9] = [
+    "[hyp] PANIC",
+    "[hyp] ERROR",
+    "Internal error:",
+    "WARNING:",
+    "BUG:",
+    "Oops",
+    "Kernel panic",
+    "[vm 1] FAIL ",
+    "linux-host: insmod pkvm_host.ko failed",
+];
+
+fn guest_elf() -> std::path::PathBuf {
+    crate::target_dir().join(crate::PAYLOAD_TARGET).join("debug/guest-test")
+}
+
+fn linux(append: &str) -> RunArgs {
+    RunArgs {
+        linux: true,
+        smp: 2,
+        mem: "1G".into(),
+        log: "info".into(),
+        append: Some(format!("hyp.check_invariants {append}").trim_end().to_string()),
+        ..Default::default()
+    }
+}
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "linux-vmm: Linux as the host runs a protected guest: its /init loads the host driver, \
+                   the VMM runs the guest-test suite through /dev/pkvm (every check passes, the one a Linux \
+                   host cannot try is skipped, saying so) and every page goes back to Linux",
+            args: RunArgs { guest: vec![guest_elf()], guest_args: vec!["test=all".into()], ..linux("") },
+            lines: vec![
+                "linux-host: pkvm_host.ko loaded: /dev/pkvm is 10:*",
+                "[host] vm 1: 'guest0.elf' loaded: 64 MiB at IPA 0x40000000, entry 0x40080000, 1 vCPU(s)",
+                "[vm 1] PASS SMCCC_VERSION is 1.1",
+                "[vm 1] PASS host read of a private page aborts",
+                "[vm 1] PASS host reads the guest's data in place",
+                "[vm 1] PASS guest sees the host's write",
+                "[vm 1] PASS host read after MEM_UNSHARE aborts",
+                "[host] vm 1: unshare of IPA 0x40c01000 pending on 1 host pin(s); unpinning",
+                "[vm 1] PASS MEM_UNSHARE of a pinned page completes after the host unpins, every register but x0 and NZCV intact",
+                "[vm 1] PASS the 2M block is split into 4K pages: one table page",
+                "[vm 1] PASS the block is merged back and its table page freed",
+                "[vm 1] PASS the host owns the relinquished page, scrubbed to zero",
+                "[vm 1] SKIP the host cannot donate my page to another VM: this host has no way to try",
+                "[vm 1] PASS after a guard, a read of an unguarded MMIO IPA aborts",
+                "[vm 1] guest: 89 passed, 0 failed",
+                "[host] vm 1: powered off (* MMIO exits, 0 WFI exits, * IRQ exits handled in the driver)",
+                "[host] vm 1: guest reports 89 passed, 0 failed",
+                "[host] vm 1: the guest relinquished 8 KiB",
+                "[host] vm 1: the guest made 6 MEM_SHARE, 5 MEM_UNSHARE and 2 MMIO_GUARD calls",
+                "[host] vm 1: destroyed; the driver holds 0 pages of 0 VMs; MemFree * KiB before the VM, * KiB after",
+                "linux-host: pkvm-vmm exit status 0",
+                "linux-host: poweroff -f",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: ABSENT.to_vec(),
+            anywhere: vec![],
+            code: 0,
+            timeout: 400,
+        },
+        Scenario {
+            name: "linux-kill: two VMMs run a guest each at once; the one spinning in its guest gets SIGKILL: \
+                   its VM is torn down and its memory back in Linux, the other finishes",
+            args: RunArgs { guest: vec![guest_elf()], ..linux("linux_host.kill") },
+            lines: vec![
+                "linux-host: two VMMs running: the driver holds 32768 pages of 2 VMs",
+                "linux-host: the spinning VMM got SIGKILL (status 137): the driver holds 16384 pages of 1 VMs",
+                "[vm 1] guest: 89 passed, 0 failed",
+                "[host] vm 1: destroyed; the driver holds 0 pages of 0 VMs; *",
+                "linux-host: the other VMM is done: the driver holds 0 pages of 0 VMs",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: ABSENT.to_vec(),
+            anywhere: vec![],
+            code: 0,
+            timeout: 400,
+        },
+        Scenario {
+            name: "linux-hostile: 10,000 random calls on the host driver's fds (seed 1): precise errors, \
+                   no kernel warning, no invariant broken, nothing held after",
+            args: linux("linux_host.hostile=10000 linux_host.seed=1"),
+            lines: vec![
+                "hostile: seed 1, 10000 calls",
+                "hostile: * calls succeeded; refused: *",
+                "hostile: after closing everything the driver holds 0 pages of 0 VMs",
+                "linux-host: pkvm-vmm --hostile exit status 0",
+                "linux-host: kernel log lines that report a warning, a bug or an oops: 0",
+                "[hyp] system off: status 0 (Ok)",
+            ],
+            absent: ABSENT.to_vec(),
+            anywhere: vec![],
+            code: 0,
+            timeout: 600,
+        },
+    ]
+}
