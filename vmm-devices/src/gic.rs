@@ -176,6 +176,7 @@ impl<I: IrqControl> Gic<I> {
 
     /// A device's level-sensitive line for SPI `intid` (32..127; others
     /// are ignored).
+    #[inline]
     pub fn set_spi_line(&mut self, intid: usize, level: bool) {
         let Some(s) = intid.checked_sub(32).filter(|&s| s < NR_SPI) else {
             return;

@@ -20,6 +20,7 @@ impl IrqTest {
 
     /// A guest access at offset `off`; returns the value read (0 for
     /// writes).
+    #[inline(always)]
     pub fn mmio(&mut self, off: u64, write: bool, value: u64) -> u64 {
         match (off, write) {
             (0, true) => {
@@ -38,6 +39,7 @@ impl IrqTest {
     }
 
     /// The level of its line.
+    #[inline]
     pub fn level(&self) -> bool {
         self.owed > 0
     }

@@ -2,7 +2,7 @@
 //! platform"), shared by every VMM of this project: the bare-metal host
 //! shim (EL1, `no_std`) and the Linux userspace VMM (`std`). The crate
 //! knows nothing of the host it runs in: what it needs from the host comes
-//! through three small seams, each a trait with a written contract:
+//! through small seams, each a trait with a written contract:
 //!
 //! - [`mem::GuestMem`]: guest memory as a device may reach it during one
 //!   MMIO exit (a session); [`pin::Pin`] + [`pin::PinnedMem`] build one
@@ -10,18 +10,20 @@
 //! - [`irq::IrqControl`]: the hyp's per-vCPU interrupt control
 //!   (`VCPU_IRQ`), through which the GIC emulation configures, raises and
 //!   reads back interrupts;
-//! - console output: a `&mut dyn FnMut(&str)` that takes complete lines.
+//! - [`virtio::Backend`]: the disk behind a virtio-blk (memory, a file);
+//! - text output: an `FnMut(&str)` that takes complete lines.
 //!
 //! Layers, each importing only the ones below it:
 //!
 //! ```text
-//! platform (address map, MMIO dispatch)   dtb (the guest's device tree)   loader
-//!   gic   pl011   irq_test   virtio::{devices > transport > blk, console > device, queue, stats}
-//!   irq   pin > mem
+//! dtb (the guest's device tree) > loader > platform (address map, MMIO dispatch)
+//!   > gic, pl011, irq_test, virtio::{devices > transport, blk, console > device > queue, stats}
+//!   > irq, pin > mem
 //! ```
 //!
-//! Everything is tested on the host (`cargo test -p vmm-devices`) against
-//! fakes of the seams.
+//! It builds for any target (`no_std` + `alloc`, no target-specific code:
+//! a `std` program uses it as it is) and is tested on the host
+//! (`cargo test -p vmm-devices`) against fakes of the seams.
 #![cfg_attr(not(test), no_std)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

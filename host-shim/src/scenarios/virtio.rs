@@ -53,7 +53,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, race: bool) 
     for (i, b) in disk.iter_mut().enumerate() {
         *b = virtio_disk_byte(i as u64 / 512, i as u64 % 512);
     }
-    let cfg = Config { console: true, disk: Some(Disk::Writable(disk)), dma_pool: Some(POOL) };
+    let cfg = Config { console: true, disk: Some(alloc::boxed::Box::new(Disk::Writable(disk))), dma_pool: Some(POOL) };
     let mut g = match Guest::load_with(hm, &img.name, img.elf, img.mem, args, vcpus, Some(cfg)) {
         Ok(g) => g,
         Err(e) => {
@@ -109,7 +109,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report, race: bool) 
     // With hyp.check_invariants the checker ran after each of the devices'
     // hypercalls (pins on shared pages only, every view agreeing).
     let checks = hyp::call(CHECK_INVARIANTS, [0; 6]).map_or(0, |c| c[0]);
-    r.check(checks > g.virtio_calls, "virtio: the invariant checker ran after every hypercall and found nothing");
+    r.check(checks > g.virtio_calls.get(), "virtio: the invariant checker ran after every hypercall and found nothing");
     // The pool's pages: back to private, no pin left.
     let pinned = (0..POOL.size / 4096).filter(|i| {
         let pa = g.pa + (POOL.ipa - GUEST_RAM) + i * 4096;

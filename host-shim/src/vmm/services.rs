@@ -93,7 +93,7 @@ impl Guest {
             (svc::HOST_IRQ_COUNTS, _) => [self.wfi_exits, self.irq_exits, self.platform.gic.errors, 0],
             (svc::HOST_VIRTIO_STATS, _) => match self.platform.virtio.as_ref().and_then(|d| d.slot(a[0] as usize)) {
                 Some((_, s, _)) if a[1] == 0 => [s.requests, s.mem_errors, s.bad_requests, s.ring_errors],
-                Some((_, s, _)) if a[1] == 1 => [s.bad_accesses, self.virtio_calls, 0, 0],
+                Some((_, s, _)) if a[1] == 1 => [s.bad_accesses, self.virtio_calls.get(), 0, 0],
                 _ => [EINVAL, 0, 0, 0],
             },
             (svc::HOST_DMA, Some(pa)) => {

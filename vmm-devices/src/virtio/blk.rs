@@ -61,6 +61,21 @@ pub trait Backend: Send {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), IoError>;
 }
 
+impl<B: Backend + ?Sized> Backend for alloc::boxed::Box<B> {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
+    fn read_at(&mut self, offset: u64, data: &mut [u8]) -> Result<(), IoError> {
+        (**self).read_at(offset, data)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), IoError> {
+        (**self).write_at(offset, data)
+    }
+}
+
 /// A disk in the VMM's memory.
 pub enum Disk {
     /// E.g. a disk image in the host's initrd (the Linux guest's).

@@ -6,7 +6,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use super::blk::{Blk, Disk};
+use super::blk::{Backend, Blk};
 use super::console::Console;
 use super::device::{Out, VirtioDevice};
 use super::stats::Stats;
@@ -18,6 +18,8 @@ pub const MMIO_BASE: u64 = 0x0a00_0000;
 pub const MMIO_SIZE: u64 = 0x200;
 /// Slot 0's interrupt: SPI 16 (INTID 48); slot k has SPI 16 + k.
 pub const FIRST_SPI: u32 = 16;
+/// At most this many slots (QEMU `virt` has 32 virtio-mmio transports).
+pub const MAX_SLOTS: usize = 32;
 /// The phandle of the restricted DMA pool node in the guest DTB.
 pub const DMA_POOL_PHANDLE: u32 = 0x8002;
 
@@ -35,8 +37,9 @@ pub struct DmaPool {
 pub struct Config {
     /// A virtio-console (slot 0).
     pub console: bool,
-    /// A virtio-blk over this disk (the next slot).
-    pub disk: Option<Disk>,
+    /// A virtio-blk over this disk (the next slot): e.g. a
+    /// [`super::Disk`] in memory, or a file in a VMM that has files.
+    pub disk: Option<Box<dyn Backend>>,
     /// Every device node names this pool (`memory-region`), and the DTB
     /// gets its `/reserved-memory` node.
     pub dma_pool: Option<DmaPool>,
@@ -57,11 +60,12 @@ impl Devices {
     /// The console (if asked for) in slot 0, then the disk (if given).
     pub fn new(cfg: Config) -> Devices {
         let mut d = Devices::empty(cfg.dma_pool);
+        // Two devices: there is room.
         if cfg.console {
-            d.push(Box::new(Console::new()));
+            let _ = d.push(Box::new(Console::new()));
         }
         if let Some(disk) = cfg.disk {
-            d.push(Box::new(Blk::new(disk)));
+            let _ = d.push(Box::new(Blk::new(disk)));
         }
         d
     }
@@ -71,10 +75,14 @@ impl Devices {
         Devices { slots: Vec::new(), dma_pool }
     }
 
-    /// Adds `dev` in the next slot; returns the slot.
-    pub fn push(&mut self, dev: Box<dyn VirtioDevice>) -> usize {
+    /// Adds `dev` in the next slot; returns the slot, or None (and drops
+    /// `dev`) if all [`MAX_SLOTS`] are taken.
+    pub fn push(&mut self, dev: Box<dyn VirtioDevice>) -> Option<usize> {
+        if self.slots.len() >= MAX_SLOTS {
+            return None;
+        }
         self.slots.push(Transport::new(dev));
-        self.slots.len() - 1
+        Some(self.slots.len() - 1)
     }
 
     /// Does `ipa` fall in a slot that has a device?

@@ -29,6 +29,6 @@ pub mod transport;
 pub use blk::{Backend, Disk};
 pub use device::{Out, VirtioDevice};
 pub use devices::{
-    intid, reserved_memory_node, Config, Devices, DmaPool, DMA_POOL_PHANDLE, FIRST_SPI, MMIO_BASE, MMIO_SIZE,
+    intid, reserved_memory_node, Config, Devices, DmaPool, DMA_POOL_PHANDLE, FIRST_SPI, MAX_SLOTS, MMIO_BASE, MMIO_SIZE,
 };
 pub use stats::Stats;

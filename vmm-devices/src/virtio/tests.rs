@@ -1,17 +1,19 @@
 //! Host tests of the transport, the rings and both devices against a
-//! fake guest memory with shared and private pages.
+//! fake guest memory with shared and private pages (`tests/extension.rs`:
+//! a device and a disk backend of the tests' own).
 
 use std::boxed::Box;
 use std::string::String;
 use std::vec::Vec;
 
-use super::blk::{self, Backend, Disk, IoError};
-use super::device::{Out, VirtioDevice};
-use super::queue::{Chain, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
+use super::blk::{self, Disk};
+use super::queue::{DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 use super::transport::{reg, *};
 use super::{Config, Devices, DmaPool, Stats, MMIO_BASE, MMIO_SIZE};
 use crate::mem::fake::FakeMem;
-use crate::mem::{GuestMem, PAGE};
+use crate::mem::PAGE;
+
+mod extension;
 
 const RAM: u64 = 0x4000_0000;
 const S_ACKNOWLEDGE: u32 = 1;
@@ -50,7 +52,7 @@ impl Rig {
         Rig { m, devs: Devices::new(cfg), slot, avail_idx: 0, lines: Vec::new() }
     }
     fn blk(sectors: u64) -> Rig {
-        Rig::new(Config { console: false, disk: Some(Disk::Writable(disk(sectors))), dma_pool: None }, 0)
+        Rig::new(Config { console: false, disk: Some(Box::new(Disk::Writable(disk(sectors)))), dma_pool: None }, 0)
     }
     /// One access of `size` bytes at `off` of the device's window.
     fn access(&mut self, off: u64, write: bool, size: u64, v: u64) -> u64 {
@@ -160,7 +162,7 @@ fn registers_and_features() {
     assert_eq!(r.rd(reg::STATUS) & S_FEATURES_OK, 0);
     // Read-only disk: VIRTIO_BLK_F_RO.
     let ro: &'static [u8] = disk(4);
-    let mut r = Rig::new(Config { console: false, disk: Some(Disk::ReadOnly(ro)), dma_pool: None }, 0);
+    let mut r = Rig::new(Config { console: false, disk: Some(Box::new(Disk::ReadOnly(ro))), dma_pool: None }, 0);
     assert_eq!(r.rd(reg::DEVICE_FEATURES), 1 << 5);
 }
 
@@ -219,7 +221,7 @@ fn bad_requests_get_precise_status() {
     assert_eq!(r.m.violations, 0);
     // A read-only disk refuses writes and keeps its bytes.
     let ro: &'static [u8] = disk(4);
-    let mut r = Rig::new(Config { console: false, disk: Some(Disk::ReadOnly(ro)), dma_pool: None }, 0);
+    let mut r = Rig::new(Config { console: false, disk: Some(Box::new(Disk::ReadOnly(ro))), dma_pool: None }, 0);
     r.init(0);
     r.m.put(BUF + 0x3000, &[0xab; 512]);
     r.blk_req(blk::T_OUT, 1, BUF + 0x3000, 512, BUF + 0x800);
@@ -393,7 +395,7 @@ fn hostile_register_accesses() {
 
 #[test]
 fn console_lines_and_receive_queue() {
-    let cfg = Config { console: true, disk: Some(Disk::Writable(disk(1))), dma_pool: None };
+    let cfg = Config { console: true, disk: Some(Box::new(Disk::Writable(disk(1)))), dma_pool: None };
     let mut r = Rig::new(cfg, 0);
     assert_eq!(r.rd(reg::DEVICE_ID), 3);
     r.init(1);
@@ -439,7 +441,7 @@ fn console_lines_and_receive_queue() {
 fn dtb_nodes() {
     let devs = Devices::new(Config {
         console: true,
-        disk: Some(Disk::Writable(disk(1))),
+        disk: Some(Box::new(Disk::Writable(disk(1)))),
         dma_pool: Some(DmaPool { ipa: 0x4300_0000, size: 0x10000 }),
     });
     let mut w = vm_fdt::FdtWriter::new().unwrap();
@@ -497,103 +499,4 @@ fn device_nodes_alone() {
     let fdt = fdt::Fdt::new(&b).unwrap();
     let n = fdt.find_node("/virtio_mmio@a000000").unwrap();
     assert_eq!(n.property("memory-region").unwrap().as_usize(), Some(0x1234));
-}
-
-/// A device the transport has never heard of: it counts the bytes of
-/// each chain of its one queue and writes their number back.
-struct Counter;
-
-impl VirtioDevice for Counter {
-    fn device_id(&self) -> u32 {
-        42
-    }
-    fn name(&self) -> &'static str {
-        "counter"
-    }
-    fn features(&self) -> u64 {
-        1 << 3
-    }
-    fn num_queues(&self) -> usize {
-        1
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        super::device::read_config_bytes(b"cfg!", offset, data)
-    }
-    fn serve(&mut self, _q: usize, chain: &Chain, m: &mut dyn GuestMem, st: &mut Stats, _out: Out) -> u32 {
-        let Some((r, w)) = chain.split().filter(|(_, w)| !w.is_empty()) else {
-            st.bad_requests += 1;
-            return 0;
-        };
-        let n = super::queue::total(r) as u8;
-        if m.write(w[0].addr, &[n]).is_err() {
-            st.mem_errors += 1;
-            return 0;
-        }
-        1
-    }
-}
-
-#[test]
-fn a_new_device_needs_no_transport_change() {
-    let mut devs = Devices::empty(None);
-    assert_eq!(devs.push(Box::new(Counter)), 0);
-    let mut r = Rig { m: FakeMem::new(RAM, 0x10000), devs, slot: 0, avail_idx: 0, lines: Vec::new() };
-    r.m.share(RING, 0x7000);
-    assert_eq!(r.rd(reg::DEVICE_ID), 42);
-    assert_eq!(r.rd(reg::DEVICE_FEATURES), 1 << 3);
-    assert_eq!(r.access(reg::CONFIG + 1, false, 4, 0), u32::from_le_bytes(*b"fg!\0") as u64);
-    r.init(0);
-    r.desc(0, BUF, 10, DESC_F_NEXT, 1);
-    r.desc(1, BUF + 0x100, 1, DESC_F_WRITE, 0);
-    r.kick(0, 0);
-    assert_eq!((r.used(0), r.m.get(BUF + 0x100, 1)[0]), ((0, 1), 10));
-    assert_eq!(r.devs.slot(0).map(|s| s.0), Some("counter"));
-}
-
-/// A disk whose reads or writes fail from a byte offset on.
-struct Failing {
-    size: u64,
-    fail_from: u64,
-}
-
-impl Backend for Failing {
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read_only(&self) -> bool {
-        false
-    }
-    fn read_at(&mut self, offset: u64, data: &mut [u8]) -> Result<(), IoError> {
-        if offset + data.len() as u64 > self.fail_from {
-            return Err(IoError);
-        }
-        data.fill(0x5a);
-        Ok(())
-    }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), IoError> {
-        if offset + data.len() as u64 > self.fail_from {
-            return Err(IoError);
-        }
-        Ok(())
-    }
-}
-
-#[test]
-fn backend_errors_are_io_errors() {
-    let mut devs = Devices::empty(None);
-    devs.push(Box::new(blk::Blk::new(Failing { size: 8 * 512, fail_from: 2 * 512 })));
-    let mut r = Rig { m: FakeMem::new(RAM, 0x10000), devs, slot: 0, avail_idx: 0, lines: Vec::new() };
-    r.m.share(RING, 0x7000);
-    r.init(0);
-    // Sectors 0-1 read; 1-2 run into the failing part.
-    r.blk_req(blk::T_IN, 0, BUF + 0x1000, 1024, BUF + 0x800);
-    assert_eq!((r.used(0), r.m.get(BUF + 0x800, 1)[0]), ((0, 1025), blk::S_OK));
-    assert_eq!(r.m.get(BUF + 0x1000, 1024), &[0x5a; 1024][..]);
-    r.blk_req(blk::T_IN, 1, BUF + 0x1000, 1024, BUF + 0x800);
-    assert_eq!((r.used(1), r.m.get(BUF + 0x800, 1)[0]), ((0, 1), blk::S_IOERR));
-    r.blk_req(blk::T_OUT, 3, BUF + 0x3000, 512, BUF + 0x800);
-    assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_IOERR]);
-    r.blk_req(blk::T_OUT, 1, BUF + 0x3000, 512, BUF + 0x800);
-    assert_eq!(r.m.get(BUF + 0x800, 1), [blk::S_OK]);
-    assert_eq!(r.stats(), Stats { requests: 4, backend_errors: 2, ..Default::default() });
 }
