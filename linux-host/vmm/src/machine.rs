@@ -363,18 +363,17 @@ impl<'a> Machine<'a> {
     fn mmio(&self, st: &mut State<'a>, ipa: u64, size: u64, write: bool, value: u64) -> u64 {
         let (id, vm, mem) = (self.id, self.vm, self.mem);
         let calls = Cell::new(0);
-        let v =
-            st.platform.mmio(
-                ipa,
-                write,
-                size,
-                value,
-                || LinuxMem::new(vm, mem, &calls),
-                &mut |port, line| match port {
-                    Port::Uart => println!("[vm {id}] {line}"),
-                    Port::Virtio => println!("[vm {id} hvc0] {line}"),
-                },
-            );
+        let v = st.platform.mmio(
+            ipa,
+            write,
+            size,
+            value,
+            || LinuxMem::new(vm, mem, &calls),
+            |port: Port, line: &str| match port {
+                Port::Uart => println!("[vm {id}] {line}"),
+                Port::Virtio => println!("[vm {id} hvc0] {line}"),
+            },
+        );
         st.device_calls += calls.get();
         v.unwrap_or(0)
     }
