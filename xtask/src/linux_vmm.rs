@@ -7,6 +7,8 @@
 //! /pkvm/pkvm_host.ko   /init loads it with insmod
 //! /pkvm/vmm            pkvm-vmm
 //! /pkvm/guestN.elf     the --guest programs, in order
+//! /pkvm/linux-guest.*  --linux-guest: its Image, initramfs and disk (a file
+//!                      the guest reads and writes through virtio-blk)
 //! /pkvm/run            sourced by /init: the VMM with every guest
 //! ```
 
@@ -42,10 +44,22 @@ pub fn build_vmm() -> Result<PathBuf> {
     Ok(crate::target_dir().join(VMM_TARGET).join("release/pkvm-vmm"))
 }
 
-/// `/pkvm/run`: the VMM with each `--guest` (its memory and vCPUs), then
-/// its exit status.
+/// Where the Linux guest's pieces go in the host's initramfs.
+const LINUX_GUEST: [(&str, &str); 3] =
+    [("Image", "pkvm/linux-guest.Image"), ("initramfs", "pkvm/linux-guest.cpio"), ("disk", "pkvm/linux-guest.disk")];
+
+/// `/pkvm/run`: the VMM with each `--guest` (its memory and vCPUs) or the
+/// Linux guest, then its exit status.
 pub fn run_script(args: &RunArgs) -> String {
     let mut cmd = String::from("/pkvm/vmm");
+    if args.linux_guest {
+        let mem = args.guest_mem.first().map_or("128M", String::as_str);
+        let vcpus = args.guest_vcpus.first().copied().unwrap_or(1);
+        let [(_, image), (_, initrd), (_, disk)] = LINUX_GUEST;
+        cmd += &format!(
+            " --linux-guest /{image} --initrd /{initrd} --disk /{disk} --guest-mem {mem} --guest-vcpus {vcpus}"
+        );
+    }
     for i in 0..args.guest.len() {
         let mem = args.guest_mem.get(i).map_or("64M", String::as_str);
         let vcpus = args.guest_vcpus.get(i).copied().unwrap_or(1);
@@ -54,10 +68,19 @@ pub fn run_script(args: &RunArgs) -> String {
             cmd += &format!(" --args '{}'", a.replace('\'', "'\\''"));
         }
     }
-    format!(
+    let mut script = format!(
         "# Written by cargo xtask for this run: the guests the Linux host runs.\n{cmd}\n\
          echo \"linux-host: pkvm-vmm exit status $?\"\n"
-    )
+    );
+    if args.linux_guest {
+        // What the guest wrote through virtio-blk is in the file.
+        let disk = LINUX_GUEST[2].1;
+        script += &format!(
+            "echo \"linux-host: the disk file's sector 2047: \
+             $(dd if=/{disk} bs=512 skip=2047 count=1 2>/dev/null | head -n 1)\"\n"
+        );
+    }
+    script
 }
 
 /// The files above, for a run with `args`, the driver built for the
@@ -74,7 +97,13 @@ pub fn initramfs_files(image: &Path, args: &RunArgs) -> Result<Vec<InitramfsFile
     for (i, g) in args.guest.iter().enumerate() {
         files.push((format!("pkvm/guest{i}.elf"), S_IFREG | 0o644, read(g)?));
     }
-    if !args.guest.is_empty() {
+    if args.linux_guest {
+        let l = crate::linux_guest::prepare()?;
+        for (p, (_, name)) in [&l.image, &l.initramfs, &l.disk].into_iter().zip(LINUX_GUEST) {
+            files.push((name.to_string(), S_IFREG | 0o644, read(p)?));
+        }
+    }
+    if !args.guest.is_empty() || args.linux_guest {
         files.push(("pkvm/run".to_string(), S_IFREG | 0o644, run_script(args).into_bytes()));
     }
     Ok(files)
@@ -99,5 +128,10 @@ mod tests {
              --guest /pkvm/guest1.elf --guest-mem 64M --guest-vcpus 2\n"
         ));
         assert!(s.ends_with("echo \"linux-host: pkvm-vmm exit status $?\"\n"));
+        let linux = RunArgs { linux_guest: true, guest_vcpus: vec![2], ..Default::default() };
+        assert!(run_script(&linux).contains(
+            "\n/pkvm/vmm --linux-guest /pkvm/linux-guest.Image --initrd /pkvm/linux-guest.cpio \
+             --disk /pkvm/linux-guest.disk --guest-mem 128M --guest-vcpus 2\n"
+        ));
     }
 }

@@ -117,8 +117,8 @@ pub fn check(a: &RunArgs) -> Result<()> {
     if a.dump_s2 && a.linux {
         bail!("--dump-s2 is done by the host shim; the Linux host (--linux) does not do it");
     }
-    if a.linux_guest && other_host {
-        bail!("--linux-guest runs under the host shim; --linux and --host replace it: give one of them");
+    if a.linux_guest && a.host.is_some() {
+        bail!("--linux-guest runs under the host shim or the Linux host (--linux); --host replaces them: give one");
     }
     if a.linux_guest && !a.guest.is_empty() {
         bail!("--linux-guest and --guest: give one of them (--guest-mem and --guest-vcpus apply to either)");
@@ -131,7 +131,8 @@ pub fn check(a: &RunArgs) -> Result<()> {
             "--guest-bundle is the host shim's whole guest bundle: give no --host, --linux, --linux-guest or --guest"
         );
     }
-    let guests = a.guest.len().max(usize::from(!other_host));
+    // The shim runs its default guest when given none; --linux-guest is one.
+    let guests = a.guest.len().max(usize::from(!other_host || a.linux_guest));
     if !a.guest_args.is_empty() && !a.linux {
         bail!("--guest-args gives the Linux host's VMM each guest's bootargs: it goes with --linux --guest");
     }
@@ -231,7 +232,8 @@ mod tests {
         assert!(err("--guest-mem 8M --guest-mem 8M").contains("one per --guest"));
         assert!(err("--guest-vcpus 2 --guest-vcpus 2").contains("one per --guest"));
         assert!(err("--host /nonexistent/Image").contains("no such file"));
-        assert!(err("--linux-guest --linux").contains("give one of them"));
+        assert!(err("--linux-guest --host Cargo.toml").contains("give one"));
+        run("--linux-guest --linux --guest-vcpus 2 --smp 2").unwrap();
         assert!(err("--linux-guest --guest Cargo.toml").contains("give one of them"));
         assert!(err("--linux-guest --scenario boot").contains("guests scenario"));
         assert!(err("--linux-guest --guest-mem 64M --guest-mem 64M").contains("one per --guest"));

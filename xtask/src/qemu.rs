@@ -308,7 +308,7 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     let mut cmdline = format!("hyp.log={}", args.log);
     let scenario = args.scenario.clone().or_else(|| {
         // The Linux host runs --guest programs with its own VMM.
-        ((!args.guest.is_empty() && !args.linux) || args.linux_guest).then(|| "guests".to_string())
+        ((!args.guest.is_empty() || args.linux_guest) && !args.linux).then(|| "guests".to_string())
     });
     if let Some(t) = scenario {
         cmdline += &format!(" shim.test={t}");

@@ -6,7 +6,7 @@
 
 use std::io;
 
-use vmm_devices::loader::{write_dtb, ElfPlan};
+use vmm_devices::loader::{write_dtb, ElfPlan, LinuxPlan};
 use vmm_devices::platform::GUEST_RAM;
 
 use crate::pkvm::Memory;
@@ -28,16 +28,26 @@ pub fn data_runs(ram: &[u8]) -> Vec<(usize, usize)> {
     runs
 }
 
-/// Loads the checked ELF `plan` of `elf` and the DTB into `mem`.
-pub fn load_elf(mem: &Memory, plan: &ElfPlan, elf: &[u8], dtb: &[u8]) -> io::Result<()> {
+/// Stages the guest's RAM with `fill`, then writes what has data to `mem`.
+fn load(mem: &Memory, dtb: &[u8], fill: impl FnOnce(&mut [u8])) -> io::Result<()> {
     let size = usize::try_from(mem.size).map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))?;
     let mut ram = vec![0u8; size];
-    plan.write(elf, &mut ram);
+    fill(&mut ram);
     write_dtb(dtb, &mut ram).map_err(|e| io::Error::other(e.to_string()))?;
     for (at, len) in data_runs(&ram) {
         mem.write(GUEST_RAM + at as u64, &ram[at..at + len])?;
     }
     Ok(())
+}
+
+/// Loads the checked ELF `plan` of `elf` and the DTB into `mem`.
+pub fn load_elf(mem: &Memory, plan: &ElfPlan, elf: &[u8], dtb: &[u8]) -> io::Result<()> {
+    load(mem, dtb, |ram| plan.write(elf, ram))
+}
+
+/// Loads the checked Linux `plan` (its Image and initramfs) and the DTB.
+pub fn load_linux(mem: &Memory, plan: &LinuxPlan, image: &[u8], initrd: &[u8], dtb: &[u8]) -> io::Result<()> {
+    load(mem, dtb, |ram| plan.write(image, initrd, ram))
 }
 
 #[cfg(test)]

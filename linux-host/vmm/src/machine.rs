@@ -126,6 +126,12 @@ pub struct Outcome {
     pub result: Option<(u64, u64)>,
     pub relinquished: u64,
     pub counts: Counts,
+    /// Each virtio device: name, counters, status.
+    pub virtio: Vec<(&'static str, vmm_devices::virtio::Stats, u32)>,
+    /// MMIO exits the virtio devices served, and the ioctls they made to
+    /// reach guest memory.
+    pub virtio_exits: u64,
+    pub device_calls: u64,
 }
 
 pub struct Machine<'a> {
@@ -187,11 +193,18 @@ impl<'a> Machine<'a> {
             }
         }
         st.counts.irq = st.irq.iter().sum();
+        let virtio = match &st.platform.virtio {
+            Some(d) => (0..).map_while(|k| d.slot(k)).collect(),
+            None => Vec::new(),
+        };
         Outcome {
             end: st.done.take().unwrap_or(Ok(())),
             result: st.result,
             relinquished: st.relinquished,
             counts: st.counts.clone(),
+            virtio,
+            virtio_exits: st.platform.virtio_exits,
+            device_calls: st.device_calls,
         }
     }
 
