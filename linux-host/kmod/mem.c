@@ -115,13 +115,13 @@ long pkvm_vm_donate(struct pkvm_vm *vm)
 	lockdep_assert_held(&vm->lock);
 	while (m && m->donated < m->nr_pages) {
 		i = m->donated;
-		n = test_bit(i, m->blocks) ? BLK_PAGES : 1;
-		while (n == 1 || !test_bit(i, m->blocks)) {
-			if (i + n >= m->nr_pages || test_bit(i + n, m->blocks) ||
-			    mem_pa(m, i + n) != mem_pa(m, i) + n * PAGE_SIZE)
-				break;
-			n++;
-		}
+		n = 1;
+		if (test_bit(i, m->blocks))
+			n = BLK_PAGES;
+		else
+			while (i + n < m->nr_pages && !test_bit(i + n, m->blocks) &&
+			       mem_pa(m, i + n) == mem_pa(m, i) + n * PAGE_SIZE)
+				n++;
 		err = hc(HC_DONATE_GUEST, vm->handle, mem_pa(m, i),
 			 m->ipa + ((u64)i << PAGE_SHIFT), n << PAGE_SHIFT, &res);
 		if (err)

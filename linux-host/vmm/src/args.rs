@@ -5,6 +5,7 @@
 //!                                              --linux-guest IMAGE --initrd FILE [--disk FILE] [OPTS]
 //!                                       OPTS:  [--guest-mem SIZE] [--guest-vcpus N]
 //! pkvm-vmm --hostile N [--seed S]
+//! pkvm-vmm --bench N
 //! ```
 //! Options after a guest apply to it. An ELF guest's memory defaults to
 //! 64M, a Linux guest's to 128M.
@@ -106,6 +107,15 @@ pub fn hostile(args: &[String]) -> Option<Result<(u64, u64), String>> {
     })
 }
 
+/// `--bench N`, if that is what `args` asks for.
+pub fn bench(args: &[String]) -> Option<Result<usize, String>> {
+    match args {
+        [b, n] if b == "--bench" => Some(n.parse().ok().filter(|&n| n > 0).ok_or("--bench needs a count".into())),
+        [b, ..] if b == "--bench" => Some(Err("usage: pkvm-vmm --bench N".into())),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +174,14 @@ mod tests {
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size("99999999999999G"), None);
+    }
+
+    #[test]
+    fn bench_mode() {
+        assert_eq!(bench(&args("--guest a")), None);
+        assert_eq!(bench(&args("--bench 100")), Some(Ok(100)));
+        assert!(bench(&args("--bench 0")).unwrap().is_err());
+        assert!(bench(&args("--bench 1 2")).unwrap().is_err());
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn install_kick() -> io::Result<()> {
 
 /// The virtual counter (the guest's timebase: CNTVOFF is 0) and its rate.
 #[cfg(target_arch = "aarch64")]
-mod clock {
+pub mod clock {
     pub fn now() -> u64 {
         let v: u64;
         // SAFETY: Linux lets EL0 read the virtual counter (its vDSO does).
@@ -59,7 +59,7 @@ mod clock {
 
 /// Elsewhere (the host's unit tests): a monotonic nanosecond clock.
 #[cfg(not(target_arch = "aarch64"))]
-mod clock {
+pub mod clock {
     pub fn now() -> u64 {
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64

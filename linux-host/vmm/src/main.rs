@@ -7,9 +7,11 @@
 //! ...`), what the host saw as `[host] vm N: ...`. Usage in `args.rs`.
 //! Exit status: 0 when every guest powered off and reported no failure, 1
 //! otherwise, 2 on bad arguments. `pkvm-vmm --hostile N [--seed S]` makes
-//! N random calls on the driver instead (`hostile.rs`).
+//! N random calls on the driver instead (`hostile.rs`), `--bench N`
+//! measures (`bench.rs`).
 
 mod args;
+mod bench;
 mod disk;
 mod guest;
 mod hostile;
@@ -33,6 +35,17 @@ fn main() {
             std::process::exit(2);
         }
         None => {}
+    }
+    if let Some(n) = args::bench(&argv) {
+        let r = n.and_then(|n| {
+            let dev = pkvm::Device::open("/dev/pkvm").map_err(|e| format!("/dev/pkvm: {e}"))?;
+            bench::run(&dev, n)
+        });
+        if let Err(e) = r {
+            eprintln!("pkvm-vmm: bench: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
     }
     let (dev, guests) = match args::parse(&argv) {
         Ok(a) => a,
