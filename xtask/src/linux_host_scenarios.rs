@@ -140,6 +140,7 @@ pub fn scenarios() -> Vec<Scenario> {
             args: linux("linux_host.hostile=10000 linux_host.seed=1"),
             lines: vec![
                 "hostile: seed 1, 10000 calls",
+                "hostile: a vCPU spinning in its guest, a timer signal: PKVM_RUN EINTR, exit_reason INTR",
                 "hostile: * calls succeeded; refused: *",
                 "hostile: after closing everything the driver holds 0 pages of 0 VMs",
                 "linux-host: pkvm-vmm --hostile exit status 0",

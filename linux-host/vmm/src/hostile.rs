@@ -124,6 +124,7 @@ pub fn run(n: u64, seed: u64) -> io::Result<bool> {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
     }
+    spin_interrupted()?;
     let mut r = Rng::new(seed);
     let mut t = Tally::default();
     let mut p = Pools::default();
@@ -287,6 +288,28 @@ pub fn run(n: u64, seed: u64) -> io::Result<bool> {
     let show = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
     println!("hostile: after closing everything the driver holds {} pages of {} VMs", show(pages), show(vms));
     Ok(pages == Some(0) && vms == Some(0))
+}
+
+/// A vCPU spinning in its guest (`b .`) is brought out of PKVM_RUN by a
+/// timer signal: EINTR, and its run structure says INTR.
+fn spin_interrupted() -> io::Result<()> {
+    let dev = pkvm::Device::open("/dev/pkvm")?;
+    let vm = dev.create_vm()?;
+    let mem = vm.create_memory(0x4000_0000, 1 << 20)?;
+    mem.write(0x4000_0000, &0x1400_0000u32.to_le_bytes())?;
+    let mut vcpu = vm.create_vcpu(0x4000_0000, 0, false)?;
+    arm_alarm();
+    let r = vcpu.run([0; 4]);
+    let marked = vcpu.exit_reason() == pkvm::EXIT_INTR;
+    println!(
+        "hostile: a vCPU spinning in its guest, a timer signal: PKVM_RUN {}, exit_reason {}",
+        match &r {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => "EINTR".to_string(),
+            other => format!("{other:?}"),
+        },
+        if marked { "INTR" } else { "not INTR" }
+    );
+    Ok(())
 }
 
 fn errno_name(e: i32) -> String {

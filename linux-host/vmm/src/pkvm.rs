@@ -286,6 +286,12 @@ impl Vcpu {
         }
     }
 
+    /// The run structure's `exit_reason` as the last PKVM_RUN left it.
+    pub fn exit_reason(&self) -> u64 {
+        // SAFETY: our live mapping; a plain aligned word.
+        unsafe { std::ptr::read_volatile(&raw const (*self.run.as_ptr()).exit_reason) }
+    }
+
     /// IRQ exits the driver handled for this vCPU (it reruns the guest).
     pub fn irq_exits(&self) -> u64 {
         // SAFETY: our live mapping; a plain aligned word.
