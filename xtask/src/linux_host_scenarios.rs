@@ -68,7 +68,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "[host] vm 1: powered off (* MMIO exits, 0 WFI exits, * IRQ exits handled in the driver)",
                 "[host] vm 1: guest reports 89 passed, 0 failed",
                 "[host] vm 1: the guest relinquished 8 KiB",
-                "[host] vm 1: the guest made 6 MEM_SHARE, 5 MEM_UNSHARE and 2 MMIO_GUARD calls",
+                "[host] vm 1: the guest made 6 MEM_SHARE, 5 MEM_UNSHARE and 2 MMIO_GUARD calls; 1 granule(s) guarded",
                 "[host] vm 1: destroyed; the driver holds 0 pages of 0 VMs; MemFree * KiB before the VM, * KiB after",
                 "linux-host: pkvm-vmm exit status 0",
                 "linux-host: poweroff -f",

@@ -28,6 +28,10 @@ pub const VMM_TARGET: &str = "aarch64-unknown-linux-musl";
 pub fn build_vmm() -> Result<PathBuf> {
     let root = crate::workspace_root();
     crate::toolchain::ensure(&root, &[VMM_TARGET.to_string()], None)?;
+    let bin = crate::target_dir().join(VMM_TARGET).join("release/pkvm-vmm");
+    if !bin.exists() {
+        eprintln!("xtask: building the Linux host's VMM (pkvm-vmm, {VMM_TARGET}, linked with rust-lld)");
+    }
     let var = format!("CARGO_TARGET_{}_LINKER", VMM_TARGET.to_uppercase().replace('-', "_"));
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
@@ -41,7 +45,7 @@ pub fn build_vmm() -> Result<PathBuf> {
     if !st.success() {
         bail!("building the VMM (pkvm-vmm) failed");
     }
-    Ok(crate::target_dir().join(VMM_TARGET).join("release/pkvm-vmm"))
+    Ok(bin)
 }
 
 /// Where the Linux guest's pieces go in the host's initramfs.
