@@ -15,8 +15,11 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::qemu::run_system;
-use crate::{workspace_root, RunArgs};
+use crate::build::build_with;
+use crate::options::RunArgs;
+use crate::paths::{target_dir, workspace_root};
+use crate::progress::{self, Progress, Total};
+use crate::qemu::run_system_watched;
 
 /// Per-operation figures (per repetition).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -35,6 +38,10 @@ pub struct Results {
     pub git_revision: String,
     pub hyp_elf_sha256: String,
     pub unit: String,
+    /// The build measured: "release" or "debug" (empty in files written
+    /// before it was recorded: those are release builds).
+    #[serde(default)]
+    pub build: String,
     pub ops: BTreeMap<String, Op>,
     /// Rows that are not instruction counts (`[bench-size]` lines): memory
     /// overhead in bytes or pages, and the boot cost; the unit is in the
@@ -121,6 +128,12 @@ fn target_text(r: &Results, name: &str) -> String {
 pub fn summary(r: &Results) -> (usize, usize) {
     let v: Vec<bool> = r.ops.iter().filter_map(|(n, o)| meets(r, n, o)).collect();
     (v.iter().filter(|&&m| m).count(), v.len())
+}
+
+/// The name of the row a `[bench]` or `[bench-size]` line gives.
+fn bench_row(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("[bench] ").or_else(|| line.split_once("[bench-size] "))?;
+    Some(rest.split(" n=").next().unwrap_or(rest).split(" = ").next().unwrap_or(rest))
 }
 
 pub fn parse(log: &str) -> Results {
@@ -210,8 +223,24 @@ pub fn load(path: &Path) -> Result<Results> {
         .with_context(|| format!("parsing {}", path.display()))
 }
 
+/// The build a results file measured ("release" where it does not say).
+fn build_of(r: &Results) -> &str {
+    if r.build.is_empty() {
+        "release"
+    } else {
+        &r.build
+    }
+}
+
 pub fn compare(new: &Results, old: &Results, what: &str) -> String {
-    let mut s = format!("comparing with {} (rev {})\n", what, old.git_revision);
+    let mut s = format!("comparing with {} (rev {}, {} build)\n", what, old.git_revision, build_of(old));
+    if build_of(old) != build_of(new) {
+        s += &format!(
+            "note: a {} build against a {} build: the rows differ by the build, not the change\n",
+            build_of(new),
+            build_of(old)
+        );
+    }
     s += &format!("{:<58} {:>10} {:>10} {:>10} {:>8}\n", "operation", "old", "new", "delta", "new/old");
     let rows = |ops: &BTreeMap<String, f64>, olds: &BTreeMap<String, f64>, s: &mut String| {
         for (name, &v) in ops {
@@ -236,17 +265,66 @@ pub fn compare(new: &Results, old: &Results, what: &str) -> String {
     s
 }
 
-pub fn bench_cmd(
-    release: bool,
-    compare_with: Option<PathBuf>,
-    out: Option<PathBuf>,
-    hyp_features: Option<String>,
-    append: Option<String>,
-) -> Result<i32> {
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct BenchArgs {
+    /// Measure the release build (the default; the committed numbers are its).
+    #[arg(long, conflicts_with = "debug")]
+    pub release: bool,
+    /// Measure a debug build instead (every row several times higher; never
+    /// written to bench/results.json).
+    #[arg(long)]
+    pub debug: bool,
+    /// Print new/old ratios against an earlier results file.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+    /// Where to write the results (default bench/results.json; with
+    /// --debug, target/bench-debug.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Extra cargo features for the hyp build (notrace: trace points compiled out).
+    #[arg(long)]
+    pub hyp_features: Option<String>,
+    /// Hyp command-line options for the run (e.g. "hyp.trace=all hyp.trace_quiet").
+    #[arg(long)]
+    pub append: Option<String>,
+}
+
+/// The committed results: the release build's numbers.
+fn committed() -> PathBuf {
+    workspace_root().join("bench/results.json")
+}
+
+/// Where a run's results go: `--out`, else the committed file for the
+/// release build and target/bench-debug.json for a debug one. A debug
+/// measurement is refused over the committed file.
+fn out_path(args: &BenchArgs) -> Result<PathBuf> {
+    let out = match &args.out {
+        Some(p) => p.clone(),
+        None if args.debug => target_dir().join("bench-debug.json"),
+        None => committed(),
+    };
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    };
+    if args.debug && same(&out, &committed()) {
+        bail!(
+            "--debug measures a debug build; {} holds the release build's numbers: give another --out",
+            committed().display()
+        );
+    }
+    Ok(out)
+}
+
+pub fn bench_cmd(args: &BenchArgs) -> Result<i32> {
+    let release = !args.debug;
+    let build = if release { "release" } else { "debug" };
+    let out = out_path(args)?;
     // Read before the run: with `--compare bench/results.json` the run
     // overwrites the very file it is to be compared with.
-    let old = compare_with.map(|p| load(&p).map(|r| (r, p.display().to_string()))).transpose()?;
-    let args = RunArgs {
+    let old = args.compare.as_ref().map(|p| load(p).map(|r| (r, p.display().to_string()))).transpose()?;
+    println!("measuring the {build} build of the hyp");
+    let run = RunArgs {
         release,
         mem: "20G".into(),
         smp: 1,
@@ -254,36 +332,51 @@ pub fn bench_cmd(
         scenario: Some("bench".into()),
         timeout: Some(1800),
         icount: true,
-        hyp_features: hyp_features.clone(),
+        hyp_features: args.hyp_features.clone(),
         // The bench counts EL2 instructions with the PMU: the hyp isolates
         // the PMU unless told this run is a bench (docs/isolation.md).
-        append: Some(match append {
+        append: Some(match &args.append {
             Some(a) => format!("hyp.bench_pmu {a}"),
             None => "hyp.bench_pmu".into(),
         }),
         ..Default::default()
     };
-    let o = run_system(&args, false)?;
+    // Rows as they come, of about as many as the committed file has.
+    let about = load(&committed()).map(|r| Total::About((r.ops.len() + r.sizes.len()) as u64));
+    let mut p = Progress::new("bench", about.unwrap_or(Total::Unknown), progress::ROWS);
+    let mut rows = 0;
+    let o = run_system_watched(&run, false, &mut |l| {
+        if let Some(row) = bench_row(l) {
+            rows += 1;
+            p.set(rows, row);
+        }
+    })?;
+    p.finish(&format!("bench: {rows} rows measured"));
     if o.code() != 0 {
         println!("{}", o.output);
         bail!("bench run failed (exit {})", o.code());
     }
     // The raw run, for rows that look wrong.
-    std::fs::write(crate::target_dir().join("bench-output.log"), &o.output)?;
+    std::fs::write(target_dir().join("bench-output.log"), &o.output)?;
     let mut r = parse(&o.output);
     if r.ops.is_empty() {
         bail!("no [bench] lines in the output");
     }
-    let elf = crate::build_with(release, hyp_features.as_deref())?.hyp_elf;
+    let elf = build_with(release, args.hyp_features.as_deref())?.hyp_elf;
     r.git_revision = git_rev();
+    r.build = build.into();
     r.hyp_elf_sha256 = format!("{:x}", Sha256::digest(std::fs::read(&elf)?));
     print!("{}", table(&r));
-    let out = out.unwrap_or_else(|| workspace_root().join("bench/results.json"));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&out, serde_json::to_string_pretty(&r)? + "\n")?;
-    println!("results: {} (rev {}, hyp sha256 {})", out.display(), r.git_revision, &r.hyp_elf_sha256[..16]);
+    println!(
+        "results: {} ({build} build, rev {}, hyp sha256 {})",
+        out.display(),
+        r.git_revision,
+        &r.hyp_elf_sha256[..16]
+    );
     if let Some((old, what)) = old {
         print!("{}", compare(&r, &old, &what));
     }
@@ -305,6 +398,12 @@ mod tests {
              [bench-size] table pages per GiB of guest (4K pages only) = 513\n\
              [bench-size] hyp memory per VM (bytes) = 12288\n";
         let r = parse(log);
+        let rows: Vec<&str> = log.lines().filter_map(bench_row).collect();
+        assert_eq!(
+            rows,
+            ["mem_share 4K (already 4K)", "table pages per GiB of guest (4K pages only)", "hyp memory per VM (bytes)"]
+        );
+        assert_eq!(bench_row("[host] PASS bench"), None);
         let o = &r.ops["mem_share 4K (already 4K)"];
         assert_eq!((o.n, o.el2, o.pte_writes, o.tlbis), (1000, 300.0, 2.0, 1.0));
         assert_eq!(r.sizes["table pages per GiB of guest (4K pages only)"], 513);
@@ -373,6 +472,66 @@ mod tests {
         assert!(line("donate (2 MiB").contains(" - "), "{t}");
         assert!(line("host lazy fault").contains("NO"), "{t}");
         assert!(line("host hvc").contains("yes"), "{t}");
+    }
+
+    /// Parses `cargo xtask bench ARGS`.
+    fn bench_args(args: &str) -> Result<BenchArgs, String> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("bench").chain(args.split_whitespace()))
+            .map(|c| c.bench)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn release_is_measured_unless_debug_is_asked() {
+        for args in ["", "--release"] {
+            let a = bench_args(args).unwrap();
+            assert!(!a.debug);
+            assert_eq!(out_path(&a).unwrap(), committed(), "{args}");
+        }
+        let a = bench_args("--debug").unwrap();
+        assert_eq!(out_path(&a).unwrap(), target_dir().join("bench-debug.json"));
+        assert!(bench_args("--debug --release").unwrap_err().contains("cannot be used with"));
+        // Never a debug measurement over the committed release numbers.
+        let here = std::env::current_dir().unwrap();
+        let rel = pathdiff(&committed(), &here);
+        for out in [committed(), rel] {
+            let a = bench_args(&format!("--debug --out {}", out.display())).unwrap();
+            let e = out_path(&a).unwrap_err().to_string();
+            assert!(e.contains("holds the release build's numbers"), "{e}");
+        }
+        let a = bench_args("--debug --out /tmp/x.json").unwrap();
+        assert_eq!(out_path(&a).unwrap(), PathBuf::from("/tmp/x.json"));
+    }
+
+    /// `to` relative to `from` (both absolute), with `..` as needed.
+    fn pathdiff(to: &Path, from: &Path) -> PathBuf {
+        let (t, f): (Vec<_>, Vec<_>) = (to.components().collect(), from.components().collect());
+        let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
+        let mut p: PathBuf = f[common..].iter().map(|_| "..").collect();
+        p.extend(&t[common..]);
+        p
+    }
+
+    #[test]
+    fn the_build_is_recorded_and_compared() {
+        let committed: Results =
+            serde_json::from_str(&std::fs::read_to_string(workspace_root().join("bench/results.json")).unwrap())
+                .unwrap();
+        assert_eq!(build_of(&committed), "release", "files without the field are release builds");
+        let mut debug = Results { build: "debug".into(), ..Default::default() };
+        debug.ops.insert("host hvc (null)".into(), op(120.0));
+        let s = compare(&debug, &committed, "bench/results.json");
+        assert!(s.starts_with("comparing with bench/results.json (rev "), "{s}");
+        assert!(s.contains(", release build)\nnote: a debug build against a release build"), "{s}");
+        assert!(!compare(&committed, &committed, "x").contains("note:"));
+        let json = serde_json::to_string(&debug).unwrap();
+        assert!(json.contains("\"build\":\"debug\""), "{json}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::qemu::GUEST_RAM_BASE;
 
 /// Where the fixtures are written.
 pub fn path(name: &str) -> PathBuf {
-    crate::target_dir().join("xtask-fixtures").join(name)
+    crate::paths::target_dir().join("xtask-fixtures").join(name)
 }
 
 /// An AArch64 ELF64 executable with one PT_LOAD at guest RAM + 512 KiB.

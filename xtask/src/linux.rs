@@ -28,7 +28,7 @@ pub struct LinuxHost {
 }
 
 fn cache_dir() -> PathBuf {
-    crate::target_dir().join("linux-host")
+    crate::paths::target_dir().join("linux-host")
 }
 
 /// A file of the initramfs beyond /init and busybox: path, mode, bytes.
@@ -94,8 +94,8 @@ pub(crate) fn download(dl: &Path, pkgs: &[&str]) -> Result<()> {
         // apt's download sandbox user cannot write into our tree.
         get.args(["-o", "APT::Sandbox::User=root"]);
     }
-    let st = get.current_dir(dl).arg("download").args(pkgs).status()?;
-    if !st.success() {
+    get.arg("download").args(pkgs);
+    if !crate::apt::download(&mut get, dl, &format!("fetching {}", pkgs.join(" and ")))? {
         bail!("apt-get download {} failed", pkgs.join(" "));
     }
     let root = dl.join("root");

@@ -4,8 +4,8 @@
 //!
 //! No Debian kernel has `CONFIG_ARM_PKVM_GUEST`, so the kernel is built:
 //! the source comes from Debian with `apt-get source --download-only linux`
-//! (a `deb-src` line for `bookworm-backports` on Debian 12 is added when apt
-//! has no 6.12 source), is unpacked with `dpkg-source -x --skip-patches`
+//! (a `deb-src` entry for `bookworm-backports` on Debian 12 is added when apt
+//! has no 6.12 source, on the mirror apt uses for bookworm), is unpacked with `dpkg-source -x --skip-patches`
 //! (the upstream tarball as Debian ships it, Debian's patches not applied),
 //! and built with `gcc-aarch64-linux-gnu` (installed with apt when missing,
 //! with make, flex, bison and bc): `make tinyconfig`, the fragment merged
@@ -16,6 +16,7 @@
 //! and the build tree in `target/linux-guest/build/`, so a changed fragment
 //! rebuilds incrementally and only the first run pays for the download.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -23,6 +24,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::apt;
+use crate::progress::{self, Progress, Total};
 use crate::sys::{as_root, is_root};
 
 /// The kernel configuration fragment (merged over `make tinyconfig`).
@@ -53,7 +56,7 @@ pub struct LinuxGuest {
 }
 
 fn cache_dir() -> PathBuf {
-    crate::target_dir().join("linux-guest")
+    crate::paths::target_dir().join("linux-guest")
 }
 
 /// The first 16 hex digits of the fragment's SHA-256 (the cache key).
@@ -89,11 +92,12 @@ pub fn kernel(dir: &Path) -> Result<(String, PathBuf)> {
     }
     ensure_tools()?;
     let t = Instant::now();
-    build(&dir.join("src").join(src_name(&version)), &dir.join("build"), CONFIG)?;
+    let steps = build(&dir.join("src").join(src_name(&version)), &dir.join("build"), CONFIG)?;
     let secs = t.elapsed().as_secs();
     std::fs::create_dir_all(&out)?;
     std::fs::copy(dir.join("build/arch/arm64/boot/Image"), &image)?;
     std::fs::write(out.join("build-seconds"), format!("{secs}\n"))?;
+    std::fs::write(out.join("build-steps"), format!("{steps}\n"))?;
     eprintln!("xtask: Linux guest kernel {} built in {secs} s: {}", upstream(&version), image.display());
     Ok((version, image))
 }
@@ -172,15 +176,11 @@ fn source_versions() -> Result<Option<String>> {
     Ok(newest_source(&String::from_utf8_lossy(&out.stdout)))
 }
 
-const SOURCES: &str = "/etc/apt/sources.list.d/pkvm-rs-linux-src.sources";
-
-/// A deb-src entry for the suite that has Linux 6.12 on this Debian.
-fn add_deb_src() -> Result<()> {
-    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let field = |k: &str| {
-        os.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim_matches('"').to_string()).unwrap_or_default()
-    };
-    let (id, codename) = (field("ID="), field("VERSION_CODENAME="));
+/// The `deb-src` entry the xtask adds when apt has no Linux 6.12 source:
+/// Debian 12's `bookworm-backports`, another Debian release's own suite, on
+/// the mirror of the release's entry (`crate::apt`).
+pub fn deb_src_entry() -> Result<apt::Addition> {
+    let (id, codename) = apt::os_release();
     let suite = match (id.as_str(), codename.as_str()) {
         ("debian", "bookworm") => "bookworm-backports".to_string(),
         ("debian", c) if !c.is_empty() => c.to_string(),
@@ -189,20 +189,7 @@ fn add_deb_src() -> Result<()> {
              for a suite with Linux {SERIES}x (Debian 12: bookworm-backports) and run apt-get update"
         ),
     };
-    let entry = format!(
-        "Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
-         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-    );
-    eprintln!("xtask: adding a deb-src entry for {suite} as {SOURCES}");
-    let Some(mut c) = as_root(&["tee", SOURCES]) else {
-        bail!("adding {SOURCES} needs root; add this entry and run apt-get update:\n{entry}");
-    };
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().context("running tee")?;
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), entry.as_bytes())?;
-    if !child.wait()?.success() {
-        bail!("writing {SOURCES} failed");
-    }
-    run_root(&["apt-get", "update"])
+    apt::Sources::read()?.addition(&codename, "deb-src", &suite, "linux-src")
 }
 
 /// Downloads and unpacks the newest Linux 6.12 source apt offers.
@@ -221,9 +208,11 @@ fn fetch_source(dir: &Path) -> Result<String> {
     let version = match source_versions()? {
         Some(v) => v,
         None => {
-            add_deb_src()?;
-            source_versions()?
-                .with_context(|| format!("apt still has no Linux {SERIES}x source after adding {SOURCES}"))?
+            let entry = deb_src_entry()?;
+            apt::add(&entry)?;
+            source_versions()?.with_context(|| {
+                format!("apt still has no Linux {SERIES}x source after adding {}", entry.file.display())
+            })?
         }
     };
     let src = dir.join("src");
@@ -235,8 +224,10 @@ fn fetch_source(dir: &Path) -> Result<String> {
         // apt's download sandbox user cannot write into our tree.
         get.args(["-o", "APT::Sandbox::User=root"]);
     }
-    get.current_dir(&src).args(["source", "--download-only", &format!("linux={version}")]);
-    run(&mut get, &format!("apt-get source --download-only linux={version}"))?;
+    get.args(["source", "--download-only", &format!("linux={version}")]);
+    if !apt::download(&mut get, &src, &format!("fetching the source of linux {version}"))? {
+        bail!("apt-get source --download-only linux={version} failed");
+    }
     let dsc = std::fs::read_dir(&src)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "dsc"))
@@ -262,8 +253,8 @@ fn make(src: &Path, build: &Path) -> Command {
     c
 }
 
-/// tinyconfig + the fragment, checked, then the Image.
-fn build(src: &Path, build: &Path, config: &str) -> Result<()> {
+/// tinyconfig + the fragment, checked, then the Image; the steps make took.
+fn build(src: &Path, build: &Path, config: &str) -> Result<u64> {
     std::fs::create_dir_all(build)?;
     let fragment = build.join("pkvm-rs.config");
     std::fs::write(&fragment, config)?;
@@ -278,7 +269,48 @@ fn build(src: &Path, build: &Path, config: &str) -> Result<()> {
     check_config(config, &dotconfig)?;
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!("xtask: building the Linux guest kernel with {jobs} jobs (several minutes, once)");
-    run(make(src, build).args([format!("-j{jobs}"), "Image".into()]).stdout(Stdio::null()), "make Image")
+    let mut c = make(src, build);
+    c.args([format!("-j{jobs}"), "Image".into()]).stdout(Stdio::piped());
+    let mut child = c.spawn().context("running make Image")?;
+    let out = child.stdout.take().context("make's stdout")?;
+    let mut p = Progress::new("building the Linux guest kernel", steps_about(), progress::STEPS);
+    let mut steps = 0;
+    for l in BufReader::new(out).lines().map_while(Result::ok) {
+        if let Some(step) = kbuild_step(&l) {
+            steps += 1;
+            p.set(steps, step);
+        }
+    }
+    let st = child.wait().context("waiting for make")?;
+    p.finish("");
+    if !st.success() {
+        bail!("make Image failed ({st})");
+    }
+    Ok(steps)
+}
+
+/// A step of kbuild's quiet output (`  CC      kernel/fork.o`): the line,
+/// trimmed.
+fn kbuild_step(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("  ")?;
+    let tag = rest.split_whitespace().next()?;
+    let is_tag = tag.len() <= 8 && tag.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    (is_tag && rest.len() > tag.len() && tag.chars().next()?.is_ascii_uppercase()).then(|| rest.trim())
+}
+
+/// About how many steps a build takes: the most of an earlier build's
+/// (`build-steps` beside its Image), else about what a first build of
+/// guest-linux/config on 6.12 takes (1,100: the targets kbuild records).
+fn steps_about() -> Total {
+    let earlier = std::fs::read_dir(cache_dir())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("build-steps")).ok()?.trim().parse::<u64>().ok())
+                .max()
+        })
+        .ok()
+        .flatten();
+    Total::About(earlier.unwrap_or(1100))
 }
 
 /// Every `CONFIG_X=v` and `# CONFIG_X is not set` of the fragment must be
@@ -395,6 +427,22 @@ mod tests {
         assert_eq!(config_hash(CONFIG).len(), 16);
         assert_ne!(config_hash(CONFIG), config_hash(&format!("{CONFIG}CONFIG_X=y\n")));
         assert!(INIT.starts_with("#!/bin/busybox sh\n"));
+    }
+
+    #[test]
+    fn kbuild_steps_are_counted() {
+        assert_eq!(kbuild_step("  CC      kernel/fork.o"), Some("CC      kernel/fork.o"));
+        assert_eq!(kbuild_step("  OBJCOPY arch/arm64/boot/Image"), Some("OBJCOPY arch/arm64/boot/Image"));
+        assert_eq!(kbuild_step("  HOSTCC  scripts/basic/fixdep"), Some("HOSTCC  scripts/basic/fixdep"));
+        for other in [
+            "make[1]: Entering directory '/x/build'",
+            "  GEN",
+            "Kernel: arch/arm64/boot/Image is ready",
+            "  some text",
+            "",
+        ] {
+            assert_eq!(kbuild_step(other), None, "{other}");
+        }
     }
 
     #[test]

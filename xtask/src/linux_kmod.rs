@@ -87,7 +87,7 @@ pub fn module_vermagic(ko: &[u8]) -> Option<String> {
 }
 
 fn kmod_src() -> PathBuf {
-    crate::workspace_root().join("linux-host/kmod")
+    crate::paths::workspace_root().join("linux-host/kmod")
 }
 
 /// The driver's source files (name, bytes), sorted by name.
@@ -141,7 +141,7 @@ fn apt_install(pkgs: &[&str]) -> Result<()> {
 /// The headers, common tree and kbuild of `k`, unpacked and ready for
 /// `make -C`; returns the arm64 headers directory.
 fn headers(k: &KernelId) -> Result<PathBuf> {
-    let dir = crate::target_dir().join("linux-host").join(format!("kbuild-{}-{}", k.release, k.debian));
+    let dir = crate::paths::target_dir().join("linux-host").join(format!("kbuild-{}-{}", k.release, k.debian));
     let root = dir.join("root");
     let build = root.join("usr/src").join(format!("linux-headers-{}", k.release));
     if dir.join("ready").exists() {
@@ -218,7 +218,7 @@ fn ensure_tools(build: &Path) -> Result<String> {
 /// The kernel's own style checker, when a Linux source tree is cached
 /// (the Linux guest's, `target/linux-guest/src/linux-*`).
 fn checkpatch() -> Option<PathBuf> {
-    let src = crate::target_dir().join("linux-guest/src");
+    let src = crate::paths::target_dir().join("linux-guest/src");
     std::fs::read_dir(src)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path().join("scripts/checkpatch.pl")))
@@ -244,7 +244,7 @@ pub fn build(image: &Path) -> Result<PathBuf> {
     let data = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
     let k = kernel_id(&data)?;
     let files = sources()?;
-    let out = crate::target_dir().join("linux-host/kmod").join(format!("{}-{}", k.release, source_hash(&files)));
+    let out = crate::paths::target_dir().join("linux-host/kmod").join(format!("{}-{}", k.release, source_hash(&files)));
     let ko = out.join(MODULE);
     if ko.exists() {
         return Ok(ko);

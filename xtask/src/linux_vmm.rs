@@ -18,7 +18,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::linux::{InitramfsFile, S_IFDIR, S_IFREG};
-use crate::RunArgs;
+use crate::options::RunArgs;
 
 /// The VMM's target: static, no C toolchain needed (Rust ships musl's
 /// libc and crt objects for it, and rust-lld links).
@@ -26,16 +26,16 @@ pub const VMM_TARGET: &str = "aarch64-unknown-linux-musl";
 
 /// Builds the VMM (release, stripped: it goes into every initramfs).
 pub fn build_vmm() -> Result<PathBuf> {
-    let root = crate::workspace_root();
+    let root = crate::paths::workspace_root();
     crate::toolchain::ensure(&root, &[VMM_TARGET.to_string()], None)?;
-    let bin = crate::target_dir().join(VMM_TARGET).join("release/pkvm-vmm");
+    let bin = crate::paths::target_dir().join(VMM_TARGET).join("release/pkvm-vmm");
     if !bin.exists() {
         eprintln!("xtask: building the Linux host's VMM (pkvm-vmm, {VMM_TARGET}, linked with rust-lld)");
     }
     let var = format!("CARGO_TARGET_{}_LINKER", VMM_TARGET.to_uppercase().replace('-', "_"));
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
-        .env("CARGO_TARGET_DIR", crate::target_dir())
+        .env("CARGO_TARGET_DIR", crate::paths::target_dir())
         .env(var, "rust-lld")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")

@@ -1,10 +1,126 @@
-//! Checking `cargo xtask run` options before anything is built or started:
+//! The options of `cargo xtask run` ([`RunArgs`], also what scenarios and
+//! the bench give a run), checked before anything is built or started:
 //! every value, range and combination, with the valid values in the error.
 
-use anyhow::{bail, Result};
+use std::path::PathBuf;
 
-use crate::qemu::parse_size;
-use crate::RunArgs;
+use anyhow::{bail, Context, Result};
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RunArgs {
+    #[arg(long)]
+    pub release: bool,
+    /// Start QEMU halted with a gdb stub on :1234.
+    #[arg(long)]
+    pub gdb: bool,
+    /// Hyp log level.
+    #[arg(long, default_value = "info", value_parser = LOG_LEVELS)]
+    pub log: String,
+    /// CPUs (1..=8).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
+    pub smp: u32,
+    /// Machine memory, 128M..255G (e.g. 1G, 4096M).
+    #[arg(long, default_value = "1G", value_parser = parse_mem)]
+    pub mem: String,
+    /// Boot this arm64 Image as the host instead of the host shim.
+    #[arg(long)]
+    pub host: Option<PathBuf>,
+    /// An initramfs for the --host (or --linux) kernel (through the boot bundle and /chosen).
+    #[arg(long)]
+    pub host_initrd: Option<PathBuf>,
+    /// Boot Debian's arm64 Linux 6.12 with a busybox initramfs as the host
+    /// (fetched with apt on first use, cached under target/linux-host/).
+    #[arg(long)]
+    pub linux: bool,
+    /// Host command line (goes into /chosen/bootargs).
+    #[arg(long)]
+    pub append: Option<String>,
+    /// Run Linux as a protected guest: a kernel built from Debian's Linux
+    /// 6.12 source with guest-linux/config (on first use; cached under
+    /// target/linux-guest/), a busybox initramfs around guest-linux/init
+    /// and a disk image. --guest-mem (default 128M) and --guest-vcpus apply.
+    #[arg(long)]
+    pub linux_guest: bool,
+    /// Give the host shim this file as its guest bundle (tests: bundles the
+    /// xtask's own checks would refuse).
+    #[arg(long, hide = true)]
+    pub guest_bundle: Option<PathBuf>,
+    /// Run this AArch64 ELF as a protected guest (repeatable).
+    #[arg(long)]
+    pub guest: Vec<PathBuf>,
+    /// Guest memory for each --guest, in order (default 64M).
+    #[arg(long, value_parser = parse_guest_mem)]
+    pub guest_mem: Vec<String>,
+    /// vCPUs of each --guest, in order (default 1, at most 8): all in its
+    /// DTB; vCPU 0 starts, the guest starts the others with PSCI CPU_ON.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub guest_vcpus: Vec<u32>,
+    /// The Linux host only: bootargs of each --guest, in order (its DTB's
+    /// /chosen/bootargs; the guest-test payload picks its test with
+    /// test=NAME).
+    #[arg(long)]
+    pub guest_args: Vec<String>,
+    /// Host-shim scenario (shim.test=NAME); default: the demo.
+    #[arg(long, value_parser = SHIM_SCENARIOS)]
+    pub scenario: Option<String>,
+    /// Kill QEMU after this many seconds (exit status 124).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Trace and stream stage-2 events: faults,splits,merges,transitions,hypercalls,injects (or all).
+    #[arg(long, value_parser = parse_trace)]
+    pub trace: Option<String>,
+    /// Trace only this VM (needs --trace or --trace-dump).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub trace_vm: Option<u32>,
+    /// Trace ring size per CPU, in records (1..=2048; needs --trace or --trace-dump).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_TRACE_BUF as i64))]
+    pub trace_buf: Option<u32>,
+    /// Record without streaming; the host shim drains and prints at the end.
+    #[arg(long, value_parser = TRACE_DUMP)]
+    pub trace_dump: Option<String>,
+    /// Print every stage-2 (host and VMs) as ranges at the interesting points.
+    #[arg(long)]
+    pub dump_s2: bool,
+    /// Run QEMU with -icount shift=0,align=off,sleep=off (exact instruction counts).
+    #[arg(long)]
+    pub icount: bool,
+    /// Extra cargo features for the hyp build (e.g. notrace).
+    #[arg(long)]
+    pub hyp_features: Option<String>,
+    /// Extra QEMU arguments, whitespace-separated, after the machine's
+    /// (e.g. devices to attach: "-device edu,dma_mask=0xffffffffffffffff").
+    #[arg(long, allow_hyphen_values = true)]
+    pub qemu_args: Option<String>,
+    /// The CPU model QEMU emulates (default max, every feature QEMU has).
+    #[arg(long, value_parser = CPU_MODELS)]
+    pub cpu: Option<String>,
+}
+
+/// QEMU CPU models the suite runs on (`--cpu`); all have EL2. `max` has
+/// every feature QEMU implements (FEAT_S2FWB, PAuth, SVE, SME, 48-bit PA);
+/// Cortex-A53/A57/A72 are ARMv8.0 (no PAN, no VHE, no PAuth, 40/44-bit
+/// PA); A55/A76/Neoverse-N1 ARMv8.2; Neoverse-V1 ARMv8.4 with SVE;
+/// Neoverse-N2 ARMv9 with SVE2.
+pub const CPU_MODELS: [&str; 9] = [
+    "max",
+    "cortex-a53",
+    "cortex-a55",
+    "cortex-a57",
+    "cortex-a72",
+    "cortex-a76",
+    "neoverse-n1",
+    "neoverse-n2",
+    "neoverse-v1",
+];
+
+/// QEMU's `-cpu` value for a model (`max` with the cheap implementation-
+/// defined pointer authentication, which QEMU's architected one is not).
+pub fn qemu_cpu(model: Option<&str>) -> String {
+    match model {
+        None | Some("max") => "max,pauth-impdef=on".into(),
+        Some(m) => m.into(),
+    }
+}
 
 /// Hyp log levels (`hyp.log=`).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -50,6 +166,19 @@ pub const MIN_MEM: u64 = 128 << 20;
 pub const MAX_MEM: u64 = 255 << 30;
 /// Guest memory: the 64 KiB DTB window plus the program.
 pub const MIN_GUEST_MEM: u64 = 1 << 20;
+
+/// Parses "64M", "1G", "4096" (bytes) etc.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().with_context(|| format!("bad size '{s}'"))?;
+    n.checked_mul(mul).context("size overflows")
+}
 
 fn size_error(what: &str, s: &str) -> String {
     format!("bad {what} '{s}': a number of bytes with an optional K, M or G suffix (e.g. 512M, 2G)")
@@ -243,7 +372,8 @@ mod tests {
     /// The scenario list follows the host shim's dispatch.
     #[test]
     fn shim_scenarios_match_the_shim() {
-        let src = std::fs::read_to_string(crate::workspace_root().join("host-shim/src/scenarios/mod.rs")).unwrap();
+        let src =
+            std::fs::read_to_string(crate::paths::workspace_root().join("host-shim/src/scenarios/mod.rs")).unwrap();
         let mut names: Vec<&str> =
             src.lines().filter_map(|l| l.trim().strip_prefix('"')?.split_once("\" =>").map(|(n, _)| n)).collect();
         let mut ours = SHIM_SCENARIOS.to_vec();
@@ -255,7 +385,7 @@ mod tests {
     /// The limits follow the hyp's constants.
     #[test]
     fn limits_match_the_hyp() {
-        let root = crate::workspace_root();
+        let root = crate::paths::workspace_root();
         let percpu = std::fs::read_to_string(root.join("hyp/src/percpu.rs")).unwrap();
         assert!(percpu.contains(&format!("pub const MAX_CPUS: usize = {MAX_CPUS};")));
         let tracebuf = std::fs::read_to_string(root.join("hyp/src/tracebuf.rs")).unwrap();

@@ -22,8 +22,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::options::RunArgs;
+use crate::paths::target_dir;
 use crate::qemu::run_system;
-use crate::{target_dir, RunArgs};
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ProfileArgs {
@@ -285,7 +286,7 @@ fn disassembly(elf: &Path) -> HashMap<u64, String> {
 }
 
 pub fn profile_cmd(p: &ProfileArgs) -> Result<i32> {
-    let elf_path: PathBuf = crate::build(p.release)?.hyp_elf;
+    let elf_path: PathBuf = crate::build::build(p.release)?.hyp_elf;
     let syms = Symbols::from_elf(&std::fs::read(&elf_path)?)?;
     let mut args = RunArgs {
         release: p.release,

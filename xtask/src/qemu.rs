@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::image::{self, GuestSpec};
-use crate::{workspace_root, RunArgs};
+use crate::options::{parse_size, RunArgs};
+use crate::paths::workspace_root;
 
 /// Guest RAM base IPA and the window reserved for the guest DTB.
 pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
@@ -79,19 +80,6 @@ impl Outcome {
     }
 }
 
-/// The oldest QEMU the project runs on: its `arm-smmuv3` has stage 2.
-pub const QEMU_MIN: (u32, u32) = (10, 0);
-/// What to install where the QEMU found is older (Debian 12).
-const QEMU_INSTALL_HINT: &str = "QEMU >= 10.0 is needed (its SMMUv3 has stage 2). On Debian 12: add the \
-bookworm-backports suite (deb http://deb.debian.org/debian bookworm-backports main), then \
-`sudo apt-get update && sudo apt-get install -t bookworm-backports --no-install-recommends \
-qemu-system-arm`; or point PKVM_QEMU at a qemu-system-aarch64 >= 10.0";
-
-/// The QEMU binary: `$PKVM_QEMU`, else `qemu-system-aarch64` from PATH.
-pub fn qemu_binary() -> String {
-    std::env::var("PKVM_QEMU").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "qemu-system-aarch64".into())
-}
-
 /// The module directory of a QEMU unpacked outside the system (PKVM_QEMU =
 /// `<root>/usr/bin/qemu-system-aarch64` with `<root>/usr/lib/<triple>/qemu`),
 /// unless QEMU_MODULE_DIR is set already.
@@ -101,84 +89,6 @@ fn module_dir(bin: &str) -> Option<std::path::PathBuf> {
     }
     let lib = Path::new(bin).parent()?.parent()?.join("lib");
     std::fs::read_dir(lib).ok()?.flatten().map(|e| e.path().join("qemu")).find(|p| p.is_dir())
-}
-
-/// (major, minor) from `qemu-system-aarch64 --version`'s first line.
-pub fn parse_qemu_version(out: &str) -> Option<(u32, u32)> {
-    let rest = out.lines().next()?.split("version ").nth(1)?;
-    let mut it = rest.split(|c: char| !c.is_ascii_digit());
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
-
-fn qemu_version(bin: &str) -> Option<(u32, u32)> {
-    let o = Command::new(bin).arg("--version").stderr(Stdio::null()).output().ok()?;
-    parse_qemu_version(&String::from_utf8_lossy(&o.stdout))
-}
-
-/// The Debian codename from /etc/os-release ("bookworm"), if Debian.
-fn debian_codename() -> Option<String> {
-    let s = std::fs::read_to_string("/etc/os-release").ok()?;
-    if !s.lines().any(|l| l == "ID=debian") {
-        return None;
-    }
-    s.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).map(|c| c.trim_matches('"').to_string())
-}
-
-fn ensure_qemu() -> Result<()> {
-    if std::env::var("PKVM_QEMU").is_ok_and(|s| !s.is_empty()) {
-        // A QEMU the user chose is never replaced, only checked.
-        let bin = qemu_binary();
-        return match qemu_version(&bin) {
-            Some(v) if v >= QEMU_MIN => Ok(()),
-            Some((a, b)) => bail!("PKVM_QEMU={bin} is QEMU {a}.{b}; {QEMU_INSTALL_HINT}"),
-            None => bail!("PKVM_QEMU={bin} does not run (`{bin} --version` failed)"),
-        };
-    }
-    let found = qemu_version("qemu-system-aarch64");
-    if found.is_some_and(|v| v >= QEMU_MIN) {
-        return Ok(());
-    }
-    let what = match found {
-        Some((a, b)) => format!("qemu-system-aarch64 is QEMU {a}.{b}"),
-        None => "qemu-system-aarch64 not found".into(),
-    };
-    // Debian 12 has QEMU 10 in bookworm-backports; newer Debian/Ubuntu in
-    // their own suites. As root, or through `sudo -n` without a password.
-    let script = match debian_codename().as_deref() {
-        Some("bookworm") => Some(
-            "set -e; f=/etc/apt/sources.list.d/bookworm-backports.sources; \
-             grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/ || \
-             printf 'Types: deb\\nURIs: http://deb.debian.org/debian\\nSuites: bookworm-backports\\nComponents: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\\n' > $f; \
-             apt-get update; DEBIAN_FRONTEND=noninteractive apt-get install -y -t bookworm-backports \
-             --no-install-recommends qemu-system-arm",
-        ),
-        _ if Path::new("/etc/debian_version").exists() => Some(
-            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-arm",
-        ),
-        _ => None,
-    };
-    if let Some(script) = script {
-        if let Some(mut c) = crate::sys::as_root(&["sh", "-c", script]) {
-            eprintln!("xtask: {what}; installing QEMU >= 10 (qemu-system-arm) with apt-get");
-            if c.status()?.success() && qemu_version("qemu-system-aarch64").is_some_and(|v| v >= QEMU_MIN) {
-                return Ok(());
-            }
-        }
-    }
-    bail!("{what}: {QEMU_INSTALL_HINT}")
-}
-
-/// Parses "64M", "1G", "4096" (bytes) etc.
-pub fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, mul) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().with_context(|| format!("bad size '{s}'"))?;
-    n.checked_mul(mul).context("size overflows")
 }
 
 /// Checks a guest ELF before QEMU starts: AArch64, fits in guest RAM, clear
@@ -245,9 +155,14 @@ pub fn check_linux_guest(image: &[u8], mem: u64, initrd_len: u64) -> Result<()> 
 
 /// Builds everything and boots; `echo` copies the console to stdout.
 pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
+    run_system_watched(args, echo, &mut |_| {})
+}
+
+/// [`run_system`], with `watch` called on every console line as it comes.
+pub fn run_system_watched(args: &RunArgs, echo: bool, watch: &mut dyn FnMut(&str)) -> Result<Outcome> {
     crate::options::check(args)?;
-    ensure_qemu()?;
-    let a = crate::build_with(args.release, args.hyp_features.as_deref())?;
+    crate::qemu_install::ensure_qemu()?;
+    let a = crate::build::build_with(args.release, args.hyp_features.as_deref())?;
     // --linux: Debian's kernel and the busybox initramfs stand in for
     // --host and --host-initrd.
     let (host, host_initrd_file, linux_args) = if args.linux {
@@ -348,7 +263,11 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.replace("{mem}", &args.mem).replace("{smp}", &args.smp.to_string()))
+        .map(|l| {
+            l.replace("{mem}", &args.mem)
+                .replace("{smp}", &args.smp.to_string())
+                .replace("{cpu}", &crate::options::qemu_cpu(args.cpu.as_deref()))
+        })
         .collect();
     if args.icount {
         qargs.extend(["-icount".into(), "shift=0,align=off,sleep=off".into()]);
@@ -364,11 +283,16 @@ pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
         eprintln!("xtask: QEMU halted with a gdb stub on localhost:1234; attach with:");
         eprintln!("  gdb-multiarch {} -ex 'target remote :1234'", a.hyp_elf.display());
     }
-    run_qemu(&qargs, args.timeout.map(Duration::from_secs), echo)
+    run_qemu(&qargs, args.timeout.map(Duration::from_secs), echo, watch)
 }
 
-pub fn run_qemu(qargs: &[String], timeout: Option<Duration>, echo: bool) -> Result<Outcome> {
-    let bin = qemu_binary();
+pub fn run_qemu(
+    qargs: &[String],
+    timeout: Option<Duration>,
+    echo: bool,
+    watch: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
+    let bin = crate::qemu_install::qemu_binary();
     let mut cmd = Command::new(&bin);
     if let Some(dir) = module_dir(&bin) {
         // An unpacked QEMU loads its own modules, not the system's.
@@ -406,6 +330,7 @@ pub fn run_qemu(qargs: &[String], timeout: Option<Duration>, echo: bool) -> Resu
                     println!("{line}");
                     let _ = std::io::stdout().flush();
                 }
+                watch(&line);
                 if let Some(s) = line.strip_prefix("[hyp] system off: status ") {
                     status = s.split_whitespace().next().and_then(|n| n.parse().ok());
                 }
@@ -452,15 +377,6 @@ mod tests {
 
     fn outcome(status: Option<i32>, timed_out: bool, panic: Option<&str>) -> Outcome {
         Outcome { status, timed_out, host_panic: panic.map(String::from), output: String::new() }
-    }
-
-    #[test]
-    fn qemu_versions() {
-        let v = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright";
-        assert_eq!(parse_qemu_version(v), Some((10, 0)));
-        assert_eq!(parse_qemu_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)"), Some((7, 2)));
-        assert!(parse_qemu_version("QEMU emulator version 7.2.22").unwrap() < QEMU_MIN);
-        assert_eq!(parse_qemu_version("nonsense"), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn listed_targets(toml: &str) -> Vec<String> {
 /// Makes sure the targets of the workspace's rust-toolchain.toml are
 /// installed.
 pub fn ensure_targets() -> Result<()> {
-    let root = crate::workspace_root();
+    let root = crate::paths::workspace_root();
     let toml = std::fs::read_to_string(root.join("rust-toolchain.toml")).context("reading rust-toolchain.toml")?;
     let added = ensure(&root, &listed_targets(&toml), None)?;
     if !added.is_empty() {
@@ -85,7 +85,7 @@ fn check_sysroot(dir: &Path, wanted: &[String], path: Option<&OsString>) -> Resu
     if !missing.is_empty() {
         bail!(
             "the Rust target(s) {} are not installed and there is no rustup to add them: install rustup \
-             (https://rustup.rs) and run `rustup target add {}`, or install your distribution's Rust \
+             (its installer, or your distribution's `rustup` package) and run `rustup target add {}`, or install your distribution's Rust \
              standard library for {}",
             missing.join(", "),
             missing.join(" "),
@@ -127,9 +127,9 @@ mod tests {
     #[test]
     fn reads_the_toolchain_targets() {
         assert_eq!(listed_targets(TOML), ["aarch64-unknown-none", "aarch64-unknown-none-softfloat"]);
-        let real = std::fs::read_to_string(crate::workspace_root().join("rust-toolchain.toml")).unwrap();
-        assert!(listed_targets(&real).contains(&crate::HYP_TARGET.to_string()));
-        assert!(listed_targets(&real).contains(&crate::PAYLOAD_TARGET.to_string()));
+        let real = std::fs::read_to_string(crate::paths::workspace_root().join("rust-toolchain.toml")).unwrap();
+        assert!(listed_targets(&real).contains(&crate::paths::HYP_TARGET.to_string()));
+        assert!(listed_targets(&real).contains(&crate::paths::PAYLOAD_TARGET.to_string()));
     }
 
     #[test]
