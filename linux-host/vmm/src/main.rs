@@ -17,6 +17,7 @@ mod guest;
 mod hostile;
 mod load;
 mod machine;
+mod perf;
 mod pkvm;
 mod seams;
 
