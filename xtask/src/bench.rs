@@ -306,6 +306,7 @@ fn linux_host_rows(release: bool, args: &BenchArgs, row: &mut dyn FnMut(&str)) -
         release,
         linux: true,
         smp: 1,
+        mem: "1G".into(),
         log: "warn".into(),
         timeout: Some(1800),
         icount: true,
