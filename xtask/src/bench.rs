@@ -298,11 +298,9 @@ pub struct BenchArgs {
 /// Round trips the Linux host's bench measures (`linux_host.bench=N`).
 const LINUX_HOST_TRIPS: u32 = 1000;
 
-/// The Linux host's rows: a second run, Debian's Linux as the host on one
-/// CPU, its VMM's `--bench` (`linux-host/vmm/src/bench.rs`) counting its
-/// thread's instructions with perf, at EL2 and at every level.
-fn linux_host_rows(release: bool, args: &BenchArgs, row: &mut dyn FnMut(&str)) -> Result<Results> {
-    let run = RunArgs {
+/// The options of the Linux host's bench run.
+fn linux_host_run(release: bool, args: &BenchArgs) -> RunArgs {
+    RunArgs {
         release,
         linux: true,
         smp: 1,
@@ -313,7 +311,14 @@ fn linux_host_rows(release: bool, args: &BenchArgs, row: &mut dyn FnMut(&str)) -
         hyp_features: args.hyp_features.clone(),
         append: Some(format!("hyp.bench_pmu linux_host.bench={LINUX_HOST_TRIPS}")),
         ..Default::default()
-    };
+    }
+}
+
+/// The Linux host's rows: a second run, Debian's Linux as the host on one
+/// CPU, its VMM's `--bench` (`linux-host/vmm/src/bench.rs`) counting its
+/// thread's instructions with perf, at EL2 and at every level.
+fn linux_host_rows(release: bool, args: &BenchArgs, row: &mut dyn FnMut(&str)) -> Result<Results> {
+    let run = linux_host_run(release, args);
     let o = run_system_watched(&run, false, &mut |l| {
         if let Some(r) = bench_row(l) {
             row(r);
@@ -567,6 +572,17 @@ mod tests {
         let mut p: PathBuf = f[common..].iter().map(|_| "..").collect();
         p.extend(&t[common..]);
         p
+    }
+
+    #[test]
+    fn the_linux_host_run_is_a_valid_run() {
+        let run = linux_host_run(true, &bench_args("").unwrap());
+        // Every option as `cargo xtask run` would take it (a RunArgs'
+        // Default has no memory size).
+        crate::options::check(&run).unwrap();
+        assert_eq!(crate::options::parse_mem(&run.mem).unwrap(), "1G");
+        assert!(run.linux && run.icount && run.release && run.smp == 1);
+        assert_eq!(run.append.as_deref(), Some("hyp.bench_pmu linux_host.bench=1000"));
     }
 
     #[test]
