@@ -1,53 +1,46 @@
-//! Guest images into the VM's memory fd, before the VM first runs. The
-//! shared loader (vmm-devices) writes a guest's RAM as a byte slice; here
-//! that slice is a staging buffer whose untouched pages cost nothing (the
-//! allocator maps them lazily), and only the pages with data go to the
-//! driver, whose pages start zeroed.
+//! Guest images into the VM's memory fd, before the VM first runs: the
+//! shared loader's writes ([`Piece`]s of vmm-devices' plans, then the DTB)
+//! go to the driver one by one with pwrite, in their order; nothing of
+//! guest RAM is staged here.
 
 use std::io;
 
-use vmm_devices::loader::{write_dtb, ElfPlan, LinuxPlan};
+use vmm_devices::loader::{dtb_piece, ElfPlan, LinuxPlan, Piece};
 use vmm_devices::platform::GUEST_RAM;
 
 use crate::pkvm::Memory;
 
-const PAGE: usize = 4096;
+/// Zeroes written per call.
+const ZEROS: usize = 64 << 10;
 
-/// The runs of pages of `ram` that hold a byte other than 0: (offset, length).
-pub fn data_runs(ram: &[u8]) -> Vec<(usize, usize)> {
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for (k, page) in ram.chunks(PAGE).enumerate() {
-        if page.iter().all(|&b| b == 0) {
-            continue;
+/// Applies `pieces` and the DTB through `write(IPA, bytes)`.
+fn apply(pieces: &[Piece], dtb: &[u8], mut write: impl FnMut(u64, &[u8]) -> io::Result<()>) -> io::Result<()> {
+    let dtb = dtb_piece(dtb).map_err(|e| io::Error::other(e.to_string()))?;
+    let zeros = vec![0u8; ZEROS];
+    for p in pieces.iter().chain([&dtb]) {
+        match *p {
+            Piece::Copy { at, bytes } => write(GUEST_RAM + at as u64, bytes)?,
+            Piece::Zero { at, len } => {
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(ZEROS);
+                    write(GUEST_RAM + (at + done) as u64, &zeros[..n])?;
+                    done += n;
+                }
+            }
         }
-        match runs.last_mut() {
-            Some((at, len)) if *at + *len == k * PAGE => *len += page.len(),
-            _ => runs.push((k * PAGE, page.len())),
-        }
-    }
-    runs
-}
-
-/// Stages the guest's RAM with `fill`, then writes what has data to `mem`.
-fn load(mem: &Memory, dtb: &[u8], fill: impl FnOnce(&mut [u8])) -> io::Result<()> {
-    let size = usize::try_from(mem.size).map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))?;
-    let mut ram = vec![0u8; size];
-    fill(&mut ram);
-    write_dtb(dtb, &mut ram).map_err(|e| io::Error::other(e.to_string()))?;
-    for (at, len) in data_runs(&ram) {
-        mem.write(GUEST_RAM + at as u64, &ram[at..at + len])?;
     }
     Ok(())
 }
 
 /// Loads the checked ELF `plan` of `elf` and the DTB into `mem`.
 pub fn load_elf(mem: &Memory, plan: &ElfPlan, elf: &[u8], dtb: &[u8]) -> io::Result<()> {
-    load(mem, dtb, |ram| plan.write(elf, ram))
+    apply(&plan.pieces(elf), dtb, |ipa, b| mem.write(ipa, b))
 }
 
 /// Loads the checked Linux `plan` (its Image and initramfs) and the DTB.
 pub fn load_linux(mem: &Memory, plan: &LinuxPlan, image: &[u8], initrd: &[u8], dtb: &[u8]) -> io::Result<()> {
-    load(mem, dtb, |ram| plan.write(image, initrd, ram))
+    apply(&plan.pieces(image, initrd), dtb, |ipa, b| mem.write(ipa, b))
 }
 
 #[cfg(test)]
@@ -55,15 +48,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_pages_with_data_are_written() {
-        let mut ram = vec![0u8; 8 * PAGE];
-        assert!(data_runs(&ram).is_empty());
-        ram[5] = 1;
-        ram[PAGE + 7] = 2;
-        ram[4 * PAGE] = 3;
-        ram[8 * PAGE - 1] = 4;
-        assert_eq!(data_runs(&ram), [(0, 2 * PAGE), (4 * PAGE, PAGE), (7 * PAGE, PAGE)]);
-        let short = vec![9u8; PAGE + 10];
-        assert_eq!(data_runs(&short), [(0, PAGE + 10)]);
+    fn pieces_go_out_in_order_zeros_in_bounded_writes() {
+        let bytes = [5u8; 10];
+        let pieces = [
+            Piece::Zero { at: 0, len: ZEROS + 100 },
+            Piece::Copy { at: 0x2_0000, bytes: &bytes },
+            Piece::Zero { at: 0x2_0004, len: 2 },
+        ];
+        let mut calls = Vec::new();
+        apply(&pieces, &[1, 2, 3], |ipa, b| {
+            calls.push((ipa - GUEST_RAM, b.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        let shape: Vec<(u64, usize)> = calls.iter().map(|(a, b)| (*a, b.len())).collect();
+        assert_eq!(shape, [(0, ZEROS), (ZEROS as u64, 100), (0x2_0000, 10), (0x2_0004, 2), (0, 3)]);
+        assert!(calls[0].1.iter().chain(&calls[1].1).chain(&calls[3].1).all(|&b| b == 0));
+        assert_eq!(calls[4].1, [1, 2, 3], "the DTB last, over the zeroed window");
+        // A failed write stops the load with its error; a DTB that does not fit is refused first.
+        let e = apply(&pieces, &[1], |_, _| Err(io::Error::from_raw_os_error(libc::EPERM))).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        let mut wrote = false;
+        assert!(apply(&pieces, &[], |_, _| {
+            wrote = true;
+            Ok(())
+        })
+        .is_err());
+        assert!(!wrote);
     }
 }
