@@ -12,10 +12,10 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use spin::Mutex;
 
-use hyp::mm::mem_protect::GuestMm;
+use hyp_core::mm::mem_protect::GuestMm;
 
-use crate::mem;
-use crate::mmenv::{self as counters, HypEnv};
+use crate::hyp_env::{self as counters, HypEnv};
+use crate::owners;
 use crate::vm::{self, Vm, VmLocked};
 
 /// Full check every K calls (0: off).
@@ -42,12 +42,12 @@ pub fn on() -> bool {
 /// Runs the global invariant checker over the host, the hyp and every VM
 /// (locks: host, hyp, then each VM). Returns (checks run, leaves walked).
 pub fn check_now() -> (u64, u64) {
-    let host = mem::host();
-    let hyp = mem::hyp_lock(&host);
+    let host = owners::host();
+    let hyp = owners::hyp_lock(&host);
     let arcs: Vec<Arc<Mutex<Vm>>> = vm::all();
     let guards: Vec<VmLocked> = arcs.iter().map(|v| v.lock()).collect();
     let gs: Vec<&GuestMm> = guards.iter().map(|g| &g.mm).collect();
-    match hyp::mm::invariants::check(&mut HypEnv, &host, &hyp, &gs) {
+    match hyp_core::mm::invariants::check(&mut HypEnv, &host, &hyp, &gs) {
         Ok(s) => (CHECKS_RUN.fetch_add(1, Relaxed) + 1, s.leaves),
         Err(v) => {
             log::error!("INVARIANT VIOLATED: {} at {:#x}", v.what, v.addr);
@@ -89,7 +89,7 @@ pub fn after_call(before: Option<Before>, fid: u64, refused: bool) {
     }
     // VM_DESTROY is the one call documented to keep its progress when it
     // fails (EBUSY: pages reclaimed so far stay reclaimed).
-    if let (Some(b), true, false) = (before, refused, fid as u32 == hyp::abi::host::VM_DESTROY) {
+    if let (Some(b), true, false) = (before, refused, fid as u32 == hyp_abi::host::VM_DESTROY) {
         let now = counters();
         if now != b.0 {
             log::error!(

@@ -61,3 +61,28 @@ impl Log for Logger {
         }
     }
 }
+
+/// A small fixed buffer for formatting without the heap.
+pub struct Line {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl Line {
+    pub const fn new() -> Line {
+        Line { buf: [0; 160], len: 0 }
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}

@@ -1,7 +1,15 @@
-//! The EL2 hypervisor binary. On the host (`cargo test`, `cargo build`) it
+//! The EL2 hypervisor binary: the glue that carries out `hyp_core`'s
+//! decisions on the hardware. On the host (`cargo test`, `cargo build`) it
 //! is an empty program; the real thing is built for aarch64-unknown-none.
+//!
+//! Its modules import downwards only, top to bottom: `boot` > `trap`
+//! (every exception's entry; the host's and the guests' traps) >
+//! `hypercall` > `checker` > `vm` (VMs, vCPUs, the world switch) > `hyp_env`
+//! (the core's `MmEnv`) > `tracebuf` > `console` > `dev` (drivers) >
+//! `owners`, `pool`, `percpu` > `arch`.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_os = "none")]
 extern crate alloc;
@@ -17,19 +25,19 @@ mod console;
 #[cfg(target_os = "none")]
 mod dev;
 #[cfg(target_os = "none")]
-mod exit;
-#[cfg(target_os = "none")]
-mod host;
+mod hyp_env;
 #[cfg(target_os = "none")]
 mod hypercall;
 #[cfg(target_os = "none")]
-mod mem;
-#[cfg(target_os = "none")]
-mod mmenv;
+mod owners;
 #[cfg(target_os = "none")]
 mod percpu;
 #[cfg(target_os = "none")]
+mod pool;
+#[cfg(target_os = "none")]
 mod tracebuf;
+#[cfg(target_os = "none")]
+mod trap;
 #[cfg(target_os = "none")]
 mod vm;
 

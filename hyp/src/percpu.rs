@@ -1,19 +1,25 @@
-//! Per-CPU state. CPU 0 only for now (SMP brings the others up through
-//! PSCI CPU_ON); every per-CPU item lives here from the start.
+//! Per-CPU state: one slot per CPU (up to [`MAX_CPUS`]; the boot CPU's set
+//! up first, the others when the host starts them with PSCI CPU_ON), found
+//! through TPIDR_EL2 ([`this_cpu`]): what runs there at the lower EL, the
+//! host's state while a guest runs, the CPU's EL2 stack; and the MPIDRs of
+//! the CPUs the DTB lists.
 
-use alloc::sync::Arc;
+use core::sync::atomic::AtomicU64;
 
 use aarch64_cpu::registers::Readable;
-use spin::Mutex;
 
 use crate::arch::aarch64::context::Context;
-use crate::arch::aarch64::trap::{self, TrapFrame};
-use crate::vm::Vm;
+use crate::arch::aarch64::frame::{self, TrapFrame};
 
 pub const MAX_CPUS: usize = 8;
 // Every CPU has its own window slot.
 const _: () = assert!(crate::arch::aarch64::window::WINDOW_CPUS >= MAX_CPUS);
 pub const STACK_SIZE: u64 = 0x10000;
+
+/// MPIDRs of the CPUs the DTB lists (KNOWN set when present; boot fills
+/// it, the host's PSCI CPU_ON checks its target against it).
+pub static CPU_MPIDRS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+pub const KNOWN: u64 = 1 << 63;
 
 extern "C" {
     static __stacks_start: u8;
@@ -57,12 +63,20 @@ pub struct PerCpu {
     /// The host's stage-2 controls (restored on every exit to the host).
     pub host_vttbr: u64,
     pub host_vtcr: u64,
-    /// The VM whose vCPU runs here.
-    pub guest: Option<Arc<Mutex<Vm>>>,
+    /// The VM whose vCPU runs here: `vm`'s (`vm::on_cpu`), which alone
+    /// knows its type.
+    pub guest: VmSlot,
     /// Where the host asked this CPU to start (PSCI CPU_ON) and its context.
     pub host_entry: u64,
     pub host_context: u64,
 }
+
+/// One pointer of per-CPU storage for the layer that runs VMs: `vm` keeps
+/// the running VM there (an `Option<Arc<..>>`: null for none) and is the
+/// only one to read or write it (`vm::on_cpu`). Per-CPU state sits below
+/// `vm`, so it holds the pointer without naming its type.
+#[repr(transparent)]
+pub struct VmSlot(pub *mut ());
 
 const ZERO_FRAME: TrapFrame = TrapFrame { x: [0; 31], elr: 0, spsr: 0, _pad: 0 };
 #[allow(clippy::declare_interior_mutable_const)]
@@ -80,7 +94,7 @@ const INIT: PerCpu = PerCpu {
     vtimer_ppi: [false; 2],
     host_vttbr: 0,
     host_vtcr: 0,
-    guest: None,
+    guest: VmSlot(core::ptr::null_mut()),
     host_entry: 0,
     host_context: 0,
 };
@@ -141,5 +155,5 @@ pub fn host_frame(cpu: &PerCpu) -> &'static mut TrapFrame {
 pub fn enter_host(cpu: &'static mut PerCpu) -> ! {
     cpu.running = Running::Host;
     let top = stack_top(cpu);
-    trap::enter_lower(&cpu.frame, top)
+    frame::enter_lower(&cpu.frame, top)
 }

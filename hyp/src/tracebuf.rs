@@ -10,9 +10,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use aarch64_cpu::registers::{Readable, CNTPCT_EL0};
 
-use hyp::trace::{Kind, Record, RECORD_SIZE};
+use hyp_abi::trace::{Kind, Record, RECORD_SIZE};
 
-use crate::arch::aarch64::trap::Line;
+use crate::console::Line;
 use crate::percpu::{self, MAX_CPUS};
 
 /// Records kept per CPU.
@@ -118,8 +118,8 @@ pub fn drain(out: &mut [u8]) -> (usize, u64) {
 
 /// Shorthands for the trace points; each is free when its kind is off.
 pub mod point {
-    use hyp::mm::Error;
-    use hyp::trace::{Kind, Record, Resolution};
+    use hyp_abi::trace::{Kind, Record, Resolution};
+    use hyp_core::mm::Error;
 
     use super::{emit, on};
 
@@ -175,7 +175,7 @@ pub mod point {
                 vcpu: vcpu as u8,
                 ipa,
                 far: 4096,
-                arg: hyp::trace::op::GUEST_UNSHARE,
+                arg: hyp_abi::trace::op::GUEST_UNSHARE,
                 resolution: Resolution::UnsharePending as u8,
                 ..Default::default()
             });
@@ -218,11 +218,11 @@ pub mod point {
     /// Virtual interrupts flushed into a vCPU's list registers (only when
     /// something went in or waits).
     #[inline(always)]
-    pub fn vgic(who: u16, vcpu: usize, f: &hyp::vgic::Flush, lrs: &[u64]) {
+    pub fn vgic(who: u16, vcpu: usize, f: &hyp_core::emul::vgic::Flush, lrs: &[u64]) {
         if (f.injected != 0 || f.overflow != 0) && on(Kind::Irq) {
             let mut m = [0u64; 2];
-            for &v in lrs.iter().filter(|&&v| hyp::vgic::lr::state(v) != 0) {
-                let i = hyp::vgic::lr::intid(v) % 128;
+            for &v in lrs.iter().filter(|&&v| hyp_core::emul::vgic::lr::state(v) != 0) {
+                let i = hyp_core::emul::vgic::lr::intid(v) % 128;
                 m[(i / 64) as usize] |= 1 << (i % 64);
             }
             emit(Record {
@@ -248,7 +248,7 @@ pub mod point {
     }
 
     /// An SMMU event record: a host device's DMA the SMMU refused.
-    pub fn dma(e: &hyp::smmu::Event) {
+    pub fn dma(e: &hyp_core::smmu_format::Event) {
         if on(Kind::Dma) {
             emit(Record {
                 kind: Kind::Dma as u8,

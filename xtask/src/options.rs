@@ -151,7 +151,7 @@ pub const SHIM_SCENARIOS: [&str; 24] = [
     "virtio-race",
     "edu",
 ];
-/// `--trace` words (hyp::trace::parse_mask).
+/// `--trace` words (hyp_abi::trace::parse_mask).
 pub const TRACE_WORDS: [&str; 8] =
     ["faults", "splits", "merges", "transitions", "hypercalls", "injects", "irqs", "dma"];
 /// `--trace-dump` formats.
@@ -215,7 +215,7 @@ pub fn parse_trace(s: &str) -> Result<String, String> {
             TRACE_WORDS.join(", ")
         ));
     }
-    debug_assert!(hyp::trace::parse_mask(s).is_some());
+    debug_assert!(hyp_abi::trace::parse_mask(s).is_some());
     Ok(s.to_string())
 }
 
@@ -391,7 +391,7 @@ mod tests {
         let tracebuf = std::fs::read_to_string(root.join("hyp/src/tracebuf.rs")).unwrap();
         assert!(tracebuf.contains(&format!("pub const CAPACITY: usize = {MAX_TRACE_BUF};")));
         for w in TRACE_WORDS {
-            assert!(hyp::trace::parse_mask(w).is_some_and(|m| m != 0), "{w}");
+            assert!(hyp_abi::trace::parse_mask(w).is_some_and(|m| m != 0), "{w}");
         }
     }
 }

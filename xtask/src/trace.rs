@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use hyp::trace::{Kind, Record, Resolution, Who, RECORD_SIZE};
+use hyp_abi::trace::{Kind, Record, Resolution, Who, RECORD_SIZE};
 
 /// Every record in a log, in order of appearance.
 pub fn records(log: &str) -> Vec<Record> {
@@ -236,7 +236,7 @@ fn level_block(level: u8) -> &'static str {
 
 /// A transition record in the words of the ABI call behind it.
 fn transition_words(r: &Record) -> String {
-    use hyp::trace::op;
+    use hyp_abi::trace::op;
     let call = match r.arg {
         op::GUEST_SHARE => "MEM_SHARE",
         op::GUEST_UNSHARE => "MEM_UNSHARE",

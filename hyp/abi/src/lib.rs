@@ -4,6 +4,7 @@
 //! function ID in w0, arguments in x1..x7, results in x0..x3.
 //! See docs/abi.md for the semantics of each call.
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(test)]
 extern crate alloc;

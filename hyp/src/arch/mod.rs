@@ -1,1 +1,3 @@
+//! The architecture layer (AArch64 only).
+
 pub mod aarch64;

@@ -1,7 +1,7 @@
 //! The boot bundle (the initrd QEMU loads for the hyp): header, the host's
 //! arm64 Image, and the host's own initrd.
 
-use hyp::abi::bundle::{HEADER_LEN, MAGIC};
+use hyp_abi::bundle::{HEADER_LEN, MAGIC};
 
 pub struct Bundle {
     pub image: &'static [u8],

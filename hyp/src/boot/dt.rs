@@ -6,13 +6,13 @@ use fdt::node::FdtNode;
 use fdt::Fdt;
 use log::info;
 
-use hyp::mm::mem_protect::Region;
+use hyp_core::mm::region::Region;
 
 use crate::arch::aarch64::mmu;
 
 pub const MAX_RAM: usize = 8;
 pub const MAX_DEV: usize = 64;
-pub const MAX_CPUS: usize = 8;
+pub const MAX_CPUS: usize = crate::percpu::MAX_CPUS;
 pub const MAX_HIDDEN: usize = 8;
 pub const MAX_REDIST_REGIONS: usize = 4;
 

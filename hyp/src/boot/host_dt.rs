@@ -12,7 +12,7 @@ use fdt::node::FdtNode;
 use fdt::Fdt;
 use vm_fdt::{FdtReserveEntry, FdtWriter};
 
-use hyp::mm::mem_protect::Region;
+use hyp_core::mm::region::Region;
 
 use super::dt::{self, Machine};
 

@@ -15,14 +15,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use aarch64_cpu::registers::*;
 use log::{info, LevelFilter};
 
-use hyp::mm::mem_protect::{self, HostMm, HypMm, Region};
-use hyp::mm::pgtable::Stage2;
+use hyp_core::mm::mem_protect::host_hyp::hyp_claim_own;
+use hyp_core::mm::mem_protect::{HostMm, HypMm};
+use hyp_core::mm::pgtable::Stage2;
+use hyp_core::mm::region::Region;
 
 use crate::arch::aarch64::context::{self, Context, Kind};
 use crate::arch::aarch64::tlb;
 use crate::arch::aarch64::{el1, mmu};
-use crate::mmenv::HypEnv;
-use crate::{mem, percpu, Status};
+use crate::hyp_env::HypEnv;
+use crate::{owners, percpu, pool, Status};
 
 const MIB: u64 = 1 << 20;
 const SZ_2M: u64 = 2 * MIB;
@@ -77,7 +79,7 @@ fn parse_options(bootargs: &'static str) -> Options {
                 _ => LevelFilter::Info,
             };
         } else if let Some(v) = tok.strip_prefix("hyp.trace=") {
-            o.trace = hyp::trace::parse_mask(v).unwrap_or(hyp::trace::Kind::ALL_MASK);
+            o.trace = hyp_abi::trace::parse_mask(v).unwrap_or(hyp_abi::trace::Kind::ALL_MASK);
         } else if let Some(v) = tok.strip_prefix("hyp.trace_vm=") {
             o.trace_vm = v.parse().ok();
         } else if let Some(v) = tok.strip_prefix("hyp.trace_buf=") {
@@ -159,7 +161,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let pool = align_up(img_end, 4096);
     // SAFETY: [pool, carve-out end) is hyp memory nobody else uses yet (the
     // host has not started), mapped normal.
-    unsafe { mem::init(pool, hyp_base + hyp_size - pool) };
+    unsafe { pool::init(pool, hyp_base + hyp_size - pool) };
     info!(
         "hyp memory: {:#x}..{:#x} ({} MiB, pool {} KiB)",
         hyp_base,
@@ -233,7 +235,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     devices.extend(m.gic_dist.map(|r| ("gic-dist", r.base, r.size)));
     devices.extend(m.gic_redists().iter().map(|r| ("gic-redist", r.base, r.size)));
     devices.extend(m.smmu.map(|r| ("smmu", r.base, r.size.max(crate::dev::smmu::MMIO_SIZE))));
-    if let Err(e) = mmu::install_final(&mut mem::PoolPages, (pool, pool_end), &devices) {
+    if let Err(e) = mmu::install_final(&mut pool::PoolPages, (pool, pool_end), &devices) {
         fail(format_args!("EL2 stage-1: {e}"));
     }
     if let Some(p) = probe {
@@ -249,22 +251,22 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let host_pgt =
         Stage2::new(&mut env, ipa_bits, Some(0)).unwrap_or_else(|e| fail(format_args!("host stage-2: {e:?}")));
     let mut hyp_pgt = Stage2::new(&mut env, ipa_bits, None).unwrap_or_else(|e| fail(format_args!("hyp table: {e:?}")));
-    hyp_pgt.set_who(hyp::trace::WHO_HYP);
+    hyp_pgt.set_who(hyp_abi::trace::WHO_HYP);
     // Devices: what the DTB lists minus hidden devices (`dt`) and the pages
     // the hyp emulates for the host.
-    if let Err(e) = crate::dev::gicr::init(&m) {
+    if let Err(e) = crate::trap::host_gicr::init(m.gic_redists(), m.gic_redist_stride) {
         fail(format_args!("GIC redistributors: {e}"));
     }
-    let devices = hyp::hostdev::carve(m.devices(), &crate::dev::gicr::pages());
+    let devices = hyp_core::mm::region::carve(m.devices(), &crate::trap::host_gicr::pages());
     let mut host = HostMm::new(host_pgt, m.ram().to_vec(), devices);
     let mut hyp_mm = HypMm::new(hyp_pgt);
-    if let Err(e) = mem_protect::hyp_claim_own(&mut env, &mut host, &mut hyp_mm, hyp_base, hyp_size) {
+    if let Err(e) = hyp_claim_own(&mut env, &mut host, &mut hyp_mm, hyp_base, hyp_size) {
         fail(format_args!("recording the carve-out: {e:?}"));
     }
     if let Some(r) = m.smmu {
         take_smmu(&mut env, &mut host, r.base, ipa_bits);
     }
-    let vtcr = vtcr_for(&host.pgt);
+    let vtcr = crate::vm::vtcr_for(&host.pgt);
     let vttbr = host.pgt.root_pa();
     info!(
         "host stage-2: {} bit IPA, start level {}, {} root page(s), VTCR_EL2 {:#x}",
@@ -273,7 +275,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         host.pgt.root_pages(),
         vtcr
     );
-    mem::install(host, hyp_mm);
+    owners::install(host, hyp_mm);
 
     // EL2 controls, the hyp's GIC needs, then into the host.
     VTCR_EL2.set(vtcr);
@@ -293,7 +295,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     // Trace records carry system-counter ticks: `cargo xtask trace` reads
     // their rate here (QEMU virt: 62.5 MHz up to QEMU 9.0, 1 GHz after).
     info!("system counter: {} Hz", CNTFRQ_EL0.get());
-    let (used, total) = mem::usage();
+    let (used, total) = pool::usage();
     info!(
         "entering host at {:#x} (EL1h, MMU off), x0 = DTB {:#x}; hyp pool {} / {} KiB used",
         host_load,
@@ -304,7 +306,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     HOST_VTTBR.store(vttbr, Ordering::Relaxed);
     HOST_VTCR.store(vtcr, Ordering::Relaxed);
     for (i, mpidr) in m.cpus[..m.ncpus].iter().enumerate() {
-        CPU_MPIDRS[i].store(*mpidr | KNOWN, Ordering::Relaxed);
+        percpu::CPU_MPIDRS[i].store(*mpidr | percpu::KNOWN, Ordering::Relaxed);
     }
     let cpu = percpu::this_cpu();
     cpu.id = percpu::index_of(MPIDR_EL1.get());
@@ -313,15 +315,10 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     cpu.frame = Default::default();
     cpu.frame.x[0] = host_dtb;
     cpu.frame.elr = host_load;
-    cpu.frame.spsr = SPSR_EL1H_DAIF_MASKED;
-    BOOT_NS.store(crate::arch::aarch64::hyptimer::now_ns(), Ordering::Relaxed);
+    cpu.frame.spsr = context::SPSR_EL1H_DAIF_MASKED;
+    crate::hypercall::host::BOOT_NS.store(crate::arch::aarch64::hyptimer::now_ns(), Ordering::Relaxed);
     percpu::enter_host(cpu)
 }
-
-/// The system counter, in nanoseconds, as the hyp hands over to the host
-/// (STATS x7): under `-icount shift=0` the instructions run since reset,
-/// i.e. the boot's (QEMU's few-instruction boot stub included).
-pub static BOOT_NS: AtomicU64 = AtomicU64::new(0);
 
 /// The GIC redistributor region (0 if none), for every CPU's own set-up.
 /// The SMMU's VMID for the host's DMA view (the SMMU's own namespace).
@@ -338,13 +335,13 @@ fn take_smmu(env: &mut HypEnv, host: &mut HostMm, base: u64, ipa_bits: u8) {
     if crate::dev::smmu::noncoherent() {
         // The root's zeroes reach memory before the SMMU can walk it (its
         // tables and descriptors are cleaned as they are written).
-        crate::dev::smmu::clean_poc(pgt.root_pa(), pgt.root_pages() as u64 * hyp::mm::PAGE_SIZE);
+        crate::dev::smmu::clean_poc(pgt.root_pa(), pgt.root_pages() as u64 * hyp_core::mm::PAGE_SIZE);
     }
     if let Err(e) = host.enable_dma(env, pgt) {
         fail(format_args!("DMA view: {e:?}"));
     }
     let dma = host.dma.as_ref().expect("just built");
-    let ctx = hyp::smmu::S2Context {
+    let ctx = hyp_core::smmu_format::S2Context {
         vmid: DMA_VMID,
         root: dma.root_pa(),
         t0sz: dma.t0sz() as u8,
@@ -377,9 +374,6 @@ fn init_cpu_gic(cpu: &mut percpu::PerCpu) {
 /// The host's stage-2 controls, for secondary CPUs.
 static HOST_VTTBR: AtomicU64 = AtomicU64::new(0);
 static HOST_VTCR: AtomicU64 = AtomicU64::new(0);
-/// MPIDRs of the CPUs the DTB lists (KNOWN set when present).
-pub static CPU_MPIDRS: [AtomicU64; dt::MAX_CPUS] = [const { AtomicU64::new(0) }; dt::MAX_CPUS];
-pub const KNOWN: u64 = 1 << 63;
 
 /// Rust entry of a secondary CPU (from entry.S), started by PSCI CPU_ON on
 /// the host's behalf: EL2 is set up here exactly as on the boot CPU, then
@@ -405,18 +399,8 @@ extern "C" fn hyp_secondary_main(idx: u64) -> ! {
     cpu.frame = Default::default();
     cpu.frame.x[0] = cpu.host_context;
     cpu.frame.elr = cpu.host_entry;
-    cpu.frame.spsr = SPSR_EL1H_DAIF_MASKED;
+    cpu.frame.spsr = context::SPSR_EL1H_DAIF_MASKED;
     percpu::enter_host(cpu)
-}
-
-/// SPSR for EL1h with D, A, I, F masked.
-pub const SPSR_EL1H_DAIF_MASKED: u64 = 0x3c5;
-
-/// VTCR_EL2 for a stage-2 tree: its size and start level, 4K granule,
-/// write-back walks, inner shareable, PS from the CPU's PA range (the same
-/// VTCR its TLB maintenance runs under).
-pub fn vtcr_for(pgt: &Stage2) -> u64 {
-    tlb::vtcr(pgt.t0sz(), pgt.sl0())
 }
 
 /// A boot failure: say why and stop with a failure status.

@@ -9,7 +9,8 @@
 //! (`MmEnv::tlbi_ipa` / `tlbi_vmid` on the DMA view): each is followed by a
 //! CMD_SYNC, and the call waits for the SYNC to be consumed, so when a
 //! transition returns no device can still use a removed translation. The
-//! event queue is drained into trace records ([`drain_events`]). Tables and
+//! event queue is drained into trace records ([`drain_events`], its caller
+//! records them). Tables and
 //! queues come from the hyp's pool; if the SMMU is not coherent
 //! (SMMU_IDR0.COHACC = 0) they are cleaned to the point of coherency after
 //! every write and event records invalidated before they are read.
@@ -22,11 +23,11 @@ use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite};
 
-use hyp::mm::PAGE_SIZE;
-use hyp::smmu::{self as s, idr0, Event, Queue, S2Context, CMD_BYTES, EVT_BYTES, STE_BYTES};
+use hyp_core::mm::PAGE_SIZE;
+use hyp_core::smmu_format::{self as s, idr0, Event, Queue, S2Context, CMD_BYTES, EVT_BYTES, STE_BYTES};
 
 use crate::arch::aarch64::tlb;
-use crate::mem;
+use crate::pool;
 
 register_structs! {
     /// Page 0 of the SMMU's register file.
@@ -260,9 +261,9 @@ pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
 
     let pages = |bytes: usize| (bytes as u64).div_ceil(PAGE_SIZE) as usize;
     let st_bytes = STE_BYTES << st_log2;
-    let strtab = mem::alloc_pages(pages(st_bytes)).ok_or(InitError::NoMemory)?;
-    let cmdq = mem::alloc_pages(pages(CMD_BYTES << cmdq_q.log2)).ok_or(InitError::NoMemory)?;
-    let evtq = mem::alloc_pages(pages(EVT_BYTES << evtq_q.log2)).ok_or(InitError::NoMemory)?;
+    let strtab = pool::alloc_pages(pages(st_bytes)).ok_or(InitError::NoMemory)?;
+    let cmdq = pool::alloc_pages(pages(CMD_BYTES << cmdq_q.log2)).ok_or(InitError::NoMemory)?;
+    let evtq = pool::alloc_pages(pages(EVT_BYTES << evtq_q.log2)).ok_or(InitError::NoMemory)?;
 
     let mut smmu = Smmu { regs, page1, coherent, vmid: ctx.vmid, cmdq, cmdq_q, evtq, evtq_q, streams: 1 << st_log2 };
     // Off, and aborting whatever arrives while it is off.
@@ -314,7 +315,7 @@ pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
 
 /// Invalidates the SMMU's stage-2 TLB entries of `vmid` for `ipa` and waits
 /// for completion (CMD_TLBI_S2_IPA, CMD_SYNC). Out of line, as
-/// `tlbi_vmid`: inlined into `mmenv`'s TLBI, the lock made the CPUs' path
+/// `tlbi_vmid`: inlined into `hyp_env`'s TLBI, the lock made the CPUs' path
 /// there (every stage-2 TLBI) set up a stack frame.
 #[inline(never)]
 pub fn tlbi_ipa(vmid: u16, ipa: u64) {
@@ -333,10 +334,11 @@ pub fn tlbi_vmid(vmid: u16) {
     }
 }
 
-/// Moves every pending event record into the trace (kind `dma`) and
-/// counts it; returns how many there were. Called on the host's calls that
-/// look at DMA faults (`DMA_EVENTS`, `TRACE_DRAIN`).
-pub fn drain_events() -> u64 {
+/// Takes every pending event record off the event queue, hands each to
+/// `record` (the caller traces it: kind `dma`) and counts it; returns how
+/// many there were. Called on the host's calls that look at DMA faults
+/// (`DMA_EVENTS`, `TRACE_DRAIN`).
+pub fn drain_events(mut record: impl FnMut(&Event)) -> u64 {
     let mut guard = SMMU.lock();
     let Some(s) = guard.as_mut() else { return 0 };
     let q = s.evtq_q;
@@ -364,7 +366,7 @@ pub fn drain_events() -> u64 {
             *w = unsafe { core::ptr::read_volatile((slot + 8 * i as u64) as *const u64) };
         }
         let e = Event::decode(&r);
-        crate::tracebuf::point::dma(&e);
+        record(&e);
         *LAST.lock() = Some(e);
         n += 1;
         cons = q.next(cons);

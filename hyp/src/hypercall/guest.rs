@@ -7,18 +7,18 @@ use alloc::sync::Arc;
 
 use spin::Mutex;
 
-use hyp::abi::host::exit;
-use hyp::abi::{arch, guest as abi, psci, smccc};
-use hyp::mm::mem_protect;
-use hyp::mm::{Error, PAGE_SIZE};
+use hyp_abi::host::exit;
+use hyp_abi::{arch, guest as abi, psci, smccc};
+use hyp_core::mm::mem_protect::host_guest;
+use hyp_core::mm::{Error, PAGE_SIZE};
 
 use crate::arch::aarch64::context::Context;
-use crate::arch::aarch64::trap::{CallRegs, TrapFrame};
-use crate::mem;
-use crate::mmenv::HypEnv;
+use crate::arch::aarch64::frame::{CallRegs, TrapFrame};
+use crate::hyp_env::HypEnv;
+use crate::owners;
 use crate::tracebuf::point;
 use crate::vm::{Pending, Vm};
-use hyp::trace::op;
+use hyp_abi::trace::op;
 
 /// First and last function ID of the "host services" range: calls a guest
 /// makes to the host's VMM, forwarded as HYPERCALL exits.
@@ -44,7 +44,7 @@ pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcom
     let refused =
         matches!(out, Outcome::Resume) && matches!(frame.x[0] as i64, smccc::NOT_SUPPORTED | smccc::INVALID_PARAMETER);
     crate::checker::after_call(before, fid, refused);
-    if crate::tracebuf::on(hyp::trace::Kind::Hypercall) {
+    if crate::tracebuf::on(hyp_abi::trace::Kind::Hypercall) {
         if let (Outcome::Resume, crate::percpu::Running::Guest(h, _)) = (&out, crate::percpu::this_cpu().running) {
             point::hypercall(h, vcpu, fid, x1, frame.x[0]);
         }
@@ -100,7 +100,7 @@ const fn vendor(fid: u32) -> u32 {
 /// [`answer_args`] answers. True once answered; false, having done
 /// nothing, for any other call. Both the full path (`call`, inside the
 /// checker's and the trace's hooks) and the short guest-call entry
-/// (`vm::run::guest_call_short`, x0-x18 saved, taken only while neither
+/// (`trap::guest::guest_call_short`, x0-x18 saved, taken only while neither
 /// watches) use it. HYP_MEMINFO and the memory calls are matched on their
 /// number in the vendor-hyp range, the others in `answer_args`.
 #[inline(always)]
@@ -199,7 +199,7 @@ fn cpu_on(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, me: usize, mpidr: u64, ent
     v.ctx = Context::reset();
     v.ctx.gp.x[0] = ctx;
     v.ctx.gp.elr = entry;
-    v.ctx.gp.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
+    v.ctx.gp.spsr = crate::arch::aarch64::context::SPSR_EL1H_DAIF_MASKED;
     v.pending = Pending::None;
     v.off = false;
     frame.x[0] = smccc::SUCCESS as u64;
@@ -238,12 +238,12 @@ fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) 
         return true;
     }
     let mut env = HypEnv;
-    let mut host = mem::host();
+    let mut host = owners::host();
     let mut vm = vm.lock();
     let r = match FID {
-        abi::MEM_SHARE => mem_protect::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
-        abi::MEM_UNSHARE => mem_protect::guest_unshare_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
-        _ => mem_protect::guest_relinquish(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
+        abi::MEM_SHARE => host_guest::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
+        abi::MEM_UNSHARE => host_guest::guest_unshare_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
+        _ => host_guest::guest_relinquish(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
     };
     if FID == abi::MEM_UNSHARE && r == Err(Error::Busy) {
         // Pinned by the host: neither fail nor convert.
@@ -282,7 +282,7 @@ fn unshare_pinned(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, vcpu: usize) -
     let vm = vm_arc.lock();
     point::unshare_pending(vm.handle, vcpu, ipa);
     let pa = match vm.mm.pgt.lookup(&mut HypEnv, ipa).map(|m| m.at(ipa & !(PAGE_SIZE - 1))) {
-        Ok(hyp::mm::prot::Leaf::Mapped { pa, .. }) => pa,
+        Ok(hyp_core::mm::prot::Leaf::Mapped { pa, .. }) => pa,
         _ => 0,
     };
     frame.elr -= 4;

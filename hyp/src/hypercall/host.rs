@@ -5,19 +5,20 @@
 //! hyp-abi: x0 = SMCCC status of the call itself, x1 = 0 or -errno, x2..
 //! results.
 
-use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use hyp::abi::{host as abi, smccc};
-use hyp::mm::mem_protect::{self, HostMm, HypMm};
-use hyp::mm::prot::{Leaf, PageState};
-use hyp::mm::Error;
-use hyp::trace::{op, Kind, RECORD_SIZE};
+use hyp_abi::trace::{op, Kind, RECORD_SIZE};
+use hyp_abi::{host as abi, smccc};
+use hyp_core::mm::mem_protect::host_hyp;
+use hyp_core::mm::mem_protect::{HostMm, HypMm};
+use hyp_core::mm::prot::{Leaf, PageState};
+use hyp_core::mm::Error;
 
-use crate::arch::aarch64::trap::{CallRegs, Next, TrapFrame};
+use crate::arch::aarch64::frame::{CallRegs, Next, TrapFrame};
 use crate::arch::aarch64::window;
-use crate::mmenv::HypEnv;
+use crate::hyp_env::HypEnv;
 use crate::tracebuf::{self, point};
-use crate::{mem, vm, Status};
+use crate::{owners, vm, Status};
 
 /// A host call from the short entry (vectors.S: x0-x18 saved, the host's
 /// other registers live in the CPU): 1 once handled, its results in `x`;
@@ -83,7 +84,7 @@ pub fn handle(frame: &mut TrapFrame) -> Next {
 pub fn vcpu_run(frame: &mut TrapFrame) -> Next {
     debug_assert_eq!(frame.x[0] as u32, abi::VCPU_RUN);
     let (x1, before) = (frame.x[1], crate::checker::before_call());
-    let r = match vm::run::vcpu_run(frame) {
+    let r = match vm::switch::vcpu_run(frame) {
         Ok(next) => return next,
         Err(e) => Some(Err(e)),
     };
@@ -197,41 +198,41 @@ type Transition = fn(&mut HypEnv, &mut HostMm, &mut HypMm, u64, u64) -> Result<(
 
 /// A host <-> hyp transition of [x1, x1 + x2), traced as `o`.
 fn host_hyp(x: &CallRegs, f: Transition, o: u64) -> Result<(), Error> {
-    let mut host = mem::host();
-    let mut hyp = mem::hyp_lock(&host);
+    let mut host = owners::host();
+    let mut hyp = owners::hyp_lock(&host);
     let r = f(&mut HypEnv, &mut host, &mut hyp, x[1], x[2]);
     point::transition(0, 0, o, x[1], x[2], &r);
     r
 }
 
 fn share_hyp(x: &mut CallRegs) -> Result<(), Error> {
-    host_hyp(x, mem_protect::host_share_hyp, op::SHARE_HYP)
+    host_hyp(x, host_hyp::host_share_hyp, op::SHARE_HYP)
 }
 
 fn unshare_hyp(x: &mut CallRegs) -> Result<(), Error> {
-    host_hyp(x, mem_protect::host_unshare_hyp, op::UNSHARE_HYP)
+    host_hyp(x, host_hyp::host_unshare_hyp, op::UNSHARE_HYP)
 }
 
 fn donate_hyp(x: &mut CallRegs) -> Result<(), Error> {
-    host_hyp(x, mem_protect::host_donate_hyp, op::DONATE_HYP)
+    host_hyp(x, host_hyp::host_donate_hyp, op::DONATE_HYP)
 }
 
 fn reclaim_hyp(x: &mut CallRegs) -> Result<(), Error> {
-    host_hyp(x, mem_protect::hyp_donate_host, op::RECLAIM_HYP)
+    host_hyp(x, host_hyp::hyp_donate_host, op::RECLAIM_HYP)
 }
 
 fn pin(x: &mut CallRegs) -> Result<(), Error> {
     let r = if x[2] > abi::PIN_EXCLUSIVE {
         Err(Error::Inval)
     } else {
-        mem::host().pin(&mut HypEnv, x[1], x[2] == abi::PIN_EXCLUSIVE)
+        owners::host().pin(&mut HypEnv, x[1], x[2] == abi::PIN_EXCLUSIVE)
     };
     point::transition(0, 0, op::PIN, x[1], 4096, &r);
     r
 }
 
 fn unpin(x: &mut CallRegs) -> Result<(), Error> {
-    let r = mem::host().unpin(&mut HypEnv, x[1]);
+    let r = owners::host().unpin(&mut HypEnv, x[1]);
     point::transition(0, 0, op::UNPIN, x[1], 4096, &r);
     r
 }
@@ -257,15 +258,21 @@ fn check_invariants(x: &mut CallRegs) -> Result<(), Error> {
     Ok(())
 }
 
+/// The system counter, in nanoseconds, as the hyp hands over to the host
+/// (STATS x7; boot writes it): under `-icount shift=0` the instructions
+/// run since reset, i.e. the boot's (QEMU's few-instruction boot stub
+/// included).
+pub static BOOT_NS: AtomicU64 = AtomicU64::new(0);
+
 fn stats(x: &mut CallRegs) -> Result<(), Error> {
-    use crate::mmenv::*;
+    use crate::hyp_env::*;
     use core::sync::atomic::Ordering::Relaxed;
     x[2] = PTE_WRITES.load(Relaxed);
     x[3] = TLBIS.load(Relaxed);
     x[4] = TABLES_ALLOCATED.load(Relaxed);
     x[5] = TABLES_FREED.load(Relaxed);
-    x[6] = crate::mem::usage().0 as u64;
-    x[7] = crate::boot::BOOT_NS.load(Relaxed);
+    x[6] = crate::pool::usage().0 as u64;
+    x[7] = BOOT_NS.load(Relaxed);
     Ok(())
 }
 
@@ -312,7 +319,7 @@ fn dma_events(x: &mut CallRegs) -> Result<(), Error> {
     if !smmu::present() {
         return Err(Error::NoEnt);
     }
-    x[2] = smmu::drain_events();
+    x[2] = smmu::drain_events(point::dma);
     x[3] = smmu::EVENTS.load(core::sync::atomic::Ordering::Relaxed);
     let (s, a, k) =
         smmu::last_event().map(|e| (e.stream as u64, e.addr, e.id as u64 | (e.read as u64) << 8)).unwrap_or_default();
@@ -324,12 +331,12 @@ fn dma_events(x: &mut CallRegs) -> Result<(), Error> {
 /// x2 = its size in bytes → x2 = records copied, x3 = records lost.
 fn trace_drain(x: &mut CallRegs) -> Result<(), Error> {
     // SMMU events become trace records first.
-    crate::dev::smmu::drain_events();
+    crate::dev::smmu::drain_events(point::dma);
     let (pa, size) = (x[1], x[2]);
     let size = size.min(1 << 20) & !(RECORD_SIZE as u64 - 1);
     let mut env = HypEnv;
-    let host = mem::host();
-    let hyp = mem::hyp_lock(&host);
+    let host = owners::host();
+    let hyp = owners::hyp_lock(&host);
     // Only into pages the host shared with the hyp (hyp: shared-borrowed).
     let end = hyp.pgt.check_range(pa, size.max(4096).next_multiple_of(4096))?;
     hyp.pgt.for_each_leaf(&mut env, pa, end, |m, _, _| match m.leaf {

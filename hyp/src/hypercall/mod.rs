@@ -4,7 +4,7 @@ pub mod guest;
 pub mod host;
 pub mod psci;
 
-use hyp::mm::Error;
+use hyp_core::mm::Error;
 
 /// A host call's result in x1: 0 or a negative errno.
 pub fn errno(r: Result<(), Error>) -> u64 {

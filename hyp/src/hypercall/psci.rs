@@ -2,10 +2,10 @@
 //! handled here otherwise. Calls that would start or resume a CPU at an
 //! address of the host's choosing at EL2 are not relayed.
 
-use hyp::abi::{arch, psci, smccc};
+use hyp_abi::{arch, psci, smccc};
 
+use crate::arch::aarch64::frame::TrapFrame;
 use crate::arch::aarch64::psci::smc;
-use crate::arch::aarch64::trap::TrapFrame;
 use crate::Status;
 
 pub fn handle_host_smc(frame: &mut TrapFrame) {
@@ -56,20 +56,20 @@ extern "C" {
 /// and only then enters the host at `entry`, at EL1. The entry point must be
 /// host-owned RAM.
 fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
-    let known = crate::boot::CPU_MPIDRS.iter().any(|m| {
+    let known = crate::percpu::CPU_MPIDRS.iter().any(|m| {
         let m = m.load(core::sync::atomic::Ordering::Relaxed);
-        m & crate::boot::KNOWN != 0 && m & !crate::boot::KNOWN == target
+        m & crate::percpu::KNOWN != 0 && m & !crate::percpu::KNOWN == target
     });
     if !known {
         return psci::INVALID_PARAMETERS;
     }
-    let host = crate::mem::host();
+    let host = crate::owners::host();
     let page = entry & !0xfff;
     let owned = host.check_ram(page, 4096).is_ok()
         && matches!(
-            host.leaf_at(&mut crate::mmenv::HypEnv, page),
-            Ok(hyp::mm::prot::Leaf::Invalid(hyp::mm::prot::Owner::None))
-                | Ok(hyp::mm::prot::Leaf::Mapped { state: hyp::mm::prot::PageState::Owned, .. })
+            host.leaf_at(&mut crate::hyp_env::HypEnv, page),
+            Ok(hyp_core::mm::prot::Leaf::Invalid(hyp_core::mm::prot::Owner::None))
+                | Ok(hyp_core::mm::prot::Leaf::Mapped { state: hyp_core::mm::prot::PageState::Owned, .. })
         );
     drop(host);
     if !owned || entry & 3 != 0 {

@@ -4,29 +4,34 @@
 //! Locks: the table lock only to find a VM; then host → hyp → VM, in that
 //! order, for anything that touches two of them.
 
-pub mod run;
+pub mod switch;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use spin::{Mutex, MutexGuard};
 
-use hyp::abi::host as abi;
-use hyp::handles::Handles;
-use hyp::mm::env::Vmid;
-use hyp::mm::mem_protect::{self, GuestMm};
-use hyp::mm::pgtable::Stage2;
-use hyp::mm::prot::{Leaf, Owner, PageState};
-use hyp::mm::Error;
+use hyp_abi::host as abi;
+use hyp_core::mm::env::Vmid;
+use hyp_core::mm::mem_protect::host_guest;
+use hyp_core::mm::mem_protect::GuestMm;
+use hyp_core::mm::pgtable::Stage2;
+use hyp_core::mm::prot::{Leaf, Owner, PageState};
+use hyp_core::mm::Error;
+use hyp_core::vm::handles::Handles;
 
-use crate::arch::aarch64::context::Context;
+use crate::arch::aarch64::context::{self, Context};
 use crate::arch::aarch64::tlb;
-use crate::mem::{self, HostLocked};
-use crate::mmenv::HypEnv;
+use crate::hyp_env::HypEnv;
+use crate::owners::{self, HostLocked};
+use crate::percpu::{PerCpu, VmSlot};
 use crate::tracebuf::point;
-use hyp::trace::op;
+use hyp_abi::trace::op;
 
 pub const MAX_VCPUS: usize = 8;
+/// First IPA of guest RAM: below it is the emulated device window (MMIO
+/// exits to the host), as on QEMU `virt`.
+pub const GUEST_RAM_BASE: u64 = hyp_core::vm::mmio_guard::WINDOW_END;
 /// Guest IPA width.
 pub const GUEST_IPA_BITS: u8 = 40;
 
@@ -64,7 +69,7 @@ pub struct Vcpu {
     /// The guest powered off (or reset): it runs no more.
     pub stopped: bool,
     /// Its virtual interrupts (what the host asserted, what the hyp injects).
-    pub irq: hyp::vgic::State,
+    pub irq: hyp_core::emul::vgic::State,
     /// Powered off (created so, or PSCI CPU_OFF): runs no more until the
     /// guest's CPU_ON.
     pub off: bool,
@@ -83,7 +88,7 @@ pub struct Vm {
     pub started: bool,
     pub vtcr: u64,
     /// The MMIO granules the guest guarded (MMIO_GUARD).
-    pub guards: hyp::mmio_guard::Guards,
+    pub guards: hyp_core::vm::mmio_guard::Guards,
     /// Successful MEM_SHARE / MEM_UNSHARE calls (VM_CALLS).
     pub shares: u64,
     pub unshares: u64,
@@ -92,6 +97,24 @@ pub struct Vm {
     /// a guest's stage-2), so a guest's fault in the window needs no walk
     /// to tell a stale TLB entry from an MMIO access.
     pub low_mapped: bool,
+}
+
+/// The VM whose vCPU runs on a CPU, kept in that CPU's [`VmSlot`] from its
+/// VCPU_RUN to its exit: the guest's traps find it there without a lookup.
+pub type OnCpu = Option<Arc<Mutex<Vm>>>;
+
+const _: () = assert!(size_of::<OnCpu>() == size_of::<VmSlot>() && align_of::<OnCpu>() == align_of::<VmSlot>());
+// SAFETY: a `None` is a bit pattern (a null pointer) in a value that owns
+// nothing; it is transmuted only to compare it with the slot's initial null.
+const _: () = assert!(unsafe { core::mem::transmute::<OnCpu, usize>(None) } == 0);
+
+/// The VM whose vCPU runs on `cpu` (`None` while the host runs there).
+#[inline(always)]
+pub fn on_cpu(cpu: &mut PerCpu) -> &mut OnCpu {
+    // SAFETY: the slot is only ever used through here, as an `OnCpu`: same
+    // size and alignment, and its initial null is `None` (both asserted
+    // above); the borrow of `cpu` covers the one returned.
+    unsafe { &mut *(core::ptr::addr_of_mut!(cpu.guest) as *mut OnCpu) }
 }
 
 /// Holds one VM's lock (take after the host's and the hyp's).
@@ -114,7 +137,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
     let mut env = HypEnv;
     let mut pgt = Stage2::new(&mut env, bits, Some(vmid))?;
     pgt.set_who(handle);
-    let vtcr = crate::boot::vtcr_for(&pgt);
+    let vtcr = vtcr_for(&pgt);
     let vm = Vm {
         handle,
         vmid,
@@ -123,12 +146,19 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
         dying: false,
         started: false,
         vtcr,
-        guards: hyp::mmio_guard::Guards::new(),
+        guards: hyp_core::vm::mmio_guard::Guards::new(),
         shares: 0,
         unshares: 0,
         low_mapped: false,
     };
     t.insert(Arc::new(Mutex::new(vm))).ok_or(Error::NoMem)
+}
+
+/// VTCR_EL2 for a stage-2 tree (a guest's, or the host's at boot): its size
+/// and start level, 4K granule, write-back walks, inner shareable, PS from
+/// the CPU's PA range (the same VTCR its TLB maintenance runs under).
+pub fn vtcr_for(pgt: &Stage2) -> u64 {
+    tlb::vtcr(pgt.t0sz(), pgt.sl0())
 }
 
 fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64, flags: u64) -> Result<usize, Error> {
@@ -144,13 +174,13 @@ fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64, flags: u64) -> Result<usi
     let mut ctx = Context::reset();
     ctx.gp.x[0] = x0;
     ctx.gp.elr = entry;
-    ctx.gp.spsr = crate::boot::SPSR_EL1H_DAIF_MASKED;
+    ctx.gp.spsr = context::SPSR_EL1H_DAIF_MASKED;
     vm.vcpus.push(Vcpu {
         ctx,
         pending: Pending::None,
         running: false,
         stopped: false,
-        irq: hyp::vgic::State::new(),
+        irq: hyp_core::emul::vgic::State::new(),
         off: flags & abi::VCPU_OFF != 0,
     });
     Ok(vm.vcpus.len() - 1)
@@ -167,7 +197,7 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
     }
     vm.dying = true;
     let mut env = HypEnv;
-    let r = mem_protect::guest_teardown(&mut env, host, &mut vm.mm);
+    let r = host_guest::guest_teardown(&mut env, host, &mut vm.mm);
     point::transition(vm.handle, 0, op::TEARDOWN, 0, *r.as_ref().unwrap_or(&0), &r);
     let bytes = r?;
     // All pages are back: forget the VM, free its tables and VMID.
@@ -209,7 +239,7 @@ pub fn host_vm_create(ipa_bits: u64) -> Result<u64, Error> {
 
 /// VM_DESTROY → bytes reclaimed by this call.
 pub fn host_vm_destroy(handle: u64) -> Result<u64, Error> {
-    let mut host = mem::host();
+    let mut host = owners::host();
     destroy(&mut host, handle)
 }
 
@@ -246,17 +276,17 @@ pub fn host_vcpu_irq(handle: u64, vcpu: u64, intid: u64, op: u64, a: u64, b: u64
 /// DONATE_GUEST.
 pub fn host_donate_guest(handle: u64, pa: u64, ipa: u64, size: u64) -> Result<(), Error> {
     let mut env = HypEnv;
-    let mut host = mem::host();
+    let mut host = owners::host();
     let vm = get(handle)?;
     let mut vm = vm.lock();
     if vm.dying {
         return Err(Error::Perm);
     }
     // Set before the attempt, whatever its outcome: only ever too cautious.
-    if ipa < run::GUEST_RAM_BASE {
+    if ipa < GUEST_RAM_BASE {
         vm.low_mapped = true;
     }
-    let r = mem_protect::host_donate_guest(&mut env, &mut host, &mut vm.mm, pa, ipa, size);
+    let r = host_guest::host_donate_guest(&mut env, &mut host, &mut vm.mm, pa, ipa, size);
     point::transition(vm.handle, 0, op::DONATE_GUEST, pa, size, &r);
     r
 }
@@ -300,7 +330,7 @@ pub fn host_vm_calls(handle: u64) -> Result<[u64; 4], Error> {
 /// PAGE_STATE → (host state code, pins, owning VM).
 pub fn host_page_state(pa: u64) -> Result<[u64; 4], Error> {
     let mut env = HypEnv;
-    let host = mem::host();
+    let host = owners::host();
     host.leaf_at(&mut env, pa).map(|l| {
         let owner = match l {
             Leaf::Invalid(Owner::Guest(h)) => h as u64,
@@ -326,7 +356,7 @@ pub fn all() -> Vec<Arc<Mutex<Vm>>> {
 pub fn dump_s2(which: u64) -> Result<(), Error> {
     let mut env = HypEnv;
     if which == 0 {
-        let host = mem::host();
+        let host = owners::host();
         dump(&mut env, "host", &host.pgt)
     } else {
         let vm = get(which)?;

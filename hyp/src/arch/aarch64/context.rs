@@ -9,8 +9,12 @@ use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
 
 use super::fpsimd::FpRegs;
+use super::frame::TrapFrame;
 use super::sysreg as sr;
-use super::trap::TrapFrame;
+
+/// SPSR_EL2 for a first entry at EL1h with D, A, I, F masked (the host's
+/// boot, a vCPU's reset).
+pub const SPSR_EL1H_DAIF_MASKED: u64 = 0x3c5;
 
 /// Optional architecture features whose registers are switched only when
 /// the CPU has them (accessing a missing register is UNDEF at EL2).
@@ -65,7 +69,7 @@ pub mod feat {
     /// Registers switched only in the runs that need them. The PAuth keys:
     /// for a vCPU that has used them, trapped for it until then
     /// (HCR_EL2.API/APK), loaded by that trap, switched at every entry and
-    /// exit from then on (`vm::run`). The list registers: only in a run
+    /// exit from then on (`vm::switch`). The list registers: only in a run
     /// that has an interrupt in one (some list register valid at the
     /// entry, or one written while it runs); the CPU's are all zero
     /// otherwise (cleared at boot and after every run that had them), which
@@ -492,7 +496,7 @@ impl Context {
 
     /// Saves the CPU's lower-EL system registers into this context (the
     /// general registers come from the trap frame; FP/SIMD moves lazily:
-    /// `vm::run`).
+    /// `vm::switch`).
     /// `lazy`: the [`feat::LAZY`] groups switched this time.
     #[inline(always)]
     pub fn save_cpu(&mut self, kind: Kind, lazy: u32) {

@@ -95,7 +95,7 @@ fn compute_mdcr(kind: Kind) -> u64 {
 }
 
 /// CPTR_EL2: FP/SIMD free for the host; guests trap FP/SIMD until they
-/// first use it in a run (the world switch moves it lazily: `vm::run`), and
+/// first use it in a run (the world switch moves it lazily: `vm::switch`), and
 /// SVE, SME, trace, activity monitors.
 pub fn cptr(kind: Kind) -> u64 {
     // Bit 12 is TSM with SME, RES1 without.
@@ -140,7 +140,7 @@ pub fn untrap_guest_pauth() {
 pub fn enter_controls(kind: Kind) {
     use core::sync::atomic::Ordering::Relaxed;
     let [hcr, cptr, cnthctl] = &CONTROLS[kind as usize];
-    VBAR_EL2.set(super::trap::vectors(kind));
+    VBAR_EL2.set(vectors(kind));
     HCR_EL2.set(hcr.load(Relaxed));
     MDCR_EL2.set(MDCR_VALUES[kind as usize].load(Relaxed));
     CPTR_EL2.set(cptr.load(Relaxed));
@@ -189,7 +189,7 @@ pub fn init_el2_controls() {
         // ICC_SRE_EL2: SRE | Enable (EL1 may use ICC_SRE_EL1), DFB, DIB.
         ICC_SRE_EL2.set(0b1111);
         ICH_HCR_EL2.set(0);
-        super::vgic::clear_all_lrs();
+        super::vgic_sr::clear_all_lrs();
     }
     let (fgt, hcrx) = fgt_hcrx(ID_AA64MMFR0_EL1.get(), ID_AA64MMFR1_EL1.get(), ID_AA64ISAR2_EL1.get());
     if let Some(pass) = fgt {
@@ -208,4 +208,19 @@ pub fn init_el2_controls() {
     VMPIDR_EL2.set(MPIDR_EL1.get());
     enter_controls(Kind::Host);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+extern "C" {
+    static __hyp_vectors: u8;
+    static __hyp_guest_vectors: u8;
+}
+
+/// The vector table of a kind of context (vectors.S: they differ in the
+/// lower-EL sync entry: only the host's has the short host-call entry).
+pub fn vectors(kind: Kind) -> u64 {
+    // Linker symbols: only their addresses are taken.
+    match kind {
+        Kind::Host => core::ptr::addr_of!(__hyp_vectors) as u64,
+        Kind::Guest => core::ptr::addr_of!(__hyp_guest_vectors) as u64,
+    }
 }

@@ -10,11 +10,11 @@
 use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
 
-use hyp::esr::{Esr, EC_DABT_CUR, EC_DABT_LOW, EC_IABT_CUR, EC_IABT_LOW};
+use hyp_abi::esr::{Esr, EC_DABT_CUR, EC_DABT_LOW, EC_IABT_CUR, EC_IABT_LOW};
 
-use super::trap::TrapFrame;
+use super::frame::TrapFrame;
 
-use hyp::exception::{entry_pstate, vector_offset, M_AARCH32, M_EL0T, M_MASK};
+use hyp_core::emul::exception::{entry_pstate, vector_offset, M_AARCH32, M_EL0T, M_MASK};
 
 /// Fault status: synchronous external abort.
 const FSC_SEA: u64 = 0x10;

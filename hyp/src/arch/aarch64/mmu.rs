@@ -8,7 +8,7 @@
 //!
 //! The final map ([`install_final`], before the first entry into the host;
 //! secondary CPUs get it directly from [`enable_this_cpu`]): only what the
-//! hyp needs, as `hyp::stage1::plan` lists it: its image by section (text
+//! hyp needs, as `hyp_core::mm::stage1::plan` lists it: its image by section (text
 //! r-x, rodata r--, data, bss and stacks rw-), its page pool rw-, its
 //! devices (UART, GIC distributor and redistributors) as Device rw-, all
 //! identity-mapped, with SCTLR_EL2.WXN on. Host and guest memory are not
@@ -21,7 +21,7 @@ use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 use log::info;
 
-use hyp::stage1::{self, MapError, Perm, PlanError, TableAlloc, Tables};
+use hyp_core::mm::stage1::{self, MapError, Perm, PlanError, TableAlloc, Tables};
 
 use super::window;
 

@@ -1,6 +1,6 @@
 //! Calls into firmware (QEMU's PSCI implementation) with SMC.
 
-use hyp::abi::psci;
+use hyp_abi::psci;
 
 /// SMCCC call to firmware; returns x0..x3.
 pub fn smc(fid: u32, a1: u64, a2: u64, a3: u64) -> [u64; 4] {

@@ -1,15 +1,15 @@
 //! Stage-2 TLB maintenance run in the translation regime of the tree it
 //! targets, descriptor publication, zeroing and cache maintenance to the
 //! point of coherency: the instructions behind the hyp's `MmEnv`
-//! (`crate::mmenv`), which adds the pool and the counters.
+//! (`crate::hyp_env`), which adds the pool and the counters.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 
-use hyp::mm::env::S2Id;
-use hyp::mm::PAGE_SIZE;
+use hyp_core::mm::env::S2Id;
+use hyp_core::mm::PAGE_SIZE;
 
 use tock_registers::interfaces::Readable;
 

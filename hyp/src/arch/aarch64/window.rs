@@ -3,7 +3,7 @@
 //! with it), one piece at a time, mapped read-write never-executable only
 //! while it uses them.
 //!
-//! Each CPU has its own two 2 MiB VA slots (`hyp::stage1::window_block_va`,
+//! Each CPU has its own two 2 MiB VA slots (`hyp_core::mm::stage1::window_block_va`,
 //! `window_pages_va`): a block slot (one level-2 block descriptor) for an
 //! aligned 2 MiB, and a page slot (a level-3 table) for up to 512 pages.
 //! The tables are made once, with the final map ([`prepare`]); at run time
@@ -24,8 +24,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{Readable, MPIDR_EL1};
 
-pub use hyp::stage1::WINDOW_CPUS;
-use hyp::stage1::{self, Chunk, MapError, Perm, TableAlloc, Tables, PAGE, WINDOW_SLOT};
+pub use hyp_core::mm::stage1::WINDOW_CPUS;
+use hyp_core::mm::stage1::{self, Chunk, MapError, Perm, TableAlloc, Tables, PAGE, WINDOW_SLOT};
 
 /// The level-2 table holding every CPU's block slot.
 static L2: AtomicU64 = AtomicU64::new(0);

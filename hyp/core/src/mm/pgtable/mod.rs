@@ -1,0 +1,557 @@
+//! Stage-2 page tables: geometry, lookups and range updates.
+//!
+//! An update of `[ipa, ipa + size)` to a new leaf runs in two phases:
+//! [`Stage2::prepare`] checks the range and counts the table pages the update
+//! needs (splits), allocating them up front; [`Stage2::commit`] then changes
+//! the tables and cannot fail. Blocks are used wherever IPA, PA and range
+//! allow; a block is split only when part of it changes, only as deep as
+//! needed; a table whose 512 entries become uniform is merged back into a
+//! block. Live valid entries are changed with break-before-make.
+//!
+//! Trees the hardware walks (those with a VMID) follow the rules a walker
+//! on another CPU imposes: a new table is filled, then a barrier orders its
+//! contents before the descriptor that installs it; every TLB invalidation
+//! names the tree (root and VMID) and the IPA of the entry it covers; a table
+//! page is freed only after an invalidation issued once it became
+//! unreachable.
+//!
+//! This file holds the tree ([`Stage2`]: geometry, lookups, teardown) and
+//! the types an update passes between its phases; `update.rs` the range
+//! updates, `page.rs` their one-page and one-entry forms, `commit.rs` the
+//! writes, splits and merges of a commit, `hint.rs` the tables' uniformity
+//! hints.
+
+mod commit;
+mod hint;
+mod page;
+mod update;
+
+use super::env::{MmEnv, S2Id, Vmid};
+use super::memcache::Memcache;
+use super::prot::Leaf;
+use super::pte;
+use super::walker::{leaf_entry, leaf_path, walk, walk_path, Entry, Geometry, Path, Visitor, Walk};
+use super::{is_aligned, level_size, Error, ENTRIES, PAGE_SIZE};
+
+/// Software counters of one stage-2 (for tests and benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Writes to live descriptors.
+    pub pte_writes: u64,
+    /// TLB invalidations issued (by IPA or by VMID).
+    pub tlbis: u64,
+    pub tables_allocated: u64,
+    pub tables_freed: u64,
+    pub splits: u64,
+    pub merges: u64,
+}
+
+/// Where one leaf lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// First IPA of the leaf entry.
+    pub base: u64,
+    pub level: u8,
+    /// The leaf as seen at `base`.
+    pub leaf: Leaf,
+}
+
+impl Mapping {
+    pub fn size(&self) -> u64 {
+        level_size(self.level)
+    }
+    /// The leaf as seen at `ipa` (inside this entry).
+    pub fn at(&self, ipa: u64) -> Leaf {
+        self.leaf.offset(ipa - self.base)
+    }
+}
+
+/// A stage-2 translation table tree.
+#[derive(Debug)]
+pub struct Stage2 {
+    geo: Geometry,
+    root_pages: usize,
+    ipa_bits: u8,
+    /// VTCR_EL2.T0SZ and SL0 of the tree ([`Stage2::s2_id`]), worked out once.
+    t0sz: u8,
+    sl0: u8,
+    /// `None` for a bookkeeping tree that no hardware walks (no TLBI needed).
+    vmid: Option<Vmid>,
+    /// Non-root table pages in use.
+    tables: usize,
+    /// Whose tree this is, for trace records (0 host, VM handle, ...).
+    who: u16,
+    /// Walked by the SMMU, not the CPUs ([`S2Id::iommu`]).
+    iommu: bool,
+    /// Tables that become all-invalid are not merged ([`Stage2::keep_invalid_tables`]).
+    keep_invalid: bool,
+    /// Commits so far: a [`Path`] recorded at one generation is valid
+    /// while the tree is still at it.
+    gen: u64,
+    pub stats: Stats,
+}
+
+/// What one walk over a range found: the path to its leaf when the range
+/// lies in one leaf, tagged with the tree's generation then. A later update
+/// of the same range ([`Stage2::count_found`]) starts from the leaf instead
+/// of the root while the tree has not changed since. Four words.
+#[derive(Clone, Copy, Debug)]
+pub struct Found(Path);
+
+impl Found {
+    /// Is the recorded path still the way to `[start, end)` in `s2`: the
+    /// tree unchanged since, the path starting in its root and leading,
+    /// level by level, to `start`, and `end` inside the same leaf?
+    #[inline(always)]
+    fn usable(&self, s2: &Stage2, start: u64, end: u64) -> bool {
+        let Some(leaf) = self.still_in(s2, start, end) else {
+            return false;
+        };
+        let top = s2.geo.start_level;
+        let slot = |l: u8, table: u64| (self.0.ptep(l) as u64).wrapping_sub(table) / 8;
+        let index = |l: u8, entries: usize| (start >> super::level_shift(l)) & (entries as u64 - 1);
+        let mut l = top + 1;
+        while l <= leaf {
+            if slot(l, self.0.ptep(l) as u64 & !(PAGE_SIZE - 1)) != index(l, ENTRIES) {
+                return false;
+            }
+            l += 1;
+        }
+        true
+    }
+
+    /// The first checks of [`Found::usable`], all that a path recorded by
+    /// a walk over `[start, end)` itself needs: one leaf holding the
+    /// range, the tree unchanged since, and the path starting in this
+    /// tree's root (every level below then leads to `start` by
+    /// construction). The leaf's level if they hold.
+    #[inline(always)]
+    fn still_in(&self, s2: &Stage2, start: u64, end: u64) -> Option<u8> {
+        let leaf = self.0.single()?;
+        if self.0.tag() != s2.gen as u32 || (start ^ (end - 1)) >> super::level_shift(leaf) != 0 {
+            return None;
+        }
+        let top = s2.geo.start_level;
+        let slot = (self.0.ptep(top) as u64).wrapping_sub(s2.geo.root) / 8;
+        let index = (start >> super::level_shift(top)) & (s2.geo.root_entries as u64 - 1);
+        (slot == index).then_some(leaf)
+    }
+}
+
+/// The leaf entry translating one page, as [`Stage2::entry`] found it: an
+/// update that replaces exactly this entry can be written through it
+/// ([`Stage2::prepare_entry`]) while the tree is unchanged.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    ptep: *mut u64,
+    /// The descriptor when it was found.
+    pub pte: u64,
+    /// First IPA the entry translates.
+    pub base: u64,
+    pub level: u8,
+    /// The tree's generation then.
+    gen: u32,
+}
+
+/// Phase one of an update of one whole leaf entry ([`Stage2::prepare_entry`]):
+/// what [`Stage2::commit_entry`] writes, and the uniformity hint the
+/// entry's table page has afterwards.
+#[must_use = "commit a prepared entry update"]
+#[derive(Debug)]
+pub struct EntryUpdate {
+    slot: Slot,
+    new: u64,
+    /// The hint word of the entry's table page and its value after the
+    /// write; `None`: no hint to keep (an entry of the root).
+    hint: Option<(*mut u16, u16)>,
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Tests: one-entry commits so far on this thread.
+    pub static ENTRY_COMMITS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Tests: page-form commits ([`Stage2::commit_page`]) so far on this
+    /// thread, and the splits and merges they made.
+    pub static PAGE_COMMITS: core::cell::Cell<(u64, u64, u64)> = const { core::cell::Cell::new((0, 0, 0)) };
+}
+
+#[cfg(test)]
+fn page_counts(f: impl FnOnce(&mut (u64, u64, u64))) {
+    PAGE_COMMITS.with(|c| {
+        let mut n = c.get();
+        f(&mut n);
+        c.set(n);
+    });
+}
+
+/// The leaf entry translating one page and the way to it from the root,
+/// as [`Stage2::page_path`] found it: an update of that page alone starts
+/// there ([`Stage2::count_page`]) while the tree is unchanged.
+#[derive(Clone, Copy, Debug)]
+pub struct PagePath {
+    found: Found,
+    /// The leaf's descriptor when it was found.
+    pub pte: u64,
+    /// First IPA the leaf entry translates.
+    pub base: u64,
+    pub level: u8,
+}
+
+/// Phase-one result of an update: the checked range and its table pages.
+#[must_use = "commit or cancel an update"]
+#[derive(Debug)]
+pub struct Update {
+    start: u64,
+    end: u64,
+    new: Leaf,
+    cache: Memcache,
+    /// The path its phase-one walk took (commit starts at the leaf when
+    /// the range lies in one and the tree is unchanged). A path one page's
+    /// descent recorded ([`Stage2::count_page`]) is committed from the
+    /// leaf without the walk ([`Stage2::commit_page`]).
+    found: Found,
+}
+
+/// An update checked and counted by its phase-one walk, before its table
+/// pages are allocated ([`Counted::reserve`]): holds nothing, so a caller
+/// preparing several trees checks them all before it allocates for any.
+#[must_use = "reserve the counted pages"]
+#[derive(Debug)]
+pub struct Counted {
+    start: u64,
+    end: u64,
+    new: Leaf,
+    pages: usize,
+    found: Found,
+}
+
+impl Counted {
+    /// Allocates the table pages the update needs: the end of phase one.
+    #[inline(always)]
+    pub fn reserve<E: MmEnv>(self, env: &mut E) -> Result<Update, Error> {
+        let mut cache = Memcache::new();
+        if !cache.topup(env, self.pages) {
+            return Err(Error::NoMem);
+        }
+        Ok(Update { start: self.start, end: self.end, new: self.new, cache, found: self.found })
+    }
+}
+
+impl Update {
+    /// Gives back the preallocated pages without changing anything.
+    pub fn cancel<E: MmEnv>(mut self, env: &mut E) {
+        self.cache.drain(env);
+    }
+    /// Table pages this update will take.
+    pub fn pages(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// Start level and number of concatenated root tables for an IPA width with
+/// the 4 KiB granule (at most 16 concatenated tables, as VTCR_EL2 allows).
+pub const fn geometry_for(ipa_bits: u8) -> Option<(u8, usize)> {
+    if ipa_bits < 32 || ipa_bits > 48 {
+        return None;
+    }
+    let start_level = if ipa_bits > 43 {
+        0
+    } else if ipa_bits > 34 {
+        1
+    } else {
+        2
+    };
+    let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
+    let pages = if root_entries > ENTRIES { root_entries / ENTRIES } else { 1 };
+    Some((start_level, pages))
+}
+
+impl Stage2 {
+    /// An empty tree: every IPA invalid with no owner recorded.
+    pub fn new<E: MmEnv>(env: &mut E, ipa_bits: u8, vmid: Option<Vmid>) -> Result<Self, Error> {
+        let (start_level, root_pages) = geometry_for(ipa_bits).ok_or(Error::Inval)?;
+        let root = env.alloc_root(root_pages).ok_or(Error::NoMem)?;
+        if vmid.is_some() {
+            // The root's zeroing must be visible before VTTBR can name it.
+            env.publish_barrier();
+        }
+        let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
+        Ok(Stage2 {
+            geo: Geometry { root, start_level, root_entries },
+            root_pages,
+            ipa_bits,
+            t0sz: 64 - ipa_bits,
+            sl0: match start_level {
+                0 => 2,
+                1 => 1,
+                _ => 0,
+            },
+            vmid,
+            tables: 0,
+            who: 0,
+            iommu: false,
+            keep_invalid: false,
+            gen: 0,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Marks the tree as one the SMMU walks (its TLB maintenance goes to the
+    /// SMMU); set before anything is mapped.
+    pub fn set_iommu(&mut self) {
+        self.iommu = true;
+    }
+
+    pub fn is_iommu(&self) -> bool {
+        self.iommu
+    }
+
+    /// A table whose entries all become invalid is kept rather than merged
+    /// into one invalid block (valid uniform tables still merge). For the
+    /// DMA view: a pin and unpin inside a guest's block would otherwise
+    /// split and merge two levels every time (two table pages allocated
+    /// and freed, a VMID-wide SMMU invalidation). Its tables then stay
+    /// while the region is not the host's, at most what the guest's own
+    /// stage-2 needs there.
+    pub fn keep_invalid_tables(&mut self) {
+        self.keep_invalid = true;
+    }
+
+    pub fn keeps_invalid_tables(&self) -> bool {
+        self.keep_invalid
+    }
+
+    /// Names the tree's owner in trace records.
+    pub fn set_who(&mut self, who: u16) {
+        self.who = who;
+    }
+
+    pub fn root_pa(&self) -> u64 {
+        self.geo.root
+    }
+
+    pub fn start_level(&self) -> u8 {
+        self.geo.start_level
+    }
+
+    pub fn root_pages(&self) -> usize {
+        self.root_pages
+    }
+
+    pub fn ipa_bits(&self) -> u8 {
+        self.ipa_bits
+    }
+
+    pub fn vmid(&self) -> Option<Vmid> {
+        self.vmid
+    }
+
+    /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
+    #[inline]
+    pub fn s2_id(&self) -> Option<S2Id> {
+        self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz, sl0: self.sl0, iommu: self.iommu })
+    }
+
+    /// One past the highest IPA.
+    pub fn ipa_limit(&self) -> u64 {
+        1 << self.ipa_bits
+    }
+
+    /// Non-root table pages in use.
+    pub fn table_pages(&self) -> usize {
+        self.tables
+    }
+
+    /// VTCR_EL2.T0SZ for this tree.
+    pub fn t0sz(&self) -> u64 {
+        self.t0sz as u64
+    }
+
+    /// VTCR_EL2.SL0 for this tree (4 KiB granule encoding).
+    pub fn sl0(&self) -> u64 {
+        self.sl0 as u64
+    }
+
+    /// Checks that `[ipa, ipa + size)` is a non-empty page-aligned range
+    /// inside this tree; returns its end.
+    pub fn check_range(&self, ipa: u64, size: u64) -> Result<u64, Error> {
+        if size == 0 || !is_aligned(ipa, PAGE_SIZE) || !is_aligned(size, PAGE_SIZE) {
+            return Err(Error::Inval);
+        }
+        let end = ipa.checked_add(size).ok_or(Error::Inval)?;
+        if end > self.ipa_limit() {
+            return Err(Error::Inval);
+        }
+        Ok(end)
+    }
+
+    /// The leaf entry translating `ipa`.
+    pub fn lookup<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<Mapping, Error> {
+        self.lookup_found(env, ipa).map(|(m, _)| m)
+    }
+
+    /// `lookup`, also returning where the walk went (an update inside the
+    /// leaf can start there: [`Stage2::count_found`]).
+    #[inline]
+    pub fn lookup_found<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<(Mapping, Found), Error> {
+        let page = ipa & !(PAGE_SIZE - 1);
+        self.check_range(page, PAGE_SIZE)?;
+        let mut m = None;
+        let found = self.for_each_leaf_found(env, page, page + PAGE_SIZE, |l, _, _| {
+            m = Some(l);
+            Ok(())
+        })?;
+        // A walk over one in-range page always visits exactly one leaf.
+        m.map(|m| (m, found)).ok_or(Error::Inval)
+    }
+
+    /// Calls `f(mapping, from, to)` for every leaf over `[start, end)`, with
+    /// the part `[from, to)` of the leaf that lies in the range; stops at the
+    /// first error `f` returns.
+    pub fn for_each_leaf<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<(), Error>
+    where
+        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
+    {
+        self.for_each_leaf_found(env, start, end, f).map(|_| ())
+    }
+
+    /// `for_each_leaf`, also returning where the walk went: a later update
+    /// of the same range can start there ([`Stage2::count_found`]).
+    #[inline]
+    pub fn for_each_leaf_found<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<Found, Error>
+    where
+        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
+    {
+        let mut v = LeafVisitor { f, start, end, path: Path::new() };
+        walk(env, &self.geo, start, end, &mut v)?;
+        Ok(self.found(v.path))
+    }
+
+    fn found(&self, path: Path) -> Found {
+        Found(path.with_tag(self.gen as u32))
+    }
+
+    /// The descriptor translating `ipa` (tests corrupt it on purpose).
+    #[cfg(test)]
+    pub fn leaf_ptep<E: MmEnv>(&self, env: &mut E, ipa: u64) -> *mut u64 {
+        struct V(*mut u64);
+        impl<E: MmEnv> Visitor<E> for V {
+            fn leaf(&mut self, _: &mut E, e: &Entry) -> Result<(), Error> {
+                self.0 = e.ptep;
+                Ok(())
+            }
+        }
+        let mut v = V(core::ptr::null_mut());
+        let page = ipa & !(PAGE_SIZE - 1);
+        walk(env, &self.geo, page, page + PAGE_SIZE, &mut v).expect("in range");
+        v.0
+    }
+
+    /// Frees every table page, root included. The caller guarantees that no
+    /// CPU runs on this tree any more; for a tree the hardware walks, one
+    /// VMID-wide invalidation first removes every TLB and walk-cache entry
+    /// of it, so no walker holds a table page that is freed and the VMID can
+    /// be given to another tree.
+    pub fn destroy<E: MmEnv>(self, env: &mut E) {
+        if let Some(s2) = self.s2_id() {
+            env.tlbi_vmid(&s2);
+        }
+        let base = env.table_ptr(self.geo.root);
+        for i in 0..self.geo.root_entries {
+            // SAFETY: i < root_entries, inside the (concatenated) root.
+            let d = unsafe { core::ptr::read_volatile(base.add(i)) };
+            if pte::is_table(d, self.geo.start_level) {
+                free_subtree(env, pte::table_pa(d), self.geo.start_level + 1);
+            }
+        }
+        env.free_root(self.geo.root, self.root_pages);
+    }
+
+    /// Visits every table page reachable from the root (root pages excluded)
+    /// with its level; for invariant checks.
+    pub fn for_each_table<E: MmEnv, F: FnMut(u64, u8)>(&self, env: &mut E, mut f: F) {
+        fn rec<E: MmEnv, F: FnMut(u64, u8)>(env: &mut E, table: u64, level: u8, entries: usize, f: &mut F) {
+            let base = env.table_ptr(table);
+            for i in 0..entries {
+                // SAFETY: i < entries of this table.
+                let d = unsafe { core::ptr::read_volatile(base.add(i)) };
+                if pte::is_table(d, level) {
+                    f(pte::table_pa(d), level + 1);
+                    rec(env, pte::table_pa(d), level + 1, ENTRIES, f);
+                }
+            }
+        }
+        rec(env, self.geo.root, self.geo.start_level, self.geo.root_entries, &mut f);
+    }
+}
+
+/// Frees a detached subtree (no longer reachable by any walker, and
+/// invalidated since).
+fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
+    let mut n = 1;
+    if level < 3 {
+        let base = env.table_ptr(table);
+        for i in 0..ENTRIES {
+            // SAFETY: i < 512 entries of this table page.
+            let d = unsafe { core::ptr::read_volatile(base.add(i)) };
+            if pte::is_table(d, level) {
+                n += free_subtree(env, pte::table_pa(d), level + 1);
+            }
+        }
+    }
+    env.free_table(table);
+    n
+}
+
+struct LeafVisitor<F> {
+    f: F,
+    start: u64,
+    end: u64,
+    path: Path,
+}
+
+impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for LeafVisitor<F> {
+    fn table_pre(&mut self, _env: &mut E, e: &Entry) -> Result<Walk, Error> {
+        self.path.table(e);
+        Ok(Walk::Continue)
+    }
+    fn leaf(&mut self, _env: &mut E, e: &Entry) -> Result<(), Error> {
+        self.path.leaf(e);
+        let m = Mapping { base: e.base, level: e.level, leaf: pte::decode(e.pte) };
+        (self.f)(m, e.base.max(self.start), e.end().min(self.end))
+    }
+}
+
+/// True when `leaf` may be written as one entry at `level`.
+#[inline]
+fn blockable(leaf: Leaf, level: u8) -> bool {
+    match leaf {
+        Leaf::Invalid(_) => true,
+        Leaf::Mapped { pa, .. } => level >= 1 && is_aligned(pa, level_size(level)),
+    }
+}
+
+/// Does the existing leaf `e` already hold `new` (given at `start`) over
+/// the part of it inside the range? Compared as raw descriptors: every
+/// descriptor the engine writes is `pte::encode` of its leaf.
+#[inline]
+fn already(e: &Entry, start: u64, new: Leaf) -> bool {
+    let at_base = match new {
+        Leaf::Invalid(_) => new,
+        Leaf::Mapped { pa, attrs, state } => {
+            if e.base >= start {
+                new.offset(e.base - start)
+            } else {
+                match pa.checked_sub(start - e.base) {
+                    Some(pa) => Leaf::Mapped { pa, attrs, state },
+                    None => return false,
+                }
+            }
+        }
+    };
+    pte::encode(at_base, e.level) == e.pte
+}

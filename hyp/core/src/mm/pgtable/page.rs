@@ -1,0 +1,167 @@
+//! The one-page forms of an update: a page's leaf found by one descent
+//! from the root (no visitor), counted and committed from there
+//! ([`Stage2::count_page`], [`Stage2::commit_page`]: the splits down to the
+//! page and the merges up from it that the range commit would make), and
+//! the one-entry form that rewrites a leaf entry in place when no table
+//! page changes ([`Stage2::prepare_entry`], [`Stage2::commit_entry`]).
+
+use super::commit::Writer;
+use super::hint::{hint_after, table_of, CHAINED_ALL};
+use super::*;
+
+impl Stage2 {
+    /// The leaf entry translating the page at `ipa` and the way to it from
+    /// the root (one descent, no visitor), for an update of that page alone
+    /// ([`Stage2::count_page`]); `None` if `ipa` is not a page of the tree.
+    #[inline(always)]
+    pub fn page_path<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<PagePath> {
+        if !is_aligned(ipa, PAGE_SIZE) || ipa >= self.ipa_limit() {
+            return None;
+        }
+        let (path, pte, level) = leaf_path(env, &self.geo, ipa);
+        Some(PagePath { found: self.found(path), pte, base: ipa & !(level_size(level) - 1), level })
+    }
+
+    /// Phase one of setting the page at `ipa`, whose leaf entry `p` found,
+    /// to `new` (checked by the caller): the one-page form of
+    /// [`Stage2::count_found`], without a visitor. The leaf needs a table
+    /// page per level down to the page when it is a block that does not
+    /// already hold `new` there; nothing else does. Its commit
+    /// ([`Stage2::commit_page`]) writes what the range commit would: the
+    /// splits down to the page, the page, the merges up from it.
+    #[inline(always)]
+    pub fn count_page(&self, p: &PagePath, ipa: u64, new: Leaf) -> Counted {
+        debug_assert!(ipa >= p.base && ipa - p.base < level_size(p.level) && is_aligned(ipa, PAGE_SIZE));
+        let e = Entry { ptep: p.found.0.ptep(p.level), pte: p.pte, base: p.base, level: p.level };
+        let pages = if p.level == 3 || already(&e, ipa, new) { 0 } else { 3 - p.level as usize };
+        Counted { start: ipa, end: ipa + PAGE_SIZE, new, pages, found: p.found }
+    }
+
+    /// Phase two of [`Stage2::count_page`], the tree unchanged since: the
+    /// range commit of one page without the walk. From the leaf phase one
+    /// found: a block that does not already hold the page is split level
+    /// by level down to it and the page written in its new table, which
+    /// then differs from its neighbours (the range commit's merge check
+    /// there finds nothing to merge, and none above it); otherwise the page
+    /// entry is written (if it changes) and the tables on the path are
+    /// merged bottom up while they become uniform, as the range commit's
+    /// `table_post` does. Out of line: only splits and merges come here.
+    #[inline(never)]
+    pub(super) fn commit_page<E: MmEnv>(&mut self, env: &mut E, u: &mut Update, leaf: u8) {
+        let (ipa, path, top) = (u.start, u.found.0, self.geo.start_level);
+        let want = pte::encode(u.new, 3);
+        let mut level = leaf;
+        let at = |ptep: *mut u64, level: u8| {
+            // SAFETY: ptep is a descriptor of this tree on the way to ipa
+            // (the path phase one recorded, the tree unchanged since, or an
+            // entry of a table this commit installed).
+            let pte = unsafe { core::ptr::read_volatile(ptep) };
+            Entry { ptep, pte, base: ipa & !(level_size(level) - 1), level }
+        };
+        #[cfg(test)]
+        page_counts(|n| n.0 += 1);
+        let mut e = at(path.ptep(level), level);
+        let mut c = self.commit_state(&mut u.cache);
+        if level < 3 && !already(&e, ipa, u.new) {
+            while level < 3 {
+                let table = c.split(env, &e);
+                let table = env.table_ptr(table);
+                level += 1;
+                let idx = ((ipa >> crate::mm::level_shift(level)) as usize) & (ENTRIES - 1);
+                // SAFETY: idx < 512 entries of the table just installed.
+                e = at(unsafe { table.add(idx) }, level);
+                #[cfg(test)]
+                page_counts(|n| n.1 += 1);
+            }
+            if want != e.pte {
+                c.replace_leaf(env, &e, want);
+            }
+            // No merge, so no invalidation owed (`Commit::finish`).
+            return;
+        }
+        if level == 3 && want != e.pte {
+            c.replace_leaf(env, &e, want);
+        }
+        while level > top {
+            level -= 1;
+            if !c.try_merge(env, &at(path.ptep(level), level), ipa) {
+                break;
+            }
+            #[cfg(test)]
+            page_counts(|n| n.2 += 1);
+        }
+        c.finish(env);
+    }
+
+    /// The leaf entry translating the page at `ipa`, from the root down with
+    /// no visitor; `None` if `ipa` is not a page of the tree (unaligned or
+    /// outside it: [`Stage2::check_range`] refuses it).
+    #[inline(always)]
+    pub fn entry<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<Slot> {
+        if !is_aligned(ipa, PAGE_SIZE) || ipa >= self.ipa_limit() {
+            return None;
+        }
+        let (ptep, pte, level) = leaf_entry(env, &self.geo, ipa);
+        let base = ipa & !(level_size(level) - 1);
+        Some(Slot { ptep, pte, base, level, gen: self.gen as u32 })
+    }
+
+    /// [`Stage2::entry`] for a page entry only: `None` unless the leaf
+    /// translating `ipa` is a page (level 3). The slot's base and level are
+    /// then the constants they are (the page, 3), which a one-page commit
+    /// uses without working them out from the level.
+    #[inline(always)]
+    pub fn page_entry<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<Slot> {
+        let s = self.entry(env, ipa)?;
+        (s.level == 3).then_some(Slot { base: ipa, level: 3, ..s })
+    }
+
+    /// Phase one of replacing the whole leaf entry `s` by `new`
+    /// (`pte::encode` of a leaf for `s.level`): the one-entry form of
+    /// [`Stage2::prepare`] over `[s.base, s.base + level size)`, for an
+    /// update that needs no table page. `None` when the write would make
+    /// the entry's table page uniform (the range path then decides whether
+    /// to merge it) or the environment keeps no uniformity hint for it: the
+    /// caller takes the range path. Changes nothing.
+    #[inline(always)]
+    pub fn prepare_entry<E: MmEnv>(&self, env: &mut E, s: &Slot, new: u64) -> Option<EntryUpdate> {
+        debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
+        let hint = if s.level == self.geo.start_level {
+            None
+        } else {
+            let h = env.table_hint(table_of(s.ptep))?;
+            let n = hint_after(*h, s.ptep, s.level, new);
+            if n == CHAINED_ALL {
+                return None;
+            }
+            Some((h as *mut u16, n))
+        };
+        Some(EntryUpdate { slot: *s, new, hint })
+    }
+
+    /// Phase two of [`Stage2::prepare_entry`]: writes the entry by the
+    /// rules of every descriptor write ([`Writer::replace_leaf`]: break-
+    /// before-make and a TLBI under this tree's [`S2Id`] where a TLB may
+    /// hold the old entry). Cannot fail.
+    #[inline(always)]
+    pub fn commit_entry<E: MmEnv>(&mut self, env: &mut E, u: EntryUpdate) {
+        let s = u.slot;
+        debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
+        if u.new != s.pte {
+            if let Some((h, n)) = u.hint {
+                // SAFETY: the hint word of the entry's table page, which is
+                // still a table page of this tree (unchanged since phase
+                // one: the generation); the word keeps its address while
+                // it is (MmEnv::table_hint) and only this tree's lock
+                // holder uses it.
+                unsafe { *h = n };
+            }
+            let e = Entry { ptep: s.ptep, pte: s.pte, base: s.base, level: s.level };
+            let s2 = self.s2_id();
+            Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
+        }
+        self.gen = self.gen.wrapping_add(1);
+        #[cfg(test)]
+        ENTRY_COMMITS.with(|c| c.set(c.get() + 1));
+    }
+}
