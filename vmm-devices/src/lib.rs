@@ -11,6 +11,8 @@
 //!   (`VCPU_IRQ`), through which the GIC emulation configures, raises and
 //!   reads back interrupts;
 //! - [`virtio::Backend`]: the disk behind a virtio-blk (memory, a file);
+//! - guest RAM for loading: a byte slice (`write`), or the writes one by
+//!   one ([`loader::Piece`]s) for a host that reaches RAM through calls;
 //! - text output: an `FnMut(&str)` that takes complete lines.
 //!
 //! Layers, each importing only the ones below it:

@@ -6,7 +6,9 @@
 //! guest's RAM size, then `write` copies it into the guest's RAM (a host
 //! byte slice: IPA [`GUEST_RAM`] is its byte 0). Only what the guest will
 //! read is written: a 16 GiB guest costs no 16 GiB memset. The DTB goes at
-//! the base of RAM ([`write_dtb`]).
+//! the base of RAM ([`write_dtb`]). A VMM that reaches guest RAM through
+//! calls rather than a slice (a file's pwrite) takes the same writes as
+//! [`Piece`]s (`pieces`, [`dtb_piece`]), applied in their order.
 
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -38,6 +40,31 @@ impl core::fmt::Display for LoadError {
             LoadError::BadElf(why) => write!(f, "malformed ELF: {why}"),
             LoadError::BadImage(why) => write!(f, "bad arm64 Image: {why}"),
             LoadError::BadConfig(why) => write!(f, "bad device configuration: {why}"),
+        }
+    }
+}
+
+/// One write of a load, at an offset of guest RAM (IPA [`GUEST_RAM`] is
+/// offset 0): bytes of the image, or a range to zero. A plan's pieces are
+/// in bounds of the RAM it was made for and are applied in order (ELF
+/// segments may overlap: the later one wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Copy { at: usize, bytes: &'a [u8] },
+    Zero { at: usize, len: usize },
+}
+
+impl Piece<'_> {
+    /// Applies it to `ram`.
+    ///
+    /// # Panics
+    ///
+    /// If `ram` is shorter than the piece's end (a plan's pieces fit the
+    /// RAM size it checked).
+    pub fn apply(&self, ram: &mut [u8]) {
+        match *self {
+            Piece::Copy { at, bytes } => ram[at..at + bytes.len()].copy_from_slice(bytes),
+            Piece::Zero { at, len } => ram[at..at + len].fill(0),
         }
     }
 }
@@ -83,6 +110,21 @@ impl ElfPlan {
         Ok(ElfPlan { segs, entry })
     }
 
+    /// The writes of [`ElfPlan::write`], in order: the DTB window zeroed,
+    /// then each segment's bytes from `elf` (the one checked) and its
+    /// zero-filled rest.
+    pub fn pieces<'a>(&self, elf: &'a [u8]) -> Vec<Piece<'a>> {
+        let mut v = alloc::vec![Piece::Zero { at: 0, len: DTB_SIZE }];
+        for seg in &self.segs {
+            let filesz = seg.file.len();
+            v.push(Piece::Copy { at: seg.at, bytes: &elf[seg.file.clone()] });
+            if seg.memsz > filesz {
+                v.push(Piece::Zero { at: seg.at + filesz, len: seg.memsz - filesz });
+            }
+        }
+        v
+    }
+
     /// Copies the segments of `elf` (the one checked) into `ram`, zeroes
     /// their rest and the DTB window.
     ///
@@ -90,11 +132,8 @@ impl ElfPlan {
     ///
     /// If `ram` is shorter than the guest RAM the plan was made for.
     pub fn write(&self, elf: &[u8], ram: &mut [u8]) {
-        ram[..DTB_SIZE].fill(0);
-        for seg in &self.segs {
-            let filesz = seg.file.len();
-            ram[seg.at..seg.at + filesz].copy_from_slice(&elf[seg.file.clone()]);
-            ram[seg.at + filesz..seg.at + seg.memsz].fill(0);
+        for p in self.pieces(elf) {
+            p.apply(ram);
         }
     }
 }
@@ -196,6 +235,26 @@ impl LinuxPlan {
         Ok(LinuxPlan { info, image_len: image.len() })
     }
 
+    /// The writes of [`LinuxPlan::write`], in order: the DTB window
+    /// zeroed, the Image, its BSS zeroed, the initramfs.
+    ///
+    /// # Panics
+    ///
+    /// If `image` is not the one the plan was made for.
+    pub fn pieces<'a>(&self, image: &'a [u8], initrd: &'a [u8]) -> Vec<Piece<'a>> {
+        assert_eq!(image.len(), self.image_len, "the Image of the plan");
+        let k = (self.info.kernel - GUEST_RAM) as usize;
+        let i = (self.info.initrd.0 - GUEST_RAM) as usize;
+        let mut v = alloc::vec![Piece::Zero { at: 0, len: DTB_SIZE }, Piece::Copy { at: k, bytes: image }];
+        // The BSS and the rest of the kernel's footprint start zeroed.
+        let bss = self.info.kernel_size as usize - image.len();
+        if bss > 0 {
+            v.push(Piece::Zero { at: k + image.len(), len: bss });
+        }
+        v.push(Piece::Copy { at: i, bytes: initrd });
+        v
+    }
+
     /// Copies `image` and `initrd` (those checked) into `ram`, zeroes the
     /// kernel's BSS and the DTB window.
     ///
@@ -204,14 +263,9 @@ impl LinuxPlan {
     /// If `ram` is shorter than the guest RAM the plan was made for, or
     /// `image` or `initrd` are not those of the plan.
     pub fn write(&self, image: &[u8], initrd: &[u8], ram: &mut [u8]) {
-        assert_eq!(image.len(), self.image_len, "the Image of the plan");
-        ram[..DTB_SIZE].fill(0);
-        let k = (self.info.kernel - GUEST_RAM) as usize;
-        ram[k..k + image.len()].copy_from_slice(image);
-        // The BSS and the rest of the kernel's footprint start zeroed.
-        ram[k + image.len()..k + self.info.kernel_size as usize].fill(0);
-        let i = (self.info.initrd.0 - GUEST_RAM) as usize;
-        ram[i..i + initrd.len()].copy_from_slice(initrd);
+        for p in self.pieces(image, initrd) {
+            p.apply(ram);
+        }
     }
 }
 
@@ -234,11 +288,23 @@ pub fn check_pool(pool: DmaPool, mem: u64) -> Result<(), LoadError> {
 /// Writes `dtb` at the base of `ram` (the guest's RAM, its DTB window
 /// zeroed by the plan's `write`).
 pub fn write_dtb(dtb: &[u8], ram: &mut [u8]) -> Result<(), LoadError> {
-    if dtb.is_empty() || dtb.len() > DTB_SIZE || ram.len() < DTB_SIZE {
-        return Err(LoadError::BadImage("the guest DTB does not fit its 64 KiB window"));
+    let p = dtb_piece(dtb)?;
+    if ram.len() < DTB_SIZE {
+        return Err(DTB_TOO_BIG);
     }
-    ram[..dtb.len()].copy_from_slice(dtb);
+    p.apply(ram);
     Ok(())
+}
+
+const DTB_TOO_BIG: LoadError = LoadError::BadImage("the guest DTB does not fit its 64 KiB window");
+
+/// The write of [`write_dtb`]: `dtb` at offset 0, checked to fit the DTB
+/// window (after the plan's pieces, which zero that window).
+pub fn dtb_piece(dtb: &[u8]) -> Result<Piece<'_>, LoadError> {
+    if dtb.is_empty() || dtb.len() > DTB_SIZE {
+        return Err(DTB_TOO_BIG);
+    }
+    Ok(Piece::Copy { at: 0, bytes: dtb })
 }
 
 #[cfg(test)]

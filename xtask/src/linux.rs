@@ -31,8 +31,13 @@ fn cache_dir() -> PathBuf {
     crate::paths::target_dir().join("linux-host")
 }
 
-/// The kernel and initramfs, fetched on first use and cached.
-pub fn prepare() -> Result<LinuxHost> {
+/// A file of the initramfs beyond /init and busybox: path, mode, bytes.
+pub type InitramfsFile = (String, u32, Vec<u8>);
+
+/// The kernel and initramfs, fetched on first use and cached; the files
+/// `extra` makes (given the kernel Image's path) are added to the
+/// initramfs.
+pub fn prepare_with(extra: impl FnOnce(&Path) -> Result<Vec<InitramfsFile>>) -> Result<LinuxHost> {
     let dir = cache_dir();
     std::fs::create_dir_all(&dir)?;
     let (image, busybox, pkg_file) = (dir.join("Image"), dir.join("busybox"), dir.join("package"));
@@ -40,9 +45,10 @@ pub fn prepare() -> Result<LinuxHost> {
         fetch(&dir)?;
     }
     let package = std::fs::read_to_string(&pkg_file)?.trim().to_string();
+    let files = extra(&image)?;
     let initramfs = dir.join("initramfs.cpio");
     let bb = std::fs::read(&busybox).with_context(|| format!("reading {}", busybox.display()))?;
-    std::fs::write(&initramfs, initramfs_cpio(&bb, INIT))?;
+    std::fs::write(&initramfs, initramfs_cpio_with(&bb, INIT, &files))?;
     Ok(LinuxHost { image, initramfs, package })
 }
 
@@ -63,7 +69,7 @@ pub fn busybox() -> Result<PathBuf> {
 }
 
 /// dpkg knows the arm64 architecture (apt lists its packages).
-fn ensure_arm64() -> Result<()> {
+pub(crate) fn ensure_arm64() -> Result<()> {
     if Command::new("apt-get").arg("--version").stdout(Stdio::null()).status().is_err() {
         bail!(
             "Debian's arm64 packages are fetched with apt-get, which is not here: put a static arm64 busybox at {}",
@@ -79,7 +85,7 @@ fn ensure_arm64() -> Result<()> {
 }
 
 /// `apt-get download` of `pkgs` into `dl`, each unpacked into `dl/root`.
-fn download(dl: &Path, pkgs: &[&str]) -> Result<()> {
+pub(crate) fn download(dl: &Path, pkgs: &[&str]) -> Result<()> {
     let _ = std::fs::remove_dir_all(dl);
     std::fs::create_dir_all(dl)?;
     eprintln!("xtask: fetching {} into {}", pkgs.join(" and "), dl.display());
@@ -105,7 +111,7 @@ fn download(dl: &Path, pkgs: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn run_root(args: &[&str], manual: &str) -> Result<()> {
+pub(crate) fn run_root(args: &[&str], manual: &str) -> Result<()> {
     let Some(mut c) = as_root(args) else {
         bail!("`{}` needs root; run as root:\n  {manual}", args.join(" "));
     };
@@ -227,12 +233,17 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u3
     }
 }
 
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFREG: u32 = 0o100000;
 const S_IFCHR: u32 = 0o020000;
 
 /// The initramfs: /init, /bin/busybox, /dev/console and the mount points.
 pub fn initramfs_cpio(busybox: &[u8], init: &str) -> Vec<u8> {
+    initramfs_cpio_with(busybox, init, &[])
+}
+
+/// [`initramfs_cpio`] with `extra` files (directories before their files).
+pub fn initramfs_cpio_with(busybox: &[u8], init: &str, extra: &[InitramfsFile]) -> Vec<u8> {
     let mut v = Vec::new();
     let mut ino = 1;
     let mut add = |v: &mut Vec<u8>, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
@@ -246,6 +257,9 @@ pub fn initramfs_cpio(busybox: &[u8], init: &str) -> Vec<u8> {
     add(&mut v, "dev/console", S_IFCHR | 0o600, (5, 1), &[]);
     add(&mut v, "bin/busybox", S_IFREG | 0o755, (0, 0), busybox);
     add(&mut v, "init", S_IFREG | 0o755, (0, 0), init.as_bytes());
+    for (name, mode, data) in extra {
+        add(&mut v, name, *mode, (0, 0), data);
+    }
     cpio_entry(&mut v, 0, "TRAILER!!!", 0, (0, 0), &[]);
     v
 }

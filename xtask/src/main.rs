@@ -6,7 +6,7 @@
 // (the test in `modgraph` checks that the module graph has no cycle):
 //   commands:      bench, modgraph (`cycles`), profile, runner (`test`), trace
 //   data:          scenarios (the scenario table), fixtures
-//   one run:       qemu > build, linux_guest > linux, qemu_install
+//   one run:       qemu > build, linux_vmm > linux_kmod, linux_guest > linux, qemu_install
 //   below those:   apt, image, options, packages, paths, pattern, sys, toolchain
 mod apt;
 mod bench;
@@ -15,6 +15,8 @@ mod fixtures;
 mod image;
 mod linux;
 mod linux_guest;
+mod linux_kmod;
+mod linux_vmm;
 mod modgraph;
 mod options;
 mod packages;

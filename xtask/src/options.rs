@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// DTB; vCPU 0 starts, the guest starts the others with PSCI CPU_ON.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub guest_vcpus: Vec<u32>,
+    /// The Linux host only: bootargs of each --guest, in order (its DTB's
+    /// /chosen/bootargs; the guest-test payload picks its test with
+    /// test=NAME).
+    #[arg(long)]
+    pub guest_args: Vec<String>,
     /// Host-shim scenario (shim.test=NAME); default: the demo.
     #[arg(long, value_parser = SHIM_SCENARIOS)]
     pub scenario: Option<String>,
@@ -235,17 +240,14 @@ pub fn check(a: &RunArgs) -> Result<()> {
     if a.linux && a.host_initrd.is_some() {
         bail!("--linux brings its own initramfs; use --host IMAGE --host-initrd FILE for yours");
     }
-    if a.linux && !a.guest.is_empty() {
-        bail!("--guest runs guests under the host shim; the Linux host (--linux) does not run them");
-    }
     if a.linux && a.scenario.is_some() {
         bail!("--scenario picks a host-shim scenario; the Linux host (--linux) does not run them");
     }
     if a.dump_s2 && a.linux {
         bail!("--dump-s2 is done by the host shim; the Linux host (--linux) does not do it");
     }
-    if a.linux_guest && other_host {
-        bail!("--linux-guest runs under the host shim; --linux and --host replace it: give one of them");
+    if a.linux_guest && a.host.is_some() {
+        bail!("--linux-guest runs under the host shim or the Linux host (--linux); --host replaces them: give one");
     }
     if a.linux_guest && !a.guest.is_empty() {
         bail!("--linux-guest and --guest: give one of them (--guest-mem and --guest-vcpus apply to either)");
@@ -258,7 +260,14 @@ pub fn check(a: &RunArgs) -> Result<()> {
             "--guest-bundle is the host shim's whole guest bundle: give no --host, --linux, --linux-guest or --guest"
         );
     }
-    let guests = a.guest.len().max(usize::from(!other_host));
+    // The shim runs its default guest when given none; --linux-guest is one.
+    let guests = a.guest.len().max(usize::from(!other_host || a.linux_guest));
+    if !a.guest_args.is_empty() && !a.linux {
+        bail!("--guest-args gives the Linux host's VMM each guest's bootargs: it goes with --linux --guest");
+    }
+    if a.guest_args.len() > a.guest.len() {
+        bail!("{} --guest-args value(s) for {} guest(s): one per --guest, in order", a.guest_args.len(), a.guest.len());
+    }
     if a.guest_mem.len() > guests {
         bail!("{} --guest-mem value(s) for {} guest(s): one per --guest, in order", a.guest_mem.len(), guests);
     }
@@ -344,12 +353,16 @@ mod tests {
         assert!(err("--trace-buf 8").contains("--trace KINDS"));
         assert!(err("--host-initrd Cargo.toml").contains("goes with --host"));
         assert!(err("--linux --host Cargo.toml").contains("give one of them"));
-        assert!(err("--linux --guest Cargo.toml").contains("does not run them"));
+        // The Linux host runs --guest programs with its VMM.
+        run("--linux --guest Cargo.toml --guest-mem 32M --guest-vcpus 2 --guest-args test=all").unwrap();
+        assert!(err("--guest Cargo.toml --guest-args test=all").contains("goes with --linux"));
+        assert!(err("--linux --guest Cargo.toml --guest-args a --guest-args b").contains("one per --guest"));
         assert!(err("--linux --scenario boot").contains("does not run them"));
         assert!(err("--guest-mem 8M --guest-mem 8M").contains("one per --guest"));
         assert!(err("--guest-vcpus 2 --guest-vcpus 2").contains("one per --guest"));
         assert!(err("--host /nonexistent/Image").contains("no such file"));
-        assert!(err("--linux-guest --linux").contains("give one of them"));
+        assert!(err("--linux-guest --host Cargo.toml").contains("give one"));
+        run("--linux-guest --linux --guest-vcpus 2 --smp 2").unwrap();
         assert!(err("--linux-guest --guest Cargo.toml").contains("give one of them"));
         assert!(err("--linux-guest --scenario boot").contains("guests scenario"));
         assert!(err("--linux-guest --guest-mem 64M --guest-mem 64M").contains("one per --guest"));

@@ -166,7 +166,8 @@ pub fn run_system_watched(args: &RunArgs, echo: bool, watch: &mut dyn FnMut(&str
     // --linux: Debian's kernel and the busybox initramfs stand in for
     // --host and --host-initrd.
     let (host, host_initrd_file, linux_args) = if args.linux {
-        let l = crate::linux::prepare()?;
+        // With the host driver, the VMM and the --guest programs.
+        let l = crate::linux::prepare_with(|image| crate::linux_vmm::initramfs_files(image, args))?;
         eprintln!("xtask: Linux host: {} ({})", l.package, l.image.display());
         (Some(l.image), Some(l.initramfs), Some(crate::linux::BOOTARGS))
     } else {
@@ -220,8 +221,10 @@ pub fn run_system_watched(args: &RunArgs, echo: bool, watch: &mut dyn FnMut(&str
     std::fs::write(&bundle_path, bundle)?;
 
     let mut cmdline = format!("hyp.log={}", args.log);
-    let scenario =
-        args.scenario.clone().or_else(|| (!args.guest.is_empty() || args.linux_guest).then(|| "guests".to_string()));
+    let scenario = args.scenario.clone().or_else(|| {
+        // The Linux host runs --guest programs with its own VMM.
+        ((!args.guest.is_empty() || args.linux_guest) && !args.linux).then(|| "guests".to_string())
+    });
     if let Some(t) = scenario {
         cmdline += &format!(" shim.test={t}");
     }

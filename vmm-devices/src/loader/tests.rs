@@ -151,3 +151,49 @@ fn dtb_window() {
     write_dtb(&[9; 8], &mut ram).unwrap();
     assert_eq!(&ram[..9], &[9, 9, 9, 9, 9, 9, 9, 9, 0]);
 }
+
+#[test]
+fn pieces_are_the_writes_in_order() {
+    let data: Vec<u8> = (1..=16).collect();
+    // Two overlapping segments: the second's bytes win where they meet.
+    let e = elf(TEXT, &[(1, 176, TEXT, 16, 32), (1, 184, TEXT + 8, 8, 8)], &data);
+    let plan = ElfPlan::new(&e, MIB, 1).unwrap();
+    let p = plan.pieces(&e);
+    assert_eq!(
+        p,
+        [
+            Piece::Zero { at: 0, len: DTB_SIZE },
+            Piece::Copy { at: 0x8_0000, bytes: &data[..] },
+            Piece::Zero { at: 0x8_0010, len: 16 },
+            Piece::Copy { at: 0x8_0008, bytes: &data[8..] },
+        ]
+    );
+    // Applied in order they are `write`.
+    let (mut a, mut b) = (vec![0xffu8; MIB as usize], vec![0xffu8; MIB as usize]);
+    plan.write(&e, &mut a);
+    for piece in &p {
+        piece.apply(&mut b);
+    }
+    assert!(a == b);
+    assert_eq!(&a[0x8_0008..0x8_0010], &data[8..]);
+
+    let img = image(0x1000, 0x3000, 0x2000);
+    let initrd = [7u8; 100];
+    let plan = LinuxPlan::new(&img, initrd.len(), 16 * MIB, 1).unwrap();
+    let (k, r) = ((plan.info.kernel - GUEST_RAM) as usize, (plan.info.initrd.0 - GUEST_RAM) as usize);
+    assert_eq!(
+        plan.pieces(&img, &initrd),
+        [
+            Piece::Zero { at: 0, len: DTB_SIZE },
+            Piece::Copy { at: k, bytes: &img[..] },
+            Piece::Zero { at: k + 0x2000, len: 0x1000 },
+            Piece::Copy { at: r, bytes: &initrd[..] },
+        ]
+    );
+    // An Image without BSS has no zero piece for it.
+    let whole = image(0x1000, 0x2000, 0x2000);
+    let plan = LinuxPlan::new(&whole, 0, 16 * MIB, 1).unwrap();
+    assert_eq!(plan.pieces(&whole, &[]).len(), 3);
+    assert_eq!(dtb_piece(&[9; 8]), Ok(Piece::Copy { at: 0, bytes: &[9; 8] }));
+    assert!(dtb_piece(&[]).is_err() && dtb_piece(&vec![1; DTB_SIZE + 1]).is_err());
+}

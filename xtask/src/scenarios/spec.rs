@@ -117,6 +117,8 @@ pub struct Run {
     pub guest: &'static [File],
     pub guest_mem: &'static [&'static str],
     pub guest_vcpus: &'static [u32],
+    /// The Linux host's VMM only: each guest's bootargs (`--guest-args`).
+    pub guest_args: &'static [&'static str],
     pub guest_bundle: Option<File>,
 }
 
@@ -140,6 +142,7 @@ impl Run {
         guest: &[],
         guest_mem: &[],
         guest_vcpus: &[],
+        guest_args: &[],
         guest_bundle: None,
     };
 
@@ -172,6 +175,7 @@ impl Run {
             guest: paths(self.guest),
             guest_mem: self.guest_mem.iter().map(|m| m.to_string()).collect(),
             guest_vcpus: self.guest_vcpus.to_vec(),
+            guest_args: self.guest_args.iter().map(|a| a.to_string()).collect(),
             guest_bundle: self.guest_bundle.map(|f| f.path(release)),
             ..Default::default()
         }

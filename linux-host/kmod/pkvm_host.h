@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * pkvm-rs host driver: the objects behind its file descriptors and the
+ * hypervisor calls (docs/abi.md, "Host -> hyp").
+ */
+#ifndef _PKVM_HOST_H
+#define _PKVM_HOST_H
+
+#include <linux/arm-smccc.h>
+#include <linux/fs.h>
+#include <linux/kref.h>
+#include <linux/mutex.h>
+#include <linux/xarray.h>
+
+#include "pkvm.h"
+
+/* Host calls (docs/abi.md). */
+#define HC_VM_CREATE	0xc6000100
+#define HC_VM_DESTROY	0xc6000101
+#define HC_VCPU_CREATE	0xc6000102
+#define HC_VCPU_RUN	0xc6000103
+#define HC_DONATE_GUEST	0xc6000104
+#define HC_PIN		0xc6000107
+#define HC_UNPIN	0xc6000108
+#define HC_PAGE_STATE	0xc600010b
+#define HC_VCPU_IRQ	0xc600010c
+#define HC_VM_STATS	0xc6000122
+#define HC_NOP		0xc6000124
+#define HC_VM_CALLS	0xc6000128
+
+/* VCPU_RUN's exit for a host interrupt or the end of a time slice. */
+#define EXIT_IRQ	7
+
+/* A VM's IPA space (VM_CREATE with x1 = 0). */
+#define IPA_LIMIT	BIT_ULL(40)
+
+#define BLK_SIZE	SZ_2M
+#define BLK_ORDER	(ilog2(BLK_SIZE) - PAGE_SHIFT)
+#define BLK_PAGES	BIT(BLK_ORDER)
+
+/* A VM's memory: allocated from Linux, donated at the next PKVM_RUN. */
+struct pkvm_mem {
+	u64 ipa;
+	unsigned long nr_pages;
+	struct page **pages;
+	/* Bit i: pages[i] heads a 2 MiB block (one allocation). */
+	unsigned long *blocks;
+	/* Pages [0, donated) are the guest's. */
+	unsigned long donated;
+};
+
+struct pkvm_vm {
+	/* Held by the VM fd, every vCPU fd and the memory fd. */
+	struct kref ref;
+	/* Guards mem's creation and donation, pins and memory copies. */
+	struct mutex lock;
+	u64 handle;
+	struct pkvm_mem *mem;
+	bool all_donated;
+	/* Page index -> pins this driver holds for userspace. */
+	struct xarray pins;
+};
+
+struct pkvm_vcpu {
+	struct pkvm_vm *vm;
+	u32 index;
+	/* One PKVM_RUN at a time. */
+	struct mutex run_lock;
+	struct page *run_page;
+	struct pkvm_run *run;
+};
+
+/* The hyp's answer: x0 the SMCCC status, x1 0 or a negative errno. */
+static inline long hc_err(unsigned long x0, unsigned long x1)
+{
+	long err = (long)x1;
+
+	if (x0)
+		return -EOPNOTSUPP;
+	if (err > 0 || err < -MAX_ERRNO)
+		return -EIO;
+	return err;
+}
+
+static inline long hc(u32 fid, u64 a1, u64 a2, u64 a3, u64 a4,
+		      struct arm_smccc_res *res)
+{
+	arm_smccc_1_1_hvc(fid, a1, a2, a3, a4, res);
+	return hc_err(res->a0, res->a1);
+}
+
+/* A call whose results go past x3: regs in, x0..x17 out. */
+static inline long hc_regs(struct arm_smccc_1_2_regs *regs)
+{
+	struct arm_smccc_1_2_regs args = *regs;
+
+	arm_smccc_1_2_hvc(&args, regs);
+	return hc_err(regs->a0, regs->a1);
+}
+
+/* Pages and VMs the driver holds now (sysfs: pages, vms). */
+extern atomic_long_t pkvm_pages;
+extern atomic_long_t pkvm_vms;
+
+long pkvm_vm_donate(struct pkvm_vm *vm);
+void pkvm_vm_unpin_all(struct pkvm_vm *vm);
+void pkvm_mem_free(struct pkvm_mem *m);
+long pkvm_create_memory(struct pkvm_vm *vm, void __user *argp);
+long pkvm_pin(struct pkvm_vm *vm, void __user *argp, bool pin);
+long pkvm_page_state(struct pkvm_vm *vm, void __user *argp);
+
+void pkvm_vm_put(struct pkvm_vm *vm);
+int pkvm_new_fd(const char *name, const struct file_operations *fops,
+		void *priv, fmode_t mode);
+
+#endif /* _PKVM_HOST_H */
