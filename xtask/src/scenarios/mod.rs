@@ -14,6 +14,7 @@ mod guests;
 mod irq;
 mod isolation;
 mod linux;
+mod linux_checks;
 mod memory;
 pub mod spec;
 mod trace;
@@ -34,6 +35,7 @@ pub const GROUPS: &[&[Scenario]] = &[
     bench::SCENARIOS,
     fuzz::SCENARIOS,
     linux::SCENARIOS,
+    linux::SEVERAL,
     cpus::SCENARIOS,
 ];
 
