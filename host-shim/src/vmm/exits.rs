@@ -176,7 +176,7 @@ impl Guest {
     pub fn run(&mut self) -> Result<(), String> {
         loop {
             match self.step()? {
-                Ran::Ran => {}
+                Ran::Once => {}
                 Ran::Stopped => return Ok(()),
                 Ran::Wait(u64::MAX) => return Err(NOTHING_WAKES.into()),
                 Ran::Wait(d) => crate::idle::nap(d, u64::MAX),
@@ -198,7 +198,7 @@ impl Guest {
         let args = self.run_args(v);
         let r = hyp::call(hyp_abi::host::VCPU_RUN, args);
         Ok(match self.on_exit(v, r)? {
-            Step::Go => Ran::Ran,
+            Step::Go => Ran::Once,
             Step::Yield | Step::Off => Ran::Stopped,
         })
     }
@@ -210,7 +210,7 @@ const NOTHING_WAKES: &str = "the guest waits for an interrupt that nothing will 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ran {
     /// A vCPU ran and its exit was handled.
-    Ran,
+    Once,
     /// The guest powered off, yielded, or has no vCPU on.
     Stopped,
     /// Every vCPU on waits: the earliest timer deadline (u64::MAX: only an
@@ -227,7 +227,7 @@ pub fn run_together(guests: &mut [Guest]) -> Vec<Result<(), String>> {
         let (mut ran, mut earliest) = (false, u64::MAX);
         for (g, o) in guests.iter_mut().zip(out.iter_mut()).filter(|(_, o)| o.is_none()) {
             match g.step() {
-                Ok(Ran::Ran) => ran = true,
+                Ok(Ran::Once) => ran = true,
                 Ok(Ran::Stopped) if !g.done && g.vstate.iter().any(|s| *s != VState::Off) => ran = true,
                 Ok(Ran::Stopped) => *o = Some(Ok(())),
                 Ok(Ran::Wait(d)) => earliest = earliest.min(d),

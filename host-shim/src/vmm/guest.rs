@@ -193,6 +193,7 @@ impl Guest {
     /// `/chosen` naming the initramfs, the pool, a virtio-console and a
     /// virtio-blk over `disk` if it is not empty) at the base; vCPU 0
     /// enters the Image with x0 = the DTB (Linux's arm64 boot protocol).
+    #[allow(clippy::too_many_arguments)]
     pub fn load_linux(
         hm: &mut HostMem,
         name: &str,

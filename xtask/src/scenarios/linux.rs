@@ -219,12 +219,7 @@ pub const SEVERAL: &[Scenario] = &[
         name: "linux-guest-kernels",
         about: "every guest kernel cached (6.12 always; another version once `cargo xtask linux-guest --version V` \
                 built it), one Linux guest each, at once: the same behaviour checks for each",
-        run: Run {
-            guest_kernel: GuestKernels::Cached,
-            guest_mem: &["64M", "64M", "64M", "64M"],
-            trace: Some("hypercalls"),
-            ..Run::DEFAULT
-        },
+        run: Run { guest_kernel: GuestKernels::Cached, trace: Some("hypercalls"), ..Run::DEFAULT },
         lines: Lines::Are(&[
             "[host] vm 1: the guest's successful calls: MEM_SHARE *",
             "[host] PASS the Linux guest shared its whole restricted DMA pool with MEM_SHARE",

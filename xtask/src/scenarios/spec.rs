@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use crate::options::RunArgs;
 use crate::paths::payload_dir;
 
+/// A check of a run's whole output: Err(the reason) on failure.
+pub type Verify = fn(&str) -> Result<(), String>;
+
 /// One QEMU run and what it must print.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
@@ -31,7 +34,7 @@ pub struct Scenario {
     pub timeout: u64,
     /// A check of the whole output that lines cannot express (counts that
     /// must agree, addresses in ranges): Err(reason) on failure.
-    pub verify: Option<fn(&str) -> Result<(), String>>,
+    pub verify: Option<Verify>,
 }
 
 impl Scenario {
