@@ -60,6 +60,20 @@ mod tests {
         assert_eq!(names.len(), all.len(), "two scenarios share a name");
     }
 
+    /// Every row's options pass the checks `cargo xtask run` makes (a row
+    /// with more --guest-mem values than guests would fail only when run).
+    #[test]
+    fn every_row_is_a_valid_run() {
+        for s in all() {
+            match crate::options::check(&s.run.args(false)) {
+                // Files the run builds or writes first exist only then.
+                Err(e) if e.to_string().ends_with(": no such file") => {}
+                Err(e) => panic!("{}: {e}", s.name),
+                Ok(()) => {}
+            }
+        }
+    }
+
     #[test]
     fn every_row_checks_something() {
         for s in all() {
