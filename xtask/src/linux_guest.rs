@@ -1,20 +1,24 @@
 //! Linux as a protected guest: a kernel built here from Debian's Linux
-//! 6.12 source with `guest-linux/config`, a busybox initramfs around
+//! source (6.12 by default; `cargo xtask linux-guest --version V` another
+//! series apt offers) with `guest-linux/config`, a busybox initramfs around
 //! `guest-linux/init`, and a small disk image with a known pattern.
 //!
 //! No Debian kernel has `CONFIG_ARM_PKVM_GUEST`, so the kernel is built:
 //! the source comes from Debian with `apt-get source --download-only linux`
-//! (a `deb-src` entry for `bookworm-backports` on Debian 12 is added when apt
-//! has no 6.12 source, on the mirror apt uses for bookworm), is unpacked with `dpkg-source -x --skip-patches`
-//! (the upstream tarball as Debian ships it, Debian's patches not applied),
-//! and built with `gcc-aarch64-linux-gnu` (installed with apt when missing,
-//! with make, flex, bison and bc): `make tinyconfig`, the fragment merged
-//! with `scripts/kconfig/merge_config.sh`, `make olddefconfig`, every option
-//! of the fragment checked, `make -jN Image`. The Image is cached as
-//! `target/linux-guest/<version>-<config hash>/Image`; the unpacked source
-//! in `target/linux-guest/src/` (its version in `target/linux-guest/source`)
-//! and the build tree in `target/linux-guest/build/`, so a changed fragment
-//! rebuilds incrementally and only the first run pays for the download.
+//! (when apt offers no source of the series, `deb-src` entries are added in
+//! turn: `bookworm-backports` on Debian 12, then `trixie`, then `sid`, on
+//! the mirror apt uses for the release), is unpacked with `dpkg-source -x
+//! --skip-patches` (the upstream tarball as Debian ships it, Debian's
+//! patches not applied), and built with `gcc-aarch64-linux-gnu` (installed
+//! with apt when missing, with make, flex, bison and bc): `make tinyconfig`,
+//! the fragment merged with `scripts/kconfig/merge_config.sh`, `make
+//! olddefconfig`, every option of the fragment checked, `make -jN Image`.
+//! The Image is cached as `target/linux-guest/<version>-<config hash>/Image`;
+//! the unpacked sources in `target/linux-guest/src/linux-<version>/` (the
+//! version of 6.12 in `target/linux-guest/source`, of another series V in
+//! `source-V`) and the build trees in `target/linux-guest/build/` (6.12)
+//! and `build-V/`, so a changed fragment rebuilds incrementally and only
+//! the first run of a version pays for the download.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
