@@ -217,6 +217,17 @@ fn newest_source(showsrc: &str, series: &str) -> Option<String> {
     source_list(showsrc).into_iter().filter(|v| in_series(v, series)).max_by_key(|v| numbers(upstream(v)))
 }
 
+/// Versions of a series tried at most when downloads fail.
+const MAX_TRIES: usize = 4;
+
+/// The versions of `series` apt offers, newest first, each once.
+fn candidates(showsrc: &str, series: &str) -> Vec<String> {
+    let mut v: Vec<String> = source_list(showsrc).into_iter().filter(|v| in_series(v, series)).collect();
+    v.sort_by_key(|v| std::cmp::Reverse(numbers(upstream(v))));
+    v.dedup();
+    v
+}
+
 /// Every version `apt-cache showsrc linux` names.
 fn source_list(showsrc: &str) -> Vec<String> {
     showsrc.lines().filter_map(|l| l.strip_prefix("Version: ")).map(|v| v.trim().to_string()).collect()
@@ -319,21 +330,37 @@ fn fetch_source(dir: &Path, series: &str, record: &Path) -> Result<String> {
     };
     let top = dir.join("src");
     std::fs::create_dir_all(&top)?;
-    let _ = std::fs::remove_dir_all(top.join(src_name(&version)));
     // Downloaded into a directory of its own: other versions' trees stay.
     let src = top.join("download");
-    let _ = std::fs::remove_dir_all(&src);
-    std::fs::create_dir_all(&src)?;
-    eprintln!("xtask: fetching the source of linux {version} into {}", src.display());
-    let mut get = Command::new("apt-get");
-    if is_root() {
-        // apt's download sandbox user cannot write into our tree.
-        get.args(["-o", "APT::Sandbox::User=root"]);
+    // A mirror's index may name a version whose files it does not have
+    // (yet): the next newest of the series is tried then, a few at most.
+    let all = showsrc()?;
+    let mut tried = Vec::new();
+    let mut got = None;
+    for v in std::iter::once(version).chain(candidates(&all, series).into_iter().skip(1)).take(MAX_TRIES) {
+        if tried.contains(&v) {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(&src)?;
+        eprintln!("xtask: fetching the source of linux {v} into {}", src.display());
+        let mut get = Command::new("apt-get");
+        if is_root() {
+            // apt's download sandbox user cannot write into our tree.
+            get.args(["-o", "APT::Sandbox::User=root"]);
+        }
+        get.args(["source", "--download-only", &format!("linux={v}")]);
+        if apt::download(&mut get, &src, &format!("fetching the source of linux {v}"))? {
+            got = Some(v);
+            break;
+        }
+        eprintln!("xtask: apt-get source --download-only linux={v} failed; trying an older {series}");
+        tried.push(v);
     }
-    get.args(["source", "--download-only", &format!("linux={version}")]);
-    if !apt::download(&mut get, &src, &format!("fetching the source of linux {version}"))? {
-        bail!("apt-get source --download-only linux={version} failed");
-    }
+    let Some(version) = got else {
+        bail!("apt-get source --download-only failed for linux {}", tried.join(", "));
+    };
+    let _ = std::fs::remove_dir_all(top.join(src_name(&version)));
     let dsc = std::fs::read_dir(&src)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "dsc"))
@@ -560,6 +587,8 @@ mod tests {
         assert_eq!(newest_source(s, "6.16").as_deref(), Some("6.16.3-1~bpo12+1"));
         assert_eq!(newest_source(s, "6.12.9").as_deref(), Some("6.12.9-1"));
         assert_eq!(newest_source(s, "6.13"), None);
+        assert_eq!(candidates(s, "7.2"), ["7.2.10-1", "7.2.8-1"]);
+        assert_eq!(candidates(s, "6.12"), ["6.12.95-1~bpo12+1", "6.12.9-1"]);
         let o = offered(s);
         let names: Vec<&str> = o.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(names, ["6.12", "6.16", "6.120", "7.2"]);
