@@ -3,16 +3,17 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use hyp_abi::guests::{ENTRY_LEN, HEADER_LEN, KIND_ELF, KIND_LINUX, MAGIC, NAME_LEN};
+use hyp_abi::guests::{ENTRY_LEN, HEADER_LEN, KIND_ELF, KIND_LINUX, MAGIC, MAX_CMDLINE, NAME_LEN};
 
 /// What a bundle entry holds.
 #[derive(Clone, Copy)]
 pub enum Kind {
     /// An AArch64 ELF (in `GuestImage::elf`).
     Elf,
-    /// An arm64 Linux Image (in `GuestImage::elf`), its initramfs and a
-    /// disk image (possibly empty).
-    Linux { initrd: &'static [u8], disk: &'static [u8] },
+    /// An arm64 Linux Image (in `GuestImage::elf`), its initramfs, a
+    /// disk image (possibly empty) and the command line added to the
+    /// VMM's (possibly empty).
+    Linux { initrd: &'static [u8], disk: &'static [u8], cmdline: &'static str },
 }
 
 pub struct GuestImage {
@@ -64,7 +65,14 @@ pub fn parse(initrd: Option<(u64, u64)>) -> Result<Vec<GuestImage>, &'static str
         }
         let kind = match u32_at(b, o + 60)? {
             KIND_ELF => Kind::Elf,
-            KIND_LINUX => Kind::Linux { initrd, disk },
+            KIND_LINUX => {
+                let cmdline = part(b, u64_at(b, o + 96)?, u64_at(b, o + 104)?)?;
+                if cmdline.len() > MAX_CMDLINE {
+                    return Err("a guest's command line is longer than 1024 bytes");
+                }
+                let cmdline = core::str::from_utf8(cmdline).map_err(|_| "a guest's command line is not UTF-8")?;
+                Kind::Linux { initrd, disk, cmdline }
+            }
             _ => return Err("unknown guest kind"),
         };
         let name_b = b.get(o + 64..o + 64 + NAME_LEN).ok_or("truncated")?;

@@ -10,6 +10,7 @@ use crate::irq_test::{self, IrqTest};
 use crate::mem::GuestMem;
 use crate::pl011::{self, Pl011};
 use crate::virtio::Devices;
+use alloc::vec::Vec;
 
 /// Guest RAM starts here (its size is the guest's).
 pub const GUEST_RAM: u64 = 0x4000_0000;
@@ -90,6 +91,42 @@ impl<I: IrqControl> Platform<I> {
             return self.virtio_mmio(ipa, write, size, value, mem, &mut out);
         }
         self.gic.mmio(ipa, write, size, value)
+    }
+
+    /// The devices of the guest's DTB, as (name, base IPA, size): the GIC's
+    /// distributor and redistributors, the PL011, the interrupt test device
+    /// and each virtio-mmio slot. A guest's MMIO_GUARD calls should name
+    /// only granules of these.
+    pub fn devices(&self) -> Vec<(&'static str, u64, u64)> {
+        use crate::gic::{GICD, GICD_SIZE, GICR, GICR_STRIDE};
+        let mut v = Vec::from([
+            ("GIC distributor", GICD, GICD_SIZE),
+            ("GIC redistributors", GICR, GICR_STRIDE * self.gic.vcpus() as u64),
+            ("PL011", GUEST_UART, pl011::SIZE),
+            ("interrupt test device", GUEST_IRQ_TEST, irq_test::SIZE),
+        ]);
+        if let Some(d) = &self.virtio {
+            let mut k = 0;
+            while d.slot(k).is_some() {
+                v.push((
+                    "virtio-mmio",
+                    crate::virtio::MMIO_BASE + k as u64 * crate::virtio::MMIO_SIZE,
+                    crate::virtio::MMIO_SIZE,
+                ));
+                k += 1;
+            }
+        }
+        v
+    }
+
+    /// The 4 KiB granules the guest's devices span (slots sharing a granule
+    /// counted once).
+    pub fn device_granules(&self) -> u64 {
+        let mut g: Vec<u64> =
+            self.devices().iter().flat_map(|&(_, base, size)| (base >> 12)..(base + size).div_ceil(4096)).collect();
+        g.sort_unstable();
+        g.dedup();
+        g.len() as u64
     }
 
     /// [`Platform::mmio`] for a virtio device's window.
@@ -176,5 +213,25 @@ mod tests {
         assert_eq!(p.virtio_exits, 1);
         let lines = &p.gic.irq().0;
         assert_eq!(lines, &[(33, true), (34, true), (34, false)]);
+    }
+
+    /// The device list follows the DTB's: a Linux guest with 2 vCPUs and
+    /// a console and a disk guards at most 16 + 64 + 1 + 1 + 1 granules
+    /// (the two virtio slots share one).
+    #[test]
+    fn device_granules_follow_the_platform() {
+        let virtio = Devices::new(Config {
+            console: true,
+            disk: Some(std::boxed::Box::new(crate::virtio::Disk::ReadOnly(&[0u8; 512]))),
+            dma_pool: None,
+        });
+        let p = Platform::new(Lines::default(), 2, Some(virtio));
+        let d = p.devices();
+        assert_eq!(d.len(), 6);
+        assert_eq!(d[1], ("GIC redistributors", crate::gic::GICR, 0x4_0000));
+        assert_eq!(d[5], ("virtio-mmio", MMIO_BASE + 0x200, 0x200));
+        assert_eq!(p.device_granules(), 16 + 64 + 1 + 1 + 1);
+        let bare = Platform::new(Lines::default(), 1, None);
+        assert_eq!(bare.device_granules(), 16 + 32 + 1 + 1);
     }
 }

@@ -82,6 +82,7 @@ pub fn bad_linux_guests() -> Vec<u8> {
             kind: hyp_abi::guests::KIND_LINUX,
             initrd: vec![0; 4096],
             disk: Vec::new(),
+            cmdline: String::new(),
         })
         .collect();
     crate::image::guest_bundle(&specs)

@@ -56,11 +56,22 @@ pub struct GuestSpec {
     /// A Linux guest's initramfs and disk image (empty for an ELF).
     pub initrd: Vec<u8>,
     pub disk: Vec<u8>,
+    /// A Linux guest's command line, after the VMM's own (empty: none).
+    pub cmdline: String,
 }
 
 impl GuestSpec {
     pub fn elf(name: String, elf: Vec<u8>, mem: u64, vcpus: u32) -> Self {
-        GuestSpec { name, elf, mem, vcpus, kind: hyp_abi::guests::KIND_ELF, initrd: Vec::new(), disk: Vec::new() }
+        GuestSpec {
+            name,
+            elf,
+            mem,
+            vcpus,
+            kind: hyp_abi::guests::KIND_ELF,
+            initrd: Vec::new(),
+            disk: Vec::new(),
+            cmdline: String::new(),
+        }
     }
 }
 
@@ -73,10 +84,15 @@ pub fn guest_bundle(guests: &[GuestSpec]) -> Vec<u8> {
     let mut blobs: Vec<(usize, &[u8])> = Vec::new();
     for g in guests {
         table.extend_from_slice(&g.mem.to_le_bytes());
-        for part in [&g.elf, &g.initrd, &g.disk] {
+        let parts = [&g.elf[..], &g.initrd[..], &g.disk[..], g.cmdline.as_bytes()];
+        let mut at_of = [(0u64, 0u64); 4];
+        for (k, part) in parts.into_iter().enumerate() {
             let at = if part.is_empty() { 0 } else { off };
-            table.extend_from_slice(&(at as u64).to_le_bytes());
-            table.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            at_of[k] = (at as u64, part.len() as u64);
+            if k < 3 {
+                table.extend_from_slice(&(at as u64).to_le_bytes());
+                table.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            }
             if !part.is_empty() {
                 blobs.push((off, part));
                 off = page(off + part.len());
@@ -88,6 +104,8 @@ pub fn guest_bundle(guests: &[GuestSpec]) -> Vec<u8> {
         let n = g.name.len().min(NAME_LEN - 1);
         name[..n].copy_from_slice(&g.name.as_bytes()[..n]);
         table.extend_from_slice(&name);
+        table.extend_from_slice(&at_of[3].0.to_le_bytes());
+        table.extend_from_slice(&at_of[3].1.to_le_bytes());
     }
     let mut v = Vec::new();
     v.extend_from_slice(MAGIC);
@@ -121,6 +139,7 @@ mod tests {
             kind: KIND_LINUX,
             initrd: vec![3; 4097],
             disk: vec![4; 512],
+            cmdline: "quiet loglevel=3".into(),
         };
         let b = guest_bundle(&[elf, linux]);
         assert_eq!(&b[..8], MAGIC);
@@ -137,12 +156,15 @@ mod tests {
         assert_eq!((e(1, 3), e(1, 4)), (4 * 4096, 4097));
         assert_eq!((e(1, 5), e(1, 6)), (6 * 4096, 512));
         assert_eq!((w(1, 56), w(1, 60)), (1, KIND_LINUX));
-        let name = &b[HEADER_LEN + ENTRY_LEN + 64..HEADER_LEN + 2 * ENTRY_LEN];
+        let name = &b[HEADER_LEN + ENTRY_LEN + 64..HEADER_LEN + ENTRY_LEN + 96];
         assert_eq!(&name[..31], b"a-name-longer-than-thirty-two-b");
         assert_eq!(name[31], 0);
         assert!(b[4096..4096 + 5000].iter().all(|&x| x == 1));
         assert!(b[4 * 4096..4 * 4096 + 4097].iter().all(|&x| x == 3));
-        assert_eq!(b.len(), 6 * 4096 + 512);
-        assert!(b[6 * 4096..].iter().all(|&x| x == 4));
+        // The command line after the disk; none for the ELF.
+        assert_eq!((e(0, 12), e(0, 13)), (0, 0));
+        assert_eq!((e(1, 12), e(1, 13)), (7 * 4096, 16));
+        assert!(b[6 * 4096..6 * 4096 + 512].iter().all(|&x| x == 4));
+        assert_eq!(&b[7 * 4096..], b"quiet loglevel=3");
     }
 }

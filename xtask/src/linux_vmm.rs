@@ -56,7 +56,7 @@ const LINUX_GUEST: [(&str, &str); 3] =
 /// Linux guest, then its exit status.
 pub fn run_script(args: &RunArgs) -> String {
     let mut cmd = String::from("/pkvm/vmm");
-    if args.linux_guest {
+    if args.linux_guests() > 0 {
         let mem = args.guest_mem.first().map_or("128M", String::as_str);
         let vcpus = args.guest_vcpus.first().copied().unwrap_or(1);
         let [(_, image), (_, initrd), (_, disk)] = LINUX_GUEST;
@@ -76,7 +76,7 @@ pub fn run_script(args: &RunArgs) -> String {
         "# Written by cargo xtask for this run: the guests the Linux host runs.\n{cmd}\n\
          echo \"linux-host: pkvm-vmm exit status $?\"\n"
     );
-    if args.linux_guest {
+    if args.linux_guests() > 0 {
         // What the guest wrote through virtio-blk is in the file.
         let disk = LINUX_GUEST[2].1;
         script += &format!(
@@ -101,13 +101,14 @@ pub fn initramfs_files(image: &Path, args: &RunArgs) -> Result<Vec<InitramfsFile
     for (i, g) in args.guest.iter().enumerate() {
         files.push((format!("pkvm/guest{i}.elf"), S_IFREG | 0o644, read(g)?));
     }
-    if args.linux_guest {
-        let l = crate::linux_guest::prepare()?;
-        for (p, (_, name)) in [&l.image, &l.initramfs, &l.disk].into_iter().zip(LINUX_GUEST) {
+    if args.linux_guests() > 0 {
+        let l = crate::linux_guest::prepare(true)?;
+        let image = l.image.as_ref().expect("prepare(true) builds or finds the kernel");
+        for (p, (_, name)) in [image, &l.initramfs, &l.disk].into_iter().zip(LINUX_GUEST) {
             files.push((name.to_string(), S_IFREG | 0o644, read(p)?));
         }
     }
-    if !args.guest.is_empty() || args.linux_guest {
+    if !args.guest.is_empty() || args.linux_guests() > 0 {
         files.push(("pkvm/run".to_string(), S_IFREG | 0o644, run_script(args).into_bytes()));
     }
     Ok(files)
@@ -132,7 +133,7 @@ mod tests {
              --guest /pkvm/guest1.elf --guest-mem 64M --guest-vcpus 2\n"
         ));
         assert!(s.ends_with("echo \"linux-host: pkvm-vmm exit status $?\"\n"));
-        let linux = RunArgs { linux_guest: true, guest_vcpus: vec![2], ..Default::default() };
+        let linux = RunArgs { linux_guest: 1, guest_vcpus: vec![2], ..Default::default() };
         assert!(run_script(&linux).contains(
             "\n/pkvm/vmm --linux-guest /pkvm/linux-guest.Image --initrd /pkvm/linux-guest.cpio \
              --disk /pkvm/linux-guest.disk --guest-mem 128M --guest-vcpus 2\n"

@@ -60,7 +60,7 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Build (or find in target/linux-guest/) the Linux guest's kernel,
     /// initramfs and disk image; print their paths.
-    LinuxGuest,
+    LinuxGuest(linux_guest::BuildArgs),
     /// EL2 instructions per hyp function, for a bench row (N vs 2N
     /// repetitions, diffed) or a whole scenario (QEMU -d exec, one
     /// instruction per TB).
@@ -119,7 +119,7 @@ fn main() {
         Cmd::Bench(args) => bench::bench_cmd(&args),
         Cmd::Profile(p) => profile::profile_cmd(&p),
         Cmd::Trace { file, json, map } => trace::trace_cmd(&file, json, map),
-        Cmd::LinuxGuest => linux_guest::build_cmd(),
+        Cmd::LinuxGuest(a) => linux_guest::build_cmd(&a),
         Cmd::Cycles { dot, root } => {
             modgraph::run(&root.unwrap_or_else(paths::workspace_root), dot).map(|acyclic| if acyclic { 0 } else { 1 })
         }

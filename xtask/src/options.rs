@@ -39,8 +39,23 @@ pub struct RunArgs {
     /// 6.12 source with guest-linux/config (on first use; cached under
     /// target/linux-guest/), a busybox initramfs around guest-linux/init
     /// and a disk image. --guest-mem (default 128M) and --guest-vcpus apply.
+    /// Repeat it for several Linux guests at once, each with its disk.
+    #[arg(long, action = clap::ArgAction::Count)]
+    pub linux_guest: u8,
+    /// Run this arm64 Linux Image as the Linux guest instead of the one the
+    /// xtask builds (any kernel with CONFIG_ARM_PKVM_GUEST; README "Bring
+    /// your own guest kernel"). Repeatable: one per Linux guest, in order
+    /// (the last one for the guests after). Implies --linux-guest.
     #[arg(long)]
-    pub linux_guest: bool,
+    pub guest_kernel: Vec<PathBuf>,
+    /// The Linux guests' initramfs instead of the xtask's (busybox and
+    /// guest-linux/init).
+    #[arg(long)]
+    pub guest_initrd: Option<PathBuf>,
+    /// Added to the Linux guests' command line (after the VMM's
+    /// `console=ttyAMA0 panic=-1`; at most 1024 bytes).
+    #[arg(long, allow_hyphen_values = true)]
+    pub guest_append: Option<String>,
     /// Give the host shim this file as its guest bundle (tests: bundles the
     /// xtask's own checks would refuse).
     #[arg(long, hide = true)]
@@ -219,6 +234,17 @@ pub fn parse_trace(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Linux guests at most in one run.
+pub const MAX_LINUX_GUESTS: usize = 4;
+
+impl RunArgs {
+    /// How many Linux guests the run has (`--linux-guest` repeated, or one
+    /// per `--guest-kernel`).
+    pub fn linux_guests(&self) -> usize {
+        usize::from(self.linux_guest).max(self.guest_kernel.len())
+    }
+}
+
 /// Combinations and files: checked before anything is built.
 pub fn check(a: &RunArgs) -> Result<()> {
     if a.trace_vm.is_some() && a.trace.is_none() && a.trace_dump.is_none() {
@@ -246,22 +272,37 @@ pub fn check(a: &RunArgs) -> Result<()> {
     if a.dump_s2 && a.linux {
         bail!("--dump-s2 is done by the host shim; the Linux host (--linux) does not do it");
     }
-    if a.linux_guest && a.host.is_some() {
+    let linux_guests = a.linux_guests();
+    if linux_guests > MAX_LINUX_GUESTS {
+        bail!("{linux_guests} Linux guests: at most {MAX_LINUX_GUESTS} in one run");
+    }
+    if linux_guests == 0 && (a.guest_initrd.is_some() || a.guest_append.is_some()) {
+        bail!("--guest-initrd and --guest-append are for Linux guests: give --linux-guest or --guest-kernel IMAGE");
+    }
+    if a.guest_append.as_ref().is_some_and(|s| s.len() > hyp_abi::guests::MAX_CMDLINE) {
+        bail!("--guest-append: at most {} bytes", hyp_abi::guests::MAX_CMDLINE);
+    }
+    if linux_guests > 0 && a.host.is_some() {
         bail!("--linux-guest runs under the host shim or the Linux host (--linux); --host replaces them: give one");
     }
-    if a.linux_guest && !a.guest.is_empty() {
+    if linux_guests > 1 && a.linux {
+        bail!("{linux_guests} Linux guests: the Linux host's VMM runs one (several run under the host shim)");
+    }
+    if a.linux && (!a.guest_kernel.is_empty() || a.guest_initrd.is_some() || a.guest_append.is_some()) {
+        bail!("--guest-kernel, --guest-initrd and --guest-append are the host shim's; the Linux host's VMM runs the xtask's guest kernel");
+    }
+    if linux_guests > 0 && !a.guest.is_empty() {
         bail!("--linux-guest and --guest: give one of them (--guest-mem and --guest-vcpus apply to either)");
     }
-    if a.linux_guest && a.scenario.as_deref().is_some_and(|s| s != "guests") {
+    if linux_guests > 0 && a.scenario.as_deref().is_some_and(|s| s != "guests") {
         bail!("--linux-guest runs in the host shim's guests scenario; --scenario picks another one");
     }
-    if a.guest_bundle.is_some() && (other_host || a.linux_guest || !a.guest.is_empty()) {
+    if a.guest_bundle.is_some() && (other_host || linux_guests > 0 || !a.guest.is_empty()) {
         bail!(
             "--guest-bundle is the host shim's whole guest bundle: give no --host, --linux, --linux-guest or --guest"
         );
     }
-    // The shim runs its default guest when given none; --linux-guest is one.
-    let guests = a.guest.len().max(usize::from(!other_host || a.linux_guest));
+    let guests = (a.guest.len() + linux_guests).max(usize::from(!other_host));
     if !a.guest_args.is_empty() && !a.linux {
         bail!("--guest-args gives the Linux host's VMM each guest's bootargs: it goes with --linux --guest");
     }
@@ -280,6 +321,8 @@ pub fn check(a: &RunArgs) -> Result<()> {
         .map(|p| ("--host", p))
         .chain(a.host_initrd.iter().map(|p| ("--host-initrd", p)))
         .chain(a.guest.iter().map(|p| ("--guest", p)))
+        .chain(a.guest_kernel.iter().map(|p| ("--guest-kernel", p)))
+        .chain(a.guest_initrd.iter().map(|p| ("--guest-initrd", p)))
         .chain(a.guest_bundle.iter().map(|p| ("--guest-bundle", p)))
     {
         if !p.is_file() {
@@ -367,6 +410,28 @@ mod tests {
         assert!(err("--linux-guest --scenario boot").contains("guests scenario"));
         assert!(err("--linux-guest --guest-mem 64M --guest-mem 64M").contains("one per --guest"));
         run("--linux-guest --guest-mem 256M --guest-vcpus 2 --smp 2").unwrap();
+        assert!(err("--guest-append quiet").contains("for Linux guests"));
+        assert!(err("--guest-initrd Cargo.toml").contains("for Linux guests"));
+        assert!(err("--guest-kernel /nonexistent/Image").contains("--guest-kernel /nonexistent/Image: no such file"));
+        assert!(err("--guest-kernel Cargo.toml --guest-initrd /nonexistent").contains("no such file"));
+        assert!(err("--guest-kernel Cargo.toml --linux").contains("are the host shim's"));
+        assert!(err("--linux --linux-guest --linux-guest").contains("the Linux host's VMM runs one"));
+        let long = format!("--linux-guest --guest-append {}", "x".repeat(1025));
+        assert!(err(&long).contains("at most 1024 bytes"));
+        assert!(err("--linux-guest --linux-guest --linux-guest --linux-guest --linux-guest").contains("at most 4"));
+        assert!(err("--linux-guest --linux-guest --guest-mem 64M --guest-mem 64M --guest-mem 64M")
+            .contains("one per --guest"));
+    }
+
+    #[test]
+    fn linux_guests_count() {
+        let a = run("--guest-kernel Cargo.toml --guest-append quiet --guest-initrd Cargo.toml").unwrap();
+        assert_eq!((a.linux_guests(), a.guest_append.as_deref()), (1, Some("quiet")));
+        let a = run("--linux-guest --linux-guest --guest-mem 64M --guest-mem 64M --smp 2").unwrap();
+        assert_eq!(a.linux_guests(), 2);
+        let a = run("--linux-guest --guest-kernel Cargo.toml --guest-kernel Cargo.toml").unwrap();
+        assert_eq!(a.linux_guests(), 2);
+        assert_eq!(run("").unwrap().linux_guests(), 0);
     }
 
     /// The scenario list follows the host shim's dispatch.

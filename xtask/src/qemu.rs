@@ -153,6 +153,47 @@ pub fn check_linux_guest(image: &[u8], mem: u64, initrd_len: u64) -> Result<()> 
     Ok(())
 }
 
+/// The run's Linux guests: the xtask's kernel (built on first use) or the
+/// user's (`--guest-kernel`, one per guest, the last for the guests after),
+/// each Image checked; the xtask's initramfs or `--guest-initrd`; each
+/// guest its own copy of the disk image; `--guest-append`.
+fn linux_guests(args: &RunArgs) -> Result<Vec<GuestSpec>> {
+    let n = args.linux_guests();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let l = crate::linux_guest::prepare(args.guest_kernel.is_empty())?;
+    let initrd_path = args.guest_initrd.clone().unwrap_or(l.initramfs.clone());
+    let initrd = std::fs::read(&initrd_path).with_context(|| format!("reading {}", initrd_path.display()))?;
+    let disk = std::fs::read(&l.disk)?;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let path = match args.guest_kernel.get(i).or(args.guest_kernel.last()) {
+            Some(p) => p.clone(),
+            None => l.image.clone().context("the xtask's guest kernel")?,
+        };
+        let image = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        match args.guest_kernel.is_empty() {
+            true => eprintln!("xtask: Linux guest {}: Linux {} ({})", i + 1, l.version, path.display()),
+            false => eprintln!("xtask: Linux guest {}: {}", i + 1, path.display()),
+        }
+        let mem = parse_size(args.guest_mem.get(i).map(String::as_str).unwrap_or(LINUX_GUEST_MEM))?;
+        check_linux_guest(&image, mem, initrd.len() as u64)
+            .with_context(|| format!("Linux guest {} ({})", i + 1, path.display()))?;
+        out.push(GuestSpec {
+            name: if n == 1 { "linux".into() } else { format!("linux{}", i + 1) },
+            elf: image,
+            mem,
+            vcpus: args.guest_vcpus.get(i).copied().unwrap_or(1),
+            kind: hyp_abi::guests::KIND_LINUX,
+            initrd: initrd.clone(),
+            disk: disk.clone(),
+            cmdline: args.guest_append.clone().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
 /// Builds everything and boots; `echo` copies the console to stdout.
 pub fn run_system(args: &RunArgs, echo: bool) -> Result<Outcome> {
     run_system_watched(args, echo, &mut |_| {})
@@ -180,24 +221,8 @@ pub fn run_system_watched(args: &RunArgs, echo: bool, watch: &mut dyn FnMut(&str
     if host_image.len() < 64 || &host_image[56..60] != b"ARM\x64" {
         bail!("host image has no arm64 Image header (ARM\\x64 magic at offset 56)");
     }
-    let mut guests = Vec::new();
-    if args.linux_guest {
-        let l = crate::linux_guest::prepare()?;
-        eprintln!("xtask: Linux guest: Linux {} ({})", l.version, l.image.display());
-        let image = std::fs::read(&l.image).with_context(|| format!("reading {}", l.image.display()))?;
-        let mem = parse_size(args.guest_mem.first().map(String::as_str).unwrap_or(LINUX_GUEST_MEM))?;
-        check_linux_guest(&image, mem, std::fs::metadata(&l.initramfs)?.len())?;
-        guests.push(GuestSpec {
-            name: "linux".into(),
-            elf: image,
-            mem,
-            vcpus: args.guest_vcpus.first().copied().unwrap_or(1),
-            kind: hyp_abi::guests::KIND_LINUX,
-            initrd: std::fs::read(&l.initramfs)?,
-            disk: std::fs::read(&l.disk)?,
-        });
-    }
-    let paths: Vec<_> = if args.guest.is_empty() && host.is_none() && !args.linux_guest {
+    let mut guests = linux_guests(args)?;
+    let paths: Vec<_> = if args.guest.is_empty() && host.is_none() && args.linux_guests() == 0 {
         vec![a.guest_test.clone()]
     } else {
         args.guest.clone()
@@ -223,7 +248,7 @@ pub fn run_system_watched(args: &RunArgs, echo: bool, watch: &mut dyn FnMut(&str
     let mut cmdline = format!("hyp.log={}", args.log);
     let scenario = args.scenario.clone().or_else(|| {
         // The Linux host runs --guest programs with its own VMM.
-        ((!args.guest.is_empty() || args.linux_guest) && !args.linux).then(|| "guests".to_string())
+        ((!args.guest.is_empty() || args.linux_guests() > 0) && !args.linux).then(|| "guests".to_string())
     });
     if let Some(t) = scenario {
         cmdline += &format!(" shim.test={t}");

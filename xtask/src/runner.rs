@@ -72,6 +72,9 @@ pub fn check(s: &Scenario, output: &str, code: i32) -> std::result::Result<(), S
     if code != s.code {
         return Err(format!("exit code {code}, want {}", s.code));
     }
+    if let Some(verify) = s.verify {
+        verify(output)?;
+    }
     Ok(())
 }
 
@@ -237,6 +240,7 @@ mod tests {
             anywhere: &[],
             code,
             timeout: 1,
+            verify: None,
         }
     }
 

@@ -130,6 +130,9 @@ pub struct S2Range {
     /// an unmapped range ("vm 1-owned (unmapped)").
     pub what: String,
     pub level: u8,
+    /// How many ranges of the dump this one stands for: adjacent ranges of
+    /// the same state, level and contiguous PA are drawn as one box.
+    pub count: u64,
 }
 
 impl S2Range {
@@ -167,6 +170,9 @@ impl S2Range {
             format!("{} stage-2, IPA {:#x}..{:#x} ({})", self.table, self.start, self.end, size(self.end - self.start));
         if let Some(pa) = self.pa {
             let _ = write!(t, " → PA {:#x}..{:#x}", pa, pa + (self.end - self.start));
+        }
+        if self.count > 1 {
+            let _ = write!(t, "\n{} adjacent ranges of this state, drawn as one", self.count);
         }
         let _ = write!(t, "\nowner: {owner}; state: {state}");
         if let Some((mem, perm)) = self.attrs() {
@@ -304,12 +310,36 @@ pub fn s2_bands(log: &str) -> Vec<Band> {
             Some((w, l)) => (w.to_string(), l.parse().unwrap_or(3)),
             None => (tail.to_string(), 3),
         };
-        cur.push(S2Range { table: name.to_string(), start, end, pa, what, level });
+        cur.push(S2Range { table: name.to_string(), start, end, pa, what, level, count: 1 });
     }
     if let Some(last) = cur.first().map(|r| r.table.clone()) {
         bands.push(Band { table: last, ranges: cur, table_pages: None, after, context });
     }
     bands
+}
+
+/// Adjacent ranges of the same state and level whose IPAs (and PAs, when
+/// mapped) follow on, merged into one: a 128 MiB Linux guest's 1,024
+/// shared 4 KiB pool pages become one box whose tooltip still says exactly
+/// what each page is.
+pub fn aggregate(ranges: &[S2Range]) -> Vec<S2Range> {
+    let mut out: Vec<S2Range> = Vec::new();
+    for r in ranges {
+        if let Some(last) = out.last_mut() {
+            let pa_follows = match (last.pa, r.pa) {
+                (Some(a), Some(b)) => a + (last.end - last.start) == b,
+                (None, None) => true,
+                _ => false,
+            };
+            if last.end == r.start && last.what == r.what && last.level == r.level && pa_follows {
+                last.end = r.end;
+                last.count += r.count;
+                continue;
+            }
+        }
+        out.push(r.clone());
+    }
+    out
 }
 
 /// Legend: (label, colour).
@@ -380,9 +410,10 @@ pub fn svg(bands: &[Band]) -> String {
             y + box_h / 2.0 + 4.0,
             esc(&band.table)
         );
-        // Ranges plus the holes between them.
+        // Ranges (runs of the same state merged) plus the holes between them.
+        let ranges = aggregate(&band.ranges);
         let mut boxes: Vec<(u64, u64, Option<&S2Range>)> = Vec::new();
-        for r in &band.ranges {
+        for r in &ranges {
             if let Some(&(_, end, _)) = boxes.last() {
                 if end < r.start {
                     boxes.push((end, r.start, None));
@@ -535,6 +566,58 @@ mod tests {
         assert!(chrome_json(&[r, r2], 62_500_000).contains("\"ts\":32.000"));
     }
 
+    /// A Linux guest's stage-2 after boot: 128 MiB, a 4 MiB pool of 1,024
+    /// shared 4 KiB pages, 32 more shared pages scattered among private
+    /// ones, the rest 2 MiB blocks: runs of the same state become one box
+    /// each, and each box's tooltip is exact.
+    #[test]
+    fn a_linux_guest_map_is_legible() {
+        let mut log = String::new();
+        let (base, pa0) = (0x4000_0000u64, 0x5000_0000u64);
+        let line = |log: &mut String, s: u64, e: u64, what: &str, l: u8| {
+            log.push_str(&format!("[hyp] s2 vm 1: {s:#x}..{e:#x} -> {:#x} {what} L{l}\n", pa0 + s - base));
+        };
+        // 2 MiB blocks, then the 2 MiB region with 32 scattered shared pages
+        // (every 16th page), then the pool, then blocks again.
+        for b in 0..60u64 {
+            line(&mut log, base + b * 0x20_0000, base + (b + 1) * 0x20_0000, "owned Normal rwx", 2);
+        }
+        let split = base + 60 * 0x20_0000;
+        for p in 0..512u64 {
+            let what = if p % 16 == 0 { "shared-owned Normal rwx" } else { "owned Normal rwx" };
+            line(&mut log, split + p * 4096, split + (p + 1) * 4096, what, 3);
+        }
+        let pool = base + 62 * 0x20_0000;
+        for p in 0..1024u64 {
+            line(&mut log, pool + p * 4096, pool + (p + 1) * 4096, "shared-owned Normal rwx", 3);
+        }
+        log.push_str("[hyp] s2 vm 1: 3 table pages\n");
+        let bands = s2_bands(&log);
+        assert_eq!(bands[0].ranges.len(), 60 + 512 + 1024);
+        let agg = aggregate(&bands[0].ranges);
+        // 1 run of blocks, 64 alternating runs in the split region, the pool.
+        assert_eq!(agg.len(), 1 + 64 + 1);
+        assert_eq!((agg[0].count, agg[0].end - agg[0].start), (60, 120 << 20));
+        assert_eq!((agg[1].count, agg[2].count), (1, 15));
+        let pool_run = agg.last().unwrap();
+        assert_eq!((pool_run.start, pool_run.end, pool_run.count), (pool, pool + (4 << 20), 1024));
+        let svg = svg(&bands);
+        // One tooltip per run, one for the hole between the split block and the pool.
+        assert_eq!(svg.matches("<title>").count(), 66 + 1);
+        assert!(svg.contains(&format!(
+            "<title>vm 1 stage-2, IPA {pool:#x}..{:#x} (4 MiB) → PA {:#x}..{:#x}\n1024 adjacent ranges of this state, \
+             drawn as one\nowner: vm 1; state: shared-owned, lent to the host\nNormal memory, permissions rwx\nlevel 3 \
+             (4 KiB pages)</title>",
+            pool + (4 << 20),
+            pa0 + pool - base,
+            pa0 + pool - base + (4 << 20)
+        )));
+        // A PA that does not follow on is not merged.
+        let mut r = bands[0].ranges[..2].to_vec();
+        r[1].pa = Some(0x1234_0000);
+        assert_eq!(aggregate(&r).len(), 2);
+    }
+
     #[test]
     fn map_has_a_band_per_dump() {
         let bands = s2_bands(&sample());
@@ -547,7 +630,8 @@ mod tests {
                 end: 0x40803000,
                 pa: Some(0x42c00000),
                 what: "owned Normal rwx".into(),
-                level: 3
+                level: 3,
+                count: 1,
             }
         );
         assert_eq!(bands[0].table_pages, Some(4));
@@ -560,7 +644,7 @@ mod tests {
             "dump 2: vm 1 stage-2, after vm 1 DONATE_GUEST of 0x42400000 (64 MiB): ok (2 table pages)"
         );
         let svg = svg(&bands);
-        let ranges = bands[0].ranges.len() + bands[1].ranges.len();
+        let ranges = aggregate(&bands[0].ranges).len() + aggregate(&bands[1].ranges).len();
         // One tooltip per range, plus one per hole between ranges.
         assert_eq!(svg.matches("<title>").count(), ranges + svg.matches(": no entry").count());
         assert!(svg.contains(

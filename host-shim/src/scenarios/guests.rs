@@ -9,11 +9,13 @@ use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::{expect_abort, read64, Report};
 
-/// Every guest in the bundle, one after the other (`cargo xtask run --guest`).
+/// Every guest in the bundle, one after the other (`cargo xtask run --guest`);
+/// the Linux guests run at once, after the ELF guests.
 pub fn run_all(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
+    let mut linux = alloc::vec::Vec::new();
     for img in images {
-        if let crate::images::Kind::Linux { initrd, disk } = img.kind {
-            super::linux::run(hm, img, initrd, disk, r);
+        if let crate::images::Kind::Linux { initrd, disk, cmdline } = img.kind {
+            linux.push(super::linux::LinuxImage { img, initrd, disk, cmdline });
             continue;
         }
         let Some(mut g) = load(hm, img, img.mem, "", r) else {
@@ -22,6 +24,9 @@ pub fn run_all(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         run_guest(&mut g, r);
         r.check(true, &alloc::format!("guest '{}' ran to SYSTEM_OFF", img.name));
         teardown(hm, g, r);
+    }
+    if !linux.is_empty() {
+        super::linux::run(hm, &linux, r);
     }
 }
 

@@ -1,8 +1,10 @@
 //! What each exit of `VCPU_RUN` means to the VMM, and the scheduler that
-//! runs a guest's vCPUs time-sliced on one host CPU (`vcpus.rs` runs them
-//! one host CPU each, with the same exit handling).
+//! runs a guest's vCPUs time-sliced on one host CPU, or several guests at
+//! once (`run_together`; `vcpus.rs` runs a guest's vCPUs one host CPU
+//! each, with the same exit handling).
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use el1_rt::println;
 use hyp_abi::host::exit;
@@ -172,28 +174,77 @@ impl Guest {
     /// timer is due or the VMM raised an interrupt for it; while every vCPU
     /// waits, this CPU sleeps until the earliest deadline (`idle.rs`).
     pub fn run(&mut self) -> Result<(), String> {
-        let n = self.vstate.len();
         loop {
-            let next = self.tick();
-            let pick = (1..=n).map(|k| (self.cur + k) % n).find(|&i| self.vstate[i] == VState::Runnable);
-            let Some(v) = pick else {
-                match next {
-                    // Every vCPU powered off.
-                    None => return Ok(()),
-                    Some(u64::MAX) => return Err("the guest waits for an interrupt that nothing will raise".into()),
-                    Some(d) => {
-                        crate::idle::nap(d, u64::MAX);
-                        continue;
-                    }
-                }
-            };
-            self.cur = v;
-            let args = self.run_args(v);
-            let r = hyp::call(hyp_abi::host::VCPU_RUN, args);
-            match self.on_exit(v, r)? {
-                Step::Go => {}
-                Step::Yield | Step::Off => return Ok(()),
+            match self.step()? {
+                Ran::Once => {}
+                Ran::Stopped => return Ok(()),
+                Ran::Wait(u64::MAX) => return Err(NOTHING_WAKES.into()),
+                Ran::Wait(d) => crate::idle::nap(d, u64::MAX),
             }
         }
     }
+
+    /// Runs the next runnable vCPU once (to its next exit) and handles the
+    /// exit; [`Ran::Wait`] when none is runnable.
+    pub fn step(&mut self) -> Result<Ran, String> {
+        let n = self.vstate.len();
+        let next = self.tick();
+        let pick = (1..=n).map(|k| (self.cur + k) % n).find(|&i| self.vstate[i] == VState::Runnable);
+        let Some(v) = pick else {
+            // None: every vCPU powered off.
+            return Ok(next.map_or(Ran::Stopped, Ran::Wait));
+        };
+        self.cur = v;
+        let args = self.run_args(v);
+        let r = hyp::call(hyp_abi::host::VCPU_RUN, args);
+        Ok(match self.on_exit(v, r)? {
+            Step::Go => Ran::Once,
+            Step::Yield | Step::Off => Ran::Stopped,
+        })
+    }
+}
+
+const NOTHING_WAKES: &str = "the guest waits for an interrupt that nothing will raise";
+
+/// What [`Guest::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ran {
+    /// A vCPU ran and its exit was handled.
+    Once,
+    /// The guest powered off, yielded, or has no vCPU on.
+    Stopped,
+    /// Every vCPU on waits: the earliest timer deadline (u64::MAX: only an
+    /// interrupt the VMM raises wakes one).
+    Wait(u64),
+}
+
+/// Runs several guests at once on this CPU, one vCPU run of each in turn,
+/// until each has stopped; the outcome of each, in order. While every
+/// guest waits, this CPU sleeps until the earliest deadline.
+pub fn run_together(guests: &mut [Guest]) -> Vec<Result<(), String>> {
+    let mut out: Vec<Option<Result<(), String>>> = guests.iter().map(|_| None).collect();
+    while out.iter().any(Option::is_none) {
+        let (mut ran, mut earliest) = (false, u64::MAX);
+        for (g, o) in guests.iter_mut().zip(out.iter_mut()).filter(|(_, o)| o.is_none()) {
+            match g.step() {
+                Ok(Ran::Once) => ran = true,
+                Ok(Ran::Stopped) if !g.done && g.vstate.iter().any(|s| *s != VState::Off) => ran = true,
+                Ok(Ran::Stopped) => *o = Some(Ok(())),
+                Ok(Ran::Wait(d)) => earliest = earliest.min(d),
+                Err(e) => *o = Some(Err(e)),
+            }
+        }
+        if ran || out.iter().all(Option::is_some) {
+            continue;
+        }
+        if earliest == u64::MAX {
+            // Every guest left waits for an interrupt nothing will raise.
+            for o in out.iter_mut().filter(|o| o.is_none()) {
+                *o = Some(Err(NOTHING_WAKES.into()));
+            }
+            break;
+        }
+        crate::idle::nap(earliest, u64::MAX);
+    }
+    out.into_iter().map(|o| o.unwrap_or(Ok(()))).collect()
 }

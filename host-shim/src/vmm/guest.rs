@@ -193,12 +193,14 @@ impl Guest {
     /// `/chosen` naming the initramfs, the pool, a virtio-console and a
     /// virtio-blk over `disk` if it is not empty) at the base; vCPU 0
     /// enters the Image with x0 = the DTB (Linux's arm64 boot protocol).
+    #[allow(clippy::too_many_arguments)]
     pub fn load_linux(
         hm: &mut HostMem,
         name: &str,
         image: &[u8],
         initrd: &[u8],
         disk: &'static [u8],
+        cmdline: &str,
         mem: u64,
         vcpus: usize,
     ) -> Result<Guest, LoadError> {
@@ -211,7 +213,14 @@ impl Guest {
             disk: (!disk.is_empty()).then(|| alloc::boxed::Box::new(virtio::Disk::ReadOnly(disk)) as _),
             dma_pool: Some(info.dma_pool()),
         });
-        let dtb = vmm_devices::dtb::guest_dtb(mem, LINUX_BOOTARGS, vcpus, Some(&info), Some(&virtio));
+        // The VMM's console and panic options, then the user's (which may
+        // override them: Linux takes the last of a repeated option).
+        let bootargs = if cmdline.is_empty() {
+            String::from(LINUX_BOOTARGS)
+        } else {
+            alloc::format!("{LINUX_BOOTARGS} {cmdline}")
+        };
+        let dtb = vmm_devices::dtb::guest_dtb(mem, &bootargs, vcpus, Some(&info), Some(&virtio));
         let pa = alloc_guest(hm, mem)?;
         // SAFETY: [pa, pa + mem) is free host RAM we just allocated; it is
         // ours until donated. The plan placed every piece inside it.

@@ -7,7 +7,7 @@
 //!
 //! - `vcpus.rs`: one host CPU per vCPU;
 //! - `exits.rs`: what each exit of VCPU_RUN means, and the vCPU scheduler
-//!   of one host CPU;
+//!   of one host CPU (one guest, or several at once);
 //! - `services.rs`: the host services a guest calls (`hyp_abi::services`),
 //!   with the hooks scenarios register;
 //! - `guest.rs`: a guest's state, loading and teardown;
@@ -21,5 +21,6 @@ mod pinned_mem;
 pub mod services;
 pub mod vcpus;
 
+pub use exits::run_together;
 pub use guest::{Guest, LoadError};
 pub use vmm_devices::platform::{GUEST_RAM, GUEST_UART};

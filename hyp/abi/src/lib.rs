@@ -264,13 +264,18 @@ pub mod bundle {
 /// Header: magic, u64 LE count; then per guest 96 bytes: u64 mem_size,
 /// u64 image_off, u64 image_len, u64 initrd_off, u64 initrd_len, u64
 /// disk_off, u64 disk_len, u32 vCPUs (1..=8), u32 kind, 32 bytes
-/// NUL-padded name. Offsets are from the start of the bundle; an ELF
-/// guest has no initrd or disk (their offsets and lengths are 0).
+/// NUL-padded name, u64 cmdline_off, u64 cmdline_len. Offsets are from the
+/// start of the bundle; an ELF guest has no initrd, disk or command line
+/// (their offsets and lengths are 0); a Linux guest's command line is
+/// UTF-8 text appended to the VMM's own (at most `MAX_CMDLINE`
+/// bytes).
 pub mod guests {
-    pub const MAGIC: &[u8; 8] = b"GUESTS03";
+    pub const MAGIC: &[u8; 8] = b"GUESTS04";
     /// vCPUs a guest may have.
     pub const MAX_VCPUS: u32 = 8;
-    pub const ENTRY_LEN: usize = 96;
+    pub const ENTRY_LEN: usize = 112;
+    /// The longest command line a Linux guest's entry may add.
+    pub const MAX_CMDLINE: usize = 1024;
     pub const HEADER_LEN: usize = 16;
     pub const NAME_LEN: usize = 32;
     /// An AArch64 ELF loaded at its physical addresses.

@@ -33,6 +33,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 300,
+        verify: None,
     },
     Scenario {
         name: "bench-irq",
@@ -53,5 +54,6 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
 ];

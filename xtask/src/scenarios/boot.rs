@@ -33,6 +33,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "demo",
@@ -64,6 +65,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 90,
+        verify: None,
     },
     Scenario {
         name: "host-image",
@@ -80,6 +82,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "runner-panic",
@@ -93,6 +96,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 101,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "runner-fault",
@@ -107,6 +111,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 3,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "runner-hang",
@@ -117,6 +122,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 124,
         timeout: 8,
+        verify: None,
     },
     // The EL2 stage-1 probes: each ends in the decoded unexpected-exception
     // report (status 3) before the host runs.
@@ -137,6 +143,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 3,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "el2-exec-data",
@@ -154,6 +161,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 3,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "el2-read-host",
@@ -172,6 +180,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 3,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "el2-window",
@@ -189,5 +198,6 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 3,
         timeout: 60,
+        verify: None,
     },
 ];

@@ -38,6 +38,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "edu",
@@ -99,6 +100,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
     Scenario {
         name: "virtio",
@@ -170,6 +172,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
     Scenario {
         name: "virtio-race",
@@ -194,5 +197,6 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 180,
+        verify: None,
     },
 ];

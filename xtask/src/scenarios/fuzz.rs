@@ -28,6 +28,7 @@ pub const SCENARIOS: &[Scenario] = &[Scenario {
     anywhere: &[],
     code: 0,
     timeout: 300,
+    verify: None,
 }];
 
 /// `cargo xtask test --fuzz`: the table's checks for `calls` host calls

@@ -24,6 +24,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "guest-vcpus",
@@ -50,6 +51,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     // Malformed guest ELFs (crate::fixtures) that only the host shim's
     // loader can catch: refused with the reason; a good guest still runs.
@@ -73,6 +75,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 1,
         timeout: 60,
+        verify: None,
     },
     // Malformed Linux guests (crate::fixtures) in a bundle of their own: the
     // host shim refuses each with the reason, without a panic.
@@ -95,5 +98,6 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 1,
         timeout: 60,
+        verify: None,
     },
 ];

@@ -40,6 +40,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
     Scenario {
         name: "trace-irq",
@@ -54,6 +55,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         code: 0,
         timeout: 120,
+        verify: None,
     },
 // The guest SMP test (test=irq-smp, 4 vCPUs): time-sliced under icount
     // (exact and quick); on 4 host CPUs not: icount runs QEMU's CPUs
@@ -68,6 +70,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
     Scenario {
         name: "irq-smp1",
@@ -78,6 +81,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
     Scenario {
         name: "smp",
@@ -99,6 +103,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         code: 0,
         timeout: 300,
+        verify: None,
     },
 ];
 

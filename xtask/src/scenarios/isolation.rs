@@ -22,6 +22,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "traps",
@@ -44,6 +45,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "pmu-owned",
@@ -60,6 +62,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "preempt",
@@ -81,6 +84,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
 ];
 

@@ -59,6 +59,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 400,
+        verify: None,
     },
     Scenario {
         name: "linux-vmm-linux",
@@ -66,7 +67,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 driver shares the DMA pool and guards its MMIO, its virtio-blk disk is a file of the host (read, \
                 SHA-256 checked, a sector written that lands in the file), its virtio console prints, it powers \
                 off, its kernel stays private and every page goes back to Linux",
-        run: Run { linux_guest: true, guest_vcpus: &[2], ..HOST },
+        run: Run { linux_guest: 1, guest_vcpus: &[2], ..HOST },
         lines: Lines::Are(&[
             "linux-host: pkvm_host.ko loaded: /dev/pkvm is 10:*",
             "[host] vm 1: 'linux-guest.Image' loaded: 128 MiB at IPA 0x40000000, entry 0x40200000, 2 vCPU(s)",
@@ -87,7 +88,7 @@ pub const SCENARIOS: &[Scenario] = &[
              0 ring errors, 0 bad register accesses, 0 backend errors, status 0xf",
             "[host] vm 1: virtio-blk (slot 1): * requests, 0 refused for memory not shared, 0 bad requests, \
              0 ring errors, 0 bad register accesses, 0 backend errors, status 0xf",
-            "[host] vm 1: the guest made 1056 MEM_SHARE, 0 MEM_UNSHARE and 84 MMIO_GUARD calls; 82 granule(s) guarded",
+            "[host] vm 1: the guest made * MEM_SHARE, * MEM_UNSHARE and * MMIO_GUARD calls; * granule(s) guarded",
             "[host] vm 1: a read of the guest's kernel at IPA 0x40200000 is refused: Operation not permitted (os error 1)",
             "[host] vm 1: destroyed; the driver holds 0 pages of 0 VMs; *",
             "linux-host: pkvm-vmm exit status 0",
@@ -98,6 +99,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 600,
+        verify: None,
     },
     Scenario {
         name: "linux-kill",
@@ -116,6 +118,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 400,
+        verify: None,
     },
     Scenario {
         name: "linux-hostile",
@@ -135,5 +138,6 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 600,
+        verify: None,
     },
 ];

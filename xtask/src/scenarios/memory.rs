@@ -44,6 +44,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
     Scenario {
         name: "block1g",
@@ -62,6 +63,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
     Scenario {
         name: "two-vms",
@@ -81,6 +83,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 90,
+        verify: None,
     },
     Scenario {
         name: "hostile",
@@ -119,6 +122,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "aborts",
@@ -146,6 +150,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
     Scenario {
         name: "tlb",
@@ -189,5 +194,6 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
 ];

@@ -14,6 +14,7 @@ mod guests;
 mod irq;
 mod isolation;
 mod linux;
+mod linux_checks;
 mod linux_host;
 mod memory;
 pub mod spec;
@@ -35,6 +36,7 @@ pub const GROUPS: &[&[Scenario]] = &[
     bench::SCENARIOS,
     fuzz::SCENARIOS,
     linux::SCENARIOS,
+    linux::SEVERAL,
     linux_host::SCENARIOS,
     cpus::SCENARIOS,
 ];
@@ -58,6 +60,20 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), all.len(), "two scenarios share a name");
+    }
+
+    /// Every row's options pass the checks `cargo xtask run` makes (a row
+    /// with more --guest-mem values than guests would fail only when run).
+    #[test]
+    fn every_row_is_a_valid_run() {
+        for s in all() {
+            match crate::options::check(&s.run.args(false)) {
+                // Files the run builds or writes first exist only then.
+                Err(e) if e.to_string().ends_with(": no such file") => {}
+                Err(e) => panic!("{}: {e}", s.name),
+                Ok(()) => {}
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use crate::options::RunArgs;
 use crate::paths::payload_dir;
 
+/// A check of a run's whole output: Err(the reason) on failure.
+pub type Verify = fn(&str) -> Result<(), String>;
+
 /// One QEMU run and what it must print.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
@@ -29,6 +32,9 @@ pub struct Scenario {
     pub code: i32,
     /// Seconds before QEMU is stopped.
     pub timeout: u64,
+    /// A check of the whole output that lines cannot express (counts that
+    /// must agree, addresses in ranges): Err(reason) on failure.
+    pub verify: Option<Verify>,
 }
 
 impl Scenario {
@@ -93,6 +99,25 @@ impl File {
     }
 }
 
+/// The kernels of a run's Linux guests.
+#[derive(Clone, Copy, Debug)]
+pub enum GuestKernels {
+    /// The one the xtask builds (no `--guest-kernel`).
+    Built,
+    /// Every kernel built and cached for guest-linux/config, each version
+    /// once, oldest first: one Linux guest each (`--guest-kernel` each).
+    Cached,
+}
+
+impl GuestKernels {
+    pub fn paths(self) -> Vec<PathBuf> {
+        match self {
+            GuestKernels::Built => Vec::new(),
+            GuestKernels::Cached => crate::linux_guest::cached_kernels().into_iter().map(|(_, p)| p).collect(),
+        }
+    }
+}
+
 /// The `cargo xtask run` options a scenario sets; see [`RunArgs`] for
 /// each. The rest are the defaults (log level info, debug build).
 #[derive(Clone, Copy, Debug)]
@@ -113,7 +138,12 @@ pub struct Run {
     pub cpu: Option<&'static str>,
     pub host: Option<File>,
     pub linux: bool,
-    pub linux_guest: bool,
+    /// Linux guests (`--linux-guest` this many times).
+    pub linux_guest: u8,
+    /// Their kernels (`--guest-kernel`).
+    pub guest_kernel: GuestKernels,
+    /// Added to their command line (`--guest-append`).
+    pub guest_append: Option<&'static str>,
     pub guest: &'static [File],
     pub guest_mem: &'static [&'static str],
     pub guest_vcpus: &'static [u32],
@@ -138,7 +168,9 @@ impl Run {
         cpu: None,
         host: None,
         linux: false,
-        linux_guest: false,
+        linux_guest: 0,
+        guest_kernel: GuestKernels::Built,
+        guest_append: None,
         guest: &[],
         guest_mem: &[],
         guest_vcpus: &[],
@@ -172,6 +204,8 @@ impl Run {
             host: self.host.map(|f| f.path(release)),
             linux: self.linux,
             linux_guest: self.linux_guest,
+            guest_kernel: self.guest_kernel.paths(),
+            guest_append: s(self.guest_append),
             guest: paths(self.guest),
             guest_mem: self.guest_mem.iter().map(|m| m.to_string()).collect(),
             guest_vcpus: self.guest_vcpus.to_vec(),

@@ -30,6 +30,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 120,
+        verify: None,
     },
     Scenario {
         name: "trace-overflow",
@@ -50,6 +51,7 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 60,
+        verify: None,
     },
     Scenario {
         name: "dump-s2",
@@ -68,5 +70,6 @@ pub const SCENARIOS: &[Scenario] = &[
         anywhere: &[],
         code: 0,
         timeout: 90,
+        verify: None,
     },
 ];
