@@ -19,6 +19,10 @@
 //! `source-V`) and the build trees in `target/linux-guest/build/` (6.12)
 //! and `build-V/`, so a changed fragment rebuilds incrementally and only
 //! the first run of a version pays for the download.
+//!
+//! Over 600 lines: the source fetch, the per-version cache and the build
+//! are one pipeline with one cache layout; the next split is the fetch
+//! (apt-get source, version choice) into a file of its own.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

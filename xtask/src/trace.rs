@@ -2,6 +2,10 @@
 //! `[trace]` lines or a host `[trace-dump]`/`[trace-bin]` dump) into a table,
 //! a summary and a Chrome trace-event JSON (Perfetto), and renders stage-2
 //! dumps (`[hyp] s2 ...` lines) as an SVG map.
+//!
+//! Over 600 lines because its decoding, summary and map share one record
+//! parser and one console-log scanner; split by output it would be three
+//! files importing the same private helpers. (To split: the SVG map.)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
