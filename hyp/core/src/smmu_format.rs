@@ -27,6 +27,21 @@ pub mod idr0 {
     }
 }
 
+/// SMMU_IDR3.BBML [12:11]: 2 when the SMMU supports break-before-make
+/// level 2, a change of block size (a block replaced by a table of the same
+/// translations) with no invalid entry between and no TLB conflict.
+pub const fn bbml2(idr3: u32) -> bool {
+    (idr3 >> 11) & 3 == 2
+}
+
+/// Did the event queue overflow (records lost) since software last
+/// acknowledged it? SMMU_EVENTQ_PROD.OVFLG [31] differs from
+/// SMMU_EVENTQ_CONS.OVACKFLG [31]; acknowledging writes OVFLG back as
+/// OVACKFLG.
+pub const fn evtq_overflowed(prod: u32, cons: u32) -> bool {
+    (prod ^ cons) & (1 << 31) != 0
+}
+
 /// SMMU_IDR5.OAS [2:0] as bits.
 pub const fn oas_bits(idr5: u32) -> u8 {
     match idr5 & 7 {

@@ -34,7 +34,9 @@ register_structs! {
     Regs {
         (0x00 => idr0: ReadOnly<u32>),
         (0x04 => idr1: ReadOnly<u32>),
-        (0x08 => _idr2_4),
+        (0x08 => _idr2),
+        (0x0c => idr3: ReadOnly<u32>),
+        (0x10 => _idr4),
         (0x14 => idr5: ReadOnly<u32>),
         (0x18 => _iidr_aidr),
         (0x20 => cr0: ReadWrite<u32>),
@@ -214,6 +216,9 @@ pub struct Probe {
     id0: u32,
     id1: u32,
     id5: u32,
+    /// SMMU_IDR3.BBML = 2 ([`s::bbml2`]): the DMA view may hold valid
+    /// blocks, split live (`Stage2::no_transient_faults`).
+    pub bbml2: bool,
 }
 
 /// Reads the SMMU's ID registers and checks that the hyp can drive it with
@@ -224,8 +229,8 @@ pub fn probe(base: u64, ipa_bits: u8) -> Result<Probe, InitError> {
     // SAFETY: `base` is the SMMU's register file from the DTB, mapped as
     // device memory at EL2 (identity) and given to no one else.
     let regs = unsafe { &*(base as *const Regs) };
-    let (id0, id1, id5) = (regs.idr0.get(), regs.idr1.get(), regs.idr5.get());
-    log::info!("SMMUv3 at {base:#x}: IDR0 {id0:#x} IDR1 {id1:#x} IDR5 {id5:#x}");
+    let (id0, id1, id3, id5) = (regs.idr0.get(), regs.idr1.get(), regs.idr3.get(), regs.idr5.get());
+    log::info!("SMMUv3 at {base:#x}: IDR0 {id0:#x} IDR1 {id1:#x} IDR3 {id3:#x} IDR5 {id5:#x}");
     if id0 & idr0::S2P == 0 {
         return Err(InitError::NoStage2);
     }
@@ -239,14 +244,14 @@ pub fn probe(base: u64, ipa_bits: u8) -> Result<Probe, InitError> {
         return Err(InitError::TooWide(s::oas_bits(id5)));
     }
     NONCOHERENT.store(id0 & idr0::COHACC == 0, Ordering::Relaxed);
-    Ok(Probe { base, id0, id1, id5 })
+    Ok(Probe { base, id0, id1, id5, bbml2: s::bbml2(id3) })
 }
 
 /// Takes the SMMU [`probe`] found: every stream of the table (bus 0)
 /// translates through `ctx` (the DMA view), everything else aborts, faults
 /// are recorded. The DMA view must be complete before this is called.
 pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
-    let Probe { base, id0, id1, id5 } = p;
+    let Probe { base, id0, id1, id5, .. } = p;
     // SAFETY: as in `probe`.
     let regs = unsafe { &*(base as *const Regs) };
     // SAFETY: as above, page 1.
