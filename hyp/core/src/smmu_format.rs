@@ -214,6 +214,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bbml_and_event_queue_overflow_flags() {
+        assert!(bbml2(2 << 11));
+        assert!(!bbml2(1 << 11) && !bbml2(0) && !bbml2(3 << 11));
+        // PROD.OVFLG toggles on each overflow; CONS.OVACKFLG echoes it.
+        assert!(!evtq_overflowed(0x0000_0005, 0x0000_0003));
+        assert!(evtq_overflowed(0x8000_0005, 0x0000_0003));
+        assert!(!evtq_overflowed(0x8000_0005, 0x8000_0005));
+        assert!(evtq_overflowed(0x0000_0001, 0x8000_0001));
+    }
+
+    #[test]
     fn ste_fields() {
         let ctx = S2Context { vmid: 7, root: 0x4123_4000, t0sz: 24, sl0: 1, ps: 4 };
         let e = ste_s2(&ctx);

@@ -123,6 +123,9 @@ static NONCOHERENT: AtomicBool = AtomicBool::new(false);
 /// Events drained since boot, and the last one (stream, address, id | read << 8).
 pub static EVENTS: AtomicU64 = AtomicU64::new(0);
 static LAST: Mutex<Option<Event>> = Mutex::new(None);
+/// Event queue overflows seen since boot (SMMU_EVENTQ_PROD.OVFLG toggled:
+/// records were lost).
+pub static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 
 /// Is an SMMU that cannot snoop the caches walking tables?
 pub fn noncoherent() -> bool {
@@ -348,8 +351,20 @@ pub fn drain_events(mut record: impl FnMut(&Event)) -> u64 {
     let Some(s) = guard.as_mut() else { return 0 };
     let q = s.evtq_q;
     let prod_reg = s.page1.eventq_prod.get();
+    // The records up to PROD are in memory before the SMMU makes PROD
+    // visible; no read of them may be satisfied before this read of PROD
+    // (a speculative read could see a stale record): a load barrier of
+    // the outer-shareable domain the SMMU observes in (Linux: __iormb).
+    barrier::dmb(barrier::OSHLD);
     let prod = prod_reg & q.mask();
-    let mut cons = s.page1.eventq_cons.get() & q.mask();
+    let cons_reg = s.page1.eventq_cons.get();
+    let mut cons = cons_reg & q.mask();
+    if s::evtq_overflowed(prod_reg, cons_reg) {
+        // Records were lost since the last acknowledgement: counted (and
+        // reported by DMA_EVENTS), acknowledged with the CONS write below.
+        OVERFLOWS.fetch_add(1, Ordering::Relaxed);
+        log::warn!("SMMUv3: event queue overflowed, records lost");
+    }
     let mut n = 0;
     while !q.empty(prod, cons) {
         let slot = s.evtq + (q.index(cons) * EVT_BYTES) as u64;
@@ -376,7 +391,10 @@ pub fn drain_events(mut record: impl FnMut(&Event)) -> u64 {
         n += 1;
         cons = q.next(cons);
     }
-    // Consumed; acknowledge an overflow (records were lost) if flagged.
+    // Every read of the records completes before CONS frees their slots
+    // to the SMMU (Linux: __iomb, a full barrier of the outer-shareable
+    // domain). Consumed; an overflow is acknowledged (OVACKFLG = OVFLG).
+    barrier::dmb(barrier::OSH);
     s.page1.eventq_cons.set(cons | (prod_reg & OVFLG));
     let _ = s.regs.gerror.get();
     EVENTS.fetch_add(n, Ordering::Relaxed);
