@@ -148,3 +148,31 @@ fn no_transient_tree_splits_live_or_maps_pages() {
         env.check_log();
     }
 }
+
+/// A 2 MiB block of pinned pages stays 512 page entries (no valid merge),
+/// so UNPIN needs no table page: it succeeds with the pool empty (before,
+/// the pins merged into a block and the unpin's split failed with NoMem).
+#[test]
+fn unpin_needs_no_table_page() {
+    for bbml2 in [false, true] {
+        let mut w = World::with_smmu(bbml2);
+        let block = RAM + 16 * M2;
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], block, G, M2).unwrap();
+        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G, M2).unwrap();
+        for i in 0..512 {
+            w.host.pin(&mut w.env, block + i * K4, false).unwrap();
+        }
+        assert_eq!(dma_at(&mut w, block + 7 * K4), (dma_pinned(block + 7 * K4), 3));
+        w.check();
+        w.env.budget = Some(0);
+        w.host.unpin(&mut w.env, block + 7 * K4).unwrap();
+        assert_eq!(dma_at(&mut w, block + 7 * K4).0, Leaf::Invalid(Owner::None));
+        w.env.budget = None;
+        w.check();
+        for i in (0..512).filter(|&i| i != 7) {
+            w.host.unpin(&mut w.env, block + i * K4).unwrap();
+        }
+        w.check();
+        w.finish();
+    }
+}
