@@ -47,9 +47,10 @@ pub fn pin(pa: u64, exclusive: bool) -> i64 {
 pub fn unpin(pa: u64) -> i64 {
     errno(call(abi::UNPIN, [pa, 0, 0, 0, 0, 0]))
 }
-/// DMA_EVENTS: (drained now, since boot, last stream, last address, last id | read << 8).
-pub fn dma_events() -> Result<[u64; 5], i64> {
-    call(abi::DMA_EVENTS, [0; 6]).map(|r| [r[0], r[1], r[2], r[3], r[4]])
+/// DMA_EVENTS: (drained now, since boot, last stream, last address, last id | read << 8,
+/// event queue overflows since boot).
+pub fn dma_events() -> Result<[u64; 6], i64> {
+    call(abi::DMA_EVENTS, [0; 6])
 }
 /// (table pages, level, state code) of a VM's mapping at `ipa`.
 pub fn vm_stats(h: u64, ipa: u64) -> Result<(u64, u64, u64), i64> {

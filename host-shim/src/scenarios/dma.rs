@@ -125,7 +125,7 @@ pub fn dma_raw(e: &Edu, pa: u64, value: u64) -> (bool, u64, [u64; 3]) {
     let before = crate::hyp::dma_events().map(|v| v[1]).unwrap_or(0);
     let staged = run_dma(e, e.staging, EDU_BUF, false);
     let done = staged && run_dma(e, EDU_BUF, pa, true);
-    let ev = crate::hyp::dma_events().unwrap_or([0; 5]);
+    let ev = crate::hyp::dma_events().unwrap_or([0; 6]);
     (done, ev[1] - before, [ev[2], ev[3], ev[4]])
 }
 
@@ -228,7 +228,8 @@ pub fn run(info: &BootInfo, hm: &mut HostMem, images: &[GuestImage], r: &mut Rep
     hm.free(page, 4096);
 
     super::guests::suite(hm, images, r, "test=dma");
-    let ev = crate::hyp::dma_events().unwrap_or([0; 5]);
+    let ev = crate::hyp::dma_events().unwrap_or([0; 6]);
     println!("[host] dma: {} SMMU event(s) since boot", ev[1]);
     r.check(ev[1] >= 4, "every blocked DMA left an SMMU event");
+    r.check(ev[5] == 0, "no SMMU event record was lost (no event queue overflow)");
 }

@@ -27,6 +27,21 @@ pub mod idr0 {
     }
 }
 
+/// SMMU_IDR3.BBML [12:11]: 2 when the SMMU supports break-before-make
+/// level 2, a change of block size (a block replaced by a table of the same
+/// translations) with no invalid entry between and no TLB conflict.
+pub const fn bbml2(idr3: u32) -> bool {
+    (idr3 >> 11) & 3 == 2
+}
+
+/// Did the event queue overflow (records lost) since software last
+/// acknowledged it? SMMU_EVENTQ_PROD.OVFLG [31] differs from
+/// SMMU_EVENTQ_CONS.OVACKFLG [31]; acknowledging writes OVFLG back as
+/// OVACKFLG.
+pub const fn evtq_overflowed(prod: u32, cons: u32) -> bool {
+    (prod ^ cons) & (1 << 31) != 0
+}
+
 /// SMMU_IDR5.OAS [2:0] as bits.
 pub const fn oas_bits(idr5: u32) -> u8 {
     match idr5 & 7 {
@@ -197,6 +212,17 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bbml_and_event_queue_overflow_flags() {
+        assert!(bbml2(2 << 11));
+        assert!(!bbml2(1 << 11) && !bbml2(0) && !bbml2(3 << 11));
+        // PROD.OVFLG toggles on each overflow; CONS.OVACKFLG echoes it.
+        assert!(!evtq_overflowed(0x0000_0005, 0x0000_0003));
+        assert!(evtq_overflowed(0x8000_0005, 0x0000_0003));
+        assert!(!evtq_overflowed(0x8000_0005, 0x8000_0005));
+        assert!(evtq_overflowed(0x0000_0001, 0x8000_0001));
+    }
 
     #[test]
     fn ste_fields() {

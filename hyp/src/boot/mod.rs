@@ -337,7 +337,7 @@ fn take_smmu(env: &mut HypEnv, host: &mut HostMm, base: u64, ipa_bits: u8) {
         // tables and descriptors are cleaned as they are written).
         crate::dev::smmu::clean_poc(pgt.root_pa(), pgt.root_pages() as u64 * hyp_core::mm::PAGE_SIZE);
     }
-    if let Err(e) = host.enable_dma(env, pgt) {
+    if let Err(e) = host.enable_dma(env, pgt, probe.bbml2) {
         fail(format_args!("DMA view: {e:?}"));
     }
     let dma = host.dma.as_ref().expect("just built");

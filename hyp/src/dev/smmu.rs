@@ -34,7 +34,9 @@ register_structs! {
     Regs {
         (0x00 => idr0: ReadOnly<u32>),
         (0x04 => idr1: ReadOnly<u32>),
-        (0x08 => _idr2_4),
+        (0x08 => _idr2),
+        (0x0c => idr3: ReadOnly<u32>),
+        (0x10 => _idr4),
         (0x14 => idr5: ReadOnly<u32>),
         (0x18 => _iidr_aidr),
         (0x20 => cr0: ReadWrite<u32>),
@@ -121,6 +123,9 @@ static NONCOHERENT: AtomicBool = AtomicBool::new(false);
 /// Events drained since boot, and the last one (stream, address, id | read << 8).
 pub static EVENTS: AtomicU64 = AtomicU64::new(0);
 static LAST: Mutex<Option<Event>> = Mutex::new(None);
+/// Event queue overflows seen since boot (SMMU_EVENTQ_PROD.OVFLG toggled:
+/// records were lost).
+pub static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 
 /// Is an SMMU that cannot snoop the caches walking tables?
 pub fn noncoherent() -> bool {
@@ -214,6 +219,9 @@ pub struct Probe {
     id0: u32,
     id1: u32,
     id5: u32,
+    /// SMMU_IDR3.BBML = 2 ([`s::bbml2`]): the DMA view may hold valid
+    /// blocks, split live (`Stage2::no_transient_faults`).
+    pub bbml2: bool,
 }
 
 /// Reads the SMMU's ID registers and checks that the hyp can drive it with
@@ -224,8 +232,8 @@ pub fn probe(base: u64, ipa_bits: u8) -> Result<Probe, InitError> {
     // SAFETY: `base` is the SMMU's register file from the DTB, mapped as
     // device memory at EL2 (identity) and given to no one else.
     let regs = unsafe { &*(base as *const Regs) };
-    let (id0, id1, id5) = (regs.idr0.get(), regs.idr1.get(), regs.idr5.get());
-    log::info!("SMMUv3 at {base:#x}: IDR0 {id0:#x} IDR1 {id1:#x} IDR5 {id5:#x}");
+    let (id0, id1, id3, id5) = (regs.idr0.get(), regs.idr1.get(), regs.idr3.get(), regs.idr5.get());
+    log::info!("SMMUv3 at {base:#x}: IDR0 {id0:#x} IDR1 {id1:#x} IDR3 {id3:#x} IDR5 {id5:#x}");
     if id0 & idr0::S2P == 0 {
         return Err(InitError::NoStage2);
     }
@@ -239,14 +247,14 @@ pub fn probe(base: u64, ipa_bits: u8) -> Result<Probe, InitError> {
         return Err(InitError::TooWide(s::oas_bits(id5)));
     }
     NONCOHERENT.store(id0 & idr0::COHACC == 0, Ordering::Relaxed);
-    Ok(Probe { base, id0, id1, id5 })
+    Ok(Probe { base, id0, id1, id5, bbml2: s::bbml2(id3) })
 }
 
 /// Takes the SMMU [`probe`] found: every stream of the table (bus 0)
 /// translates through `ctx` (the DMA view), everything else aborts, faults
 /// are recorded. The DMA view must be complete before this is called.
 pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
-    let Probe { base, id0, id1, id5 } = p;
+    let Probe { base, id0, id1, id5, .. } = p;
     // SAFETY: as in `probe`.
     let regs = unsafe { &*(base as *const Regs) };
     // SAFETY: as above, page 1.
@@ -343,8 +351,20 @@ pub fn drain_events(mut record: impl FnMut(&Event)) -> u64 {
     let Some(s) = guard.as_mut() else { return 0 };
     let q = s.evtq_q;
     let prod_reg = s.page1.eventq_prod.get();
+    // The records up to PROD are in memory before the SMMU makes PROD
+    // visible; no read of them may be satisfied before this read of PROD
+    // (a speculative read could see a stale record): a load barrier of
+    // the outer-shareable domain the SMMU observes in (Linux: __iormb).
+    barrier::dmb(barrier::OSHLD);
     let prod = prod_reg & q.mask();
-    let mut cons = s.page1.eventq_cons.get() & q.mask();
+    let cons_reg = s.page1.eventq_cons.get();
+    let mut cons = cons_reg & q.mask();
+    if s::evtq_overflowed(prod_reg, cons_reg) {
+        // Records were lost since the last acknowledgement: counted (and
+        // reported by DMA_EVENTS), acknowledged with the CONS write below.
+        OVERFLOWS.fetch_add(1, Ordering::Relaxed);
+        log::warn!("SMMUv3: event queue overflowed, records lost");
+    }
     let mut n = 0;
     while !q.empty(prod, cons) {
         let slot = s.evtq + (q.index(cons) * EVT_BYTES) as u64;
@@ -371,7 +391,10 @@ pub fn drain_events(mut record: impl FnMut(&Event)) -> u64 {
         n += 1;
         cons = q.next(cons);
     }
-    // Consumed; acknowledge an overflow (records were lost) if flagged.
+    // Every read of the records completes before CONS frees their slots
+    // to the SMMU (Linux: __iomb, a full barrier of the outer-shareable
+    // domain). Consumed; an overflow is acknowledged (OVACKFLG = OVFLG).
+    barrier::dmb(barrier::OSH);
     s.page1.eventq_cons.set(cons | (prod_reg & OVFLG));
     let _ = s.regs.gerror.get();
     EVENTS.fetch_add(n, Ordering::Relaxed);

@@ -313,7 +313,8 @@ fn page_state(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 /// DMA_EVENTS: the SMMU's event queue drained into the trace → x2 = events
-/// now, x3 = since boot, x4..x6 = the last one (stream, address, id | read << 8).
+/// now, x3 = since boot, x4..x6 = the last one (stream, address, id | read << 8),
+/// x7 = event queue overflows since boot.
 fn dma_events(x: &mut CallRegs) -> Result<(), Error> {
     use crate::dev::smmu;
     if !smmu::present() {
@@ -324,6 +325,7 @@ fn dma_events(x: &mut CallRegs) -> Result<(), Error> {
     let (s, a, k) =
         smmu::last_event().map(|e| (e.stream as u64, e.addr, e.id as u64 | (e.read as u64) << 8)).unwrap_or_default();
     (x[4], x[5], x[6]) = (s, a, k);
+    x[7] = smmu::OVERFLOWS.load(core::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 

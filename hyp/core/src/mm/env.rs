@@ -145,4 +145,8 @@ pub trait MmEnv {
     fn on_split(&mut self, _who: u16, _ipa: u64, _level: u8) {}
     /// A table of stage-2 `who` was merged into a block at `level` (tracing).
     fn on_merge(&mut self, _who: u16, _ipa: u64, _level: u8) {}
+    /// A commit to the tree `s2` ended: its update is complete (the test
+    /// environment checks the DMA view's no-transient-fault rule here).
+    #[inline(always)]
+    fn commit_done(&mut self, _s2: &S2Id) {}
 }

@@ -73,6 +73,39 @@ fn collect<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Vec<(u64, u64, Leaf)>,
     Ok(v)
 }
 
+/// `collect` for an identity map (the DMA view, whose valid tables stay
+/// split): adjacent leaves that continue one identity run (same state and
+/// attributes) become one entry, so the checks below cost a run, not a
+/// page. A leaf that is not identity stays an entry of its own.
+fn collect_runs<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Vec<(u64, u64, Leaf)>, Violation> {
+    let mut v: Vec<(u64, u64, Leaf)> = Vec::new();
+    let mut oom = false;
+    let _ = pgt.for_each_leaf(env, 0, pgt.ipa_limit(), |m, a, b| {
+        let l = m.at(a);
+        if l == Leaf::Invalid(Owner::None) {
+            return Ok(());
+        }
+        if let (Some(last), Leaf::Mapped { pa, attrs, state }) = (v.last_mut(), l) {
+            if let Leaf::Mapped { pa: lpa, attrs: la, state: ls } = last.2 {
+                if last.1 == a && pa == a && lpa == last.0 && la == attrs && ls == state {
+                    last.1 = b;
+                    return Ok(());
+                }
+            }
+        }
+        if v.try_reserve(1).is_err() {
+            oom = true;
+            return Err(Error::NoMem);
+        }
+        v.push((a, b, l));
+        Ok(())
+    });
+    if oom {
+        return Err(bad("checker out of memory", 0));
+    }
+    Ok(v)
+}
+
 /// Checks that every page of `[a, b)` in a view (`collect`ed: sorted, no
 /// unannotated gaps listed) satisfies `ok`.
 fn view_range(view: &[(u64, u64, Leaf)], a: u64, b: u64, ok: impl Fn(Leaf) -> bool) -> bool {
@@ -293,7 +326,7 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
     // The DMA view: every leaf is one the host's state allows, and the
     // bytes add up, so everything the host may DMA to is mapped.
     if let Some(dma) = &host.dma {
-        let dv = collect(env, dma)?;
+        let dv = collect_runs(env, dma)?;
         sum.leaves += dv.len() as u64;
         let (mut d_owned, mut d_pinned) = (0u64, 0u64);
         for &(a, b, l) in &dv {

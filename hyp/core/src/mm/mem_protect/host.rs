@@ -17,11 +17,16 @@ impl HostMm {
     /// walk) from the host's stage-2 and pins as they are now, and keeps it
     /// in step from then on: every transition below updates it in the same
     /// all-or-nothing step as the CPU stage-2s. Called at boot, before any
-    /// device can use it. On `Err` (`NoMem`) nothing is kept.
-    pub fn enable_dma<E: MmEnv>(&mut self, env: &mut E, mut pgt: Stage2) -> Result<(), Error> {
+    /// device can use it. On `Err` (`NoMem`) nothing is kept. `bbml2`:
+    /// the SMMU has break-before-make level 2 (SMMU_IDR3.BBML = 2), so
+    /// the view may map blocks and split them live; without it every
+    /// valid leaf is a page ([`Stage2::no_transient_faults`]: no device
+    /// ever faults on a page it may reach).
+    pub fn enable_dma<E: MmEnv>(&mut self, env: &mut E, mut pgt: Stage2, bbml2: bool) -> Result<(), Error> {
         pgt.set_iommu();
         pgt.set_who(hyp_abi::trace::WHO_DMA);
         pgt.keep_invalid_tables();
+        pgt.no_transient_faults(bbml2);
         let mut pieces: Vec<(u64, u64, Leaf)> = Vec::new();
         for r in &self.ram {
             let r = self.pgt.for_each_leaf(env, r.base, r.end(), |m, a, b| {

@@ -113,6 +113,11 @@ pub(super) struct Commit<'a> {
     pub(super) tables: &'a mut usize,
     /// Tables whose entries all become invalid stay ([`Stage2::keep_invalid_tables`]).
     pub(super) keep_invalid: bool,
+    /// No valid page is unmapped in passing ([`Stage2::no_transient_faults`]):
+    /// valid tables stay, valid blocks split live (BBML2).
+    pub(super) keep_valid: bool,
+    /// Valid leaves are pages only.
+    pub(super) pages_only: bool,
     /// The root's level: its entries live in the root, never merged, so
     /// they need no uniformity hint.
     pub(super) root_level: u8,
@@ -263,7 +268,16 @@ impl Commit<'_> {
         self.stats.tables_allocated += 1;
         env.on_split(self.who, e.base, e.level);
         *self.tables += 1;
-        if pte::is_valid(e.pte) {
+        if pte::is_valid(e.pte) && self.keep_valid {
+            // A tree with no transient faults has valid blocks only where
+            // the walker has BBML2 (`Stage2::no_transient_faults`): the
+            // filled table, with the block's own translations, replaces it
+            // in one write; the invalidation after it drops the block's
+            // TLB entry (a walker using either translates the same).
+            debug_assert!(!self.pages_only, "a valid block in a tree of pages");
+            self.write(env, e, pte::make_table(table));
+            self.tlbi_ipa(env, e);
+        } else if pte::is_valid(e.pte) {
             self.break_make(env, e, pte::make_table(table), Self::tlbi_ipa);
         } else {
             self.write(env, e, pte::make_table(table));
@@ -293,6 +307,11 @@ impl Commit<'_> {
             return false;
         }
         if !valid && self.keep_invalid {
+            return false;
+        }
+        if valid && self.keep_valid {
+            // Merging needs break-before-make: every page under the table
+            // would be unmapped for a moment.
             return false;
         }
         // Entry i must be c0 advanced by i * step (valid entries map
@@ -359,7 +378,7 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
     fn leaf(&mut self, env: &mut E, e: &Entry) -> Result<(), Error> {
         if self.covers(e) {
             let want = self.new.offset(e.base - self.start);
-            if blockable(want, e.level) {
+            if blockable(want, e.level, self.c.pages_only) {
                 // Encoded once: equal to the entry is `already`.
                 let d = pte::encode(want, e.level);
                 if d != e.pte {
@@ -378,7 +397,11 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
     fn table_pre(&mut self, env: &mut E, e: &Entry) -> Result<Walk, Error> {
         if self.covers(e) {
             let want = self.new.offset(e.base - self.start);
-            if blockable(want, e.level) {
+            // A valid block over a table is break-before-make of every
+            // page under it: a tree with no transient faults writes the
+            // table's leaves instead.
+            let live = self.c.keep_valid && want.is_valid();
+            if !live && blockable(want, e.level, self.c.pages_only) {
                 let old = self.c.replace_table(env, e, pte::encode(want, e.level));
                 let n = free_subtree(env, old, e.level + 1) as usize;
                 self.c.stats.tables_freed += n as u64;

@@ -85,6 +85,11 @@ pub struct Stage2 {
     iommu: bool,
     /// Tables that become all-invalid are not merged ([`Stage2::keep_invalid_tables`]).
     keep_invalid: bool,
+    /// No valid page ever loses its mapping but by an update that unmaps
+    /// it ([`Stage2::no_transient_faults`]).
+    keep_valid: bool,
+    /// Valid leaves are pages only (no valid block to split later).
+    pages_only: bool,
     /// Commits so far: a [`Path`] recorded at one generation is valid
     /// while the tree is still at it.
     gen: u64,
@@ -295,6 +300,8 @@ impl Stage2 {
             who: 0,
             iommu: false,
             keep_invalid: false,
+            keep_valid: false,
+            pages_only: false,
             gen: 0,
             stats: Stats::default(),
         })
@@ -323,6 +330,32 @@ impl Stage2 {
 
     pub fn keeps_invalid_tables(&self) -> bool {
         self.keep_invalid
+    }
+
+    /// For a tree devices translate through (the DMA view): a device
+    /// does not retry a transaction that faults, so no update may leave a
+    /// window in which a page that stays mapped is not. Valid tables are
+    /// never merged into a block and a table is never replaced by a valid
+    /// block (break-before-make would unmap the pages under it); a valid
+    /// block is split only with the walker's break-before-make level 2
+    /// (`bbml2`: SMMU_IDR3.BBML = 2), by writing the filled table over the
+    /// block and invalidating it after, with no invalid entry between.
+    /// Without it no valid block is ever written: valid leaves are pages,
+    /// so no split ever meets one. Set before anything is mapped.
+    pub fn no_transient_faults(&mut self, bbml2: bool) {
+        self.keep_valid = true;
+        self.pages_only = !bbml2;
+    }
+
+    /// Are valid tables kept rather than merged ([`Stage2::no_transient_faults`])?
+    pub fn keeps_valid_tables(&self) -> bool {
+        self.keep_valid
+    }
+
+    /// Does every valid leaf stay a page ([`Stage2::no_transient_faults`]
+    /// without BBML2)?
+    pub fn pages_only(&self) -> bool {
+        self.pages_only
     }
 
     /// Names the tree's owner in trace records.
@@ -526,12 +559,13 @@ impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for 
     }
 }
 
-/// True when `leaf` may be written as one entry at `level`.
+/// True when `leaf` may be written as one entry at `level` (a valid one
+/// only at level 3 in a tree of `pages_only`).
 #[inline]
-fn blockable(leaf: Leaf, level: u8) -> bool {
+fn blockable(leaf: Leaf, level: u8, pages_only: bool) -> bool {
     match leaf {
         Leaf::Invalid(_) => true,
-        Leaf::Mapped { pa, .. } => level >= 1 && is_aligned(pa, level_size(level)),
+        Leaf::Mapped { pa, .. } => level >= 1 && is_aligned(pa, level_size(level)) && (!pages_only || level == 3),
     }
 }
 

@@ -159,6 +159,10 @@ impl Stage2 {
             let e = Entry { ptep: s.ptep, pte: s.pte, base: s.base, level: s.level };
             let s2 = self.s2_id();
             Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
+            #[cfg(test)]
+            if let Some(s2) = s2 {
+                env.commit_done(&s2);
+            }
         }
         self.gen = self.gen.wrapping_add(1);
         #[cfg(test)]

@@ -22,7 +22,7 @@ pub fn leaves(env: &mut TestEnv, s2: &Stage2, start: u64, end: u64) -> Vec<(u64,
 
 /// Structural invariants: each table reachable once, table count matches
 /// the allocator and the tree's own count, nothing left mergeable (all-invalid
-/// tables excepted in a tree that keeps them).
+/// or all-valid tables excepted in a tree that keeps them).
 pub fn check_structure(env: &mut TestEnv, s2: &Stage2) {
     let mut seen = BTreeSet::new();
     let mut tables = Vec::new();
@@ -43,7 +43,7 @@ pub fn check_structure(env: &mut TestEnv, s2: &Stage2) {
             continue;
         }
         let valid = pte::is_valid(e[0]);
-        if !valid && s2.keeps_invalid_tables() {
+        if !valid && s2.keeps_invalid_tables() || valid && s2.keeps_valid_tables() {
             continue;
         }
         let csize = crate::mm::level_size(level);

@@ -1,3 +1,4 @@
+mod dma_view;
 mod helpers;
 mod mem_protect;
 mod model_ownership;

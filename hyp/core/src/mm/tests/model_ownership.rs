@@ -486,8 +486,10 @@ proptest! {
 
     /// 32 cases × 320 steps ≈ 10,240 transitions, each checked page by page.
     #[test]
-    fn ownership_matches_model(ops in proptest::collection::vec(op(), 320)) {
-        let mut w = World::new();
+    /// Half the cases with an SMMU that has BBML2 (a DMA view of blocks,
+    /// split live), half without (a DMA view of pages).
+    fn ownership_matches_model(ops in proptest::collection::vec(op(), 320), bbml2 in proptest::bool::ANY) {
+        let mut w = World::with_smmu(bbml2);
         let mut m = Model::new();
         for op in ops.iter().filter(|o| in_model(o)) {
             // Teardown order with pins left is not modelled: skip those.

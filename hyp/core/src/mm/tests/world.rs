@@ -40,8 +40,17 @@ pub struct World {
 }
 
 impl World {
+    /// A world whose SMMU has no BBML2 (the DMA view maps pages only).
     pub fn new() -> Self {
+        Self::with_smmu(false)
+    }
+
+    /// A world whose SMMU has break-before-make level 2 or not (`bbml2`:
+    /// the DMA view maps blocks and splits them live; the environment
+    /// allows that).
+    pub fn with_smmu(bbml2: bool) -> Self {
         let mut env = TestEnv::new();
+        env.smmu_bbml2 = bbml2;
         let host_pgt = Stage2::new(&mut env, 40, Some(0)).unwrap();
         let mut hyp = HypMm::new(Stage2::new(&mut env, 40, None).unwrap());
         let mut host = HostMm::new(
@@ -52,7 +61,7 @@ impl World {
         // The DMA view exists from the start (as at boot, before the
         // carve-out is claimed here: the claims must take it out again).
         let dma = Stage2::new(&mut env, 40, Some(DMA_VMID)).unwrap();
-        host.enable_dma(&mut env, dma).unwrap();
+        host.enable_dma(&mut env, dma, bbml2).unwrap();
         for (base, size) in HYP_OWN {
             hyp_claim_own(&mut env, &mut host, &mut hyp, base, size).unwrap();
         }
