@@ -16,6 +16,8 @@ mod irq;
 #[cfg(target_os = "none")]
 mod leaks;
 #[cfg(target_os = "none")]
+mod remote;
+#[cfg(target_os = "none")]
 mod tests;
 #[cfg(target_os = "none")]
 mod tlb;
@@ -50,6 +52,7 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
         "bench-irq" => irq::bench_irq(&mut t),
         "leaks-fresh" => leaks::leaks_fresh(&mut t),
         "spin" => leaks::spin(),
+        "remote" => remote::remote(),
         "traps" => traps::traps(&mut t),
         "pmu-owned" => traps::pmu_owned(&mut t),
         "tlb" => tlb::tlb(&mut t, args),

@@ -128,6 +128,21 @@ static long vcpu_run(struct pkvm_vcpu *vcpu)
 		err = hc_regs(&r);
 		if (err)
 			break;
+		if (r.a2 == EXIT_UNSHARE_PENDING) {
+			/* The driver's own pins: it waits, then runs again. */
+			err = pkvm_mem_convert(vm, r.a3);
+			if (err == -EINTR) {
+				run->exit_reason = PKVM_EXIT_INTR;
+				break;
+			}
+			if (!err) {
+				r = (struct arm_smccc_1_2_regs){
+					.a0 = HC_VCPU_RUN, .a1 = vm->handle,
+					.a2 = vcpu->index,
+				};
+				continue;
+			}
+		}
 		if (r.a2 != EXIT_IRQ) {
 			run->exit_reason = r.a2;
 			run->exit[0] = r.a3;

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * pkvm-rs host driver: a VM's memory. Allocated from Linux's page
- * allocator (2 MiB blocks where they fit), filled by userspace through the
- * memory fd, donated to the guest at the VM's next run and given back to
- * Linux when the VM is destroyed.
+ * pkvm-rs host driver: a VM's memory file. Its pages come from Linux's
+ * page allocator (2 MiB blocks where they fit), userspace fills them with
+ * pwrite or through a mapping, the driver donates them to the guest at the
+ * VM's next run and gives them back to Linux when the VM is destroyed.
+ * Mappings, conversions and pins through the file: map.c.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/anon_inodes.h>
+#include <linux/file.h>
 #include <linux/highmem.h>
 #include <linux/mm.h>
 #include <linux/sched/signal.h>
@@ -17,7 +20,7 @@
 
 atomic_long_t pkvm_pages;
 
-static phys_addr_t mem_pa(struct pkvm_mem *m, unsigned long i)
+phys_addr_t pkvm_mem_pa(struct pkvm_mem *m, unsigned long i)
 {
 	return page_to_phys(m->pages[i]);
 }
@@ -35,27 +38,28 @@ static long ipa_index(struct pkvm_vm *vm, u64 ipa)
 
 void pkvm_mem_free(struct pkvm_mem *m)
 {
-	unsigned long i = 0;
+	unsigned long i;
 
-	while (m->pages && m->blocks && i < m->nr_pages) {
-		if (test_bit(i, m->blocks)) {
-			__free_pages(m->pages[i], BLK_ORDER);
-			atomic_long_sub(BLK_PAGES, &pkvm_pages);
-			i += BLK_PAGES;
-			continue;
-		}
+	for (i = 0; m->pages && i < m->nr_pages; i++) {
 		if (m->pages[i]) {
 			__free_page(m->pages[i]);
 			atomic_long_dec(&pkvm_pages);
 		}
-		i++;
 	}
+	xa_destroy(&m->fpins);
+	bitmap_free(m->waiting);
+	bitmap_free(m->mapped);
 	bitmap_free(m->blocks);
 	kvfree(m->pages);
 	kfree(m);
 }
 
-/* Zeroed pages for [ipa, ipa + size): 2 MiB blocks where they fit. */
+/*
+ * Zeroed pages for [ipa, ipa + size): 2 MiB blocks where they fit. A block
+ * is one order-9 allocation split into order-0 pages: physically
+ * contiguous for the guest's stage-2, and each page with a reference count
+ * of its own, so that a conversion waits for one page's references only.
+ */
 static struct pkvm_mem *mem_alloc(u64 ipa, u64 size)
 {
 	const gfp_t gfp = GFP_KERNEL_ACCOUNT | __GFP_ZERO;
@@ -69,9 +73,13 @@ static struct pkvm_mem *mem_alloc(u64 ipa, u64 size)
 		return ERR_PTR(-ENOMEM);
 	m->ipa = ipa;
 	m->nr_pages = size >> PAGE_SHIFT;
+	mutex_init(&m->map_lock);
+	xa_init(&m->fpins);
 	m->pages = kvcalloc(m->nr_pages, sizeof(*m->pages), GFP_KERNEL_ACCOUNT);
 	m->blocks = bitmap_zalloc(m->nr_pages, GFP_KERNEL_ACCOUNT);
-	if (!m->pages || !m->blocks)
+	m->mapped = bitmap_zalloc(m->nr_pages, GFP_KERNEL_ACCOUNT);
+	m->waiting = bitmap_zalloc(m->nr_pages, GFP_KERNEL_ACCOUNT);
+	if (!m->pages || !m->blocks || !m->mapped || !m->waiting)
 		goto fail;
 	for (i = 0; i < m->nr_pages;) {
 		if (fatal_signal_pending(current)) {
@@ -82,9 +90,10 @@ static struct pkvm_mem *mem_alloc(u64 ipa, u64 size)
 		page = NULL;
 		if (IS_ALIGNED(ipa + ((u64)i << PAGE_SHIFT), BLK_SIZE) &&
 		    m->nr_pages - i >= BLK_PAGES)
-			page = alloc_pages(gfp | __GFP_COMP | __GFP_NOWARN |
-					   __GFP_NORETRY, BLK_ORDER);
+			page = alloc_pages(gfp | __GFP_NOWARN | __GFP_NORETRY,
+					   BLK_ORDER);
 		if (page) {
+			split_page(page, BLK_ORDER);
 			for (j = 0; j < BLK_PAGES; j++)
 				m->pages[i + j] = nth_page(page, j);
 			set_bit(i, m->blocks);
@@ -104,31 +113,60 @@ fail:
 	return ERR_PTR(err);
 }
 
-/* Donates what is not donated yet, a block or a contiguous run a call. */
+/*
+ * Takes pages [from, end) back from every process (their mappings are
+ * zapped) and checks that nothing else holds them: -EBUSY if a page still
+ * has a reference beyond the driver's own (e.g. a GUP pin). Under
+ * map_lock, so no fault maps them again.
+ */
+long pkvm_mem_quiesce(struct pkvm_mem *m, unsigned long from)
+{
+	unsigned long i;
+
+	lockdep_assert_held(&m->map_lock);
+	if (m->mapping && from < m->nr_pages)
+		unmap_mapping_range(m->mapping, (loff_t)from << PAGE_SHIFT, 0, 1);
+	/* Pairs with GUP-fast's re-check of the PTE after its reference. */
+	smp_mb();
+	for (i = from; i < m->nr_pages; i++)
+		if (page_ref_count(m->pages[i]) != 1)
+			return -EBUSY;
+	return 0;
+}
+
+/*
+ * Donates what is not donated yet, a physically contiguous run a call (the
+ * hyp maps its aligned 2 MiB and 1 GiB parts as blocks), once no process
+ * maps those pages and nothing else references them.
+ */
 long pkvm_vm_donate(struct pkvm_vm *vm)
 {
 	struct pkvm_mem *m = vm->mem;
 	struct arm_smccc_res res;
 	unsigned long i, n;
-	long err;
+	long err = 0;
 
 	lockdep_assert_held(&vm->lock);
-	while (m && m->donated < m->nr_pages) {
+	if (!m)
+		goto done;
+	mutex_lock(&m->map_lock);
+	err = pkvm_mem_quiesce(m, m->donated);
+	while (!err && m->donated < m->nr_pages) {
 		i = m->donated;
 		n = 1;
-		if (test_bit(i, m->blocks))
-			n = BLK_PAGES;
-		else
-			while (i + n < m->nr_pages && !test_bit(i + n, m->blocks) &&
-			       mem_pa(m, i + n) == mem_pa(m, i) + n * PAGE_SIZE)
-				n++;
-		err = hc(HC_DONATE_GUEST, vm->handle, mem_pa(m, i),
+		while (i + n < m->nr_pages && n < (SZ_1G >> PAGE_SHIFT) &&
+		       pkvm_mem_pa(m, i + n) == pkvm_mem_pa(m, i) + n * PAGE_SIZE)
+			n++;
+		err = hc(HC_DONATE_GUEST, vm->handle, pkvm_mem_pa(m, i),
 			 m->ipa + ((u64)i << PAGE_SHIFT), n << PAGE_SHIFT, &res);
-		if (err)
-			return err;
-		m->donated = i + n;
+		if (!err)
+			m->donated = i + n;
 		cond_resched();
 	}
+	mutex_unlock(&m->map_lock);
+	if (err)
+		return err;
+done:
 	WRITE_ONCE(vm->all_donated, true);
 	return 0;
 }
@@ -141,8 +179,10 @@ void pkvm_vm_unpin_all(struct pkvm_vm *vm)
 
 	xa_for_each(&vm->pins, i, entry)
 		for (n = xa_to_value(entry); n; n--)
-			hc(HC_UNPIN, mem_pa(vm->mem, i), 0, 0, 0, &res);
+			hc(HC_UNPIN, pkvm_mem_pa(vm->mem, i), 0, 0, 0, &res);
 	xa_destroy(&vm->pins);
+	if (vm->mem)
+		pkvm_mem_unpin_all(vm->mem);
 }
 
 /* Counts pins of page @i held for userspace; 0 frees the slot. */
@@ -160,10 +200,10 @@ static long vm_count_pin(struct pkvm_vm *vm, unsigned long i, long delta)
 }
 
 /* Is page @i the host's again (the guest relinquished it)? */
-static bool host_owns(struct pkvm_mem *m, unsigned long i)
+bool pkvm_host_owns(struct pkvm_mem *m, unsigned long i)
 {
 	struct arm_smccc_1_2_regs r = {
-		.a0 = HC_PAGE_STATE, .a1 = mem_pa(m, i),
+		.a0 = HC_PAGE_STATE, .a1 = pkvm_mem_pa(m, i),
 	};
 
 	/* Owned, or not mapped yet and the host's own (docs/abi.md). */
@@ -184,10 +224,10 @@ static long pin_for_copy(struct pkvm_mem *m, unsigned long i, bool *pinned)
 	*pinned = false;
 	if (i >= m->donated)
 		return 0;
-	err = hc(HC_PIN, mem_pa(m, i), 0, 0, 0, &res);
+	err = hc(HC_PIN, pkvm_mem_pa(m, i), 0, 0, 0, &res);
 	if (!err)
 		*pinned = true;
-	else if (err == -EPERM && host_owns(m, i))
+	else if (err == -EPERM && pkvm_host_owns(m, i))
 		err = 0;
 	return err;
 }
@@ -226,7 +266,7 @@ static ssize_t mem_rw(struct file *file, char __user *buf, size_t len,
 			err = copy_to_user(buf + done, va + off, n);
 		kunmap_local(va);
 		/* A pin the hyp could not drop now is dropped at teardown. */
-		if (pinned && hc(HC_UNPIN, mem_pa(m, i), 0, 0, 0, &res) &&
+		if (pinned && hc(HC_UNPIN, pkvm_mem_pa(m, i), 0, 0, 0, &res) &&
 		    vm_count_pin(vm, i, 1))
 			pr_err("VM %llu: a page stays pinned\n", vm->handle);
 		if (err) {
@@ -257,7 +297,13 @@ static ssize_t mem_write(struct file *file, const char __user *buf,
 
 static int mem_release(struct inode *inode, struct file *file)
 {
-	pkvm_vm_put(file->private_data);
+	struct pkvm_vm *vm = file->private_data;
+
+	/* No mapping is left: each holds the file. */
+	mutex_lock(&vm->mem->map_lock);
+	vm->mem->mapping = NULL;
+	mutex_unlock(&vm->mem->map_lock);
+	pkvm_vm_put(vm);
 	return 0;
 }
 
@@ -265,8 +311,35 @@ static const struct file_operations mem_fops = {
 	.owner = THIS_MODULE,
 	.read = mem_read,
 	.write = mem_write,
+	.mmap = pkvm_mem_mmap,
+	.unlocked_ioctl = pkvm_mem_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
 	.release = mem_release,
 };
+
+/*
+ * The memory fd: a file with an inode of its own, so that its mappings
+ * (its page cache's i_mmap) are this VM's alone and can be zapped.
+ */
+static int mem_new_fd(struct pkvm_vm *vm)
+{
+	struct file *file;
+	int fd;
+
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0)
+		return fd;
+	file = anon_inode_create_getfile("[pkvm-mem]", &mem_fops, vm, O_RDWR,
+					 NULL);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
+	file->f_mode |= FMODE_PREAD | FMODE_PWRITE;
+	vm->mem->mapping = file->f_mapping;
+	fd_install(fd, file);
+	return fd;
+}
 
 long pkvm_create_memory(struct pkvm_vm *vm, void __user *argp)
 {
@@ -295,7 +368,7 @@ long pkvm_create_memory(struct pkvm_vm *vm, void __user *argp)
 	/* Set first: the fd is usable as soon as it is installed. */
 	vm->mem = m;
 	kref_get(&vm->ref);
-	fd = pkvm_new_fd("pkvm-mem", &mem_fops, vm, FMODE_PREAD | FMODE_PWRITE);
+	fd = mem_new_fd(vm);
 	if (fd < 0) {
 		vm->mem = NULL;
 		pkvm_mem_free(m);
@@ -329,7 +402,7 @@ long pkvm_pin(struct pkvm_vm *vm, void __user *argp, bool pin)
 		/* The slot first: once the hyp pinned, counting cannot fail. */
 		err = xa_reserve(&vm->pins, i, GFP_KERNEL);
 		if (!err)
-			err = hc(HC_PIN, mem_pa(vm->mem, i), p.flags, 0, 0, &res);
+			err = hc(HC_PIN, pkvm_mem_pa(vm->mem, i), p.flags, 0, 0, &res);
 		if (!err)
 			vm_count_pin(vm, i, 1);
 		else
@@ -337,7 +410,7 @@ long pkvm_pin(struct pkvm_vm *vm, void __user *argp, bool pin)
 	} else if (!xa_load(&vm->pins, i)) {
 		err = -EINVAL;
 	} else {
-		err = hc(HC_UNPIN, mem_pa(vm->mem, i), 0, 0, 0, &res);
+		err = hc(HC_UNPIN, pkvm_mem_pa(vm->mem, i), 0, 0, 0, &res);
 		if (!err)
 			vm_count_pin(vm, i, -1);
 	}
@@ -358,7 +431,7 @@ long pkvm_page_state(struct pkvm_vm *vm, void __user *argp)
 		return -EINVAL;
 	mutex_lock(&vm->lock);
 	i = ipa_index(vm, p.ipa);
-	err = i < 0 ? i : hc(HC_PAGE_STATE, mem_pa(vm->mem, i), 0, 0, 0, &res);
+	err = i < 0 ? i : hc(HC_PAGE_STATE, pkvm_mem_pa(vm->mem, i), 0, 0, 0, &res);
 	mutex_unlock(&vm->lock);
 	if (err)
 		return err;

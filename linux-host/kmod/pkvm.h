@@ -10,7 +10,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define PKVM_API_VERSION	1
+#define PKVM_API_VERSION	2
 
 #define PKVMIO	0xE8
 
@@ -82,6 +82,32 @@ struct pkvm_irq {
 #define PKVM_PAGE_STATE		_IOWR(PKVMIO, 0x14, struct pkvm_page_state)
 #define PKVM_VM_STATS		_IOWR(PKVMIO, 0x15, struct pkvm_vm_stats)
 #define PKVM_IRQ		_IOWR(PKVMIO, 0x16, struct pkvm_irq)
+
+/* On the memory fd (the guest's RAM as a file, offset 0 at its IPA). */
+#define PKVM_MEM_PIN_EXCLUSIVE	0x1
+
+struct pkvm_mem_pin {
+	__u64 offset;
+	__u32 flags;
+	__u32 pad;
+};
+
+struct pkvm_mem_info {
+	__u64 size;
+	__u64 blocks;
+	__u64 split_blocks;
+	__u64 mapped;
+	__u64 pins;
+	__u64 waiting;
+	__u64 faults;
+	__u64 refused;
+	__u64 conversions;
+	__u64 wait_ns;
+};
+
+#define PKVM_MEM_PIN		_IOW(PKVMIO, 0x30, struct pkvm_mem_pin)
+#define PKVM_MEM_UNPIN		_IOW(PKVMIO, 0x31, struct pkvm_mem_pin)
+#define PKVM_MEM_INFO		_IOR(PKVMIO, 0x32, struct pkvm_mem_info)
 
 /* On a vCPU fd; the run structure is its mapping at offset 0. */
 #define PKVM_EXIT_MMIO			1

@@ -28,8 +28,9 @@
 #define HC_NOP		0xc6000124
 #define HC_VM_CALLS	0xc6000128
 
-/* VCPU_RUN's exit for a host interrupt or the end of a time slice. */
-#define EXIT_IRQ	7
+/* VCPU_RUN's exits the driver handles itself. */
+#define EXIT_UNSHARE_PENDING	6
+#define EXIT_IRQ		7
 
 /* A VM's IPA space (VM_CREATE with x1 = 0). */
 #define IPA_LIMIT	BIT_ULL(40)
@@ -38,7 +39,11 @@
 #define BLK_ORDER	(ilog2(BLK_SIZE) - PAGE_SHIFT)
 #define BLK_PAGES	BIT(BLK_ORDER)
 
-/* A VM's memory: allocated from Linux, donated at the next PKVM_RUN. */
+/*
+ * A VM's memory (its memory file): allocated from Linux, donated at the
+ * next PKVM_RUN; order-0 pages, those of a 2 MiB block split from one
+ * order-9 allocation (physically contiguous: one stage-2 block).
+ */
 struct pkvm_mem {
 	u64 ipa;
 	unsigned long nr_pages;
@@ -47,6 +52,21 @@ struct pkvm_mem {
 	unsigned long *blocks;
 	/* Pages [0, donated) are the guest's. */
 	unsigned long donated;
+	/*
+	 * Guards what follows and every insertion of a page into a process.
+	 * Taken under vm->lock and mmap_lock, never across a user copy.
+	 */
+	struct mutex map_lock;
+	/* The memory file's own pages cache, while the file is open. */
+	struct address_space *mapping;
+	/* Bit i: the driver holds a shared hyp pin for mappings of page i. */
+	unsigned long *mapped;
+	/* Bit i: a conversion waits for page i's references to go. */
+	unsigned long *waiting;
+	/* Page index -> pins taken through the memory file. */
+	struct xarray fpins;
+	/* Counters (PKVM_MEM_INFO). */
+	u64 faults, refused, conversions, wait_ns;
 };
 
 struct pkvm_vm {
@@ -103,6 +123,13 @@ extern atomic_long_t pkvm_pages;
 extern atomic_long_t pkvm_vms;
 
 long pkvm_vm_donate(struct pkvm_vm *vm);
+long pkvm_mem_convert(struct pkvm_vm *vm, u64 ipa);
+long pkvm_mem_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
+int pkvm_mem_mmap(struct file *file, struct vm_area_struct *vma);
+void pkvm_mem_unpin_all(struct pkvm_mem *m);
+long pkvm_mem_quiesce(struct pkvm_mem *m, unsigned long from);
+phys_addr_t pkvm_mem_pa(struct pkvm_mem *m, unsigned long i);
+bool pkvm_host_owns(struct pkvm_mem *m, unsigned long i);
 void pkvm_vm_unpin_all(struct pkvm_vm *vm);
 void pkvm_mem_free(struct pkvm_mem *m);
 long pkvm_create_memory(struct pkvm_vm *vm, void __user *argp);

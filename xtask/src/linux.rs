@@ -184,9 +184,51 @@ fn fetch(dir: &Path) -> Result<()> {
     let image = kernel_image(&std::fs::read(&vmlinuz)?)?;
     std::fs::write(dir.join("Image"), image)?;
     std::fs::copy(root.join("bin/busybox"), dir.join("busybox")).context("no /bin/busybox in busybox-static")?;
+    copy_null_blk(&root, dir)?;
     std::fs::write(dir.join("package"), format!("{pkg}\n"))?;
     let _ = std::fs::remove_dir_all(&dl);
     Ok(())
+}
+
+/// The kernel package's modules the memory-file test loads, in load
+/// order (xz-compressed, as Debian ships them): null_blk and configfs, which
+/// it needs. Cached under these names.
+const NULL_BLK: [(&str, &str); 2] =
+    [("kernel/fs/configfs", "configfs.ko.xz"), ("kernel/drivers/block/null_blk", "null_blk.ko.xz")];
+
+/// Copies those modules out of the unpacked kernel package `root`.
+fn copy_null_blk(root: &Path, dir: &Path) -> Result<()> {
+    let modules = root.join("lib/modules");
+    let release = std::fs::read_dir(&modules)
+        .context("no /lib/modules in the kernel package")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .context("no /lib/modules/<release> in the kernel package")?;
+    for (at, name) in NULL_BLK {
+        let ko = release.join(at).join(name);
+        std::fs::copy(&ko, dir.join(name)).with_context(|| format!("no {} in the kernel package", ko.display()))?;
+    }
+    Ok(())
+}
+
+/// Debian's null_blk module for the host kernel, with configfs: the block
+/// device whose slow reads keep an `O_DIRECT` read in flight for the
+/// memory-file test. Taken from the kernel package when it is fetched, or
+/// fetched again for a cache made before these files were kept.
+pub fn null_blk() -> Result<Vec<(&'static str, PathBuf)>> {
+    let dir = cache_dir();
+    let files: Vec<(&str, PathBuf)> = NULL_BLK.iter().map(|(_, n)| (*n, dir.join(n))).collect();
+    if files.iter().all(|(_, p)| p.exists()) {
+        return Ok(files);
+    }
+    let pkg = std::fs::read_to_string(dir.join("package")).context("the host kernel is not fetched yet")?;
+    ensure_arm64()?;
+    let dl = dir.join("dl-modules");
+    download(&dl, &[&format!("{}:arm64", pkg.trim())])?;
+    copy_null_blk(&dl.join("root"), &dir)?;
+    let _ = std::fs::remove_dir_all(&dl);
+    Ok(files)
 }
 
 /// An arm64 Image from a `vmlinuz`: as is, or gunzipped.

@@ -6,6 +6,8 @@
 //! ```text
 //! /pkvm/pkvm_host.ko   /init loads it with insmod
 //! /pkvm/vmm            pkvm-vmm
+//! /pkvm/*.ko.xz        Debian's null_blk and configfs (the memory-file
+//!                      test's slow disk)
 //! /pkvm/guestN.elf     the --guest programs, in order
 //! /pkvm/linux-guest.*  --linux-guest: its Image, initramfs and disk (a file
 //!                      the guest reads and writes through virtio-blk)
@@ -98,6 +100,9 @@ pub fn initramfs_files(image: &Path, args: &RunArgs) -> Result<Vec<InitramfsFile
         (format!("pkvm/{}", crate::linux_kmod::MODULE), S_IFREG | 0o644, read(&ko)?),
         ("pkvm/vmm".to_string(), S_IFREG | 0o755, read(&vmm)?),
     ];
+    for (name, p) in crate::linux::null_blk()? {
+        files.push((format!("pkvm/{name}"), S_IFREG | 0o644, read(&p)?));
+    }
     for (i, g) in args.guest.iter().enumerate() {
         files.push((format!("pkvm/guest{i}.elf"), S_IFREG | 0o644, read(g)?));
     }

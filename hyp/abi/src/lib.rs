@@ -468,4 +468,41 @@ pub mod services {
     /// 1 if the SMMU blocked it (an event names the device's stream and the
     /// page's address), 2 if neither, -19 (ENODEV) without an `edu` device.
     pub const HOST_DMA: u32 = 0xc600_020e;
+
+    /// x1..x3 = the result of the last command (`remote`): x0 = the next
+    /// command, x1..x3 its operands. With `test=remote` the guest obeys a
+    /// test program of the host (the Linux host's memory-file test).
+    pub const HOST_NEXT: u32 = 0xc600_020f;
+
+    /// The commands of [`HOST_NEXT`] and what each returns as (status,
+    /// value, extra) in the next call's x1..x3.
+    pub mod remote {
+        /// Power off (no result).
+        pub const OFF: u64 = 0;
+        /// x1 = IPA: MEM_SHARE → status = its x0.
+        pub const SHARE: u64 = 1;
+        /// x1 = IPA: MEM_UNSHARE → status = its x0, value = virtual-counter
+        /// ticks from the call to its return, extra = the counter's frequency.
+        pub const UNSHARE: u64 = 2;
+        /// x1 = IPA → value = the guest's load of the u64 there.
+        pub const READ: u64 = 3;
+        /// x1 = IPA, x2 = value: the guest stores it.
+        pub const WRITE: u64 = 4;
+        /// x1 = IPA, x2 = length → value = [`fnv1a`] of those bytes.
+        pub const DIGEST: u64 = 5;
+        /// x1 = IPA: vCPU 1 starts storing an incrementing count there
+        /// (status = CPU_ON's result) until [`STOP`].
+        pub const COUNTER: u64 = 6;
+        /// vCPU 1 stops counting and powers off → value = its last count.
+        pub const STOP: u64 = 7;
+        /// x1 = IPA: MEM_RELINQUISH → status = its x0.
+        pub const RELINQUISH: u64 = 8;
+        /// The status of a command the guest does not know.
+        pub const UNKNOWN: u64 = u64::MAX;
+
+        /// FNV-1a (64-bit) of `bytes`.
+        pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+            bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+        }
+    }
 }

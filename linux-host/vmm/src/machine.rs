@@ -134,8 +134,16 @@ pub struct Outcome {
     pub device_calls: u64,
 }
 
+/// A test program the guest obeys (`test=remote`, `HOST_NEXT`): given the
+/// last command's result (x1..x3), the next command (x0..x3). Called on
+/// the vCPU's thread without the machine's lock: it may block.
+pub trait Remote: Sync {
+    fn next(&self, result: [u64; 3]) -> [u64; 4];
+}
+
 pub struct Machine<'a> {
     id: u32,
+    remote: Option<&'a dyn Remote>,
     vm: &'a Vm,
     mem: &'a Memory,
     st: Mutex<State<'a>>,
@@ -151,6 +159,7 @@ impl<'a> Machine<'a> {
         let vstate = (0..vcpus).map(|i| if i == 0 { VState::Runnable } else { VState::Off }).collect();
         Machine {
             id,
+            remote: None,
             vm,
             mem,
             st: Mutex::new(State {
@@ -169,6 +178,12 @@ impl<'a> Machine<'a> {
             cond: Condvar::new(),
             in_run: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// The guest's `HOST_NEXT` calls go to `r`.
+    pub fn with_remote(mut self, r: &'a dyn Remote) -> Machine<'a> {
+        self.remote = Some(r);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State<'a>> {
@@ -217,6 +232,11 @@ impl<'a> Machine<'a> {
             let r = vcpu.run(reply);
             self.in_run[i].store(0, SeqCst);
             match r {
+                Ok(e)
+                    if e.reason == exit::HYPERCALL && e.x[0] == u64::from(svc::HOST_NEXT) && self.remote.is_some() =>
+                {
+                    reply = self.remote.map_or([0; 4], |rm| rm.next([e.x[1], e.x[2], e.x[3]]));
+                }
                 Ok(e) => match self.on_exit(i, e, vcpu.irq_exits()) {
                     Ok(rep) => reply = rep,
                     Err(why) => self.finish(Err(why)),

@@ -8,17 +8,20 @@
 //! Exit status: 0 when every guest powered off and reported no failure, 1
 //! otherwise, 2 on bad arguments. `pkvm-vmm --hostile N [--seed S]` makes
 //! N random calls on the driver instead (`hostile.rs`), `--bench N`
-//! measures (`bench.rs`).
+//! measures (`bench.rs`), `--gmem-test GUEST` checks the memory file's
+//! rules with guest-test's `test=remote` (`gmem.rs`).
 
 mod args;
 mod bench;
 mod disk;
+mod gmem;
 mod guest;
 mod hostile;
 mod load;
 mod machine;
 mod perf;
 mod pkvm;
+mod refs;
 mod seams;
 
 fn main() {
@@ -36,6 +39,20 @@ fn main() {
             std::process::exit(2);
         }
         None => {}
+    }
+    if argv.first().map(String::as_str) == Some("--gmem-test") {
+        let r = argv.get(1).ok_or_else(|| "--gmem-test needs the guest-test ELF".to_string()).and_then(|path| {
+            let dev = pkvm::Device::open("/dev/pkvm").map_err(|e| format!("/dev/pkvm: {e}"))?;
+            machine::install_kick().map_err(|e| format!("installing the kick signal: {e}"))?;
+            gmem::run(&dev, path)
+        });
+        match r {
+            Ok(ok) => std::process::exit(if ok { 0 } else { 1 }),
+            Err(e) => {
+                eprintln!("pkvm-vmm: gmem-test: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     if let Some(n) = args::bench(&argv) {
         let r = n.and_then(|n| {

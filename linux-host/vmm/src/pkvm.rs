@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
 
-pub const API_VERSION: i32 = 1;
+pub const API_VERSION: i32 = 2;
 const PKVMIO: u64 = 0xE8;
 
 const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
@@ -18,6 +18,7 @@ const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
 }
 const NONE: u64 = 0;
 const WRITE: u64 = 1;
+const READ: u64 = 2;
 const READ_WRITE: u64 = 3;
 
 pub const GET_API_VERSION: u64 = ioc(NONE, 0x00, 0);
@@ -30,9 +31,13 @@ pub const PAGE_STATE: u64 = ioc(READ_WRITE, 0x14, size_of::<PageState>());
 pub const VM_STATS: u64 = ioc(READ_WRITE, 0x15, size_of::<VmStats>());
 pub const IRQ: u64 = ioc(READ_WRITE, 0x16, size_of::<IrqArgs>());
 pub const RUN: u64 = ioc(NONE, 0x20, 0);
+pub const MEM_PIN: u64 = ioc(WRITE, 0x30, size_of::<MemPin>());
+pub const MEM_UNPIN: u64 = ioc(WRITE, 0x31, size_of::<MemPin>());
+pub const MEM_INFO: u64 = ioc(READ, 0x32, size_of::<MemInfo>());
 
 pub const VCPU_OFF: u32 = 1;
 pub const PIN_EXCLUSIVE: u32 = 1;
+pub const MEM_PIN_EXCLUSIVE: u32 = 1;
 /// `exit_reason` of a PKVM_RUN a signal interrupted (EINTR).
 pub const EXIT_INTR: u64 = 0x100;
 
@@ -42,6 +47,37 @@ pub struct MemoryArgs {
     pub ipa: u64,
     pub size: u64,
     pub flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct MemPin {
+    pub offset: u64,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// The memory file's state (PKVM_MEM_INFO).
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemInfo {
+    pub size: u64,
+    /// 2 MiB blocks (one allocation each).
+    pub blocks: u64,
+    /// Blocks some but not all of whose pages the host maps.
+    pub split_blocks: u64,
+    /// Pages the driver holds a mapping pin for.
+    pub mapped: u64,
+    /// Pins taken through the file.
+    pub pins: u64,
+    /// Conversions waiting now.
+    pub waiting: u64,
+    /// Faults that mapped a page, and those refused (SIGBUS).
+    pub faults: u64,
+    pub refused: u64,
+    /// Conversions the driver waited for, and their total wait.
+    pub conversions: u64,
+    pub wait_ns: u64,
 }
 
 #[repr(C)]
@@ -212,6 +248,13 @@ impl Vm {
     }
 
     /// The guest's stage-2 at `ipa` and its share/guard counts.
+    /// PKVM_PAGE_STATE: (the host's state of the page behind `ipa`, its pins).
+    pub fn page_state(&self, ipa: u64) -> io::Result<(u32, u32)> {
+        let mut a = PageState { ipa, ..Default::default() };
+        ioctl_ref(&self.fd, PAGE_STATE, &mut a)?;
+        Ok((a.state, a.pins))
+    }
+
     pub fn stats(&self, ipa: u64) -> io::Result<VmStats> {
         let mut a = VmStats { ipa, ..Default::default() };
         ioctl_ref(&self.fd, VM_STATS, &mut a)?;
@@ -250,6 +293,75 @@ impl Memory {
     /// Reads at `ipa`, under the same rule as [`Memory::write`].
     pub fn read(&self, ipa: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, self.offset(ipa, buf.len())?)
+    }
+
+    /// PKVM_MEM_PIN (exclusive or shared) / PKVM_MEM_UNPIN of the page at `ipa`.
+    pub fn pin(&self, ipa: u64, exclusive: bool) -> io::Result<()> {
+        let flags = if exclusive { MEM_PIN_EXCLUSIVE } else { 0 };
+        let mut a = MemPin { offset: self.offset(ipa, 0)?, flags, pad: 0 };
+        ioctl_ref(&self.file, MEM_PIN, &mut a).map(drop)
+    }
+    pub fn unpin(&self, ipa: u64) -> io::Result<()> {
+        let mut a = MemPin { offset: self.offset(ipa, 0)?, flags: 0, pad: 0 };
+        ioctl_ref(&self.file, MEM_UNPIN, &mut a).map(drop)
+    }
+
+    pub fn info(&self) -> io::Result<MemInfo> {
+        let mut i = MemInfo::default();
+        ioctl_ref(&self.file, MEM_INFO, &mut i)?;
+        Ok(i)
+    }
+
+    /// A shared mapping of the whole file.
+    pub fn map(&self) -> io::Result<Mapping> {
+        let len = self.size as usize;
+        // SAFETY: a new shared mapping of our fd; the kernel picks the
+        // address; nothing else is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { base: p.cast(), len, ipa: self.ipa })
+    }
+}
+
+/// A shared mapping of a memory file: the guest's RAM at host addresses.
+/// Accesses go through raw pointers: a private page is a SIGBUS, and the
+/// guest changes shared pages under our feet.
+pub struct Mapping {
+    base: *mut u8,
+    pub len: usize,
+    pub ipa: u64,
+}
+
+// SAFETY: the mapping is plain shared memory; every access is a volatile
+// access through a raw pointer, whichever thread makes it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// The host address of `ipa`, which must be in the mapping.
+    pub fn at(&self, ipa: u64) -> *mut u8 {
+        let off = ipa.checked_sub(self.ipa).filter(|o| *o < self.len as u64).expect("IPA outside the mapping");
+        // SAFETY: `off` is inside our mapping (checked above).
+        unsafe { self.base.add(off as usize) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our mapping of `len` bytes, unmapped once.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
 
@@ -364,6 +476,7 @@ mod tests {
         let dir = match mac {
             "_IO" => NONE,
             "_IOW" => WRITE,
+            "_IOR" => READ,
             "_IOWR" => READ_WRITE,
             m => panic!("{m}"),
         };
@@ -386,11 +499,15 @@ mod tests {
             ("PKVM_VM_STATS", VM_STATS),
             ("PKVM_IRQ", IRQ),
             ("PKVM_RUN", RUN),
+            ("PKVM_MEM_PIN", MEM_PIN),
+            ("PKVM_MEM_UNPIN", MEM_UNPIN),
+            ("PKVM_MEM_INFO", MEM_INFO),
         ] {
             assert_eq!(request(&d[name], &s), ours, "{name}");
         }
         assert_eq!(num(&d["PKVM_VCPU_OFF"]), VCPU_OFF as u64);
         assert_eq!(num(&d["PKVM_PIN_EXCLUSIVE"]), PIN_EXCLUSIVE as u64);
+        assert_eq!(num(&d["PKVM_MEM_PIN_EXCLUSIVE"]), MEM_PIN_EXCLUSIVE as u64);
         assert_eq!(num(&d["PKVM_EXIT_INTR"]), EXIT_INTR);
         use hyp_abi::host::irq;
         for (name, ours) in [
@@ -448,5 +565,11 @@ mod tests {
         check!("pkvm_vm_stats", VmStats, [ipa, table_pages, level, state, shares, unshares, guards, granules]);
         check!("pkvm_irq", IrqArgs, [vcpu, intid, op, pad, arg, pending, active]);
         check!("pkvm_run", Run, [exit_reason, exit, reply, irq_exits]);
+        check!("pkvm_mem_pin", MemPin, [offset, flags, pad]);
+        check!(
+            "pkvm_mem_info",
+            MemInfo,
+            [size, blocks, split_blocks, mapped, pins, waiting, faults, refused, conversions, wait_ns]
+        );
     }
 }

@@ -102,6 +102,68 @@ pub const SCENARIOS: &[Scenario] = &[
         verify: None,
     },
     Scenario {
+        name: "linux-gmem",
+        about: "the memory file's guest_memfd rules with a real process: shared pages map in place, private \
+                ones SIGBUS, a conversion waits for an io_uring fixed buffer, a pipe (vmsplice), an O_DIRECT \
+                read in flight and an exclusive pin, then completes with the data in place; one 4 KiB share \
+                splits one block path and its unshare merges it back; 1,000 conversions race with GUP pins",
+        run: Run { guest: &[File::GuestTest], append: Some("hyp.check_invariants linux_host.gmem"), ..HOST },
+        lines: Lines::Are(&[
+            "gmem: the memory file: 64 MiB in 32 blocks of 2 MiB, none split",
+            "gmem: before the first run, pwrite and a store through the mapping load the guest's memory",
+            "gmem: the guest reads the image the host wrote with pwrite",
+            "gmem: the guest reads the host's store made through the mapping",
+            "gmem: the image is private now: a load and a store through the mapping get SIGBUS, pread EPERM, \
+             the guest's bytes are unchanged",
+            "gmem: the guest's stage-2 maps the file's 2 MiB blocks as blocks (level 2)",
+            "gmem: MEM_SHARE of one 4 KiB page splits one block path: level 2 -> 3, one table page more",
+            "gmem: the host reads the guest's data through the mapping, in place",
+            "gmem: the guest reads the host's store",
+            "gmem: the file tracks the subpage: 1 page mapped, 1 block split in Linux's view, 32 blocks",
+            "gmem: MEM_UNSHARE merges the block back: level 2, table pages as before",
+            "gmem: afterwards the host's load gets SIGBUS and the guest still reads the host's bytes (in place)",
+            "gmem: the block is whole again: 0 pages mapped, 0 blocks split, 1 conversion",
+            "gmem: vCPU 1 counts in a shared page",
+            "gmem: an io_uring fixed buffer is registered over a shared page of the mapping",
+            "gmem: while the io_uring buffer is registered, the guest's MEM_UNSHARE waits, a load of the page \
+             gets SIGBUS and vCPU 1 runs on",
+            "gmem: once that reference goes, the MEM_UNSHARE completes (the guest waited at least 300 ms), the \
+             mapping gives SIGBUS, the guest reads the host's bytes",
+            "gmem: vmsplice puts a shared page of the mapping into a pipe",
+            "gmem: while a pipe holds the page, the guest's MEM_UNSHARE waits, a load of the page gets SIGBUS \
+             and vCPU 1 runs on",
+            "gmem: once that reference goes, the MEM_UNSHARE completes (the guest waited at least 300 ms), the \
+             mapping gives SIGBUS, the guest reads the host's bytes",
+            "gmem: the pipe gave the host's bytes",
+            "gmem: while an O_DIRECT read is in flight, the guest's MEM_UNSHARE waits, a load of the page gets \
+             SIGBUS and vCPU 1 runs on",
+            "gmem: once that reference goes, the MEM_UNSHARE completes (the guest waited at least 300 ms), the \
+             mapping gives SIGBUS, the guest reads the host's bytes",
+            "gmem: an exclusive pin through the file is refused (EBUSY) while a pipe holds the page, granted \
+             once it does not",
+            "gmem: while it is held, a second pin through the file or the VM gets EBUSY and a load through the \
+             mapping SIGBUS",
+            "gmem: the guest's MEM_UNSHARE waits for the exclusive pin and completes once it is dropped",
+            "gmem: 1000 conversions raced with io_uring registrations from another thread: each completed, and \
+             every registration saw a shared, pinned page",
+            "gmem: race: * registrations held the page, * were refused, * conversions waited over 1 ms",
+            "gmem: at the end every block is whole: 32 blocks, 0 split, 0 pages mapped, no conversion waiting",
+            "gmem: the driver mapped * pages on faults, refused * faults and waited for * conversions (* ms in all)",
+            "[vm 1] guest: 0 passed, 0 failed",
+            "gmem: * SIGBUS, each one a check expected",
+            "gmem: the VM is destroyed: the driver holds 0 pages of 0 VMs",
+            "gmem: 0 checks failed",
+            "linux-host: pkvm-vmm --gmem-test exit status 0",
+            "linux-host: kernel log lines that report a warning, a bug or an oops: 0",
+            "[hyp] system off: status 0 (Ok)",
+        ]),
+        absent: &["gmem: FAIL", "linux-host: insmod null_blk failed", "[hyp] PANIC", "[hyp] ERROR", "Internal error:", "WARNING:", "BUG:", "Oops", "Kernel panic"],
+        anywhere: &[],
+        code: 0,
+        timeout: 600,
+        verify: None,
+    },
+    Scenario {
         name: "linux-kill",
         about: "two VMMs run a guest each at once; the one spinning in its guest gets SIGKILL: its VM is torn \
                 down and its memory back in Linux, the other finishes",
