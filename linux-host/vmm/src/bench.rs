@@ -11,6 +11,8 @@
 //! - VM create + destroy of a 64 MiB guest: the VM, its memory, a vCPU,
 //!   the first run (the donation) and the teardown when the fds close.
 //!
+//! Then the memory file's rows (`bench_gmem.rs`).
+//!
 //! Each also prints a `[bench]` line for `cargo xtask bench`: the totals
 //! over its repetitions of this thread's instructions at EL2 and at every
 //! level, counted by perf (`perf.rs`), when the hyp leaves the PMU to the
@@ -153,6 +155,8 @@ pub fn run(dev: &Device, n: usize) -> Result<(), String> {
         "bench: VM create + destroy of a 64 MiB guest (first run included): median {} ticks (5 VMs)",
         median(&mut life)
     );
+    #[cfg(target_arch = "aarch64")]
+    crate::bench_gmem::run(dev, n.div_ceil(10))?;
     Ok(())
 }
 

@@ -47,7 +47,7 @@ fn field(r: &mut Rng) -> u64 {
 }
 
 /// The driver's requests.
-const REQUESTS: [u64; 10] = [
+const REQUESTS: [u64; 13] = [
     pkvm::GET_API_VERSION,
     pkvm::CREATE_VM,
     pkvm::CREATE_MEMORY,
@@ -58,6 +58,9 @@ const REQUESTS: [u64; 10] = [
     pkvm::VM_STATS,
     pkvm::IRQ,
     pkvm::RUN,
+    pkvm::MEM_PIN,
+    pkvm::MEM_UNPIN,
+    pkvm::MEM_INFO,
 ];
 
 #[derive(Default)]
@@ -101,6 +104,8 @@ struct Tally {
     /// RUNs a signal cut short, and those whose run structure said so.
     eintr: u64,
     eintr_marked: u64,
+    /// Touches of a mapped memory fd that got SIGBUS.
+    sigbus: u64,
 }
 
 impl Tally {
@@ -124,6 +129,8 @@ pub fn run(n: u64, seed: u64) -> io::Result<bool> {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
     }
+    #[cfg(target_arch = "aarch64")]
+    crate::refs::install()?;
     spin_interrupted()?;
     let mut r = Rng::new(seed);
     let mut t = Tally::default();
@@ -153,6 +160,7 @@ pub fn run(n: u64, seed: u64) -> io::Result<bool> {
                 let home = match req {
                     pkvm::GET_API_VERSION | pkvm::CREATE_VM => &p.dev,
                     pkvm::RUN => &p.vcpus,
+                    pkvm::MEM_PIN | pkvm::MEM_UNPIN | pkvm::MEM_INFO => &p.mems,
                     _ => &p.vms,
                 };
                 let fd = if home.is_empty() || r.below(10) == 0 { fd } else { r.pick(home) };
@@ -211,11 +219,13 @@ pub fn run(n: u64, seed: u64) -> io::Result<bool> {
                 t.note(res);
             }
             // A mapping of any fd, a run structure checked after a RUN
-            // a signal interrupted.
+            // a signal interrupted, a memory fd's pages touched (a private
+            // page is a SIGBUS the probe survives).
             12 | 13 => {
-                let fd = if p.vcpus.is_empty() || r.below(5) == 0 { fd } else { r.pick(&p.vcpus) };
+                let home = if r.below(2) == 0 { &p.vcpus } else { &p.mems };
+                let fd = if home.is_empty() || r.below(5) == 0 { fd } else { r.pick(home) };
                 let len = r.pick(&[4096usize, 8192, 1 << 21]);
-                let off = r.pick(&[0i64, 4096, -4096]);
+                let off = r.pick(&[0i64, 4096, -4096, 1 << 20, 64 << 20]);
                 let flags = r.pick(&[libc::MAP_SHARED, libc::MAP_PRIVATE]);
                 // SAFETY: a fresh mapping chosen by the kernel, unmapped
                 // below; nothing of ours is replaced.
@@ -238,6 +248,20 @@ pub fn run(n: u64, seed: u64) -> io::Result<bool> {
                         // SAFETY: our mapping of the run structure (one page).
                         let reason = unsafe { std::ptr::read_volatile(m.cast::<u64>()) };
                         t.eintr_marked += u64::from(reason == pkvm::EXIT_INTR);
+                    }
+                }
+                #[cfg(target_arch = "aarch64")]
+                if p.mems.contains(&fd) && flags == libc::MAP_SHARED {
+                    for _ in 0..4 {
+                        // SAFETY: inside the mapping made above.
+                        let at = unsafe { m.cast::<u8>().add(r.below(len as u64 / 8) as usize * 8) };
+                        let ok = if r.below(2) == 0 {
+                            crate::refs::load(at).is_ok()
+                        } else {
+                            crate::refs::store(at, r.next()).is_ok()
+                        };
+                        t.note(if ok { 0 } else { -1 });
+                        t.sigbus += u64::from(!ok);
                     }
                 }
                 // SAFETY: the mapping made above.
@@ -284,6 +308,7 @@ pub fn run(n: u64, seed: u64) -> io::Result<bool> {
     let errnos: Vec<String> = t.errnos.iter().map(|(e, c)| format!("{} {c}", errno_name(*e))).collect();
     println!("hostile: {} calls succeeded; refused: {}", t.ok, errnos.join(", "));
     println!("hostile: {} runs cut short by a signal, {} of them checked: exit_reason INTR", t.eintr, t.eintr_marked);
+    println!("hostile: {} touches of a mapped memory fd got SIGBUS", t.sigbus);
     let (pages, vms) = (held("pages"), held("vms"));
     let show = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
     println!("hostile: after closing everything the driver holds {} pages of {} VMs", show(pages), show(vms));
