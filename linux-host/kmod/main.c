@@ -329,6 +329,56 @@ static long create_vm(unsigned long arg)
 	return err;
 }
 
+/*
+ * Drains the hyp's trace ring of the calling CPU (TRACE_DRAIN) into the
+ * user buffer, a page shared with the hyp at a time, until the ring is
+ * empty or the buffer full.
+ */
+static long trace_drain(void __user *argp)
+{
+	struct arm_smccc_res res;
+	struct pkvm_trace p;
+	struct page *page;
+	phys_addr_t pa;
+	u64 n;
+	long err;
+
+	if (copy_from_user(&p, argp, sizeof(p)))
+		return -EFAULT;
+	if (p.records || p.lost || p.size % TRACE_RECORD)
+		return -EINVAL;
+	page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	if (!page)
+		return -ENOMEM;
+	pa = page_to_phys(page);
+	err = hc(HC_SHARE_HYP, pa, PAGE_SIZE, 0, 0, &res);
+	if (err) {
+		__free_page(page);
+		return err;
+	}
+	while (p.records * TRACE_RECORD < p.size) {
+		n = min_t(u64, PAGE_SIZE, p.size - p.records * TRACE_RECORD);
+		err = hc(HC_TRACE_DRAIN, pa, n, 0, 0, &res);
+		if (err || !res.a2)
+			break;
+		p.lost = res.a3;
+		if (copy_to_user(u64_to_user_ptr(p.buf + p.records * TRACE_RECORD),
+				 page_address(page), res.a2 * TRACE_RECORD)) {
+			err = -EFAULT;
+			break;
+		}
+		p.records += res.a2;
+	}
+	/* A page the hyp may still read must not go back to Linux. */
+	if (hc(HC_UNSHARE_HYP, pa, PAGE_SIZE, 0, 0, &res))
+		pr_err("the trace page stays shared with the hyp\n");
+	else
+		__free_page(page);
+	if (err)
+		return err;
+	return copy_to_user(argp, &p, sizeof(p)) ? -EFAULT : 0;
+}
+
 static long dev_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	switch (cmd) {
@@ -336,6 +386,8 @@ static long dev_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return arg ? -EINVAL : PKVM_API_VERSION;
 	case PKVM_CREATE_VM:
 		return create_vm(arg);
+	case PKVM_TRACE_DRAIN:
+		return trace_drain((void __user *)arg);
 	}
 	return -ENOTTY;
 }

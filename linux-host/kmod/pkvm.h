@@ -18,6 +18,16 @@
 #define PKVM_GET_API_VERSION	_IO(PKVMIO, 0x00)
 #define PKVM_CREATE_VM		_IO(PKVMIO, 0x01)
 
+/* The hyp's trace records (64 bytes each) of the calling CPU. */
+struct pkvm_trace {
+	__u64 buf;
+	__u64 size;
+	__u64 records;
+	__u64 lost;
+};
+
+#define PKVM_TRACE_DRAIN	_IOWR(PKVMIO, 0x02, struct pkvm_trace)
+
 /* On a VM fd. */
 struct pkvm_memory {
 	__u64 ipa;

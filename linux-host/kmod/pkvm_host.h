@@ -20,17 +20,23 @@
 #define HC_VCPU_CREATE	0xc6000102
 #define HC_VCPU_RUN	0xc6000103
 #define HC_DONATE_GUEST	0xc6000104
+#define HC_SHARE_HYP	0xc6000105
+#define HC_UNSHARE_HYP	0xc6000106
 #define HC_PIN		0xc6000107
 #define HC_UNPIN	0xc6000108
 #define HC_PAGE_STATE	0xc600010b
 #define HC_VCPU_IRQ	0xc600010c
 #define HC_VM_STATS	0xc6000122
+#define HC_TRACE_DRAIN	0xc6000123
 #define HC_NOP		0xc6000124
 #define HC_VM_CALLS	0xc6000128
 
 /* VCPU_RUN's exits the driver handles itself. */
 #define EXIT_UNSHARE_PENDING	6
 #define EXIT_IRQ		7
+
+/* The size of one of the hyp's trace records (docs/abi.md). */
+#define TRACE_RECORD	64
 
 /* A VM's IPA space (VM_CREATE with x1 = 0). */
 #define IPA_LIMIT	BIT_ULL(40)

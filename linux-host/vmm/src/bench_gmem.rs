@@ -126,7 +126,8 @@ pub fn run(dev: &Device, n: usize) -> Result<(), String> {
     // The first run donates: one round outside the counts.
     exit(&mut vcpu)?;
     exit(&mut vcpu)?;
-    let (mut share, mut fault, mut merge, mut convert) = (Sum::default(), Sum::default(), Sum::default(), Sum::default());
+    let (mut share, mut fault, mut merge, mut convert) =
+        (Sum::default(), Sum::default(), Sum::default(), Sum::default());
     for i in 0..2 * n {
         seg.measure(&mut share, || exit(&mut vcpu))??;
         if i % 2 == 1 {

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hyp_abi::services::remote as cmd;
+use hyp_abi::trace::{Kind, Record, RECORD_SIZE};
 use vmm_devices::dtb::guest_dtb;
 use vmm_devices::loader::ElfPlan;
 use vmm_devices::platform::{Platform, GUEST_RAM};
@@ -94,6 +95,43 @@ impl Guest {
     }
 }
 
+/// The hyp's split and merge records of every CPU's trace ring (drained
+/// with the calling thread on each CPU in turn), oldest first.
+fn trace(dev: &Device) -> Result<Vec<Record>, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut recs = Vec::new();
+    let mut buf = vec![0u8; 256 * RECORD_SIZE];
+    for cpu in 0..=cpus {
+        // SAFETY: a cpu_set_t we own, filled by the libc helpers; the
+        // last round (cpu == cpus) gives the thread every CPU back.
+        let set = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for c in 0..cpus {
+                if cpu == cpus || c == cpu {
+                    libc::CPU_SET(c, &mut set);
+                }
+            }
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+        };
+        if set != 0 {
+            return Err(format!("sched_setaffinity: {}", std::io::Error::last_os_error()));
+        }
+        if cpu == cpus {
+            break;
+        }
+        loop {
+            let (n, _) = dev.trace_drain(&mut buf).map_err(|e| format!("PKVM_TRACE_DRAIN: {e}"))?;
+            recs.extend(buf.chunks(RECORD_SIZE).take(n).filter_map(Record::from_bytes));
+            if n < 256 {
+                break;
+            }
+        }
+    }
+    recs.retain(|r| matches!(r.kind(), Some(Kind::Split | Kind::Merge)));
+    recs.sort_by_key(|r| r.ts);
+    Ok(recs)
+}
+
 /// Milliseconds an UNSHARE's result says the guest waited.
 fn waited_ms(r: [u64; 3]) -> u64 {
     r[1].saturating_mul(1000) / r[2].max(1)
@@ -149,7 +187,7 @@ pub fn run(dev: &Device, path: &str) -> Result<bool, String> {
     let platform = Platform::new(seams::VmIrq(&vm), 2, None);
     let out = std::thread::scope(|s| {
         let machine = s.spawn(|| Machine::new(1, &vm, &mem, platform).with_remote(&link).run(vcpus));
-        let r = guest.wait().and_then(|_| script(&mut t, &guest, &vm, &mem, &map));
+        let r = guest.wait().and_then(|_| script(&mut t, dev, &guest, &vm, &mem, &map));
         if let Err(e) = &r {
             t.check(false, "the test ran to its end", e);
         }
@@ -193,7 +231,7 @@ fn before_run(t: &mut Tally, mem: &Memory, map: &Mapping) -> Result<(), String> 
     Ok(())
 }
 
-fn script(t: &mut Tally, g: &Guest, vm: &Vm, mem: &Memory, map: &Mapping) -> Result<(), String> {
+fn script(t: &mut Tally, dev: &Device, g: &Guest, vm: &Vm, mem: &Memory, map: &Mapping) -> Result<(), String> {
     let info = || mem.info().map_err(|e| format!("PKVM_MEM_INFO: {e}"));
     let level = |ipa| vm.stats(ipa).map(|s| (s.level, s.table_pages)).map_err(|e| format!("PKVM_VM_STATS: {e}"));
 
@@ -215,6 +253,8 @@ fn script(t: &mut Tally, g: &Guest, vm: &Vm, mem: &Memory, map: &Mapping) -> Res
 
     // One 4 KiB share in a block: one path splits, in place, and merges back.
     g.call(cmd::WRITE, SPLIT, 0x6775_6573_7421)?;
+    // What the trace rings hold so far is not this check's.
+    trace(dev)?;
     let (l0, tp0) = level(SPLIT)?;
     let st = g.share(SPLIT)?;
     let (l1, tp1) = level(SPLIT)?;
@@ -244,6 +284,19 @@ fn script(t: &mut Tally, g: &Guest, vm: &Vm, mem: &Memory, map: &Mapping) -> Res
         r[0] == 0 && l2 == 2 && tp2 == tp0,
         "MEM_UNSHARE merges the block back: level 2, table pages as before",
         format_args!("status {}, level {l2}, table pages {tp2}", r[0]),
+    );
+    // The hyp's trace (`hyp.trace=splits hyp.trace_vm=1 hyp.trace_quiet`):
+    // one split of the block's path, one merge back, nothing else.
+    let recs = trace(dev)?;
+    let block = SPLIT & !(BLOCK - 1);
+    for r in &recs {
+        println!("gmem: trace: {r}");
+    }
+    let shape: Vec<(Option<Kind>, u64, u8)> = recs.iter().map(|r| (r.kind(), r.ipa & !(BLOCK - 1), r.level)).collect();
+    t.check(
+        shape == [(Some(Kind::Split), block, 2), (Some(Kind::Merge), block, 2)],
+        "the hyp's trace has one split of the block at level 2 and one merge back, nothing else",
+        format_args!("{shape:?}"),
     );
     let bus = t.bus(refs::load(map.at(SPLIT)));
     let v = g.read(SPLIT)?;

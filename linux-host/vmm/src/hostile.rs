@@ -47,7 +47,7 @@ fn field(r: &mut Rng) -> u64 {
 }
 
 /// The driver's requests.
-const REQUESTS: [u64; 13] = [
+const REQUESTS: [u64; 14] = [
     pkvm::GET_API_VERSION,
     pkvm::CREATE_VM,
     pkvm::CREATE_MEMORY,
@@ -61,6 +61,8 @@ const REQUESTS: [u64; 13] = [
     pkvm::MEM_PIN,
     pkvm::MEM_UNPIN,
     pkvm::MEM_INFO,
+    // Tracing is off in the hostile runs: nothing is ever copied out.
+    pkvm::TRACE_DRAIN,
 ];
 
 #[derive(Default)]
@@ -158,7 +160,7 @@ pub fn run(n: u64, seed: u64) -> io::Result<bool> {
             0..=9 => {
                 let mut req = r.pick(&REQUESTS);
                 let home = match req {
-                    pkvm::GET_API_VERSION | pkvm::CREATE_VM => &p.dev,
+                    pkvm::GET_API_VERSION | pkvm::CREATE_VM | pkvm::TRACE_DRAIN => &p.dev,
                     pkvm::RUN => &p.vcpus,
                     pkvm::MEM_PIN | pkvm::MEM_UNPIN | pkvm::MEM_INFO => &p.mems,
                     _ => &p.vms,

@@ -23,6 +23,7 @@ const READ_WRITE: u64 = 3;
 
 pub const GET_API_VERSION: u64 = ioc(NONE, 0x00, 0);
 pub const CREATE_VM: u64 = ioc(NONE, 0x01, 0);
+pub const TRACE_DRAIN: u64 = ioc(READ_WRITE, 0x02, size_of::<TraceArgs>());
 pub const CREATE_MEMORY: u64 = ioc(WRITE, 0x10, size_of::<MemoryArgs>());
 pub const CREATE_VCPU: u64 = ioc(READ_WRITE, 0x11, size_of::<VcpuInit>());
 pub const PIN: u64 = ioc(WRITE, 0x12, size_of::<PinArgs>());
@@ -47,6 +48,15 @@ pub struct MemoryArgs {
     pub ipa: u64,
     pub size: u64,
     pub flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+pub struct TraceArgs {
+    pub buf: u64,
+    pub size: u64,
+    pub records: u64,
+    pub lost: u64,
 }
 
 #[repr(C)]
@@ -191,6 +201,15 @@ impl Device {
 
     pub fn api_version(&self) -> io::Result<i32> {
         ioctl_val(&self.fd, GET_API_VERSION, 0)
+    }
+
+    /// PKVM_TRACE_DRAIN: the hyp's trace records of the calling CPU into
+    /// `buf` (64 bytes each): (records, records lost to overflow so far).
+    pub fn trace_drain(&self, buf: &mut [u8]) -> io::Result<(usize, u64)> {
+        let size = (buf.len() - buf.len() % hyp_abi::trace::RECORD_SIZE) as u64;
+        let mut a = TraceArgs { buf: buf.as_mut_ptr() as u64, size, ..Default::default() };
+        ioctl_ref(&self.fd, TRACE_DRAIN, &mut a)?;
+        Ok((a.records as usize, a.lost))
     }
 
     pub fn create_vm(&self) -> io::Result<Vm> {
@@ -491,6 +510,7 @@ mod tests {
         for (name, ours) in [
             ("PKVM_GET_API_VERSION", GET_API_VERSION),
             ("PKVM_CREATE_VM", CREATE_VM),
+            ("PKVM_TRACE_DRAIN", TRACE_DRAIN),
             ("PKVM_CREATE_MEMORY", CREATE_MEMORY),
             ("PKVM_CREATE_VCPU", CREATE_VCPU),
             ("PKVM_PIN", PIN),
@@ -566,6 +586,7 @@ mod tests {
         check!("pkvm_irq", IrqArgs, [vcpu, intid, op, pad, arg, pending, active]);
         check!("pkvm_run", Run, [exit_reason, exit, reply, irq_exits]);
         check!("pkvm_mem_pin", MemPin, [offset, flags, pad]);
+        check!("pkvm_trace", TraceArgs, [buf, size, records, lost]);
         check!(
             "pkvm_mem_info",
             MemInfo,

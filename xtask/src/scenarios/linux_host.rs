@@ -106,8 +106,13 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "the memory file's guest_memfd rules with a real process: shared pages map in place, private \
                 ones SIGBUS, a conversion waits for an io_uring fixed buffer, a pipe (vmsplice), an O_DIRECT \
                 read in flight and an exclusive pin, then completes with the data in place; one 4 KiB share \
-                splits one block path and its unshare merges it back; 1,000 conversions race with GUP pins",
-        run: Run { guest: &[File::GuestTest], append: Some("hyp.check_invariants linux_host.gmem"), ..HOST },
+                splits one block path and its unshare merges it back (VM_STATS and the hyp's trace, drained \
+                through the driver); 1,000 conversions race with GUP pins",
+        run: Run {
+            guest: &[File::GuestTest],
+            append: Some("hyp.check_invariants hyp.trace=splits hyp.trace_vm=1 hyp.trace_quiet linux_host.gmem"),
+            ..HOST
+        },
         lines: Lines::Are(&[
             "gmem: the memory file: 64 MiB in 32 blocks of 2 MiB, none split",
             "gmem: before the first run, pwrite and a store through the mapping load the guest's memory",
@@ -121,6 +126,9 @@ pub const SCENARIOS: &[Scenario] = &[
             "gmem: the guest reads the host's store",
             "gmem: the file tracks the subpage: 1 page mapped, 1 block split in Linux's view, 32 blocks",
             "gmem: MEM_UNSHARE merges the block back: level 2, table pages as before",
+            "gmem: trace: split  * ipa=0x418* level 2 -> 3",
+            "gmem: trace: merge  * ipa=0x418* level 2 <- 3",
+            "gmem: the hyp's trace has one split of the block at level 2 and one merge back, nothing else",
             "gmem: afterwards the host's load gets SIGBUS and the guest still reads the host's bytes (in place)",
             "gmem: the block is whole again: 0 pages mapped, 0 blocks split, 1 conversion",
             "gmem: vCPU 1 counts in a shared page",
