@@ -43,12 +43,37 @@ static void zap_page(struct pkvm_mem *m, unsigned long i)
 				    PAGE_SIZE, 1);
 }
 
-/* Nothing but the driver references page @i (after a zap). */
-static bool page_quiet(struct pkvm_mem *m, unsigned long i)
+/* The first page of the block that holds page @i, if any, else -1. */
+static long block_of(struct pkvm_mem *m, unsigned long i)
 {
+	unsigned long b = i - (((m->ipa >> PAGE_SHIFT) + i) & (BLK_PAGES - 1));
+
+	return b <= i && test_bit(b, m->blocks) ? b : -1;
+}
+
+/*
+ * Nothing but the driver references page @i (after a zap). A block not
+ * split yet was never mapped, so nothing can reference its pages.
+ */
+bool pkvm_page_quiet(struct pkvm_mem *m, unsigned long i)
+{
+	long b = block_of(m, i);
+
 	/* Pairs with GUP-fast's re-check of the PTE after its reference. */
 	smp_mb();
+	if (b >= 0 && test_bit(b, m->whole))
+		return true;
 	return page_ref_count(m->pages[i]) == 1;
+}
+
+/* Gives page @i a reference count of its own: splits its block. */
+static void split_block(struct pkvm_mem *m, unsigned long i)
+{
+	long b = block_of(m, i);
+
+	lockdep_assert_held(&m->map_lock);
+	if (b >= 0 && test_and_clear_bit(b, m->whole))
+		split_page(m->pages[b], BLK_ORDER);
 }
 
 /*
@@ -90,6 +115,7 @@ static vm_fault_t mem_fault(struct vm_fault *vmf)
 	mutex_lock(&m->map_lock);
 	err = map_pin(vm, i);
 	if (!err) {
+		split_block(m, i);
 		err = vm_insert_page(vmf->vma, vmf->address & PAGE_MASK,
 				     m->pages[i]);
 		/* Another thread's fault mapped it first. */
@@ -152,7 +178,7 @@ long pkvm_mem_convert(struct pkvm_vm *vm, u64 ipa)
 	zap_page(m, i);
 	mutex_unlock(&m->map_lock);
 	start = ktime_get_ns();
-	while (!page_quiet(m, i) || fpin_count(m, i)) {
+	while (!pkvm_page_quiet(m, i) || fpin_count(m, i)) {
 		if (signal_pending(current))
 			return -EINTR;
 		schedule_timeout_interruptible(1);
@@ -225,7 +251,7 @@ static long mem_pin(struct pkvm_vm *vm, void __user *argp, bool pin)
 		err = xa_reserve(&m->fpins, i, GFP_KERNEL);
 	if (!err && excl) {
 		zap_page(m, i);
-		if (!page_quiet(m, i))
+		if (!pkvm_page_quiet(m, i))
 			err = -EBUSY;
 		else if (test_bit(i, m->mapped) &&
 			 !hc(HC_UNPIN, pkvm_mem_pa(m, i), 0, 0, 0, &res))
@@ -257,6 +283,8 @@ static long mem_info(struct pkvm_vm *vm, void __user *argp)
 	mutex_lock(&m->map_lock);
 	for_each_set_bit(i, m->blocks, m->nr_pages) {
 		p.blocks++;
+		if (test_bit(i, m->whole))
+			p.whole_blocks++;
 		w = weight(m->mapped, i, BLK_PAGES);
 		if (w && w < BLK_PAGES)
 			p.split_blocks++;

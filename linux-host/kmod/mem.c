@@ -38,27 +38,34 @@ static long ipa_index(struct pkvm_vm *vm, u64 ipa)
 
 void pkvm_mem_free(struct pkvm_mem *m)
 {
-	unsigned long i;
+	unsigned long i = 0;
 
-	for (i = 0; m->pages && i < m->nr_pages; i++) {
+	while (m->pages && i < m->nr_pages) {
+		if (m->whole && test_bit(i, m->whole)) {
+			__free_pages(m->pages[i], BLK_ORDER);
+			atomic_long_sub(BLK_PAGES, &pkvm_pages);
+			i += BLK_PAGES;
+			continue;
+		}
 		if (m->pages[i]) {
 			__free_page(m->pages[i]);
 			atomic_long_dec(&pkvm_pages);
 		}
+		i++;
 	}
 	xa_destroy(&m->fpins);
 	bitmap_free(m->waiting);
 	bitmap_free(m->mapped);
+	bitmap_free(m->whole);
 	bitmap_free(m->blocks);
 	kvfree(m->pages);
 	kfree(m);
 }
 
 /*
- * Zeroed pages for [ipa, ipa + size): 2 MiB blocks where they fit. A block
- * is one order-9 allocation split into order-0 pages: physically
- * contiguous for the guest's stage-2, and each page with a reference count
- * of its own, so that a conversion waits for one page's references only.
+ * Zeroed pages for [ipa, ipa + size): 2 MiB blocks where they fit, each one
+ * order-9 allocation (not compound: split_page() can make it 512 order-0
+ * pages when the host first maps one of them).
  */
 static struct pkvm_mem *mem_alloc(u64 ipa, u64 size)
 {
@@ -77,9 +84,10 @@ static struct pkvm_mem *mem_alloc(u64 ipa, u64 size)
 	xa_init(&m->fpins);
 	m->pages = kvcalloc(m->nr_pages, sizeof(*m->pages), GFP_KERNEL_ACCOUNT);
 	m->blocks = bitmap_zalloc(m->nr_pages, GFP_KERNEL_ACCOUNT);
+	m->whole = bitmap_zalloc(m->nr_pages, GFP_KERNEL_ACCOUNT);
 	m->mapped = bitmap_zalloc(m->nr_pages, GFP_KERNEL_ACCOUNT);
 	m->waiting = bitmap_zalloc(m->nr_pages, GFP_KERNEL_ACCOUNT);
-	if (!m->pages || !m->blocks || !m->mapped || !m->waiting)
+	if (!m->pages || !m->blocks || !m->whole || !m->mapped || !m->waiting)
 		goto fail;
 	for (i = 0; i < m->nr_pages;) {
 		if (fatal_signal_pending(current)) {
@@ -93,10 +101,10 @@ static struct pkvm_mem *mem_alloc(u64 ipa, u64 size)
 			page = alloc_pages(gfp | __GFP_NOWARN | __GFP_NORETRY,
 					   BLK_ORDER);
 		if (page) {
-			split_page(page, BLK_ORDER);
 			for (j = 0; j < BLK_PAGES; j++)
 				m->pages[i + j] = nth_page(page, j);
 			set_bit(i, m->blocks);
+			set_bit(i, m->whole);
 			atomic_long_add(BLK_PAGES, &pkvm_pages);
 			i += BLK_PAGES;
 			continue;
@@ -126,10 +134,8 @@ long pkvm_mem_quiesce(struct pkvm_mem *m, unsigned long from)
 	lockdep_assert_held(&m->map_lock);
 	if (m->mapping && from < m->nr_pages)
 		unmap_mapping_range(m->mapping, (loff_t)from << PAGE_SHIFT, 0, 1);
-	/* Pairs with GUP-fast's re-check of the PTE after its reference. */
-	smp_mb();
 	for (i = from; i < m->nr_pages; i++)
-		if (page_ref_count(m->pages[i]) != 1)
+		if (!pkvm_page_quiet(m, i))
 			return -EBUSY;
 	return 0;
 }

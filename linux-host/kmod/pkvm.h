@@ -105,6 +105,7 @@ struct pkvm_mem_pin {
 struct pkvm_mem_info {
 	__u64 size;
 	__u64 blocks;
+	__u64 whole_blocks;
 	__u64 split_blocks;
 	__u64 mapped;
 	__u64 pins;

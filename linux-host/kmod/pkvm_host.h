@@ -47,8 +47,10 @@
 
 /*
  * A VM's memory (its memory file): allocated from Linux, donated at the
- * next PKVM_RUN; order-0 pages, those of a 2 MiB block split from one
- * order-9 allocation (physically contiguous: one stage-2 block).
+ * next PKVM_RUN; 2 MiB blocks (one order-9 allocation each: physically
+ * contiguous, one stage-2 block) where they fit, else order-0 pages. A
+ * block stays one allocation until the host first maps a page of it; then
+ * it is split into order-0 pages, each with a reference count of its own.
  */
 struct pkvm_mem {
 	u64 ipa;
@@ -56,6 +58,8 @@ struct pkvm_mem {
 	struct page **pages;
 	/* Bit i: pages[i] heads a 2 MiB block (one allocation). */
 	unsigned long *blocks;
+	/* Bit i: that block is not split yet (pages[i] is an order-9 page). */
+	unsigned long *whole;
 	/* Pages [0, donated) are the guest's. */
 	unsigned long donated;
 	/*
@@ -136,6 +140,7 @@ void pkvm_mem_unpin_all(struct pkvm_mem *m);
 long pkvm_mem_quiesce(struct pkvm_mem *m, unsigned long from);
 phys_addr_t pkvm_mem_pa(struct pkvm_mem *m, unsigned long i);
 bool pkvm_host_owns(struct pkvm_mem *m, unsigned long i);
+bool pkvm_page_quiet(struct pkvm_mem *m, unsigned long i);
 void pkvm_vm_unpin_all(struct pkvm_vm *vm);
 void pkvm_mem_free(struct pkvm_mem *m);
 long pkvm_create_memory(struct pkvm_vm *vm, void __user *argp);

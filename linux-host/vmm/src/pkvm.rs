@@ -74,6 +74,9 @@ pub struct MemInfo {
     pub size: u64,
     /// 2 MiB blocks (one allocation each).
     pub blocks: u64,
+    /// Blocks still one order-9 page in Linux (the host never mapped one
+    /// of their pages).
+    pub whole_blocks: u64,
     /// Blocks some but not all of whose pages the host maps.
     pub split_blocks: u64,
     /// Pages the driver holds a mapping pin for.
@@ -590,7 +593,7 @@ mod tests {
         check!(
             "pkvm_mem_info",
             MemInfo,
-            [size, blocks, split_blocks, mapped, pins, waiting, faults, refused, conversions, wait_ns]
+            [size, blocks, whole_blocks, split_blocks, mapped, pins, waiting, faults, refused, conversions, wait_ns]
         );
     }
 }
