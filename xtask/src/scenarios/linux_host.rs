@@ -134,17 +134,17 @@ pub const SCENARIOS: &[Scenario] = &[
             "gmem: vCPU 1 counts in a shared page",
             "gmem: an io_uring fixed buffer is registered over a shared page of the mapping",
             "gmem: while the io_uring buffer is registered, the guest's MEM_UNSHARE waits, a load of the page \
-             gets SIGBUS and vCPU 1 runs on",
+             gets SIGBUS, vCPU 1 and another VM run on",
             "gmem: once that reference goes, the MEM_UNSHARE completes (the guest waited at least 300 ms), the \
              mapping gives SIGBUS, the guest reads the host's bytes",
             "gmem: vmsplice puts a shared page of the mapping into a pipe",
-            "gmem: while a pipe holds the page, the guest's MEM_UNSHARE waits, a load of the page gets SIGBUS \
-             and vCPU 1 runs on",
+            "gmem: while a pipe holds the page, the guest's MEM_UNSHARE waits, a load of the page gets SIGBUS, \
+             vCPU 1 and another VM run on",
             "gmem: once that reference goes, the MEM_UNSHARE completes (the guest waited at least 300 ms), the \
              mapping gives SIGBUS, the guest reads the host's bytes",
             "gmem: the pipe gave the host's bytes",
             "gmem: while an O_DIRECT read is in flight, the guest's MEM_UNSHARE waits, a load of the page gets \
-             SIGBUS and vCPU 1 runs on",
+             SIGBUS, vCPU 1 and another VM run on",
             "gmem: once that reference goes, the MEM_UNSHARE completes (the guest waited at least 300 ms), the \
              mapping gives SIGBUS, the guest reads the host's bytes",
             "gmem: an exclusive pin through the file is refused (EBUSY) while a pipe holds the page, granted \
