@@ -26,9 +26,9 @@ use crate::pkvm::Device;
 use crate::seams::VmIrq;
 
 /// `str w0, [x0]; b .-4`: a store to the IPA in x0, forever.
-const STORE_LOOP: [u32; 2] = [0xb900_0000, 0x17ff_ffff];
+pub const STORE_LOOP: [u32; 2] = [0xb900_0000, 0x17ff_ffff];
 /// Where the guest stores: an MMIO address with no device.
-const NOWHERE: u64 = 0x0b00_1000;
+pub const NOWHERE: u64 = 0x0b00_1000;
 
 /// Arms its virtual timer `WAKE_TICKS` ahead (enabled, unmasked), waits in
 /// WFI, turns the timer off when woken, again (interrupts masked: the
@@ -55,7 +55,7 @@ fn median(v: &mut [u64]) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-fn program(words: &[u32]) -> Vec<u8> {
+pub fn program(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 

@@ -27,30 +27,30 @@ use crate::{perf, refs};
 /// Service call the guest exits with (any host-service number exits).
 const EXIT_CALL: u32 = hyp_abi::services::HOST_NEXT;
 
+/// `x0 = 0xC600_0000 | low` (a vendor-hypervisor call), x1 = x19, x2 =
+/// x3 = 0, `hvc #0`.
+const fn call(low: u32) -> [u32; 6] {
+    [
+        0xd280_0000 | (low << 5), // movz x0, #low
+        0xf2b8_c000,              // movk x0, #0xc600, lsl #16
+        0xaa13_03e1,              // mov x1, x19
+        0xd280_0002,              // movz x2, #0
+        0xd280_0003,              // movz x3, #0
+        0xd400_0002,              // hvc #0
+    ]
+}
+
 /// `x19 = x0` (the page), then forever: MEM_SHARE x19, exit, MEM_UNSHARE
-/// x19, exit.
-const SHARE_LOOP: [u32; 20] = [
-    0xaa00_03f3, // mov x19, x0
-    0xd280_0060, // movz x0, #0x3          (loop)
-    0xf2b8_c000, // movk x0, #0xc600, lsl #16: MEM_SHARE
-    0xaa13_03e1, // mov x1, x19
-    0xd280_0002, // movz x2, #0
-    0xd280_0003, // movz x3, #0
-    0xd400_0002, // hvc #0
-    0xd280_41e0, // movz x0, #0x20f
-    0xf2b8_c000, // movk x0, #0xc600, lsl #16: HOST_NEXT
-    0xd400_0002, // hvc #0
-    0xd280_0080, // movz x0, #0x4
-    0xf2b8_c000, // movk x0, #0xc600, lsl #16: MEM_UNSHARE
-    0xaa13_03e1, // mov x1, x19
-    0xd280_0002, // movz x2, #0
-    0xd280_0003, // movz x3, #0
-    0xd400_0002, // hvc #0
-    0xd280_41e0, // movz x0, #0x20f
-    0xf2b8_c000, // movk x0, #0xc600, lsl #16: HOST_NEXT
-    0xd400_0002, // hvc #0
-    0x17ff_ffee, // b (loop)
-];
+/// x19, exit (the exits are HOST_NEXT calls).
+fn share_loop() -> Vec<u32> {
+    let mut p = vec![0xaa00_03f3]; // mov x19, x0
+    for low in [0x3, 0x20f, 0x4, 0x20f] {
+        p.extend(call(low));
+    }
+    // b back to the first call.
+    p.push(0x1400_0000 | ((1 - p.len() as i32) as u32 & 0x03ff_ffff));
+    p
+}
 
 /// The page the guest shares: page 5 of the second block.
 const PAGE: u64 = GUEST_RAM + (2 << 20) + 5 * 4096;
@@ -112,7 +112,7 @@ pub fn run(dev: &Device, n: usize) -> Result<(), String> {
     refs::install().map_err(e("SIGBUS handler"))?;
     let vm = dev.create_vm().map_err(e("PKVM_CREATE_VM"))?;
     let mem = vm.create_memory(GUEST_RAM, 4 << 20).map_err(e("PKVM_CREATE_MEMORY"))?;
-    let words: Vec<u8> = SHARE_LOOP.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let words: Vec<u8> = share_loop().iter().flat_map(|w| w.to_le_bytes()).collect();
     mem.write(GUEST_RAM, &words).map_err(e("pwrite"))?;
     let map = mem.map().map_err(e("mmap"))?;
     let mut vcpu = vm.create_vcpu(GUEST_RAM, PAGE, false).map_err(e("PKVM_CREATE_VCPU"))?;
@@ -159,12 +159,16 @@ mod tests {
 
     #[test]
     fn the_guest_program_is_what_it_says() {
-        // movk x0, #0xc600, lsl #16 and the loop's branch back to word 1.
-        assert_eq!(SHARE_LOOP[2], 0xf280_0000 | (1 << 21) | (0xc600 << 5));
-        let b = SHARE_LOOP[19];
-        let back = ((b & 0x03ff_ffff) | 0xfc00_0000) as i32;
-        assert_eq!(19 + back, 1);
-        assert_eq!(SHARE_LOOP[7], 0xd280_0000 | (0x20f << 5));
+        let p = share_loop();
+        assert_eq!(p.len(), 26);
+        // As an assembler encodes them: movz x0, #3; movk x0, #0xc600, lsl #16.
+        assert_eq!(p[1], 0xd280_0060);
+        assert_eq!(p[2], 0xf280_0000 | (1 << 21) | (0xc600 << 5));
+        assert_eq!(p[7], 0xd280_41e0, "movz x0, #0x20f");
+        // The loop's branch goes back to word 1.
+        let back = ((p[25] & 0x03ff_ffff) | 0xfc00_0000) as i32;
+        assert_eq!(25 + back, 1);
+        assert_eq!(p[25] >> 26, 0b000101, "an unconditional branch");
         assert_eq!(EXIT_CALL, 0xc600_020f);
     }
 }

@@ -444,14 +444,11 @@ fn held_back(
 /// Another VM (2 MiB, a guest storing to an address with no device)
 /// made, run until its third MMIO exit and destroyed: the MMIO exits seen.
 fn other_vm_runs(dev: &Device) -> Result<u32, String> {
-    // str w0, [x0]; b .-4 (x0 = an MMIO address with no device).
-    const STORE_LOOP: [u32; 2] = [0xb900_0000, 0x17ff_ffff];
-    const NOWHERE: u64 = 0x0b00_1000;
+    use crate::bench::{program, NOWHERE, STORE_LOOP};
     let e = |what: &'static str| move |err: std::io::Error| format!("{what}: {err}");
     let vm = dev.create_vm().map_err(e("PKVM_CREATE_VM"))?;
     let mem = vm.create_memory(GUEST_RAM, BLOCK).map_err(e("PKVM_CREATE_MEMORY"))?;
-    let code: Vec<u8> = STORE_LOOP.iter().flat_map(|w| w.to_le_bytes()).collect();
-    mem.write(GUEST_RAM, &code).map_err(e("pwrite"))?;
+    mem.write(GUEST_RAM, &program(&STORE_LOOP)).map_err(e("pwrite"))?;
     let mut vcpu = vm.create_vcpu(GUEST_RAM, NOWHERE, false).map_err(e("PKVM_CREATE_VCPU"))?;
     let mut n = 0;
     while n < 3 {
