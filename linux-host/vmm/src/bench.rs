@@ -80,12 +80,40 @@ impl Counts {
     }
 
     /// The `[bench]` line of `row` over `n` repetitions from `start`.
-    fn row(&mut self, row: &str, n: usize, start: Option<(u64, u64)>) -> Result<(), String> {
+    fn row(&mut self, row: &str, n: usize, start: Snapshot) -> Result<(), String> {
         if let (Some((el2, all)), Some((el2_0, all_0))) = (self.read()?, start) {
             println!("[bench] {row} n={n} el2={} all={}", el2 - el2_0, all - all_0);
         }
         Ok(())
     }
+}
+
+/// The PMU's (EL2, all levels) counts at some moment, when perf has them.
+type Snapshot = Option<(u64, u64)>;
+
+/// Runs `vcpu` `n` + 1 times, `exit` handling each exit: the span from
+/// each run call to the next (the first run, which donates, not counted),
+/// and the PMU's counts when the counted runs began.
+fn round_trips(
+    vcpu: &mut crate::pkvm::Vcpu,
+    n: usize,
+    pmu: &mut Counts,
+    mut exit: impl FnMut(crate::pkvm::Exit) -> Result<(), String>,
+) -> Result<(Vec<u64>, Snapshot), String> {
+    let mut trip = Vec::with_capacity(n);
+    let (mut last, mut start) = (None, None);
+    for i in 0..=n {
+        if i == 1 {
+            start = pmu.read()?;
+        }
+        let t0 = clock::now();
+        if let Some(l) = last {
+            trip.push(t0 - l);
+        }
+        last = Some(t0);
+        exit(vcpu.run([0; 4]).map_err(|err| format!("PKVM_RUN: {err}"))?)?;
+    }
+    Ok((trip, start))
 }
 
 /// Prints the rows; Err if a call failed.
@@ -98,20 +126,8 @@ pub fn run(dev: &Device, n: usize) -> Result<(), String> {
     mem.write(GUEST_RAM, &program(&STORE_LOOP)).map_err(e("pwrite"))?;
     let mut vcpu = vm.create_vcpu(GUEST_RAM, NOWHERE, false).map_err(e("PKVM_CREATE_VCPU"))?;
     let mut platform = Platform::new(VmIrq(&vm), 1, None);
-    let (mut trip, mut vmm) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut last = None;
-    // The first run donates the memory: counted from the second.
-    let mut start = None;
-    for i in 0..=n {
-        if i == 1 {
-            start = pmu.read()?;
-        }
-        let t0 = clock::now();
-        if let Some(l) = last {
-            trip.push(t0 - l);
-        }
-        last = Some(t0);
-        let exit = vcpu.run([0; 4]).map_err(e("PKVM_RUN"))?;
+    let mut vmm = Vec::with_capacity(n);
+    let (mut trip, start) = round_trips(&mut vcpu, n, &mut pmu, |exit| {
         let t1 = clock::now();
         if exit.reason != hyp_abi::host::exit::MMIO || exit.x[0] != NOWHERE {
             return Err(format!("unexpected exit {exit:?}"));
@@ -127,7 +143,8 @@ pub fn run(dev: &Device, n: usize) -> Result<(), String> {
         );
         std::hint::black_box(v);
         vmm.push(clock::now() - t1);
-    }
+        Ok(())
+    })?;
     pmu.row("linux host: mmio exit round trip (Linux VMM, guest store to next store)", n, start)?;
     let irqs = vcpu.irq_exits();
     drop((vcpu, mem, vm));
@@ -172,19 +189,8 @@ fn wfi(dev: &Device, n: usize, pmu: &mut Counts) -> Result<(), String> {
     let mut vcpu = vm.create_vcpu(GUEST_RAM, 0, false).map_err(e("PKVM_CREATE_VCPU"))?;
     // The timer's PPI enabled, as the guest's redistributor write would.
     vm.irq(0, VTIMER, hyp_abi::host::irq::CONFIGURE as u32, [1, 0xa0]).map_err(e("PKVM_IRQ CONFIGURE"))?;
-    let (mut trip, mut late) = (Vec::with_capacity(n), 0);
-    let mut start = None;
-    let mut last = None;
-    for i in 0..=n {
-        if i == 1 {
-            start = pmu.read()?;
-        }
-        let t0 = clock::now();
-        if let Some(l) = last {
-            trip.push(t0 - l);
-        }
-        last = Some(t0);
-        let exit = vcpu.run([0; 4]).map_err(e("PKVM_RUN"))?;
+    let mut late = 0;
+    let (mut trip, start) = round_trips(&mut vcpu, n, pmu, |exit| {
         if exit.reason != hyp_abi::host::exit::WFI || exit.x[0] == u64::MAX {
             return Err(format!("unexpected exit {exit:?} (a WFI with the timer's deadline expected)"));
         }
@@ -195,7 +201,8 @@ fn wfi(dev: &Device, n: usize, pmu: &mut Counts) -> Result<(), String> {
                 std::hint::spin_loop();
             }
         }
-    }
+        Ok(())
+    })?;
     pmu.row("linux host: wfi exit and wake-up (virtual timer, Linux VMM)", n, start)?;
     let irqs = vcpu.irq_exits();
     drop((vcpu, mem, vm));
