@@ -42,7 +42,7 @@ const fn call(low: u32) -> [u32; 6] {
 
 /// `x19 = x0` (the page), then forever: MEM_SHARE x19, exit, MEM_UNSHARE
 /// x19, exit (the exits are HOST_NEXT calls).
-fn share_loop() -> Vec<u32> {
+pub fn share_loop() -> Vec<u32> {
     let mut p = vec![0xaa00_03f3]; // mov x19, x0
     for low in [0x3, 0x20f, 0x4, 0x20f] {
         p.extend(call(low));

@@ -48,6 +48,13 @@ fn main() {
         None => {}
     }
     #[cfg(target_arch = "aarch64")]
+    if argv.first().map(String::as_str) == Some("--gmem-kill-child") {
+        let r =
+            pkvm::Device::open("/dev/pkvm").map_err(|e| format!("/dev/pkvm: {e}")).and_then(|d| gmem::kill_child(&d));
+        eprintln!("pkvm-vmm: gmem-kill-child: {}", r.err().unwrap_or_default());
+        std::process::exit(1);
+    }
+    #[cfg(target_arch = "aarch64")]
     if argv.first().map(String::as_str) == Some("--gmem-test") {
         let r = argv.get(1).ok_or_else(|| "--gmem-test needs the guest-test ELF".to_string()).and_then(|path| {
             let dev = pkvm::Device::open("/dev/pkvm").map_err(|e| format!("/dev/pkvm: {e}"))?;

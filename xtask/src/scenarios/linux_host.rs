@@ -155,6 +155,8 @@ pub const SCENARIOS: &[Scenario] = &[
             "gmem: 1000 conversions raced with io_uring registrations from another thread: each completed, and \
              every registration saw a shared, pinned page",
             "gmem: race: * registrations held the page, * were refused, * conversions waited over 1 ms",
+            "gmem: a VMM whose conversion waits for a reference that never goes dies at once of SIGKILL, and its \
+             memory goes back to Linux",
             "gmem: at the end no block is split in Linux's view: 32 blocks, 0 pages mapped, no conversion waiting",
             "gmem: the 8 blocks the host mapped a page of are 512 order-0 pages each, the other 24 still one \
              allocation",
