@@ -47,7 +47,7 @@ impl fmt::Display for Ipa {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Ipa, Pa};
     use std::format;
 
     #[test]

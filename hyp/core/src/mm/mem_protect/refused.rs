@@ -187,8 +187,9 @@ impl fmt::Display for Refused {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::mm::prot::{Attrs, PageState};
+    use super::{Refused, Side};
+    use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
+    use crate::mm::Error;
     use std::format;
 
     #[test]

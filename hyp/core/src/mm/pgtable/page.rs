@@ -174,15 +174,30 @@ impl Stage2 {
                 unsafe { *h = n };
             }
             let e = Entry { ptep: u.ptep, pte: u.old, base: u.base, level: u.level };
-            let s2 = self.s2_id();
-            Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: u.level }.replace_leaf(env, &e, u.new);
-            #[cfg(test)]
-            if let Some(s2) = s2 {
-                env.commit_done(&s2);
+            // The same write either way; split so that the one-write case
+            // (no TLBI: see `Writer::replace_leaf`) works out only what its
+            // write needs of the tree's name, not what an invalidation does.
+            #[allow(clippy::if_same_then_else)]
+            if pte::sw_bits_only(u.old, u.new) || !pte::is_valid(u.old) {
+                self.replace_in_place(env, &e, u.new);
+            } else {
+                self.replace_in_place(env, &e, u.new);
             }
         }
         self.gen = self.gen.wrapping_add(1);
         #[cfg(test)]
         ENTRY_COMMITS.with(|c| c.set(c.get() + 1));
+    }
+
+    /// [`Stage2::commit_in_place`]'s write of `val` at `e`, by the rules of
+    /// every descriptor write ([`Writer::replace_leaf`]).
+    #[inline(always)]
+    fn replace_in_place<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
+        let s2 = self.s2_id();
+        Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: e.level }.replace_leaf(env, e, val);
+        #[cfg(test)]
+        if let Some(s2) = s2 {
+            env.commit_done(&s2);
+        }
     }
 }
