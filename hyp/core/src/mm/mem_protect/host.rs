@@ -94,10 +94,12 @@ impl HostMm {
     /// the hyp or a guest; `Inval`: no memory or device there. Either way
     /// the caller injects an abort into the host.
     ///
-    /// One descent finds the leaf; the block to map is decided from it;
-    /// when the leaf is that block's entry its descriptor is written in
-    /// place ([`Stage2::count_entry`]), otherwise (a split, a merge due,
-    /// no hint) the update is counted from the same leaf.
+    /// One descent finds the leaf ([`Stage2::page_leaf`]); the block to
+    /// map is decided from it; when the leaf is that block's entry its
+    /// descriptor is written in place ([`Stage2::prepare_in_place`]),
+    /// otherwise (a split, a merge due, no hint) the update is counted
+    /// from the same leaf, its path recorded by a second descent
+    /// (out of line).
     #[inline]
     pub fn handle_fault<E: MmEnv>(&mut self, env: &mut E, ipa: Pa) -> Result<HostFault, Refused> {
         let ipa = ipa.0;

@@ -24,11 +24,12 @@
 //! the caller in the fixed order, phase one (both sides checked over the
 //! range and their updates counted), then the change (table pages
 //! allocated for both or neither, both committed). A one-page call is the
-//! same function specialised: its check is one descent per side that
-//! compares the leaf with the descriptors the range check accepts and
-//! counts the update from that leaf ([`page_side`]); any other leaf (and
-//! every refusal) takes the range check, whose walks say what and where
-//! ([`Refused`]).
+//! same function specialised by its descent (`Descent`): one descent
+//! per side that compares the leaf with the descriptors the range check
+//! accepts, then the entry rewritten in place (`InPlaceOnly`, the hot
+//! path) or the update counted from that leaf (`FromLeaf`); any other
+//! leaf (and every refusal) takes the range check, whose walks say what
+//! and where ([`Refused`]). The change is one (`PairChange`).
 //!
 //! This file holds the owners' state ([`HostMm`], [`HypMm`], [`GuestMm`])
 //! and what every transition shares: the attributes per kind of page, the
