@@ -233,7 +233,6 @@ fn page_plan<D: Descent, E: MmEnv>(
     t: GuestHost,
 ) -> Option<Plan<(D::Change, D::Change)>> {
     let (from, to) = t.guest();
-    let h = guest.handle;
     let mut pa = 0;
     let cg = D::side(
         env,
@@ -246,6 +245,8 @@ fn page_plan<D: Descent, E: MmEnv>(
             is_entry(g, owned(base, GUEST_RAM, from)).then(|| owned(pa, GUEST_RAM, to))
         },
     )?;
+    // Read once the guest's side is known (not live across its descent).
+    let h = guest.handle;
     let ch = D::side(
         env,
         &host.pgt,
