@@ -145,11 +145,18 @@ pub mod point {
 
     /// An ownership transition on `[addr, addr + size)` and its result.
     #[inline(always)]
-    pub fn transition<T>(who: u16, vcpu: usize, op: u64, addr: u64, size: u64, r: &Result<T, Error>) {
+    pub fn transition<T, E: Copy + Into<Error>>(
+        who: u16,
+        vcpu: usize,
+        op: u64,
+        addr: u64,
+        size: u64,
+        r: &Result<T, E>,
+    ) {
         if on(Kind::Transition) {
             let (res, e) = match r {
                 Ok(_) => (Resolution::Ok, 0),
-                Err(e) => (Resolution::Refused, -e.errno()),
+                Err(e) => (Resolution::Refused, -(*e).into().errno()),
             };
             emit(Record {
                 kind: Kind::Transition as u8,

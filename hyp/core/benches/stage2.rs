@@ -69,22 +69,22 @@ fn setup(size: u64) -> Setup {
     let host = HostMm::new(host_pgt, vec![Region { base: 4 * G, size: 4 * G }], vec![]);
     let guest = GuestMm { pgt: Stage2::new(&mut env, 40, Some(1)).unwrap(), handle: 1 };
     let mut s = Setup { env, host, guest };
-    host_donate_guest(&mut s.env, &mut s.host, &mut s.guest, 4 * G, G, size).unwrap();
+    host_donate_guest(&mut s.env, &mut s.host, &mut s.guest, Pa(4 * G), Ipa(G), size).unwrap();
     s
 }
 
 fn share_unshare(s: &mut Setup, ipa: u64) {
-    guest_share_host(&mut s.env, &mut s.host, &mut s.guest, ipa, K4).unwrap();
-    guest_unshare_host(&mut s.env, &mut s.host, &mut s.guest, ipa, K4).unwrap();
+    guest_share_host(&mut s.env, &mut s.host, &mut s.guest, Ipa(ipa), K4).unwrap();
+    guest_unshare_host(&mut s.env, &mut s.host, &mut s.guest, Ipa(ipa), K4).unwrap();
 }
 
 fn bench(c: &mut Criterion) {
     // Table pages of a block-mapped 1 GiB guest, before and after one share.
     let mut s = setup(G);
     let before = (s.guest.pgt.table_pages(), s.host.pgt.table_pages());
-    guest_share_host(&mut s.env, &mut s.host, &mut s.guest, G + 5 * K4, K4).unwrap();
+    guest_share_host(&mut s.env, &mut s.host, &mut s.guest, Ipa(G + 5 * K4), K4).unwrap();
     let during = (s.guest.pgt.table_pages(), s.host.pgt.table_pages());
-    guest_unshare_host(&mut s.env, &mut s.host, &mut s.guest, G + 5 * K4, K4).unwrap();
+    guest_unshare_host(&mut s.env, &mut s.host, &mut s.guest, Ipa(G + 5 * K4), K4).unwrap();
     let after = (s.guest.pgt.table_pages(), s.host.pgt.table_pages());
     println!(
         "1 GiB guest, table pages below the root (guest, host): block-mapped {:?}, one 4K page shared {:?}, unshared again {:?}; a 4K-only map needs {} guest pages",
@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("stage2");
     // 4K share+unshare where the block is already split (a neighbour stays shared).
     let mut s = setup(4 * M2);
-    guest_share_host(&mut s.env, &mut s.host, &mut s.guest, G + M2, K4).unwrap();
+    guest_share_host(&mut s.env, &mut s.host, &mut s.guest, Ipa(G + M2), K4).unwrap();
     g.bench_function("share+unshare 4K, already split", |b| b.iter(|| share_unshare(&mut s, G + M2 + 7 * K4)));
     // Each share splits a 2M block (guest and host side), each unshare merges it.
     let mut s = setup(4 * M2);

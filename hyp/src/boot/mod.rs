@@ -17,7 +17,7 @@ use log::{info, LevelFilter};
 
 use hyp_core::cpu_map::CpuMap;
 use hyp_core::mm::mem_protect::host_hyp::hyp_claim_own;
-use hyp_core::mm::mem_protect::{HostMm, HypMm};
+use hyp_core::mm::mem_protect::{HostMm, HypMm, Pa};
 use hyp_core::mm::pgtable::Stage2;
 use hyp_core::mm::region::Region;
 
@@ -264,8 +264,8 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let devices = hyp_core::mm::region::carve(m.devices(), &crate::trap::host_gicr::pages());
     let mut host = HostMm::new(host_pgt, m.ram().to_vec(), devices);
     let mut hyp_mm = HypMm::new(hyp_pgt);
-    if let Err(e) = hyp_claim_own(&mut env, &mut host, &mut hyp_mm, hyp_base, hyp_size) {
-        fail(format_args!("recording the carve-out: {e:?}"));
+    if let Err(e) = hyp_claim_own(&mut env, &mut host, &mut hyp_mm, Pa(hyp_base), hyp_size) {
+        fail(format_args!("recording the carve-out: {e}"));
     }
     if let Some(r) = m.smmu {
         take_smmu(&mut env, &mut host, r.base, ipa_bits);

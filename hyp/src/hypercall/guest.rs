@@ -9,7 +9,7 @@ use spin::Mutex;
 
 use hyp_abi::host::exit;
 use hyp_abi::{arch, guest as abi, psci, smccc};
-use hyp_core::mm::mem_protect::host_guest;
+use hyp_core::mm::mem_protect::{host_guest, Ipa, Refused};
 use hyp_core::mm::{Error, PAGE_SIZE};
 
 use crate::arch::aarch64::context::Context;
@@ -241,10 +241,13 @@ fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) 
     let mut host = owners::host();
     let mut vm = vm.lock();
     let r = match FID {
-        abi::MEM_SHARE => host_guest::guest_share_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
-        abi::MEM_UNSHARE => host_guest::guest_unshare_host(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
-        _ => host_guest::guest_relinquish(&mut env, &mut host, &mut vm.mm, ipa, PAGE_SIZE),
+        abi::MEM_SHARE => host_guest::guest_share_host(&mut env, &mut host, &mut vm.mm, Ipa(ipa), PAGE_SIZE),
+        abi::MEM_UNSHARE => host_guest::guest_unshare_host(&mut env, &mut host, &mut vm.mm, Ipa(ipa), PAGE_SIZE),
+        _ => host_guest::guest_relinquish(&mut env, &mut host, &mut vm.mm, Ipa(ipa), PAGE_SIZE),
     };
+    // A refusal says what and where: logged out of line, then only its
+    // errno goes on (the ABI's answer).
+    let r = r.map_err(|e| refused(vm.handle, FID, e));
     if FID == abi::MEM_UNSHARE && r == Err(Error::Busy) {
         // Pinned by the host: neither fail nor convert.
         return false;
@@ -264,12 +267,21 @@ fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) 
             }
             x[0] = smccc::SUCCESS as u64;
         }
-        Err(e) => {
-            log::debug!("guest {}: {:#x} on IPA {:#x} refused: {}", vm.handle, FID, ipa, e.name());
-            x[0] = smccc::INVALID_PARAMETER as u64;
-        }
+        Err(_) => x[0] = smccc::INVALID_PARAMETER as u64,
     }
     true
+}
+
+/// A guest memory call `fid` of VM `handle` refused: logged whole (what
+/// and where), its error returned. A pinned page's MEM_UNSHARE is not a
+/// refusal (the UNSHARE_PENDING exit follows): not logged.
+#[cold]
+#[inline(never)]
+fn refused(handle: u16, fid: u32, e: Refused) -> Error {
+    if !(fid == abi::MEM_UNSHARE && e.error() == Error::Busy) {
+        log::debug!("guest {handle}: {fid:#x} refused: {e}");
+    }
+    e.error()
 }
 
 /// A MEM_UNSHARE that [`mem_call`] declined on the full frame (the host

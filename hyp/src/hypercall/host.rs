@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use hyp_abi::trace::{op, Kind, RECORD_SIZE};
 use hyp_abi::{host as abi, smccc};
 use hyp_core::mm::mem_protect::host_hyp;
-use hyp_core::mm::mem_protect::{HostMm, HypMm};
+use hyp_core::mm::mem_protect::{HostMm, HypMm, Pa, Refused};
 use hyp_core::mm::prot::{Leaf, PageState};
 use hyp_core::mm::Error;
 
@@ -194,15 +194,15 @@ fn entry(fid: u32) -> Entry {
     TABLE.get(fid.wrapping_sub(FIRST) as usize).copied().unwrap_or(unknown)
 }
 
-type Transition = fn(&mut HypEnv, &mut HostMm, &mut HypMm, u64, u64) -> Result<(), Error>;
+type Transition = fn(&mut HypEnv, &mut HostMm, &mut HypMm, Pa, u64) -> Result<(), Refused>;
 
 /// A host <-> hyp transition of [x1, x1 + x2), traced as `o`.
 fn host_hyp(x: &CallRegs, f: Transition, o: u64) -> Result<(), Error> {
     let mut host = owners::host();
     let mut hyp = owners::hyp_lock(&host);
-    let r = f(&mut HypEnv, &mut host, &mut hyp, x[1], x[2]);
+    let r = f(&mut HypEnv, &mut host, &mut hyp, Pa(x[1]), x[2]);
     point::transition(0, 0, o, x[1], x[2], &r);
-    r
+    r.map_err(|e| super::refused("host", x[0], e))
 }
 
 fn share_hyp(x: &mut CallRegs) -> Result<(), Error> {
@@ -225,14 +225,16 @@ fn pin(x: &mut CallRegs) -> Result<(), Error> {
     let r = if x[2] > abi::PIN_EXCLUSIVE {
         Err(Error::Inval)
     } else {
-        owners::host().pin(&mut HypEnv, x[1], x[2] == abi::PIN_EXCLUSIVE)
+        owners::host()
+            .pin(&mut HypEnv, Pa(x[1]), x[2] == abi::PIN_EXCLUSIVE)
+            .map_err(|e| super::refused("host", x[0], e))
     };
     point::transition(0, 0, op::PIN, x[1], 4096, &r);
     r
 }
 
 fn unpin(x: &mut CallRegs) -> Result<(), Error> {
-    let r = owners::host().unpin(&mut HypEnv, x[1]);
+    let r = owners::host().unpin(&mut HypEnv, Pa(x[1])).map_err(|e| super::refused("host", x[0], e));
     point::transition(0, 0, op::UNPIN, x[1], 4096, &r);
     r
 }

@@ -62,6 +62,7 @@ fn cpu_on(target: u64, entry: u64, context: u64) -> i64 {
     };
     let host = crate::owners::host();
     let page = entry & !0xfff;
+    let page = hyp_core::mm::mem_protect::Pa(page);
     let owned = host.check_ram(page, 4096).is_ok()
         && matches!(
             host.leaf_at(&mut crate::hyp_env::HypEnv, page),

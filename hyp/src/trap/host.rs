@@ -7,7 +7,7 @@ use log::debug;
 
 use hyp_abi::esr::{Esr, EC_DABT_LOW, EC_HVC64, EC_IABT_LOW, EC_SMC64};
 use hyp_core::emul::exception::{fault_kind, FaultKind};
-use hyp_core::mm::mem_protect::HostFault;
+use hyp_core::mm::mem_protect::{HostFault, Pa};
 
 use crate::arch::aarch64::frame::{fault_ipa, Next, TrapFrame};
 use crate::arch::aarch64::inject::{self, Live, ReturnState};
@@ -68,7 +68,9 @@ pub fn handle_abort_short() -> u64 {
 #[inline(always)]
 fn stage2_fault(ret: &mut impl ReturnState, esr: Esr, ipa: u64, far: u64) {
     let r = match fault_kind(esr.fsc()) {
-        FaultKind::Translation(_) => owners::host().handle_fault(&mut HypEnv, ipa),
+        FaultKind::Translation(_) => {
+            owners::host().handle_fault(&mut HypEnv, Pa(ipa)).map_err(hyp_core::mm::Error::from)
+        }
         FaultKind::AccessFlag(_) => Ok(HostFault::Spurious),
         FaultKind::Permission(_) | FaultKind::Other(_) => Err(hyp_core::mm::Error::Perm),
     };

@@ -14,7 +14,7 @@ use spin::{Mutex, MutexGuard};
 use hyp_abi::host as abi;
 use hyp_core::mm::env::Vmid;
 use hyp_core::mm::mem_protect::host_guest;
-use hyp_core::mm::mem_protect::GuestMm;
+use hyp_core::mm::mem_protect::{GuestMm, Ipa, Pa, Refused};
 use hyp_core::mm::pgtable::Stage2;
 use hyp_core::mm::prot::{Leaf, Owner, PageState};
 use hyp_core::mm::Error;
@@ -203,7 +203,7 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
     let mut env = HypEnv;
     let r = host_guest::guest_teardown(&mut env, host, &mut vm.mm);
     point::transition(vm.handle, 0, op::TEARDOWN, 0, *r.as_ref().unwrap_or(&0), &r);
-    let bytes = r?;
+    let bytes = r.map_err(|e| refused(vm.handle, "VM_DESTROY", e))?;
     // All pages are back: forget the VM, free its tables and VMID.
     let handle = vm.handle;
     drop(vm);
@@ -290,9 +290,18 @@ pub fn host_donate_guest(handle: u64, pa: u64, ipa: u64, size: u64) -> Result<()
     if ipa < GUEST_RAM_BASE {
         vm.low_mapped = true;
     }
-    let r = host_guest::host_donate_guest(&mut env, &mut host, &mut vm.mm, pa, ipa, size);
+    let r = host_guest::host_donate_guest(&mut env, &mut host, &mut vm.mm, Pa(pa), Ipa(ipa), size);
     point::transition(vm.handle, 0, op::DONATE_GUEST, pa, size, &r);
-    r
+    r.map_err(|e| refused(vm.handle, "DONATE_GUEST", e))
+}
+
+/// A refused transition of VM `handle`'s memory (host call `call`): logged
+/// with what and where, answered with its errno (docs/abi.md).
+#[cold]
+#[inline(never)]
+fn refused(handle: u16, call: &str, e: Refused) -> Error {
+    log::debug!("VM {handle}: {call} refused: {e}");
+    e.error()
 }
 
 /// VM_STATS → (table pages below the root, level at `ipa`, state code).
@@ -335,7 +344,7 @@ pub fn host_vm_calls(handle: u64) -> Result<[u64; 4], Error> {
 pub fn host_page_state(pa: u64) -> Result<[u64; 4], Error> {
     let mut env = HypEnv;
     let host = owners::host();
-    host.leaf_at(&mut env, pa).map(|l| {
+    host.leaf_at(&mut env, Pa(pa)).map_err(Error::from).map(|l| {
         let owner = match l {
             Leaf::Invalid(Owner::Guest(h)) => h as u64,
             _ => 0,

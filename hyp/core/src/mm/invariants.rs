@@ -197,7 +197,7 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
                 hyp_own += b - a;
             }
             Leaf::Invalid(Owner::HypDonated) => {
-                if hyp.overlaps_own(a, b - a) {
+                if hyp.overlaps_own(crate::mm::addr::Pa(a), b - a) {
                     return Err(bad("a page donated to the hyp lies in the hyp's own memory", a));
                 }
                 hyp_donated += b - a;

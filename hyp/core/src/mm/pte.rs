@@ -76,7 +76,7 @@ pub const fn make_table(pa: u64) -> u64 {
 }
 
 /// Encodes a leaf for `level`.
-#[inline]
+#[inline(always)]
 pub fn encode(leaf: Leaf, level: u8) -> u64 {
     match leaf {
         Leaf::Invalid(owner) => encode_owner(owner),

@@ -4,7 +4,16 @@
 
 use alloc::vec::Vec;
 
-use super::*;
+use super::{
+    dma_cancel, dma_commit, dma_leaf, dma_pinned, dma_prepare, owned, range_only, HostFault, HostMm, Pa, Refused, Side,
+    HOST_RAM,
+};
+use crate::mm::env::MmEnv;
+use crate::mm::pgtable::Stage2;
+use crate::mm::pins::Pins;
+use crate::mm::prot::{Attrs, Leaf, Owner, PageState};
+use crate::mm::region::Region;
+use crate::mm::{is_aligned, level_size, pte, Error, PAGE_SIZE};
 
 impl HostMm {
     pub fn new(pgt: Stage2, ram: Vec<Region>, devices: Vec<Region>) -> Self {
@@ -66,109 +75,104 @@ impl HostMm {
 
     /// Is `[pa, pa + size)` a page-aligned non-empty range inside one RAM region?
     #[inline]
-    pub fn check_ram(&self, pa: u64, size: u64) -> Result<(), Error> {
-        if size == 0 || !is_aligned(pa, PAGE_SIZE) || !is_aligned(size, PAGE_SIZE) {
-            return Err(Error::Inval);
-        }
-        if self.ram.iter().any(|r| r.contains(pa, size)) {
+    pub fn check_ram(&self, pa: Pa, size: u64) -> Result<(), Refused> {
+        let pa = pa.0;
+        if size != 0
+            && is_aligned(pa, PAGE_SIZE)
+            && is_aligned(size, PAGE_SIZE)
+            && self.ram.iter().any(|r| r.contains(pa, size))
+        {
             Ok(())
         } else {
-            Err(Error::Inval)
+            Err(Refused::new(Error::Inval, Side::Args, pa))
         }
     }
 
-    /// Resolves a host stage-2 fault at `ipa`: identity-maps the largest
-    /// block around it that lies in one RAM or device region and that the
-    /// host owns. `Err(Perm)`: the page belongs to the hyp or a guest;
-    /// `Err(Inval)`: no memory or device there. Either way the caller
-    /// injects an abort into the host.
+    /// Resolves a host stage-2 fault at `ipa` (the host's IPA is the PA):
+    /// identity-maps the largest block around it that lies in one RAM or
+    /// device region and that the host owns. `Perm`: the page belongs to
+    /// the hyp or a guest; `Inval`: no memory or device there. Either way
+    /// the caller injects an abort into the host.
+    ///
+    /// One descent finds the leaf ([`Stage2::page_leaf`]); the block to
+    /// map is decided from it; when the leaf is that block's entry its
+    /// descriptor is written in place ([`Stage2::prepare_in_place`]),
+    /// otherwise (a split, a merge due, no hint) the update is counted
+    /// from the same leaf, its path recorded by a second descent
+    /// (out of line).
     #[inline]
-    pub fn handle_fault<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Result<HostFault, Error> {
-        match if one_page(PAGE_SIZE) { self.fault_entry(env, ipa) } else { None } {
-            Some(r) => r,
-            None => self.fault_range(env, ipa),
+    pub fn handle_fault<E: MmEnv>(&mut self, env: &mut E, ipa: Pa) -> Result<HostFault, Refused> {
+        let ipa = ipa.0;
+        let page = ipa & !(PAGE_SIZE - 1);
+        let p = self.pgt.page_leaf(env, page).ok_or(Refused::new(Error::Inval, Side::Args, ipa))?;
+        if pte::is_valid(p.pte) {
+            return Ok(HostFault::Spurious);
         }
-    }
-
-    /// The one-entry form of [`HostMm::handle_fault`]: the invalid entry
-    /// holding `ipa` becomes the mapping, when it is the block the range
-    /// form would map (one entry written, no table page, no merge).
-    /// `None`: the range form decides.
-    #[inline(always)]
-    pub(in crate::mm) fn fault_entry<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Option<Result<HostFault, Error>> {
-        let s = self.pgt.entry(env, ipa & !(PAGE_SIZE - 1))?;
-        if pte::is_valid(s.pte) {
-            return Some(Ok(HostFault::Spurious));
+        if p.pte != pte::encode_owner(Owner::None) {
+            return Err(Refused::state(Side::Host, page, pte::decode(p.pte)));
         }
-        if s.pte != pte::encode_owner(Owner::None) || s.level == 0 {
-            return None;
-        }
-        let (region, attrs, device) = self.fault_region(ipa)?;
-        // The range form maps the first level from the entry's down whose
-        // block lies in the region: this entry's, or a split.
-        if !region.contains(s.base, level_size(s.level)) {
-            return None;
-        }
-        // Encoded per kind of region: each a constant but for PA and level.
-        let new = if device {
-            pte::encode(owned(s.base, Attrs::DEVICE_RW, PageState::Owned), s.level)
-        } else {
-            pte::encode(owned(s.base, HOST_RAM, PageState::Owned), s.level)
-        };
-        debug_assert_eq!(new, pte::encode(owned(s.base, attrs, PageState::Owned), s.level));
-        let u = self.pgt.prepare_entry(env, &s, new)?;
-        self.pgt.commit_entry(env, u);
-        Some(Ok(HostFault::Mapped { level: s.level, base: s.base, device }))
-    }
-
-    /// The RAM or device region holding `ipa`, the attributes the host maps
-    /// it with, and whether it is a device.
-    #[inline(always)]
-    fn fault_region(&self, ipa: u64) -> Option<(Region, Attrs, bool)> {
-        if let Some(r) = self.ram.iter().find(|r| r.contains(ipa, 1)) {
-            Some((*r, HOST_RAM, false))
-        } else {
-            self.devices.iter().find(|r| r.contains(ipa, 1)).map(|r| (*r, Attrs::DEVICE_RW, true))
-        }
-    }
-
-    /// [`HostMm::handle_fault`] by range walks.
-    #[inline(never)]
-    pub(in crate::mm) fn fault_range<E: MmEnv>(&mut self, env: &mut E, ipa: u64) -> Result<HostFault, Error> {
-        let (m, found) = self.pgt.lookup_found(env, ipa)?;
-        match m.leaf {
-            Leaf::Mapped { .. } => return Ok(HostFault::Spurious),
-            Leaf::Invalid(Owner::None) => {}
-            Leaf::Invalid(_) => return Err(Error::Perm),
-        }
-        let (region, attrs, device) = self.fault_region(ipa).ok_or(Error::Inval)?;
-        for level in m.level.max(1)..=3 {
+        let (region, device) = self.fault_region(ipa).ok_or(Refused::new(Error::Inval, Side::Args, ipa))?;
+        // The first level from the entry's down whose block lies in the
+        // region: this entry's, or a split.
+        for level in p.level.max(1)..=3 {
             let size = level_size(level);
             let base = ipa & !(size - 1);
-            if region.contains(base, size) {
-                // The update starts at the leaf the lookup found.
-                let u = self.pgt.count_found(env, &found, base, size, owned(base, attrs, PageState::Owned))?;
-                let u = u.reserve(env)?;
-                self.pgt.commit(env, u);
-                return Ok(HostFault::Mapped { level, base, device });
+            if !region.contains(base, size) {
+                continue;
             }
+            // Encoded per kind of region: each a constant but for PA and level.
+            let new = if device {
+                owned(base, Attrs::DEVICE_RW, PageState::Owned)
+            } else {
+                owned(base, HOST_RAM, PageState::Owned)
+            };
+            if level == p.level && !range_only() {
+                if let Some(u) = self.pgt.prepare_in_place(env, &p, pte::encode(new, level)) {
+                    self.pgt.commit_in_place(env, u);
+                    return Ok(HostFault::Mapped { level, base, device });
+                }
+            }
+            self.fault_commit(env, base, size, new)?;
+            return Ok(HostFault::Mapped { level, base, device });
         }
-        Err(Error::Inval)
+        Err(Refused::new(Error::Inval, Side::Args, ipa))
+    }
+
+    /// [`HostMm::handle_fault`]'s update counted from the leaf its descent
+    /// found (a split, or a merge due), then committed: out of line.
+    #[inline(never)]
+    fn fault_commit<E: MmEnv>(&mut self, env: &mut E, base: u64, size: u64, new: Leaf) -> Result<(), Refused> {
+        // The descent again, recording its path this time.
+        let p = self.pgt.page_path(env, base).ok_or(Refused::new(Error::Inval, Side::Args, base))?;
+        let c = self.pgt.count_found(env, p.found(), base, size, new).map_err(|e| Refused::new(e, Side::Host, base))?;
+        let u = c.reserve(env).map_err(|e| Refused::new(e, Side::Host, base))?;
+        self.pgt.commit(env, u);
+        Ok(())
+    }
+
+    /// The RAM or device region holding `ipa`, and whether it is a device.
+    #[inline(always)]
+    fn fault_region(&self, ipa: u64) -> Option<(Region, bool)> {
+        if let Some(r) = self.ram.iter().find(|r| r.contains(ipa, 1)) {
+            Some((*r, false))
+        } else {
+            self.devices.iter().find(|r| r.contains(ipa, 1)).map(|r| (*r, true))
+        }
     }
 
     /// The host's view of the page at `pa`.
-    pub fn leaf_at<E: MmEnv>(&self, env: &mut E, pa: u64) -> Result<Leaf, Error> {
-        Ok(self.pgt.lookup(env, pa)?.at(pa & !(PAGE_SIZE - 1)))
+    pub fn leaf_at<E: MmEnv>(&self, env: &mut E, pa: Pa) -> Result<Leaf, Refused> {
+        let m = self.pgt.lookup(env, pa.0).map_err(|e| Refused::new(e, Side::Args, pa.0))?;
+        Ok(m.at(pa.0 & !(PAGE_SIZE - 1)))
     }
 
     /// Takes a host pin on a page a guest shared with the host.
-    pub fn pin<E: MmEnv>(&mut self, env: &mut E, pa: u64, exclusive: bool) -> Result<(), Error> {
-        if !is_aligned(pa, PAGE_SIZE) {
-            return Err(Error::Inval);
-        }
+    pub fn pin<E: MmEnv>(&mut self, env: &mut E, pa: Pa, exclusive: bool) -> Result<(), Refused> {
         self.check_ram(pa, PAGE_SIZE)?;
-        if !matches!(self.leaf_at(env, pa)?, Leaf::Mapped { state: PageState::SharedBorrowed, .. }) {
-            return Err(Error::Perm);
+        let l = self.leaf_at(env, pa)?;
+        let pa = pa.0;
+        if !matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }) {
+            return Err(Refused::state(Side::Host, pa, l));
         }
         // The first pin maps the page in the DMA view: a pin is what makes
         // a borrowed page reachable by the host's devices.
@@ -176,7 +180,7 @@ impl HostMm {
             if self.pins.count(pa) == 0 { dma_prepare(env, &self.dma, pa, PAGE_SIZE, dma_pinned(pa))? } else { None };
         if let Err(e) = self.pins.pin(pa, exclusive) {
             dma_cancel(env, ud);
-            return Err(e);
+            return Err(Refused::new(e, Side::Pins, pa));
         }
         dma_commit(env, &mut self.dma, ud);
         Ok(())
@@ -187,11 +191,9 @@ impl HostMm {
     /// device can reach the page any more. `Err(NoMem)` only when that needs
     /// a table page (the page lies in a block of pinned pages) and none is
     /// left; nothing changes then.
-    pub fn unpin<E: MmEnv>(&mut self, env: &mut E, pa: u64) -> Result<(), Error> {
-        if !is_aligned(pa, PAGE_SIZE) {
-            return Err(Error::Inval);
-        }
+    pub fn unpin<E: MmEnv>(&mut self, env: &mut E, pa: Pa) -> Result<(), Refused> {
         self.check_ram(pa, PAGE_SIZE)?;
+        let pa = pa.0;
         let ud = if self.pins.count(pa) == 1 {
             dma_prepare(env, &self.dma, pa, PAGE_SIZE, Leaf::Invalid(Owner::None))?
         } else {
@@ -199,7 +201,7 @@ impl HostMm {
         };
         if let Err(e) = self.pins.unpin(pa) {
             dma_cancel(env, ud);
-            return Err(e);
+            return Err(Refused::new(e, Side::Pins, pa));
         }
         dma_commit(env, &mut self.dma, ud);
         Ok(())

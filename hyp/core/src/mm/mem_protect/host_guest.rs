@@ -1,10 +1,16 @@
 //! Transitions between the host and a guest: donation (DONATE_GUEST), the
-//! guest's share and unshare with the host (MEM_SHARE / MEM_UNSHARE), its
-//! relinquish (MEM_RELINQUISH) and the VM's teardown. A 4K share or unshare
-//! takes its one-page form first ([`guest_host_page`], then
-//! [`guest_host_path`]); the range form decides everything else.
+//! guest's share and unshare with the host (MEM_SHARE / MEM_UNSHARE: one
+//! function, [`guest_host`]), its relinquish (MEM_RELINQUISH) and the VM's
+//! teardown (both [`reclaim`]).
 
-use super::*;
+use super::{
+    check_all, dma_commit, dma_owned, dma_prepare, guest_range, host_owns, is_entry, one_page, owned, refusal, Descent,
+    FromLeaf, GuestMm, HostMm, InPlaceOnly, Ipa, Pa, PairChange, Refused, Side, GUEST_RAM, HOST_BORROWED,
+};
+use crate::mm::env::MmEnv;
+use crate::mm::pgtable::Counted;
+use crate::mm::prot::{Leaf, Owner, PageState};
+use crate::mm::{pte, Error, PAGE_SIZE};
 
 /// host → guest donation of `[pa, pa + size)` at guest `ipa`: the guest owns
 /// it (mapped with blocks where aligned); the host's table records the VM.
@@ -12,24 +18,27 @@ pub fn host_donate_guest<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     guest: &mut GuestMm,
-    pa: u64,
-    ipa: u64,
+    pa: Pa,
+    ipa: Ipa,
     size: u64,
-) -> Result<(), Error> {
-    host.check_ram(pa, size)?;
-    guest.pgt.check_range(ipa, size)?;
+) -> Result<(), Refused> {
+    let (pa, ipa) = (pa.0, ipa.0);
+    let g = Side::Guest;
+    host.check_ram(Pa(pa), size)?;
+    guest.pgt.check_range(ipa, size).map_err(|e| Refused::new(e, Side::Args, ipa))?;
     if host.pins.any_pinned(pa, size) {
-        return Err(Error::Busy);
+        return Err(pinned(host, pa, size));
     }
-    check_all(env, &host.pgt, pa, size, host_owns)?;
-    check_all(env, &guest.pgt, ipa, size, |l| l == Leaf::Invalid(Owner::None))?;
+    check_all(env, &host.pgt, Side::Host, pa, size, host_owns)?;
+    check_all(env, &guest.pgt, g, ipa, size, |l| l == Leaf::Invalid(Owner::None))?;
     let h = guest.handle;
-    let uh = host.pgt.prepare(env, pa, size, Leaf::Invalid(Owner::Guest(h)))?;
+    let uh =
+        host.pgt.prepare(env, pa, size, Leaf::Invalid(Owner::Guest(h))).map_err(|e| Refused::new(e, Side::Host, pa))?;
     let ug = match guest.pgt.prepare(env, ipa, size, owned(pa, GUEST_RAM, PageState::Owned)) {
         Ok(u) => u,
         Err(e) => {
             uh.cancel(env);
-            return Err(e);
+            return Err(Refused::new(e, g, ipa));
         }
     };
     let ud = match dma_prepare(env, &host.dma, pa, size, Leaf::Invalid(Owner::None)) {
@@ -54,177 +63,225 @@ pub fn host_donate_guest<E: MmEnv>(
     Ok(())
 }
 
-/// guest → host share (MEM_SHARE): guest OWNED → SHARED_OWNED in place; the
-/// host maps the same pages SHARED_BORROWED.
+/// The refusal of a range of which the host pins a page: the first one.
+#[cold]
+fn pinned(host: &HostMm, pa: u64, size: u64) -> Refused {
+    let first = (0..size / PAGE_SIZE).map(|i| pa + i * PAGE_SIZE).find(|&p| host.pins.count(p) != 0);
+    Refused::new(Error::Busy, Side::Pins, first.unwrap_or(pa))
+}
+
+/// A guest ↔ host transition of pages the guest owns and lends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GuestHost {
+    /// MEM_SHARE: guest OWNED → SHARED_OWNED in place; the host maps the
+    /// same pages SHARED_BORROWED.
+    Share,
+    /// MEM_UNSHARE: back; refused while the host pins a page.
+    Unshare,
+}
+
+impl GuestHost {
+    /// The guest's pages' state before and after.
+    #[inline(always)]
+    fn guest(self) -> (PageState, PageState) {
+        match self {
+            GuestHost::Share => (PageState::Owned, PageState::SharedOwned),
+            GuestHost::Unshare => (PageState::SharedOwned, PageState::Owned),
+        }
+    }
+
+    /// The host's leaf of guest `h`'s page at `pa` afterwards.
+    #[inline(always)]
+    fn host_after(self, h: u16, pa: u64) -> Leaf {
+        match self {
+            GuestHost::Share => owned(pa, HOST_BORROWED, PageState::SharedBorrowed),
+            GuestHost::Unshare => Leaf::Invalid(Owner::Guest(h)),
+        }
+    }
+
+    /// Does the host's leaf `l` of guest `h`'s page fit before (the range
+    /// check)?
+    #[inline(always)]
+    fn host_before(self, h: u16, l: Leaf) -> bool {
+        match self {
+            GuestHost::Share => l == Leaf::Invalid(Owner::Guest(h)),
+            GuestHost::Unshare => matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }),
+        }
+    }
+
+    /// The one leaf (given at the entry's first address `base`) of the
+    /// host's entry that the one-page check takes: one the range check
+    /// accepts.
+    #[inline(always)]
+    fn host_entry(self, h: u16, base: u64) -> Leaf {
+        match self {
+            GuestHost::Share => Leaf::Invalid(Owner::Guest(h)),
+            GuestHost::Unshare => owned(base, HOST_BORROWED, PageState::SharedBorrowed),
+        }
+    }
+}
+
+/// guest → host share (MEM_SHARE) of `[ipa, ipa + size)`: the PA of `ipa`.
 #[inline]
 pub fn guest_share_host<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     guest: &mut GuestMm,
-    ipa: u64,
+    ipa: Ipa,
     size: u64,
-) -> Result<u64, Error> {
-    if one_page(size) {
-        if let Some(r) = guest_host_page(env, host, guest, ipa, PageState::Owned) {
-            return r;
-        }
-    }
-    guest_share_host_range(env, host, guest, ipa, size)
-}
-
-/// The one-page form of [`guest_share_host`] (`from` OWNED) and
-/// [`guest_unshare_host`] (`from` SHARED_OWNED): the guest's page entry
-/// and the host's entry of its PA checked against the one leaf each that
-/// the range way's checks accept and a one-page form takes, the host's
-/// pins (unshare), then both written in one entry each. `None` (nothing
-/// changed): the range way decides, refusals included.
-#[inline(always)]
-pub(in crate::mm) fn guest_host_page<E: MmEnv>(
-    env: &mut E,
-    host: &mut HostMm,
-    guest: &mut GuestMm,
-    ipa: u64,
-    from: PageState,
-) -> Option<Result<u64, Error>> {
-    let to = if from == PageState::Owned { PageState::SharedOwned } else { PageState::Owned };
-    let mut pa = 0;
-    let ug = page_side(env, &guest.pgt, ipa, |d| {
-        pa = pte::oa(d);
-        is_page(d, owned(pa, GUEST_RAM, from)).then(|| pte::encode(owned(pa, GUEST_RAM, to), 3))
-    })?;
-    let lent = pte::encode_owner(Owner::Guest(guest.handle));
-    let borrowed = pte::encode(owned(pa, HOST_BORROWED, PageState::SharedBorrowed), 3);
-    let (before, after) = if from == PageState::Owned { (lent, borrowed) } else { (borrowed, lent) };
-    let uh = page_side(env, &host.pgt, pa, |d| (d == before).then_some(after))?;
-    if from == PageState::SharedOwned && host.pins.any_pinned(pa, PAGE_SIZE) {
-        return Some(Err(Error::Busy));
-    }
-    host.pgt.commit_entry(env, uh);
-    guest.pgt.commit_entry(env, ug);
-    Some(Ok(pa))
-}
-
-/// [`guest_host_page`] where it declines for a block or a merge: the
-/// guest's leaf and the host's leaf of its PA, each found by one descent
-/// that records its path ([`Stage2::page_path`]), checked against the one
-/// leaf each that the range way's checks accept and this form takes (the
-/// descriptor of the whole entry at its level), the host's pins
-/// (unshare), then counted and committed by the page form of the range
-/// update ([`Stage2::count_page`]): splits down to the page, merges up
-/// from it, as the range way makes them. `None` (nothing changed): the
-/// range way decides, refusals included.
-#[inline(always)]
-fn guest_host_path<E: MmEnv>(
-    env: &mut E,
-    host: &mut HostMm,
-    guest: &mut GuestMm,
-    ipa: u64,
-    from: PageState,
-) -> Option<Result<u64, Error>> {
-    let share = from == PageState::Owned;
-    let to = if share { PageState::SharedOwned } else { PageState::Owned };
-    let g = guest.pgt.page_path(env, ipa)?;
-    let base = pte::oa(g.pte);
-    if g.pte != pte::encode(owned(base, GUEST_RAM, from), g.level) {
-        return None;
-    }
-    let pa = base + (ipa - g.base);
-    let hp = host.pgt.page_path(env, pa)?;
-    let lent = Leaf::Invalid(Owner::Guest(guest.handle));
-    let (before, after) = if share {
-        (lent, owned(pa, HOST_BORROWED, PageState::SharedBorrowed))
-    } else {
-        (owned(hp.base, HOST_BORROWED, PageState::SharedBorrowed), lent)
-    };
-    if hp.pte != pte::encode(before, hp.level) {
-        return None;
-    }
-    if !share && host.pins.any_pinned(pa, PAGE_SIZE) {
-        return Some(Err(Error::Busy));
-    }
-    let ch = host.pgt.count_page(&hp, pa, after);
-    let cg = guest.pgt.count_page(&g, ipa, owned(pa, GUEST_RAM, to));
-    Some(commit_counted(env, (&mut host.pgt, ch), (&mut guest.pgt, cg)).map(|()| pa))
-}
-
-/// [`guest_share_host`] by range walks.
-#[inline(never)]
-fn guest_share_host_range<E: MmEnv>(
-    env: &mut E,
-    host: &mut HostMm,
-    guest: &mut GuestMm,
-    ipa: u64,
-    size: u64,
-) -> Result<u64, Error> {
-    if one_page(size) {
-        if let Some(r) = guest_host_path(env, host, guest, ipa, PageState::Owned) {
-            return r;
-        }
-    }
-    let g = guest_range(env, guest, ipa, size, |s| s == PageState::Owned)?;
-    let h = guest.handle;
-    // The host side is checked in the walk that counts its update; the
-    // guest side's count starts where guest_range's walk ended.
-    let ch = host.pgt.count_checked(
-        env,
-        g.pa,
-        size,
-        owned(g.pa, HOST_BORROWED, PageState::SharedBorrowed),
-        Some(|l| l == Leaf::Invalid(Owner::Guest(h))),
-    )?;
-    let cg = guest.pgt.count_found(env, &g.found, ipa, size, owned(g.pa, g.attrs, PageState::SharedOwned))?;
-    commit_counted(env, (&mut host.pgt, ch), (&mut guest.pgt, cg))?;
-    Ok(g.pa)
+) -> Result<Pa, Refused> {
+    guest_host(env, host, guest, ipa.0, size, GuestHost::Share)
 }
 
 /// guest → host unshare (MEM_UNSHARE): the host mapping goes (with TLB
-/// invalidation) before the guest sees the pages private. `Err(Busy)` while
+/// invalidation) before the guest sees the pages private. `Busy` while
 /// the host holds a pin on any of them.
 #[inline]
 pub fn guest_unshare_host<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     guest: &mut GuestMm,
-    ipa: u64,
+    ipa: Ipa,
     size: u64,
-) -> Result<u64, Error> {
-    if one_page(size) {
-        if let Some(r) = guest_host_page(env, host, guest, ipa, PageState::SharedOwned) {
-            return r;
-        }
-    }
-    guest_unshare_host_range(env, host, guest, ipa, size)
+) -> Result<Pa, Refused> {
+    guest_host(env, host, guest, ipa.0, size, GuestHost::Unshare)
 }
 
-/// [`guest_unshare_host`] by range walks.
-#[inline(never)]
-fn guest_unshare_host_range<E: MmEnv>(
+/// Both sides' phase one of a guest ↔ host transition: the PA of the
+/// range, the host's change and the guest's.
+type Plan<C> = (u64, C);
+
+/// The guest ↔ host transition `t` of `[ipa, ipa + size)`, the locks held
+/// (the host's, then the guest's: the `&mut`s). Phase one checks and
+/// counts both sides: for one page by one descent each ([`page_plan`]),
+/// which takes the leaves the range check accepts that it knows; by range
+/// walks otherwise ([`range_plan`]: every refusal). Then the host's pins
+/// (unshare) and the change of both sides ([`change`]). Inlined into the
+/// caller: the one-page check specialised to page entries rewritten in
+/// place (`page_plan::<InPlaceOnly>`); anything else out of line.
+#[inline(always)]
+fn guest_host<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     guest: &mut GuestMm,
     ipa: u64,
     size: u64,
-) -> Result<u64, Error> {
+    t: GuestHost,
+) -> Result<Pa, Refused> {
     if one_page(size) {
-        if let Some(r) = guest_host_path(env, host, guest, ipa, PageState::SharedOwned) {
-            return r;
+        if let Some(plan) = page_plan::<InPlaceOnly, E>(env, host, guest, ipa, t) {
+            return change(env, host, guest, ipa, PAGE_SIZE, t, plan);
         }
     }
-    let g = guest_range(env, guest, ipa, size, |s| s == PageState::SharedOwned)?;
-    let h = guest.handle;
-    let ch = host.pgt.count_checked(
-        env,
-        g.pa,
-        size,
-        Leaf::Invalid(Owner::Guest(h)),
-        Some(|l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. })),
-    )?;
-    if host.pins.any_pinned(g.pa, size) {
-        return Err(Error::Busy);
+    // One instance per transition: `t` a constant in each.
+    match t {
+        GuestHost::Share => guest_host_checked::<E, true>(env, host, guest, ipa, size),
+        GuestHost::Unshare => guest_host_checked::<E, false>(env, host, guest, ipa, size),
     }
-    let cg = guest.pgt.count_found(env, &g.found, ipa, size, owned(g.pa, g.attrs, PageState::Owned))?;
-    commit_counted(env, (&mut host.pgt, ch), (&mut guest.pgt, cg))?;
-    Ok(g.pa)
+}
+
+/// [`guest_host`] out of line: one page by one descent per side recording
+/// its path (`page_plan::<FromLeaf>`: blocks split, merges due), anything
+/// else by range walks; the same change.
+#[inline(never)]
+fn guest_host_checked<E: MmEnv, const SHARE: bool>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    size: u64,
+) -> Result<Pa, Refused> {
+    let t = if SHARE { GuestHost::Share } else { GuestHost::Unshare };
+    let plan = if one_page(size) { page_plan::<FromLeaf, E>(env, host, guest, ipa, t) } else { None };
+    let plan = match plan {
+        Some(p) => p,
+        None => range_plan(env, host, guest, ipa, size, t)?,
+    };
+    change(env, host, guest, ipa, size, t, plan)
+}
+
+/// The change of [`guest_host`] after phase one: the host's pins
+/// (unshare), then both sides' table pages and commits, the host first.
+#[inline(always)]
+fn change<E: MmEnv, C: PairChange>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    size: u64,
+    t: GuestHost,
+    (pa, c): Plan<C>,
+) -> Result<Pa, Refused> {
+    if t == GuestHost::Unshare && host.pins.any_pinned(pa, size) {
+        return Err(pinned(host, pa, size));
+    }
+    c.commit(env, (&mut host.pgt, Side::Host, pa), (&mut guest.pgt, Side::Guest, ipa))?;
+    Ok(Pa(pa))
+}
+
+/// Phase one of [`guest_host`] for the page at `ipa`: the guest's leaf
+/// and the host's leaf of its PA, each found by one descent, each the one
+/// entry (page or block) that the range check accepts and this form takes
+/// (the guest's attributes [`GUEST_RAM`]), each counted from there.
+/// `None` (nothing done): the range form decides.
+#[inline(always)]
+fn page_plan<D: Descent, E: MmEnv>(
+    env: &mut E,
+    host: &HostMm,
+    guest: &GuestMm,
+    ipa: u64,
+    t: GuestHost,
+) -> Option<Plan<(D::Change, D::Change)>> {
+    let (from, to) = t.guest();
+    let mut pa = 0;
+    let cg = D::side(
+        env,
+        &guest.pgt,
+        ipa,
+        #[inline(always)]
+        |g| {
+            let base = pte::oa(g.pte);
+            pa = base + (ipa - g.base);
+            is_entry(g, owned(base, GUEST_RAM, from)).then(|| owned(pa, GUEST_RAM, to))
+        },
+    )?;
+    // Read once the guest's side is known (not live across its descent).
+    let h = guest.handle;
+    let ch = D::side(
+        env,
+        &host.pgt,
+        pa,
+        #[inline(always)]
+        |p| is_entry(p, t.host_entry(h, p.base)).then(|| t.host_after(h, pa)),
+    )?;
+    Some((pa, (ch, cg)))
+}
+
+/// Phase one of [`guest_host`] by range walks: the guest's range in one
+/// state, attribute set and physically contiguous ([`guest_range`]), the
+/// host's side checked in the walk that counts its update, the guest's
+/// count from where its check's walk ended.
+fn range_plan<E: MmEnv>(
+    env: &mut E,
+    host: &HostMm,
+    guest: &GuestMm,
+    ipa: u64,
+    size: u64,
+    t: GuestHost,
+) -> Result<Plan<(Counted, Counted)>, Refused> {
+    let (from, to) = t.guest();
+    let g = guest_range(env, guest, ipa, size, |s| s == from)?;
+    let h = guest.handle;
+    let ok = |l| t.host_before(h, l);
+    let ch = host
+        .pgt
+        .count_checked(env, g.pa, size, t.host_after(h, g.pa), Some(ok))
+        .map_err(|e| refusal(env, &host.pgt, Side::Host, g.pa, size, e, ok))?;
+    let cg = guest
+        .pgt
+        .count_found(env, &g.found, ipa, size, owned(g.pa, g.attrs, to))
+        .map_err(|e| Refused::new(e, Side::Guest, ipa))?;
+    Ok((g.pa, (ch, cg)))
 }
 
 /// guest gives pages back (MEM_RELINQUISH): scrubbed, then host-owned.
@@ -233,12 +290,13 @@ pub fn guest_relinquish<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     guest: &mut GuestMm,
-    ipa: u64,
+    ipa: Ipa,
     size: u64,
-) -> Result<u64, Error> {
+) -> Result<Pa, Refused> {
+    let ipa = ipa.0;
     let g = guest_range(env, guest, ipa, size, |s| matches!(s, PageState::Owned | PageState::SharedOwned))?;
     reclaim(env, host, guest, ipa, g.pa, size, g.state)?;
-    Ok(g.pa)
+    Ok(Pa(g.pa))
 }
 
 /// Checks the host side of guest pages in `state`, then scrubs them and gives
@@ -251,22 +309,24 @@ fn reclaim<E: MmEnv>(
     pa: u64,
     size: u64,
     state: PageState,
-) -> Result<(), Error> {
+) -> Result<(), Refused> {
     let h = guest.handle;
     if state == PageState::SharedOwned {
-        check_all(env, &host.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
+        let borrowed = |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. });
+        check_all(env, &host.pgt, Side::Host, pa, size, borrowed)?;
         if host.pins.any_pinned(pa, size) {
-            return Err(Error::Busy);
+            return Err(pinned(host, pa, size));
         }
     } else {
-        check_all(env, &host.pgt, pa, size, |l| l == Leaf::Invalid(Owner::Guest(h)))?;
+        check_all(env, &host.pgt, Side::Host, pa, size, |l| l == Leaf::Invalid(Owner::Guest(h)))?;
     }
-    let ug = guest.pgt.prepare(env, ipa, size, Leaf::Invalid(Owner::None))?;
+    let ug =
+        guest.pgt.prepare(env, ipa, size, Leaf::Invalid(Owner::None)).map_err(|e| Refused::new(e, Side::Guest, ipa))?;
     let uh = match host.pgt.prepare(env, pa, size, Leaf::Invalid(Owner::None)) {
         Ok(u) => u,
         Err(e) => {
             ug.cancel(env);
-            return Err(e);
+            return Err(Refused::new(e, Side::Host, pa));
         }
     };
     let ud = match dma_prepare(env, &host.dma, pa, size, dma_owned(pa)) {
@@ -292,7 +352,7 @@ fn reclaim<E: MmEnv>(
 /// All-or-nothing per leaf: on `Err` (a pinned shared page: `Busy`; no table
 /// memory: `NoMem`) the pages reclaimed so far stay reclaimed and the call
 /// can be repeated. Returns the bytes reclaimed.
-pub fn guest_teardown<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm) -> Result<u64, Error> {
+pub fn guest_teardown<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut GuestMm) -> Result<u64, Refused> {
     let limit = guest.pgt.ipa_limit();
     let mut cursor = 0;
     let mut total = 0;
@@ -306,12 +366,12 @@ pub fn guest_teardown<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut Gues
             Leaf::Invalid(_) => Ok(()),
         });
         let Some((ipa, pa, size, state)) = next else {
-            r?;
+            r.map_err(|e| Refused::new(e, Side::Guest, cursor))?;
             return Ok(total);
         };
         if state == PageState::SharedBorrowed {
             // Guests never borrow; treat as corruption-free refusal.
-            return Err(Error::Perm);
+            return Err(Refused::state(Side::Guest, ipa, owned(pa, GUEST_RAM, state)));
         }
         reclaim(env, host, guest, ipa, pa, size, state)?;
         total += size;

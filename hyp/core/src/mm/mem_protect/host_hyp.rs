@@ -1,10 +1,18 @@
 //! Transitions between the host and the hyp: share and unshare
 //! (SHARE_HYP / UNSHARE_HYP), donate and reclaim (DONATE_HYP /
-//! RECLAIM_HYP), and the hyp's claim on its own memory at boot. One shape
-//! for all ([`host_hyp`]): both sides checked over the whole range, then
-//! both committed, or nothing.
+//! RECLAIM_HYP), and the hyp's claim on its own memory at boot. One
+//! function for all ([`host_hyp`]): both sides checked over the whole
+//! range, then both committed, or nothing; each transition is a
+//! description ([`HostHyp`]).
 
-use super::*;
+use super::{
+    dma_cancel, dma_commit, dma_owned, dma_prepare, host_owns, one_page, owned, refusal, Descent, FromLeaf, HostMm,
+    HypMm, InPlaceOnly, Pa, PairChange, Refused, Side, HOST_RAM, HYP_MEM,
+};
+use crate::mm::env::MmEnv;
+use crate::mm::prot::{Leaf, Owner, PageState};
+use crate::mm::region::Region;
+use crate::mm::{pte, Error};
 
 /// One host ↔ hyp transition: what both sides must hold over the whole
 /// range, and what they hold afterwards.
@@ -17,14 +25,16 @@ struct HostHyp {
     dma_after: Option<fn(u64) -> Leaf>,
     /// For one page (at `pa`), the host leaves (either) and the hyp leaf
     /// that `host_before` and `hyp_before` accept and that the one-page
-    /// form ([`host_hyp_page`]) takes; any other goes the range way.
-    /// `None`: always the range way (the DMA view changes too).
+    /// check takes (page entries); any other goes the range way. `None`:
+    /// always the range way (the DMA view changes too).
     page_before: Option<([Leaf; 2], Leaf)>,
 }
 
-/// The shape every host ↔ hyp transition shares: range check, both sides
-/// checked over the whole range, both committed or neither. One page
-/// takes the one-page form when it applies ([`host_hyp_page`]).
+/// The host ↔ hyp transition `t` of `[pa, pa + size)`, the locks held (the
+/// host's, then the hyp's: the `&mut`s): the range checked, phase one of
+/// both sides (one descent each for one page when `t` names the leaves it
+/// takes, page entries: [`page_plan`]; range walks otherwise, every refusal), then the
+/// change of both, the DMA view's with them.
 #[inline(always)]
 fn host_hyp<E: MmEnv>(
     env: &mut E,
@@ -33,51 +43,95 @@ fn host_hyp<E: MmEnv>(
     pa: u64,
     size: u64,
     t: HostHyp,
-) -> Result<(), Error> {
-    host.check_ram(pa, size)?;
-    if one_page(size) && host_hyp_page(env, host, hyp, pa, &t).is_some() {
-        return Ok(());
+) -> Result<(), Refused> {
+    host.check_ram(Pa(pa), size)?;
+    if one_page(size) {
+        if let Some(c) = page_plan::<InPlaceOnly, E>(env, host, hyp, pa, &t) {
+            return change(env, host, hyp, pa, size, &t, c);
+        }
     }
-    host_hyp_range(env, host, hyp, pa, size, t)
+    host_hyp_checked(env, host, hyp, pa, size, t)
 }
 
-/// The one-page form of [`host_hyp`] (the range checked): both sides'
-/// page entries checked against the leaves `t.page_before` names, then
-/// both written in one entry each. `None` (nothing changed): the range
-/// way decides, refusals included.
-#[inline(always)]
-fn host_hyp_page<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: u64, t: &HostHyp) -> Option<()> {
-    let (hb, yb) = t.page_before?;
-    debug_assert!((t.host_before)(hb[0]) && (t.host_before)(hb[1]) && (t.hyp_before)(yb));
-    // Every descriptor worked out before the walks: the leaves are
-    // constants but for `pa`, so each test below is one comparison.
-    let (hb, yb) = ([pte::encode(hb[0], 3), pte::encode(hb[1], 3)], pte::encode(yb, 3));
-    let (host_new, hyp_new) = (pte::encode((t.host_after)(pa), 3), pte::encode((t.hyp_after)(pa), 3));
-    let uh = page_side(env, &host.pgt, pa, |d| (d == hb[0] || d == hb[1]).then_some(host_new))?;
-    let uy = page_side(env, &hyp.pgt, pa, |d| (d == yb).then_some(hyp_new))?;
-    host.pgt.commit_entry(env, uh);
-    hyp.pgt.commit_entry(env, uy);
-    Some(())
-}
-
-/// [`host_hyp`] by range walks.
+/// [`host_hyp`] out of line: one page by one descent per side recording
+/// its path (`page_plan::<FromLeaf>`: a merge due), anything else by range walks, each
+/// side checked in the walk that counts its update; the same change.
 #[inline(never)]
-fn host_hyp_range<E: MmEnv>(
+fn host_hyp_checked<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     hyp: &mut HypMm,
     pa: u64,
     size: u64,
     t: HostHyp,
-) -> Result<(), Error> {
-    // Each side is checked in the walk that counts its update.
-    let ch = host.pgt.count_checked(env, pa, size, (t.host_after)(pa), Some(t.host_before))?;
-    let cy = hyp.pgt.count_checked(env, pa, size, (t.hyp_after)(pa), Some(t.hyp_before))?;
+) -> Result<(), Refused> {
+    if one_page(size) {
+        if let Some(c) = page_plan::<FromLeaf, E>(env, host, hyp, pa, &t) {
+            return change(env, host, hyp, pa, size, &t, c);
+        }
+    }
+    let ch = host
+        .pgt
+        .count_checked(env, pa, size, (t.host_after)(pa), Some(t.host_before))
+        .map_err(|e| refusal(env, &host.pgt, Side::Host, pa, size, e, t.host_before))?;
+    let cy = hyp
+        .pgt
+        .count_checked(env, pa, size, (t.hyp_after)(pa), Some(t.hyp_before))
+        .map_err(|e| refusal(env, &hyp.pgt, Side::Hyp, pa, size, e, t.hyp_before))?;
+    change(env, host, hyp, pa, size, &t, (ch, cy))
+}
+
+/// Phase one of [`host_hyp`] for the page at `pa`: both sides' entries,
+/// found by one descent each, checked against the leaves
+/// `t.page_before` names, each counted from there. `None` (nothing
+/// done): the range way decides, refusals included.
+#[inline(always)]
+fn page_plan<D: Descent, E: MmEnv>(
+    env: &mut E,
+    host: &HostMm,
+    hyp: &HypMm,
+    pa: u64,
+    t: &HostHyp,
+) -> Option<(D::Change, D::Change)> {
+    let (hb, yb) = t.page_before?;
+    debug_assert!((t.host_before)(hb[0]) && (t.host_before)(hb[1]) && (t.hyp_before)(yb));
+    // Every descriptor worked out before the descents: the leaves are
+    // constants but for `pa`, so each test below is one comparison.
+    let (hb, yb) = ([pte::encode(hb[0], 3), pte::encode(hb[1], 3)], pte::encode(yb, 3));
+    let ch = D::side(
+        env,
+        &host.pgt,
+        pa,
+        #[inline(always)]
+        |p| (p.level == 3 && (p.pte == hb[0] || p.pte == hb[1])).then(|| (t.host_after)(pa)),
+    )?;
+    let cy = D::side(
+        env,
+        &hyp.pgt,
+        pa,
+        #[inline(always)]
+        |p| (p.level == 3 && p.pte == yb).then(|| (t.hyp_after)(pa)),
+    )?;
+    Some((ch, cy))
+}
+
+/// The change of [`host_hyp`] after phase one: the DMA view's phase one,
+/// then both sides' and its table pages and commits.
+#[inline(always)]
+fn change<E: MmEnv, C: PairChange>(
+    env: &mut E,
+    host: &mut HostMm,
+    hyp: &mut HypMm,
+    pa: u64,
+    size: u64,
+    t: &HostHyp,
+    c: C,
+) -> Result<(), Refused> {
     let ud = match t.dma_after {
         Some(f) => dma_prepare(env, &host.dma, pa, size, f(pa))?,
         None => None,
     };
-    if let Err(e) = commit_counted(env, (&mut host.pgt, ch), (&mut hyp.pgt, cy)) {
+    if let Err(e) = c.commit(env, (&mut host.pgt, Side::Host, pa), (&mut hyp.pgt, Side::Hyp, pa)) {
         dma_cancel(env, ud);
         return Err(e);
     }
@@ -98,9 +152,9 @@ pub fn host_share_hyp<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     hyp: &mut HypMm,
-    pa: u64,
+    pa: Pa,
     size: u64,
-) -> Result<(), Error> {
+) -> Result<(), Refused> {
     let t = HostHyp {
         host_before: host_owns,
         hyp_before: nothing,
@@ -108,11 +162,11 @@ pub fn host_share_hyp<E: MmEnv>(
         hyp_after: |pa| owned(pa, HYP_MEM, PageState::SharedBorrowed),
         dma_after: None,
         page_before: Some((
-            [Leaf::Invalid(Owner::None), owned(pa, HOST_RAM, PageState::Owned)],
+            [Leaf::Invalid(Owner::None), owned(pa.0, HOST_RAM, PageState::Owned)],
             Leaf::Invalid(Owner::None),
         )),
     };
-    host_hyp(env, host, hyp, pa, size, t)
+    host_hyp(env, host, hyp, pa.0, size, t)
 }
 
 /// Undoes [`host_share_hyp`].
@@ -120,9 +174,9 @@ pub fn host_unshare_hyp<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     hyp: &mut HypMm,
-    pa: u64,
+    pa: Pa,
     size: u64,
-) -> Result<(), Error> {
+) -> Result<(), Refused> {
     let t = HostHyp {
         host_before: |l| matches!(l, Leaf::Mapped { state: PageState::SharedOwned, .. }),
         hyp_before: |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }),
@@ -130,11 +184,11 @@ pub fn host_unshare_hyp<E: MmEnv>(
         hyp_after: |_| Leaf::Invalid(Owner::None),
         dma_after: None,
         page_before: Some((
-            [owned(pa, HOST_RAM, PageState::SharedOwned); 2],
-            owned(pa, HYP_MEM, PageState::SharedBorrowed),
+            [owned(pa.0, HOST_RAM, PageState::SharedOwned); 2],
+            owned(pa.0, HYP_MEM, PageState::SharedBorrowed),
         )),
     };
-    host_hyp(env, host, hyp, pa, size, t)
+    host_hyp(env, host, hyp, pa.0, size, t)
 }
 
 /// host → hyp donation: the host loses the pages.
@@ -142,9 +196,9 @@ pub fn host_donate_hyp<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     hyp: &mut HypMm,
-    pa: u64,
+    pa: Pa,
     size: u64,
-) -> Result<(), Error> {
+) -> Result<(), Refused> {
     let t = HostHyp {
         host_before: host_owns,
         hyp_before: nothing,
@@ -153,7 +207,7 @@ pub fn host_donate_hyp<E: MmEnv>(
         dma_after: Some(dma_none),
         page_before: None,
     };
-    host_hyp(env, host, hyp, pa, size, t)
+    host_hyp(env, host, hyp, pa.0, size, t)
 }
 
 /// hyp → host donation (RECLAIM_HYP): only pages the host donated come back
@@ -164,12 +218,12 @@ pub fn hyp_donate_host<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     hyp: &mut HypMm,
-    pa: u64,
+    pa: Pa,
     size: u64,
-) -> Result<(), Error> {
+) -> Result<(), Refused> {
     host.check_ram(pa, size)?;
     if hyp.overlaps_own(pa, size) {
-        return Err(Error::Perm);
+        return Err(Refused::new(Error::Perm, Side::Hyp, pa.0));
     }
     let t = HostHyp {
         host_before: |l| l == Leaf::Invalid(Owner::HypDonated),
@@ -179,7 +233,7 @@ pub fn hyp_donate_host<E: MmEnv>(
         dma_after: Some(dma_owned),
         page_before: None,
     };
-    host_hyp(env, host, hyp, pa, size, t)
+    host_hyp(env, host, hyp, pa.0, size, t)
 }
 
 /// Records `[pa, pa + size)` (host RAM the host has not been given yet) as
@@ -190,12 +244,12 @@ pub fn hyp_claim_own<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
     hyp: &mut HypMm,
-    pa: u64,
+    pa: Pa,
     size: u64,
-) -> Result<(), Error> {
+) -> Result<(), Refused> {
     host.check_ram(pa, size)?;
     if hyp.own.try_reserve(1).is_err() {
-        return Err(Error::NoMem);
+        return Err(Refused::new(Error::NoMem, Side::Hyp, pa.0));
     }
     let t = HostHyp {
         host_before: host_owns,
@@ -205,7 +259,7 @@ pub fn hyp_claim_own<E: MmEnv>(
         dma_after: Some(dma_none),
         page_before: None,
     };
-    host_hyp(env, host, hyp, pa, size, t)?;
-    hyp.own.push(Region { base: pa, size });
+    host_hyp(env, host, hyp, pa.0, size, t)?;
+    hyp.own.push(Region { base: pa.0, size });
     Ok(())
 }

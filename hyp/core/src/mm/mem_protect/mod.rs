@@ -20,21 +20,40 @@
 //! Memory the host gets back from a guest is zeroed and cleaned to the point
 //! of coherency after the guest lost it and before the host can see it.
 //!
+//! Every transition is written once, as one function: the locks taken by
+//! the caller in the fixed order, phase one (both sides checked over the
+//! range and their updates counted), then the change (table pages
+//! allocated for both or neither, both committed). A one-page call is the
+//! same function specialised by its descent (`Descent`): one descent
+//! per side that compares the leaf with the descriptors the range check
+//! accepts, then the entry rewritten in place (`InPlaceOnly`, the hot
+//! path) or the update counted from that leaf (`FromLeaf`); any other
+//! leaf (and every refusal) takes the range check, whose walks say what
+//! and where ([`Refused`]). The change is one (`PairChange`).
+//!
 //! This file holds the owners' state ([`HostMm`], [`HypMm`], [`GuestMm`])
 //! and what every transition shares: the attributes per kind of page, the
-//! checks, the two-tree commit, the one-page form's side check, the DMA
-//! view's leaves. The transitions themselves are by pair of owners:
-//! `host.rs` (the host's own faults, pins and DMA view), `host_hyp.rs`,
-//! `host_guest.rs`.
+//! checks, the one-page side check, the two-tree commit, the DMA view's
+//! leaves. The transitions themselves are by pair of owners: `host.rs`
+//! (the host's own faults, pins and DMA view), `host_hyp.rs`,
+//! `host_guest.rs`; `refused.rs` what a refusal says.
 
 use alloc::vec::Vec;
 
 use super::env::MmEnv;
-use super::pgtable::{Counted, EntryUpdate, Found, Mapping, Stage2, Update};
+use super::pgtable::{Counted, Found, InPlace, Mapping, PagePath, Stage2, Update};
 use super::pins::Pins;
-use super::prot::{Attrs, Leaf, Owner, PageState};
+use super::prot::{Attrs, Leaf, MemType, Owner, PageState};
 use super::region::Region;
-use super::{is_aligned, level_size, pte, Error, PAGE_SIZE};
+use super::{pte, Error, PAGE_SIZE};
+
+mod host;
+pub mod host_guest;
+pub mod host_hyp;
+mod refused;
+
+pub use super::addr::{Ipa, Pa};
+pub use refused::{Refused, Side};
 
 /// The host: its stage-2 (an identity map built lazily on faults), the
 /// memory it may map, and its pins on pages guests share with it.
@@ -65,8 +84,8 @@ impl HypMm {
     }
 
     /// Does `[pa, pa + size)` overlap the hyp's own memory?
-    pub fn overlaps_own(&self, pa: u64, size: u64) -> bool {
-        let end = pa.saturating_add(size);
+    pub fn overlaps_own(&self, pa: Pa, size: u64) -> bool {
+        let (pa, end) = (pa.0, pa.0.saturating_add(size));
         self.own.iter().any(|r| pa < r.end() && r.base < end)
     }
 }
@@ -116,7 +135,7 @@ pub fn dma_leaf(pa: u64, l: Leaf, pinned: bool) -> Option<Leaf> {
     match l {
         // RAM the host has not faulted in yet is the host's own.
         Leaf::Invalid(Owner::None) => Some(dma_owned(pa)),
-        Leaf::Mapped { attrs, .. } if attrs.mem != super::prot::MemType::Normal => None,
+        Leaf::Mapped { attrs, .. } if attrs.mem != MemType::Normal => None,
         Leaf::Mapped { state: PageState::Owned | PageState::SharedOwned, .. } => Some(dma_owned(pa)),
         Leaf::Mapped { state: PageState::SharedBorrowed, .. } if pinned => Some(dma_pinned(pa)),
         _ => None,
@@ -143,9 +162,9 @@ fn dma_prepare<E: MmEnv>(
     pa: u64,
     size: u64,
     new: Leaf,
-) -> Result<Option<Update>, Error> {
+) -> Result<Option<Update>, Refused> {
     match dma {
-        Some(t) => t.prepare(env, pa, size, new).map(Some),
+        Some(t) => t.prepare(env, pa, size, new).map(Some).map_err(|e| Refused::new(e, Side::Dma, pa)),
         None => Ok(None),
     }
 }
@@ -164,16 +183,50 @@ fn dma_cancel<E: MmEnv>(env: &mut E, u: Option<Update>) {
     }
 }
 
-/// Checks every page of `[start, start + size)` in `pgt` with `ok`.
+/// Checks every page of `[start, start + size)` in `side`'s tree `pgt`
+/// with `ok`: the first page it refuses says where and what.
 fn check_all<E: MmEnv>(
     env: &mut E,
     pgt: &Stage2,
+    side: Side,
     start: u64,
     size: u64,
     mut ok: impl FnMut(Leaf) -> bool,
-) -> Result<(), Error> {
-    let end = pgt.check_range(start, size)?;
-    pgt.for_each_leaf(env, start, end, |m: Mapping, a, _| if ok(m.at(a)) { Ok(()) } else { Err(Error::Perm) })
+) -> Result<(), Refused> {
+    let end = pgt.check_range(start, size).map_err(|e| Refused::new(e, Side::Args, start))?;
+    let mut bad = None;
+    let r = pgt.for_each_leaf(env, start, end, |m: Mapping, a, _| {
+        if ok(m.at(a)) {
+            Ok(())
+        } else {
+            bad = Some((a, m.at(a)));
+            Err(Error::Perm)
+        }
+    });
+    match (r, bad) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some((a, l))) => Err(Refused::state(side, a, l)),
+        (Err(e), None) => Err(Refused::new(e, side, start)),
+    }
+}
+
+/// The refusal of a range check that the walk counting the update folded
+/// in ([`Stage2::count_checked`]): on `Perm`, a walk finds the first page
+/// `ok` refuses (the error path only).
+#[cold]
+fn refusal<E: MmEnv>(
+    env: &mut E,
+    pgt: &Stage2,
+    side: Side,
+    start: u64,
+    size: u64,
+    e: Error,
+    ok: impl FnMut(Leaf) -> bool,
+) -> Refused {
+    match (e, check_all(env, pgt, side, start, size, ok)) {
+        (Error::Perm, Err(r)) => r,
+        (e, _) => Refused::new(e, side, start),
+    }
 }
 
 /// A guest range as [`guest_range`] found it.
@@ -194,10 +247,12 @@ fn guest_range<E: MmEnv>(
     ipa: u64,
     size: u64,
     state: impl Fn(PageState) -> bool,
-) -> Result<GuestRange, Error> {
-    let end = guest.pgt.check_range(ipa, size)?;
+) -> Result<GuestRange, Refused> {
+    let side = Side::Guest;
+    let end = guest.pgt.check_range(ipa, size).map_err(|e| Refused::new(e, Side::Args, ipa))?;
     let mut first: Option<(u64, Attrs, PageState)> = None;
-    let found = guest.pgt.for_each_leaf_found(env, ipa, end, |m, a, _| match (m.at(a), first) {
+    let mut bad = None;
+    let r = guest.pgt.for_each_leaf_found(env, ipa, end, |m, a, _| match (m.at(a), first) {
         (Leaf::Mapped { pa, attrs, state: s }, None) if state(s) => {
             first = Some((pa, attrs, s));
             Ok(())
@@ -207,55 +262,129 @@ fn guest_range<E: MmEnv>(
         {
             Ok(())
         }
-        _ => Err(Error::Perm),
-    })?;
-    let (pa, attrs, state) = first.ok_or(Error::Perm)?;
+        (l, _) => {
+            bad = Some((a, l));
+            Err(Error::Perm)
+        }
+    });
+    let found = match (r, bad) {
+        (Ok(f), _) => f,
+        (Err(_), Some((a, l))) => return Err(Refused::state(side, a, l)),
+        (Err(e), None) => return Err(Refused::new(e, side, ipa)),
+    };
+    let (pa, attrs, state) = first.ok_or(Refused::new(Error::Perm, side, ipa))?;
     Ok(GuestRange { pa, attrs, state, found })
 }
 
-/// The end of phase one for two trees: allocates what both counted, or
-/// nothing. `b` first: the table pages its commit's merges freed (it
-/// commits last) are the first the environment hands out again, and a
-/// split that gets back the page of the same block's merge need not fill
-/// it (`pgtable::commit::Commit::split`).
-#[inline(always)]
-fn reserve_pair<E: MmEnv>(env: &mut E, a: Counted, b: Counted) -> Result<(Update, Update), Error> {
-    let ub = b.reserve(env)?;
-    match a.reserve(env) {
-        Ok(ua) => Ok((ua, ub)),
-        Err(e) => {
-            ub.cancel(env);
-            Err(e)
-        }
+/// Both sides' phase one of a transition, and the change that follows:
+/// both entries rewritten in place, or both updates counted (table pages
+/// allocated for both or neither, then both committed). `a` is changed
+/// first, then `b`; `at` is the first address of the range on each side,
+/// for a refusal (`NoMem`).
+trait PairChange {
+    fn commit<E: MmEnv>(
+        self,
+        env: &mut E,
+        a: (&mut Stage2, Side, u64),
+        b: (&mut Stage2, Side, u64),
+    ) -> Result<(), Refused>;
+}
+
+impl PairChange for (InPlace, InPlace) {
+    #[inline(always)]
+    fn commit<E: MmEnv>(
+        self,
+        env: &mut E,
+        a: (&mut Stage2, Side, u64),
+        b: (&mut Stage2, Side, u64),
+    ) -> Result<(), Refused> {
+        a.0.commit_in_place(env, self.0);
+        b.0.commit_in_place(env, self.1);
+        Ok(())
     }
 }
 
-/// Ends phase one for both sides (allocation), then commits both; or
-/// changes nothing.
-#[inline(always)]
-fn commit_counted<E: MmEnv>(env: &mut E, a: (&mut Stage2, Counted), b: (&mut Stage2, Counted)) -> Result<(), Error> {
-    let (ua, ub) = reserve_pair(env, a.1, b.1)?;
-    a.0.commit(env, ua);
-    b.0.commit(env, ub);
-    Ok(())
+impl PairChange for (Counted, Counted) {
+    /// `b` is reserved first: the table pages its commit's merges freed
+    /// (it commits last) are the first the environment hands out again,
+    /// and a split that gets back the page of the same block's merge need
+    /// not fill it (`pgtable::commit::Commit::split`).
+    #[inline(always)]
+    fn commit<E: MmEnv>(
+        self,
+        env: &mut E,
+        a: (&mut Stage2, Side, u64),
+        b: (&mut Stage2, Side, u64),
+    ) -> Result<(), Refused> {
+        let ub = self.1.reserve(env).map_err(|e| Refused::new(e, b.1, b.2))?;
+        let ua = match self.0.reserve(env) {
+            Ok(ua) => ua,
+            Err(e) => {
+                ub.cancel(env);
+                return Err(Refused::new(e, a.1, a.2));
+            }
+        };
+        a.0.commit(env, ua);
+        b.0.commit(env, ub);
+        Ok(())
+    }
 }
 
-/// Phase one of one side of a one-page transition: the page at `addr` in
-/// `pgt` is a page entry whose descriptor `change` accepts, giving the new
-/// one, and the write needs no table page and no merge. `change` accepts
-/// only `pte::encode`s of leaves the range path's check accepts, and gives
-/// `pte::encode` of the leaf the range path writes: the one-page form then
-/// writes what the range path would. `None`: the range path decides.
-#[inline(always)]
-fn page_side<E: MmEnv>(
-    env: &mut E,
-    pgt: &Stage2,
-    addr: u64,
-    change: impl FnOnce(u64) -> Option<u64>,
-) -> Option<EntryUpdate> {
-    let s = pgt.page_entry(env, addr)?;
-    let new = change(s.pte)?;
-    pgt.prepare_entry(env, &s, new)
+/// How a one-page check descends and what its change is: [`InPlaceOnly`]
+/// on the hot path, [`FromLeaf`] when that declines.
+trait Descent {
+    type Change;
+    /// Phase one of one side of a one-page transition: the page at `addr`
+    /// in `pgt`, found by one descent, whose leaf entry `change` accepts
+    /// (given the descent), giving the page's new leaf. `change` accepts
+    /// only `pte::encode`s of leaves the range check accepts: the one-page
+    /// form then writes what the range form would. `None`: a later form
+    /// decides, refusals included.
+    fn side<E: MmEnv>(
+        env: &mut E,
+        pgt: &Stage2,
+        addr: u64,
+        change: impl FnOnce(&PagePath) -> Option<Leaf>,
+    ) -> Option<Self::Change>;
+}
+
+/// A page entry whose table stays not uniform, rewritten in place
+/// ([`Stage2::page_entry`]: no path recorded; [`Stage2::prepare_in_place`]).
+struct InPlaceOnly;
+
+/// Any leaf, its update counted from it ([`Stage2::page_path`],
+/// [`Stage2::count_page`]: the splits and merges the range commit would
+/// make).
+struct FromLeaf;
+
+impl Descent for InPlaceOnly {
+    type Change = InPlace;
+    #[inline(always)]
+    fn side<E: MmEnv>(
+        env: &mut E,
+        pgt: &Stage2,
+        addr: u64,
+        change: impl FnOnce(&PagePath) -> Option<Leaf>,
+    ) -> Option<InPlace> {
+        let p = pgt.page_entry(env, addr)?;
+        let new = change(&p)?;
+        pgt.prepare_in_place(env, &p, pte::encode(new, 3))
+    }
+}
+
+impl Descent for FromLeaf {
+    type Change = Counted;
+    #[inline(always)]
+    fn side<E: MmEnv>(
+        env: &mut E,
+        pgt: &Stage2,
+        addr: u64,
+        change: impl FnOnce(&PagePath) -> Option<Leaf>,
+    ) -> Option<Counted> {
+        let p = pgt.page_path(env, addr)?;
+        let new = change(&p)?;
+        Some(pgt.count_page(&p, addr, new))
+    }
 }
 
 /// Does an operation on `size` bytes try its one-page form first? Tests
@@ -282,12 +411,20 @@ std::thread_local! {
     pub static RANGE_ONLY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
-/// `d` is the page descriptor of `leaf`: `change`'s test in [`page_side`].
+/// `p` is the entry of `leaf` (given at the entry's first address) at its
+/// level: a one-page check's test ([`Descent::side`]). A page entry's descriptor is worked out
+/// with its level a constant.
 #[inline(always)]
-fn is_page(d: u64, leaf: Leaf) -> bool {
-    d == pte::encode(leaf, 3)
+fn is_entry(p: &PagePath, leaf: Leaf) -> bool {
+    if p.level == 3 {
+        p.pte == pte::encode(leaf, 3)
+    } else {
+        p.pte == block_entry(leaf, p.level)
+    }
 }
 
-mod host;
-pub mod host_guest;
-pub mod host_hyp;
+/// The descriptor of `leaf` at block `level` (out of line: blocks only).
+#[inline(never)]
+fn block_entry(leaf: Leaf, level: u8) -> u64 {
+    pte::encode(leaf, level)
+}

@@ -6,11 +6,19 @@
 //! over a range.
 
 use super::hint::{note_write, recycled, scan_uniform, CHAINED_ALL};
-use super::*;
+#[cfg(doc)]
+use super::Stage2;
+use super::{already, blockable, free_subtree, Stats};
+use crate::mm::env::{MmEnv, S2Id};
+use crate::mm::memcache::Memcache;
+use crate::mm::prot::Leaf;
+use crate::mm::pte;
+use crate::mm::walker::{Entry, Visitor, Walk};
+use crate::mm::{is_aligned, level_size, Error, ENTRIES};
 
 /// The descriptor writes of one commit to one tree, by the rules every
 /// write follows, whether the range commit ([`SetVisitor`]) or the
-/// one-entry commit ([`Stage2::commit_entry`]) makes it.
+/// in-place commit of one entry ([`Stage2::commit_in_place`]) makes it.
 pub(super) struct Writer<'a> {
     /// `None` for a bookkeeping tree.
     pub(super) s2: Option<&'a S2Id>,

@@ -3,7 +3,9 @@
 //! that a merge check is one comparison; the check of a recycled page a
 //! split can keep; the full scan for an environment that keeps no hints.
 
-use super::*;
+use crate::mm::env::MmEnv;
+use crate::mm::pte;
+use crate::mm::{level_size, ENTRIES, PAGE_SIZE};
 
 /// The uniformity hint's value for a table whose entries all continue the
 /// one before ([`MmEnv::table_hint`]).

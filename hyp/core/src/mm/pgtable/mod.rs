@@ -30,7 +30,7 @@ use super::env::{MmEnv, S2Id, Vmid};
 use super::memcache::Memcache;
 use super::prot::Leaf;
 use super::pte;
-use super::walker::{leaf_entry, leaf_path, walk, walk_path, Entry, Geometry, Path, Visitor, Walk};
+use super::walker::{walk, Entry, Geometry, Path, Visitor, Walk};
 use super::{is_aligned, level_size, Error, ENTRIES, PAGE_SIZE};
 
 /// Software counters of one stage-2 (for tests and benchmarks).
@@ -143,29 +143,22 @@ impl Found {
     }
 }
 
-/// The leaf entry translating one page, as [`Stage2::entry`] found it: an
-/// update that replaces exactly this entry can be written through it
-/// ([`Stage2::prepare_entry`]) while the tree is unchanged.
-#[derive(Clone, Copy, Debug)]
-pub struct Slot {
+/// Phase one of an update of one whole leaf entry written in place (no
+/// table page changes, no merge: [`Stage2::prepare_in_place`]): the entry,
+/// the descriptor to write, and the uniformity hint the entry's table page
+/// has afterwards. [`Stage2::commit_in_place`] writes it.
+#[must_use = "commit an in-place update"]
+#[derive(Debug)]
+pub struct InPlace {
     ptep: *mut u64,
     /// The descriptor when it was found.
-    pub pte: u64,
-    /// First IPA the entry translates.
-    pub base: u64,
-    pub level: u8,
+    old: u64,
+    new: u64,
+    /// First IPA the entry translates, and its level.
+    base: u64,
+    level: u8,
     /// The tree's generation then.
     gen: u32,
-}
-
-/// Phase one of an update of one whole leaf entry ([`Stage2::prepare_entry`]):
-/// what [`Stage2::commit_entry`] writes, and the uniformity hint the
-/// entry's table page has afterwards.
-#[must_use = "commit a prepared entry update"]
-#[derive(Debug)]
-pub struct EntryUpdate {
-    slot: Slot,
-    new: u64,
     /// The hint word of the entry's table page and its value after the
     /// write; `None`: no hint to keep (an entry of the root).
     hint: Option<(*mut u16, u16)>,
@@ -193,17 +186,33 @@ fn page_counts(f: impl FnOnce(&mut (u64, u64, u64))) {
     });
 }
 
-/// The leaf entry translating one page and the way to it from the root,
-/// as [`Stage2::page_path`] found it: an update of that page alone starts
-/// there ([`Stage2::count_page`]) while the tree is unchanged.
+/// The leaf entry translating one page, as one descent from the root found
+/// it: that entry rewritten in place ([`Stage2::prepare_in_place`]); with
+/// the way to it recorded ([`Stage2::page_path`], not
+/// [`Stage2::page_leaf`]), an update of the page ([`Stage2::count_page`])
+/// or of a range inside the leaf ([`Stage2::count_found`]) from there,
+/// while the tree is unchanged.
 #[derive(Clone, Copy, Debug)]
 pub struct PagePath {
+    /// The leaf's descriptor in its table.
+    ptep: *mut u64,
+    /// The tree's generation then.
+    gen: u32,
+    /// The way down (empty from [`Stage2::page_leaf`]).
     found: Found,
     /// The leaf's descriptor when it was found.
     pub pte: u64,
     /// First IPA the leaf entry translates.
     pub base: u64,
     pub level: u8,
+}
+
+impl PagePath {
+    /// Where the descent went, for an update of a range inside the leaf
+    /// ([`Stage2::count_found`]).
+    pub fn found(&self) -> &Found {
+        &self.found
+    }
 }
 
 /// Phase-one result of an update: the checked range and its table pages.
@@ -221,9 +230,10 @@ pub struct Update {
     found: Found,
 }
 
-/// An update checked and counted by its phase-one walk, before its table
-/// pages are allocated ([`Counted::reserve`]): holds nothing, so a caller
-/// preparing several trees checks them all before it allocates for any.
+/// An update checked and counted by its phase-one walk or descent, before
+/// its table pages are allocated ([`Counted::reserve`]): holds nothing, so
+/// a caller preparing several trees checks them all before it allocates
+/// for any.
 #[must_use = "reserve the counted pages"]
 #[derive(Debug)]
 pub struct Counted {

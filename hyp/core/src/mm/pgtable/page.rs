@@ -1,13 +1,23 @@
-//! The one-page forms of an update: a page's leaf found by one descent
-//! from the root (no visitor), counted and committed from there
-//! ([`Stage2::count_page`], [`Stage2::commit_page`]: the splits down to the
-//! page and the merges up from it that the range commit would make), and
-//! the one-entry form that rewrites a leaf entry in place when no table
-//! page changes ([`Stage2::prepare_entry`], [`Stage2::commit_entry`]).
+//! The one-page forms of an update, from a page's leaf found by one
+//! descent from the root (no visitor, [`Stage2::page_path`]): the entry
+//! rewritten in place when that is all the update does (no table page
+//! changes: [`Stage2::prepare_in_place`], [`Stage2::commit_in_place`]),
+//! else the update counted and committed from the leaf
+//! ([`Stage2::commit_page`]: the splits down to the page and the merges up
+//! from it that the range commit would make). One descent either way; the
+//! range commit decides nothing differently.
 
 use super::commit::Writer;
 use super::hint::{hint_after, table_of, CHAINED_ALL};
-use super::*;
+use super::Found;
+use super::{already, Counted, InPlace, PagePath, Stage2, Update};
+#[cfg(test)]
+use super::{page_counts, ENTRY_COMMITS};
+use crate::mm::env::MmEnv;
+use crate::mm::prot::Leaf;
+use crate::mm::pte;
+use crate::mm::walker::{leaf_entry, leaf_path, Entry, Path};
+use crate::mm::{is_aligned, level_size, ENTRIES, PAGE_SIZE};
 
 impl Stage2 {
     /// The leaf entry translating the page at `ipa` and the way to it from
@@ -19,7 +29,36 @@ impl Stage2 {
             return None;
         }
         let (path, pte, level) = leaf_path(env, &self.geo, ipa);
-        Some(PagePath { found: self.found(path), pte, base: ipa & !(level_size(level) - 1), level })
+        let (ptep, gen) = (path.ptep(level), self.gen as u32);
+        Some(PagePath { ptep, gen, found: self.found(path), pte, base: ipa & !(level_size(level) - 1), level })
+    }
+
+    /// [`Stage2::page_leaf`] of a page entry only: `None` unless the leaf
+    /// translating `ipa` is a page (level 3), whose base and level are
+    /// then the constants they are (the page, 3).
+    #[inline(always)]
+    pub fn page_entry<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<PagePath> {
+        if !is_aligned(ipa, PAGE_SIZE) || ipa >= self.ipa_limit() {
+            return None;
+        }
+        let (ptep, pte, level) = leaf_entry(env, &self.geo, ipa);
+        if level != 3 {
+            return None;
+        }
+        Some(PagePath { ptep, gen: self.gen as u32, found: Found(Path::new()), pte, base: ipa, level: 3 })
+    }
+
+    /// [`Stage2::page_path`] without recording the way down: the leaf
+    /// entry alone, for an update that rewrites it in place
+    /// ([`Stage2::prepare_in_place`]) and nothing else.
+    #[inline(always)]
+    pub fn page_leaf<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<PagePath> {
+        if !is_aligned(ipa, PAGE_SIZE) || ipa >= self.ipa_limit() {
+            return None;
+        }
+        let (ptep, pte, level) = leaf_entry(env, &self.geo, ipa);
+        let found = Found(Path::new());
+        Some(PagePath { ptep, gen: self.gen as u32, found, pte, base: ipa & !(level_size(level) - 1), level })
     }
 
     /// Phase one of setting the page at `ipa`, whose leaf entry `p` found,
@@ -32,7 +71,8 @@ impl Stage2 {
     #[inline(always)]
     pub fn count_page(&self, p: &PagePath, ipa: u64, new: Leaf) -> Counted {
         debug_assert!(ipa >= p.base && ipa - p.base < level_size(p.level) && is_aligned(ipa, PAGE_SIZE));
-        let e = Entry { ptep: p.found.0.ptep(p.level), pte: p.pte, base: p.base, level: p.level };
+        debug_assert!(p.found.0.by_descent(), "count_page of a leaf found without its path");
+        let e = Entry { ptep: p.ptep, pte: p.pte, base: p.base, level: p.level };
         let pages = if p.level == 3 || already(&e, ipa, new) { 0 } else { 3 - p.level as usize };
         Counted { start: ipa, end: ipa + PAGE_SIZE, new, pages, found: p.found }
     }
@@ -93,61 +133,38 @@ impl Stage2 {
         c.finish(env);
     }
 
-    /// The leaf entry translating the page at `ipa`, from the root down with
-    /// no visitor; `None` if `ipa` is not a page of the tree (unaligned or
-    /// outside it: [`Stage2::check_range`] refuses it).
-    #[inline(always)]
-    pub fn entry<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<Slot> {
-        if !is_aligned(ipa, PAGE_SIZE) || ipa >= self.ipa_limit() {
-            return None;
-        }
-        let (ptep, pte, level) = leaf_entry(env, &self.geo, ipa);
-        let base = ipa & !(level_size(level) - 1);
-        Some(Slot { ptep, pte, base, level, gen: self.gen as u32 })
-    }
-
-    /// [`Stage2::entry`] for a page entry only: `None` unless the leaf
-    /// translating `ipa` is a page (level 3). The slot's base and level are
-    /// then the constants they are (the page, 3), which a one-page commit
-    /// uses without working them out from the level.
-    #[inline(always)]
-    pub fn page_entry<E: MmEnv>(&self, env: &E, ipa: u64) -> Option<Slot> {
-        let s = self.entry(env, ipa)?;
-        (s.level == 3).then_some(Slot { base: ipa, level: 3, ..s })
-    }
-
-    /// Phase one of replacing the whole leaf entry `s` by `new`
-    /// (`pte::encode` of a leaf for `s.level`): the one-entry form of
-    /// [`Stage2::prepare`] over `[s.base, s.base + level size)`, for an
+    /// Phase one of replacing the whole leaf entry `p` found by `new`
+    /// (`pte::encode` of a leaf for `p.level`) in place: the one-entry
+    /// form of [`Stage2::count_found`] over the entry's range, for an
     /// update that needs no table page. `None` when the write would make
-    /// the entry's table page uniform (the range path then decides whether
-    /// to merge it) or the environment keeps no uniformity hint for it: the
-    /// caller takes the range path. Changes nothing.
+    /// the entry's table page uniform (the range update then decides
+    /// whether to merge it) or the environment keeps no uniformity hint
+    /// for it: the caller counts the update instead. Changes nothing.
     #[inline(always)]
-    pub fn prepare_entry<E: MmEnv>(&self, env: &mut E, s: &Slot, new: u64) -> Option<EntryUpdate> {
-        debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
-        let hint = if s.level == self.geo.start_level {
+    pub fn prepare_in_place<E: MmEnv>(&self, env: &mut E, p: &PagePath, new: u64) -> Option<InPlace> {
+        debug_assert_eq!(p.gen, self.gen as u32, "leaf of an older tree");
+        let ptep = p.ptep;
+        let hint = if p.level == self.geo.start_level {
             None
         } else {
-            let h = env.table_hint(table_of(s.ptep))?;
-            let n = hint_after(*h, s.ptep, s.level, new);
+            let h = env.table_hint(table_of(ptep))?;
+            let n = hint_after(*h, ptep, p.level, new);
             if n == CHAINED_ALL {
                 return None;
             }
             Some((h as *mut u16, n))
         };
-        Some(EntryUpdate { slot: *s, new, hint })
+        Some(InPlace { ptep, old: p.pte, new, base: p.base, level: p.level, gen: self.gen as u32, hint })
     }
 
-    /// Phase two of [`Stage2::prepare_entry`]: writes the entry by the
+    /// Phase two of [`Stage2::prepare_in_place`]: writes the entry by the
     /// rules of every descriptor write ([`Writer::replace_leaf`]: break-
-    /// before-make and a TLBI under this tree's [`S2Id`] where a TLB may
+    /// before-make and a TLBI under this tree's `S2Id` where a TLB may
     /// hold the old entry). Cannot fail.
     #[inline(always)]
-    pub fn commit_entry<E: MmEnv>(&mut self, env: &mut E, u: EntryUpdate) {
-        let s = u.slot;
-        debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
-        if u.new != s.pte {
+    pub fn commit_in_place<E: MmEnv>(&mut self, env: &mut E, u: InPlace) {
+        debug_assert_eq!(u.gen, self.gen as u32, "entry of an older tree");
+        if u.new != u.old {
             if let Some((h, n)) = u.hint {
                 // SAFETY: the hint word of the entry's table page, which is
                 // still a table page of this tree (unchanged since phase
@@ -156,16 +173,31 @@ impl Stage2 {
                 // holder uses it.
                 unsafe { *h = n };
             }
-            let e = Entry { ptep: s.ptep, pte: s.pte, base: s.base, level: s.level };
-            let s2 = self.s2_id();
-            Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: s.level }.replace_leaf(env, &e, u.new);
-            #[cfg(test)]
-            if let Some(s2) = s2 {
-                env.commit_done(&s2);
+            let e = Entry { ptep: u.ptep, pte: u.old, base: u.base, level: u.level };
+            // The same write either way; split so that the one-write case
+            // (no TLBI: see `Writer::replace_leaf`) works out only what its
+            // write needs of the tree's name, not what an invalidation does.
+            #[allow(clippy::if_same_then_else)]
+            if pte::sw_bits_only(u.old, u.new) || !pte::is_valid(u.old) {
+                self.replace_in_place(env, &e, u.new);
+            } else {
+                self.replace_in_place(env, &e, u.new);
             }
         }
         self.gen = self.gen.wrapping_add(1);
         #[cfg(test)]
         ENTRY_COMMITS.with(|c| c.set(c.get() + 1));
+    }
+
+    /// [`Stage2::commit_in_place`]'s write of `val` at `e`, by the rules of
+    /// every descriptor write ([`Writer::replace_leaf`]).
+    #[inline(always)]
+    fn replace_in_place<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
+        let s2 = self.s2_id();
+        Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: e.level }.replace_leaf(env, e, val);
+        #[cfg(test)]
+        if let Some(s2) = s2 {
+            env.commit_done(&s2);
+        }
     }
 }

@@ -4,7 +4,13 @@
 //! writes the range by the rules of `commit.rs` and cannot fail.
 
 use super::commit::{Commit, Due, SetVisitor, NONE_KEPT};
-use super::*;
+use super::{already, blockable, Counted, Found, Stage2, Update};
+use crate::mm::env::MmEnv;
+use crate::mm::memcache::Memcache;
+use crate::mm::prot::Leaf;
+use crate::mm::pte;
+use crate::mm::walker::{walk, walk_path, Entry, Path, Visitor, Walk};
+use crate::mm::{is_aligned, level_size, Error, PAGE_SIZE};
 
 impl Stage2 {
     /// Phase one of setting `[ipa, ipa + size)` to `new` (a valid `new`

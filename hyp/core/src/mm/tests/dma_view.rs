@@ -3,8 +3,10 @@
 //! all (without it), no merge of valid tables, and the test environment's
 //! rule that catches a break-before-make of a page that stays mapped.
 
+use super::helpers::Plain;
 use super::helpers::*;
 use super::world::*;
+use crate::mm::addr::{Ipa, Pa};
 use crate::mm::mem_protect::host_guest::*;
 use crate::mm::mem_protect::host_hyp::*;
 use crate::mm::mem_protect::*;
@@ -35,7 +37,7 @@ fn dma_view_changes_never_unmap_a_page_that_stays() {
         // (live) or already pages; its neighbours never lose their mapping.
         let pa = block + 5 * K4;
         let from = w.env.log.len();
-        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa, G, K4).unwrap();
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(pa), Ipa(G), K4).plain().unwrap();
         let dma_s2 = w.host.dma.as_ref().unwrap().s2_id().unwrap();
         let zeroed = w.env.log[from..].iter().any(
             |e| matches!(e, Event::Write { s2, new: 0, ipa, level, .. } if *s2 == dma_s2 && (*ipa, *level) != (pa, 3)),
@@ -47,25 +49,25 @@ fn dma_view_changes_never_unmap_a_page_that_stays() {
 
         // Back to the host: mapped again, and the table stays (a merge
         // would unmap the 511 other pages for a moment).
-        assert_eq!(guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], G, K4), Ok(pa));
+        assert_eq!(guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), K4).plain(), Ok(pa));
         assert_eq!(dma_at(&mut w, pa), (dma_owned(pa), 3));
         assert_eq!(w.host.dma.as_ref().unwrap().stats.merges, merges, "no valid merge");
         w.check();
 
         // The whole block to a guest and back: the table, whose pages all
         // lose access, may go; the view maps the block's pages again.
-        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], block, G, M2).unwrap();
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(block), Ipa(G), M2).plain().unwrap();
         assert_eq!(dma_at(&mut w, pa).0, Leaf::Invalid(Owner::None));
         w.check();
         // A page the guest shares, pinned and unpinned, inside its block.
-        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 3 * K4, K4).unwrap();
-        w.host.pin(&mut w.env, block + 3 * K4, false).unwrap();
+        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + 3 * K4), K4).plain().unwrap();
+        w.host.pin(&mut w.env, Pa(block + 3 * K4), false).plain().unwrap();
         assert_eq!(dma_at(&mut w, block + 3 * K4), (dma_pinned(block + 3 * K4), 3));
         w.check();
-        w.host.unpin(&mut w.env, block + 3 * K4).unwrap();
+        w.host.unpin(&mut w.env, Pa(block + 3 * K4)).plain().unwrap();
         w.check();
-        guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 3 * K4, K4).unwrap();
-        assert_eq!(guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], G, M2), Ok(block));
+        guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + 3 * K4), K4).plain().unwrap();
+        assert_eq!(guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), M2).plain(), Ok(block));
         assert_eq!(dma_at(&mut w, pa).0, dma_owned(pa));
         assert_eq!(dma_at(&mut w, block + M2 - K4).0, dma_owned(block + M2 - K4));
         w.check();
@@ -73,11 +75,11 @@ fn dma_view_changes_never_unmap_a_page_that_stays() {
         // A range of pages (a table) to the hyp and back, then a host
         // range over a table of partly unmapped pages.
         let r = RAM + 20 * M2;
-        host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, r + 8 * K4, 4 * K4).unwrap();
+        host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(r + 8 * K4), 4 * K4).plain().unwrap();
         w.check();
-        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], r + 100 * K4, G, K4).unwrap();
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], Pa(r + 100 * K4), Ipa(G), K4).plain().unwrap();
         w.check();
-        hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, r + 8 * K4, 4 * K4).unwrap();
+        hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, Pa(r + 8 * K4), 4 * K4).plain().unwrap();
         assert_eq!(dma_at(&mut w, r + 9 * K4).0, dma_owned(r + 9 * K4));
         w.check();
         w.finish();
@@ -157,20 +159,20 @@ fn unpin_needs_no_table_page() {
     for bbml2 in [false, true] {
         let mut w = World::with_smmu(bbml2);
         let block = RAM + 16 * M2;
-        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], block, G, M2).unwrap();
-        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G, M2).unwrap();
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(block), Ipa(G), M2).plain().unwrap();
+        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), M2).plain().unwrap();
         for i in 0..512 {
-            w.host.pin(&mut w.env, block + i * K4, false).unwrap();
+            w.host.pin(&mut w.env, Pa(block + i * K4), false).plain().unwrap();
         }
         assert_eq!(dma_at(&mut w, block + 7 * K4), (dma_pinned(block + 7 * K4), 3));
         w.check();
         w.env.budget = Some(0);
-        w.host.unpin(&mut w.env, block + 7 * K4).unwrap();
+        w.host.unpin(&mut w.env, Pa(block + 7 * K4)).plain().unwrap();
         assert_eq!(dma_at(&mut w, block + 7 * K4).0, Leaf::Invalid(Owner::None));
         w.env.budget = None;
         w.check();
         for i in (0..512).filter(|&i| i != 7) {
-            w.host.unpin(&mut w.env, block + i * K4).unwrap();
+            w.host.unpin(&mut w.env, Pa(block + i * K4)).plain().unwrap();
         }
         w.check();
         w.finish();

@@ -4,10 +4,11 @@ use std::collections::BTreeSet;
 use std::vec::Vec;
 
 use crate::mm::env::MmEnv;
+use crate::mm::mem_protect::{HostFault, Pa, Refused};
 use crate::mm::pgtable::{Mapping, Stage2};
 use crate::mm::prot::Leaf;
 use crate::mm::testenv::TestEnv;
-use crate::mm::{pte, ENTRIES};
+use crate::mm::{pte, Error, ENTRIES};
 
 /// Every leaf over `[start, end)` as (from, to, level, leaf at from).
 pub fn leaves(env: &mut TestEnv, s2: &Stage2, start: u64, end: u64) -> Vec<(u64, u64, u8, Leaf)> {
@@ -76,5 +77,48 @@ pub fn check_hints(env: &mut TestEnv, s2: &Stage2) {
             })
             .count();
         assert_eq!(env.hint_of(pa), Some(n as u16), "hint of the level-{level} table {pa:#x}");
+    }
+}
+
+/// A transition's result as the errno-level tests compare it: the PA as a
+/// number and the refusal's [`Error`] (its address and state are checked
+/// where a test says so).
+pub trait Plain {
+    type Out;
+    fn plain(self) -> Self::Out;
+}
+
+impl Plain for Result<Pa, Refused> {
+    type Out = Result<u64, Error>;
+    fn plain(self) -> Self::Out {
+        self.map(Pa::get).map_err(Error::from)
+    }
+}
+
+impl Plain for Result<(), Refused> {
+    type Out = Result<(), Error>;
+    fn plain(self) -> Self::Out {
+        self.map_err(Error::from)
+    }
+}
+
+impl Plain for Result<u64, Refused> {
+    type Out = Result<u64, Error>;
+    fn plain(self) -> Self::Out {
+        self.map_err(Error::from)
+    }
+}
+
+impl Plain for Result<HostFault, Refused> {
+    type Out = Result<HostFault, Error>;
+    fn plain(self) -> Self::Out {
+        self.map_err(Error::from)
+    }
+}
+
+impl Plain for Result<Leaf, Refused> {
+    type Out = Result<Leaf, Error>;
+    fn plain(self) -> Self::Out {
+        self.map_err(Error::from)
     }
 }

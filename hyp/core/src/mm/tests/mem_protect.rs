@@ -1,6 +1,8 @@
 //! Unit tests of every ownership transition: the success path and each
 //! failure path, with "nothing changed" checked on failure.
 
+use super::helpers::Plain;
+use crate::mm::addr::{Ipa, Pa};
 use std::vec::Vec;
 
 use super::world::*;
@@ -30,17 +32,17 @@ fn borrowed(pa: u64) -> Leaf {
 #[test]
 fn host_faults_map_largest_block() {
     let mut w = World::new();
-    let r = w.host.handle_fault(&mut w.env, RAM + 5 * M2 + 123).unwrap();
+    let r = w.host.handle_fault(&mut w.env, Pa(RAM + 5 * M2 + 123)).plain().unwrap();
     assert_eq!(r, HostFault::Mapped { level: 2, base: RAM + 5 * M2, device: false });
-    let r = w.host.handle_fault(&mut w.env, 0x0900_0010).unwrap();
+    let r = w.host.handle_fault(&mut w.env, Pa(0x0900_0010)).plain().unwrap();
     assert_eq!(r, HostFault::Mapped { level: 3, base: 0x0900_0000, device: true });
-    assert_eq!(w.host.handle_fault(&mut w.env, RAM + 5 * M2).unwrap(), HostFault::Spurious);
-    refused!(w, Error::Inval, w.host.handle_fault(&mut w.env, 0x2000_0000));
-    refused!(w, Error::Inval, w.host.handle_fault(&mut w.env, 1 << 45));
+    assert_eq!(w.host.handle_fault(&mut w.env, Pa(RAM + 5 * M2)).plain().unwrap(), HostFault::Spurious);
+    refused!(w, Error::Inval, w.host.handle_fault(&mut w.env, Pa(0x2000_0000)).plain());
+    refused!(w, Error::Inval, w.host.handle_fault(&mut w.env, Pa(1 << 45)).plain());
     // Hyp-owned pages refuse the host and force 4K around them.
-    host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, RAM + 9 * M2 + K4, K4).unwrap();
-    refused!(w, Error::Perm, w.host.handle_fault(&mut w.env, RAM + 9 * M2 + K4));
-    let r = w.host.handle_fault(&mut w.env, RAM + 9 * M2).unwrap();
+    host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(RAM + 9 * M2 + K4), K4).plain().unwrap();
+    refused!(w, Error::Perm, w.host.handle_fault(&mut w.env, Pa(RAM + 9 * M2 + K4)).plain());
+    let r = w.host.handle_fault(&mut w.env, Pa(RAM + 9 * M2)).plain().unwrap();
     assert_eq!(r, HostFault::Mapped { level: 3, base: RAM + 9 * M2, device: false });
     w.check();
     w.finish();
@@ -50,21 +52,25 @@ fn host_faults_map_largest_block() {
 fn share_and_unshare_with_hyp() {
     let mut w = World::new();
     let pa = RAM + 3 * M2;
-    host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 2 * K4).unwrap();
+    host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), 2 * K4).plain().unwrap();
     assert!(matches!(w.host_leaf(pa), Leaf::Mapped { state: PageState::SharedOwned, .. }));
     let hl = w.hyp.pgt.lookup(&mut w.env, pa + K4).unwrap().at(pa + K4);
     assert_eq!(hl, Leaf::Mapped { pa: pa + K4, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed });
-    refused!(w, Error::Perm, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa + K4, K4));
-    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa + 1, K4));
-    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 0));
-    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, RAM + RAM_SIZE, K4));
-    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, RAM + RAM_SIZE - K4, 2 * K4));
-    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, !0xfff_u64, 2 * K4));
-    refused!(w, Error::Perm, host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 3 * K4));
-    host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, 2 * K4).unwrap();
+    refused!(w, Error::Perm, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa + K4), K4).plain());
+    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa + 1), K4).plain());
+    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), 0).plain());
+    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(RAM + RAM_SIZE), K4).plain());
+    refused!(
+        w,
+        Error::Inval,
+        host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(RAM + RAM_SIZE - K4), 2 * K4).plain()
+    );
+    refused!(w, Error::Inval, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(!0xfff_u64), 2 * K4).plain());
+    refused!(w, Error::Perm, host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), 3 * K4).plain());
+    host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), 2 * K4).plain().unwrap();
     assert!(matches!(w.host_leaf(pa), Leaf::Mapped { state: PageState::Owned, .. }));
     assert_eq!(w.hyp.pgt.lookup(&mut w.env, pa).unwrap().leaf, Leaf::Invalid(Owner::None));
-    refused!(w, Error::Perm, host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4));
+    refused!(w, Error::Perm, host_unshare_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), K4).plain());
     w.check();
     w.finish();
 }
@@ -74,15 +80,15 @@ fn donate_to_hyp_and_back() {
     let mut w = World::new();
     let pa = RAM + M2;
     let tables = w.host.pgt.table_pages();
-    host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, M2).unwrap();
+    host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), M2).plain().unwrap();
     assert_eq!(w.host_leaf(pa + K4), Leaf::Invalid(Owner::HypDonated));
     // A 2M-aligned donation is one entry in each table.
     assert_eq!(w.host.pgt.lookup(&mut w.env, pa).unwrap().level, 2);
-    refused!(w, Error::Perm, host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4));
-    refused!(w, Error::Perm, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa, K4));
-    refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa + M2, K4));
-    refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa, M2 + K4));
-    hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa, M2).unwrap();
+    refused!(w, Error::Perm, host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), K4).plain());
+    refused!(w, Error::Perm, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), K4).plain());
+    refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa + M2), K4).plain());
+    refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), M2 + K4).plain());
+    hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), M2).plain().unwrap();
     assert_eq!(w.host_leaf(pa), Leaf::Invalid(Owner::None));
     assert_eq!(w.host.pgt.table_pages(), tables, "merged back");
     w.check();
@@ -94,26 +100,46 @@ fn donate_to_guest_uses_blocks() {
     let mut w = World::new();
     let pa = RAM + 8 * M2;
     let [g, ..] = &mut w.guests[..] else { unreachable!() };
-    host_donate_guest(&mut w.env, &mut w.host, g, pa, G, 4 * M2).unwrap();
+    host_donate_guest(&mut w.env, &mut w.host, g, Pa(pa), Ipa(G), 4 * M2).plain().unwrap();
     assert_eq!(w.host_leaf(pa + K4), Leaf::Invalid(Owner::Guest(1)));
     let (l, level) = w.guest_leaf(0, G + M2 + K4);
     assert_eq!((l, level), (Leaf::Mapped { pa: pa + M2 + K4, attrs: GUEST_RAM, state: PageState::Owned }, 2));
     // Failures: already donated (to the same or another VM), IPA occupied,
     // bad ranges, hyp memory.
-    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], pa, G, K4));
-    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa + 8 * M2, G + K4, K4));
-    refused!(w, Error::Inval, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa + 8 * M2, 1 << 40, K4));
-    refused!(w, Error::Inval, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa + 8 * M2 + 1, 2 * G, K4));
-    refused!(w, Error::Inval, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], 0x0900_0000, 2 * G, K4));
-    host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, pa + 9 * M2, K4).unwrap();
-    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa + 9 * M2, 2 * G, K4));
+    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], Pa(pa), Ipa(G), K4).plain());
+    refused!(
+        w,
+        Error::Perm,
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(pa + 8 * M2), Ipa(G + K4), K4).plain()
+    );
+    refused!(
+        w,
+        Error::Inval,
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(pa + 8 * M2), Ipa(1 << 40), K4).plain()
+    );
+    refused!(
+        w,
+        Error::Inval,
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(pa + 8 * M2 + 1), Ipa(2 * G), K4).plain()
+    );
+    refused!(
+        w,
+        Error::Inval,
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(0x0900_0000), Ipa(2 * G), K4).plain()
+    );
+    host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa + 9 * M2), K4).plain().unwrap();
+    refused!(
+        w,
+        Error::Perm,
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(pa + 9 * M2), Ipa(2 * G), K4).plain()
+    );
     w.check();
     w.finish();
 }
 
 fn guest_with_memory(w: &mut World) -> u64 {
     let pa = RAM + 8 * M2;
-    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa, G, 4 * M2).unwrap();
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(pa), Ipa(G), 4 * M2).plain().unwrap();
     pa
 }
 
@@ -122,33 +148,33 @@ fn guest_share_unshare_and_pins() {
     let mut w = World::new();
     let pa = guest_with_memory(&mut w);
     let ipa = G + M2 + 5 * K4;
-    let got = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4).unwrap();
+    let got = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa), K4).plain().unwrap();
     assert_eq!(got, pa + M2 + 5 * K4);
     assert_eq!(w.host_leaf(got), borrowed(got));
     assert_eq!(w.guest_leaf(0, ipa), (Leaf::Mapped { pa: got, attrs: GUEST_RAM, state: PageState::SharedOwned }, 3));
-    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
-    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[1], ipa, K4));
-    refused!(w, Error::Inval, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa + 8, K4));
-    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 8 * M2, K4));
-    refused!(w, Error::Perm, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa + K4, K4));
+    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa), K4).plain());
+    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[1], Ipa(ipa), K4).plain());
+    refused!(w, Error::Inval, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa + 8), K4).plain());
+    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + 8 * M2), K4).plain());
+    refused!(w, Error::Perm, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa + K4), K4).plain());
     // Pins.
-    refused!(w, Error::Perm, w.host.pin(&mut w.env, pa, false));
-    refused!(w, Error::Inval, w.host.pin(&mut w.env, got + 8, false));
-    w.host.pin(&mut w.env, got, true).unwrap();
-    assert_eq!(w.host.pin(&mut w.env, got, false), Err(Error::Busy));
-    assert_eq!(w.host.pin(&mut w.env, got, true), Err(Error::Busy));
-    refused!(w, Error::Busy, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
-    refused!(w, Error::Busy, guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
-    w.host.unpin(&mut w.env, got).unwrap();
-    w.host.pin(&mut w.env, got, false).unwrap();
-    w.host.pin(&mut w.env, got, false).unwrap();
-    assert_eq!(w.host.pin(&mut w.env, got, true), Err(Error::Busy));
-    w.host.unpin(&mut w.env, got).unwrap();
-    w.host.unpin(&mut w.env, got).unwrap();
-    assert_eq!(w.host.unpin(&mut w.env, got), Err(Error::Inval));
+    refused!(w, Error::Perm, w.host.pin(&mut w.env, Pa(pa), false).plain());
+    refused!(w, Error::Inval, w.host.pin(&mut w.env, Pa(got + 8), false).plain());
+    w.host.pin(&mut w.env, Pa(got), true).plain().unwrap();
+    assert_eq!(w.host.pin(&mut w.env, Pa(got), false).plain(), Err(Error::Busy));
+    assert_eq!(w.host.pin(&mut w.env, Pa(got), true).plain(), Err(Error::Busy));
+    refused!(w, Error::Busy, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa), K4).plain());
+    refused!(w, Error::Busy, guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa), K4).plain());
+    w.host.unpin(&mut w.env, Pa(got)).plain().unwrap();
+    w.host.pin(&mut w.env, Pa(got), false).plain().unwrap();
+    w.host.pin(&mut w.env, Pa(got), false).plain().unwrap();
+    assert_eq!(w.host.pin(&mut w.env, Pa(got), true).plain(), Err(Error::Busy));
+    w.host.unpin(&mut w.env, Pa(got)).plain().unwrap();
+    w.host.unpin(&mut w.env, Pa(got)).plain().unwrap();
+    assert_eq!(w.host.unpin(&mut w.env, Pa(got)).plain(), Err(Error::Inval));
     // Unshare: host mapping gone (with TLBI) before the guest sees it private.
     w.env.check_log();
-    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4).unwrap();
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa), K4).plain().unwrap();
     let host_s2 = w.host.pgt.s2_id().unwrap();
     let tlbi_host = w.env.log.iter().position(|e| *e == Event::TlbiIpa { s2: host_s2, ipa: got, level: 3 }).unwrap();
     let guest_write = w.env.log.iter().rposition(|e| matches!(e, Event::Write { .. })).unwrap();
@@ -166,14 +192,14 @@ fn relinquish_scrubs_and_returns() {
     let pa = guest_with_memory(&mut w);
     let ipa = G + 3 * K4;
     w.env.check_log();
-    assert_eq!(guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4), Ok(pa + 3 * K4));
+    assert_eq!(guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa), K4).plain(), Ok(pa + 3 * K4));
     assert!(w.env.log.contains(&Event::Scrub { pa: pa + 3 * K4, size: K4 }));
     assert_eq!(w.host_leaf(pa + 3 * K4), Leaf::Invalid(Owner::None));
     assert_eq!(w.guest_leaf(0, ipa).0, Leaf::Invalid(Owner::None));
-    refused!(w, Error::Perm, guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
-    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4));
+    refused!(w, Error::Perm, guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa), K4).plain());
+    refused!(w, Error::Perm, guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa), K4).plain());
     // The host can fault it in now, as a 4K page (its neighbours are the guest's).
-    let r = w.host.handle_fault(&mut w.env, pa + 3 * K4).unwrap();
+    let r = w.host.handle_fault(&mut w.env, Pa(pa + 3 * K4)).plain().unwrap();
     assert_eq!(r, HostFault::Mapped { level: 3, base: pa + 3 * K4, device: false });
     w.check();
     w.finish();
@@ -184,14 +210,14 @@ fn teardown_reclaims_everything_and_respects_pins() {
     let mut w = World::new();
     let host_tables = w.host.pgt.table_pages();
     let pa = guest_with_memory(&mut w);
-    let shared = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 7 * K4, K4).unwrap();
-    w.host.pin(&mut w.env, shared, false).unwrap();
+    let shared = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + 7 * K4), K4).plain().unwrap();
+    w.host.pin(&mut w.env, Pa(shared), false).plain().unwrap();
     let before_pages = w.guests[0].pgt.table_pages();
-    let r = guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]);
+    let r = guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]).plain();
     assert_eq!(r, Err(Error::Busy));
     assert!(w.guests[0].pgt.table_pages() <= before_pages);
-    w.host.unpin(&mut w.env, shared).unwrap();
-    let done = guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]).unwrap();
+    w.host.unpin(&mut w.env, Pa(shared)).plain().unwrap();
+    let done = guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]).plain().unwrap();
     assert!(done > 0 && done <= 4 * M2);
     for a in (pa..pa + 4 * M2).step_by(K4 as usize) {
         assert_eq!(w.host_leaf(a), Leaf::Invalid(Owner::None), "{a:#x}");
@@ -206,7 +232,7 @@ fn teardown_reclaims_everything_and_respects_pins() {
         }
     }
     assert_eq!(w.host.pgt.table_pages(), host_tables);
-    assert_eq!(guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]), Ok(0));
+    assert_eq!(guest_teardown(&mut w.env, &mut w.host, &mut w.guests[0]).plain(), Ok(0));
     w.check();
     w.finish();
 }
@@ -219,7 +245,7 @@ fn two_table_transitions_are_all_or_nothing_under_oom() {
         let before = w.snapshot();
         w.env.budget = Some(budget);
         // Needs a table page on each side (guest split, host split).
-        let r = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4);
+        let r = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + 5 * K4), K4).plain();
         w.env.budget = None;
         if budget < 2 {
             assert_eq!(r, Err(Error::NoMem));
@@ -239,12 +265,12 @@ fn one_gib_guest_needs_no_tables_until_a_share() {
     w.host.ram.push(Region { base: 4 * G, size: G });
     // (The host's tables so far record the carve-out.)
     let t = w.host.pgt.table_pages();
-    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], 4 * G, G, G).unwrap();
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(4 * G), Ipa(G), G).plain().unwrap();
     assert_eq!((w.guests[0].pgt.table_pages(), w.guest_leaf(0, G + 123 * K4).1), (0, 1));
     assert_eq!(w.host.pgt.table_pages(), t, "the host records the donation in one 1G entry");
-    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + 5 * K4), K4).plain().unwrap();
     assert_eq!((w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()), (2, t + 2));
-    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + 5 * K4), K4).plain().unwrap();
     assert_eq!((w.guests[0].pgt.table_pages(), w.host.pgt.table_pages()), (0, t));
     w.check();
     w.finish();
@@ -256,8 +282,8 @@ fn invariant_checker_catches_corruption() {
     use crate::mm::pte;
     let mut w = World::new();
     let pa = guest_with_memory(&mut w);
-    let got = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + 5 * K4, K4).unwrap();
-    w.host.pin(&mut w.env, got, false).unwrap();
+    let got = guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + 5 * K4), K4).plain().unwrap();
+    w.host.pin(&mut w.env, Pa(got), false).plain().unwrap();
     w.check();
     let corrupt = |w: &mut World, tree: usize, at: u64, leaf: Leaf| -> &'static str {
         let pgt = if tree == 0 { &w.host.pgt } else { &w.guests[0].pgt };
@@ -284,7 +310,7 @@ fn invariant_checker_catches_corruption() {
     let stolen = Leaf::Mapped { pa: got, attrs: Attrs::NORMAL_RWX, state: PageState::Owned };
     assert_ne!(corrupt(&mut w, 0, got, stolen), "nothing found");
     w.check();
-    w.host.unpin(&mut w.env, got).unwrap();
+    w.host.unpin(&mut w.env, Pa(got)).plain().unwrap();
     w.finish();
 }
 
@@ -302,21 +328,25 @@ fn hyp_own_memory_never_goes_to_the_host() {
     assert_eq!(w.host_leaf(block + M2 - K4), Leaf::Invalid(Owner::Hyp));
     // RECLAIM_HYP of the hyp's own pages: EPERM, whole or in part.
     for (pa, size) in [(small, K4), (small + K4, K4), (small, small_size), (block, block_size), (block + 5 * K4, K4)] {
-        refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, pa, size));
+        refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, Pa(pa), size).plain());
     }
     // Nor does any other transition hand them out.
-    refused!(w, Error::Perm, w.host.handle_fault(&mut w.env, block + 123));
-    refused!(w, Error::Perm, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, small, K4));
-    refused!(w, Error::Perm, host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, block, K4));
-    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], small, G, K4));
-    refused!(w, Error::Perm, hyp_claim_own(&mut w.env, &mut w.host, &mut w.hyp, block, K4));
+    refused!(w, Error::Perm, w.host.handle_fault(&mut w.env, Pa(block + 123)).plain());
+    refused!(w, Error::Perm, host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(small), K4).plain());
+    refused!(w, Error::Perm, host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(block), K4).plain());
+    refused!(
+        w,
+        Error::Perm,
+        host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(small), Ipa(G), K4).plain()
+    );
+    refused!(w, Error::Perm, hyp_claim_own(&mut w.env, &mut w.host, &mut w.hyp, Pa(block), K4).plain());
     // Donated pages right next to them still make the round trip.
     let donated = small + small_size;
-    host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, donated, 2 * K4).unwrap();
+    host_donate_hyp(&mut w.env, &mut w.host, &mut w.hyp, Pa(donated), 2 * K4).plain().unwrap();
     assert_eq!(w.host_leaf(donated + K4), Leaf::Invalid(Owner::HypDonated));
     w.check();
-    refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, small + K4, 3 * K4));
-    hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, donated, 2 * K4).unwrap();
+    refused!(w, Error::Perm, hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, Pa(small + K4), 3 * K4).plain());
+    hyp_donate_host(&mut w.env, &mut w.host, &mut w.hyp, Pa(donated), 2 * K4).plain().unwrap();
     assert_eq!(w.host_leaf(donated), Leaf::Invalid(Owner::None));
     assert_eq!(w.host_leaf(small + K4), Leaf::Invalid(Owner::Hyp));
     assert_eq!(w.hyp.own.len(), 2);
@@ -340,7 +370,7 @@ fn checker_reports_hyp_memory_handed_to_the_host() {
     w.hyp.pgt.set(&mut w.env, pa, K4, Leaf::Invalid(Owner::None)).unwrap();
     assert_eq!(run(&mut w), Some("the hyp's own memory is not the hyp's in the host's view"));
     // ... and the host then mapping it, as it could.
-    assert!(w.host.handle_fault(&mut w.env, pa).is_ok());
+    assert!(w.host.handle_fault(&mut w.env, Pa(pa)).plain().is_ok());
     assert_eq!(run(&mut w), Some("the hyp's own memory is not the hyp's in the host's view"));
     w.env.check_log();
     w.finish();
@@ -377,9 +407,9 @@ fn donation_cleans_caches_before_the_guest_sees_the_pages() {
     let mut w = World::new();
     let pa = RAM + 4 * M2;
     // The host has used the memory: mapped (and cached) on its side.
-    w.host.handle_fault(&mut w.env, pa).unwrap();
+    w.host.handle_fault(&mut w.env, Pa(pa)).plain().unwrap();
     w.env.check_log();
-    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa, G, M2).unwrap();
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(pa), Ipa(G), M2).plain().unwrap();
     let log = w.env.log.clone();
     let (host_s2, guest_s2) = (w.host.pgt.s2_id().unwrap(), w.guests[0].pgt.s2_id().unwrap());
     let host_gone = first(&log, |e| *e == Event::TlbiIpa { s2: host_s2, ipa: pa, level: 2 });
@@ -391,7 +421,7 @@ fn donation_cleans_caches_before_the_guest_sees_the_pages() {
     assert!(log[..clean].iter().all(|e| !matches!(e, Event::Write { s2, .. } if *s2 == guest_s2)));
     // A refused donation touches no cache.
     w.env.check_log();
-    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], pa, G, K4));
+    refused!(w, Error::Perm, host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], Pa(pa), Ipa(G), K4).plain());
     assert!(!w.env.log.iter().any(|e| matches!(e, Event::CleanInvalPoc { .. } | Event::IcacheInval { .. })));
     w.check();
     w.finish();
@@ -403,7 +433,7 @@ fn reclaimed_pages_are_zeroed_and_cleaned_before_the_host_sees_them() {
     let pa = guest_with_memory(&mut w) + 3 * K4;
     w.env.check_log();
     let ipa = G + 3 * K4;
-    guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], ipa, K4).unwrap();
+    guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(ipa), K4).plain().unwrap();
     let log = w.env.log.clone();
     let (host_s2, guest_s2) = (w.host.pgt.s2_id().unwrap(), w.guests[0].pgt.s2_id().unwrap());
     let guest_gone = first(&log, |e| *e == Event::TlbiIpa { s2: guest_s2, ipa, level: 3 });
@@ -422,12 +452,12 @@ fn profile_share_unshare_4k() {
     let mut w = World::new();
     guest_with_memory(&mut w);
     w.env.record = false;
-    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2, K4).unwrap();
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + M2), K4).plain().unwrap();
     for _ in 0..20000 {
-        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2 + 7 * K4, K4).unwrap();
-        guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2 + 7 * K4, K4).unwrap();
+        guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + M2 + 7 * K4), K4).plain().unwrap();
+        guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + M2 + 7 * K4), K4).plain().unwrap();
     }
-    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2, K4).unwrap();
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + M2), K4).plain().unwrap();
     w.finish();
 }
 
@@ -440,7 +470,7 @@ fn share_of_a_split_page_writes_each_side_once() {
     let mut w = World::new();
     guest_with_memory(&mut w);
     // Splits the 2M block; the next page of the block is then a 4K leaf.
-    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2, K4).unwrap();
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + M2), K4).plain().unwrap();
     let (host_s2, guest_s2) = (w.host.pgt.s2_id().unwrap(), w.guests[0].pgt.s2_id().unwrap());
     let count = |log: &[Event]| {
         let writes = |s: S2Id| log.iter().filter(|e| matches!(e, Event::Write { s2, .. } if *s2 == s)).count();
@@ -450,10 +480,10 @@ fn share_of_a_split_page_writes_each_side_once() {
         (writes(host_s2), tlbis(host_s2), writes(guest_s2), tlbis(guest_s2))
     };
     let from = w.env.log.len();
-    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2 + K4, K4).unwrap();
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + M2 + K4), K4).plain().unwrap();
     assert_eq!(count(&w.env.log[from..]), (1, 0, 1, 0), "share: (host writes, host TLBIs, guest writes, guest TLBIs)");
     let from = w.env.log.len();
-    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G + M2 + K4, K4).unwrap();
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + M2 + K4), K4).plain().unwrap();
     assert_eq!(
         count(&w.env.log[from..]),
         (1, 1, 1, 0),
@@ -481,7 +511,7 @@ fn dma_view_follows_ownership_and_pins() {
     assert_eq!(dma_at(&mut w, HYP_OWN[1].0), Leaf::Invalid(Owner::None));
 
     w.env.log.clear();
-    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa, G, K4).unwrap();
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(pa), Ipa(G), K4).plain().unwrap();
     assert_eq!(dma_at(&mut w, pa), Leaf::Invalid(Owner::None));
     let log = &w.env.log;
     let smmu_tlbi = log
@@ -493,36 +523,36 @@ fn dma_view_follows_ownership_and_pins() {
     w.check();
 
     // Shared, not pinned: still out of reach of devices.
-    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G, K4).unwrap();
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), K4).plain().unwrap();
     assert_eq!(dma_at(&mut w, pa), Leaf::Invalid(Owner::None));
     w.check();
     // Pinned: mapped; a second pin changes nothing in the view.
-    w.host.pin(&mut w.env, pa, false).unwrap();
+    w.host.pin(&mut w.env, Pa(pa), false).plain().unwrap();
     assert_eq!(dma_at(&mut w, pa), dma_pinned(pa));
-    w.host.pin(&mut w.env, pa, false).unwrap();
-    refused!(w, Error::Busy, w.host.pin(&mut w.env, pa, true));
+    w.host.pin(&mut w.env, Pa(pa), false).plain().unwrap();
+    refused!(w, Error::Busy, w.host.pin(&mut w.env, Pa(pa), true).plain());
     w.check();
     // The unshare waits for the pins (they are the DMA mappings).
-    refused!(w, Error::Busy, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G, K4));
-    w.host.unpin(&mut w.env, pa).unwrap();
+    refused!(w, Error::Busy, guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), K4).plain());
+    w.host.unpin(&mut w.env, Pa(pa)).plain().unwrap();
     assert_eq!(dma_at(&mut w, pa), dma_pinned(pa));
     w.env.log.clear();
-    w.host.unpin(&mut w.env, pa).unwrap();
+    w.host.unpin(&mut w.env, Pa(pa)).plain().unwrap();
     assert_eq!(dma_at(&mut w, pa), Leaf::Invalid(Owner::None));
     assert!(w.env.log.iter().any(|e| matches!(e, Event::TlbiIpa { s2, ipa, .. } if *s2 == dma_s2 && *ipa == pa)));
     w.check();
-    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], G, K4).unwrap();
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), K4).plain().unwrap();
     // Relinquished: the host's again, devices included.
-    guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], G, K4).unwrap();
+    guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), K4).plain().unwrap();
     assert_eq!(dma_at(&mut w, pa), dma_owned(pa));
     w.check();
     // A pin that cannot get the DMA view's table page changes nothing.
     let pa2 = RAM + 200 * K4;
-    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], pa2, G, K4).unwrap();
-    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[1], G, K4).unwrap();
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[1], Pa(pa2), Ipa(G), K4).plain().unwrap();
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[1], Ipa(G), K4).plain().unwrap();
     w.env.budget = Some(0);
     let before = w.snapshot();
-    let r = w.host.pin(&mut w.env, pa2, false);
+    let r = w.host.pin(&mut w.env, Pa(pa2), false).plain();
     w.env.budget = None;
     if r.is_err() {
         assert_eq!(r, Err(Error::NoMem));
@@ -542,7 +572,7 @@ fn checker_reports_dma_view_mismatches() {
     }
     let mut w = World::new();
     let pa = RAM + 64 * K4;
-    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], pa, G, K4).unwrap();
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(pa), Ipa(G), K4).plain().unwrap();
     assert_eq!(run(&mut w), None);
     // A guest-private page mapped for DMA.
     w.host.dma.as_mut().unwrap().set(&mut w.env, pa, K4, dma_owned(pa)).unwrap();
@@ -550,7 +580,7 @@ fn checker_reports_dma_view_mismatches() {
     w.host.dma.as_mut().unwrap().set(&mut w.env, pa, K4, Leaf::Invalid(Owner::None)).unwrap();
     assert_eq!(run(&mut w), None);
     // A shared page mapped without a pin.
-    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], G, K4).unwrap();
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), K4).plain().unwrap();
     w.host.dma.as_mut().unwrap().set(&mut w.env, pa, K4, dma_pinned(pa)).unwrap();
     assert_eq!(run(&mut w), Some("the DMA view maps a page the host's devices may not reach"));
     // A pinned page left out.

@@ -1,3 +1,4 @@
+mod answers;
 mod dma_view;
 mod helpers;
 mod mem_protect;

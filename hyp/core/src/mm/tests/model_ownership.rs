@@ -5,6 +5,8 @@
 //! donated to the hyp (which RECLAIM_HYP gives back), and checks the cache
 //! maintenance around every donation to a guest and every reclaim.
 
+use super::helpers::Plain;
+use crate::mm::addr::{Ipa, Pa};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::vec;
@@ -350,23 +352,23 @@ pub(super) fn apply(w: &mut World, op: &Op) -> (Result<(), Error>, Option<(u64, 
     let World { env, host, hyp, guests } = w;
     let r = match *op {
         Op::Fault(a) => {
-            return match host.handle_fault(env, a) {
+            return match host.handle_fault(env, Pa(a)).plain() {
                 Ok(HostFault::Mapped { level, base, .. }) => (Ok(()), Some((base, crate::mm::level_size(level)))),
                 Ok(HostFault::Spurious) => (Ok(()), None),
                 Err(e) => (Err(e), None),
             }
         }
-        Op::ShareHyp(a, n) => host_share_hyp(env, host, hyp, a, n),
-        Op::UnshareHyp(a, n) => host_unshare_hyp(env, host, hyp, a, n),
-        Op::DonateHyp(a, n) => host_donate_hyp(env, host, hyp, a, n),
-        Op::HypDonateHost(a, n) => hyp_donate_host(env, host, hyp, a, n),
-        Op::DonateGuest(g, a, i, n) => host_donate_guest(env, host, &mut guests[g], a, i, n),
-        Op::GuestShare(g, i, n) => guest_share_host(env, host, &mut guests[g], i, n).map(|_| ()),
-        Op::GuestUnshare(g, i, n) => guest_unshare_host(env, host, &mut guests[g], i, n).map(|_| ()),
-        Op::Relinquish(g, i, n) => guest_relinquish(env, host, &mut guests[g], i, n).map(|_| ()),
-        Op::Pin(a, e) => host.pin(env, a, e),
-        Op::Unpin(a) => host.unpin(env, a),
-        Op::Teardown(g) => guest_teardown(env, host, &mut guests[g]).map(|_| ()),
+        Op::ShareHyp(a, n) => host_share_hyp(env, host, hyp, Pa(a), n).plain(),
+        Op::UnshareHyp(a, n) => host_unshare_hyp(env, host, hyp, Pa(a), n).plain(),
+        Op::DonateHyp(a, n) => host_donate_hyp(env, host, hyp, Pa(a), n).plain(),
+        Op::HypDonateHost(a, n) => hyp_donate_host(env, host, hyp, Pa(a), n).plain(),
+        Op::DonateGuest(g, a, i, n) => host_donate_guest(env, host, &mut guests[g], Pa(a), Ipa(i), n).plain(),
+        Op::GuestShare(g, i, n) => guest_share_host(env, host, &mut guests[g], Ipa(i), n).plain().map(|_| ()),
+        Op::GuestUnshare(g, i, n) => guest_unshare_host(env, host, &mut guests[g], Ipa(i), n).plain().map(|_| ()),
+        Op::Relinquish(g, i, n) => guest_relinquish(env, host, &mut guests[g], Ipa(i), n).plain().map(|_| ()),
+        Op::Pin(a, e) => host.pin(env, Pa(a), e).plain(),
+        Op::Unpin(a) => host.unpin(env, Pa(a)).plain(),
+        Op::Teardown(g) => guest_teardown(env, host, &mut guests[g]).plain().map(|_| ()),
     };
     (r, None)
 }

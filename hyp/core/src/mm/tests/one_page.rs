@@ -1,11 +1,14 @@
-//! The one-page forms of the transitions and of the host's fault
-//! (`Stage2::entry` / `prepare_entry` / `commit_entry`), and the page form
-//! of a guest share or unshare that splits a block or merges a table
-//! (`Stage2::page_path` / `count_page` / `commit_page`), against the range
-//! forms: the same results, tables, counters and hardware events (writes,
-//! TLB invalidations under the right tree, barriers); their fallbacks
-//! (no hint) and refusals that change nothing.
+//! The one-page specialisation of each transition and of the host's fault
+//! (one descent per side, `Stage2::page_path`; the entry rewritten in
+//! place, `Stage2::count_page` / `count_entry`, or the split or merge
+//! committed from the leaf, `commit_page`), against the same functions
+//! forced to their range checks: the same results, tables, counters and
+//! hardware events (writes, TLB invalidations under the right tree,
+//! barriers); their fallbacks (no hint) and refusals that change nothing
+//! and say where and what.
 
+use super::helpers::Plain;
+use crate::mm::addr::{Ipa, Pa};
 use proptest::prelude::*;
 use std::vec::Vec;
 use std::{format, vec};
@@ -35,7 +38,7 @@ fn page_commits() -> (u64, u64, u64) {
 }
 
 /// Runs `f` with every transition forced to its range form.
-fn by_range<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn by_range<T>(f: impl FnOnce() -> T) -> T {
     RANGE_ONLY.with(|c| c.set(true));
     let r = f();
     RANGE_ONLY.with(|c| c.set(false));
@@ -45,7 +48,7 @@ fn by_range<T>(f: impl FnOnce() -> T) -> T {
 /// An event with the table pages' addresses (which differ between two
 /// worlds) left out: kind, tree (VMID, SMMU or not), IPA, level, and the
 /// descriptors of leaf writes (a table descriptor reads as `u64::MAX`).
-fn norm(e: &Event) -> (u8, u16, bool, u64, u8, u64, u64) {
+pub(super) fn norm(e: &Event) -> (u8, u16, bool, u64, u8, u64, u64) {
     let d = |v: u64, level: u8| if pte::is_table(v, level) { u64::MAX } else { v };
     match *e {
         Event::Write { s2, ipa, level, old, new, .. } => {
@@ -66,7 +69,7 @@ fn norm(e: &Event) -> (u8, u16, bool, u64, u8, u64, u64) {
     }
 }
 
-fn stats(w: &World) -> Vec<Stats> {
+pub(super) fn stats(w: &World) -> Vec<Stats> {
     let mut v = vec![w.host.pgt.stats, w.hyp.pgt.stats];
     v.extend(w.host.dma.as_ref().map(|d| d.stats));
     v.extend(w.guests.iter().map(|g| g.pgt.stats));
@@ -86,7 +89,7 @@ fn all_hints(w: &mut World) {
 /// result, the same sequence of hardware events, the same leaves in every
 /// tree and the same counters; both worlds pass their checks and `a`'s
 /// hints are exact. Returns the one-entry commits `a` made.
-fn same(a: &mut World, b: &mut World, f: Step, what: &str) -> Result<u64, TestCaseError> {
+pub(super) fn same(a: &mut World, b: &mut World, f: Step, what: &str) -> Result<u64, TestCaseError> {
     let before = commits();
     let ra = f(a);
     let fast = commits() - before;
@@ -111,7 +114,7 @@ fn blocks_world() -> World {
     let mut w = World::new();
     for (g, b) in BLOCKS {
         let World { env, host, guests, .. } = &mut w;
-        host_donate_guest(env, host, &mut guests[g], RAM + b * M2, G + b * M2, M2).unwrap();
+        host_donate_guest(env, host, &mut guests[g], Pa(RAM + b * M2), Ipa(G + b * M2), M2).plain().unwrap();
     }
     w.check();
     w
@@ -167,15 +170,15 @@ proptest! {
             Ok::<(), TestCaseError>(())
         };
         let prologue: [(&str, Step); 9] = [
-            ("donate", &|w| { let World { env, host, guests, .. } = w; host_donate_guest(env, host, &mut guests[0], pa, G, K4) }),
-            ("share", &|w| { let World { env, host, guests, .. } = w; guest_share_host(env, host, &mut guests[0], G, K4).map(|_| ()) }),
-            ("unshare", &|w| { let World { env, host, guests, .. } = w; guest_unshare_host(env, host, &mut guests[0], G, K4).map(|_| ()) }),
-            ("share_hyp", &|w| { let World { env, host, hyp, .. } = w; host_share_hyp(env, host, hyp, pa + K4, K4) }),
-            ("unshare_hyp", &|w| { let World { env, host, hyp, .. } = w; host_unshare_hyp(env, host, hyp, pa + K4, K4) }),
-            ("fault", &|w| w.host.handle_fault(&mut w.env, RAM + 5 * M2 + 8).map(|_| ())),
-            ("donate 2M", &|w| { let World { env, host, guests, .. } = w; host_donate_guest(env, host, &mut guests[0], RAM + 3 * M2, G + 3 * M2, M2) }),
-            ("share in a block", &|w| { let World { env, host, guests, .. } = w; guest_share_host(env, host, &mut guests[0], G + 3 * M2 + 5 * K4, K4).map(|_| ()) }),
-            ("unshare with merges", &|w| { let World { env, host, guests, .. } = w; guest_unshare_host(env, host, &mut guests[0], G + 3 * M2 + 5 * K4, K4).map(|_| ()) }),
+            ("donate", &|w| { let World { env, host, guests, .. } = w; host_donate_guest(env, host, &mut guests[0], Pa(pa), Ipa(G), K4).plain() }),
+            ("share", &|w| { let World { env, host, guests, .. } = w; guest_share_host(env, host, &mut guests[0], Ipa(G), K4).plain().map(|_| ()) }),
+            ("unshare", &|w| { let World { env, host, guests, .. } = w; guest_unshare_host(env, host, &mut guests[0], Ipa(G), K4).plain().map(|_| ()) }),
+            ("share_hyp", &|w| { let World { env, host, hyp, .. } = w; host_share_hyp(env, host, hyp, Pa(pa + K4), K4).plain() }),
+            ("unshare_hyp", &|w| { let World { env, host, hyp, .. } = w; host_unshare_hyp(env, host, hyp, Pa(pa + K4), K4).plain() }),
+            ("fault", &|w| w.host.handle_fault(&mut w.env, Pa(RAM + 5 * M2 + 8)).plain().map(|_| ())),
+            ("donate 2M", &|w| { let World { env, host, guests, .. } = w; host_donate_guest(env, host, &mut guests[0], Pa(RAM + 3 * M2), Ipa(G + 3 * M2), M2).plain() }),
+            ("share in a block", &|w| { let World { env, host, guests, .. } = w; guest_share_host(env, host, &mut guests[0], Ipa(G + 3 * M2 + 5 * K4), K4).plain().map(|_| ()) }),
+            ("unshare with merges", &|w| { let World { env, host, guests, .. } = w; guest_unshare_host(env, host, &mut guests[0], Ipa(G + 3 * M2 + 5 * K4), K4).plain().map(|_| ()) }),
         ];
         for (what, f) in prologue {
             step(&mut a, &mut b, f, what)?;
@@ -251,7 +254,7 @@ fn guest_page(pa: u64, state: PageState) -> Leaf {
 fn one_page_world(pa: u64) -> World {
     let mut w = World::new();
     let World { env, host, guests, .. } = &mut w;
-    host_donate_guest(env, host, &mut guests[0], pa, G, K4).unwrap();
+    host_donate_guest(env, host, &mut guests[0], Pa(pa), Ipa(G), K4).plain().unwrap();
     w.check();
     w
 }
@@ -263,7 +266,7 @@ fn share_and_unshare_one_page_write_one_entry_each() {
     let (host_s2, guest_s2) = (w.host.pgt.s2_id().unwrap(), w.guests[0].pgt.s2_id().unwrap());
     let c = commits();
     let World { env, host, guests, .. } = &mut w;
-    assert_eq!(guest_host_page(env, host, &mut guests[0], G, PageState::Owned), Some(Ok(pa)));
+    assert_eq!(guest_share_host(env, host, &mut guests[0], Ipa(G), K4).plain(), Ok(pa));
     assert_eq!(commits(), c + 2);
     // Invalid → valid on the host (no TLB holds an invalid entry), the
     // software bits alone on the guest: a write each, no invalidation.
@@ -290,7 +293,7 @@ fn share_and_unshare_one_page_write_one_entry_each() {
     // Unshare: the host's valid entry becomes invalid, then a TLBI by IPA
     // under the host's own tree (root and VMID), before the guest's write.
     let World { env, host, guests, .. } = &mut w;
-    assert_eq!(guest_host_page(env, host, &mut guests[0], G, PageState::SharedOwned), Some(Ok(pa)));
+    assert_eq!(guest_unshare_host(env, host, &mut guests[0], Ipa(G), K4).plain(), Ok(pa));
     assert_eq!(commits(), c + 4);
     let log = &w.env.log;
     assert_eq!(log.len(), 3, "{log:?}");
@@ -324,27 +327,36 @@ fn one_page_refusals_change_nothing() {
     let pa = RAM + 40 * K4;
     let mut w = one_page_world(pa);
     // Not the guest's page / not shared: declined; the range form refuses.
+    // Each refusal says in whose view, where, and what it found there.
     let g = |w: &mut World, ipa, from| {
         let World { env, host, guests, .. } = w;
-        guest_host_page(env, host, &mut guests[0], ipa, from)
+        if from == PageState::Owned {
+            guest_share_host(env, host, &mut guests[0], Ipa(ipa), K4)
+        } else {
+            guest_unshare_host(env, host, &mut guests[0], Ipa(ipa), K4)
+        }
     };
-    untouched(&mut w, None, |w| g(w, G + K4, PageState::Owned));
-    untouched(&mut w, None, |w| g(w, G, PageState::SharedOwned));
-    untouched(&mut w, None, |w| g(w, G + 8, PageState::Owned));
+    let guest = Side::Guest;
+    let no_page = Err(Refused::state(guest, G + K4, Leaf::Invalid(Owner::None)));
+    untouched(&mut w, no_page, |w| g(w, G + K4, PageState::Owned));
+    let not_shared = Err(Refused::state(guest, G, guest_page(pa, PageState::Owned)));
+    untouched(&mut w, not_shared, |w| g(w, G, PageState::SharedOwned));
+    untouched(&mut w, Err(Refused::new(Error::Inval, Side::Args, G + 8)), |w| g(w, G + 8, PageState::Owned));
     let World { env, host, guests, .. } = &mut w;
-    assert_eq!(guest_share_host(env, host, &mut guests[0], G + K4, K4), Err(Error::Perm));
-    assert_eq!(guest_unshare_host(env, host, &mut guests[0], G, K4), Err(Error::Perm));
-    assert_eq!(guest_share_host(env, host, &mut guests[0], G + 8, K4), Err(Error::Inval));
+    assert_eq!(guest_share_host(env, host, &mut guests[0], Ipa(G + K4), K4).plain(), Err(Error::Perm));
+    assert_eq!(guest_unshare_host(env, host, &mut guests[0], Ipa(G), K4).plain(), Err(Error::Perm));
+    assert_eq!(guest_share_host(env, host, &mut guests[0], Ipa(G + 8), K4).plain(), Err(Error::Inval));
     w.check();
     // Shared twice: the second is declined, then refused.
     let World { env, host, guests, .. } = &mut w;
-    guest_share_host(env, host, &mut guests[0], G, K4).unwrap();
+    guest_share_host(env, host, &mut guests[0], Ipa(G), K4).plain().unwrap();
     w.check();
-    untouched(&mut w, None, |w| g(w, G, PageState::Owned));
-    // Pinned by the host: the one-page form refuses with Busy itself.
-    w.host.pin(&mut w.env, pa, false).unwrap();
+    let shared = Err(Refused::state(guest, G, guest_page(pa, PageState::SharedOwned)));
+    untouched(&mut w, shared, |w| g(w, G, PageState::Owned));
+    // Pinned by the host: refused with Busy after both sides' checks.
+    w.host.pin(&mut w.env, Pa(pa), false).plain().unwrap();
     w.check();
-    untouched(&mut w, Some(Err(Error::Busy)), |w| g(w, G, PageState::SharedOwned));
+    untouched(&mut w, Err(Refused::new(Error::Busy, Side::Pins, pa)), |w| g(w, G, PageState::SharedOwned));
     // The host's side does not match (its entry corrupted to the host's
     // own page): declined, and the range form refuses.
     let ptep = w.host.pgt.leaf_ptep(&mut w.env, pa);
@@ -352,15 +364,16 @@ fn one_page_refusals_change_nothing() {
     let saved = unsafe { ptep.read() };
     // SAFETY: as above.
     unsafe { ptep.write(pte::encode(Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::Owned }, 3)) };
-    untouched(&mut w, None, |w| g(w, G, PageState::SharedOwned));
+    let own = Leaf::Mapped { pa, attrs: Attrs::NORMAL_RWX, state: PageState::Owned };
+    untouched(&mut w, Err(Refused::state(Side::Host, pa, own)), |w| g(w, G, PageState::SharedOwned));
     // SAFETY: as above.
     unsafe { ptep.write(saved) };
-    w.host.unpin(&mut w.env, pa).unwrap();
+    w.host.unpin(&mut w.env, Pa(pa)).plain().unwrap();
     w.check();
     // SHARE_HYP of a page the guest has: declined on the host's side.
     let c = commits();
     let World { env, host, hyp, .. } = &mut w;
-    assert_eq!(host_share_hyp(env, host, hyp, pa, K4), Err(Error::Perm));
+    assert_eq!(host_share_hyp(env, host, hyp, Pa(pa), K4).plain(), Err(Error::Perm));
     assert_eq!(commits(), c);
     w.check();
     w.finish();
@@ -391,10 +404,10 @@ fn host_hyp_one_page_checks_the_hyps_side() {
     // (the neighbours keep the hyp's table from being uniform).
     for i in 1..4 {
         let World { env, host, hyp, .. } = &mut w;
-        host_share_hyp(env, host, hyp, pa + i * K4, K4).unwrap();
+        host_share_hyp(env, host, hyp, Pa(pa + i * K4), K4).plain().unwrap();
     }
     let World { env, host, hyp, .. } = &mut w;
-    host_unshare_hyp(env, host, hyp, pa + 3 * K4, K4).unwrap();
+    host_unshare_hyp(env, host, hyp, Pa(pa + 3 * K4), K4).plain().unwrap();
     w.check();
     w.env.log.clear();
     let hyp_leaf = |pa| Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::SharedBorrowed };
@@ -404,11 +417,11 @@ fn host_hyp_one_page_checks_the_hyps_side() {
     type Call = fn(&mut World, u64) -> Result<(), Error>;
     let unshare: Call = |w, pa| {
         let World { env, host, hyp, .. } = w;
-        host_unshare_hyp(env, host, hyp, pa, K4)
+        host_unshare_hyp(env, host, hyp, Pa(pa), K4).plain()
     };
     let share: Call = |w, pa| {
         let World { env, host, hyp, .. } = w;
-        host_share_hyp(env, host, hyp, pa, K4)
+        host_share_hyp(env, host, hyp, Pa(pa), K4).plain()
     };
     let cases: [(u64, Leaf, Call); 4] = [
         (pa + K4, Leaf::Mapped { pa: pa + K4, attrs: Attrs::NORMAL_RW, state: PageState::Owned }, unshare),
@@ -435,21 +448,20 @@ fn blocks_and_merges_take_the_page_form() {
     let mut w = World::new();
     let (pa, ipa) = (RAM + 2 * M2, G + 2 * M2);
     let World { env, host, guests, .. } = &mut w;
-    host_donate_guest(env, host, &mut guests[0], pa, ipa, M2).unwrap();
+    host_donate_guest(env, host, &mut guests[0], Pa(pa), Ipa(ipa), M2).plain().unwrap();
     w.check();
     let (host_vmid, guest_vmid) = (w.host.pgt.vmid().unwrap(), w.guests[0].pgt.vmid().unwrap());
     let block = pte::encode(guest_page(pa, PageState::Owned), 2);
     let lent = pte::encode_owner(Owner::Guest(1));
-    // A 2M block on both sides: the one-entry form declines, the page form
+    // A 2M block on both sides: no entry to write in place, the page form
     // splits both (no table page walked to: one descent each).
     let g = |w: &mut World, i: u64| {
         let World { env, host, guests, .. } = w;
-        guest_host_page(env, host, &mut guests[0], ipa + i * K4, PageState::Owned)
+        guest_share_host(env, host, &mut guests[0], Ipa(ipa + i * K4), K4).plain()
     };
-    untouched(&mut w, None, |w| g(w, 0));
     let p0 = page_commits();
     let World { env, host, guests, .. } = &mut w;
-    guest_share_host(env, host, &mut guests[0], ipa, K4).unwrap();
+    guest_share_host(env, host, &mut guests[0], Ipa(ipa), K4).plain().unwrap();
     assert_eq!(page_commits(), (p0.0 + 2, p0.1 + 2, p0.2));
     // The host's invalid block becomes a table (no TLB holds an invalid
     // entry), then the page; the guest's valid block is broken, its TLB
@@ -476,20 +488,19 @@ fn blocks_and_merges_take_the_page_form() {
     // The pages between: one entry each side.
     for i in 1..511 {
         let c = commits();
-        assert_eq!(g(&mut w, i), Some(Ok(pa + i * K4)));
+        assert_eq!(g(&mut w, i), Ok(pa + i * K4));
         assert_eq!(commits(), c + 2);
         w.check();
     }
     all_hints(&mut w);
-    // The last one makes both tables uniform: the one-entry form declines
-    // (the hint says so), the page form writes the page and merges both
+    // The last one makes both tables uniform: no write in place (the hint
+    // says so), the page form writes the page and merges both
     // tables into valid blocks: break-before-make with a VMID-wide
     // invalidation under each tree, then the table page freed.
-    untouched(&mut w, None, |w| g(w, 511));
     let p0 = page_commits();
     let World { env, host, guests, .. } = &mut w;
     let last = ipa + 511 * K4;
-    guest_share_host(env, host, &mut guests[0], last, K4).unwrap();
+    guest_share_host(env, host, &mut guests[0], Ipa(last), K4).plain().unwrap();
     assert_eq!(page_commits(), (p0.0 + 2, p0.1, p0.2 + 2));
     let shared = pte::encode(guest_page(pa, PageState::SharedOwned), 2);
     assert_eq!(
@@ -515,13 +526,13 @@ fn blocks_and_merges_take_the_page_form() {
     assert_eq!(w.host.pgt.lookup(&mut w.env, pa).unwrap().level, 2);
     assert_eq!(w.guest_leaf(0, ipa), (guest_page(pa, PageState::SharedOwned), 2));
     w.check();
-    // Without hints the one-entry forms decline (no cheap way to know a
+    // Without hints no entry is rewritten in place (no cheap way to know a
     // merge is due) and the page forms do the work, scanning for merges.
     w.env.hints = false;
     let World { env, host, guests, .. } = &mut w;
     let (c, p0) = (commits(), page_commits());
-    guest_unshare_host(env, host, &mut guests[0], ipa, K4).unwrap();
-    guest_unshare_host(env, host, &mut guests[0], ipa + K4, K4).unwrap();
+    guest_unshare_host(env, host, &mut guests[0], Ipa(ipa), K4).plain().unwrap();
+    guest_unshare_host(env, host, &mut guests[0], Ipa(ipa + K4), K4).plain().unwrap();
     assert_eq!(commits(), c);
     assert_eq!(page_commits(), (p0.0 + 4, p0.1 + 2, p0.2));
     w.check();
@@ -535,19 +546,19 @@ fn pinned_unshare_with_a_merge_changes_nothing() {
     let mut w = World::new();
     let (pa, ipa) = (RAM + 2 * M2, G + 2 * M2);
     let World { env, host, guests, .. } = &mut w;
-    host_donate_guest(env, host, &mut guests[0], pa, ipa, M2).unwrap();
-    guest_share_host(env, host, &mut guests[0], ipa + 3 * K4, K4).unwrap();
-    w.host.pin(&mut w.env, pa + 3 * K4, false).unwrap();
+    host_donate_guest(env, host, &mut guests[0], Pa(pa), Ipa(ipa), M2).plain().unwrap();
+    guest_share_host(env, host, &mut guests[0], Ipa(ipa + 3 * K4), K4).plain().unwrap();
+    w.host.pin(&mut w.env, Pa(pa + 3 * K4), false).plain().unwrap();
     w.check();
     let p0 = page_commits();
     untouched(&mut w, Err(Error::Busy), |w| {
         let World { env, host, guests, .. } = w;
-        guest_unshare_host(env, host, &mut guests[0], ipa + 3 * K4, K4).map(|_| ())
+        guest_unshare_host(env, host, &mut guests[0], Ipa(ipa + 3 * K4), K4).plain().map(|_| ())
     });
     assert_eq!(page_commits(), p0);
-    w.host.unpin(&mut w.env, pa + 3 * K4).unwrap();
+    w.host.unpin(&mut w.env, Pa(pa + 3 * K4)).plain().unwrap();
     let World { env, host, guests, .. } = &mut w;
-    assert_eq!(guest_unshare_host(env, host, &mut guests[0], ipa + 3 * K4, K4), Ok(pa + 3 * K4));
+    assert_eq!(guest_unshare_host(env, host, &mut guests[0], Ipa(ipa + 3 * K4), K4).plain(), Ok(pa + 3 * K4));
     assert_eq!(page_commits(), (p0.0 + 2, p0.1, p0.2 + 2));
     w.check();
     w.finish();
@@ -559,7 +570,7 @@ fn host_fault_writes_one_entry_or_takes_the_range_form() {
     w.check();
     // An invalid 2M entry inside RAM: one write, no table, no TLBI.
     let c = commits();
-    let r = w.host.handle_fault(&mut w.env, RAM + 5 * M2 + 123).unwrap();
+    let r = w.host.handle_fault(&mut w.env, Pa(RAM + 5 * M2 + 123)).plain().unwrap();
     assert_eq!(r, HostFault::Mapped { level: 2, base: RAM + 5 * M2, device: false });
     assert_eq!(commits(), c + 1);
     let host_s2 = w.host.pgt.s2_id().unwrap();
@@ -570,19 +581,19 @@ fn host_fault_writes_one_entry_or_takes_the_range_form() {
     );
     w.check();
     // Mapped already: spurious, nothing written.
-    untouched(&mut w, Some(Ok(HostFault::Spurious)), |w| w.host.fault_entry(&mut w.env, RAM + 5 * M2 + 4 * K4));
-    // The device page lies in an invalid 1G entry: a split, so the range
-    // form (declined here, nothing changed).
-    untouched(&mut w, None, |w| w.host.fault_entry(&mut w.env, 0x0900_0000));
-    let r = w.host.handle_fault(&mut w.env, 0x0900_0010).unwrap();
+    untouched(&mut w, Ok(HostFault::Spurious), |w| w.host.handle_fault(&mut w.env, Pa(RAM + 5 * M2 + 4 * K4)));
+    // The device page lies in an invalid 1G entry: a split, counted from
+    // the leaf the descent found.
+    let r = w.host.handle_fault(&mut w.env, Pa(0x0900_0010)).plain().unwrap();
     assert_eq!(r, HostFault::Mapped { level: 3, base: 0x0900_0000, device: true });
     w.check();
     // The hyp's own page: declined, then refused.
     let own = super::world::HYP_OWN[0].0;
-    let _ = w.host.handle_fault(&mut w.env, own + M2);
+    let _ = w.host.handle_fault(&mut w.env, Pa(own + M2)).plain();
     w.check();
-    untouched(&mut w, None, |w| w.host.fault_entry(&mut w.env, own));
-    assert_eq!(w.host.handle_fault(&mut w.env, own), Err(Error::Perm));
+    let hyps = Err(Refused::state(Side::Host, own, Leaf::Invalid(Owner::Hyp)));
+    untouched(&mut w, hyps, |w| w.host.handle_fault(&mut w.env, Pa(own)));
+    assert_eq!(w.host.handle_fault(&mut w.env, Pa(own)).plain(), Err(Error::Perm));
     w.check();
     w.finish();
 }

@@ -475,7 +475,7 @@ fn a_path_found_in_one_tree_is_not_used_in_another() {
     env.assert_no_leaks();
 }
 
-/// The raw descent of the one-page forms (`Stage2::entry`, one copy per
+/// The raw descent of the one-page forms (`Stage2::page_path`, one copy per
 /// start level) finds the leaf the walker finds, at every start level
 /// (2, 1 and 0: 33, 40 and 48 IPA bits), for pages inside a page, a 2M
 /// block, a 1G block, an invalid entry at each level, and the first and
@@ -501,13 +501,13 @@ fn entry_finds_the_walkers_leaf_at_every_start_level() {
         }
         for ipa in probes {
             let m = s.lookup(&mut env, ipa).unwrap();
-            let e = s.entry(&env, ipa).unwrap();
+            let e = s.page_path(&env, ipa).unwrap();
             assert_eq!((e.base, e.level), (m.base, m.level), "{bits} bits, IPA {ipa:#x}");
             assert_eq!(e.pte, crate::mm::pte::encode(m.leaf, m.level), "{bits} bits, IPA {ipa:#x}");
         }
         // Outside the tree or unaligned: no entry.
-        assert!(s.entry(&env, top).is_none());
-        assert!(s.entry(&env, K4 + 8).is_none());
+        assert!(s.page_path(&env, top).is_none());
+        assert!(s.page_path(&env, K4 + 8).is_none());
         s.destroy(&mut env);
     }
 }

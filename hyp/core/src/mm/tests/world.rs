@@ -2,6 +2,8 @@
 //! one [`TestEnv`], built as boot builds them (host RAM, the hyp's own
 //! memory recorded, a DMA view), with the checks every test makes.
 
+use super::helpers::Plain;
+use crate::mm::addr::Pa;
 use std::vec;
 use std::vec::Vec;
 
@@ -63,7 +65,7 @@ impl World {
         let dma = Stage2::new(&mut env, 40, Some(DMA_VMID)).unwrap();
         host.enable_dma(&mut env, dma, bbml2).unwrap();
         for (base, size) in HYP_OWN {
-            hyp_claim_own(&mut env, &mut host, &mut hyp, base, size).unwrap();
+            hyp_claim_own(&mut env, &mut host, &mut hyp, Pa(base), size).plain().unwrap();
         }
         let guests = (1..=2).map(|h| GuestMm { pgt: Stage2::new(&mut env, 40, Some(h)).unwrap(), handle: h }).collect();
         World { env, host, hyp, guests }
@@ -83,7 +85,7 @@ impl World {
     }
 
     pub fn host_leaf(&mut self, pa: u64) -> Leaf {
-        self.host.leaf_at(&mut self.env, pa).unwrap()
+        self.host.leaf_at(&mut self.env, Pa(pa)).plain().unwrap()
     }
     pub fn guest_leaf(&mut self, g: usize, ipa: u64) -> (Leaf, u8) {
         let m = self.guests[g].pgt.lookup(&mut self.env, ipa).unwrap();
