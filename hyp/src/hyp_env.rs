@@ -129,6 +129,9 @@ impl MmEnv for HypEnv {
     fn dcache_clean_inval_poc(&mut self, pa: u64, size: u64) {
         tlb::dcache_clean_inval_poc(pa, size);
     }
+    fn dma_noncoherent(&self) -> bool {
+        smmu::noncoherent()
+    }
     fn icache_inval_pou(&mut self, _pa: u64, _size: u64) {
         // The D-side is clean to PoC (so to PoU) and complete.
         tlb::icache_inval_all();

@@ -127,8 +127,15 @@ pub trait MmEnv {
     fn tlbi_vmid(&mut self, s2: &S2Id);
 
     /// Zeroes `size` bytes at `pa` (the caller then cleans them to the point
-    /// of coherency with [`MmEnv::dcache_clean_inval_poc`]).
+    /// of coherency with [`MmEnv::dcache_clean_inval_poc`] where an observer
+    /// may read memory around the caches: `mm::cmo`).
     fn scrub(&mut self, pa: u64, size: u64);
+    /// Do devices reach memory around the CPUs' caches (a non-coherent
+    /// SMMU: SMMU_IDR0.COHACC clear)? Then pages the host's devices may
+    /// read are cleaned to the point of coherency even under FWB.
+    fn dma_noncoherent(&self) -> bool {
+        false
+    }
     /// Cleans and invalidates the data cache for `[pa, pa + size)` to the
     /// point of coherency (DC CIVAC per line, then DSB ISH), so an observer
     /// with its caches off (a guest before it turns its MMU on, the host

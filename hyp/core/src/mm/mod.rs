@@ -6,6 +6,7 @@
 //! `cargo test`; the EL2 binary plugs in the real TLB maintenance and page
 //! allocator through [`env::MmEnv`] (and [`stage1::TableAlloc`]).
 
+pub mod cmo;
 pub mod env;
 pub mod error;
 pub mod invariants;

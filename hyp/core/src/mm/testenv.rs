@@ -167,6 +167,9 @@ pub struct TestEnv {
     /// under way: (tree, IPA, level); every page under them must be
     /// unmapped when it ends ([`MmEnv::commit_done`]).
     broken: Vec<(S2Id, u64, u8)>,
+    /// Devices read memory around the caches ([`MmEnv::dma_noncoherent`]).
+    /// Off by default.
+    pub dma_noncoherent: bool,
 }
 
 /// Freed table pages [`TestEnv`] keeps at most.
@@ -199,6 +202,7 @@ impl TestEnv {
             w: Walkers::default(),
             smmu_bbml2: false,
             broken: Vec::new(),
+            dma_noncoherent: false,
         }
     }
     /// Non-root table pages alive.
@@ -583,6 +587,9 @@ impl MmEnv for TestEnv {
     }
     fn dcache_clean_inval_poc(&mut self, pa: u64, size: u64) {
         self.push(Event::CleanInvalPoc { pa, size });
+    }
+    fn dma_noncoherent(&self) -> bool {
+        self.dma_noncoherent
     }
     fn icache_inval_pou(&mut self, pa: u64, size: u64) {
         self.push(Event::IcacheInval { pa, size });

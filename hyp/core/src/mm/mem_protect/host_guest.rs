@@ -5,6 +5,7 @@
 //! [`guest_host_path`]); the range form decides everything else.
 
 use super::*;
+use crate::mm::cmo;
 
 /// host → guest donation of `[pa, pa + size)` at guest `ipa`: the guest owns
 /// it (mapped with blocks where aligned); the host's table records the VM.
@@ -46,10 +47,7 @@ pub fn host_donate_guest<E: MmEnv>(
     // can the guest, perhaps with its caches off, see them.
     host.pgt.commit(env, uh);
     dma_commit(env, &mut host.dma, ud);
-    env.dcache_clean_inval_poc(pa, size);
-    if GUEST_RAM.perm.x {
-        env.icache_inval_pou(pa, size);
-    }
+    cmo::before_guest_maps(env, pa, size, GUEST_RAM.perm.x);
     guest.pgt.commit(env, ug);
     Ok(())
 }
@@ -281,8 +279,7 @@ fn reclaim<E: MmEnv>(
     // scrubbed; the zeroes reach memory before the host (perhaps with its
     // caches off) or its devices can see the page.
     guest.pgt.commit(env, ug);
-    env.scrub(pa, size);
-    env.dcache_clean_inval_poc(pa, size);
+    cmo::scrub_for_host(env, pa, size);
     host.pgt.commit(env, uh);
     dma_commit(env, &mut host.dma, ud);
     Ok(())

@@ -19,6 +19,8 @@
 //! and before the guest can see it: a guest may run with its caches off.
 //! Memory the host gets back from a guest is zeroed and cleaned to the point
 //! of coherency after the guest lost it and before the host can see it.
+//! With stage-2 forced write-back (FEAT_S2FWB) the cleans are left out
+//! where no observer can read around the caches (`mm::cmo`).
 //!
 //! This file holds the owners' state ([`HostMm`], [`HypMm`], [`GuestMm`])
 //! and what every transition shares: the attributes per kind of page, the

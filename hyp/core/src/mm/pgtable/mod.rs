@@ -571,9 +571,10 @@ fn blockable(leaf: Leaf, level: u8, pages_only: bool) -> bool {
 
 /// Does the existing leaf `e` already hold `new` (given at `start`) over
 /// the part of it inside the range? Compared as raw descriptors: every
-/// descriptor the engine writes is `pte::encode` of its leaf.
+/// descriptor the engine writes is `pte::encode_tree` of its leaf (`iommu`:
+/// the tree is the SMMU's).
 #[inline]
-fn already(e: &Entry, start: u64, new: Leaf) -> bool {
+fn already(e: &Entry, start: u64, new: Leaf, iommu: bool) -> bool {
     let at_base = match new {
         Leaf::Invalid(_) => new,
         Leaf::Mapped { pa, attrs, state } => {
@@ -587,5 +588,5 @@ fn already(e: &Entry, start: u64, new: Leaf) -> bool {
             }
         }
     };
-    pte::encode(at_base, e.level) == e.pte
+    pte::encode_tree(at_base, e.level, iommu) == e.pte
 }

@@ -33,7 +33,7 @@ impl Stage2 {
     pub fn count_page(&self, p: &PagePath, ipa: u64, new: Leaf) -> Counted {
         debug_assert!(ipa >= p.base && ipa - p.base < level_size(p.level) && is_aligned(ipa, PAGE_SIZE));
         let e = Entry { ptep: p.found.0.ptep(p.level), pte: p.pte, base: p.base, level: p.level };
-        let pages = if p.level == 3 || already(&e, ipa, new) { 0 } else { 3 - p.level as usize };
+        let pages = if p.level == 3 || already(&e, ipa, new, self.iommu) { 0 } else { 3 - p.level as usize };
         Counted { start: ipa, end: ipa + PAGE_SIZE, new, pages, found: p.found }
     }
 
@@ -49,7 +49,8 @@ impl Stage2 {
     #[inline(never)]
     pub(super) fn commit_page<E: MmEnv>(&mut self, env: &mut E, u: &mut Update, leaf: u8) {
         let (ipa, path, top) = (u.start, u.found.0, self.geo.start_level);
-        let want = pte::encode(u.new, 3);
+        let want = pte::encode_tree(u.new, 3, self.iommu);
+        let iommu = self.iommu;
         let mut level = leaf;
         let at = |ptep: *mut u64, level: u8| {
             // SAFETY: ptep is a descriptor of this tree on the way to ipa
@@ -62,7 +63,7 @@ impl Stage2 {
         page_counts(|n| n.0 += 1);
         let mut e = at(path.ptep(level), level);
         let mut c = self.commit_state(&mut u.cache);
-        if level < 3 && !already(&e, ipa, u.new) {
+        if level < 3 && !already(&e, ipa, u.new, iommu) {
             while level < 3 {
                 let table = c.split(env, &e);
                 let table = env.table_ptr(table);

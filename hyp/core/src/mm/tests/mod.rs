@@ -1,4 +1,5 @@
 mod dma_view;
+mod fwb;
 mod helpers;
 mod mem_protect;
 mod model_ownership;
