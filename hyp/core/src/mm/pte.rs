@@ -14,7 +14,8 @@
 //! stage-1 MMU off), MemAttr[2] = 0 a Device type in [1:0] (0b0001
 //! Device-nGnRE again). The CPUs' trees use the encoding of the mode the
 //! hyp set at boot ([`set_fwb`]); the SMMU's (the DMA view) always the
-//! first one: it walks without HCR_EL2 (STE.S2FWB is left clear).
+//! first one: it walks without HCR_EL2 (STE.S2FWB is left clear); so does
+//! the hyp's bookkeeping tree, which no walker reads (`Stage2::fwb`).
 //! Invalid entry (bit 0 clear): bits [9:2] owner id (0 none, 1 the hyp's own
 //! memory, 2 a guest, 3 donated to the hyp by the host), bits [31:16] VM
 //! handle.
@@ -52,8 +53,20 @@ const OWNER_ID_HYP: u64 = 1;
 const OWNER_ID_GUEST: u64 = 2;
 const OWNER_ID_HYP_DONATED: u64 = 3;
 
+/// The boot's choice ([`set_fwb`]): a plain word, not an atomic, so that
+/// the few encodings of one transition share one load (the one-page forms
+/// encode three to five constant leaves up front; an atomic load each
+/// measurably slowed them).
 #[cfg(not(test))]
-static FWB: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+struct Mode(core::cell::UnsafeCell<bool>);
+
+// SAFETY: written once by `set_fwb` on the boot CPU before any other CPU
+// runs and before any stage-2 exists (its contract); only read after.
+#[cfg(not(test))]
+unsafe impl Sync for Mode {}
+
+#[cfg(not(test))]
+static FWB: Mode = Mode(core::cell::UnsafeCell::new(false));
 
 #[cfg(test)]
 std::thread_local! {
@@ -62,12 +75,18 @@ std::thread_local! {
 }
 
 /// Sets the MemAttr encoding of the CPUs' stage-2 trees: `true` when
-/// HCR_EL2.FWB is set for every lower-EL context. Called once at boot,
-/// before any descriptor of such a tree is written, and never changed
-/// (every tree's descriptors are in one mode). Host tests: per thread.
-pub fn set_fwb(on: bool) {
+/// HCR_EL2.FWB is set for every lower-EL context. Host tests: per thread.
+///
+/// # Safety
+/// Called once at boot on the boot CPU, before any other CPU runs and
+/// before any descriptor of a CPU's tree is written (every tree's
+/// descriptors are in one mode, never changed).
+pub unsafe fn set_fwb(on: bool) {
     #[cfg(not(test))]
-    FWB.store(on, core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: per the function contract, nothing reads it concurrently.
+    unsafe {
+        *FWB.0.get() = on
+    };
     #[cfg(test)]
     FWB.with(|f| f.set(on));
 }
@@ -78,7 +97,8 @@ pub fn set_fwb(on: bool) {
 #[inline(always)]
 pub fn fwb() -> bool {
     #[cfg(not(test))]
-    return FWB.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: written only before any reader exists (`set_fwb`).
+    return unsafe { *FWB.0.get() };
     #[cfg(test)]
     return FWB.with(|f| f.get());
 }
@@ -133,20 +153,13 @@ pub const fn make_table(pa: u64) -> u64 {
 
 /// Encodes a leaf for `level` of a CPU's stage-2 (the host's, a guest's,
 /// the hyp's bookkeeping tree), in the boot's MemAttr encoding ([`fwb`]).
-#[inline]
+#[inline(always)]
 pub fn encode(leaf: Leaf, level: u8) -> u64 {
     encode_in(leaf, level, fwb())
 }
 
-/// Encodes a leaf for `level` of a tree the SMMU walks (`iommu`: the DMA
-/// view, always without FWB) or a CPU's.
-#[inline]
-pub fn encode_tree(leaf: Leaf, level: u8, iommu: bool) -> u64 {
-    encode_in(leaf, level, !iommu && fwb())
-}
-
 /// Encodes a leaf for `level` with the MemAttr encoding `fwb` selects.
-#[inline]
+#[inline(always)]
 pub const fn encode_in(leaf: Leaf, level: u8, fwb: bool) -> u64 {
     match leaf {
         Leaf::Invalid(owner) => encode_owner(owner),
@@ -200,6 +213,14 @@ pub fn decode(pte: u64) -> Leaf {
         _ => PageState::Owned,
     };
     Leaf::Mapped { pa: pte & OA_MASK, attrs: Attrs { mem, perm }, state }
+}
+
+/// The valid descriptor `d` with its page state (software bits) set to
+/// `state`: what [`encode`] gives for `d`'s leaf in that state, without
+/// encoding it again.
+#[inline(always)]
+pub const fn with_state(d: u64, state: PageState) -> u64 {
+    (d & !SW_STATE_MASK) | ((state as u64) << SW_STATE_SHIFT)
 }
 
 /// The same leaf re-encoded one level down (a block entry becomes a page
@@ -302,17 +323,16 @@ mod tests {
     }
 
     #[test]
-    fn the_boot_mode_selects_the_cpu_encoding_never_the_smmus() {
+    fn the_boot_mode_selects_the_cpu_encoding() {
         let l = Leaf::Mapped { pa: 0x4020_0000, attrs: Attrs::NORMAL_RWX, state: PageState::Owned };
         for on in [false, true] {
-            set_fwb(on);
+            // SAFETY: host tests: the mode is this thread's.
+            unsafe { set_fwb(on) };
             assert_eq!(fwb(), on);
             assert_eq!(encode(l, 2), encode_in(l, 2, on));
-            assert_eq!(encode_tree(l, 2, false), encode_in(l, 2, on));
-            // The SMMU walks without HCR_EL2.FWB.
-            assert_eq!(encode_tree(l, 2, true), encode_in(l, 2, false));
         }
-        set_fwb(false);
+        // SAFETY: as above.
+        unsafe { set_fwb(false) };
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub(in crate::mm) fn guest_host_page<E: MmEnv>(
     let mut pa = 0;
     let ug = page_side(env, &guest.pgt, ipa, |d| {
         pa = pte::oa(d);
-        is_page(d, owned(pa, GUEST_RAM, from)).then(|| pte::encode(owned(pa, GUEST_RAM, to), 3))
+        is_page(d, owned(pa, GUEST_RAM, from)).then(|| pte::with_state(d, to))
     })?;
     let lent = pte::encode_owner(Owner::Guest(guest.handle));
     let borrowed = pte::encode(owned(pa, HOST_BORROWED, PageState::SharedBorrowed), 3);
@@ -294,17 +294,20 @@ pub fn guest_teardown<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut Gues
     let mut cursor = 0;
     let mut total = 0;
     loop {
-        let mut next: Option<(u64, u64, u64, PageState)> = None;
-        let r = guest.pgt.for_each_leaf(env, cursor, limit, |m, a, b| match m.at(a) {
-            Leaf::Mapped { pa, state, .. } => {
-                next = Some((a, pa, b - a, state));
-                Err(Error::NoEnt)
-            }
-            Leaf::Invalid(_) => Ok(()),
-        });
-        let Some((ipa, pa, size, state)) = next else {
-            r?;
+        // What is left, found by raw descriptors (most of a guest's IPA
+        // space is invalid root entries).
+        let m = match cursor < limit {
+            true => guest.pgt.next_mapped(env, cursor, limit),
+            false => None,
+        };
+        let Some(m) = m else {
             return Ok(total);
+        };
+        let ipa = m.base.max(cursor);
+        let size = (m.base + m.size()).min(limit) - ipa;
+        // (Always valid: next_mapped skips invalid entries.)
+        let Leaf::Mapped { pa, state, .. } = m.at(ipa) else {
+            return Err(Error::Perm);
         };
         if state == PageState::SharedBorrowed {
             // Guests never borrow; treat as corruption-free refusal.

@@ -51,8 +51,10 @@ fn host_hyp_page<E: MmEnv>(env: &mut E, host: &mut HostMm, hyp: &mut HypMm, pa: 
     debug_assert!((t.host_before)(hb[0]) && (t.host_before)(hb[1]) && (t.hyp_before)(yb));
     // Every descriptor worked out before the walks: the leaves are
     // constants but for `pa`, so each test below is one comparison.
-    let (hb, yb) = ([pte::encode(hb[0], 3), pte::encode(hb[1], 3)], pte::encode(yb, 3));
-    let (host_new, hyp_new) = (pte::encode((t.host_after)(pa), 3), pte::encode((t.hyp_after)(pa), 3));
+    // (The hyp's bookkeeping tree is in the classic MemAttr encoding:
+    // `Stage2::fwb`.)
+    let (hb, yb) = ([pte::encode(hb[0], 3), pte::encode(hb[1], 3)], pte::encode_in(yb, 3, false));
+    let (host_new, hyp_new) = (pte::encode((t.host_after)(pa), 3), pte::encode_in((t.hyp_after)(pa), 3, false));
     let uh = page_side(env, &host.pgt, pa, |d| (d == hb[0] || d == hb[1]).then_some(host_new))?;
     let uy = page_side(env, &hyp.pgt, pa, |d| (d == yb).then_some(hyp_new))?;
     host.pgt.commit_entry(env, uh);

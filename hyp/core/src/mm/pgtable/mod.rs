@@ -83,6 +83,11 @@ pub struct Stage2 {
     who: u16,
     /// Walked by the SMMU, not the CPUs ([`S2Id::iommu`]).
     iommu: bool,
+    /// Its descriptors are in the FWB MemAttr encoding ([`pte::encode_in`]):
+    /// a tree the CPUs walk while the boot chose FEAT_S2FWB ([`pte::fwb`]).
+    /// Not the DMA view (the SMMU walks without HCR_EL2) nor a bookkeeping
+    /// tree (no walker reads its MemAttr: the hyp's own).
+    fwb: bool,
     /// Tables that become all-invalid are not merged ([`Stage2::keep_invalid_tables`]).
     keep_invalid: bool,
     /// No valid page ever loses its mapping but by an update that unmaps
@@ -299,6 +304,7 @@ impl Stage2 {
             tables: 0,
             who: 0,
             iommu: false,
+            fwb: vmid.is_some() && pte::fwb(),
             keep_invalid: false,
             keep_valid: false,
             pages_only: false,
@@ -311,6 +317,7 @@ impl Stage2 {
     /// SMMU); set before anything is mapped.
     pub fn set_iommu(&mut self) {
         self.iommu = true;
+        self.fwb = false;
     }
 
     pub fn is_iommu(&self) -> bool {
@@ -571,10 +578,10 @@ fn blockable(leaf: Leaf, level: u8, pages_only: bool) -> bool {
 
 /// Does the existing leaf `e` already hold `new` (given at `start`) over
 /// the part of it inside the range? Compared as raw descriptors: every
-/// descriptor the engine writes is `pte::encode_tree` of its leaf (`iommu`:
-/// the tree is the SMMU's).
+/// descriptor the engine writes is `pte::encode_in` of its leaf in the
+/// tree's encoding (`fwb`: [`Stage2::fwb`]).
 #[inline]
-fn already(e: &Entry, start: u64, new: Leaf, iommu: bool) -> bool {
+fn already(e: &Entry, start: u64, new: Leaf, fwb: bool) -> bool {
     let at_base = match new {
         Leaf::Invalid(_) => new,
         Leaf::Mapped { pa, attrs, state } => {
@@ -588,5 +595,5 @@ fn already(e: &Entry, start: u64, new: Leaf, iommu: bool) -> bool {
             }
         }
     };
-    pte::encode_tree(at_base, e.level, iommu) == e.pte
+    pte::encode_in(at_base, e.level, fwb) == e.pte
 }

@@ -8,6 +8,7 @@
 use super::commit::Writer;
 use super::hint::{hint_after, table_of, CHAINED_ALL};
 use super::*;
+use crate::mm::walker::next_valid;
 
 impl Stage2 {
     /// The leaf entry translating the page at `ipa` and the way to it from
@@ -33,7 +34,7 @@ impl Stage2 {
     pub fn count_page(&self, p: &PagePath, ipa: u64, new: Leaf) -> Counted {
         debug_assert!(ipa >= p.base && ipa - p.base < level_size(p.level) && is_aligned(ipa, PAGE_SIZE));
         let e = Entry { ptep: p.found.0.ptep(p.level), pte: p.pte, base: p.base, level: p.level };
-        let pages = if p.level == 3 || already(&e, ipa, new, self.iommu) { 0 } else { 3 - p.level as usize };
+        let pages = if p.level == 3 || already(&e, ipa, new, self.fwb) { 0 } else { 3 - p.level as usize };
         Counted { start: ipa, end: ipa + PAGE_SIZE, new, pages, found: p.found }
     }
 
@@ -49,8 +50,8 @@ impl Stage2 {
     #[inline(never)]
     pub(super) fn commit_page<E: MmEnv>(&mut self, env: &mut E, u: &mut Update, leaf: u8) {
         let (ipa, path, top) = (u.start, u.found.0, self.geo.start_level);
-        let want = pte::encode_tree(u.new, 3, self.iommu);
-        let iommu = self.iommu;
+        let want = pte::encode_in(u.new, 3, self.fwb);
+        let fwb = self.fwb;
         let mut level = leaf;
         let at = |ptep: *mut u64, level: u8| {
             // SAFETY: ptep is a descriptor of this tree on the way to ipa
@@ -63,7 +64,7 @@ impl Stage2 {
         page_counts(|n| n.0 += 1);
         let mut e = at(path.ptep(level), level);
         let mut c = self.commit_state(&mut u.cache);
-        if level < 3 && !already(&e, ipa, u.new, iommu) {
+        if level < 3 && !already(&e, ipa, u.new, fwb) {
             while level < 3 {
                 let table = c.split(env, &e);
                 let table = env.table_ptr(table);
@@ -92,6 +93,14 @@ impl Stage2 {
             page_counts(|n| n.2 += 1);
         }
         c.finish(env);
+    }
+    /// The first valid leaf over `[start, end)` (`start < end`, inside the
+    /// tree), found by raw descriptors ([`next_valid`]: no visitor, an
+    /// invalid entry a load and a test): what a teardown looks for.
+    pub fn next_mapped<E: MmEnv>(&self, env: &E, start: u64, end: u64) -> Option<Mapping> {
+        debug_assert!(start < end && end <= self.ipa_limit());
+        let (base, level, d) = next_valid(env, &self.geo, start, end)?;
+        Some(Mapping { base, level, leaf: pte::decode(d) })
     }
 
     /// The leaf entry translating the page at `ipa`, from the root down with

@@ -84,7 +84,7 @@ impl Stage2 {
             ok,
             path: Path::new(),
             pages_only: self.pages_only,
-            iommu: self.iommu,
+            fwb: self.fwb,
         };
         match from {
             Some(f) if f.usable(self, ipa, end) => {
@@ -145,7 +145,7 @@ impl Stage2 {
             keep_invalid: self.keep_invalid,
             keep_valid: self.keep_valid,
             pages_only: self.pages_only,
-            iommu: self.iommu,
+            fwb: self.fwb,
             root_level: self.geo.start_level,
             due: Due::new(),
         }
@@ -170,8 +170,8 @@ struct CountVisitor<F> {
     path: Path,
     /// Valid leaves at level 3 only ([`Stage2::no_transient_faults`]).
     pages_only: bool,
-    /// The SMMU's tree (its MemAttr encoding: [`pte::encode_tree`]).
-    iommu: bool,
+    /// The tree's MemAttr encoding ([`Stage2::fwb`]).
+    fwb: bool,
 }
 
 impl<F> CountVisitor<F> {
@@ -214,7 +214,7 @@ impl<E: MmEnv, F: FnMut(Leaf) -> bool> Visitor<E> for CountVisitor<F> {
         if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level, self.pages_only) {
             return Ok(());
         }
-        if already(e, self.start, self.new, self.iommu) {
+        if already(e, self.start, self.new, self.fwb) {
             return Ok(());
         }
         self.pages += self.split_cost(e.base, e.level);

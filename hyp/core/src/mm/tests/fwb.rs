@@ -47,7 +47,8 @@ fn donate_share_pin(w: &mut World) -> (u64, Vec<Event>) {
 
 #[test]
 fn fwb_trees_use_the_forced_write_back_encoding_the_dma_view_the_classic_one() {
-    pte::set_fwb(true);
+    // SAFETY: host tests: the mode is this thread's.
+    unsafe { pte::set_fwb(true) };
     let mut w = World::new();
     let (pa, _) = donate_share_pin(&mut w);
     // Guest RAM (a 2M block, then the page split out of it by the share)
@@ -64,6 +65,10 @@ fn fwb_trees_use_the_forced_write_back_encoding_the_dma_view_the_classic_one() {
     let dma = w.host.dma.as_ref().unwrap();
     assert_eq!(memattr(raw(&w, dma, pa + 3 * K4)), pte::MEMATTR_NORMAL_WB);
     assert_eq!(memattr(raw(&w, dma, RAM + 12 * M2)), pte::MEMATTR_NORMAL_WB);
+    // The hyp's bookkeeping tree (no walker reads it) stays classic too.
+    crate::mm::mem_protect::host_hyp::host_share_hyp(&mut w.env, &mut w.host, &mut w.hyp, RAM + 12 * M2, K4).unwrap();
+    assert_eq!(memattr(raw(&w, &w.hyp.pgt, RAM + 12 * M2)), pte::MEMATTR_NORMAL_WB);
+    assert_eq!(memattr(raw(&w, &w.host.pgt, RAM + 12 * M2)), pte::MEMATTR_FWB_NORMAL_WB);
     w.host.unpin(&mut w.env, pa + 3 * K4).unwrap();
     w.check();
     w.finish();
@@ -71,7 +76,8 @@ fn fwb_trees_use_the_forced_write_back_encoding_the_dma_view_the_classic_one() {
 
 #[test]
 fn classic_trees_use_the_classic_encoding() {
-    pte::set_fwb(false);
+    // SAFETY: host tests: the mode is this thread's.
+    unsafe { pte::set_fwb(false) };
     let mut w = World::new();
     let (pa, _) = donate_share_pin(&mut w);
     assert_eq!(memattr(raw(&w, &w.guests[0].pgt, G)), pte::MEMATTR_NORMAL_WB);
@@ -86,7 +92,8 @@ fn classic_trees_use_the_classic_encoding() {
 
 #[test]
 fn donation_under_fwb_cleans_nothing_but_invalidates_the_icache() {
-    pte::set_fwb(true);
+    // SAFETY: host tests: the mode is this thread's.
+    unsafe { pte::set_fwb(true) };
     let mut w = World::new();
     let (pa, log) = donate_share_pin(&mut w);
     assert!(cleans(&log).is_empty(), "{log:?}");
@@ -102,7 +109,8 @@ fn donation_under_fwb_cleans_nothing_but_invalidates_the_icache() {
 
 #[test]
 fn donation_without_fwb_cleans_the_range() {
-    pte::set_fwb(false);
+    // SAFETY: host tests: the mode is this thread's.
+    unsafe { pte::set_fwb(false) };
     let mut w = World::new();
     let (pa, log) = donate_share_pin(&mut w);
     assert_eq!(cleans(&log), [(pa, M2)]);
@@ -114,7 +122,8 @@ fn donation_without_fwb_cleans_the_range() {
 /// Relinquishes one page and tears the guest down: the cleans issued, and
 /// each scrub's place before the host's stage-2 write for it.
 fn reclaims(fwb: bool, dma_noncoherent: bool) -> (u64, Vec<Event>) {
-    pte::set_fwb(fwb);
+    // SAFETY: host tests: the mode is this thread's.
+    unsafe { pte::set_fwb(fwb) };
     let mut w = World::new();
     w.env.dma_noncoherent = dma_noncoherent;
     let (pa, _) = donate_share_pin(&mut w);
