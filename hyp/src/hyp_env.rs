@@ -107,6 +107,12 @@ impl MmEnv for HypEnv {
             tlb::tlbi_ipa(s2, ipa);
         }
     }
+    fn dma_batch(&mut self) {
+        smmu::batch();
+    }
+    fn dma_sync(&mut self) {
+        smmu::sync();
+    }
     fn tlbi_vmid(&mut self, s2: &S2Id) {
         bump(&TLBIS);
         if s2.iommu {

@@ -170,6 +170,13 @@ pub struct TestEnv {
     /// Devices read memory around the caches ([`MmEnv::dma_noncoherent`]).
     /// Off by default.
     pub dma_noncoherent: bool,
+    /// An SMMU batch is open ([`MmEnv::dma_batch`]), and the SMMU
+    /// invalidations since it opened.
+    pub dma_batch_open: bool,
+    pub dma_batched: u64,
+    /// Completions waited for: one per SMMU invalidation outside a batch,
+    /// one per [`MmEnv::dma_sync`] of a batch with invalidations.
+    pub dma_syncs: u64,
 }
 
 /// Freed table pages [`TestEnv`] keeps at most.
@@ -203,6 +210,9 @@ impl TestEnv {
             smmu_bbml2: false,
             broken: Vec::new(),
             dma_noncoherent: false,
+            dma_batch_open: false,
+            dma_batched: 0,
+            dma_syncs: 0,
         }
     }
     /// Non-root table pages alive.
@@ -577,10 +587,22 @@ impl MmEnv for TestEnv {
         self.broken = broken;
     }
     fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, level: u8) {
+        self.smmu_tlbi(s2);
         self.push(Event::TlbiIpa { s2: *s2, ipa, level });
     }
     fn tlbi_vmid(&mut self, s2: &S2Id) {
+        self.smmu_tlbi(s2);
         self.push(Event::TlbiVmid { s2: *s2 });
+    }
+    fn dma_batch(&mut self) {
+        assert!(!self.dma_batch_open, "nested SMMU batch");
+        self.dma_batch_open = true;
+    }
+    fn dma_sync(&mut self) {
+        assert!(self.dma_batch_open, "SMMU sync without a batch");
+        self.dma_syncs += (self.dma_batched != 0) as u64;
+        self.dma_batch_open = false;
+        self.dma_batched = 0;
     }
     fn scrub(&mut self, pa: u64, size: u64) {
         self.push(Event::Scrub { pa, size });
@@ -608,6 +630,17 @@ impl Drop for TestEnv {
 }
 
 impl TestEnv {
+    /// Counts an SMMU invalidation: waited for at once, or in the batch.
+    fn smmu_tlbi(&mut self, s2: &S2Id) {
+        if !s2.iommu {
+            return;
+        }
+        if self.dma_batch_open {
+            self.dma_batched += 1;
+        } else {
+            self.dma_syncs += 1;
+        }
+    }
     /// Table pages kept for reuse, last freed last.
     pub fn recycled(&self) -> &[u64] {
         &self.recycle

@@ -293,3 +293,4 @@ fn is_page(d: u64, leaf: Leaf) -> bool {
 mod host;
 pub mod host_guest;
 pub mod host_hyp;
+pub mod pin_range;

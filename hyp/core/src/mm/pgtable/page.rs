@@ -131,8 +131,10 @@ impl Stage2 {
     /// [`Stage2::prepare`] over `[s.base, s.base + level size)`, for an
     /// update that needs no table page. `None` when the write would make
     /// the entry's table page uniform (the range path then decides whether
-    /// to merge it) or the environment keeps no uniformity hint for it: the
-    /// caller takes the range path. Changes nothing.
+    /// to merge it; a tree that keeps such tables, valid or invalid ones as
+    /// `new` is, writes it in place) or the environment keeps no
+    /// uniformity hint for it: the caller takes the range path. Changes
+    /// nothing.
     #[inline(always)]
     pub fn prepare_entry<E: MmEnv>(&self, env: &mut E, s: &Slot, new: u64) -> Option<EntryUpdate> {
         debug_assert_eq!(s.gen, self.gen as u32, "slot of an older tree");
@@ -141,7 +143,11 @@ impl Stage2 {
         } else {
             let h = env.table_hint(table_of(s.ptep))?;
             let n = hint_after(*h, s.ptep, s.level, new);
-            if n == CHAINED_ALL {
+            // A table this tree keeps when it becomes uniform (the DMA
+            // view: valid and invalid tables both kept) is written in
+            // place; else the range path decides whether to merge.
+            let kept = if pte::is_valid(new) { self.keep_valid } else { self.keep_invalid };
+            if n == CHAINED_ALL && !kept {
                 return None;
             }
             Some((h as *mut u16, n))

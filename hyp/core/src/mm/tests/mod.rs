@@ -6,6 +6,7 @@ mod model_ownership;
 mod model_pgtable;
 mod one_page;
 mod pgtable;
+mod pin_range;
 mod tables;
 mod testenv;
 mod world;
