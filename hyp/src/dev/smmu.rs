@@ -205,8 +205,13 @@ impl Smmu {
         let mut prod = self.regs.cmdq_prod.get() & q.mask();
         let sync_cmd = s::cmd_sync();
         let tail: &[[u64; 2]] = if sync { core::slice::from_ref(&sync_cmd) } else { &[] };
+        // Room for all of them (the usual case: the queue is drained by
+        // every SYNC): no look at CONS per command.
+        let roomy = q.free(prod, self.regs.cmdq_cons.get()) as usize >= cmds.len() + tail.len();
         for c in cmds.iter().chain(tail) {
-            spin_until(|| !q.full(prod, self.regs.cmdq_cons.get()), "command queue space");
+            if !roomy {
+                spin_until(|| !q.full(prod, self.regs.cmdq_cons.get()), "command queue space");
+            }
             let slot = self.cmdq + (q.index(prod) * CMD_BYTES) as u64;
             // SAFETY: `slot` is an entry of the command queue, a pool page
             // only the hyp writes (the SMMU reads entries up to PROD only).

@@ -99,7 +99,11 @@ impl Pins {
 
     /// Does every page of the `n` from `pa` hold a pin? (`false` outside
     /// the counted range.)
+    #[inline]
     pub fn all_pinned(&self, pa: u64, n: u64) -> bool {
+        if self.pinned == 0 {
+            return false;
+        }
         self.run(pa, n).is_some_and(|r| r.iter().all(|&c| c != 0))
     }
 

@@ -23,7 +23,18 @@ impl HostMm {
     pub fn pin_range<E: MmEnv>(&mut self, env: &mut E, pa: u64, n: u64, exclusive: bool) -> Result<(), Error> {
         let size = range_size(pa, n)?;
         self.check_ram(pa, size)?;
-        check_all(env, &self.pgt, pa, size, |l| matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))?;
+        // Each page's entry first (a borrowed page is a page entry of this
+        // descriptor unless a run of them merged into a block), else a walk.
+        let borrowed = |a: u64| pte::encode(owned(a, HOST_BORROWED, PageState::SharedBorrowed), 3);
+        let pages = (0..n).all(|i| {
+            let a = pa + i * PAGE_SIZE;
+            self.pgt.page_entry(env, a).is_some_and(|s| s.pte == borrowed(a))
+        });
+        if !pages {
+            check_all(env, &self.pgt, pa, size, |l| {
+                matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. })
+            })?;
+        }
         self.pins.check_pin_range(pa, n, exclusive)?;
         let first = |p: &Pins, i: u64| p.count(pa + i * PAGE_SIZE) == 0;
         if !self.pins.all_pinned(pa, n) {
@@ -143,6 +154,20 @@ fn dma_pages<E: MmEnv>(
     }
     // The DMA view's descriptors are in the classic MemAttr encoding.
     let enc = |l: Leaf, a: u64| pte::encode_in(l.offset(a - pa), 3, false);
+    if n == 1 {
+        // One page: the slot found is the one written.
+        if !which(0) {
+            return true;
+        }
+        let Some(s) = t.page_entry(env, pa).filter(|s| s.pte == enc(from, pa)) else {
+            return false;
+        };
+        let Some(u) = t.prepare_entry(env, &s, pte::encode_in(to(pa), 3, false)) else {
+            return false;
+        };
+        t.commit_entry(env, u);
+        return true;
+    }
     let fits = (0..n).filter(|&i| which(i)).all(|i| {
         let a = pa + i * PAGE_SIZE;
         t.page_entry(env, a).is_some_and(|s| s.pte == enc(from, a))
