@@ -35,6 +35,9 @@ impl HostMm {
                 matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. })
             })?;
         }
+        if n == 1 {
+            return self.pin_one(env, pa, exclusive);
+        }
         self.pins.check_pin_range(pa, n, exclusive)?;
         let first = |p: &Pins, i: u64| p.count(pa + i * PAGE_SIZE) == 0;
         if !self.pins.all_pinned(pa, n) {
@@ -63,6 +66,9 @@ impl HostMm {
     pub fn unpin_range<E: MmEnv>(&mut self, env: &mut E, pa: u64, n: u64) -> Result<(), Error> {
         let size = range_size(pa, n)?;
         self.check_ram(pa, size)?;
+        if n == 1 {
+            return self.unpin_one(env, pa);
+        }
         if !self.pins.all_pinned(pa, n) {
             return Err(Error::Inval);
         }
@@ -127,6 +133,40 @@ impl HostMm {
         }
         Ok(())
     }
+
+    /// [`HostMm::pin_range`] of one page, its page checked: the pin taken
+    /// first (its refusal changes nothing), then the DMA view for a first
+    /// pin; should that fail (`NoMem`) the pin is dropped again.
+    fn pin_one<E: MmEnv>(&mut self, env: &mut E, pa: u64, exclusive: bool) -> Result<(), Error> {
+        let first = self.pins.count(pa) == 0;
+        self.pins.pin(pa, exclusive)?;
+        if first && !dma_page(env, &mut self.dma, pa, Leaf::Invalid(Owner::None), dma_pinned(pa)) {
+            match dma_prepare(env, &self.dma, pa, PAGE_SIZE, dma_pinned(pa)) {
+                Ok(ud) => dma_commit(env, &mut self.dma, ud),
+                Err(e) => {
+                    let r = self.pins.unpin(pa);
+                    debug_assert!(r.is_ok(), "just taken: {r:?}");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`HostMm::unpin_range`] of one page, its page checked.
+    fn unpin_one<E: MmEnv>(&mut self, env: &mut E, pa: u64) -> Result<(), Error> {
+        let pins = self.pins.count(pa);
+        if pins == 0 {
+            return Err(Error::Inval);
+        }
+        if pins == 1 && !dma_page(env, &mut self.dma, pa, dma_pinned(pa), Leaf::Invalid(Owner::None)) {
+            let ud = dma_prepare(env, &self.dma, pa, PAGE_SIZE, Leaf::Invalid(Owner::None))?;
+            dma_commit(env, &mut self.dma, ud);
+        }
+        let r = self.pins.unpin(pa);
+        debug_assert!(r.is_ok(), "checked: {r:?}");
+        Ok(())
+    }
 }
 
 /// The one-entry form of a DMA-view change of the pages `i` of the `n`
@@ -154,20 +194,6 @@ fn dma_pages<E: MmEnv>(
     }
     // The DMA view's descriptors are in the classic MemAttr encoding.
     let enc = |l: Leaf, a: u64| pte::encode_in(l.offset(a - pa), 3, false);
-    if n == 1 {
-        // One page: the slot found is the one written.
-        if !which(0) {
-            return true;
-        }
-        let Some(s) = t.page_entry(env, pa).filter(|s| s.pte == enc(from, pa)) else {
-            return false;
-        };
-        let Some(u) = t.prepare_entry(env, &s, pte::encode_in(to(pa), 3, false)) else {
-            return false;
-        };
-        t.commit_entry(env, u);
-        return true;
-    }
     let fits = (0..n).filter(|&i| which(i)).all(|i| {
         let a = pa + i * PAGE_SIZE;
         t.page_entry(env, a).is_some_and(|s| s.pte == enc(from, a))
@@ -190,6 +216,26 @@ fn dma_pages<E: MmEnv>(
             }
         }
     }
+    true
+}
+
+/// [`dma_pages`] of the one page at `pa`, from `from` to `to`: the slot
+/// found is the one written.
+#[inline(always)]
+fn dma_page<E: MmEnv>(env: &mut E, dma: &mut Option<Stage2>, pa: u64, from: Leaf, to: Leaf) -> bool {
+    let Some(t) = dma.as_mut() else {
+        return true;
+    };
+    if range_only() {
+        return false;
+    }
+    let Some(s) = t.page_entry(env, pa).filter(|s| s.pte == pte::encode_in(from, 3, false)) else {
+        return false;
+    };
+    let Some(u) = t.prepare_entry(env, &s, pte::encode_in(to, 3, false)) else {
+        return false;
+    };
+    t.commit_entry(env, u);
     true
 }
 
