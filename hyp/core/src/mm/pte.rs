@@ -53,12 +53,13 @@ const OWNER_ID_HYP: u64 = 1;
 const OWNER_ID_GUEST: u64 = 2;
 const OWNER_ID_HYP_DONATED: u64 = 3;
 
-/// The boot's choice ([`set_fwb`]): a plain word, not an atomic, so that
-/// the few encodings of one transition share one load (the one-page forms
-/// encode three to five constant leaves up front; an atomic load each
-/// measurably slowed them).
+/// The boot's choice ([`set_fwb`]), kept as the MemAttr bits (in place,
+/// bits [5:2]) of a Normal descriptor of a CPU's tree: a plain word, not an
+/// atomic, so that the encodings of one transition share one load, and
+/// OR-ed into a descriptor whose other bits fold to a constant (the
+/// one-page forms encode three to five constant leaves up front).
 #[cfg(not(test))]
-struct Mode(core::cell::UnsafeCell<bool>);
+struct Mode(core::cell::UnsafeCell<u64>);
 
 // SAFETY: written once by `set_fwb` on the boot CPU before any other CPU
 // runs and before any stage-2 exists (its contract); only read after.
@@ -66,12 +67,12 @@ struct Mode(core::cell::UnsafeCell<bool>);
 unsafe impl Sync for Mode {}
 
 #[cfg(not(test))]
-static FWB: Mode = Mode(core::cell::UnsafeCell::new(false));
+static NORMAL: Mode = Mode(core::cell::UnsafeCell::new(MEMATTR_NORMAL_WB << MEMATTR_SHIFT));
 
 #[cfg(test)]
 std::thread_local! {
     /// Tests: the mode per test thread (tests of both modes run at once).
-    static FWB: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    static NORMAL: core::cell::Cell<u64> = const { core::cell::Cell::new(MEMATTR_NORMAL_WB << MEMATTR_SHIFT) };
 }
 
 /// Sets the MemAttr encoding of the CPUs' stage-2 trees: `true` when
@@ -82,13 +83,24 @@ std::thread_local! {
 /// before any descriptor of a CPU's tree is written (every tree's
 /// descriptors are in one mode, never changed).
 pub unsafe fn set_fwb(on: bool) {
+    let bits = memattr(MemType::Normal, on) << MEMATTR_SHIFT;
     #[cfg(not(test))]
     // SAFETY: per the function contract, nothing reads it concurrently.
     unsafe {
-        *FWB.0.get() = on
+        *NORMAL.0.get() = bits
     };
     #[cfg(test)]
-    FWB.with(|f| f.set(on));
+    NORMAL.with(|f| f.set(bits));
+}
+
+/// The MemAttr bits of a Normal descriptor of a CPU's tree, in place.
+#[inline(always)]
+fn normal_bits() -> u64 {
+    #[cfg(not(test))]
+    // SAFETY: written only before any reader exists (`set_fwb`).
+    return unsafe { *NORMAL.0.get() };
+    #[cfg(test)]
+    return NORMAL.with(|f| f.get());
 }
 
 /// Stage-2 forced write-back (FEAT_S2FWB, HCR_EL2.FWB) in effect: the CPUs'
@@ -96,11 +108,7 @@ pub unsafe fn set_fwb(on: bool) {
 /// as Normal is Write-Back cacheable whatever the lower EL's stage 1 says.
 #[inline(always)]
 pub fn fwb() -> bool {
-    #[cfg(not(test))]
-    // SAFETY: written only before any reader exists (`set_fwb`).
-    return unsafe { *FWB.0.get() };
-    #[cfg(test)]
-    return FWB.with(|f| f.get());
+    normal_bits() == MEMATTR_FWB_NORMAL_WB << MEMATTR_SHIFT
 }
 
 /// MemAttr[3:0] of `mem` in the encoding `fwb` selects.
@@ -155,7 +163,12 @@ pub const fn make_table(pa: u64) -> u64 {
 /// the hyp's bookkeeping tree), in the boot's MemAttr encoding ([`fwb`]).
 #[inline(always)]
 pub fn encode(leaf: Leaf, level: u8) -> u64 {
-    encode_in(leaf, level, fwb())
+    match leaf {
+        Leaf::Mapped { attrs: Attrs { mem: MemType::Normal, .. }, .. } => {
+            (encode_in(leaf, level, false) & !MEMATTR_MASK) | normal_bits()
+        }
+        _ => encode_in(leaf, level, false),
+    }
 }
 
 /// Encodes a leaf for `level` with the MemAttr encoding `fwb` selects.
