@@ -504,12 +504,20 @@ impl Stage2 {
             env.tlbi_vmid(&s2);
         }
         let base = env.table_ptr(self.geo.root);
-        for i in 0..self.geo.root_entries {
-            // SAFETY: i < root_entries, inside the (concatenated) root.
+        let n = self.geo.root_entries;
+        let mut i = 0;
+        loop {
+            // SAFETY: the (concatenated) root holds root_entries entries.
+            i = unsafe { crate::mm::walker::next_valid_index(base, i, n) };
+            if i == n {
+                break;
+            }
+            // SAFETY: i < root_entries, inside the root.
             let d = unsafe { core::ptr::read_volatile(base.add(i)) };
             if pte::is_table(d, self.geo.start_level) {
                 free_subtree(env, pte::table_pa(d), self.geo.start_level + 1);
             }
+            i += 1;
         }
         env.free_root(self.geo.root, self.root_pages);
     }
@@ -538,12 +546,19 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
     let mut n = 1;
     if level < 3 {
         let base = env.table_ptr(table);
-        for i in 0..ENTRIES {
+        let mut i = 0;
+        loop {
+            // SAFETY: a table page holds ENTRIES entries.
+            i = unsafe { crate::mm::walker::next_valid_index(base, i, ENTRIES) };
+            if i == ENTRIES {
+                break;
+            }
             // SAFETY: i < 512 entries of this table page.
             let d = unsafe { core::ptr::read_volatile(base.add(i)) };
             if pte::is_table(d, level) {
                 n += free_subtree(env, pte::table_pa(d), level + 1);
             }
+            i += 1;
         }
     }
     env.free_table(table);
