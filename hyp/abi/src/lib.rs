@@ -127,6 +127,14 @@ pub mod host {
     /// ([`irq`]), x5/x6 = its operands: the host's VMM tells the hyp what
     /// its emulated distributor decided for that vCPU's interrupt.
     pub const VCPU_IRQ: u32 = id(12);
+    /// x1 = PA, x2 = pages (1..=[`PIN_RANGE_MAX`]), x3 = flags
+    /// ([`PIN_EXCLUSIVE`]): a pin on each of the pages, all or none.
+    pub const PIN_RANGE: u32 = id(13);
+    /// x1 = PA, x2 = pages (1..=[`PIN_RANGE_MAX`]): drops one pin from each
+    /// of the pages, all or none.
+    pub const UNPIN_RANGE: u32 = id(14);
+    /// Most pages one PIN_RANGE / UNPIN_RANGE takes (1 MiB).
+    pub const PIN_RANGE_MAX: u64 = 256;
     /// x1 = which stage-2 (0 host, else VM handle): prints it as ranges.
     pub const DUMP_S2: u32 = id(0x20);
     /// x1 = status: ends the system with this status (0 = pass).

@@ -35,6 +35,22 @@ pub fn hcr_host() -> u64 {
         .value
 }
 
+/// FEAT_S2FWB: ID_AA64MMFR2_EL1.FWB says HCR_EL2.FWB exists.
+pub fn has_s2fwb() -> bool {
+    ID_AA64MMFR2_EL1.read(ID_AA64MMFR2_EL1::FWB) != 0
+}
+
+/// HCR_EL2.FWB for every lower-EL context when the boot chose forced
+/// write-back ([`hyp_core::mm::pte::fwb`]: the stage-2 descriptors are in
+/// its MemAttr encoding), else nothing.
+fn hcr_fwb() -> u64 {
+    if hyp_core::mm::pte::fwb() {
+        HCR_EL2::FWB::Enabled.value
+    } else {
+        0
+    }
+}
+
 /// HCR_EL2.API and APK: pointer-authentication instructions and key
 /// registers not trapped.
 const PAUTH_UNTRAPPED: u64 =
@@ -180,7 +196,7 @@ pub fn init_el2_controls() {
     assert!(hcr_host() & rw != 0 && hcr_guest() & rw != 0, "EL1 must be AArch64 for every context");
     for kind in [Kind::Host, Kind::Guest] {
         MDCR_VALUES[kind as usize].store(compute_mdcr(kind), core::sync::atomic::Ordering::Relaxed);
-        let hcr = if kind == Kind::Host { hcr_host() } else { hcr_guest() };
+        let hcr = (if kind == Kind::Host { hcr_host() } else { hcr_guest() }) | hcr_fwb();
         for (slot, v) in CONTROLS[kind as usize].iter().zip([hcr, cptr(kind), cnthctl(kind)]) {
             slot.store(v, core::sync::atomic::Ordering::Relaxed);
         }
