@@ -235,7 +235,8 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
     // registers first, its stage 2 (VMID) after them: a speculative walk of
     // the EL1&0 regime (an AT the CPU runs ahead, the errata KVM works
     // around) never combines the guest's VMID with the host's stage-1
-    // registers (docs/isolation.md, "Order of the switch").
+    // registers (docs/isolation.md, "Order of the switch"; the xtask test
+    // `switch_order` checks this order in this file).
     vcpu.ctx.restore_cpu(Kind::Guest, lazy);
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
