@@ -41,6 +41,15 @@ pub mod arch {
     pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
     /// SMCCC v1.1.
     pub const VERSION_1_1: u64 = 0x1_0001;
+    /// Spectre-v2 (branch target injection) firmware mitigation.
+    pub const ARCH_WORKAROUND_1: u32 = 0x8000_8000;
+    /// Spectre-v4 (speculative store bypass) firmware mitigation.
+    pub const ARCH_WORKAROUND_2: u32 = 0x8000_7fff;
+    /// Spectre-BHB (branch history injection) firmware mitigation.
+    pub const ARCH_WORKAROUND_3: u32 = 0x8000_3fff;
+    /// `SMCCC_ARCH_FEATURES` of an `ARCH_WORKAROUND_1`/`_3`: this PE does
+    /// not need the mitigation (SMCCC; the value KVM returns).
+    pub const WORKAROUND_UNAFFECTED: i64 = 1;
 }
 
 /// PSCI (standard service, owner 4) function IDs.
