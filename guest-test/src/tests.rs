@@ -99,6 +99,42 @@ pub fn demo(t: &mut Tally) {
     call(services::HOST_DUMP, [p, 0, 0]);
 }
 
+/// ID_AA64PFR0_EL1 and ID_AA64MMFR1_EL1 as this guest sees them.
+fn id_pfr0_mmfr1() -> (u64, u64) {
+    let (pfr0, mmfr1): (u64, u64);
+    // SAFETY: reads of two ID registers (trapped and answered by the hyp).
+    unsafe {
+        core::arch::asm!("mrs {0}, id_aa64pfr0_el1", "mrs {1}, id_aa64mmfr1_el1", out(reg) pfr0, out(reg) mmfr1,
+            options(nomem, nostack))
+    };
+    (pfr0, mmfr1)
+}
+
+/// SMCCC_ARCH_FEATURES of ARCH_WORKAROUND_1/2/3 (docs/abi.md): "not
+/// needed" (1) where the CPU proves it, NOT_SUPPORTED otherwise, never
+/// SUCCESS (the hyp implements none of them). The guest's own ID view
+/// decides what to expect: CSV2 [59:56] (capped at 1 in it: CSV2_3 is
+/// hidden) and ECBHB [63:60].
+fn spectre_workarounds(t: &mut Tally) {
+    let (pfr0, mmfr1) = id_pfr0_mmfr1();
+    let csv2 = (pfr0 >> 56) & 0xf;
+    let ecbhb = (mmfr1 >> 60) & 0xf;
+    let ask = |fid: u32| call(arch::SMCCC_ARCH_FEATURES, [fid as u64, 0, 0])[0] as i64;
+    println!("guest: ID view CSV2 {}, ECBHB {}", csv2, ecbhb);
+    let wa1 = if csv2 >= 1 { arch::WORKAROUND_UNAFFECTED } else { NOT_SUPPORTED };
+    t.eq(ask(arch::ARCH_WORKAROUND_1), wa1, "ARCH_FEATURES(ARCH_WORKAROUND_1): 1 with CSV2, else NOT_SUPPORTED");
+    t.eq(ask(arch::ARCH_WORKAROUND_2), NOT_SUPPORTED, "ARCH_FEATURES(ARCH_WORKAROUND_2) is NOT_SUPPORTED");
+    let wa3 = ask(arch::ARCH_WORKAROUND_3);
+    let want3 = match (ecbhb, csv2) {
+        (1.., _) => wa3 == arch::WORKAROUND_UNAFFECTED,
+        (0, 0) => wa3 == NOT_SUPPORTED,
+        // CSV2_3 (hidden from this view) may make it 1.
+        _ => wa3 == arch::WORKAROUND_UNAFFECTED || wa3 == NOT_SUPPORTED,
+    };
+    println!("guest: ARCH_FEATURES(ARCH_WORKAROUND_3) = {}", wa3);
+    t.check(want3, "ARCH_FEATURES(ARCH_WORKAROUND_3): 1 with ECBHB, NOT_SUPPORTED without CSV2, never SUCCESS");
+}
+
 fn discovery(t: &mut Tally) {
     let v = call(arch::SMCCC_VERSION, [0; 3]);
     t.eq(v[0] as i64, 0x10001, "SMCCC_VERSION is 1.1");
@@ -131,6 +167,7 @@ fn discovery(t: &mut Tally) {
         "PSCI CPU_ON of a vCPU this one-vCPU VM does not have is INVALID_PARAMETERS",
     );
     t.eq(call(psci::CPU_SUSPEND, [0; 3])[0] as i64, NOT_SUPPORTED, "PSCI CPU_SUSPEND is NOT_SUPPORTED");
+    spectre_workarounds(t);
     t.eq(call(0xc600_0010, [0; 3])[0] as i64, NOT_SUPPORTED, "an unknown vendor call is NOT_SUPPORTED");
     t.eq(call(0x8100_0000, [0; 3])[0] as i64, NOT_SUPPORTED, "an unknown service is NOT_SUPPORTED");
     preserved(t, guest::HYP_MEMINFO, 0, PAGE as i64, "HYP_MEMINFO (the hyp's short guest-call entry)");

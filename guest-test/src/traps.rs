@@ -237,6 +237,19 @@ fn misc(t: &mut Tally) {
         mrs!("S3_0_C10_C4_7");
     });
     raz(t, "ERRIDR_EL1", || mrs!("S3_0_C5_C3_0"));
+    // No self-hosted trace (MDCR_EL2.TTRF; TraceFilt hidden) and no MPAM
+    // (MPAM2_EL2 traps where the CPU has it; MPAM hidden).
+    id_field(t, "ID_AA64DFR0_EL1", mrs!("id_aa64dfr0_el1"), "TraceFilt", 40);
+    undef(t, "TRFCR_EL1 read", || {
+        mrs!("S3_0_C1_C2_1");
+    });
+    undef(t, "TRFCR_EL1 write", || msr!("S3_0_C1_C2_1", 3));
+    id_field(t, "ID_AA64PFR0_EL1", mrs!("id_aa64pfr0_el1"), "MPAM", 40);
+    undef(t, "MPAM1_EL1 read", || {
+        mrs!("S3_0_C10_C5_0");
+    });
+    undef(t, "MPAM1_EL1 write", || msr!("S3_0_C10_C5_0", 1));
+    undef(t, "MPAM0_EL1 write", || msr!("S3_0_C10_C5_1", 1));
     undef(t, "SCXTNUM_EL0 read", || {
         mrs!("S3_3_C13_C0_7");
     });

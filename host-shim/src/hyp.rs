@@ -47,6 +47,12 @@ pub fn pin(pa: u64, exclusive: bool) -> i64 {
 pub fn unpin(pa: u64) -> i64 {
     errno(call(abi::UNPIN, [pa, 0, 0, 0, 0, 0]))
 }
+pub fn pin_range(pa: u64, pages: u64, exclusive: bool) -> i64 {
+    errno(call(abi::PIN_RANGE, [pa, pages, exclusive as u64, 0, 0, 0]))
+}
+pub fn unpin_range(pa: u64, pages: u64) -> i64 {
+    errno(call(abi::UNPIN_RANGE, [pa, pages, 0, 0, 0, 0]))
+}
 /// DMA_EVENTS: (drained now, since boot, last stream, last address, last id | read << 8,
 /// event queue overflows since boot).
 pub fn dma_events() -> Result<[u64; 6], i64> {

@@ -107,6 +107,12 @@ impl MmEnv for HypEnv {
             tlb::tlbi_ipa(s2, ipa);
         }
     }
+    fn dma_batch(&mut self) {
+        smmu::batch();
+    }
+    fn dma_sync(&mut self) {
+        smmu::sync();
+    }
     fn tlbi_vmid(&mut self, s2: &S2Id) {
         bump(&TLBIS);
         if s2.iommu {
@@ -128,6 +134,9 @@ impl MmEnv for HypEnv {
     }
     fn dcache_clean_inval_poc(&mut self, pa: u64, size: u64) {
         tlb::dcache_clean_inval_poc(pa, size);
+    }
+    fn dma_noncoherent(&self) -> bool {
+        smmu::noncoherent()
     }
     fn icache_inval_pou(&mut self, _pa: u64, _size: u64) {
         // The D-side is clean to PoC (so to PoU) and complete.

@@ -62,6 +62,8 @@ pub struct PerCpu {
     pub host_pmcnten: u64,
     /// The host's DISR_EL1 while a guest runs.
     pub host_disr: u64,
+    /// The host's TRFCR_EL1 while a guest runs (`vm::switch`).
+    pub host_trfcr: u64,
     /// The running guest's FP/SIMD registers are in the CPU (it used them
     /// in this run; the host's are in `host.fp`). Until then the host's
     /// stay in the CPU, trapped for the guest (CPTR_EL2.TFP).
@@ -102,6 +104,7 @@ const INIT: PerCpu = PerCpu {
     host_icc: [0; 2],
     host_pmcnten: 0,
     host_disr: 0,
+    host_trfcr: 0,
     guest_fp: false,
     guest_lazy: 0,
     gicr_sgi: 0,

@@ -28,6 +28,8 @@ mod qemu;
 mod qemu_install;
 mod runner;
 mod scenarios;
+#[cfg(test)]
+mod switch_order;
 mod sys;
 mod toolchain;
 mod trace;

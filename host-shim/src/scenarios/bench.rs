@@ -155,8 +155,9 @@ fn bench(name: &str, n: u64, mut f: impl FnMut(u64)) {
 }
 
 /// PIN/UNPIN on a page a guest shared with us (the BENCH_PIN service,
-/// a hook registered by [`run`]).
-fn pins(pa: u64) {
+/// a hook registered by [`run`]), and the range calls ([`range_pins`]).
+fn pins(pa: u64, pages: u64) {
+    range_pins(pa, pages);
     if !want("host_pin") && !want("host_unpin") {
         return;
     }
@@ -175,6 +176,26 @@ fn pins(pa: u64) {
     let c = diff(c0, counters());
     report("host_pin", n, pin, c);
     report("host_unpin", n, unpin, c);
+}
+
+/// PIN_RANGE + UNPIN_RANGE: of one page (what a 4 KiB I/O request pins),
+/// and of 16 pages (a 64 KiB one) when the guest shared that many from
+/// `pa` (BENCH_PIN x2), per page.
+fn range_pins(pa: u64, pages: u64) {
+    let n = reps();
+    for (name, k) in
+        [("host pin+unpin 4K (range calls, 1 page)", 1), ("host pin+unpin 64K (range calls, per page of 16)", 16)]
+    {
+        if !want(name) || pages < k {
+            continue;
+        }
+        let c0 = counters();
+        let m = pmu::measure(n, |_| {
+            hyp::pin_range(pa, k, false);
+            hyp::unpin_range(pa, k);
+        });
+        report(name, n * k, m, diff(c0, counters()));
+    }
 }
 
 /// SHARE_HYP / UNSHARE_HYP of one 4K page of a 2M block already split (the

@@ -55,6 +55,13 @@ pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
     r.expect(hyp::pin(page + 1, false), -EINVAL, "pin: unaligned is EINVAL");
     r.expect(errno(call(abi::PIN, [page, 7, 0, 0, 0, 0])), -EINVAL, "pin: unknown flags is EINVAL");
     r.expect(hyp::unpin(page + 0x2000), -EINVAL, "unpin: a page with no pin is EINVAL");
+    r.expect(hyp::pin_range(page, 1, false), -EPERM, "pin_range: a guest-private page is EPERM");
+    r.expect(hyp::pin_range(page + 0x2000, 2, false), -EPERM, "pin_range: host-owned pages are EPERM");
+    r.expect(hyp::pin_range(page, 0, false), -EINVAL, "pin_range: no page is EINVAL");
+    r.expect(hyp::pin_range(page, abi::PIN_RANGE_MAX + 1, false), -EINVAL, "pin_range: over 256 pages is EINVAL");
+    r.expect(errno(call(abi::PIN_RANGE, [page, 1, 7, 0, 0, 0])), -EINVAL, "pin_range: unknown flags is EINVAL");
+    r.expect(hyp::unpin_range(page + 0x2000, 1), -EINVAL, "unpin_range: a page with no pin is EINVAL");
+    r.expect(hyp::unpin_range(page + 0x2000, u64::MAX), -EINVAL, "unpin_range: a huge count is EINVAL");
     r.expect(errno(call(abi::SHARE_HYP, [hyp_base, 4096, 0, 0, 0, 0])), -EPERM, "share_hyp: hyp memory is EPERM");
     r.expect(errno(call(abi::SHARE_HYP, [page, 4096, 0, 0, 0, 0])), -EPERM, "share_hyp: a guest's page is EPERM");
     r.expect(errno(call(abi::SHARE_HYP, [page + 0x3000, 4096, 0, 0, 0, 0])), 0, "share_hyp: a host page");

@@ -21,8 +21,10 @@ const ENODEV: i64 = -19;
 /// `HOST_DMA`: DMA of `byte` by a device into host PA `pa`; 0 landed, 1
 /// blocked, 2 anything else, or -errno.
 pub type DmaHook = fn(pa: u64, byte: u64) -> i64;
-/// `BENCH_PIN`: measure PIN/UNPIN on host PA `pa` (a page the guest shared).
-pub type PinBenchHook = fn(pa: u64);
+/// `BENCH_PIN`: measure PIN/UNPIN on host PA `pa` (a page the guest
+/// shared), and the range calls on the `pages` shared pages from it (x2
+/// of the call; 0 counts as 1).
+pub type PinBenchHook = fn(pa: u64, pages: u64);
 
 static DMA: Mutex<Option<DmaHook>> = Mutex::new(None);
 static PIN_BENCH: Mutex<Option<PinBenchHook>> = Mutex::new(None);
@@ -109,7 +111,7 @@ impl Guest {
             (svc::BENCH_PIN, Some(pa)) => {
                 let hook = *PIN_BENCH.lock();
                 if let Some(f) = hook {
-                    f(pa);
+                    f(pa, a[1].max(1));
                 }
                 [0; 4]
             }

@@ -41,6 +41,15 @@ pub mod arch {
     pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
     /// SMCCC v1.1.
     pub const VERSION_1_1: u64 = 0x1_0001;
+    /// Spectre-v2 (branch target injection) firmware mitigation.
+    pub const ARCH_WORKAROUND_1: u32 = 0x8000_8000;
+    /// Spectre-v4 (speculative store bypass) firmware mitigation.
+    pub const ARCH_WORKAROUND_2: u32 = 0x8000_7fff;
+    /// Spectre-BHB (branch history injection) firmware mitigation.
+    pub const ARCH_WORKAROUND_3: u32 = 0x8000_3fff;
+    /// `SMCCC_ARCH_FEATURES` of an `ARCH_WORKAROUND_1`/`_3`: this PE does
+    /// not need the mitigation (SMCCC; the value KVM returns).
+    pub const WORKAROUND_UNAFFECTED: i64 = 1;
 }
 
 /// PSCI (standard service, owner 4) function IDs.
@@ -127,6 +136,14 @@ pub mod host {
     /// ([`irq`]), x5/x6 = its operands: the host's VMM tells the hyp what
     /// its emulated distributor decided for that vCPU's interrupt.
     pub const VCPU_IRQ: u32 = id(12);
+    /// x1 = PA, x2 = pages (1..=[`PIN_RANGE_MAX`]), x3 = flags
+    /// ([`PIN_EXCLUSIVE`]): a pin on each of the pages, all or none.
+    pub const PIN_RANGE: u32 = id(13);
+    /// x1 = PA, x2 = pages (1..=[`PIN_RANGE_MAX`]): drops one pin from each
+    /// of the pages, all or none.
+    pub const UNPIN_RANGE: u32 = id(14);
+    /// Most pages one PIN_RANGE / UNPIN_RANGE takes (1 MiB).
+    pub const PIN_RANGE_MAX: u64 = 256;
     /// x1 = which stage-2 (0 host, else VM handle): prints it as ranges.
     pub const DUMP_S2: u32 = id(0x20);
     /// x1 = status: ends the system with this status (0 = pass).

@@ -167,6 +167,10 @@ impl Queue {
     pub const fn full(&self, prod: u32, cons: u32) -> bool {
         (prod ^ cons) & self.mask() == 1 << self.log2
     }
+    /// Free entries between `cons` and `prod` (the wrap bit counted in).
+    pub const fn free(&self, prod: u32, cons: u32) -> u32 {
+        (1 << self.log2) - (prod.wrapping_sub(cons) & self.mask())
+    }
 }
 
 /// Event identifiers of interest.
@@ -261,6 +265,19 @@ mod tests {
         assert_eq!(q.next(3), 4);
         assert_eq!(q.next(7), 0);
         assert_eq!(q.index(6), 2);
+    }
+
+    #[test]
+    fn queue_free_counts_across_the_wrap() {
+        let q = Queue { log2: 3 };
+        assert_eq!(q.free(0, 0), 8);
+        assert_eq!(q.free(5, 2), 5);
+        // PROD wrapped (bit 3 toggled), CONS not yet.
+        assert_eq!(q.free(0b1_001, 0b0_110), 5);
+        assert_eq!(q.free(0b1_110, 0b0_110), 0);
+        assert!(q.full(0b1_110, 0b0_110));
+        // CONS wrapped past PROD's wrap: both toggled back.
+        assert_eq!(q.free(0b0_001, 0b1_111), 6);
     }
 
     #[test]

@@ -252,6 +252,12 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     // the hyp's bookkeeping table records the same pages.
     let mut env = HypEnv;
     let ipa_bits = m.host_ipa_bits();
+    // Stage-2 forced write-back where the CPU has it: the MemAttr encoding
+    // of every CPU stage-2 from the first descriptor on, HCR_EL2.FWB for
+    // the host and guests (`el1::init_el2_controls`).
+    // SAFETY: the boot CPU alone runs, and no stage-2 exists yet.
+    unsafe { hyp_core::mm::pte::set_fwb(el1::has_s2fwb()) };
+    info!("stage-2 forced write-back (FEAT_S2FWB): {}", if hyp_core::mm::pte::fwb() { "on" } else { "off" });
     let host_pgt =
         Stage2::new(&mut env, ipa_bits, Some(0)).unwrap_or_else(|e| fail(format_args!("host stage-2: {e:?}")));
     let mut hyp_pgt = Stage2::new(&mut env, ipa_bits, None).unwrap_or_else(|e| fail(format_args!("hyp table: {e:?}")));

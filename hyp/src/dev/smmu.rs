@@ -110,6 +110,10 @@ struct Smmu {
     evtq: u64,
     evtq_q: Queue,
     streams: u32,
+    /// A batch is open ([`batch`]): invalidations are queued without a
+    /// CMD_SYNC each; `unsynced` when one was since the last SYNC.
+    batching: bool,
+    unsynced: bool,
 }
 
 // SAFETY: the register blocks are MMIO only ever touched with the SMMU
@@ -180,10 +184,34 @@ impl Smmu {
     /// Appends `cmds` and a CMD_SYNC, then waits until the SMMU has
     /// consumed the SYNC: every command before it has completed.
     fn submit(&mut self, cmds: &[[u64; 2]]) {
+        self.enqueue(cmds, true);
+    }
+
+    /// An invalidation: submitted, or inside a batch ([`batch`]) only
+    /// queued (its completion is [`sync`]'s).
+    fn invalidate(&mut self, cmd: [u64; 2]) {
+        if self.batching {
+            self.enqueue(&[cmd], false);
+            self.unsynced = true;
+        } else {
+            self.submit(&[cmd]);
+        }
+    }
+
+    /// Appends `cmds` (and a CMD_SYNC if `sync`) and publishes them; with
+    /// the SYNC, waits until the SMMU has consumed it.
+    fn enqueue(&mut self, cmds: &[[u64; 2]], sync: bool) {
         let q = self.cmdq_q;
         let mut prod = self.regs.cmdq_prod.get() & q.mask();
-        for c in cmds.iter().chain(core::iter::once(&s::cmd_sync())) {
-            spin_until(|| !q.full(prod, self.regs.cmdq_cons.get()), "command queue space");
+        let sync_cmd = s::cmd_sync();
+        let tail: &[[u64; 2]] = if sync { core::slice::from_ref(&sync_cmd) } else { &[] };
+        // Room for all of them (the usual case: the queue is drained by
+        // every SYNC): no look at CONS per command.
+        let roomy = q.free(prod, self.regs.cmdq_cons.get()) as usize >= cmds.len() + tail.len();
+        for c in cmds.iter().chain(tail) {
+            if !roomy {
+                spin_until(|| !q.full(prod, self.regs.cmdq_cons.get()), "command queue space");
+            }
             let slot = self.cmdq + (q.index(prod) * CMD_BYTES) as u64;
             // SAFETY: `slot` is an entry of the command queue, a pool page
             // only the hyp writes (the SMMU reads entries up to PROD only).
@@ -200,6 +228,9 @@ impl Smmu {
         // before it sees the new PROD.
         barrier::dsb(barrier::SY);
         self.regs.cmdq_prod.set(prod);
+        if !sync {
+            return;
+        }
         spin_until(
             || {
                 let cons = self.regs.cmdq_cons.get();
@@ -273,7 +304,19 @@ pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
     let cmdq = pool::alloc_pages(pages(CMD_BYTES << cmdq_q.log2)).ok_or(InitError::NoMemory)?;
     let evtq = pool::alloc_pages(pages(EVT_BYTES << evtq_q.log2)).ok_or(InitError::NoMemory)?;
 
-    let mut smmu = Smmu { regs, page1, coherent, vmid: ctx.vmid, cmdq, cmdq_q, evtq, evtq_q, streams: 1 << st_log2 };
+    let mut smmu = Smmu {
+        regs,
+        page1,
+        coherent,
+        vmid: ctx.vmid,
+        cmdq,
+        cmdq_q,
+        evtq,
+        evtq_q,
+        streams: 1 << st_log2,
+        batching: false,
+        unsynced: false,
+    };
     // Off, and aborting whatever arrives while it is off.
     smmu.write_cr0(0);
     regs.gbpa.set(GBPA_UPDATE | GBPA_ABORT);
@@ -329,7 +372,7 @@ pub fn init(p: Probe, ctx: S2Context, ipa_bits: u8) -> Result<(), InitError> {
 pub fn tlbi_ipa(vmid: u16, ipa: u64) {
     if let Some(s) = SMMU.lock().as_mut() {
         debug_assert_eq!(vmid, s.vmid);
-        s.submit(&[s::cmd_tlbi_s2_ipa(vmid, ipa)]);
+        s.invalidate(s::cmd_tlbi_s2_ipa(vmid, ipa));
     }
 }
 
@@ -338,7 +381,29 @@ pub fn tlbi_ipa(vmid: u16, ipa: u64) {
 #[inline(never)]
 pub fn tlbi_vmid(vmid: u16) {
     if let Some(s) = SMMU.lock().as_mut() {
-        s.submit(&[s::cmd_tlbi_s12_vmall(vmid)]);
+        s.invalidate(s::cmd_tlbi_s12_vmall(vmid));
+    }
+}
+
+/// Opens a batch: [`tlbi_ipa`] and [`tlbi_vmid`] queue their invalidation
+/// without a CMD_SYNC each until [`sync`]. The caller holds the host's
+/// lock (every change of the DMA view does) and calls [`sync`] before it
+/// lets go of it: nobody relies on the pages being unreachable before.
+pub fn batch() {
+    if let Some(s) = SMMU.lock().as_mut() {
+        s.batching = true;
+    }
+}
+
+/// Ends a batch: one CMD_SYNC, waited for, completes every invalidation
+/// queued since [`batch`] (none queued: nothing to wait for).
+pub fn sync() {
+    if let Some(s) = SMMU.lock().as_mut() {
+        if s.unsynced {
+            s.enqueue(&[], true);
+        }
+        s.batching = false;
+        s.unsynced = false;
     }
 }
 

@@ -14,6 +14,7 @@ use hyp_core::mm::{Error, PAGE_SIZE};
 
 use crate::arch::aarch64::context::Context;
 use crate::arch::aarch64::frame::{CallRegs, TrapFrame};
+use crate::arch::aarch64::idregs;
 use crate::hyp_env::HypEnv;
 use crate::owners;
 use crate::tracebuf::point;
@@ -132,7 +133,9 @@ fn answer_args(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>) -> bool {
         arch::SMCCC_VERSION => arch::VERSION_1_1 as i64,
         arch::SMCCC_ARCH_FEATURES => match x1 as u32 {
             arch::SMCCC_VERSION | arch::SMCCC_ARCH_FEATURES => 0,
-            _ => smccc::NOT_SUPPORTED,
+            // Spectre workarounds: "not needed" where the CPU proves it,
+            // NOT_SUPPORTED otherwise (the hyp implements none of them).
+            f => idregs::workaround_answer(f).unwrap_or(smccc::NOT_SUPPORTED),
         },
         abi::CALL_UID => {
             for (i, w) in abi::KVM_UID.iter().enumerate() {

@@ -171,6 +171,8 @@ const TABLE: [Entry; SLOTS] = {
     t[slot(abi::UNSHARE_HYP)] = entry!(unshare_hyp);
     t[slot(abi::PIN)] = entry!(pin);
     t[slot(abi::UNPIN)] = entry!(unpin);
+    t[slot(abi::PIN_RANGE)] = entry!(pin_range);
+    t[slot(abi::UNPIN_RANGE)] = entry!(unpin_range);
     t[slot(abi::DONATE_HYP)] = entry!(donate_hyp);
     t[slot(abi::RECLAIM_HYP)] = entry!(reclaim_hyp);
     t[slot(abi::PAGE_STATE)] = entry!(page_state);
@@ -221,21 +223,43 @@ fn reclaim_hyp(x: &mut CallRegs) -> Result<(), Error> {
     host_hyp(x, host_hyp::hyp_donate_host, op::RECLAIM_HYP)
 }
 
+// PIN and UNPIN are the range calls of one page: the same checks and
+// results, and the DMA view's one-entry writes where they apply.
 fn pin(x: &mut CallRegs) -> Result<(), Error> {
-    let r = if x[2] > abi::PIN_EXCLUSIVE {
-        Err(Error::Inval)
-    } else {
-        owners::host()
-            .pin(&mut HypEnv, Pa(x[1]), x[2] == abi::PIN_EXCLUSIVE)
-            .map_err(|e| super::refused("host", x[0], e))
-    };
-    point::transition(0, 0, op::PIN, x[1], 4096, &r);
-    r
+    pin_pages(x[0], x[1], 1, x[2])
 }
 
 fn unpin(x: &mut CallRegs) -> Result<(), Error> {
-    let r = owners::host().unpin(&mut HypEnv, Pa(x[1])).map_err(|e| super::refused("host", x[0], e));
-    point::transition(0, 0, op::UNPIN, x[1], 4096, &r);
+    unpin_pages(x[0], x[1], 1)
+}
+
+fn pin_range(x: &mut CallRegs) -> Result<(), Error> {
+    pin_pages(x[0], x[1], x[2], x[3])
+}
+
+fn unpin_range(x: &mut CallRegs) -> Result<(), Error> {
+    unpin_pages(x[0], x[1], x[2])
+}
+
+/// Call `fid`: a pin on each of `n` pages from `pa`, traced as one PIN of
+/// the range.
+fn pin_pages(fid: u64, pa: u64, n: u64, flags: u64) -> Result<(), Error> {
+    let r = if flags > abi::PIN_EXCLUSIVE {
+        Err(Error::Inval)
+    } else {
+        owners::host()
+            .pin_range(&mut HypEnv, Pa(pa), n, flags == abi::PIN_EXCLUSIVE)
+            .map_err(|e| super::refused("host", fid, e))
+    };
+    point::transition(0, 0, op::PIN, pa, n.saturating_mul(4096), &r);
+    r
+}
+
+/// Call `fid`: one pin dropped from each of `n` pages from `pa`, traced
+/// as one UNPIN.
+fn unpin_pages(fid: u64, pa: u64, n: u64) -> Result<(), Error> {
+    let r = owners::host().unpin_range(&mut HypEnv, Pa(pa), n).map_err(|e| super::refused("host", fid, e));
+    point::transition(0, 0, op::UNPIN, pa, n.saturating_mul(4096), &r);
     r
 }
 

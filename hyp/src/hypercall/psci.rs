@@ -39,7 +39,11 @@ pub fn handle_host_smc(frame: &mut TrapFrame) {
         // Would resume at EL2 at a host-chosen address.
         psci::CPU_SUSPEND => psci::DENIED,
         arch::SMCCC_VERSION => arch::VERSION_1_1 as i64,
-        arch::SMCCC_ARCH_FEATURES => smccc::NOT_SUPPORTED,
+        // The host is told what a guest is (`hypercall::guest`): the hyp
+        // relays none of the Spectre workaround calls to firmware.
+        arch::SMCCC_ARCH_FEATURES => {
+            crate::arch::aarch64::idregs::workaround_answer(frame.x[1] as u32).unwrap_or(smccc::NOT_SUPPORTED)
+        }
         _ => smccc::NOT_SUPPORTED,
     };
     frame.x[0] = r as u64;

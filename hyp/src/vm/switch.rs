@@ -20,7 +20,9 @@ use super::{get, Pending, Vcpu, Vm};
 use crate::arch::aarch64::context::{self, feat, Kind};
 use crate::arch::aarch64::el1;
 use crate::arch::aarch64::frame::{Next, TrapFrame};
-use crate::arch::aarch64::sysreg::{ICC_IGRPEN1_EL1, ICC_PMR_EL1, PMCNTENCLR_EL0, PMCNTENSET_EL0, VMPIDR_EL2};
+use crate::arch::aarch64::sysreg::{
+    ICC_IGRPEN1_EL1, ICC_PMR_EL1, PMCNTENCLR_EL0, PMCNTENSET_EL0, TRFCR_EL1, VMPIDR_EL2,
+};
 use crate::arch::aarch64::{hyptimer, inject, vgic_sr};
 use crate::percpu::{host_frame, this_cpu, PerCpu, Running};
 use crate::tracebuf::point;
@@ -60,6 +62,40 @@ fn stop_host_pmu(cpu: &mut PerCpu) {
 fn restart_host_pmu(cpu: &PerCpu) {
     if context::features() & feat::PMU != 0 && !el1::bench_pmu() {
         PMCNTENSET_EL0.set(cpu.host_pmcnten);
+    }
+}
+
+/// Before a guest runs: the host's TRFCR_EL1 set aside and cleared, so
+/// that nothing the guest runs at EL1 or EL0 is traced into a buffer of the
+/// host's (a trace unit and TRBE are the host's; the guest cannot change
+/// the filter: MDCR_EL2.TTRF). Returns the host's value (0 without
+/// FEAT_TRF). When it was set, the trace of what ran before is drained
+/// (ISB, TSB CSYNC) before the guest can run.
+#[inline(always)]
+fn park_host_trfcr() -> u64 {
+    if context::features() & feat::TRF == 0 {
+        return 0;
+    }
+    let v = TRFCR_EL1.get();
+    if v != 0 {
+        TRFCR_EL1.set(0);
+        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+        // SAFETY: TSB CSYNC (HINT #18) only synchronizes the trace unit.
+        unsafe { core::arch::asm!("hint #18", options(nostack)) };
+    }
+    v
+}
+
+/// At the exit: the host's TRFCR_EL1 back (the guest could not change the
+/// 0 it ran with: its accesses trap).
+#[inline(always)]
+fn unpark_host_trfcr(v: u64) {
+    if context::features() & feat::TRF == 0 {
+        return;
+    }
+    debug_assert_eq!(TRFCR_EL1.get(), 0, "a guest ran with a trace filter");
+    if v != 0 {
+        TRFCR_EL1.set(v);
     }
 }
 
@@ -194,7 +230,13 @@ pub fn vcpu_run(frame: &mut TrapFrame) -> Result<Next, Error> {
     cpu.guest_lazy = lazy;
     cpu.guest_fp = false;
     cpu.host_disr = context::park_host_disr();
-    // Guest in (its general registers are loaded by the vectors).
+    cpu.host_trfcr = park_host_trfcr();
+    // Guest in (its general registers are loaded by the vectors). Its EL1
+    // registers first, its stage 2 (VMID) after them: a speculative walk of
+    // the EL1&0 regime (an AT the CPU runs ahead, the errata KVM works
+    // around) never combines the guest's VMID with the host's stage-1
+    // registers (docs/isolation.md, "Order of the switch"; the xtask test
+    // `switch_order` checks this order in this file).
     vcpu.ctx.restore_cpu(Kind::Guest, lazy);
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
@@ -296,11 +338,15 @@ pub fn exit_to_host(frame: &TrapFrame, vm: &mut Vm, idx: usize, reason: u64, det
         vcpu.ctx.used |= feat::LRS;
     }
     vcpu.running = false;
-    cpu.host.restore_cpu(Kind::Host, cpu.guest_lazy);
-    restore_interrupts(cpu);
-    restart_host_pmu(cpu);
+    // The host's stage 2 (VMID) before its EL1 registers: the mirror of
+    // the entry, so no speculative walk combines the host's stage-1
+    // registers with the guest's VMID (its TLB entries are the guest's).
     VTCR_EL2.set(cpu.host_vtcr);
     VTTBR_EL2.set(cpu.host_vttbr);
+    cpu.host.restore_cpu(Kind::Host, cpu.guest_lazy);
+    unpark_host_trfcr(cpu.host_trfcr);
+    restore_interrupts(cpu);
+    restart_host_pmu(cpu);
     VMPIDR_EL2.set(MPIDR_EL1.get());
     isb();
     let frame = host_frame(cpu);

@@ -26,7 +26,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "traps",
-        about: "PMU, debug, physical timer, SVE/SME, set/way, ACTLR, LOR, RAS, SCXTNUM, SGIs, ID registers",
+        about: "PMU, debug, physical timer, SVE/SME, set/way, ACTLR, LOR, RAS, trace filter, MPAM, SCXTNUM, SGIs, ID registers",
         // icount: the host's PMU check counts instructions retired.
         run: Run { icount: true, ..Run::shim("traps") },
         lines: Lines::Join(&[
@@ -36,8 +36,8 @@ pub const SCENARIOS: &[Scenario] = &[
             ],
             TRAPS_ROWS,
             &[
-                "[vm 1] guest: 66 passed, 0 failed",
-                "[host] result: 74 passed, 0 failed",
+                "[vm 1] guest: 73 passed, 0 failed",
+                "[host] result: 81 passed, 0 failed",
                 "[hyp] system off: status 0 (Ok)",
             ],
         ]),
@@ -226,6 +226,13 @@ const TRAPS_ROWS: &[&str] = &[
     "[vm 1] PASS traps: LORC_EL1 write is UNDEF",
     "[vm 1] PASS traps: LORID_EL1 read is UNDEF",
     "[vm 1] PASS traps: ERRIDR_EL1 reads 0",
+    "[vm 1] PASS traps: ID_AA64DFR0_EL1.TraceFilt reads 0",
+    "[vm 1] PASS traps: TRFCR_EL1 read is UNDEF",
+    "[vm 1] PASS traps: TRFCR_EL1 write is UNDEF",
+    "[vm 1] PASS traps: ID_AA64PFR0_EL1.MPAM reads 0",
+    "[vm 1] PASS traps: MPAM1_EL1 read is UNDEF",
+    "[vm 1] PASS traps: MPAM1_EL1 write is UNDEF",
+    "[vm 1] PASS traps: MPAM0_EL1 write is UNDEF",
     "[vm 1] PASS traps: SCXTNUM_EL0 read is UNDEF",
     "[vm 1] PASS traps: SCXTNUM_EL1 write is UNDEF",
     "[vm 1] PASS traps: ICC_SGI1R_EL1 write to no vCPU completes (SGIs reach only the guest's vCPUs)",

@@ -24,7 +24,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "[hyp] trace * | fault  vm1/vcpu0 read ipa=0x30000000 far=0x30000000 pc=* translation * -> abort injected",
             "[hyp] trace * | inject vm1/vcpu0 abort far=0x30000000 pc=*",
             "[hyp] trace * | trans  vm1/vcpu0 vm_teardown addr=0x0 size=0x3ffe000 -> ok",
-            "[host] result: 96 passed, 0 failed",
+            "[host] result: 99 passed, 0 failed",
         ]),
         absent: &["FAIL", "PANIC"],
         anywhere: &[],

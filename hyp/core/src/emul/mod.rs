@@ -3,6 +3,8 @@
 //!
 //! - [`exception`]: architecture rules the hyp emulates (exception entry
 //!   PSTATE and vectors, stage-2 fault kinds, trapped-access decoding).
+//! - [`spectre`]: the `SMCCC_ARCH_FEATURES` answers for the Spectre
+//!   workaround calls, from the CPU's ID registers.
 //! - [`sys_regs`]: what a guest sees on a trapped system register or
 //!   instruction (RAZ/WI, UNDEF, NOP, sanitized ID values, SGIs).
 //! - [`vgic`]: a vCPU's virtual interrupts and what goes into its list
@@ -12,5 +14,6 @@
 
 pub mod exception;
 pub mod gicr;
+pub mod spectre;
 pub mod sys_regs;
 pub mod vgic;

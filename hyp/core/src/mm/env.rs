@@ -121,14 +121,30 @@ pub trait MmEnv {
     /// [`MmEnv::write_pte`] of that entry, whose barrier made the write
     /// visible to the walkers: the invalidation needs none before it.
     fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, level: u8);
+    /// Starts a batch of invalidations of SMMU trees: until
+    /// [`MmEnv::dma_sync`], `tlbi_ipa` / `tlbi_vmid` of a tree with
+    /// [`S2Id::iommu`] may queue the invalidation without waiting for it.
+    /// The caller holds the lock that keeps everyone from relying on the
+    /// pages being unreachable until the sync, and syncs before it returns.
+    fn dma_batch(&mut self) {}
+    /// Completes every SMMU invalidation queued since [`MmEnv::dma_batch`]
+    /// (CMD_SYNC, waited for) and ends the batch.
+    fn dma_sync(&mut self) {}
     /// Invalidates all stage-1+2 entries of tree `s2` (TLBI VMALLS12E1IS with
     /// its VTTBR/VTCR loaded); used when a table descriptor is removed and
     /// when the tree is destroyed (before its VMID can be reused).
     fn tlbi_vmid(&mut self, s2: &S2Id);
 
     /// Zeroes `size` bytes at `pa` (the caller then cleans them to the point
-    /// of coherency with [`MmEnv::dcache_clean_inval_poc`]).
+    /// of coherency with [`MmEnv::dcache_clean_inval_poc`] where an observer
+    /// may read memory around the caches: `mm::cmo`).
     fn scrub(&mut self, pa: u64, size: u64);
+    /// Do devices reach memory around the CPUs' caches (a non-coherent
+    /// SMMU: SMMU_IDR0.COHACC clear)? Then pages the host's devices may
+    /// read are cleaned to the point of coherency even under FWB.
+    fn dma_noncoherent(&self) -> bool {
+        false
+    }
     /// Cleans and invalidates the data cache for `[pa, pa + size)` to the
     /// point of coherency (DC CIVAC per line, then DSB ISH), so an observer
     /// with its caches off (a guest before it turns its MMU on, the host

@@ -7,6 +7,7 @@
 //! allocator through [`env::MmEnv`] (and [`stage1::TableAlloc`]).
 
 pub mod addr;
+pub mod cmo;
 pub mod env;
 pub mod error;
 pub mod invariants;

@@ -77,6 +77,36 @@ impl Pins {
         Ok(())
     }
 
+    /// The counts of `n` pages from `pa`, or `None` if any lies outside.
+    fn run(&self, pa: u64, n: u64) -> Option<&[u32]> {
+        let first = self.slot(pa)?;
+        let last = first.checked_add(usize::try_from(n).ok()?)?;
+        self.counts.get(first..last)
+    }
+
+    /// Could every page of the `n` from `pa` take a pin ([`Pins::pin`]'s
+    /// rules)? `Inval` outside the counted range, `Busy` for a page
+    /// pinned exclusively, or pinned at all when `exclusive`, or at its
+    /// most pins.
+    pub fn check_pin_range(&self, pa: u64, n: u64, exclusive: bool) -> Result<(), Error> {
+        let run = self.run(pa, n).ok_or(Error::Inval)?;
+        let refused = |&c: &u32| c & EXCLUSIVE != 0 || (exclusive && c != 0) || c == EXCLUSIVE - 1;
+        if run.iter().any(refused) {
+            return Err(Error::Busy);
+        }
+        Ok(())
+    }
+
+    /// Does every page of the `n` from `pa` hold a pin? (`false` outside
+    /// the counted range.)
+    #[inline]
+    pub fn all_pinned(&self, pa: u64, n: u64) -> bool {
+        if self.pinned == 0 {
+            return false;
+        }
+        self.run(pa, n).is_some_and(|r| r.iter().all(|&c| c != 0))
+    }
+
     /// Drops one pin (the exclusive one, if held).
     pub fn unpin(&mut self, pa: u64) -> Result<(), Error> {
         let i = self.slot(pa).ok_or(Error::Inval)?;

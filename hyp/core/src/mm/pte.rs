@@ -3,6 +3,19 @@
 //! Valid leaf: bit 0 valid, bit 1 page (level 3) / block (0, levels 1-2),
 //! MemAttr[5:2], S2AP[7:6], SH[9:8], AF[10], output address [47:12],
 //! XN[54:53], software bits [56:55] = [`PageState`].
+//!
+//! MemAttr has two encodings (Arm ARM, "Stage 2 memory type and
+//! Cacheability attributes"): without FEAT_S2FWB (or with HCR_EL2.FWB
+//! clear) it is combined with stage 1's attributes, MemAttr[3:2] the outer
+//! and [1:0] the inner cacheability (0b1111 Normal Write-Back) or, with
+//! [3:2] = 0, the Device type in [1:0] (0b0001 Device-nGnRE). With
+//! HCR_EL2.FWB set, MemAttr[2] = 1 chooses a Normal type that overrides
+//! stage 1 (0b110: Normal Write-Back whatever stage 1 says, even with the
+//! stage-1 MMU off), MemAttr[2] = 0 a Device type in [1:0] (0b0001
+//! Device-nGnRE again). The CPUs' trees use the encoding of the mode the
+//! hyp set at boot ([`set_fwb`]); the SMMU's (the DMA view) always the
+//! first one: it walks without HCR_EL2 (STE.S2FWB is left clear); so does
+//! the hyp's bookkeeping tree, which no walker reads (`Stage2::fwb`).
 //! Invalid entry (bit 0 clear): bits [9:2] owner id (0 none, 1 the hyp's own
 //! memory, 2 a guest, 3 donated to the hyp by the host), bits [31:16] VM
 //! handle.
@@ -13,10 +26,13 @@ pub const VALID: u64 = 1 << 0;
 /// Table descriptor at levels 0-2, page descriptor at level 3.
 pub const TABLE_OR_PAGE: u64 = 1 << 1;
 const MEMATTR_SHIFT: u32 = 2;
-/// Stage-2 MemAttr: Normal, outer WB, inner WB.
-const MEMATTR_NORMAL_WB: u64 = 0b1111;
-/// Stage-2 MemAttr: Device-nGnRE.
-const MEMATTR_DEVICE_NGNRE: u64 = 0b0001;
+/// Stage-2 MemAttr without FWB: Normal, outer WB, inner WB.
+pub const MEMATTR_NORMAL_WB: u64 = 0b1111;
+/// Stage-2 MemAttr with HCR_EL2.FWB: Normal Write-Back, forced (stage 1's
+/// type and cacheability do not weaken it).
+pub const MEMATTR_FWB_NORMAL_WB: u64 = 0b0110;
+/// Stage-2 MemAttr: Device-nGnRE (the same bits in both encodings).
+pub const MEMATTR_DEVICE_NGNRE: u64 = 0b0001;
 const MEMATTR_MASK: u64 = 0b1111 << MEMATTR_SHIFT;
 const S2AP_R: u64 = 1 << 6;
 const S2AP_W: u64 = 1 << 7;
@@ -36,6 +52,74 @@ const HANDLE_MASK: u64 = 0xffff << HANDLE_SHIFT;
 const OWNER_ID_HYP: u64 = 1;
 const OWNER_ID_GUEST: u64 = 2;
 const OWNER_ID_HYP_DONATED: u64 = 3;
+
+/// The boot's choice ([`set_fwb`]), kept as the MemAttr bits (in place,
+/// bits [5:2]) of a Normal descriptor of a CPU's tree: a plain word, not an
+/// atomic, so that the encodings of one transition share one load, and
+/// OR-ed into a descriptor whose other bits fold to a constant (the
+/// one-page forms encode three to five constant leaves up front).
+#[cfg(not(test))]
+struct Mode(core::cell::UnsafeCell<u64>);
+
+// SAFETY: written once by `set_fwb` on the boot CPU before any other CPU
+// runs and before any stage-2 exists (its contract); only read after.
+#[cfg(not(test))]
+unsafe impl Sync for Mode {}
+
+#[cfg(not(test))]
+static NORMAL: Mode = Mode(core::cell::UnsafeCell::new(MEMATTR_NORMAL_WB << MEMATTR_SHIFT));
+
+#[cfg(test)]
+std::thread_local! {
+    /// Tests: the mode per test thread (tests of both modes run at once).
+    static NORMAL: core::cell::Cell<u64> = const { core::cell::Cell::new(MEMATTR_NORMAL_WB << MEMATTR_SHIFT) };
+}
+
+/// Sets the MemAttr encoding of the CPUs' stage-2 trees: `true` when
+/// HCR_EL2.FWB is set for every lower-EL context. Host tests: per thread.
+///
+/// # Safety
+/// Called once at boot on the boot CPU, before any other CPU runs and
+/// before any descriptor of a CPU's tree is written (every tree's
+/// descriptors are in one mode, never changed).
+pub unsafe fn set_fwb(on: bool) {
+    let bits = memattr(MemType::Normal, on) << MEMATTR_SHIFT;
+    #[cfg(not(test))]
+    // SAFETY: per the function contract, nothing reads it concurrently.
+    unsafe {
+        *NORMAL.0.get() = bits
+    };
+    #[cfg(test)]
+    NORMAL.with(|f| f.set(bits));
+}
+
+/// The MemAttr bits of a Normal descriptor of a CPU's tree, in place.
+#[inline(always)]
+fn normal_bits() -> u64 {
+    #[cfg(not(test))]
+    // SAFETY: written only before any reader exists (`set_fwb`).
+    return unsafe { *NORMAL.0.get() };
+    #[cfg(test)]
+    return NORMAL.with(|f| f.get());
+}
+
+/// Stage-2 forced write-back (FEAT_S2FWB, HCR_EL2.FWB) in effect: the CPUs'
+/// trees use the FWB encoding and every lower-EL access to memory they map
+/// as Normal is Write-Back cacheable whatever the lower EL's stage 1 says.
+#[inline(always)]
+pub fn fwb() -> bool {
+    normal_bits() == MEMATTR_FWB_NORMAL_WB << MEMATTR_SHIFT
+}
+
+/// MemAttr[3:0] of `mem` in the encoding `fwb` selects.
+#[inline(always)]
+pub const fn memattr(mem: MemType, fwb: bool) -> u64 {
+    match (mem, fwb) {
+        (MemType::Normal, false) => MEMATTR_NORMAL_WB,
+        (MemType::Normal, true) => MEMATTR_FWB_NORMAL_WB,
+        (MemType::Device, _) => MEMATTR_DEVICE_NGNRE,
+    }
+}
 
 #[inline]
 pub const fn is_valid(pte: u64) -> bool {
@@ -75,9 +159,21 @@ pub const fn make_table(pa: u64) -> u64 {
     (pa & OA_MASK) | VALID | TABLE_OR_PAGE
 }
 
-/// Encodes a leaf for `level`.
+/// Encodes a leaf for `level` of a CPU's stage-2 (the host's, a guest's,
+/// the hyp's bookkeeping tree), in the boot's MemAttr encoding ([`fwb`]).
 #[inline(always)]
 pub fn encode(leaf: Leaf, level: u8) -> u64 {
+    match leaf {
+        Leaf::Mapped { attrs: Attrs { mem: MemType::Normal, .. }, .. } => {
+            (encode_in(leaf, level, false) & !MEMATTR_MASK) | normal_bits()
+        }
+        _ => encode_in(leaf, level, false),
+    }
+}
+
+/// Encodes a leaf for `level` with the MemAttr encoding `fwb` selects.
+#[inline(always)]
+pub const fn encode_in(leaf: Leaf, level: u8, fwb: bool) -> u64 {
     match leaf {
         Leaf::Invalid(owner) => encode_owner(owner),
         Leaf::Mapped { pa, attrs, state } => {
@@ -85,10 +181,7 @@ pub fn encode(leaf: Leaf, level: u8) -> u64 {
             if level == 3 {
                 d |= TABLE_OR_PAGE;
             }
-            d |= match attrs.mem {
-                MemType::Normal => MEMATTR_NORMAL_WB,
-                MemType::Device => MEMATTR_DEVICE_NGNRE,
-            } << MEMATTR_SHIFT;
+            d |= memattr(attrs.mem, fwb) << MEMATTR_SHIFT;
             if attrs.perm.r {
                 d |= S2AP_R;
             }
@@ -112,7 +205,8 @@ pub const fn encode_owner(owner: Owner) -> u64 {
     }
 }
 
-/// Decodes a non-table entry.
+/// Decodes a non-table entry (of either MemAttr encoding: Device-nGnRE
+/// has the same bits in both, everything else the engine writes is Normal).
 pub fn decode(pte: u64) -> Leaf {
     if !is_valid(pte) {
         let owner = match (pte & OWNER_MASK) >> OWNER_SHIFT {
@@ -132,6 +226,14 @@ pub fn decode(pte: u64) -> Leaf {
         _ => PageState::Owned,
     };
     Leaf::Mapped { pa: pte & OA_MASK, attrs: Attrs { mem, perm }, state }
+}
+
+/// The valid descriptor `d` with its page state (software bits) set to
+/// `state`: what [`encode`] gives for `d`'s leaf in that state, without
+/// encoding it again.
+#[inline(always)]
+pub const fn with_state(d: u64, state: PageState) -> u64 {
+    (d & !SW_STATE_MASK) | ((state as u64) << SW_STATE_SHIFT)
 }
 
 /// The same leaf re-encoded one level down (a block entry becomes a page
@@ -202,6 +304,48 @@ mod tests {
                 assert!(!is_table(d, level) || level == 3);
             }
         }
+    }
+
+    #[test]
+    fn memattr_in_both_encodings() {
+        let normal =
+            |fwb| encode_in(Leaf::Mapped { pa: 0x4000_0000, attrs: Attrs::NORMAL_RW, state: PageState::Owned }, 3, fwb);
+        let device =
+            |fwb| encode_in(Leaf::Mapped { pa: 0x0900_0000, attrs: Attrs::DEVICE_RW, state: PageState::Owned }, 3, fwb);
+        // Without FWB: Normal, outer and inner Write-Back (0b1111);
+        // Device-nGnRE (0b0001). Bits [5:2].
+        assert_eq!(normal(false) & (0xf << 2), 0b1111 << 2);
+        assert_eq!(device(false) & (0xf << 2), 0b0001 << 2);
+        // With FWB: MemAttr[2] = 1, [1:0] = 0b10: Normal Write-Back forced
+        // (0b0110); Device-nGnRE is MemAttr[2] = 0, [1:0] = 0b01 (0b0001).
+        assert_eq!(normal(true) & (0xf << 2), 0b0110 << 2);
+        assert_eq!(device(true) & (0xf << 2), 0b0001 << 2);
+        // Nothing else differs, and both decode to what was encoded.
+        assert_eq!(normal(true) ^ normal(false), (0b0110 ^ 0b1111) << 2);
+        assert_eq!(device(true), device(false));
+        for fwb in [false, true] {
+            assert_eq!(
+                decode(normal(fwb)),
+                Leaf::Mapped { pa: 0x4000_0000, attrs: Attrs::NORMAL_RW, state: PageState::Owned }
+            );
+            assert_eq!(
+                decode(device(fwb)),
+                Leaf::Mapped { pa: 0x0900_0000, attrs: Attrs::DEVICE_RW, state: PageState::Owned }
+            );
+        }
+    }
+
+    #[test]
+    fn the_boot_mode_selects_the_cpu_encoding() {
+        let l = Leaf::Mapped { pa: 0x4020_0000, attrs: Attrs::NORMAL_RWX, state: PageState::Owned };
+        for on in [false, true] {
+            // SAFETY: host tests: the mode is this thread's.
+            unsafe { set_fwb(on) };
+            assert_eq!(fwb(), on);
+            assert_eq!(encode(l, 2), encode_in(l, 2, on));
+        }
+        // SAFETY: as above.
+        unsafe { set_fwb(false) };
     }
 
     #[test]

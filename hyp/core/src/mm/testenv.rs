@@ -167,6 +167,16 @@ pub struct TestEnv {
     /// under way: (tree, IPA, level); every page under them must be
     /// unmapped when it ends ([`MmEnv::commit_done`]).
     broken: Vec<(S2Id, u64, u8)>,
+    /// Devices read memory around the caches ([`MmEnv::dma_noncoherent`]).
+    /// Off by default.
+    pub dma_noncoherent: bool,
+    /// An SMMU batch is open ([`MmEnv::dma_batch`]), and the SMMU
+    /// invalidations since it opened.
+    pub dma_batch_open: bool,
+    pub dma_batched: u64,
+    /// Completions waited for: one per SMMU invalidation outside a batch,
+    /// one per [`MmEnv::dma_sync`] of a batch with invalidations.
+    pub dma_syncs: u64,
 }
 
 /// Freed table pages [`TestEnv`] keeps at most.
@@ -199,6 +209,10 @@ impl TestEnv {
             w: Walkers::default(),
             smmu_bbml2: false,
             broken: Vec::new(),
+            dma_noncoherent: false,
+            dma_batch_open: false,
+            dma_batched: 0,
+            dma_syncs: 0,
         }
     }
     /// Non-root table pages alive.
@@ -573,16 +587,31 @@ impl MmEnv for TestEnv {
         self.broken = broken;
     }
     fn tlbi_ipa(&mut self, s2: &S2Id, ipa: u64, level: u8) {
+        self.smmu_tlbi(s2);
         self.push(Event::TlbiIpa { s2: *s2, ipa, level });
     }
     fn tlbi_vmid(&mut self, s2: &S2Id) {
+        self.smmu_tlbi(s2);
         self.push(Event::TlbiVmid { s2: *s2 });
+    }
+    fn dma_batch(&mut self) {
+        assert!(!self.dma_batch_open, "nested SMMU batch");
+        self.dma_batch_open = true;
+    }
+    fn dma_sync(&mut self) {
+        assert!(self.dma_batch_open, "SMMU sync without a batch");
+        self.dma_syncs += (self.dma_batched != 0) as u64;
+        self.dma_batch_open = false;
+        self.dma_batched = 0;
     }
     fn scrub(&mut self, pa: u64, size: u64) {
         self.push(Event::Scrub { pa, size });
     }
     fn dcache_clean_inval_poc(&mut self, pa: u64, size: u64) {
         self.push(Event::CleanInvalPoc { pa, size });
+    }
+    fn dma_noncoherent(&self) -> bool {
+        self.dma_noncoherent
     }
     fn icache_inval_pou(&mut self, pa: u64, size: u64) {
         self.push(Event::IcacheInval { pa, size });
@@ -601,6 +630,17 @@ impl Drop for TestEnv {
 }
 
 impl TestEnv {
+    /// Counts an SMMU invalidation: waited for at once, or in the batch.
+    fn smmu_tlbi(&mut self, s2: &S2Id) {
+        if !s2.iommu {
+            return;
+        }
+        if self.dma_batch_open {
+            self.dma_batched += 1;
+        } else {
+            self.dma_syncs += 1;
+        }
+    }
     /// Table pages kept for reuse, last freed last.
     pub fn recycled(&self) -> &[u64] {
         &self.recycle

@@ -311,6 +311,80 @@ pub fn leaf_entry<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (*mut u64, u64, 
     descent(env, g, ipa, |_, _| {})
 }
 
+/// The first valid leaf (block or page) over `[start, end)` (`start <
+/// end`, inside the tree), by raw descriptors and no callbacks: an invalid
+/// entry costs a load and a test, a table is entered. Returns the first IPA
+/// the leaf entry translates, its level and its descriptor. For sparse
+/// trees (a guest's teardown looks for what is left across its whole IPA
+/// space, most of it invalid root entries).
+pub fn next_valid<E: MmEnv>(env: &E, g: &Geometry, start: u64, end: u64) -> Option<(u64, u8, u64)> {
+    scan(env, g.root, g.root_entries, g.start_level, 0, start, end)
+}
+
+/// The first index from `i` below `end` whose descriptor in the table at
+/// `t` is valid (`end` if none), four descriptors a round while they are
+/// all invalid: a sparse table costs about two instructions an entry.
+///
+/// # Safety
+/// `t` points at a table of at least `end` descriptors.
+#[inline(always)]
+pub unsafe fn next_valid_index(t: *const u64, mut i: usize, end: usize) -> usize {
+    while i + 4 <= end {
+        // SAFETY: i + 3 < end, inside the table (the function contract).
+        let any = unsafe {
+            core::ptr::read_volatile(t.add(i))
+                | core::ptr::read_volatile(t.add(i + 1))
+                | core::ptr::read_volatile(t.add(i + 2))
+                | core::ptr::read_volatile(t.add(i + 3))
+        };
+        if pte::is_valid(any) {
+            break;
+        }
+        i += 4;
+    }
+    // SAFETY: i < end, inside the table.
+    while i < end && !pte::is_valid(unsafe { core::ptr::read_volatile(t.add(i)) }) {
+        i += 1;
+    }
+    i
+}
+
+/// [`next_valid`] in the table at `table` (`entries` of them, translating
+/// from `base` at `level`), over `[start, end)` (`base <= start < end`).
+fn scan<E: MmEnv>(
+    env: &E,
+    table: u64,
+    entries: usize,
+    level: u8,
+    base: u64,
+    start: u64,
+    end: u64,
+) -> Option<(u64, u8, u64)> {
+    let t = env.table_ptr(table);
+    let shift = level_shift(level);
+    let first = ((start - base) >> shift) as usize;
+    let last = (((end - 1 - base) >> shift) as usize).min(entries - 1);
+    let mut i = first;
+    loop {
+        // SAFETY: last < entries of a table page of this tree (the root,
+        // or a page a table descriptor of it names).
+        i = unsafe { next_valid_index(t, i, last + 1) };
+        if i > last {
+            return None;
+        }
+        // SAFETY: as above, i <= last.
+        let d = unsafe { core::ptr::read_volatile(t.add(i)) };
+        let b = base + ((i as u64) << shift);
+        if !pte::is_table(d, level) {
+            return Some((b, level, d));
+        }
+        if let Some(r) = scan(env, pte::table_pa(d), ENTRIES, level + 1, b, start.max(b), end) {
+            return Some(r);
+        }
+        i += 1;
+    }
+}
+
 /// [`leaf_entry`], recording the way down as a walk of the page would
 /// ([`Path`]: the descriptor at every level from the root to the leaf, the
 /// leaf the only one seen), so that an update of the page can start at

@@ -49,9 +49,18 @@ pub mod feat {
     pub const VGIC_LR4: u32 = 1 << 11;
     pub const VGIC_LR8: u32 = 1 << 12;
     pub const VGIC_LR16: u32 = 1 << 13;
+    /// FEAT_TRF (ID_AA64DFR0_EL1.TraceFilt): TRFCR_EL1, the host's trace
+    /// filter, set to 0 (no trace) while a guest runs (`vm::switch`);
+    /// guests' accesses trap (MDCR_EL2.TTRF) and are UNDEF.
+    pub const TRF: u32 = 1 << 14;
+    /// FEAT_MPAM (ID_AA64PFR0_EL1.MPAM or ID_AA64PFR1_EL1.MPAM_frac):
+    /// MPAM2_EL2 traps guests' MPAM accesses (`el1.rs`).
+    pub const MPAM: u32 = 1 << 15;
     /// Every feature above: one bit each.
-    pub const ALL: [u32; 14] =
-        [BASE, PAUTH, SME, RAS, VGIC_LR, VGIC, VGIC_AP1, VGIC_AP23, SVE, PMU, VGIC_LR2, VGIC_LR4, VGIC_LR8, VGIC_LR16];
+    pub const ALL: [u32; 16] = [
+        BASE, PAUTH, SME, RAS, VGIC_LR, VGIC, VGIC_AP1, VGIC_AP23, SVE, PMU, VGIC_LR2, VGIC_LR4, VGIC_LR8, VGIC_LR16,
+        TRF, MPAM,
+    ];
     const _: () = {
         let mut seen = 0;
         let mut i = 0;
@@ -114,6 +123,13 @@ pub fn detect_features() {
     if pmuver != 0 && pmuver != 0xf {
         f |= feat::PMU;
     }
+    if ID_AA64DFR0_EL1.read(ID_AA64DFR0_EL1::TraceFilt) != 0 {
+        f |= feat::TRF;
+    }
+    // MPAM [43:40]; MPAM_frac [19:16] (v0.1 has MPAM 0).
+    if field(pfr0, 40) != 0 || field(pfr1, 16) != 0 {
+        f |= feat::MPAM;
+    }
     // GIC system registers implemented: PFR0.GIC [27:24].
     if field(pfr0, 24) != 0 {
         f |= feat::VGIC | feat::VGIC_LR;
@@ -133,6 +149,13 @@ pub fn detect_features() {
             }
         }
     }
+    log::info!(
+        "CPU: FEAT_TRF {}, FEAT_MPAM {}, CSV2 {}, ECBHB {}",
+        f & feat::TRF != 0,
+        f & feat::MPAM != 0,
+        field(pfr0, 56),
+        field(ID_AA64MMFR1_EL1.get(), 60)
+    );
     FEATURES.store(f, core::sync::atomic::Ordering::Relaxed);
     for (slot, v) in MASKS.iter().zip([f & !feat::LAZY, f & !feat::LAZY, f & feat::LAZY]) {
         slot.store(v, core::sync::atomic::Ordering::Relaxed);

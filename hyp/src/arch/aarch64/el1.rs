@@ -35,6 +35,22 @@ pub fn hcr_host() -> u64 {
         .value
 }
 
+/// FEAT_S2FWB: ID_AA64MMFR2_EL1.FWB says HCR_EL2.FWB exists.
+pub fn has_s2fwb() -> bool {
+    ID_AA64MMFR2_EL1.read(ID_AA64MMFR2_EL1::FWB) != 0
+}
+
+/// HCR_EL2.FWB for every lower-EL context when the boot chose forced
+/// write-back ([`hyp_core::mm::pte::fwb`]: the stage-2 descriptors are in
+/// its MemAttr encoding), else nothing.
+fn hcr_fwb() -> u64 {
+    if hyp_core::mm::pte::fwb() {
+        HCR_EL2::FWB::Enabled.value
+    } else {
+        0
+    }
+}
+
 /// HCR_EL2.API and APK: pointer-authentication instructions and key
 /// registers not trapped.
 const PAUTH_UNTRAPPED: u64 =
@@ -115,6 +131,18 @@ pub fn cnthctl(kind: Kind) -> u64 {
     }
 }
 
+/// MPAM2_EL2 (with FEAT_MPAM): the host may use MPAM (it owns resource
+/// partitioning: a guest runs in whatever partition the host's MPAM1_EL1
+/// and MPAM0_EL1 name); a guest's accesses to MPAM1_EL1, MPAM0_EL1,
+/// MPAMSM_EL1 and (where TIDR exists) MPAMIDR_EL1 trap and are UNDEF, as
+/// its ID registers hide MPAM. EL2 itself uses partition 0.
+pub fn mpam2(kind: Kind) -> u64 {
+    match kind {
+        Kind::Host => 0,
+        Kind::Guest => (MPAM2::TRAPMPAM1EL1::SET + MPAM2::TRAPMPAM0EL1::SET + MPAM2::TIDR::SET).value,
+    }
+}
+
 /// HCR_EL2, CPTR_EL2 and CNTHCTL_EL2 of the host and of guests, computed
 /// once per boot with MDCR_EL2 (the world switch only loads them).
 static CONTROLS: [[core::sync::atomic::AtomicU64; 3]; 2] =
@@ -145,6 +173,9 @@ pub fn enter_controls(kind: Kind) {
     MDCR_EL2.set(MDCR_VALUES[kind as usize].load(Relaxed));
     CPTR_EL2.set(cptr.load(Relaxed));
     CNTHCTL_EL2.set(cnthctl.load(Relaxed));
+    if context::features() & feat::MPAM != 0 {
+        MPAM2_EL2.set(mpam2(kind));
+    }
 }
 
 /// HFGRTR_EL2/HFGWTR_EL2 nTPIDR2_EL0 [55] and nSMPRI_EL1 [54]: the
@@ -180,7 +211,7 @@ pub fn init_el2_controls() {
     assert!(hcr_host() & rw != 0 && hcr_guest() & rw != 0, "EL1 must be AArch64 for every context");
     for kind in [Kind::Host, Kind::Guest] {
         MDCR_VALUES[kind as usize].store(compute_mdcr(kind), core::sync::atomic::Ordering::Relaxed);
-        let hcr = if kind == Kind::Host { hcr_host() } else { hcr_guest() };
+        let hcr = (if kind == Kind::Host { hcr_host() } else { hcr_guest() }) | hcr_fwb();
         for (slot, v) in CONTROLS[kind as usize].iter().zip([hcr, cptr(kind), cnthctl(kind)]) {
             slot.store(v, core::sync::atomic::Ordering::Relaxed);
         }
@@ -201,6 +232,11 @@ pub fn init_el2_controls() {
     }
     if let Some(v) = hcrx {
         HCRX_EL2.set(v);
+    }
+    if context::features() & feat::MPAM != 0 && MPAMIDR_EL1.is_set(MPAMIDR::HAS_HCR) {
+        // No virtual-PARTID mapping, no MPAMIDR trap: MPAM2_EL2.TIDR traps
+        // guests' reads where the CPU has it.
+        MPAMHCR_EL2.set(0);
     }
     CNTVOFF_EL2.set(0);
     CNTHP_CTL_EL2.set(0);

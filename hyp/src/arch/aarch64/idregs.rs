@@ -33,3 +33,10 @@ macro_rules! id_reads {
 pub fn read(crm: u8, op2: u8) -> u64 {
     id_reads!(crm, op2; 1, 2, 3, 4, 5, 6, 7)
 }
+
+/// `SMCCC_ARCH_FEATURES` of a Spectre workaround call (`ARCH_WORKAROUND_1/2/3`)
+/// on this CPU, from its ID_AA64PFR0_EL1 and ID_AA64MMFR1_EL1
+/// (`hyp_core::emul::spectre`); `None` for any other function ID.
+pub fn workaround_answer(fid: u32) -> Option<i64> {
+    hyp_core::emul::spectre::workaround_answer(fid, read(4, 0), read(7, 1))
+}

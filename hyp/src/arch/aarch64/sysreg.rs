@@ -100,6 +100,13 @@ sysreg!(VDISR_EL2, VdisrEl2, "s3_4_c12_c1_1");
 // EL2 physical timer: the hyp's preemption timer.
 sysreg!(CNTHP_CVAL_EL2, CnthpCvalEl2, "cnthp_cval_el2");
 sysreg!(MDCR_EL2, MdcrEl2, "mdcr_el2", MDCR::Register);
+// FEAT_TRF: the EL1&0 trace filter (the host's; 0 while a guest runs).
+sysreg!(TRFCR_EL1, TrfcrEl1, "s3_0_c1_c2_1");
+// FEAT_MPAM: EL2's partition and the traps of the EL1/EL0 MPAM registers;
+// MPAMIDR_EL1 says whether MPAMHCR_EL2 exists.
+sysreg!(MPAM2_EL2, Mpam2El2, "s3_4_c10_c5_0", MPAM2::Register);
+sysreg!(MPAMIDR_EL1, MpamidrEl1, "s3_0_c10_c4_4", MPAMIDR::Register);
+sysreg!(MPAMHCR_EL2, MpamhcrEl2, "s3_4_c10_c4_0");
 
 register_bitfields! {u64,
     /// MDCR_EL2 (Arm ARM D19.2): debug and PMU traps of EL1/EL0.
@@ -139,6 +146,24 @@ register_bitfields! {u64,
         TAM OFFSET(30) NUMBITS(1) [],
         /// Trap CPACR_EL1 accesses.
         TCPAC OFFSET(31) NUMBITS(1) []
+    ]
+}
+
+register_bitfields! {u64,
+    /// MPAM2_EL2 (FEAT_MPAM): the traps of lower-EL MPAM accesses (the
+    /// partition fields stay 0: EL2 uses the default partition).
+    pub MPAM2 [
+        /// Trap EL1 accesses to MPAM1_EL1 (and MPAMSM_EL1).
+        TRAPMPAM1EL1 OFFSET(48) NUMBITS(1) [],
+        /// Trap EL1 accesses to MPAM0_EL1.
+        TRAPMPAM0EL1 OFFSET(49) NUMBITS(1) [],
+        /// Trap EL1 reads of MPAMIDR_EL1 (MPAM v0.1/v1.1; RES0 before).
+        TIDR OFFSET(58) NUMBITS(1) []
+    ],
+    /// MPAMIDR_EL1: the MPAM implementation.
+    pub MPAMIDR [
+        /// MPAMHCR_EL2 is implemented.
+        HAS_HCR OFFSET(17) NUMBITS(1) []
     ]
 }
 

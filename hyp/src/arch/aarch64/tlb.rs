@@ -123,9 +123,59 @@ fn with_s2<F: FnOnce()>(s2: &S2Id, f: F) {
     barrier::isb(barrier::SY);
 }
 
+/// Applies the data-cache operation `$op` (`"dc zva"`, `"dc civac"`) to
+/// every `$step`-byte unit from `$start` (aligned to `$step`) up to `$end`:
+/// sixteen per round while a whole round fits (two instructions per unit,
+/// the operation and the next address: a DC operation takes its address in
+/// a register and has no write-back form, so this is its floor), then one
+/// at a time.
+macro_rules! by_units {
+    ($op:literal, $start:expr, $end:expr, $step:expr) => {{
+        let (mut a, end, step): (u64, u64, u64) = ($start, $end, $step);
+        let round = step * 16;
+        if end > a && end - a >= round {
+            // The first address of the last round that fits.
+            let last = end - round;
+            // SAFETY: the caller's: `$op` on every unit of [start, end).
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    concat!($op, ", {a}"), "add {a}, {a}, {s}",
+                    "cmp {a}, {last}",
+                    "b.ls 2b",
+                    a = inout(reg) a,
+                    s = in(reg) step,
+                    last = in(reg) last,
+                    options(nostack),
+                )
+            };
+        }
+        while a < end {
+            // SAFETY: as above, one unit.
+            unsafe { core::arch::asm!(concat!($op, ", {0}"), in(reg) a, options(nostack)) };
+            a += step;
+        }
+    }};
+}
+
 /// Zeroes `[pa, pa + size)` (page multiples, normal memory mapped at EL2
 /// that only the hyp touches: the pool, or a window mapping): DC ZVA blocks
-/// where allowed, else plain stores.
+/// where allowed (unrolled: [`by_units`]), else plain stores.
 ///
 /// # Safety
 /// The range is hyp memory or memory every lower EL has lost access to.
@@ -133,13 +183,9 @@ pub unsafe fn zero(pa: u64, size: u64) {
     let dczid = DCZID_EL0.get();
     let block = 4u64 << (dczid & DCZID_BS_MASK);
     if dczid & DCZID_DZP == 0 && block <= PAGE_SIZE {
-        let mut a = pa;
-        while a < pa + size {
-            // SAFETY: per the function contract; `a` is block-aligned (pa
-            // and size are page multiples, block divides a page).
-            unsafe { core::arch::asm!("dc zva, {0}", in(reg) a, options(nostack)) };
-            a += block;
-        }
+        // Per the function contract; `pa` is block-aligned (pa and size
+        // are page multiples, block divides a page).
+        by_units!("dc zva", pa, pa + size, block);
     } else {
         // SAFETY: per the function contract.
         unsafe { core::ptr::write_bytes(pa as *mut u8, 0, size as usize) };
@@ -224,17 +270,13 @@ pub unsafe fn zero_through_window(pa: u64, size: u64) {
 }
 
 /// Cleans and invalidates `[pa, pa + size)` to the point of coherency, by
-/// VA through this CPU's window, and waits for it.
+/// VA through this CPU's window (unrolled: [`by_units`]), and waits for it.
 pub fn dcache_clean_inval_poc(pa: u64, size: u64) {
     let line = dcache_line();
     window::for_each_chunk(pa, size, |va, len| {
-        let mut a = va & !(line - 1);
-        while a < va + len {
-            // SAFETY: cache maintenance by VA on normal memory the window
-            // maps (a line never crosses a page); it changes no data.
-            unsafe { core::arch::asm!("dc civac, {0}", in(reg) a, options(nostack)) };
-            a += line;
-        }
+        // Cache maintenance by VA on normal memory the window maps (a line
+        // never crosses a page); it changes no data.
+        by_units!("dc civac", va & !(line - 1), va + len, line);
     });
     barrier::dsb(barrier::ISH);
 }

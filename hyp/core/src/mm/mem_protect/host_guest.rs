@@ -7,6 +7,7 @@ use super::{
     check_all, dma_commit, dma_owned, dma_prepare, guest_range, host_owns, is_entry, one_page, owned, refusal, Descent,
     FromLeaf, GuestMm, HostMm, InPlaceOnly, Ipa, Pa, PairChange, Refused, Side, GUEST_RAM, HOST_BORROWED,
 };
+use crate::mm::cmo;
 use crate::mm::env::MmEnv;
 use crate::mm::pgtable::Counted;
 use crate::mm::prot::{Leaf, Owner, PageState};
@@ -55,10 +56,7 @@ pub fn host_donate_guest<E: MmEnv>(
     // can the guest, perhaps with its caches off, see them.
     host.pgt.commit(env, uh);
     dma_commit(env, &mut host.dma, ud);
-    env.dcache_clean_inval_poc(pa, size);
-    if GUEST_RAM.perm.x {
-        env.icache_inval_pou(pa, size);
-    }
+    cmo::before_guest_maps(env, pa, size, GUEST_RAM.perm.x);
     guest.pgt.commit(env, ug);
     Ok(())
 }
@@ -242,7 +240,7 @@ fn page_plan<D: Descent, E: MmEnv>(
         |g| {
             let base = pte::oa(g.pte);
             pa = base + (ipa - g.base);
-            is_entry(g, owned(base, GUEST_RAM, from)).then(|| owned(pa, GUEST_RAM, to))
+            is_entry(&guest.pgt, g, owned(base, GUEST_RAM, from)).then(|| owned(pa, GUEST_RAM, to))
         },
     )?;
     // Read once the guest's side is known (not live across its descent).
@@ -252,7 +250,7 @@ fn page_plan<D: Descent, E: MmEnv>(
         &host.pgt,
         pa,
         #[inline(always)]
-        |p| is_entry(p, t.host_entry(h, p.base)).then(|| t.host_after(h, pa)),
+        |p| is_entry(&host.pgt, p, t.host_entry(h, p.base)).then(|| t.host_after(h, pa)),
     )?;
     Some((pa, (ch, cg)))
 }
@@ -341,8 +339,7 @@ fn reclaim<E: MmEnv>(
     // scrubbed; the zeroes reach memory before the host (perhaps with its
     // caches off) or its devices can see the page.
     guest.pgt.commit(env, ug);
-    env.scrub(pa, size);
-    env.dcache_clean_inval_poc(pa, size);
+    cmo::scrub_for_host(env, pa, size);
     host.pgt.commit(env, uh);
     dma_commit(env, &mut host.dma, ud);
     Ok(())
@@ -357,17 +354,20 @@ pub fn guest_teardown<E: MmEnv>(env: &mut E, host: &mut HostMm, guest: &mut Gues
     let mut cursor = 0;
     let mut total = 0;
     loop {
-        let mut next: Option<(u64, u64, u64, PageState)> = None;
-        let r = guest.pgt.for_each_leaf(env, cursor, limit, |m, a, b| match m.at(a) {
-            Leaf::Mapped { pa, state, .. } => {
-                next = Some((a, pa, b - a, state));
-                Err(Error::NoEnt)
-            }
-            Leaf::Invalid(_) => Ok(()),
-        });
-        let Some((ipa, pa, size, state)) = next else {
-            r.map_err(|e| Refused::new(e, Side::Guest, cursor))?;
+        // What is left, found by raw descriptors (most of a guest's IPA
+        // space is invalid root entries).
+        let m = match cursor < limit {
+            true => guest.pgt.next_mapped(env, cursor, limit),
+            false => None,
+        };
+        let Some(m) = m else {
             return Ok(total);
+        };
+        let ipa = m.base.max(cursor);
+        let size = (m.base + m.size()).min(limit) - ipa;
+        // (Always valid: next_mapped skips invalid entries.)
+        let Leaf::Mapped { pa, state, .. } = m.at(ipa) else {
+            return Err(Refused::new(Error::Perm, Side::Guest, ipa));
         };
         if state == PageState::SharedBorrowed {
             // Guests never borrow; treat as corruption-free refusal.

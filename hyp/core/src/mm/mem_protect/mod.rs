@@ -19,6 +19,8 @@
 //! and before the guest can see it: a guest may run with its caches off.
 //! Memory the host gets back from a guest is zeroed and cleaned to the point
 //! of coherency after the guest lost it and before the host can see it.
+//! With stage-2 forced write-back (FEAT_S2FWB) the cleans are left out
+//! where no observer can read around the caches (`mm::cmo`).
 //!
 //! Every transition is written once, as one function: the locks taken by
 //! the caller in the fixed order, phase one (both sides checked over the
@@ -45,11 +47,12 @@ use super::pgtable::{Counted, Found, InPlace, Mapping, PagePath, Stage2, Update}
 use super::pins::Pins;
 use super::prot::{Attrs, Leaf, MemType, Owner, PageState};
 use super::region::Region;
-use super::{pte, Error, PAGE_SIZE};
+use super::{Error, PAGE_SIZE};
 
 mod host;
 pub mod host_guest;
 pub mod host_hyp;
+pub mod pin_range;
 mod refused;
 
 pub use super::addr::{Ipa, Pa};
@@ -368,7 +371,7 @@ impl Descent for InPlaceOnly {
     ) -> Option<InPlace> {
         let p = pgt.page_entry(env, addr)?;
         let new = change(&p)?;
-        pgt.prepare_in_place(env, &p, pte::encode(new, 3))
+        pgt.prepare_in_place(env, &p, pgt.encode(new, 3))
     }
 }
 
@@ -411,20 +414,20 @@ std::thread_local! {
     pub static RANGE_ONLY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
-/// `p` is the entry of `leaf` (given at the entry's first address) at its
-/// level: a one-page check's test ([`Descent::side`]). A page entry's descriptor is worked out
-/// with its level a constant.
+/// `p` (of `pgt`) is the entry of `leaf` (given at the entry's first
+/// address) at its level: a one-page check's test ([`Descent::side`]). A
+/// page entry's descriptor is worked out with its level a constant.
 #[inline(always)]
-fn is_entry(p: &PagePath, leaf: Leaf) -> bool {
+fn is_entry(pgt: &Stage2, p: &PagePath, leaf: Leaf) -> bool {
     if p.level == 3 {
-        p.pte == pte::encode(leaf, 3)
+        p.pte == pgt.encode(leaf, 3)
     } else {
-        p.pte == block_entry(leaf, p.level)
+        p.pte == block_entry(pgt, leaf, p.level)
     }
 }
 
 /// The descriptor of `leaf` at block `level` (out of line: blocks only).
 #[inline(never)]
-fn block_entry(leaf: Leaf, level: u8) -> u64 {
-    pte::encode(leaf, level)
+fn block_entry(pgt: &Stage2, leaf: Leaf, level: u8) -> u64 {
+    pgt.encode(leaf, level)
 }

@@ -126,6 +126,8 @@ pub(super) struct Commit<'a> {
     pub(super) keep_valid: bool,
     /// Valid leaves are pages only.
     pub(super) pages_only: bool,
+    /// The tree's MemAttr encoding ([`Stage2::fwb`]).
+    pub(super) fwb: bool,
     /// The root's level: its entries live in the root, never merged, so
     /// they need no uniformity hint.
     pub(super) root_level: u8,
@@ -388,14 +390,14 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
             let want = self.new.offset(e.base - self.start);
             if blockable(want, e.level, self.c.pages_only) {
                 // Encoded once: equal to the entry is `already`.
-                let d = pte::encode(want, e.level);
+                let d = pte::encode_in(want, e.level, self.c.fwb);
                 if d != e.pte {
                     self.c.replace_leaf(env, e, d);
                 }
                 return Ok(());
             }
         }
-        if already(e, self.start, self.new) {
+        if already(e, self.start, self.new, self.c.fwb) {
             return Ok(());
         }
         self.c.split(env, e);
@@ -410,7 +412,7 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
             // table's leaves instead.
             let live = self.c.keep_valid && want.is_valid();
             if !live && blockable(want, e.level, self.c.pages_only) {
-                let old = self.c.replace_table(env, e, pte::encode(want, e.level));
+                let old = self.c.replace_table(env, e, pte::encode_in(want, e.level, self.c.fwb));
                 let n = free_subtree(env, old, e.level + 1) as usize;
                 self.c.stats.tables_freed += n as u64;
                 *self.c.tables -= n;

@@ -83,6 +83,11 @@ pub struct Stage2 {
     who: u16,
     /// Walked by the SMMU, not the CPUs ([`S2Id::iommu`]).
     iommu: bool,
+    /// Its descriptors are in the FWB MemAttr encoding ([`pte::encode_in`]):
+    /// a tree the CPUs walk while the boot chose FEAT_S2FWB ([`pte::fwb`]).
+    /// Not the DMA view (the SMMU walks without HCR_EL2) nor a bookkeeping
+    /// tree (no walker reads its MemAttr: the hyp's own).
+    fwb: bool,
     /// Tables that become all-invalid are not merged ([`Stage2::keep_invalid_tables`]).
     keep_invalid: bool,
     /// No valid page ever loses its mapping but by an update that unmaps
@@ -286,7 +291,10 @@ pub const fn geometry_for(ipa_bits: u8) -> Option<(u8, usize)> {
 }
 
 impl Stage2 {
-    /// An empty tree: every IPA invalid with no owner recorded.
+    /// An empty tree: every IPA invalid with no owner recorded. (Inlined:
+    /// out of line, VM_CREATE moved the tree by three memcpys, +480
+    /// instructions.)
+    #[inline(always)]
     pub fn new<E: MmEnv>(env: &mut E, ipa_bits: u8, vmid: Option<Vmid>) -> Result<Self, Error> {
         let (start_level, root_pages) = geometry_for(ipa_bits).ok_or(Error::Inval)?;
         let root = env.alloc_root(root_pages).ok_or(Error::NoMem)?;
@@ -309,6 +317,7 @@ impl Stage2 {
             tables: 0,
             who: 0,
             iommu: false,
+            fwb: vmid.is_some() && pte::fwb(),
             keep_invalid: false,
             keep_valid: false,
             pages_only: false,
@@ -321,6 +330,7 @@ impl Stage2 {
     /// SMMU); set before anything is mapped.
     pub fn set_iommu(&mut self) {
         self.iommu = true;
+        self.fwb = false;
     }
 
     pub fn is_iommu(&self) -> bool {
@@ -397,6 +407,14 @@ impl Stage2 {
     #[inline]
     pub fn s2_id(&self) -> Option<S2Id> {
         self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz, sl0: self.sl0, iommu: self.iommu })
+    }
+
+    /// The descriptor of `leaf` at `level` in this tree's MemAttr encoding
+    /// (the boot's for a CPU's stage-2, the classic one for the others:
+    /// [`pte::encode_in`]): what the engine writes for it.
+    #[inline(always)]
+    pub fn encode(&self, leaf: Leaf, level: u8) -> u64 {
+        pte::encode_in(leaf, level, self.fwb)
     }
 
     /// One past the highest IPA.
@@ -504,12 +522,20 @@ impl Stage2 {
             env.tlbi_vmid(&s2);
         }
         let base = env.table_ptr(self.geo.root);
-        for i in 0..self.geo.root_entries {
-            // SAFETY: i < root_entries, inside the (concatenated) root.
+        let n = self.geo.root_entries;
+        let mut i = 0;
+        loop {
+            // SAFETY: the (concatenated) root holds root_entries entries.
+            i = unsafe { crate::mm::walker::next_valid_index(base, i, n) };
+            if i == n {
+                break;
+            }
+            // SAFETY: i < root_entries, inside the root.
             let d = unsafe { core::ptr::read_volatile(base.add(i)) };
             if pte::is_table(d, self.geo.start_level) {
                 free_subtree(env, pte::table_pa(d), self.geo.start_level + 1);
             }
+            i += 1;
         }
         env.free_root(self.geo.root, self.root_pages);
     }
@@ -538,12 +564,19 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
     let mut n = 1;
     if level < 3 {
         let base = env.table_ptr(table);
-        for i in 0..ENTRIES {
+        let mut i = 0;
+        loop {
+            // SAFETY: a table page holds ENTRIES entries.
+            i = unsafe { crate::mm::walker::next_valid_index(base, i, ENTRIES) };
+            if i == ENTRIES {
+                break;
+            }
             // SAFETY: i < 512 entries of this table page.
             let d = unsafe { core::ptr::read_volatile(base.add(i)) };
             if pte::is_table(d, level) {
                 n += free_subtree(env, pte::table_pa(d), level + 1);
             }
+            i += 1;
         }
     }
     env.free_table(table);
@@ -581,9 +614,10 @@ fn blockable(leaf: Leaf, level: u8, pages_only: bool) -> bool {
 
 /// Does the existing leaf `e` already hold `new` (given at `start`) over
 /// the part of it inside the range? Compared as raw descriptors: every
-/// descriptor the engine writes is `pte::encode` of its leaf.
+/// descriptor the engine writes is `pte::encode_in` of its leaf in the
+/// tree's encoding (`fwb`: [`Stage2::fwb`]).
 #[inline]
-fn already(e: &Entry, start: u64, new: Leaf) -> bool {
+fn already(e: &Entry, start: u64, new: Leaf, fwb: bool) -> bool {
     let at_base = match new {
         Leaf::Invalid(_) => new,
         Leaf::Mapped { pa, attrs, state } => {
@@ -597,5 +631,5 @@ fn already(e: &Entry, start: u64, new: Leaf) -> bool {
             }
         }
     };
-    pte::encode(at_base, e.level) == e.pte
+    pte::encode_in(at_base, e.level, fwb) == e.pte
 }

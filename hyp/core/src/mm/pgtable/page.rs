@@ -10,13 +10,13 @@
 use super::commit::Writer;
 use super::hint::{hint_after, table_of, CHAINED_ALL};
 use super::Found;
-use super::{already, Counted, InPlace, PagePath, Stage2, Update};
+use super::{already, Counted, InPlace, Mapping, PagePath, Stage2, Update};
 #[cfg(test)]
 use super::{page_counts, ENTRY_COMMITS};
 use crate::mm::env::MmEnv;
 use crate::mm::prot::Leaf;
 use crate::mm::pte;
-use crate::mm::walker::{leaf_entry, leaf_path, Entry, Path};
+use crate::mm::walker::{leaf_entry, leaf_path, next_valid, Entry, Path};
 use crate::mm::{is_aligned, level_size, ENTRIES, PAGE_SIZE};
 
 impl Stage2 {
@@ -73,7 +73,7 @@ impl Stage2 {
         debug_assert!(ipa >= p.base && ipa - p.base < level_size(p.level) && is_aligned(ipa, PAGE_SIZE));
         debug_assert!(p.found.0.by_descent(), "count_page of a leaf found without its path");
         let e = Entry { ptep: p.ptep, pte: p.pte, base: p.base, level: p.level };
-        let pages = if p.level == 3 || already(&e, ipa, new) { 0 } else { 3 - p.level as usize };
+        let pages = if p.level == 3 || already(&e, ipa, new, self.fwb) { 0 } else { 3 - p.level as usize };
         Counted { start: ipa, end: ipa + PAGE_SIZE, new, pages, found: p.found }
     }
 
@@ -89,7 +89,8 @@ impl Stage2 {
     #[inline(never)]
     pub(super) fn commit_page<E: MmEnv>(&mut self, env: &mut E, u: &mut Update, leaf: u8) {
         let (ipa, path, top) = (u.start, u.found.0, self.geo.start_level);
-        let want = pte::encode(u.new, 3);
+        let want = pte::encode_in(u.new, 3, self.fwb);
+        let fwb = self.fwb;
         let mut level = leaf;
         let at = |ptep: *mut u64, level: u8| {
             // SAFETY: ptep is a descriptor of this tree on the way to ipa
@@ -102,7 +103,7 @@ impl Stage2 {
         page_counts(|n| n.0 += 1);
         let mut e = at(path.ptep(level), level);
         let mut c = self.commit_state(&mut u.cache);
-        if level < 3 && !already(&e, ipa, u.new) {
+        if level < 3 && !already(&e, ipa, u.new, fwb) {
             while level < 3 {
                 let table = c.split(env, &e);
                 let table = env.table_ptr(table);
@@ -132,14 +133,24 @@ impl Stage2 {
         }
         c.finish(env);
     }
+    /// The first valid leaf over `[start, end)` (`start < end`, inside the
+    /// tree), found by raw descriptors ([`next_valid`]: no visitor, an
+    /// invalid entry a load and a test): what a teardown looks for.
+    pub fn next_mapped<E: MmEnv>(&self, env: &E, start: u64, end: u64) -> Option<Mapping> {
+        debug_assert!(start < end && end <= self.ipa_limit());
+        let (base, level, d) = next_valid(env, &self.geo, start, end)?;
+        Some(Mapping { base, level, leaf: pte::decode(d) })
+    }
 
     /// Phase one of replacing the whole leaf entry `p` found by `new`
     /// (`pte::encode` of a leaf for `p.level`) in place: the one-entry
     /// form of [`Stage2::count_found`] over the entry's range, for an
     /// update that needs no table page. `None` when the write would make
     /// the entry's table page uniform (the range update then decides
-    /// whether to merge it) or the environment keeps no uniformity hint
-    /// for it: the caller counts the update instead. Changes nothing.
+    /// whether to merge it; a tree that keeps such tables, valid or invalid
+    /// ones as `new` is, writes it in place) or the environment keeps no
+    /// uniformity hint for it: the caller counts the update instead.
+    /// Changes nothing.
     #[inline(always)]
     pub fn prepare_in_place<E: MmEnv>(&self, env: &mut E, p: &PagePath, new: u64) -> Option<InPlace> {
         debug_assert_eq!(p.gen, self.gen as u32, "leaf of an older tree");
@@ -149,7 +160,11 @@ impl Stage2 {
         } else {
             let h = env.table_hint(table_of(ptep))?;
             let n = hint_after(*h, ptep, p.level, new);
-            if n == CHAINED_ALL {
+            // A table this tree keeps when it becomes uniform (the DMA
+            // view: valid and invalid tables both kept) is written in
+            // place; else the range update decides whether to merge.
+            let kept = if pte::is_valid(new) { self.keep_valid } else { self.keep_invalid };
+            if n == CHAINED_ALL && !kept {
                 return None;
             }
             Some((h as *mut u16, n))

@@ -82,8 +82,16 @@ impl Stage2 {
                 return Err(Error::Inval);
             }
         }
-        let mut counter =
-            CountVisitor { start: ipa, end, new, pages: 0, ok, path: Path::new(), pages_only: self.pages_only };
+        let mut counter = CountVisitor {
+            start: ipa,
+            end,
+            new,
+            pages: 0,
+            ok,
+            path: Path::new(),
+            pages_only: self.pages_only,
+            fwb: self.fwb,
+        };
         match from {
             Some(f) if f.usable(self, ipa, end) => {
                 counter.path = f.0.restart();
@@ -143,6 +151,7 @@ impl Stage2 {
             keep_invalid: self.keep_invalid,
             keep_valid: self.keep_valid,
             pages_only: self.pages_only,
+            fwb: self.fwb,
             root_level: self.geo.start_level,
             due: Due::new(),
         }
@@ -167,6 +176,8 @@ struct CountVisitor<F> {
     path: Path,
     /// Valid leaves at level 3 only ([`Stage2::no_transient_faults`]).
     pages_only: bool,
+    /// The tree's MemAttr encoding ([`Stage2::fwb`]).
+    fwb: bool,
 }
 
 impl<F> CountVisitor<F> {
@@ -209,7 +220,7 @@ impl<E: MmEnv, F: FnMut(Leaf) -> bool> Visitor<E> for CountVisitor<F> {
         if self.covers(e.base, e.level) && blockable(self.new.offset(e.base - self.start), e.level, self.pages_only) {
             return Ok(());
         }
-        if already(e, self.start, self.new) {
+        if already(e, self.start, self.new, self.fwb) {
             return Ok(());
         }
         self.pages += self.split_cost(e.base, e.level);

@@ -1,11 +1,13 @@
 mod answers;
 mod dma_view;
+mod fwb;
 mod helpers;
 mod mem_protect;
 mod model_ownership;
 mod model_pgtable;
 mod one_page;
 mod pgtable;
+mod pin_range;
 mod tables;
 mod testenv;
 mod world;

@@ -511,3 +511,35 @@ fn entry_finds_the_walkers_leaf_at_every_start_level() {
         s.destroy(&mut env);
     }
 }
+
+#[test]
+fn next_mapped_finds_what_a_walk_finds() {
+    let mut env = TestEnv::new();
+    for bits in [40u8, 48, 33] {
+        let mut s = Stage2::new(&mut env, bits, Some(1)).unwrap();
+        let limit = s.ipa_limit();
+        // Blocks, pages, an owner annotation (invalid, not a mapping) and
+        // the top of the space.
+        s.set(&mut env, G, M2, map(G)).unwrap();
+        s.set(&mut env, G + 3 * M2 + 5 * K4, 2 * K4, map(8 * G)).unwrap();
+        s.set(&mut env, G + 7 * M2, K4, Leaf::Invalid(Owner::Guest(3))).unwrap();
+        s.set(&mut env, limit - K4, K4, map(2 * G)).unwrap();
+        let mut starts = std::vec![0, G - K4, G, G + K4, G + M2, G + 3 * M2 + 6 * K4, G + 3 * M2 + 7 * K4, limit - K4];
+        starts.retain(|&a| a < limit);
+        for start in starts {
+            for end in [start + K4, start + M2, limit] {
+                let end = end.min(limit);
+                let mut want = None;
+                let _ = s.for_each_leaf(&mut env, start, end, |m, _, _| {
+                    if m.leaf.is_valid() {
+                        want = Some(m);
+                        return Err(Error::NoEnt);
+                    }
+                    Ok(())
+                });
+                assert_eq!(s.next_mapped(&env, start, end), want, "{bits} bits [{start:#x}, {end:#x})");
+            }
+        }
+        s.destroy(&mut env);
+    }
+}
