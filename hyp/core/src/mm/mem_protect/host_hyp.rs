@@ -12,7 +12,7 @@ use super::{
 use crate::mm::env::MmEnv;
 use crate::mm::prot::{Leaf, Owner, PageState};
 use crate::mm::region::Region;
-use crate::mm::Error;
+use crate::mm::{pte, Error};
 
 /// One host ↔ hyp transition: what both sides must hold over the whole
 /// range, and what they hold afterwards.
@@ -99,7 +99,7 @@ fn page_plan<D: Descent, E: MmEnv>(
     // constants but for `pa`, so each test below is one comparison.
     // (The hyp's bookkeeping tree is in the classic MemAttr encoding:
     // `Stage2::encode`.)
-    let (hb, yb) = ([host.pgt.encode(hb[0], 3), host.pgt.encode(hb[1], 3)], hyp.pgt.encode(yb, 3));
+    let (hb, yb) = ([pte::encode(hb[0], 3), pte::encode(hb[1], 3)], pte::encode_in(yb, 3, false));
     let ch = D::side(
         env,
         &host.pgt,

@@ -414,7 +414,11 @@ impl Stage2 {
     /// [`pte::encode_in`]): what the engine writes for it.
     #[inline(always)]
     pub fn encode(&self, leaf: Leaf, level: u8) -> u64 {
-        pte::encode_in(leaf, level, self.fwb)
+        if self.fwb {
+            pte::encode(leaf, level)
+        } else {
+            pte::encode_in(leaf, level, false)
+        }
     }
 
     /// One past the highest IPA.
