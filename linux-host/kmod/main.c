@@ -128,9 +128,14 @@ static long vcpu_run(struct pkvm_vcpu *vcpu)
 		err = hc_regs(&r);
 		if (err)
 			break;
+		if (vcpu->converting >= 0 && r.a2 != EXIT_IRQ) {
+			/* The guest has run its retry of the unshare. */
+			pkvm_mem_converted(vm, vcpu->converting);
+			vcpu->converting = -1;
+		}
 		if (r.a2 == EXIT_UNSHARE_PENDING) {
 			/* The driver's own pins: it waits, then runs again. */
-			err = pkvm_mem_convert(vm, r.a3);
+			err = pkvm_mem_convert(vm, r.a3, &vcpu->converting);
 			if (err == -EINTR) {
 				run->exit_reason = PKVM_EXIT_INTR;
 				break;
@@ -207,6 +212,7 @@ static int vcpu_release(struct inode *inode, struct file *file)
 {
 	struct pkvm_vcpu *vcpu = file->private_data;
 
+	pkvm_mem_converted(vcpu->vm, vcpu->converting);
 	__free_page(vcpu->run_page);
 	pkvm_vm_put(vcpu->vm);
 	kfree(vcpu);
@@ -241,6 +247,7 @@ static long vm_create_vcpu(struct pkvm_vm *vm, void __user *argp)
 		goto fail;
 	}
 	vcpu->run = page_address(vcpu->run_page);
+	vcpu->converting = -1;
 	mutex_init(&vcpu->run_lock);
 	err = hc(HC_VCPU_CREATE, vm->handle, p.pc, p.x0, p.flags, &res);
 	if (err)

@@ -155,10 +155,12 @@ int pkvm_mem_mmap(struct file *file, struct vm_area_struct *vma)
  * If the driver holds them (mappings, pins through the file), it takes
  * the page from every process, waits until nothing but itself references
  * it and no pin through the file is left, drops its pin: 0, run the guest
- * again. 1: not the driver's pins, the exit is userspace's. -EINTR: a
- * signal came first (the guest's retry comes back here).
+ * again (*@index: the page, still refused to faults until the guest's
+ * retry has run: pkvm_mem_converted()). 1: not the driver's pins, the
+ * exit is userspace's. -EINTR: a signal came first (the guest's retry
+ * comes back here).
  */
-long pkvm_mem_convert(struct pkvm_vm *vm, u64 ipa)
+long pkvm_mem_convert(struct pkvm_vm *vm, u64 ipa, long *index)
 {
 	struct pkvm_mem *m = vm->mem;
 	struct arm_smccc_res res;
@@ -191,11 +193,29 @@ long pkvm_mem_convert(struct pkvm_vm *vm, u64 ipa)
 		else
 			clear_bit(i, m->mapped);
 	}
-	clear_bit(i, m->waiting);
+	*index = i;
 	m->conversions++;
 	m->wait_ns += ktime_get_ns() - start;
 	mutex_unlock(&m->map_lock);
 	return 0;
+}
+
+/*
+ * The guest has run its retry of the call that waited for page @index
+ * (the vCPU left the guest for another reason than an interrupt): faults
+ * may map the page again (if it is still, or again, shared). Until then a
+ * process faulting it in again would hold the conversion back again, as
+ * often as it wins that race.
+ */
+void pkvm_mem_converted(struct pkvm_vm *vm, long index)
+{
+	struct pkvm_mem *m = vm->mem;
+
+	if (!m || index < 0)
+		return;
+	mutex_lock(&m->map_lock);
+	clear_bit(index, m->waiting);
+	mutex_unlock(&m->map_lock);
 }
 
 /* Drops every pin the memory file holds (the VM's teardown). */

@@ -98,6 +98,11 @@ struct pkvm_vcpu {
 	struct mutex run_lock;
 	struct page *run_page;
 	struct pkvm_run *run;
+	/*
+	 * The page (index) whose conversion this vCPU's guest re-issues: it
+	 * stays refused to faults until the guest's retry has run (-1: none).
+	 */
+	long converting;
 };
 
 /* The hyp's answer: x0 the SMCCC status, x1 0 or a negative errno. */
@@ -133,7 +138,8 @@ extern atomic_long_t pkvm_pages;
 extern atomic_long_t pkvm_vms;
 
 long pkvm_vm_donate(struct pkvm_vm *vm);
-long pkvm_mem_convert(struct pkvm_vm *vm, u64 ipa);
+long pkvm_mem_convert(struct pkvm_vm *vm, u64 ipa, long *index);
+void pkvm_mem_converted(struct pkvm_vm *vm, long index);
 long pkvm_mem_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 int pkvm_mem_mmap(struct file *file, struct vm_area_struct *vma);
 void pkvm_mem_unpin_all(struct pkvm_mem *m);

@@ -472,6 +472,7 @@ fn race(t: &mut Tally, g: &Guest, vm: &Vm, map: &Mapping) -> Result<(), String> 
     let (pinned, refused, bad) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let ring = Ring::new().map_err(|e| format!("io_uring_setup: {e}"))?;
     let (mut done, mut waited) = (0u32, 0u32);
+    let t0 = std::time::Instant::now();
     let r: Result<(), String> = std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(SeqCst) {
@@ -515,6 +516,9 @@ fn race(t: &mut Tally, g: &Guest, vm: &Vm, map: &Mapping) -> Result<(), String> 
         ),
         format_args!("{r:?}, {done} done, {b} bad states, {p} registrations"),
     );
-    println!("gmem: race: {p} registrations held the page, {f} were refused, {waited} conversions waited over 1 ms");
+    println!(
+        "gmem: race: {p} registrations held the page, {f} were refused, {waited} conversions waited over 1 ms, in {} s",
+        t0.elapsed().as_secs()
+    );
     Ok(())
 }

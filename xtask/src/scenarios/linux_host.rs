@@ -154,7 +154,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "gmem: the guest's MEM_UNSHARE waits for the exclusive pin and completes once it is dropped",
             "gmem: 1000 conversions raced with io_uring registrations from another thread: each completed, and \
              every registration saw a shared, pinned page",
-            "gmem: race: * registrations held the page, * were refused, * conversions waited over 1 ms",
+            "gmem: race: * registrations held the page, * were refused, * conversions waited over 1 ms, in * s",
             "gmem: a VMM whose conversion waits for a reference that never goes dies at once of SIGKILL, and its \
              memory goes back to Linux",
             "gmem: at the end no block is split in Linux's view: 32 blocks, 0 pages mapped, no conversion waiting",
@@ -172,7 +172,7 @@ pub const SCENARIOS: &[Scenario] = &[
         absent: &["gmem: FAIL", "linux-host: insmod null_blk failed", "[hyp] PANIC", "[hyp] ERROR", "Internal error:", "WARNING:", "BUG:", "Oops", "Kernel panic"],
         anywhere: &[],
         code: 0,
-        timeout: 600,
+        timeout: 1200,
         verify: None,
     },
     Scenario {
