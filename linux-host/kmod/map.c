@@ -222,16 +222,12 @@ void pkvm_mem_converted(struct pkvm_vm *vm, long index)
 void pkvm_mem_unpin_all(struct pkvm_mem *m)
 {
 	struct arm_smccc_res res;
-	unsigned long i, n;
-	void *entry;
+	unsigned long i;
 
 	for_each_set_bit(i, m->mapped, m->nr_pages)
 		hc(HC_UNPIN, pkvm_mem_pa(m, i), 0, 0, 0, &res);
 	bitmap_zero(m->mapped, m->nr_pages);
-	xa_for_each(&m->fpins, i, entry)
-		for (n = xa_to_value(entry); n; n--)
-			hc(HC_UNPIN, pkvm_mem_pa(m, i), 0, 0, 0, &res);
-	xa_destroy(&m->fpins);
+	pkvm_unpin_counted(m, &m->fpins);
 }
 
 /*
@@ -282,13 +278,9 @@ static long mem_pin(struct pkvm_vm *vm, void __user *argp, bool pin)
 	if (err && !n)
 		xa_release(&m->fpins, i);
 count:
-	if (!err) {
-		n += pin ? 1 : -1;
-		if (n)
-			xa_store(&m->fpins, i, xa_mk_value(n), GFP_KERNEL);
-		else
-			xa_erase(&m->fpins, i);
-	}
+	/* Cannot fail: the slot is there (reserved above, or counting). */
+	if (!err)
+		pkvm_count_pin(&m->fpins, i, pin ? 1 : -1);
 	mutex_unlock(&m->map_lock);
 	return err;
 }

@@ -177,32 +177,38 @@ done:
 	return 0;
 }
 
-void pkvm_vm_unpin_all(struct pkvm_vm *vm)
+/* Drops every pin counted in @pins (page index -> count) on @m's pages. */
+void pkvm_unpin_counted(struct pkvm_mem *m, struct xarray *pins)
 {
 	struct arm_smccc_res res;
 	unsigned long i, n;
 	void *entry;
 
-	xa_for_each(&vm->pins, i, entry)
+	xa_for_each(pins, i, entry)
 		for (n = xa_to_value(entry); n; n--)
-			hc(HC_UNPIN, pkvm_mem_pa(vm->mem, i), 0, 0, 0, &res);
-	xa_destroy(&vm->pins);
-	if (vm->mem)
-		pkvm_mem_unpin_all(vm->mem);
+			hc(HC_UNPIN, pkvm_mem_pa(m, i), 0, 0, 0, &res);
+	xa_destroy(pins);
 }
 
-/* Counts pins of page @i held for userspace; 0 frees the slot. */
-static long vm_count_pin(struct pkvm_vm *vm, unsigned long i, long delta)
+void pkvm_vm_unpin_all(struct pkvm_vm *vm)
 {
-	unsigned long n = xa_to_value(xa_load(&vm->pins, i) ?: xa_mk_value(0));
+	if (!vm->mem)
+		return;
+	pkvm_unpin_counted(vm->mem, &vm->pins);
+	pkvm_mem_unpin_all(vm->mem);
+}
 
-	lockdep_assert_held(&vm->lock);
+/* Adds @delta to the pins of page @i counted in @pins; 0 frees the slot. */
+long pkvm_count_pin(struct xarray *pins, unsigned long i, long delta)
+{
+	unsigned long n = xa_to_value(xa_load(pins, i) ?: xa_mk_value(0));
+
 	n += delta;
 	if (!n) {
-		xa_erase(&vm->pins, i);
+		xa_erase(pins, i);
 		return 0;
 	}
-	return xa_err(xa_store(&vm->pins, i, xa_mk_value(n), GFP_KERNEL));
+	return xa_err(xa_store(pins, i, xa_mk_value(n), GFP_KERNEL));
 }
 
 /* Is page @i the host's again (the guest relinquished it)? */
@@ -273,7 +279,7 @@ static ssize_t mem_rw(struct file *file, char __user *buf, size_t len,
 		kunmap_local(va);
 		/* A pin the hyp could not drop now is dropped at teardown. */
 		if (pinned && hc(HC_UNPIN, pkvm_mem_pa(m, i), 0, 0, 0, &res) &&
-		    vm_count_pin(vm, i, 1))
+		    pkvm_count_pin(&vm->pins, i, 1))
 			pr_err("VM %llu: a page stays pinned\n", vm->handle);
 		if (err) {
 			err = -EFAULT;
@@ -410,7 +416,7 @@ long pkvm_pin(struct pkvm_vm *vm, void __user *argp, bool pin)
 		if (!err)
 			err = hc(HC_PIN, pkvm_mem_pa(vm->mem, i), p.flags, 0, 0, &res);
 		if (!err)
-			vm_count_pin(vm, i, 1);
+			pkvm_count_pin(&vm->pins, i, 1);
 		else
 			xa_release(&vm->pins, i);
 	} else if (!xa_load(&vm->pins, i)) {
@@ -418,7 +424,7 @@ long pkvm_pin(struct pkvm_vm *vm, void __user *argp, bool pin)
 	} else {
 		err = hc(HC_UNPIN, pkvm_mem_pa(vm->mem, i), 0, 0, 0, &res);
 		if (!err)
-			vm_count_pin(vm, i, -1);
+			pkvm_count_pin(&vm->pins, i, -1);
 	}
 out:
 	mutex_unlock(&vm->lock);

@@ -148,6 +148,8 @@ phys_addr_t pkvm_mem_pa(struct pkvm_mem *m, unsigned long i);
 bool pkvm_host_owns(struct pkvm_mem *m, unsigned long i);
 bool pkvm_page_quiet(struct pkvm_mem *m, unsigned long i);
 void pkvm_vm_unpin_all(struct pkvm_vm *vm);
+void pkvm_unpin_counted(struct pkvm_mem *m, struct xarray *pins);
+long pkvm_count_pin(struct xarray *pins, unsigned long i, long delta);
 void pkvm_mem_free(struct pkvm_mem *m);
 long pkvm_create_memory(struct pkvm_vm *vm, void __user *argp);
 long pkvm_pin(struct pkvm_vm *vm, void __user *argp, bool pin);
