@@ -28,7 +28,7 @@ use super::env::MmEnv;
 use super::mem_protect::{GuestMm, HostMm, HypMm};
 use super::pgtable::Stage2;
 use super::prot::{Leaf, MemType, Owner, PageState};
-use super::{Error, PAGE_SIZE};
+use super::{level_size, pte, Error, ENTRIES, PAGE_SIZE};
 
 /// What was wrong, and where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,37 +73,142 @@ fn collect<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Vec<(u64, u64, Leaf)>,
     Ok(v)
 }
 
+/// Adds the leaf `l` over `[a, b)` to `v` the way [`collect_runs`] does:
+/// onto the last entry when it continues that entry's identity run (same
+/// state and attributes), as an entry of its own otherwise. `Err` when
+/// `v` cannot grow.
+#[inline]
+fn add_run(v: &mut Vec<(u64, u64, Leaf)>, a: u64, b: u64, l: Leaf) -> Result<(), Violation> {
+    if let (Some(last), Leaf::Mapped { pa, attrs, state }) = (v.last_mut(), l) {
+        if let Leaf::Mapped { pa: lpa, attrs: la, state: ls } = last.2 {
+            if last.1 == a && pa == a && lpa == last.0 && la == attrs && ls == state {
+                last.1 = b;
+                return Ok(());
+            }
+        }
+    }
+    if v.try_reserve(1).is_err() {
+        return Err(bad("checker out of memory", 0));
+    }
+    v.push((a, b, l));
+    Ok(())
+}
+
 /// `collect` for an identity map (the DMA view, whose valid tables stay
 /// split): adjacent leaves that continue one identity run (same state and
 /// attributes) become one entry, so the checks below cost a run, not a
-/// page. A leaf that is not identity stays an entry of its own.
-fn collect_runs<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Vec<(u64, u64, Leaf)>, Violation> {
+/// page. A leaf that is not identity stays an entry of its own. The
+/// reference [`collect_runs_raw`] must agree with (tests).
+#[cfg(test)]
+pub(crate) fn collect_runs<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Vec<(u64, u64, Leaf)>, Violation> {
     let mut v: Vec<(u64, u64, Leaf)> = Vec::new();
-    let mut oom = false;
+    let mut err = None;
     let _ = pgt.for_each_leaf(env, 0, pgt.ipa_limit(), |m, a, b| {
         let l = m.at(a);
         if l == Leaf::Invalid(Owner::None) {
             return Ok(());
         }
-        if let (Some(last), Leaf::Mapped { pa, attrs, state }) = (v.last_mut(), l) {
-            if let Leaf::Mapped { pa: lpa, attrs: la, state: ls } = last.2 {
-                if last.1 == a && pa == a && lpa == last.0 && la == attrs && ls == state {
-                    last.1 = b;
-                    return Ok(());
+        add_run(&mut v, a, b, l).map_err(|e| {
+            err = Some(e);
+            Error::NoMem
+        })
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(v),
+    }
+}
+
+/// [`collect_runs`] by raw descriptors, for the DMA view the checker walks
+/// in full every time (a fragmented view holds a page entry for most of
+/// the host's RAM). Same entries, same order: a page entry that is exactly
+/// the descriptor the tree writes for the next page of the current
+/// identity run (`Stage2::encode`, checked to decode to that page) extends
+/// the run in a loop of one load and one compare; every other entry is
+/// decoded and added as `collect_runs` adds it ([`add_run`]).
+pub(crate) fn collect_runs_raw<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Vec<(u64, u64, Leaf)>, Violation> {
+    struct Runs<'a> {
+        v: Vec<(u64, u64, Leaf)>,
+        pgt: &'a Stage2,
+        /// The level-3 descriptor of the last entry's identity run at PA 0
+        /// (the page at `a` is `tmpl | a`), when the last entry is one.
+        tmpl: Option<u64>,
+    }
+    impl Runs<'_> {
+        fn add(&mut self, a: u64, b: u64, l: Leaf) -> Result<(), Violation> {
+            add_run(&mut self.v, a, b, l)?;
+            self.tmpl = None;
+            if let Some(&(s, _, Leaf::Mapped { pa, attrs, state })) = self.v.last() {
+                let t = self.pgt.encode(Leaf::Mapped { pa: 0, attrs, state }, 3);
+                if pa == s && pte::oa(t) == 0 && pte::decode(t | s) == (Leaf::Mapped { pa: s, attrs, state }) {
+                    self.tmpl = Some(t);
+                }
+            }
+            Ok(())
+        }
+    }
+    fn table<E: MmEnv>(env: &mut E, r: &mut Runs, pa: u64, level: u8, base: u64, n: usize) -> Result<(), Violation> {
+        let p = env.table_ptr(pa);
+        let size = level_size(level);
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i < n, the entries of this table of a live tree.
+            let d = unsafe { core::ptr::read_volatile(p.add(i)) };
+            let a = base + i as u64 * size;
+            if level == 3 {
+                if let (Some(t), Some(last)) = (r.tmpl, r.v.last_mut()) {
+                    if last.1 == a && d == t | a {
+                        // The run goes on: as many pages as follow it.
+                        let (mut j, mut next) = (i + 1, d + size);
+                        // SAFETY: j < n, as above.
+                        while j < n && unsafe { core::ptr::read_volatile(p.add(j)) } == next {
+                            (j, next) = (j + 1, next + size);
+                        }
+                        last.1 = base + j as u64 * size;
+                        i = j;
+                        continue;
+                    }
+                }
+            }
+            if pte::is_table(d, level) {
+                table(env, r, pte::table_pa(d), level + 1, a, ENTRIES)?;
+            } else if d != 0 {
+                let l = pte::decode(d);
+                if l != Leaf::Invalid(Owner::None) {
+                    r.add(a, a + size, l)?;
+                }
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+    let mut r = Runs { v: Vec::new(), pgt, tmpl: None };
+    let level = pgt.start_level();
+    let n = (pgt.ipa_limit() >> super::level_shift(level)) as usize;
+    table(env, &mut r, pgt.root_pa(), level, 0, n)?;
+    Ok(r.v)
+}
+
+/// The table pages of `pgt` below its root, with their levels (what
+/// [`Stage2::for_each_table`] visits, in the same order), without reading
+/// the entries of level-3 tables: they hold no table.
+fn for_each_table<E: MmEnv>(env: &mut E, pgt: &Stage2, mut f: impl FnMut(u64)) {
+    fn rec<E: MmEnv>(env: &mut E, table: u64, level: u8, n: usize, f: &mut impl FnMut(u64)) {
+        let p = env.table_ptr(table);
+        for i in 0..n {
+            // SAFETY: i < n, the entries of this table of a live tree.
+            let d = unsafe { core::ptr::read_volatile(p.add(i)) };
+            if pte::is_table(d, level) {
+                f(pte::table_pa(d));
+                if level + 1 < 3 {
+                    rec(env, pte::table_pa(d), level + 1, ENTRIES, f);
                 }
             }
         }
-        if v.try_reserve(1).is_err() {
-            oom = true;
-            return Err(Error::NoMem);
-        }
-        v.push((a, b, l));
-        Ok(())
-    });
-    if oom {
-        return Err(bad("checker out of memory", 0));
     }
-    Ok(v)
+    let level = pgt.start_level();
+    let n = (pgt.ipa_limit() >> super::level_shift(level)) as usize;
+    rec(env, pgt.root_pa(), level, n, &mut f);
 }
 
 /// Checks that every page of `[a, b)` in a view (`collect`ed: sorted, no
@@ -152,7 +257,7 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
         }
         let mut n = 0usize;
         let mut dup = None;
-        t.for_each_table(env, |pa, _| {
+        for_each_table(env, t, |pa| {
             n += 1;
             if !seen.insert(pa) {
                 dup = Some(pa);
@@ -326,7 +431,7 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
     // The DMA view: every leaf is one the host's state allows, and the
     // bytes add up, so everything the host may DMA to is mapped.
     if let Some(dma) = &host.dma {
-        let dv = collect_runs(env, dma)?;
+        let dv = collect_runs_raw(env, dma)?;
         sum.leaves += dv.len() as u64;
         let (mut d_owned, mut d_pinned) = (0u64, 0u64);
         for &(a, b, l) in &dv {

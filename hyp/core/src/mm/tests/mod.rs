@@ -1,4 +1,5 @@
 mod answers;
+mod checker_dma;
 mod dma_view;
 mod fwb;
 mod helpers;
