@@ -98,7 +98,7 @@ fn add_run(v: &mut Vec<(u64, u64, Leaf)>, a: u64, b: u64, l: Leaf) -> Result<(),
 /// split): adjacent leaves that continue one identity run (same state and
 /// attributes) become one entry, so the checks below cost a run, not a
 /// page. A leaf that is not identity stays an entry of its own. The
-/// reference [`collect_runs_raw`] must agree with (tests).
+/// reference the checker's [`collect_runs_raw`] is tested against.
 #[cfg(test)]
 pub(crate) fn collect_runs<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Vec<(u64, u64, Leaf)>, Violation> {
     let mut v: Vec<(u64, u64, Leaf)> = Vec::new();
@@ -189,10 +189,10 @@ pub(crate) fn collect_runs_raw<E: MmEnv>(env: &mut E, pgt: &Stage2) -> Result<Ve
     Ok(r.v)
 }
 
-/// The table pages of `pgt` below its root, with their levels (what
+/// Calls `f` with every table page of `pgt` below its root (the pages
 /// [`Stage2::for_each_table`] visits, in the same order), without reading
 /// the entries of level-3 tables: they hold no table.
-fn for_each_table<E: MmEnv>(env: &mut E, pgt: &Stage2, mut f: impl FnMut(u64)) {
+pub(crate) fn for_each_table<E: MmEnv>(env: &mut E, pgt: &Stage2, mut f: impl FnMut(u64)) {
     fn rec<E: MmEnv>(env: &mut E, table: u64, level: u8, n: usize, f: &mut impl FnMut(u64)) {
         let p = env.table_ptr(table);
         for i in 0..n {

@@ -11,7 +11,7 @@ use std::vec::Vec;
 use super::helpers::Plain;
 use super::world::*;
 use crate::mm::addr::{Ipa, Pa};
-use crate::mm::invariants::{check, collect_runs, collect_runs_raw};
+use crate::mm::invariants::{check, collect_runs, collect_runs_raw, for_each_table};
 use crate::mm::mem_protect::host_guest::*;
 use crate::mm::mem_protect::*;
 use crate::mm::pgtable::Stage2;
@@ -173,7 +173,7 @@ proptest! {
 
     /// Random updates (pages, 2 MiB and 1 GiB ranges), then random raw
     /// bit flips in page descriptors: the raw walk lists exactly what the
-    /// walk by leaves lists.
+    /// walk by leaves lists, and the table pages it counts are the tree's.
     #[test]
     fn raw_runs_agree_with_the_walk(
         ops in proptest::collection::vec((0u64..2048, 0u64..3, leaf_strategy()), 1..40),
@@ -201,6 +201,12 @@ proptest! {
             }
         }
         prop_assert_eq!(collect_runs_raw(&mut env, &s), collect_runs(&mut env, &s));
+        // And the checker's count of table pages sees the tree's.
+        let (mut walked, mut counted) = (Vec::new(), Vec::new());
+        s.for_each_table(&mut env, |pa, _| walked.push(pa));
+        for_each_table(&mut env, &s, |pa| counted.push(pa));
+        prop_assert_eq!(walked.len(), s.table_pages());
+        prop_assert_eq!(walked, counted);
         s.destroy(&mut env);
     }
 }
