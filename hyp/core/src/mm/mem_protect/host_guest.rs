@@ -63,7 +63,7 @@ pub fn host_donate_guest<E: MmEnv>(
 
 /// The refusal of a range of which the host pins a page: the first one.
 #[cold]
-fn pinned(host: &HostMm, pa: u64, size: u64) -> Refused {
+pub(super) fn pinned(host: &HostMm, pa: u64, size: u64) -> Refused {
     let first = (0..size / PAGE_SIZE).map(|i| pa + i * PAGE_SIZE).find(|&p| host.pins.count(p) != 0);
     Refused::new(Error::Busy, Side::Pins, first.unwrap_or(pa))
 }
@@ -74,7 +74,8 @@ enum GuestHost {
     /// MEM_SHARE: guest OWNED → SHARED_OWNED in place; the host maps the
     /// same pages SHARED_BORROWED.
     Share,
-    /// MEM_UNSHARE: back; refused while the host pins a page.
+    /// MEM_UNSHARE: back; refused while the host pins a page; a DMA
+    /// mapping a page's last unpin left is torn down first.
     Unshare,
 }
 
@@ -210,8 +211,10 @@ fn change<E: MmEnv, C: PairChange>(
     t: GuestHost,
     (pa, c): Plan<C>,
 ) -> Result<Pa, Refused> {
-    if t == GuestHost::Unshare && host.pins.any_pinned(pa, size) {
-        return Err(pinned(host, pa, size));
+    if t == GuestHost::Unshare && host.pins.any_mapped(pa, size) {
+        // Refused while a page holds a pin; a DMA mapping its last unpin
+        // left goes first (out of line), before the guest can see the page.
+        host.dma_unmap(env, pa, size)?;
     }
     c.commit(env, (&mut host.pgt, Side::Host, pa), (&mut guest.pgt, Side::Guest, ipa))?;
     Ok(Pa(pa))
@@ -341,7 +344,12 @@ fn reclaim<E: MmEnv>(
     guest.pgt.commit(env, ug);
     cmo::scrub_for_host(env, pa, size);
     host.pgt.commit(env, uh);
+    // A shared page whose last unpin left it in the DMA view: its entry
+    // goes from pinned to the host's own (software bits only, in place).
     dma_commit(env, &mut host.dma, ud);
+    if state == PageState::SharedOwned && host.pins.any_mapped(pa, size) {
+        host.pins.unmap_range(pa, size);
+    }
     Ok(())
 }
 
