@@ -240,3 +240,54 @@ impl Pins {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 1 << 30;
+    const P: u64 = 1 << PAGE_SHIFT;
+
+    /// The counters follow the words: pins and mapped marks, a page's
+    /// mark kept after its last unpin until `unmap`, and the range forms
+    /// doing what the one-page ones do page by page.
+    #[test]
+    fn marks_outlive_pins_until_unmapped() {
+        let mut p = Pins::new(BASE, 64 * P);
+        assert!(!p.any_mapped(BASE, 64 * P));
+        p.pin(BASE, false).unwrap();
+        p.pin(BASE, false).unwrap();
+        assert_eq!((p.count(BASE), p.is_mapped(BASE), p.pinned_pages(), p.mapped_pages()), (2, true, 1, 1));
+        assert_eq!(p.pin(BASE, true), Err(Error::Busy));
+        p.unpin(BASE).unwrap();
+        p.unpin(BASE).unwrap();
+        assert_eq!(p.unpin(BASE), Err(Error::Inval));
+        assert_eq!((p.count(BASE), p.is_mapped(BASE), p.pinned_pages(), p.mapped_pages()), (0, true, 0, 1));
+        assert!(!p.any_pinned(BASE, P) && p.any_mapped(BASE, P));
+        // Exclusive on a mapped page: the mark stays, one pin counted.
+        p.pin(BASE, true).unwrap();
+        assert!(p.is_exclusive(BASE) && p.count(BASE) == 1 && p.mapped_pages() == 1);
+        assert_eq!(p.pin(BASE, false), Err(Error::Busy));
+        p.unpin(BASE).unwrap();
+        p.unmap(BASE);
+        assert_eq!((p.is_mapped(BASE), p.mapped_pages()), (false, 0));
+        // Ranges: checked, then taken and dropped as one-page calls would.
+        assert_eq!(p.check_pin_range(BASE, 4, false), Ok(false));
+        p.pin_run(BASE, 4, false);
+        assert_eq!(p.check_pin_range(BASE, 4, false), Ok(true));
+        assert_eq!(p.check_pin_range(BASE, 4, true), Err(Error::Busy));
+        assert_eq!(p.check_pin_range(BASE + 62 * P, 4, false), Err(Error::Inval));
+        p.pin_run(BASE, 2, false);
+        p.pin_run(BASE + 4 * P, 2, true);
+        assert_eq!(p.check_pin_range(BASE + 3 * P, 2, false), Err(Error::Busy));
+        assert_eq!((p.pinned_pages(), p.mapped_pages()), (6, 6));
+        assert!(p.all_pinned(BASE, 6) && !p.all_pinned(BASE, 7));
+        p.unpin_run(BASE, 6);
+        assert_eq!((p.pinned_pages(), p.mapped_pages()), (2, 6));
+        assert_eq!((p.count(BASE), p.count(BASE + 4 * P), p.is_exclusive(BASE + 4 * P)), (1, 0, false));
+        p.unpin_run(BASE, 2);
+        p.unmap_range(BASE, 6 * P);
+        assert_eq!((p.pinned_pages(), p.mapped_pages()), (0, 0));
+        assert!(!p.any_mapped(BASE, 64 * P));
+    }
+}

@@ -97,7 +97,9 @@ impl HostMm {
     /// otherwise (a split, a merge due, no hint) the update is counted
     /// from the same leaf, its path recorded by a second descent
     /// (out of line).
-    #[inline]
+    /// (Inlined into its one caller, the host's abort entry: out of line
+    /// it costs the lazy fault rows +17.)
+    #[inline(always)]
     pub fn handle_fault<E: MmEnv>(&mut self, env: &mut E, ipa: Pa) -> Result<HostFault, Refused> {
         let ipa = ipa.0;
         let page = ipa & !(PAGE_SIZE - 1);

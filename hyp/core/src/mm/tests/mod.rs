@@ -1,5 +1,6 @@
 mod answers;
 mod dma_view;
+mod donate;
 mod fwb;
 mod helpers;
 mod mem_protect;
