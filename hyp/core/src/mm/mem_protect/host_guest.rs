@@ -232,7 +232,7 @@ fn change<E: MmEnv, C: PairChange>(
 /// maps (at `pa`): refused while a page holds a pin; else the DMA
 /// mappings the last unpins left are torn down ([`HostMm::dma_unmap`]:
 /// one CMD_SYNC), then the unshare runs again from phase one (the CPU
-/// trees unchanged, the pages no longer mapped). Out of line, and
+/// trees unchanged, the pages no longer mapped: its one-page form again). Out of line, and
 /// keeping nothing of the first phase one: the hot path holds no value
 /// across a call (as when this was a plain refusal).
 #[cold]
@@ -247,7 +247,7 @@ fn unshare_unmapping<E: MmEnv>(
 ) -> Result<Pa, Refused> {
     host.dma_unmap(env, pa, size)?;
     debug_assert!(!host.pins.any_mapped(pa, size));
-    guest_host_checked::<E, false>(env, host, guest, ipa, size)
+    guest_host(env, host, guest, ipa, size, GuestHost::Unshare)
 }
 
 /// Phase one of [`guest_host`] for the page at `ipa`: the guest's leaf

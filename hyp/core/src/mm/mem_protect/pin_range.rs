@@ -117,7 +117,13 @@ impl HostMm {
         let pins = &self.pins;
         let mapped = |i: u64| pins.is_mapped(pa + i * PAGE_SIZE);
         env.dma_batch();
-        if !dma_pages(env, &mut self.dma, pa, n, mapped, dma_pinned(pa), |_| Leaf::Invalid(Owner::None)) {
+        let none = Leaf::Invalid(Owner::None);
+        let done = if n == 1 {
+            dma_page(env, &mut self.dma, pa, dma_pinned(pa), none)
+        } else {
+            dma_pages(env, &mut self.dma, pa, n, mapped, dma_pinned(pa), |_| none)
+        };
+        if !done {
             if let Err(e) = dma_unmap_runs(env, &mut self.dma, pa, n, mapped) {
                 env.dma_sync();
                 return Err(e);
