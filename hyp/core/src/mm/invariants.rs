@@ -412,19 +412,29 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
     }
     sum.shared_bytes = borrowed;
 
-    // Pins only on borrowed pages: count pinned pages there, compare with all.
-    let mut pinned = 0u64;
+    // Pins only on borrowed pages: count pinned pages there, compare with
+    // all. The same for the pages the DMA view maps as pinned (a pin, or
+    // a last unpin no conversion followed yet), every pinned page one.
+    let (mut pinned, mut mapped) = (0u64, 0u64);
     for &(a, b, l) in &hv {
         if matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }) {
             let mut p = a;
             while p < b {
-                pinned += (host.pins.count(p) != 0) as u64;
+                let (n, m) = (host.pins.count(p) != 0, host.pins.is_mapped(p));
+                if n && !m {
+                    return Err(bad("a pinned page the DMA view does not map", p));
+                }
+                pinned += n as u64;
+                mapped += m as u64;
                 p += PAGE_SIZE;
             }
         }
     }
     if pinned != host.pins.pinned_pages() {
         return Err(bad("a pin on a page the host does not borrow", 0));
+    }
+    if mapped != host.pins.mapped_pages() {
+        return Err(bad("a page marked mapped in the DMA view that the host does not borrow", 0));
     }
     sum.pinned_pages = pinned;
 
@@ -451,7 +461,7 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
                 }
                 PageState::SharedBorrowed => {
                     d_pinned += b - a;
-                    (a..b).step_by(PAGE_SIZE as usize).all(|p| host.pins.count(p) != 0)
+                    (a..b).step_by(PAGE_SIZE as usize).all(|p| host.pins.is_mapped(p))
                         && view_range(&hv, a, b, |h| matches!(h, Leaf::Mapped { state: PageState::SharedBorrowed, .. }))
                 }
                 PageState::SharedOwned => false,
@@ -465,7 +475,7 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
         if d_owned != ram - hyp_own - hyp_donated - guest_private - borrowed {
             return Err(bad("the DMA view misses pages the host owns", d_owned));
         }
-        if d_pinned != pinned * PAGE_SIZE {
+        if d_pinned != mapped * PAGE_SIZE {
             return Err(bad("the DMA view misses pinned pages", d_pinned));
         }
     }

@@ -98,6 +98,8 @@ pub enum Event {
         pa: u64,
         size: u64,
     },
+    /// The CMD_SYNC that completed a batch's SMMU invalidations.
+    DmaSync,
 }
 
 /// An installed table page, as the checker follows it.
@@ -373,7 +375,7 @@ impl TestEnv {
                     w.pending.retain(|_, p| p.0 != s2);
                     w.vmid_tlbi.insert(s2, now);
                 }
-                Event::Scrub { .. } | Event::CleanInvalPoc { .. } | Event::IcacheInval { .. } => {}
+                Event::Scrub { .. } | Event::CleanInvalPoc { .. } | Event::IcacheInval { .. } | Event::DmaSync => {}
             }
         }
         if let Some((ptep, (s2, ipa, level))) = w.pending.pop_first() {
@@ -569,6 +571,10 @@ impl MmEnv for TestEnv {
         if s2.iommu && pte::is_valid(old) && !pte::is_valid(val) {
             self.broken.push((*s2, ipa, level));
         }
+        assert!(
+            s2.iommu || !pte::is_valid(val) || self.dma_batched == 0,
+            "a CPU's tree maps ipa {ipa:#x} while SMMU invalidations wait for their CMD_SYNC"
+        );
         self.push(Event::Write { s2: *s2, ptep: ptep as u64, ipa, level, old, new: val });
         // SAFETY: as above.
         unsafe { core::ptr::write(ptep, val) };
@@ -600,7 +606,10 @@ impl MmEnv for TestEnv {
     }
     fn dma_sync(&mut self) {
         assert!(self.dma_batch_open, "SMMU sync without a batch");
-        self.dma_syncs += (self.dma_batched != 0) as u64;
+        if self.dma_batched != 0 {
+            self.dma_syncs += 1;
+            self.push(Event::DmaSync);
+        }
         self.dma_batch_open = false;
         self.dma_batched = 0;
     }

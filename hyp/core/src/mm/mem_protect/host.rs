@@ -4,10 +4,7 @@
 
 use alloc::vec::Vec;
 
-use super::{
-    dma_cancel, dma_commit, dma_leaf, dma_pinned, dma_prepare, owned, range_only, HostFault, HostMm, Pa, Refused, Side,
-    HOST_RAM,
-};
+use super::{dma_leaf, owned, range_only, HostFault, HostMm, Pa, Refused, Side, HOST_RAM};
 use crate::mm::env::MmEnv;
 use crate::mm::pgtable::Stage2;
 use crate::mm::pins::Pins;
@@ -48,7 +45,7 @@ impl HostMm {
                     } else {
                         b - p
                     };
-                    if let Some(d) = dma_leaf(p, l, self.pins.count(p) != 0) {
+                    if let Some(d) = dma_leaf(p, l, self.pins.is_mapped(p)) {
                         if pieces.try_reserve(1).is_err() {
                             return Err(Error::NoMem);
                         }
@@ -100,7 +97,9 @@ impl HostMm {
     /// otherwise (a split, a merge due, no hint) the update is counted
     /// from the same leaf, its path recorded by a second descent
     /// (out of line).
-    #[inline]
+    /// (Inlined into its one caller, the host's abort entry: out of line
+    /// it costs the lazy fault rows +17.)
+    #[inline(always)]
     pub fn handle_fault<E: MmEnv>(&mut self, env: &mut E, ipa: Pa) -> Result<HostFault, Refused> {
         let ipa = ipa.0;
         let page = ipa & !(PAGE_SIZE - 1);
@@ -166,44 +165,15 @@ impl HostMm {
         Ok(m.at(pa.0 & !(PAGE_SIZE - 1)))
     }
 
-    /// Takes a host pin on a page a guest shared with the host.
+    /// Takes a host pin on a page a guest shared with the host:
+    /// [`HostMm::pin_range`] of one page.
     pub fn pin<E: MmEnv>(&mut self, env: &mut E, pa: Pa, exclusive: bool) -> Result<(), Refused> {
-        self.check_ram(pa, PAGE_SIZE)?;
-        let l = self.leaf_at(env, pa)?;
-        let pa = pa.0;
-        if !matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }) {
-            return Err(Refused::state(Side::Host, pa, l));
-        }
-        // The first pin maps the page in the DMA view: a pin is what makes
-        // a borrowed page reachable by the host's devices.
-        let ud =
-            if self.pins.count(pa) == 0 { dma_prepare(env, &self.dma, pa, PAGE_SIZE, dma_pinned(pa))? } else { None };
-        if let Err(e) = self.pins.pin(pa, exclusive) {
-            dma_cancel(env, ud);
-            return Err(Refused::new(e, Side::Pins, pa));
-        }
-        dma_commit(env, &mut self.dma, ud);
-        Ok(())
+        self.pin_range(env, pa, 1, exclusive)
     }
 
-    /// Drops one host pin. The last one unmaps the page from the DMA view
-    /// and completes the SMMU's TLB invalidation before it returns: no
-    /// device can reach the page any more. `Err(NoMem)` only when that needs
-    /// a table page (the page lies in a block of pinned pages) and none is
-    /// left; nothing changes then.
+    /// Drops one host pin: [`HostMm::unpin_range`] of one page. The DMA
+    /// view keeps the page until a conversion takes it.
     pub fn unpin<E: MmEnv>(&mut self, env: &mut E, pa: Pa) -> Result<(), Refused> {
-        self.check_ram(pa, PAGE_SIZE)?;
-        let pa = pa.0;
-        let ud = if self.pins.count(pa) == 1 {
-            dma_prepare(env, &self.dma, pa, PAGE_SIZE, Leaf::Invalid(Owner::None))?
-        } else {
-            None
-        };
-        if let Err(e) = self.pins.unpin(pa) {
-            dma_cancel(env, ud);
-            return Err(Refused::new(e, Side::Pins, pa));
-        }
-        dma_commit(env, &mut self.dma, ud);
-        Ok(())
+        self.unpin_range(env, pa, 1)
     }
 }

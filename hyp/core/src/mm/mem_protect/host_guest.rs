@@ -4,8 +4,9 @@
 //! teardown (both [`reclaim`]).
 
 use super::{
-    check_all, dma_commit, dma_owned, dma_prepare, guest_range, host_owns, is_entry, one_page, owned, refusal, Descent,
-    FromLeaf, GuestMm, HostMm, InPlaceOnly, Ipa, Pa, PairChange, Refused, Side, GUEST_RAM, HOST_BORROWED,
+    check_all, dma_cancel, dma_commit, dma_owned, dma_prepare, guest_range, host_owns, is_entry, one_page, owned,
+    refusal, Descent, FromLeaf, GuestMm, HostMm, InPlaceOnly, Ipa, Pa, PairChange, Refused, Side, GUEST_RAM,
+    HOST_BORROWED,
 };
 use crate::mm::cmo;
 use crate::mm::env::MmEnv;
@@ -15,6 +16,9 @@ use crate::mm::{pte, Error, PAGE_SIZE};
 
 /// host → guest donation of `[pa, pa + size)` at guest `ipa`: the guest owns
 /// it (mapped with blocks where aligned); the host's table records the VM.
+/// Phase one checks each side in the walk that counts its update (the
+/// first page refused, on the error path only, by a second walk:
+/// [`refusal`]), then the DMA view's; table pages for all three or none.
 pub fn host_donate_guest<E: MmEnv>(
     env: &mut E,
     host: &mut HostMm,
@@ -30,24 +34,30 @@ pub fn host_donate_guest<E: MmEnv>(
     if host.pins.any_pinned(pa, size) {
         return Err(pinned(host, pa, size));
     }
-    check_all(env, &host.pgt, Side::Host, pa, size, host_owns)?;
-    check_all(env, &guest.pgt, g, ipa, size, |l| l == Leaf::Invalid(Owner::None))?;
     let h = guest.handle;
-    let uh =
-        host.pgt.prepare(env, pa, size, Leaf::Invalid(Owner::Guest(h))).map_err(|e| Refused::new(e, Side::Host, pa))?;
-    let ug = match guest.pgt.prepare(env, ipa, size, owned(pa, GUEST_RAM, PageState::Owned)) {
+    let free = |l| l == Leaf::Invalid(Owner::None);
+    let ch = host
+        .pgt
+        .count_checked(env, pa, size, Leaf::Invalid(Owner::Guest(h)), Some(host_owns))
+        .map_err(|e| refusal(env, &host.pgt, Side::Host, pa, size, e, host_owns))?;
+    let cg = guest
+        .pgt
+        .count_checked(env, ipa, size, owned(pa, GUEST_RAM, PageState::Owned), Some(free))
+        .map_err(|e| refusal(env, &guest.pgt, g, ipa, size, e, free))?;
+    let ud = dma_prepare(env, &host.dma, pa, size, Leaf::Invalid(Owner::None))?;
+    let ug = match cg.reserve(env) {
         Ok(u) => u,
         Err(e) => {
-            uh.cancel(env);
+            dma_cancel(env, ud);
             return Err(Refused::new(e, g, ipa));
         }
     };
-    let ud = match dma_prepare(env, &host.dma, pa, size, Leaf::Invalid(Owner::None)) {
+    let uh = match ch.reserve(env) {
         Ok(u) => u,
         Err(e) => {
-            uh.cancel(env);
             ug.cancel(env);
-            return Err(e);
+            dma_cancel(env, ud);
+            return Err(Refused::new(e, Side::Host, pa));
         }
     };
     // The host loses the pages (and its TLB entries, the CPUs' and the
@@ -63,7 +73,7 @@ pub fn host_donate_guest<E: MmEnv>(
 
 /// The refusal of a range of which the host pins a page: the first one.
 #[cold]
-fn pinned(host: &HostMm, pa: u64, size: u64) -> Refused {
+pub(super) fn pinned(host: &HostMm, pa: u64, size: u64) -> Refused {
     let first = (0..size / PAGE_SIZE).map(|i| pa + i * PAGE_SIZE).find(|&p| host.pins.count(p) != 0);
     Refused::new(Error::Busy, Side::Pins, first.unwrap_or(pa))
 }
@@ -74,7 +84,8 @@ enum GuestHost {
     /// MEM_SHARE: guest OWNED → SHARED_OWNED in place; the host maps the
     /// same pages SHARED_BORROWED.
     Share,
-    /// MEM_UNSHARE: back; refused while the host pins a page.
+    /// MEM_UNSHARE: back; refused while the host pins a page; a DMA
+    /// mapping a page's last unpin left is torn down first.
     Unshare,
 }
 
@@ -210,11 +221,33 @@ fn change<E: MmEnv, C: PairChange>(
     t: GuestHost,
     (pa, c): Plan<C>,
 ) -> Result<Pa, Refused> {
-    if t == GuestHost::Unshare && host.pins.any_pinned(pa, size) {
-        return Err(pinned(host, pa, size));
+    if t == GuestHost::Unshare && host.pins.any_mapped(pa, size) {
+        return unshare_unmapping(env, host, guest, ipa, pa, size);
     }
     c.commit(env, (&mut host.pgt, Side::Host, pa), (&mut guest.pgt, Side::Guest, ipa))?;
     Ok(Pa(pa))
+}
+
+/// [`change`] of an unshare over pages the host pins or its DMA view
+/// maps (at `pa`): refused while a page holds a pin; else the DMA
+/// mappings the last unpins left are torn down ([`HostMm::dma_unmap`]:
+/// one CMD_SYNC), then the unshare runs again from phase one (the CPU
+/// trees unchanged, the pages no longer mapped: its one-page form again). Out of line, and
+/// keeping nothing of the first phase one: the hot path holds no value
+/// across a call (as when this was a plain refusal).
+#[cold]
+#[inline(never)]
+fn unshare_unmapping<E: MmEnv>(
+    env: &mut E,
+    host: &mut HostMm,
+    guest: &mut GuestMm,
+    ipa: u64,
+    pa: u64,
+    size: u64,
+) -> Result<Pa, Refused> {
+    host.dma_unmap(env, pa, size)?;
+    debug_assert!(!host.pins.any_mapped(pa, size));
+    guest_host(env, host, guest, ipa, size, GuestHost::Unshare)
 }
 
 /// Phase one of [`guest_host`] for the page at `ipa`: the guest's leaf
@@ -341,7 +374,12 @@ fn reclaim<E: MmEnv>(
     guest.pgt.commit(env, ug);
     cmo::scrub_for_host(env, pa, size);
     host.pgt.commit(env, uh);
+    // A shared page whose last unpin left it in the DMA view: its entry
+    // goes from pinned to the host's own (software bits only, in place).
     dma_commit(env, &mut host.dma, ud);
+    if state == PageState::SharedOwned && host.pins.any_mapped(pa, size) {
+        host.pins.unmap_range(pa, size);
+    }
     Ok(())
 }
 

@@ -129,11 +129,13 @@ fn host_owns(l: Leaf) -> bool {
 }
 
 /// The DMA view's leaf for a host page whose host leaf is `l` (the leaf as
-/// seen at that page) and that the host pins (`pinned`), or `None` when no
-/// device of the host may reach it: devices reach the host's own RAM (also
-/// while shared with the hyp) and pages a guest shared with the host only
-/// while the host pins them; never the hyp's pages, guest-private pages or
-/// borrowed pages without a pin.
+/// seen at that page) and that the view maps as pinned (`pinned`: it took
+/// a pin and no conversion took it since, [`Pins::is_mapped`]), or `None`
+/// when no device of the host may reach it: devices reach the host's own
+/// RAM (also while shared with the hyp) and pages a guest shared with the
+/// host from their first pin until a conversion takes them from the host;
+/// never the hyp's pages, guest-private pages or borrowed pages never
+/// pinned.
 pub fn dma_leaf(pa: u64, l: Leaf, pinned: bool) -> Option<Leaf> {
     match l {
         // RAM the host has not faulted in yet is the host's own.

@@ -1,9 +1,13 @@
-//! The range form of the host's pins (PIN_RANGE / UNPIN_RANGE): one call
-//! pins or unpins `n` consecutive pages, all of them or none, with one
-//! DMA-view update for the pages whose first pin maps them and, for the
-//! pages whose last pin goes, their SMMU invalidations completed by one
-//! CMD_SYNC ([`MmEnv::dma_batch`]). Kept apart from the one-page
-//! `HostMm::pin` / `unpin`, which it never changes.
+//! The host's pins (PIN_RANGE / UNPIN_RANGE, and PIN / UNPIN as their
+//! one-page calls): one call pins or unpins `n` consecutive pages, all of
+//! them or none. A page's first pin maps it in the DMA view (one update
+//! for the pages of a call that need it); its last unpin leaves that
+//! mapping in place: the page is still one the guest shares with the
+//! host, which reaches it anyway. The conversion that takes the page from
+//! the host (MEM_UNSHARE, MEM_RELINQUISH, the VM's teardown) tears the
+//! mapping down first, its SMMU invalidations completed by one CMD_SYNC,
+//! before the guest or anyone else gets the page ([`HostMm::dma_unmap`],
+//! [`crate::mm::pins::Pins::is_mapped`]); docs/isolation.md says why that is enough.
 
 use alloc::vec::Vec;
 
@@ -12,34 +16,29 @@ use super::{
 };
 use crate::mm::env::MmEnv;
 use crate::mm::pgtable::{Stage2, Update};
-use crate::mm::pins::Pins;
 use crate::mm::prot::{Leaf, Owner, PageState};
 use crate::mm::{is_aligned, Error, PAGE_SIZE};
 
 /// Most pages one range call takes: 1 MiB. Fewer than a 2 MiB block, so
 /// pinned pages are always page entries of the DMA view (no update of at
-/// most 256 pages covers a whole aligned 2 MiB) and an unpin never needs a
-/// table page, as with the one-page form.
+/// most 256 pages covers a whole aligned 2 MiB) and a teardown never needs
+/// a table page.
 pub const PIN_RANGE_MAX: u64 = hyp_abi::host::PIN_RANGE_MAX;
 
 impl HostMm {
     /// Takes one host pin (shared, or exclusive) on each of the `n` pages
     /// from `pa`, every one a page a guest shared with the host, or none:
-    /// on `Err` nothing changed. The pages not pinned before are mapped in
-    /// the DMA view by one update.
+    /// on `Err` nothing changed. The pages the DMA view does not map yet
+    /// are mapped by one update.
     pub fn pin_range<E: MmEnv>(&mut self, env: &mut E, pa: Pa, n: u64, exclusive: bool) -> Result<(), Refused> {
         let size = range_size(pa.0, n)?;
         self.check_ram(pa, size)?;
         let pa = pa.0;
-        // Each page's entry first (a borrowed page is a page entry of this
-        // descriptor unless a run of them merged into a block), else a walk.
-        let pgt = &self.pgt;
-        let borrowed = |a: u64| pgt.encode(owned(a, HOST_BORROWED, PageState::SharedBorrowed), 3);
-        let pages = (0..n).all(|i| {
-            let a = pa + i * PAGE_SIZE;
-            self.pgt.page_entry(env, a).is_some_and(|s| s.pte == borrowed(a))
-        });
-        if !pages {
+        // The pages' entries first (a borrowed page is a page entry of
+        // this descriptor unless a run of them merged into a block), else
+        // the range check, which says what and where.
+        let borrowed = self.pgt.encode(owned(pa, HOST_BORROWED, PageState::SharedBorrowed), 3);
+        if !self.pgt.page_entries_are(env, pa, n, borrowed) {
             check_all(env, &self.pgt, Side::Host, pa, size, |l| {
                 matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. })
             })?;
@@ -47,108 +46,44 @@ impl HostMm {
         if n == 1 {
             return self.pin_one(env, pa, exclusive);
         }
-        self.pins.check_pin_range(pa, n, exclusive).map_err(|e| Refused::new(e, Side::Pins, pa))?;
-        let first = |p: &Pins, i: u64| p.count(pa + i * PAGE_SIZE) == 0;
-        if !self.pins.all_pinned(pa, n) {
+        let mapped = self.pins.check_pin_range(pa, n, exclusive).map_err(|e| Refused::new(e, Side::Pins, pa))?;
+        if !mapped {
             let pins = &self.pins;
-            if !dma_pages(env, &mut self.dma, pa, n, |i| first(pins, i), Leaf::Invalid(Owner::None), dma_pinned) {
-                // One update over the range: a page pinned already is
+            let first = |i: u64| !pins.is_mapped(pa + i * PAGE_SIZE);
+            if !dma_pages(env, &mut self.dma, pa, n, first, Leaf::Invalid(Owner::None), dma_pinned) {
+                // One update over the range: a page mapped already is
                 // mapped as this leaf already, and stays as it is.
                 let ud = dma_prepare(env, &self.dma, pa, size, dma_pinned(pa))?;
                 dma_commit(env, &mut self.dma, ud);
             }
         }
-        for i in 0..n {
-            let r = self.pins.pin(pa + i * PAGE_SIZE, exclusive);
-            debug_assert!(r.is_ok(), "checked: {r:?}");
-        }
+        self.pins.pin_run(pa, n, exclusive);
         Ok(())
     }
 
     /// Drops one host pin from each of the `n` pages from `pa`, each of
     /// which holds one, or none: on `Err` (`Inval`: a page without a pin,
-    /// or outside RAM) nothing changed. The pages whose last pin goes are
-    /// unmapped from the DMA view, a run of such pages by one update, and
-    /// every SMMU invalidation this needs is complete (one CMD_SYNC)
-    /// before the call returns. Never `NoMem` (pinned pages are page
-    /// entries: [`PIN_RANGE_MAX`]).
-    pub fn unpin_range<E: MmEnv>(&mut self, env: &mut E, pa: Pa, n: u64) -> Result<(), Refused> {
+    /// or outside RAM) nothing changed. The DMA view keeps mapping the
+    /// pages (they are still shared with the host) until a conversion
+    /// takes them ([`HostMm::dma_unmap`]). Never `NoMem`.
+    pub fn unpin_range<E: MmEnv>(&mut self, _env: &mut E, pa: Pa, n: u64) -> Result<(), Refused> {
         let size = range_size(pa.0, n)?;
         self.check_ram(pa, size)?;
         let pa = pa.0;
-        if n == 1 {
-            return self.unpin_one(env, pa);
-        }
         if !self.pins.all_pinned(pa, n) {
             return Err(Refused::new(Error::Inval, Side::Pins, pa));
         }
-        let batch = n > 1;
-        if batch {
-            env.dma_batch();
-        }
-        let pins = &self.pins;
-        let last = |i: u64| pins.count(pa + i * PAGE_SIZE) == 1;
-        if dma_pages(env, &mut self.dma, pa, n, last, dma_pinned(pa), |_| Leaf::Invalid(Owner::None)) {
-            for i in 0..n {
-                let r = self.pins.unpin(pa + i * PAGE_SIZE);
-                debug_assert!(r.is_ok(), "checked: {r:?}");
-            }
-            if batch {
-                env.dma_sync();
-            }
-            return Ok(());
-        }
-        let last = |i: u64| self.pins.count(pa + i * PAGE_SIZE) == 1;
-        let mut runs: Vec<Update> = Vec::new();
-        let mut i = 0;
-        while i < n {
-            if !last(i) {
-                i += 1;
-                continue;
-            }
-            let mut j = i + 1;
-            while j < n && last(j) {
-                j += 1;
-            }
-            let (a, len) = (pa + i * PAGE_SIZE, (j - i) * PAGE_SIZE);
-            let u = if runs.try_reserve(1).is_ok() {
-                dma_prepare(env, &self.dma, a, len, Leaf::Invalid(Owner::None))
-            } else {
-                Err(Refused::new(Error::NoMem, Side::Dma, a))
-            };
-            match u {
-                Ok(Some(u)) => runs.push(u),
-                Ok(None) => {}
-                Err(e) => {
-                    for u in runs {
-                        u.cancel(env);
-                    }
-                    if batch {
-                        env.dma_sync();
-                    }
-                    return Err(e);
-                }
-            }
-            i = j;
-        }
-        for i in 0..n {
-            let r = self.pins.unpin(pa + i * PAGE_SIZE);
-            debug_assert!(r.is_ok(), "checked: {r:?}");
-        }
-        for u in runs {
-            dma_commit(env, &mut self.dma, Some(u));
-        }
-        if batch {
-            env.dma_sync();
-        }
+        self.pins.unpin_run(pa, n);
         Ok(())
     }
 
     /// [`HostMm::pin_range`] of one page, its page checked: the pin taken
-    /// first (its refusal changes nothing), then the DMA view for a first
-    /// pin; should that fail (`NoMem`) the pin is dropped again.
+    /// first (its refusal changes nothing), then the DMA view unless it
+    /// maps the page already; should that fail (`NoMem`) the pin is
+    /// dropped again.
+    #[inline(always)]
     fn pin_one<E: MmEnv>(&mut self, env: &mut E, pa: u64, exclusive: bool) -> Result<(), Refused> {
-        let first = self.pins.count(pa) == 0;
+        let first = !self.pins.is_mapped(pa);
         self.pins.pin(pa, exclusive).map_err(|e| Refused::new(e, Side::Pins, pa))?;
         if first && !dma_page(env, &mut self.dma, pa, Leaf::Invalid(Owner::None), dma_pinned(pa)) {
             match dma_prepare(env, &self.dma, pa, PAGE_SIZE, dma_pinned(pa)) {
@@ -156,6 +91,7 @@ impl HostMm {
                 Err(e) => {
                     let r = self.pins.unpin(pa);
                     debug_assert!(r.is_ok(), "just taken: {r:?}");
+                    self.pins.unmap(pa);
                     return Err(e);
                 }
             }
@@ -163,20 +99,87 @@ impl HostMm {
         Ok(())
     }
 
-    /// [`HostMm::unpin_range`] of one page, its page checked.
-    fn unpin_one<E: MmEnv>(&mut self, env: &mut E, pa: u64) -> Result<(), Refused> {
-        let pins = self.pins.count(pa);
-        if pins == 0 {
-            return Err(Refused::new(Error::Inval, Side::Pins, pa));
+    /// Tears down the DMA view's mapping of the pages of `[pa, pa + size)`
+    /// that no pin holds but the view still maps ([`crate::mm::pins::Pins::is_mapped`]):
+    /// each written invalid, every SMMU invalidation this needs completed
+    /// (one CMD_SYNC) before it returns. `Busy` (nothing changed) when a
+    /// page holds a pin. For a conversion that takes the pages from the
+    /// host (MEM_UNSHARE): it calls this before the guest can see them.
+    /// Never `NoMem` (mapped pages are page entries: [`PIN_RANGE_MAX`]),
+    /// else nothing changed.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn dma_unmap<E: MmEnv>(&mut self, env: &mut E, pa: u64, size: u64) -> Result<(), Refused> {
+        if self.pins.any_pinned(pa, size) {
+            return Err(super::host_guest::pinned(self, pa, size));
         }
-        if pins == 1 && !dma_page(env, &mut self.dma, pa, dma_pinned(pa), Leaf::Invalid(Owner::None)) {
-            let ud = dma_prepare(env, &self.dma, pa, PAGE_SIZE, Leaf::Invalid(Owner::None))?;
-            dma_commit(env, &mut self.dma, ud);
+        let n = size / PAGE_SIZE;
+        let pins = &self.pins;
+        let mapped = |i: u64| pins.is_mapped(pa + i * PAGE_SIZE);
+        env.dma_batch();
+        let none = Leaf::Invalid(Owner::None);
+        let done = if n == 1 {
+            dma_page(env, &mut self.dma, pa, dma_pinned(pa), none)
+        } else {
+            dma_pages(env, &mut self.dma, pa, n, mapped, dma_pinned(pa), |_| none)
+        };
+        if !done {
+            if let Err(e) = dma_unmap_runs(env, &mut self.dma, pa, n, mapped) {
+                env.dma_sync();
+                return Err(e);
+            }
         }
-        let r = self.pins.unpin(pa);
-        debug_assert!(r.is_ok(), "checked: {r:?}");
+        env.dma_sync();
+        for i in 0..n {
+            self.pins.unmap(pa + i * PAGE_SIZE);
+        }
         Ok(())
     }
+}
+
+/// The range form of [`HostMm::dma_unmap`]'s DMA-view change: each run of
+/// pages `mapped(i)` selects written invalid by one update; all updates
+/// prepared (table pages, none in practice) before any is committed.
+fn dma_unmap_runs<E: MmEnv>(
+    env: &mut E,
+    dma: &mut Option<Stage2>,
+    pa: u64,
+    n: u64,
+    mapped: impl Fn(u64) -> bool,
+) -> Result<(), Refused> {
+    let mut runs: Vec<Update> = Vec::new();
+    let mut i = 0;
+    while i < n {
+        if !mapped(i) {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < n && mapped(j) {
+            j += 1;
+        }
+        let (a, len) = (pa + i * PAGE_SIZE, (j - i) * PAGE_SIZE);
+        let u = if runs.try_reserve(1).is_ok() {
+            dma_prepare(env, dma, a, len, Leaf::Invalid(Owner::None))
+        } else {
+            Err(Refused::new(Error::NoMem, Side::Dma, a))
+        };
+        match u {
+            Ok(Some(u)) => runs.push(u),
+            Ok(None) => {}
+            Err(e) => {
+                for u in runs {
+                    u.cancel(env);
+                }
+                return Err(e);
+            }
+        }
+        i = j;
+    }
+    for u in runs {
+        dma_commit(env, dma, Some(u));
+    }
+    Ok(())
 }
 
 /// The one-entry form of a DMA-view change of the pages `i` of the `n`

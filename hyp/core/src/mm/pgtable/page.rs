@@ -48,6 +48,35 @@ impl Stage2 {
         Some(PagePath { ptep, gen: self.gen as u32, found: Found(Path::new()), pte, base: ipa, level: 3 })
     }
 
+    /// Are the leaves translating the `n` pages from `ipa` page entries
+    /// (level 3) holding `first + i * PAGE_SIZE` for page `i` (a run of
+    /// one leaf's pages, `first` the first one's descriptor: a valid page
+    /// descriptor, whose output address the offset moves)? One descent
+    /// per table page of the run, its entries then read in a row.
+    #[inline]
+    pub fn page_entries_are<E: MmEnv>(&self, env: &E, ipa: u64, n: u64, first: u64) -> bool {
+        let mut ptep: *mut u64 = core::ptr::null_mut();
+        for i in 0..n {
+            let a = ipa + i * PAGE_SIZE;
+            if i == 0 || a & (level_size(2) - 1) == 0 {
+                match self.page_entry(env, a) {
+                    Some(p) => ptep = p.ptep,
+                    None => return false,
+                }
+            } else {
+                // SAFETY: the entry after the previous page's in the same
+                // level-3 table page (`a` is not the first page its table
+                // translates), which holds ENTRIES descriptors.
+                ptep = unsafe { ptep.add(1) };
+            }
+            // SAFETY: a descriptor of a table page of this tree.
+            if unsafe { core::ptr::read_volatile(ptep) } != first + i * PAGE_SIZE {
+                return false;
+            }
+        }
+        true
+    }
+
     /// [`Stage2::page_path`] without recording the way down: the leaf
     /// entry alone, for an update that rewrites it in place
     /// ([`Stage2::prepare_in_place`]) and nothing else.

@@ -152,10 +152,12 @@ fn no_transient_tree_splits_live_or_maps_pages() {
 }
 
 /// A 2 MiB block of pinned pages stays 512 page entries (no valid merge),
-/// so UNPIN needs no table page: it succeeds with the pool empty (before,
-/// the pins merged into a block and the unpin's split failed with NoMem).
+/// so neither UNPIN (which leaves the DMA view as it is) nor the
+/// conversion that tears the mapping down needs a table page: both
+/// succeed with the pool empty (before, the pins merged into a block and
+/// the unmap's split failed with NoMem).
 #[test]
-fn unpin_needs_no_table_page() {
+fn unpin_and_the_teardown_need_no_table_page() {
     for bbml2 in [false, true] {
         let mut w = World::with_smmu(bbml2);
         let block = RAM + 16 * M2;
@@ -167,13 +169,24 @@ fn unpin_needs_no_table_page() {
         assert_eq!(dma_at(&mut w, block + 7 * K4), (dma_pinned(block + 7 * K4), 3));
         w.check();
         w.env.budget = Some(0);
-        w.host.unpin(&mut w.env, Pa(block + 7 * K4)).plain().unwrap();
-        assert_eq!(dma_at(&mut w, block + 7 * K4).0, Leaf::Invalid(Owner::None));
-        w.env.budget = None;
-        w.check();
-        for i in (0..512).filter(|&i| i != 7) {
+        for i in 0..512 {
             w.host.unpin(&mut w.env, Pa(block + i * K4)).plain().unwrap();
         }
+        assert_eq!(dma_at(&mut w, block + 7 * K4), (dma_pinned(block + 7 * K4), 3), "kept until a conversion");
+        w.check();
+        w.env.log.clear();
+        guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), M2).plain().unwrap();
+        w.env.budget = None;
+        assert_eq!(dma_at(&mut w, block + 7 * K4).0, Leaf::Invalid(Owner::None));
+        assert_eq!(w.host.pins.mapped_pages(), 0);
+        // 512 SMMU invalidations, one CMD_SYNC, before the guest's write.
+        let sync = w.env.log.iter().position(|e| *e == Event::DmaSync).expect("one CMD_SYNC");
+        assert_eq!(w.env.log.iter().filter(|e| **e == Event::DmaSync).count(), 1);
+        let tlbis = w.env.log.iter().filter(|e| matches!(e, Event::TlbiIpa { s2, .. } if s2.iommu)).count();
+        assert_eq!(tlbis, 512);
+        let guest_s2 = w.guests[0].pgt.s2_id().unwrap();
+        let guest_write = w.env.log.iter().position(|e| matches!(e, Event::Write { s2, .. } if *s2 == guest_s2));
+        assert!(guest_write.is_some_and(|g| g > sync), "the guest gets the pages after the CMD_SYNC");
         w.check();
         w.finish();
     }

@@ -497,8 +497,9 @@ fn share_of_a_split_page_writes_each_side_once() {
 /// The DMA view follows ownership and pins: a donation takes the page out
 /// (the SMMU's TLB invalidated, naming the DMA view, before the cache clean
 /// and the guest's mapping), a share without a pin leaves it out, the first
-/// pin maps it, the last unpin removes it (invalidated before the call
-/// returns), a relinquish brings it back; refused pins change nothing.
+/// pin maps it, the last unpin leaves it, the unshare removes it
+/// (invalidated, CMD_SYNC completed, before the guest's page is private
+/// again), a relinquish brings it back; refused pins change nothing.
 #[test]
 fn dma_view_follows_ownership_and_pins() {
     let mut w = World::new();
@@ -538,10 +539,22 @@ fn dma_view_follows_ownership_and_pins() {
     assert_eq!(dma_at(&mut w, pa), dma_pinned(pa));
     w.env.log.clear();
     w.host.unpin(&mut w.env, Pa(pa)).plain().unwrap();
-    assert_eq!(dma_at(&mut w, pa), Leaf::Invalid(Owner::None));
-    assert!(w.env.log.iter().any(|e| matches!(e, Event::TlbiIpa { s2, ipa, .. } if *s2 == dma_s2 && *ipa == pa)));
+    assert_eq!(dma_at(&mut w, pa), dma_pinned(pa), "the last unpin leaves the mapping");
+    assert!(w.env.log.is_empty(), "an unpin writes nothing: {:?}", w.env.log);
     w.check();
+    // A pin again finds it mapped: no write either.
+    w.host.pin(&mut w.env, Pa(pa), false).plain().unwrap();
+    w.host.unpin(&mut w.env, Pa(pa)).plain().unwrap();
+    assert!(w.env.log.is_empty(), "{:?}", w.env.log);
     guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), K4).plain().unwrap();
+    assert_eq!(dma_at(&mut w, pa), Leaf::Invalid(Owner::None));
+    let log = &w.env.log;
+    let smmu_tlbi = log.iter().position(|e| matches!(e, Event::TlbiIpa { s2, ipa, .. } if *s2 == dma_s2 && *ipa == pa));
+    let sync = log.iter().position(|e| *e == Event::DmaSync);
+    let guest_s2 = w.guests[0].pgt.s2_id().unwrap();
+    let guest = log.iter().position(|e| matches!(e, Event::Write { s2, .. } if *s2 == guest_s2));
+    assert!(smmu_tlbi < sync && sync < guest && smmu_tlbi.is_some(), "unmapped, synced, then private: {log:?}");
+    w.check();
     // Relinquished: the host's again, devices included.
     guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), K4).plain().unwrap();
     assert_eq!(dma_at(&mut w, pa), dma_owned(pa));
@@ -588,6 +601,8 @@ fn checker_reports_dma_view_mismatches() {
     w.host.pins.pin(pa, false).unwrap();
     assert_eq!(run(&mut w), Some("the DMA view misses pinned pages"));
     w.host.pins.unpin(pa).unwrap();
+    assert_eq!(run(&mut w), Some("the DMA view misses pinned pages"), "still marked mapped");
+    w.host.pins.unmap(pa);
     assert_eq!(run(&mut w), None);
     // One of the host's own pages left out.
     let own = RAM + 300 * K4;

@@ -1,6 +1,7 @@
 mod answers;
 mod checker_dma;
 mod dma_view;
+mod donate;
 mod fwb;
 mod helpers;
 mod mem_protect;

@@ -48,6 +48,9 @@ struct Model {
     pages: Vec<Own>,
     /// (shared pins, exclusive)
     pins: Vec<(u32, bool)>,
+    /// Mapped in the DMA view as a pinned page: from the first pin until
+    /// a conversion takes the page from the host (an unpin leaves it).
+    dma: Vec<bool>,
     /// Per guest: IPA page → PA.
     maps: [BTreeMap<u64, u64>; 2],
 }
@@ -136,7 +139,8 @@ impl Model {
             let first = ((base - RAM) / K4) as usize;
             pages[first..first + (size / K4) as usize].fill(Own::HypSelf);
         }
-        Model { pages, pins: vec![(0, false); PAGES as usize], maps: [BTreeMap::new(), BTreeMap::new()] }
+        let (pins, dma) = (vec![(0, false); PAGES as usize], vec![false; PAGES as usize]);
+        Model { pages, pins, dma, maps: [BTreeMap::new(), BTreeMap::new()] }
     }
 
     /// Page indices of a host range, or Inval (as check_ram). The model's
@@ -296,7 +300,10 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
             if !share && m.pinned(r.clone()) {
                 return Err(Error::Busy);
             }
-            r.for_each(|i| m.pages[i] = Own::Guest { h: g as u16 + 1, shared: share });
+            r.for_each(|i| {
+                m.pages[i] = Own::Guest { h: g as u16 + 1, shared: share };
+                m.dma[i] &= share;
+            });
             Ok(())
         }
         Op::Relinquish(g, ipa, n) => {
@@ -305,7 +312,10 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
             if shared && m.pinned(r.clone()) {
                 return Err(Error::Busy);
             }
-            r.for_each(|i| m.pages[i] = Own::Host { mapped: false, shared: false });
+            r.for_each(|i| {
+                m.pages[i] = Own::Host { mapped: false, shared: false };
+                m.dma[i] = false;
+            });
             (0..n / K4).for_each(|i| {
                 m.maps[g].remove(&(ipa + i * K4));
             });
@@ -325,6 +335,7 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
             } else {
                 p.0 += 1;
             }
+            m.dma[r.start] = true;
             Ok(())
         }
         Op::Unpin(a) => {
@@ -342,6 +353,7 @@ fn predict(m: &mut Model, op: &Op, fault_block: Option<(u64, u64)>) -> Result<()
         Op::Teardown(g) => {
             for (_, pa) in std::mem::take(&mut m.maps[g]) {
                 m.pages[((pa - RAM) / K4) as usize] = Own::Host { mapped: false, shared: false };
+                m.dma[((pa - RAM) / K4) as usize] = false;
             }
             Ok(())
         }
@@ -405,12 +417,14 @@ fn compare(w: &mut World, m: &Model) {
         assert_eq!(seen, m.maps[g].len());
     }
     // The DMA view: the host's own pages (shared with the hyp or not), and
-    // pages a guest shares with the host while pinned; nothing else.
+    // pages a guest shares with the host from their first pin until a
+    // conversion takes them (an unpin leaves them); nothing else.
     let dma = w.host.dma.as_ref().expect("the test world has a DMA view");
     for (a, b, _, leaf) in leaves(&mut w.env, dma, RAM, RAM + SPAN) {
         for pa in (a..b).step_by(K4 as usize) {
             let i = ((pa - RAM) / K4) as usize;
-            let pinned = m.pins[i] != (0, false);
+            let pinned = m.dma[i];
+            assert!(m.pins[i] == (0, false) || pinned, "the model: a pinned page is mapped");
             let want = match m.pages[i] {
                 Own::Host { .. } => Leaf::Mapped { pa, attrs: Attrs::NORMAL_RW, state: PageState::Owned },
                 Own::Guest { shared: true, .. } if pinned => {
@@ -426,6 +440,7 @@ fn compare(w: &mut World, m: &Model) {
         let (n, e) = m.pins[i];
         assert_eq!(w.host.pins.count(pa), if e { 1 } else { n });
         assert_eq!(w.host.pins.is_exclusive(pa), e);
+        assert_eq!(w.host.pins.is_mapped(pa), m.dma[i], "mapped mark of {pa:#x}");
     }
 }
 

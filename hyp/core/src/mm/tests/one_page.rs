@@ -66,6 +66,7 @@ pub(super) fn norm(e: &Event) -> (u8, u16, bool, u64, u8, u64, u64) {
         Event::Scrub { pa, size } => (11, 0, false, pa, 0, size, 0),
         Event::CleanInvalPoc { pa, size } => (12, 0, false, pa, 0, size, 0),
         Event::IcacheInval { pa, size } => (13, 0, false, pa, 0, size, 0),
+        Event::DmaSync => (14, 0, true, 0, 0, 0, 0),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The range form of the host's pins (PIN_RANGE / UNPIN_RANGE): every page
-//! or none, the DMA view kept in step (one-entry writes where the pages
-//! are page entries, range updates otherwise), the SMMU invalidations of
-//! one unpin completed by one sync, and refusals that change nothing.
+//! or none, the DMA view kept in step (a page's first pin maps it, by
+//! one-entry writes where the pages are page entries, range updates
+//! otherwise; an unpin leaves it; the conversion that takes the page
+//! unmaps it, the SMMU invalidations of one call completed by one sync),
+//! and refusals that change nothing.
 
 use std::vec::Vec;
 
@@ -53,8 +55,8 @@ macro_rules! refused {
 #[test]
 fn sixteen_pages_pinned_and_unpinned_in_one_call_each() {
     let mut w = World::new();
-    // The DMA view's tables there exist (a page pinned and unpinned once):
-    // the range then takes the one-entry writes.
+    // The DMA view's tables there exist (a page pinned and unpinned once,
+    // which leaves it mapped): the range then takes the one-entry writes.
     let pa = shared(&mut w, 16, 16);
     w.host.pin(&mut w.env, Pa(pa), false).unwrap();
     w.host.unpin(&mut w.env, Pa(pa)).unwrap();
@@ -62,7 +64,7 @@ fn sixteen_pages_pinned_and_unpinned_in_one_call_each() {
     let entries = || crate::mm::pgtable::ENTRY_COMMITS.with(|c| c.get());
     let e0 = entries();
     w.host.pin_range(&mut w.env, Pa(pa), 16, false).unwrap();
-    assert_eq!(entries() - e0, 16, "one one-entry write per page");
+    assert_eq!(entries() - e0, 15, "one one-entry write per page not mapped yet (the first is)");
     assert_eq!(pins(&w, pa, 16), [1; 16]);
     for i in 0..16 {
         assert_eq!(dma_leaf(&mut w, pa + i * K4), dma_pinned(pa + i * K4), "page {i}");
@@ -73,10 +75,23 @@ fn sixteen_pages_pinned_and_unpinned_in_one_call_each() {
     let syncs = w.env.dma_syncs;
     w.host.unpin_range(&mut w.env, Pa(pa), 16).unwrap();
     assert_eq!(pins(&w, pa, 16), [0; 16]);
+    // The view keeps the pages (still shared): nothing written, nothing
+    // to invalidate; a pin of them again writes nothing either.
+    assert!(w.env.log.is_empty(), "{:?}", w.env.log);
+    for i in 0..16 {
+        assert_eq!(dma_leaf(&mut w, pa + i * K4), dma_pinned(pa + i * K4), "page {i}");
+    }
+    w.check();
+    w.host.pin_range(&mut w.env, Pa(pa), 16, false).unwrap();
+    w.host.unpin_range(&mut w.env, Pa(pa), 16).unwrap();
+    assert!(w.env.log.is_empty(), "{:?}", w.env.log);
+    assert_eq!(w.env.dma_syncs, syncs);
+    // The guest's unshare of the 16 pages unmaps them: sixteen SMMU
+    // invalidations completed by one sync, before the guest's write.
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + 16 * K4), 16 * K4).plain().unwrap();
     for i in 0..16 {
         assert_eq!(dma_leaf(&mut w, pa + i * K4), Leaf::Invalid(Owner::None), "page {i}");
     }
-    // Sixteen SMMU invalidations, completed by one sync.
     let tlbis = w.env.log.iter().filter(|e| matches!(e, Event::TlbiIpa { s2, .. } if s2.iommu)).count();
     assert_eq!(tlbis, 16);
     assert_eq!(w.env.dma_syncs, syncs + 1);
@@ -101,13 +116,19 @@ fn a_range_the_dma_view_holds_in_a_block_takes_the_range_update() {
         assert_eq!(dma_leaf(&mut w, pa + i * K4), dma_pinned(pa + i * K4));
     }
     w.host.unpin_range(&mut w.env, Pa(pa), 5).unwrap();
-    assert_eq!(dma_leaf(&mut w, pa), Leaf::Invalid(Owner::None));
+    assert_eq!(dma_leaf(&mut w, pa), dma_pinned(pa));
+    w.check();
+    // MEM_RELINQUISH of the shared pages: the host's own again, in the
+    // view too (from pinned to owned in place: software bits only).
+    guest_relinquish(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + (512 + 3) * K4), 5 * K4).plain().unwrap();
+    assert_eq!(dma_leaf(&mut w, pa), dma_owned(pa));
+    assert_eq!(w.host.pins.mapped_pages(), 0);
     w.check();
     w.finish();
 }
 
 #[test]
-fn pins_add_up_and_only_the_last_unmaps() {
+fn pins_add_up_and_no_unpin_unmaps() {
     let mut w = World::new();
     let pa = shared(&mut w, 16, 8);
     // Pages 2..4 pinned once before, the whole range then once more.
@@ -117,15 +138,34 @@ fn pins_add_up_and_only_the_last_unmaps() {
     w.host.unpin_range(&mut w.env, Pa(pa), 8).unwrap();
     assert_eq!(pins(&w, pa, 8), [0, 0, 1, 1, 0, 0, 0, 0]);
     for i in 0..8 {
-        let want = if (2..4).contains(&i) { dma_pinned(pa + i * K4) } else { Leaf::Invalid(Owner::None) };
-        assert_eq!(dma_leaf(&mut w, pa + i * K4), want, "page {i}");
+        assert_eq!(dma_leaf(&mut w, pa + i * K4), dma_pinned(pa + i * K4), "page {i}");
     }
+    // An unshare over a pinned page is refused (nothing changes); over
+    // the others it unmaps them.
+    let unshare = |w: &mut World, i: u64, n: u64| {
+        guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G + (16 + i) * K4), n * K4).plain()
+    };
+    let before = w.snapshot();
+    assert_eq!(unshare(&mut w, 0, 8), Err(Error::Busy));
+    assert_eq!(w.snapshot(), before);
+    unshare(&mut w, 0, 2).unwrap();
+    assert_eq!(dma_leaf(&mut w, pa + K4), Leaf::Invalid(Owner::None));
+    assert_eq!(dma_leaf(&mut w, pa + 2 * K4), dma_pinned(pa + 2 * K4));
+    w.check();
     // The same through the range updates (tests force them).
     RANGE_ONLY.with(|c| c.set(true));
     w.host.unpin_range(&mut w.env, Pa(pa + 2 * K4), 2).unwrap();
     RANGE_ONLY.with(|c| c.set(false));
     assert_eq!(pins(&w, pa, 8), [0; 8]);
-    assert_eq!(dma_leaf(&mut w, pa + 3 * K4), Leaf::Invalid(Owner::None));
+    assert_eq!(dma_leaf(&mut w, pa + 3 * K4), dma_pinned(pa + 3 * K4));
+    // The rest through the range updates too.
+    RANGE_ONLY.with(|c| c.set(true));
+    unshare(&mut w, 2, 6).unwrap();
+    RANGE_ONLY.with(|c| c.set(false));
+    for i in 0..8 {
+        assert_eq!(dma_leaf(&mut w, pa + i * K4), Leaf::Invalid(Owner::None), "page {i}");
+    }
+    assert_eq!(w.host.pins.mapped_pages(), 0);
     w.check();
     w.finish();
 }
