@@ -22,5 +22,5 @@ pub mod services;
 pub mod vcpus;
 
 pub use exits::run_together;
-pub use guest::{Guest, LoadError};
+pub use guest::{Donation, Guest, LoadError};
 pub use vmm_devices::platform::{GUEST_RAM, GUEST_UART};

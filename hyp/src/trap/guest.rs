@@ -267,7 +267,9 @@ fn wait(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, idx: usize, esr: Esr) ->
 }
 
 /// A guest stage-2 fault, decided from its syndrome: a translation fault
-/// is MMIO in the device window (exit to the host) or an abort elsewhere
+/// is MMIO in the device window (exit to the host), memory not donated
+/// yet in the range the host declared with MEM_ON_DEMAND (exit
+/// `MEM_FAULT`, the access retried on the next run) or an abort elsewhere
 /// (exit to the host, injected on the next run); a permission or other
 /// fault is refused with an abort injected now; an access-flag fault (the
 /// hyp always sets AF) or a translation fault on what is mapped by now (a
@@ -279,11 +281,8 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
     let kind = fault_kind(esr.fsc());
     // In the MMIO window nothing is mapped unless the host donated there
     // (`Vm::low_mapped`): no walk needed to know.
-    let mapped = if ipa < GUEST_RAM_BASE && !vm.low_mapped {
-        None
-    } else {
-        vm.mm.pgt.lookup(&mut HypEnv, ipa).ok().filter(|m| matches!(m.leaf, Leaf::Mapped { .. }))
-    };
+    let leaf = if ipa < GUEST_RAM_BASE && !vm.low_mapped { None } else { vm.mm.pgt.lookup(&mut HypEnv, ipa).ok() };
+    let mapped = leaf.filter(|m| matches!(m.leaf, Leaf::Mapped { .. }));
     let guarded = vm.guards.allows(ipa);
     match (kind, mapped) {
         (FaultKind::Translation(_) | FaultKind::AccessFlag(_), Some(m)) => {
@@ -327,6 +326,20 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
             pending,
             stop: false,
         };
+    }
+    if let (FaultKind::Translation(_), Some(m)) = (kind, leaf) {
+        if vm.demand.contains(ipa) {
+            // Memory the host has not donated yet: it donates and runs the
+            // vCPU again, which re-executes the access (nothing injected).
+            point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::MemFaultExit, m.level);
+            let (at, len) = vm.demand.hint(ipa, m.base, m.size());
+            return Outcome::Exit {
+                reason: exit::MEM_FAULT,
+                details: [ipa, at, len, esr.0, 0],
+                pending: Pending::None,
+                stop: false,
+            };
+        }
     }
     point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::GuestAbortExit, 0);
     Outcome::Exit {

@@ -18,6 +18,7 @@ use hyp_core::mm::mem_protect::{GuestMm, Ipa, Pa, Refused};
 use hyp_core::mm::pgtable::Stage2;
 use hyp_core::mm::prot::{Leaf, Owner, PageState};
 use hyp_core::mm::Error;
+use hyp_core::vm::demand::Demand;
 use hyp_core::vm::handles::Handles;
 
 use crate::arch::aarch64::context::{self, Context};
@@ -97,6 +98,9 @@ pub struct Vm {
     /// a guest's stage-2), so a guest's fault in the window needs no walk
     /// to tell a stale TLB entry from an MMIO access.
     pub low_mapped: bool,
+    /// The guest memory the host donates on demand (MEM_ON_DEMAND): a
+    /// fault there on an IPA with no memory exits `MEM_FAULT`.
+    pub demand: Demand,
 }
 
 /// The VM whose vCPU runs on a CPU, kept in that CPU's [`VmSlot`] from its
@@ -154,6 +158,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
         shares: 0,
         unshares: 0,
         low_mapped: false,
+        demand: Demand::NONE,
     };
     t.insert(Arc::new(Mutex::new(vm))).ok_or(Error::NoMem)
 }
@@ -293,6 +298,23 @@ pub fn host_donate_guest(handle: u64, pa: u64, ipa: u64, size: u64) -> Result<()
     let r = host_guest::host_donate_guest(&mut env, &mut host, &mut vm.mm, Pa(pa), Ipa(ipa), size);
     point::transition(vm.handle, 0, op::DONATE_GUEST, pa, size, &r);
     r.map_err(|e| refused(vm.handle, "DONATE_GUEST", e))
+}
+
+/// MEM_ON_DEMAND: the guest RAM `[ipa, ipa + size)` the host donates as
+/// the guest touches it. Only before the first run: what a fault is must
+/// not change under a running guest.
+pub fn host_mem_on_demand(handle: u64, ipa: u64, size: u64) -> Result<(), Error> {
+    let vm = get(handle)?;
+    let mut vm = vm.lock();
+    if vm.dying || vm.started {
+        return Err(Error::Perm);
+    }
+    let ipa_end = 1u64 << vm.mm.pgt.ipa_bits();
+    vm.demand = Demand::declare(ipa, size, GUEST_RAM_BASE, ipa_end).map_err(|e| {
+        log::debug!("VM {}: MEM_ON_DEMAND {ipa:#x}+{size:#x} refused: {e:?}", vm.handle);
+        Error::Inval
+    })?;
+    Ok(())
 }
 
 /// A refused transition of VM `handle`'s memory (host call `call`): logged
