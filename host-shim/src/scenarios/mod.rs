@@ -2,6 +2,8 @@
 
 pub mod aborts;
 pub mod bench;
+pub mod bench_guest;
+pub mod bench_linux;
 pub mod boot;
 pub mod demand;
 pub mod devices;

@@ -10,6 +10,7 @@ use el1_rt::println;
 use hyp_abi::host::exit;
 
 use super::guest::{Donation, Guest, Step, VState};
+use super::profile;
 use super::GUEST_RAM;
 use crate::hyp;
 use crate::report::{expect_abort, read64};
@@ -227,8 +228,29 @@ impl Guest {
         };
         self.cur = v;
         let args = self.run_args(v);
+        if self.prof.is_some() {
+            return self.step_profiled(v, args);
+        }
         let r = hyp::call(hyp_abi::host::VCPU_RUN, args);
         Ok(match self.on_exit(v, r)? {
+            Step::Go => Ran::Once,
+            Step::Yield | Step::Off => Ran::Stopped,
+        })
+    }
+
+    /// [`Guest::step`]'s run and exit, counted in the exit profile.
+    #[inline(never)]
+    fn step_profiled(&mut self, v: usize, args: [u64; 6]) -> Result<Ran, String> {
+        let before = el1_rt::pmu::read();
+        let r = hyp::call(hyp_abi::host::VCPU_RUN, args);
+        let after = el1_rt::pmu::read();
+        let uart = vmm_devices::platform::GUEST_UART;
+        let kind = profile::kind(&r, uart..uart + vmm_devices::pl011::SIZE);
+        let step = self.on_exit(v, r)?;
+        if let Some(p) = self.prof.as_mut() {
+            p.account(kind, before, after, el1_rt::pmu::read());
+        }
+        Ok(match step {
             Step::Go => Ran::Once,
             Step::Yield | Step::Off => Ran::Stopped,
         })

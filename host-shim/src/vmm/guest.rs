@@ -73,6 +73,8 @@ pub struct Guest {
     pub donated: u64,
     /// MEM_FAULT exits seen (on demand).
     pub mem_faults: u64,
+    /// The run's exit profile, when the bench asks for one.
+    pub prof: Option<alloc::boxed::Box<super::profile::Profile>>,
     /// Where a Linux guest's pieces are (None for an ELF guest).
     pub linux: Option<LinuxInfo>,
     /// The guest's own tally (HOST_RESULT).
@@ -347,6 +349,7 @@ impl Guest {
             donation: Donation::UpFront,
             donated: 0,
             mem_faults: 0,
+            prof: None,
             linux: None,
             result: None,
             relinquished: 0,
@@ -382,9 +385,15 @@ impl Guest {
         // PL011's path, the bench's MMIO round trip).
         let vm = &(self.handle, self.pa, self.mem, &self.virtio_calls);
         let session = move || vmm_devices::pin::PinnedMem::new(GUEST_RAM, vm.2, HypPin::new(GUEST_RAM, vm.1, vm.3));
-        self.platform.mmio(ipa, write, size, value, session, move |port, l| match port {
-            Port::Uart => println!("[vm {}] {l}", vm.0),
-            Port::Virtio => println!("[vm {} hvc0] {l}", vm.0),
+        let prof = &mut self.prof;
+        self.platform.mmio(ipa, write, size, value, session, move |port, l| {
+            if let Some(p) = prof.as_mut() {
+                p.line(l);
+            }
+            match port {
+                Port::Uart => println!("[vm {}] {l}", vm.0),
+                Port::Virtio => println!("[vm {} hvc0] {l}", vm.0),
+            }
         })
     }
 

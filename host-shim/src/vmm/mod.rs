@@ -12,12 +12,14 @@
 //!   with the hooks scenarios register;
 //! - `guest.rs`: a guest's state, loading and teardown;
 //! - `pinned_mem.rs`, `irq_control.rs`: the device models' seams over the
-//!   hyp's host ABI (PAGE_STATE + PIN/UNPIN; VCPU_IRQ).
+//!   hyp's host ABI (PAGE_STATE + PIN/UNPIN; VCPU_IRQ);
+//! - `profile.rs`: a run's exits counted with the PMU (the bench).
 
 mod exits;
 mod guest;
 mod irq_control;
 mod pinned_mem;
+pub mod profile;
 pub mod services;
 pub mod vcpus;
 

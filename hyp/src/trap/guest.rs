@@ -18,6 +18,7 @@ use hyp_core::emul::exception::{fault_kind, FaultKind, SysRegAccess};
 use hyp_core::emul::sys_regs::{self, Action};
 use hyp_core::emul::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
 use hyp_core::mm::prot::Leaf;
+use hyp_core::vm::demand;
 
 use crate::arch::aarch64::context::{self, feat};
 use crate::arch::aarch64::el1;
@@ -281,8 +282,11 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
     let kind = fault_kind(esr.fsc());
     // In the MMIO window nothing is mapped unless the host donated there
     // (`Vm::low_mapped`): no walk needed to know.
-    let leaf = if ipa < GUEST_RAM_BASE && !vm.low_mapped { None } else { vm.mm.pgt.lookup(&mut HypEnv, ipa).ok() };
-    let mapped = leaf.filter(|m| matches!(m.leaf, Leaf::Mapped { .. }));
+    let mapped = if ipa < GUEST_RAM_BASE && !vm.low_mapped {
+        None
+    } else {
+        vm.mm.pgt.lookup(&mut HypEnv, ipa).ok().filter(|m| matches!(m.leaf, Leaf::Mapped { .. }))
+    };
     let guarded = vm.guards.allows(ipa);
     match (kind, mapped) {
         (FaultKind::Translation(_) | FaultKind::AccessFlag(_), Some(m)) => {
@@ -327,19 +331,8 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
             stop: false,
         };
     }
-    if let (FaultKind::Translation(_), Some(m)) = (kind, leaf) {
-        if vm.demand.contains(ipa) {
-            // Memory the host has not donated yet: it donates and runs the
-            // vCPU again, which re-executes the access (nothing injected).
-            point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::MemFaultExit, m.level);
-            let (at, len) = vm.demand.hint(ipa, m.base, m.size());
-            return Outcome::Exit {
-                reason: exit::MEM_FAULT,
-                details: [ipa, at, len, esr.0, 0],
-                pending: Pending::None,
-                stop: false,
-            };
-        }
+    if matches!(kind, FaultKind::Translation(_)) && vm.demand.contains(ipa) {
+        return mem_fault(frame, esr, vm, idx, ipa, far);
     }
     point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::GuestAbortExit, 0);
     Outcome::Exit {
@@ -348,4 +341,21 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
         pending: Pending::Abort { esr: esr.0, far },
         stop: false,
     }
+}
+
+/// A translation fault in the guest's on-demand memory on an IPA with no
+/// memory yet: the host donates and runs the vCPU again, which re-executes
+/// the access (nothing injected). Out of line: the MMIO exit shares
+/// `stage2_fault`, and this walks the stage-2 again for the suggestion (a
+/// memory fault costs an exit and a donation, thousands of instructions).
+#[cold]
+#[inline(never)]
+fn mem_fault(frame: &TrapFrame, esr: Esr, vm: &Vm, idx: usize, ipa: u64, far: u64) -> Outcome {
+    let page = (ipa & !(demand::PAGE - 1), demand::PAGE);
+    let (at, len) = match vm.mm.pgt.lookup(&mut HypEnv, ipa) {
+        Ok(m) if !m.leaf.is_valid() => vm.demand.hint(ipa, m.base, m.size()),
+        _ => page,
+    };
+    point::fault(vm.handle, idx, esr.0, far, ipa, frame.elr, Resolution::MemFaultExit, 0);
+    Outcome::Exit { reason: exit::MEM_FAULT, details: [ipa, at, len, esr.0, 0], pending: Pending::None, stop: false }
 }
