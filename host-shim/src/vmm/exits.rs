@@ -11,9 +11,9 @@ use hyp_abi::host::exit;
 
 use super::guest::{Donation, Guest, Step, VState};
 use super::profile;
-use super::GUEST_RAM;
 use crate::hyp;
 use crate::report::{expect_abort, read64};
+use vmm_devices::platform::GUEST_RAM;
 
 impl Guest {
     /// The arguments of the next VCPU_RUN of vCPU `v` (its reply owed).

@@ -94,7 +94,7 @@ mod tests {
         assert_eq!(Demand::declare(RAM, 0, RAM, END), Err(Refused::Empty));
         assert_eq!(Demand::declare(RAM - 4096, 8192, RAM, END), Err(Refused::OutsideRam));
         assert_eq!(Demand::declare(END - 4096, 8192, RAM, END), Err(Refused::OutsideRam));
-        assert_eq!(Demand::declare(u64::MAX & !0xfff, 4096, RAM, u64::MAX), Err(Refused::OutsideRam));
+        assert_eq!(Demand::declare(!0xfff, 4096, RAM, u64::MAX), Err(Refused::OutsideRam));
         // The whole of the IPA space above the window is fine.
         assert!(Demand::declare(RAM, END - RAM, RAM, END).is_ok());
     }
