@@ -331,8 +331,10 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
             stop: false,
         };
     }
-    if matches!(kind, FaultKind::Translation(_)) && vm.demand.contains(ipa) {
-        return mem_fault(frame, esr, vm, idx, ipa, far);
+    if matches!(kind, FaultKind::Translation(_)) && ipa >= GUEST_RAM_BASE {
+        if let Some(exit) = mem_fault(frame, esr, vm, idx, ipa, far) {
+            return exit;
+        }
     }
     point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::GuestAbortExit, 0);
     Outcome::Exit {
@@ -343,19 +345,28 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
     }
 }
 
-/// A translation fault in the guest's on-demand memory on an IPA with no
-/// memory yet: the host donates and runs the vCPU again, which re-executes
-/// the access (nothing injected). Out of line: the MMIO exit shares
+/// A translation fault on an IPA with no memory yet, in the guest's
+/// on-demand memory (None elsewhere): the host donates and runs the vCPU
+/// again, which re-executes the access (nothing injected). Out of line: the MMIO exit shares
 /// `stage2_fault`, and this walks the stage-2 again for the suggestion (a
 /// memory fault costs an exit and a donation, thousands of instructions).
 #[cold]
 #[inline(never)]
-fn mem_fault(frame: &TrapFrame, esr: Esr, vm: &Vm, idx: usize, ipa: u64, far: u64) -> Outcome {
+fn mem_fault(frame: &TrapFrame, esr: Esr, vm: &Vm, idx: usize, ipa: u64, far: u64) -> Option<Outcome> {
+    let range = crate::vm::demand(vm);
+    if !range.contains(ipa) {
+        return None;
+    }
     let page = (ipa & !(demand::PAGE - 1), demand::PAGE);
     let (at, len) = match vm.mm.pgt.lookup(&mut HypEnv, ipa) {
-        Ok(m) if !m.leaf.is_valid() => vm.demand.hint(ipa, m.base, m.size()),
+        Ok(m) if !m.leaf.is_valid() => range.hint(ipa, m.base, m.size()),
         _ => page,
     };
     point::fault(vm.handle, idx, esr.0, far, ipa, frame.elr, Resolution::MemFaultExit, 0);
-    Outcome::Exit { reason: exit::MEM_FAULT, details: [ipa, at, len, esr.0, 0], pending: Pending::None, stop: false }
+    Some(Outcome::Exit {
+        reason: exit::MEM_FAULT,
+        details: [ipa, at, len, esr.0, 0],
+        pending: Pending::None,
+        stop: false,
+    })
 }

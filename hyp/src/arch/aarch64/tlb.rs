@@ -53,22 +53,11 @@ pub fn pa_bits() -> u8 {
     hyp_core::pa_range::pa_bits(ID_AA64MMFR0_EL1.get())
 }
 
-/// [`VTCR_COMMON`]: one load, inlined into every TLB maintenance (left to
-/// LLVM, whether it was inlined followed unrelated changes elsewhere in
-/// the crate, +5 instructions per 4K MEM_UNSHARE when it was not).
-#[inline(always)]
 fn vtcr_common() -> u64 {
     let v = VTCR_COMMON.load(Ordering::Relaxed);
     if v != 0 {
         return v;
     }
-    vtcr_common_first()
-}
-
-/// [`vtcr_common`]'s first use: computed from the ID registers.
-#[cold]
-#[inline(never)]
-fn vtcr_common_first() -> u64 {
     let parange = ID_AA64MMFR0_EL1.get() & 0xf;
     let vs = if vmid_bits() == 16 { VTCR_EL2::VS::Bits16 } else { VTCR_EL2::VS::Bits8 };
     let v = (vs
@@ -261,7 +250,6 @@ pub fn tlbi_ipa(s2: &S2Id, ipa: u64) {
 }
 
 /// Invalidates every entry of the tree's VMID, inner-shareable.
-#[inline(always)]
 pub fn tlbi_vmid(s2: &S2Id) {
     with_s2(s2, || {
         // SAFETY: TLB maintenance only.
