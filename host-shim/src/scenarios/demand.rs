@@ -28,7 +28,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         r.fail("a guest image in the bundle");
         return;
     };
-    declarations(r);
+    let gone = declarations(r);
     let mut g = match Guest::load_donating(hm, &img.name, img.elf, MEM, "test=demand", 1, None, Donation::OnDemand) {
         Ok(g) => g,
         Err(e) => {
@@ -71,13 +71,17 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
     // The pages the guest wrote came back scrubbed too.
     let spots = [3 * SZ_2M + 5 * 4096, MEM / 2 + 8, MEM - 8, 6 * SZ_2M - 8, 6 * SZ_2M, PAGE_BLOCK * SZ_2M + 9 * 4096];
     r.check(spots.iter().all(|&o| read64(pa + o) == 0), "the pages the guest wrote are zero after its teardown");
+    if let Some(h) = gone {
+        slot_reused(h, r);
+    }
 }
 
-/// MEM_ON_DEMAND's refusals, each with its errno.
-fn declarations(r: &mut Report) {
+/// MEM_ON_DEMAND's refusals, each with its errno; the handle of the VM
+/// that had a range and was destroyed.
+fn declarations(r: &mut Report) -> Option<u64> {
     let Ok(h) = hyp::vm_create() else {
         r.fail("vm_create");
-        return;
+        return None;
     };
     let cases: [(&str, u64, u64, i64); 7] = [
         ("an IPA not page-aligned", GUEST_RAM + 1, 4096, EINVAL),
@@ -99,6 +103,34 @@ fn declarations(r: &mut Report) {
     );
     let _ = hyp::vm_destroy(h);
     r.check(hyp::mem_on_demand(h, GUEST_RAM, MEM) == -ENOENT, "MEM_ON_DEMAND of a destroyed VM is ENOENT");
+    Some(h)
+}
+
+/// The next VM in the slot of `gone` (destroyed with a range declared)
+/// has no range: its fault on an IPA with no memory is a guest abort.
+/// Free slots are reused oldest first: VMs are created and destroyed
+/// until one gets that slot.
+fn slot_reused(gone: u64, r: &mut Report) {
+    let mut found = None;
+    for _ in 0..256 {
+        let Ok(h) = hyp::vm_create() else { break };
+        if h & 0xff == gone & 0xff {
+            found = Some(h);
+            break;
+        }
+        let _ = hyp::vm_destroy(h);
+    }
+    let Some(h) = found else {
+        r.fail("a VM gets the destroyed VM's slot again");
+        return;
+    };
+    let entry = GUEST_RAM + 0x8_0000;
+    let run = hyp::vcpu_create(h, entry, 0).and_then(|_| hyp::call(abi::VCPU_RUN, [h, 0, 0, 0, 0, 0]));
+    r.check(
+        matches!(run, Ok(e) if e[0] == exit::GUEST_ABORT && e[1] == entry),
+        "the next VM in a destroyed VM's slot has no on-demand range (a fault there is a guest abort)",
+    );
+    let _ = hyp::vm_destroy(h);
 }
 
 /// Runs vCPU 0 to its first exit and answers it wrongly three times:
