@@ -12,6 +12,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod abi;
 #[cfg(target_os = "none")]
+mod demand;
+#[cfg(target_os = "none")]
 mod irq;
 #[cfg(target_os = "none")]
 mod leaks;
@@ -42,6 +44,8 @@ fn el1_main(info: el1_rt::BootInfo) -> ! {
     let mut t = tests::Tally::new(mem);
     match test {
         "demo" => tests::demo(&mut t),
+        "demand" => demand::demand(&mut t),
+        "touch" => demand::touch(mem, arg(args, "mib=").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX >> 20)),
         "all" => tests::all(&mut t),
         "block1g" => tests::block1g(&mut t),
         "isolation" => tests::isolation(&mut t),

@@ -41,6 +41,10 @@ pub fn vcpu_create(h: u64, entry: u64, x0: u64) -> Result<u64, i64> {
 pub fn donate(h: u64, pa: u64, ipa: u64, size: u64) -> i64 {
     errno(call(abi::DONATE_GUEST, [h, pa, ipa, size, 0, 0]))
 }
+/// MEM_ON_DEMAND: guest RAM [ipa, ipa + size) donated as it is touched.
+pub fn mem_on_demand(h: u64, ipa: u64, size: u64) -> i64 {
+    errno(call(abi::MEM_ON_DEMAND, [h, ipa, size, 0, 0, 0]))
+}
 pub fn pin(pa: u64, exclusive: bool) -> i64 {
     errno(call(abi::PIN, [pa, exclusive as u64, 0, 0, 0, 0]))
 }

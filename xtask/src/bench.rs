@@ -83,6 +83,7 @@ const TARGETS: &[(&str, Option<Target>, &str)] = &[
     ("vm_destroy+scrub (2 MiB)", Some(Target::AtMost(50000)), "-"),
     ("host pin+unpin 4K (range calls, 1 page)", Some(Target::AtMost(800)), "-"),
     ("host pin+unpin 64K (range calls, per page of 16)", Some(Target::AtMost(150)), "-"),
+    ("guest start + 64 MiB touched, on demand (1 GiB guest)", Some(Target::AtMost(5_000_000)), "-"),
     ("linux host: mmio exit round trip", Some(Target::AllAtMost(6988)), "6,988 all levels (2,443 EL2)"),
     ("boot: EL2 instructions", None, "~10 M (__pkvm_init); ~225 M to pKVM up"),
 ];
@@ -338,6 +339,41 @@ fn linux_host_rows(release: bool, args: &BenchArgs, row: &mut dyn FnMut(&str)) -
     Ok(r)
 }
 
+/// The options of the Linux guest's bench run: the host shim on one CPU
+/// runs the protected Linux guest (`--linux-guest`, 128 MiB, 1 vCPU) with
+/// its exit profile (`shim.bench_linux`, host-shim/src/scenarios/bench_linux.rs).
+fn linux_guest_run(release: bool, args: &BenchArgs) -> RunArgs {
+    RunArgs {
+        release,
+        linux_guest: 1,
+        smp: 1,
+        mem: "1G".into(),
+        log: "warn".into(),
+        timeout: Some(1800),
+        icount: true,
+        hyp_features: args.hyp_features.clone(),
+        append: Some("hyp.bench_pmu shim.bench_linux".into()),
+        ..Default::default()
+    }
+}
+
+/// The Linux guest's rows: a third run (boot to /init, the 1 MiB disk read).
+fn linux_guest_rows(release: bool, args: &BenchArgs, row: &mut dyn FnMut(&str)) -> Result<Results> {
+    let run = linux_guest_run(release, args);
+    let o = run_system_watched(&run, false, &mut |l| {
+        if let Some(r) = bench_row(l) {
+            row(r);
+        }
+    })?;
+    std::fs::write(target_dir().join("bench-linux-guest-output.log"), &o.output)?;
+    let r = parse(&o.output);
+    if o.code() != 0 || r.ops.is_empty() {
+        println!("{}", o.output);
+        bail!("the Linux guest's bench run failed (exit {}, {} rows)", o.code(), r.ops.len());
+    }
+    Ok(r)
+}
+
 /// The committed results: the release build's numbers.
 fn committed() -> PathBuf {
     workspace_root().join("bench/results.json")
@@ -415,6 +451,12 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<i32> {
         p.set(rows, row);
     })?;
     r.ops.extend(linux.ops);
+    let guest = linux_guest_rows(release, args, &mut |row| {
+        rows += 1;
+        p.set(rows, row);
+    })?;
+    r.ops.extend(guest.ops);
+    r.sizes.extend(guest.sizes);
     p.finish(&format!("bench: {rows} rows measured"));
     let elf = build_with(release, args.hyp_features.as_deref())?.hyp_elf;
     r.git_revision = git_rev();
@@ -593,6 +635,14 @@ mod tests {
         assert_eq!(crate::options::parse_mem(&run.mem).unwrap(), "1G");
         assert!(run.linux && run.icount && run.release && run.smp == 1);
         assert_eq!(run.append.as_deref(), Some("hyp.bench_pmu linux_host.bench=1000"));
+    }
+
+    #[test]
+    fn the_linux_guest_run_is_a_valid_run() {
+        let run = linux_guest_run(true, &bench_args("").unwrap());
+        crate::options::check(&run).unwrap();
+        assert!(run.linux_guest == 1 && !run.linux && run.icount && run.release && run.smp == 1);
+        assert_eq!(run.append.as_deref(), Some("hyp.bench_pmu shim.bench_linux"));
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub fn qemu_cpu(model: Option<&str>) -> String {
 /// Hyp log levels (`hyp.log=`).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// The host shim's scenarios (`shim.test=NAME`, host-shim/src/scenarios/mod.rs).
-pub const SHIM_SCENARIOS: [&str; 24] = [
+pub const SHIM_SCENARIOS: [&str; 25] = [
     "boot",
     "demo",
     "guests",
@@ -165,6 +165,7 @@ pub const SHIM_SCENARIOS: [&str; 24] = [
     "virtio",
     "virtio-race",
     "edu",
+    "demand",
 ];
 /// `--trace` words (hyp_abi::trace::parse_mask).
 pub const TRACE_WORDS: [&str; 8] =

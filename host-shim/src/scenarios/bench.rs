@@ -23,11 +23,21 @@ pub const N: u64 = 1000;
 /// the difference.
 static REPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(N);
 static ONLY: spin::Once<&'static str> = spin::Once::new();
+/// `shim.bench_linux`: profile the Linux guest's run (`bench_linux.rs`).
+static LINUX: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Does this run profile its Linux guest for the bench?
+pub fn linux_profile() -> bool {
+    LINUX.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 pub fn configure(args: &'static str) {
     for t in args.split_ascii_whitespace() {
         if let Some(n) = t.strip_prefix("shim.bench_n=").and_then(|v| v.parse::<u64>().ok()) {
             REPS.store(n.max(1), core::sync::atomic::Ordering::Relaxed);
+        }
+        if t == "shim.bench_linux" {
+            LINUX.store(true, core::sync::atomic::Ordering::Relaxed);
         }
         if let Some(w) = t.strip_prefix("shim.bench_only=") {
             ONLY.call_once(|| w);
@@ -378,6 +388,7 @@ pub fn run(hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
         r.fail("bench guest image");
         return;
     };
+    super::bench_guest::rows(hm, img, r, want);
     // The guest side: split/merge costs in a 1 GiB guest, MMIO exits, pins.
     if let Some(g) = run_guest(hm, img, SZ_1G, &(alloc::string::String::from("test=bench") + &guest_args()), r) {
         r.check(g.result.is_some_and(|(_, f)| f == 0), "bench guest ran its measurements");

@@ -34,8 +34,15 @@ pub fn run(hm: &mut HostMem, imgs: &[LinuxImage], r: &mut Report) {
             guests.push(g);
         }
     }
+    let profiled = super::bench::linux_profile() && guests.len() == 1;
+    if profiled {
+        guests[0].prof = Some(alloc::boxed::Box::new(crate::vmm::profile::Profile::start(super::bench_linux::MARKS)));
+    }
     if guests.len() == 1 {
         run_guest(&mut guests[0], r);
+        if profiled {
+            super::bench_linux::rows(&guests[0], r);
+        }
     } else if !guests.is_empty() {
         println!("[host] {} Linux guests at once, time-sliced on 1 host CPU", guests.len());
         let results = crate::vmm::run_together(&mut guests);

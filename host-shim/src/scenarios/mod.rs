@@ -2,7 +2,10 @@
 
 pub mod aborts;
 pub mod bench;
+pub mod bench_guest;
+pub mod bench_linux;
 pub mod boot;
+pub mod demand;
 pub mod devices;
 pub mod dma;
 pub mod fuzz;
@@ -49,6 +52,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "irq" => guests::suite(&mut hm, &images, r, "test=irq"),
         "irq-smp" => guests::suite_smp(&mut hm, &images, r, "test=irq-smp", 4),
         "two-vms" => guests::two_vms(&mut hm, &images, r),
+        "demand" => demand::run(&mut hm, &images, r),
         "hostile" => hostile::run(&mut hm, &images, r),
         "devices" => devices::run(info, &mut hm, r),
         "aborts" => aborts::run(info, &mut hm, r),

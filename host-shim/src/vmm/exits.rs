@@ -9,9 +9,11 @@ use alloc::vec::Vec;
 use el1_rt::println;
 use hyp_abi::host::exit;
 
-use super::guest::{Guest, Step, VState};
+use super::guest::{Donation, Guest, Step, VState};
+use super::profile;
 use crate::hyp;
 use crate::report::{expect_abort, read64};
+use vmm_devices::platform::GUEST_RAM;
 
 impl Guest {
     /// The arguments of the next VCPU_RUN of vCPU `v` (its reply owed).
@@ -60,6 +62,7 @@ impl Guest {
                 println!("[host] vm {}: guest abort at IPA {:#x} (no memory there): abort injected", self.handle, e[1]);
             }
             exit::UNSHARE_PENDING => self.unshare_pending(e[1], e[2]),
+            exit::MEM_FAULT => self.mem_fault(e[1], e[2], e[3])?,
             exit::IRQ => self.irq_exits += 1,
             exit::WFI => {
                 self.wfi_exits += 1;
@@ -88,6 +91,35 @@ impl Guest {
         let kicked = core::mem::take(&mut self.platform.gic.kicked);
         self.wake(kicked, v);
         Ok(Step::Go)
+    }
+
+    /// A memory fault at `ipa` in the guest's on-demand RAM: donates what
+    /// the hyp suggested (`at`, `len`: the 2 MiB block around it where
+    /// nothing is mapped yet), or the faulting page alone if that is
+    /// refused (another vCPU's donation got part of the block first). A
+    /// page another vCPU donated meanwhile (EPERM) needs nothing: the
+    /// access runs again and finds it.
+    pub(super) fn mem_fault(&mut self, ipa: u64, at: u64, len: u64) -> Result<(), String> {
+        self.mem_faults += 1;
+        if self.donation != Donation::OnDemand {
+            return Err(alloc::format!("memory fault exit at IPA {ipa:#x}, but no memory is on demand"));
+        }
+        let page = ipa & !0xfff;
+        let hint_ok =
+            at <= ipa && ipa - at < len && self.ipa_to_pa(at).is_some() && self.ipa_to_pa(at + len - 1).is_some();
+        if hint_ok && hyp::donate(self.handle, self.pa + (at - GUEST_RAM), at, len) == 0 {
+            self.donated += len;
+            return Ok(());
+        }
+        let pa = self
+            .ipa_to_pa(page)
+            .ok_or_else(|| alloc::format!("memory fault exit at IPA {ipa:#x}, outside guest RAM"))?;
+        match hyp::donate(self.handle, pa, page, 4096) {
+            0 => self.donated += 4096,
+            e if e == -hyp_abi::errno::EPERM => {}
+            e => return Err(alloc::format!("donate of IPA {page:#x} on a memory fault: {e}")),
+        }
+        Ok(())
     }
 
     /// The guest's MEM_UNSHARE of `ipa` (host PA `pa`) waits on host pins:
@@ -196,8 +228,29 @@ impl Guest {
         };
         self.cur = v;
         let args = self.run_args(v);
+        if self.prof.is_some() {
+            return self.step_profiled(v, args);
+        }
         let r = hyp::call(hyp_abi::host::VCPU_RUN, args);
         Ok(match self.on_exit(v, r)? {
+            Step::Go => Ran::Once,
+            Step::Yield | Step::Off => Ran::Stopped,
+        })
+    }
+
+    /// [`Guest::step`]'s run and exit, counted in the exit profile.
+    #[inline(never)]
+    fn step_profiled(&mut self, v: usize, args: [u64; 6]) -> Result<Ran, String> {
+        let before = el1_rt::pmu::read();
+        let r = hyp::call(hyp_abi::host::VCPU_RUN, args);
+        let after = el1_rt::pmu::read();
+        let uart = vmm_devices::platform::GUEST_UART;
+        let kind = profile::kind(&r, uart..uart + vmm_devices::pl011::SIZE);
+        let step = self.on_exit(v, r)?;
+        if let Some(p) = self.prof.as_mut() {
+            p.account(kind, before, after, el1_rt::pmu::read());
+        }
+        Ok(match step {
             Step::Go => Ran::Once,
             Step::Yield | Step::Off => Ran::Stopped,
         })

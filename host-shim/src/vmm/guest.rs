@@ -43,6 +43,17 @@ pub enum Step {
 const SZ_2M: u64 = 2 << 20;
 const SZ_1G: u64 = 1 << 30;
 
+/// How a guest's memory is donated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Donation {
+    /// All of it before the first run (DONATE_GUEST of the whole RAM).
+    UpFront,
+    /// None before the first run: the RAM is declared with MEM_ON_DEMAND
+    /// and each MEM_FAULT exit donates what the hyp suggests (a 2 MiB
+    /// block where it can).
+    OnDemand,
+}
+
 pub struct Guest {
     pub handle: u64,
     pub name: String,
@@ -55,6 +66,15 @@ pub struct Guest {
     pub unshare_pending: u64,
     pub guest_aborts: u64,
     pub mmio_exits: u64,
+    /// How the guest's memory is given: all before the first run, or as
+    /// the guest touches it (MEM_FAULT exits).
+    pub donation: Donation,
+    /// Bytes donated to the guest so far (all of `mem` up front).
+    pub donated: u64,
+    /// MEM_FAULT exits seen (on demand).
+    pub mem_faults: u64,
+    /// The run's exit profile, when the bench asks for one.
+    pub prof: Option<alloc::boxed::Box<super::profile::Profile>>,
     /// Where a Linux guest's pieces are (None for an ELF guest).
     pub linux: Option<LinuxInfo>,
     /// The guest's own tally (HOST_RESULT).
@@ -174,6 +194,21 @@ impl Guest {
         vcpus: usize,
         virtio: Option<virtio::Config>,
     ) -> Result<Guest, LoadError> {
+        Guest::load_donating(hm, name, elf, mem, bootargs, vcpus, virtio, Donation::UpFront)
+    }
+
+    /// As [`Guest::load_with`], the memory donated as `donation` says.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_donating(
+        hm: &mut HostMem,
+        name: &str,
+        elf: &[u8],
+        mem: u64,
+        bootargs: &str,
+        vcpus: usize,
+        virtio: Option<virtio::Config>,
+        donation: Donation,
+    ) -> Result<Guest, LoadError> {
         if let Some(pool) = virtio.as_ref().and_then(|v| v.dma_pool) {
             loader::check_pool(pool, mem)?;
         }
@@ -184,7 +219,7 @@ impl Guest {
         // ours until donated.
         plan.write(elf, unsafe { guest_ram(pa, mem) });
         let dtb = vmm_devices::dtb::guest_dtb(mem, bootargs, vcpus, None, virtio.as_ref());
-        Guest::start(hm, name, pa, mem, vcpus, plan.entry, &dtb, None, virtio)
+        Guest::start(hm, name, pa, mem, vcpus, plan.entry, &dtb, None, virtio, donation)
     }
 
     /// Loads a Linux guest: its arm64 Image at the first 2 MiB boundary of
@@ -225,11 +260,12 @@ impl Guest {
         // SAFETY: [pa, pa + mem) is free host RAM we just allocated; it is
         // ours until donated. The plan placed every piece inside it.
         plan.write(image, initrd, unsafe { guest_ram(pa, mem) });
-        Guest::start(hm, name, pa, mem, vcpus, info.kernel, &dtb, Some(info), Some(virtio))
+        Guest::start(hm, name, pa, mem, vcpus, info.kernel, &dtb, Some(info), Some(virtio), Donation::UpFront)
     }
 
     /// Writes the DTB at the base of the loaded guest memory at `pa`, creates
-    /// the VM, donates the memory and creates the vCPUs: vCPU 0 enters at
+    /// the VM, donates the memory (or declares it, on demand) and creates
+    /// the vCPUs: vCPU 0 enters at
     /// `entry` with x0 = the DTB, the others powered off. On failure the
     /// VM is destroyed and the memory freed.
     #[allow(clippy::too_many_arguments)]
@@ -243,6 +279,7 @@ impl Guest {
         dtb: &[u8],
         linux: Option<LinuxInfo>,
         virtio: Option<Devices>,
+        donation: Donation,
     ) -> Result<Guest, LoadError> {
         // SAFETY: [pa, pa + mem) is host RAM the caller allocated for this
         // guest and has not donated yet.
@@ -263,9 +300,12 @@ impl Guest {
             hm.free(pa, mem);
             LoadError::Hyp(what, e)
         };
-        let r = hyp::donate(handle, pa, GUEST_RAM, mem);
+        let (r, what) = match donation {
+            Donation::UpFront => (hyp::donate(handle, pa, GUEST_RAM, mem), "donate"),
+            Donation::OnDemand => (hyp::mem_on_demand(handle, GUEST_RAM, mem), "mem_on_demand"),
+        };
         if r != 0 {
-            return Err(fail(hm, "donate", r));
+            return Err(fail(hm, what, r));
         }
         if let Err(e) = hyp::vcpu_create(handle, entry, GUEST_RAM) {
             return Err(fail(hm, "vcpu_create", e));
@@ -282,6 +322,8 @@ impl Guest {
             mem,
             entry,
             linux,
+            donation,
+            donated: if donation == Donation::UpFront { mem } else { 0 },
             replies: alloc::vec![[0; 4]; vcpus],
             vstate: (0..vcpus).map(|i| if i == 0 { VState::Runnable } else { VState::Off }).collect(),
             cur: vcpus - 1,
@@ -304,6 +346,10 @@ impl Guest {
             unshare_pending: 0,
             guest_aborts: 0,
             mmio_exits: 0,
+            donation: Donation::UpFront,
+            donated: 0,
+            mem_faults: 0,
+            prof: None,
             linux: None,
             result: None,
             relinquished: 0,
@@ -339,9 +385,15 @@ impl Guest {
         // PL011's path, the bench's MMIO round trip).
         let vm = &(self.handle, self.pa, self.mem, &self.virtio_calls);
         let session = move || vmm_devices::pin::PinnedMem::new(GUEST_RAM, vm.2, HypPin::new(GUEST_RAM, vm.1, vm.3));
-        self.platform.mmio(ipa, write, size, value, session, move |port, l| match port {
-            Port::Uart => println!("[vm {}] {l}", vm.0),
-            Port::Virtio => println!("[vm {} hvc0] {l}", vm.0),
+        let prof = &mut self.prof;
+        self.platform.mmio(ipa, write, size, value, session, move |port, l| {
+            if let Some(p) = prof.as_mut() {
+                p.line(l);
+            }
+            match port {
+                Port::Uart => println!("[vm {}] {l}", vm.0),
+                Port::Virtio => println!("[vm {} hvc0] {l}", vm.0),
+            }
         })
     }
 

@@ -12,15 +12,17 @@
 //!   with the hooks scenarios register;
 //! - `guest.rs`: a guest's state, loading and teardown;
 //! - `pinned_mem.rs`, `irq_control.rs`: the device models' seams over the
-//!   hyp's host ABI (PAGE_STATE + PIN/UNPIN; VCPU_IRQ).
+//!   hyp's host ABI (PAGE_STATE + PIN/UNPIN; VCPU_IRQ);
+//! - `profile.rs`: a run's exits counted with the PMU (the bench).
 
 mod exits;
 mod guest;
 mod irq_control;
 mod pinned_mem;
+pub mod profile;
 pub mod services;
 pub mod vcpus;
 
 pub use exits::run_together;
-pub use guest::{Guest, LoadError};
+pub use guest::{Donation, Guest, LoadError};
 pub use vmm_devices::platform::{GUEST_RAM, GUEST_UART};

@@ -144,6 +144,13 @@ pub mod host {
     pub const UNPIN_RANGE: u32 = id(14);
     /// Most pages one PIN_RANGE / UNPIN_RANGE takes (1 MiB).
     pub const PIN_RANGE_MAX: u64 = 256;
+    /// x1 = handle, x2 = IPA, x3 = size (both 4 KiB multiples, in guest
+    /// RAM): the guest's memory on demand. A translation fault there on an
+    /// IPA with no memory is the exit [`exit::MEM_FAULT`] (the host
+    /// donates and runs the vCPU again) instead of [`exit::GUEST_ABORT`].
+    /// Before the VM's first VCPU_RUN only (EPERM after); a second call
+    /// replaces the range.
+    pub const MEM_ON_DEMAND: u32 = id(16);
     /// x1 = which stage-2 (0 host, else VM handle): prints it as ranges.
     pub const DUMP_S2: u32 = id(0x20);
     /// x1 = status: ends the system with this status (0 = pass).
@@ -240,6 +247,14 @@ pub mod host {
         /// vCPUs of mask x3 (bit n = vCPU n, the sender left out); run
         /// the idle ones.
         pub const SGI: u64 = 13;
+        /// A stage-2 translation fault in the range the host declared with
+        /// [`super::MEM_ON_DEMAND`] on an IPA with no memory yet: x3 = IPA,
+        /// x4/x5 = IPA and size the hyp suggests to donate (the 2 MiB
+        /// block around x3, clipped to the range, while nothing of it is
+        /// mapped; else x3's page), x6 = ESR. Nothing is injected: the
+        /// faulting instruction runs again on the next VCPU_RUN (the same
+        /// exit if x3 still has no memory).
+        pub const MEM_FAULT: u64 = 15;
     }
 
     /// Answers of PAGE_STATE.

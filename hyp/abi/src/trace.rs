@@ -97,12 +97,15 @@ pub enum Resolution {
     Ok = 7,
     /// Refused with -errno in `arg2`.
     Refused = 8,
+    /// Exit to the host to donate memory on demand (`MEM_FAULT`); the
+    /// instruction runs again.
+    MemFaultExit = 9,
 }
 
 impl Resolution {
     pub fn from_u8(v: u8) -> Resolution {
         use Resolution::*;
-        [None, Mapped, Spurious, AbortInjected, MmioExit, GuestAbortExit, UnsharePending, Ok, Refused]
+        [None, Mapped, Spurious, AbortInjected, MmioExit, GuestAbortExit, UnsharePending, Ok, Refused, MemFaultExit]
             .get(v as usize)
             .copied()
             .unwrap_or(None)
@@ -314,6 +317,7 @@ impl fmt::Display for Record {
                     Resolution::AbortInjected => write!(f, " -> abort injected"),
                     Resolution::MmioExit => write!(f, " -> mmio exit"),
                     Resolution::GuestAbortExit => write!(f, " -> guest abort exit"),
+                    Resolution::MemFaultExit => write!(f, " -> memory fault exit"),
                     Resolution::Refused => write!(f, " -> refused ({})", errno_name(self.arg2 as i64)),
                     r => write!(f, " -> {:?}", r),
                 }

@@ -167,6 +167,7 @@ const TABLE: [Entry; SLOTS] = {
     t[slot(abi::VCPU_CREATE)] = entry!(vcpu_create);
     t[slot(abi::VCPU_RUN)] = full_frame;
     t[slot(abi::DONATE_GUEST)] = entry!(donate_guest);
+    t[slot(abi::MEM_ON_DEMAND)] = entry!(mem_on_demand);
     t[slot(abi::SHARE_HYP)] = entry!(share_hyp);
     t[slot(abi::UNSHARE_HYP)] = entry!(unshare_hyp);
     t[slot(abi::PIN)] = entry!(pin);
@@ -316,6 +317,10 @@ fn vcpu_create(x: &mut CallRegs) -> Result<(), Error> {
 
 fn donate_guest(x: &mut CallRegs) -> Result<(), Error> {
     vm::host_donate_guest(x[1], x[2], x[3], x[4])
+}
+
+fn mem_on_demand(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_mem_on_demand(x[1], x[2], x[3])
 }
 
 fn vcpu_irq(x: &mut CallRegs) -> Result<(), Error> {

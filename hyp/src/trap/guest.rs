@@ -18,6 +18,7 @@ use hyp_core::emul::exception::{fault_kind, FaultKind, SysRegAccess};
 use hyp_core::emul::sys_regs::{self, Action};
 use hyp_core::emul::vgic::{State as Irqs, MAX_LRS, VTIMER_INTID};
 use hyp_core::mm::prot::Leaf;
+use hyp_core::vm::demand;
 
 use crate::arch::aarch64::context::{self, feat};
 use crate::arch::aarch64::el1;
@@ -267,7 +268,9 @@ fn wait(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, idx: usize, esr: Esr) ->
 }
 
 /// A guest stage-2 fault, decided from its syndrome: a translation fault
-/// is MMIO in the device window (exit to the host) or an abort elsewhere
+/// is MMIO in the device window (exit to the host), memory not donated
+/// yet in the range the host declared with MEM_ON_DEMAND (exit
+/// `MEM_FAULT`, the access retried on the next run) or an abort elsewhere
 /// (exit to the host, injected on the next run); a permission or other
 /// fault is refused with an abort injected now; an access-flag fault (the
 /// hyp always sets AF) or a translation fault on what is mapped by now (a
@@ -328,6 +331,11 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
             stop: false,
         };
     }
+    if matches!(kind, FaultKind::Translation(_)) && ipa >= GUEST_RAM_BASE {
+        if let Some(exit) = mem_fault(frame, esr, vm, idx, ipa, far) {
+            return exit;
+        }
+    }
     point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::GuestAbortExit, 0);
     Outcome::Exit {
         reason: exit::GUEST_ABORT,
@@ -335,4 +343,30 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
         pending: Pending::Abort { esr: esr.0, far },
         stop: false,
     }
+}
+
+/// A translation fault on an IPA with no memory yet, in the guest's
+/// on-demand memory (None elsewhere): the host donates and runs the vCPU
+/// again, which re-executes the access (nothing injected). Out of line: the MMIO exit shares
+/// `stage2_fault`, and this walks the stage-2 again for the suggestion (a
+/// memory fault costs an exit and a donation, thousands of instructions).
+#[cold]
+#[inline(never)]
+fn mem_fault(frame: &TrapFrame, esr: Esr, vm: &Vm, idx: usize, ipa: u64, far: u64) -> Option<Outcome> {
+    let range = crate::vm::demand(vm);
+    if !range.contains(ipa) {
+        return None;
+    }
+    let page = (ipa & !(demand::PAGE - 1), demand::PAGE);
+    let (at, len) = match vm.mm.pgt.lookup(&mut HypEnv, ipa) {
+        Ok(m) if !m.leaf.is_valid() => range.hint(ipa, m.base, m.size()),
+        _ => page,
+    };
+    point::fault(vm.handle, idx, esr.0, far, ipa, frame.elr, Resolution::MemFaultExit, 0);
+    Some(Outcome::Exit {
+        reason: exit::MEM_FAULT,
+        details: [ipa, at, len, esr.0, 0],
+        pending: Pending::None,
+        stop: false,
+    })
 }

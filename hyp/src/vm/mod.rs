@@ -18,6 +18,7 @@ use hyp_core::mm::mem_protect::{GuestMm, Ipa, Pa, Refused};
 use hyp_core::mm::pgtable::Stage2;
 use hyp_core::mm::prot::{Leaf, Owner, PageState};
 use hyp_core::mm::Error;
+use hyp_core::vm::demand::Demand;
 use hyp_core::vm::handles::Handles;
 
 use crate::arch::aarch64::context::{self, Context};
@@ -97,6 +98,20 @@ pub struct Vm {
     /// a guest's stage-2), so a guest's fault in the window needs no walk
     /// to tell a stale TLB entry from an MMIO access.
     pub low_mapped: bool,
+}
+
+/// Per VM slot (`handle & 0xff`), the guest memory the host donates on
+/// demand (MEM_ON_DEMAND): a fault there on an IPA with no memory exits
+/// `MEM_FAULT`. Kept apart from [`Vm`], whose layout the hot paths' code
+/// depends on (a field more moved the 4K MEM_UNSHARE by +5 instructions).
+/// Read and written only under the lock of the VM in that slot (or, at
+/// VM_DESTROY, once it has left the table); empty while no VM has the
+/// slot.
+static DEMAND: Mutex<[Demand; 256]> = Mutex::new([Demand::NONE; 256]);
+
+/// The on-demand range of `vm` (its lock held).
+pub fn demand(vm: &Vm) -> Demand {
+    DEMAND.lock()[vm.handle as usize & 0xff]
 }
 
 /// The VM whose vCPU runs on a CPU, kept in that CPU's [`VmSlot`] from its
@@ -212,6 +227,8 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
     let arc = t.remove(handle as u64).ok_or(Error::NoEnt)?;
     match Arc::try_unwrap(arc) {
         Ok(m) => {
+            // The slot's next VM starts with no on-demand range.
+            DEMAND.lock()[handle as usize & 0xff] = Demand::NONE;
             // Invalidates the VMID (TLBI VMALLS12E1IS under the VM's root and
             // VMID) before freeing the tables, and before the VMID is free
             // for another VM: nothing cached for this one can serve the next.
@@ -293,6 +310,24 @@ pub fn host_donate_guest(handle: u64, pa: u64, ipa: u64, size: u64) -> Result<()
     let r = host_guest::host_donate_guest(&mut env, &mut host, &mut vm.mm, Pa(pa), Ipa(ipa), size);
     point::transition(vm.handle, 0, op::DONATE_GUEST, pa, size, &r);
     r.map_err(|e| refused(vm.handle, "DONATE_GUEST", e))
+}
+
+/// MEM_ON_DEMAND: the guest RAM `[ipa, ipa + size)` the host donates as
+/// the guest touches it. Only before the first run: what a fault is must
+/// not change under a running guest.
+pub fn host_mem_on_demand(handle: u64, ipa: u64, size: u64) -> Result<(), Error> {
+    let vm = get(handle)?;
+    let vm = vm.lock();
+    if vm.dying || vm.started {
+        return Err(Error::Perm);
+    }
+    let ipa_end = 1u64 << vm.mm.pgt.ipa_bits();
+    let d = Demand::declare(ipa, size, GUEST_RAM_BASE, ipa_end).map_err(|e| {
+        log::debug!("VM {}: MEM_ON_DEMAND {ipa:#x}+{size:#x} refused: {e:?}", vm.handle);
+        Error::Inval
+    })?;
+    DEMAND.lock()[vm.handle as usize & 0xff] = d;
+    Ok(())
 }
 
 /// A refused transition of VM `handle`'s memory (host call `call`): logged
