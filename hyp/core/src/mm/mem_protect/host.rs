@@ -4,6 +4,7 @@
 
 use alloc::vec::Vec;
 
+use super::vm_tables::tables_for_split;
 use super::{
     dma_cancel, dma_commit, dma_leaf, dma_pinned, dma_prepare, owned, range_only, HostFault, HostMm, Pa, Refused, Side,
     HOST_RAM,
@@ -70,6 +71,39 @@ impl HostMm {
             }
         }
         self.dma = Some(pgt);
+        Ok(())
+    }
+
+    /// The table pages the host's stage-2 can ever need: split down to
+    /// pages over all RAM ([`tables_for_split`]), and at both ends of each
+    /// device region (the lazy map uses the largest blocks inside one),
+    /// one table per level below the root.
+    pub fn tables_needed(start_level: u8, ram: &[Region], devices: &[Region]) -> u64 {
+        let ram: u64 = ram.iter().map(|r| tables_for_split(start_level, r.base, r.size)).sum();
+        ram + devices.len() as u64 * 2 * (3 - start_level as u64)
+    }
+
+    /// Sets the host's table reserve aside (at boot, after the DMA view
+    /// was built): from now on the host's stage-2 takes its tables only
+    /// from [`HostMm::tables_needed`] pages of its own, and its DMA view
+    /// from a split of all RAM of its own (none when it maps pages only:
+    /// it was built split down to pages over all the host's RAM and keeps
+    /// its tables, so it never needs another). No guest's use of its
+    /// memory can then make the host's calls fail for want of a table,
+    /// nor the host's use take the pool's memory. `NoMem` if the
+    /// environment has too few pages (what it took stays set aside).
+    pub fn reserve_tables<E: MmEnv>(&mut self, env: &mut E) -> Result<(), Error> {
+        let n = Self::tables_needed(self.pgt.start_level(), &self.ram, &self.devices);
+        self.pgt.use_own_tables();
+        self.pgt.fill_own_tables(env, n as usize)?;
+        if let Some(dma) = self.dma.as_mut() {
+            let n = match dma.pages_only() {
+                true => 0,
+                false => Self::tables_needed(dma.start_level(), &self.ram, &[]),
+            };
+            dma.use_own_tables();
+            dma.fill_own_tables(env, n as usize)?;
+        }
         Ok(())
     }
 

@@ -98,6 +98,12 @@ pub struct Stage2 {
     /// Commits so far: a [`Path`] recorded at one generation is valid
     /// while the tree is still at it.
     gen: u64,
+    /// The tree's own table pages ([`Stage2::use_own_tables`]), or `None`:
+    /// its tables come from the environment.
+    own: Option<Memcache>,
+    /// Table pages the last update refused for want of own pages lacked
+    /// ([`Stage2::tables_short`]).
+    short: core::cell::Cell<usize>,
     pub stats: Stats,
 }
 
@@ -228,6 +234,8 @@ pub struct Update {
     end: u64,
     new: Leaf,
     cache: Memcache,
+    /// Pages its commit takes from the tree's own ([`Stage2::use_own_tables`]).
+    take: usize,
     /// The path its phase-one walk took (commit starts at the leaf when
     /// the range lies in one and the tree is unchanged). A path one page's
     /// descent recorded ([`Stage2::count_page`]) is committed from the
@@ -247,17 +255,29 @@ pub struct Counted {
     new: Leaf,
     pages: usize,
     found: Found,
+    /// The tree takes its tables from its own pages: how many it has.
+    own: Option<usize>,
 }
 
 impl Counted {
     /// Allocates the table pages the update needs: the end of phase one.
+    /// A tree with its own pages ([`Stage2::use_own_tables`]) takes them
+    /// from those at its commit; here they are only counted (`NoMem` if
+    /// there are too few: [`Stage2::tables_short`] says how many).
     #[inline(always)]
     pub fn reserve<E: MmEnv>(self, env: &mut E) -> Result<Update, Error> {
         let mut cache = Memcache::new();
-        if !cache.topup(env, self.pages) {
-            return Err(Error::NoMem);
-        }
-        Ok(Update { start: self.start, end: self.end, new: self.new, cache, found: self.found })
+        let take = match self.own {
+            Some(have) if self.pages > have => return Err(Error::NoMem),
+            Some(_) => self.pages,
+            None => {
+                if !cache.topup(env, self.pages) {
+                    return Err(Error::NoMem);
+                }
+                0
+            }
+        };
+        Ok(Update { start: self.start, end: self.end, new: self.new, cache, take, found: self.found })
     }
 }
 
@@ -268,7 +288,7 @@ impl Update {
     }
     /// Table pages this update will take.
     pub fn pages(&self) -> usize {
-        self.cache.len()
+        self.cache.len() + self.take
     }
 }
 
@@ -322,8 +342,80 @@ impl Stage2 {
             keep_valid: false,
             pages_only: false,
             gen: 0,
+            own: None,
+            short: core::cell::Cell::new(0),
             stats: Stats::default(),
         })
+    }
+
+    /// From now on the tree's table pages come only from its own
+    /// ([`Stage2::give_table`]), and those its merges free go back there:
+    /// a VM's stage-2 (its memcache, pages the host donated for it) and the
+    /// host's (a reserve set aside at boot). Tables it already has from
+    /// the environment go to its own pages when they are freed.
+    pub fn use_own_tables(&mut self) {
+        self.own = Some(Memcache::new());
+    }
+
+    /// The own table pages not in use (`None`: the tree has none of its own).
+    pub fn own_tables(&self) -> Option<usize> {
+        self.own.as_ref().map(Memcache::len)
+    }
+
+    /// Adds the page at `pa` to the tree's own table pages (ignored
+    /// without [`Stage2::use_own_tables`]: the caller checked). The page
+    /// is the hyp's, reachable through [`MmEnv::table_ptr`], no walker's;
+    /// its contents are anyone's: its uniformity hint is reset so no split
+    /// takes it for a page its merge left ([`MmEnv::alloc_table_for_fill`]).
+    pub fn give_table<E: MmEnv>(&mut self, env: &mut E, pa: u64) {
+        if let Some(own) = self.own.as_mut() {
+            if let Some(h) = env.table_hint(env.table_ptr(pa)) {
+                *h = 0;
+            }
+            own.push(env, pa);
+        }
+    }
+
+    /// Calls `f` with every own table page not in use (checks).
+    pub fn for_each_own_table<E: MmEnv>(&self, env: &E, f: impl FnMut(u64)) {
+        if let Some(own) = self.own.as_ref() {
+            own.for_each(env, f);
+        }
+    }
+
+    /// Takes back one own table page not in use (the tree's teardown).
+    pub fn take_table<E: MmEnv>(&mut self, env: &mut E) -> Option<u64> {
+        self.own.as_mut()?.pop(env)
+    }
+
+    /// Fills the tree's own table pages up to `n` from the environment (the
+    /// host's reserve at boot); `NoMem` (with what it took kept) if it runs out.
+    pub fn fill_own_tables<E: MmEnv>(&mut self, env: &mut E, n: usize) -> Result<(), Error> {
+        let Some(own) = self.own.as_mut() else {
+            return Err(Error::Inval);
+        };
+        while own.len() < n {
+            let pa = env.alloc_table_for_fill().ok_or(Error::NoMem)?;
+            own.push(env, pa);
+        }
+        Ok(())
+    }
+
+    /// How many own table pages the last update this tree refused with
+    /// `NoMem` lacked (at least).
+    pub fn tables_short(&self) -> usize {
+        self.short.get()
+    }
+
+    /// The own pages a counted update of `pages` finds (`None`: the tree
+    /// has none), noting a shortfall.
+    #[inline(always)]
+    fn own_for(&self, pages: usize) -> Option<usize> {
+        let have = self.own.as_ref()?.len();
+        if pages > have {
+            self.short.set(pages - have);
+        }
+        Some(have)
     }
 
     /// Marks the tree as one the SMMU walks (its TLB maintenance goes to the
@@ -522,6 +614,16 @@ impl Stage2 {
     /// of it, so no walker holds a table page that is freed and the VMID can
     /// be given to another tree.
     pub fn destroy<E: MmEnv>(self, env: &mut E) {
+        if let Some(mut own) = self.destroy_keeping_own(env) {
+            own.drain(env);
+        }
+    }
+
+    /// [`Stage2::destroy`] of a tree with its own table pages: every one of
+    /// them (those it used as tables with them) comes back, unreachable and
+    /// invalidated, to give back to whoever paid for them; the root goes
+    /// back to the environment. `None` for a tree without.
+    pub fn destroy_keeping_own<E: MmEnv>(mut self, env: &mut E) -> Option<Memcache> {
         if let Some(s2) = self.s2_id() {
             env.tlbi_vmid(&s2);
         }
@@ -537,11 +639,12 @@ impl Stage2 {
             // SAFETY: i < root_entries, inside the root.
             let d = unsafe { core::ptr::read_volatile(base.add(i)) };
             if pte::is_table(d, self.geo.start_level) {
-                free_subtree(env, pte::table_pa(d), self.geo.start_level + 1);
+                free_subtree(env, &mut self.own, pte::table_pa(d), self.geo.start_level + 1);
             }
             i += 1;
         }
         env.free_root(self.geo.root, self.root_pages);
+        self.own
     }
 
     /// Visits every table page reachable from the root (root pages excluded)
@@ -564,7 +667,7 @@ impl Stage2 {
 
 /// Frees a detached subtree (no longer reachable by any walker, and
 /// invalidated since).
-fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
+fn free_subtree<E: MmEnv>(env: &mut E, own: &mut Option<Memcache>, table: u64, level: u8) -> u64 {
     let mut n = 1;
     if level < 3 {
         let base = env.table_ptr(table);
@@ -578,13 +681,26 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
             // SAFETY: i < 512 entries of this table page.
             let d = unsafe { core::ptr::read_volatile(base.add(i)) };
             if pte::is_table(d, level) {
-                n += free_subtree(env, pte::table_pa(d), level + 1);
+                n += free_subtree(env, own, pte::table_pa(d), level + 1);
             }
             i += 1;
         }
     }
-    env.free_table(table);
+    give_back(env, own, table);
     n
+}
+
+/// Gives back a table page a tree no longer reaches (and has invalidated
+/// since): to the tree's own pages if it has them, else to the environment.
+#[inline(always)]
+fn give_back<E: MmEnv>(env: &mut E, own: &mut Option<Memcache>, table: u64) {
+    match own {
+        Some(o) => {
+            env.table_kept(table);
+            o.push(env, table);
+        }
+        None => env.free_table(table),
+    }
 }
 
 struct LeafVisitor<F> {
