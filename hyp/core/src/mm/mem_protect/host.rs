@@ -85,24 +85,22 @@ impl HostMm {
 
     /// Sets the host's table reserve aside (at boot, after the DMA view
     /// was built): from now on the host's stage-2 takes its tables only
-    /// from [`HostMm::tables_needed`] pages of its own, and its DMA view
-    /// from a split of all RAM of its own (none when it maps pages only:
-    /// it was built split down to pages over all the host's RAM and keeps
-    /// its tables, so it never needs another). No guest's use of its
-    /// memory can then make the host's calls fail for want of a table,
-    /// nor the host's use take the pool's memory. `NoMem` if the
-    /// environment has too few pages (what it took stays set aside).
+    /// from [`HostMm::tables_needed`] pages of its own, and merges give
+    /// theirs back there. No guest's use of its memory can then make the
+    /// host's calls fail for want of a table, nor the host's use take the
+    /// pool's memory. A DMA view that maps pages only takes its tables
+    /// from its own pages too, of which it has none: it was built split
+    /// down to pages over all the host's RAM and keeps every table, so it
+    /// never needs another (an update that would is refused, `NoMem`,
+    /// rather than served from the pool). One with blocks (BBML2) still
+    /// takes them from the pool (docs/isolation.md says when). `NoMem` if
+    /// the environment has too few pages (what it took stays set aside).
     pub fn reserve_tables<E: MmEnv>(&mut self, env: &mut E) -> Result<(), Error> {
         let n = Self::tables_needed(self.pgt.start_level(), &self.ram, &self.devices);
         self.pgt.use_own_tables();
         self.pgt.fill_own_tables(env, n as usize)?;
-        if let Some(dma) = self.dma.as_mut() {
-            let n = match dma.pages_only() {
-                true => 0,
-                false => Self::tables_needed(dma.start_level(), &self.ram, &[]),
-            };
+        if let Some(dma) = self.dma.as_mut().filter(|d| d.pages_only()) {
             dma.use_own_tables();
-            dma.fill_own_tables(env, n as usize)?;
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use crate::mm::cmo;
 use crate::mm::env::MmEnv;
 use crate::mm::memcache::Memcache;
 use crate::mm::prot::{Leaf, Owner};
-use crate::mm::{level_size, Error, PAGE_SIZE};
+use crate::mm::{Error, PAGE_SIZE};
 
 /// host → hyp on behalf of VM `guest` (VM_TOPUP): `[pa, pa + pages * 4 KiB)`,
 /// pages the host owns exclusively (not shared, not pinned), become the
@@ -158,21 +158,10 @@ fn give_back<E: MmEnv>(env: &mut E, host: &mut HostMm, handle: u16, pa: u64, siz
 /// The table pages a stage-2 whose root is at `start_level` can need over
 /// `[ipa, ipa + size)`, split down to pages: one per region of each level
 /// below the root that the range touches (per 2 MiB, per 1 GiB, per
-/// 512 GiB below a level-0 root). A VM's memcache holding this much for
-/// all its memory never runs short; the host's reserve is this over all
-/// RAM (and the ends of its device regions).
+/// 512 GiB below a level-0 root): `hyp_abi::host::split_tables`. A VM's
+/// memcache holding this much for all its memory never runs short; the
+/// host's reserve is this over all RAM (and the ends of its device
+/// regions).
 pub const fn tables_for_split(start_level: u8, ipa: u64, size: u64) -> u64 {
-    if size == 0 {
-        return 0;
-    }
-    let last = ipa.saturating_add(size - 1);
-    let mut n = 0;
-    let mut level = start_level + 1;
-    while level <= 3 {
-        // A table at `level` covers one entry of the level above.
-        let span = level_size(level - 1);
-        n += last / span - ipa / span + 1;
-        level += 1;
-    }
-    n
+    hyp_abi::host::split_tables(start_level, ipa, size)
 }
