@@ -2,7 +2,9 @@
 //! the exact error and nothing changed, the pages the hyp's for the VM
 //! while it lives (PAGE_STATE, an abort on the host's access), DONATE_GUEST
 //! refused (ENOMEM, nothing changed) while the VM's memcache is short, and
-//! every page back, zeroed, at VM_DESTROY, counted in its x3.
+//! every page back, zeroed, at VM_DESTROY, counted in its x3; a guest's
+//! MEM_SHARE that needs a table its memcache lacks exits TOPUP and runs
+//! again, once, after the host's top-up.
 
 use hyp_abi::errno::*;
 use hyp_abi::host as abi;
@@ -29,7 +31,8 @@ fn state(pa: u64) -> (u64, u64, u64) {
 }
 
 pub fn run(hm: &mut HostMem, hyp_base: u64, r: &mut Report) {
-    let mem = hm.alloc(2 << 20, 2 << 20).expect("host memory");
+    // 2 MiB for table pages and the like, 2 MiB for a guest (exit_topup).
+    let mem = hm.alloc(4 << 20, 2 << 20).expect("host memory");
     let h = match hyp::vm_create() {
         Ok(h) => h,
         Err(e) => {
@@ -89,5 +92,64 @@ pub fn run(hm: &mut HostMem, hyp_base: u64, r: &mut Report) {
         "vm_destroy: the table pages are the host's again, zeroed",
     );
     r.expect(topup(h, mem, 1), -ENOENT, "vm_topup: a destroyed VM is ENOENT");
-    hm.free(mem, 2 << 20);
+    exit_topup(mem, r);
+    hm.free(mem, 4 << 20);
+}
+
+/// MEM_SHARE of IPA 0x4000_1000, then PSCI SYSTEM_OFF.
+const SHARE_PROG: [u32; 11] = [
+    0xd280_0060, // movz x0, #0x0003
+    0xf2b8_c000, // movk x0, #0xc600, lsl #16   (MEM_SHARE)
+    0xd282_0001, // movz x1, #0x1000
+    0xf2a8_0001, // movk x1, #0x4000, lsl #16
+    0xaa1f_03e2, // mov  x2, xzr
+    0xaa1f_03e3, // mov  x3, xzr
+    0xd400_0002, // hvc  #0
+    0xd280_0100, // movz x0, #0x0008
+    0xf2b0_8000, // movk x0, #0x8400, lsl #16   (SYSTEM_OFF)
+    0xd400_0002, // hvc  #0
+    0x1400_0000, // b    .
+];
+
+/// A guest whose 2 MiB block came with only the table its donation needed
+/// shares a page of it: the split needs a table, the vCPU exits TOPUP
+/// (x3 = 1) with nothing done, and after the host's top-up the guest's
+/// call runs again and succeeds, once. `spare`: 4 MiB of host memory, the
+/// first 2 MiB for the table pages, the next for the guest.
+fn exit_topup(spare: u64, r: &mut Report) {
+    let Ok(h) = hyp::vm_create() else {
+        r.fail("exit topup: vm_create");
+        return;
+    };
+    let mem = spare + (2 << 20);
+    for (i, w) in SHARE_PROG.iter().enumerate() {
+        let a = mem + 4 * i as u64;
+        let old = read64(a & !7);
+        let shift = (a & 4) * 8;
+        write64(a & !7, (old & !(0xffff_ffff << shift)) | ((*w as u64) << shift));
+    }
+    // One level-2 table (IPA bits 40: the root is level 1) holds the block.
+    r.expect(topup(h, spare, 1), 0, "exit topup: the memcache holds what the donation needs");
+    let donated = errno(call(abi::DONATE_GUEST, [h, mem, 0x4000_0000, 2 << 20, 0, 0]));
+    r.expect(donated, 0, "exit topup: a 2 MiB block donated");
+    r.check(hyp::vcpu_create(h, 0x4000_0000, 0) == Ok(0), "exit topup: vcpu_create");
+    let run = || call(abi::VCPU_RUN, [h, 0, 0, 0, 0, 0]);
+    let shares = || call(abi::VM_CALLS, [h, 0, 0, 0, 0, 0]).map(|v| v[0]).unwrap_or(u64::MAX);
+    let e = run();
+    r.check(
+        matches!(e, Ok(e) if e[0] == abi::exit::TOPUP && e[1] == 1) && shares() == 0,
+        "exit topup: MEM_SHARE splitting the block exits TOPUP (x3 = 1 page), nothing done",
+    );
+    r.expect(topup(h, spare + PAGE, 1), 0, "exit topup: the host tops the VM up by one page");
+    let e = run();
+    r.check(
+        matches!(e, Ok(e) if e[0] == abi::exit::SYSTEM_OFF) && shares() == 1,
+        "exit topup: the guest's MEM_SHARE ran again and succeeded, once",
+    );
+    r.check(state(mem + PAGE).0 == page_state::SHARED_BORROWED, "exit topup: the host borrows the shared page");
+    let d = call(abi::VM_DESTROY, [h, 0, 0, 0, 0, 0]);
+    r.check(
+        d.map(|v| (v[0], v[1])) == Ok((2 << 20, 2)),
+        "exit topup: vm_destroy gives back the 2 MiB and 2 table pages",
+    );
 }
