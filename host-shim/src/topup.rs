@@ -14,7 +14,6 @@ use hyp_abi::errno::{EINVAL, ENOMEM};
 use hyp_abi::host as abi;
 use spin::Mutex;
 
-use crate::hyp;
 use crate::mem::HostMem;
 
 const PAGE: u64 = 4096;
@@ -50,7 +49,7 @@ pub fn topup(h: u64, pages: u64) -> i64 {
             return -ENOMEM;
         };
         let take = n.min(left);
-        let r = hyp::errno(hyp::call(abi::VM_TOPUP, [h, pa + (n - take) * PAGE, take, 0, 0, 0]));
+        let r = vm_topup(h, pa + (n - take) * PAGE, take);
         if r != 0 {
             return r;
         }
@@ -64,6 +63,17 @@ pub fn topup(h: u64, pages: u64) -> i64 {
         left -= take;
     }
     0
+}
+
+/// VM_TOPUP: 0 or -errno. (Called from `hyp`'s wrappers: it makes the
+/// call itself rather than through them.)
+fn vm_topup(h: u64, pa: u64, pages: u64) -> i64 {
+    let r = el1_rt::smccc::hvc8(abi::VM_TOPUP, [h, pa, pages, 0, 0, 0, 0]);
+    if r[0] != 0 {
+        r[0] as i64
+    } else {
+        r[1] as i64
+    }
 }
 
 /// Before DONATE_GUEST of `size` bytes at `ipa` to VM `h`: tops it up by
