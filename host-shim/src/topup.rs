@@ -83,7 +83,7 @@ fn vm_topup(h: u64, pa: u64, pages: u64) -> i64 {
 /// give is left to DONATE_GUEST's own answer (its argument checks come
 /// first; ENOMEM if its tables are short).
 pub fn for_donation(h: u64, ipa: u64, size: u64) {
-    if size == 0 || size % PAGE != 0 || ipa.checked_add(size).is_none() {
+    if size == 0 || !size.is_multiple_of(PAGE) || ipa.checked_add(size).is_none() {
         return;
     }
     let n = abi::vm_table_pages(48, ipa, size);

@@ -50,6 +50,11 @@ impl MmEnv for HypEnv {
             _ => hyp_core::mm::Error::Inval,
         })
     }
+    fn zero_page(&mut self, pa: u64) {
+        // SAFETY: a page the host lost to the hyp (VM_TOPUP), mapped in the
+        // hyp's stage-1 by hyp_map, referenced by nobody else yet.
+        unsafe { tlb::zero(pa, PAGE_SIZE) };
+    }
     fn hyp_unmap(&mut self, pa: u64, size: u64) {
         if let Err(e) = crate::arch::aarch64::hyp_map::unmap(&mut pool::PoolPages, pa, size) {
             // The core unmaps exactly what it mapped: a bug if not.

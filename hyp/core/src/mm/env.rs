@@ -71,6 +71,14 @@ pub trait MmEnv {
     fn hyp_map(&mut self, _pa: u64, _size: u64) -> Result<(), super::Error> {
         Ok(())
     }
+    /// Zeroes the page at `pa`, a page the hyp holds and reaches through
+    /// [`MmEnv::table_ptr`] (no walker's, nobody else's), before it goes
+    /// onto a tree's own table pages.
+    fn zero_page(&mut self, pa: u64) {
+        // SAFETY: per the method's contract, a whole page only the caller
+        // references, reachable at table_ptr(pa).
+        unsafe { core::ptr::write_bytes(self.table_ptr(pa) as *mut u8, 0, super::PAGE_SIZE as usize) };
+    }
     /// Undoes [`MmEnv::hyp_map`] (the hyp reaches the pages no more, every
     /// TLB entry of them invalidated) before they go back to the host.
     fn hyp_unmap(&mut self, _pa: u64, _size: u64) {}

@@ -364,13 +364,20 @@ impl Stage2 {
 
     /// Adds the page at `pa` to the tree's own table pages (ignored
     /// without [`Stage2::use_own_tables`]: the caller checked). The page
-    /// is the hyp's, reachable through [`MmEnv::table_ptr`], no walker's;
-    /// its contents are anyone's: its uniformity hint is reset so no split
-    /// takes it for a page its merge left ([`MmEnv::alloc_table_for_fill`]).
+    /// is the hyp's, reachable through [`MmEnv::table_ptr`], no walker's,
+    /// and nobody else's any more. Whatever it held goes: it is zeroed
+    /// ([`MmEnv::zero_page`]) and its uniformity hint set to what a zeroed
+    /// table's is (every entry the invalid one before it), so the split of
+    /// an entry with no owner recorded (a new VM's donation) takes it
+    /// without writing its entries, as a page a merge left
+    /// ([`MmEnv::alloc_table_for_fill`]), and no split takes anything the
+    /// host left in it for a table's contents.
     pub fn give_table<E: MmEnv>(&mut self, env: &mut E, pa: u64) {
         if let Some(own) = self.own.as_mut() {
-            if let Some(h) = env.table_hint(env.table_ptr(pa)) {
-                *h = 0;
+            env.zero_page(pa);
+            let p = env.table_ptr(pa);
+            if let Some(h) = env.table_hint(p) {
+                *h = hint::CHAINED_ALL;
             }
             own.push(env, pa);
         }

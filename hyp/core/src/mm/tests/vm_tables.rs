@@ -308,7 +308,13 @@ fn donate_guest_takes_its_tables_from_the_memcache_only() {
     assert_eq!(w.donate(0, 4 * M2, M2, M2), Err(Error::NoMem));
     assert_eq!(w.guests[0].pgt.tables_short(), 1);
     w.topup(0, M2 + K4, 1).unwrap();
+    w.env.check_log();
     w.donate(0, 4 * M2, M2, M2).unwrap();
+    // The memcache's pages come zeroed, their hints saying so: each of
+    // the two new tables (splits of entries with no owner) is installed
+    // with one entry written, its first (the memcache's link), not 512.
+    let inits = w.env.log.iter().filter(|e| matches!(e, Event::Init { .. })).count();
+    assert_eq!(inits, 2);
     assert_eq!(w.guests[0].pgt.own_tables(), Some(0));
     assert_eq!(w.guests[0].pgt.table_pages(), 2);
     // A guest call that needs a table (splitting its block) with the
