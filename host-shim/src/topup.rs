@@ -31,9 +31,10 @@ struct Pool {
 
 static POOL: Mutex<Pool> = Mutex::new(Pool { free: Vec::new(), given: BTreeMap::new() });
 
-/// Sets [`POOL_BYTES`] of host memory aside for VMs' tables.
+/// Sets [`POOL_BYTES`] of host memory aside for VMs' tables, at the top
+/// of RAM.
 pub fn init(hm: &mut HostMem) {
-    if let Some(pa) = hm.alloc(POOL_BYTES, PAGE) {
+    if let Some(pa) = hm.alloc_top(POOL_BYTES, PAGE) {
         POOL.lock().free.push((pa, POOL_BYTES / PAGE));
     }
 }
