@@ -50,7 +50,6 @@ long pkvm_vm_topup(struct pkvm_vm *vm, unsigned long n)
 		list_add(&page->lru, &vm->tables);
 		vm->nr_tables++;
 		mutex_unlock(&vm->tables_lock);
-		atomic_long_inc(&pkvm_pages);
 		cond_resched();
 	}
 	return 0;
@@ -71,7 +70,6 @@ void pkvm_vm_free_tables(struct pkvm_vm *vm, u64 returned)
 	list_for_each_entry_safe(page, next, &vm->tables, lru) {
 		list_del(&page->lru);
 		__free_page(page);
-		atomic_long_dec(&pkvm_pages);
 	}
 	vm->nr_tables = 0;
 }
