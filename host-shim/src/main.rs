@@ -26,6 +26,8 @@ mod report;
 #[cfg(target_os = "none")]
 mod scenarios;
 #[cfg(target_os = "none")]
+mod topup;
+#[cfg(target_os = "none")]
 mod tracing;
 #[cfg(target_os = "none")]
 mod vmm;

@@ -73,6 +73,23 @@ impl HostMem {
         None
     }
 
+    /// `size` bytes aligned to `align`, as high in memory as they fit
+    /// (memory set aside for good, out of the way of the first-fit
+    /// allocations whose addresses the scenarios print).
+    pub fn alloc_top(&mut self, size: u64, align: u64) -> Option<u64> {
+        for i in (0..self.free.len()).rev() {
+            let r = self.free[i];
+            let Some(s) = r.end.checked_sub(size).map(|s| s & !(align - 1)) else {
+                continue;
+            };
+            if s >= r.start {
+                carve(&mut self.free, s, s + size);
+                return Some(s);
+            }
+        }
+        None
+    }
+
     pub fn free(&mut self, start: u64, size: u64) {
         self.free.push(Range { start, end: start + size });
         self.free.sort_by_key(|r| r.start);

@@ -42,6 +42,25 @@ impl MmEnv for HypEnv {
         // next split, or zeroed into the pool.
         pool::free_table_page(pa)
     }
+    fn hyp_map(&mut self, pa: u64, size: u64) -> Result<(), hyp_core::mm::Error> {
+        // Pages a host donates for a VM's tables: reached by PA, as the
+        // pool's (their stage-1 tables from the pool).
+        crate::arch::aarch64::hyp_map::map(&mut pool::PoolPages, pa, size).map_err(|e| match e {
+            hyp_core::mm::stage1::MapError::NoMem => hyp_core::mm::Error::NoMem,
+            _ => hyp_core::mm::Error::Inval,
+        })
+    }
+    fn zero_page(&mut self, pa: u64) {
+        // SAFETY: a page the host lost to the hyp (VM_TOPUP), mapped in the
+        // hyp's stage-1 by hyp_map, referenced by nobody else yet.
+        unsafe { tlb::zero(pa, PAGE_SIZE) };
+    }
+    fn hyp_unmap(&mut self, pa: u64, size: u64) {
+        if let Err(e) = crate::arch::aarch64::hyp_map::unmap(&mut pool::PoolPages, pa, size) {
+            // The core unmaps exactly what it mapped: a bug if not.
+            log::error!("EL2 stage-1: unmapping {pa:#x}+{size:#x}: {e:?}");
+        }
+    }
     fn alloc_root(&mut self, pages: usize) -> Option<u64> {
         pool::alloc_pages(pages)
     }

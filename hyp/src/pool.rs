@@ -94,29 +94,35 @@ unsafe fn heap_alloc_again(layout: Layout) -> *mut u8 {
     unsafe { HEAP.0.alloc(layout) }
 }
 
-/// One 16-bit word per pool page: the core's per-table-page hint
-/// (`MmEnv::table_hint`), allocated from the pool at boot: the pool's base,
+/// One 16-bit word per page of RAM (pool pages and the pages hosts donate
+/// for VMs' tables: VM_TOPUP): the core's per-table-page hint
+/// (`MmEnv::table_hint`), allocated from the pool at boot: RAM's base,
 /// the slot array and its length (0 until boot sets them, so every lookup
-/// before finds nothing). Plain statics: a lookup is on every stage-2
+/// before finds nothing). One array over all RAM: a lookup costs what it
+/// did over the pool alone. Plain statics: a lookup is on every stage-2
 /// change, a one-time-init check on each cost ~12 instructions.
 static HINT_BASE: AtomicU64 = AtomicU64::new(0);
 static HINT_SLOTS: AtomicPtr<u16> = AtomicPtr::new(core::ptr::null_mut());
 static HINT_LEN: AtomicUsize = AtomicUsize::new(0);
 
+/// The pool is `[start, start + size)`, inside `ram` (`[base, end)`: the
+/// span of all RAM banks), whose pages get hint words.
+///
 /// # Safety
 /// `[start, start + size)` is memory only the hyp uses, mapped normal.
 /// Runs once, on the boot CPU, before any other CPU or stage-2 change.
-pub unsafe fn init(start: u64, size: u64) {
+pub unsafe fn init(start: u64, size: u64, ram: (u64, u64)) {
     // SAFETY: per the function contract.
     unsafe { HEAP.0.lock().init(start as usize, size as usize) };
-    let slots = alloc::vec![0u16; (size / PAGE_SIZE) as usize].leak();
-    HINT_BASE.store(start, Ordering::Relaxed);
+    debug_assert!(ram.0 <= start && start + size <= ram.1);
+    let slots = alloc::vec![0u16; ((ram.1 - ram.0) / PAGE_SIZE) as usize].leak();
+    HINT_BASE.store(ram.0, Ordering::Relaxed);
     HINT_SLOTS.store(slots.as_mut_ptr(), Ordering::Relaxed);
     // Release: a CPU that sees the length sees the base and the slots.
     HINT_LEN.store(slots.len(), Ordering::Release);
 }
 
-/// The hint word of the pool page at `pa` (`None` outside the pool).
+/// The hint word of the RAM page at `pa` (`None` outside RAM).
 ///
 /// # Safety
 /// The caller holds the lock of the tree the table page at `pa` belongs

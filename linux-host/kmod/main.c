@@ -37,8 +37,10 @@ static void vm_release(struct kref *ref)
 		       vm->handle, err);
 	else if (vm->mem)
 		pkvm_mem_free(vm->mem);
-	if (!err)
+	if (!err) {
+		pkvm_vm_free_tables(vm, res.a3);
 		atomic_long_dec(&pkvm_vms);
+	}
 	kfree(vm);
 }
 
@@ -132,6 +134,17 @@ static long vcpu_run(struct pkvm_vcpu *vcpu)
 			/* The guest has run its retry of the unshare. */
 			pkvm_mem_converted(vm, vcpu->converting);
 			vcpu->converting = -1;
+		}
+		if (r.a2 == EXIT_TOPUP) {
+			/* The guest's call needs tables: donate, run it again. */
+			err = pkvm_vm_topup(vm, r.a3);
+			if (err)
+				break;
+			r = (struct arm_smccc_1_2_regs){
+				.a0 = HC_VCPU_RUN, .a1 = vm->handle,
+				.a2 = vcpu->index,
+			};
+			continue;
 		}
 		if (r.a2 == EXIT_UNSHARE_PENDING) {
 			/* The driver's own pins: it waits, then runs again. */
@@ -322,6 +335,8 @@ static long create_vm(unsigned long arg)
 	kref_init(&vm->ref);
 	mutex_init(&vm->lock);
 	xa_init(&vm->pins);
+	mutex_init(&vm->tables_lock);
+	INIT_LIST_HEAD(&vm->tables);
 	vm->all_donated = true;
 	err = hc(HC_VM_CREATE, 0, 0, 0, 0, &res);
 	if (err) {

@@ -9,6 +9,7 @@
 #include <linux/arm-smccc.h>
 #include <linux/fs.h>
 #include <linux/kref.h>
+#include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/xarray.h>
 
@@ -26,6 +27,7 @@
 #define HC_UNPIN	0xc6000108
 #define HC_PAGE_STATE	0xc600010b
 #define HC_VCPU_IRQ	0xc600010c
+#define HC_VM_TOPUP	0xc600010f
 #define HC_VM_STATS	0xc6000122
 #define HC_TRACE_DRAIN	0xc6000123
 #define HC_NOP		0xc6000124
@@ -34,6 +36,7 @@
 /* VCPU_RUN's exits the driver handles itself. */
 #define EXIT_UNSHARE_PENDING	6
 #define EXIT_IRQ		7
+#define EXIT_TOPUP		14
 
 /* The size of one of the hyp's trace records (docs/abi.md). */
 #define TRACE_RECORD	64
@@ -89,6 +92,10 @@ struct pkvm_vm {
 	bool all_donated;
 	/* Page index -> pins this driver holds for userspace. */
 	struct xarray pins;
+	/* Guards what follows: pages donated for the VM's tables (lru). */
+	struct mutex tables_lock;
+	struct list_head tables;
+	unsigned long nr_tables;
 };
 
 struct pkvm_vcpu {
@@ -138,6 +145,9 @@ extern atomic_long_t pkvm_pages;
 extern atomic_long_t pkvm_vms;
 
 long pkvm_vm_donate(struct pkvm_vm *vm);
+unsigned long pkvm_table_pages(u64 ipa, u64 size);
+long pkvm_vm_topup(struct pkvm_vm *vm, unsigned long n);
+void pkvm_vm_free_tables(struct pkvm_vm *vm, u64 returned);
 long pkvm_mem_convert(struct pkvm_vm *vm, u64 ipa, long *index);
 void pkvm_mem_converted(struct pkvm_vm *vm, long index);
 long pkvm_mem_ioctl(struct file *file, unsigned int cmd, unsigned long arg);

@@ -347,7 +347,9 @@ pub fn run(
                 let res = call(fid, a);
                 match (fid, res) {
                     (abi::VM_CREATE, Ok(v)) => created.push(v[0]),
-                    (abi::VM_DESTROY, Ok(_)) => {
+                    (abi::VM_DESTROY, Ok(v)) => {
+                        // Its table pages are the shim's pool's again.
+                        let _ = crate::topup::destroyed(a[0], v[1]);
                         created.retain(|&h| h != a[0]);
                         destroyed += 1;
                     }

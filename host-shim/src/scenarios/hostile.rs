@@ -130,6 +130,7 @@ pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
     );
     hm.free(page, 2 << 20);
     world_switch(hm, r);
+    super::hostile_topup::run(hm, hyp_base, r);
     vm_limit(r);
 }
 

@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod guests;
 pub mod harness;
 pub mod hostile;
+pub mod hostile_topup;
 pub mod leaks;
 pub mod linux;
 pub mod preempt;
@@ -36,6 +37,7 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
     crate::idle::set_redistributors(devices::redistributor(info));
     harness::set_host_cpus(info.fdt.cpus().map(|c| c.ids().first() as u64).take(el1_rt::smp::MAX_CPUS).collect());
     let mut hm = HostMem::from_dt(info);
+    crate::topup::init(&mut hm);
     let images = match crate::images::parse(mem::initrd(info)) {
         Ok(g) => g,
         Err(e) => {

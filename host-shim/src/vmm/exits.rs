@@ -62,6 +62,14 @@ impl Guest {
                 println!("[host] vm {}: guest abort at IPA {:#x} (no memory there): abort injected", self.handle, e[1]);
             }
             exit::UNSHARE_PENDING => self.unshare_pending(e[1], e[2]),
+            exit::TOPUP => {
+                // The guest's call needs table pages: donate them; it runs
+                // the call again.
+                let r = crate::topup::topup(self.handle, e[1]);
+                if r != 0 {
+                    return Err(alloc::format!("VM_TOPUP of {} pages: {}", e[1], r));
+                }
+            }
             exit::MEM_FAULT => self.mem_fault(e[1], e[2], e[3])?,
             exit::IRQ => self.irq_exits += 1,
             exit::WFI => {

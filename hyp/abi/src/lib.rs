@@ -102,7 +102,8 @@ pub mod host {
     }
     /// x1 = ipa_bits (0: default) → x2 = VM handle.
     pub const VM_CREATE: u32 = id(0);
-    /// x1 = handle → x2 = bytes reclaimed; EBUSY while pinned pages remain.
+    /// x1 = handle → x2 = bytes reclaimed, x3 = pages of the VM's table
+    /// memory ([`VM_TOPUP`]) given back; EBUSY while pinned pages remain.
     pub const VM_DESTROY: u32 = id(1);
     /// x1 = handle, x2 = entry PC, x3 = x0 for the vCPU, x4 = flags
     /// ([`VCPU_OFF`]) → x2 = vCPU index (its MPIDR Aff0). Only before the
@@ -144,6 +145,51 @@ pub mod host {
     pub const UNPIN_RANGE: u32 = id(14);
     /// Most pages one PIN_RANGE / UNPIN_RANGE takes (1 MiB).
     pub const PIN_RANGE_MAX: u64 = 256;
+    /// x1 = handle, x2 = PA (page-aligned), x3 = pages: the host donates
+    /// the pages to the VM's table memcache, from which the hyp takes every
+    /// table of the VM's stage-2 (all or none). The pages come back, zeroed,
+    /// at VM_DESTROY. How many a donation can need: [`vm_table_pages`].
+    pub const VM_TOPUP: u32 = id(15);
+
+    /// The table pages a VM's stage-2 of `ipa_bits` (0: the default 40)
+    /// can ever need over `[ipa, ipa + size)`: one per 2 MiB, per 1 GiB and
+    /// (IPA bits over 43) per 512 GiB region the range touches, so that
+    /// the memory split down to pages still has its tables. Topping a VM
+    /// up by this before each DONATE_GUEST means neither that donation
+    /// nor anything the guest then does with the memory finds its
+    /// memcache short (DONATE_GUEST ENOMEM, exit [`exit::TOPUP`]).
+    /// Regions shared by two donations are counted for each (the excess
+    /// comes back at VM_DESTROY).
+    pub const fn vm_table_pages(ipa_bits: u8, ipa: u64, size: u64) -> u64 {
+        let bits = if ipa_bits == 0 { 40 } else { ipa_bits };
+        let start_level = if bits > 43 {
+            0
+        } else if bits > 34 {
+            1
+        } else {
+            2
+        };
+        split_tables(start_level, ipa, size)
+    }
+
+    /// The table pages below a root at `start_level` over `[ipa, ipa +
+    /// size)` split down to 4 KiB pages: one per region of each level
+    /// below the root that the range touches.
+    pub const fn split_tables(start_level: u8, ipa: u64, size: u64) -> u64 {
+        if size == 0 {
+            return 0;
+        }
+        let last = ipa.saturating_add(size - 1);
+        let mut n = 0;
+        let mut level = start_level + 1;
+        while level <= 3 {
+            // A table at `level` covers one entry of the level above.
+            let shift = 12 + 9 * (4 - level as u32);
+            n += (last >> shift) - (ipa >> shift) + 1;
+            level += 1;
+        }
+        n
+    }
     /// x1 = handle, x2 = IPA, x3 = size (both 4 KiB multiples, in guest
     /// RAM): the guest's memory on demand. A translation fault there on an
     /// IPA with no memory is the exit [`exit::MEM_FAULT`] (the host
@@ -247,6 +293,10 @@ pub mod host {
         /// vCPUs of mask x3 (bit n = vCPU n, the sender left out); run
         /// the idle ones.
         pub const SGI: u64 = 13;
+        /// A guest call needs table pages the VM's memcache does not have:
+        /// x3 = pages it needs at least. Top the VM up (VM_TOPUP) and run
+        /// it again: the guest's call is re-executed.
+        pub const TOPUP: u64 = 14;
         /// A stage-2 translation fault in the range the host declared with
         /// [`super::MEM_ON_DEMAND`] on an IPA with no memory yet: x3 = IPA,
         /// x4/x5 = IPA and size the hyp suggests to donate (the 2 MiB
@@ -270,6 +320,8 @@ pub mod host {
         pub const HELD_BY_HYP: u64 = 1;
         pub const HELD_BY_HYP_DONATED: u64 = 2;
         pub const HELD_BY_GUEST: u64 = 3;
+        /// Donated for a VM's table memory (VM_TOPUP); x4 = the VM.
+        pub const HELD_BY_HYP_FOR_VM: u64 = 4;
     }
 }
 

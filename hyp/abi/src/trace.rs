@@ -125,6 +125,7 @@ pub mod op {
     pub const TEARDOWN: u64 = 9;
     pub const PIN: u64 = 10;
     pub const UNPIN: u64 = 11;
+    pub const VM_TOPUP: u64 = 15;
 
     pub fn name(op: u64) -> &'static str {
         match op {
@@ -139,6 +140,7 @@ pub mod op {
             TEARDOWN => "vm_teardown",
             PIN => "host_pin",
             UNPIN => "host_unpin",
+            VM_TOPUP => "host_topup_vm",
             _ => "?",
         }
     }

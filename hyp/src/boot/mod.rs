@@ -146,11 +146,21 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     }
 
     // The hyp's carve-out: from the base of the first RAM bank, large enough
-    // for the image, the page pool and per-page metadata of all RAM.
+    // for the image, the page pool and per-page metadata of all RAM, plus
+    // the host's table reserve (its stage-2 split down to pages over all
+    // RAM, about 1/512 of it: `HostMm::reserve_tables`) and a table hint
+    // word per RAM page (1/2048 of it) beyond their first 16 MiB, which
+    // come out of the 32 MiB (up to about 6 GiB of RAM: the default
+    // machine's carve-out is unchanged). VMs' tables are in memory their
+    // hosts donate for them (VM_TOPUP), not here.
     let ram0 = m.ram()[0];
     let total_ram: u64 = m.ram().iter().map(|r| r.size).sum();
     let hyp_base = ram0.base;
-    let hyp_size = align_up(32 * MIB + total_ram / 512, SZ_2M);
+    let ram_span = m.ram().iter().fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r.base), hi.max(r.base + r.size)));
+    let host_level = hyp_core::mm::pgtable::geometry_for(m.host_ipa_bits()).map_or(1, |g| g.0);
+    let reserve = HostMm::tables_needed(host_level, m.ram(), m.devices()) * hyp_core::mm::PAGE_SIZE;
+    let hints = (ram_span.1 - ram_span.0) / 2048;
+    let hyp_size = align_up(32 * MIB + total_ram / 512 + (reserve + hints).saturating_sub(16 * MIB), SZ_2M);
     if !(img_start >= hyp_base && img_end <= hyp_base + hyp_size && hyp_size < ram0.size) {
         fail(format_args!("hyp image {img_start:#x}..{img_end:#x} not inside carve-out"));
     }
@@ -165,7 +175,7 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     let pool = align_up(img_end, 4096);
     // SAFETY: [pool, carve-out end) is hyp memory nobody else uses yet (the
     // host has not started), mapped normal.
-    unsafe { pool::init(pool, hyp_base + hyp_size - pool) };
+    unsafe { pool::init(pool, hyp_base + hyp_size - pool, ram_span) };
     info!(
         "hyp memory: {:#x}..{:#x} ({} MiB, pool {} KiB)",
         hyp_base,
@@ -275,6 +285,11 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     }
     if let Some(r) = m.smmu {
         take_smmu(&mut env, &mut host, r.base, ipa_bits);
+    }
+    // From here on the host's tables (and its DMA view's) come from their
+    // reserve: no guest's use of its memory can take what the host needs.
+    if let Err(e) = host.reserve_tables(&mut env) {
+        fail(format_args!("the host's table reserve: {e:?} (the carve-out is too small)"));
     }
     let vtcr = crate::vm::vtcr_for(&host.pgt);
     let vttbr = host.pgt.root_pa();

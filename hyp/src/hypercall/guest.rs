@@ -58,8 +58,13 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
     if answer(frame.call_regs(), vm, vcpu) {
         return Outcome::Resume;
     }
-    if fid == abi::MEM_UNSHARE {
-        // Declined by `answer`: the page is pinned, the call exits.
+    if matches!(fid, abi::MEM_SHARE | abi::MEM_UNSHARE | abi::MEM_RELINQUISH) {
+        // Declined by `answer`: the VM's memcache is short, or (unshare)
+        // the page is pinned; the call exits.
+        let short = core::mem::take(&mut vm.lock().tables_short);
+        if short != 0 {
+            return topup_needed(frame, vm, vcpu, short);
+        }
         return unshare_pinned(frame, vm, vcpu);
     }
     let (x1, x2, x3) = (frame.x[1], frame.x[2], frame.x[3]);
@@ -228,10 +233,12 @@ fn affinity_info(vm: &Arc<Mutex<Vm>>, mpidr: u64, level: u64) -> i64 {
 }
 
 /// MEM_SHARE / MEM_UNSHARE / MEM_RELINQUISH (`FID`) of the page at x1 (x2
-/// and x3 must be 0), the result in x0; true once answered. False only for
-/// a MEM_UNSHARE of a page the host pins, with nothing changed, traced or
-/// counted: its UNSHARE_PENDING exit needs the full frame
-/// ([`unshare_pinned`]). One instance per call: the function number is
+/// and x3 must be 0), the result in x0; true once answered. False, with
+/// nothing changed, traced or counted, for a MEM_UNSHARE of a page the
+/// host pins and for a call that needs more table pages than the VM's
+/// memcache holds (`Vm::tables_short` says how many): their exits
+/// (UNSHARE_PENDING, [`unshare_pinned`]; TOPUP, [`topup_needed`]) need
+/// the full frame. One instance per call: the function number is
 /// folded into each.
 #[inline(never)]
 fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> bool {
@@ -248,6 +255,14 @@ fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) 
         abi::MEM_UNSHARE => host_guest::guest_unshare_host(&mut env, &mut host, &mut vm.mm, Ipa(ipa), PAGE_SIZE),
         _ => host_guest::guest_relinquish(&mut env, &mut host, &mut vm.mm, Ipa(ipa), PAGE_SIZE),
     };
+    if let Err(e) = r {
+        if e.error() == Error::NoMem && e.side() == hyp_core::mm::mem_protect::Side::Guest {
+            // The guest's own tables: paid by its memcache, which the host
+            // tops up (the call runs again then), never by anyone else.
+            vm.tables_short = vm.mm.pgt.tables_short().max(1);
+            return false;
+        }
+    }
     // A refusal says what and where: logged out of line, then only its
     // errno goes on (the ABI's answer).
     let r = r.map_err(|e| refused(vm.handle, FID, e));
@@ -285,6 +300,17 @@ fn refused(handle: u16, fid: u32, e: Refused) -> Error {
         log::debug!("guest {handle}: {fid:#x} refused: {e}");
     }
     e.error()
+}
+
+/// A memory call that [`mem_call`] declined on the full frame for want of
+/// `short` table pages in the VM's memcache: the TOPUP exit, with the
+/// guest's registers unchanged and its PC rewound to the call, which it
+/// re-issues when the host runs it again (after VM_TOPUP).
+#[inline(never)]
+fn topup_needed(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize, short: usize) -> Outcome {
+    log::debug!("guest {}: vCPU {vcpu}: {:#x} needs {short} table pages", vm.lock().handle, frame.x[0]);
+    frame.elr = hyp_core::emul::exception::pc_back(frame.elr, 4);
+    Outcome::Exit { reason: exit::TOPUP, details: [short as u64, 0, 0, 0, 0], pending: Pending::None, stop: false }
 }
 
 /// A MEM_UNSHARE that [`mem_call`] declined on the full frame (the host

@@ -174,6 +174,7 @@ const TABLE: [Entry; SLOTS] = {
     t[slot(abi::UNPIN)] = entry!(unpin);
     t[slot(abi::PIN_RANGE)] = entry!(pin_range);
     t[slot(abi::UNPIN_RANGE)] = entry!(unpin_range);
+    t[slot(abi::VM_TOPUP)] = entry!(vm_topup);
     t[slot(abi::DONATE_HYP)] = entry!(donate_hyp);
     t[slot(abi::RECLAIM_HYP)] = entry!(reclaim_hyp);
     t[slot(abi::PAGE_STATE)] = entry!(page_state);
@@ -308,11 +309,15 @@ fn vm_create(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 fn vm_destroy(x: &mut CallRegs) -> Result<(), Error> {
-    vm::host_vm_destroy(x[1]).map(|b| x[2] = b)
+    vm::host_vm_destroy(x[1]).map(|r| x[2..4].copy_from_slice(&r))
 }
 
 fn vcpu_create(x: &mut CallRegs) -> Result<(), Error> {
     vm::host_vcpu_create(x[1], x[2], x[3], x[4]).map(|i| x[2] = i)
+}
+
+fn vm_topup(x: &mut CallRegs) -> Result<(), Error> {
+    vm::host_vm_topup(x[1], x[2], x[3])
 }
 
 fn donate_guest(x: &mut CallRegs) -> Result<(), Error> {

@@ -13,11 +13,11 @@ use spin::{Mutex, MutexGuard};
 
 use hyp_abi::host as abi;
 use hyp_core::mm::env::Vmid;
-use hyp_core::mm::mem_protect::host_guest;
+use hyp_core::mm::mem_protect::{host_guest, vm_tables};
 use hyp_core::mm::mem_protect::{GuestMm, Ipa, Pa, Refused};
 use hyp_core::mm::pgtable::Stage2;
 use hyp_core::mm::prot::{Leaf, Owner, PageState};
-use hyp_core::mm::Error;
+use hyp_core::mm::{Error, PAGE_SIZE};
 use hyp_core::vm::demand::Demand;
 use hyp_core::vm::handles::Handles;
 
@@ -98,6 +98,9 @@ pub struct Vm {
     /// a guest's stage-2), so a guest's fault in the window needs no walk
     /// to tell a stale TLB entry from an MMIO access.
     pub low_mapped: bool,
+    /// A guest memory call was declined for want of this many table pages
+    /// in the VM's memcache: its TOPUP exit says so (0: none).
+    pub tables_short: usize,
 }
 
 /// Per VM slot (`handle & 0xff`), the guest memory the host donates on
@@ -156,6 +159,8 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
     let mut env = HypEnv;
     let mut pgt = Stage2::new(&mut env, bits, Some(vmid))?;
     pgt.set_who(handle);
+    // Its tables only from its memcache: pages its host donates (VM_TOPUP).
+    pgt.use_own_tables();
     let vtcr = vtcr_for(&pgt);
     let vm = Vm {
         handle,
@@ -169,6 +174,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
         shares: 0,
         unshares: 0,
         low_mapped: false,
+        tables_short: 0,
     };
     t.insert(Arc::new(Mutex::new(vm))).ok_or(Error::NoMem)
 }
@@ -208,7 +214,7 @@ fn vcpu_create(vm: &mut VmLocked, entry: u64, x0: u64, flags: u64) -> Result<usi
 /// Destroys a VM: no more runs, every page scrubbed and given back to the
 /// host. Repeatable: on EBUSY (pinned shared pages) the host unpins and
 /// calls again. Returns the bytes reclaimed by this call.
-fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
+fn destroy(host: &mut HostLocked, handle: u64) -> Result<[u64; 2], Error> {
     let vm_arc = get(handle)?;
     let mut vm = vm_arc.lock();
     if vm.vcpus.iter().any(|v| v.running) {
@@ -232,8 +238,18 @@ fn destroy(host: &mut HostLocked, handle: u64) -> Result<u64, Error> {
             // Invalidates the VMID (TLBI VMALLS12E1IS under the VM's root and
             // VMID) before freeing the tables, and before the VMID is free
             // for another VM: nothing cached for this one can serve the next.
-            m.into_inner().mm.pgt.destroy(&mut env);
-            Ok(bytes)
+            let mut own = m.into_inner().mm.pgt.destroy_keeping_own(&mut env).unwrap_or_default();
+            // Then its table memory goes back to the host, zeroed.
+            let pages = match vm_tables::vm_tables_return(&mut env, host, handle, &mut own) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Not with the host's reserve (docs/isolation.md): the
+                    // pages left stay the hyp's, recorded as this VM's.
+                    log::error!("VM {handle}: {} table pages not given back: {e}", own.len());
+                    0
+                }
+            };
+            Ok([bytes, pages])
         }
         // Someone else still holds the VM (another CPU mid-call): keep it.
         Err(arc) => {
@@ -258,8 +274,8 @@ pub fn host_vm_create(ipa_bits: u64) -> Result<u64, Error> {
     create(ipa_bits).map(|h| h as u64)
 }
 
-/// VM_DESTROY → bytes reclaimed by this call.
-pub fn host_vm_destroy(handle: u64) -> Result<u64, Error> {
+/// VM_DESTROY → bytes reclaimed by this call, table pages given back.
+pub fn host_vm_destroy(handle: u64) -> Result<[u64; 2], Error> {
     let mut host = owners::host();
     destroy(&mut host, handle)
 }
@@ -330,6 +346,20 @@ pub fn host_mem_on_demand(handle: u64, ipa: u64, size: u64) -> Result<(), Error>
     Ok(())
 }
 
+/// VM_TOPUP: the host donates `pages` pages at `pa` to the VM's memcache.
+pub fn host_vm_topup(handle: u64, pa: u64, pages: u64) -> Result<(), Error> {
+    let mut env = HypEnv;
+    let mut host = owners::host();
+    let vm = get(handle)?;
+    let mut vm = vm.lock();
+    if vm.dying {
+        return Err(Error::Perm);
+    }
+    let r = vm_tables::host_topup_vm(&mut env, &mut host, &mut vm.mm, Pa(pa), pages);
+    point::transition(vm.handle, 0, op::VM_TOPUP, pa, pages.wrapping_mul(PAGE_SIZE), &r);
+    r.map_err(|e| refused(vm.handle, "VM_TOPUP", e))
+}
+
 /// A refused transition of VM `handle`'s memory (host call `call`): logged
 /// with what and where, answered with its errno (docs/abi.md).
 #[cold]
@@ -381,13 +411,14 @@ pub fn host_page_state(pa: u64) -> Result<[u64; 4], Error> {
     let host = owners::host();
     host.leaf_at(&mut env, Pa(pa)).map_err(Error::from).map(|l| {
         let owner = match l {
-            Leaf::Invalid(Owner::Guest(h)) => h as u64,
+            Leaf::Invalid(Owner::Guest(h) | Owner::VmTables(h)) => h as u64,
             _ => 0,
         };
         let held = match l {
             Leaf::Invalid(Owner::Hyp) => abi::page_state::HELD_BY_HYP,
             Leaf::Invalid(Owner::HypDonated) => abi::page_state::HELD_BY_HYP_DONATED,
             Leaf::Invalid(Owner::Guest(_)) => abi::page_state::HELD_BY_GUEST,
+            Leaf::Invalid(Owner::VmTables(_)) => abi::page_state::HELD_BY_HYP_FOR_VM,
             _ => abi::page_state::HELD_BY_HOST,
         };
         [state_code(l), host.pins.count(pa) as u64, owner, held]
@@ -420,6 +451,7 @@ fn describe(l: Leaf) -> alloc::string::String {
         Leaf::Invalid(Owner::Hyp) => "hyp-owned (unmapped)".into(),
         Leaf::Invalid(Owner::HypDonated) => "hyp-donated (unmapped)".into(),
         Leaf::Invalid(Owner::Guest(h)) => alloc::format!("vm {h}-owned (unmapped)"),
+        Leaf::Invalid(Owner::VmTables(h)) => alloc::format!("vm {h} tables (unmapped)"),
         Leaf::Mapped { attrs, state, .. } => alloc::format!(
             "{} {:?} {}{}{}",
             state.name(),

@@ -52,6 +52,36 @@ pub trait MmEnv {
     /// use is zeroed first, so it never carries a descriptor out of the
     /// tables.
     fn free_table(&mut self, pa: u64);
+    /// A table page of a tree with its own pages ([`Stage2::use_own_tables`]:
+    /// a VM's memcache, the host's reserve) was taken from them for a split
+    /// (tests check it as [`MmEnv::alloc_table_for_fill`]'s).
+    ///
+    /// [`Stage2::use_own_tables`]: super::pgtable::Stage2::use_own_tables
+    #[inline(always)]
+    fn table_taken(&mut self, _pa: u64) {}
+    /// A table page of a tree with its own pages went back to them, on
+    /// [`MmEnv::free_table`]'s terms (tests check it as its).
+    #[inline(always)]
+    fn table_kept(&mut self, _pa: u64) {}
+    /// Makes `[pa, pa + size)`, pages the host is donating for a VM's
+    /// tables, reachable through [`MmEnv::table_ptr`] (the EL2 binary maps
+    /// them into its stage-1); `NoMem` if that needs memory there is not.
+    /// Called before the host loses them (nothing is written to them
+    /// until it has); on `Err` nothing stays mapped.
+    fn hyp_map(&mut self, _pa: u64, _size: u64) -> Result<(), super::Error> {
+        Ok(())
+    }
+    /// Zeroes the page at `pa`, a page the hyp holds and reaches through
+    /// [`MmEnv::table_ptr`] (no walker's, nobody else's), before it goes
+    /// onto a tree's own table pages.
+    fn zero_page(&mut self, pa: u64) {
+        // SAFETY: per the method's contract, a whole page only the caller
+        // references, reachable at table_ptr(pa).
+        unsafe { core::ptr::write_bytes(self.table_ptr(pa) as *mut u8, 0, super::PAGE_SIZE as usize) };
+    }
+    /// Undoes [`MmEnv::hyp_map`] (the hyp reaches the pages no more, every
+    /// TLB entry of them invalidated) before they go back to the host.
+    fn hyp_unmap(&mut self, _pa: u64, _size: u64) {}
     /// `pages` physically contiguous zeroed pages aligned to their total size
     /// (a concatenated stage-2 root).
     fn alloc_root(&mut self, pages: usize) -> Option<u64>;

@@ -13,6 +13,10 @@
 //!   identity maps of RAM (normal) or devices (device memory);
 //! - every table page is reachable exactly once and counted;
 //! - pins only on pages the host borrows from a guest;
+//! - every page the host donated for a VM's tables (VM_TOPUP) is one of
+//!   that VM's table pages or in its memcache, and each of those is such a
+//!   page: owned by the hyp for that VM, unmapped in the host and its DMA
+//!   view;
 //! - the host's DMA view (with an SMMU) maps, identity and read/write, its
 //!   own RAM (also while shared with the hyp) and the pages it borrows and
 //!   pins, and nothing else: no hyp page, no guest-private page, no
@@ -45,6 +49,8 @@ pub struct Summary {
     pub guest_bytes: u64,
     pub shared_bytes: u64,
     pub pinned_pages: u64,
+    /// Memory the host donated for VMs' tables (VM_TOPUP).
+    pub vm_table_bytes: u64,
 }
 
 fn bad(what: &'static str, addr: u64) -> Violation {
@@ -277,6 +283,7 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
     sum.leaves += hv.len() as u64;
     let (mut hyp_own, mut hyp_donated, mut host_shared, mut borrowed) = (0u64, 0u64, 0u64, 0u64);
     let mut per_vm: Vec<(u16, u64)> = Vec::new();
+    let mut per_vm_tables: Vec<(u16, u64)> = Vec::new();
     for &(a, b, l) in &hv {
         match l {
             Leaf::Mapped { pa, attrs, state } => {
@@ -316,6 +323,20 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
                     per_vm.push((h, b - a));
                 }
             },
+            Leaf::Invalid(Owner::VmTables(h)) => {
+                if hyp.overlaps_own(crate::mm::addr::Pa(a), b - a) {
+                    return Err(bad("a VM's table memory lies in the hyp's own memory", a));
+                }
+                match per_vm_tables.iter_mut().find(|(x, _)| *x == h) {
+                    Some(e) => e.1 += b - a,
+                    None => {
+                        if per_vm_tables.try_reserve(1).is_err() {
+                            return Err(bad("checker out of memory", 0));
+                        }
+                        per_vm_tables.push((h, b - a));
+                    }
+                }
+            }
             Leaf::Invalid(Owner::None) => {}
         }
     }
@@ -398,6 +419,31 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
                 return Err(bad("guest and host disagree about a page", a));
             }
         }
+        // Its table memory: every page of its memcache and every table of
+        // a stage-2 that takes them from there is a page the host donated
+        // for it, and there are no others.
+        if g.pgt.own_tables().is_some() {
+            let mut n = 0u64;
+            let mut stray = None;
+            let mut page = |pa: u64| {
+                n += 1;
+                if stray.is_none()
+                    && !view_range(&hv, pa, pa + PAGE_SIZE, |h| h == Leaf::Invalid(Owner::VmTables(g.handle)))
+                {
+                    stray = Some(pa);
+                }
+            };
+            g.pgt.for_each_table(env, |pa, _| page(pa));
+            g.pgt.for_each_own_table(env, &mut page);
+            if let Some(pa) = stray {
+                return Err(bad("a VM's table page is not memory the host donated for its tables", pa));
+            }
+            let donated = per_vm_tables.iter().find(|(h, _)| *h == g.handle).map(|e| e.1).unwrap_or(0);
+            if donated != n * PAGE_SIZE {
+                return Err(bad("a VM's table memory: host record and its tables differ in size", g.handle as u64));
+            }
+            sum.vm_table_bytes += donated;
+        }
         let recorded = per_vm.iter().find(|(h, _)| *h == g.handle).map(|e| e.1).unwrap_or(0);
         if recorded != private {
             return Err(bad("a VM's private pages: host record and guest map differ in size", g.handle as u64));
@@ -406,6 +452,9 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
     }
     if per_vm.iter().any(|(h, n)| *n > 0 && !guests.iter().any(|g| g.handle == *h)) {
         return Err(bad("the host records pages for a VM that does not exist", 0));
+    }
+    if per_vm_tables.iter().any(|(h, _)| !guests.iter().any(|g| g.handle == *h && g.pgt.own_tables().is_some())) {
+        return Err(bad("the host records table memory for a VM that does not exist", 0));
     }
     if g_shared != borrowed {
         return Err(bad("pages guests share vs pages the host borrows differ in size", borrowed));
@@ -472,7 +521,8 @@ pub fn check<E: MmEnv>(env: &mut E, host: &HostMm, hyp: &HypMm, guests: &[&Guest
         }
         let ram: u64 = host.ram.iter().map(|r| r.size).sum();
         let guest_private: u64 = per_vm.iter().map(|e| e.1).sum();
-        if d_owned != ram - hyp_own - hyp_donated - guest_private - borrowed {
+        let vm_tables: u64 = per_vm_tables.iter().map(|e| e.1).sum();
+        if d_owned != ram - hyp_own - hyp_donated - guest_private - vm_tables - borrowed {
             return Err(bad("the DMA view misses pages the host owns", d_owned));
         }
         if d_pinned != mapped * PAGE_SIZE {

@@ -68,7 +68,9 @@ impl Memcache {
         self.head = prev;
     }
 
-    fn push<E: MmEnv>(&mut self, env: &mut E, pa: u64) {
+    /// Puts one page on the stack (its first word becomes the link).
+    #[inline]
+    pub fn push<E: MmEnv>(&mut self, env: &mut E, pa: u64) {
         // SAFETY: `pa` is a page just handed to us by the allocator; nobody
         // else references it, and its first word holds the list link.
         unsafe { core::ptr::write(env.table_ptr(pa), self.head) };
@@ -89,6 +91,32 @@ impl Memcache {
         // to the next.
         self.head = unsafe { core::ptr::read(env.table_ptr(pa)) };
         Some(pa)
+    }
+
+    /// Moves `n` pages from `src` (which holds at least `n`) onto this
+    /// cache, so that they pop here in the order they would have popped
+    /// there (as [`Memcache::topup`] keeps the allocator's order).
+    pub fn take_from<E: MmEnv>(&mut self, env: &mut E, src: &mut Memcache, n: usize) {
+        let start = self.count;
+        for _ in 0..n {
+            let pa = src.pop(env).expect("counted pages");
+            env.table_taken(pa);
+            self.push(env, pa);
+        }
+        if self.count - start > 1 {
+            self.reverse(env);
+        }
+    }
+
+    /// Calls `f` with every page on the stack, top first (checks).
+    pub fn for_each<E: MmEnv>(&self, env: &E, mut f: impl FnMut(u64)) {
+        let mut pa = self.head;
+        for _ in 0..self.count {
+            f(pa);
+            // SAFETY: pages on the list are owned by the cache; word 0
+            // links to the next.
+            pa = unsafe { core::ptr::read(env.table_ptr(pa)) };
+        }
     }
 
     /// Returns every cached page to the allocator.

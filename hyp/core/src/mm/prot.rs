@@ -71,6 +71,10 @@ pub enum Owner {
     HypDonated,
     /// A guest VM, by handle.
     Guest(u16),
+    /// A page the host donated for a VM's stage-2 tables (VM_TOPUP): the
+    /// hyp holds it in that VM's memcache, or as one of its tables, until
+    /// the VM is destroyed. Only in the host's stage-2.
+    VmTables(u16),
 }
 
 /// A leaf entry, decoded.

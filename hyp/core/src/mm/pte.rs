@@ -52,6 +52,7 @@ const HANDLE_MASK: u64 = 0xffff << HANDLE_SHIFT;
 const OWNER_ID_HYP: u64 = 1;
 const OWNER_ID_GUEST: u64 = 2;
 const OWNER_ID_HYP_DONATED: u64 = 3;
+const OWNER_ID_VM_TABLES: u64 = 4;
 
 /// The boot's choice ([`set_fwb`]), kept as the MemAttr bits (in place,
 /// bits [5:2]) of a Normal descriptor of a CPU's tree: a plain word, not an
@@ -202,6 +203,7 @@ pub const fn encode_owner(owner: Owner) -> u64 {
         Owner::Hyp => OWNER_ID_HYP << OWNER_SHIFT,
         Owner::HypDonated => OWNER_ID_HYP_DONATED << OWNER_SHIFT,
         Owner::Guest(h) => (OWNER_ID_GUEST << OWNER_SHIFT) | ((h as u64) << HANDLE_SHIFT),
+        Owner::VmTables(h) => (OWNER_ID_VM_TABLES << OWNER_SHIFT) | ((h as u64) << HANDLE_SHIFT),
     }
 }
 
@@ -213,6 +215,7 @@ pub fn decode(pte: u64) -> Leaf {
             OWNER_ID_HYP => Owner::Hyp,
             OWNER_ID_HYP_DONATED => Owner::HypDonated,
             OWNER_ID_GUEST => Owner::Guest(((pte & HANDLE_MASK) >> HANDLE_SHIFT) as u16),
+            OWNER_ID_VM_TABLES => Owner::VmTables(((pte & HANDLE_MASK) >> HANDLE_SHIFT) as u16),
             _ => Owner::None,
         };
         return Leaf::Invalid(owner);
@@ -289,6 +292,7 @@ mod tests {
             Leaf::Invalid(Owner::Hyp),
             Leaf::Invalid(Owner::HypDonated),
             Leaf::Invalid(Owner::Guest(0xbeef)),
+            Leaf::Invalid(Owner::VmTables(0xbeef)),
             Leaf::Mapped { pa: 0x4020_0000, attrs: Attrs::NORMAL_RWX, state: PageState::Owned },
             Leaf::Mapped { pa: 0x9000_0000, attrs: Attrs::DEVICE_RW, state: PageState::SharedOwned },
             Leaf::Mapped {

@@ -235,6 +235,38 @@ impl Tables {
         Ok(())
     }
 
+    /// Unmaps `[va, va + size)`: every leaf inside it becomes invalid (the
+    /// caller invalidates the TLBs after). Tables stay. A leaf only partly
+    /// inside the range is a [`MapError::Conflict`] and nothing from it on
+    /// is unmapped; an unmapped page in the range is left as it is.
+    pub fn unmap<A: TableAlloc>(&mut self, a: &mut A, va: u64, size: u64) -> Result<(), MapError> {
+        let end = va.checked_add(size).ok_or(MapError::Range)?;
+        if size == 0 || !(va | size).is_multiple_of(PAGE) || end > 1 << VA_BITS {
+            return Err(MapError::Range);
+        }
+        Self::unmap_in(a, self.root, 0, va, end)
+    }
+
+    fn unmap_in<A: TableAlloc>(a: &mut A, table: u64, level: u8, mut va: u64, end: u64) -> Result<(), MapError> {
+        let bs = level_size(level);
+        while va < end {
+            let i = index(va, level);
+            let entry_end = (va | (bs - 1)) + 1;
+            let n = (end - va).min(entry_end - va);
+            let e = Self::read(a, table, i);
+            if is_table(e, level) {
+                Self::unmap_in(a, output(e), level + 1, va, va + n)?;
+            } else if e & VALID != 0 {
+                if n != bs || !va.is_multiple_of(bs) {
+                    return Err(MapError::Conflict(va));
+                }
+                Self::write(a, table, i, 0);
+            }
+            va += n;
+        }
+        Ok(())
+    }
+
     /// PA of the level-`level` table holding the entry for `va`, tables
     /// made on the way (for the window, whose entries change at run time).
     pub fn table_for<A: TableAlloc>(&mut self, a: &mut A, va: u64, level: u8) -> Result<u64, MapError> {

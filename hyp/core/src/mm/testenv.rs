@@ -179,6 +179,13 @@ pub struct TestEnv {
     /// Completions waited for: one per SMMU invalidation outside a batch,
     /// one per [`MmEnv::dma_sync`] of a batch with invalidations.
     pub dma_syncs: u64,
+    /// Host RAM a test backs with real memory (its PAs are addresses), so
+    /// that pages the host donates for a VM's tables can be tables.
+    pub backed: Option<(u64, u64)>,
+    /// Ranges [`MmEnv::hyp_map`] made reachable, and how many more calls
+    /// of it succeed (`None`: all).
+    pub hyp_mapped: BTreeMap<u64, u64>,
+    pub hyp_map_budget: Option<usize>,
 }
 
 /// Freed table pages [`TestEnv`] keeps at most.
@@ -215,6 +222,9 @@ impl TestEnv {
             dma_batch_open: false,
             dma_batched: 0,
             dma_syncs: 0,
+            backed: None,
+            hyp_mapped: BTreeMap::new(),
+            hyp_map_budget: None,
         }
     }
     /// Non-root table pages alive.
@@ -492,6 +502,40 @@ impl MmEnv for TestEnv {
         }
         self.free(pa, 1, false)
     }
+    fn table_taken(&mut self, pa: u64) {
+        // Entries 1.. as the page's last life as a table left them (its
+        // hint says what they hold), or anything (a page fresh from the
+        // host, its hint reset): the split checks the hint.
+        let mut bits = [!0; ENTRIES / 64];
+        bits[0] &= !1;
+        self.unfilled.insert(pa, bits);
+        self.push(Event::AllocTable { pa });
+    }
+    fn table_kept(&mut self, pa: u64) {
+        self.unfilled.remove(&pa);
+        self.push(Event::FreeTable { pa });
+    }
+    fn hyp_map(&mut self, pa: u64, size: u64) -> Result<(), super::Error> {
+        if let Some(n) = self.hyp_map_budget.as_mut() {
+            if *n == 0 {
+                return Err(super::Error::NoMem);
+            }
+            *n -= 1;
+        }
+        let (base, len) = self.backed.expect("hyp_map of memory the test does not back");
+        assert!(pa >= base && pa + size <= base + len, "hyp_map of {pa:#x} outside the backed RAM");
+        assert!(self.hyp_mapped.insert(pa, size).is_none(), "{pa:#x} mapped twice");
+        Ok(())
+    }
+    fn hyp_unmap(&mut self, pa: u64, size: u64) {
+        // Returned in runs that may join what separate calls mapped.
+        let mut at = pa;
+        while at < pa + size {
+            let n = self.hyp_mapped.remove(&at).unwrap_or_else(|| panic!("hyp_unmap of {at:#x}: not mapped"));
+            at += n;
+        }
+        assert_eq!(at, pa + size, "hyp_unmap of part of a mapping");
+    }
     fn alloc_root(&mut self, pages: usize) -> Option<u64> {
         let pa = self.alloc(pages, true)?;
         self.push(Event::AllocRoot { pa, pages });
@@ -523,7 +567,8 @@ impl MmEnv for TestEnv {
         }
         let pa = table as u64;
         let live = self.live.range(..=pa).next_back().is_some_and(|(&a, &(n, _))| pa < a + n as u64 * PAGE_SIZE);
-        assert!(live, "hint of {pa:#x}: not a live page");
+        let reachable = self.hyp_mapped.range(..=pa).next_back().is_some_and(|(&a, &n)| pa < a + n);
+        assert!(live || reachable, "hint of {pa:#x}: not a live page");
         Some(&mut **self.hint.entry(table as u64).or_insert_with(|| std::boxed::Box::new(0)))
     }
     fn table_filled(&mut self, s2: &S2Id, table: u64) {

@@ -176,6 +176,7 @@ pub fn install_final<A: TableAlloc>(a: &mut A, pool: (u64, u64), devices: &[stag
         t.pages(),
         stage1::WINDOW_BASE
     );
+    super::hyp_map::keep(t);
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod context;
 pub mod el1;
 pub mod fpsimd;
 pub mod frame;
+pub mod hyp_map;
 pub mod hyptimer;
 pub mod idregs;
 pub mod inject;

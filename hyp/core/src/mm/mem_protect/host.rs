@@ -4,6 +4,7 @@
 
 use alloc::vec::Vec;
 
+use super::vm_tables::tables_for_split;
 use super::{dma_leaf, owned, range_only, HostFault, HostMm, Pa, Refused, Side, HOST_RAM};
 use crate::mm::env::MmEnv;
 use crate::mm::pgtable::Stage2;
@@ -67,6 +68,37 @@ impl HostMm {
             }
         }
         self.dma = Some(pgt);
+        Ok(())
+    }
+
+    /// The table pages the host's stage-2 can ever need: split down to
+    /// pages over all RAM ([`tables_for_split`]), and at both ends of each
+    /// device region (the lazy map uses the largest blocks inside one),
+    /// one table per level below the root.
+    pub fn tables_needed(start_level: u8, ram: &[Region], devices: &[Region]) -> u64 {
+        let ram: u64 = ram.iter().map(|r| tables_for_split(start_level, r.base, r.size)).sum();
+        ram + devices.len() as u64 * 2 * (3 - start_level as u64)
+    }
+
+    /// Sets the host's table reserve aside (at boot, after the DMA view
+    /// was built): from now on the host's stage-2 takes its tables only
+    /// from [`HostMm::tables_needed`] pages of its own, and merges give
+    /// theirs back there. No guest's use of its memory can then make the
+    /// host's calls fail for want of a table, nor the host's use take the
+    /// pool's memory. A DMA view that maps pages only takes its tables
+    /// from its own pages too, of which it has none: it was built split
+    /// down to pages over all the host's RAM and keeps every table, so it
+    /// never needs another (an update that would is refused, `NoMem`,
+    /// rather than served from the pool). One with blocks (BBML2) still
+    /// takes them from the pool (docs/isolation.md says when). `NoMem` if
+    /// the environment has too few pages (what it took stays set aside).
+    pub fn reserve_tables<E: MmEnv>(&mut self, env: &mut E) -> Result<(), Error> {
+        let n = Self::tables_needed(self.pgt.start_level(), &self.ram, &self.devices);
+        self.pgt.use_own_tables();
+        self.pgt.fill_own_tables(env, n as usize)?;
+        if let Some(dma) = self.dma.as_mut().filter(|d| d.pages_only()) {
+            dma.use_own_tables();
+        }
         Ok(())
     }
 

@@ -54,6 +54,7 @@ pub mod host_guest;
 pub mod host_hyp;
 pub mod pin_range;
 mod refused;
+pub mod vm_tables;
 
 pub use super::addr::{Ipa, Pa};
 pub use refused::{Refused, Side};

@@ -166,6 +166,7 @@ impl fmt::Display for LeafName {
             Leaf::Invalid(Owner::Hyp) => f.write_str("the hyp's own"),
             Leaf::Invalid(Owner::HypDonated) => f.write_str("donated to the hyp"),
             Leaf::Invalid(Owner::Guest(h)) => write!(f, "guest {h}'s"),
+            Leaf::Invalid(Owner::VmTables(h)) => write!(f, "VM {h}'s table memory"),
         }
     }
 }

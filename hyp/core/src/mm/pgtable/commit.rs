@@ -8,7 +8,7 @@
 use super::hint::{note_write, recycled, scan_uniform, CHAINED_ALL};
 #[cfg(doc)]
 use super::Stage2;
-use super::{already, blockable, free_subtree, Stats};
+use super::{already, blockable, free_subtree, give_back, Stats};
 use crate::mm::env::{MmEnv, S2Id};
 use crate::mm::memcache::Memcache;
 use crate::mm::prot::Leaf;
@@ -117,6 +117,9 @@ pub(super) struct Commit<'a> {
     pub(super) s2: Option<S2Id>,
     pub(super) who: u16,
     pub(super) cache: &'a mut Memcache,
+    /// The tree's own table pages, where its freed ones go back
+    /// ([`Stage2::use_own_tables`]); `None`: to the environment.
+    pub(super) own: &'a mut Option<Memcache>,
     pub(super) stats: &'a mut Stats,
     pub(super) tables: &'a mut usize,
     /// Tables whose entries all become invalid stay ([`Stage2::keep_invalid_tables`]).
@@ -224,7 +227,7 @@ impl Commit<'_> {
 
     /// Gives back a table page merged away, unreachable and invalidated.
     fn free_merged<E: MmEnv>(&mut self, env: &mut E, table: u64) {
-        env.free_table(table);
+        give_back(env, self.own, table);
         self.stats.tables_freed += 1;
         *self.tables -= 1;
     }
@@ -413,7 +416,7 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
             let live = self.c.keep_valid && want.is_valid();
             if !live && blockable(want, e.level, self.c.pages_only) {
                 let old = self.c.replace_table(env, e, pte::encode_in(want, e.level, self.c.fwb));
-                let n = free_subtree(env, old, e.level + 1) as usize;
+                let n = free_subtree(env, self.c.own, old, e.level + 1) as usize;
                 self.c.stats.tables_freed += n as u64;
                 *self.c.tables -= n;
                 return Ok(Walk::Skip);

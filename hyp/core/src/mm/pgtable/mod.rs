@@ -19,10 +19,12 @@
 //! the types an update passes between its phases; `update.rs` the range
 //! updates, `page.rs` their one-page and one-entry forms, `commit.rs` the
 //! writes, splits and merges of a commit, `hint.rs` the tables' uniformity
-//! hints.
+//! hints, `own.rs` a tree's own table pages (a VM's memcache, the host's
+//! reserve).
 
 mod commit;
 mod hint;
+mod own;
 mod page;
 mod update;
 
@@ -98,6 +100,12 @@ pub struct Stage2 {
     /// Commits so far: a [`Path`] recorded at one generation is valid
     /// while the tree is still at it.
     gen: u64,
+    /// The tree's own table pages ([`Stage2::use_own_tables`]), or `None`:
+    /// its tables come from the environment.
+    own: Option<Memcache>,
+    /// Table pages the last update refused for want of own pages lacked
+    /// ([`Stage2::tables_short`]).
+    short: core::cell::Cell<usize>,
     pub stats: Stats,
 }
 
@@ -228,6 +236,8 @@ pub struct Update {
     end: u64,
     new: Leaf,
     cache: Memcache,
+    /// Pages its commit takes from the tree's own ([`Stage2::use_own_tables`]).
+    take: usize,
     /// The path its phase-one walk took (commit starts at the leaf when
     /// the range lies in one and the tree is unchanged). A path one page's
     /// descent recorded ([`Stage2::count_page`]) is committed from the
@@ -247,17 +257,29 @@ pub struct Counted {
     new: Leaf,
     pages: usize,
     found: Found,
+    /// The tree takes its tables from its own pages: how many it has.
+    own: Option<usize>,
 }
 
 impl Counted {
     /// Allocates the table pages the update needs: the end of phase one.
+    /// A tree with its own pages ([`Stage2::use_own_tables`]) takes them
+    /// from those at its commit; here they are only counted (`NoMem` if
+    /// there are too few: [`Stage2::tables_short`] says how many).
     #[inline(always)]
     pub fn reserve<E: MmEnv>(self, env: &mut E) -> Result<Update, Error> {
         let mut cache = Memcache::new();
-        if !cache.topup(env, self.pages) {
-            return Err(Error::NoMem);
-        }
-        Ok(Update { start: self.start, end: self.end, new: self.new, cache, found: self.found })
+        let take = match self.own {
+            Some(have) if self.pages > have => return Err(Error::NoMem),
+            Some(_) => self.pages,
+            None => {
+                if !cache.topup(env, self.pages) {
+                    return Err(Error::NoMem);
+                }
+                0
+            }
+        };
+        Ok(Update { start: self.start, end: self.end, new: self.new, cache, take, found: self.found })
     }
 }
 
@@ -268,7 +290,7 @@ impl Update {
     }
     /// Table pages this update will take.
     pub fn pages(&self) -> usize {
-        self.cache.len()
+        self.cache.len() + self.take
     }
 }
 
@@ -322,6 +344,8 @@ impl Stage2 {
             keep_valid: false,
             pages_only: false,
             gen: 0,
+            own: None,
+            short: core::cell::Cell::new(0),
             stats: Stats::default(),
         })
     }
@@ -522,6 +546,16 @@ impl Stage2 {
     /// of it, so no walker holds a table page that is freed and the VMID can
     /// be given to another tree.
     pub fn destroy<E: MmEnv>(self, env: &mut E) {
+        if let Some(mut own) = self.destroy_keeping_own(env) {
+            own.drain(env);
+        }
+    }
+
+    /// [`Stage2::destroy`] of a tree with its own table pages: every one of
+    /// them (those it used as tables with them) comes back, unreachable and
+    /// invalidated, to give back to whoever paid for them; the root goes
+    /// back to the environment. `None` for a tree without.
+    pub fn destroy_keeping_own<E: MmEnv>(mut self, env: &mut E) -> Option<Memcache> {
         if let Some(s2) = self.s2_id() {
             env.tlbi_vmid(&s2);
         }
@@ -537,11 +571,12 @@ impl Stage2 {
             // SAFETY: i < root_entries, inside the root.
             let d = unsafe { core::ptr::read_volatile(base.add(i)) };
             if pte::is_table(d, self.geo.start_level) {
-                free_subtree(env, pte::table_pa(d), self.geo.start_level + 1);
+                free_subtree(env, &mut self.own, pte::table_pa(d), self.geo.start_level + 1);
             }
             i += 1;
         }
         env.free_root(self.geo.root, self.root_pages);
+        self.own
     }
 
     /// Visits every table page reachable from the root (root pages excluded)
@@ -564,7 +599,7 @@ impl Stage2 {
 
 /// Frees a detached subtree (no longer reachable by any walker, and
 /// invalidated since).
-fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
+fn free_subtree<E: MmEnv>(env: &mut E, own: &mut Option<Memcache>, table: u64, level: u8) -> u64 {
     let mut n = 1;
     if level < 3 {
         let base = env.table_ptr(table);
@@ -578,13 +613,26 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
             // SAFETY: i < 512 entries of this table page.
             let d = unsafe { core::ptr::read_volatile(base.add(i)) };
             if pte::is_table(d, level) {
-                n += free_subtree(env, pte::table_pa(d), level + 1);
+                n += free_subtree(env, own, pte::table_pa(d), level + 1);
             }
             i += 1;
         }
     }
-    env.free_table(table);
+    give_back(env, own, table);
     n
+}
+
+/// Gives back a table page a tree no longer reaches (and has invalidated
+/// since): to the tree's own pages if it has them, else to the environment.
+#[inline(always)]
+fn give_back<E: MmEnv>(env: &mut E, own: &mut Option<Memcache>, table: u64) {
+    match own {
+        Some(o) => {
+            env.table_kept(table);
+            o.push(env, table);
+        }
+        None => env.free_table(table),
+    }
 }
 
 struct LeafVisitor<F> {

@@ -103,7 +103,8 @@ impl Stage2 {
         debug_assert!(p.found.0.by_descent(), "count_page of a leaf found without its path");
         let e = Entry { ptep: p.ptep, pte: p.pte, base: p.base, level: p.level };
         let pages = if p.level == 3 || already(&e, ipa, new, self.fwb) { 0 } else { 3 - p.level as usize };
-        Counted { start: ipa, end: ipa + PAGE_SIZE, new, pages, found: p.found }
+        let own = self.own_for(pages);
+        Counted { start: ipa, end: ipa + PAGE_SIZE, new, pages, found: p.found, own }
     }
 
     /// Phase two of [`Stage2::count_page`], the tree unchanged since: the

@@ -99,11 +99,16 @@ impl Stage2 {
             }
             _ => walk(env, &self.geo, ipa, end, &mut counter)?,
         }
-        Ok(Counted { start: ipa, end, new, pages: counter.pages, found: self.found(counter.path) })
+        let own = self.own_for(counter.pages);
+        Ok(Counted { start: ipa, end, new, pages: counter.pages, found: self.found(counter.path), own })
     }
 
     /// Phase two: applies a prepared update. Cannot fail.
     pub fn commit<E: MmEnv>(&mut self, env: &mut E, mut u: Update) {
+        if u.take != 0 {
+            let own = self.own.as_mut().expect("counted from own pages");
+            u.cache.take_from(env, own, u.take);
+        }
         // `u.found` is the path phase one's own walk of the range recorded
         // (Counted is made only by count_from and count_page): with the
         // tree unchanged it still leads to the range level by level.
@@ -135,7 +140,9 @@ impl Stage2 {
             env.commit_done(&s2);
         }
         debug_assert!(u.cache.is_empty(), "commit: {} pages left", u.cache.len());
-        u.cache.drain(env);
+        while let Some(pa) = u.cache.pop(env) {
+            super::give_back(env, &mut self.own, pa);
+        }
     }
 
     /// The state of one commit to this tree, taking its table pages from
@@ -146,6 +153,7 @@ impl Stage2 {
             s2: self.s2_id(),
             who: self.who,
             cache,
+            own: &mut self.own,
             stats: &mut self.stats,
             tables: &mut self.tables,
             keep_invalid: self.keep_invalid,

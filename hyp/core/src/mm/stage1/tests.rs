@@ -207,3 +207,27 @@ fn chunking() {
     assert_eq!(pages_spanned(0x1000, 0x1000), 1);
     assert_eq!(pages_spanned(0x1000, 0), 0);
 }
+
+#[test]
+fn unmap_removes_whole_leaves_only() {
+    let mut a = HostPages(Vec::new());
+    let mut t = Tables::new(&mut a).unwrap();
+    // A 2 MiB block and two pages after it (VM_TOPUP's pages at run time).
+    let base = 0x8000_0000;
+    t.map(&mut a, base, base, SIZE_2M + 2 * PAGE, Perm::ReadWrite).unwrap();
+    assert_eq!(t.lookup(&a, base).map(|(_, l)| l), Some(2));
+    // Part of the block: refused.
+    assert_eq!(t.unmap(&mut a, base + PAGE, PAGE), Err(MapError::Conflict(base + PAGE)));
+    assert!(t.lookup(&a, base + PAGE).is_some());
+    assert_eq!(t.unmap(&mut a, base, 0), Err(MapError::Range));
+    // The block and the first page; the last page stays; unmapping an
+    // unmapped range again is fine.
+    t.unmap(&mut a, base, SIZE_2M + PAGE).unwrap();
+    assert!(t.lookup(&a, base).is_none() && t.lookup(&a, base + SIZE_2M).is_none());
+    assert!(t.lookup(&a, base + SIZE_2M + PAGE).is_some());
+    t.unmap(&mut a, base, SIZE_2M + 2 * PAGE).unwrap();
+    assert!(t.lookup(&a, base + SIZE_2M + PAGE).is_none());
+    // Mapped again the same way.
+    t.map(&mut a, base + SIZE_2M, base + SIZE_2M, PAGE, Perm::ReadWrite).unwrap();
+    assert!(t.lookup(&a, base + SIZE_2M).is_some());
+}

@@ -12,4 +12,5 @@ mod pgtable;
 mod pin_range;
 mod tables;
 mod testenv;
+mod vm_tables;
 mod world;
