@@ -15,11 +15,11 @@
 //! page is freed only after an invalidation issued once it became
 //! unreachable.
 //!
-//! This file holds the tree ([`Stage2`]: geometry, lookups, teardown) and
-//! the types an update passes between its phases; `update.rs` the range
-//! updates, `page.rs` their one-page and one-entry forms, `commit.rs` the
-//! writes, splits and merges of a commit, `hint.rs` the tables' uniformity
-//! hints.
+//! This file holds the tree ([`Stage2`]: geometry, teardown) and the types
+//! an update passes between its phases; `lookup.rs` the lookups and leaf
+//! walks, `update.rs` the range updates, `page.rs` their one-page and
+//! one-entry forms, `commit.rs` the writes, splits and merges of a commit,
+//! `hint.rs` the tables' uniformity hints.
 
 mod commit;
 mod hint;
@@ -72,22 +72,26 @@ pub struct Stage2 {
     geo: Geometry,
     root_pages: usize,
     ipa_bits: u8,
-    /// VTCR_EL2.T0SZ and SL0 of the tree ([`Stage2::s2_id`]), worked out once.
-    t0sz: u8,
-    sl0: u8,
-    /// `None` for a bookkeeping tree that no hardware walks (no TLBI needed).
-    vmid: Option<Vmid>,
+    /// The tree as TLB maintenance names it ([`Stage2::s2_id`]: VMID, root,
+    /// VTCR_EL2.T0SZ and SL0, walker), worked out once: every descriptor
+    /// write takes it by reference. `None` for a bookkeeping tree that no
+    /// hardware walks (no TLBI needed).
+    id: Option<S2Id>,
     /// Non-root table pages in use.
     tables: usize,
     /// Whose tree this is, for trace records (0 host, VM handle, ...).
     who: u16,
-    /// Walked by the SMMU, not the CPUs ([`S2Id::iommu`]).
-    iommu: bool,
-    /// Its descriptors are in the FWB MemAttr encoding ([`pte::encode_in`]):
+    /// Its descriptors are in the FWB MemAttr encoding ([`Stage2::encode`]):
     /// a tree the CPUs walk while the boot chose FEAT_S2FWB ([`pte::fwb`]).
     /// Not the DMA view (the SMMU walks without HCR_EL2) nor a bookkeeping
     /// tree (no walker reads its MemAttr: the hyp's own).
     fwb: bool,
+    /// The same choice as the MemAttr[3:0] of a Normal leaf
+    /// ([`pte::normal_memattr`] of `fwb`; both set together, by `new` and
+    /// `set_iommu` only): a property of the tree, so that a one-page
+    /// transition works out its descriptors from the tree it already holds,
+    /// a load and an OR ([`Stage2::encode`]).
+    normal: u8,
     /// Tables that become all-invalid are not merged ([`Stage2::keep_invalid_tables`]).
     keep_invalid: bool,
     /// No valid page ever loses its mapping but by an update that unmaps
@@ -303,21 +307,16 @@ impl Stage2 {
             env.publish_barrier();
         }
         let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
+        let id = vmid.map(|vmid| S2Id { vmid, root, t0sz: 64 - ipa_bits, sl0: sl0_for(start_level), iommu: false });
         Ok(Stage2 {
             geo: Geometry { root, start_level, root_entries },
             root_pages,
             ipa_bits,
-            t0sz: 64 - ipa_bits,
-            sl0: match start_level {
-                0 => 2,
-                1 => 1,
-                _ => 0,
-            },
-            vmid,
+            id,
             tables: 0,
             who: 0,
-            iommu: false,
             fwb: vmid.is_some() && pte::fwb(),
+            normal: pte::normal_memattr(vmid.is_some() && pte::fwb()) as u8,
             keep_invalid: false,
             keep_valid: false,
             pages_only: false,
@@ -329,12 +328,15 @@ impl Stage2 {
     /// Marks the tree as one the SMMU walks (its TLB maintenance goes to the
     /// SMMU); set before anything is mapped.
     pub fn set_iommu(&mut self) {
-        self.iommu = true;
+        if let Some(id) = self.id.as_mut() {
+            id.iommu = true;
+        }
         self.fwb = false;
+        self.normal = pte::normal_memattr(false) as u8;
     }
 
     pub fn is_iommu(&self) -> bool {
-        self.iommu
+        self.id.is_some_and(|id| id.iommu)
     }
 
     /// A table whose entries all become invalid is kept rather than merged
@@ -400,25 +402,22 @@ impl Stage2 {
     }
 
     pub fn vmid(&self) -> Option<Vmid> {
-        self.vmid
+        self.id.map(|id| id.vmid)
     }
 
     /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
     #[inline]
     pub fn s2_id(&self) -> Option<S2Id> {
-        self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz, sl0: self.sl0, iommu: self.iommu })
+        self.id
     }
 
     /// The descriptor of `leaf` at `level` in this tree's MemAttr encoding
     /// (the boot's for a CPU's stage-2, the classic one for the others:
-    /// [`pte::encode_in`]): what the engine writes for it.
+    /// [`pte::encode_with`]): what the engine writes for it.
     #[inline(always)]
     pub fn encode(&self, leaf: Leaf, level: u8) -> u64 {
-        if self.fwb {
-            pte::encode(leaf, level)
-        } else {
-            pte::encode_in(leaf, level, false)
-        }
+        debug_assert_eq!(self.normal as u64, pte::normal_memattr(self.fwb));
+        pte::encode_with(leaf, level, self.normal as u64)
     }
 
     /// One past the highest IPA.
@@ -433,12 +432,12 @@ impl Stage2 {
 
     /// VTCR_EL2.T0SZ for this tree.
     pub fn t0sz(&self) -> u64 {
-        self.t0sz as u64
+        64 - self.ipa_bits as u64
     }
 
     /// VTCR_EL2.SL0 for this tree (4 KiB granule encoding).
     pub fn sl0(&self) -> u64 {
-        self.sl0 as u64
+        sl0_for(self.geo.start_level) as u64
     }
 
     /// Checks that `[ipa, ipa + size)` is a non-empty page-aligned range
@@ -454,66 +453,8 @@ impl Stage2 {
         Ok(end)
     }
 
-    /// The leaf entry translating `ipa`.
-    pub fn lookup<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<Mapping, Error> {
-        self.lookup_found(env, ipa).map(|(m, _)| m)
-    }
-
-    /// `lookup`, also returning where the walk went (an update inside the
-    /// leaf can start there: [`Stage2::count_found`]).
-    #[inline]
-    pub fn lookup_found<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<(Mapping, Found), Error> {
-        let page = ipa & !(PAGE_SIZE - 1);
-        self.check_range(page, PAGE_SIZE)?;
-        let mut m = None;
-        let found = self.for_each_leaf_found(env, page, page + PAGE_SIZE, |l, _, _| {
-            m = Some(l);
-            Ok(())
-        })?;
-        // A walk over one in-range page always visits exactly one leaf.
-        m.map(|m| (m, found)).ok_or(Error::Inval)
-    }
-
-    /// Calls `f(mapping, from, to)` for every leaf over `[start, end)`, with
-    /// the part `[from, to)` of the leaf that lies in the range; stops at the
-    /// first error `f` returns.
-    pub fn for_each_leaf<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<(), Error>
-    where
-        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
-    {
-        self.for_each_leaf_found(env, start, end, f).map(|_| ())
-    }
-
-    /// `for_each_leaf`, also returning where the walk went: a later update
-    /// of the same range can start there ([`Stage2::count_found`]).
-    #[inline]
-    pub fn for_each_leaf_found<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<Found, Error>
-    where
-        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
-    {
-        let mut v = LeafVisitor { f, start, end, path: Path::new() };
-        walk(env, &self.geo, start, end, &mut v)?;
-        Ok(self.found(v.path))
-    }
-
-    fn found(&self, path: Path) -> Found {
+    pub(super) fn found(&self, path: Path) -> Found {
         Found(path.with_tag(self.gen as u32))
-    }
-
-    /// The descriptor translating `ipa` (tests corrupt it on purpose).
-    #[cfg(test)]
-    pub fn leaf_ptep<E: MmEnv>(&self, env: &mut E, ipa: u64) -> *mut u64 {
-        struct V(*mut u64);
-        impl<E: MmEnv> Visitor<E> for V {
-            fn leaf(&mut self, _: &mut E, e: &Entry) -> Result<(), Error> {
-                self.0 = e.ptep;
-                Ok(())
-            }
-        }
-        let mut v = V(core::ptr::null_mut());
-        let page = ipa & !(PAGE_SIZE - 1);
-        walk(env, &self.geo, page, page + PAGE_SIZE, &mut v).expect("in range");
-        v.0
     }
 
     /// Frees every table page, root included. The caller guarantees that no
@@ -562,6 +503,15 @@ impl Stage2 {
     }
 }
 
+/// VTCR_EL2.SL0 (4 KiB granule encoding) of a tree starting at `level`.
+const fn sl0_for(start_level: u8) -> u8 {
+    match start_level {
+        0 => 2,
+        1 => 1,
+        _ => 0,
+    }
+}
+
 /// Frees a detached subtree (no longer reachable by any walker, and
 /// invalidated since).
 fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
@@ -585,25 +535,6 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
     }
     env.free_table(table);
     n
-}
-
-struct LeafVisitor<F> {
-    f: F,
-    start: u64,
-    end: u64,
-    path: Path,
-}
-
-impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for LeafVisitor<F> {
-    fn table_pre(&mut self, _env: &mut E, e: &Entry) -> Result<Walk, Error> {
-        self.path.table(e);
-        Ok(Walk::Continue)
-    }
-    fn leaf(&mut self, _env: &mut E, e: &Entry) -> Result<(), Error> {
-        self.path.leaf(e);
-        let m = Mapping { base: e.base, level: e.level, leaf: pte::decode(e.pte) };
-        (self.f)(m, e.base.max(self.start), e.end().min(self.end))
-    }
 }
 
 /// True when `leaf` may be written as one entry at `level` (a valid one
@@ -636,4 +567,83 @@ fn already(e: &Entry, start: u64, new: Leaf, fwb: bool) -> bool {
         }
     };
     pte::encode_in(at_base, e.level, fwb) == e.pte
+}
+
+impl Stage2 {
+    /// The leaf entry translating `ipa`.
+    pub fn lookup<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<Mapping, Error> {
+        self.lookup_found(env, ipa).map(|(m, _)| m)
+    }
+
+    /// `lookup`, also returning where the walk went (an update inside the
+    /// leaf can start there: [`Stage2::count_found`]).
+    #[inline]
+    pub fn lookup_found<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<(Mapping, Found), Error> {
+        let page = ipa & !(PAGE_SIZE - 1);
+        self.check_range(page, PAGE_SIZE)?;
+        let mut m = None;
+        let found = self.for_each_leaf_found(env, page, page + PAGE_SIZE, |l, _, _| {
+            m = Some(l);
+            Ok(())
+        })?;
+        // A walk over one in-range page always visits exactly one leaf.
+        m.map(|m| (m, found)).ok_or(Error::Inval)
+    }
+
+    /// Calls `f(mapping, from, to)` for every leaf over `[start, end)`, with
+    /// the part `[from, to)` of the leaf that lies in the range; stops at the
+    /// first error `f` returns.
+    pub fn for_each_leaf<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<(), Error>
+    where
+        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
+    {
+        self.for_each_leaf_found(env, start, end, f).map(|_| ())
+    }
+
+    /// `for_each_leaf`, also returning where the walk went: a later update
+    /// of the same range can start there ([`Stage2::count_found`]).
+    #[inline]
+    pub fn for_each_leaf_found<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<Found, Error>
+    where
+        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
+    {
+        let mut v = LeafVisitor { f, start, end, path: Path::new() };
+        walk(env, &self.geo, start, end, &mut v)?;
+        Ok(self.found(v.path))
+    }
+
+    /// The descriptor translating `ipa` (tests corrupt it on purpose).
+    #[cfg(test)]
+    pub fn leaf_ptep<E: MmEnv>(&self, env: &mut E, ipa: u64) -> *mut u64 {
+        struct V(*mut u64);
+        impl<E: MmEnv> Visitor<E> for V {
+            fn leaf(&mut self, _: &mut E, e: &Entry) -> Result<(), Error> {
+                self.0 = e.ptep;
+                Ok(())
+            }
+        }
+        let mut v = V(core::ptr::null_mut());
+        let page = ipa & !(PAGE_SIZE - 1);
+        walk(env, &self.geo, page, page + PAGE_SIZE, &mut v).expect("in range");
+        v.0
+    }
+}
+
+struct LeafVisitor<F> {
+    f: F,
+    start: u64,
+    end: u64,
+    path: Path,
+}
+
+impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for LeafVisitor<F> {
+    fn table_pre(&mut self, _env: &mut E, e: &Entry) -> Result<Walk, Error> {
+        self.path.table(e);
+        Ok(Walk::Continue)
+    }
+    fn leaf(&mut self, _env: &mut E, e: &Entry) -> Result<(), Error> {
+        self.path.leaf(e);
+        let m = Mapping { base: e.base, level: e.level, leaf: pte::decode(e.pte) };
+        (self.f)(m, e.base.max(self.start), e.end().min(self.end))
+    }
 }

@@ -208,10 +208,9 @@ impl Stage2 {
     /// every descriptor write ([`Writer::replace_leaf`]).
     #[inline(always)]
     fn replace_in_place<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        let s2 = self.s2_id();
-        Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: e.level }.replace_leaf(env, e, val);
+        Writer { s2: self.id.as_ref(), stats: &mut self.stats, unhinted: e.level }.replace_leaf(env, e, val);
         #[cfg(test)]
-        if let Some(s2) = s2 {
+        if let Some(s2) = self.id {
             env.commit_done(&s2);
         }
     }
