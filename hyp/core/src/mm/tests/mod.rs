@@ -1,6 +1,7 @@
 mod answers;
 mod dma_view;
 mod fwb;
+mod handover;
 mod helpers;
 mod mem_protect;
 mod model_ownership;
