@@ -22,6 +22,8 @@
 //! `hint.rs` the tables' uniformity hints.
 
 mod commit;
+mod fit;
+mod found;
 mod hint;
 mod page;
 mod update;
@@ -111,46 +113,6 @@ pub struct Stage2 {
 /// of the root while the tree has not changed since. Four words.
 #[derive(Clone, Copy, Debug)]
 pub struct Found(Path);
-
-impl Found {
-    /// Is the recorded path still the way to `[start, end)` in `s2`: the
-    /// tree unchanged since, the path starting in its root and leading,
-    /// level by level, to `start`, and `end` inside the same leaf?
-    #[inline(always)]
-    fn usable(&self, s2: &Stage2, start: u64, end: u64) -> bool {
-        let Some(leaf) = self.still_in(s2, start, end) else {
-            return false;
-        };
-        let top = s2.geo.start_level;
-        let slot = |l: u8, table: u64| (self.0.ptep(l) as u64).wrapping_sub(table) / 8;
-        let index = |l: u8, entries: usize| (start >> super::level_shift(l)) & (entries as u64 - 1);
-        let mut l = top + 1;
-        while l <= leaf {
-            if slot(l, self.0.ptep(l) as u64 & !(PAGE_SIZE - 1)) != index(l, ENTRIES) {
-                return false;
-            }
-            l += 1;
-        }
-        true
-    }
-
-    /// The first checks of [`Found::usable`], all that a path recorded by
-    /// a walk over `[start, end)` itself needs: one leaf holding the
-    /// range, the tree unchanged since, and the path starting in this
-    /// tree's root (every level below then leads to `start` by
-    /// construction). The leaf's level if they hold.
-    #[inline(always)]
-    fn still_in(&self, s2: &Stage2, start: u64, end: u64) -> Option<u8> {
-        let leaf = self.0.single()?;
-        if self.0.tag() != s2.gen as u32 || (start ^ (end - 1)) >> super::level_shift(leaf) != 0 {
-            return None;
-        }
-        let top = s2.geo.start_level;
-        let slot = (self.0.ptep(top) as u64).wrapping_sub(s2.geo.root) / 8;
-        let index = (start >> super::level_shift(top)) & (s2.geo.root_entries as u64 - 1);
-        (slot == index).then_some(leaf)
-    }
-}
 
 /// Phase one of an update of one whole leaf entry written in place (no
 /// table page changes, no merge: [`Stage2::prepare_in_place`]): the entry,
@@ -535,38 +497,6 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
     }
     env.free_table(table);
     n
-}
-
-/// True when `leaf` may be written as one entry at `level` (a valid one
-/// only at level 3 in a tree of `pages_only`).
-#[inline]
-fn blockable(leaf: Leaf, level: u8, pages_only: bool) -> bool {
-    match leaf {
-        Leaf::Invalid(_) => true,
-        Leaf::Mapped { pa, .. } => level >= 1 && is_aligned(pa, level_size(level)) && (!pages_only || level == 3),
-    }
-}
-
-/// Does the existing leaf `e` already hold `new` (given at `start`) over
-/// the part of it inside the range? Compared as raw descriptors: every
-/// descriptor the engine writes is `pte::encode_in` of its leaf in the
-/// tree's encoding (`fwb`: [`Stage2::fwb`]).
-#[inline]
-fn already(e: &Entry, start: u64, new: Leaf, fwb: bool) -> bool {
-    let at_base = match new {
-        Leaf::Invalid(_) => new,
-        Leaf::Mapped { pa, attrs, state } => {
-            if e.base >= start {
-                new.offset(e.base - start)
-            } else {
-                match pa.checked_sub(start - e.base) {
-                    Some(pa) => Leaf::Mapped { pa, attrs, state },
-                    None => return false,
-                }
-            }
-        }
-    };
-    pte::encode_in(at_base, e.level, fwb) == e.pte
 }
 
 impl Stage2 {

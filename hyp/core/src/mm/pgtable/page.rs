@@ -8,11 +8,12 @@
 //! range commit decides nothing differently.
 
 use super::commit::Writer;
+use super::fit::already;
 use super::hint::{hint_after, table_of, CHAINED_ALL};
 use super::Found;
-use super::{already, Counted, InPlace, Mapping, PagePath, Stage2, Update};
 #[cfg(test)]
 use super::{page_counts, ENTRY_COMMITS};
+use super::{Counted, InPlace, Mapping, PagePath, Stage2, Update};
 use crate::mm::env::MmEnv;
 use crate::mm::prot::Leaf;
 use crate::mm::pte;
