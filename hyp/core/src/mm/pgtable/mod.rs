@@ -15,11 +15,13 @@
 //! page is freed only after an invalidation issued once it became
 //! unreachable.
 //!
-//! This file holds the tree ([`Stage2`]: geometry, teardown) and the types
-//! an update passes between its phases; `lookup.rs` the lookups and leaf
-//! walks, `update.rs` the range updates, `page.rs` their one-page and
-//! one-entry forms, `commit.rs` the writes, splits and merges of a commit,
-//! `hint.rs` the tables' uniformity hints.
+//! This file holds the tree ([`Stage2`]: geometry, lookups, teardown) and
+//! the types an update passes between its phases; `update.rs` the range
+//! updates, `page.rs` their one-page and one-entry forms, `commit.rs` the
+//! writes, splits and merges of a commit, `hint.rs` the tables' uniformity
+//! hints, `found.rs` whether a recorded walk still leads to a range,
+//! `fit.rs` whether a leaf entry already holds an update's leaf or may be
+//! one.
 
 mod commit;
 mod fit;
@@ -415,7 +417,65 @@ impl Stage2 {
         Ok(end)
     }
 
-    pub(super) fn found(&self, path: Path) -> Found {
+    /// The leaf entry translating `ipa`.
+    pub fn lookup<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<Mapping, Error> {
+        self.lookup_found(env, ipa).map(|(m, _)| m)
+    }
+
+    /// `lookup`, also returning where the walk went (an update inside the
+    /// leaf can start there: [`Stage2::count_found`]).
+    #[inline]
+    pub fn lookup_found<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<(Mapping, Found), Error> {
+        let page = ipa & !(PAGE_SIZE - 1);
+        self.check_range(page, PAGE_SIZE)?;
+        let mut m = None;
+        let found = self.for_each_leaf_found(env, page, page + PAGE_SIZE, |l, _, _| {
+            m = Some(l);
+            Ok(())
+        })?;
+        // A walk over one in-range page always visits exactly one leaf.
+        m.map(|m| (m, found)).ok_or(Error::Inval)
+    }
+
+    /// Calls `f(mapping, from, to)` for every leaf over `[start, end)`, with
+    /// the part `[from, to)` of the leaf that lies in the range; stops at the
+    /// first error `f` returns.
+    pub fn for_each_leaf<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<(), Error>
+    where
+        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
+    {
+        self.for_each_leaf_found(env, start, end, f).map(|_| ())
+    }
+
+    /// `for_each_leaf`, also returning where the walk went: a later update
+    /// of the same range can start there ([`Stage2::count_found`]).
+    #[inline]
+    pub fn for_each_leaf_found<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<Found, Error>
+    where
+        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
+    {
+        let mut v = LeafVisitor { f, start, end, path: Path::new() };
+        walk(env, &self.geo, start, end, &mut v)?;
+        Ok(self.found(v.path))
+    }
+
+    /// The descriptor translating `ipa` (tests corrupt it on purpose).
+    #[cfg(test)]
+    pub fn leaf_ptep<E: MmEnv>(&self, env: &mut E, ipa: u64) -> *mut u64 {
+        struct V(*mut u64);
+        impl<E: MmEnv> Visitor<E> for V {
+            fn leaf(&mut self, _: &mut E, e: &Entry) -> Result<(), Error> {
+                self.0 = e.ptep;
+                Ok(())
+            }
+        }
+        let mut v = V(core::ptr::null_mut());
+        let page = ipa & !(PAGE_SIZE - 1);
+        walk(env, &self.geo, page, page + PAGE_SIZE, &mut v).expect("in range");
+        v.0
+    }
+
+    fn found(&self, path: Path) -> Found {
         Found(path.with_tag(self.gen as u32))
     }
 
@@ -497,66 +557,6 @@ fn free_subtree<E: MmEnv>(env: &mut E, table: u64, level: u8) -> u64 {
     }
     env.free_table(table);
     n
-}
-
-impl Stage2 {
-    /// The leaf entry translating `ipa`.
-    pub fn lookup<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<Mapping, Error> {
-        self.lookup_found(env, ipa).map(|(m, _)| m)
-    }
-
-    /// `lookup`, also returning where the walk went (an update inside the
-    /// leaf can start there: [`Stage2::count_found`]).
-    #[inline]
-    pub fn lookup_found<E: MmEnv>(&self, env: &mut E, ipa: u64) -> Result<(Mapping, Found), Error> {
-        let page = ipa & !(PAGE_SIZE - 1);
-        self.check_range(page, PAGE_SIZE)?;
-        let mut m = None;
-        let found = self.for_each_leaf_found(env, page, page + PAGE_SIZE, |l, _, _| {
-            m = Some(l);
-            Ok(())
-        })?;
-        // A walk over one in-range page always visits exactly one leaf.
-        m.map(|m| (m, found)).ok_or(Error::Inval)
-    }
-
-    /// Calls `f(mapping, from, to)` for every leaf over `[start, end)`, with
-    /// the part `[from, to)` of the leaf that lies in the range; stops at the
-    /// first error `f` returns.
-    pub fn for_each_leaf<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<(), Error>
-    where
-        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
-    {
-        self.for_each_leaf_found(env, start, end, f).map(|_| ())
-    }
-
-    /// `for_each_leaf`, also returning where the walk went: a later update
-    /// of the same range can start there ([`Stage2::count_found`]).
-    #[inline]
-    pub fn for_each_leaf_found<E: MmEnv, F>(&self, env: &mut E, start: u64, end: u64, f: F) -> Result<Found, Error>
-    where
-        F: FnMut(Mapping, u64, u64) -> Result<(), Error>,
-    {
-        let mut v = LeafVisitor { f, start, end, path: Path::new() };
-        walk(env, &self.geo, start, end, &mut v)?;
-        Ok(self.found(v.path))
-    }
-
-    /// The descriptor translating `ipa` (tests corrupt it on purpose).
-    #[cfg(test)]
-    pub fn leaf_ptep<E: MmEnv>(&self, env: &mut E, ipa: u64) -> *mut u64 {
-        struct V(*mut u64);
-        impl<E: MmEnv> Visitor<E> for V {
-            fn leaf(&mut self, _: &mut E, e: &Entry) -> Result<(), Error> {
-                self.0 = e.ptep;
-                Ok(())
-            }
-        }
-        let mut v = V(core::ptr::null_mut());
-        let page = ipa & !(PAGE_SIZE - 1);
-        walk(env, &self.geo, page, page + PAGE_SIZE, &mut v).expect("in range");
-        v.0
-    }
 }
 
 struct LeafVisitor<F> {
