@@ -4,6 +4,12 @@
 //! each within a window of counter ticks), a level-sensitive device
 //! interrupt injected again until the device drops its line, and the
 //! PL011's transmit interrupt driving output.
+//! Also `test=irq-smp` (several vCPUs: PSCI, SGIs between them) and
+//! `test=bench-irq` (the interrupt rows of `cargo xtask bench`).
+//!
+//! Over 600 lines: three guest programs that share one interrupt handler's
+//! counters, the GIC setup and the wait loops; the next split is
+//! `bench-irq` (its own handler and PMU readings) into a file of its own.
 
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};

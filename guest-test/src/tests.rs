@@ -1,5 +1,11 @@
 //! The guest's scenarios. Each check prints a PASS/FAIL line; the tally goes
 //! to the host at the end.
+//!
+//! Over 600 lines: one scenario (`test=guest-tests`, and `demo`), its
+//! checks in the order `all` runs them over one guest's memory (MMIO_GUARD
+//! last: once enrolled, only the guarded PL011 page is MMIO); the next
+//! split is the memory checks (share, pins, blocks, relinquish) into a
+//! file of their own.
 
 use el1_rt::println;
 use el1_rt::probe::{expect_abort, read64, write64};

@@ -6,6 +6,11 @@
 //! `[bench]` lines: totals over N repetitions plus the hyp's software
 //! counters. This module turns them into a table and bench/results.json, and
 //! compares two result files. The numbers are instructions, not time.
+//!
+//! Over 600 lines, a third of them its tests: the row table (targets),
+//! the parser of a run's lines, the table and the comparison all read and
+//! write one format (bench/results.json); the next split is the
+//! comparison (`compare`) into a file of its own.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

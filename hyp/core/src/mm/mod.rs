@@ -20,6 +20,7 @@ pub mod pte;
 pub mod region;
 pub mod stage1;
 pub mod walker;
+pub mod zeroing;
 
 pub use error::Error;
 

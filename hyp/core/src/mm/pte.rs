@@ -112,6 +112,14 @@ pub fn fwb() -> bool {
     normal_bits() == MEMATTR_FWB_NORMAL_WB << MEMATTR_SHIFT
 }
 
+/// MemAttr[3:0] of a Normal leaf in the encoding `fwb` selects, without a
+/// branch: [`MEMATTR_NORMAL_WB`] (0b1111) or [`MEMATTR_FWB_NORMAL_WB`]
+/// (0b0110), the two differing in bits 3 and 0.
+#[inline(always)]
+pub const fn normal_memattr(fwb: bool) -> u64 {
+    MEMATTR_NORMAL_WB ^ ((fwb as u64) * (MEMATTR_NORMAL_WB ^ MEMATTR_FWB_NORMAL_WB))
+}
+
 /// MemAttr[3:0] of `mem` in the encoding `fwb` selects.
 #[inline(always)]
 pub const fn memattr(mem: MemType, fwb: bool) -> u64 {
@@ -164,9 +172,18 @@ pub const fn make_table(pa: u64) -> u64 {
 /// the hyp's bookkeeping tree), in the boot's MemAttr encoding ([`fwb`]).
 #[inline(always)]
 pub fn encode(leaf: Leaf, level: u8) -> u64 {
+    encode_with(leaf, level, normal_bits() >> MEMATTR_SHIFT)
+}
+
+/// Encodes a leaf for `level` with `normal` (MemAttr[3:0] of a Normal
+/// leaf: [`MEMATTR_NORMAL_WB`] or [`MEMATTR_FWB_NORMAL_WB`], a tree's own
+/// encoding, `Stage2::encode`) as the Normal type's bits: for a constant
+/// leaf, a constant OR-ed with `normal` shifted in place.
+#[inline(always)]
+pub const fn encode_with(leaf: Leaf, level: u8, normal: u64) -> u64 {
     match leaf {
         Leaf::Mapped { attrs: Attrs { mem: MemType::Normal, .. }, .. } => {
-            (encode_in(leaf, level, false) & !MEMATTR_MASK) | normal_bits()
+            (encode_in(leaf, level, false) & !MEMATTR_MASK) | (normal << MEMATTR_SHIFT)
         }
         _ => encode_in(leaf, level, false),
     }
@@ -336,6 +353,23 @@ mod tests {
                 decode(device(fwb)),
                 Leaf::Mapped { pa: 0x0900_0000, attrs: Attrs::DEVICE_RW, state: PageState::Owned }
             );
+        }
+    }
+
+    #[test]
+    fn a_trees_own_normal_bits_give_either_encoding() {
+        let leaves = [
+            Leaf::Mapped { pa: 0x4020_0000, attrs: Attrs::NORMAL_RWX, state: PageState::SharedOwned },
+            Leaf::Mapped { pa: 0x0900_0000, attrs: Attrs::DEVICE_RW, state: PageState::Owned },
+            Leaf::Invalid(Owner::Guest(9)),
+        ];
+        for l in leaves {
+            for level in 1..=3 {
+                assert_eq!(normal_memattr(false), MEMATTR_NORMAL_WB);
+                assert_eq!(normal_memattr(true), MEMATTR_FWB_NORMAL_WB);
+                assert_eq!(encode_with(l, level, MEMATTR_NORMAL_WB), encode_in(l, level, false));
+                assert_eq!(encode_with(l, level, MEMATTR_FWB_NORMAL_WB), encode_in(l, level, true));
+            }
         }
     }
 

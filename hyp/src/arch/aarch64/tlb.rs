@@ -9,22 +9,19 @@ use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
 
 use hyp_core::mm::env::S2Id;
+use hyp_core::mm::zeroing::{self, Zeroing};
 use hyp_core::mm::PAGE_SIZE;
 
 use tock_registers::interfaces::Readable;
 
-use super::sysreg::{CTR_EL0, DCZID_EL0};
+use super::sysreg::{CTR_EL0, DCZID_EL0, ID_AA64ISAR2_EL1};
 use super::window;
 
-// CTR_EL0 and DCZID_EL0 fields (`aarch64-cpu` describes neither register).
+// CTR_EL0 fields (`aarch64-cpu` does not describe the register).
 /// CTR_EL0.DminLine [19:16]: log2 of the smallest D-cache line, in words.
 const CTR_DMINLINE_SHIFT: u64 = 16;
 /// CTR_EL0.DIC: I-cache invalidation to PoU not needed for I/D coherence.
 pub const CTR_DIC: u64 = 1 << 29;
-/// DCZID_EL0.BS [3:0]: log2 of the DC ZVA block, in words.
-const DCZID_BS_MASK: u64 = 0xf;
-/// DCZID_EL0.DZP: DC ZVA prohibited.
-const DCZID_DZP: u64 = 1 << 4;
 
 /// The smallest data cache line of any cache the CPU has, in bytes: the
 /// stride that makes a by-VA maintenance loop miss no line.
@@ -174,21 +171,38 @@ macro_rules! by_units {
 }
 
 /// Zeroes `[pa, pa + size)` (page multiples, normal memory mapped at EL2
-/// that only the hyp touches: the pool, or a window mapping): DC ZVA blocks
-/// where allowed (unrolled: [`by_units`]), else plain stores.
+/// that only the hyp touches: the pool, or a window mapping) the way
+/// `hyp_core::mm::zeroing` chooses from the ID registers: one SETP / SETM /
+/// SETE sequence (FEAT_MOPS), DC ZVA blocks where allowed (unrolled:
+/// [`by_units`]), else plain stores.
 ///
 /// # Safety
 /// The range is hyp memory or memory every lower EL has lost access to.
 pub unsafe fn zero(pa: u64, size: u64) {
-    let dczid = DCZID_EL0.get();
-    let block = 4u64 << (dczid & DCZID_BS_MASK);
-    if dczid & DCZID_DZP == 0 && block <= PAGE_SIZE {
+    match zeroing::zeroing(ID_AA64ISAR2_EL1.get(), DCZID_EL0.get(), PAGE_SIZE) {
+        Zeroing::Mops => {
+            // SAFETY: per the function contract. FEAT_MOPS is present and
+            // usable at EL2 (no enable gates EL2); the three run in
+            // sequence on the same registers (Xd the next byte, Xn the
+            // bytes left: both updated, what is left 0 at the end), with
+            // XZR as the value. The range is normal memory.
+            unsafe {
+                core::arch::asm!(
+                    ".arch_extension mops",
+                    "setp [{d}]!, {n}!, xzr",
+                    "setm [{d}]!, {n}!, xzr",
+                    "sete [{d}]!, {n}!, xzr",
+                    d = inout(reg) pa => _,
+                    n = inout(reg) size => _,
+                    options(nostack),
+                )
+            };
+        }
         // Per the function contract; `pa` is block-aligned (pa and size
         // are page multiples, block divides a page).
-        by_units!("dc zva", pa, pa + size, block);
-    } else {
+        Zeroing::DcZva { block } => by_units!("dc zva", pa, pa + size, block),
         // SAFETY: per the function contract.
-        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, size as usize) };
+        Zeroing::Stores => unsafe { core::ptr::write_bytes(pa as *mut u8, 0, size as usize) },
     }
 }
 

@@ -273,7 +273,7 @@ fn page_plan<D: Descent, E: MmEnv>(
         |g| {
             let base = pte::oa(g.pte);
             pa = base + (ipa - g.base);
-            is_entry(g, owned(base, GUEST_RAM, from)).then(|| owned(pa, GUEST_RAM, to))
+            is_entry(&guest.pgt, g, owned(base, GUEST_RAM, from)).then(|| owned(pa, GUEST_RAM, to))
         },
     )?;
     // Read once the guest's side is known (not live across its descent).
@@ -283,7 +283,7 @@ fn page_plan<D: Descent, E: MmEnv>(
         &host.pgt,
         pa,
         #[inline(always)]
-        |p| is_entry(p, t.host_entry(h, p.base)).then(|| t.host_after(h, pa)),
+        |p| is_entry(&host.pgt, p, t.host_entry(h, p.base)).then(|| t.host_after(h, pa)),
     )?;
     Some((pa, (ch, cg)))
 }

@@ -12,7 +12,7 @@ use super::{
 use crate::mm::env::MmEnv;
 use crate::mm::prot::{Leaf, Owner, PageState};
 use crate::mm::region::Region;
-use crate::mm::{pte, Error};
+use crate::mm::Error;
 
 /// One host ↔ hyp transition: what both sides must hold over the whole
 /// range, and what they hold afterwards.
@@ -95,11 +95,11 @@ fn page_plan<D: Descent, E: MmEnv>(
 ) -> Option<(D::Change, D::Change)> {
     let (hb, yb) = t.page_before?;
     debug_assert!((t.host_before)(hb[0]) && (t.host_before)(hb[1]) && (t.hyp_before)(yb));
-    // Every descriptor worked out before the descents: the leaves are
-    // constants but for `pa`, so each test below is one comparison.
-    // (The hyp's bookkeeping tree is in the classic MemAttr encoding:
-    // `Stage2::encode`.)
-    let (hb, yb) = ([pte::encode(hb[0], 3), pte::encode(hb[1], 3)], pte::encode_in(yb, 3, false));
+    // Every descriptor worked out before the descents, each in its tree's
+    // MemAttr encoding (`Stage2::encode`: the hyp's bookkeeping tree is in
+    // the classic one): the leaves are constants but for `pa`, so each
+    // test below is one comparison.
+    let (hb, yb) = ([host.pgt.encode(hb[0], 3), host.pgt.encode(hb[1], 3)], hyp.pgt.encode(yb, 3));
     let ch = D::side(
         env,
         &host.pgt,

@@ -47,7 +47,7 @@ use super::pgtable::{Counted, Found, InPlace, Mapping, PagePath, Stage2, Update}
 use super::pins::Pins;
 use super::prot::{Attrs, Leaf, MemType, Owner, PageState};
 use super::region::Region;
-use super::{pte, Error, PAGE_SIZE};
+use super::{Error, PAGE_SIZE};
 
 mod host;
 pub mod host_guest;
@@ -417,22 +417,23 @@ std::thread_local! {
     pub static RANGE_ONLY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
-/// `p` (of a CPU's stage-2: the host's or a guest's, in the boot's
-/// MemAttr encoding, `pte::encode`) is the entry of `leaf` (given at the
-/// entry's first address) at its level: a one-page check's test
+/// `p` (of `pgt`: the host's or a guest's stage-2) is the entry of `leaf`
+/// (given at the entry's first address) at its level, in the tree's own
+/// MemAttr encoding ([`Stage2::encode`]): a one-page check's test
 /// ([`Descent::side`]). A page entry's descriptor is worked out with its
 /// level a constant.
 #[inline(always)]
-fn is_entry(p: &PagePath, leaf: Leaf) -> bool {
+fn is_entry(pgt: &Stage2, p: &PagePath, leaf: Leaf) -> bool {
     if p.level == 3 {
-        p.pte == pte::encode(leaf, 3)
+        p.pte == pgt.encode(leaf, 3)
     } else {
-        p.pte == block_entry(leaf, p.level)
+        p.pte == block_entry(pgt, leaf, p.level)
     }
 }
 
-/// The descriptor of `leaf` at block `level` (out of line: blocks only).
+/// The descriptor of `leaf` at block `level` of `pgt` (out of line: blocks
+/// only).
 #[inline(never)]
-fn block_entry(leaf: Leaf, level: u8) -> u64 {
-    pte::encode(leaf, level)
+fn block_entry(pgt: &Stage2, leaf: Leaf, level: u8) -> u64 {
+    pgt.encode(leaf, level)
 }

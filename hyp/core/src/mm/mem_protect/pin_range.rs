@@ -243,10 +243,16 @@ fn dma_page<E: MmEnv>(env: &mut E, dma: &mut Option<Stage2>, pa: u64, from: Leaf
     if range_only() {
         return false;
     }
-    let Some(s) = t.page_entry(env, pa).filter(|s| s.pte == t.encode(from, 3)) else {
+    // Both descriptors worked out before the descent, in the view's own
+    // encoding (`Stage2::encode`), so that the test is one comparison.
+    let (from, to) = (t.encode(from, 3), t.encode(to, 3));
+    let Some(s) = t.page_entry(env, pa) else {
         return false;
     };
-    let Some(u) = t.prepare_in_place(env, &s, t.encode(to, 3)) else {
+    if s.pte != from {
+        return false;
+    }
+    let Some(u) = t.prepare_in_place(env, &s, to) else {
         return false;
     };
     t.commit_in_place(env, u);

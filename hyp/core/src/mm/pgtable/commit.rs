@@ -5,10 +5,11 @@
 //! invalidations owed until its end ([`Due`]). [`SetVisitor`] drives it
 //! over a range.
 
+use super::fit::{already, blockable};
 use super::hint::{note_write, recycled, scan_uniform, CHAINED_ALL};
 #[cfg(doc)]
 use super::Stage2;
-use super::{already, blockable, free_subtree, give_back, Stats};
+use super::{free_subtree, give_back, Stats};
 use crate::mm::env::{MmEnv, S2Id};
 use crate::mm::memcache::Memcache;
 use crate::mm::prot::Leaf;

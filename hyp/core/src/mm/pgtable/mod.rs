@@ -19,10 +19,14 @@
 //! the types an update passes between its phases; `update.rs` the range
 //! updates, `page.rs` their one-page and one-entry forms, `commit.rs` the
 //! writes, splits and merges of a commit, `hint.rs` the tables' uniformity
-//! hints, `own.rs` a tree's own table pages (a VM's memcache, the host's
+//! hints, `found.rs` whether a recorded walk still leads to a range,
+//! `fit.rs` whether a leaf entry already holds an update's leaf or may be
+//! one, `own.rs` a tree's own table pages (a VM's memcache, the host's
 //! reserve).
 
 mod commit;
+mod fit;
+mod found;
 mod hint;
 mod own;
 mod page;
@@ -74,22 +78,26 @@ pub struct Stage2 {
     geo: Geometry,
     root_pages: usize,
     ipa_bits: u8,
-    /// VTCR_EL2.T0SZ and SL0 of the tree ([`Stage2::s2_id`]), worked out once.
-    t0sz: u8,
-    sl0: u8,
-    /// `None` for a bookkeeping tree that no hardware walks (no TLBI needed).
-    vmid: Option<Vmid>,
+    /// The tree as TLB maintenance names it ([`Stage2::s2_id`]: VMID, root,
+    /// VTCR_EL2.T0SZ and SL0, walker), worked out once: every descriptor
+    /// write takes it by reference. `None` for a bookkeeping tree that no
+    /// hardware walks (no TLBI needed).
+    id: Option<S2Id>,
     /// Non-root table pages in use.
     tables: usize,
     /// Whose tree this is, for trace records (0 host, VM handle, ...).
     who: u16,
-    /// Walked by the SMMU, not the CPUs ([`S2Id::iommu`]).
-    iommu: bool,
-    /// Its descriptors are in the FWB MemAttr encoding ([`pte::encode_in`]):
+    /// Its descriptors are in the FWB MemAttr encoding ([`Stage2::encode`]):
     /// a tree the CPUs walk while the boot chose FEAT_S2FWB ([`pte::fwb`]).
     /// Not the DMA view (the SMMU walks without HCR_EL2) nor a bookkeeping
     /// tree (no walker reads its MemAttr: the hyp's own).
     fwb: bool,
+    /// The same choice as the MemAttr[3:0] of a Normal leaf
+    /// ([`pte::normal_memattr`] of `fwb`; both set together, by `new` and
+    /// `set_iommu` only): a property of the tree, so that a one-page
+    /// transition works out its descriptors from the tree it already holds,
+    /// a load and an OR ([`Stage2::encode`]).
+    normal: u8,
     /// Tables that become all-invalid are not merged ([`Stage2::keep_invalid_tables`]).
     keep_invalid: bool,
     /// No valid page ever loses its mapping but by an update that unmaps
@@ -115,46 +123,6 @@ pub struct Stage2 {
 /// of the root while the tree has not changed since. Four words.
 #[derive(Clone, Copy, Debug)]
 pub struct Found(Path);
-
-impl Found {
-    /// Is the recorded path still the way to `[start, end)` in `s2`: the
-    /// tree unchanged since, the path starting in its root and leading,
-    /// level by level, to `start`, and `end` inside the same leaf?
-    #[inline(always)]
-    fn usable(&self, s2: &Stage2, start: u64, end: u64) -> bool {
-        let Some(leaf) = self.still_in(s2, start, end) else {
-            return false;
-        };
-        let top = s2.geo.start_level;
-        let slot = |l: u8, table: u64| (self.0.ptep(l) as u64).wrapping_sub(table) / 8;
-        let index = |l: u8, entries: usize| (start >> super::level_shift(l)) & (entries as u64 - 1);
-        let mut l = top + 1;
-        while l <= leaf {
-            if slot(l, self.0.ptep(l) as u64 & !(PAGE_SIZE - 1)) != index(l, ENTRIES) {
-                return false;
-            }
-            l += 1;
-        }
-        true
-    }
-
-    /// The first checks of [`Found::usable`], all that a path recorded by
-    /// a walk over `[start, end)` itself needs: one leaf holding the
-    /// range, the tree unchanged since, and the path starting in this
-    /// tree's root (every level below then leads to `start` by
-    /// construction). The leaf's level if they hold.
-    #[inline(always)]
-    fn still_in(&self, s2: &Stage2, start: u64, end: u64) -> Option<u8> {
-        let leaf = self.0.single()?;
-        if self.0.tag() != s2.gen as u32 || (start ^ (end - 1)) >> super::level_shift(leaf) != 0 {
-            return None;
-        }
-        let top = s2.geo.start_level;
-        let slot = (self.0.ptep(top) as u64).wrapping_sub(s2.geo.root) / 8;
-        let index = (start >> super::level_shift(top)) & (s2.geo.root_entries as u64 - 1);
-        (slot == index).then_some(leaf)
-    }
-}
 
 /// Phase one of an update of one whole leaf entry written in place (no
 /// table page changes, no merge: [`Stage2::prepare_in_place`]): the entry,
@@ -325,21 +293,16 @@ impl Stage2 {
             env.publish_barrier();
         }
         let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
+        let id = vmid.map(|vmid| S2Id { vmid, root, t0sz: 64 - ipa_bits, sl0: sl0_for(start_level), iommu: false });
         Ok(Stage2 {
             geo: Geometry { root, start_level, root_entries },
             root_pages,
             ipa_bits,
-            t0sz: 64 - ipa_bits,
-            sl0: match start_level {
-                0 => 2,
-                1 => 1,
-                _ => 0,
-            },
-            vmid,
+            id,
             tables: 0,
             who: 0,
-            iommu: false,
             fwb: vmid.is_some() && pte::fwb(),
+            normal: pte::normal_memattr(vmid.is_some() && pte::fwb()) as u8,
             keep_invalid: false,
             keep_valid: false,
             pages_only: false,
@@ -353,12 +316,15 @@ impl Stage2 {
     /// Marks the tree as one the SMMU walks (its TLB maintenance goes to the
     /// SMMU); set before anything is mapped.
     pub fn set_iommu(&mut self) {
-        self.iommu = true;
+        if let Some(id) = self.id.as_mut() {
+            id.iommu = true;
+        }
         self.fwb = false;
+        self.normal = pte::normal_memattr(false) as u8;
     }
 
     pub fn is_iommu(&self) -> bool {
-        self.iommu
+        self.id.is_some_and(|id| id.iommu)
     }
 
     /// A table whose entries all become invalid is kept rather than merged
@@ -424,25 +390,22 @@ impl Stage2 {
     }
 
     pub fn vmid(&self) -> Option<Vmid> {
-        self.vmid
+        self.id.map(|id| id.vmid)
     }
 
     /// The tree as TLB maintenance names it; `None` for a bookkeeping tree.
     #[inline]
     pub fn s2_id(&self) -> Option<S2Id> {
-        self.vmid.map(|vmid| S2Id { vmid, root: self.geo.root, t0sz: self.t0sz, sl0: self.sl0, iommu: self.iommu })
+        self.id
     }
 
     /// The descriptor of `leaf` at `level` in this tree's MemAttr encoding
     /// (the boot's for a CPU's stage-2, the classic one for the others:
-    /// [`pte::encode_in`]): what the engine writes for it.
+    /// [`pte::encode_with`]): what the engine writes for it.
     #[inline(always)]
     pub fn encode(&self, leaf: Leaf, level: u8) -> u64 {
-        if self.fwb {
-            pte::encode(leaf, level)
-        } else {
-            pte::encode_in(leaf, level, false)
-        }
+        debug_assert_eq!(self.normal as u64, pte::normal_memattr(self.fwb));
+        pte::encode_with(leaf, level, self.normal as u64)
     }
 
     /// One past the highest IPA.
@@ -457,12 +420,12 @@ impl Stage2 {
 
     /// VTCR_EL2.T0SZ for this tree.
     pub fn t0sz(&self) -> u64 {
-        self.t0sz as u64
+        64 - self.ipa_bits as u64
     }
 
     /// VTCR_EL2.SL0 for this tree (4 KiB granule encoding).
     pub fn sl0(&self) -> u64 {
-        self.sl0 as u64
+        sl0_for(self.geo.start_level) as u64
     }
 
     /// Checks that `[ipa, ipa + size)` is a non-empty page-aligned range
@@ -520,10 +483,6 @@ impl Stage2 {
         Ok(self.found(v.path))
     }
 
-    fn found(&self, path: Path) -> Found {
-        Found(path.with_tag(self.gen as u32))
-    }
-
     /// The descriptor translating `ipa` (tests corrupt it on purpose).
     #[cfg(test)]
     pub fn leaf_ptep<E: MmEnv>(&self, env: &mut E, ipa: u64) -> *mut u64 {
@@ -538,6 +497,10 @@ impl Stage2 {
         let page = ipa & !(PAGE_SIZE - 1);
         walk(env, &self.geo, page, page + PAGE_SIZE, &mut v).expect("in range");
         v.0
+    }
+
+    fn found(&self, path: Path) -> Found {
+        Found(path.with_tag(self.gen as u32))
     }
 
     /// Frees every table page, root included. The caller guarantees that no
@@ -597,6 +560,15 @@ impl Stage2 {
     }
 }
 
+/// VTCR_EL2.SL0 (4 KiB granule encoding) of a tree starting at `level`.
+const fn sl0_for(start_level: u8) -> u8 {
+    match start_level {
+        0 => 2,
+        1 => 1,
+        _ => 0,
+    }
+}
+
 /// Frees a detached subtree (no longer reachable by any walker, and
 /// invalidated since).
 fn free_subtree<E: MmEnv>(env: &mut E, own: &mut Option<Memcache>, table: u64, level: u8) -> u64 {
@@ -652,36 +624,4 @@ impl<E: MmEnv, F: FnMut(Mapping, u64, u64) -> Result<(), Error>> Visitor<E> for 
         let m = Mapping { base: e.base, level: e.level, leaf: pte::decode(e.pte) };
         (self.f)(m, e.base.max(self.start), e.end().min(self.end))
     }
-}
-
-/// True when `leaf` may be written as one entry at `level` (a valid one
-/// only at level 3 in a tree of `pages_only`).
-#[inline]
-fn blockable(leaf: Leaf, level: u8, pages_only: bool) -> bool {
-    match leaf {
-        Leaf::Invalid(_) => true,
-        Leaf::Mapped { pa, .. } => level >= 1 && is_aligned(pa, level_size(level)) && (!pages_only || level == 3),
-    }
-}
-
-/// Does the existing leaf `e` already hold `new` (given at `start`) over
-/// the part of it inside the range? Compared as raw descriptors: every
-/// descriptor the engine writes is `pte::encode_in` of its leaf in the
-/// tree's encoding (`fwb`: [`Stage2::fwb`]).
-#[inline]
-fn already(e: &Entry, start: u64, new: Leaf, fwb: bool) -> bool {
-    let at_base = match new {
-        Leaf::Invalid(_) => new,
-        Leaf::Mapped { pa, attrs, state } => {
-            if e.base >= start {
-                new.offset(e.base - start)
-            } else {
-                match pa.checked_sub(start - e.base) {
-                    Some(pa) => Leaf::Mapped { pa, attrs, state },
-                    None => return false,
-                }
-            }
-        }
-    };
-    pte::encode_in(at_base, e.level, fwb) == e.pte
 }

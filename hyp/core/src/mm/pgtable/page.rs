@@ -8,11 +8,12 @@
 //! range commit decides nothing differently.
 
 use super::commit::Writer;
+use super::fit::already;
 use super::hint::{hint_after, table_of, CHAINED_ALL};
 use super::Found;
-use super::{already, Counted, InPlace, Mapping, PagePath, Stage2, Update};
 #[cfg(test)]
 use super::{page_counts, ENTRY_COMMITS};
+use super::{Counted, InPlace, Mapping, PagePath, Stage2, Update};
 use crate::mm::env::MmEnv;
 use crate::mm::prot::Leaf;
 use crate::mm::pte;
@@ -238,10 +239,9 @@ impl Stage2 {
     /// every descriptor write ([`Writer::replace_leaf`]).
     #[inline(always)]
     fn replace_in_place<E: MmEnv>(&mut self, env: &mut E, e: &Entry, val: u64) {
-        let s2 = self.s2_id();
-        Writer { s2: s2.as_ref(), stats: &mut self.stats, unhinted: e.level }.replace_leaf(env, e, val);
+        Writer { s2: self.id.as_ref(), stats: &mut self.stats, unhinted: e.level }.replace_leaf(env, e, val);
         #[cfg(test)]
-        if let Some(s2) = s2 {
+        if let Some(s2) = self.id {
             env.commit_done(&s2);
         }
     }

@@ -4,7 +4,8 @@
 //! writes the range by the rules of `commit.rs` and cannot fail.
 
 use super::commit::{Commit, Due, SetVisitor, NONE_KEPT};
-use super::{already, blockable, Counted, Found, Stage2, Update};
+use super::fit::{already, blockable};
+use super::{Counted, Found, Stage2, Update};
 use crate::mm::env::MmEnv;
 use crate::mm::memcache::Memcache;
 use crate::mm::prot::Leaf;

@@ -122,3 +122,8 @@ impl Plain for Result<Leaf, Refused> {
         self.map_err(Error::from)
     }
 }
+
+/// Index of the first event of `log` matching `f` (panics if none).
+pub fn first(log: &[crate::mm::testenv::Event], f: impl Fn(&crate::mm::testenv::Event) -> bool) -> usize {
+    log.iter().position(f).expect("event missing from the log")
+}

@@ -3,6 +3,7 @@ mod checker_dma;
 mod dma_view;
 mod donate;
 mod fwb;
+mod handover;
 mod helpers;
 mod mem_protect;
 mod model_ownership;
