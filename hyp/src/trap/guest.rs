@@ -331,12 +331,22 @@ fn stage2_fault(frame: &mut TrapFrame, esr: Esr, vm: &Vm, idx: usize) -> Outcome
             stop: false,
         };
     }
-    if matches!(kind, FaultKind::Translation(_)) && ipa >= GUEST_RAM_BASE {
+    no_memory(frame, esr, vm, idx, ipa, far, matches!(kind, FaultKind::Translation(_)))
+}
+
+/// A fault on an IPA with no memory outside the MMIO window: memory on
+/// demand ([`mem_fault`]) or the guest abort exit. Out of line, so the
+/// MMIO exit that shares [`stage2_fault`] keeps its registers (inlined,
+/// it cost the MMIO round trip +7 instructions).
+#[cold]
+#[inline(never)]
+fn no_memory(frame: &TrapFrame, esr: Esr, vm: &Vm, idx: usize, ipa: u64, far: u64, translation: bool) -> Outcome {
+    if translation && ipa >= GUEST_RAM_BASE {
         if let Some(exit) = mem_fault(frame, esr, vm, idx, ipa, far) {
             return exit;
         }
     }
-    point::fault(who, idx, esr.0, far, ipa, frame.elr, Resolution::GuestAbortExit, 0);
+    point::fault(vm.handle, idx, esr.0, far, ipa, frame.elr, Resolution::GuestAbortExit, 0);
     Outcome::Exit {
         reason: exit::GUEST_ABORT,
         details: [ipa, esr.0, frame.elr, 0, 0],
