@@ -63,7 +63,7 @@ fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
         // the page is pinned; the call exits.
         let short = core::mem::take(&mut vm.lock().tables_short);
         if short != 0 {
-            return topup_needed(frame, vm, vcpu, short);
+            return topup_needed(frame, vm, vcpu, short as usize);
         }
         return unshare_pinned(frame, vm, vcpu);
     }
@@ -259,7 +259,7 @@ fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) 
         if e.error() == Error::NoMem && e.side() == hyp_core::mm::mem_protect::Side::Guest {
             // The guest's own tables: paid by its memcache, which the host
             // tops up (the call runs again then), never by anyone else.
-            vm.tables_short = vm.mm.pgt.tables_short().max(1);
+            vm.tables_short = vm.mm.pgt.tables_short().clamp(1, u16::MAX as usize) as u16;
             return false;
         }
     }

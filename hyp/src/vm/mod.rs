@@ -100,7 +100,7 @@ pub struct Vm {
     pub low_mapped: bool,
     /// A guest memory call was declined for want of this many table pages
     /// in the VM's memcache: its TOPUP exit says so (0: none).
-    pub tables_short: usize,
+    pub tables_short: u16,
 }
 
 /// Per VM slot (`handle & 0xff`), the guest memory the host donates on

@@ -412,7 +412,7 @@ impl TestEnv {
             _ => 2,
         };
         let root_entries = 1usize << (64 - s2.t0sz as u32 - super::level_shift(start_level));
-        let geo = Geometry { root: s2.root, start_level, root_entries };
+        let geo = Geometry { root: s2.root, start_level, root_entries: root_entries as u32 };
         // Not a walk of the core's: leaves its count of entered tables alone.
         let entered = self.table_ptrs.get();
         let mut a = start;

@@ -56,7 +56,8 @@ pub struct Geometry {
     pub root: u64,
     pub start_level: u8,
     /// Entries in the (possibly concatenated) root.
-    pub root_entries: usize,
+    /// (u32: keeps a VM's `Vm` in its allocation size class.)
+    pub root_entries: u32,
 }
 
 /// Walks `[start, end)` (page-aligned, `start < end`, inside the tree).
@@ -66,7 +67,7 @@ pub struct Geometry {
 /// first leaf, it recurses over the entries below; then `table_post` runs
 /// for the tables it went through, bottom up.
 pub fn walk<E: MmEnv, V: Visitor<E>>(env: &mut E, g: &Geometry, start: u64, end: u64, v: &mut V) -> Result<(), Error> {
-    let (mut table, mut level, mut entries) = (g.root, g.start_level, g.root_entries);
+    let (mut table, mut level, mut entries) = (g.root, g.start_level, g.root_entries as usize);
     let mut above = [0u64; 4];
     let top = level;
     loop {
@@ -318,7 +319,7 @@ pub fn leaf_entry<E: MmEnv>(env: &E, g: &Geometry, ipa: u64) -> (*mut u64, u64, 
 /// trees (a guest's teardown looks for what is left across its whole IPA
 /// space, most of it invalid root entries).
 pub fn next_valid<E: MmEnv>(env: &E, g: &Geometry, start: u64, end: u64) -> Option<(u64, u8, u64)> {
-    scan(env, g.root, g.root_entries, g.start_level, 0, start, end)
+    scan(env, g.root, g.root_entries as usize, g.start_level, 0, start, end)
 }
 
 /// The first index from `i` below `end` whose descriptor in the table at
@@ -422,7 +423,7 @@ fn descend<E: MmEnv, F: FnMut(u8, *mut u64), const TOP: u8>(
     mut seen: F,
 ) -> (*mut u64, u64, u8) {
     debug_assert_eq!(g.start_level, TOP);
-    let (mut table, mut level, mut mask) = (g.root, TOP, g.root_entries - 1);
+    let (mut table, mut level, mut mask) = (g.root, TOP, g.root_entries as usize - 1);
     loop {
         let idx = ((ipa >> level_shift(level)) as usize) & mask;
         // SAFETY: idx <= mask, below the number of descriptors in this table.

@@ -122,7 +122,7 @@ pub(super) struct Commit<'a> {
     /// ([`Stage2::use_own_tables`]); `None`: to the environment.
     pub(super) own: &'a mut Option<Memcache>,
     pub(super) stats: &'a mut Stats,
-    pub(super) tables: &'a mut usize,
+    pub(super) tables: &'a mut u32,
     /// Tables whose entries all become invalid stay ([`Stage2::keep_invalid_tables`]).
     pub(super) keep_invalid: bool,
     /// No valid page is unmapped in passing ([`Stage2::no_transient_faults`]):
@@ -419,7 +419,7 @@ impl<E: MmEnv> Visitor<E> for SetVisitor<'_> {
                 let old = self.c.replace_table(env, e, pte::encode_in(want, e.level, self.c.fwb));
                 let n = free_subtree(env, self.c.own, old, e.level + 1) as usize;
                 self.c.stats.tables_freed += n as u64;
-                *self.c.tables -= n;
+                *self.c.tables -= n as u32;
                 return Ok(Walk::Skip);
             }
         }

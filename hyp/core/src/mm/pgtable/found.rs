@@ -35,7 +35,7 @@ impl Found {
     #[inline(always)]
     pub(super) fn still_in(&self, s2: &Stage2, start: u64, end: u64) -> Option<u8> {
         let leaf = self.0.single()?;
-        if self.0.tag() != s2.gen as u32 || (start ^ (end - 1)) >> level_shift(leaf) != 0 {
+        if self.0.tag() != s2.gen || (start ^ (end - 1)) >> level_shift(leaf) != 0 {
             return None;
         }
         let top = s2.geo.start_level;

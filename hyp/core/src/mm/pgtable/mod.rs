@@ -80,7 +80,9 @@ impl Mapping {
 #[derive(Debug)]
 pub struct Stage2 {
     geo: Geometry,
-    root_pages: usize,
+    /// Pages of the (concatenated) root: at most 16 (u32 keeps `Vm` in
+    /// its allocation size class, with `short`).
+    root_pages: u32,
     ipa_bits: u8,
     /// The tree as TLB maintenance names it ([`Stage2::s2_id`]: VMID, root,
     /// VTCR_EL2.T0SZ and SL0, walker), worked out once: every descriptor
@@ -88,7 +90,7 @@ pub struct Stage2 {
     /// hardware walks (no TLBI needed).
     id: Option<S2Id>,
     /// Non-root table pages in use.
-    tables: usize,
+    tables: u32,
     /// Whose tree this is, for trace records (0 host, VM handle, ...).
     who: u16,
     /// Its descriptors are in the FWB MemAttr encoding ([`Stage2::encode`]):
@@ -111,13 +113,13 @@ pub struct Stage2 {
     pages_only: bool,
     /// Commits so far: a [`Path`] recorded at one generation is valid
     /// while the tree is still at it.
-    gen: u64,
+    gen: u32,
     /// The tree's own table pages ([`Stage2::use_own_tables`]), or `None`:
     /// its tables come from the environment.
     own: Option<Memcache>,
     /// Table pages the last update refused for want of own pages lacked
     /// ([`Stage2::tables_short`]).
-    short: core::cell::Cell<usize>,
+    short: core::cell::Cell<u32>,
     pub stats: Stats,
 }
 
@@ -299,8 +301,8 @@ impl Stage2 {
         let root_entries = 1usize << (ipa_bits as u32 - super::level_shift(start_level));
         let id = vmid.map(|vmid| S2Id { vmid, root, t0sz: 64 - ipa_bits, sl0: sl0_for(start_level), iommu: false });
         Ok(Stage2 {
-            geo: Geometry { root, start_level, root_entries },
-            root_pages,
+            geo: Geometry { root, start_level, root_entries: root_entries as u32 },
+            root_pages: root_pages as u32,
             ipa_bits,
             id,
             tables: 0,
@@ -386,7 +388,7 @@ impl Stage2 {
     }
 
     pub fn root_pages(&self) -> usize {
-        self.root_pages
+        self.root_pages as usize
     }
 
     pub fn ipa_bits(&self) -> u8 {
@@ -419,7 +421,7 @@ impl Stage2 {
 
     /// Non-root table pages in use.
     pub fn table_pages(&self) -> usize {
-        self.tables
+        self.tables as usize
     }
 
     /// VTCR_EL2.T0SZ for this tree.
@@ -504,7 +506,7 @@ impl Stage2 {
     }
 
     fn found(&self, path: Path) -> Found {
-        Found(path.with_tag(self.gen as u32))
+        Found(path.with_tag(self.gen))
     }
 
     /// Frees every table page, root included. The caller guarantees that no
@@ -527,7 +529,7 @@ impl Stage2 {
             env.tlbi_vmid(&s2);
         }
         let base = env.table_ptr(self.geo.root);
-        let n = self.geo.root_entries;
+        let n = self.geo.root_entries as usize;
         let mut i = 0;
         loop {
             // SAFETY: the (concatenated) root holds root_entries entries.
@@ -542,7 +544,7 @@ impl Stage2 {
             }
             i += 1;
         }
-        env.free_root(self.geo.root, self.root_pages);
+        env.free_root(self.geo.root, self.root_pages as usize);
         self.own
     }
 
@@ -560,7 +562,7 @@ impl Stage2 {
                 }
             }
         }
-        rec(env, self.geo.root, self.geo.start_level, self.geo.root_entries, &mut f);
+        rec(env, self.geo.root, self.geo.start_level, self.geo.root_entries as usize, &mut f);
     }
 }
 

@@ -73,7 +73,7 @@ impl Stage2 {
     /// How many own table pages the last update this tree refused with
     /// `NoMem` lacked (at least).
     pub fn tables_short(&self) -> usize {
-        self.short.get()
+        self.short.get() as usize
     }
 
     /// The own pages a counted update of `pages` finds (`None`: the tree
@@ -82,7 +82,7 @@ impl Stage2 {
     pub(super) fn own_for(&self, pages: usize) -> Option<usize> {
         let have = self.own.as_ref()?.len();
         if pages > have {
-            self.short.set(pages - have);
+            self.short.set(u32::try_from(pages - have).unwrap_or(u32::MAX));
         }
         Some(have)
     }

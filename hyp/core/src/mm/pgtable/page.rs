@@ -30,7 +30,7 @@ impl Stage2 {
             return None;
         }
         let (path, pte, level) = leaf_path(env, &self.geo, ipa);
-        let (ptep, gen) = (path.ptep(level), self.gen as u32);
+        let (ptep, gen) = (path.ptep(level), self.gen);
         Some(PagePath { ptep, gen, found: self.found(path), pte, base: ipa & !(level_size(level) - 1), level })
     }
 
@@ -46,7 +46,7 @@ impl Stage2 {
         if level != 3 {
             return None;
         }
-        Some(PagePath { ptep, gen: self.gen as u32, found: Found(Path::new()), pte, base: ipa, level: 3 })
+        Some(PagePath { ptep, gen: self.gen, found: Found(Path::new()), pte, base: ipa, level: 3 })
     }
 
     /// Are the leaves translating the `n` pages from `ipa` page entries
@@ -88,7 +88,7 @@ impl Stage2 {
         }
         let (ptep, pte, level) = leaf_entry(env, &self.geo, ipa);
         let found = Found(Path::new());
-        Some(PagePath { ptep, gen: self.gen as u32, found, pte, base: ipa & !(level_size(level) - 1), level })
+        Some(PagePath { ptep, gen: self.gen, found, pte, base: ipa & !(level_size(level) - 1), level })
     }
 
     /// Phase one of setting the page at `ipa`, whose leaf entry `p` found,
@@ -184,7 +184,7 @@ impl Stage2 {
     /// Changes nothing.
     #[inline(always)]
     pub fn prepare_in_place<E: MmEnv>(&self, env: &mut E, p: &PagePath, new: u64) -> Option<InPlace> {
-        debug_assert_eq!(p.gen, self.gen as u32, "leaf of an older tree");
+        debug_assert_eq!(p.gen, self.gen, "leaf of an older tree");
         let ptep = p.ptep;
         let hint = if p.level == self.geo.start_level {
             None
@@ -200,7 +200,7 @@ impl Stage2 {
             }
             Some((h as *mut u16, n))
         };
-        Some(InPlace { ptep, old: p.pte, new, base: p.base, level: p.level, gen: self.gen as u32, hint })
+        Some(InPlace { ptep, old: p.pte, new, base: p.base, level: p.level, gen: self.gen, hint })
     }
 
     /// Phase two of [`Stage2::prepare_in_place`]: writes the entry by the
@@ -209,7 +209,7 @@ impl Stage2 {
     /// hold the old entry). Cannot fail.
     #[inline(always)]
     pub fn commit_in_place<E: MmEnv>(&mut self, env: &mut E, u: InPlace) {
-        debug_assert_eq!(u.gen, self.gen as u32, "entry of an older tree");
+        debug_assert_eq!(u.gen, self.gen, "entry of an older tree");
         if u.new != u.old {
             if let Some((h, n)) = u.hint {
                 // SAFETY: the hint word of the entry's table page, which is

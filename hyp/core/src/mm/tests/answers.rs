@@ -13,6 +13,7 @@ use crate::mm::addr::{Ipa, Pa};
 use crate::mm::mem_protect::host_guest::*;
 use crate::mm::mem_protect::host_hyp::*;
 use crate::mm::mem_protect::*;
+use crate::mm::prot::Leaf;
 
 /// A one-page call whose whole answer two worlds compare: the PA, or the
 /// refusal with its side, address and the state found there. `k` picks
@@ -56,8 +57,22 @@ proptest! {
             prop_assert_eq!(ra, rb, "probe {} of guest {} at page {}", k, g, page);
             refusals += ra.is_err() as u32;
             if let Err(r) = ra {
-                // A refusal names an address inside the call's range.
-                let at = if r.side() == Side::Guest { G + page * K4 } else { RAM + page * K4 };
+                // A refusal names an address inside the call's range: the
+                // guest's IPA, or on the host's side the page's PA (for a
+                // guest's call, the PA its IPA maps to: a donation need not
+                // keep IPA and PA offsets equal).
+                let ipa = G + page * K4;
+                let backing = match a.guests[g].pgt.lookup(&mut a.env, ipa) {
+                    Ok(m) if matches!(k % 6, 0 | 1 | 5) => match m.leaf {
+                        Leaf::Mapped { pa, .. } => Some(pa + (ipa - m.base)),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let at = match r.side() {
+                    Side::Guest => ipa,
+                    _ => backing.unwrap_or(RAM + page * K4),
+                };
                 prop_assert!(r.at() == at || r.side() == Side::Args, "{}", r);
             }
             let (ea, eb): (Vec<_>, Vec<_>) = (a.env.log.iter().map(norm).collect(), b.env.log.iter().map(norm).collect());
