@@ -16,6 +16,8 @@ use crate::hyp;
 static SHARED: Mutex<Option<Guest>> = Mutex::new(None);
 static FAILURE: Mutex<Option<String>> = Mutex::new(None);
 static DONE: AtomicUsize = AtomicUsize::new(0);
+/// Host CPUs started by [`run_parallel`] that reached their worker.
+static ONLINE: AtomicUsize = AtomicUsize::new(0);
 
 /// How long a host CPU with no runnable vCPU naps before it looks again
 /// (a kick wakes it earlier): 50 us of the system counter.
@@ -60,6 +62,7 @@ fn drive(v: usize) -> Result<(), String> {
 }
 
 fn worker(v: usize) -> ! {
+    ONLINE.fetch_add(1, Ordering::SeqCst);
     if let Err(e) = drive(v) {
         *FAILURE.lock() = Some(e);
     }
@@ -75,6 +78,7 @@ pub fn run_parallel(mut g: Guest, cpus: &[u64]) -> (Guest, Result<(), String>) {
     g.kick_aff0 = cpus.iter().take(n).map(|&m| (m & 0xff) as u16).collect();
     *SHARED.lock() = Some(g);
     DONE.store(0, Ordering::SeqCst);
+    ONLINE.store(0, Ordering::SeqCst);
     let mut started = 1;
     let mut result = Ok(());
     for (i, &mpidr) in cpus.iter().enumerate().take(n).skip(1) {
@@ -87,6 +91,12 @@ pub fn run_parallel(mut g: Guest, cpus: &[u64]) -> (Guest, Result<(), String>) {
             break;
         }
         started += 1;
+    }
+    // The guest runs once every host CPU is in its worker: a CPU_ON
+    // returns before the CPU gets there, and the hyp's console line for
+    // its entry would otherwise interleave with the guest's first lines.
+    while ONLINE.load(Ordering::SeqCst) < started - 1 {
+        core::hint::spin_loop();
     }
     let mine = drive(0);
     if let Err(e) = mine {
