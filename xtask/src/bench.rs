@@ -330,16 +330,35 @@ fn linux_host_run(release: bool, args: &BenchArgs) -> RunArgs {
 /// thread's instructions with perf, at EL2 and at every level.
 fn linux_host_rows(release: bool, args: &BenchArgs, row: &mut dyn FnMut(&str)) -> Result<Results> {
     let run = linux_host_run(release, args);
-    let o = run_system_watched(&run, false, &mut |l| {
+    extra_run_rows(
+        &run,
+        "bench-linux-host-output.log",
+        "the Linux host's",
+        Some("linux-host: pkvm-vmm --bench exit status 0"),
+        row,
+    )
+}
+
+/// Runs one of the bench's extra systems, passing its `[bench]` lines to
+/// `row` as they come; keeps its console in target/`log`; its rows, or an
+/// error if it failed, printed none, or (`done`) lacks that line.
+fn extra_run_rows(
+    run: &RunArgs,
+    log: &str,
+    what: &str,
+    done: Option<&str>,
+    row: &mut dyn FnMut(&str),
+) -> Result<Results> {
+    let o = run_system_watched(run, false, &mut |l| {
         if let Some(r) = bench_row(l) {
             row(r);
         }
     })?;
-    std::fs::write(target_dir().join("bench-linux-host-output.log"), &o.output)?;
+    std::fs::write(target_dir().join(log), &o.output)?;
     let r = parse(&o.output);
-    if o.code() != 0 || r.ops.is_empty() || !o.output.contains("linux-host: pkvm-vmm --bench exit status 0") {
+    if o.code() != 0 || r.ops.is_empty() || done.is_some_and(|d| !o.output.contains(d)) {
         println!("{}", o.output);
-        bail!("the Linux host's bench run failed (exit {}, {} rows)", o.code(), r.ops.len());
+        bail!("{what} bench run failed (exit {}, {} rows)", o.code(), r.ops.len());
     }
     Ok(r)
 }
@@ -365,18 +384,7 @@ fn linux_guest_run(release: bool, args: &BenchArgs) -> RunArgs {
 /// The Linux guest's rows: a third run (boot to /init, the 1 MiB disk read).
 fn linux_guest_rows(release: bool, args: &BenchArgs, row: &mut dyn FnMut(&str)) -> Result<Results> {
     let run = linux_guest_run(release, args);
-    let o = run_system_watched(&run, false, &mut |l| {
-        if let Some(r) = bench_row(l) {
-            row(r);
-        }
-    })?;
-    std::fs::write(target_dir().join("bench-linux-guest-output.log"), &o.output)?;
-    let r = parse(&o.output);
-    if o.code() != 0 || r.ops.is_empty() {
-        println!("{}", o.output);
-        bail!("the Linux guest's bench run failed (exit {}, {} rows)", o.code(), r.ops.len());
-    }
-    Ok(r)
+    extra_run_rows(&run, "bench-linux-guest-output.log", "the Linux guest's", None, row)
 }
 
 /// The committed results: the release build's numbers.
