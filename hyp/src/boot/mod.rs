@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod dt;
 pub mod host_dt;
+pub mod layout;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,21 +28,12 @@ use crate::arch::aarch64::{el1, mmu};
 use crate::hyp_env::HypEnv;
 use crate::{owners, percpu, pool, Status};
 
-const MIB: u64 = 1 << 20;
-const SZ_2M: u64 = 2 * MIB;
+use layout::{align_up, overlaps, MIB, SZ_2M};
 
 extern "C" {
     static __hyp_start: u8;
     static __hyp_end: u8;
     static __stacks_start: u8;
-}
-
-fn align_up(x: u64, a: u64) -> u64 {
-    (x + a - 1) & !(a - 1)
-}
-
-fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
-    a < b + blen && b < a + alen
 }
 
 /// Hyp command-line options (`hyp.*` in /chosen/bootargs).
@@ -114,13 +106,41 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         // missing status line as a failure.
         Err(_) => crate::arch::aarch64::psci::system_off(),
     };
-    let m = match dt::Machine::parse(&fdt) {
+    let mut m = match dt::Machine::parse(&fdt) {
         Ok(m) => m,
         Err(_) => crate::arch::aarch64::psci::system_off(),
     };
     // SAFETY: the UART is the one /chosen/stdout-path names, below 1 GiB
     // (device memory in the identity map; checked by Machine::parse).
     unsafe { crate::console::init(m.uart) };
+    // The carve-out and room for it and the host's Image: the DTB and
+    // the boot bundle move out of the way if they are there (`layout`).
+    let hyp_base = m.ram()[0].base;
+    let hyp_size = layout::carve_out_size(&m);
+    let room = layout::make_room(&m, dtb, fdt.total_size() as u64, hyp_base, hyp_size).unwrap_or_else(|keep| {
+        fail(format_args!(
+            "no room for the DTB and the boot bundle out of the way of the carve-out and the host's Image ({:#x}..{:#x})",
+            keep.base,
+            keep.end()
+        ))
+    });
+    let (dtb, fdt) = match room.moved {
+        None => (dtb, fdt),
+        Some(_) => {
+            // SAFETY: a copy of the DTB QEMU handed over, in normal memory
+            // nothing else uses during boot (`make_room`).
+            let fdt = match unsafe { fdt::Fdt::from_ptr(room.dtb as *const u8) } {
+                Ok(f) => f,
+                Err(e) => fail(format_args!("the moved DTB: {e:?}")),
+            };
+            m = match dt::Machine::parse(&fdt) {
+                Ok(m) => m,
+                Err(e) => fail(format_args!("the moved DTB: {e:?}")),
+            };
+            m.initrd = room.initrd;
+            (room.dtb, fdt)
+        }
+    };
     let opts = parse_options(m.bootargs);
     crate::console::set_level(opts.log);
     let map = CpuMap::new(MPIDR_EL1.get(), &m.cpus[..m.ncpus]).unwrap_or_else(|e| fail(format_args!("/cpus: {e:?}")));
@@ -141,26 +161,20 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         fail(format_args!("loaded at {load_addr:#x} but linked at {img_start:#x}"));
     }
     m.log_summary();
+    if let Some((old_dtb, old)) = room.moved {
+        info!(
+            "  moved   DTB {old_dtb:#x} -> {dtb:#x}, initrd {:#x}..{:#x} -> {:#x} (room for the carve-out and the host's Image)",
+            old.0, old.1, m.initrd.0
+        );
+    }
     if !m.uart_is_device() {
         fail(format_args!("UART {:#x} is not in the device window", m.uart));
     }
 
-    // The hyp's carve-out: from the base of the first RAM bank, large enough
-    // for the image, the page pool and per-page metadata of all RAM, plus
-    // the host's table reserve (its stage-2 split down to pages over all
-    // RAM, about 1/512 of it: `HostMm::reserve_tables`) and a table hint
-    // word per RAM page (1/2048 of it) beyond their first 16 MiB, which
-    // come out of the 32 MiB (up to about 6 GiB of RAM: the default
-    // machine's carve-out is unchanged). VMs' tables are in memory their
-    // hosts donate for them (VM_TOPUP), not here.
+    // The hyp's carve-out: from the base of the first RAM bank
+    // (`layout::carve_out_size`).
     let ram0 = m.ram()[0];
-    let total_ram: u64 = m.ram().iter().map(|r| r.size).sum();
-    let hyp_base = ram0.base;
     let ram_span = m.ram().iter().fold((u64::MAX, 0), |(lo, hi), r| (lo.min(r.base), hi.max(r.base + r.size)));
-    let host_level = hyp_core::mm::pgtable::geometry_for(m.host_ipa_bits()).map_or(1, |g| g.0);
-    let reserve = HostMm::tables_needed(host_level, m.ram(), m.devices()) * hyp_core::mm::PAGE_SIZE;
-    let hints = (ram_span.1 - ram_span.0) / 2048;
-    let hyp_size = align_up(32 * MIB + total_ram / 512 + (reserve + hints).saturating_sub(16 * MIB), SZ_2M);
     if !(img_start >= hyp_base && img_end <= hyp_base + hyp_size && hyp_size < ram0.size) {
         fail(format_args!("hyp image {img_start:#x}..{img_end:#x} not inside carve-out"));
     }
@@ -287,9 +301,27 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         take_smmu(&mut env, &mut host, r.base, ipa_bits);
     }
     // From here on the host's tables (and its DMA view's) come from their
-    // reserve: no guest's use of its memory can take what the host needs.
-    if let Err(e) = host.reserve_tables(&mut env) {
-        fail(format_args!("the host's table reserve: {e:?} (the carve-out is too small)"));
+    // reserves: no guest's use of its memory can take what the host needs.
+    // Their pages come from the pool 2 MiB at a time (a buddy allocation
+    // each cost boot ~190 instructions a page: 20,000 pages at 20 GiB);
+    // what the last 2 MiB has left goes back.
+    let mut chunk = (0u64, 0u64);
+    let reserved = host.reserve_tables_with(&mut env, |_| {
+        if chunk.0 == chunk.1 {
+            match pool::alloc_pages(512) {
+                Some(pa) => chunk = (pa, pa + SZ_2M),
+                None => return pool::alloc_table_page(),
+            }
+        }
+        chunk.0 += hyp_core::mm::PAGE_SIZE;
+        Some(chunk.0 - hyp_core::mm::PAGE_SIZE)
+    });
+    while chunk.0 < chunk.1 {
+        pool::free_pages(chunk.0, 1);
+        chunk.0 += hyp_core::mm::PAGE_SIZE;
+    }
+    if let Err(e) = reserved {
+        fail(format_args!("the host's table reserves: {e:?} (the carve-out is too small)"));
     }
     let vtcr = crate::vm::vtcr_for(&host.pgt);
     let vttbr = host.pgt.root_pa();

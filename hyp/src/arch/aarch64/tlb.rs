@@ -206,6 +206,38 @@ pub unsafe fn zero(pa: u64, size: u64) {
     }
 }
 
+/// Copies `len` bytes from `src` to `dst` (normal memory mapped at EL2,
+/// the ranges apart): one CPYFP / CPYFM / CPYFE sequence where the CPU
+/// has FEAT_MOPS (`hyp_core::mm::zeroing::has_mops`), else the compiler's
+/// copy. (Boot moves the DTB and the boot bundle with it: tens of MiB.)
+///
+/// # Safety
+/// `[src, src + len)` is readable and `[dst, dst + len)` writable by the
+/// hyp, nothing else uses either, and they do not overlap.
+pub unsafe fn copy(dst: u64, src: u64, len: u64) {
+    if zeroing::has_mops(ID_AA64ISAR2_EL1.get()) {
+        // SAFETY: per the function contract. FEAT_MOPS is present and
+        // usable at EL2; the three run in sequence on the same registers
+        // (Xd, Xs the next bytes, Xn the bytes left: all updated, what is
+        // left 0 at the end); forward-only suits ranges apart.
+        unsafe {
+            core::arch::asm!(
+                ".arch_extension mops",
+                "cpyfp [{d}]!, [{s}]!, {n}!",
+                "cpyfm [{d}]!, [{s}]!, {n}!",
+                "cpyfe [{d}]!, [{s}]!, {n}!",
+                d = inout(reg) dst => _,
+                s = inout(reg) src => _,
+                n = inout(reg) len => _,
+                options(nostack),
+            )
+        };
+    } else {
+        // SAFETY: per the function contract.
+        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len as usize) };
+    }
+}
+
 /// TLB maintenance at boot, before the first entry to a lower EL: whatever
 /// firmware or a previous boot left, for any VMID, stage 1 or 2, at EL2 or
 /// EL1&0, is invalidated across the inner-shareable domain.

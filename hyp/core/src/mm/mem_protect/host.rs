@@ -80,24 +80,47 @@ impl HostMm {
         ram + devices.len() as u64 * 2 * (3 - start_level as u64)
     }
 
-    /// Sets the host's table reserve aside (at boot, after the DMA view
+    /// The table pages the host's DMA view can ever need: the same split
+    /// down to pages over all RAM (the view maps nothing else).
+    pub fn dma_tables_needed(start_level: u8, ram: &[Region]) -> u64 {
+        ram.iter().map(|r| tables_for_split(start_level, r.base, r.size)).sum()
+    }
+
+    /// Sets the host's table reserves aside (at boot, after the DMA view
     /// was built): from now on the host's stage-2 takes its tables only
-    /// from [`HostMm::tables_needed`] pages of its own, and merges give
-    /// theirs back there. No guest's use of its memory can then make the
-    /// host's calls fail for want of a table, nor the host's use take the
-    /// pool's memory. A DMA view that maps pages only takes its tables
-    /// from its own pages too, of which it has none: it was built split
-    /// down to pages over all the host's RAM and keeps every table, so it
-    /// never needs another (an update that would is refused, `NoMem`,
-    /// rather than served from the pool). One with blocks (BBML2) still
-    /// takes them from the pool (docs/isolation.md says when). `NoMem` if
-    /// the environment has too few pages (what it took stays set aside).
+    /// from [`HostMm::tables_needed`] pages of its own, and its DMA view
+    /// only from [`HostMm::dma_tables_needed`] less those it holds; merges
+    /// give theirs back there. No guest's use of its memory (its shares,
+    /// the pages it gives back, its teardown) can then make the host's
+    /// calls fail for want of a table, nor take a table page from the
+    /// pool, which other VMs need. A DMA view that maps pages only was
+    /// built split down to pages over all the host's RAM and keeps every
+    /// table, so it needs no more: it gets none (an update that would is
+    /// refused, `NoMem`). One with blocks (BBML2) splits them as the host
+    /// and guests change what devices may reach. `NoMem` if the
+    /// environment has too few pages (what it took stays set aside).
     pub fn reserve_tables<E: MmEnv>(&mut self, env: &mut E) -> Result<(), Error> {
+        self.reserve_tables_with(env, |e| e.alloc_table_for_fill())
+    }
+
+    /// [`HostMm::reserve_tables`] with the pages `next` gives (as
+    /// [`MmEnv::alloc_table_for_fill`] does): boot takes them one after
+    /// the other from memory it set aside for them, at most
+    /// [`HostMm::tables_needed`] + [`HostMm::dma_tables_needed`].
+    pub fn reserve_tables_with<E: MmEnv>(
+        &mut self,
+        env: &mut E,
+        mut next: impl FnMut(&mut E) -> Option<u64>,
+    ) -> Result<(), Error> {
         let n = Self::tables_needed(self.pgt.start_level(), &self.ram, &self.devices);
         self.pgt.use_own_tables();
-        self.pgt.fill_own_tables(env, n as usize)?;
-        if let Some(dma) = self.dma.as_mut().filter(|d| d.pages_only()) {
+        self.pgt.fill_own_tables_with(env, n as usize, &mut next)?;
+        if let Some(dma) = self.dma.as_mut() {
             dma.use_own_tables();
+            if !dma.pages_only() {
+                let n = Self::dma_tables_needed(dma.start_level(), &self.ram);
+                dma.fill_own_tables_with(env, (n as usize).saturating_sub(dma.table_pages()), next)?;
+            }
         }
         Ok(())
     }

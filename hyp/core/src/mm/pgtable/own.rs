@@ -60,11 +60,23 @@ impl Stage2 {
     /// Fills the tree's own table pages up to `n` from the environment (the
     /// host's reserve at boot); `NoMem` (with what it took kept) if it runs out.
     pub fn fill_own_tables<E: MmEnv>(&mut self, env: &mut E, n: usize) -> Result<(), Error> {
+        self.fill_own_tables_with(env, n, |e| e.alloc_table_for_fill())
+    }
+
+    /// [`Stage2::fill_own_tables`] from `next`, which gives a page of the
+    /// hyp's on each call, as [`MmEnv::alloc_table_for_fill`] does (boot:
+    /// the pages it set aside for the reserves, one after the other).
+    pub fn fill_own_tables_with<E: MmEnv>(
+        &mut self,
+        env: &mut E,
+        n: usize,
+        mut next: impl FnMut(&mut E) -> Option<u64>,
+    ) -> Result<(), Error> {
         let Some(own) = self.own.as_mut() else {
             return Err(Error::Inval);
         };
         while own.len() < n {
-            let pa = env.alloc_table_for_fill().ok_or(Error::NoMem)?;
+            let pa = next(env).ok_or(Error::NoMem)?;
             own.push(env, pa);
         }
         Ok(())

@@ -39,21 +39,33 @@ struct VmWorld {
 
 impl VmWorld {
     fn new(own: bool) -> Self {
+        Self::with(own, false, own)
+    }
+
+    /// `bbml2`: the DMA view maps blocks (an SMMU with BBML2). `dma_own`:
+    /// with `own`, the DMA view has its reserve too ([`HostMm::reserve_tables`];
+    /// false: the host's reserve alone, as before the view had one).
+    fn with(own: bool, bbml2: bool, dma_own: bool) -> Self {
         let layout = Layout::from_size_align(RAM_SIZE as usize, M2 as usize).unwrap();
         // SAFETY: non-zero size; freed in Drop with the same layout.
         let ram = unsafe { alloc_zeroed(layout) } as u64;
         assert!(ram != 0 && ram >> BITS == 0);
         let mut env = TestEnv::new();
         env.backed = Some((ram, RAM_SIZE));
+        env.smmu_bbml2 = bbml2;
         let host_pgt = Stage2::new(&mut env, BITS, Some(0)).unwrap();
         let mut hyp = HypMm::new(Stage2::new(&mut env, BITS, None).unwrap());
         let mut host = HostMm::new(host_pgt, vec![Region { base: ram, size: RAM_SIZE }], vec![]);
         let dma = Stage2::new(&mut env, BITS, Some(1)).unwrap();
-        host.enable_dma(&mut env, dma, false).unwrap();
+        host.enable_dma(&mut env, dma, bbml2).unwrap();
         // The hyp's own memory: the first 2 MiB (as boot claims its carve-out).
         hyp_claim_own(&mut env, &mut host, &mut hyp, Pa(ram), M2).plain().unwrap();
-        if own {
+        if own && dma_own {
             host.reserve_tables(&mut env).unwrap();
+        } else if own {
+            let n = HostMm::tables_needed(host.pgt.start_level(), &host.ram, &host.devices);
+            host.pgt.use_own_tables();
+            host.pgt.fill_own_tables(&mut env, n as usize).unwrap();
         }
         let guests = (1..=2u16)
             .map(|h| {
@@ -240,6 +252,88 @@ fn a_guest_sharing_page_0_of_every_2m_starves_nobody() {
     // The pool paid for the new VM's root only.
     assert_eq!(left_own, 1);
     let _ = left;
+}
+
+/// What a guest's giving back page 0 of every 2 MiB of its 16 MiB does
+/// with one page left in the pool, where the host's DMA view maps blocks
+/// (BBML2): each page back is a page devices may reach again in a region
+/// the view had as one invalid block, so the view splits it. With
+/// `dma_own` false (the view's tables from the pool, as before it had a
+/// reserve). Returns the results of the eight MEM_RELINQUISHes, then of
+/// a new VM's root, and the pool pages left.
+fn give_back(dma_own: bool) -> (Vec<Result<(), Error>>, Result<(), Error>, usize) {
+    let mut w = VmWorld::with(true, true, dma_own);
+    w.topup(0, M2, tables_for_split(0, 0, 16 << 20)).unwrap();
+    w.donate(0, 4 * M2, 0, 16 << 20).unwrap();
+    w.check();
+    w.env.budget = Some(1);
+    let gave: Vec<_> = (0..8)
+        .map(|i| {
+            let VmWorld { env, host, guests, .. } = &mut w;
+            guest_relinquish(env, host, &mut guests[0], Ipa(i * M2), K4).map(|_| ()).map_err(Error::from)
+        })
+        .collect();
+    let vm3 = Stage2::new(&mut w.env, BITS, Some(9));
+    let created = vm3.as_ref().map(|_| ()).map_err(|e| *e);
+    if let Ok(t) = vm3 {
+        t.destroy(&mut w.env);
+    }
+    let left = w.env.budget.unwrap();
+    w.env.budget = None;
+    w.check();
+    // What went back is the host's, for its devices too.
+    let ram = w.ram.0;
+    for (i, r) in gave.iter().enumerate() {
+        if r.is_ok() {
+            let pa = ram + 4 * M2 + i as u64 * M2;
+            assert_eq!(w.host_leaf(pa), Leaf::Invalid(Owner::None), "page {i}");
+            let d = w.host.dma.as_ref().unwrap();
+            let view = leaves(&mut w.env, d, pa, pa + K4);
+            assert!(
+                matches!(view[..], [(s, e, 3, Leaf::Mapped { .. })] if (s, e) == (pa, pa + K4)),
+                "page {i} in the DMA view: {view:?}"
+            );
+        }
+    }
+    w.finish();
+    (gave, created, left)
+}
+
+/// Issue 25, item 2, the DMA view: a guest's giving pages back splits
+/// the host's DMA view where it maps blocks (an SMMU with BBML2), a table
+/// per 2 MiB region. Taken from the pool (the control, as before the view
+/// had a reserve), the second page back finds none and a new VM none for
+/// its root; from the view's reserve, set aside at boot for a view split
+/// down to pages over all RAM, every page goes back and the pool is
+/// untouched.
+#[test]
+fn a_guest_giving_back_page_0_of_every_2m_starves_nobody() {
+    let (gave, created, left) = give_back(false);
+    assert_eq!(gave[0], Ok(()));
+    assert!(gave[1..].iter().all(|r| *r == Err(Error::NoMem)), "the control: the pool runs dry: {gave:?}");
+    assert_eq!((created, left), (Err(Error::NoMem), 0));
+
+    let (gave, created, left) = give_back(true);
+    assert!(gave.iter().all(Result::is_ok), "every page back, the view's tables from its reserve: {gave:?}");
+    assert_eq!((created, left), (Ok(()), 0));
+}
+
+/// The DMA view's reserve: with blocks (BBML2), its tables and its own
+/// pages are a view split down to pages over all RAM; a view of pages,
+/// split so at boot, gets none.
+#[test]
+fn the_dma_views_reserve_covers_a_view_split_down_to_pages() {
+    for bbml2 in [false, true] {
+        let w = VmWorld::with(true, bbml2, true);
+        let d = w.host.dma.as_ref().unwrap();
+        let held = (d.table_pages() + d.own_tables().unwrap()) as u64;
+        if bbml2 {
+            assert_eq!(held, HostMm::dma_tables_needed(d.start_level(), &w.host.ram));
+        } else {
+            assert_eq!(d.own_tables(), Some(0), "a view of pages gets no reserve");
+        }
+        w.finish();
+    }
 }
 
 #[test]
