@@ -131,6 +131,7 @@ pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
     hm.free(page, 2 << 20);
     world_switch(hm, r);
     super::hostile_topup::run(hm, hyp_base, r);
+    super::hostile_give_back::run(hm, r);
     vm_limit(r);
 }
 

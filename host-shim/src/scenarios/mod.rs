@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod guests;
 pub mod harness;
 pub mod hostile;
+pub mod hostile_give_back;
 pub mod hostile_topup;
 pub mod leaks;
 pub mod linux;
