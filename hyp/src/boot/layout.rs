@@ -6,8 +6,8 @@
 //! after the bundle. The carve-out starts at the base of RAM and grows
 //! with RAM (its records and table reserves are about 1/150 of it), and
 //! the host's Image follows it: on a machine with more than about 16 GiB
-//! they reach the bundle. Then the DTB and the bundle move to the top of
-//! the last RAM bank first, below the 4 MiB the host's own DTB takes.
+//! they reach the bundle. Then the DTB and the bundle move right above
+//! them first.
 
 use hyp_core::mm::mem_protect::HostMm;
 use hyp_core::mm::region::Region;
@@ -61,8 +61,11 @@ pub struct Room {
 /// Makes room for the carve-out `[base, base + size)` and the host's
 /// Image after it (at the next 2 MiB boundary plus its text offset):
 /// when the DTB (`dtb_len` bytes) or the boot bundle lies there, both
-/// move to the top of the last RAM bank, the bundle page-aligned, the
-/// DTB after it, below its last 4 MiB (the host's DTB goes into that).
+/// move to the next 2 MiB boundary above all of them (and above where
+/// they were, so no copy overwrites its source), the bundle first, the
+/// DTB after it on the next page, as QEMU would have put them had the
+/// carve-out been its kernel; never into the last RAM bank's last 4 MiB
+/// (the host's DTB goes there).
 /// `Err` with that range when they do not fit there either.
 pub fn make_room(m: &Machine, dtb: u64, dtb_len: u64, base: u64, size: u64) -> Result<Room, Region> {
     let initrd = m.initrd;
@@ -76,22 +79,23 @@ pub fn make_room(m: &Machine, dtb: u64, dtb_len: u64, base: u64, size: u64) -> R
     if !overlaps(dtb, dtb_len, keep.base, keep.size) && !overlaps(initrd.0, initrd_len, keep.base, keep.size) {
         return Ok(stay);
     }
+    // Right above everything: the carve-out, the host's Image and where
+    // QEMU put the two (the copies must not overwrite what they copy).
+    let above = keep.end().max(initrd.1).max(dtb + dtb_len);
+    let new_initrd = align_up(above, SZ_2M);
+    let new_dtb = align_up(new_initrd + initrd_len, PAGE_SIZE);
+    let len = new_dtb + dtb_len - new_initrd;
     let last = m.ram()[m.ram().len() - 1];
-    let top = last.end().saturating_sub(4 * MIB) & !(SZ_2M - 1);
-    let new_dtb = top.saturating_sub(dtb_len) & !7;
-    let new_initrd = new_dtb.saturating_sub(initrd_len) & !(PAGE_SIZE - 1);
-    let len = top - new_initrd;
-    if !last.contains(new_initrd, len)
-        || overlaps(new_initrd, len, keep.base, keep.size)
-        || overlaps(new_initrd, len, dtb, dtb_len)
-        || overlaps(new_initrd, len, initrd.0, initrd_len)
-    {
+    // The host's DTB takes the last RAM bank's last 4 MiB.
+    let host_dtb = last.end().saturating_sub(4 * MIB);
+    let fits = m.ram().iter().any(|r| r.contains(new_initrd, len));
+    if !fits || overlaps(new_initrd, len, host_dtb, 4 * MIB) {
         return Err(keep);
     }
     // SAFETY: the destinations are RAM in the boot map that nothing uses
-    // (above the carve-out and the host's Image, below the host's DTB),
-    // apart from each other and from the sources (checked above); the
-    // sources are the bundle and the DTB QEMU loaded, read only here.
+    // (above the carve-out, the host's Image and the sources, below the
+    // host's DTB: checked above), apart from each other; the sources are
+    // the bundle and the DTB QEMU loaded, read only here.
     unsafe {
         tlb::copy(new_initrd, initrd.0, initrd_len);
         tlb::copy(new_dtb, dtb, dtb_len);

@@ -70,13 +70,13 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "boot-18g",
         about: "an 18 GiB machine: the carve-out (table reserves for all of it) reaches QEMU's DTB and boot bundle, \
-                which move to the top of RAM first",
+                which move above it and the host's Image first",
         run: Run { mem: "18G", ..Run::shim("boot") },
         lines: Lines::Are(&[
             "[hyp]   memory  0x0040000000..0x04c0000000 (18432 MiB)",
-            "[hyp]   moved   DTB 0x* -> 0x4bfb00000, initrd 0x48000000..* -> 0x* (room for the carve-out and the host's Image)",
+            "[hyp]   moved   DTB 0x48400000 -> 0x48b*, initrd 0x48000000..* -> 0x48800000 (room for the carve-out and the host's Image)",
             "[hyp] hyp memory: 0x40000000..0x48600000 (134 MiB*",
-            "[hyp] host: Image * KiB at 0x48600000, DTB at 0x4bfc00000, initrd 0x4bf*",
+            "[hyp] host: Image * KiB at 0x48600000, DTB at 0x4bfc00000, initrd 0x488*",
             "[hyp] entering host at 0x48600000 (EL1h, MMU off)*",
             "[host] PASS host runs at EL1",
             "[host] hyp memory (reserved, no-map): 0x40000000..0x48600000",
