@@ -2,16 +2,53 @@
 //! ([`HostMm`]) and the hyp's ([`HypMm`]), each behind its own lock, taken
 //! in the order host → hyp → VM (a VM's own lock is in `vm`). Set up
 //! once at boot ([`install`]) before anything can take them.
+//!
+//! The host's is a ticket lock (FIFO, `hyp_core::ticket`): every host and
+//! guest memory call of every CPU takes it, and a test-and-set spin lock
+//! lets whichever CPU wins the race take it again, so a guest calling
+//! MEM_SHARE in a loop on one CPU could keep the host (or another guest)
+//! on another CPU waiting without bound. With tickets a caller waits for
+//! at most one critical section per other CPU (docs/isolation.md,
+//! "Fairness"). The hyp's lock is only ever taken under the host's, so it
+//! is never contended and stays a plain spin lock.
 
+use core::mem::MaybeUninit;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use hyp_core::ticket::{TicketGuard, TicketLock};
 use spin::{Mutex, MutexGuard, Once};
 
 use hyp_core::mm::mem_protect::{HostMm, HypMm};
 
-static HOST: Once<Mutex<HostMm>> = Once::new();
+/// A static of its own, its lock word at its address (not behind a
+/// `Once`'s state): the lock's asm takes the address as it is, with no
+/// add of an offset on each acquire and release.
+static HOST: TicketLock<MaybeUninit<HostMm>> = TicketLock::new(MaybeUninit::uninit());
+/// Has [`install`] written [`HOST`] (checked in debug builds)?
+static HOST_SET: AtomicBool = AtomicBool::new(false);
 static HYP: Once<Mutex<HypMm>> = Once::new();
 
 /// Holds the host's stage-2 lock.
-pub type HostLocked = MutexGuard<'static, HostMm>;
+pub struct HostLocked(TicketGuard<'static, MaybeUninit<HostMm>>);
+
+impl Deref for HostLocked {
+    type Target = HostMm;
+    #[inline(always)]
+    fn deref(&self) -> &HostMm {
+        // SAFETY: a HostLocked exists only after install wrote HOST (`host`).
+        unsafe { self.0.assume_init_ref() }
+    }
+}
+
+impl DerefMut for HostLocked {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut HostMm {
+        // SAFETY: as in deref.
+        unsafe { self.0.assume_init_mut() }
+    }
+}
+
 /// Holds the hyp's bookkeeping lock (take after the host's).
 pub type HypLocked = MutexGuard<'static, HypMm>;
 
@@ -19,18 +56,19 @@ pub type HypLocked = MutexGuard<'static, HypMm>;
 /// can take the host's ([`host`]) can take the hyp's.
 pub fn install(host: HostMm, hyp: HypMm) {
     HYP.call_once(|| Mutex::new(hyp));
-    HOST.call_once(|| Mutex::new(host));
+    HOST.lock().write(host);
+    HOST_SET.store(true, Ordering::Release);
 }
 
 /// Takes the host's stage-2 lock. Only after [`install`]: it runs on the
 /// boot CPU before the first entry to a lower EL and before any other CPU
 /// starts, and only hypercalls and traps from lower ELs take the lock.
 pub fn host() -> HostLocked {
-    debug_assert!(HOST.is_completed(), "host stage-2 set up at boot");
-    // SAFETY: installed at boot before anything that calls this can run
-    // (above); the per-call completion check cost every host and guest
-    // memory call ~4 instructions.
-    unsafe { HOST.get_unchecked() }.lock()
+    debug_assert!(HOST_SET.load(Ordering::Acquire), "host stage-2 set up at boot");
+    // Installed at boot before anything that calls this can run (above);
+    // a per-call check cost every host and guest memory call ~4
+    // instructions.
+    HostLocked(HOST.lock())
 }
 
 /// Takes the hyp's bookkeeping lock, after the host's (the guard proves

@@ -13,6 +13,7 @@
 //! - [`vm`]: guest bookkeeping: VM handles, MMIO-guard granules.
 //! - [`smmu_format`]: SMMUv3 stream table entries, commands, event records
 //!   and queue arithmetic.
+//! - [`ticket`]: the FIFO spin lock the hyp's host lock is.
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -25,4 +26,5 @@ pub mod emul;
 pub mod mm;
 pub mod pa_range;
 pub mod smmu_format;
+pub mod ticket;
 pub mod vm;
