@@ -76,13 +76,17 @@ impl Donations {
 
 /// The test's donations: (IPA bits, PA, IPA, size, second size). The PA's
 /// offset from the IPA picks what may be a block: any 1 GiB, 2 MiB or
-/// 4 KiB multiple, so that 1 GiB blocks, 2 MiB blocks or pages only can
-/// fit; sizes from a page to over 2 GiB (pages only: up to 8 MiB).
+/// 4 KiB multiple (and half a GiB: aligned to every size but 1 GiB), so
+/// that 1 GiB blocks, 2 MiB blocks or pages only can fit; sizes from a page to over 2 GiB (pages only: up to 8 MiB).
 fn donation() -> impl Strategy<Value = (u8, u64, u64, u64, u64)> {
     let bits = prop_oneof![Just(34u8), Just(39), Just(40), Just(48)];
     let at = (0..2u64, 0..512u64, prop_oneof![Just(0u64), 0..512u64]);
-    let shift =
-        prop_oneof![(0..2u64).prop_map(|j| j * G1), (1..512u64).prop_map(|j| j * M2), (1..512u64).prop_map(|j| j * K4)];
+    let shift = prop_oneof![
+        (0..2u64).prop_map(|j| j * G1),
+        Just(G1 / 2),
+        (1..512u64).prop_map(|j| j * M2),
+        (1..512u64).prop_map(|j| j * K4)
+    ];
     let size = (0..3u64, 0..512u64, prop_oneof![Just(0u64), 0..512u64]);
     (bits, at, shift, size, 0..600u64).prop_map(|(bits, (a, b, c), shift, (x, y, z), second)| {
         let ipa_off = a * G1 + b * M2 + c * K4;
