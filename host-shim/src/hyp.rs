@@ -28,9 +28,12 @@ pub fn errno(r: HypResult) -> i64 {
 pub fn vm_create() -> Result<u64, i64> {
     vm_create_bits(0)
 }
-/// VM_CREATE with an IPA size (0: the default 40 bits).
+/// VM_CREATE with an IPA size (0: the default 40 bits), told to the
+/// shim's top-ups (`topup::created`).
 pub fn vm_create_bits(ipa_bits: u64) -> Result<u64, i64> {
-    call(abi::VM_CREATE, [ipa_bits, 0, 0, 0, 0, 0]).map(|r| r[0])
+    let h = call(abi::VM_CREATE, [ipa_bits, 0, 0, 0, 0, 0]).map(|r| r[0])?;
+    crate::topup::created(h, ipa_bits as u8);
+    Ok(h)
 }
 /// VM_DESTROY: the bytes scrubbed and returned; the VM's table pages
 /// (x3) go back to the shim's pool for them (`topup`).
@@ -44,9 +47,9 @@ pub fn vcpu_create(h: u64, entry: u64, x0: u64) -> Result<u64, i64> {
     call(abi::VCPU_CREATE, [h, entry, x0, 0, 0, 0]).map(|r| r[0])
 }
 /// DONATE_GUEST, the VM topped up first with the table pages the
-/// memory can need (`topup::for_donation`).
+/// donation maps (`topup::for_donation`).
 pub fn donate(h: u64, pa: u64, ipa: u64, size: u64) -> i64 {
-    crate::topup::for_donation(h, ipa, size);
+    crate::topup::for_donation(h, pa, ipa, size);
     errno(call(abi::DONATE_GUEST, [h, pa, ipa, size, 0, 0]))
 }
 /// MEM_ON_DEMAND: guest RAM [ipa, ipa + size) donated as it is touched.

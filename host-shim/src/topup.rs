@@ -2,10 +2,10 @@
 //! VM's stage-2 from pages its host donated for that VM (VM_TOPUP,
 //! docs/abi.md) and gives them back, zeroed, at VM_DESTROY. The shim sets
 //! pages aside for that at start-up ([`init`]), tops a VM up before each
-//! donation by what the donation can ever need ([`for_donation`]:
-//! `hyp_abi::host::vm_table_pages`), and by what a TOPUP exit asks
-//! ([`topup`]), and takes a VM's pages back when it is destroyed
-//! ([`destroyed`]).
+//! donation by the tables the donation maps ([`for_donation`]:
+//! `hyp_abi::host::donation_table_pages`, its blocks' tables), and by what
+//! a TOPUP exit asks when a guest's call splits a block ([`topup`]), and
+//! takes a VM's pages back when it is destroyed ([`destroyed`]).
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -27,9 +27,11 @@ struct Pool {
     free: Vec<(u64, u64)>,
     /// The runs each VM was given.
     given: BTreeMap<u64, Vec<(u64, u64)>>,
+    /// Each VM's IPA bits (VM_CREATE's x1), from [`created`].
+    bits: BTreeMap<u64, u8>,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool { free: Vec::new(), given: BTreeMap::new() });
+static POOL: Mutex<Pool> = Mutex::new(Pool { free: Vec::new(), given: BTreeMap::new(), bits: BTreeMap::new() });
 
 /// Sets [`POOL_BYTES`] of host memory aside for VMs' tables, at the top
 /// of RAM.
@@ -77,18 +79,27 @@ fn vm_topup(h: u64, pa: u64, pages: u64) -> i64 {
     }
 }
 
-/// Before DONATE_GUEST of `size` bytes at `ipa` to VM `h`: tops it up by
-/// the table pages that memory can ever need (for a 48-bit stage-2: an
-/// over-estimate for smaller ones), so neither the donation nor the
-/// guest's later calls find its memcache short. What the pool cannot
-/// give is left to DONATE_GUEST's own answer (its argument checks come
-/// first; ENOMEM if its tables are short).
-pub fn for_donation(h: u64, ipa: u64, size: u64) {
+/// VM `h` was created with `ipa_bits` (VM_CREATE's x1, 0: 40): the
+/// shape of its stage-2, which [`for_donation`] counts tables for.
+pub fn created(h: u64, ipa_bits: u8) {
+    POOL.lock().bits.insert(h, ipa_bits);
+}
+
+/// Before DONATE_GUEST of `[pa, pa + size)` at `ipa` to VM `h`: tops it up
+/// by the table pages the donation takes where the VM has no tables yet
+/// (`donation_table_pages`: the tables of the largest blocks it maps; a
+/// VM [`created`] does not know is counted as a 48-bit one, never too
+/// few). A guest's call that later splits a block exits TOPUP for its
+/// tables ([`topup`]). What the pool cannot give is left to
+/// DONATE_GUEST's own answer (its argument checks come first; ENOMEM if
+/// its tables are short).
+pub fn for_donation(h: u64, pa: u64, ipa: u64, size: u64) {
     if size == 0 || !size.is_multiple_of(PAGE) || ipa.checked_add(size).is_none() {
         return;
     }
-    let n = abi::vm_table_pages(48, ipa, size);
-    if n <= POOL_BYTES / PAGE {
+    let bits = POOL.lock().bits.get(&h).copied().unwrap_or(48);
+    let n = abi::donation_table_pages(bits, pa, ipa, size);
+    if n > 0 && n <= POOL_BYTES / PAGE {
         let _ = topup(h, n);
     }
 }
@@ -97,6 +108,7 @@ pub fn for_donation(h: u64, ipa: u64, size: u64) {
 /// shim's again. -EINVAL if that is not what the shim gave it.
 pub fn destroyed(h: u64, pages: u64) -> i64 {
     let mut p = POOL.lock();
+    p.bits.remove(&h);
     let runs = p.given.remove(&h).unwrap_or_default();
     let given: u64 = runs.iter().map(|r| r.1).sum();
     p.free.extend(runs);

@@ -151,6 +151,7 @@ long pkvm_vm_donate(struct pkvm_vm *vm)
 	struct arm_smccc_res res;
 	unsigned long i, n;
 	long err = 0;
+	u64 ipa;
 
 	lockdep_assert_held(&vm->lock);
 	if (!m)
@@ -163,13 +164,14 @@ long pkvm_vm_donate(struct pkvm_vm *vm)
 		while (i + n < m->nr_pages && n < (SZ_1G >> PAGE_SHIFT) &&
 		       pkvm_mem_pa(m, i + n) == pkvm_mem_pa(m, i) + n * PAGE_SIZE)
 			n++;
-		/* The tables that memory can ever need, first. */
-		err = pkvm_vm_topup(vm, pkvm_table_pages(m->ipa +
-				    ((u64)i << PAGE_SHIFT), n << PAGE_SHIFT));
+		/* The tables of its blocks first (a split exits TOPUP). */
+		ipa = m->ipa + ((u64)i << PAGE_SHIFT);
+		err = pkvm_vm_topup(vm, pkvm_table_pages(pkvm_mem_pa(m, i), ipa,
+							 n << PAGE_SHIFT));
 		if (err)
 			break;
-		err = hc(HC_DONATE_GUEST, vm->handle, pkvm_mem_pa(m, i),
-			 m->ipa + ((u64)i << PAGE_SHIFT), n << PAGE_SHIFT, &res);
+		err = hc(HC_DONATE_GUEST, vm->handle, pkvm_mem_pa(m, i), ipa,
+			 n << PAGE_SHIFT, &res);
 		if (!err)
 			m->donated = i + n;
 		cond_resched();

@@ -145,7 +145,7 @@ extern atomic_long_t pkvm_pages;
 extern atomic_long_t pkvm_vms;
 
 long pkvm_vm_donate(struct pkvm_vm *vm);
-unsigned long pkvm_table_pages(u64 ipa, u64 size);
+unsigned long pkvm_table_pages(u64 pa, u64 ipa, u64 size);
 long pkvm_vm_topup(struct pkvm_vm *vm, unsigned long n);
 void pkvm_vm_free_tables(struct pkvm_vm *vm, u64 returned);
 long pkvm_mem_convert(struct pkvm_vm *vm, u64 ipa, long *index);

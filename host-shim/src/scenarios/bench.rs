@@ -291,7 +291,7 @@ fn vm_lifecycle(hm: &mut HostMem, mib: u64) {
         let b0 = pmu::read();
         // The VM's table pages (VM_TOPUP), outside the rows: the donate
         // row is DONATE_GUEST alone.
-        crate::topup::for_donation(h, GUEST_RAM, size);
+        crate::topup::for_donation(h, pa, GUEST_RAM, size);
         let b = pmu::read();
         assert_eq!(call(abi::DONATE_GUEST, [h, pa, GUEST_RAM, size, 0, 0]).map(|_| ()), Ok(()));
         let c = pmu::read();

@@ -429,6 +429,15 @@ fn run_guest(g: &mut Guest, r: &mut Report, who: &str, last: Option<&Page>) -> S
                 );
             }
             exit::HYPERCALL => reply = g.service(d[0] as u32, [d[1], d[2], d[3], d[4]]),
+            exit::TOPUP => {
+                // The guest's MEM_SHARE splits a block (the shim topped
+                // the VM up by its blocks' tables): the pages, then the
+                // guest runs the call again.
+                if crate::topup::topup(g.handle, d[0]) != 0 {
+                    r.fail("leaks: VM_TOPUP for the guest's split");
+                    return seen;
+                }
+            }
             exit::GUEST_ABORT if d[0] == NO_MEMORY_IPA => tested(r, kind::ABORT, under_test, &mut seen, regs),
             exit::GUEST_ABORT => println!("[host] vm {}: guest abort at IPA {:#x}", g.handle, d[0]),
             exit::IRQ => {

@@ -141,6 +141,7 @@ pub fn name(kind: usize) -> &'static str {
         exit::CPU_OFF => "CPU_OFF",
         exit::SGI => "SGI",
         exit::MEM_FAULT => "MEM_FAULT",
+        exit::TOPUP => "TOPUP",
         _ => "other",
     }
 }

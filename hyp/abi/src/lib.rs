@@ -148,8 +148,63 @@ pub mod host {
     /// x1 = handle, x2 = PA (page-aligned), x3 = pages: the host donates
     /// the pages to the VM's table memcache, from which the hyp takes every
     /// table of the VM's stage-2 (all or none). The pages come back, zeroed,
-    /// at VM_DESTROY. How many a donation can need: [`vm_table_pages`].
+    /// at VM_DESTROY. How many a donation takes: [`donation_table_pages`];
+    /// the most the memory can ever need: [`vm_table_pages`].
     pub const VM_TOPUP: u32 = id(15);
+
+    /// The level of the root of a VM's stage-2 of `ipa_bits` (0: the
+    /// default 40): 0 above 43 bits, 1 above 34, else 2.
+    pub const fn root_level(ipa_bits: u8) -> u8 {
+        let bits = if ipa_bits == 0 { 40 } else { ipa_bits };
+        if bits > 43 {
+            0
+        } else if bits > 34 {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// The table pages DONATE_GUEST of `[pa, pa + size)` at guest `ipa`
+    /// takes from the memcache of a VM's stage-2 of `ipa_bits` (0: the
+    /// default 40) where that stage-2 has no table over the range yet.
+    /// The hyp maps the range with the largest leaves that fit: a 1 GiB
+    /// block (level 1) or a 2 MiB block (level 2) wherever the range
+    /// covers the whole block and PA and IPA are both aligned to its size,
+    /// 4 KiB pages elsewhere; so it needs a table below each level-0
+    /// entry (IPA bits over 43), level-1 entry (1 GiB) and level-2 entry
+    /// (2 MiB) the range touches that is not one such block. A 1 GiB
+    /// donation with PA and IPA 1 GiB-aligned takes none below a level-1
+    /// root (1 below a level-0 root), with PA and IPA only 2 MiB-aligned
+    /// one, with 4 KiB-aligned ones (as pages) 513. Where an earlier
+    /// donation already built some of those tables, fewer; never more. A
+    /// guest call that later needs a block split (MEM_SHARE,
+    /// MEM_UNSHARE, MEM_RELINQUISH of a page in a block) exits
+    /// [`exit::TOPUP`] with the pages it needs.
+    pub const fn donation_table_pages(ipa_bits: u8, pa: u64, ipa: u64, size: u64) -> u64 {
+        if size == 0 {
+            return 0;
+        }
+        let last = ipa.saturating_add(size - 1);
+        let mut n = 0;
+        // A table at level `parent + 1` per entry of `parent` touched and
+        // not a block.
+        let mut parent = root_level(ipa_bits);
+        while parent < 3 {
+            let shift = 12 + 9 * (3 - parent as u32);
+            let mask = (1u64 << shift) - 1;
+            let mut tables = (last >> shift) - (ipa >> shift) + 1;
+            if parent >= 1 && (pa ^ ipa) & mask == 0 {
+                // Entries the range covers whole: [first, end).
+                let first = (ipa >> shift) + (ipa & mask != 0) as u64;
+                let end = (last >> shift) + (last & mask == mask) as u64;
+                tables -= end.saturating_sub(first);
+            }
+            n += tables;
+            parent += 1;
+        }
+        n
+    }
 
     /// The table pages a VM's stage-2 of `ipa_bits` (0: the default 40)
     /// can ever need over `[ipa, ipa + size)`: one per 2 MiB, per 1 GiB and
@@ -157,19 +212,13 @@ pub mod host {
     /// the memory split down to pages still has its tables. Topping a VM
     /// up by this before each DONATE_GUEST means neither that donation
     /// nor anything the guest then does with the memory finds its
-    /// memcache short (DONATE_GUEST ENOMEM, exit [`exit::TOPUP`]).
-    /// Regions shared by two donations are counted for each (the excess
-    /// comes back at VM_DESTROY).
+    /// memcache short (DONATE_GUEST ENOMEM, exit [`exit::TOPUP`]), at the
+    /// price of pages a guest that never splits its blocks never uses
+    /// (514 for 1 GiB, against [`donation_table_pages`]' 0 or 1). Regions
+    /// shared by two donations are counted for each (the excess comes
+    /// back at VM_DESTROY).
     pub const fn vm_table_pages(ipa_bits: u8, ipa: u64, size: u64) -> u64 {
-        let bits = if ipa_bits == 0 { 40 } else { ipa_bits };
-        let start_level = if bits > 43 {
-            0
-        } else if bits > 34 {
-            1
-        } else {
-            2
-        };
-        split_tables(start_level, ipa, size)
+        split_tables(root_level(ipa_bits), ipa, size)
     }
 
     /// The table pages below a root at `start_level` over `[ipa, ipa +
@@ -322,6 +371,40 @@ pub mod host {
         pub const HELD_BY_GUEST: u64 = 3;
         /// Donated for a VM's table memory (VM_TOPUP); x4 = the VM.
         pub const HELD_BY_HYP_FOR_VM: u64 = 4;
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        const K4: u64 = 4096;
+        const M2: u64 = 2 << 20;
+        const G1: u64 = 1 << 30;
+
+        #[test]
+        fn a_donation_takes_the_tables_of_its_blocks() {
+            // 1 GiB: a block below a level-1 root, under a level-1 table
+            // below a level-0 one; 2 MiB blocks in a level-2 table; pages.
+            assert_eq!(donation_table_pages(0, G1, G1, G1), 0);
+            assert_eq!(donation_table_pages(48, G1, G1, G1), 1);
+            assert_eq!(donation_table_pages(40, 3 * G1 + M2, G1, G1), 1);
+            assert_eq!(donation_table_pages(40, G1 + K4, G1, G1), 513);
+            // The root's own level holds 2 MiB blocks below 35 bits.
+            assert_eq!(donation_table_pages(34, M2, G1, 4 * M2), 0);
+            assert_eq!(donation_table_pages(34, M2 + K4, G1, 4 * M2), 4);
+            // A page; the ends of a range that is not whole blocks.
+            assert_eq!(donation_table_pages(40, K4, G1, K4), 2);
+            assert_eq!(donation_table_pages(40, G1 + M2 - K4, G1 + M2 - K4, M2 + 2 * K4), 3);
+            assert_eq!(donation_table_pages(40, G1 - M2, G1 - M2, G1 + 2 * M2), 2);
+            assert_eq!(donation_table_pages(48, G1 - M2, G1 - M2, G1 + 2 * M2), 3);
+            assert_eq!(donation_table_pages(40, 0, G1, 0), 0);
+            // Never more than the memory split down to pages.
+            for (pa, ipa, size) in [(K4, G1, G1), (G1 - K4, G1 - M2, 3 * G1 + 5 * K4), (0, u64::MAX - K4 + 1, K4)] {
+                for bits in [0, 34, 40, 44, 48] {
+                    assert!(donation_table_pages(bits, pa, ipa, size) <= vm_table_pages(bits, ipa, size));
+                }
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@ mod answers;
 mod checker_dma;
 mod dma_view;
 mod donate;
+mod donation_tables;
 mod fwb;
 mod handover;
 mod helpers;
