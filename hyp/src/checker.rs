@@ -10,13 +10,11 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use spin::Mutex;
-
 use hyp_core::mm::mem_protect::GuestMm;
 
 use crate::hyp_env::{self as counters, HypEnv};
 use crate::owners;
-use crate::vm::{self, Vm, VmLocked};
+use crate::vm::{self, VmLock, VmLocked};
 
 /// Full check every K calls (0: off).
 static EVERY: AtomicU64 = AtomicU64::new(0);
@@ -44,7 +42,7 @@ pub fn on() -> bool {
 pub fn check_now() -> (u64, u64) {
     let host = owners::host();
     let hyp = owners::hyp_lock(&host);
-    let arcs: Vec<Arc<Mutex<Vm>>> = vm::all();
+    let arcs: Vec<Arc<VmLock>> = vm::all();
     let guards: Vec<VmLocked> = arcs.iter().map(|v| v.lock()).collect();
     let gs: Vec<&GuestMm> = guards.iter().map(|g| &g.mm).collect();
     match hyp_core::mm::invariants::check(&mut HypEnv, &host, &hyp, &gs) {

@@ -54,7 +54,11 @@ pub type HypLocked = MutexGuard<'static, HypMm>;
 
 /// Sets up both locks, once, at boot: the hyp's first, so that whoever
 /// can take the host's ([`host`]) can take the hyp's.
-pub fn install(host: HostMm, hyp: HypMm) {
+///
+/// # Safety
+/// Called once, on the boot CPU, before anything calls [`host`] (which
+/// reads the state written here without a check in release builds).
+pub unsafe fn install(host: HostMm, hyp: HypMm) {
     HYP.call_once(|| Mutex::new(hyp));
     HOST.lock().write(host);
     HOST_SET.store(true, Ordering::Release);
@@ -65,8 +69,9 @@ pub fn install(host: HostMm, hyp: HypMm) {
 /// starts, and only hypercalls and traps from lower ELs take the lock.
 pub fn host() -> HostLocked {
     debug_assert!(HOST_SET.load(Ordering::Acquire), "host stage-2 set up at boot");
-    // Installed at boot before anything that calls this can run (above);
-    // a per-call check cost every host and guest memory call ~4
+    // The state the guard's Deref reads as initialised: `install` wrote it
+    // at boot, before anything that calls this can run (its contract); a
+    // per-call check cost every host and guest memory call ~4
     // instructions.
     HostLocked(HOST.lock())
 }

@@ -160,6 +160,16 @@ pub fn alloc_pages(n: usize) -> Option<u64> {
     Some(p as u64)
 }
 
+/// `n` pages, contiguous and aligned to their total size, not zeroed:
+/// table pages whose every entry the core writes before a walker can see
+/// them (boot's fill of the host's table reserves, 2 MiB at a time).
+pub fn alloc_pages_unzeroed(n: usize) -> Option<u64> {
+    let layout = Layout::from_size_align(n * PAGE_SIZE as usize, n * PAGE_SIZE as usize).ok()?;
+    // SAFETY: layout is non-zero.
+    let p = unsafe { heap_alloc(layout) };
+    (!p.is_null()).then_some(p as u64)
+}
+
 /// Stage-2 table pages given back by merges, kept (up to
 /// [`TABLE_PAGES_MAX`]) for the next split: a push and a pop on a stack
 /// threaded through the pages' first words instead of a buddy free (a

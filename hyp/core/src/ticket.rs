@@ -20,6 +20,7 @@
 //! targets (the host's tests) run the same algorithm with 32-bit atomics.
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -39,9 +40,14 @@ unsafe impl<T: Send> Sync for TicketLock<T> {}
 /// The lock held: access to the data; released when dropped.
 pub struct TicketGuard<'a, T> {
     lock: &'a TicketLock<T>,
+    /// Shared between threads only where `&mut T` may be (`T: Sync`): the
+    /// guard hands out `&T` and `&mut T`, and a reference to the lock
+    /// alone would make it `Sync` for any `T: Send`.
+    _data: PhantomData<&'a mut T>,
 }
 
-/// The ticket half of a lock word.
+/// The ticket half of a lock word (the asm's `#16, lsl #12`).
+#[cfg(any(test, not(target_arch = "aarch64")))]
 const NEXT: u32 = 1 << 16;
 
 impl<T> TicketLock<T> {
@@ -53,10 +59,12 @@ impl<T> TicketLock<T> {
     #[inline(always)]
     pub fn lock(&self) -> TicketGuard<'_, T> {
         acquire(&self.word);
-        TicketGuard { lock: self }
+        TicketGuard { lock: self, _data: PhantomData }
     }
 
-    /// The lock if nobody holds it or waits for it.
+    /// The lock if nobody holds it or waits for it. Tests only: its 32-bit
+    /// compare-and-swap would race with the asm's 16-bit release store.
+    #[cfg(test)]
     pub fn try_lock(&self) -> Option<TicketGuard<'_, T>> {
         let w = self.word.load(Ordering::Relaxed);
         if (w >> 16) as u16 != w as u16 {
@@ -65,7 +73,12 @@ impl<T> TicketLock<T> {
         self.word
             .compare_exchange(w, w.wrapping_add(NEXT), Ordering::Acquire, Ordering::Relaxed)
             .ok()
-            .map(|_| TicketGuard { lock: self })
+            .map(|_| TicketGuard { lock: self, _data: PhantomData })
+    }
+
+    /// The data, the lock consumed (nobody can hold it).
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
     }
 
     /// Tickets handed out and not yet done: the holder and its waiters.
@@ -180,6 +193,23 @@ mod tests {
         while l.queued() != n {
             std::thread::yield_now();
         }
+    }
+
+    /// A guard is shared between threads only where `&mut T` may be: a
+    /// guard of a `Cell` is not `Sync` (else two threads could reach the
+    /// `Cell` through one guard). Checked when the test compiles: the
+    /// path below names one item only while the guard is not `Sync`
+    /// (with a `Sync` guard both impls apply and the call is ambiguous).
+    #[test]
+    fn a_guard_is_sync_only_for_sync_data() {
+        trait OneUnlessSync<A> {
+            fn item() {}
+        }
+        impl<T: ?Sized> OneUnlessSync<()> for T {}
+        impl<T: ?Sized + Sync> OneUnlessSync<u8> for T {}
+        <TicketGuard<'static, core::cell::Cell<u8>> as OneUnlessSync<_>>::item();
+        fn is_sync<T: Sync>() {}
+        is_sync::<TicketGuard<'static, u64>>();
     }
 
     #[test]

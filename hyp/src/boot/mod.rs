@@ -253,6 +253,16 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         b.rest.0,
         b.rest.1
     );
+    // What the hyp wrote for the host reaches memory before the host runs
+    // with its MMU and caches off (non-cacheable reads see memory; without
+    // FEAT_S2FWB nothing makes them cacheable), as the arm64 boot protocol
+    // has a loader clean the Image to the point of coherency: the Image
+    // and its BSS, the DTB, and the host's initrd when boot moved it.
+    tlb::clean_to_poc(host_load, b.image_size);
+    tlb::clean_to_poc(host_dtb, host_dtb_bytes.len() as u64);
+    if room.moved.is_some() {
+        tlb::clean_to_poc(b.rest.0, b.rest.1 - b.rest.0);
+    }
     drop(host_dtb_bytes);
 
     // The final EL2 stage-1: from here on the DTB (and every `&'static str`
@@ -302,24 +312,27 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
     }
     // From here on the host's tables (and its DMA view's) come from their
     // reserves: no guest's use of its memory can take what the host needs.
-    // Their pages come from the pool 2 MiB at a time (a buddy allocation
-    // each cost boot ~190 instructions a page: 20,000 pages at 20 GiB);
-    // what the last 2 MiB has left goes back.
+    // Their pages come from the pool 2 MiB at a time while 2 MiB or more
+    // is still wanted, then page by page (a buddy allocation each cost boot
+    // ~190 instructions a page: 20,000 pages at 20 GiB), not zeroed: the
+    // core writes a table's entries before any walker sees it.
+    let mut left = host.reserve_pages_needed();
     let mut chunk = (0u64, 0u64);
     let reserved = host.reserve_tables_with(&mut env, |_| {
-        if chunk.0 == chunk.1 {
-            match pool::alloc_pages(512) {
-                Some(pa) => chunk = (pa, pa + SZ_2M),
-                None => return pool::alloc_table_page(),
+        if chunk.0 == chunk.1 && left >= 512 {
+            if let Some(pa) = pool::alloc_pages_unzeroed(512) {
+                chunk = (pa, pa + SZ_2M);
             }
         }
-        chunk.0 += hyp_core::mm::PAGE_SIZE;
-        Some(chunk.0 - hyp_core::mm::PAGE_SIZE)
+        left = left.saturating_sub(1);
+        if chunk.0 < chunk.1 {
+            chunk.0 += hyp_core::mm::PAGE_SIZE;
+            Some(chunk.0 - hyp_core::mm::PAGE_SIZE)
+        } else {
+            pool::alloc_table_page()
+        }
     });
-    while chunk.0 < chunk.1 {
-        pool::free_pages(chunk.0, 1);
-        chunk.0 += hyp_core::mm::PAGE_SIZE;
-    }
+    debug_assert_eq!(chunk.0, chunk.1, "boot took whole 2 MiB pieces only while it needed them");
     if let Err(e) = reserved {
         fail(format_args!("the host's table reserves: {e:?} (the carve-out is too small)"));
     }
@@ -332,7 +345,9 @@ extern "C" fn hyp_main(dtb: u64, load_addr: u64) -> ! {
         host.pgt.root_pages(),
         vtcr
     );
-    owners::install(host, hyp_mm);
+    // SAFETY: once, on the boot CPU, before the first entry to a lower EL
+    // (nothing takes the host's lock before that).
+    unsafe { owners::install(host, hyp_mm) };
 
     // EL2 controls, the hyp's GIC needs, then into the host.
     VTCR_EL2.set(vtcr);

@@ -5,8 +5,6 @@
 
 use alloc::sync::Arc;
 
-use spin::Mutex;
-
 use hyp_abi::host::exit;
 use hyp_abi::{arch, guest as abi, psci, smccc};
 use hyp_core::mm::mem_protect::{host_guest, Ipa, Refused};
@@ -18,7 +16,7 @@ use crate::arch::aarch64::idregs;
 use crate::hyp_env::HypEnv;
 use crate::owners;
 use crate::tracebuf::point;
-use crate::vm::{Pending, Vm};
+use crate::vm::{Pending, Vm, VmLock};
 use hyp_abi::trace::op;
 
 /// First and last function ID of the "host services" range: calls a guest
@@ -38,7 +36,7 @@ fn ret(frame: &mut TrapFrame, v: i64) -> Outcome {
     Outcome::Resume
 }
 
-pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
+pub fn handle(frame: &mut TrapFrame, vm: &Arc<VmLock>, vcpu: usize) -> Outcome {
     let (fid, x1) = (frame.x[0], frame.x[1]);
     let before = crate::checker::before_call();
     let out = call(frame, vm, vcpu);
@@ -53,7 +51,7 @@ pub fn handle(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcom
     out
 }
 
-fn call(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
+fn call(frame: &mut TrapFrame, vm: &Arc<VmLock>, vcpu: usize) -> Outcome {
     let fid = frame.x[0] as u32;
     if answer(frame.call_regs(), vm, vcpu) {
         return Outcome::Resume;
@@ -110,7 +108,7 @@ const fn vendor(fid: u32) -> u32 {
 /// watches) use it. HYP_MEMINFO and the memory calls are matched on their
 /// number in the vendor-hyp range, the others in `answer_args`.
 #[inline(always)]
-pub fn answer(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> bool {
+pub fn answer(x: &mut CallRegs, vm: &Arc<VmLock>, vcpu: usize) -> bool {
     const MEMINFO: u32 = vendor(abi::HYP_MEMINFO);
     const SHARE: u32 = vendor(abi::MEM_SHARE);
     const UNSHARE: u32 = vendor(abi::MEM_UNSHARE);
@@ -131,7 +129,7 @@ pub fn answer(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> bool {
 /// PSCI VERSION/FEATURES/AFFINITY_INFO); false, having done
 /// nothing, for any other call.
 #[inline(never)]
-fn answer_args(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>) -> bool {
+fn answer_args(x: &mut CallRegs, vm: &Arc<VmLock>) -> bool {
     let fid = x[0] as u32;
     let (x1, x2, x3) = (x[1], x[2], x[3]);
     let r = match fid {
@@ -191,7 +189,7 @@ fn target(vm: &Vm, mpidr: u64) -> Option<usize> {
 /// x0 = `ctx`, from its reset state (the vCPUs exist from before the VM
 /// first ran; a powered-off one is not running anywhere). The caller gets
 /// SUCCESS and exits so the host learns it may run the new vCPU.
-fn cpu_on(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, me: usize, mpidr: u64, entry: u64, ctx: u64) -> Outcome {
+fn cpu_on(frame: &mut TrapFrame, vm: &Arc<VmLock>, me: usize, mpidr: u64, entry: u64, ctx: u64) -> Outcome {
     let mut vm = vm.lock();
     let Some(t) = target(&vm, mpidr) else {
         return ret(frame, psci::INVALID_PARAMETERS);
@@ -216,7 +214,7 @@ fn cpu_on(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, me: usize, mpidr: u64, ent
 
 /// PSCI AFFINITY_INFO at level 0: ON until a vCPU has powered off and left
 /// its CPU (or stopped for good).
-fn affinity_info(vm: &Arc<Mutex<Vm>>, mpidr: u64, level: u64) -> i64 {
+fn affinity_info(vm: &Arc<VmLock>, mpidr: u64, level: u64) -> i64 {
     let vm = vm.lock();
     match (target(&vm, mpidr), level) {
         (Some(t), 0) => {
@@ -241,7 +239,7 @@ fn affinity_info(vm: &Arc<Mutex<Vm>>, mpidr: u64, level: u64) -> i64 {
 /// the full frame. One instance per call: the function number is
 /// folded into each.
 #[inline(never)]
-fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<Mutex<Vm>>, vcpu: usize) -> bool {
+fn mem_call<const FID: u32>(x: &mut CallRegs, vm: &Arc<VmLock>, vcpu: usize) -> bool {
     let ipa = x[1];
     if x[2] != 0 || x[3] != 0 {
         x[0] = smccc::INVALID_PARAMETER as u64;
@@ -307,7 +305,7 @@ fn refused(handle: u16, fid: u32, e: Refused) -> Error {
 /// guest's registers unchanged and its PC rewound to the call, which it
 /// re-issues when the host runs it again (after VM_TOPUP).
 #[inline(never)]
-fn topup_needed(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize, short: usize) -> Outcome {
+fn topup_needed(frame: &mut TrapFrame, vm: &Arc<VmLock>, vcpu: usize, short: usize) -> Outcome {
     log::debug!("guest {}: vCPU {vcpu}: {:#x} needs {short} table pages", vm.lock().handle, frame.x[0]);
     frame.elr = hyp_core::emul::exception::pc_back(frame.elr, 4);
     Outcome::Exit { reason: exit::TOPUP, details: [short as u64, 0, 0, 0, 0], pending: Pending::None, stop: false }
@@ -318,7 +316,7 @@ fn topup_needed(frame: &mut TrapFrame, vm: &Arc<Mutex<Vm>>, vcpu: usize, short: 
 /// unchanged and its PC rewound to the call, which it re-issues once the
 /// host dropped its pins.
 #[inline(never)]
-fn unshare_pinned(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, vcpu: usize) -> Outcome {
+fn unshare_pinned(frame: &mut TrapFrame, vm_arc: &Arc<VmLock>, vcpu: usize) -> Outcome {
     let ipa = frame.x[1];
     let vm = vm_arc.lock();
     point::unshare_pending(vm.handle, vcpu, ipa);

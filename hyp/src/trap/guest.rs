@@ -8,7 +8,6 @@ use alloc::sync::Arc;
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::*;
-use spin::Mutex;
 use tock_registers::interfaces::Readable;
 
 use hyp_abi::esr::{Esr, EC_DABT_LOW, EC_FP, EC_HVC64, EC_IABT_LOW, EC_PAC, EC_SMC64, EC_SYS64, EC_WFX};
@@ -29,7 +28,7 @@ use crate::hypercall::guest::{self, Outcome};
 use crate::percpu::{this_cpu, Running};
 use crate::tracebuf::point;
 use crate::vm::switch::{exit_to_host, refresh_live};
-use crate::vm::{on_cpu, Pending, Vm, GUEST_RAM_BASE};
+use crate::vm::{on_cpu, Pending, Vm, VmLock, GUEST_RAM_BASE};
 
 fn isb() {
     barrier::isb(barrier::SY);
@@ -114,7 +113,7 @@ pub fn guest_call_short(x: &mut CallRegs) -> u64 {
 /// registers out, the vCPU's in, FP/SIMD untrapped until the exit; the
 /// instruction runs again. (Once they are in, FP/SIMD does not trap to
 /// EL2: anything reported as such then is refused, not retried forever.)
-fn guest_fp_trap(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, idx: usize) -> Outcome {
+fn guest_fp_trap(frame: &mut TrapFrame, vm_arc: &Arc<VmLock>, idx: usize) -> Outcome {
     let cpu = this_cpu();
     if cpu.guest_fp {
         inject::inject_undef(frame);
@@ -133,7 +132,7 @@ fn guest_fp_trap(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, idx: usize) -> 
 /// untrapped; from now on its keys are switched at every entry and exit.
 /// The instruction runs again. (With its keys in, PAuth does not trap:
 /// anything reported as such then is refused.)
-fn guest_pauth_trap(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, idx: usize) -> Outcome {
+fn guest_pauth_trap(frame: &mut TrapFrame, vm_arc: &Arc<VmLock>, idx: usize) -> Outcome {
     let cpu = this_cpu();
     if cpu.guest_lazy & feat::PAUTH != 0 || context::features() & feat::PAUTH == 0 {
         inject::inject_undef(frame);
@@ -154,7 +153,7 @@ fn guest_pauth_trap(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, idx: usize) 
 
 /// A trapped system-register access or system instruction: answered here
 /// as `hyp_core::emul::sys_regs` decides (docs/isolation.md).
-fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &Arc<Mutex<Vm>>, idx: usize) -> Outcome {
+fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &Arc<VmLock>, idx: usize) -> Outcome {
     let a = SysRegAccess::from_iss(esr.iss());
     let value = match sys_regs::decide(&a) {
         Action::Sgi if !a.read => {
@@ -186,7 +185,7 @@ fn sysreg_trap(frame: &mut TrapFrame, esr: Esr, vm_arc: &Arc<Mutex<Vm>>, idx: us
 /// (in the hyp: the host never sees guest interrupt state it did not
 /// assert). One on the sender itself goes into its list registers now; if
 /// others got one, the sender exits (`SGI`) so the host runs them.
-fn sgi(vm_arc: &Arc<Mutex<Vm>>, me: usize, v: u64) -> Outcome {
+fn sgi(vm_arc: &Arc<VmLock>, me: usize, v: u64) -> Outcome {
     let mut vm = vm_arc.lock();
     let handle = vm.handle;
     let (targets, intid) = sys_regs::sgi_targets(v, me, vm.vcpus.len());
@@ -248,7 +247,7 @@ pub fn handle_guest_irq(frame: &mut TrapFrame, handle: u16, idx: usize) -> Next 
 /// WFI or WFE (HCR_EL2.TWI/TWE): if an interrupt is deliverable the
 /// instruction completes at once; otherwise the vCPU gives the CPU back to
 /// the host (exit `WFI` with its timer deadline), nothing spins here.
-fn wait(frame: &mut TrapFrame, vm_arc: &Arc<Mutex<Vm>>, idx: usize, esr: Esr) -> Outcome {
+fn wait(frame: &mut TrapFrame, vm_arc: &Arc<VmLock>, idx: usize, esr: Esr) -> Outcome {
     // A T16 WFI/WFE from AArch32 EL0 is 2 bytes (ESR.IL clear).
     frame.elr = hyp_core::emul::exception::pc_advance(frame.elr, insn_len(esr));
     let wfe = esr.iss() & 1 != 0;

@@ -9,7 +9,8 @@ pub mod switch;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use spin::{Mutex, MutexGuard};
+use hyp_core::ticket::{TicketGuard, TicketLock};
+use spin::Mutex;
 
 use hyp_abi::host as abi;
 use hyp_core::mm::env::Vmid;
@@ -119,7 +120,16 @@ pub fn demand(vm: &Vm) -> Demand {
 
 /// The VM whose vCPU runs on a CPU, kept in that CPU's [`VmSlot`] from its
 /// VCPU_RUN to its exit: the guest's traps find it there without a lookup.
-pub type OnCpu = Option<Arc<Mutex<Vm>>>;
+pub type OnCpu = Option<Arc<VmLock>>;
+
+/// A VM behind its own lock: a ticket lock (FIFO, `hyp_core::ticket`), as
+/// the host's. Its vCPUs take it on their own (every exit, MMIO access,
+/// MMIO_GUARD) and the host's and the guest's memory calls take it while
+/// they hold the host's lock: with a lock that let whichever CPU won the
+/// race take it, a guest looping on its other vCPUs could keep a holder
+/// of the host's lock, and everyone queued behind that, waiting without
+/// bound (docs/isolation.md, "Fairness").
+pub type VmLock = TicketLock<Vm>;
 
 const _: () = assert!(size_of::<OnCpu>() == size_of::<VmSlot>() && align_of::<OnCpu>() == align_of::<VmSlot>());
 // SAFETY: a `None` is a bit pattern (a null pointer) in a value that owns
@@ -136,12 +146,12 @@ pub fn on_cpu(cpu: &mut PerCpu) -> &mut OnCpu {
 }
 
 /// Holds one VM's lock (take after the host's and the hyp's).
-pub type VmLocked<'a> = MutexGuard<'a, Vm>;
+pub type VmLocked<'a> = TicketGuard<'a, Vm>;
 
-static VMS: Mutex<Handles<Arc<Mutex<Vm>>>> = Mutex::new(Handles::new());
+static VMS: Mutex<Handles<Arc<VmLock>>> = Mutex::new(Handles::new());
 
 /// Finds a live VM by handle (constant time: the handle names its slot).
-pub fn get(handle: u64) -> Result<Arc<Mutex<Vm>>, Error> {
+pub fn get(handle: u64) -> Result<Arc<VmLock>, Error> {
     VMS.lock().get(handle).cloned().ok_or(Error::NoEnt)
 }
 
@@ -176,7 +186,7 @@ fn create(ipa_bits: u64) -> Result<u16, Error> {
         low_mapped: false,
         tables_short: 0,
     };
-    t.insert(Arc::new(Mutex::new(vm))).ok_or(Error::NoMem)
+    t.insert(Arc::new(TicketLock::new(vm))).ok_or(Error::NoMem)
 }
 
 /// VTCR_EL2 for a stage-2 tree (a guest's, or the host's at boot): its size
@@ -427,7 +437,7 @@ pub fn host_page_state(pa: u64) -> Result<[u64; 4], Error> {
 
 /// Every live VM (for the invariant checker; lock each after the host's
 /// and the hyp's).
-pub fn all() -> Vec<Arc<Mutex<Vm>>> {
+pub fn all() -> Vec<Arc<VmLock>> {
     VMS.lock().iter().cloned().collect()
 }
 

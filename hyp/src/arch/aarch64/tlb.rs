@@ -206,6 +206,21 @@ pub unsafe fn zero(pa: u64, size: u64) {
     }
 }
 
+/// Cleans `[va, va + len)` (normal memory the current EL2 map reaches at
+/// `va`) to the point of coherency, by line, and waits for it: what the
+/// hyp wrote reaches memory for an observer that reads around the caches
+/// (a CPU with its MMU or caches off, a non-coherent device). For large
+/// ranges at boot (out of line: `smmu::clean_poc` keeps a plain loop for
+/// the single descriptors of the table-write paths).
+#[inline(never)]
+pub fn clean_to_poc(va: u64, len: u64) {
+    let line = dcache_line();
+    // Cache maintenance by VA on memory the caller names as mapped; it
+    // changes no data.
+    by_units!("dc cvac", va & !(line - 1), va + len, line);
+    barrier::dsb(barrier::SY);
+}
+
 /// Copies `len` bytes from `src` to `dst` (normal memory mapped at EL2,
 /// the ranges apart): one CPYFP / CPYFM / CPYFE sequence where the CPU
 /// has FEAT_MOPS (`hyp_core::mm::zeroing::has_mops`), else the compiler's

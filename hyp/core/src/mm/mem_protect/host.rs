@@ -103,6 +103,15 @@ impl HostMm {
         self.reserve_tables_with(env, |e| e.alloc_table_for_fill())
     }
 
+    /// The pages [`HostMm::reserve_tables`] takes, asked before it runs.
+    pub fn reserve_pages_needed(&self) -> u64 {
+        let dma =
+            self.dma.as_ref().filter(|d| !d.pages_only()).map_or(0, |d| {
+                Self::dma_tables_needed(d.start_level(), &self.ram).saturating_sub(d.table_pages() as u64)
+            });
+        Self::tables_needed(self.pgt.start_level(), &self.ram, &self.devices) + dma
+    }
+
     /// [`HostMm::reserve_tables`] with the pages `next` gives (as
     /// [`MmEnv::alloc_table_for_fill`] does): boot takes them one after
     /// the other from memory it set aside for them, at most
