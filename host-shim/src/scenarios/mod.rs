@@ -9,6 +9,7 @@ pub mod demand;
 pub mod devices;
 pub mod dma;
 pub mod fuzz;
+pub mod fuzz_dma;
 pub mod guests;
 pub mod harness;
 pub mod hostile;
