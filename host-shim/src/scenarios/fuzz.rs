@@ -7,8 +7,9 @@
 //! that it changed nothing); the hyp must never panic or hang, and the host
 //! must keep working. VMs the random calls create are destroyed again, and
 //! the two fuzzing guests are replaced by fresh ones from time to time, so a
-//! long run does not fill the VM table. The seed is printed; the same seed
-//! replays the run.
+//! long run does not fill the VM table. With `edu` devices, pages drawn for
+//! DMA are made a batch at a time (`fuzz_dma`). The seed is printed; the
+//! same seed replays the run.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;

@@ -72,8 +72,8 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "virtio" => virtio::run(&mut hm, &images, r, false),
         "virtio-race" => virtio::run(&mut hm, &images, r, true),
         "fuzz" => {
-            // With an `edu` device (the xtask attaches one) the fuzzer mixes
-            // in DMA.
+            // With `edu` devices (the xtask attaches eight) the fuzzer mixes
+            // in DMA, a batch of one per device at a time (`fuzz_dma`).
             dma::setup(info, &mut hm);
             let ram: alloc::vec::Vec<(u64, u64)> = info
                 .fdt

@@ -345,7 +345,7 @@ fn vm_calls(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 fn page_state(x: &mut CallRegs) -> Result<(), Error> {
-    vm::host_page_state(x[1]).map(|r| x[2..6].copy_from_slice(&r))
+    vm::host_page_state(x[1]).map(|r| x[2..7].copy_from_slice(&r))
 }
 
 /// DMA_EVENTS: the SMMU's event queue drained into the trace → x2 = events
