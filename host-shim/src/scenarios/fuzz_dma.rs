@@ -2,9 +2,11 @@
 //! pages the fuzzer draws for DMA are queued, one per device, and a full
 //! queue is made at once, every device's DMA started together, so one of
 //! edu's 100 ms DMA timers covers all of them. Each DMA must land exactly
-//! where PAGE_STATE says the host may DMA (its own page, shared with the
-//! hyp or not, or a borrowed page it pins), and otherwise be blocked with
-//! SMMU events naming that device and that page. The events of a batch
+//! where the host's DMA view maps (PAGE_STATE x6, which must agree with
+//! the page's state: the host's own RAM, shared with the hyp or not, and a
+//! borrowed page while pinned and after its last unpin until a
+//! conversion), and otherwise be blocked with SMMU events naming that
+//! device and that page. The events of a batch
 //! are told apart by the hyp's `dma` trace records (`hyp.trace=dma`, read
 //! with TRACE_DRAIN): `DMA_EVENTS` names only the last one.
 
@@ -210,9 +212,9 @@ impl DmaFuzz {
     fn job(&self, dev: Edu, dma_pa: u64, scratch: &[(u64, u64)]) -> Job {
         use abi::page_state::*;
         let pa = landing(dma_pa);
-        let st = call(abi::PAGE_STATE, [pa, 0, 0, 0, 0, 0]);
+        let st = call(abi::PAGE_STATE, [pa, 1, 0, 0, 0, 0]);
         let inside = |rs: &[(u64, u64)]| rs.iter().any(|&(b, e)| (b..e).contains(&pa));
-        // The DMA view (PAGE_STATE x6) maps the host's own RAM (shared
+        // The DMA view (PAGE_STATE x6, asked for with x2 = 1) maps the host's own RAM (shared
         // with the hyp or not, faulted in or not) and a page a guest
         // shares with the host while pinned, and after the last unpin
         // until a conversion takes it (issue 26); nothing else.
@@ -223,7 +225,6 @@ impl DmaFuzz {
             Ok([SHARED_BORROWED, pins, ..]) => (pins > 0, true),
             _ => (false, false),
         };
-        let allowed = maps;
         // What the host reads there, if it may.
         let readable = matches!(st, Ok([OWNED | SHARED_OWNED | SHARED_BORROWED, ..]))
             && expect_abort(|| {
@@ -231,7 +232,7 @@ impl DmaFuzz {
             })
             .is_none();
         let own = || readable.then(|| read64(pa));
-        let (expect, value) = if !allowed {
+        let (expect, value) = if !maps {
             // Whatever the device holds: staging the page's own data (so
             // that a DMA landing after all changed nothing) made most
             // batches wait twice. A DMA that lands here fails the run.
@@ -274,7 +275,7 @@ impl DmaFuzz {
             Expect::Blocked => &mut self.blocked,
         } += 1;
         if !ok {
-            let st = call(abi::PAGE_STATE, [j.page, 0, 0, 0, 0, 0]);
+            let st = call(abi::PAGE_STATE, [j.page, 1, 0, 0, 0, 0]);
             println!(
                 "[host] fuzz: DMA by stream {:#x} to {:#x} (reaching {:#x}; PAGE_STATE now {st:?}, {}, the DMA view {}): done {done}, {} event(s) at {:x?}, data {data:x?}",
                 j.dev.stream,

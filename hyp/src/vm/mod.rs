@@ -405,30 +405,40 @@ pub fn host_vm_calls(handle: u64) -> Result<[u64; 4], Error> {
     Ok([vm.shares, vm.unshares, vm.guards.calls, vm.guards.len() as u64])
 }
 
-/// PAGE_STATE → (host state code, pins, owning VM, holder, the DMA view
-/// maps it).
-pub fn host_page_state(pa: u64) -> Result<[u64; 5], Error> {
+/// PAGE_STATE → (host state code, pins, owning VM).
+pub fn host_page_state(pa: u64) -> Result<[u64; 4], Error> {
+    let mut env = HypEnv;
+    let host = owners::host();
+    host.leaf_at(&mut env, Pa(pa)).map_err(Error::from).map(|l| {
+        let owner = match l {
+            Leaf::Invalid(Owner::Guest(h) | Owner::VmTables(h)) => h as u64,
+            _ => 0,
+        };
+        let held = match l {
+            Leaf::Invalid(Owner::Hyp) => abi::page_state::HELD_BY_HYP,
+            Leaf::Invalid(Owner::HypDonated) => abi::page_state::HELD_BY_HYP_DONATED,
+            Leaf::Invalid(Owner::Guest(_)) => abi::page_state::HELD_BY_GUEST,
+            Leaf::Invalid(Owner::VmTables(_)) => abi::page_state::HELD_BY_HYP_FOR_VM,
+            _ => abi::page_state::HELD_BY_HOST,
+        };
+        [state_code(l), host.pins.count(pa) as u64, owner, held]
+    })
+}
+
+/// PAGE_STATE with x2 = 1 → x6: does the host's DMA view map the page? Out
+/// of line, apart from the VMMs' calls (which do not ask): a walk of the
+/// view, or for a borrowed page the pins' mark, which the invariant checker
+/// holds equal to the view.
+#[inline(never)]
+pub fn host_dma_maps(pa: u64) -> Result<bool, Error> {
     let mut env = HypEnv;
     let host = owners::host();
     let l = host.leaf_at(&mut env, Pa(pa)).map_err(Error::from)?;
-    let owner = match l {
-        Leaf::Invalid(Owner::Guest(h) | Owner::VmTables(h)) => h as u64,
-        _ => 0,
-    };
-    let held = match l {
-        Leaf::Invalid(Owner::Hyp) => abi::page_state::HELD_BY_HYP,
-        Leaf::Invalid(Owner::HypDonated) => abi::page_state::HELD_BY_HYP_DONATED,
-        Leaf::Invalid(Owner::Guest(_)) => abi::page_state::HELD_BY_GUEST,
-        Leaf::Invalid(Owner::VmTables(_)) => abi::page_state::HELD_BY_HYP_FOR_VM,
-        _ => abi::page_state::HELD_BY_HOST,
-    };
-    let state = state_code(l);
-    // A borrowed page (what a VMM asks about before each pin): the pins'
-    // mark, which the invariant checker holds equal to the view, without a
-    // walk; any other page: the view's own leaf.
-    let dma =
-        if state == abi::page_state::SHARED_BORROWED { host.pins.is_mapped(pa) } else { host.dma_maps(&mut env, pa) };
-    Ok([state, host.pins.count(pa) as u64, owner, held, dma as u64])
+    Ok(if matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }) {
+        host.pins.is_mapped(pa)
+    } else {
+        host.dma_maps(&mut env, pa)
+    })
 }
 
 /// Every live VM (for the invariant checker; lock each after the host's
