@@ -8,6 +8,9 @@
 //! host unpins). Every blocked DMA must come with an SMMU event naming the
 //! device's stream and the page's address (`DMA_EVENTS`), and is traced.
 
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
 use el1_rt::{println, BootInfo};
 use spin::Mutex;
 
@@ -30,6 +33,8 @@ const CMD_START: u64 = 1;
 const CMD_TO_RAM: u64 = 2;
 /// The device's DMA buffer, in its own address space.
 const EDU_BUF: u64 = 0x4_0000;
+/// Where in the device's buffer [`start_from_ram`] puts what it reads.
+const READ_OFF: u64 = 0x800;
 /// Bytes each DMA moves (edu writes 4 bytes at a time: one SMMU event per
 /// 4 bytes it cannot write).
 pub const LEN: u64 = 8;
@@ -40,7 +45,7 @@ const SMMU: u64 = 0x0905_0000;
 /// finishes after 100 ms).
 const DMA_TIMEOUT_S: u64 = 10;
 
-/// The `edu` device as the host set it up.
+/// An `edu` device as the host set it up.
 #[derive(Clone, Copy)]
 pub struct Edu {
     bar: u64,
@@ -50,11 +55,12 @@ pub struct Edu {
     staging: u64,
 }
 
-static EDU: Mutex<Option<Edu>> = Mutex::new(None);
+/// The devices the host set up, in PCI order (the first serves `HOST_DMA`).
+static EDUS: Mutex<Vec<Edu>> = Mutex::new(Vec::new());
 
-/// What the device's buffer holds ([`LEN`] bytes), when known: the value
-/// of the last staging DMA that finished without an SMMU event.
-static STAGED: Mutex<Option<u64>> = Mutex::new(None);
+/// What each device's buffer holds ([`LEN`] bytes), when known, by stream:
+/// the value of its last staging DMA that finished without an SMMU event.
+static STAGED: Mutex<BTreeMap<u32, u64>> = Mutex::new(BTreeMap::new());
 
 /// The first memory window (32-bit, space code 2) of a PCI host bridge's
 /// `ranges`: (CPU address, size).
@@ -67,57 +73,82 @@ fn mem32_window(ranges: &[u8]) -> Option<(u64, u64)> {
     })
 }
 
-/// Finds `edu` on bus 0 through the ECAM and sets it up: BAR0 at the
-/// start of the 32-bit window, memory space and bus mastering on.
-fn find(info: &BootInfo, hm: &mut HostMem) -> Option<Edu> {
-    let node = info.fdt.find_compatible(&["pci-host-ecam-generic"])?;
-    let ecam = node.reg()?.next()?.starting_address as u64;
-    let (window, wsize) = mem32_window(node.property("ranges")?.value)?;
+/// Finds every `edu` on bus 0 through the ECAM and sets each up: BAR0s
+/// one after the other from the start of the 32-bit window, memory space
+/// and bus mastering on, a staging page each.
+fn find(info: &BootInfo, hm: &mut HostMem) -> Vec<Edu> {
+    let mut found = Vec::new();
+    let Some(node) = info.fdt.find_compatible(&["pci-host-ecam-generic"]) else { return found };
+    let Some(ecam) = node.reg().and_then(|mut r| r.next()).map(|r| r.starting_address as u64) else { return found };
+    let Some((window, wsize)) = node.property("ranges").and_then(|r| mem32_window(r.value)) else { return found };
     println!("[host] PCIe: ECAM at {ecam:#x}, 32-bit window {window:#x}..{:#x}", window + wsize);
-    let devfn = (0..256u64).find(|d| read32(ecam + (d << 12)) == EDU_ID)?;
-    let cfg = ecam + (devfn << 12);
-    // BAR0: size it, place it.
-    write32(cfg + 0x10, 0xffff_ffff);
-    let size = (!(read32(cfg + 0x10) & !0xf)).wrapping_add(1) as u64;
-    let bar = window.next_multiple_of(size.max(4096));
-    if size == 0 || bar + size > window + wsize {
-        return None;
+    let mut next = window;
+    for devfn in (0..256u64).filter(|d| read32(ecam + (d << 12)) == EDU_ID) {
+        let cfg = ecam + (devfn << 12);
+        // BAR0: size it, place it.
+        write32(cfg + 0x10, 0xffff_ffff);
+        let size = (!(read32(cfg + 0x10) & !0xf)).wrapping_add(1) as u64;
+        let bar = next.next_multiple_of(size.max(4096));
+        if size == 0 || bar + size > window + wsize {
+            break;
+        }
+        write32(cfg + 0x10, bar as u32);
+        next = bar + size;
+        // COMMAND: memory space (1), bus master (2).
+        write32(cfg + 0x04, (read32(cfg + 0x04) & 0xffff) | 0x6);
+        println!(
+            "[host] PCIe 00:{:02x}.{}: edu, BAR0 {:#x} ({} KiB), bus mastering on",
+            devfn >> 3,
+            devfn & 7,
+            bar,
+            size / 1024
+        );
+        let Some(staging) = hm.alloc(4096, 4096) else { break };
+        found.push(Edu { bar, stream: devfn as u32, staging });
     }
-    write32(cfg + 0x10, bar as u32);
-    // COMMAND: memory space (1), bus master (2).
-    write32(cfg + 0x04, (read32(cfg + 0x04) & 0xffff) | 0x6);
-    println!(
-        "[host] PCIe 00:{:02x}.{}: edu, BAR0 {:#x} ({} KiB), bus mastering on",
-        devfn >> 3,
-        devfn & 7,
-        bar,
-        size / 1024
-    );
-    let staging = hm.alloc(4096, 4096)?;
-    Some(Edu { bar, stream: devfn as u32, staging })
+    found
 }
 
 fn reg(e: &Edu, off: u64) -> u64 {
     e.bar + off
 }
 
-/// One DMA of the device, waited for; false if it never finished.
-fn run_dma(e: &Edu, src: u64, dst: u64, to_ram: bool) -> bool {
+/// Starts a DMA of the device ([`LEN`] bytes from `src` to `dst`).
+fn start(e: &Edu, src: u64, dst: u64, to_ram: bool) {
     write64(reg(e, EDU_DMA_SRC), src);
     write64(reg(e, EDU_DMA_DST), dst);
     write64(reg(e, EDU_DMA_CNT), LEN);
     write64(reg(e, EDU_DMA_CMD), CMD_START | if to_ram { CMD_TO_RAM } else { 0 });
-    // The command register is read once a millisecond: each read is an
+}
+
+/// Starts a DMA of the device's buffer to `pa`.
+pub fn start_to_ram(e: &Edu, pa: u64) {
+    start(e, EDU_BUF, pa, true);
+}
+
+/// Starts a DMA from `pa` into the second half of the device's buffer
+/// (the first, which [`stage`] fills, stays as it is).
+pub fn start_from_ram(e: &Edu, pa: u64) {
+    start(e, pa, EDU_BUF + READ_OFF, false);
+}
+
+/// Waits for the DMAs started on `devs`; false if one did not finish in
+/// [`DMA_TIMEOUT_S`]. Started together, they finish together: one wait of
+/// edu's 100 ms covers them all.
+pub fn wait(devs: &[Edu]) -> bool {
+    // A command register is read once a millisecond: each read is an
     // MMIO exit that takes QEMU's big lock, and reads back to back kept
     // the main loop, whose timer finishes the DMA, waiting for it (a DMA
     // took ~330 ms instead of 100 on the loaded machine).
     let (t0, freq) = counter();
     let mut next = t0;
-    loop {
+    let mut k = 0;
+    while let Some(e) = devs.get(k) {
         let now = counter().0;
         if now >= next {
             if read64(reg(e, EDU_DMA_CMD)) & CMD_START == 0 {
-                return true;
+                k += 1;
+                continue;
             }
             if now - t0 > freq * DMA_TIMEOUT_S {
                 return false;
@@ -126,10 +157,43 @@ fn run_dma(e: &Edu, src: u64, dst: u64, to_ram: bool) -> bool {
         }
         core::hint::spin_loop();
     }
+    true
+}
+
+/// One DMA of the device, waited for; false if it never finished.
+fn run_dma(e: &Edu, src: u64, dst: u64, to_ram: bool) -> bool {
+    start(e, src, dst, to_ram);
+    wait(core::slice::from_ref(e))
+}
+
+/// What the device's buffer holds, if known.
+pub fn staged(e: &Edu) -> Option<u64> {
+    STAGED.lock().get(&e.stream).copied()
+}
+
+/// Puts each value into its device's buffer (host page → device), the
+/// devices' DMAs together → (all finished, none caused an SMMU event).
+pub fn stage(jobs: &[(Edu, u64)]) -> (bool, bool) {
+    let before = crate::hyp::dma_events().map(|v| v[1]).unwrap_or(0);
+    let mut staged = STAGED.lock();
+    for (e, v) in jobs {
+        staged.remove(&e.stream);
+        write64(e.staging, *v);
+        start(e, e.staging, EDU_BUF, false);
+    }
+    let devs: Vec<Edu> = jobs.iter().map(|j| j.0).collect();
+    let done = wait(&devs);
+    let clean = crate::hyp::dma_events().map(|v| v[1]).unwrap_or(!0) == before;
+    if done && clean {
+        for (e, v) in jobs {
+            staged.insert(e.stream, *v);
+        }
+    }
+    (done, clean)
 }
 
 /// The virtual counter and its frequency.
-fn counter() -> (u64, u64) {
+pub fn counter() -> (u64, u64) {
     let (now, freq): (u64, u64);
     // SAFETY: reads of the generic timer's counter and frequency, which
     // EL1 may read; no memory is touched.
@@ -159,26 +223,16 @@ pub enum Outcome {
 /// `value` already: a DMA to RAM does not change the buffer, and it is
 /// recorded only after a staging DMA that finished without an SMMU event.
 pub fn dma_raw(e: &Edu, pa: u64, value: u64) -> (bool, u64, [u64; 3]) {
-    write64(e.staging, value);
     let before = crate::hyp::dma_events().map(|v| v[1]).unwrap_or(0);
-    let mut buf = STAGED.lock();
-    let staged = if *buf == Some(value) {
-        true
-    } else {
-        let ok = run_dma(e, e.staging, EDU_BUF, false);
-        let clean = ok && crate::hyp::dma_events().map(|v| v[1]).unwrap_or(!0) == before;
-        *buf = if clean { Some(value) } else { None };
-        ok
-    };
-    drop(buf);
+    let staged = staged(e) == Some(value) || stage(&[(*e, value)]).0;
     let done = staged && run_dma(e, EDU_BUF, pa, true);
     let ev = crate::hyp::dma_events().unwrap_or([0; 6]);
     (done, ev[1] - before, [ev[2], ev[3], ev[4]])
 }
 
-/// The set-up `edu` device, if the scenario found one.
-pub fn edu() -> Option<Edu> {
-    *EDU.lock()
+/// The set-up `edu` devices, in PCI order.
+pub fn edus() -> Vec<Edu> {
+    EDUS.lock().clone()
 }
 
 /// Has the device write [`LEN`] bytes of `byte` to `pa`.
@@ -218,7 +272,7 @@ pub fn dma_to(e: &Edu, pa: u64, byte: u8) -> Outcome {
 /// The `HOST_DMA` service for a guest (a hook [`setup`] and [`run`]
 /// register): DMA to the page behind its IPA.
 fn guest_dma(pa: u64, byte: u64) -> i64 {
-    let Some(e) = *EDU.lock() else {
+    let Some(e) = EDUS.lock().first().copied() else {
         return -19;
     };
     match dma_to(&e, pa, byte as u8) {
@@ -232,13 +286,14 @@ fn has_compatible(info: &BootInfo, c: &str) -> bool {
     info.fdt.all_nodes().any(|n| n.compatible().is_some_and(|cs| cs.all().any(|x| x == c)))
 }
 
-/// Finds and sets up `edu` for other scenarios (the fuzzer); false if the
-/// machine has none.
+/// Finds and sets up every `edu` for other scenarios (the fuzzer); false if
+/// the machine has none.
 pub fn setup(info: &BootInfo, hm: &mut HostMem) -> bool {
-    let e = find(info, hm);
-    *EDU.lock() = e;
+    let found = find(info, hm);
+    let any = !found.is_empty();
+    *EDUS.lock() = found;
     crate::vmm::services::set_dma_hook(guest_dma);
-    e.is_some()
+    any
 }
 
 pub fn run(info: &BootInfo, hm: &mut HostMem, images: &[GuestImage], r: &mut Report) {
@@ -252,12 +307,13 @@ pub fn run(info: &BootInfo, hm: &mut HostMem, images: &[GuestImage], r: &mut Rep
     let smmu = expect_abort(|| write32(SMMU + 0x20, 0));
     r.check(smmu.is_some(), "a write of SMMU_CR0 (turning it off) aborts");
 
-    let Some(e) = find(info, hm) else {
+    let found = find(info, hm);
+    let Some(e) = found.first().copied() else {
         r.fail("an edu device on PCIe bus 0 (-device edu,dma_mask=0xffffffffffffffff)");
         return;
     };
     r.check(read32(reg(&e, EDU_IDENT)) == EDU_IDENT_VALUE, "edu answers through its BAR");
-    *EDU.lock() = Some(e);
+    *EDUS.lock() = found;
     crate::vmm::services::set_dma_hook(guest_dma);
 
     // The host's own page.

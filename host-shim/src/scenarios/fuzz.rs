@@ -7,8 +7,9 @@
 //! that it changed nothing); the hyp must never panic or hang, and the host
 //! must keep working. VMs the random calls create are destroyed again, and
 //! the two fuzzing guests are replaced by fresh ones from time to time, so a
-//! long run does not fill the VM table. The seed is printed; the same seed
-//! replays the run.
+//! long run does not fill the VM table. With `edu` devices, pages drawn for
+//! DMA are made a batch at a time (`fuzz_dma`). The seed is printed; the
+//! same seed replays the run.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -22,20 +23,11 @@ use crate::images::GuestImage;
 use crate::mem::HostMem;
 use crate::report::{expect_abort, read64, write64, Report};
 use crate::scenarios::devices;
+use crate::scenarios::fuzz_dma::DmaFuzz;
 use crate::vmm::{Guest, GUEST_RAM};
 
 const SZ_2M: u64 = 2 << 20;
 const ARENA: u64 = 16 << 20;
-
-/// The device's DMAs: each waits for `edu`'s 100 ms DMA timer (virtual
-/// time, which runs with the host's clock), twice when the data must be
-/// staged first, so the 1 in 14 calls that drew one made over 80 % of
-/// the run's time (3,000 calls: 49 s, 8.7 s without the device; 100,000
-/// calls: ~7,000 DMAs, over 20 minutes of waiting). The first DMA_FIRST
-/// drawn are made, then at most one per DMA_EVERY host calls: 1,016 in
-/// 100,000 calls, 26 in the table's 1,000.
-const DMA_FIRST: u64 = 16;
-const DMA_EVERY: u64 = 100;
 
 fn arg(bootargs: &str, key: &str) -> Option<u64> {
     bootargs.split_ascii_whitespace().find_map(|t| t.strip_prefix(key)).and_then(|v| v.parse().ok())
@@ -86,59 +78,6 @@ fn poke_gic(rng: &mut Rng, rd: u64, r: &mut Report) -> i64 {
     0
 }
 
-/// A DMA by `edu` to the page at `pa` (anything: host, guest, hyp, device,
-/// no memory). The device writes back what the host reads there (nothing
-/// changes when it lands; a pattern where the host cannot read); it must
-/// land exactly when the host may DMA there by PAGE_STATE (its own page,
-/// shared with the hyp or not, or a borrowed page it pins), and otherwise
-/// be blocked with an SMMU event naming the device and the page.
-/// `scratch(pa)`: the page is the fuzzer's (arena, guest memory), not the
-/// shim's own: a DMA the host may do goes only there (the shim's stack
-/// could change between the read and the device's write).
-fn fuzz_dma(e: &super::dma::Edu, pa: u64, scratch: bool, ram: &[(u64, u64)], r: &mut Report) -> i64 {
-    use abi::page_state::*;
-    let st = call(abi::PAGE_STATE, [pa, 0, 0, 0, 0, 0]);
-    let in_ram = ram.iter().any(|&(b, e)| (b..e).contains(&pa));
-    let allowed = in_ram
-        && match st {
-            Ok([OWNED | SHARED_OWNED, ..]) => true,
-            Ok([SHARED_BORROWED, pins, ..]) => pins > 0,
-            Ok([NONE, _, _, held, ..]) => held == HELD_BY_HOST,
-            _ => false,
-        };
-    if allowed && !scratch {
-        return 0;
-    }
-    // Host RAM it maps reads back as it is; anything else gets a pattern.
-    let value = match st {
-        Ok([1..=3, ..]) => match expect_abort(|| {
-            read64(pa);
-        }) {
-            None => read64(pa),
-            Some(_) => 0x5a5a_5a5a_5a5a_5a5a,
-        },
-        _ => 0x5a5a_5a5a_5a5a_5a5a,
-    };
-    let (done, new, last) = super::dma::dma_raw(e, pa, value);
-    let named = new > 0 && last[0] == e.stream as u64 && (pa..pa.saturating_add(super::dma::LEN)).contains(&last[1]);
-    // Beyond the DMA view's 40-bit input range QEMU's SMMU aborts the
-    // access without an event record: nothing to name there.
-    let beyond = pa >> 40 != 0;
-    let ok = done && if allowed { new == 0 } else { named || (beyond && new == 0) };
-    if !ok {
-        println!(
-            "[host] fuzz: DMA to {pa:#x} (PAGE_STATE {st:?}): done {done}, {new} event(s), last stream {:#x} addr {:#x}",
-            last[0], last[1]
-        );
-        r.fail("a DMA lands exactly where the host's page state allows it");
-    }
-    if allowed {
-        0
-    } else {
-        1
-    }
-}
-
 /// `ram`: the host's RAM regions (start, end), the only place DMA may land.
 pub fn run(
     hm: &mut HostMem,
@@ -186,12 +125,20 @@ pub fn run(
     let mut results: BTreeMap<i64, u64> = BTreeMap::new();
     let (mut host_calls, mut runs) = (0u64, 0u64);
     let mut pinned: Vec<u64> = Vec::new();
-    let dma_edu = super::dma::edu();
-    let mut dmas = 0u64;
+    // With `edu` devices, DMA: queued, made a batch at a time.
+    let mut dma = DmaFuzz::new(hm, (arena, arena + ARENA), ram);
+    let scratch = |guests: &[Guest]| -> Vec<(u64, u64)> {
+        let own = guests.iter().map(|g| (g.pa, g.pa + g.mem));
+        core::iter::once((arena, arena + ARENA)).chain(own).collect()
+    };
     for i in 0..calls {
         // Now and then a fuzzing guest is torn down and a fresh one takes
         // its place (teardown under fire, and no VM lives forever).
         if i % 2000 == 1999 {
+            // Queued DMAs go first: pages change hands below.
+            if let Some(d) = dma.as_mut() {
+                d.flush(&scratch(&guests), r);
+            }
             let k = rng.below(guests.len() as u64) as usize;
             let old = guests.swap_remove(k);
             retired_calls += old.guest_calls;
@@ -276,19 +223,16 @@ pub fn run(
             // The GIC: registers that would give it memory addresses.
             12 if rd.is_some() => poke_gic(&mut rng, rd.unwrap_or(0), r),
             // A device's DMA: it lands exactly where the host may DMA.
-            // At most one in DMA_EVERY calls (after the first DMA_FIRST):
-            // the target is drawn either way, so a seed replays the same
-            // calls whatever the rate.
-            13 if dma_edu.is_some() => {
+            // Queued and made with the next ones, one per device (the
+            // target is drawn here, so a seed replays the same calls);
+            // counts as a successful call (0) in the results, its outcome
+            // in the DMA line.
+            13 if dma.is_some() => {
                 let pa = addr(&mut rng) & !0xfff;
-                if dmas < DMA_FIRST + i / DMA_EVERY {
-                    dmas += 1;
-                    let scratch = (arena..arena + ARENA).contains(&pa)
-                        || guests.iter().any(|g| (g.pa..g.pa + g.mem).contains(&pa));
-                    fuzz_dma(&dma_edu.unwrap(), pa, scratch, ram, r)
-                } else {
-                    0
+                if let Some(d) = dma.as_mut() {
+                    d.draw(pa, &scratch(&guests), r);
                 }
+                0
             }
             // Run a guest: it makes its own random calls, then yields.
             0 | 1 => {
@@ -397,9 +341,13 @@ pub fn run(
     // Each guest run ends at the guest's yield after its 20 calls: fewer
     // means the fuzzing guests stopped (a PSCI CPU_OFF once ended them).
     r.check(guest_calls >= runs * 20, "every guest run made its 20 random calls");
-    if dma_edu.is_some() {
-        println!("[host] fuzz: {} DMAs by the edu device, each where the host's page state allowed", dmas);
-        r.check(dmas > 0, "the fuzz run mixed in DMA");
+    if let Some(d) = dma.as_mut() {
+        d.flush(&scratch(&guests), r);
+        println!(
+            "[host] fuzz: {} DMAs by {} edu devices in {} batches ({} staged data first; {} s): {} landed in the fuzzer's own pages (data read back), {} landed writing back a page's own data, {} read the shim's own pages, {} blocked with SMMU events naming the device and the page",
+            d.made, d.devices(), d.batches, d.staged, d.ms / 1000, d.fresh, d.write_back, d.reads, d.blocked
+        );
+        r.check(d.fresh > 0 && d.blocked > 0, "the fuzz run mixed in DMA that landed and DMA that was blocked");
     }
     for p in pinned {
         while hyp::unpin(p) == 0 {}
@@ -413,6 +361,9 @@ pub fn run(
                 r.fail("fuzz guests tear down");
             }
         }
+    }
+    if let Some(d) = dma {
+        d.free(hm);
     }
     hm.free(arena, ARENA);
 }

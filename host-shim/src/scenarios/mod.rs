@@ -9,6 +9,7 @@ pub mod demand;
 pub mod devices;
 pub mod dma;
 pub mod fuzz;
+pub mod fuzz_dma;
 pub mod guests;
 pub mod harness;
 pub mod hostile;
@@ -72,8 +73,8 @@ pub fn run(name: &str, info: &BootInfo, r: &mut Report) -> bool {
         "virtio" => virtio::run(&mut hm, &images, r, false),
         "virtio-race" => virtio::run(&mut hm, &images, r, true),
         "fuzz" => {
-            // With an `edu` device (the xtask attaches one) the fuzzer mixes
-            // in DMA.
+            // With `edu` devices (the xtask attaches eight) the fuzzer mixes
+            // in DMA, a batch of one per device at a time (`fuzz_dma`).
             dma::setup(info, &mut hm);
             let ram: alloc::vec::Vec<(u64, u64)> = info
                 .fdt

@@ -356,7 +356,8 @@ pub mod host {
         pub const MEM_FAULT: u64 = 15;
     }
 
-    /// Answers of PAGE_STATE.
+    /// Answers of PAGE_STATE (x2; with x2 = 1 in the call, x6 = 1 when the
+    /// host's DMA view maps the page).
     pub mod page_state {
         pub const NONE: u64 = 0;
         pub const OWNED: u64 = 1;

@@ -345,7 +345,12 @@ fn vm_calls(x: &mut CallRegs) -> Result<(), Error> {
 }
 
 fn page_state(x: &mut CallRegs) -> Result<(), Error> {
-    vm::host_page_state(x[1]).map(|r| x[2..6].copy_from_slice(&r))
+    let dma = x[2] == 1;
+    vm::host_page_state(x[1]).map(|r| x[2..6].copy_from_slice(&r))?;
+    if dma {
+        x[6] = vm::host_dma_maps(x[1])? as u64;
+    }
+    Ok(())
 }
 
 /// DMA_EVENTS: the SMMU's event queue drained into the trace → x2 = events

@@ -435,6 +435,22 @@ pub fn host_page_state(pa: u64) -> Result<[u64; 4], Error> {
     })
 }
 
+/// PAGE_STATE with x2 = 1 → x6: does the host's DMA view map the page? Out
+/// of line, apart from the VMMs' calls (which do not ask): a walk of the
+/// view, or for a borrowed page the pins' mark, which the invariant checker
+/// holds equal to the view.
+#[inline(never)]
+pub fn host_dma_maps(pa: u64) -> Result<bool, Error> {
+    let mut env = HypEnv;
+    let host = owners::host();
+    let l = host.leaf_at(&mut env, Pa(pa)).map_err(Error::from)?;
+    Ok(if matches!(l, Leaf::Mapped { state: PageState::SharedBorrowed, .. }) {
+        host.pins.is_mapped(pa)
+    } else {
+        host.dma_maps(&mut env, pa)
+    })
+}
+
 /// Every live VM (for the invariant checker; lock each after the host's
 /// and the hyp's).
 pub fn all() -> Vec<Arc<VmLock>> {

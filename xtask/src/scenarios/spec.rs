@@ -220,6 +220,14 @@ impl Run {
 /// cannot reach RAM at 1 GiB).
 pub const EDU_DEVICE: &str = "-device edu,dma_mask=0xffffffffffffffff";
 
+/// Eight of them (PCI 00:01.0 to 00:08.0, SMMU streams 0x8 to 0x40): the
+/// fuzzer starts a DMA on each at once, so one of edu's 100 ms DMA timers
+/// covers eight DMAs.
+pub const EDU_DEVICES_8: &str = "-device edu,dma_mask=0xffffffffffffffff -device edu,dma_mask=0xffffffffffffffff \
+     -device edu,dma_mask=0xffffffffffffffff -device edu,dma_mask=0xffffffffffffffff \
+     -device edu,dma_mask=0xffffffffffffffff -device edu,dma_mask=0xffffffffffffffff \
+     -device edu,dma_mask=0xffffffffffffffff -device edu,dma_mask=0xffffffffffffffff";
+
 /// A virtio-serial PCI device whose console port is the machine's console
 /// chardev (`con`, qemu/virt.args): Linux's hvc0 and the PL011 share stdout.
 pub const VIRTIO_CONSOLE: &str = "-device virtio-serial-pci -device virtconsole,chardev=con";
@@ -236,6 +244,13 @@ mod tests {
         assert!(r.guest[0].ends_with("aarch64-unknown-none/release/guest-test"), "{:?}", r.guest);
         assert!(r.host.unwrap().ends_with("release/host-shim.bin") && r.release && !d.release);
         assert_eq!((d.log.as_str(), d.mem.as_str(), d.smp), ("info", "1G", 1));
+    }
+
+    #[test]
+    fn the_fuzz_attaches_eight_edu_devices() {
+        let devs: Vec<&str> = EDU_DEVICES_8.split_whitespace().collect();
+        assert_eq!(devs.len(), 16);
+        assert!(devs.chunks(2).all(|d| d.join(" ") == EDU_DEVICE), "{devs:?}");
     }
 
     #[test]

@@ -229,6 +229,17 @@ impl HostMm {
         Ok(m.at(pa.0 & !(PAGE_SIZE - 1)))
     }
 
+    /// Does the DMA view map the page at `pa` (the host's devices may DMA
+    /// there: the host's own RAM, and a page a guest shares with the host
+    /// from its first pin until a conversion takes it)? False without a
+    /// DMA view (`PAGE_STATE` x6). Out of line: rarely asked.
+    #[inline(never)]
+    pub fn dma_maps<E: MmEnv>(&self, env: &mut E, pa: u64) -> bool {
+        let page = pa & !(PAGE_SIZE - 1);
+        let m = self.dma.as_ref().and_then(|t| t.lookup(env, page).ok());
+        m.is_some_and(|m| matches!(m.at(page), Leaf::Mapped { .. }))
+    }
+
     /// Takes a host pin on a page a guest shared with the host:
     /// [`HostMm::pin_range`] of one page.
     pub fn pin<E: MmEnv>(&mut self, env: &mut E, pa: Pa, exclusive: bool) -> Result<(), Refused> {

@@ -191,3 +191,27 @@ fn unpin_and_the_teardown_need_no_table_page() {
         w.finish();
     }
 }
+
+/// `HostMm::dma_maps` (PAGE_STATE x6) reports the view: the host's own
+/// pages, mapped or not yet; a shared page from its first pin, still after
+/// the last unpin, until the guest's MEM_UNSHARE takes it; never a
+/// guest-private page.
+#[test]
+fn dma_maps_follows_the_view() {
+    let mut w = World::with_smmu(true);
+    let block = RAM + 16 * M2;
+    let pa = block + 7 * K4;
+    assert!(w.host.dma_maps(&mut w.env, pa), "the host's own page");
+    host_donate_guest(&mut w.env, &mut w.host, &mut w.guests[0], Pa(block), Ipa(G), M2).plain().unwrap();
+    assert!(!w.host.dma_maps(&mut w.env, pa), "a guest-private page");
+    guest_share_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), M2).plain().unwrap();
+    assert!(!w.host.dma_maps(&mut w.env, pa), "shared, never pinned");
+    w.host.pin(&mut w.env, Pa(pa), false).plain().unwrap();
+    assert!(w.host.dma_maps(&mut w.env, pa + 5), "pinned (any address in the page)");
+    assert!(!w.host.dma_maps(&mut w.env, pa + K4), "its neighbour, never pinned");
+    w.host.unpin(&mut w.env, Pa(pa)).plain().unwrap();
+    assert!(w.host.dma_maps(&mut w.env, pa), "unpinned: kept until a conversion");
+    guest_unshare_host(&mut w.env, &mut w.host, &mut w.guests[0], Ipa(G), M2).plain().unwrap();
+    assert!(!w.host.dma_maps(&mut w.env, pa), "unshared by the guest");
+    w.check();
+}
