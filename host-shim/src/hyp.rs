@@ -91,6 +91,11 @@ pub fn counters() -> [u64; 4] {
     }
 }
 
+/// Bytes of the hyp's pool in use (STATS x6), 0 if it refuses.
+pub fn pool_in_use() -> u64 {
+    call(abi::STATS, [0; 6]).map(|x| x[4]).unwrap_or(0)
+}
+
 pub fn dump_s2(which: u64) {
     let _ = call(abi::DUMP_S2, [which, 0, 0, 0, 0, 0]);
 }

@@ -43,6 +43,19 @@ impl Report {
 
 pub use el1_rt::probe::{expect_abort, read64, write64};
 
+/// Writes the guest program `prog` (A64 instruction words) to host memory
+/// at `at` (4-byte aligned), word by word through the 64-bit accessors,
+/// keeping the other half of each doubleword: the hostile scenarios'
+/// hand-assembled guests.
+pub fn write_code(at: u64, prog: &[u32]) {
+    for (i, w) in prog.iter().enumerate() {
+        let a = at + 4 * i as u64;
+        let old = read64(a & !7);
+        let shift = (a & 4) * 8;
+        write64(a & !7, (old & !(0xffff_ffff << shift)) | ((*w as u64) << shift));
+    }
+}
+
 pub fn install_abort_hook() {
     el1_rt::probe::install();
 }

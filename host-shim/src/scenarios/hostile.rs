@@ -11,7 +11,7 @@ use hyp_abi::host as abi;
 use crate::hyp::{self, call, errno};
 use crate::images::GuestImage;
 use crate::mem::HostMem;
-use crate::report::{expect_abort, read64, write64, Report};
+use crate::report::{expect_abort, read64, write64, write_code, Report};
 
 pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
     let page = hm.alloc(2 << 20, 2 << 20).expect("host memory");
@@ -135,16 +135,11 @@ pub fn run(hm: &mut HostMem, _images: &[GuestImage], r: &mut Report) {
     vm_limit(r);
 }
 
-/// Bytes of the hyp's pool in use (STATS x6).
-fn pool_in_use() -> u64 {
-    call(abi::STATS, [0; 6]).map(|x| x[4]).unwrap_or(0)
-}
-
 /// 255 VMs of 8 vCPUs at once (the pool holds them); the next VM_CREATE is ENOMEM and changes nothing; a
 /// destroyed VM's handle names nothing, even once its slot is reused; all
 /// of it leaves the hyp's pool as it was.
 fn vm_limit(r: &mut Report) {
-    let before = pool_in_use();
+    let before = hyp::pool_in_use();
     let mut hs = alloc::vec::Vec::new();
     let mut vcpus = true;
     while let Ok(h) = hyp::vm_create() {
@@ -156,9 +151,9 @@ fn vm_limit(r: &mut Report) {
     }
     r.check(hs.len() == 255, "vm_create: 255 VMs exist at once");
     r.check(vcpus, "vcpu_create: 8 vCPUs each fit in the hyp's pool");
-    let full = pool_in_use();
+    let full = hyp::pool_in_use();
     r.expect(hyp::vm_create().err().unwrap_or(0), -ENOMEM, "vm_create: the 256th VM is ENOMEM");
-    r.check(pool_in_use() == full, "vm_create: a refused VM takes no hyp memory");
+    r.check(hyp::pool_in_use() == full, "vm_create: a refused VM takes no hyp memory");
     let mut sorted = hs.clone();
     sorted.sort_unstable();
     sorted.dedup();
@@ -180,7 +175,7 @@ fn vm_limit(r: &mut Report) {
     r.expect(hyp::vm_destroy(stale).err().unwrap_or(0), -ENOENT, "vm_destroy: a stale handle is ENOENT");
     r.check(hyp::vcpu_create(*hs.last().unwrap_or(&0), 0x4000_0000, 0) == Ok(0), "vcpu_create: the new VM's first");
     let all_gone = hs.iter().all(|&h| hyp::vm_destroy(h).is_ok());
-    r.check(all_gone && pool_in_use() == before, "vm_destroy: all 255, the hyp's pool back to where it was");
+    r.check(all_gone && hyp::pool_in_use() == before, "vm_destroy: all 255, the hyp's pool back to where it was");
 }
 
 /// A guest of 17 instructions at IPA 0x4000_0000 (hand-assembled):
@@ -211,12 +206,7 @@ const RET: u32 = 0xd65f_03c0;
 
 fn world_switch(hm: &mut HostMem, r: &mut Report) {
     let mem = hm.alloc(2 << 20, 2 << 20).expect("host memory");
-    for (i, w) in PROG.iter().enumerate() {
-        let a = mem + 4 * i as u64;
-        let old = read64(a & !7);
-        let shift = (a & 4) * 8;
-        write64(a & !7, (old & !(0xffff_ffff << shift)) | ((*w as u64) << shift));
-    }
+    write_code(mem, &PROG);
     // The page the guest shares holds a `ret`: if a host fetch from it
     // went through, the call would simply return.
     write64(mem + 0x1000, RET as u64);

@@ -11,7 +11,7 @@ use hyp_abi::host::page_state;
 
 use crate::hyp::{self, call, errno};
 use crate::mem::HostMem;
-use crate::report::{read64, write64, Report};
+use crate::report::{write_code, Report};
 use el1_rt::println;
 
 const PAGE: u64 = 4096;
@@ -52,11 +52,6 @@ const GIVE_BACK_PROG: [u32; 17] = [
     0x1400_0000,
 ];
 
-/// Bytes of the hyp's pool in use (STATS x6).
-fn pool_in_use() -> u64 {
-    call(abi::STATS, [0; 6]).map(|x| x[4]).unwrap_or(0)
-}
-
 pub fn run(hm: &mut HostMem, r: &mut Report) {
     let size = BLOCKS * BLOCK;
     let tables = abi::vm_table_pages(40, GUEST_RAM, size);
@@ -64,12 +59,7 @@ pub fn run(hm: &mut HostMem, r: &mut Report) {
         r.fail("give back: host memory");
         return;
     };
-    for (i, w) in GIVE_BACK_PROG.iter().enumerate() {
-        let a = mem + 4 * i as u64;
-        let shift = (a & 4) * 8;
-        let old = read64(a & !7);
-        write64(a & !7, (old & !(0xffff_ffff << shift)) | ((*w as u64) << shift));
-    }
+    write_code(mem, &GIVE_BACK_PROG);
     let Ok(h) = hyp::vm_create() else {
         r.fail("give back: vm_create");
         return;
@@ -78,7 +68,7 @@ pub fn run(hm: &mut HostMem, r: &mut Report) {
         && errno(call(abi::DONATE_GUEST, [h, mem, GUEST_RAM, size, 0, 0])) == 0
         && hyp::vcpu_create(h, GUEST_RAM, 0) == Ok(0);
     r.check(ready, "give back: a guest of four 2 MiB blocks, its tables topped up");
-    let before = pool_in_use();
+    let before = hyp::pool_in_use();
     // A host interrupt may end a run early (exit IRQ): run again.
     let mut e = call(abi::VCPU_RUN, [h, 0, 0, 0, 0, 0]);
     for _ in 0..100 {
@@ -97,7 +87,7 @@ pub fn run(hm: &mut HostMem, r: &mut Report) {
         call(abi::PAGE_STATE, [pa, 0, 0, 0, 0, 0]).is_ok_and(|s| s[3] == page_state::HELD_BY_HOST)
     });
     r.check(back, "give back: page 1 of each 2 MiB block is the host's again");
-    let after = pool_in_use();
+    let after = hyp::pool_in_use();
     r.check(after == before, "give back: the DMA view's splits for them took nothing from the hyp's pool");
     if after != before {
         println!("[host] give back: the hyp's pool in use went {before} -> {after} bytes");

@@ -12,7 +12,7 @@ use hyp_abi::host::page_state;
 
 use crate::hyp::{self, call, errno};
 use crate::mem::HostMem;
-use crate::report::{expect_abort, read64, write64, Report};
+use crate::report::{expect_abort, read64, write64, write_code, Report};
 
 const PAGE: u64 = 4096;
 
@@ -122,12 +122,7 @@ fn exit_topup(spare: u64, r: &mut Report) {
         return;
     };
     let mem = spare + (2 << 20);
-    for (i, w) in SHARE_PROG.iter().enumerate() {
-        let a = mem + 4 * i as u64;
-        let old = read64(a & !7);
-        let shift = (a & 4) * 8;
-        write64(a & !7, (old & !(0xffff_ffff << shift)) | ((*w as u64) << shift));
-    }
+    write_code(mem, &SHARE_PROG);
     // One level-2 table (IPA bits 40: the root is level 1) holds the block.
     let needs = abi::donation_table_pages(0, mem, 0x4000_0000, 2 << 20);
     r.check(needs == 1, "exit topup: the host's helper counts one table for a 2 MiB block");
